@@ -1,0 +1,55 @@
+# Two commands for a new user: `make run` and `make test` (see README.md).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# Local development defaults; real deployments set these in the environment or .env.
+DEV_ENV := DEBUG=$${DEBUG:-true}
+
+.PHONY: run test lint format serve bench-sweep setup system-deps clean
+
+run: $(VENV)/.installed db.sqlite3
+	$(DEV_ENV) $(BIN)/python manage.py migrate --noinput -v 0
+	@echo
+	@echo "  taskmgmt is starting on http://$(HOST):$(PORT)/"
+	@echo "  Admin site:  http://$(HOST):$(PORT)/admin/   login admin@example.com / demo-admin-pass"
+	@echo "  API docs:    http://$(HOST):$(PORT)/api/docs/"
+	@echo "  Node logins: node1@example.com, node2@example.com, node3@example.com / demo-node-pass"
+	@echo
+	$(DEV_ENV) $(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+# Created once with the demo data; delete it to start again from the demo.
+db.sqlite3: | $(VENV)/.installed
+	$(DEV_ENV) $(BIN)/python manage.py migrate --noinput -v 0
+	$(DEV_ENV) $(BIN)/python manage.py loaddata demo
+
+test: $(VENV)/.installed
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.installed
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt | system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+# mysqlclient compiles against the MariaDB client library; Debian/Ubuntu only.
+system-deps:
+	@if ! pkg-config --exists libmariadb 2>/dev/null && ! pkg-config --exists mysqlclient 2>/dev/null; then \
+		echo "Installing pkg-config and libmariadb-dev (needed to build mysqlclient)"; \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q pkg-config libmariadb-dev; \
+	fi
+
+clean:
+	rm -rf $(VENV) db.sqlite3 staticfiles .pytest_cache

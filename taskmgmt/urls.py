@@ -1,0 +1,21 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from taskmgmt import api
+
+admin.site.site_header = "taskmgmt administration"
+admin.site.site_title = "taskmgmt"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/auth/", include("accounts.urls")),
+    path("api/tasks", include("tasks.urls")),
+    path("cron/", include("tasks.cron_urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("healthz", api.healthz, name="healthz"),
+]
+
+handler404 = api.not_found
+handler500 = api.server_error

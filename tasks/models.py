@@ -1,0 +1,225 @@
+import uuid
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.models import Role
+
+
+class TaskStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    IN_PROGRESS = "in_progress", "In progress"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+
+
+# The whole status machine. Every path that changes a status goes through
+# `check_transition`, so these rules exist exactly once.
+ALLOWED_TRANSITIONS: dict[str, tuple[str, ...]] = {
+    TaskStatus.PENDING: (TaskStatus.IN_PROGRESS,),
+    TaskStatus.IN_PROGRESS: (TaskStatus.COMPLETED, TaskStatus.FAILED),
+    TaskStatus.COMPLETED: (),
+    TaskStatus.FAILED: (),
+}
+OPEN_STATUSES = (TaskStatus.PENDING, TaskStatus.IN_PROGRESS)
+# A node may still report failure once the deadline has passed, nothing else.
+ALLOWED_AFTER_DEADLINE = (TaskStatus.FAILED,)
+
+
+class TaskRuleError(Exception):
+    """A request that breaks a task rule; `status_code` is its HTTP answer."""
+
+    status_code = 400
+    title = "Bad Request"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidStatusTransition(TaskRuleError):
+    status_code = 400
+    title = "Invalid status transition"
+
+
+class TaskConflict(TaskRuleError):
+    status_code = 409
+    title = "Conflict"
+
+
+class DeadlinePassed(TaskConflict):
+    title = "Deadline passed"
+
+
+def check_transition(current: str, new: str) -> None:
+    allowed = ALLOWED_TRANSITIONS[current]
+    if new not in allowed:
+        next_names = ", ".join(allowed) or "none: the task is in a final state"
+        raise InvalidStatusTransition(
+            f"invalid status transition from {current} to {new}; allowed next statuses: {next_names}"
+        )
+
+
+def validate_node(user) -> None:
+    """A task's assignee must be an active user with the node role."""
+    if user.role != Role.NODE:
+        raise ValidationError("Tasks can only be assigned to a node, not an admin.")
+    if not user.is_active:
+        raise ValidationError("Tasks can only be assigned to an active node.")
+
+
+def validate_future(value) -> None:
+    if timezone.is_naive(value):
+        raise ValidationError("The deadline must include a time zone.")
+    if value <= timezone.now():
+        raise ValidationError("The deadline must be in the future.")
+
+
+class TaskQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(active=True)
+
+    def expired(self, now=None):
+        """Open tasks whose deadline has passed: what the sweep fails."""
+        return self.filter(
+            active=True, status__in=OPEN_STATUSES, locked_at__lt=now or timezone.now()
+        )
+
+    def visible_to(self, user):
+        """What `user` may see: an admin every active task, a node its own."""
+        tasks = self.active()
+        return tasks if user.is_admin else tasks.filter(assigned_node=user)
+
+
+class Task(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=255)
+    details = models.TextField(max_length=10_000)
+    assigned_node = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="tasks",
+        limit_choices_to={"role": Role.NODE, "is_active": True},
+    )
+    status = models.CharField(
+        max_length=20, choices=TaskStatus.choices, default=TaskStatus.PENDING
+    )
+    locked_at = models.DateTimeField(
+        "deadline", help_text="After this moment the node can no longer start or complete it."
+    )
+    active = models.BooleanField(default=True, help_text="Unticked means soft-deleted.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TaskQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # A node's lists: own, active, optionally one status, newest first.
+            models.Index(
+                fields=["assigned_node", "active", "status", "created_at", "id"],
+                name="task_node_status_page",
+            ),
+            models.Index(
+                fields=["assigned_node", "active", "created_at", "id"], name="task_node_page"
+            ),
+            # The sweep: open statuses whose deadline passed.
+            models.Index(fields=["status", "locked_at"], name="task_sweep"),
+            # Admin lists: keyset pages over everything, or over one status.
+            models.Index(fields=["created_at", "id"], name="task_page"),
+            models.Index(fields=["status", "created_at", "id"], name="task_status_page"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=TaskStatus.values), name="task_status_valid"
+            ),
+        ]
+
+    # Fields whose changes the history records; `saved_values` holds what the
+    # database had when the row was loaded, so a save can tell what changed.
+    TRACKED_FIELDS = ("assigned_node_id", "status")
+
+    def __str__(self):
+        return self.name
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        instance.remember_saved_values()
+        return instance
+
+    def remember_saved_values(self):
+        self.saved_values = {
+            field: self.__dict__[field] for field in self.TRACKED_FIELDS if field in self.__dict__
+        }
+
+    @property
+    def is_overdue(self) -> bool:
+        return self.status in OPEN_STATUSES and self.locked_at < timezone.now()
+
+    def clean(self):
+        super().clean()
+        if self.locked_at and timezone.is_naive(self.locked_at):
+            raise ValidationError({"locked_at": "The deadline must include a time zone."})
+        if self.assigned_node_id:
+            try:
+                validate_node(self.assigned_node)
+            except ValidationError as error:
+                raise ValidationError({"assigned_node": error.messages}) from error
+
+
+class HistoryAction(models.TextChoices):
+    INITIAL_ASSIGN = "initial_assign", "Initial assignment"
+    STATUS_CHANGE = "status_change", "Status change"
+    ASSIGNEE_CHANGE = "assignee_change", "Assignee change"
+
+
+class AppendOnlyError(Exception):
+    """Task history is an audit trail: rows are added, never changed."""
+
+
+class TaskHistoryQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise AppendOnlyError("Task history cannot be updated.")
+
+    def delete(self):
+        raise AppendOnlyError("Task history cannot be deleted.")
+
+
+class TaskHistory(models.Model):
+    task = models.ForeignKey(Task, on_delete=models.PROTECT, related_name="history")
+    action = models.CharField(max_length=20, choices=HistoryAction.choices)
+    from_value = models.CharField(max_length=64, null=True, blank=True)
+    to_value = models.CharField(max_length=64, null=True, blank=True)
+    # Null means the system (the sweep). PROTECT: a user who acted is
+    # deactivated, never deleted, so no row is ever misread as the system's.
+    performed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = TaskHistoryQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "task history"
+        indexes = [models.Index(fields=["task", "created_at"], name="history_task_time")]
+
+    def __str__(self):
+        return f"{self.get_action_display()}: {self.from_value} → {self.to_value}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise AppendOnlyError("Task history cannot be updated.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnlyError("Task history cannot be deleted.")

@@ -1,0 +1,231 @@
+"""Multi-step task operations, shared by the API, the admin site and the sweep.
+
+Single-task changes lock the row and `save()`, so the history signal records
+them. Bulk changes (the sweep, admin actions) update with one statement and
+write their history rows in bulk in the same transaction.
+"""
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from uuid import UUID
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from tasks.actor import current_actor
+from tasks.models import (
+    ALLOWED_AFTER_DEADLINE,
+    OPEN_STATUSES,
+    DeadlinePassed,
+    HistoryAction,
+    Task,
+    TaskConflict,
+    TaskHistory,
+    TaskRuleError,
+    TaskStatus,
+    check_transition,
+    validate_future,
+    validate_node,
+)
+
+
+class NotAssignee(TaskRuleError):
+    status_code = 403
+    title = "Forbidden"
+
+
+def _validate(*, node=None, locked_at: datetime | None = None) -> None:
+    errors = {}
+    for field, value, validator in (
+        ("assigned_node", node, validate_node),
+        ("locked_at", locked_at, validate_future),
+    ):
+        if value is None:
+            continue
+        try:
+            validator(value)
+        except ValidationError as error:
+            errors[field] = error.messages
+    if errors:
+        raise ValidationError(errors)
+
+
+def _locked_task(task_id: UUID) -> Task:
+    """The active task, locked until the transaction ends (Task.DoesNotExist if none)."""
+    return Task.objects.select_for_update().active().get(pk=task_id)
+
+
+def task_create(*, name: str, details: str, assigned_node, locked_at: datetime) -> Task:
+    _validate(node=assigned_node, locked_at=locked_at)
+    task = Task(name=name, details=details, assigned_node=assigned_node, locked_at=locked_at)
+    task.full_clean()
+    task.save()
+    return task
+
+
+@transaction.atomic
+def task_update(
+    *, task_id: UUID, name: str, details: str, assigned_node, locked_at: datetime
+) -> Task:
+    """Edit a task's fields; only a pending task, since a node may already be at work."""
+    task = _locked_task(task_id)
+    if task.status != TaskStatus.PENDING:
+        raise TaskConflict(f"only a pending task can be edited; this task is {task.status}")
+    _validate(node=assigned_node, locked_at=locked_at)
+    task.name, task.details = name, details
+    task.assigned_node, task.locked_at = assigned_node, locked_at
+    task.full_clean()
+    task.save()
+    return task
+
+
+@transaction.atomic
+def task_assign(*, task_id: UUID, node, locked_at: datetime | None = None) -> Task:
+    """Give a task to a node, back to pending; a stale deadline must be replaced."""
+    task = _locked_task(task_id)
+    if task.status == TaskStatus.COMPLETED:
+        raise TaskConflict("a completed task cannot be reassigned")
+    if locked_at is None and task.locked_at <= timezone.now():
+        raise ValidationError(
+            {"locked_at": "The task's deadline has passed: send a new future deadline."}
+        )
+    _validate(node=node, locked_at=locked_at)
+    task.assigned_node = node
+    task.status = TaskStatus.PENDING
+    if locked_at is not None:
+        task.locked_at = locked_at
+    task.save()
+    return task
+
+
+@transaction.atomic
+def task_change_status(*, task_id: UUID, node, status: str) -> Task:
+    """The assigned node advances its task. Row-locked, so concurrent requests
+    produce one transition and one history row."""
+    task = _locked_task(task_id)
+    if task.assigned_node_id != node.pk:
+        raise NotAssignee("only the assigned node can change this task's status")
+    if status == task.status:
+        return task
+    check_transition(task.status, status)
+    if status not in ALLOWED_AFTER_DEADLINE and task.locked_at <= timezone.now():
+        raise DeadlinePassed("task deadline has passed")
+    task.status = status
+    task.save(update_fields=["status", "updated_at"])
+    return task
+
+
+def task_set_active(*, task: Task, active: bool) -> None:
+    """Soft delete (active=False) hides a task everywhere; restore brings it back."""
+    task.active = active
+    task.save(update_fields=["active", "updated_at"])
+
+
+def tasks_set_active(*, task_ids: Iterable[UUID], active: bool) -> int:
+    return Task.objects.filter(pk__in=list(task_ids)).update(
+        active=active, updated_at=timezone.now()
+    )
+
+
+def _fail_locked(tasks) -> int:
+    """Fail the open tasks of `tasks`: lock them, one UPDATE, one history row each.
+
+    Must run inside a transaction; the lock makes the UPDATE hit exactly the
+    rows whose previous status the history rows record.
+    """
+    locked = list(tasks.select_for_update(skip_locked=True).values_list("id", "status"))
+    if not locked:
+        return 0
+    now = timezone.now()
+    Task.objects.filter(pk__in=[task_id for task_id, _ in locked]).update(
+        status=TaskStatus.FAILED, updated_at=now
+    )
+    actor = current_actor()
+    TaskHistory.objects.bulk_create(
+        TaskHistory(
+            task_id=task_id,
+            action=HistoryAction.STATUS_CHANGE,
+            from_value=old_status,
+            to_value=TaskStatus.FAILED,
+            performed_by=actor,
+            created_at=now,
+        )
+        for task_id, old_status in locked
+    )
+    return len(locked)
+
+
+@transaction.atomic
+def tasks_fail(*, task_ids: Iterable[UUID]) -> int:
+    """Fail the given tasks that are still open (an admin action)."""
+    return _fail_locked(
+        Task.objects.filter(pk__in=list(task_ids), active=True, status__in=OPEN_STATUSES)
+    )
+
+
+@transaction.atomic
+def tasks_reassign(*, task_ids: Iterable[UUID], node, locked_at: datetime) -> int:
+    """Give many tasks to one node with a new deadline; completed ones are left alone."""
+    _validate(node=node, locked_at=locked_at)
+    locked = list(
+        Task.objects.filter(pk__in=list(task_ids), active=True)
+        .exclude(status=TaskStatus.COMPLETED)
+        .select_for_update()
+        .values_list("id", "assigned_node_id", "status")
+    )
+    if not locked:
+        return 0
+    now = timezone.now()
+    Task.objects.filter(pk__in=[task_id for task_id, _, _ in locked]).update(
+        assigned_node=node, status=TaskStatus.PENDING, locked_at=locked_at, updated_at=now
+    )
+    actor = current_actor()
+    rows = []
+    for task_id, old_node_id, old_status in locked:
+        if old_node_id != node.pk:
+            rows.append(
+                TaskHistory(
+                    task_id=task_id,
+                    action=HistoryAction.ASSIGNEE_CHANGE,
+                    from_value=str(old_node_id),
+                    to_value=str(node.pk),
+                )
+            )
+        if old_status != TaskStatus.PENDING:
+            rows.append(
+                TaskHistory(
+                    task_id=task_id,
+                    action=HistoryAction.STATUS_CHANGE,
+                    from_value=old_status,
+                    to_value=TaskStatus.PENDING,
+                )
+            )
+    for row in rows:
+        row.performed_by, row.created_at = actor, now
+    TaskHistory.objects.bulk_create(rows)
+    return len(locked)
+
+
+def tasks_expire(
+    *,
+    batch_size: int,
+    now: datetime | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> int:
+    """The sweep: fail every open task whose deadline passed before `now`.
+
+    One transaction per batch, so a crash leaves each task either untouched or
+    failed with its row. SKIP LOCKED lets two sweeps share the work, and skips
+    a task a node is changing right now; the next run takes it if still open.
+    """
+    now = now or timezone.now()
+    total = 0
+    while True:
+        with transaction.atomic():
+            failed = _fail_locked(Task.objects.expired(now).order_by()[:batch_size])
+        if not failed:
+            return total
+        total += failed
+        if on_batch:
+            on_batch(failed)

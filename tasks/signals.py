@@ -1,0 +1,59 @@
+"""Audit history, written for every save of a task, whatever path made it.
+
+The sweep changes tasks with one UPDATE and writes its rows itself, in bulk
+and in the same transaction (see `services.tasks_expire`).
+"""
+
+from django.db.models.signals import post_save, pre_save
+from django.dispatch import receiver
+
+from tasks.actor import current_actor
+from tasks.models import HistoryAction, Task, TaskHistory
+
+
+@receiver(pre_save, sender=Task)
+def load_saved_values(sender, instance, raw, **kwargs):
+    """Fetch the stored values a save is about to replace, if not loaded already."""
+    if raw or instance._state.adding:
+        return
+    saved = getattr(instance, "saved_values", {})
+    if all(field in saved for field in Task.TRACKED_FIELDS):
+        return
+    stored = Task.objects.filter(pk=instance.pk).values(*Task.TRACKED_FIELDS).first() or {}
+    instance.saved_values = {**stored, **saved}
+
+
+@receiver(post_save, sender=Task)
+def record_task_history(sender, instance, created, raw, **kwargs):
+    if raw:  # loaddata: a fixture brings its own history
+        return
+    actor = current_actor()
+    node_id = str(instance.assigned_node_id)
+    if created:
+        rows = [TaskHistory(task=instance, action=HistoryAction.INITIAL_ASSIGN, to_value=node_id)]
+    else:
+        saved = instance.saved_values
+        rows = []
+        old_node = saved.get("assigned_node_id")
+        if str(old_node) != node_id:
+            rows.append(
+                TaskHistory(
+                    task=instance,
+                    action=HistoryAction.ASSIGNEE_CHANGE,
+                    from_value=str(old_node) if old_node else None,
+                    to_value=node_id,
+                )
+            )
+        if saved.get("status") != instance.status:
+            rows.append(
+                TaskHistory(
+                    task=instance,
+                    action=HistoryAction.STATUS_CHANGE,
+                    from_value=saved.get("status"),
+                    to_value=instance.status,
+                )
+            )
+    for row in rows:
+        row.performed_by = actor
+    TaskHistory.objects.bulk_create(rows)
+    instance.remember_saved_values()

@@ -1,0 +1,21 @@
+"""Settings for the test suite: production settings with a test key and fast hashing.
+
+The database still comes from the environment, so the same suite runs on
+SQLite (default) and on MariaDB (DATABASE_URL=mysql://…).
+"""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "tests-only-not-secret")
+
+from taskmgmt.settings import *  # noqa: E402,F403
+
+# Argon2 costs ~50 ms per hash by design; tests hash hundreds of passwords.
+# tests/accounts/test_passwords.py checks that production puts Argon2 first.
+PRODUCTION_PASSWORD_HASHERS = PASSWORD_HASHERS  # noqa: F405
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+STORAGES = {  # noqa: F405
+    **STORAGES,  # noqa: F405
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
