@@ -191,6 +191,7 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "taskmgmt.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
     "DATETIME_FORMAT": "iso-8601",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 
 # Largest `limit` a list endpoint accepts.

@@ -1,1 +1,59 @@
-"""Fixtures shared by every test module."""
+"""Fixtures shared by every test module: users, real JWT clients, a clean cache."""
+
+import pytest
+from django.core.cache import cache
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from tests.factories import AdminFactory, NodeFactory
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache():
+    """Rate-limit counters live in the cache; each test starts from zero."""
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def admin_user(db):
+    return AdminFactory()
+
+
+@pytest.fixture
+def node(db):
+    return NodeFactory()
+
+
+@pytest.fixture
+def other_node(db):
+    return NodeFactory()
+
+
+@pytest.fixture
+def anon_client():
+    return APIClient()
+
+
+@pytest.fixture
+def client_for():
+    """An APIClient sending a real access token for `user`, as issued at login."""
+
+    def make(user):
+        client = APIClient()
+        token = RefreshToken.for_user(user).access_token
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def admin_client(admin_user, client_for):
+    return client_for(admin_user)
+
+
+@pytest.fixture
+def node_client(node, client_for):
+    return client_for(node)
