@@ -132,6 +132,9 @@ def _database() -> dict:
 DATABASES = {"default": _database()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# The demo data lives at the project root (`loaddata demo`), not inside an app.
+FIXTURE_DIRS = [BASE_DIR / "fixtures"]
+
 # --- Users and passwords ----------------------------------------------------
 
 AUTH_USER_MODEL = "accounts.User"
