@@ -8,7 +8,7 @@ PORT ?= 8000
 # Local development defaults; real deployments set these in the environment or .env.
 DEV_ENV := DEBUG=$${DEBUG:-true}
 
-.PHONY: run test lint format serve bench-sweep setup system-deps clean
+.PHONY: run test lint format serve bench-sweep bench-load setup system-deps clean
 
 run: $(VENV)/.installed db.sqlite3
 	$(DEV_ENV) $(BIN)/python manage.py migrate --noinput -v 0
@@ -19,6 +19,17 @@ run: $(VENV)/.installed db.sqlite3
 	@echo "  Node logins: node1@example.com, node2@example.com, node3@example.com / demo-node-pass"
 	@echo
 	$(DEV_ENV) $(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+# Production: DEBUG off, gunicorn (gunicorn.conf.py), static files served by whitenoise.
+# Database, SECRET_KEY and the rest come from the environment or .env.
+serve: $(VENV)/.installed
+	DEBUG=false $(BIN)/python manage.py migrate --noinput -v 0
+	DEBUG=false $(BIN)/python manage.py collectstatic --noinput -v 0
+	DEBUG=false GUNICORN_BIND=$${GUNICORN_BIND:-$(HOST):$(PORT)} $(BIN)/gunicorn --config gunicorn.conf.py
+
+# Load benchmark on MariaDB (bench/load/README.md); DURATION=5 for a quick run.
+bench-load: $(VENV)/.installed
+	$(BIN)/python bench/load/run.py
 
 # Created once with the demo data; delete it to start again from the demo.
 db.sqlite3: | $(VENV)/.installed

@@ -1,11 +1,29 @@
-"""One JSON object per log line, so log shippers need no parsing rules."""
+"""One JSON object per log line, so log shippers need no parsing rules.
+
+Any line logged while a request is served carries that request's id, so an
+auth failure or a status change can be matched with its request line.
+"""
 
 import json
 import logging
+from contextvars import ContextVar
 from datetime import UTC, datetime
+
+# Set by taskmgmt.middleware.RequestLogMiddleware for the length of a request.
+current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)
 
 # Attributes every LogRecord has; anything else was passed through `extra=`.
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message"}
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps the current request's id on a record when it is logged, not when it is written."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request_id = current_request_id.get()
+        if request_id and not hasattr(record, "request_id"):
+            record.request_id = request_id
+        return True
 
 
 class JsonFormatter(logging.Formatter):

@@ -1,32 +1,76 @@
-"""One structured log line per request, tagged with a request id."""
+"""Request plumbing of our own: a JSON log line per request, and a 503 when the database is down."""
 
 import logging
+import re
 import time
 import uuid
 
+from django.db import InterfaceError, OperationalError
+from django.http import JsonResponse
+from django.utils.functional import LazyObject, empty
+
+from taskmgmt.api import error_body
+from taskmgmt.logging import current_request_id
+
 logger = logging.getLogger("taskmgmt.request")
+
+# A client's X-Request-ID is kept so traces join up across services, but only
+# in a shape that is safe to echo in a header and to write to a log line.
+_REQUEST_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
+REQUEST_ID_MAX_LENGTH = 64
+
+
+def request_id_from(request) -> str:
+    supplied = _REQUEST_ID_UNSAFE.sub("", request.headers.get("X-Request-ID", ""))
+    return supplied[:REQUEST_ID_MAX_LENGTH] or uuid.uuid4().hex
+
+
+def _user_id(request) -> str | None:
+    """The caller's id if a view already looked them up; never a query of its own."""
+    user = getattr(request, "user", None)
+    if isinstance(user, LazyObject) and user._wrapped is empty:
+        return None
+    return str(user.pk) if getattr(user, "is_authenticated", False) else None
 
 
 class RequestLogMiddleware:
+    """One `taskmgmt.request` line per request, after the response, with its request id.
+
+    The id is echoed in `X-Request-ID` and stamped on every line logged meanwhile.
+    """
+
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
-        request.id = request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
+        request.id = request_id_from(request)
+        token = current_request_id.set(request.id)
         started = time.perf_counter()
-        response = self.get_response(request)
-        user = getattr(request, "user", None)
-        logger.info(
-            "request",
-            extra={
-                "request_id": request.id,
-                "method": request.method,
-                "path": request.path,
-                "status": response.status_code,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                "user_id": str(user.pk) if getattr(user, "is_authenticated", False) else None,
-                "remote_addr": request.META.get("REMOTE_ADDR"),
-            },
-        )
+        try:
+            response = self.get_response(request)
+            logger.info(
+                "request",
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    "user_id": _user_id(request),
+                    "remote_addr": request.META.get("REMOTE_ADDR"),
+                },
+            )
+        finally:
+            current_request_id.reset(token)
         response["X-Request-ID"] = request.id
+        return response
+
+    def process_exception(self, request, exception):
+        """A lost database connection is an outage to retry, not a bug: 503 JSON, not 500."""
+        if not isinstance(exception, OperationalError | InterfaceError):
+            return None
+        logger.error("database unavailable", exc_info=exception)
+        response = JsonResponse(
+            error_body(503, "The database is unavailable; try again shortly."), status=503
+        )
+        response["Retry-After"] = "5"
         return response

@@ -1,0 +1,56 @@
+"""gunicorn settings for production (`make serve`); every value can be set from the environment.
+
+Sync workers, about two per core: on the 2-core box measured in bench/load they
+served more than gthread workers, which let keep-alive pile load on one worker.
+"""
+
+import os
+
+from taskmgmt.logging import JsonFormatter
+
+
+def _cores() -> int:
+    """Cores this process may run on (taskset, cgroup cpusets), not all the machine has."""
+    return len(os.sched_getaffinity(0))
+
+
+wsgi_app = "taskmgmt.wsgi:application"
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("WEB_CONCURRENCY", 2 * _cores()))
+# One thread keeps the sync worker; more switches gunicorn to gthread workers.
+threads = int(os.environ.get("GUNICORN_THREADS", 1))
+# A request still running after this is killed with its worker (and its transaction rolls back).
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", 30))
+# On SIGTERM, requests in flight get this long to finish before workers are killed.
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", 30))
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", 5))
+# Load Django once in the master: workers share its memory and a broken config stops startup.
+preload_app = True
+# Honour X-Forwarded-* only from a proxy on this host.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# No gunicornc control socket: nothing uses it, and its one default path per user
+# would be shared by every gunicorn on the host.
+control_socket_disable = True
+
+# No access log here: taskmgmt.middleware.RequestLogMiddleware writes one JSON line
+# per request with the request id and user, so a second line would be a duplicate.
+accesslog = None
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+# gunicorn's own events (boot, worker timeouts and restarts) as JSON lines too.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": JsonFormatter}},
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "stream": "ext://sys.stdout",
+        }
+    },
+    "root": {"handlers": ["stdout"], "level": loglevel.upper()},
+    "loggers": {
+        "gunicorn.error": {"handlers": ["stdout"], "level": loglevel.upper(), "propagate": False},
+        "gunicorn.access": {"handlers": [], "propagate": False},
+    },
+}

@@ -1,0 +1,151 @@
+"""Structured logging: one JSON line per request, tagged with a request id that the client sees."""
+
+import io
+import json
+import logging
+import re
+
+import pytest
+
+from taskmgmt.logging import JsonFormatter, current_request_id
+
+REQUEST_FIELDS = {"request_id", "method", "path", "status", "duration_ms", "user_id"}
+
+
+@pytest.fixture
+def log_lines():
+    """Everything the configured stdout handler writes during the test, parsed line by line."""
+    handler = next(
+        h for h in logging.getLogger().handlers if isinstance(h.formatter, JsonFormatter)
+    )
+    buffer = io.StringIO()
+    previous = handler.setStream(buffer)
+    yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines()]
+    handler.setStream(previous)
+
+
+def request_lines(lines):
+    return [line for line in lines if line["logger"] == "taskmgmt.request"]
+
+
+@pytest.mark.django_db
+def test_a_request_writes_one_json_line_with_its_id_method_path_status_and_duration(
+    anon_client, log_lines
+):
+    response = anon_client.get("/healthz")
+
+    [line] = request_lines(log_lines())
+    assert line.keys() >= REQUEST_FIELDS
+    assert line["method"] == "GET"
+    assert line["path"] == "/healthz"
+    assert line["status"] == 200
+    assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0
+    assert line["user_id"] is None
+    assert re.fullmatch(r"[0-9a-f]{32}", line["request_id"])
+    assert response["X-Request-ID"] == line["request_id"]
+
+
+@pytest.mark.django_db
+def test_each_request_gets_its_own_id(anon_client, log_lines):
+    first = anon_client.get("/healthz")["X-Request-ID"]
+    second = anon_client.get("/healthz")["X-Request-ID"]
+
+    assert first != second
+    assert [line["request_id"] for line in request_lines(log_lines())] == [first, second]
+
+
+@pytest.mark.django_db
+def test_an_error_response_is_logged_with_its_status(anon_client, log_lines):
+    anon_client.get("/no-such-page")
+
+    [line] = request_lines(log_lines())
+    assert (line["path"], line["status"]) == ("/no-such-page", 404)
+
+
+def test_an_api_request_logs_the_token_users_id(node, node_client, log_lines):
+    response = node_client.get("/api/auth/profile")
+
+    assert response.status_code == 200
+    [line] = request_lines(log_lines())
+    assert line["user_id"] == str(node.id)
+
+
+def test_an_admin_site_request_logs_the_session_users_id(admin_user, client, log_lines):
+    client.force_login(admin_user)
+
+    assert client.get("/admin/").status_code == 200
+    [line] = request_lines(log_lines())
+    assert line["user_id"] == str(admin_user.id)
+
+
+def test_logging_a_request_never_loads_the_user_itself(
+    admin_user, client, log_lines, django_assert_num_queries
+):
+    """A view that never looked at the user must not pay a session and user query for the log."""
+    client.force_login(admin_user)
+
+    with django_assert_num_queries(1):  # healthz's own SELECT 1
+        client.get("/healthz")
+    [line] = request_lines(log_lines())
+    assert line["user_id"] is None
+
+
+@pytest.mark.django_db
+def test_a_supplied_request_id_is_kept_and_echoed(anon_client, log_lines):
+    response = anon_client.get("/healthz", HTTP_X_REQUEST_ID="trace-42.a:b_C")
+
+    assert response["X-Request-ID"] == "trace-42.a:b_C"
+    [line] = request_lines(log_lines())
+    assert line["request_id"] == "trace-42.a:b_C"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("supplied", "kept"),
+    [
+        ('abc"}\\ <script>def', "abcscriptdef"),
+        ("x" * 500, "x" * 64),
+        ("é€ü-1", "-1"),
+    ],
+)
+def test_a_supplied_request_id_is_stripped_to_safe_characters_and_bounded(
+    anon_client, log_lines, supplied, kept
+):
+    response = anon_client.get("/healthz", HTTP_X_REQUEST_ID=supplied)
+
+    assert response["X-Request-ID"] == kept
+    [line] = request_lines(log_lines())
+    assert line["request_id"] == kept
+
+
+@pytest.mark.django_db
+def test_a_supplied_request_id_with_nothing_safe_in_it_is_replaced(anon_client):
+    response = anon_client.get("/healthz", HTTP_X_REQUEST_ID="<>;{}")
+
+    assert re.fullmatch(r"[0-9a-f]{32}", response["X-Request-ID"])
+
+
+def test_a_line_logged_while_serving_a_request_carries_its_id(log_lines):
+    logger = logging.getLogger("taskmgmt.tests")
+    token = current_request_id.set("req-1")
+    try:
+        logger.warning("inside", extra={"event": "probe"})
+    finally:
+        current_request_id.reset(token)
+    logger.warning("outside")
+
+    inside, outside = log_lines()
+    assert inside["request_id"] == "req-1"
+    assert (inside["message"], inside["event"]) == ("inside", "probe")
+    assert "request_id" not in outside
+
+
+def test_an_exception_is_logged_as_one_json_line_with_its_traceback(log_lines):
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("taskmgmt.tests").exception("failed")
+
+    [line] = log_lines()
+    assert line["level"] == "ERROR"
+    assert "ValueError: boom" in line["exception"]
