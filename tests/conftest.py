@@ -2,6 +2,7 @@
 
 import pytest
 from django.core.cache import cache
+from django.test import Client
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
@@ -57,3 +58,11 @@ def admin_client(admin_user, client_for):
 @pytest.fixture
 def node_client(node, client_for):
     return client_for(node)
+
+
+@pytest.fixture
+def admin_site_client(admin_user):
+    """A browser session logged in to the admin site (/admin/) as `admin_user`."""
+    client = Client()
+    client.force_login(admin_user)
+    return client
