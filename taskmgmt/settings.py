@@ -225,6 +225,8 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # A task's `status` and the `taskStatus` sent to shift-status are one enum.
+    "ENUM_NAME_OVERRIDES": {"TaskStatusEnum": "tasks.models.TaskStatus"},
 }
 
 # --- Rate limits (django-ratelimit) -----------------------------------------

@@ -10,7 +10,7 @@ admin.site.site_title = "taskmgmt"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/auth/", include("accounts.urls")),
-    path("api/tasks", include("tasks.urls")),
+    path("api/", include("tasks.urls")),
     path("cron/", include("tasks.cron_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

@@ -1,3 +1,13 @@
+"""The original's cron trigger, mounted at `cron/`; now for admins only."""
+
 from django.urls import path
 
-urlpatterns: list = []
+from tasks.views import CollectFailedViewSet
+
+urlpatterns = [
+    path(
+        "collect-failed",
+        CollectFailedViewSet.as_view({"get": "collect", "post": "collect"}),
+        name="collect-failed",
+    ),
+]

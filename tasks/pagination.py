@@ -1,0 +1,119 @@
+"""Keyset pages over tasks, newest first, as the SPEC's `limit` and `cursor`.
+
+The cursor is the (created_at, id) of the last task sent, so a page is one
+index range scan however deep it is, and inserts or equal timestamps never
+shift rows between pages.
+"""
+
+import base64
+from datetime import UTC, datetime
+from uuid import UUID
+
+from django.conf import settings
+from django.db.models import Q
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import BasePagination
+from rest_framework.response import Response
+
+
+def encode_cursor(created_at: datetime, task_id: UUID) -> str:
+    text = f"{created_at.astimezone(UTC).isoformat()}|{task_id.hex}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    """The position a cursor names; ValueError when it is not one of ours."""
+    text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    created_text, _, id_text = text.partition("|")
+    created_at = datetime.fromisoformat(created_text)
+    if created_at.tzinfo is None:
+        raise ValueError("the cursor's time has no offset")
+    try:
+        # Normalised here, so an offset that pushes the year out of range fails
+        # as a bad cursor rather than inside the database driver.
+        created_at = created_at.astimezone(UTC)
+    except OverflowError as error:
+        raise ValueError("the cursor's time is out of range") from error
+    return created_at, UUID(hex=id_text)
+
+
+class KeysetPagination(BasePagination):
+    """`{tasks, nextCursor}`; no `limit` means every task, as the original did."""
+
+    results_key = "tasks"
+    limit_query_param = "limit"
+    cursor_query_param = "cursor"
+
+    def paginate_queryset(self, queryset, request, view=None):
+        limit = self.get_limit(request)
+        cursor = request.query_params.get(self.cursor_query_param, "")
+        if cursor:
+            try:
+                created_at, task_id = decode_cursor(cursor)
+            except ValueError:
+                raise ValidationError(
+                    {self.cursor_query_param: ["Malformed cursor: pass back a nextCursor."]}
+                ) from None
+            queryset = queryset.filter(
+                Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=task_id)
+            )
+        queryset = queryset.order_by("-created_at", "-id")
+        self.next_cursor = None
+        if limit is None:
+            return list(queryset)
+        # One row more than asked tells whether another page exists, in the same query.
+        rows = list(queryset[: limit + 1])
+        page = rows[:limit]
+        if len(rows) > limit:
+            self.next_cursor = encode_cursor(page[-1].created_at, page[-1].id)
+        return page
+
+    def get_limit(self, request) -> int | None:
+        raw = request.query_params.get(self.limit_query_param, "")
+        if raw == "":
+            return None
+        maximum = settings.MAX_PAGE_SIZE
+        try:
+            limit = int(raw) if raw.isascii() and raw.isdigit() else 0
+        except ValueError:  # more digits than Python converts
+            limit = 0
+        if not 1 <= limit <= maximum:
+            raise ValidationError(
+                {self.limit_query_param: [f"Must be an integer from 1 to {maximum}."]}
+            )
+        return limit
+
+    def get_paginated_response(self, data):
+        return Response({self.results_key: data, "nextCursor": self.next_cursor})
+
+    def get_paginated_response_schema(self, schema):
+        return {
+            "type": "object",
+            "required": [self.results_key, "nextCursor"],
+            "properties": {
+                self.results_key: schema,
+                "nextCursor": {
+                    "type": "string",
+                    "nullable": True,
+                    "description": "Pass as `cursor` for the next page; null on the last page.",
+                },
+            },
+        }
+
+    def get_schema_operation_parameters(self, view):
+        return [
+            {
+                "name": self.limit_query_param,
+                "in": "query",
+                "required": False,
+                "description": "Tasks per page; leave out for every task.",
+                "schema": {"type": "integer", "minimum": 1, "maximum": settings.MAX_PAGE_SIZE},
+            },
+            {
+                "name": self.cursor_query_param,
+                "in": "query",
+                "required": False,
+                "description": "The previous page's nextCursor.",
+                "schema": {"type": "string"},
+            },
+        ]

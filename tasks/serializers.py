@@ -1,0 +1,181 @@
+"""The tasks API's bodies: camelCase fields in, the SPEC's task shape out.
+
+Input serializers only validate; the views hand `validated_data` to
+`tasks.services`, which owns the rules that need the database row.
+"""
+
+from datetime import UTC, datetime
+from operator import attrgetter
+
+from rest_framework import serializers
+
+from accounts.models import User
+from tasks.models import TaskHistory, TaskStatus, validate_future, validate_node
+
+# The columns a task's representation reads, in `TaskSerializer` order; list
+# views fetch exactly these with `values_list(*TASK_COLUMNS, named=True)`.
+TASK_COLUMNS = (
+    "id",
+    "name",
+    "details",
+    "assigned_node_id",
+    "status",
+    "locked_at",
+    "active",
+    "created_at",
+    "updated_at",
+)
+_task_columns = attrgetter(*TASK_COLUMNS)
+
+
+def _iso(value: datetime) -> str:
+    """DRF's ISO 8601 form ("Z" for UTC) without its per-call settings lookups."""
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+# --- Output -----------------------------------------------------------------
+
+
+class TaskSerializer(serializers.Serializer):
+    """A task as every endpoint returns it, from a Task or a `TASK_COLUMNS` row.
+
+    The fields document the shape; `to_representation` builds it directly,
+    because DRF's per-field calls were a third of a list page's time.
+    """
+
+    id = serializers.UUIDField(read_only=True)
+    taskName = serializers.CharField(read_only=True)
+    taskDetails = serializers.CharField(read_only=True)
+    assignedNode = serializers.UUIDField(read_only=True)
+    status = serializers.ChoiceField(choices=TaskStatus.choices, read_only=True)
+    lockedAt = serializers.DateTimeField(read_only=True)
+    active = serializers.BooleanField(read_only=True)
+    createdAt = serializers.DateTimeField(read_only=True)
+    updatedAt = serializers.DateTimeField(read_only=True)
+
+    def to_representation(self, task):
+        (task_id, name, details, node_id, status, locked_at, active, created_at, updated_at) = (
+            _task_columns(task)
+        )
+        return {
+            "id": str(task_id),
+            "taskName": name,
+            "taskDetails": details,
+            "assignedNode": str(node_id),
+            "status": status,
+            "lockedAt": _iso(locked_at),
+            "active": active,
+            "createdAt": _iso(created_at),
+            "updatedAt": _iso(updated_at),
+        }
+
+
+class TaskEnvelopeSerializer(serializers.Serializer):
+    task = TaskSerializer(read_only=True)
+
+
+class TaskHistorySerializer(serializers.ModelSerializer):
+    fromValue = serializers.CharField(source="from_value", allow_null=True, read_only=True)
+    toValue = serializers.CharField(source="to_value", allow_null=True, read_only=True)
+    performedBy = serializers.UUIDField(
+        source="performed_by_id",
+        allow_null=True,
+        read_only=True,
+        help_text="The acting user's id; null means the system (the sweep).",
+    )
+    createdAt = serializers.DateTimeField(source="created_at", read_only=True)
+
+    class Meta:
+        model = TaskHistory
+        fields = ["id", "action", "fromValue", "toValue", "performedBy", "createdAt"]
+        read_only_fields = fields
+
+
+class TaskHistoryEnvelopeSerializer(serializers.Serializer):
+    history = TaskHistorySerializer(many=True, read_only=True)
+
+
+class MessageSerializer(serializers.Serializer):
+    message = serializers.CharField(read_only=True)
+
+
+class FailedCountSerializer(serializers.Serializer):
+    failedCount = serializers.IntegerField(
+        read_only=True, help_text="How many tasks the sweep failed."
+    )
+
+
+class FieldErrorSerializer(serializers.Serializer):
+    field = serializers.CharField(read_only=True, allow_null=True)
+    message = serializers.CharField(read_only=True)
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The API's one error shape, as `taskmgmt.api` builds it."""
+
+    title = serializers.CharField(read_only=True)
+    message = serializers.CharField(read_only=True)
+    errors = FieldErrorSerializer(
+        many=True, read_only=True, required=False, help_text="Only on validation errors."
+    )
+
+
+# --- Input ------------------------------------------------------------------
+
+
+class IdField(serializers.UUIDField):
+    """A UUID sent as a JSON string; DRF's own field would also take a number."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class ActiveNodeField(IdField):
+    """The id of an active node, resolved to that user."""
+
+    default_error_messages = {"does_not_exist": "No user has this id."}
+    default_validators = [validate_node]
+
+    def to_internal_value(self, data):
+        node = User.objects.filter(pk=super().to_internal_value(data)).first()
+        if node is None:
+            self.fail("does_not_exist")
+        return node
+
+
+class DeadlineField(serializers.DateTimeField):
+    """A future moment; sent without an offset it is taken as UTC."""
+
+    default_validators = [validate_future]
+
+    def __init__(self, **kwargs):
+        super().__init__(default_timezone=UTC, **kwargs)
+
+
+class TaskFieldsSerializer(serializers.Serializer):
+    taskName = serializers.CharField(max_length=255)
+    taskDetails = serializers.CharField(max_length=10_000)
+    assignedNode = ActiveNodeField()
+    lockedAt = DeadlineField(help_text="The deadline: ISO 8601, in the future; no offset = UTC.")
+
+
+class TaskEditSerializer(TaskFieldsSerializer):
+    taskId = IdField()
+
+
+class TaskAssignSerializer(serializers.Serializer):
+    taskId = IdField()
+    nodeId = ActiveNodeField()
+    lockedAt = DeadlineField(
+        required=False,
+        allow_null=True,
+        help_text="A new deadline; required when the task's current one has passed.",
+    )
+
+
+class TaskStatusSerializer(serializers.Serializer):
+    taskId = IdField()
+    taskStatus = serializers.ChoiceField(choices=TaskStatus.choices)

@@ -1,0 +1,250 @@
+"""The tasks API at the original system's paths (routed in `tasks/urls.py`).
+
+Views route and authorize: querysets are scoped to the requester, permission
+classes decide who may call what, and every change goes through
+`tasks.services`, whose domain errors `taskmgmt.api` turns into responses.
+"""
+
+from collections.abc import Callable
+
+from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import viewsets
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.status import HTTP_200_OK, HTTP_201_CREATED
+
+from accounts.permissions import IsAdminRole, IsNodeRole
+from tasks import services
+from tasks.actor import acting_as
+from tasks.models import Task, TaskStatus
+from tasks.pagination import KeysetPagination
+from tasks.permissions import IsAssignedNodeOrAdmin, IsNodeWithOwnTasks
+from tasks.serializers import (
+    TASK_COLUMNS,
+    ErrorSerializer,
+    FailedCountSerializer,
+    MessageSerializer,
+    TaskAssignSerializer,
+    TaskEditSerializer,
+    TaskEnvelopeSerializer,
+    TaskFieldsSerializer,
+    TaskHistoryEnvelopeSerializer,
+    TaskSerializer,
+    TaskStatusSerializer,
+)
+
+FILTER_STATUSES = ("all", *TaskStatus.values)
+
+TASK_ID_PARAMETER = OpenApiParameter(
+    "taskId", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The task's id."
+)
+STATUS_PARAMETER = OpenApiParameter(
+    "status", OpenApiTypes.STR, OpenApiParameter.PATH, enum=FILTER_STATUSES
+)
+
+
+ERROR_MEANINGS = {
+    400: "Invalid input: `errors` names each field.",
+    401: "Missing, malformed or expired token, or a deactivated user.",
+    403: "Signed in, but not allowed to do this.",
+    404: "No such task, or it was deleted.",
+    409: "The task's state does not allow this.",
+    429: "Too many requests; retry after `Retry-After` seconds.",
+}
+
+
+def errors(*codes: int) -> dict:
+    """Error responses for a schema; every endpoint can answer 401, 403 and 429."""
+    return {
+        code: OpenApiResponse(ErrorSerializer, description=ERROR_MEANINGS[code])
+        for code in (*codes, 401, 403, 429)
+    }
+
+
+def validated(serializer_class, request) -> dict:
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def existing_task(service: Callable[..., Task], **arguments) -> Task:
+    """Run a service on the task named in the body: an unknown id is a 404."""
+    try:
+        return service(**arguments)
+    except Task.DoesNotExist:
+        raise NotFound("No task has this taskId.") from None
+
+
+def task_response(task: Task, status_code: int = HTTP_200_OK) -> Response:
+    return Response(TaskEnvelopeSerializer({"task": task}).data, status=status_code)
+
+
+@extend_schema(tags=["tasks"])
+class TaskViewSet(viewsets.GenericViewSet):
+    serializer_class = TaskSerializer
+    pagination_class = KeysetPagination
+    lookup_url_kwarg = "taskId"
+
+    # Who may call each action; object-level checks happen in `get_object()`.
+    action_permissions = {
+        "create": [IsAdminRole],
+        "update": [IsAdminRole],
+        "assign": [IsAdminRole],
+        "destroy": [IsAdminRole],
+        "list_all": [IsAdminRole],
+        "history": [IsAdminRole],
+        "list": [IsNodeWithOwnTasks],
+        "list_by_status": [IsAuthenticated],
+        "shift_status": [IsNodeRole],
+        "retrieve": [IsAssignedNodeOrAdmin],
+    }
+
+    def get_permissions(self):
+        # OPTIONS has no action; DRF's metadata answer needs only a signed-in user.
+        permissions = self.action_permissions.get(self.action, [IsAuthenticated])
+        return [permission() for permission in permissions]
+
+    def get_queryset(self):
+        if self.action == "retrieve":
+            # Another node's task is a 403 (SPEC), not a 404: look among every
+            # active task and let IsAssignedNodeOrAdmin refuse it.
+            return Task.objects.active()
+        return Task.objects.visible_to(self.request.user)
+
+    def task_page(self, queryset) -> Response:
+        """One keyset page, read as plain rows: no model instances for lists."""
+        page = self.paginate_queryset(queryset.values_list(*TASK_COLUMNS, named=True))
+        return self.get_paginated_response(TaskSerializer(page, many=True).data)
+
+    @extend_schema(
+        summary="Create a task (admin)",
+        request=TaskFieldsSerializer,
+        responses={201: TaskEnvelopeSerializer, **errors(400)},
+    )
+    def create(self, request):
+        data = validated(TaskFieldsSerializer, request)
+        task = services.task_create(
+            name=data["taskName"],
+            details=data["taskDetails"],
+            assigned_node=data["assignedNode"],
+            locked_at=data["lockedAt"],
+        )
+        return task_response(task, HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Edit a pending task (admin)",
+        request=TaskEditSerializer,
+        responses={200: TaskEnvelopeSerializer, **errors(400, 404, 409)},
+    )
+    def update(self, request):
+        data = validated(TaskEditSerializer, request)
+        task = existing_task(
+            services.task_update,
+            task_id=data["taskId"],
+            name=data["taskName"],
+            details=data["taskDetails"],
+            assigned_node=data["assignedNode"],
+            locked_at=data["lockedAt"],
+        )
+        return task_response(task)
+
+    @extend_schema(
+        summary="Reassign a task to a node, back to pending (admin)",
+        request=TaskAssignSerializer,
+        responses={200: TaskEnvelopeSerializer, **errors(400, 404, 409)},
+    )
+    def assign(self, request):
+        data = validated(TaskAssignSerializer, request)
+        task = existing_task(
+            services.task_assign,
+            task_id=data["taskId"],
+            node=data["nodeId"],
+            locked_at=data.get("lockedAt"),
+        )
+        return task_response(task)
+
+    @extend_schema(
+        summary="Advance a task's status (its assigned node)",
+        request=TaskStatusSerializer,
+        responses={200: TaskEnvelopeSerializer, **errors(400, 404, 409)},
+    )
+    def shift_status(self, request):
+        data = validated(TaskStatusSerializer, request)
+        task = existing_task(
+            services.task_change_status,
+            task_id=data["taskId"],
+            node=request.user,
+            status=data["taskStatus"],
+        )
+        return task_response(task)
+
+    @extend_schema(
+        summary="Soft-delete a task (admin)",
+        parameters=[TASK_ID_PARAMETER],
+        responses={200: MessageSerializer, **errors(404)},
+    )
+    def destroy(self, request, **kwargs):
+        services.task_set_active(task=self.get_object(), active=False)
+        return Response({"message": "Task deleted."})
+
+    @extend_schema(
+        summary="Read a task (admin, or its assigned node)",
+        parameters=[TASK_ID_PARAMETER],
+        responses={200: TaskEnvelopeSerializer, **errors(404)},
+    )
+    def retrieve(self, request, **kwargs):
+        return task_response(self.get_object())
+
+    @extend_schema(
+        summary="A task's history, newest first (admin)",
+        parameters=[TASK_ID_PARAMETER],
+        responses={200: TaskHistoryEnvelopeSerializer, **errors(404)},
+    )
+    def history(self, request, **kwargs):
+        rows = self.get_object().history.order_by("-created_at", "-id")
+        return Response(TaskHistoryEnvelopeSerializer({"history": rows}).data)
+
+    @extend_schema(
+        summary="Every task, newest first (admin)",
+        responses={200: TaskSerializer(many=True), **errors(400)},
+    )
+    def list_all(self, request):
+        return self.task_page(self.get_queryset())
+
+    @extend_schema(
+        summary="The calling node's own tasks, newest first (node)",
+        responses={200: TaskSerializer(many=True), **errors(400)},
+    )
+    def list(self, request):
+        return self.task_page(self.get_queryset())
+
+    @extend_schema(
+        summary="Tasks in one status (admin: every task; node: its own)",
+        parameters=[STATUS_PARAMETER],
+        responses={200: TaskSerializer(many=True), **errors(400)},
+    )
+    def list_by_status(self, request, status):
+        if status not in FILTER_STATUSES:
+            raise ValidationError({"status": [f"Must be one of: {', '.join(FILTER_STATUSES)}."]})
+        tasks = self.get_queryset()
+        return self.task_page(tasks if status == "all" else tasks.filter(status=status))
+
+
+@extend_schema(tags=["cron"])
+class CollectFailedViewSet(viewsets.ViewSet):
+    permission_classes = [IsAdminRole]
+
+    @extend_schema(
+        summary="Run the expiry sweep now (admin)",
+        request=None,
+        responses={200: FailedCountSerializer, **errors()},
+    )
+    def collect(self, request):
+        # The same sweep as `manage.py collect_failed`: its history rows name the
+        # system, whoever triggered it.
+        with acting_as(None):
+            failed = services.tasks_expire(batch_size=settings.SWEEP_BATCH_SIZE)
+        return Response({"failedCount": failed})
