@@ -1,6 +1,7 @@
 import uuid
 
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
@@ -64,6 +65,11 @@ class User(AbstractBaseUser):
     def clean(self):
         super().clean()
         self.email = UserManager.normalize_email(self.email)
+        if self.is_admin and not self._state.adding and self.tasks.exists():
+            # Only nodes may hold tasks; promoting one that does would break that.
+            raise ValidationError(
+                {"role": "This user still holds tasks; reassign them before making it an admin."}
+            )
 
     def save(self, *args, **kwargs):
         self.email = UserManager.normalize_email(self.email)

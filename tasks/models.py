@@ -59,7 +59,8 @@ def check_transition(current: str, new: str) -> None:
     if new not in allowed:
         next_names = ", ".join(allowed) or "none: the task is in a final state"
         raise InvalidStatusTransition(
-            f"invalid status transition from {current} to {new}; allowed next statuses: {next_names}"
+            f"invalid status transition from {current} to {new}; "
+            f"allowed next statuses: {next_names}"
         )
 
 
@@ -104,9 +105,7 @@ class Task(models.Model):
         related_name="tasks",
         limit_choices_to={"role": Role.NODE, "is_active": True},
     )
-    status = models.CharField(
-        max_length=20, choices=TaskStatus.choices, default=TaskStatus.PENDING
-    )
+    status = models.CharField(max_length=20, choices=TaskStatus.choices, default=TaskStatus.PENDING)
     locked_at = models.DateTimeField(
         "deadline", help_text="After this moment the node can no longer start or complete it."
     )
@@ -152,9 +151,27 @@ class Task(models.Model):
         instance.remember_saved_values()
         return instance
 
-    def remember_saved_values(self):
+    @classmethod
+    def tracked_among(cls, names) -> tuple[str, ...]:
+        """The tracked fields among `names` (field names or attnames); None means all."""
+        if names is None:
+            return cls.TRACKED_FIELDS
+        return tuple(
+            field
+            for field in cls.TRACKED_FIELDS
+            if field in names or field.removesuffix("_id") in names
+        )
+
+    def refresh_from_db(self, using=None, fields=None, from_queryset=None):
+        # Reloaded values are what the database has now: later saves compare against them.
+        super().refresh_from_db(using=using, fields=fields, from_queryset=from_queryset)
+        self.remember_saved_values(self.tracked_among(fields))
+
+    def remember_saved_values(self, fields=TRACKED_FIELDS):
+        """Note `fields` (the tracked fields just loaded or written) as stored."""
         self.saved_values = {
-            field: self.__dict__[field] for field in self.TRACKED_FIELDS if field in self.__dict__
+            **getattr(self, "saved_values", {}),
+            **{field: self.__dict__[field] for field in fields if field in self.__dict__},
         }
 
     @property
@@ -193,8 +210,9 @@ class TaskHistoryQuerySet(models.QuerySet):
 class TaskHistory(models.Model):
     task = models.ForeignKey(Task, on_delete=models.PROTECT, related_name="history")
     action = models.CharField(max_length=20, choices=HistoryAction.choices)
-    from_value = models.CharField(max_length=64, null=True, blank=True)
-    to_value = models.CharField(max_length=64, null=True, blank=True)
+    # Null, not "": an initial assignment has no previous value (SPEC: nullable strings).
+    from_value = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
+    to_value = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
     # Null means the system (the sweep). PROTECT: a user who acted is
     # deactivated, never deleted, so no row is ever misread as the system's.
     performed_by = models.ForeignKey(
@@ -219,6 +237,8 @@ class TaskHistory(models.Model):
     def save(self, *args, **kwargs):
         if not self._state.adding:
             raise AppendOnlyError("Task history cannot be updated.")
+        # An INSERT always: a new instance given an existing id must not overwrite that row.
+        kwargs["force_insert"] = True
         super().save(*args, **kwargs)
 
     def delete(self, *args, **kwargs):

@@ -24,18 +24,20 @@ def load_saved_values(sender, instance, raw, **kwargs):
 
 
 @receiver(post_save, sender=Task)
-def record_task_history(sender, instance, created, raw, **kwargs):
+def record_task_history(sender, instance, created, raw, update_fields, **kwargs):
     if raw:  # loaddata: a fixture brings its own history
         return
     actor = current_actor()
     node_id = str(instance.assigned_node_id)
+    # A save limited by update_fields writes only those: an unsaved change elsewhere is no event.
+    written = Task.tracked_among(update_fields)
     if created:
         rows = [TaskHistory(task=instance, action=HistoryAction.INITIAL_ASSIGN, to_value=node_id)]
     else:
         saved = instance.saved_values
         rows = []
         old_node = saved.get("assigned_node_id")
-        if str(old_node) != node_id:
+        if "assigned_node_id" in written and str(old_node) != node_id:
             rows.append(
                 TaskHistory(
                     task=instance,
@@ -44,7 +46,7 @@ def record_task_history(sender, instance, created, raw, **kwargs):
                     to_value=node_id,
                 )
             )
-        if saved.get("status") != instance.status:
+        if "status" in written and saved.get("status") != instance.status:
             rows.append(
                 TaskHistory(
                     task=instance,
@@ -56,4 +58,4 @@ def record_task_history(sender, instance, created, raw, **kwargs):
     for row in rows:
         row.performed_by = actor
     TaskHistory.objects.bulk_create(rows)
-    instance.remember_saved_values()
+    instance.remember_saved_values(written)
