@@ -1,3 +1,11 @@
-from django.urls import path
+"""The original system's auth paths under `api/auth/`, without trailing slashes."""
 
-urlpatterns: list = []
+from rest_framework.routers import SimpleRouter
+
+from accounts.views import AccountViewSet, TokenViewSet
+
+router = SimpleRouter(trailing_slash=False)
+router.register("", TokenViewSet, basename="auth")
+router.register("", AccountViewSet, basename="account")
+
+urlpatterns = router.urls

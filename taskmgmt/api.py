@@ -6,27 +6,32 @@ validation; this module is the only place that shapes them.
 
 import logging
 
+from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection
 from django.http import JsonResponse
+from django.urls import Resolver404, resolve
+from django.views.decorators.csrf import csrf_exempt
 from django_ratelimit.exceptions import Ratelimited
-from rest_framework import exceptions, status
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework.views import set_rollback
 
 from tasks.models import TaskRuleError
 
 logger = logging.getLogger("taskmgmt.api")
 
-# Model field names as the API spells them, for errors raised below the serializers.
+# Task model fields as the API spells them: a model's clean() reports model
+# names, and Task is the only model whose clean() errors reach the API.
 API_FIELD_NAMES = {
     "name": "taskName",
     "details": "taskDetails",
     "assigned_node": "assignedNode",
     "locked_at": "lockedAt",
     "status": "taskStatus",
-    "old_password": "oldPassword",
-    "new_password": "newPassword",
 }
 
 _TITLES = {
@@ -49,6 +54,12 @@ class Conflict(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "The request conflicts with the current state."
     default_code = "conflict"
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request body is too large."
+    default_code = "payload_too_large"
 
 
 class ServiceUnavailable(exceptions.APIException):
@@ -74,41 +85,79 @@ def _flatten(detail, field: str | None = None) -> list[dict]:
         ]
     if isinstance(detail, list):
         return [error for item in detail for error in _flatten(item, field)]
-    if field == "non_field_errors":
+    if field == api_settings.NON_FIELD_ERRORS_KEY:
         field = None
-    return [{"field": API_FIELD_NAMES.get(field, field), "message": str(detail)}]
+    return [{"field": field, "message": str(detail)}]
+
+
+def _from_django_validation(error: DjangoValidationError) -> exceptions.ValidationError:
+    """A model's ValidationError, with its field names as the API spells them."""
+    if not hasattr(error, "error_dict"):
+        return exceptions.ValidationError(error.messages)
+    return exceptions.ValidationError(
+        {
+            api_settings.NON_FIELD_ERRORS_KEY
+            if field == NON_FIELD_ERRORS
+            else API_FIELD_NAMES.get(field, field): messages
+            for field, messages in error.message_dict.items()
+        }
+    )
+
+
+def _as_api_exception(exc: Exception) -> Exception:
+    """The API exception standing for `exc`; anything else is left as it is (a bug)."""
+    if isinstance(exc, DjangoValidationError):
+        return _from_django_validation(exc)
+    if isinstance(exc, IntegrityError):
+        # A uniqueness race lost to a concurrent request, after validation passed.
+        return Conflict("The request conflicts with data saved at the same moment; retry.")
+    if isinstance(exc, OperationalError | InterfaceError):
+        logger.error("database unavailable", exc_info=exc)
+        return ServiceUnavailable()
+    return exc
 
 
 def exception_handler(exc, context):
-    """DRF's handler, with our domain and library exceptions mapped first."""
+    """DRF's handler, with our domain and library exceptions mapped first.
+
+    Anything unexpected becomes a logged JSON 500 here, so not even DEBUG's
+    HTML error page can answer under /api/.
+    """
     if isinstance(exc, TaskRuleError):
         return Response(error_body(exc.status_code, exc.message, exc.title), exc.status_code)
-    if isinstance(exc, DjangoValidationError):
-        exc = exceptions.ValidationError(
-            exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
-        )
-    elif isinstance(exc, Ratelimited):
+    if isinstance(exc, Ratelimited):
+        # It subclasses PermissionDenied, which DRF would answer with a 403.
         return rate_limited_response()
-    elif isinstance(exc, DatabaseError):
-        logger.error("database error", exc_info=exc)
-        exc = ServiceUnavailable()
 
-    response = drf_exception_handler(exc, context)
+    api_exc = _as_api_exception(exc)
+    response = drf_exception_handler(api_exc, context)
     if response is None:
-        return None
-    if isinstance(exc, exceptions.ValidationError):
-        errors = _flatten(exc.detail) or [{"field": None, "message": "Invalid input."}]
+        logger.error("unhandled exception in an API view", exc_info=exc)
+        set_rollback()
+        return Response(
+            error_body(500, "Something went wrong on our side; it has been logged."),
+            status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        )
+    if isinstance(api_exc, exceptions.ValidationError):
+        errors = _flatten(api_exc.detail) or [{"field": None, "message": "Invalid input."}]
         first = errors[0]
         message = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
         if len(errors) > 1:
             message += f" (and {len(errors) - 1} more)"
         response.data = error_body(400, message, "Validation error", errors)
     else:
-        detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
-        if isinstance(detail, dict | list):
-            detail = "; ".join(error["message"] for error in _flatten(detail))
-        response.data = error_body(response.status_code, str(detail))
+        response.data = error_body(response.status_code, _message(api_exc))
     return response
+
+
+def _message(exc) -> str:
+    detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
+    # simplejwt's errors are {"detail", "code", "messages"}: the detail says it.
+    if isinstance(detail, dict) and "detail" in detail:
+        return str(detail["detail"])
+    if isinstance(detail, dict | list):
+        return "; ".join(error["message"] for error in _flatten(detail))
+    return str(detail)
 
 
 def rate_limited_response(retry_after: int = 60) -> Response:
@@ -120,8 +169,49 @@ def rate_limited_response(retry_after: int = 60) -> Response:
     return response
 
 
+# --- The error format in the OpenAPI schema ----------------------------------
+
+
+class FieldErrorSerializer(serializers.Serializer):
+    field = serializers.CharField(allow_null=True, help_text="camelCase field name; null: the body")
+    message = serializers.CharField()
+
+
+class ErrorSerializer(serializers.Serializer):
+    title = serializers.CharField()
+    message = serializers.CharField()
+    errors = FieldErrorSerializer(many=True, required=False, help_text="Validation errors only.")
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "Invalid input: malformed JSON or a field that fails validation.",
+    401: "Missing, invalid or expired token, or wrong credentials.",
+    403: "Authenticated, but not allowed to do this.",
+    404: "No such object.",
+    409: "Conflicts with the current state.",
+    413: "Request body too large.",
+    415: "Request body is not JSON.",
+    429: "Rate limited; see the Retry-After header.",
+}
+
+
+def error_responses(*status_codes: int) -> dict[int, OpenApiResponse]:
+    """Schema entries for the error answers an endpoint can give."""
+    return {
+        code: OpenApiResponse(ErrorSerializer, description=_ERROR_DESCRIPTIONS[code])
+        for code in status_codes
+    }
+
+
+# --- Django's own error views, and the catch-all under /api/ ----------------
+
+
 def _json_error(status_code: int, message: str) -> JsonResponse:
     return JsonResponse(error_body(status_code, message), status=status_code)
+
+
+def bad_request(request, exception=None):
+    return _json_error(400, "The request could not be understood.")
 
 
 def not_found(request, exception=None):
@@ -130,6 +220,24 @@ def not_found(request, exception=None):
 
 def server_error(request):
     return _json_error(500, "Something went wrong on our side; it has been logged.")
+
+
+@csrf_exempt
+def api_not_found(request):
+    """Every unknown path under /api/, with or without DEBUG.
+
+    Matching them all also keeps APPEND_SLASH from redirecting under /api/
+    (a redirected POST loses its body, and DEBUG turns it into a 500).
+    """
+    message = f"No API endpoint at {request.path}."
+    path = request.path
+    other = path[:-1] if path.endswith("/") else f"{path}/"
+    try:
+        if resolve(other).func is not api_not_found:
+            message += f" Did you mean {other}?"
+    except Resolver404:
+        pass
+    return _json_error(404, message)
 
 
 def healthz(request):

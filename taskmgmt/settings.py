@@ -179,9 +179,7 @@ STORAGES = {
 
 # No CACHE_URL: per-process memory, fine for the one-process embedded default;
 # the `taskmgmt.W001` check warns when it is combined with DEBUG=False.
-CACHES = {
-    "default": env.cache_url("CACHE_URL", default="locmemcache://taskmgmt")
-}
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://taskmgmt")}
 
 # --- REST API ---------------------------------------------------------------
 
@@ -189,7 +187,13 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.JWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # JSON only: other bodies get a 415, oversized ones a 413, deep nesting a 400.
+    "DEFAULT_PARSER_CLASSES": ["taskmgmt.parsers.JSONParser"],
+    "DEFAULT_THROTTLE_CLASSES": ["taskmgmt.throttling.ApiRateThrottle"],
+    # OPTIONS answers 405: DRF's metadata calls get_object()/get_serializer()
+    # outside a view's own flow (a 500 where no queryset is set). CORS
+    # preflights are answered by the CORS middleware before any view.
+    "DEFAULT_METADATA_CLASS": None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "taskmgmt.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
@@ -235,6 +239,10 @@ RATELIMIT_LOGIN_IP = env.str("RATELIMIT_LOGIN_IP", default="30/m")
 RATELIMIT_LOGIN_USER = env.str("RATELIMIT_LOGIN_USER", default="5/m")
 RATELIMIT_API = env.str("RATELIMIT_API", default="600/m")
 RATELIMIT_ENABLE = env.bool("RATELIMIT_ENABLE", default=True)
+# Where the client's address is: REMOTE_ADDR unless a proxy sits in front, which
+# must then set this header itself (e.g. HTTP_X_REAL_IP), or every client
+# shares the proxy's per-IP login limit.
+RATELIMIT_IP_META_KEY = env.str("RATELIMIT_IP_META_KEY", default="") or None
 # LocMem cannot be shared between workers; our own check (taskmgmt.W001)
 # replaces django-ratelimit's error so the embedded default still starts.
 SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
@@ -243,13 +251,16 @@ SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
 
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 CORS_URLS_REGEX = r"^/(api|cron)/.*$"
+# Browser scripts may read these on our answers: the 429 wait and the log id.
+CORS_EXPOSE_HEADERS = ["Retry-After", "X-Request-ID"]
 
 # TLS usually ends at the proxy, so no redirect unless asked for.
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
-SECURE_HSTS_PRELOAD = False
+# Off unless asked for: once a domain is on browsers' preload list, leaving it takes months.
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)

@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from taskmgmt import api
@@ -15,7 +15,10 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("healthz", api.healthz, name="healthz"),
+    # Last: any other path under /api/ answers a JSON 404, even with DEBUG on.
+    re_path(r"^api/", api.api_not_found),
 ]
 
+handler400 = api.bad_request
 handler404 = api.not_found
 handler500 = api.server_error

@@ -1,0 +1,163 @@
+"""The auth API's bodies, with the original system's camelCase names.
+
+Input serializers validate and, for login and password change, check the
+credentials; `accounts.services` issues and revokes the tokens.
+"""
+
+from django.contrib.auth import password_validation
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import serializers
+from rest_framework.exceptions import AuthenticationFailed, PermissionDenied
+
+from accounts.models import User, UserManager
+from taskmgmt.api import Conflict
+from tasks.serializers import TaskSerializer
+
+# One answer for an unknown email and a wrong password: no account enumeration.
+INVALID_CREDENTIALS = "Invalid email or password."
+
+
+def _check_password_strength(password: str, user: User, field: str) -> None:
+    """Django's AUTH_PASSWORD_VALIDATORS, reported against the API's field name."""
+    try:
+        password_validation.validate_password(password, user=user)
+    except DjangoValidationError as error:
+        raise serializers.ValidationError({field: error.messages}) from error
+
+
+def _ensure_email_free(email: str, user: User | None = None) -> None:
+    taken = User.objects.filter(email=email)
+    if user is not None:
+        taken = taken.exclude(pk=user.pk)
+    if taken.exists():
+        raise Conflict("A user with this email already exists.")
+
+
+class PasswordField(serializers.CharField):
+    """Taken as typed: spaces are part of a password."""
+
+    def __init__(self, **kwargs):
+        super().__init__(write_only=True, trim_whitespace=False, **kwargs)
+
+
+# --- Output -----------------------------------------------------------------
+
+
+class UserDetailsSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = User
+        fields = ["id", "name", "email", "role"]
+        read_only_fields = fields
+
+
+class UserListItemSerializer(serializers.ModelSerializer):
+    nodeId = serializers.UUIDField(source="id", read_only=True)
+
+    class Meta:
+        model = User
+        fields = ["nodeId", "name", "email", "role"]
+        read_only_fields = fields
+
+
+class UsersListSerializer(serializers.Serializer):
+    usersList = UserListItemSerializer(many=True, read_only=True)
+
+
+class TokenPairSerializer(serializers.Serializer):
+    token = serializers.CharField(read_only=True, help_text="Access token: send as Bearer.")
+    refresh = serializers.CharField(read_only=True, help_text="Works once, at /api/auth/refresh.")
+
+
+class LoginResultSerializer(TokenPairSerializer):
+    userDetails = UserDetailsSerializer(read_only=True)
+
+
+class UserMessageSerializer(serializers.Serializer):
+    message = serializers.CharField(read_only=True)
+    userDetails = UserDetailsSerializer(read_only=True)
+
+
+class ProfileSerializer(serializers.Serializer):
+    userDetails = UserDetailsSerializer(read_only=True)
+    tasks = TaskSerializer(many=True, read_only=True, help_text="The node's own active tasks.")
+
+
+# --- Input ------------------------------------------------------------------
+
+
+class LoginSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=254, help_text="The user's email.")
+    password = PasswordField()
+
+    def validate(self, attrs):
+        email = UserManager.normalize_email(attrs["username"])
+        user = User.objects.filter(email=email).first()
+        if user is None:
+            # Hash anyway, so an unknown email answers as slowly as a wrong password.
+            User().set_password(attrs["password"])
+            raise AuthenticationFailed(INVALID_CREDENTIALS)
+        if not user.check_password(attrs["password"]):
+            raise AuthenticationFailed(INVALID_CREDENTIALS)
+        if not user.is_active:
+            raise PermissionDenied("This account is deactivated.")
+        return {"user": user}
+
+
+class RefreshSerializer(serializers.Serializer):
+    refresh = serializers.CharField(help_text="The refresh token from login or the last refresh.")
+
+
+class SignupSerializer(serializers.ModelSerializer):
+    """A new worker node. No `role` field: the API never creates admins."""
+
+    password = PasswordField()
+
+    class Meta:
+        model = User
+        fields = ["name", "email", "password"]
+        # Uniqueness is checked in `validate`, case-insensitively and as a 409.
+        extra_kwargs = {"email": {"validators": []}}
+
+    def validate_email(self, value):
+        return UserManager.normalize_email(value)
+
+    def validate(self, attrs):
+        candidate = User(name=attrs["name"], email=attrs["email"])
+        _check_password_strength(attrs["password"], candidate, "password")
+        _ensure_email_free(attrs["email"])
+        return attrs
+
+    def create(self, validated_data):
+        return User.objects.create_user(
+            validated_data["email"], validated_data["password"], name=validated_data["name"]
+        )
+
+
+class ProfileEditSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = User
+        fields = ["name", "email"]
+        extra_kwargs = {"email": {"validators": []}}
+
+    def validate_email(self, value):
+        return UserManager.normalize_email(value)
+
+    def validate(self, attrs):
+        _ensure_email_free(attrs["email"], self.instance)
+        return attrs
+
+
+class PasswordChangeSerializer(serializers.Serializer):
+    oldPassword = PasswordField()
+    newPassword = PasswordField()
+
+    def validate(self, attrs):
+        user = self.context["request"].user
+        if not user.check_password(attrs["oldPassword"]):
+            raise AuthenticationFailed("The old password is wrong.")
+        if attrs["newPassword"] == attrs["oldPassword"]:
+            raise serializers.ValidationError(
+                {"newPassword": "The new password must differ from the old one."}
+            )
+        _check_password_strength(attrs["newPassword"], user, "newPassword")
+        return attrs

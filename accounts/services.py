@@ -1,0 +1,57 @@
+"""Issuing, rotating and revoking a user's JWTs.
+
+Every refresh token is recorded (simplejwt's OutstandingToken) when issued,
+so a user's tokens can all be revoked at once; access tokens carry a digest
+of the password hash (CHECK_REVOKE_TOKEN), so a new password revokes them.
+"""
+
+from django.db import transaction
+from django.utils import timezone
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.settings import api_settings
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
+from rest_framework_simplejwt.tokens import RefreshToken
+from rest_framework_simplejwt.utils import get_md5_hash_password
+
+from accounts.models import User
+
+
+def tokens_issue(*, user: User) -> dict[str, str]:
+    refresh = RefreshToken.for_user(user)
+    return {"token": str(refresh.access_token), "refresh": str(refresh)}
+
+
+@transaction.atomic
+def tokens_rotate(*, refresh: str) -> dict[str, str]:
+    """A new pair for a refresh token, which is blacklisted: each works once.
+
+    The token's row is locked, so two concurrent uses of one token cannot
+    both succeed. Raises TokenError for a bad, expired, used or revoked token.
+    """
+    token = RefreshToken(refresh)
+    outstanding = (
+        OutstandingToken.objects.select_for_update()
+        .select_related("user")
+        .filter(jti=token[api_settings.JTI_CLAIM])
+        .first()
+    )
+    if outstanding is None or BlacklistedToken.objects.filter(token=outstanding).exists():
+        raise TokenError("Token is blacklisted")
+    user = outstanding.user
+    if user is None or not user.is_active:
+        raise TokenError("The user is deactivated or gone.")
+    if token.get(api_settings.REVOKE_TOKEN_CLAIM) != get_md5_hash_password(user.password):
+        raise TokenError("The user's password has been changed.")
+    BlacklistedToken.objects.create(token=outstanding)
+    return tokens_issue(user=user)
+
+
+@transaction.atomic
+def user_change_password(*, user: User, password: str) -> None:
+    """Set a new password and revoke every token issued before it."""
+    user.set_password(password)
+    user.save(update_fields=["password"])
+    unrevoked = OutstandingToken.objects.filter(
+        user=user, expires_at__gt=timezone.now(), blacklistedtoken__isnull=True
+    )
+    BlacklistedToken.objects.bulk_create(BlacklistedToken(token=token) for token in unrevoked)

@@ -1,0 +1,158 @@
+"""The auth API at the original system's paths (routed in `accounts/urls.py`).
+
+Two viewsets: `TokenViewSet` (login, refresh) is open to anyone and runs no
+authentication; `AccountViewSet` serves the signed-in user and, for admins,
+the user list and signup.
+"""
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+
+from accounts import services
+from accounts.authentication import JWTAuthentication
+from accounts.models import User
+from accounts.permissions import IsAdminRole
+from accounts.serializers import (
+    LoginResultSerializer,
+    LoginSerializer,
+    PasswordChangeSerializer,
+    ProfileEditSerializer,
+    ProfileSerializer,
+    RefreshSerializer,
+    SignupSerializer,
+    TokenPairSerializer,
+    UserDetailsSerializer,
+    UserMessageSerializer,
+    UsersListSerializer,
+)
+from taskmgmt.api import error_responses
+from taskmgmt.throttling import LoginIpThrottle, LoginUsernameThrottle
+from tasks.models import Task
+from tasks.serializers import MessageSerializer
+
+
+class TokenViewSet(viewsets.GenericViewSet):
+    """Login and refresh. No authentication runs here: a client holding an
+    expired access token must still be able to get a new one."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    def get_authenticate_header(self, request):
+        # With no authenticator DRF would turn our 401s into 403s.
+        return JWTAuthentication().authenticate_header(request)
+
+    @extend_schema(
+        summary="Log in with email and password",
+        responses={200: LoginResultSerializer, **error_responses(400, 401, 403, 413, 415, 429)},
+    )
+    @action(
+        detail=False,
+        methods=["post"],
+        serializer_class=LoginSerializer,
+        throttle_classes=[LoginIpThrottle, LoginUsernameThrottle],
+    )
+    def login(self, request):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = serializer.validated_data["user"]
+        tokens = services.tokens_issue(user=user)
+        return Response({**tokens, "userDetails": UserDetailsSerializer(user).data})
+
+    @extend_schema(
+        summary="Exchange a refresh token for a new pair (the old one stops working)",
+        responses={200: TokenPairSerializer, **error_responses(400, 401, 413, 415, 429)},
+    )
+    @action(detail=False, methods=["post"], serializer_class=RefreshSerializer)
+    def refresh(self, request):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            tokens = services.tokens_rotate(refresh=serializer.validated_data["refresh"])
+        except TokenError as error:
+            raise InvalidToken(error.args[0]) from error
+        return Response(tokens)
+
+
+class AccountViewSet(viewsets.GenericViewSet):
+    """The signed-in user's own account; the user list and signup for admins."""
+
+    @extend_schema(
+        summary="The signed-in user and, for a node, its active tasks",
+        responses={200: ProfileSerializer, **error_responses(401, 429)},
+    )
+    @action(detail=False, methods=["get"])
+    def profile(self, request):
+        tasks = Task.objects.active().filter(assigned_node=request.user)
+        return Response(ProfileSerializer({"userDetails": request.user, "tasks": tasks}).data)
+
+    @extend_schema(
+        summary="Change the signed-in user's name and email",
+        responses={200: UserMessageSerializer, **error_responses(400, 401, 409, 413, 415, 429)},
+    )
+    @action(
+        detail=False,
+        methods=["put"],
+        url_path="edit-profile",
+        serializer_class=ProfileEditSerializer,
+    )
+    def edit_profile(self, request):
+        serializer = self.get_serializer(request.user, data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = serializer.save()
+        return Response(
+            {"message": "Profile updated.", "userDetails": UserDetailsSerializer(user).data}
+        )
+
+    @extend_schema(
+        summary="Change the signed-in user's password; every token issued before stops working",
+        responses={200: MessageSerializer, **error_responses(400, 401, 413, 415, 429)},
+    )
+    @action(
+        detail=False,
+        methods=["put"],
+        url_path="update-password",
+        serializer_class=PasswordChangeSerializer,
+    )
+    def update_password(self, request):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.user_change_password(
+            user=request.user, password=serializer.validated_data["newPassword"]
+        )
+        return Response({"message": "Password updated; log in again with the new password."})
+
+    @extend_schema(
+        summary="Every active user, admins too, by name",
+        responses={200: UsersListSerializer, **error_responses(401, 403, 429)},
+    )
+    @action(detail=False, methods=["get"], permission_classes=[IsAdminRole])
+    def users(self, request):
+        users = User.objects.filter(is_active=True).order_by("name", "email")
+        return Response(UsersListSerializer({"usersList": users}).data)
+
+    @extend_schema(
+        summary="Create a worker node (the API never creates admins)",
+        responses={
+            201: UserMessageSerializer,
+            **error_responses(400, 401, 403, 409, 413, 415, 429),
+        },
+    )
+    @action(
+        detail=False,
+        methods=["post"],
+        permission_classes=[IsAdminRole],
+        serializer_class=SignupSerializer,
+    )
+    def signup(self, request):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = serializer.save()
+        return Response(
+            {"message": "Node created.", "userDetails": UserDetailsSerializer(user).data},
+            status=status.HTTP_201_CREATED,
+        )
