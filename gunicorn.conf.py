@@ -4,7 +4,11 @@ Sync workers, about two per core: on the 2-core box measured in bench/load they
 served more than gthread workers, which let keep-alive pile load on one worker.
 """
 
+import logging
 import os
+import sys
+
+from gunicorn import glogging
 
 from taskmgmt.logging import JsonFormatter
 
@@ -32,25 +36,25 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 # would be shared by every gunicorn on the host.
 control_socket_disable = True
 
-# No access log here: taskmgmt.middleware.RequestLogMiddleware writes one JSON line
-# per request with the request id and user, so a second line would be a duplicate.
+# No access log: taskmgmt.middleware.RequestLogMiddleware writes one JSON line per
+# request, with its request id and user, so a second line would be a duplicate.
 accesslog = None
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
-# gunicorn's own events (boot, worker timeouts and restarts) as JSON lines too.
-logconfig_dict = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"json": {"()": JsonFormatter}},
-    "handlers": {
-        "stdout": {
-            "class": "logging.StreamHandler",
-            "formatter": "json",
-            "stream": "ext://sys.stdout",
-        }
-    },
-    "root": {"handlers": ["stdout"], "level": loglevel.upper()},
-    "loggers": {
-        "gunicorn.error": {"handlers": ["stdout"], "level": loglevel.upper(), "propagate": False},
-        "gunicorn.access": {"handlers": [], "propagate": False},
-    },
-}
+
+
+class JsonLogger(glogging.Logger):
+    """gunicorn's own events (boot, worker timeouts and restarts) as JSON lines on stdout.
+
+    Set through `logger_class`, not `logconfig_dict`: any log config makes gunicorn
+    build an access line for every request, even with no access log to write it to.
+    """
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        for handler in self.error_log.handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
+                handler.setStream(sys.stdout)
+            handler.setFormatter(JsonFormatter())
+
+
+logger_class = JsonLogger

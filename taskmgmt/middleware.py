@@ -9,7 +9,6 @@ from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from django.utils.functional import LazyObject, empty
 
-from taskmgmt.api import error_body
 from taskmgmt.logging import current_request_id
 
 logger = logging.getLogger("taskmgmt.request")
@@ -68,6 +67,10 @@ class RequestLogMiddleware:
         """A lost database connection is an outage to retry, not a bug: 503 JSON, not 500."""
         if not isinstance(exception, OperationalError | InterfaceError):
             return None
+        # Imported here: middleware loads before the URLconf, and importing the API
+        # module that early starts DRF's settings import chain from the wrong end.
+        from taskmgmt.api import error_body
+
         logger.error("database unavailable", exc_info=exception)
         response = JsonResponse(
             error_body(503, "The database is unavailable; try again shortly."), status=503
