@@ -60,10 +60,28 @@ class TaskHistoryInline(admin.TabularInline):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        return False
+
 
 class ReassignForm(forms.Form):
     node = forms.ModelChoiceField(queryset=User.objects.filter(role=Role.NODE, is_active=True))
-    locked_at = forms.DateTimeField(label="New deadline", help_text="A future date and time.")
+    locked_at = forms.DateTimeField(
+        label="New deadline",
+        help_text="A future date and time (UTC).",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+    )
+
+    def clean_locked_at(self):
+        locked_at = self.cleaned_data["locked_at"]
+        validate_future(locked_at)
+        return locked_at
+
+
+PENDING_ONLY = (
+    "Only a pending task can be edited; this one is {status}. "
+    "Use the reassign action to give it to a node with a new deadline."
+)
 
 
 class TaskAdminForm(forms.ModelForm):
@@ -73,27 +91,29 @@ class TaskAdminForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
-        if self.instance.pk and self.instance.status != TaskStatus.PENDING:
-            raise ValidationError(
-                f"Only a pending task can be edited; this one is {self.instance.status}. "
-                "Use the reassign action to give it to a node with a new deadline."
-            )
+        if not self.instance._state.adding and self.instance.status != TaskStatus.PENDING:
+            raise ValidationError(PENDING_ONLY.format(status=self.instance.status))
         return cleaned
 
     def clean_locked_at(self):
+        # As in the API: every edit sets a future deadline, even one left unchanged.
         locked_at = self.cleaned_data["locked_at"]
-        try:
-            validate_future(locked_at)
-        except ValidationError:
-            if "locked_at" in self.changed_data:
-                raise
+        validate_future(locked_at)
         return locked_at
 
 
 @admin.register(Task)
 class TaskAdmin(admin.ModelAdmin):
     form = TaskAdminForm
-    list_display = ["name", "assigned_node", "status", "locked_at", "overdue", "active", "created_at"]
+    list_display = [
+        "name",
+        "assigned_node",
+        "status",
+        "locked_at",
+        "overdue",
+        "active",
+        "created_at",
+    ]
     list_filter = [
         "status",
         ("assigned_node", NodeFilter),
@@ -114,6 +134,20 @@ class TaskAdmin(admin.ModelAdmin):
     @admin.display(boolean=True, description="overdue")
     def overdue(self, task):
         return task.is_overdue
+
+    def get_fields(self, request, obj=None):
+        # A new task has no id, status or history yet: ask only for what the admin sets.
+        return TaskAdminForm.Meta.fields if obj is None else self.fields
+
+    def get_readonly_fields(self, request, obj=None):
+        # Once a node has started, only the reassign action may change the task.
+        if obj is not None and obj.status != TaskStatus.PENDING:
+            return self.fields
+        return self.readonly_fields
+
+    def get_inline_instances(self, request, obj=None):
+        # The history exists once the task does.
+        return super().get_inline_instances(request, obj) if obj is not None else []
 
     def has_delete_permission(self, request, obj=None):
         # Tasks are soft-deleted (see the actions) so their history stays whole.
@@ -142,7 +176,9 @@ class TaskAdmin(admin.ModelAdmin):
                 self.message_user(request, "; ".join(error.messages), messages.ERROR)
                 return None
             skipped = queryset.count() - count
-            self.message_user(request, f"Reassigned {count} task(s); skipped {skipped} completed.")
+            self.message_user(
+                request, f"Reassigned {count} task(s); skipped {skipped} completed or soft-deleted."
+            )
             return None
         return render(
             request,

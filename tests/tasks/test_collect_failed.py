@@ -1,0 +1,103 @@
+"""`manage.py collect_failed`: what it fails, what it leaves, what it says.
+
+Basic correctness only; scale and concurrency are in test_sweep*.py.
+"""
+
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.utils import timezone
+
+from tasks.models import HistoryAction, Task, TaskHistory, TaskStatus
+from tests.factories import TaskFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def collect_failed(*args):
+    out = StringIO()
+    call_command("collect_failed", *args, stdout=out)
+    return out.getvalue()
+
+
+def past(hours=1):
+    return timezone.now() - timedelta(hours=hours)
+
+
+def status_of(task):
+    return Task.objects.get(pk=task.pk).status
+
+
+@pytest.fixture
+def expired():
+    return [
+        TaskFactory(status=TaskStatus.PENDING, locked_at=past()),
+        TaskFactory(status=TaskStatus.IN_PROGRESS, locked_at=past(24 * 365)),
+    ]
+
+
+def test_expired_open_tasks_are_failed_with_one_system_history_row_each(expired):
+    output = collect_failed()
+
+    assert output.startswith("failed 2 expired task(s)")
+    for task, old in zip(expired, ("pending", "in_progress"), strict=True):
+        assert status_of(task) == TaskStatus.FAILED
+        (row,) = TaskHistory.objects.filter(task=task, action=HistoryAction.STATUS_CHANGE)
+        assert (row.from_value, row.to_value, row.performed_by) == (old, "failed", None)
+
+
+@pytest.mark.parametrize(
+    ("status", "locked_at", "active"),
+    [
+        (TaskStatus.PENDING, timedelta(hours=1), True),  # deadline still ahead
+        (TaskStatus.IN_PROGRESS, timedelta(minutes=1), True),
+        (TaskStatus.COMPLETED, -timedelta(hours=1), True),  # final states stay final
+        (TaskStatus.FAILED, -timedelta(hours=1), True),
+        (TaskStatus.PENDING, -timedelta(hours=1), False),  # soft-deleted
+    ],
+)
+def test_other_tasks_are_left_alone(status, locked_at, active):
+    task = TaskFactory(status=status, locked_at=timezone.now() + locked_at, active=active)
+
+    assert collect_failed() == ""
+    assert status_of(task) == status
+    assert task.history.count() == 1
+
+
+def test_a_dry_run_counts_and_changes_nothing(expired):
+    output = collect_failed("--dry-run")
+
+    assert output.startswith("would fail 2 expired task(s)")
+    assert [status_of(task) for task in expired] == ["pending", "in_progress"]
+    assert TaskHistory.objects.filter(action=HistoryAction.STATUS_CHANGE).count() == 0
+
+
+def test_a_second_run_has_nothing_to_do_and_writes_nothing(expired):
+    collect_failed()
+    rows = TaskHistory.objects.count()
+
+    assert collect_failed() == ""
+    assert TaskHistory.objects.count() == rows
+
+
+def test_small_batches_fail_everything_once(expired):
+    more = TaskFactory.create_batch(3, locked_at=past())
+
+    output = collect_failed("--batch-size", "2", "--verbosity", "2")
+
+    assert "failed 5 expired task(s)" in output
+    for task in [*expired, *more]:
+        assert status_of(task) == TaskStatus.FAILED
+        assert task.history.filter(action=HistoryAction.STATUS_CHANGE).count() == 1
+
+
+def test_verbose_mode_reports_even_when_there_is_nothing_to_do():
+    assert collect_failed("--verbosity", "2").startswith("failed 0 expired task(s)")
+
+
+def test_a_batch_size_below_one_is_refused():
+    with pytest.raises(CommandError, match="--batch-size must be at least 1"):
+        collect_failed("--batch-size", "0")
