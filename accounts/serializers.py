@@ -4,6 +4,8 @@ Input serializers validate and, for login and password change, check the
 credentials; `accounts.services` issues and revokes the tokens.
 """
 
+import logging
+
 from django.contrib.auth import password_validation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
@@ -12,6 +14,8 @@ from rest_framework.exceptions import AuthenticationFailed, PermissionDenied
 from accounts.models import User, UserManager
 from taskmgmt.api import Conflict
 from tasks.serializers import TaskSerializer
+
+logger = logging.getLogger("taskmgmt.auth")
 
 # One answer for an unknown email and a wrong password: no account enumeration.
 INVALID_CREDENTIALS = "Invalid email or password."
@@ -85,6 +89,13 @@ class ProfileSerializer(serializers.Serializer):
 # --- Input ------------------------------------------------------------------
 
 
+def _log_login_failure(reason: str, user: User | None = None) -> None:
+    """For spotting password guessing; an unknown name is not logged (it may be a password)."""
+    user_id = str(user.pk) if user else None
+    extra = {"event": "login_failed", "reason": reason, "user_id": user_id}
+    logger.warning("login failed", extra=extra)
+
+
 class LoginSerializer(serializers.Serializer):
     username = serializers.CharField(max_length=254, help_text="The user's email.")
     password = PasswordField()
@@ -95,10 +106,13 @@ class LoginSerializer(serializers.Serializer):
         if user is None:
             # Hash anyway, so an unknown email answers as slowly as a wrong password.
             User().set_password(attrs["password"])
+            _log_login_failure("unknown_user")
             raise AuthenticationFailed(INVALID_CREDENTIALS)
         if not user.check_password(attrs["password"]):
+            _log_login_failure("wrong_password", user)
             raise AuthenticationFailed(INVALID_CREDENTIALS)
         if not user.is_active:
+            _log_login_failure("inactive", user)
             raise PermissionDenied("This account is deactivated.")
         return {"user": user}
 

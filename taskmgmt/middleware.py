@@ -32,6 +32,16 @@ def _user_id(request) -> str | None:
     return str(user.pk) if getattr(user, "is_authenticated", False) else None
 
 
+# Refused credentials, permissions and rate limits stand out from ordinary traffic.
+_AUTH_FAILURES = {401, 403, 429}
+
+
+def _level_for(status: int) -> int:
+    if status >= 500:
+        return logging.ERROR
+    return logging.WARNING if status in _AUTH_FAILURES else logging.INFO
+
+
 class RequestLogMiddleware:
     """One `taskmgmt.request` line per request, after the response, with its request id.
 
@@ -47,7 +57,8 @@ class RequestLogMiddleware:
         started = time.perf_counter()
         try:
             response = self.get_response(request)
-            logger.info(
+            logger.log(
+                _level_for(response.status_code),
                 "request",
                 extra={
                     "method": request.method,

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from taskmgmt.logging import JsonFormatter, current_request_id
+from tests.factories import PASSWORD
 
 REQUEST_FIELDS = {"request_id", "method", "path", "status", "duration_ms", "user_id"}
 
@@ -149,3 +150,46 @@ def test_an_exception_is_logged_as_one_json_line_with_its_traceback(log_lines):
     [line] = log_lines()
     assert line["level"] == "ERROR"
     assert "ValueError: boom" in line["exception"]
+
+
+@pytest.mark.django_db
+def test_a_refused_request_is_logged_as_a_warning(anon_client, log_lines):
+    response = anon_client.get("/api/auth/profile")
+
+    assert response.status_code == 401
+    [line] = request_lines(log_lines())
+    assert (line["level"], line["status"]) == ("WARNING", 401)
+
+
+@pytest.mark.parametrize(
+    ("password", "active", "reason"),
+    [("wrong-password-1", True, "wrong_password"), (PASSWORD, False, "inactive")],
+)
+def test_a_failed_login_is_logged_with_its_reason_and_request_id(
+    node, anon_client, log_lines, password, active, reason
+):
+    node.is_active = active
+    node.save()
+
+    response = anon_client.post(
+        "/api/auth/login", {"username": node.email, "password": password}, format="json"
+    )
+
+    assert response.status_code in (401, 403)
+    [failure] = [line for line in log_lines() if line.get("event") == "login_failed"]
+    assert failure["level"] == "WARNING"
+    assert failure["reason"] == reason
+    assert failure["user_id"] == str(node.id)
+    assert failure["request_id"] == response["X-Request-ID"]
+    assert password not in json.dumps(failure)
+
+
+@pytest.mark.django_db
+def test_a_login_with_an_unknown_email_logs_the_failure_but_not_the_name(anon_client, log_lines):
+    anon_client.post(
+        "/api/auth/login", {"username": "typo-secret@example.com", "password": "x"}, format="json"
+    )
+
+    [failure] = [line for line in log_lines() if line.get("event") == "login_failed"]
+    assert (failure["reason"], failure["user_id"]) == ("unknown_user", None)
+    assert "typo-secret" not in json.dumps(log_lines())
