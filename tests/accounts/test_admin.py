@@ -1,0 +1,172 @@
+"""The admin site's user pages: list, add with a hashed password, edit, refuse nodes."""
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from accounts.models import Role, User
+from tests.factories import PASSWORD, NodeFactory, TaskFactory
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = reverse("admin:accounts_user_changelist")
+ADD = reverse("admin:accounts_user_add")
+NEW_PASSWORD = "a-long-unusual-passphrase-42"
+
+
+def add_form(**overrides):
+    return {
+        "email": "New.Node@Example.com",
+        "name": "New Node",
+        "role": Role.NODE,
+        "usable_password": "true",
+        "password1": NEW_PASSWORD,
+        "password2": NEW_PASSWORD,
+    } | overrides
+
+
+def edit_form(user, **overrides):
+    fields = {"email": user.email, "name": user.name, "role": user.role, "is_active": "on"}
+    return fields | overrides
+
+
+def change_url(user):
+    return reverse("admin:accounts_user_change", args=[user.pk])
+
+
+def test_the_user_list_renders_with_role_and_active_filters(admin_site_client):
+    NodeFactory(name="Listed Node")
+    NodeFactory(name="Sleeping Node", is_active=False)
+
+    response = admin_site_client.get(CHANGELIST)
+    assert response.status_code == 200
+    assert "Listed Node" in response.content.decode()
+
+    nodes = admin_site_client.get(CHANGELIST, {"role__exact": "node", "is_active__exact": "1"})
+    assert [user.name for user in nodes.context["cl"].result_list] == ["Listed Node"]
+
+
+def test_the_user_list_searches_by_email_and_name(admin_site_client):
+    NodeFactory(name="Findable", email="findable@example.com")
+    NodeFactory(name="Other")
+
+    for term in ("FINDABLE@example", "findable"):
+        response = admin_site_client.get(CHANGELIST, {"q": term})
+        assert [user.name for user in response.context["cl"].result_list] == ["Findable"]
+
+
+def test_adding_a_user_hashes_the_password_and_lower_cases_the_email(admin_site_client):
+    response = admin_site_client.post(ADD, add_form())
+
+    assert response.status_code == 302
+    user = User.objects.get(email="new.node@example.com")
+    assert user.role == Role.NODE
+    assert user.password != NEW_PASSWORD
+    assert user.check_password(NEW_PASSWORD)
+
+
+@pytest.mark.parametrize("email", ["taken@example.com", "TAKEN@Example.COM"])
+def test_adding_a_user_with_a_taken_email_in_any_case_is_refused(admin_site_client, email):
+    NodeFactory(email="taken@example.com", name="First")
+
+    response = admin_site_client.post(ADD, add_form(email=email))
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["email"] == [
+        "User with this Email already exists."
+    ]
+    assert User.objects.filter(email="taken@example.com").count() == 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"password2": "something-else-entirely"}, "password2"),
+        ({"password1": "12345678", "password2": "12345678"}, "password2"),
+        ({"email": "not-an-email"}, "email"),
+        ({"role": "superhero"}, "role"),
+    ],
+)
+def test_bad_input_on_the_add_form_is_explained_and_nothing_is_saved(
+    admin_site_client, overrides, field
+):
+    users_before = User.objects.count()
+
+    response = admin_site_client.post(ADD, add_form(**overrides))
+
+    assert response.status_code == 200
+    assert field in response.context["adminform"].form.errors
+    assert User.objects.count() == users_before
+
+
+def test_editing_a_user_to_a_taken_email_is_refused(admin_site_client):
+    NodeFactory(email="taken@example.com")
+    user = NodeFactory()
+
+    response = admin_site_client.post(change_url(user), edit_form(user, email="Taken@Example.com"))
+
+    assert response.status_code == 200
+    assert "email" in response.context["adminform"].form.errors
+    assert User.objects.get(pk=user.pk).email == user.email
+
+
+def test_deactivating_a_user_in_the_admin(admin_site_client):
+    user = NodeFactory()
+
+    response = admin_site_client.post(change_url(user), edit_form(user, is_active=""))
+
+    assert response.status_code == 302
+    assert not User.objects.get(pk=user.pk).is_active
+
+
+def test_a_node_holding_tasks_cannot_be_made_an_admin_in_the_admin(admin_site_client):
+    node = TaskFactory().assigned_node
+
+    response = admin_site_client.post(change_url(node), edit_form(node, role=Role.ADMIN))
+
+    assert response.status_code == 200
+    assert "role" in response.context["adminform"].form.errors
+    assert User.objects.get(pk=node.pk).role == Role.NODE
+
+
+def test_the_password_change_page_sets_a_new_hashed_password(admin_site_client):
+    user = NodeFactory()
+    url = reverse("admin:auth_user_password_change", args=[user.pk])
+
+    response = admin_site_client.post(
+        url, {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD, "usable_password": "true"}
+    )
+
+    assert response.status_code == 302
+    assert User.objects.get(pk=user.pk).check_password(NEW_PASSWORD)
+
+
+def test_a_user_who_holds_tasks_cannot_be_deleted(admin_site_client):
+    node = TaskFactory().assigned_node
+    url = reverse("admin:accounts_user_delete", args=[node.pk])
+
+    page = admin_site_client.get(url)
+    assert page.status_code == 200
+    assert page.context["protected"]
+
+    admin_site_client.post(url, {"post": "yes"})
+    assert User.objects.filter(pk=node.pk).exists()
+
+
+def test_a_node_cannot_open_the_user_pages(node):
+    client = Client()
+    client.force_login(node)
+
+    for url in (CHANGELIST, ADD, change_url(node)):
+        response = client.get(url)
+        assert response.status_code == 302
+        assert response["Location"].startswith(reverse("admin:login"))
+
+
+def test_a_node_cannot_log_in_to_the_admin_site(node):
+    client = Client()
+
+    response = client.post(reverse("admin:login"), {"username": node.email, "password": PASSWORD})
+
+    assert response.status_code == 200
+    assert client.get(CHANGELIST).status_code == 302
