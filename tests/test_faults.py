@@ -1,0 +1,343 @@
+"""Faults, on a real gunicorn over a MariaDB server that this module owns.
+
+The database stopping and starting again, and a worker SIGKILLed in the middle
+of writes. A private mariadbd (own datadir and port, in a temp dir) is stopped
+and restarted, never the machine's shared server, so this runs in every CI leg.
+"""
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from http.cookiejar import CookieJar
+from pathlib import Path
+
+import MySQLdb
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+PASSWORD = "faults-password-1"
+ADMIN_EMAIL = "admin@faults.test"
+NODE_EMAIL = "node@faults.test"
+
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("mariadbd") and shutil.which("mariadb-install-db")),
+    reason="needs the MariaDB server binaries (apt-get install mariadb-server)",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} within {timeout} s")
+        time.sleep(0.1)
+
+
+class PrivateMariaDB:
+    """A throwaway mariadbd on its own port and datadir, which the tests may stop at will."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.datadir = workdir / "data"
+        self.port = free_port()
+        self.process = None
+        subprocess.run(
+            [
+                "mariadb-install-db", "--no-defaults", f"--datadir={self.datadir}", "--user=root",
+                "--auth-root-authentication-method=normal", "--skip-test-db",
+            ],
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "mariadbd", "--no-defaults", "--user=root", f"--datadir={self.datadir}",
+                f"--port={self.port}", "--bind-address=127.0.0.1",
+                f"--socket={self.workdir / 'mariadb.sock'}", f"--pid-file={self.workdir / 'pid'}",
+                "--skip-log-bin", "--innodb-buffer-pool-size=32M",
+            ],
+            stdout=subprocess.DEVNULL, stderr=(self.workdir / "server.log").open("a"),
+        )  # fmt: skip
+        wait_until(self.answers, 30, "private mariadbd did not answer")
+
+    def stop(self) -> None:
+        """A clean shutdown, as `systemctl stop mariadb` does it."""
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=60)
+
+    def answers(self) -> bool:
+        try:
+            self.connect().close()
+        except MySQLdb.OperationalError:
+            return False
+        return True
+
+    def connect(self, database: str | None = None):
+        return MySQLdb.connect(
+            host="127.0.0.1", port=self.port, user="root", database=database or ""
+        )
+
+    def url(self, database: str) -> str:
+        return f"mysql://root@127.0.0.1:{self.port}/{database}"
+
+
+class Gunicorn:
+    """The production server (gunicorn.conf.py, DEBUG off) on a free port."""
+
+    def __init__(self, env: dict, log_path: Path):
+        self.port = free_port()
+        self.log = log_path.open("w")
+        self.process = subprocess.Popen(
+            [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py"],
+            cwd=ROOT,
+            env={**env, "GUNICORN_BIND": f"127.0.0.1:{self.port}", "WEB_CONCURRENCY": "2"},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(lambda: len(self.worker_pids()) == 2, 30, "gunicorn did not boot 2 workers")
+        wait_until(lambda: self.get("/healthz")[0] == 200, 30, "gunicorn did not answer")
+
+    def worker_pids(self) -> set[int]:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return {int(pid) for pid in children.read_text().split()}
+
+    def request(self, method, path, body=None, token=None, opener=None):
+        """(status, headers, body) of one request; connection failures raise OSError."""
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}",
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers=headers,
+        )
+        try:
+            with (opener or urllib.request.build_opener()).open(request, timeout=15) as response:
+                return response.status, response.headers, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers, error.read()
+
+    def get(self, path, token=None, opener=None):
+        return self.request("GET", path, token=token, opener=opener)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=40)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def mariadb(tmp_path_factory):
+    server = PrivateMariaDB(tmp_path_factory.mktemp("mariadb"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def site(mariadb, tmp_path_factory):
+    """A migrated database with an admin and a node, served by gunicorn; logins done."""
+    connection = mariadb.connect()
+    connection.cursor().execute("CREATE DATABASE faults CHARACTER SET utf8mb4")
+    connection.close()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_"))},
+        "DJANGO_SETTINGS_MODULE": "taskmgmt.settings",
+        "DEBUG": "false",
+        "SECRET_KEY": "faults-test-key-not-secret-0123456789abcdef",
+        "DATABASE_URL": mariadb.url("faults"),
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "RATELIMIT_API": "100000/m",
+        "RATELIMIT_LOGIN_IP": "100000/m",
+        "RATELIMIT_LOGIN_USER": "100000/m",
+        # The admin-site login below runs over plain HTTP.
+        "SESSION_COOKIE_SECURE": "false",
+        "CSRF_COOKIE_SECURE": "false",
+    }
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+    create_users = (
+        "from accounts.models import User; "
+        f"User.objects.create_superuser({ADMIN_EMAIL!r}, {PASSWORD!r}, name='Admin'); "
+        f"User.objects.create_user({NODE_EMAIL!r}, {PASSWORD!r}, name='Node')"
+    )
+    subprocess.run([*manage, "shell", "-c", create_users], cwd=ROOT, env=env, check=True)
+    server = Gunicorn(env, tmp_path_factory.mktemp("gunicorn") / "gunicorn.log")
+    try:
+        server.admin_token = login(server, ADMIN_EMAIL)["token"]
+        node = login(server, NODE_EMAIL)
+        server.node_token, server.node_id = node["token"], node["userDetails"]["id"]
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def database_up(mariadb):
+    """Each test starts with the database running, whatever the one before left."""
+    if not mariadb.answers():
+        mariadb.start()
+
+
+def login(server: Gunicorn, email: str) -> dict:
+    status, _, body = server.request(
+        "POST", "/api/auth/login", {"username": email, "password": PASSWORD}
+    )
+    assert status == 200, body
+    return json.loads(body)
+
+
+def admin_site_session(server: Gunicorn):
+    """A urllib opener logged in to /admin/ through its login form."""
+    cookies = CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(cookies))
+    server.get("/admin/login/", opener=opener)
+    csrf = next(cookie.value for cookie in cookies if cookie.name == "csrftoken")
+    form = urllib.parse.urlencode(
+        {"username": ADMIN_EMAIL, "password": PASSWORD, "csrfmiddlewaretoken": csrf}
+    ).encode()
+    opener.open(f"http://127.0.0.1:{server.port}/admin/login/?next=/admin/", data=form)
+    assert any(cookie.name == "sessionid" for cookie in cookies)
+    return opener
+
+
+def assert_json_error(response, status: int) -> dict:
+    code, headers, body = response
+    assert code == status, body[:300]
+    assert headers["Content-Type"] == "application/json", body[:300]
+    document = json.loads(body)
+    assert document.keys() >= {"title", "message"}
+    return document
+
+
+def future(days: int = 1) -> str:
+    return (datetime.now(UTC) + timedelta(days=days)).isoformat()
+
+
+def test_with_the_database_down_every_path_answers_503_json_and_recovers_without_restart(
+    mariadb, site, database_up
+):
+    admin_site = admin_site_session(site)
+    for _ in range(4):  # both workers hold a persistent connection before the outage
+        assert site.get("/api/tasks/all", token=site.admin_token)[0] == 200
+    workers = site.worker_pids()
+
+    mariadb.stop()
+
+    for _ in range(4):  # enough to reach both workers
+        down = site.get("/healthz")
+        assert down[0] == 503
+        assert json.loads(down[2])["database"] == "down"
+        assert_json_error(site.get("/api/tasks/all", token=site.admin_token), 503)
+        assert_json_error(site.get(f"/api/tasks/{site.node_id}", token=site.node_token), 503)
+        login_body = {"username": ADMIN_EMAIL, "password": PASSWORD}
+        assert_json_error(site.request("POST", "/api/auth/login", login_body), 503)
+        assert_json_error(site.get("/admin/", opener=admin_site), 503)
+
+    mariadb.start()
+
+    for _ in range(4):  # every request after the restart succeeds, the first one included
+        assert site.get("/healthz")[0] == 200
+        assert site.get("/api/tasks/all", token=site.admin_token)[0] == 200
+        assert site.get("/admin/", opener=admin_site)[0] == 200
+    assert site.worker_pids() == workers  # recovered in place, no worker restarted
+
+
+def test_a_worker_killed_during_writes_loses_no_acknowledged_write_and_no_history(
+    mariadb, site, database_up
+):
+    """Writers create a task then start it; meanwhile workers are SIGKILLed one after another."""
+    created, started, failures = [], [], []
+    stop = threading.Event()
+
+    def write_stream():
+        while not stop.is_set():
+            try:
+                status, _, body = site.request(
+                    "POST",
+                    "/api/tasks",
+                    {
+                        "taskName": "under fire",
+                        "taskDetails": "written while workers die",
+                        "assignedNode": site.node_id,
+                        "lockedAt": future(),
+                    },
+                    token=site.admin_token,
+                )
+                if status != 201:
+                    failures.append(status)
+                    continue
+                task_id = json.loads(body)["task"]["id"]
+                created.append(task_id)
+                status, _, _ = site.request(
+                    "PUT",
+                    "/api/tasks/shift-status",
+                    {"taskId": task_id, "taskStatus": "in_progress"},
+                    token=site.node_token,
+                )
+                if status == 200:
+                    started.append(task_id)
+                else:
+                    failures.append(status)
+            except (OSError, http.client.HTTPException) as error:
+                failures.append(type(error).__name__)  # not acknowledged: may or may not be saved
+
+    writers = [threading.Thread(target=write_stream) for _ in range(4)]
+    for writer in writers:
+        writer.start()
+    killed = set()
+    try:
+        for _ in range(4):
+            time.sleep(0.8)
+            victim = min(site.worker_pids() - killed)
+            os.kill(victim, signal.SIGKILL)
+            killed.add(victim)
+            wait_until(lambda: len(site.worker_pids() - killed) == 2, 20, "no worker respawned")
+        time.sleep(0.8)
+    finally:
+        stop.set()
+        for writer in writers:
+            writer.join(timeout=30)
+
+    assert len(killed) == 4
+    assert len(created) > 20 and len(started) > 20
+    assert all(isinstance(failure, str) for failure in failures), failures  # no HTTP errors
+    with mariadb.connect("faults").cursor() as cursor:
+        cursor.execute("SELECT id, status FROM tasks_task")
+        saved = {str(task_id): status for task_id, status in cursor.fetchall()}
+        cursor.execute(
+            "SELECT COUNT(*) FROM tasks_task t WHERE NOT EXISTS ("
+            " SELECT 1 FROM tasks_taskhistory h"
+            " WHERE h.task_id = t.id AND h.action = 'initial_assign')"
+        )
+        (without_assignment,) = cursor.fetchone()
+        cursor.execute(
+            "SELECT COUNT(*) FROM tasks_task t WHERE t.status = 'in_progress' AND NOT EXISTS ("
+            " SELECT 1 FROM tasks_taskhistory h WHERE h.task_id = t.id"
+            " AND h.action = 'status_change' AND h.to_value = 'in_progress')"
+        )
+        (started_without_history,) = cursor.fetchone()
+    assert set(created) <= saved.keys()
+    assert all(saved[task_id] == "in_progress" for task_id in started)
+    assert without_assignment == 0
+    assert started_without_history == 0
