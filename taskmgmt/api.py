@@ -6,7 +6,8 @@ validation; this module is the only place that shapes them.
 
 import logging
 
-from django.core.exceptions import NON_FIELD_ERRORS
+from django.conf import settings
+from django.core.exceptions import NON_FIELD_ERRORS, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection
 from django.http import JsonResponse
@@ -108,6 +109,10 @@ def _as_api_exception(exc: Exception) -> Exception:
     """The API exception standing for `exc`; anything else is left as it is (a bug)."""
     if isinstance(exc, DjangoValidationError):
         return _from_django_validation(exc)
+    if isinstance(exc, RequestDataTooBig):
+        return PayloadTooLarge(
+            f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."
+        )
     if isinstance(exc, IntegrityError):
         # A uniqueness race lost to a concurrent request, after validation passed.
         return Conflict("The request conflicts with data saved at the same moment; retry.")

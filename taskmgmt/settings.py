@@ -187,7 +187,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.JWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    # JSON only: other bodies get a 415, oversized ones a 413, deep nesting a 400.
+    # JSON only: other bodies get a 415; deeply nested JSON a 400, not a 500.
     "DEFAULT_PARSER_CLASSES": ["taskmgmt.parsers.JSONParser"],
     "DEFAULT_THROTTLE_CLASSES": ["taskmgmt.throttling.ApiRateThrottle"],
     # OPTIONS answers 405: DRF's metadata calls get_object()/get_serializer()

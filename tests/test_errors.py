@@ -1,0 +1,269 @@
+"""The one error format: every failure under /api/ is JSON {title, message}, never a 500."""
+
+import pytest
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError, OperationalError
+from django.test import Client, override_settings
+from django.urls import include, path
+from django.utils.decorators import method_decorator
+from django_ratelimit.decorators import ratelimit
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.test import APIClient
+from rest_framework.views import APIView
+
+import taskmgmt.urls
+from tests.factories import PASSWORD, NodeFactory
+
+LOGIN = "/api/auth/login"
+
+pytestmark = pytest.mark.django_db
+
+
+def assert_json_error(response, status_code) -> dict:
+    assert response.status_code == status_code, response.content
+    assert response["Content-Type"] == "application/json"
+    body = response.json()
+    assert isinstance(body["title"], str)
+    assert isinstance(body["message"], str)
+    assert set(body) <= {"title", "message", "errors"}
+    return body
+
+
+def post_raw(body: bytes | str, content_type="application/json", path=LOGIN):
+    return APIClient().generic("POST", path, body, content_type=content_type)
+
+
+# --- Views that fail on purpose, mounted beside the real URLs ---------------
+
+
+class RaisingView(APIView):
+    """Raises what the test asks for, as code deeper in a view might."""
+
+    permission_classes = [AllowAny]
+    raised = {
+        "bug": RuntimeError("a bug"),
+        "integrity": IntegrityError("duplicate key"),
+        "database-down": OperationalError("server has gone away"),
+        "model-validation": DjangoValidationError(
+            {"locked_at": ["The deadline must be in the future."], "__all__": ["Bad task."]}
+        ),
+    }
+
+    def get(self, request, kind):
+        raise self.raised[kind]
+
+
+class DecoratedRatelimitView(APIView):
+    permission_classes = [AllowAny]
+
+    @method_decorator(ratelimit(key="ip", rate="1/h", block=True))
+    def get(self, request):
+        return Response({"message": "ok"})
+
+
+def django_view_bug(request):
+    raise RuntimeError("a bug outside DRF")
+
+
+urlpatterns = [
+    path("api/test-raise/<str:kind>", RaisingView.as_view()),
+    path("api/test-ratelimit", DecoratedRatelimitView.as_view()),
+    path("test-django-bug", django_view_bug),
+    path("", include("taskmgmt.urls")),
+]
+handler500 = taskmgmt.urls.handler500
+
+with_test_views = pytest.mark.urls(__name__)
+
+
+# --- Malformed bodies ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{",
+        b"{'username': 'single quotes'}",
+        b'{"username": NaN}',
+        b"\xff\xfe not utf-8",
+        b"1" * 5000,
+    ],
+    ids=["truncated", "not-json", "nan", "not-utf8", "huge-integer"],
+)
+def test_malformed_json_is_a_400(body):
+    body = assert_json_error(post_raw(body), 400)
+    assert "JSON parse error" in body["message"]
+
+
+@pytest.mark.parametrize("depth", [10_000, 200_000])
+def test_deeply_nested_json_is_a_400_not_a_500(depth):
+    nested = "[" * depth + "]" * depth
+    response = post_raw(f'{{"username": {nested}, "password": "x"}}')
+
+    assert "nested too deeply" in assert_json_error(response, 400)["message"]
+
+
+@pytest.mark.parametrize("body", ["null", "[]", '"a string"', "42", '[{"username": "a"}]'])
+def test_a_body_that_is_not_an_object_is_a_400(body):
+    assert_json_error(post_raw(body), 400)
+
+
+def test_an_empty_json_body_is_a_400_naming_every_missing_field():
+    body = assert_json_error(post_raw(""), 400)
+
+    assert body["title"] == "Validation error"
+    assert [error["field"] for error in body["errors"]] == ["username", "password"]
+    assert body["message"] == "username: This field is required. (and 1 more)"
+
+
+@pytest.mark.parametrize(
+    "username",
+    [r"\ud800@example.com", r"nul\u0000@example.com"],
+    ids=["lone-surrogate", "nul-character"],
+)
+def test_characters_no_database_can_store_are_a_400(username):
+    response = post_raw(f'{{"username": "{username}", "password": "{PASSWORD}"}}')
+
+    assert assert_json_error(response, 400)["errors"][0]["field"] == "username"
+
+
+def test_an_object_where_a_uuid_is_expected_is_a_400(node_client):
+    response = node_client.put(
+        "/api/tasks/shift-status", {"taskId": {"$gt": ""}, "taskStatus": "in_progress"}
+    )
+
+    assert [error["field"] for error in assert_json_error(response, 400)["errors"]] == ["taskId"]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"],
+)
+def test_a_body_that_is_not_json_is_a_415(content_type):
+    response = post_raw("username=a&password=b", content_type=content_type)
+
+    assert_json_error(response, 415)
+
+
+@override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=1000)
+def test_a_body_over_the_size_limit_is_a_413():
+    big = '{"username": "%s", "password": "x"}' % ("a" * 1000)
+
+    assert "1000 bytes" in assert_json_error(post_raw(big), 413)["message"]
+
+
+@override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=1000)
+def test_a_body_at_the_size_limit_is_read():
+    body = '{"username": "nobody@example.com", "password": "%s"}'
+    padded = body % ("x" * (1000 - len(body % "")))
+
+    assert len(padded) == 1000
+    assert_json_error(post_raw(padded), 401)
+
+
+# --- Unknown paths and methods --------------------------------------------------
+
+
+@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize("method", ["get", "post", "put", "delete"])
+def test_an_unknown_api_path_is_a_json_404_with_or_without_debug(settings, debug, method):
+    settings.DEBUG = debug
+
+    response = getattr(APIClient(), method)("/api/no-such-thing")
+
+    assert_json_error(response, 404)
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_trailing_slash_is_a_json_404_that_names_the_real_path(settings, debug):
+    settings.DEBUG = debug
+    NodeFactory(email="worker@example.com")
+
+    response = APIClient().post(
+        LOGIN + "/", {"username": "worker@example.com", "password": PASSWORD}
+    )
+
+    assert "Did you mean /api/auth/login?" in assert_json_error(response, 404)["message"]
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_missing_trailing_slash_under_api_is_a_json_404_not_a_redirect(settings, debug):
+    settings.DEBUG = debug
+
+    response = APIClient().post("/api/docs", {"a": 1})
+
+    assert "Did you mean /api/docs/?" in assert_json_error(response, 404)["message"]
+
+
+def test_an_unknown_path_outside_the_api_is_a_json_404_too():
+    assert_json_error(Client().get("/no-such-page"), 404)
+
+
+def test_a_wrong_method_is_a_json_405_naming_the_allowed_one():
+    response = APIClient().get(LOGIN)
+
+    assert_json_error(response, 405)
+    assert response["Allow"] == "POST, OPTIONS"
+
+
+def test_options_on_an_endpoint_is_a_json_405_not_a_500(node_client):
+    assert_json_error(node_client.options("/api/auth/edit-profile"), 405)
+
+
+def test_missing_credentials_are_a_json_401_with_the_bearer_challenge():
+    response = APIClient().get("/api/auth/profile")
+
+    assert_json_error(response, 401)
+    assert response["WWW-Authenticate"] == 'Bearer realm="api"'
+
+
+# --- Exceptions raised inside views --------------------------------------------
+
+
+@with_test_views
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_bug_in_an_api_view_is_a_json_500_without_details(settings, debug):
+    settings.DEBUG = debug
+
+    body = assert_json_error(APIClient().get("/api/test-raise/bug"), 500)
+
+    assert "a bug" not in body["message"]
+
+
+@with_test_views
+@pytest.mark.parametrize(("kind", "status_code"), [("integrity", 409), ("database-down", 503)])
+def test_database_errors_get_their_own_answers(kind, status_code):
+    assert_json_error(APIClient().get(f"/api/test-raise/{kind}"), status_code)
+
+
+@with_test_views
+def test_a_models_validation_error_is_a_400_with_api_field_names():
+    body = assert_json_error(APIClient().get("/api/test-raise/model-validation"), 400)
+
+    assert body["errors"] == [
+        {"field": "lockedAt", "message": "The deadline must be in the future."},
+        {"field": None, "message": "Bad task."},
+    ]
+
+
+@with_test_views
+def test_django_ratelimits_own_exception_is_a_429_not_a_403():
+    client = APIClient()
+    assert client.get("/api/test-ratelimit").status_code == 200
+
+    response = client.get("/api/test-ratelimit")
+
+    assert_json_error(response, 429)
+    assert int(response["Retry-After"]) > 0
+
+
+@with_test_views
+def test_a_bug_in_a_plain_django_view_is_a_json_500():
+    client = Client(raise_request_exception=False)
+
+    assert_json_error(client.get("/test-django-bug"), 500)
+
+
+def test_a_request_for_an_unknown_host_is_a_json_400():
+    assert_json_error(Client().get("/api/auth/profile", HTTP_HOST="evil.example"), 400)
