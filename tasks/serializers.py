@@ -106,21 +106,6 @@ class FailedCountSerializer(serializers.Serializer):
     )
 
 
-class FieldErrorSerializer(serializers.Serializer):
-    field = serializers.CharField(read_only=True, allow_null=True)
-    message = serializers.CharField(read_only=True)
-
-
-class ErrorSerializer(serializers.Serializer):
-    """The API's one error shape, as `taskmgmt.api` builds it."""
-
-    title = serializers.CharField(read_only=True)
-    message = serializers.CharField(read_only=True)
-    errors = FieldErrorSerializer(
-        many=True, read_only=True, required=False, help_text="Only on validation errors."
-    )
-
-
 # --- Input ------------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import viewsets
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.permissions import IsAuthenticated
@@ -17,6 +17,7 @@ from rest_framework.response import Response
 from rest_framework.status import HTTP_200_OK, HTTP_201_CREATED
 
 from accounts.permissions import IsAdminRole, IsNodeRole
+from taskmgmt.api import error_responses
 from tasks import services
 from tasks.actor import acting_as
 from tasks.models import Task, TaskStatus
@@ -24,7 +25,6 @@ from tasks.pagination import KeysetPagination
 from tasks.permissions import IsAssignedNodeOrAdmin, IsNodeWithOwnTasks
 from tasks.serializers import (
     TASK_COLUMNS,
-    ErrorSerializer,
     FailedCountSerializer,
     MessageSerializer,
     TaskAssignSerializer,
@@ -44,24 +44,6 @@ TASK_ID_PARAMETER = OpenApiParameter(
 STATUS_PARAMETER = OpenApiParameter(
     "status", OpenApiTypes.STR, OpenApiParameter.PATH, enum=FILTER_STATUSES
 )
-
-
-ERROR_MEANINGS = {
-    400: "Invalid input: `errors` names each field.",
-    401: "Missing, malformed or expired token, or a deactivated user.",
-    403: "Signed in, but not allowed to do this.",
-    404: "No such task, or it was deleted.",
-    409: "The task's state does not allow this.",
-    429: "Too many requests; retry after `Retry-After` seconds.",
-}
-
-
-def errors(*codes: int) -> dict:
-    """Error responses for a schema; every endpoint can answer 401, 403 and 429."""
-    return {
-        code: OpenApiResponse(ErrorSerializer, description=ERROR_MEANINGS[code])
-        for code in (*codes, 401, 403, 429)
-    }
 
 
 def validated(serializer_class, request) -> dict:
@@ -103,7 +85,7 @@ class TaskViewSet(viewsets.GenericViewSet):
     }
 
     def get_permissions(self):
-        # OPTIONS has no action; DRF's metadata answer needs only a signed-in user.
+        # OPTIONS has no action (it answers 405 once the caller is signed in).
         permissions = self.action_permissions.get(self.action, [IsAuthenticated])
         return [permission() for permission in permissions]
 
@@ -122,7 +104,7 @@ class TaskViewSet(viewsets.GenericViewSet):
     @extend_schema(
         summary="Create a task (admin)",
         request=TaskFieldsSerializer,
-        responses={201: TaskEnvelopeSerializer, **errors(400)},
+        responses={201: TaskEnvelopeSerializer, **error_responses(400, 401, 403, 413, 415, 429)},
     )
     def create(self, request):
         data = validated(TaskFieldsSerializer, request)
@@ -137,7 +119,10 @@ class TaskViewSet(viewsets.GenericViewSet):
     @extend_schema(
         summary="Edit a pending task (admin)",
         request=TaskEditSerializer,
-        responses={200: TaskEnvelopeSerializer, **errors(400, 404, 409)},
+        responses={
+            200: TaskEnvelopeSerializer,
+            **error_responses(400, 401, 403, 404, 409, 413, 415, 429),
+        },
     )
     def update(self, request):
         data = validated(TaskEditSerializer, request)
@@ -154,7 +139,10 @@ class TaskViewSet(viewsets.GenericViewSet):
     @extend_schema(
         summary="Reassign a task to a node, back to pending (admin)",
         request=TaskAssignSerializer,
-        responses={200: TaskEnvelopeSerializer, **errors(400, 404, 409)},
+        responses={
+            200: TaskEnvelopeSerializer,
+            **error_responses(400, 401, 403, 404, 409, 413, 415, 429),
+        },
     )
     def assign(self, request):
         data = validated(TaskAssignSerializer, request)
@@ -169,7 +157,10 @@ class TaskViewSet(viewsets.GenericViewSet):
     @extend_schema(
         summary="Advance a task's status (its assigned node)",
         request=TaskStatusSerializer,
-        responses={200: TaskEnvelopeSerializer, **errors(400, 404, 409)},
+        responses={
+            200: TaskEnvelopeSerializer,
+            **error_responses(400, 401, 403, 404, 409, 413, 415, 429),
+        },
     )
     def shift_status(self, request):
         data = validated(TaskStatusSerializer, request)
@@ -184,7 +175,7 @@ class TaskViewSet(viewsets.GenericViewSet):
     @extend_schema(
         summary="Soft-delete a task (admin)",
         parameters=[TASK_ID_PARAMETER],
-        responses={200: MessageSerializer, **errors(404)},
+        responses={200: MessageSerializer, **error_responses(401, 403, 404, 429)},
     )
     def destroy(self, request, **kwargs):
         services.task_set_active(task=self.get_object(), active=False)
@@ -193,7 +184,7 @@ class TaskViewSet(viewsets.GenericViewSet):
     @extend_schema(
         summary="Read a task (admin, or its assigned node)",
         parameters=[TASK_ID_PARAMETER],
-        responses={200: TaskEnvelopeSerializer, **errors(404)},
+        responses={200: TaskEnvelopeSerializer, **error_responses(401, 403, 404, 429)},
     )
     def retrieve(self, request, **kwargs):
         return task_response(self.get_object())
@@ -201,7 +192,7 @@ class TaskViewSet(viewsets.GenericViewSet):
     @extend_schema(
         summary="A task's history, newest first (admin)",
         parameters=[TASK_ID_PARAMETER],
-        responses={200: TaskHistoryEnvelopeSerializer, **errors(404)},
+        responses={200: TaskHistoryEnvelopeSerializer, **error_responses(401, 403, 404, 429)},
     )
     def history(self, request, **kwargs):
         rows = self.get_object().history.order_by("-created_at", "-id")
@@ -209,14 +200,14 @@ class TaskViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         summary="Every task, newest first (admin)",
-        responses={200: TaskSerializer(many=True), **errors(400)},
+        responses={200: TaskSerializer(many=True), **error_responses(400, 401, 403, 429)},
     )
     def list_all(self, request):
         return self.task_page(self.get_queryset())
 
     @extend_schema(
         summary="The calling node's own tasks, newest first (node)",
-        responses={200: TaskSerializer(many=True), **errors(400)},
+        responses={200: TaskSerializer(many=True), **error_responses(400, 401, 403, 429)},
     )
     def list(self, request):
         return self.task_page(self.get_queryset())
@@ -224,7 +215,7 @@ class TaskViewSet(viewsets.GenericViewSet):
     @extend_schema(
         summary="Tasks in one status (admin: every task; node: its own)",
         parameters=[STATUS_PARAMETER],
-        responses={200: TaskSerializer(many=True), **errors(400)},
+        responses={200: TaskSerializer(many=True), **error_responses(400, 401, 403, 429)},
     )
     def list_by_status(self, request, status):
         if status not in FILTER_STATUSES:
@@ -240,7 +231,7 @@ class CollectFailedViewSet(viewsets.ViewSet):
     @extend_schema(
         summary="Run the expiry sweep now (admin)",
         request=None,
-        responses={200: FailedCountSerializer, **errors()},
+        responses={200: FailedCountSerializer, **error_responses(401, 403, 429)},
     )
     def collect(self, request):
         # The same sweep as `manage.py collect_failed`: its history rows name the

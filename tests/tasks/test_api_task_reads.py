@@ -1,0 +1,358 @@
+"""Reading tasks: one task, the lists, the status filter and keyset pages."""
+
+import base64
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from tasks.models import Task, TaskStatus
+from tasks.pagination import encode_cursor
+from tests.factories import NodeFactory, TaskFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def ids(response) -> list[str]:
+    return [task["id"] for task in response.json()["tasks"]]
+
+
+def newest_first(tasks) -> list[str]:
+    """The tasks by created_at, then id, descending, as one database query orders them.
+
+    Ties go by the database's own id order: MariaDB's native UUID type does
+    not sort like the hex strings SQLite stores.
+    """
+    ordered = Task.objects.filter(pk__in=[task.pk for task in tasks]).order_by("-created_at", "-id")
+    return [str(pk) for pk in ordered.values_list("pk", flat=True)]
+
+
+def walk(client, path: str, limit: int) -> tuple[list[str], int]:
+    """Follow nextCursor to the end; the ids seen, in order, and the page count."""
+    seen, pages, cursor = [], 0, None
+    while True:
+        query = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        response = client.get(path, query)
+        assert response.status_code == 200
+        seen += ids(response)
+        pages += 1
+        cursor = response.json()["nextCursor"]
+        if cursor is None:
+            return seen, pages
+
+
+# --- GET /api/tasks/{taskId} ----------------------------------------------------
+
+
+def test_admin_reads_any_task(admin_client, node):
+    task = TaskFactory(assigned_node=node)
+
+    response = admin_client.get(f"/api/tasks/{task.pk}")
+
+    assert response.status_code == 200
+    shown = response.json()["task"]
+    assert shown["id"] == str(task.pk)
+    assert shown["assignedNode"] == str(node.pk)
+
+
+def test_the_assigned_node_reads_its_task(node_client, node):
+    task = TaskFactory(assigned_node=node, status=TaskStatus.IN_PROGRESS)
+
+    response = node_client.get(f"/api/tasks/{task.pk}")
+
+    assert response.status_code == 200
+    assert response.json()["task"]["status"] == "in_progress"
+
+
+def test_node_cannot_read_another_nodes_task(client_for, node, other_node):
+    task = TaskFactory(assigned_node=node)
+
+    response = client_for(other_node).get(f"/api/tasks/{task.pk}")
+
+    assert response.status_code == 403
+    assert set(response.json()) == {"title", "message"}
+    assert task.name not in response.content.decode()
+
+
+@pytest.mark.parametrize("task_id", [str(uuid.uuid4()), "not-a-uuid", "1", "null"])
+def test_an_unknown_or_malformed_task_id_is_404(admin_client, task_id):
+    response = admin_client.get(f"/api/tasks/{task_id}")
+
+    assert response.status_code == 404
+    assert set(response.json()) == {"title", "message"}
+
+
+def test_a_task_reads_the_same_in_a_list_and_alone(admin_client, node):
+    task = TaskFactory(assigned_node=node, locked_at=timezone.now() + timedelta(hours=5))
+
+    alone = admin_client.get(f"/api/tasks/{task.pk}").json()["task"]
+    listed = admin_client.get("/api/tasks/all").json()["tasks"]
+
+    assert listed == [alone]
+
+
+def test_datetimes_are_iso_8601_in_utc(admin_client, node):
+    task = TaskFactory(assigned_node=node)
+
+    shown = admin_client.get(f"/api/tasks/{task.pk}").json()["task"]
+
+    for field in ("lockedAt", "createdAt", "updatedAt"):
+        assert shown[field].endswith("Z")
+    assert shown["lockedAt"] == task.locked_at.isoformat().replace("+00:00", "Z")
+
+
+# --- The lists --------------------------------------------------------------------
+
+
+def test_admin_lists_every_active_task_newest_first(admin_client, node, other_node):
+    tasks = [TaskFactory(assigned_node=n) for n in (node, other_node, node)]
+    TaskFactory(assigned_node=node, active=False)
+
+    response = admin_client.get("/api/tasks/all")
+
+    assert response.status_code == 200
+    assert ids(response) == newest_first(tasks)
+    assert response.json()["nextCursor"] is None
+
+
+@pytest.mark.parametrize("path", ["/api/tasks", "/api/tasks/node"])
+def test_a_node_lists_only_its_own_tasks(client_for, node, other_node, path):
+    own = [TaskFactory(assigned_node=node) for _ in range(3)]
+    TaskFactory(assigned_node=other_node)
+    TaskFactory(assigned_node=node, active=False)
+
+    response = client_for(node).get(path)
+
+    assert response.status_code == 200
+    assert ids(response) == newest_first(own)
+
+
+@pytest.mark.parametrize("path", ["/api/tasks", "/api/tasks/node"])
+def test_an_admin_asking_for_node_tasks_is_sent_to_all(admin_client, path):
+    response = admin_client.get(path)
+
+    assert response.status_code == 403
+    assert "/api/tasks/all" in response.json()["message"]
+
+
+def test_a_node_cannot_list_every_task(node_client):
+    assert node_client.get("/api/tasks/all").status_code == 403
+
+
+@pytest.mark.parametrize("path", ["/api/tasks/all", "/api/tasks/filter/all"])
+def test_an_empty_list_is_200_with_no_tasks(admin_client, path):
+    response = admin_client.get(path, {"limit": 10})
+
+    assert response.status_code == 200
+    assert response.json() == {"tasks": [], "nextCursor": None}
+
+
+# --- GET /api/tasks/filter/{status} -------------------------------------------------
+
+
+@pytest.fixture
+def one_task_per_status(node, other_node):
+    return {
+        (owner, status): TaskFactory(assigned_node=owner, status=status)
+        for owner in (node, other_node)
+        for status in TaskStatus.values
+    }
+
+
+@pytest.mark.parametrize("status", TaskStatus.values)
+def test_admin_filters_every_task_by_status(
+    admin_client, node, other_node, one_task_per_status, status
+):
+    response = admin_client.get(f"/api/tasks/filter/{status}")
+
+    assert response.status_code == 200
+    expected = [one_task_per_status[(owner, status)] for owner in (node, other_node)]
+    assert ids(response) == newest_first(expected)
+
+
+@pytest.mark.parametrize("status", TaskStatus.values)
+def test_a_node_filters_only_its_own_tasks(client_for, node, one_task_per_status, status):
+    response = client_for(node).get(f"/api/tasks/filter/{status}")
+
+    assert response.status_code == 200
+    assert ids(response) == [str(one_task_per_status[(node, status)].pk)]
+
+
+def test_filter_all_is_every_visible_task(client_for, admin_client, node, one_task_per_status):
+    node_tasks = [task for (owner, _), task in one_task_per_status.items() if owner == node]
+
+    assert ids(client_for(node).get("/api/tasks/filter/all")) == newest_first(node_tasks)
+    everyone = admin_client.get("/api/tasks/filter/all")
+    assert ids(everyone) == newest_first(one_task_per_status.values())
+
+
+@pytest.mark.parametrize("status", ["done", "PENDING", "in-progress", "%20"])
+def test_an_unknown_filter_status_is_400(admin_client, status):
+    response = admin_client.get(f"/api/tasks/filter/{status}")
+
+    assert response.status_code == 400
+    assert [error["field"] for error in response.json()["errors"]] == ["status"]
+
+
+# --- Keyset pages -------------------------------------------------------------------
+
+
+def test_a_walk_over_tasks_with_equal_created_at_has_no_duplicates_and_no_gaps(admin_client):
+    same_moment = timezone.now() - timedelta(minutes=1)
+    tasks = [TaskFactory(created_at=same_moment) for _ in range(23)]
+    tasks += [TaskFactory() for _ in range(4)]
+
+    seen, pages = walk(admin_client, "/api/tasks/all", limit=5)
+
+    assert len(seen) == len(set(seen)) == 27
+    assert seen == newest_first(tasks)
+    assert pages == 6
+
+
+def test_a_node_walk_through_a_filter_stays_within_its_tasks(client_for, node, other_node):
+    same_moment = timezone.now() - timedelta(minutes=1)
+    own = [TaskFactory(assigned_node=node, created_at=same_moment) for _ in range(7)]
+    for _ in range(5):
+        TaskFactory(assigned_node=other_node, created_at=same_moment)
+
+    seen, _ = walk(client_for(node), "/api/tasks/filter/pending", limit=2)
+
+    assert seen == newest_first(own)
+
+
+def test_tasks_added_during_a_walk_do_not_shift_the_pages(admin_client):
+    earlier = timezone.now() - timedelta(hours=1)
+    tasks = [TaskFactory(created_at=earlier) for _ in range(6)]
+    first = admin_client.get("/api/tasks/all", {"limit": 3})
+
+    TaskFactory()  # newer than everything already listed
+    rest = admin_client.get("/api/tasks/all", {"limit": 3, "cursor": first.json()["nextCursor"]})
+
+    assert ids(first) + ids(rest) == newest_first(tasks)
+    assert rest.json()["nextCursor"] is None
+
+
+def test_the_last_full_page_has_no_next_cursor(admin_client):
+    for _ in range(4):
+        TaskFactory()
+
+    response = admin_client.get("/api/tasks/all", {"limit": 4})
+
+    assert len(ids(response)) == 4
+    assert response.json()["nextCursor"] is None
+
+
+@pytest.mark.parametrize("query", [{}, {"limit": ""}, {"limit": "", "cursor": ""}])
+def test_no_limit_returns_every_task(admin_client, query):
+    tasks = [TaskFactory() for _ in range(12)]
+
+    response = admin_client.get("/api/tasks/all", query)
+
+    assert ids(response) == newest_first(tasks)
+    assert response.json()["nextCursor"] is None
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "1001", "abc", "1.5", "1e3", " 5", "٣", "9" * 5000])
+def test_a_limit_outside_1_to_max_page_size_is_400(admin_client, limit):
+    response = admin_client.get("/api/tasks/all", {"limit": limit})
+
+    assert response.status_code == 400
+    assert [error["field"] for error in response.json()["errors"]] == ["limit"]
+
+
+def test_the_largest_limit_is_max_page_size(admin_client, settings):
+    settings.MAX_PAGE_SIZE = 3
+    for _ in range(4):
+        TaskFactory()
+
+    assert len(ids(admin_client.get("/api/tasks/all", {"limit": 3}))) == 3
+    assert admin_client.get("/api/tasks/all", {"limit": 4}).status_code == 400
+
+
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode()
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "garbage",
+        "é",
+        _b64("no separator"),
+        _b64(f"2024-01-01T00:00:00|{uuid.uuid4().hex}"),
+        _b64(f"not a time|{uuid.uuid4().hex}"),
+        _b64("2024-01-01T00:00:00+00:00|not-a-uuid"),
+        _b64(f"0001-01-01T00:00:00+05:00|{uuid.uuid4().hex}"),
+        base64.urlsafe_b64encode(b"\xff\xfe").decode(),
+    ],
+)
+def test_a_malformed_cursor_is_400(admin_client, cursor):
+    response = admin_client.get("/api/tasks/all", {"limit": 2, "cursor": cursor})
+
+    assert response.status_code == 400
+    assert [error["field"] for error in response.json()["errors"]] == ["cursor"]
+
+
+def test_a_cursor_past_the_oldest_task_gives_an_empty_page(admin_client):
+    TaskFactory()
+    cursor = encode_cursor(timezone.now() - timedelta(days=365), uuid.uuid4())
+
+    response = admin_client.get("/api/tasks/all", {"limit": 2, "cursor": cursor})
+
+    assert response.json() == {"tasks": [], "nextCursor": None}
+
+
+# --- Query budgets ------------------------------------------------------------------
+
+
+def queries_for(client, path, query) -> int:
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get(path, query).status_code == 200
+    return len(captured)
+
+
+@pytest.mark.parametrize(
+    ("who", "path"),
+    [
+        ("admin", "/api/tasks/all"),
+        ("admin", "/api/tasks/filter/pending"),
+        ("node", "/api/tasks"),
+        ("node", "/api/tasks/node"),
+        ("node", "/api/tasks/filter/all"),
+    ],
+)
+def test_a_page_costs_the_same_queries_whatever_its_size(
+    client_for, admin_user, node, django_assert_max_num_queries, who, path
+):
+    for _ in range(60):
+        TaskFactory(assigned_node=node)
+    client = client_for(admin_user if who == "admin" else node)
+    cursor = client.get(path, {"limit": 5}).json()["nextCursor"]
+
+    # One query for the token's user, one for the page.
+    with django_assert_max_num_queries(2):
+        client.get(path, {"limit": 50, "cursor": cursor})
+    one = queries_for(client, path, {"limit": 1})
+    assert one == queries_for(client, path, {"limit": 60}) == queries_for(client, path, {})
+
+
+def test_reading_one_task_costs_two_queries(node_client, node, django_assert_max_num_queries):
+    task = TaskFactory(assigned_node=node)
+
+    with django_assert_max_num_queries(2):
+        assert node_client.get(f"/api/tasks/{task.pk}").status_code == 200
+
+
+def test_tasks_of_many_nodes_are_listed_without_extra_queries(
+    admin_client, django_assert_max_num_queries
+):
+    for _ in range(20):
+        TaskFactory(assigned_node=NodeFactory())
+
+    with django_assert_max_num_queries(2):
+        response = admin_client.get("/api/tasks/all")
+
+    assert len(ids(response)) == 20
