@@ -1,0 +1,76 @@
+"""CORS from the environment's origins, and the security headers on API answers."""
+
+import pytest
+from django.test import override_settings
+from rest_framework.test import APIClient
+
+ALLOWED_ORIGIN = "https://ops.example.com"
+
+pytestmark = pytest.mark.django_db
+
+
+def preflight(origin: str, path="/api/auth/login"):
+    return APIClient().options(
+        path,
+        HTTP_ORIGIN=origin,
+        HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST",
+        HTTP_ACCESS_CONTROL_REQUEST_HEADERS="authorization, content-type",
+    )
+
+
+@override_settings(CORS_ALLOWED_ORIGINS=[ALLOWED_ORIGIN])
+def test_a_preflight_from_an_allowed_origin_is_allowed():
+    response = preflight(ALLOWED_ORIGIN)
+
+    assert response.status_code == 200
+    assert response["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN
+    assert "POST" in response["Access-Control-Allow-Methods"]
+    assert "authorization" in response["Access-Control-Allow-Headers"]
+
+
+@override_settings(CORS_ALLOWED_ORIGINS=[ALLOWED_ORIGIN])
+def test_a_preflight_from_another_origin_gets_no_cors_headers():
+    response = preflight("https://evil.example.com")
+
+    assert "Access-Control-Allow-Origin" not in response
+
+
+@override_settings(CORS_ALLOWED_ORIGINS=[ALLOWED_ORIGIN])
+def test_an_allowed_origin_may_read_the_answer_and_its_retry_after(node_client):
+    response = node_client.get("/api/auth/profile", HTTP_ORIGIN=ALLOWED_ORIGIN)
+
+    assert response.status_code == 200
+    assert response["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN
+    assert "Retry-After" in response["Access-Control-Expose-Headers"]
+
+
+@override_settings(CORS_ALLOWED_ORIGINS=[ALLOWED_ORIGIN])
+def test_cors_does_not_reach_the_admin_site():
+    response = preflight(ALLOWED_ORIGIN, path="/admin/login/")
+
+    assert "Access-Control-Allow-Origin" not in response
+
+
+def test_api_answers_carry_the_security_headers(node_client):
+    response = node_client.get("/api/auth/profile")
+
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["X-Frame-Options"] == "DENY"
+    assert response["Referrer-Policy"] == "same-origin"
+    assert response["Cross-Origin-Opener-Policy"] == "same-origin"
+
+
+@override_settings(SECURE_SSL_REDIRECT=True, SECURE_HSTS_SECONDS=31536000)
+def test_https_via_the_proxy_header_is_not_redirected_and_gets_hsts(node_client):
+    response = node_client.get("/api/auth/profile", HTTP_X_FORWARDED_PROTO="https")
+
+    assert response.status_code == 200
+    assert response["Strict-Transport-Security"].startswith("max-age=31536000")
+
+
+@override_settings(SECURE_SSL_REDIRECT=True)
+def test_plain_http_is_redirected_to_https_when_asked_for():
+    response = APIClient().get("/api/auth/profile")
+
+    assert response.status_code == 301
+    assert response["Location"].startswith("https://")
