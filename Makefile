@@ -8,6 +8,9 @@ PORT ?= 8000
 # Local development defaults; real deployments set these in the environment or .env.
 DEV_ENV := DEBUG=$${DEBUG:-true}
 
+# A failed step (say loaddata) must not leave a db.sqlite3 that make then takes as done.
+.DELETE_ON_ERROR:
+
 .PHONY: run test lint format serve bench-sweep bench-load setup system-deps clean
 
 run: $(VENV)/.installed db.sqlite3
