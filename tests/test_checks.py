@@ -25,6 +25,9 @@ PRODUCTION_ENV = {
     "SECURE_SSL_REDIRECT": "true",
     "SECURE_HSTS_PRELOAD": "true",
     "CORS_ALLOWED_ORIGINS": "https://ops.example.com",
+    "DATABASE_URL": "mysql://taskmgmt:secret@127.0.0.1:3306/taskmgmt",
+    "CSRF_TRUSTED_ORIGINS": "https://taskmgmt.example.com",
+    "RATELIMIT_IP_META_KEY": "HTTP_X_REAL_IP",
 }
 
 
