@@ -6,16 +6,20 @@ SQLite (default) and on MariaDB (DATABASE_URL=mysql://…).
 
 import os
 
-os.environ.setdefault("SECRET_KEY", "tests-only-not-secret")
+# At least 32 bytes: it also signs the JWTs, and PyJWT warns about shorter HS256 keys.
+os.environ.setdefault("SECRET_KEY", "tests-only-not-secret-but-long-enough-for-hs256")
 
-from taskmgmt.settings import *  # noqa: E402,F403
+from taskmgmt.settings import *  # noqa: F403
 
 # Argon2 costs ~50 ms per hash by design; tests hash hundreds of passwords.
 # tests/accounts/test_passwords.py checks that production puts Argon2 first.
 PRODUCTION_PASSWORD_HASHERS = PASSWORD_HASHERS  # noqa: F405
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
-STORAGES = {  # noqa: F405
+# No collectstatic before tests: without a root WhiteNoise has no missing folder to warn about.
+STATIC_ROOT = None
+
+STORAGES = {
     **STORAGES,  # noqa: F405
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
