@@ -132,7 +132,7 @@ def exception_handler(exc, context):
         return Response(error_body(exc.status_code, exc.message, exc.title), exc.status_code)
     if isinstance(exc, Ratelimited):
         # It subclasses PermissionDenied, which DRF would answer with a 403.
-        return rate_limited_response()
+        return _rate_limited()
 
     api_exc = _as_api_exception(exc)
     response = drf_exception_handler(api_exc, context)
@@ -151,26 +151,25 @@ def exception_handler(exc, context):
             message += f" (and {len(errors) - 1} more)"
         response.data = error_body(400, message, "Validation error", errors)
     else:
-        response.data = error_body(response.status_code, _message(api_exc))
+        response.data = error_body(response.status_code, _message(response.data))
     return response
 
 
-def _message(exc) -> str:
-    detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
-    # simplejwt's errors are {"detail", "code", "messages"}: the detail says it.
-    if isinstance(detail, dict) and "detail" in detail:
-        return str(detail["detail"])
-    if isinstance(detail, dict | list):
-        return "; ".join(error["message"] for error in _flatten(detail))
-    return str(detail)
+def _message(data) -> str:
+    """One line from the body DRF built: `{"detail": ...}` (simplejwt adds
+    "code" and "messages" beside it) or an APIException's own list or dict."""
+    if isinstance(data, dict) and "detail" in data:
+        return str(data["detail"])
+    return "; ".join(error["message"] for error in _flatten(data))
 
 
-def rate_limited_response(retry_after: int = 60) -> Response:
+def _rate_limited() -> Response:
     response = Response(
         error_body(429, "Too many requests; slow down and retry later."),
         status=status.HTTP_429_TOO_MANY_REQUESTS,
     )
-    response["Retry-After"] = str(retry_after)
+    # django-ratelimit's exception does not say when its window ends.
+    response["Retry-After"] = "60"
     return response
 
 
