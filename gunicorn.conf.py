@@ -7,10 +7,15 @@ served more than gthread workers, which let keep-alive pile load on one worker.
 import logging
 import os
 import sys
+from pathlib import Path
 
+import environ
 from gunicorn import glogging
 
 from taskmgmt.logging import JsonFormatter
+
+# The same .env as Django's settings, so WEB_CONCURRENCY and friends can live there too.
+environ.Env.read_env(Path(__file__).resolve().parent / ".env")
 
 
 def _cores() -> int:

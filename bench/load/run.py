@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -33,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import MySQLdb
+import redis
 
 ROOT = Path(__file__).resolve().parents[2]
 LUA_DIR = ROOT / "bench" / "load"
@@ -79,10 +81,45 @@ class Result:
     non2xx: int
     socket_errors: int
     peak_rss_mib: float
+    app_cpu_ms: float  # gunicorn CPU time per request
+    db_cpu_ms: float  # mariadbd + redis-server CPU time per request
+    other_cores: float  # cores busy with anything else meanwhile: above ~0.1 the run was disturbed
 
 
 def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used; 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def machine_busy_cpu() -> float:
+    """CPU seconds all cores have spent busy since boot."""
+    ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle, iowait = ticks[3], ticks[4]
+    return (sum(ticks[:8]) - idle - iowait) / CLOCK_TICKS
+
+
+def store_pids() -> list[int]:
+    """mariadbd's and redis-server's process ids: their CPU is part of each request's cost."""
+    connection = MySQLdb.connect(host=DB_HOST, port=DB_PORT, user=DB_USER, password=DB_PASSWORD)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT @@pid_file")
+        (pid_file,) = cursor.fetchone()
+    connection.close()
+    return [
+        int(Path(pid_file).read_text()),
+        redis.Redis.from_url(CACHE_URL).info("server")["process_id"],
+    ]
 
 
 def server_env() -> dict:
@@ -193,6 +230,9 @@ class Server:
             self.peak_rss = max(self.peak_rss, self.rss_kib())
             time.sleep(0.2)
 
+    def cpu(self) -> float:
+        return sum(process_cpu(pid) for pid in [self.process.pid, *self.worker_pids()])
+
     def reset_peak(self) -> None:
         self.peak_rss = self.rss_kib()
 
@@ -259,7 +299,7 @@ def warm_up(scenario_list: list[Scenario]) -> None:
                 http_json("GET", scenario.path, token=scenario.token)
 
 
-def run_wrk(scenario: Scenario, server: Server, shift_offset: int) -> Result:
+def run_wrk(scenario: Scenario, server: Server, shift_offset: int, db_pids: list[int]) -> Result:
     command = [
         "taskset", "-c", CLIENT_CORES, "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}s",
         "--timeout", "10s", "-s", str(LUA_DIR / scenario.script),
@@ -274,23 +314,42 @@ def run_wrk(scenario: Scenario, server: Server, shift_offset: int) -> Result:
         **scenario.env,
     }
     server.reset_peak()
+    before = (server.cpu(), sum(map(process_cpu, db_pids)), machine_busy_cpu(), children_cpu())
     output = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=DURATION + 60, check=True
     ).stdout
+    app_cpu, db_cpu, busy, wrk_cpu = (
+        after - start
+        for after, start in zip(
+            (server.cpu(), sum(map(process_cpu, db_pids)), machine_busy_cpu(), children_cpu()),
+            before,
+            strict=True,
+        )
+    )
     match = re.search(r"^RESULT (\{.*\})$", output, re.MULTILINE)
     if not match:
         raise RuntimeError(f"wrk printed no result for {scenario.name}:\n{output}")
     raw = json.loads(match.group(1))
+    requests, seconds = max(raw["requests"], 1), raw["duration_us"] / 1e6
     return Result(
         scenario=scenario.name,
         requests=raw["requests"],
-        rps=raw["requests"] / (raw["duration_us"] / 1e6),
+        rps=raw["requests"] / seconds,
         p50_ms=raw["p50_us"] / 1000,
         p99_ms=raw["p99_us"] / 1000,
         non2xx=raw["non2xx"],
         socket_errors=raw["socket_errors"],
         peak_rss_mib=server.peak_rss / 1024,
+        app_cpu_ms=app_cpu * 1000 / requests,
+        db_cpu_ms=db_cpu * 1000 / requests,
+        other_cores=max(busy - app_cpu - db_cpu - wrk_cpu, 0) / seconds,
     )
+
+
+def children_cpu() -> float:
+    """CPU seconds of finished child processes (wrk runs as one)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def median_result(results: list[Result]) -> Result:
@@ -304,20 +363,30 @@ def median_result(results: list[Result]) -> Result:
         non2xx=sum(r.non2xx for r in results),
         socket_errors=sum(r.socket_errors for r in results),
         peak_rss_mib=max(r.peak_rss_mib for r in results),
+        app_cpu_ms=statistics.median(r.app_cpu_ms for r in results),
+        db_cpu_ms=statistics.median(r.db_cpu_ms for r in results),
+        other_cores=max(r.other_cores for r in results),
     )
 
 
 def table(rows: list[tuple[Scenario, Result]], peak_mib: float) -> str:
     lines = [
-        "| scenario | req/s | p50 ms | p99 ms | non-2xx | peak RSS MiB |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| scenario | req/s | p50 ms | p99 ms | non-2xx | app CPU ms/req | DB CPU ms/req "
+        "| peak RSS MiB | other load |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [
         f"| {s.title} | {r.rps:.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | "
-        f"{r.non2xx + r.socket_errors} | {r.peak_rss_mib:.0f} |"
+        f"{r.non2xx + r.socket_errors} | {r.app_cpu_ms:.2f} | {r.db_cpu_ms:.2f} | "
+        f"{r.peak_rss_mib:.0f} | {r.other_cores:.2f} |"
         for s, r in rows
     ]
     lines.append(f"\nServer peak memory (sum of gunicorn RSS): {peak_mib:.0f} MiB")
+    lines.append(
+        "app / DB CPU ms/req: CPU time of gunicorn / mariadbd + redis-server per request. "
+        "other load: cores "
+        "kept busy meanwhile by unrelated processes (0 on a quiet machine)."
+    )
     return "\n".join(lines)
 
 
@@ -346,6 +415,7 @@ def main() -> int:
     data = prepare(env, workdir)
     server = Server(env, workdir / "gunicorn.log")
     server.start()
+    db_pids = store_pids()
     try:
         every = [health_scenario()]
         if set(wanted) - {"healthz"}:
@@ -359,13 +429,16 @@ def main() -> int:
             for attempt in range(REPEAT):
                 if scenario.name == "shift_status" and shift_offset >= len(data["pending"]):
                     raise RuntimeError("out of pending tasks: seed more TASKS or shorten DURATION")
-                result = run_wrk(scenario, server, shift_offset)
+                result = run_wrk(scenario, server, shift_offset, db_pids)
                 if scenario.name == "shift_status":
                     shift_offset += result.requests + CONNECTIONS
                 log(
                     f"{scenario.name} #{attempt + 1}: {result.rps:.0f} req/s, "
                     f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, "
-                    f"non-2xx {result.non2xx}, socket errors {result.socket_errors}"
+                    f"non-2xx {result.non2xx}, socket errors {result.socket_errors}, "
+                    f"app CPU {result.app_cpu_ms:.2f} ms/req, "
+                    f"DB CPU {result.db_cpu_ms:.2f} ms/req, "
+                    f"other load {result.other_cores:.2f} cores"
                 )
                 results.append(result)
             rows.append((scenario, median_result(results)))
