@@ -273,10 +273,21 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=102
 
 # --- The sweep --------------------------------------------------------------
 
+# Tasks failed per transaction: short row locks, few round trips (see README, Benchmarks).
 SWEEP_BATCH_SIZE = env.int("SWEEP_BATCH_SIZE", default=5000)
 SWEEP_SCHEDULE = env.str("SWEEP_SCHEDULE", default="* * * * *")
-CRONJOBS = [(SWEEP_SCHEDULE, "django.core.management.call_command", ["collect_failed"])]
+# `manage.py crontab add` writes: <schedule> <prefix> <python> <manage.py> crontab run <hash>,
+# with absolute paths. Cron's environment is bare, but settings read BASE_DIR/.env
+# wherever cron starts; CRONTAB_COMMAND_PREFIX may add variables (DATABASE_URL=…).
+CRONJOBS = [(SWEEP_SCHEDULE, "tasks.management.commands.collect_failed.run_from_crontab")]
 CRONTAB_COMMAND_PREFIX = env.str("CRONTAB_COMMAND_PREFIX", default="")
+CRONTAB_COMMAND_SUFFIX = env.str("CRONTAB_COMMAND_SUFFIX", default="")
+CRONTAB_DJANGO_MANAGE_PATH = str(BASE_DIR / "manage.py")
+# `crontab add` replaces the lines carrying this comment: one per checkout on a host.
+CRONTAB_COMMENT = f"taskmgmt sweep in {BASE_DIR}"
+CRONTAB_EXECUTABLE = env.str("CRONTAB_EXECUTABLE", default="/usr/bin/crontab")
+# A run still going when the next minute starts makes that one skip (its sweep is
+# safe anyway, SKIP LOCKED shares the work).
 CRONTAB_LOCK_JOBS = True
 
 # --- Logging: one JSON line per event, to stdout ----------------------------

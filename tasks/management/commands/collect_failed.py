@@ -1,18 +1,24 @@
 """Fail every open task whose deadline passed. Crontab runs this every minute."""
 
 import logging
+import os
 import sys
 import time
+import traceback
 
 from django.conf import settings
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
-from django.db import DatabaseError
+from django.db import DatabaseError, reset_queries
 from django.utils import timezone
 
 from tasks.models import Task
 from tasks.services import tasks_expire
 
 logger = logging.getLogger("taskmgmt.sweep")
+
+# A batch's ids travel as statement parameters; SQLite allows 32,766 per statement.
+MAX_BATCH_SIZE = 20_000
 
 
 class Command(BaseCommand):
@@ -30,27 +36,34 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, batch_size, dry_run, verbosity, **options):
-        if batch_size < 1:
-            raise CommandError("--batch-size must be at least 1.")
-        now = timezone.now()
+        if not 1 <= batch_size <= MAX_BATCH_SIZE:
+            raise CommandError(f"--batch-size must be at least 1 and at most {MAX_BATCH_SIZE}.")
+        progress = Progress(self.stdout, verbosity=verbosity, batch_size=batch_size)
         started = time.perf_counter()
         try:
             if dry_run:
-                count = Task.objects.expired(now).count()
+                count = Task.objects.expired(timezone.now()).count()
             else:
-                count = tasks_expire(
-                    batch_size=batch_size, now=now, on_batch=self._progress(verbosity)
-                )
+                count = tasks_expire(batch_size=batch_size, on_batch=progress.batch_done)
         except DatabaseError as error:
-            logger.error("sweep failed", extra={"event": "sweep", "error": str(error)})
-            raise CommandError(f"The database could not be reached: {error}") from error
+            progress.end_line()
+            logger.error(
+                "sweep failed",
+                extra={"event": "sweep", "failed_count": progress.done, "error": str(error)},
+            )
+            raise CommandError(
+                f"The sweep stopped on a database error after failing {progress.done} task(s):"
+                f" {error}"
+            ) from error
         elapsed = time.perf_counter() - started
+        progress.end_line()
         logger.info(
             "sweep finished",
             extra={
                 "event": "sweep",
                 "failed_count": count,
                 "dry_run": dry_run,
+                "batch_size": batch_size,
                 "duration_ms": round(elapsed * 1000, 1),
             },
         )
@@ -58,17 +71,47 @@ class Command(BaseCommand):
             verb = "would fail" if dry_run else "failed"
             self.stdout.write(f"{verb} {count} expired task(s) in {elapsed:.2f}s")
 
-    def _progress(self, verbosity):
-        done = 0
-        interactive = self.stdout.isatty()
 
-        def report(batch_count):
-            nonlocal done
-            done += batch_count
-            if verbosity > 1:
-                self.stdout.write(f"batch: failed {batch_count} (total {done})")
-            elif interactive and verbosity > 0:
-                sys.stdout.write(f"\rfailed {done} so far…")
-                sys.stdout.flush()
+class Progress:
+    """Per-batch lines with -v 2; on a terminal, one line rewritten in place once
+    a run needs more than one batch."""
 
-        return report
+    def __init__(self, stdout, *, verbosity: int, batch_size: int):
+        self.stdout, self.verbosity, self.batch_size = stdout, verbosity, batch_size
+        self.done = 0
+        self.line_open = False
+
+    def batch_done(self, count: int) -> None:
+        self.done += count
+        # With DEBUG on, Django keeps every statement, and a batch's are large.
+        reset_queries()
+        if self.verbosity > 1:
+            self.stdout.write(f"batch: failed {count} (total {self.done})")
+        elif self.verbosity > 0 and self.done > self.batch_size and self.stdout.isatty():
+            self.stdout.write(f"\rfailed {self.done} so far…", ending="")
+            self.stdout.flush()
+            self.line_open = True
+
+    def end_line(self) -> None:
+        if self.line_open:
+            self.stdout.write("")
+            self.line_open = False
+
+
+def run_from_crontab() -> None:
+    """The job django-crontab runs (settings.CRONJOBS).
+
+    `manage.py crontab run` logs a job's exception and still exits 0, even on
+    SystemExit; a failed sweep must exit non-zero so cron's log and mail show it.
+    """
+    try:
+        call_command("collect_failed")
+    except Exception as error:
+        if isinstance(error, CommandError):
+            sys.stderr.write(f"collect_failed: {error}\n")
+        else:
+            traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(1)

@@ -1,0 +1,265 @@
+"""Benchmark of the expiry sweep; run it as `make bench-sweep N=100000`.
+
+Uses its own database, never the dev or test one: `taskmgmt_bench` on the server
+of DATABASE_URL when that is a MySQL/MariaDB URL, else a temporary SQLite file.
+It creates N expired tasks, runs `manage.py collect_failed` in a subprocess (so
+the peak memory measured is the sweep's own), checks that exactly N tasks failed
+with N history rows, then resets the same data and times the simplest
+hand-written SQL sweep, one INSERT … SELECT and one UPDATE in a transaction:
+the floor that ours is compared with.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DB_NAME = "taskmgmt_bench"
+INSERT_CHUNK = 10_000
+
+
+def bench_database_url(workdir: Path) -> str:
+    """The server of DATABASE_URL with our own database name, or a temporary SQLite file."""
+    url = os.environ.get("DATABASE_URL", "")
+    if url.startswith("mysql"):
+        parts = urlsplit(url)
+        return urlunsplit(parts._replace(path=f"/{BENCH_DB_NAME}"))
+    return f"sqlite:///{workdir / 'bench.sqlite3'}"
+
+
+def setup_django(database_url: str) -> None:
+    os.environ.update(
+        DATABASE_URL=database_url,
+        DJANGO_SETTINGS_MODULE="taskmgmt.settings",
+        SECRET_KEY=os.environ.get("SECRET_KEY") or "bench-only-not-secret",
+        DEBUG="false",
+        LOG_LEVEL="INFO",
+    )
+    if database_url.startswith("mysql"):
+        create_mysql_database(database_url)
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def create_mysql_database(database_url: str) -> None:
+    import MySQLdb
+
+    parts = urlsplit(database_url)
+    server = MySQLdb.connect(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 3306,
+        user=parts.username or "root",
+        password=parts.password or "",
+    )
+    server.cursor().execute(f"CREATE DATABASE IF NOT EXISTS {BENCH_DB_NAME} CHARACTER SET utf8mb4")
+    server.close()
+
+
+def tables():
+    from tasks.models import Task, TaskHistory
+
+    return Task._meta.db_table, TaskHistory._meta.db_table
+
+
+def clear_data() -> None:
+    from django.db import connection
+
+    from accounts.models import User
+
+    task_table, history_table = tables()
+    empty = "TRUNCATE TABLE" if connection.vendor == "mysql" else "DELETE FROM"
+    with connection.cursor() as cursor:
+        cursor.execute(f"{empty} {history_table}")
+        cursor.execute(f"DELETE FROM {task_table}")
+    User.objects.filter(email="bench-node@example.com").delete()
+
+
+def create_expired_tasks(n: int) -> None:
+    """N open tasks past their deadline, a quarter in progress; multi-row INSERTs.
+
+    Ids are random UUIDs as in production, so neither sweep gets an easier
+    access pattern than it would have for real.
+    """
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from accounts.models import Role, User
+
+    node = User.objects.create(email="bench-node@example.com", name="Bench node", role=Role.NODE)
+    task_table, _ = tables()
+    ops = connection.ops
+    now = timezone.now()
+    created = ops.adapt_datetimefield_value(now - timedelta(days=2))
+    sql = (
+        f"INSERT INTO {task_table} (id, name, details, assigned_node_id, status, locked_at,"
+        " active, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    )
+    for start in range(0, n, INSERT_CHUNK):
+        rows = [
+            (
+                uuid.uuid4().hex,
+                f"bench task {i}",
+                "benchmark",
+                node.pk.hex,
+                "in_progress" if i % 4 == 0 else "pending",
+                ops.adapt_datetimefield_value(now - timedelta(hours=1, seconds=i % 86_400)),
+                True,
+                created,
+                created,
+            )
+            for i in range(start, min(start + INSERT_CHUNK, n))
+        ]
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.executemany(sql, rows)
+
+
+def counts() -> tuple[int, int, int]:
+    """(expired open tasks, failed tasks, status_change history rows)."""
+    from django.db import connection
+
+    task_table, history_table = tables()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT COUNT(*) FROM {task_table} WHERE status IN ('pending', 'in_progress')"
+        )
+        (open_count,) = cursor.fetchone()
+        cursor.execute(f"SELECT COUNT(*) FROM {task_table} WHERE status = 'failed'")
+        (failed_count,) = cursor.fetchone()
+        cursor.execute(f"SELECT COUNT(*) FROM {history_table} WHERE action = 'status_change'")
+        (history_count,) = cursor.fetchone()
+    return open_count, failed_count, history_count
+
+
+def check_swept(n: int, label: str) -> None:
+    open_count, failed_count, history_count = counts()
+    if (open_count, failed_count, history_count) != (0, n, n):
+        sys.exit(
+            f"{label}: expected 0 open, {n} failed, {n} history rows; "
+            f"got {open_count}, {failed_count}, {history_count}"
+        )
+
+
+def run_our_sweep(batch_size: int | None) -> dict:
+    """`manage.py collect_failed` in a child process: wall time, its own timing, peak RSS."""
+    command = [sys.executable, str(ROOT / "manage.py"), "collect_failed"]
+    if batch_size:
+        command += ["--batch-size", str(batch_size)]
+    with tempfile.TemporaryFile("w+") as output:
+        started = time.perf_counter()
+        child = subprocess.Popen(command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        output.seek(0)
+        text = output.read()
+    if child.returncode != 0:
+        sys.exit(f"collect_failed exited with {child.returncode}:\n{text}")
+    log = next(
+        json.loads(line)
+        for line in text.splitlines()
+        if line.startswith("{") and json.loads(line).get("event") == "sweep"
+    )
+    return {
+        "wall": wall,
+        "sweep": log["duration_ms"] / 1000,
+        "failed": log["failed_count"],
+        "peak_mb": usage.ru_maxrss / 1024,
+    }
+
+
+def reset_to_expired() -> None:
+    """Undo a sweep: each task gets back the status its history row recorded."""
+    from django.db import connection, transaction
+
+    task_table, history_table = tables()
+    empty = "TRUNCATE TABLE" if connection.vendor == "mysql" else "DELETE FROM"
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {task_table} SET status = (SELECT h.from_value FROM {history_table} h"
+            f" WHERE h.task_id = {task_table}.id AND h.action = 'status_change')"
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(f"{empty} {history_table}")
+
+
+def run_floor_sweep() -> float:
+    """The same sweep as two statements in one transaction: what the database alone needs."""
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    task_table, history_table = tables()
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    expired = "active = %s AND status IN ('pending', 'in_progress') AND locked_at < %s"
+    started = time.perf_counter()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {history_table}"
+            " (task_id, action, from_value, to_value, performed_by_id, created_at)"
+            f" SELECT id, 'status_change', status, 'failed', NULL, %s FROM {task_table}"
+            f" WHERE {expired}",
+            [now, True, now],
+        )
+        cursor.execute(
+            f"UPDATE {task_table} SET status = 'failed', updated_at = %s WHERE {expired}",
+            [now, True, now],
+        )
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("n", type=int, help="number of expired tasks, e.g. 100000")
+    parser.add_argument("--batch-size", type=int, help="passed on to collect_failed")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="taskmgmt-bench-") as workdir:
+        database_url = bench_database_url(Path(workdir))
+        setup_django(database_url)
+        from django.db import connection
+
+        print(f"database: {connection.vendor} {connection.settings_dict['NAME']}")
+        clear_data()
+        started = time.perf_counter()
+        create_expired_tasks(args.n)
+        print(f"created {args.n:,} expired tasks in {time.perf_counter() - started:.1f}s")
+
+        ours = run_our_sweep(args.batch_size)
+        check_swept(args.n, "collect_failed")
+        print(
+            f"collect_failed: {ours['sweep']:.2f}s sweeping ({ours['wall']:.2f}s with start-up),"
+            f" {args.n / ours['sweep']:,.0f} tasks/s, peak memory {ours['peak_mb']:.0f} MB"
+        )
+
+        reset_to_expired()
+        if counts() != (args.n, 0, 0):
+            sys.exit(f"reset failed: {counts()}")
+        floor = run_floor_sweep()
+        check_swept(args.n, "floor")
+        print(f"hand-written SQL floor: {floor:.2f}s, {args.n / floor:,.0f} tasks/s")
+        print(
+            f"ours/floor: {ours['sweep'] / floor:.2f}x sweeping,"
+            f" {ours['wall'] / floor:.2f}x with start-up"
+        )
+        rate = args.n / ours["sweep"]
+        print(
+            f"| {connection.vendor} | {args.n:,} | {ours['sweep']:.1f} s | {rate:,.0f}"
+            f" | {ours['peak_mb']:.0f} MB | {floor:.1f} s | {ours['sweep'] / floor:.2f}x |"
+        )
+        clear_data()
+
+
+if __name__ == "__main__":
+    main()
