@@ -1,7 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.db.models import Q
+from django.db.models import Prefetch, Q
 from django.shortcuts import render
 from django.utils import timezone
 
@@ -122,7 +122,9 @@ class TaskAdmin(admin.ModelAdmin):
     ]
     search_fields = ["name", "=id", "assigned_node__email"]
     date_hierarchy = "created_at"
-    list_select_related = ["assigned_node"]
+    # No JOIN: with one, MariaDB sorts the whole table for every page instead of
+    # reading the (created_at, id) index; the page's nodes come in one more query.
+    list_select_related = ()
     list_per_page = 50
     # The full count is a second COUNT(*) over the whole table on every page.
     show_full_result_count = False
@@ -134,6 +136,10 @@ class TaskAdmin(admin.ModelAdmin):
     @admin.display(boolean=True, description="overdue")
     def overdue(self, task):
         return task.is_overdue
+
+    def get_queryset(self, request):
+        nodes = User.objects.only("id", "name", "email")
+        return super().get_queryset(request).prefetch_related(Prefetch("assigned_node", nodes))
 
     def get_fields(self, request, obj=None):
         # A new task has no id, status or history yet: ask only for what the admin sets.

@@ -1,5 +1,6 @@
 """The admin site's task pages, driven as an operator would, with a real session."""
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -217,6 +218,19 @@ def test_the_changelist_query_count_does_not_grow_with_the_tasks(
     with django_assert_max_num_queries(len(few)):
         response = admin_site_client.get(CHANGELIST)
     assert len(results(response)) == 48
+
+
+def test_the_changelist_page_query_has_no_join_so_the_index_serves_its_order(
+    admin_site_client,
+):
+    TaskFactory.create_batch(3)
+
+    with CaptureQueriesContext(connection) as captured:
+        admin_site_client.get(CHANGELIST)
+
+    page_query = re.compile(r'^SELECT [`"]tasks_task[`"]\.[`"]id[`"], .* ORDER BY ')
+    (sql,) = [query["sql"] for query in captured if page_query.search(query["sql"])]
+    assert "JOIN" not in sql
 
 
 # --- Adding and editing through the forms -----------------------------------------------------
