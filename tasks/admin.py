@@ -222,6 +222,8 @@ class TaskHistoryAdmin(admin.ModelAdmin):
     list_display = ["created_at", "task", "action", "from_value", "to_value", "performed_by"]
     list_filter = ["action"]
     list_select_related = ["task", "performed_by"]
+    # Ids grow with time in an append-only table, and the primary key needs no sort.
+    ordering = ["-id"]
     search_fields = ["=task__id", "task__name"]
     show_full_result_count = False
 
