@@ -6,7 +6,14 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from accounts.models import Role, User
-from tasks.models import OPEN_STATUSES, Task, TaskHistory, TaskStatus, validate_future
+from tasks.models import (
+    OPEN_STATUSES,
+    HistoryAction,
+    Task,
+    TaskHistory,
+    TaskStatus,
+    validate_future,
+)
 from tasks.services import (
     task_create,
     task_update,
@@ -44,7 +51,7 @@ class NodeFilter(admin.RelatedFieldListFilter):
 
 class TaskHistoryInline(admin.TabularInline):
     model = TaskHistory
-    fields = ["created_at", "action", "from_value", "to_value", "performed_by"]
+    fields = ["created_at", "action", "from_label", "to_label", "performed_by"]
     readonly_fields = fields
     ordering = ["-created_at", "-id"]
     extra = 0
@@ -53,6 +60,27 @@ class TaskHistoryInline(admin.TabularInline):
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("performed_by")
+
+    @admin.display(description="from")
+    def from_label(self, row):
+        return self._label(row, row.from_value)
+
+    @admin.display(description="to")
+    def to_label(self, row):
+        return self._label(row, row.to_value)
+
+    def _label(self, row, value):
+        """A node id reads as the node's name and email; a status as itself."""
+        if value is None or row.action == HistoryAction.STATUS_CHANGE:
+            return value or "—"
+        if not hasattr(self, "_nodes"):  # one inline instance serves one page
+            assignments = TaskHistory.objects.filter(task_id=row.task_id).exclude(
+                action=HistoryAction.STATUS_CHANGE
+            )
+            ids = {v for pair in assignments.values_list("from_value", "to_value") for v in pair}
+            nodes = User.objects.filter(pk__in=ids - {None}).only("id", "name", "email")
+            self._nodes = {str(node.pk): str(node) for node in nodes}
+        return self._nodes.get(value, value)
 
     def has_add_permission(self, request, obj=None):
         return False

@@ -10,6 +10,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import escape
 
 from tasks.actor import acting_as
 from tasks.admin import PENDING_ONLY
@@ -379,6 +380,21 @@ def test_the_change_page_shows_the_history_newest_first(admin_site_client):
     assert not inline.has_delete_permission
     page = response.content.decode()
     assert page.index("Status change") < page.index("Initial assignment")
+    assert escape(str(task.assigned_node)) in page  # the node by name, not only its id
+
+
+def test_the_history_inline_names_the_nodes_of_a_reassignment(admin_site_client):
+    task = TaskFactory(assigned_node=NodeFactory(name="Old Node"))
+    task.assigned_node = NodeFactory(name="New Node")
+    task.save()
+
+    response = admin_site_client.get(change_url(task))
+
+    (inline,) = response.context["inline_admin_formsets"]
+    reassignment = next(iter(inline))
+    labels = [field.contents() for fieldset in reassignment for line in fieldset for field in line]
+    assert any(label.startswith("Old Node &lt;") for label in labels)
+    assert any(label.startswith("New Node &lt;") for label in labels)
 
 
 def test_tasks_cannot_be_hard_deleted_in_the_admin(admin_site_client):
