@@ -4,6 +4,7 @@ Sync workers, about two per core: on the 2-core box measured in bench/load they
 served more than gthread workers, which let keep-alive pile load on one worker.
 """
 
+import importlib
 import logging
 import os
 import sys
@@ -63,3 +64,13 @@ class JsonLogger(glogging.Logger):
 
 
 logger_class = JsonLogger
+
+
+def when_ready(server):
+    """Import the URLconf, and with it every view, in the master before workers fork.
+
+    Workers then share that memory and answer their first request at full speed.
+    """
+    from django.conf import settings
+
+    importlib.import_module(settings.ROOT_URLCONF)

@@ -180,6 +180,7 @@ class Server:
         self.log_path = log_path
         self.process = None
         self.peak_rss = 0
+        self.peak_pss = 0
         self._sampling = threading.Event()
 
     def start(self) -> None:
@@ -214,20 +215,27 @@ class Server:
         except OSError:
             return []
 
-    def rss_kib(self) -> int:
+    def memory_kib(self, file: str, field: str) -> int:
+        """`field` (Rss, Pss) summed over the master and its workers."""
         total = 0
         for pid in [self.process.pid, *self.worker_pids()]:
             try:
-                status = Path(f"/proc/{pid}/status").read_text()
+                text = Path(f"/proc/{pid}/{file}").read_text()
             except OSError:
                 continue
-            match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+            match = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
             total += int(match.group(1)) if match else 0
         return total
+
+    def rss_kib(self) -> int:
+        # smaps_rollup walks the page tables; /proc/PID/status's VmRSS may lag behind.
+        return self.memory_kib("smaps_rollup", "Rss")
 
     def _sample_rss(self) -> None:
         while self._sampling.is_set():
             self.peak_rss = max(self.peak_rss, self.rss_kib())
+            # PSS counts the pages workers share with the master (preload_app) once.
+            self.peak_pss = max(self.peak_pss, self.memory_kib("smaps_rollup", "Pss"))
             time.sleep(0.2)
 
     def cpu(self) -> float:
@@ -369,7 +377,7 @@ def median_result(results: list[Result]) -> Result:
     )
 
 
-def table(rows: list[tuple[Scenario, Result]], peak_mib: float) -> str:
+def table(rows: list[tuple[Scenario, Result]], peak_mib: float, peak_pss_mib: float) -> str:
     lines = [
         "| scenario | req/s | p50 ms | p99 ms | non-2xx | app CPU ms/req | DB CPU ms/req "
         "| peak RSS MiB | other load |",
@@ -381,7 +389,10 @@ def table(rows: list[tuple[Scenario, Result]], peak_mib: float) -> str:
         f"{r.peak_rss_mib:.0f} | {r.other_cores:.2f} |"
         for s, r in rows
     ]
-    lines.append(f"\nServer peak memory (sum of gunicorn RSS): {peak_mib:.0f} MiB")
+    lines.append(
+        f"\nServer peak memory: {peak_mib:.0f} MiB RSS summed over the gunicorn processes "
+        f"({peak_pss_mib:.0f} MiB PSS, counting pages they share once)."
+    )
     lines.append(
         "app / DB CPU ms/req: CPU time of gunicorn / mariadbd + redis-server per request. "
         "other load: cores "
@@ -442,14 +453,14 @@ def main() -> int:
                 )
                 results.append(result)
             rows.append((scenario, median_result(results)))
-        peak = server.peak_rss
+        peak, peak_pss = server.peak_rss, server.peak_pss
     finally:
         server.stop()
     report = (
         f"{machine()}\nworkers: {os.environ.get('WEB_CONCURRENCY', 'default')}, "
         f"{CONNECTIONS} connections, {DURATION} s x {REPEAT}, {TASKS} tasks, "
         f"server on core {SERVER_CORES}, wrk on core {CLIENT_CORES}\n\n"
-        + table(rows, max(peak, *(r.peak_rss_mib * 1024 for _, r in rows)) / 1024)
+        + table(rows, max(peak, *(r.peak_rss_mib * 1024 for _, r in rows)) / 1024, peak_pss / 1024)
     )
     print(report)
     RESULTS_DIR.mkdir(exist_ok=True)
