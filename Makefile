@@ -7,14 +7,17 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 # Local development defaults; real deployments set these in the environment or .env.
 DEV_ENV := DEBUG=$${DEBUG:-true}
-
-# A failed step (say loaddata) must not leave a db.sqlite3 that make then takes as done.
-.DELETE_ON_ERROR:
+# Exits 0 (true) when the database has no users yet: `make run` then loads the demo.
+DATABASE_IS_EMPTY := from accounts.models import User; raise SystemExit(User.objects.exists())
 
 .PHONY: run test lint format serve bench-sweep bench-load setup system-deps clean
 
-run: $(VENV)/.installed db.sqlite3
+run: $(VENV)/.installed
 	$(DEV_ENV) $(BIN)/python manage.py migrate --noinput -v 0
+	@# The demo goes into an empty database only (SQLite or MariaDB), never over real data.
+	@if $(DEV_ENV) $(BIN)/python manage.py shell -v 0 -c "$(DATABASE_IS_EMPTY)"; then \
+		$(DEV_ENV) $(BIN)/python manage.py loaddata demo; \
+	fi
 	@echo
 	@echo "  taskmgmt is starting on http://$(HOST):$(PORT)/"
 	@echo "  Admin site:  http://$(HOST):$(PORT)/admin/   login admin@example.com / demo-admin-pass"
@@ -33,11 +36,6 @@ serve: $(VENV)/.installed
 # Load benchmark on MariaDB (bench/load/README.md); DURATION=5 for a quick run.
 bench-load: $(VENV)/.installed
 	$(BIN)/python bench/load/run.py
-
-# Created once with the demo data; delete it to start again from the demo.
-db.sqlite3: | $(VENV)/.installed
-	$(DEV_ENV) $(BIN)/python manage.py migrate --noinput -v 0
-	$(DEV_ENV) $(BIN)/python manage.py loaddata demo
 
 test: $(VENV)/.installed
 	$(BIN)/pytest $(PYTEST_ARGS)
