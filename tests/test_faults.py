@@ -105,6 +105,7 @@ class Gunicorn:
 
     def __init__(self, env: dict, log_path: Path):
         self.port = free_port()
+        self.log_path = log_path
         self.log = log_path.open("w")
         self.process = subprocess.Popen(
             [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py"],
@@ -232,6 +233,21 @@ def assert_json_error(response, status: int) -> dict:
 
 def future(days: int = 1) -> str:
     return (datetime.now(UTC) + timedelta(days=days)).isoformat()
+
+
+def test_gunicorn_writes_one_json_line_per_request_and_its_own_events_as_json(site):
+    """Its access log is off, so the request log is not doubled; its boot lines are JSON too."""
+    status, headers, _ = site.get("/healthz?probe=1")
+    request_id = headers["X-Request-ID"]
+
+    assert status == 200
+
+    lines = [json.loads(line) for line in site.log_path.read_text().splitlines()]
+    assert [line["path"] for line in lines if line.get("request_id") == request_id] == ["/healthz"]
+    assert any(
+        line["logger"] == "gunicorn.error" and line["message"].startswith("Booting worker")
+        for line in lines
+    )
 
 
 def test_with_the_database_down_every_path_answers_503_json_and_recovers_without_restart(
