@@ -15,7 +15,7 @@ from django.utils.html import escape
 from tasks.actor import acting_as
 from tasks.admin import PENDING_ONLY
 from tasks.models import HistoryAction, Task, TaskHistory, TaskStatus
-from tests.factories import AdminFactory, NodeFactory, TaskFactory
+from tests.factories import PASSWORD, AdminFactory, NodeFactory, TaskFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -80,8 +80,6 @@ def test_an_anonymous_visitor_is_sent_to_the_login_page():
 
 
 def test_an_admin_logs_in_with_email_and_password_and_a_node_cannot():
-    from tests.factories import PASSWORD
-
     admin, node = AdminFactory(email="boss@example.com"), NodeFactory(email="worker@example.com")
     login = reverse("admin:login")
 
@@ -528,6 +526,19 @@ def test_reassign_refuses_an_admin_as_the_new_node(admin_site_client, admin_user
 
 
 # --- The history admin is read-only -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("term", ["task-id", "Wanted", "not-a-uuid"])
+def test_the_history_list_searches_by_task_id_and_name(admin_site_client, term):
+    wanted = TaskFactory(name="Wanted")
+    TaskFactory(name="Other")
+    query = str(wanted.pk) if term == "task-id" else term
+
+    response = admin_site_client.get(reverse("admin:tasks_taskhistory_changelist"), {"q": query})
+
+    assert response.status_code == 200
+    found = {row.task_id for row in response.context["cl"].result_list}
+    assert found == (set() if term == "not-a-uuid" else {wanted.pk})
 
 
 def test_history_pages_are_read_only(admin_site_client):
