@@ -8,6 +8,7 @@ import logging
 
 from django.contrib.auth import password_validation
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import models
 from rest_framework import serializers
 from rest_framework.exceptions import AuthenticationFailed, PermissionDenied
 
@@ -37,7 +38,34 @@ def _ensure_email_free(email: str, user: User | None = None) -> None:
         raise Conflict("A user with this email already exists.")
 
 
-class PasswordField(serializers.CharField):
+class JSONStringMixin:
+    """Takes a JSON string only: DRF's own fields turn 0 or true into "0" or "True"."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StringField(JSONStringMixin, serializers.CharField):
+    pass
+
+
+class EmailAddressField(JSONStringMixin, serializers.EmailField):
+    pass
+
+
+class UserInputSerializer(serializers.ModelSerializer):
+    """User fields as JSON strings only, with the model's own limits."""
+
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.CharField: StringField,
+        models.EmailField: EmailAddressField,
+    }
+
+
+class PasswordField(StringField):
     """Taken as typed: spaces are part of a password."""
 
     def __init__(self, **kwargs):
@@ -97,7 +125,7 @@ def _log_login_failure(reason: str, user: User | None = None) -> None:
 
 
 class LoginSerializer(serializers.Serializer):
-    username = serializers.CharField(max_length=254, help_text="The user's email.")
+    username = StringField(max_length=254, help_text="The user's email.")
     password = PasswordField()
 
     def validate(self, attrs):
@@ -118,10 +146,10 @@ class LoginSerializer(serializers.Serializer):
 
 
 class RefreshSerializer(serializers.Serializer):
-    refresh = serializers.CharField(help_text="The refresh token from login or the last refresh.")
+    refresh = StringField(help_text="The refresh token from login or the last refresh.")
 
 
-class SignupSerializer(serializers.ModelSerializer):
+class SignupSerializer(UserInputSerializer):
     """A new worker node. No `role` field: the API never creates admins."""
 
     password = PasswordField()
@@ -147,7 +175,7 @@ class SignupSerializer(serializers.ModelSerializer):
         )
 
 
-class ProfileEditSerializer(serializers.ModelSerializer):
+class ProfileEditSerializer(UserInputSerializer):
     class Meta:
         model = User
         fields = ["name", "email"]

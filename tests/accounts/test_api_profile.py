@@ -123,6 +123,7 @@ def test_edit_profile_cannot_change_the_role(node, node_client):
         ({"name": "", "email": "not-an-email"}, ["name", "email"]),
         ({"name": "x" * 151, "email": "someone@example.com"}, ["name"]),
         ({"name": {"first": "A"}, "email": "someone@example.com"}, ["name"]),
+        ({"name": 0, "email": True}, ["name", "email"]),
     ],
 )
 def test_edit_profile_with_bad_fields_is_a_400_naming_them(node_client, body, fields):

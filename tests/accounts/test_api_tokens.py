@@ -127,6 +127,7 @@ def test_inactive_account_with_a_wrong_password_gets_the_usual_401():
         ({"username": "worker@example.com"}, "password"),
         ({"username": {"$ne": ""}, "password": PASSWORD}, "username"),
         ({"username": "worker@example.com", "password": ["x"]}, "password"),
+        ({"username": 0, "password": PASSWORD}, "username"),
     ],
 )
 def test_login_without_a_string_username_or_password_is_a_400_naming_the_field(body, field):

@@ -80,6 +80,8 @@ def test_signup_with_a_weak_password_is_a_400_and_creates_nobody(admin_client, p
         ({"email": "not-an-email"}, ["email"]),
         ({"email": ["new@example.com"]}, ["email"]),
         ({"password": None}, ["password"]),
+        ({"password": 1.5e300}, ["password"]),
+        ({"name": 7}, ["name"]),
         ({"name": "x" * 151, "email": "@"}, ["name", "email"]),
     ],
 )
