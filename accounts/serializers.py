@@ -20,6 +20,10 @@ logger = logging.getLogger("taskmgmt.auth")
 
 # One answer for an unknown email and a wrong password: no account enumeration.
 INVALID_CREDENTIALS = "Invalid email or password."
+PASSWORD_RULES = (
+    "Django's password validators apply: at least 8 characters, not all digits, "
+    "not a common password, not too like the email or name."
+)
 
 
 def _check_password_strength(password: str, user: User, field: str) -> None:
@@ -152,7 +156,7 @@ class RefreshSerializer(serializers.Serializer):
 class SignupSerializer(UserInputSerializer):
     """A new worker node. No `role` field: the API never creates admins."""
 
-    password = PasswordField()
+    password = PasswordField(help_text=PASSWORD_RULES)
 
     class Meta:
         model = User
@@ -191,7 +195,7 @@ class ProfileEditSerializer(UserInputSerializer):
 
 class PasswordChangeSerializer(serializers.Serializer):
     oldPassword = PasswordField()
-    newPassword = PasswordField()
+    newPassword = PasswordField(help_text=f"Must differ from the old one. {PASSWORD_RULES}")
 
     def validate(self, attrs):
         user = self.context["request"].user
