@@ -2,6 +2,7 @@
 
 import pytest
 from rest_framework.test import APIClient
+from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 
 from accounts.models import User
 from tests.factories import PASSWORD, NodeFactory, TaskFactory
@@ -153,6 +154,7 @@ def test_update_password_revokes_the_earlier_access_and_refresh_tokens(node):
 
     assert change_password(client).status_code == 200
 
+    assert not OutstandingToken.objects.filter(user=node, blacklistedtoken__isnull=True).exists()
     for pair in (first, second):
         assert_error(bearer(pair["token"]).get(PROFILE), 401)
         assert_error(APIClient().post("/api/auth/refresh", {"refresh": pair["refresh"]}), 401)
