@@ -106,8 +106,13 @@ class KeysetPagination(BasePagination):
                 "name": self.limit_query_param,
                 "in": "query",
                 "required": False,
-                "description": "Tasks per page; leave out for every task.",
-                "schema": {"type": "integer", "minimum": 1, "maximum": settings.MAX_PAGE_SIZE},
+                "description": "Tasks per page; left out or empty, every task.",
+                "schema": {
+                    "anyOf": [
+                        {"type": "integer", "minimum": 1, "maximum": settings.MAX_PAGE_SIZE},
+                        {"type": "string", "enum": [""]},
+                    ]
+                },
             },
             {
                 "name": self.cursor_query_param,
