@@ -5,6 +5,8 @@ worker process sees the same numbers. Rates are read from settings on each
 request, so `override_settings` and the environment both apply.
 """
 
+import ipaddress
+
 from django.conf import settings
 from django_ratelimit.core import get_usage
 from rest_framework.throttling import BaseThrottle
@@ -27,10 +29,13 @@ class RatelimitThrottle(BaseThrottle):
         return self.key
 
     def allow_request(self, request, view):
+        key = self.get_key(request)
+        if key == "ip" and not has_client_address(request):
+            key = unknown_address_key
         usage = get_usage(
             request,
             group=self.group,
-            key=self.get_key(request),
+            key=key,
             rate=getattr(settings, self.rate_setting),
             increment=True,
         )
@@ -40,6 +45,25 @@ class RatelimitThrottle(BaseThrottle):
     def wait(self):
         # Retry-After must be a positive whole number of seconds.
         return max(self.seconds_left, 1)
+
+
+def has_client_address(request) -> bool:
+    """Whether the request has an IP where django-ratelimit reads it.
+
+    It raises (a 500) on a missing or empty REMOTE_ADDR, or a proxy header that is
+    absent or not an address, which a client can send.
+    """
+    address = request.META.get(settings.RATELIMIT_IP_META_KEY or "REMOTE_ADDR", "")
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
+def unknown_address_key(group, request) -> str:
+    """One count shared by every request without a usable address: still limited."""
+    return "unknown-address"
 
 
 def login_username_key(group, request) -> str:
