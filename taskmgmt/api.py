@@ -15,7 +15,9 @@ from django.urls import Resolver404, resolve
 from django.views.decorators.csrf import csrf_exempt
 from django_ratelimit.exceptions import Ratelimited
 from drf_spectacular.utils import OpenApiResponse
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework import exceptions, serializers, status
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -242,6 +244,30 @@ def api_not_found(request):
     except Resolver404:
         pass
     return _json_error(404, message)
+
+
+# --- The schema and its docs page ----------------------------------------------
+
+
+class JsonErrorsMixin:
+    """Errors as the API's JSON, whatever the view renders when it succeeds.
+
+    The schema (YAML) and Swagger UI (HTML) views answered a 405 or a 429 in
+    their own format: an HTML error page under /api/.
+    """
+
+    def handle_exception(self, exc):
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return super().handle_exception(exc)
+
+
+class SchemaView(JsonErrorsMixin, SpectacularAPIView):
+    pass
+
+
+class DocsView(JsonErrorsMixin, SpectacularSwaggerView):
+    pass
 
 
 def healthz(request):
