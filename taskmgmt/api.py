@@ -7,7 +7,7 @@ validation; this module is the only place that shapes them.
 import logging
 
 from django.conf import settings
-from django.core.exceptions import NON_FIELD_ERRORS, RequestDataTooBig
+from django.core.exceptions import NON_FIELD_ERRORS, RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection
 from django.http import JsonResponse
@@ -115,6 +115,10 @@ def _as_api_exception(exc: Exception) -> Exception:
         return PayloadTooLarge(
             f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."
         )
+    if isinstance(exc, SuspiciousOperation):
+        # Django answers these 400 outside DRF; in a view they reach us (too many
+        # query parameters for request.GET, say) and were a 500.
+        return exceptions.ParseError(f"The request could not be understood: {exc}")
     if isinstance(exc, IntegrityError):
         # A uniqueness race lost to a concurrent request, after validation passed.
         return Conflict("The request conflicts with data saved at the same moment; retry.")
