@@ -179,7 +179,10 @@ STORAGES = {
 
 # No CACHE_URL: per-process memory, fine for the one-process embedded default;
 # the `taskmgmt.W001` check warns when it is combined with DEBUG=False.
-CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://taskmgmt")}
+# An empty CACHE_URL (as a copied .env.example leaves it) means the same.
+CACHES = {
+    "default": env.cache_url_config(env.str("CACHE_URL", default="") or "locmemcache://taskmgmt")
+}
 
 # --- REST API ---------------------------------------------------------------
 
@@ -279,6 +282,8 @@ SWEEP_SCHEDULE = env.str("SWEEP_SCHEDULE", default="* * * * *")
 # `manage.py crontab add` writes: <schedule> <prefix> <python> <manage.py> crontab run <hash>,
 # with absolute paths. Cron's environment is bare, but settings read BASE_DIR/.env
 # wherever cron starts; CRONTAB_COMMAND_PREFIX may add variables (DATABASE_URL=…).
+# `crontab run` finds its job by a hash of the CRONJOBS entry, schedule included:
+# it needs the settings `crontab add` had, best from .env (else it fails, loudly).
 CRONJOBS = [(SWEEP_SCHEDULE, "tasks.management.commands.collect_failed.run_from_crontab")]
 CRONTAB_COMMAND_PREFIX = env.str("CRONTAB_COMMAND_PREFIX", default="")
 CRONTAB_COMMAND_SUFFIX = env.str("CRONTAB_COMMAND_SUFFIX", default="")

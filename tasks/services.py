@@ -57,6 +57,7 @@ def _locked_task(task_id: UUID) -> Task:
     return Task.objects.select_for_update().active().get(pk=task_id)
 
 
+@transaction.atomic
 def task_create(*, name: str, details: str, assigned_node, locked_at: datetime) -> Task:
     _validate(node=assigned_node, locked_at=locked_at)
     task = Task(name=name, details=details, assigned_node=assigned_node, locked_at=locked_at)
