@@ -67,7 +67,7 @@ class Command(BaseCommand):
                 "duration_ms": round(elapsed * 1000, 1),
             },
         )
-        if count or verbosity > 1:
+        if (count and verbosity > 0) or verbosity > 1:
             verb = "would fail" if dry_run else "failed"
             self.stdout.write(f"{verb} {count} expired task(s) in {elapsed:.2f}s")
 

@@ -1,0 +1,153 @@
+"""`manage.py collect_failed` for the operator: progress, log line, exit codes.
+
+What it fails and leaves is in test_collect_failed.py and test_sweep.py.
+"""
+
+import json
+import logging
+import os
+import re
+import socket
+import subprocess
+import sys
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.utils import timezone
+
+from taskmgmt.logging import JsonFormatter
+from tasks.models import Task
+
+pytestmark = pytest.mark.django_db
+
+
+class TerminalOutput(StringIO):
+    """Captures what the command writes, telling it that it writes to a terminal."""
+
+    def isatty(self):
+        return True
+
+
+def make_expired(node, count):
+    Task.objects.bulk_create(
+        Task(
+            name=f"task {i}",
+            details="-",
+            assigned_node=node,
+            locked_at=timezone.now() - timedelta(hours=1),
+        )
+        for i in range(count)
+    )
+
+
+def collect_failed(*args, out=None):
+    out = out or StringIO()
+    call_command("collect_failed", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_on_a_terminal_a_run_of_several_batches_shows_one_progress_line_then_the_count(node):
+    make_expired(node, 7)
+
+    output = collect_failed("--batch-size", "3", out=TerminalOutput())
+
+    assert re.fullmatch(
+        r"\rfailed 6 so far…\rfailed 7 so far…\nfailed 7 expired task\(s\) in \d+\.\d\ds\n",
+        output,
+    )
+
+
+def test_a_run_of_one_batch_on_a_terminal_prints_only_the_count(node):
+    make_expired(node, 3)
+
+    output = collect_failed("--batch-size", "3", out=TerminalOutput())
+
+    assert re.fullmatch(r"failed 3 expired task\(s\) in \d+\.\d\ds\n", output)
+
+
+def test_without_a_terminal_there_is_no_progress_line(node):
+    make_expired(node, 7)
+
+    output = collect_failed("--batch-size", "3")
+
+    assert re.fullmatch(r"failed 7 expired task\(s\) in \d+\.\d\ds\n", output)
+
+
+def test_verbosity_2_prints_every_batch(node):
+    make_expired(node, 7)
+
+    output = collect_failed("--batch-size", "3", "-v", "2")
+
+    assert output.splitlines()[:3] == [
+        "batch: failed 3 (total 3)",
+        "batch: failed 3 (total 6)",
+        "batch: failed 1 (total 7)",
+    ]
+    assert output.splitlines()[3].startswith("failed 7 expired task(s) in ")
+
+
+def test_verbosity_0_prints_nothing(node):
+    make_expired(node, 7)
+
+    assert collect_failed("--batch-size", "3", "-v", "0", out=TerminalOutput()) == ""
+    assert Task.objects.filter(status="failed").count() == 7
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_each_run_logs_one_structured_line(node, caplog, dry_run):
+    make_expired(node, 4)
+    caplog.set_level(logging.INFO, logger="taskmgmt.sweep")
+
+    collect_failed("--batch-size", "3", *(["--dry-run"] if dry_run else []))
+
+    (record,) = [record for record in caplog.records if record.name == "taskmgmt.sweep"]
+    line = json.loads(JsonFormatter().format(record))
+    assert line["message"] == "sweep finished"
+    assert (line["event"], line["failed_count"], line["dry_run"]) == ("sweep", 4, dry_run)
+    assert line["batch_size"] == 3
+    assert line["duration_ms"] >= 0
+
+
+def test_a_batch_size_too_large_for_one_statement_is_refused():
+    with pytest.raises(CommandError, match="at most 20000"):
+        collect_failed("--batch-size", "20001")
+
+
+def closed_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_an_unreachable_database_exits_1_with_a_clear_message_and_a_log_line():
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "taskmgmt.settings",
+        "SECRET_KEY": "tests-only",
+        "DATABASE_URL": f"mysql://root@127.0.0.1:{closed_port()}/taskmgmt",
+    }
+
+    result = subprocess.run(
+        [sys.executable, settings.BASE_DIR / "manage.py", "collect_failed"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 1
+    assert (
+        "CommandError: The sweep stopped on a database error after failing 0 task(s):"
+        in result.stderr
+    )
+    assert "Can't connect" in result.stderr
+    logged = [
+        json.loads(line)
+        for line in result.stdout.splitlines() + result.stderr.splitlines()
+        if line.startswith("{")
+    ]
+    assert [(line["message"], line["event"]) for line in logged] == [("sweep failed", "sweep")]
