@@ -38,12 +38,11 @@ def _iso(value: datetime) -> str:
 
 
 class TaskSerializer(serializers.Serializer):
-    """A task as every endpoint returns it, from a Task or a `TASK_COLUMNS` row.
+    """A task, as every endpoint returns it."""
 
-    The fields document the shape; `to_representation` builds it directly,
-    because DRF's per-field calls were a third of a list page's time.
-    """
-
+    # The fields document the shape (for the schema); `to_representation`
+    # builds it directly from a Task or a `TASK_COLUMNS` row, because DRF's
+    # per-field calls were a third of a list page's time (PERF_NOTES).
     id = serializers.UUIDField(read_only=True)
     taskName = serializers.CharField(read_only=True)
     taskDetails = serializers.CharField(read_only=True)
