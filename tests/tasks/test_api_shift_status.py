@@ -23,6 +23,9 @@ PENDING, IN_PROGRESS, COMPLETED, FAILED = (
 )
 
 
+ROW_LOCKS_NEEDED = "needs row locks and concurrent writers: SQLite runs one writer at a time"
+
+
 def shift(client, task, status):
     return client.put("/api/tasks/shift-status", {"taskId": str(task.pk), "taskStatus": status})
 
@@ -173,10 +176,10 @@ def test_shifting_an_unknown_task_is_404(node_client):
     assert response.status_code == 404
 
 
+@pytest.mark.mysql
+@pytest.mark.skipif(connection.vendor == "sqlite", reason=ROW_LOCKS_NEEDED)
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_shifts_make_exactly_one_transition(node):
-    if connection.vendor == "sqlite":
-        pytest.skip("needs a server database: SQLite runs one writer at a time")
     task = TaskFactory(assigned_node=node)
     token = str(RefreshToken.for_user(node).access_token)
     workers = 8
@@ -204,10 +207,10 @@ def test_concurrent_shifts_make_exactly_one_transition(node):
     assert status_rows(task) == [(PENDING, IN_PROGRESS, node.pk)]
 
 
+@pytest.mark.mysql
+@pytest.mark.skipif(connection.vendor == "sqlite", reason=ROW_LOCKS_NEEDED)
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_complete_and_fail_leave_one_final_state(node):
-    if connection.vendor == "sqlite":
-        pytest.skip("needs a server database: SQLite runs one writer at a time")
     task = TaskFactory(assigned_node=node, status=IN_PROGRESS)
     token = str(RefreshToken.for_user(node).access_token)
     targets = [COMPLETED, FAILED] * 4
