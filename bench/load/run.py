@@ -319,7 +319,7 @@ def warm_up(scenario_list: list[Scenario]) -> None:
 def run_wrk(scenario: Scenario, server: Server, shift_offset: int, db_pids: list[int]) -> Result:
     command = [
         *pinned(CLIENT_CORES), "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}s",
-        "--timeout", "10s", "-s", str(LUA_DIR / scenario.script),
+        "--timeout", "30s", "-s", str(LUA_DIR / scenario.script),
     ]  # fmt: skip
     if scenario.token:
         command += ["-H", f"Authorization: Bearer {scenario.token}"]
