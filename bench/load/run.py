@@ -436,7 +436,6 @@ def main() -> int:
     server = Server(env, workdir / "gunicorn.log")
     server.start()
     db_pids = store_pids()
-    workers = len(server.worker_pids())
     threads = int(os.environ.get("GUNICORN_THREADS", 1))
     worker_kind = "sync" if threads == 1 else f"gthread ({threads} threads)"
     try:
@@ -466,6 +465,7 @@ def main() -> int:
                 results.append(result)
             rows.append((scenario, median_result(results)))
         peak, peak_pss = server.peak_rss, server.peak_pss
+        workers = len(server.worker_pids())  # counted now: at start some may still be booting
     finally:
         server.stop()
     report = (
