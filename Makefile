@@ -37,6 +37,11 @@ serve: $(VENV)/.installed
 bench-load: $(VENV)/.installed
 	$(BIN)/python bench/load/run.py
 
+# Sweep benchmark (README, Benchmarks): N expired tasks, default 100000. SQLite unless
+# DATABASE_URL=mysql://…, whose server gets a database of its own, taskmgmt_bench.
+bench-sweep: $(VENV)/.installed
+	$(BIN)/python bench/sweep.py $(or $(N),100000)
+
 test: $(VENV)/.installed
 	$(BIN)/pytest $(PYTEST_ARGS)
 

@@ -130,20 +130,34 @@ def tasks_set_active(*, task_ids: Iterable[UUID], active: bool) -> int:
     )
 
 
-def _fail_locked(tasks, *, actor, limit: int | None = None) -> int:
-    """Fail up to `limit` of `tasks` (open ones), each with a history row naming `actor`.
+def _lock_ids(tasks, *, limit: int | None = None) -> list:
+    """Lock up to `limit` of `tasks`, in their order, skipping rows another transaction holds.
 
-    Must run inside a transaction. Three statements whatever the count: lock
-    the ids (skipping rows another transaction holds), write the history rows,
-    then UPDATE. Both writes re-apply the filter of `tasks`, so a task that
-    left it meanwhile (a node completed it) is neither failed nor recorded.
+    The locks last until the caller's transaction ends. The ids stay as the
+    database sent them: they only go back to it, and the ORM's round trip
+    through UUID objects cost a fifth of the sweep's time.
     """
-    locked = tasks.select_for_update(skip_locked=True).order_by().values_list("id", flat=True)
-    ids = list(locked[:limit])
-    if not ids:
-        return 0
+    locked = tasks.select_for_update(skip_locked=True).values_list("pk")[:limit]
+    sql, params = locked.query.get_compiler(using=locked.db).as_sql()
+    with connections[locked.db].cursor() as cursor:
+        cursor.execute(sql, params)
+        return [task_id for (task_id,) in cursor.fetchall()]
+
+
+def _fail(tasks, ids: list, *, actor) -> int:
+    """Fail the tasks of `tasks` with these `ids`, which the caller has locked,
+    each with a history row naming `actor`.
+
+    Two statements whatever the count. Both re-apply the filter of `tasks`, so
+    a task that left it meanwhile (a node completed it) is neither failed nor
+    recorded.
+    """
+    quote = connections[tasks.db].ops.quote_name
+    pk = f"{quote(Task._meta.db_table)}.{quote(Task._meta.pk.column)}"
+    placeholders = ", ".join(["%s"] * len(ids))
+    # `extra`, not `pk__in`: the ids are the database's own values (see _lock_ids).
+    batch = tasks.extra(where=[f"{pk} IN ({placeholders})"], params=ids).order_by()
     now = timezone.now()
-    batch = tasks.filter(pk__in=ids).order_by()
     _record_failures(batch, actor=actor, now=now)
     return batch.update(status=TaskStatus.FAILED, updated_at=now)
 
@@ -177,10 +191,9 @@ def _record_failures(tasks, *, actor, now: datetime) -> None:
 @transaction.atomic
 def tasks_fail(*, task_ids: Iterable[UUID]) -> int:
     """Fail the given tasks that are still open (an admin action)."""
-    return _fail_locked(
-        Task.objects.filter(pk__in=list(task_ids), active=True, status__in=OPEN_STATUSES),
-        actor=current_actor(),
-    )
+    open_tasks = Task.objects.filter(pk__in=list(task_ids), active=True, status__in=OPEN_STATUSES)
+    locked = _lock_ids(open_tasks.order_by())
+    return _fail(open_tasks, locked, actor=current_actor()) if locked else 0
 
 
 @transaction.atomic
@@ -238,14 +251,20 @@ def tasks_expire(
     failed with its row. SKIP LOCKED lets two sweeps share the work, and skips
     a task a node is changing right now; the next run takes it if still open.
     Its history rows name the system, whoever triggered the sweep.
+
+    Batches follow the primary key, so a large backlog is read in the table's
+    own order, once, instead of row by row all over it (README, Benchmarks).
     """
-    now = now or timezone.now()
-    total = 0
+    expired = Task.objects.expired(now or timezone.now())
+    total, after = 0, None
     while True:
+        remaining = expired.filter(pk__gt=after) if after else expired
         with transaction.atomic():
-            failed = _fail_locked(Task.objects.expired(now), actor=None, limit=batch_size)
-        if not failed:
+            ids = _lock_ids(remaining.order_by("pk"), limit=batch_size)
+            failed = _fail(expired, ids, actor=None) if ids else 0
+        if not ids:
             return total
         total += failed
+        after = ids[-1]
         if on_batch:
             on_batch(failed)
