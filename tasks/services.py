@@ -10,7 +10,7 @@ from datetime import datetime
 from uuid import UUID
 
 from django.core.exceptions import ValidationError
-from django.db import connections, transaction
+from django.db import connection, transaction
 from django.db.models import DateTimeField, UUIDField, Value
 from django.utils import timezone
 
@@ -133,30 +133,30 @@ def tasks_set_active(*, task_ids: Iterable[UUID], active: bool) -> int:
 def _lock_ids(tasks, *, limit: int | None = None) -> list:
     """Lock up to `limit` of `tasks`, in their order, skipping rows another transaction holds.
 
-    The locks last until the caller's transaction ends. The ids stay as the
-    database sent them: they only go back to it, and the ORM's round trip
-    through UUID objects cost a fifth of the sweep's time.
+    The locks last until the caller's transaction ends, so nobody changes
+    these tasks meanwhile (SQLite: its IMMEDIATE transactions run one at a
+    time). The ids stay as the database sent them: they only go back to it,
+    and the ORM's round trip through UUID objects cost a fifth of the sweep.
     """
     locked = tasks.select_for_update(skip_locked=True).values_list("pk")[:limit]
-    sql, params = locked.query.get_compiler(using=locked.db).as_sql()
-    with connections[locked.db].cursor() as cursor:
+    sql, params = locked.query.get_compiler(connection=connection).as_sql()
+    with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return [task_id for (task_id,) in cursor.fetchall()]
 
 
-def _fail(tasks, ids: list, *, actor) -> int:
-    """Fail the tasks of `tasks` with these `ids`, which the caller has locked,
-    each with a history row naming `actor`.
+def _fail(ids: list, *, actor) -> int:
+    """Fail the tasks with these `ids`, which the caller has locked, each with a
+    history row naming `actor`: two statements whatever the count.
 
-    Two statements whatever the count. Both re-apply the filter of `tasks`, so
-    a task that left it meanwhile (a node completed it) is neither failed nor
-    recorded.
+    They select by id alone: with any other condition SQLite's planner walks
+    the deadline index past every expired task, for every batch.
     """
-    quote = connections[tasks.db].ops.quote_name
+    quote = connection.ops.quote_name
     pk = f"{quote(Task._meta.db_table)}.{quote(Task._meta.pk.column)}"
     placeholders = ", ".join(["%s"] * len(ids))
     # `extra`, not `pk__in`: the ids are the database's own values (see _lock_ids).
-    batch = tasks.extra(where=[f"{pk} IN ({placeholders})"], params=ids).order_by()
+    batch = Task.objects.extra(where=[f"{pk} IN ({placeholders})"], params=ids).order_by()
     now = timezone.now()
     _record_failures(batch, actor=actor, now=now)
     return batch.update(status=TaskStatus.FAILED, updated_at=now)
@@ -176,13 +176,13 @@ def _record_failures(tasks, *, actor, now: datetime) -> None:
         Value(actor.pk if actor else None, output_field=UUIDField()),
         Value(now, output_field=DateTimeField()),
     )
-    select_sql, params = rows.query.get_compiler(using=rows.db).as_sql()
-    quote = connections[rows.db].ops.quote_name
+    select_sql, params = rows.query.get_compiler(connection=connection).as_sql()
+    quote = connection.ops.quote_name
     columns = ", ".join(
         quote(TaskHistory._meta.get_field(name).column)
         for name in ("task", "action", "from_value", "to_value", "performed_by", "created_at")
     )
-    with connections[rows.db].cursor() as cursor:
+    with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {quote(TaskHistory._meta.db_table)} ({columns}) {select_sql}", params
         )
@@ -193,7 +193,7 @@ def tasks_fail(*, task_ids: Iterable[UUID]) -> int:
     """Fail the given tasks that are still open (an admin action)."""
     open_tasks = Task.objects.filter(pk__in=list(task_ids), active=True, status__in=OPEN_STATUSES)
     locked = _lock_ids(open_tasks.order_by())
-    return _fail(open_tasks, locked, actor=current_actor()) if locked else 0
+    return _fail(locked, actor=current_actor()) if locked else 0
 
 
 @transaction.atomic
@@ -261,7 +261,7 @@ def tasks_expire(
         remaining = expired.filter(pk__gt=after) if after else expired
         with transaction.atomic():
             ids = _lock_ids(remaining.order_by("pk"), limit=batch_size)
-            failed = _fail(expired, ids, actor=None) if ids else 0
+            failed = _fail(ids, actor=None) if ids else 0
         if not ids:
             return total
         total += failed
