@@ -4,11 +4,15 @@ The sweep changes tasks with one UPDATE and writes its rows itself, in bulk
 and in the same transaction (see `services.tasks_expire`).
 """
 
+import logging
+
 from django.db.models.signals import post_save, pre_save
 from django.dispatch import receiver
 
 from tasks.actor import current_actor
 from tasks.models import HistoryAction, Task, TaskHistory
+
+logger = logging.getLogger("taskmgmt.tasks")
 
 
 @receiver(pre_save, sender=Task)
@@ -58,4 +62,15 @@ def record_task_history(sender, instance, created, raw, update_fields, **kwargs)
     for row in rows:
         row.performed_by = actor
     TaskHistory.objects.bulk_create(rows)
+    for row in rows:
+        logger.info(
+            "task changed",
+            extra={
+                "event": row.action,
+                "task_id": str(instance.pk),
+                "from_value": row.from_value,
+                "to_value": row.to_value,
+                "performed_by": str(actor.pk) if actor else None,
+            },
+        )
     instance.remember_saved_values(written)

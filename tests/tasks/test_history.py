@@ -10,7 +10,13 @@ from django.utils import timezone
 
 from tasks.actor import acting_as, current_actor
 from tasks.models import AppendOnlyError, HistoryAction, Task, TaskHistory, TaskStatus
-from tasks.services import task_assign, task_create, tasks_fail, tasks_reassign
+from tasks.services import (
+    task_assign,
+    task_change_status,
+    task_create,
+    tasks_fail,
+    tasks_reassign,
+)
 from tests.factories import AdminFactory, NodeFactory, TaskFactory
 
 pytestmark = pytest.mark.django_db
@@ -286,3 +292,14 @@ def test_a_user_named_in_history_cannot_be_hard_deleted():
 
     with pytest.raises(ProtectedError):
         admin.delete()
+
+
+def test_every_history_row_is_also_one_structured_log_line(caplog, node):
+    with caplog.at_level("INFO", logger="taskmgmt.tasks"):
+        task = TaskFactory(assigned_node=node)
+        task_change_status(task_id=task.pk, node=node, status=TaskStatus.IN_PROGRESS)
+    events = [(r.event, r.task_id, r.from_value, r.to_value) for r in caplog.records]
+    assert events == [
+        (HistoryAction.INITIAL_ASSIGN, str(task.pk), None, str(node.pk)),
+        (HistoryAction.STATUS_CHANGE, str(task.pk), TaskStatus.PENDING, TaskStatus.IN_PROGRESS),
+    ]
