@@ -6,9 +6,18 @@ request, so `override_settings` and the environment both apply.
 """
 
 import ipaddress
+import time
 
 from django.conf import settings
-from django_ratelimit.core import get_usage
+from django.core.cache import caches
+from django_ratelimit import ALL
+from django_ratelimit.core import (
+    _SIMPLE_KEYS,
+    EXPIRATION_FUDGE,
+    _get_window,
+    _make_cache_key,
+    _split_rate,
+)
 from rest_framework.throttling import BaseThrottle
 
 from accounts.models import UserManager
@@ -32,19 +41,45 @@ class RatelimitThrottle(BaseThrottle):
         key = self.get_key(request)
         if key == "ip" and not has_client_address(request):
             key = unknown_address_key
-        usage = get_usage(
-            request,
-            group=self.group,
-            key=key,
-            rate=getattr(settings, self.rate_setting),
-            increment=True,
-        )
-        self.seconds_left = usage["time_left"] if usage else 0
-        return not (usage and usage["should_limit"])
+        if not settings.RATELIMIT_ENABLE:
+            return True
+        rate = getattr(settings, self.rate_setting)
+        limit, period = _split_rate(rate)
+        value = key(self.group, request) if callable(key) else _SIMPLE_KEYS[key](request)
+        window = _get_window(value, period)
+        cache_key = _make_cache_key(self.group, window, rate, value, ALL)
+        count = count_request(cache_key, period + EXPIRATION_FUDGE)
+        if count is None:
+            # The count could not be kept: refuse, as django-ratelimit does.
+            self.seconds_left = -1
+            return False
+        self.seconds_left = window - int(time.time())
+        return count <= limit
 
     def wait(self):
         # Retry-After must be a positive whole number of seconds.
         return max(self.seconds_left, 1)
+
+
+def count_request(cache_key, timeout):
+    """django-ratelimit's count (get_usage with increment=True): same key, window
+    and expiry, in one cache round trip once the window's count exists.
+
+    get_usage always sends `add` before `incr`; incrementing first skips the
+    `add` on every request but the window's first.
+    """
+    cache = caches[getattr(settings, "RATELIMIT_USE_CACHE", "default")]
+    try:
+        return cache.incr(cache_key)
+    except ValueError:
+        pass
+    if cache.add(cache_key, 1, timeout):
+        return 1
+    try:
+        # Another process started the window between our incr and add.
+        return cache.incr(cache_key)
+    except ValueError:
+        return None
 
 
 def has_client_address(request) -> bool:
