@@ -174,9 +174,14 @@ def site(mariadb, tmp_path_factory):
         # The admin-site login below runs over plain HTTP.
         "SESSION_COOKIE_SECURE": "false",
         "CSRF_COOKIE_SECURE": "false",
+        # As `make serve` does: whitenoise serves what collectstatic gathered.
+        "STATIC_ROOT": str(tmp_path_factory.mktemp("static")),
     }
     manage = [sys.executable, "manage.py"]
     subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+    subprocess.run(
+        [*manage, "collectstatic", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True
+    )
     create_users = (
         "from accounts.models import User; "
         f"User.objects.create_superuser({ADMIN_EMAIL!r}, {PASSWORD!r}, name='Admin'); "
