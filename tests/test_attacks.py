@@ -35,35 +35,14 @@ from accounts.models import Role, User
 from taskmgmt.api import api_not_found
 from tasks.models import Task, TaskHistory, TaskStatus
 from tasks.pagination import encode_cursor
+from tests.api import TASK_FIELDS, USER_FIELDS, assert_json_error
 from tests.factories import PASSWORD, AdminFactory, NodeFactory, TaskFactory
 
 pytestmark = pytest.mark.django_db
 
 LIST_PATHS = ["/api/tasks", "/api/tasks/node", "/api/tasks/all", "/api/tasks/filter/all"]
-TASK_FIELDS = {
-    "id",
-    "taskName",
-    "taskDetails",
-    "assignedNode",
-    "status",
-    "lockedAt",
-    "active",
-    "createdAt",
-    "updatedAt",
-}
-USER_FIELDS = {"id", "name", "email", "role"}
 # A well-formed id that no task or user has.
 NO_SUCH_ID = uuid.UUID("6d0f3c1e-8a2b-4c5d-9e7f-0123456789ab")
-
-
-def assert_json_error(response, status_code) -> dict:
-    assert response.status_code == status_code, response.content
-    assert response["Content-Type"] == "application/json"
-    body = response.json()
-    assert isinstance(body["title"], str)
-    assert isinstance(body["message"], str)
-    assert set(body) <= {"title", "message", "errors"}
-    return body
 
 
 def error_status(response):

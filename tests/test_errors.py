@@ -13,21 +13,12 @@ from rest_framework.test import APIClient
 from rest_framework.views import APIView
 
 import taskmgmt.urls
+from tests.api import assert_json_error
 from tests.factories import PASSWORD, NodeFactory
 
 LOGIN = "/api/auth/login"
 
 pytestmark = pytest.mark.django_db
-
-
-def assert_json_error(response, status_code) -> dict:
-    assert response.status_code == status_code, response.content
-    assert response["Content-Type"] == "application/json"
-    body = response.json()
-    assert isinstance(body["title"], str)
-    assert isinstance(body["message"], str)
-    assert set(body) <= {"title", "message", "errors"}
-    return body
 
 
 def post_raw(body: bytes | str, content_type="application/json", path=LOGIN):

@@ -5,6 +5,7 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 
 from accounts.models import User
+from tests.api import TASK_FIELDS, assert_json_error
 from tests.factories import PASSWORD, NodeFactory, TaskFactory
 
 PROFILE = "/api/auth/profile"
@@ -25,15 +26,8 @@ def bearer(token) -> APIClient:
     return client
 
 
-def assert_error(response, status_code):
-    assert response.status_code == status_code, response.content
-    body = response.json()
-    assert set(body) >= {"title", "message"}
-    return body
-
-
 def error_fields(response) -> list:
-    return [error["field"] for error in assert_error(response, 400)["errors"]]
+    return [error["field"] for error in assert_json_error(response, 400)["errors"]]
 
 
 # --- Profile ----------------------------------------------------------------
@@ -56,17 +50,7 @@ def test_a_nodes_profile_lists_its_own_active_tasks_newest_first(node, node_clie
         "role": "node",
     }
     assert [task["id"] for task in body["tasks"]] == [str(newer.pk), str(older.pk)]
-    assert set(body["tasks"][0]) == {
-        "id",
-        "taskName",
-        "taskDetails",
-        "assignedNode",
-        "status",
-        "lockedAt",
-        "active",
-        "createdAt",
-        "updatedAt",
-    }
+    assert set(body["tasks"][0]) == TASK_FIELDS
     assert body["tasks"][0]["assignedNode"] == str(node.pk)
 
 
@@ -104,7 +88,7 @@ def test_edit_profile_to_another_users_email_in_any_case_is_a_409(node, node_cli
 
     response = node_client.put(EDIT, {"name": "Renamed", "email": "TAKEN@example.com"})
 
-    assert_error(response, 409)
+    assert_json_error(response, 409)
     node.refresh_from_db()
     assert node.name != "Renamed"
 
@@ -156,8 +140,8 @@ def test_update_password_revokes_the_earlier_access_and_refresh_tokens(node):
 
     assert not OutstandingToken.objects.filter(user=node, blacklistedtoken__isnull=True).exists()
     for pair in (first, second):
-        assert_error(bearer(pair["token"]).get(PROFILE), 401)
-        assert_error(APIClient().post("/api/auth/refresh", {"refresh": pair["refresh"]}), 401)
+        assert_json_error(bearer(pair["token"]).get(PROFILE), 401)
+        assert_json_error(APIClient().post("/api/auth/refresh", {"refresh": pair["refresh"]}), 401)
     fresh = login(node.email, NEW_PASSWORD).json()
     assert bearer(fresh["token"]).get(PROFILE).status_code == 200
     assert APIClient().post("/api/auth/refresh", {"refresh": fresh["refresh"]}).status_code == 200
@@ -173,7 +157,7 @@ def test_update_password_leaves_other_users_tokens_alone(node, node_client, othe
 
 
 def test_update_password_with_a_wrong_old_password_is_a_401_and_changes_nothing(node, node_client):
-    assert_error(change_password(node_client, old="not-the-password"), 401)
+    assert_json_error(change_password(node_client, old="not-the-password"), 401)
 
     assert User.objects.get(pk=node.pk).check_password(PASSWORD)
     assert node_client.get(PROFILE).status_code == 200

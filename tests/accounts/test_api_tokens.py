@@ -11,6 +11,7 @@ from django.db import connection
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
+from tests.api import assert_json_error
 from tests.factories import PASSWORD, AdminFactory, NodeFactory
 
 LOGIN = "/api/auth/login"
@@ -30,14 +31,6 @@ def bearer(token) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
     return client
-
-
-def assert_error(response, status_code):
-    assert response.status_code == status_code, response.content
-    assert response["Content-Type"] == "application/json"
-    body = response.json()
-    assert set(body) >= {"title", "message"}
-    return body
 
 
 def expired(token_class, user) -> str:
@@ -101,8 +94,8 @@ def test_unknown_email_and_wrong_password_get_the_same_401():
     unknown = login("nobody@example.com")
     wrong = login("worker@example.com", "not-the-password")
 
-    assert_error(unknown, 401)
-    assert_error(wrong, 401)
+    assert_json_error(unknown, 401)
+    assert_json_error(wrong, 401)
     assert unknown.json() == wrong.json()
     assert unknown["WWW-Authenticate"].startswith("Bearer")
 
@@ -110,14 +103,14 @@ def test_unknown_email_and_wrong_password_get_the_same_401():
 def test_inactive_account_with_the_right_password_gets_403():
     NodeFactory(email="gone@example.com", is_active=False)
 
-    body = assert_error(login("gone@example.com"), 403)
+    body = assert_json_error(login("gone@example.com"), 403)
     assert "deactivated" in body["message"]
 
 
 def test_inactive_account_with_a_wrong_password_gets_the_usual_401():
     NodeFactory(email="gone@example.com", is_active=False)
 
-    assert_error(login("gone@example.com", "not-the-password"), 401)
+    assert_json_error(login("gone@example.com", "not-the-password"), 401)
 
 
 @pytest.mark.parametrize(
@@ -135,7 +128,7 @@ def test_login_without_a_string_username_or_password_is_a_400_naming_the_field(b
 
     response = APIClient().post(LOGIN, body)
 
-    errors = assert_error(response, 400)["errors"]
+    errors = assert_json_error(response, 400)["errors"]
     assert [error["field"] for error in errors] == [field]
 
 
@@ -172,7 +165,7 @@ def test_a_refresh_token_works_only_once():
 
     again = APIClient().post(REFRESH, {"refresh": refresh})
 
-    assert "blacklisted" in assert_error(again, 401)["message"]
+    assert "blacklisted" in assert_json_error(again, 401)["message"]
 
 
 def test_refresh_works_for_a_client_whose_access_token_expired():
@@ -197,11 +190,11 @@ def test_refresh_refuses_what_is_not_a_live_refresh_token(make_token):
 
     response = APIClient().post(REFRESH, {"refresh": make_token(node)})
 
-    assert_error(response, 401)
+    assert_json_error(response, 401)
 
 
 def test_refresh_without_a_token_is_a_400():
-    body = assert_error(APIClient().post(REFRESH, {}), 400)
+    body = assert_json_error(APIClient().post(REFRESH, {}), 400)
     assert body["errors"][0]["field"] == "refresh"
 
 
@@ -211,7 +204,7 @@ def test_refresh_refuses_a_deactivated_users_token():
     node.is_active = False
     node.save()
 
-    assert_error(APIClient().post(REFRESH, {"refresh": str(refresh)}), 401)
+    assert_json_error(APIClient().post(REFRESH, {"refresh": str(refresh)}), 401)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -273,7 +266,7 @@ def test_a_bad_token_is_a_json_401_never_a_500(make_token):
 
     response = bearer(make_token(node, other)).get(PROFILE)
 
-    assert_error(response, 401)
+    assert_json_error(response, 401)
     assert response["WWW-Authenticate"].startswith("Bearer")
 
 
@@ -281,7 +274,7 @@ def test_a_header_with_three_parts_is_a_401():
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION="Bearer one two")
 
-    assert_error(client.get(PROFILE), 401)
+    assert_json_error(client.get(PROFILE), 401)
 
 
 def test_basic_authentication_with_the_right_password_does_not_authenticate():
@@ -290,14 +283,14 @@ def test_basic_authentication_with_the_right_password_does_not_authenticate():
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Basic {credentials}")
 
-    assert_error(client.get(PROFILE), 401)
+    assert_json_error(client.get(PROFILE), 401)
 
 
 def test_a_session_login_does_not_authenticate_the_api(admin_user):
     client = APIClient()
     client.force_login(admin_user)
 
-    assert_error(client.get(PROFILE), 401)
+    assert_json_error(client.get(PROFILE), 401)
 
 
 def test_a_deactivated_users_access_token_stops_working():
@@ -308,7 +301,7 @@ def test_a_deactivated_users_access_token_stops_working():
     node.is_active = False
     node.save()
 
-    assert_error(client.get(PROFILE), 401)
+    assert_json_error(client.get(PROFILE), 401)
 
 
 def test_a_deleted_users_token_is_a_401():
@@ -316,4 +309,4 @@ def test_a_deleted_users_token_is_a_401():
     client = bearer(AccessToken.for_user(node))
     node.delete()
 
-    assert_error(client.get(PROFILE), 401)
+    assert_json_error(client.get(PROFILE), 401)

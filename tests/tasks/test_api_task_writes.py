@@ -7,21 +7,10 @@ import pytest
 from django.utils import timezone
 
 from tasks.models import HistoryAction, Task, TaskHistory, TaskStatus
+from tests.api import TASK_FIELDS
 from tests.factories import AdminFactory, NodeFactory, TaskFactory
 
 pytestmark = pytest.mark.django_db
-
-TASK_KEYS = {
-    "id",
-    "taskName",
-    "taskDetails",
-    "assignedNode",
-    "status",
-    "lockedAt",
-    "active",
-    "createdAt",
-    "updatedAt",
-}
 
 
 def in_days(days: float) -> datetime:
@@ -53,7 +42,7 @@ def test_admin_creates_a_pending_task_for_a_node(admin_client, admin_user, node)
 
     assert response.status_code == 201
     task = response.json()["task"]
-    assert set(task) == TASK_KEYS
+    assert set(task) == TASK_FIELDS
     assert task["taskName"] == "Reindex"
     assert task["taskDetails"] == "Rebuild the search index."
     assert task["assignedNode"] == str(node.pk)
