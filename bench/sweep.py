@@ -111,6 +111,7 @@ def create_expired_tasks(n: int) -> None:
         " active, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
     )
     rng = random.Random(n)  # the same data for the same N
+    cache_size = set_sqlite_cache_size("-262144")  # 256 MiB while loading only
     for start in range(0, n, INSERT_CHUNK):
         rows = [
             (
@@ -130,6 +131,23 @@ def create_expired_tasks(n: int) -> None:
         ]
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.executemany(sql, rows)
+    set_sqlite_cache_size(cache_size)
+
+
+def set_sqlite_cache_size(size: str | None) -> str | None:
+    """SQLite's page cache for this connection; returns the previous size (None elsewhere).
+
+    The loader gets a large one; both sweeps run with SQLite's default.
+    """
+    from django.db import connection
+
+    if connection.vendor != "sqlite" or size is None:
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA cache_size")
+        (previous,) = cursor.fetchone()
+        cursor.execute(f"PRAGMA cache_size = {int(size)}")
+    return str(previous)
 
 
 def counts() -> tuple[int, int, int]:
@@ -158,31 +176,54 @@ def check_swept(n: int, label: str) -> None:
         )
 
 
-def run_our_sweep(batch_size: int | None) -> dict:
+# Linux counts a parent's memory at fork into its child's peak RSS, so the
+# sweep is started by this small process, itself started before Django loads.
+LAUNCHER = """
+import json, os, subprocess, sys, time
+request = json.loads(sys.stdin.readline())
+with open(request["output"], "w") as output:
+    started = time.perf_counter()
+    child = subprocess.Popen(
+        request["command"], cwd=request["cwd"], env=request["env"],
+        stdout=output, stderr=subprocess.STDOUT,
+    )
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - started
+print(json.dumps({"wall": wall, "exit": os.waitstatus_to_exitcode(status),
+                  "peak_kb": usage.ru_maxrss}))
+"""
+
+
+def start_launcher() -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+
+
+def run_our_sweep(launcher: subprocess.Popen, batch_size: int | None) -> dict:
     """`manage.py collect_failed` in a child process: wall time, its own timing, peak RSS."""
     command = [sys.executable, str(ROOT / "manage.py"), "collect_failed"]
     if batch_size:
         command += ["--batch-size", str(batch_size)]
-    with tempfile.TemporaryFile("w+") as output:
-        started = time.perf_counter()
-        child = subprocess.Popen(command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(child.pid, 0)
-        wall = time.perf_counter() - started
-        child.returncode = os.waitstatus_to_exitcode(status)
-        output.seek(0)
+    with tempfile.NamedTemporaryFile("r") as output:
+        request = {"command": command, "cwd": str(ROOT), "env": dict(os.environ)}
+        launcher.stdin.write(json.dumps({**request, "output": output.name}) + "\n")
+        launcher.stdin.flush()
+        result = json.loads(launcher.stdout.readline())
         text = output.read()
-    if child.returncode != 0:
-        sys.exit(f"collect_failed exited with {child.returncode}:\n{text}")
+    launcher.wait()
+    if result["exit"] != 0:
+        sys.exit(f"collect_failed exited with {result['exit']}:\n{text}")
     log = next(
         json.loads(line)
         for line in text.splitlines()
         if line.startswith("{") and json.loads(line).get("event") == "sweep"
     )
     return {
-        "wall": wall,
+        "wall": result["wall"],
         "sweep": log["duration_ms"] / 1000,
         "failed": log["failed_count"],
-        "peak_mb": usage.ru_maxrss / 1024,
+        "peak_mb": result["peak_kb"] / 1024,
     }
 
 
@@ -230,6 +271,7 @@ def main() -> None:
     parser.add_argument("n", type=int, help="number of expired tasks, e.g. 100000")
     parser.add_argument("--batch-size", type=int, help="passed on to collect_failed")
     args = parser.parse_args()
+    launcher = start_launcher()
 
     with tempfile.TemporaryDirectory(prefix="taskmgmt-bench-") as workdir:
         database_url = bench_database_url(Path(workdir))
@@ -243,7 +285,7 @@ def main() -> None:
         create_expired_tasks(args.n)
         print(f"created {args.n:,} expired tasks in {time.perf_counter() - started:.1f}s")
 
-        ours = run_our_sweep(args.batch_size)
+        ours = run_our_sweep(launcher, args.batch_size)
         check_swept(args.n, "collect_failed")
         print(
             f"collect_failed: {ours['sweep']:.2f}s sweeping ({ours['wall']:.2f}s with start-up),"
