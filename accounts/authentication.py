@@ -15,9 +15,15 @@ from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from accounts.models import User
+from taskmgmt.sql import select_one
 
-# What the API reads from the caller; any other field loads on first access.
-USER_FIELDS = {"id", "password", "email", "name", "role", "is_active"}
+# What the API reads from the caller, in model order (as `from_db` takes them);
+# any other field loads on first access.
+USER_FIELDS = tuple(
+    field.attname
+    for field in User._meta.concrete_fields
+    if field.attname in {"id", "password", "email", "name", "role", "is_active"}
+)
 
 
 class JWTAuthentication(BaseJWTAuthentication):
@@ -49,16 +55,10 @@ def load_user(validated_token):
         user_id = uuid.UUID(str(validated_token[api_settings.USER_ID_CLAIM]))
     except (KeyError, ValueError) as e:
         raise InvalidToken(_("Token contained no recognizable user identification")) from e
-    fields = [field for field in User._meta.concrete_fields if field.attname in USER_FIELDS]
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(field.column) for field in fields)
-    pk = User._meta.pk
-    sql = f"SELECT {columns} FROM {quote(User._meta.db_table)} WHERE {quote(pk.column)} = %s"
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [pk.get_db_prep_value(user_id, connection)])
-        row = cursor.fetchone()
+    row = select_one(User, USER_FIELDS, id=user_id)
     if row is None:
         return None
+    fields = [User._meta.get_field(name) for name in USER_FIELDS]
     values = [field.to_python(value) for field, value in zip(fields, row, strict=True)]
     return User.from_db(connection.alias, USER_FIELDS, values)
 

@@ -15,9 +15,12 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import BasePagination
 from rest_framework.response import Response
 
+from tasks.serializers import iso_utc, uuid_text
 
-def encode_cursor(created_at: datetime, task_id: UUID) -> str:
-    text = f"{created_at.astimezone(UTC).isoformat()}|{task_id.hex}"
+
+def encode_cursor(created_at: datetime, task_id: UUID | str) -> str:
+    """A task's position; it takes model values as well as a `TaskRow`'s driver values."""
+    text = f"{iso_utc(created_at)}|{uuid_text(task_id)}"
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 

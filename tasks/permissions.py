@@ -18,7 +18,9 @@ class IsAssignedNodeOrAdmin(BasePermission):
         return bool(request.user and request.user.is_authenticated)
 
     def has_object_permission(self, request, view, obj):
-        return request.user.is_admin or obj.assigned_node_id == request.user.pk
+        """`obj` is a Task or a TaskRow, whose id is the driver's text (hex on SQLite)."""
+        node_id = str(obj.assigned_node_id).replace("-", "")
+        return request.user.is_admin or node_id == request.user.pk.hex
 
 
 class IsNodeWithOwnTasks(IsNodeRole):

@@ -24,7 +24,6 @@ from tasks.models import Task, TaskStatus
 from tasks.pagination import KeysetPagination
 from tasks.permissions import IsAssignedNodeOrAdmin, IsNodeWithOwnTasks
 from tasks.serializers import (
-    TASK_COLUMNS,
     FailedCountSerializer,
     MessageSerializer,
     TaskAssignSerializer,
@@ -32,8 +31,11 @@ from tasks.serializers import (
     TaskEnvelopeSerializer,
     TaskFieldsSerializer,
     TaskHistoryEnvelopeSerializer,
+    TaskRow,
     TaskSerializer,
     TaskStatusSerializer,
+    active_task_row,
+    task_rows,
 )
 
 FILTER_STATUSES = ("all", *TaskStatus.values)
@@ -60,7 +62,7 @@ def existing_task(service: Callable[..., Task], **arguments) -> Task:
         raise NotFound("No task has this taskId.") from None
 
 
-def task_response(task: Task, status_code: int = HTTP_200_OK) -> Response:
+def task_response(task: Task | TaskRow, status_code: int = HTTP_200_OK) -> Response:
     return Response(TaskEnvelopeSerializer({"task": task}).data, status=status_code)
 
 
@@ -90,15 +92,11 @@ class TaskViewSet(viewsets.GenericViewSet):
         return [permission() for permission in permissions]
 
     def get_queryset(self):
-        if self.action == "retrieve":
-            # Another node's task is a 403 (SPEC), not a 404: look among every
-            # active task and let IsAssignedNodeOrAdmin refuse it.
-            return Task.objects.active()
         return Task.objects.visible_to(self.request.user)
 
     def task_page(self, queryset) -> Response:
         """One keyset page, read as plain rows: no model instances for lists."""
-        page = self.paginate_queryset(queryset.values_list(*TASK_COLUMNS, named=True))
+        page = self.paginate_queryset(task_rows(queryset))
         return self.get_paginated_response(TaskSerializer(page, many=True).data)
 
     @extend_schema(
@@ -186,8 +184,14 @@ class TaskViewSet(viewsets.GenericViewSet):
         parameters=[TASK_ID_PARAMETER],
         responses={200: TaskEnvelopeSerializer, **error_responses(401, 403, 404, 429)},
     )
-    def retrieve(self, request, **kwargs):
-        return task_response(self.get_object())
+    def retrieve(self, request, taskId):
+        # Another node's task is a 403 (SPEC), not a 404: look among every
+        # active task and let IsAssignedNodeOrAdmin refuse it.
+        task = active_task_row(taskId)
+        if task is None:
+            raise NotFound("No task has this taskId.")
+        self.check_object_permissions(request, task)
+        return task_response(task)
 
     @extend_schema(
         summary="A task's history, newest first (admin)",

@@ -59,6 +59,11 @@ CLIENT_CORES = os.environ.get("CLIENT_CORES", "0")
 # Server and wrk run at a higher priority (root only) so that other work on the
 # machine disturbs them less; MariaDB and Redis keep theirs.
 NICE = int(os.environ.get("NICE", -10 if os.geteuid() == 0 else 0))
+# PROFILE=1: py-spy samples every gunicorn worker during each run and writes a profile
+# (PROFILE_FORMAT: flamegraph SVG, speedscope JSON or raw collapsed stacks) to bench/results/.
+PROFILE = os.environ.get("PROFILE") == "1"
+PROFILE_FORMAT = os.environ.get("PROFILE_FORMAT", "flamegraph")
+PROFILE_SUFFIX = {"flamegraph": "svg", "speedscope": "json", "raw": "txt"}
 BASE_URL = f"http://127.0.0.1:{PORT}"
 
 
@@ -316,6 +321,23 @@ def warm_up(scenario_list: list[Scenario]) -> None:
                 http_json("GET", scenario.path, token=scenario.token)
 
 
+def start_profiler(server: Server, scenario: Scenario) -> subprocess.Popen:
+    """py-spy on gunicorn's workers for one run: the thread holding the GIL, so CPU, not waits."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    output = RESULTS_DIR / (f"profile-{scenario.name}-{stamp}.{PROFILE_SUFFIX[PROFILE_FORMAT]}")
+    log(f"profiling {scenario.name} into {output}")
+    return subprocess.Popen(
+        [
+            str(Path(PYTHON).with_name("py-spy")), "record", "--pid", str(server.process.pid),
+            "--subprocesses", "--duration", str(DURATION), "--format", PROFILE_FORMAT,
+            "--output", str(output), "--nonblocking", "--gil",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
 def run_wrk(scenario: Scenario, server: Server, shift_offset: int, db_pids: list[int]) -> Result:
     command = [
         *pinned(CLIENT_CORES), "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}s",
@@ -331,6 +353,7 @@ def run_wrk(scenario: Scenario, server: Server, shift_offset: int, db_pids: list
         **scenario.env,
     }
     server.reset_peak()
+    profiler = start_profiler(server, scenario) if PROFILE else None
     before = (server.cpu(), sum(map(process_cpu, db_pids)), machine_busy_cpu(), children_cpu())
     output = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=DURATION + 60, check=True
@@ -343,6 +366,8 @@ def run_wrk(scenario: Scenario, server: Server, shift_offset: int, db_pids: list
             strict=True,
         )
     )
+    if profiler:
+        profiler.wait(timeout=60)
     match = re.search(r"^RESULT (\{.*\})$", output, re.MULTILINE)
     if not match:
         raise RuntimeError(f"wrk printed no result for {scenario.name}:\n{output}")
@@ -436,7 +461,7 @@ def main() -> int:
     server = Server(env, workdir / "gunicorn.log")
     server.start()
     db_pids = store_pids()
-    threads = int(os.environ.get("GUNICORN_THREADS", 1))
+    threads = int(os.environ.get("GUNICORN_THREADS", 4))  # gunicorn.conf.py's default
     worker_kind = "sync" if threads == 1 else f"gthread ({threads} threads)"
     try:
         every = [health_scenario()]

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from tasks.models import Task, TaskStatus
 from tasks.pagination import encode_cursor
-from tasks.serializers import TASK_COLUMNS, TaskSerializer
+from tasks.serializers import TASK_COLUMNS, TaskSerializer, task_rows
 from tests.factories import NodeFactory, TaskFactory
 
 pytestmark = pytest.mark.django_db
@@ -98,7 +98,7 @@ def test_a_task_reads_the_same_in_a_list_and_alone(admin_client, node):
 def test_the_lean_task_output_is_what_drf_fields_would_give(node):
     whole_second = timezone.now().replace(microsecond=0) + timedelta(days=1)
     task = TaskFactory(assigned_node=node, locked_at=whole_second)
-    row = Task.objects.values_list(*TASK_COLUMNS, named=True).get(pk=task.pk)
+    (row,) = task_rows(Task.objects.filter(pk=task.pk))
     serializer = TaskSerializer()
     drf = {
         name: field.to_representation(getattr(task, source))

@@ -68,6 +68,7 @@ def test_a_deadline_with_an_offset_keeps_its_instant(admin_client, node):
     )
 
     assert response.status_code == 201
+    assert response.json()["task"]["lockedAt"] == "2099-01-02T08:30:00Z"
     task = Task.objects.get(pk=response.json()["task"]["id"])
     assert task.locked_at == datetime(2099, 1, 2, 8, 30, tzinfo=UTC)
 
