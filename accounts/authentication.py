@@ -6,7 +6,6 @@ would let a client guess passwords without meeting the login rate limit.
 
 import uuid
 
-from django.db import connection
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from rest_framework_simplejwt.authentication import JWTAuthentication as BaseJWTAuthentication
@@ -15,15 +14,10 @@ from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from accounts.models import User
-from taskmgmt.sql import select_one
+from taskmgmt.sql import get_one
 
-# What the API reads from the caller, in model order (as `from_db` takes them);
-# any other field loads on first access.
-USER_FIELDS = tuple(
-    field.attname
-    for field in User._meta.concrete_fields
-    if field.attname in {"id", "password", "email", "name", "role", "is_active"}
-)
+# What the API reads from the caller; any other field loads on first access.
+USER_FIELDS = ("id", "password", "email", "name", "role", "is_active")
 
 
 class JWTAuthentication(BaseJWTAuthentication):
@@ -55,12 +49,7 @@ def load_user(validated_token):
         user_id = uuid.UUID(str(validated_token[api_settings.USER_ID_CLAIM]))
     except (KeyError, ValueError) as e:
         raise InvalidToken(_("Token contained no recognizable user identification")) from e
-    row = select_one(User, USER_FIELDS, id=user_id)
-    if row is None:
-        return None
-    fields = [User._meta.get_field(name) for name in USER_FIELDS]
-    values = [field.to_python(value) for field, value in zip(fields, row, strict=True)]
-    return User.from_db(connection.alias, USER_FIELDS, values)
+    return get_one(User, USER_FIELDS, id=user_id)
 
 
 class JWTScheme(SimpleJWTScheme):

@@ -14,6 +14,7 @@ from django.db import connection, transaction
 from django.db.models import DateTimeField, UUIDField, Value
 from django.utils import timezone
 
+from taskmgmt.sql import get_one
 from tasks.actor import current_actor
 from tasks.models import (
     ALLOWED_AFTER_DEADLINE,
@@ -54,7 +55,10 @@ def _validate(*, node=None, locked_at: datetime | None = None) -> None:
 
 def _locked_task(task_id: UUID) -> Task:
     """The active task, locked until the transaction ends (Task.DoesNotExist if none)."""
-    return Task.objects.select_for_update().active().get(pk=task_id)
+    task = get_one(Task, for_update=True, id=task_id, active=True)
+    if task is None:
+        raise Task.DoesNotExist(f"No active task has the id {task_id}.")
+    return task
 
 
 @transaction.atomic
