@@ -1,6 +1,7 @@
 """Fixtures shared by every test module: users, real JWT clients, a clean cache."""
 
 import pytest
+from django.conf import settings
 from django.core.cache import cache
 from django.test import Client
 from rest_framework.test import APIClient
@@ -15,6 +16,18 @@ def _clear_cache():
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _settings_restored():
+    """Fails the test that leaves a settings override behind, not a later one.
+
+    (Mixing `@override_settings` with the `settings` fixture in one test undoes
+    them out of order and leaks the decorator's values.)
+    """
+    before = settings._wrapped
+    yield
+    assert settings._wrapped is before, "this test left a settings override in place"
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ from datetime import timedelta
 import jwt
 import pytest
 from django.conf import settings as django_settings
-from django.test import override_settings
 from django.urls import URLResolver, get_resolver
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -648,7 +647,6 @@ def test_a_well_formed_cursor_at_any_time_only_moves_the_page(node, node_client,
     assert len(response.json()["tasks"]) == expected
 
 
-@override_settings(RATELIMIT_LOGIN_IP="2/h", RATELIMIT_LOGIN_USER="100/h")
 @pytest.mark.parametrize(
     ("meta_key", "address"),
     [
@@ -662,6 +660,9 @@ def test_a_well_formed_cursor_at_any_time_only_moves_the_page(node, node_client,
 def test_a_login_without_a_usable_client_address_is_still_limited_never_a_500(
     settings, meta_key, address
 ):
+    # All through the `settings` fixture: an @override_settings around it would be
+    # undone first, and the fixture's teardown would then restore its limits.
+    settings.RATELIMIT_LOGIN_IP, settings.RATELIMIT_LOGIN_USER = "2/h", "100/h"
     settings.RATELIMIT_IP_META_KEY = meta_key
     extra = {"REMOTE_ADDR": address} if meta_key is None else {"REMOTE_ADDR": "10.0.0.1"}
     if meta_key and address is not None:
