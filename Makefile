@@ -33,8 +33,10 @@ serve: $(VENV)/.installed
 	DEBUG=false $(BIN)/python manage.py collectstatic --noinput -v 0
 	DEBUG=false GUNICORN_BIND=$${GUNICORN_BIND:-$(HOST):$(PORT)} $(BIN)/gunicorn --config gunicorn.conf.py
 
-# Load benchmark on MariaDB (bench/load/README.md); DURATION=5 for a quick run.
+# Load benchmark on MariaDB (README, Benchmarks); DURATION=5 for a quick run.
 bench-load: $(VENV)/.installed
+	@command -v wrk >/dev/null || { echo "Installing wrk (the load generator)"; \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q wrk; }
 	$(BIN)/python bench/load/run.py
 
 # Sweep benchmark (README, Benchmarks): N expired tasks, default 100000. SQLite unless

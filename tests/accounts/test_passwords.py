@@ -1,12 +1,17 @@
 """Passwords are hashed with Argon2 in production (the suite itself uses MD5 for speed)."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.contrib.auth import hashers
 from django.contrib.auth.hashers import check_password, identify_hasher, make_password
 from django.test import override_settings
+from django.utils.module_loading import import_string
 
 from accounts.models import User
 from tests.factories import PASSWORD, NodeFactory
@@ -16,9 +21,49 @@ DEMO = json.loads((Path(settings.BASE_DIR) / "fixtures" / "demo.json").read_text
 
 
 def test_production_hashes_with_argon2_first():
-    assert settings.PRODUCTION_PASSWORD_HASHERS[0] == (
-        "django.contrib.auth.hashers.Argon2PasswordHasher"
+    hasher = import_string(settings.PRODUCTION_PASSWORD_HASHERS[0])
+
+    assert issubclass(hasher, hashers.Argon2PasswordHasher)
+    assert hasher.algorithm == "argon2"
+
+
+# Eight threads verify one password at once, as a gthread worker's threads do in a
+# burst of logins; prints how far the burst raised the process's peak memory (MiB).
+BURST = """
+import resource, threading
+from django.conf import settings
+settings.configure(PASSWORD_HASH_CONCURRENCY={concurrency})
+from accounts.hashers import Argon2PasswordHasher
+hasher = Argon2PasswordHasher()
+encoded = hasher.encode("password", hasher.salt())
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+burst = [threading.Thread(target=hasher.verify, args=("password", encoded)) for _ in range(8)]
+for thread in burst:
+    thread.start()
+for thread in burst:
+    thread.join()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+def burst_growth_mib(concurrency: int) -> int:
+    script = BURST.format(concurrency=concurrency)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=settings.BASE_DIR,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(settings.BASE_DIR)},
     )
+    return int(done.stdout)
+
+
+def test_a_burst_of_logins_holds_one_hash_s_memory_per_process():
+    # One hash at a time: the burst reuses the 100 MiB the first hash peaked at.
+    assert burst_growth_mib(concurrency=1) < 50
+    # Unbounded, the same burst holds several times 100 MiB at once.
+    assert burst_growth_mib(concurrency=8) > 150
 
 
 @PRODUCTION
