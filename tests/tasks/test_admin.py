@@ -187,6 +187,20 @@ def test_search_by_name_and_node_email(admin_site_client, term, expected):
     assert {task.name for task in results(response)} == expected
 
 
+def test_searching_by_node_email_joins_no_table_so_the_index_serves_the_order(
+    admin_site_client,
+):
+    TaskFactory(assigned_node=NodeFactory(email="searchme@example.com"))
+
+    with CaptureQueriesContext(connection) as captured:
+        response = admin_site_client.get(CHANGELIST, {"q": "searchme"})
+
+    assert len(results(response)) == 1
+    page_query = re.compile(r'^SELECT [`"]tasks_task[`"]\.[`"]id[`"], .* ORDER BY ')
+    (sql,) = [query["sql"] for query in captured if page_query.search(query["sql"])]
+    assert "JOIN" not in sql
+
+
 def test_search_by_task_id(admin_site_client):
     wanted = TaskFactory(name="Wanted")
     TaskFactory(name="Other")
