@@ -1,7 +1,9 @@
 """The tasks API's bodies: camelCase fields in, the SPEC's task shape out.
 
 Input serializers only validate; the views hand `validated_data` to
-`tasks.services`, which owns the rules that need the database row.
+`tasks.services`, which owns the rules that need the database row. The reads
+that feed the output (`task_rows` for lists, `active_task_row` for one task)
+live here too, because they fetch exactly the columns `TaskSerializer` shows.
 """
 
 from collections import namedtuple
