@@ -30,7 +30,9 @@ bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", 2 * _cores()))
 # More than one thread makes gthread workers; 1 gives sync workers (no keep-alive).
 threads = int(os.environ.get("GUNICORN_THREADS", 4))
-# A request still running after this is killed with its worker (and its transaction rolls back).
+# A worker silent this long is killed and replaced (its transactions roll back). A sync
+# worker is silent while it serves a request, so this bounds each request; a gthread
+# worker's main thread keeps answering while its threads serve, so it catches hung workers.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", 30))
 # On SIGTERM, requests in flight get this long to finish before workers are killed.
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", 30))
