@@ -7,6 +7,7 @@ these classes answer the single-object and role questions.
 from rest_framework.permissions import BasePermission
 
 from accounts.permissions import IsNodeRole
+from tasks.serializers import uuid_text
 
 
 class IsAssignedNodeOrAdmin(BasePermission):
@@ -19,8 +20,7 @@ class IsAssignedNodeOrAdmin(BasePermission):
 
     def has_object_permission(self, request, view, obj):
         """`obj` is a Task or a TaskRow, whose id is the driver's text (hex on SQLite)."""
-        node_id = str(obj.assigned_node_id).replace("-", "")
-        return request.user.is_admin or node_id == request.user.pk.hex
+        return request.user.is_admin or uuid_text(obj.assigned_node_id) == str(request.user.pk)
 
 
 class IsNodeWithOwnTasks(IsNodeRole):
