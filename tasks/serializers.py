@@ -6,17 +6,15 @@ that feed the output (`task_rows` for lists, `active_task_row` for one task)
 live here too, because they fetch exactly the columns `TaskSerializer` shows.
 """
 
-from collections import namedtuple
 from datetime import UTC, datetime
 from operator import attrgetter
 from uuid import UUID
 
-from django.db.models.query import BaseIterable
-from django.db.models.sql.constants import MULTI
+from django.db.models.utils import create_namedtuple_class
 from rest_framework import serializers
 
 from accounts.models import User
-from taskmgmt.sql import select_one
+from taskmgmt.sql import driver_rows, select_one
 from tasks.models import Task, TaskHistory, TaskStatus, validate_future, validate_node
 
 # The columns a task's representation reads, in `TaskSerializer` order.
@@ -32,33 +30,13 @@ TASK_COLUMNS = (
     "updated_at",
 )
 _task_columns = attrgetter(*TASK_COLUMNS)
-TaskRow = namedtuple("TaskRow", TASK_COLUMNS)
-
-
-class _DriverRows(BaseIterable):
-    """`TaskRow`s holding the values the database driver returned, unconverted."""
-
-    def __iter__(self):
-        queryset = self.queryset
-        compiler = queryset.query.get_compiler(queryset.db)
-        chunks = compiler.execute_sql(
-            MULTI, chunked_fetch=self.chunked_fetch, chunk_size=self.chunk_size
-        )
-        for chunk in chunks:
-            yield from map(TaskRow._make, chunk)
+# The named row `task_rows` yields (Django caches one class per set of names).
+TaskRow = create_namedtuple_class(*TASK_COLUMNS)
 
 
 def task_rows(queryset):
-    """The tasks' `TASK_COLUMNS` as `TaskRow`s, for lists.
-
-    Django's per-value converters (a UUID object for each id, an aware
-    datetime for each date, only for `to_representation` to turn them back
-    into text) were a quarter of a list page's CPU. The driver's own values
-    are enough: ids come as text, datetimes as naive UTC (`USE_TZ`).
-    """
-    rows = queryset.values_list(*TASK_COLUMNS)
-    rows._iterable_class = _DriverRows
-    return rows
+    """The tasks' `TASK_COLUMNS` as `TaskRow`s of driver values, for lists."""
+    return driver_rows(queryset, *TASK_COLUMNS)
 
 
 def active_task_row(task_id: str) -> TaskRow | None:
