@@ -281,6 +281,24 @@ X_FRAME_OPTIONS = "DENY"
 # Bodies larger than this are refused before they reach a view.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=1024 * 1024)
 
+# --- Nodes: liveness and failover (SPEC, Nodes) -----------------------------
+
+# What nodes are told to beat at; a node is stale after 1.5 intervals without a beat.
+NODE_HEARTBEAT_SECONDS = env.int("NODE_HEARTBEAT_SECONDS", default=10)
+# Down after three missed beats: long enough that a slow network or a GC pause is
+# not a death, short enough that a dead node's work moves within a minute.
+NODE_DOWN_AFTER = env.int("NODE_DOWN_AFTER", default=3 * NODE_HEARTBEAT_SECONDS)
+# off: a down node's tasks wait for their deadline and a human (the original's
+# behaviour, so the safe default); reassign: the sweep moves them to alive nodes.
+FAILOVER = env.str("FAILOVER", default="off")
+if FAILOVER not in ("off", "reassign"):
+    raise ImproperlyConfigured(f"FAILOVER must be off or reassign, not {FAILOVER!r}.")
+# Starts a task may have before failover leaves it failed for a human.
+TASK_MAX_ATTEMPTS = env.int("TASK_MAX_ATTEMPTS", default=3)
+# A task given out again without a deadline, whose deadline is past or sooner
+# than this, gets now + this many minutes (tasks.models.fresh_deadline).
+REASSIGN_DEADLINE_MINUTES = env.int("REASSIGN_DEADLINE_MINUTES", default=60)
+
 # --- The sweep --------------------------------------------------------------
 
 # Tasks failed per transaction: short row locks, few round trips (see README, Benchmarks).

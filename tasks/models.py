@@ -1,4 +1,5 @@
 import uuid
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -27,6 +28,30 @@ ALLOWED_TRANSITIONS: dict[str, tuple[str, ...]] = {
 OPEN_STATUSES = (TaskStatus.PENDING, TaskStatus.IN_PROGRESS)
 # A node may still report failure once the deadline has passed, nothing else.
 ALLOWED_AFTER_DEADLINE = (TaskStatus.FAILED,)
+
+
+class FailureCause(models.TextChoices):
+    """Why a task failed (SPEC, Nodes)."""
+
+    NODE_REPORTED = "node_reported", "Reported by its node"
+    DEADLINE = "deadline", "Deadline passed"
+    NODE_LOST = "node_lost", "Node lost"
+    ADMIN = "admin", "Failed by an admin"
+
+
+# A node's own words on why it failed a task: bounded, so a row stays small.
+FAILURE_REASON_MAX_LENGTH = 500
+
+
+def fresh_deadline(current: datetime, now: datetime | None = None) -> datetime:
+    """The deadline a task gets when it is given to a node again without one.
+
+    The current deadline if it is still at least REASSIGN_DEADLINE_MINUTES
+    away, otherwise now + REASSIGN_DEADLINE_MINUTES: never a stale deadline
+    the sweep would fail at once (README, Reassignment).
+    """
+    floor = (now or timezone.now()) + timedelta(minutes=settings.REASSIGN_DEADLINE_MINUTES)
+    return max(current, floor)
 
 
 class TaskRuleError(Exception):
@@ -110,6 +135,13 @@ class Task(models.Model):
         "deadline", help_text="After this moment the node can no longer start or complete it."
     )
     active = models.BooleanField(default=True, help_text="Unticked means soft-deleted.")
+    # How many times a node has started it; failover gives up at TASK_MAX_ATTEMPTS.
+    attempts = models.PositiveIntegerField(default=0, editable=False)
+    # Why it failed: set with status failed, cleared when the task is given out again.
+    failure_cause = models.CharField(
+        max_length=16, choices=FailureCause.choices, blank=True, default=""
+    )
+    failure_reason = models.CharField(max_length=FAILURE_REASON_MAX_LENGTH, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -125,6 +157,11 @@ class Task(models.Model):
             ),
             models.Index(
                 fields=["assigned_node", "active", "created_at", "id"], name="task_node_page"
+            ),
+            # Claim: a node's next pending task, earliest deadline first, then oldest.
+            models.Index(
+                fields=["assigned_node", "status", "active", "locked_at", "created_at"],
+                name="task_node_claim",
             ),
             # The sweep: open statuses whose deadline passed.
             models.Index(fields=["status", "locked_at"], name="task_sweep"),
@@ -193,6 +230,10 @@ class HistoryAction(models.TextChoices):
     INITIAL_ASSIGN = "initial_assign", "Initial assignment"
     STATUS_CHANGE = "status_change", "Status change"
     ASSIGNEE_CHANGE = "assignee_change", "Assignee change"
+    DEADLINE_CHANGE = "deadline_change", "Deadline change"
+    EDIT = "edit", "Edit"
+    SOFT_DELETE = "soft_delete", "Soft delete"
+    RESTORE = "restore", "Restore"
 
 
 class AppendOnlyError(Exception):
@@ -222,6 +263,8 @@ class TaskHistory(models.Model):
         blank=True,
         related_name="+",
     )
+    # For a failure (and the system's failover steps), why: a FailureCause value.
+    cause = models.CharField(max_length=16, choices=FailureCause.choices, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     objects = TaskHistoryQuerySet.as_manager()
@@ -243,3 +286,25 @@ class TaskHistory(models.Model):
 
     def delete(self, *args, **kwargs):
         raise AppendOnlyError("Task history cannot be deleted.")
+
+
+class SweepRun(models.Model):
+    """One run of the sweep (`collect_failed` or the cron endpoint): when, how long, what it did.
+
+    Kept in the database so the dashboard and the metrics survive restarts.
+    """
+
+    started_at = models.DateTimeField(db_index=True)
+    finished_at = models.DateTimeField()
+    failed_count = models.PositiveIntegerField(default=0)
+    reassigned_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self):
+        return f"sweep at {self.started_at:%Y-%m-%d %H:%M:%S}: {self.failed_count} failed"
+
+    @property
+    def duration(self) -> timedelta:
+        return self.finished_at - self.started_at

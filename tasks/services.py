@@ -20,6 +20,7 @@ from tasks.models import (
     ALLOWED_AFTER_DEADLINE,
     OPEN_STATUSES,
     DeadlinePassed,
+    FailureCause,
     HistoryAction,
     Task,
     TaskConflict,
@@ -146,9 +147,9 @@ def _lock_ids(tasks, *, limit: int | None = None) -> list:
     return [row.pk for row in locked]
 
 
-def _fail(ids: list, *, actor) -> int:
-    """Fail the tasks with these `ids`, which the caller has locked, each with a
-    history row naming `actor`: two statements whatever the count.
+def _fail(ids: list, *, actor, cause: str) -> int:
+    """Fail the tasks with these `ids`, which the caller has locked, for `cause`, each
+    with a history row naming `actor`: two statements whatever the count.
 
     They select by id alone: with any other condition SQLite's planner walks
     the deadline index past every expired task, for every batch.
@@ -159,11 +160,13 @@ def _fail(ids: list, *, actor) -> int:
     # `extra`, not `pk__in`: the ids are the database's own values (see _lock_ids).
     batch = Task.objects.extra(where=[f"{pk} IN ({placeholders})"], params=ids).order_by()
     now = timezone.now()
-    _record_failures(batch, actor=actor, now=now)
-    return batch.update(status=TaskStatus.FAILED, updated_at=now)
+    _record_failures(batch, actor=actor, cause=cause, now=now)
+    return batch.update(
+        status=TaskStatus.FAILED, failure_cause=cause, failure_reason="", updated_at=now
+    )
 
 
-def _record_failures(tasks, *, actor, now: datetime) -> None:
+def _record_failures(tasks, *, actor, cause: str, now: datetime) -> None:
     """One `status_change` row per task of `tasks`, by one INSERT … SELECT.
 
     Django has no INSERT … SELECT; building the rows as model instances for
@@ -175,13 +178,22 @@ def _record_failures(tasks, *, actor, now: datetime) -> None:
         "status",
         Value(TaskStatus.FAILED),
         Value(actor.pk if actor else None, output_field=UUIDField()),
+        Value(cause),
         Value(now, output_field=DateTimeField()),
     )
     select_sql, params = rows.query.get_compiler(connection=connection).as_sql()
     quote = connection.ops.quote_name
     columns = ", ".join(
         quote(TaskHistory._meta.get_field(name).column)
-        for name in ("task", "action", "from_value", "to_value", "performed_by", "created_at")
+        for name in (
+            "task",
+            "action",
+            "from_value",
+            "to_value",
+            "performed_by",
+            "cause",
+            "created_at",
+        )
     )
     with connection.cursor() as cursor:
         cursor.execute(
@@ -194,7 +206,7 @@ def tasks_fail(*, task_ids: Iterable[UUID]) -> int:
     """Fail the given tasks that are still open (an admin action)."""
     open_tasks = Task.objects.filter(pk__in=list(task_ids), active=True, status__in=OPEN_STATUSES)
     locked = _lock_ids(open_tasks.order_by())
-    return _fail(locked, actor=current_actor()) if locked else 0
+    return _fail(locked, actor=current_actor(), cause=FailureCause.ADMIN) if locked else 0
 
 
 @transaction.atomic
@@ -262,7 +274,7 @@ def tasks_expire(
         remaining = expired.filter(pk__gt=after) if after else expired
         with transaction.atomic():
             ids = _lock_ids(remaining.order_by("pk"), limit=batch_size)
-            failed = _fail(ids, actor=None) if ids else 0
+            failed = _fail(ids, actor=None, cause=FailureCause.DEADLINE) if ids else 0
         if not ids:
             return total
         total += failed
