@@ -1,4 +1,4 @@
-"""The original system's auth paths under `api/auth/`, without trailing slashes."""
+"""The original system's auth paths under `api/auth/` (a trailing slash: taskmgmt.urls)."""
 
 from rest_framework.routers import SimpleRouter
 

@@ -11,11 +11,14 @@ from django.core.exceptions import NON_FIELD_ERRORS, RequestDataTooBig, Suspicio
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection
 from django.http import JsonResponse
-from django.urls import Resolver404, resolve
 from django.views.decorators.csrf import csrf_exempt
 from django_ratelimit.exceptions import Ratelimited
 from drf_spectacular.utils import OpenApiResponse
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import (
+    SpectacularAPIView,
+    SpectacularRedocView,
+    SpectacularSwaggerView,
+)
 from rest_framework import exceptions, serializers, status
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -239,15 +242,7 @@ def api_not_found(request):
     Matching them all also keeps APPEND_SLASH from redirecting under /api/
     (a redirected POST loses its body, and DEBUG turns it into a 500).
     """
-    message = f"No API endpoint at {request.path}."
-    path = request.path
-    other = path[:-1] if path.endswith("/") else f"{path}/"
-    try:
-        if resolve(other).func is not api_not_found:
-            message += f" Did you mean {other}?"
-    except Resolver404:
-        pass
-    return _json_error(404, message)
+    return _json_error(404, f"No API endpoint at {request.path}.")
 
 
 # --- The schema and its docs page ----------------------------------------------
@@ -272,6 +267,11 @@ class SchemaView(JsonErrorsMixin, SpectacularAPIView):
 
 class DocsView(JsonErrorsMixin, SpectacularSwaggerView):
     pass
+
+
+class RedocView(JsonErrorsMixin, SpectacularRedocView):
+    # drf-spectacular's own page loads Google's web fonts; ours uses the system's.
+    template_name = "taskmgmt/redoc.html"
 
 
 def healthz(request):

@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_crontab",
     "taskmgmt",
     "accounts",
@@ -238,6 +239,11 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # A task's `status` and the `taskStatus` sent to shift-status are one enum.
     "ENUM_NAME_OVERRIDES": {"TaskStatusEnum": "tasks.models.TaskStatus"},
+    # Swagger UI and ReDoc from our static files (drf-spectacular-sidecar), not a
+    # CDN: the docs render with no internet, as on most production networks.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Rate limits (django-ratelimit) -----------------------------------------

@@ -1,22 +1,63 @@
 from django.contrib import admin
-from django.urls import include, path, re_path
+from django.urls import URLResolver, include, path, re_path
 
 from taskmgmt import api
 
 admin.site.site_header = "taskmgmt administration"
 admin.site.site_title = "taskmgmt"
 
+
+class OptionalTrailingSlash:
+    """A URL pattern that also matches its path with one trailing slash added or removed.
+
+    The original ran on Express, which ignores one trailing slash, so its clients send
+    both spellings; a redirect would drop a PUT's or POST's body. Reversing a URL still
+    gives the pattern's own spelling.
+    """
+
+    def __init__(self, pattern):
+        self.pattern = pattern
+
+    def match(self, path):
+        other = path.removesuffix("/") if path.endswith("/") else f"{path}/"
+        return self.pattern.match(path) or self.pattern.match(other)
+
+    def __getattr__(self, name):
+        return getattr(self.pattern, name)
+
+    def __str__(self):
+        return str(self.pattern)
+
+
+def slash_optional(entry):
+    """Makes every endpoint under `entry` (a pattern or an include) slash-optional."""
+    if isinstance(entry, URLResolver):
+        for child in entry.url_patterns:
+            slash_optional(child)
+    elif not isinstance(entry.pattern, OptionalTrailingSlash):
+        entry.pattern = OptionalTrailingSlash(entry.pattern)
+
+
+ADMIN = path("admin/", admin.site.urls)
+
 urlpatterns = [
-    path("admin/", admin.site.urls),
+    ADMIN,
     path("api/auth/", include("accounts.urls")),
     path("api/", include("tasks.urls")),
     path("cron/", include("tasks.cron_urls")),
     path("api/schema/", api.SchemaView.as_view(), name="schema"),
     path("api/docs/", api.DocsView.as_view(url_name="schema"), name="docs"),
+    path("api/redoc/", api.RedocView.as_view(url_name="schema"), name="redoc"),
     path("healthz", api.healthz, name="healthz"),
     # Last: any other path under /api/ answers a JSON 404, even with DEBUG on.
     re_path(r"^api/", api.api_not_found),
 ]
+
+# Every route but the admin's, including any added above later: the admin keeps
+# Django's own spelling (and APPEND_SLASH's redirect for GET pages).
+for entry in urlpatterns:
+    if entry is not ADMIN:
+        slash_optional(entry)
 
 handler400 = api.bad_request
 handler404 = api.not_found

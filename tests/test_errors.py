@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 import taskmgmt.urls
 from tests.api import assert_json_error
-from tests.factories import PASSWORD, NodeFactory
+from tests.factories import PASSWORD
 
 LOGIN = "/api/auth/login"
 
@@ -164,27 +164,6 @@ def test_an_unknown_api_path_is_a_json_404_with_or_without_debug(settings, debug
     response = getattr(APIClient(), method)("/api/no-such-thing")
 
     assert_json_error(response, 404)
-
-
-@pytest.mark.parametrize("debug", [False, True])
-def test_a_trailing_slash_is_a_json_404_that_names_the_real_path(settings, debug):
-    settings.DEBUG = debug
-    NodeFactory(email="worker@example.com")
-
-    response = APIClient().post(
-        LOGIN + "/", {"username": "worker@example.com", "password": PASSWORD}
-    )
-
-    assert "Did you mean /api/auth/login?" in assert_json_error(response, 404)["message"]
-
-
-@pytest.mark.parametrize("debug", [False, True])
-def test_a_missing_trailing_slash_under_api_is_a_json_404_not_a_redirect(settings, debug):
-    settings.DEBUG = debug
-
-    response = APIClient().post("/api/docs", {"a": 1})
-
-    assert "Did you mean /api/docs/?" in assert_json_error(response, 404)["message"]
 
 
 def test_an_unknown_path_outside_the_api_is_a_json_404_too():
