@@ -1,4 +1,4 @@
-"""The original system's auth paths under `api/auth/` (a trailing slash: taskmgmt.urls)."""
+"""The original system's auth paths under `api/auth/` (slash-optional: taskmgmt.urls)."""
 
 from rest_framework.routers import SimpleRouter
 

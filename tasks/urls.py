@@ -1,4 +1,4 @@
-"""The original system's task paths, mounted at `api/` (a trailing slash: taskmgmt.urls).
+"""The original system's task paths, mounted at `api/` (slash-optional: taskmgmt.urls).
 
 Fixed words (`all`, `node`, `assign`, ...) come before `<taskId>`, which
 would otherwise capture them.
