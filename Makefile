@@ -12,7 +12,7 @@ DATABASE_IS_EMPTY := from accounts.models import User; raise SystemExit(User.obj
 
 .PHONY: run test lint format serve bench-sweep bench-load setup system-deps clean
 
-run: $(VENV)/.installed
+run: $(VENV)/.installed .env
 	$(DEV_ENV) $(BIN)/python manage.py migrate --noinput -v 0
 	@# The demo goes into an empty database only (SQLite or MariaDB), never over real data.
 	@if $(DEV_ENV) $(BIN)/python manage.py shell -v 0 -c "$(DATABASE_IS_EMPTY)"; then \
@@ -21,10 +21,19 @@ run: $(VENV)/.installed
 	@echo
 	@echo "  taskmgmt is starting on http://$(HOST):$(PORT)/"
 	@echo "  Admin site:  http://$(HOST):$(PORT)/admin/   login admin@example.com / demo-admin-pass"
-	@echo "  API docs:    http://$(HOST):$(PORT)/api/docs/"
+	@echo "  API docs:    http://$(HOST):$(PORT)/api/docs/  (ReDoc: /api/redoc/)"
 	@echo "  Node logins: node1@example.com, node2@example.com, node3@example.com / demo-node-pass"
 	@echo
 	$(DEV_ENV) $(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+# A development .env on the first `make run` (DEBUG=true, a generated SECRET_KEY), so
+# the README's manage.py commands work as written. A .env that exists is never touched.
+.env:
+	@echo "Writing .env for local development: DEBUG=true and a new SECRET_KEY"
+	@printf '%s\n' \
+		"# Written by make run for local development (see .env.example). Not for production." \
+		"DEBUG=true" \
+		"SECRET_KEY=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')" > $@
 
 # Production: DEBUG off, gunicorn (gunicorn.conf.py), static files served by whitenoise.
 # Database, SECRET_KEY and the rest come from the environment or .env.

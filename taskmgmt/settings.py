@@ -26,7 +26,7 @@ if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
             "SECRET_KEY is not set. Set it in the environment or .env "
-            "(see .env.example), or set DEBUG=true for local development."
+            "(see .env.example); for local development, `make run` writes a .env."
         )
     SECRET_KEY = "django-insecure-local-development-only"
 

@@ -6,6 +6,9 @@ SQLite (default) and on MariaDB (DATABASE_URL=mysql://…).
 
 import os
 
+# The suite tests production settings: neither a shell's DEBUG nor the development
+# .env that `make run` writes (DEBUG=true) may switch them.
+os.environ["DEBUG"] = "false"
 # At least 32 bytes: it also signs the JWTs, and PyJWT warns about shorter HS256 keys.
 os.environ.setdefault("SECRET_KEY", "tests-only-not-secret-but-long-enough-for-hs256")
 

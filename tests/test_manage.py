@@ -1,0 +1,117 @@
+"""A fresh clone's commands: `make run` writes a development .env, and a manage.py
+command without a setting it needs says so in one line instead of a traceback.
+
+Each test works on a copy of the project in a temp dir with a bare environment,
+so neither this checkout's .env nor the suite's own settings take part.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = ["manage.py", "Makefile", "requirements.txt", "requirements-dev.txt"]
+PACKAGES = ["taskmgmt", "accounts", "tasks", "fixtures"]
+
+
+@pytest.fixture
+def clone(tmp_path) -> Path:
+    """The project's files, as a fresh clone has them (no .env, no database)."""
+    for name in PROJECT:
+        shutil.copy2(ROOT / name, tmp_path / name)
+    for name in PACKAGES:
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return tmp_path
+
+
+def bare_environment() -> dict:
+    """A login shell's environment: none of the settings the suite or a developer set."""
+    return {key: os.environ[key] for key in ("PATH", "HOME", "LANG") if key in os.environ}
+
+
+def manage(clone: Path, *args: str):
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=clone,
+        env=bare_environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def make(clone: Path, *args: str):
+    return subprocess.run(
+        ["make", "--no-print-directory", *args],
+        cwd=clone,
+        env=bare_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("command", [["collect_failed"], ["migrate"], ["check"]])
+def test_a_command_without_a_secret_key_says_so_in_one_line_and_exits_1(clone, command):
+    result = manage(clone, *command)
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("manage.py: SECRET_KEY is not set.")
+    assert "make run" in result.stderr
+
+
+def test_a_wrong_setting_is_one_line_too(clone):
+    (clone / ".env").write_text("DEBUG=true\nFAILOVER=sometimes\n")
+
+    result = manage(clone, "collect_failed")
+
+    assert result.returncode == 1
+    assert result.stderr == "manage.py: FAILOVER must be off or reassign, not 'sometimes'.\n"
+
+
+def test_make_run_writes_a_development_env_first(clone):
+    plan = make(clone, "-n", "run").stdout.splitlines()
+
+    writes_env = next(i for i, line in enumerate(plan) if "> .env" in line)
+    starts = next(i for i, line in enumerate(plan) if "manage.py migrate" in line)
+    assert writes_env < starts
+
+
+def test_the_written_env_makes_the_readme_commands_work(clone):
+    assert make(clone, ".env").returncode == 0
+    values = dict(
+        line.split("=", 1) for line in (clone / ".env").read_text().splitlines() if "=" in line
+    )
+
+    assert values["DEBUG"] == "true"
+    assert len(values["SECRET_KEY"]) >= 50
+    assert manage(clone, "migrate", "-v", "0").returncode == 0
+    swept = manage(clone, "collect_failed")
+    assert swept.returncode == 0, swept.stderr
+    assert "Traceback" not in swept.stderr
+
+
+def test_each_env_gets_its_own_secret_key(clone, tmp_path_factory):
+    other = tmp_path_factory.mktemp("other")
+    shutil.copy2(clone / "Makefile", other / "Makefile")
+
+    make(clone, ".env")
+    make(other, ".env")
+
+    assert (clone / ".env").read_text() != (other / ".env").read_text()
+
+
+def test_make_run_never_overwrites_an_existing_env(clone):
+    mine = "SECRET_KEY=my-own-production-key\nDEBUG=false\n"
+    (clone / ".env").write_text(mine)
+
+    result = make(clone, ".env")
+
+    assert result.returncode == 0
+    assert (clone / ".env").read_text() == mine
