@@ -755,7 +755,7 @@ def _every_api_path(task) -> list[str]:
 
 @pytest.mark.parametrize("debug", [False, True], ids=["debug-off", "debug-on"])
 @pytest.mark.parametrize("caller", ["anonymous", "admin", "node"])
-def test_nothing_under_the_api_answers_html_but_the_docs_page(
+def test_nothing_under_the_api_answers_html_but_the_docs_pages(
     settings, admin_user, node, client_for, debug, caller
 ):
     settings.DEBUG = debug
@@ -767,8 +767,8 @@ def test_nothing_under_the_api_answers_html_but_the_docs_page(
             response = getattr(client[caller], method)(path)
             where = (method, path, response.status_code)
             assert response.status_code < 500, where
-            if (method, path) == ("get", "/api/docs/"):
-                continue  # Swagger UI: a page for people, by the SPEC.
+            if (method, path) in {("get", "/api/docs/"), ("get", "/api/redoc/")}:
+                continue  # Swagger UI and ReDoc: pages for people, by the SPEC.
             assert not response["Content-Type"].startswith("text/html"), where
             assert not response.content.lstrip().startswith(b"<"), where
             if response.status_code >= 400:
