@@ -43,6 +43,7 @@ ADMIN = path("admin/", admin.site.urls)
 urlpatterns = [
     ADMIN,
     path("api/auth/", include("accounts.urls")),
+    path("api/", include("accounts.node_urls")),
     path("api/", include("tasks.urls")),
     path("cron/", include("tasks.cron_urls")),
     path("api/schema/", api.SchemaView.as_view(), name="schema"),
