@@ -25,7 +25,7 @@ from tests.factories import PASSWORD, AdminFactory, NodeFactory, TaskFactory
 pytestmark = pytest.mark.django_db
 
 # Values the server makes anew on every call: two correct answers differ only in these.
-FRESH_EVERY_CALL = {"token", "refresh", "updatedAt"}
+FRESH_EVERY_CALL = {"token", "refresh", "updatedAt", "serverTime", "leaseExpiresAt", "lastSeen"}
 FRESH_PER_CREATE = {"id", "createdAt"}
 # Django's masked CSRF token, which the Swagger UI page embeds, changes on every render.
 CSRF_TOKEN = re.compile(rb'"[A-Za-z0-9]{64}"')
@@ -77,6 +77,9 @@ CALLS = [
          {"taskId": "{task}", "taskStatus": "in_progress"}),
     Call("task-history", "GET", "/api/tasks/history/{task}", "admin", 200),
     Call("task-detail", "GET", "/api/tasks/{task}", "node", 200),
+    Call("task-claim", "POST", "/api/tasks/claim", "node", 200),
+    Call("node-list", "GET", "/api/nodes", "admin", 200),
+    Call("node-heartbeat", "POST", "/api/nodes/heartbeat", "node", 200),
     Call("task-detail", "DELETE", "/api/tasks/{task}", "admin", 200),
     Call("collect-failed", "GET", "/cron/collect-failed", "admin", 200),
     Call("collect-failed", "POST", "/cron/collect-failed", "admin", 200),
