@@ -11,11 +11,19 @@ from operator import attrgetter
 from uuid import UUID
 
 from django.db.models.utils import create_namedtuple_class
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import User
 from taskmgmt.sql import driver_rows, select_one
-from tasks.models import Task, TaskHistory, TaskStatus, validate_future, validate_node
+from tasks.models import (
+    FailureCause,
+    Task,
+    TaskHistory,
+    TaskStatus,
+    validate_future,
+    validate_node,
+)
 
 # The columns a task's representation reads, in `TaskSerializer` order.
 TASK_COLUMNS = (
@@ -120,11 +128,20 @@ class TaskHistorySerializer(serializers.ModelSerializer):
         help_text="The acting user's id; null means the system (the sweep).",
     )
     createdAt = serializers.DateTimeField(source="created_at", read_only=True)
+    cause = serializers.SerializerMethodField(
+        help_text="Why the task failed, on a failure's row; null on every other row."
+    )
 
     class Meta:
         model = TaskHistory
-        fields = ["id", "action", "fromValue", "toValue", "performedBy", "createdAt"]
+        fields = ["id", "action", "fromValue", "toValue", "performedBy", "createdAt", "cause"]
         read_only_fields = fields
+
+    @extend_schema_field(
+        serializers.ChoiceField(choices=FailureCause.choices, allow_null=True, read_only=True)
+    )
+    def get_cause(self, row) -> str | None:
+        return row.cause or None
 
 
 class TaskHistoryEnvelopeSerializer(serializers.Serializer):
@@ -192,7 +209,10 @@ class TaskAssignSerializer(serializers.Serializer):
     lockedAt = DeadlineField(
         required=False,
         allow_null=True,
-        help_text="A new deadline; required when the task's current one has passed.",
+        help_text=(
+            "A new future deadline. Without one the task keeps its deadline, unless that "
+            "has passed or is nearer than REASSIGN_DEADLINE_MINUTES: then now + that."
+        ),
     )
 
 

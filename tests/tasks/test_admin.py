@@ -811,3 +811,79 @@ def test_history_pages_are_read_only(admin_site_client):
     delete = reverse("admin:tasks_taskhistory_delete", args=[row.pk])
     assert admin_site_client.post(delete, {"post": "yes"}).status_code == 403
     assert TaskHistory.objects.get(pk=row.pk).to_value == str(row.task.assigned_node_id)
+
+
+def test_the_history_list_names_people_nodes_and_the_system_and_links_each_task(
+    admin_site_client, admin_user
+):
+    admin_user.name = "Ada Admin"
+    admin_user.save()
+    first, second = NodeFactory(name="First Node"), NodeFactory(name="Second Node")
+    task = TaskFactory(name="Rotate", assigned_node=first, status=TaskStatus.FAILED)
+    with acting_as(admin_user):
+        task_assign(task_id=task.pk, node=second, locked_at=in_days(3))
+
+    response = admin_site_client.get(reverse("admin:tasks_taskhistory_changelist"))
+
+    rows = list(response.context["cl"].result_list)
+    assert [row.pk for row in rows] == sorted((row.pk for row in rows), reverse=True)
+    page = response.content.decode()
+    text = visible_text(page[page.index('id="result_list"') :])
+    assert not UUID_TEXT.search(text), text
+    assert "None" not in text
+    for words in ("First Node", "Second Node", "Ada Admin", "system (sweep)", "Failed"):
+        assert words in text
+    assert f'href="{change_url(task)}">Rotate</a>' in page
+
+
+def test_the_history_list_reads_the_nodes_of_a_page_in_one_query(
+    admin_site_client, django_assert_max_num_queries
+):
+    TaskFactory()
+    with CaptureQueriesContext(connection) as few:
+        admin_site_client.get(reverse("admin:tasks_taskhistory_changelist"))
+    TaskFactory.create_batch(20)  # each on its own node
+
+    with django_assert_max_num_queries(len(few)):
+        response = admin_site_client.get(reverse("admin:tasks_taskhistory_changelist"))
+    assert len(response.context["cl"].result_list) == 21
+
+
+def test_one_history_rows_page_names_its_node(admin_site_client):
+    row = TaskFactory(assigned_node=NodeFactory(name="Solo Node")).history.get()
+
+    response = admin_site_client.get(reverse("admin:tasks_taskhistory_change", args=[row.pk]))
+
+    assert "Solo Node" in response.content.decode()
+
+
+# --- Around the task pages -------------------------------------------------------------------
+
+
+def test_an_unknown_admin_page_is_the_admins_html_404_and_the_api_keeps_json(
+    admin_site_client, settings
+):
+    settings.DEBUG = False
+
+    response = admin_site_client.get("/admin/no-such-page/")
+
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/html")
+    assert "admin/404.html" in [template.name for template in response.templates]
+    assert "taskmgmt administration" in response.content.decode()
+    api = admin_site_client.get("/api/no-such-page")
+    assert (api.status_code, api["Content-Type"]) == (404, "application/json")
+
+
+def test_the_header_has_no_view_site_link_to_a_page_that_does_not_exist(admin_site_client):
+    page = admin_site_client.get(reverse("admin:index")).content.decode()
+
+    assert "View site" not in page
+
+
+@pytest.mark.parametrize("url", ["/admin/auth/group/", "/admin/token_blacklist/outstandingtoken/"])
+def test_groups_and_the_token_blacklist_are_not_offered(admin_site_client, url):
+    index = admin_site_client.get(reverse("admin:index")).content.decode()
+
+    assert url not in index
+    assert admin_site_client.get(url).status_code == 404
