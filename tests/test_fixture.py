@@ -42,9 +42,14 @@ def assert_history_tells_the_story(task):
     assert first.performed_by_id in admin_ids
     assert first.created_at == task.created_at
 
-    node, status = first.to_value, TaskStatus.PENDING
+    node, status, active = first.to_value, TaskStatus.PENDING, True
     for row in later:
         assert row.created_at >= first.created_at
+        if row.action in (HistoryAction.SOFT_DELETE, HistoryAction.RESTORE):
+            assert active is (row.action == HistoryAction.SOFT_DELETE), f"{task.name}: active"
+            assert row.performed_by_id in admin_ids
+            active = row.action == HistoryAction.RESTORE
+            continue
         if row.action == HistoryAction.ASSIGNEE_CHANGE:
             assert row.from_value == node, f"{task.name}: assignee chain broken"
             assert row.performed_by_id in admin_ids
@@ -63,6 +68,7 @@ def assert_history_tells_the_story(task):
 
     assert node == str(task.assigned_node_id), f"{task.name}: latest assignee"
     assert status == task.status, f"{task.name}: latest status"
+    assert active == task.active, f"{task.name}: soft-deleted without its row"
     assert task.updated_at >= rows[-1].created_at
 
 
