@@ -195,8 +195,10 @@ class Task(models.Model):
 
     def save(self, *args, **kwargs):
         # The post_save signal writes the history: it commits or rolls back with
-        # the change, even for a bare `task.save()` in autocommit (a shell).
-        with transaction.atomic(using=kwargs.get("using") or router.db_for_write(Task)):
+        # the change, even for a bare `task.save()` in autocommit (a shell). No
+        # savepoint: inside a service's transaction an error rolls all of it back.
+        using = kwargs.get("using") or router.db_for_write(Task)
+        with transaction.atomic(using=using, savepoint=False):
             super().save(*args, **kwargs)
 
     @classmethod
