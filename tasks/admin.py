@@ -73,29 +73,35 @@ class DeletedFilter(admin.SimpleListFilter):
 
     title = "soft-deleted"
     parameter_name = "deleted"
+    DEFAULT = "active"
 
     def lookups(self, request, model_admin):
-        return [("only", "Soft-deleted only"), ("all", "Active and soft-deleted")]
+        return [
+            (self.DEFAULT, "Active only"),
+            ("only", "Soft-deleted only"),
+            ("all", "Active and soft-deleted"),
+        ]
+
+    def chosen(self) -> str:
+        return self.value() if self.value() in ("only", "all") else self.DEFAULT
 
     def choices(self, changelist):
-        yield {
-            "selected": self.value() not in ("only", "all"),
-            "query_string": changelist.get_query_string(remove=[self.parameter_name]),
-            "display": "Active only",
-        }
-        for lookup, title in self.lookup_choices:
+        # Django's choices start with "All" for no parameter; here no parameter is the default.
+        counts = self.get_facet_queryset(changelist) if changelist.add_facets else None
+        for index, (lookup, title) in enumerate(self.lookup_choices):
             yield {
-                "selected": self.value() == lookup,
-                "query_string": changelist.get_query_string({self.parameter_name: lookup}),
-                "display": title,
+                "selected": self.chosen() == lookup,
+                "query_string": changelist.get_query_string(remove=[self.parameter_name])
+                if lookup == self.DEFAULT
+                else changelist.get_query_string({self.parameter_name: lookup}),
+                "display": title if counts is None else f"{title} ({counts[f'{index}__c']})",
             }
 
     def queryset(self, request, queryset):
-        if self.value() == "only":
+        chosen = self.chosen()
+        if chosen == "only":
             return queryset.filter(active=False)
-        if self.value() == "all":
-            return queryset
-        return queryset.filter(active=True)
+        return queryset if chosen == "all" else queryset.filter(active=True)
 
 
 class NodeFilter(admin.RelatedFieldListFilter):

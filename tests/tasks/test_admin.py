@@ -887,3 +887,13 @@ def test_groups_and_the_token_blacklist_are_not_offered(admin_site_client, url):
 
     assert url not in index
     assert admin_site_client.get(url).status_code == 404
+
+
+def test_the_soft_deleted_filter_counts_its_choices_when_asked(admin_site_client):
+    TaskFactory.create_batch(2)
+    TaskFactory(active=False)
+
+    page = admin_site_client.get(CHANGELIST, {"_facets": "True"}).content.decode()
+
+    for label in ("Active only (2)", "Soft-deleted only (1)", "Active and soft-deleted (3)"):
+        assert label in page
