@@ -251,6 +251,11 @@ class TaskAdminForm(forms.ModelForm):
         # As in the API: every edit sets a future deadline, even one left unchanged.
         locked_at = self.cleaned_data["locked_at"]
         validate_future(locked_at)
+        # The time widget shows whole seconds: a deadline left as shown is unchanged,
+        # not moved by its microseconds (which would write a deadline_change row).
+        current = self.instance.locked_at
+        if current is not None and locked_at == current.replace(microsecond=0):
+            return current
         return locked_at
 
 

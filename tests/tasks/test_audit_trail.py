@@ -39,7 +39,7 @@ def admin_form(task, **changes) -> dict:
         "details": task.details,
         "assigned_node": task.assigned_node_id,
         "locked_at_0": deadline.strftime("%Y-%m-%d"),
-        "locked_at_1": deadline.strftime("%H:%M:%S.%f"),
+        "locked_at_1": deadline.strftime("%H:%M:%S"),
         "history-TOTAL_FORMS": "0",
         "history-INITIAL_FORMS": "0",
     } | changes
