@@ -1,7 +1,9 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.contrib.auth.models import Group
 from django.utils import timezone
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from accounts.models import Liveness, Role, User
 
@@ -69,3 +71,9 @@ class UserAdmin(DjangoUserAdmin):
         if not user.is_node:
             return "—"
         return Liveness(user.liveness).label
+
+
+# Roles decide what a user may do (README, Design decisions): groups have no use here.
+# The token blacklist is kept by the API itself (refresh rotation, password change);
+# deactivating a user is how an operator revokes a node.
+admin.site.unregister([Group, OutstandingToken, BlacklistedToken])

@@ -7,10 +7,13 @@ validation; this module is the only place that shapes them.
 import logging
 
 from django.conf import settings
+from django.contrib import admin
 from django.core.exceptions import NON_FIELD_ERRORS, RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection
 from django.http import JsonResponse
+from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django_ratelimit.exceptions import Ratelimited
 from drf_spectacular.utils import OpenApiResponse
@@ -228,6 +231,11 @@ def bad_request(request, exception=None):
 
 
 def not_found(request, exception=None):
+    """JSON for the API and every machine path; the admin site's own HTML page for
+    a person browsing it (DEBUG=False: Django's debug page answers otherwise)."""
+    if request.path.startswith(reverse("admin:index")):
+        context = {**admin.site.each_context(request), "title": "Page not found"}
+        return render(request, "admin/404.html", context, status=404)
     return _json_error(404, "No such page or object.")
 
 

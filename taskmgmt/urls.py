@@ -5,6 +5,8 @@ from taskmgmt import api
 
 admin.site.site_header = "taskmgmt administration"
 admin.site.site_title = "taskmgmt"
+# The project has no public site for "View site" to open.
+admin.site.site_url = None
 
 
 class OptionalTrailingSlash:

@@ -1,12 +1,19 @@
+from urllib.parse import urlencode
+
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import ValidationError
-from django.db.models import Prefetch, Q
+from django.db.models import Count, Prefetch, Q
 from django.shortcuts import render
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from accounts.models import Role, User
 from tasks.models import (
+    EDITED_FIELDS,
     OPEN_STATUSES,
     HistoryAction,
     Task,
@@ -21,6 +28,28 @@ from tasks.services import (
     tasks_reassign,
     tasks_set_active,
 )
+
+CHANGELIST = "admin:tasks_task_changelist"
+SYSTEM = "system (sweep)"
+
+
+def short_time(value, seconds=False) -> str:
+    """A moment as a narrow column shows it; the admin's "Dec. 1, 2026, 7:33 a.m." wraps."""
+    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M" + (":%S" if seconds else ""))
+
+
+def tasks_of_node_url(node_id) -> str:
+    query = urlencode({"assigned_node__id__exact": node_id})
+    return f"{reverse(CHANGELIST)}?{query}"
+
+
+def node_link(node_id, name: str, email: str):
+    """A node by name, linked to its tasks; the email shows on hover."""
+    return format_html('<a href="{}" title="{}">{}</a>', tasks_of_node_url(node_id), email, name)
+
+
+def person(user) -> str:
+    return SYSTEM if user is None else user.name or user.email
 
 
 class OverdueFilter(admin.SimpleListFilter):
@@ -39,6 +68,42 @@ class OverdueFilter(admin.SimpleListFilter):
         return queryset
 
 
+class DeletedFilter(admin.SimpleListFilter):
+    """Soft-deleted tasks are hidden unless the operator asks for them."""
+
+    title = "soft-deleted"
+    parameter_name = "deleted"
+    DEFAULT = "active"
+
+    def lookups(self, request, model_admin):
+        return [
+            (self.DEFAULT, "Active only"),
+            ("only", "Soft-deleted only"),
+            ("all", "Active and soft-deleted"),
+        ]
+
+    def chosen(self) -> str:
+        return self.value() if self.value() in ("only", "all") else self.DEFAULT
+
+    def choices(self, changelist):
+        # Django's choices start with "All" for no parameter; here no parameter is the default.
+        counts = self.get_facet_queryset(changelist) if changelist.add_facets else None
+        for index, (lookup, title) in enumerate(self.lookup_choices):
+            yield {
+                "selected": self.chosen() == lookup,
+                "query_string": changelist.get_query_string(remove=[self.parameter_name])
+                if lookup == self.DEFAULT
+                else changelist.get_query_string({self.parameter_name: lookup}),
+                "display": title if counts is None else f"{title} ({counts[f'{index}__c']})",
+            }
+
+    def queryset(self, request, queryset):
+        chosen = self.chosen()
+        if chosen == "only":
+            return queryset.filter(active=False)
+        return queryset if chosen == "all" else queryset.filter(active=True)
+
+
 class NodeFilter(admin.RelatedFieldListFilter):
     """Only nodes can hold tasks, so only nodes are offered."""
 
@@ -49,9 +114,67 @@ class NodeFilter(admin.RelatedFieldListFilter):
         ]
 
 
-class TaskHistoryInline(admin.TabularInline):
+# --- History, as people read it -------------------------------------------------------------
+
+NODE_VALUED = (HistoryAction.INITIAL_ASSIGN, HistoryAction.ASSIGNEE_CHANGE)
+API_FIELD_LABELS = {api: field for field, api in EDITED_FIELDS.items()}
+
+
+def history_nodes(rows) -> dict[str, User]:
+    """The nodes that `rows` name in their values, by id text: one query for a page."""
+    ids = {
+        value
+        for row in rows
+        if row.action in NODE_VALUED
+        for value in (row.from_value, row.to_value)
+        if value
+    }
+    nodes = User.objects.filter(pk__in=ids).only("id", "name", "email") if ids else []
+    return {str(node.pk): node for node in nodes}
+
+
+def value_label(row, value, nodes: dict[str, User]):
+    """A history value as it reads: a node by name, a status by label, a deadline in UTC."""
+    if value is None:
+        return "—"
+    if row.action in NODE_VALUED:
+        node = nodes.get(value)
+        return value if node is None else node_link(node.pk, node.name or node.email, node.email)
+    if row.action == HistoryAction.STATUS_CHANGE:
+        return TaskStatus(value).label if value in TaskStatus.values else value
+    if row.action == HistoryAction.DEADLINE_CHANGE:
+        return value.replace("T", " ")[:16] + " UTC"
+    if row.action == HistoryAction.EDIT:
+        return ", ".join(API_FIELD_LABELS.get(name, name) for name in value.split(","))
+    return value
+
+
+class HistoryLabels:
+    """The columns shared by the history inline and the history list.
+
+    `labelled_nodes(row)` gives the nodes of the rows shown with `row`, fetched once.
+    """
+
+    @admin.display(description="when", ordering="created_at")
+    def when(self, row):
+        return short_time(row.created_at, seconds=True)
+
+    @admin.display(description="from")
+    def from_label(self, row):
+        return value_label(row, row.from_value, self.labelled_nodes(row))
+
+    @admin.display(description="to")
+    def to_label(self, row):
+        return value_label(row, row.to_value, self.labelled_nodes(row))
+
+    @admin.display(description="by", ordering="performed_by__name")
+    def performed_by_label(self, row):
+        return person(row.performed_by)
+
+
+class TaskHistoryInline(HistoryLabels, admin.TabularInline):
     model = TaskHistory
-    fields = ["created_at", "action", "from_label", "to_label", "performed_by", "cause"]
+    fields = ["when", "action", "from_label", "to_label", "performed_by_label", "cause"]
     readonly_fields = fields
     ordering = ["-created_at", "-id"]
     extra = 0
@@ -61,26 +184,11 @@ class TaskHistoryInline(admin.TabularInline):
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("performed_by")
 
-    @admin.display(description="from")
-    def from_label(self, row):
-        return self._label(row, row.from_value)
-
-    @admin.display(description="to")
-    def to_label(self, row):
-        return self._label(row, row.to_value)
-
-    def _label(self, row, value):
-        """A node id reads as the node's name and email; a status as itself."""
-        if value is None or row.action == HistoryAction.STATUS_CHANGE:
-            return value or "—"
-        if not hasattr(self, "_nodes"):  # one inline instance serves one page
-            assignments = TaskHistory.objects.filter(task_id=row.task_id).exclude(
-                action=HistoryAction.STATUS_CHANGE
-            )
-            ids = {v for pair in assignments.values_list("from_value", "to_value") for v in pair}
-            nodes = User.objects.filter(pk__in=ids - {None}).only("id", "name", "email")
-            self._nodes = {str(node.pk): str(node) for node in nodes}
-        return self._nodes.get(value, value)
+    def labelled_nodes(self, row):
+        # One inline instance serves one page, which shows one task's history.
+        if not hasattr(self, "_nodes"):
+            self._nodes = history_nodes(TaskHistory.objects.filter(task_id=row.task_id))
+        return self._nodes
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -92,17 +200,25 @@ class TaskHistoryInline(admin.TabularInline):
         return False
 
 
+# --- Forms ----------------------------------------------------------------------------------
+
+
 class ReassignForm(forms.Form):
     node = forms.ModelChoiceField(queryset=User.objects.filter(role=Role.NODE, is_active=True))
     locked_at = forms.DateTimeField(
         label="New deadline",
-        help_text="A future date and time (UTC).",
+        required=False,
+        help_text=(
+            "A future date and time (UTC). Empty: a task keeps its deadline unless it has "
+            "passed or is nearer than REASSIGN_DEADLINE_MINUTES, then gets now + that."
+        ),
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
     )
 
     def clean_locked_at(self):
         locked_at = self.cleaned_data["locked_at"]
-        validate_future(locked_at)
+        if locked_at is not None:
+            validate_future(locked_at)
         return locked_at
 
 
@@ -110,6 +226,11 @@ PENDING_ONLY = (
     "Only a pending task can be edited; this one is {status}. "
     "Use the reassign action to give it to a node with a new deadline."
 )
+DELETED_READ_ONLY = "A soft-deleted task cannot be edited; restore it first (an action)."
+
+
+def is_editable(task) -> bool:
+    return task.active and task.status == TaskStatus.PENDING
 
 
 class TaskAdminForm(forms.ModelForm):
@@ -119,34 +240,84 @@ class TaskAdminForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
-        if not self.instance._state.adding and self.instance.status != TaskStatus.PENDING:
-            raise ValidationError(PENDING_ONLY.format(status=self.instance.status))
+        task = self.instance
+        if not task._state.adding and not is_editable(task):
+            raise ValidationError(
+                DELETED_READ_ONLY if not task.active else PENDING_ONLY.format(status=task.status)
+            )
         return cleaned
 
     def clean_locked_at(self):
         # As in the API: every edit sets a future deadline, even one left unchanged.
         locked_at = self.cleaned_data["locked_at"]
         validate_future(locked_at)
+        # The time widget shows whole seconds: a deadline left as shown is unchanged,
+        # not moved by its microseconds (which would write a deadline_change row).
+        current = self.instance.locked_at
+        if current is not None and locked_at == current.replace(microsecond=0):
+            return current
         return locked_at
+
+
+# --- Actions: what they skip, and why ----------------------------------------------------------
+
+# For each action, why a task in a state (active, status) is left alone; None: it acts on it.
+SKIP_REASONS = {
+    "mark_failed": lambda active, status: (
+        "soft-deleted" if not active else None if status in OPEN_STATUSES else f"already {status}"
+    ),
+    "soft_delete": lambda active, status: None if active else "already soft-deleted",
+    "restore": lambda active, status: "not soft-deleted" if active else None,
+    "reassign": lambda active, status: (
+        "soft-deleted" if not active else "completed" if status == TaskStatus.COMPLETED else None
+    ),
+}
+
+
+def skipped_by_reason(queryset, action: str) -> tuple[int, dict[str, int]]:
+    """How many selected tasks `action` will act on, and how many it skips for each reason."""
+    reason_of = SKIP_REASONS[action]
+    eligible, skipped = 0, {}
+    for state in queryset.order_by().values("active", "status").annotate(count=Count("pk")):
+        reason = reason_of(state["active"], state["status"])
+        if reason is None:
+            eligible += state["count"]
+        else:
+            skipped[reason] = skipped.get(reason, 0) + state["count"]
+    return eligible, skipped
+
+
+def outcome(done_text: str, done: int, eligible: int, skipped: dict[str, int]) -> str:
+    parts = [f"{done_text} {done} task(s)."]
+    if skipped:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()))
+        parts.append(f"Skipped {sum(skipped.values())}: {reasons}.")
+    if eligible > done:
+        parts.append(f"Skipped {eligible - done} changed by someone else meanwhile.")
+    return " ".join(parts)
+
+
+# A confirmation page lists this many of the selected tasks, then says how many more.
+CONFIRM_LIST_LIMIT = 100
 
 
 @admin.register(Task)
 class TaskAdmin(admin.ModelAdmin):
     form = TaskAdminForm
     list_display = [
-        "name",
-        "assigned_node",
-        "status",
-        "locked_at",
+        "task_name",
+        "node",
+        "status_badge",
+        "deadline",
         "overdue",
         "active",
-        "created_at",
+        "created",
     ]
     list_filter = [
+        DeletedFilter,
         "status",
         "failure_cause",
         ("assigned_node", NodeFilter),
-        "active",
         OverdueFilter,
     ]
     # Also a node's email: see get_search_results.
@@ -183,9 +354,45 @@ class TaskAdmin(admin.ModelAdmin):
     inlines = [TaskHistoryInline]
     actions = ["reassign", "mark_failed", "soft_delete", "restore"]
 
-    @admin.display(boolean=True, description="overdue")
+    class Media:
+        css = {"all": ["tasks/admin.css"]}
+
+    @admin.display(description="name", ordering="name")
+    def task_name(self, task):
+        # Two lines at most (tasks/admin.css); the whole name on hover.
+        return format_html('<span title="{}">{}</span>', task.name, task.name)
+
+    @admin.display(description="node", ordering="assigned_node")
+    def node(self, task):
+        node = task.assigned_node
+        return node_link(node.pk, node.name or node.email, node.email)
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, task):
+        return format_html(
+            '<span class="task-status task-status-{}">{}</span>',
+            task.status,
+            task.get_status_display(),
+        )
+
+    @admin.display(description="deadline", ordering="locked_at")
+    def deadline(self, task):
+        # Day over time: the list fits 1366 px with both sidebars open.
+        moment = timezone.localtime(task.locked_at)
+        return format_html("{}<br>{}", f"{moment:%Y-%m-%d}", f"{moment:%H:%M}")
+
+    @admin.display(description="overdue")
     def overdue(self, task):
-        return task.is_overdue
+        # The alarm, in red; nothing when all is well (a green tick read as "good").
+        if not task.is_overdue:
+            return ""
+        return mark_safe('<span class="task-overdue">overdue</span>')
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, task):
+        # The day is what a list needs (the date drill-down above works in days too).
+        moment = timezone.localtime(task.created_at)
+        return format_html('<span title="{}">{}</span>', short_time(moment), f"{moment:%Y-%m-%d}")
 
     def get_queryset(self, request):
         nodes = User.objects.only("id", "name", "email")
@@ -210,10 +417,23 @@ class TaskAdmin(admin.ModelAdmin):
         return TaskAdminForm.Meta.fields if obj is None else self.fields
 
     def get_readonly_fields(self, request, obj=None):
-        # Once a node has started, only the reassign action may change the task.
-        if obj is not None and obj.status != TaskStatus.PENDING:
+        # Once a node has started (or the task is deleted), only the actions may change it.
+        if obj is not None and not is_editable(obj):
             return self.fields
         return self.readonly_fields
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """A task nobody may edit shows no Save buttons: there is nothing to save."""
+        task = self.get_object(request, object_id)
+        if task is not None and not is_editable(task):
+            extra_context = {
+                **(extra_context or {}),
+                "title": f"View task ({'soft-deleted' if not task.active else task.status})",
+                "show_save": False,
+                "show_save_and_continue": False,
+                "show_save_and_add_another": False,
+            }
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def get_inline_instances(self, request, obj=None):
         # The history exists once the task does.
@@ -232,64 +452,124 @@ class TaskAdmin(admin.ModelAdmin):
             obj.pk = task_create(**fields).pk
             obj._state.adding = False
 
-    @admin.action(description="Reassign selected tasks to a node with a new deadline")
-    def reassign(self, request, queryset):
-        form = ReassignForm(request.POST if "apply" in request.POST else None)
-        if form.is_valid():
-            try:
-                count = tasks_reassign(
-                    task_ids=queryset.values_list("pk", flat=True),
-                    node=form.cleaned_data["node"],
-                    locked_at=form.cleaned_data["locked_at"],
-                )
-            except ValidationError as error:
-                self.message_user(request, "; ".join(error.messages), messages.ERROR)
-                return None
-            skipped = queryset.count() - count
-            self.message_user(
-                request, f"Reassigned {count} task(s); skipped {skipped} completed or soft-deleted."
-            )
-            return None
+    def confirmation(self, request, queryset, *, action, intro, submit, form=None):
+        """The page an action shows before it changes anything: the tasks, and a button."""
         return render(
             request,
-            "admin/tasks/task/reassign.html",
+            "admin/tasks/task/action_confirm.html",
             {
                 **self.admin_site.each_context(request),
-                "title": "Reassign tasks",
+                "title": submit,
+                "intro": intro,
+                "submit": submit,
+                "action": action,
                 "form": form,
-                "tasks": queryset.select_related("assigned_node"),
+                "tasks": queryset.select_related("assigned_node")[:CONFIRM_LIST_LIMIT],
+                "more": max(queryset.count() - CONFIRM_LIST_LIMIT, 0),
+                "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+                "select_across": request.POST.get("select_across", "0"),
                 "opts": self.model._meta,
                 "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
             },
         )
 
+    def report(self, request, text: str, skipped: dict[str, int], done: int):
+        level = messages.SUCCESS if done and not skipped else messages.WARNING
+        self.message_user(request, text, level)
+
+    @admin.action(description="Reassign selected tasks to a node")
+    def reassign(self, request, queryset):
+        form = ReassignForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            eligible, skipped = skipped_by_reason(queryset, "reassign")
+            try:
+                done = len(
+                    tasks_reassign(
+                        task_ids=queryset.values_list("pk", flat=True),
+                        node=form.cleaned_data["node"],
+                        locked_at=form.cleaned_data["locked_at"],
+                    )
+                )
+            except ValidationError as error:
+                self.message_user(request, "; ".join(error.messages), messages.ERROR)
+                return None
+            self.report(request, outcome("Reassigned", done, eligible, skipped), skipped, done)
+            return None
+        return self.confirmation(
+            request,
+            queryset,
+            action="reassign",
+            intro=(
+                "These tasks go back to pending for the chosen node. "
+                "Completed and soft-deleted tasks are left as they are."
+            ),
+            submit="Reassign",
+            form=form,
+        )
+
     @admin.action(description="Mark selected open tasks as failed")
     def mark_failed(self, request, queryset):
-        count = tasks_fail(task_ids=queryset.values_list("pk", flat=True))
-        self.message_user(request, f"Marked {count} task(s) as failed.")
+        if "apply" not in request.POST:
+            return self.confirmation(
+                request,
+                queryset,
+                action="mark_failed",
+                intro=(
+                    "These tasks will be failed now (cause: admin); their nodes can no longer "
+                    "work on them. Completed, failed and soft-deleted tasks are left alone."
+                ),
+                submit="Mark failed",
+            )
+        eligible, skipped = skipped_by_reason(queryset, "mark_failed")
+        done = tasks_fail(task_ids=queryset.values_list("pk", flat=True))
+        self.report(request, outcome("Marked failed", done, eligible, skipped), skipped, done)
 
     @admin.action(description="Soft delete selected tasks (hide them everywhere)")
     def soft_delete(self, request, queryset):
-        count = tasks_set_active(task_ids=queryset.values_list("pk", flat=True), active=False)
-        self.message_user(request, f"Soft-deleted {count} task(s).")
+        if "apply" not in request.POST:
+            return self.confirmation(
+                request,
+                queryset,
+                action="soft_delete",
+                intro=(
+                    "These tasks will disappear from every list and API answer; their history "
+                    "stays, and the restore action brings them back."
+                ),
+                submit="Soft delete",
+            )
+        eligible, skipped = skipped_by_reason(queryset, "soft_delete")
+        ids = queryset.values_list("pk", flat=True)
+        done = len(tasks_set_active(task_ids=ids, active=False))
+        self.report(request, outcome("Soft-deleted", done, eligible, skipped), skipped, done)
 
     @admin.action(description="Restore selected soft-deleted tasks")
     def restore(self, request, queryset):
-        count = tasks_set_active(task_ids=queryset.values_list("pk", flat=True), active=True)
-        self.message_user(request, f"Restored {count} task(s).")
+        eligible, skipped = skipped_by_reason(queryset, "restore")
+        done = len(tasks_set_active(task_ids=queryset.values_list("pk", flat=True), active=True))
+        self.report(request, outcome("Restored", done, eligible, skipped), skipped, done)
+
+
+class HistoryChangeList(ChangeList):
+    """Fetches the nodes a page of history names, once, for its from/to columns."""
+
+    def get_results(self, request):
+        super().get_results(request)
+        nodes = history_nodes(self.result_list)
+        for row in self.result_list:
+            row.labelled_nodes = nodes
 
 
 @admin.register(TaskHistory)
-class TaskHistoryAdmin(admin.ModelAdmin):
+class TaskHistoryAdmin(HistoryLabels, admin.ModelAdmin):
     """Read-only: the audit trail cannot be edited or deleted here."""
 
     list_display = [
-        "created_at",
-        "task",
+        "when",
+        "task_link",
         "action",
-        "from_value",
-        "to_value",
-        "performed_by",
+        "from_label",
+        "to_label",
+        "performed_by_label",
         "cause",
     ]
     list_filter = ["action", "cause"]
@@ -298,6 +578,21 @@ class TaskHistoryAdmin(admin.ModelAdmin):
     ordering = ["-id"]
     search_fields = ["=task__id", "task__name"]
     show_full_result_count = False
+    fields = ["when", "task_link", "action", "from_label", "to_label", "performed_by_label"]
+    readonly_fields = fields
+
+    def get_changelist(self, request, **kwargs):
+        return HistoryChangeList
+
+    def labelled_nodes(self, row):
+        # A list page attached them (HistoryChangeList); a single row's page asks alone.
+        nodes = getattr(row, "labelled_nodes", None)
+        return history_nodes([row]) if nodes is None else nodes
+
+    @admin.display(description="task", ordering="task__name")
+    def task_link(self, row):
+        url = reverse("admin:tasks_task_change", args=[row.task_id])
+        return format_html('<a href="{}">{}</a>', url, row.task.name)
 
     def has_add_permission(self, request):
         return False

@@ -1,9 +1,9 @@
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, router, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -153,6 +153,16 @@ class TaskQuerySet(models.QuerySet):
         tasks = self.active()
         return tasks if user.is_admin else tasks.filter(assigned_node=user)
 
+    def created_range(self) -> tuple[datetime, datetime] | None:
+        """The first and last `created_at` among these tasks, or None if there are none.
+
+        Each is one read at an end of the (created_at, id) index; MIN/MAX with a
+        WHERE clause, or DISTINCT over truncated dates, read every row instead.
+        """
+        dates = self.order_by().prefetch_related(None).values_list("created_at", flat=True)
+        first = dates.order_by("created_at").first()
+        return None if first is None else (first, dates.order_by("-created_at").first())
+
 
 class Task(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -209,12 +219,21 @@ class Task(models.Model):
             ),
         ]
 
-    # Fields whose changes the history records; `saved_values` holds what the
-    # database had when the row was loaded, so a save can tell what changed.
-    TRACKED_FIELDS = ("assigned_node_id", "status")
+    # Fields whose changes the history records (`TaskHistory.for_change`);
+    # `saved_values` holds what the database had when the row was loaded, so a
+    # save can tell what changed.
+    TRACKED_FIELDS = ("assigned_node_id", "status", "locked_at", "name", "details", "active")
 
     def __str__(self):
         return self.name
+
+    def save(self, *args, **kwargs):
+        # The post_save signal writes the history: it commits or rolls back with
+        # the change, even for a bare `task.save()` in autocommit (a shell). No
+        # savepoint: inside a service's transaction an error rolls all of it back.
+        using = kwargs.get("using") or router.db_for_write(Task)
+        with transaction.atomic(using=using, savepoint=False):
+            super().save(*args, **kwargs)
 
     @classmethod
     def from_db(cls, db, field_names, values):
@@ -270,6 +289,15 @@ class HistoryAction(models.TextChoices):
     RESTORE = "restore", "Restore"
 
 
+# The task fields an `edit` row names, as the API spells them.
+EDITED_FIELDS = {"name": "taskName", "details": "taskDetails"}
+
+
+def deadline_text(value: datetime) -> str:
+    """A deadline as history stores it: ISO 8601 in UTC, written as the API writes `lockedAt`."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 class AppendOnlyError(Exception):
     """Task history is an audit trail: rows are added, never changed."""
 
@@ -309,7 +337,8 @@ class TaskHistory(models.Model):
         indexes = [models.Index(fields=["task", "created_at"], name="history_task_time")]
 
     def __str__(self):
-        return f"{self.get_action_display()}: {self.from_value} → {self.to_value}"
+        # No raw values: they are ids and timestamps, which the admin shows by name.
+        return f"{self.get_action_display()} #{self.pk}"
 
     def save(self, *args, **kwargs):
         if not self._state.adding:
@@ -320,6 +349,55 @@ class TaskHistory(models.Model):
 
     def delete(self, *args, **kwargs):
         raise AppendOnlyError("Task history cannot be deleted.")
+
+    @classmethod
+    def for_change(
+        cls, task_id, before: dict, after: dict, *, cause: str = ""
+    ) -> list["TaskHistory"]:
+        """The rows a change of a task writes, one per kind of change (SPEC, TaskHistory).
+
+        `before` and `after` map tracked fields (`Task.TRACKED_FIELDS`) to their
+        old and new values; a field missing from `after` did not change. Used by
+        the save signal and by the bulk services alike, so both record the same.
+        A status change to failed carries `cause` (a FailureCause value).
+        """
+
+        def changed(field):
+            # As text: an id set as a string, or a deadline in another zone, is no change.
+            return field in after and _text(before.get(field)) != _text(after[field])
+
+        rows = []
+        if changed("assigned_node_id"):
+            old = before.get("assigned_node_id")
+            rows.append((HistoryAction.ASSIGNEE_CHANGE, old, after["assigned_node_id"]))
+        if changed("status"):
+            rows.append((HistoryAction.STATUS_CHANGE, before.get("status"), after["status"]))
+        if changed("locked_at"):
+            old = before.get("locked_at")
+            rows.append((HistoryAction.DEADLINE_CHANGE, old, after["locked_at"]))
+        edited = [name for field, name in EDITED_FIELDS.items() if changed(field)]
+        if edited:
+            rows.append((HistoryAction.EDIT, None, ",".join(edited)))
+        if changed("active"):
+            action = HistoryAction.RESTORE if after["active"] else HistoryAction.SOFT_DELETE
+            rows.append((action, None, None))
+        return [
+            cls(
+                task_id=task_id,
+                action=action,
+                from_value=_text(old),
+                to_value=_text(new),
+                cause=cause if new == TaskStatus.FAILED else "",
+            )
+            for action, old, new in rows
+        ]
+
+
+def _text(value) -> str | None:
+    """A tracked value as a history column holds it: ids and statuses as text, deadlines ISO."""
+    if value is None or isinstance(value, str):
+        return value
+    return deadline_text(value) if isinstance(value, datetime) else str(value)
 
 
 class SweepRun(models.Model):

@@ -11,6 +11,7 @@ from operator import attrgetter
 from uuid import UUID
 
 from django.db.models.utils import create_namedtuple_class
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import User
@@ -170,6 +171,9 @@ class TaskHistorySerializer(serializers.ModelSerializer):
         fields = ["id", "action", "fromValue", "toValue", "performedBy", "cause", "createdAt"]
         read_only_fields = fields
 
+    @extend_schema_field(
+        serializers.ChoiceField(choices=FailureCause.choices, allow_null=True, read_only=True)
+    )
     def get_cause(self, row) -> str | None:
         return row.cause or None
 
@@ -244,7 +248,10 @@ class TaskAssignSerializer(serializers.Serializer):
     lockedAt = DeadlineField(
         required=False,
         allow_null=True,
-        help_text="A new deadline; required when the task's current one has passed.",
+        help_text=(
+            "A new future deadline. Without one the task keeps its deadline, unless that "
+            "has passed or is nearer than REASSIGN_DEADLINE_MINUTES: then now + that."
+        ),
     )
 
 

@@ -99,19 +99,20 @@ def task_update(
 
 @transaction.atomic
 def task_assign(*, task_id: UUID, node, locked_at: datetime | None = None) -> Task:
-    """Give a task to a node, back to pending; a stale deadline must be replaced."""
+    """Give a task to a node, back to pending, its failure forgotten.
+
+    Without `locked_at` the deadline follows `fresh_deadline`: the original's
+    documented `{taskId, nodeId}` call on a failed task, whose deadline has
+    usually passed, must not hand the sweep a task to fail again at once.
+    """
     task = _locked_task(task_id)
     if task.status == TaskStatus.COMPLETED:
         raise TaskConflict("a completed task cannot be reassigned")
-    if locked_at is None and task.locked_at <= timezone.now():
-        raise ValidationError(
-            {"locked_at": "The task's deadline has passed: send a new future deadline."}
-        )
     _validate(node=node, locked_at=locked_at)
     task.assigned_node = node
     task.status = TaskStatus.PENDING
-    if locked_at is not None:
-        task.locked_at = locked_at
+    task.locked_at = locked_at or fresh_deadline(task.locked_at)
+    task.failure_cause, task.failure_reason = "", ""
     task.save()
     return task
 
@@ -163,16 +164,43 @@ def task_claim(*, node, now: datetime | None = None) -> Task | None:
     return task
 
 
+@transaction.atomic
 def task_set_active(*, task: Task, active: bool) -> None:
     """Soft delete (active=False) hides a task everywhere; restore brings it back."""
     task.active = active
     task.save(update_fields=["active", "updated_at"])
 
 
-def tasks_set_active(*, task_ids: Iterable[UUID], active: bool) -> int:
-    return Task.objects.filter(pk__in=list(task_ids)).update(
-        active=active, updated_at=timezone.now()
+@transaction.atomic
+def tasks_set_active(*, task_ids: Iterable[UUID], active: bool) -> list[UUID]:
+    """Soft delete or restore many tasks (an admin action), each with its history row.
+
+    Returns the ids it changed: a task already in that state is left alone.
+    """
+    changing = list(
+        Task.objects.filter(pk__in=list(task_ids), active=not active)
+        .select_for_update()
+        .values_list("id", flat=True)
     )
+    if not changing:
+        return []
+    now = timezone.now()
+    Task.objects.filter(pk__in=changing).update(active=active, updated_at=now)
+    rows = [
+        row
+        for task_id in changing
+        for row in TaskHistory.for_change(task_id, {"active": not active}, {"active": active})
+    ]
+    _bulk_record(rows, now=now)
+    return changing
+
+
+def _bulk_record(rows: list[TaskHistory], *, now: datetime) -> None:
+    """Write the history rows of a bulk change, naming the acting user."""
+    actor = current_actor()
+    for row in rows:
+        row.performed_by, row.created_at = actor, now
+    TaskHistory.objects.bulk_create(rows)
 
 
 def _lock_ids(tasks, *, limit: int | None = None) -> list:
@@ -250,46 +278,45 @@ def tasks_fail(*, task_ids: Iterable[UUID]) -> int:
 
 
 @transaction.atomic
-def tasks_reassign(*, task_ids: Iterable[UUID], node, locked_at: datetime) -> int:
-    """Give many tasks to one node with a new deadline; completed ones are left alone."""
+def tasks_reassign(
+    *, task_ids: Iterable[UUID], node, locked_at: datetime | None = None
+) -> list[UUID]:
+    """Give many tasks to one node, back to pending, as `task_assign` gives one.
+
+    Completed and soft-deleted tasks are left alone; returns the ids it changed.
+    """
     _validate(node=node, locked_at=locked_at)
+    fields = ("assigned_node_id", "status", "locked_at")
     locked = list(
         Task.objects.filter(pk__in=list(task_ids), active=True)
         .exclude(status=TaskStatus.COMPLETED)
         .select_for_update()
-        .values_list("id", "assigned_node_id", "status")
+        .values_list("id", *fields)
     )
     if not locked:
-        return 0
+        return []
     now = timezone.now()
-    Task.objects.filter(pk__in=[task_id for task_id, _, _ in locked]).update(
-        assigned_node=node, status=TaskStatus.PENDING, locked_at=locked_at, updated_at=now
+    rows, moved_deadline, deadline = [], [], locked_at
+    for task_id, *values in locked:
+        before = dict(zip(fields, values, strict=True))
+        after = {"assigned_node_id": node.pk, "status": TaskStatus.PENDING}
+        new_deadline = locked_at or fresh_deadline(before["locked_at"], now)
+        if new_deadline != before["locked_at"]:
+            # One value for all of them: `locked_at`, or the same fresh deadline.
+            deadline = after["locked_at"] = new_deadline
+            moved_deadline.append(task_id)
+        rows += TaskHistory.for_change(task_id, before, after)
+    Task.objects.filter(pk__in=[task_id for task_id, *_ in locked]).update(
+        assigned_node=node,
+        status=TaskStatus.PENDING,
+        failure_cause="",
+        failure_reason="",
+        updated_at=now,
     )
-    actor = current_actor()
-    rows = []
-    for task_id, old_node_id, old_status in locked:
-        if old_node_id != node.pk:
-            rows.append(
-                TaskHistory(
-                    task_id=task_id,
-                    action=HistoryAction.ASSIGNEE_CHANGE,
-                    from_value=str(old_node_id),
-                    to_value=str(node.pk),
-                )
-            )
-        if old_status != TaskStatus.PENDING:
-            rows.append(
-                TaskHistory(
-                    task_id=task_id,
-                    action=HistoryAction.STATUS_CHANGE,
-                    from_value=old_status,
-                    to_value=TaskStatus.PENDING,
-                )
-            )
-    for row in rows:
-        row.performed_by, row.created_at = actor, now
-    TaskHistory.objects.bulk_create(rows)
-    return len(locked)
+    if moved_deadline:
+        Task.objects.filter(pk__in=moved_deadline).update(locked_at=deadline)
+    _bulk_record(rows, now=now)
+    return [task_id for task_id, *_ in locked]
 
 
 def tasks_expire(

@@ -1,7 +1,7 @@
 """Audit history, written for every save of a task, whatever path made it.
 
-The sweep changes tasks with one UPDATE and writes its rows itself, in bulk
-and in the same transaction (see `services.tasks_expire`).
+Bulk changes (the sweep, admin actions on many tasks) use one UPDATE and write
+their rows themselves, in bulk and in the same transaction (see `tasks.services`).
 """
 
 import logging
@@ -10,7 +10,7 @@ from django.db.models.signals import post_save, pre_save
 from django.dispatch import receiver
 
 from tasks.actor import current_actor
-from tasks.models import HistoryAction, Task, TaskHistory, TaskStatus
+from tasks.models import HistoryAction, Task, TaskHistory
 
 logger = logging.getLogger("taskmgmt.tasks")
 
@@ -32,34 +32,21 @@ def record_task_history(sender, instance, created, raw, update_fields, **kwargs)
     if raw:  # loaddata: a fixture brings its own history
         return
     actor = current_actor()
-    node_id = str(instance.assigned_node_id)
     # A save limited by update_fields writes only those: an unsaved change elsewhere is no event.
     written = Task.tracked_among(update_fields)
     if created:
-        rows = [TaskHistory(task=instance, action=HistoryAction.INITIAL_ASSIGN, to_value=node_id)]
+        rows = [
+            TaskHistory(
+                task=instance,
+                action=HistoryAction.INITIAL_ASSIGN,
+                to_value=str(instance.assigned_node_id),
+            )
+        ]
     else:
-        saved = instance.saved_values
-        rows = []
-        old_node = saved.get("assigned_node_id")
-        if "assigned_node_id" in written and str(old_node) != node_id:
-            rows.append(
-                TaskHistory(
-                    task=instance,
-                    action=HistoryAction.ASSIGNEE_CHANGE,
-                    from_value=str(old_node) if old_node else None,
-                    to_value=node_id,
-                )
-            )
-        if "status" in written and saved.get("status") != instance.status:
-            rows.append(
-                TaskHistory(
-                    task=instance,
-                    action=HistoryAction.STATUS_CHANGE,
-                    from_value=saved.get("status"),
-                    to_value=instance.status,
-                    cause=instance.failure_cause if instance.status == TaskStatus.FAILED else "",
-                )
-            )
+        after = {field: getattr(instance, field) for field in written}
+        rows = TaskHistory.for_change(
+            instance.pk, instance.saved_values, after, cause=instance.failure_cause
+        )
     for row in rows:
         row.performed_by = actor
     TaskHistory.objects.bulk_create(rows)

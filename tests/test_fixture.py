@@ -43,9 +43,14 @@ def assert_history_tells_the_story(task):
     assert first.performed_by_id in admin_ids
     assert first.created_at == task.created_at
 
-    node, status, starts, cause = first.to_value, TaskStatus.PENDING, 0, ""
+    node, status, starts, cause, active = first.to_value, TaskStatus.PENDING, 0, "", True
     for row in later:
         assert row.created_at >= first.created_at
+        if row.action in (HistoryAction.SOFT_DELETE, HistoryAction.RESTORE):
+            assert active is (row.action == HistoryAction.SOFT_DELETE), f"{task.name}: active"
+            assert row.performed_by_id in admin_ids
+            active = row.action == HistoryAction.RESTORE
+            continue
         if row.action == HistoryAction.ASSIGNEE_CHANGE:
             assert row.from_value == node, f"{task.name}: assignee chain broken"
             assert row.performed_by_id in admin_ids
@@ -72,6 +77,7 @@ def assert_history_tells_the_story(task):
     assert starts == task.attempts, f"{task.name}: attempts"
     if task.status == TaskStatus.FAILED:
         assert task.failure_cause == cause, f"{task.name}: failure cause"
+    assert active == task.active, f"{task.name}: soft-deleted without its row"
     assert task.updated_at >= rows[-1].created_at
 
 

@@ -13,8 +13,9 @@ from django.utils import timezone
 from django.utils.html import escape
 
 from tasks.actor import acting_as
-from tasks.admin import PENDING_ONLY
-from tasks.models import HistoryAction, Task, TaskHistory, TaskStatus
+from tasks.admin import DELETED_READ_ONLY, PENDING_ONLY
+from tasks.models import HistoryAction, Task, TaskHistory, TaskStatus, deadline_text
+from tasks.services import task_assign, tasks_expire
 from tests.factories import PASSWORD, AdminFactory, NodeFactory, TaskFactory
 
 pytestmark = pytest.mark.django_db
@@ -124,9 +125,13 @@ def test_the_changelist_shows_the_tasks_with_their_node_status_and_overdue_marke
     ("query", "expected"),
     [
         ({"status__exact": "in_progress"}, {"started"}),
-        ({"active__exact": "0"}, {"deleted"}),
+        ({}, {"fresh", "started", "late", "done late"}),
+        ({"deleted": "only"}, {"deleted"}),
+        ({"deleted": "all"}, {"fresh", "started", "deleted", "late", "done late"}),
+        ({"deleted": "bogus"}, {"fresh", "started", "late", "done late"}),
         ({"overdue": "yes"}, {"late"}),
-        ({"overdue": "no"}, {"fresh", "started", "deleted", "done late"}),
+        ({"overdue": "no"}, {"fresh", "started", "done late"}),
+        ({"overdue": "no", "deleted": "all"}, {"fresh", "started", "deleted", "done late"}),
     ],
 )
 def test_the_changelist_filters(admin_site_client, query, expected):
@@ -306,12 +311,28 @@ def test_a_status_posted_to_the_add_form_is_ignored(admin_site_client):
     assert (task.status, task.active) == (TaskStatus.PENDING, True)
 
 
+def unchanged_form(task, **overrides):
+    """The change form as the page shows it, with `overrides` typed in."""
+    deadline = timezone.localtime(task.locked_at)
+    return (
+        {
+            "name": task.name,
+            "details": task.details,
+            "assigned_node": task.assigned_node_id,
+            "locked_at_0": deadline.strftime("%Y-%m-%d"),
+            "locked_at_1": deadline.strftime("%H:%M:%S"),  # as the widget shows it
+        }
+        | NO_INLINE_FORMS
+        | overrides
+    )
+
+
 def test_changing_the_assignee_records_it_by_the_admin(admin_site_client, admin_user):
     task = TaskFactory()
     old_node, new_node = task.assigned_node, NodeFactory()
 
     response = admin_site_client.post(
-        change_url(task), task_form(new_node, name=task.name) | NO_INLINE_FORMS
+        change_url(task), unchanged_form(task, assigned_node=new_node.pk)
     )
 
     assert response.status_code == 302
@@ -320,15 +341,23 @@ def test_changing_the_assignee_records_it_by_the_admin(admin_site_client, admin_
     ]
 
 
-def test_renaming_a_task_records_no_history(admin_site_client):
+def test_renaming_a_task_records_an_edit_of_its_name(admin_site_client, admin_user):
     task = TaskFactory()
 
-    response = admin_site_client.post(
-        change_url(task), task_form(task.assigned_node, name="Renamed") | NO_INLINE_FORMS
-    )
+    response = admin_site_client.post(change_url(task), unchanged_form(task, name="Renamed"))
 
     assert response.status_code == 302
     assert Task.objects.get(pk=task.pk).name == "Renamed"
+    assert history(task)[1:] == [(HistoryAction.EDIT, None, "taskName", admin_user.pk)]
+
+
+def test_saving_the_form_unchanged_records_nothing(admin_site_client):
+    task = TaskFactory(locked_at=in_days(1).replace(microsecond=123456))
+
+    response = admin_site_client.post(change_url(task), unchanged_form(task))
+
+    assert response.status_code == 302
+    assert Task.objects.get(pk=task.pk).locked_at == task.locked_at
     assert len(history(task)) == 1
 
 
@@ -373,6 +402,22 @@ def test_a_started_task_is_read_only_in_its_form(admin_site_client, status):
     assert (unchanged.name, unchanged.assigned_node_id) == (task.name, task.assigned_node_id)
 
 
+UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def visible_text(html: str) -> str:
+    return re.sub(r"<[^>]+>", " ", html)
+
+
+def inline_html(response) -> str:
+    page = response.content.decode()
+    return page[
+        page.index('id="history-group"') : page.index(
+            "</fieldset>", page.index('id="history-group"')
+        )
+    ]
+
+
 def test_the_change_page_shows_the_history_newest_first(admin_site_client):
     task = TaskFactory()
     with acting_as(task.assigned_node):
@@ -390,23 +435,39 @@ def test_the_change_page_shows_the_history_newest_first(admin_site_client):
     assert not inline.has_add_permission
     assert not inline.has_change_permission
     assert not inline.has_delete_permission
-    page = response.content.decode()
-    assert page.index("Status change") < page.index("Initial assignment")
-    assert escape(str(task.assigned_node)) in page  # the node by name, not only its id
+    history_part = inline_html(response)
+    assert history_part.index("Status change") < history_part.index("Initial assignment")
+    assert escape(task.assigned_node.name) in history_part  # the node by name
 
 
-def test_the_history_inline_names_the_nodes_of_a_reassignment(admin_site_client):
-    task = TaskFactory(assigned_node=NodeFactory(name="Old Node"))
-    task.assigned_node = NodeFactory(name="New Node")
-    task.save()
+def test_the_history_inline_names_nodes_people_and_the_system_never_raw_ids(
+    admin_site_client, admin_user
+):
+    admin_user.name = "Ada Admin"
+    admin_user.save()
+    old_node, new_node = NodeFactory(name="Old Node"), NodeFactory(name="New Node")
+    task = TaskFactory(assigned_node=old_node)  # nobody acting: the system
+    with acting_as(admin_user):
+        task_assign(task_id=task.pk, node=new_node, locked_at=in_days(3))
 
     response = admin_site_client.get(change_url(task))
 
-    (inline,) = response.context["inline_admin_formsets"]
-    reassignment = next(iter(inline))
-    labels = [field.contents() for fieldset in reassignment for line in fieldset for field in line]
-    assert any(label.startswith("Old Node &lt;") for label in labels)
-    assert any(label.startswith("New Node &lt;") for label in labels)
+    part = inline_html(response)
+    text = visible_text(part)
+    assert not UUID_TEXT.search(text), text
+    assert "None" not in text
+    for words in ("Old Node", "New Node", "Ada Admin", "system (sweep)", "Deadline change"):
+        assert words in text
+    assert f"?assigned_node__id__exact={new_node.pk}" in part  # each node links to its tasks
+
+
+def test_the_history_inline_shows_the_cause_of_a_failure(admin_site_client):
+    task = TaskFactory(locked_at=in_days(-1))
+    tasks_expire(batch_size=10)
+
+    response = admin_site_client.get(change_url(task))
+
+    assert "Deadline passed" in visible_text(inline_html(response))
 
 
 def test_tasks_cannot_be_hard_deleted_in_the_admin(admin_site_client):
@@ -422,23 +483,181 @@ def test_tasks_cannot_be_hard_deleted_in_the_admin(admin_site_client):
     assert "delete_selected" not in {name for name, _ in actions}
 
 
+@pytest.mark.parametrize(
+    ("state", "editable"),
+    [
+        ({}, True),
+        ({"status": TaskStatus.IN_PROGRESS}, False),
+        ({"status": TaskStatus.COMPLETED}, False),
+        ({"status": TaskStatus.FAILED}, False),
+        ({"active": False}, False),
+    ],
+)
+def test_only_an_editable_task_shows_save_buttons(admin_site_client, state, editable):
+    task = TaskFactory(**state)
+
+    page = admin_site_client.get(change_url(task)).content.decode()
+
+    for button in ('name="_save"', 'name="_continue"', 'name="_addanother"'):
+        assert (button in page) is editable
+    assert ("View task" in page) is not editable
+
+
+def test_a_soft_deleted_task_cannot_be_edited_by_a_stale_form(admin_site_client):
+    task = TaskFactory(active=False)
+
+    response = admin_site_client.post(change_url(task), unchanged_form(task, name="Renamed"))
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.non_field_errors() == [DELETED_READ_ONLY]
+    assert Task.objects.get(pk=task.pk).name == task.name
+
+
+# --- The changelist reads right ---------------------------------------------------------------
+
+
+def row_of(page: str, name: str) -> str:
+    start = page.index(f">{name}<")
+    return page[page.rindex("<tr", 0, start) : page.index("</tr>", start)]
+
+
+def test_overdue_is_a_red_alarm_and_on_time_shows_nothing(admin_site_client):
+    TaskFactory(name="Late one", locked_at=in_days(-1))
+    TaskFactory(name="On time")
+
+    page = admin_site_client.get(CHANGELIST).content.decode()
+
+    late, on_time = row_of(page, "Late one"), row_of(page, "On time")
+    assert 'class="task-overdue">overdue<' in late
+    assert "task-overdue" not in on_time
+    assert "icon-yes" not in late.split("field-overdue")[1].split("</td>")[0]
+    assert "tasks/admin.css" in page
+
+
+@pytest.mark.parametrize("status", TaskStatus.values)
+def test_each_status_has_its_own_colour_class(admin_site_client, status):
+    TaskFactory(name="one", status=status)
+
+    page = admin_site_client.get(CHANGELIST).content.decode()
+
+    assert f'class="task-status task-status-{status}"' in row_of(page, "one")
+
+
+def test_the_node_in_a_row_links_to_that_nodes_tasks(admin_site_client):
+    node = NodeFactory(name="Worker Bee")
+    TaskFactory(name="mine", assigned_node=node)
+    TaskFactory(name="theirs")
+
+    page = admin_site_client.get(CHANGELIST).content.decode()
+    link = f'href="{CHANGELIST}?assigned_node__id__exact={node.pk}"'
+    assert link in row_of(page, "mine")
+    assert ">Worker Bee</a>" in row_of(page, "mine")
+
+    response = admin_site_client.get(CHANGELIST, {"assigned_node__id__exact": node.pk})
+    assert [task.name for task in results(response)] == ["mine"]
+
+
+def test_the_date_drill_down_offers_every_year_from_the_first_task_to_the_last(
+    admin_site_client,
+):
+    TaskFactory(name="this year")
+    TaskFactory(name="long ago", created_at=timezone.now().replace(year=2021))
+
+    with CaptureQueriesContext(connection) as captured:
+        page = admin_site_client.get(CHANGELIST).content.decode()
+
+    years = re.findall(r"created_at__year=(\d{4})", page)
+    assert years == [str(year) for year in range(2021, timezone.now().year + 1)]
+    assert not [q["sql"] for q in captured if "DISTINCT" in q["sql"].upper()]
+
+
+def test_the_date_drill_down_goes_from_a_year_to_its_months_and_days(admin_site_client):
+    TaskFactory(created_at=timezone.now().replace(year=2021, month=3, day=5))
+    TaskFactory(created_at=timezone.now().replace(year=2021, month=5, day=9))
+    TaskFactory(created_at=timezone.now().replace(year=2022, month=1, day=1))
+
+    months = admin_site_client.get(CHANGELIST, {"created_at__year": "2021"}).content.decode()
+    assert re.findall(r"created_at__month=(\d+)", months) == ["3", "4", "5"]
+
+    days = admin_site_client.get(
+        CHANGELIST, {"created_at__year": "2021", "created_at__month": "3"}
+    ).content.decode()
+    assert re.findall(r"created_at__day=(\d+)", days) == ["5"]
+
+
+def test_the_date_drill_down_of_an_empty_list_offers_nothing(admin_site_client):
+    response = admin_site_client.get(CHANGELIST)
+
+    assert response.status_code == 200
+    assert "created_at__year=" not in response.content.decode()
+
+
 # --- Actions ------------------------------------------------------------------------------------
 
 
-def run_action(client, action, tasks, **extra):
+def run_action(client, action, tasks, query="", **extra):
+    """Post an action as the changelist does; `query` is the list's filters."""
     data = {"action": action, "_selected_action": [task.pk for task in tasks], "index": "0"}
-    return client.post(CHANGELIST, data | extra)
+    return client.post(f"{CHANGELIST}?{query}", data | extra)
 
 
-def test_mark_failed_fails_open_tasks_and_records_the_admin(admin_site_client, admin_user):
+def confirm_action(client, action, tasks, query="", **extra):
+    """Post it as its confirmation page does."""
+    data = {"action": action, "_selected_action": [task.pk for task in tasks], "apply": "yes"}
+    return client.post(f"{CHANGELIST}?{query}", data | extra)
+
+
+@pytest.mark.parametrize("action", ["mark_failed", "soft_delete", "reassign"])
+def test_a_changing_action_first_asks_on_a_page_listing_the_tasks(admin_site_client, action):
+    tasks = [TaskFactory(name="first"), TaskFactory(name="second")]
+
+    response = run_action(admin_site_client, action, tasks)
+
+    assert response.status_code == 200
+    assert [t.name for t in response.context["tasks"]] == ["second", "first"]
+    page = response.content.decode()
+    assert 'name="apply"' in page and f'name="action" value="{action}"' in page
+    for task in tasks:
+        assert f'value="{task.pk}"' in page
+    for task in tasks:  # nothing changes until the page is confirmed
+        stored = Task.objects.get(pk=task.pk)
+        assert (stored.status, stored.active, stored.assigned_node_id) == (
+            TaskStatus.PENDING,
+            True,
+            task.assigned_node_id,
+        )
+        assert len(history(task)) == 1
+
+
+def test_the_confirmation_page_keeps_a_selection_across_every_page(admin_site_client):
+    shown, *_ = TaskFactory.create_batch(3)
+
+    response = run_action(admin_site_client, "soft_delete", [shown], select_across="1")
+    assert 'name="select_across" value="1"' in response.content.decode()
+
+    confirmed = confirm_action(admin_site_client, "soft_delete", [shown], select_across="1")
+    assert messages_of(confirmed) == ["Soft-deleted 3 task(s)."]
+    assert not Task.objects.filter(active=True).exists()
+
+
+def test_mark_failed_fails_open_tasks_and_says_what_it_skipped(admin_site_client, admin_user):
     pending = TaskFactory()
     started = TaskFactory(status=TaskStatus.IN_PROGRESS)
     done = TaskFactory(status=TaskStatus.COMPLETED)
+    failed = TaskFactory(status=TaskStatus.FAILED)
+    deleted = TaskFactory(active=False)
 
-    response = run_action(admin_site_client, "mark_failed", [pending, started, done])
+    response = confirm_action(
+        admin_site_client,
+        "mark_failed",
+        [pending, started, done, failed, deleted],
+        query="deleted=all",
+    )
 
     assert response.status_code == 302
-    assert messages_of(response) == ["Marked 2 task(s) as failed."]
+    assert messages_of(response) == [
+        "Marked failed 2 task(s). Skipped 3: 1 already completed, 1 already failed, 1 soft-deleted."
+    ]
     assert history(pending)[1:] == [
         (HistoryAction.STATUS_CHANGE, "pending", "failed", admin_user.pk)
     ]
@@ -449,32 +668,23 @@ def test_mark_failed_fails_open_tasks_and_records_the_admin(admin_site_client, a
     assert len(history(done)) == 1
 
 
-def test_soft_delete_and_restore_flip_active_without_history(admin_site_client):
-    task = TaskFactory()
+def test_soft_delete_and_restore_record_who_and_say_what_they_skipped(
+    admin_site_client, admin_user
+):
+    task, gone = TaskFactory(), TaskFactory(active=False)
 
-    response = run_action(admin_site_client, "soft_delete", [task])
-    assert messages_of(response) == ["Soft-deleted 1 task(s)."]
+    response = confirm_action(admin_site_client, "soft_delete", [task, gone], "deleted=all")
+    assert messages_of(response) == ["Soft-deleted 1 task(s). Skipped 1: 1 already soft-deleted."]
     assert not Task.objects.get(pk=task.pk).active
 
-    response = run_action(admin_site_client, "restore", [task])
-    assert messages_of(response)[-1] == "Restored 1 task(s)."
+    response = run_action(admin_site_client, "restore", [task, TaskFactory()], "deleted=all")
+    assert messages_of(response)[-1] == "Restored 1 task(s). Skipped 1: 1 not soft-deleted."
     assert Task.objects.get(pk=task.pk).active
-    assert len(history(task)) == 1
-
-
-def test_reassign_shows_an_intermediate_page_listing_the_tasks(admin_site_client):
-    tasks = [TaskFactory(name="first"), TaskFactory(name="second")]
-
-    response = run_action(admin_site_client, "reassign", tasks)
-
-    assert response.status_code == 200
-    assert [t.name for t in response.context["tasks"]] == ["second", "first"]
-    page = response.content.decode()
-    assert 'name="apply"' in page and 'type="datetime-local"' in page
-    for task in tasks:
-        assert f'value="{task.pk}"' in page
-    for task in tasks:  # nothing changes until the form is applied
-        assert Task.objects.get(pk=task.pk).assigned_node_id == task.assigned_node_id
+    assert history(task)[1:] == [
+        (HistoryAction.SOFT_DELETE, None, None, admin_user.pk),
+        (HistoryAction.RESTORE, None, None, admin_user.pk),
+    ]
+    assert len(history(gone)) == 1
 
 
 def apply_reassign(client, tasks, node, locked_at="2099-07-01T09:30"):
@@ -494,19 +704,49 @@ def test_reassign_applies_and_records_the_admin_leaving_completed_tasks(
     failed = TaskFactory(status=TaskStatus.FAILED, locked_at=in_days(-1))
     done = TaskFactory(status=TaskStatus.COMPLETED)
     old_node, new_node = failed.assigned_node, NodeFactory()
+    old_deadline = failed.locked_at
 
     response = apply_reassign(admin_site_client, [failed, done], new_node)
 
     assert response.status_code == 302
-    assert messages_of(response) == ["Reassigned 1 task(s); skipped 1 completed or soft-deleted."]
+    assert messages_of(response) == ["Reassigned 1 task(s). Skipped 1: 1 completed."]
     failed.refresh_from_db()
     assert (failed.assigned_node, failed.status) == (new_node, TaskStatus.PENDING)
     assert (failed.locked_at.year, failed.locked_at.month, failed.locked_at.hour) == (2099, 7, 9)
     assert history(failed)[1:] == [
         (HistoryAction.ASSIGNEE_CHANGE, str(old_node.pk), str(new_node.pk), admin_user.pk),
         (HistoryAction.STATUS_CHANGE, "failed", "pending", admin_user.pk),
+        (
+            HistoryAction.DEADLINE_CHANGE,
+            deadline_text(old_deadline),
+            "2099-07-01T09:30:00Z",
+            admin_user.pk,
+        ),
     ]
     assert Task.objects.get(pk=done.pk).assigned_node_id == done.assigned_node_id
+
+
+def test_reassign_without_a_deadline_gives_expired_tasks_a_fresh_one(admin_site_client, settings):
+    settings.REASSIGN_DEADLINE_MINUTES = 60
+    expired = TaskFactory(status=TaskStatus.FAILED, locked_at=in_days(-1), failure_cause="deadline")
+    far = TaskFactory(status=TaskStatus.FAILED, locked_at=in_days(2))
+
+    before = timezone.now()
+    response = apply_reassign(admin_site_client, [expired, far], NodeFactory(), locked_at="")
+
+    assert messages_of(response) == ["Reassigned 2 task(s)."]
+    expired.refresh_from_db()
+    assert (
+        before + timedelta(minutes=60)
+        <= expired.locked_at
+        <= timezone.now() + timedelta(minutes=60)
+    )
+    assert expired.failure_cause == ""
+    assert Task.objects.get(pk=far.pk).locked_at == far.locked_at
+    assert [row[0] for row in history(far)[1:]] == [
+        HistoryAction.ASSIGNEE_CHANGE,
+        HistoryAction.STATUS_CHANGE,
+    ]
 
 
 @pytest.mark.parametrize(
@@ -594,3 +834,89 @@ def test_the_change_page_shows_attempts_and_the_failure_read_only(admin_site_cli
 
     assert "Reported by its node" in page and "OOM" in page
     assert 'name="failure_reason"' not in page and 'name="attempts"' not in page
+
+
+def test_the_history_list_names_people_nodes_and_the_system_and_links_each_task(
+    admin_site_client, admin_user
+):
+    admin_user.name = "Ada Admin"
+    admin_user.save()
+    first, second = NodeFactory(name="First Node"), NodeFactory(name="Second Node")
+    task = TaskFactory(name="Rotate", assigned_node=first, status=TaskStatus.FAILED)
+    with acting_as(admin_user):
+        task_assign(task_id=task.pk, node=second, locked_at=in_days(3))
+
+    response = admin_site_client.get(reverse("admin:tasks_taskhistory_changelist"))
+
+    rows = list(response.context["cl"].result_list)
+    assert [row.pk for row in rows] == sorted((row.pk for row in rows), reverse=True)
+    page = response.content.decode()
+    text = visible_text(page[page.index('id="result_list"') :])
+    assert not UUID_TEXT.search(text), text
+    assert "None" not in text
+    for words in ("First Node", "Second Node", "Ada Admin", "system (sweep)", "Failed"):
+        assert words in text
+    assert f'href="{change_url(task)}">Rotate</a>' in page
+
+
+def test_the_history_list_reads_the_nodes_of_a_page_in_one_query(
+    admin_site_client, django_assert_max_num_queries
+):
+    TaskFactory()
+    with CaptureQueriesContext(connection) as few:
+        admin_site_client.get(reverse("admin:tasks_taskhistory_changelist"))
+    TaskFactory.create_batch(20)  # each on its own node
+
+    with django_assert_max_num_queries(len(few)):
+        response = admin_site_client.get(reverse("admin:tasks_taskhistory_changelist"))
+    assert len(response.context["cl"].result_list) == 21
+
+
+def test_one_history_rows_page_names_its_node(admin_site_client):
+    row = TaskFactory(assigned_node=NodeFactory(name="Solo Node")).history.get()
+
+    response = admin_site_client.get(reverse("admin:tasks_taskhistory_change", args=[row.pk]))
+
+    assert "Solo Node" in response.content.decode()
+
+
+# --- Around the task pages -------------------------------------------------------------------
+
+
+def test_an_unknown_admin_page_is_the_admins_html_404_and_the_api_keeps_json(
+    admin_site_client, settings
+):
+    settings.DEBUG = False
+
+    response = admin_site_client.get("/admin/no-such-page/")
+
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/html")
+    assert "admin/404.html" in [template.name for template in response.templates]
+    assert "taskmgmt administration" in response.content.decode()
+    api = admin_site_client.get("/api/no-such-page")
+    assert (api.status_code, api["Content-Type"]) == (404, "application/json")
+
+
+def test_the_header_has_no_view_site_link_to_a_page_that_does_not_exist(admin_site_client):
+    page = admin_site_client.get(reverse("admin:index")).content.decode()
+
+    assert "View site" not in page
+
+
+@pytest.mark.parametrize("url", ["/admin/auth/group/", "/admin/token_blacklist/outstandingtoken/"])
+def test_groups_and_the_token_blacklist_are_not_offered(admin_site_client, url):
+    index = admin_site_client.get(reverse("admin:index")).content.decode()
+
+    assert url not in index
+    assert admin_site_client.get(url).status_code == 404
+
+
+def test_the_soft_deleted_filter_counts_its_choices_when_asked(admin_site_client):
+    TaskFactory.create_batch(2)
+    TaskFactory(active=False)
+
+    page = admin_site_client.get(CHANGELIST, {"_facets": "True"}).content.decode()
+
+    for label in ("Active only (2)", "Soft-deleted only (1)", "Active and soft-deleted (3)"):
+        assert label in page

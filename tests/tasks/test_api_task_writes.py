@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.utils import timezone
 
-from tasks.models import HistoryAction, Task, TaskHistory, TaskStatus
+from tasks.models import HistoryAction, Task, TaskHistory, TaskStatus, deadline_text
 from tests.api import TASK_FIELDS
 from tests.factories import AdminFactory, NodeFactory, TaskFactory
 
@@ -205,19 +205,25 @@ def test_admin_edits_a_pending_task(admin_client, admin_user, node, other_node):
     assert shown["assignedNode"] == str(other_node.pk)
     task.refresh_from_db()
     assert (task.name, task.assigned_node, task.locked_at) == ("Renamed", other_node, deadline)
-    latest = task.history.first()
-    assert (latest.action, latest.from_value, latest.to_value, latest.performed_by) == (
-        HistoryAction.ASSIGNEE_CHANGE,
-        str(node.pk),
-        str(other_node.pk),
-        admin_user,
+    new_rows = task.history.exclude(action=HistoryAction.INITIAL_ASSIGN)
+    assert sorted(new_rows.values_list("action", "to_value", "performed_by")) == [
+        (HistoryAction.ASSIGNEE_CHANGE, str(other_node.pk), admin_user.pk),
+        (HistoryAction.DEADLINE_CHANGE, deadline_text(deadline), admin_user.pk),
+        (HistoryAction.EDIT, "taskName,taskDetails", admin_user.pk),
+    ]
+
+
+def test_an_edit_that_changes_nothing_writes_no_history(admin_client, node):
+    task = TaskFactory(assigned_node=node)
+    body = task_body(
+        node,
+        taskId=str(task.pk),
+        taskName=task.name,
+        taskDetails=task.details,
+        lockedAt=task.locked_at.isoformat(),
     )
 
-
-def test_editing_without_changing_the_assignee_writes_no_history(admin_client, node):
-    task = TaskFactory(assigned_node=node)
-
-    response = admin_client.put("/api/tasks", task_body(node, taskId=str(task.pk)))
+    response = admin_client.put("/api/tasks", body)
 
     assert response.status_code == 200
     assert task.history.count() == 1
@@ -297,17 +303,35 @@ def test_an_edit_with_a_past_deadline_is_refused(admin_client, node):
 # --- PUT /api/tasks/assign ------------------------------------------------------
 
 
-def test_reassigning_a_failed_task_needs_a_new_deadline(admin_client, node, other_node):
-    task = TaskFactory(assigned_node=node, status=TaskStatus.FAILED, locked_at=in_days(-1))
+def test_the_originals_reassign_call_gives_an_expired_failed_task_a_fresh_deadline(
+    admin_client, admin_user, node, other_node, settings
+):
+    """`{taskId, nodeId}` alone, as the original's README documents it."""
+    settings.REASSIGN_DEADLINE_MINUTES = 60
+    expired = in_days(-1)
+    task = TaskFactory(
+        assigned_node=node, status=TaskStatus.FAILED, locked_at=expired, failure_cause="deadline"
+    )
 
+    before = timezone.now()
     response = admin_client.put(
         "/api/tasks/assign", {"taskId": str(task.pk), "nodeId": str(other_node.pk)}
     )
+    after = timezone.now()
 
-    assert response.status_code == 400
-    assert error_fields(response) == ["lockedAt"]
+    assert response.status_code == 200
+    shown = response.json()["task"]
+    deadline = datetime.fromisoformat(shown["lockedAt"])
+    assert before + timedelta(minutes=60) <= deadline <= after + timedelta(minutes=60)
+    assert (shown["status"], shown["assignedNode"]) == ("pending", str(other_node.pk))
     task.refresh_from_db()
-    assert (task.assigned_node, task.status) == (node, TaskStatus.FAILED)
+    assert (task.locked_at, task.failure_cause) == (deadline, "")
+    row = task.history.get(action=HistoryAction.DEADLINE_CHANGE)
+    assert (row.from_value, row.to_value, row.performed_by) == (
+        deadline_text(expired),
+        shown["lockedAt"],
+        admin_user,
+    )
 
 
 def test_reassigning_a_failed_task_puts_it_back_to_pending(
@@ -329,9 +353,10 @@ def test_reassigning_a_failed_task_puts_it_back_to_pending(
         deadline,
     )
     new_rows = task.history.exclude(action=HistoryAction.INITIAL_ASSIGN)
-    assert sorted(new_rows.values_list("action", "from_value", "to_value", "performed_by")) == [
-        (HistoryAction.ASSIGNEE_CHANGE, str(node.pk), str(other_node.pk), admin_user.pk),
-        (HistoryAction.STATUS_CHANGE, "failed", "pending", admin_user.pk),
+    assert sorted(new_rows.values_list("action", "to_value", "performed_by")) == [
+        (HistoryAction.ASSIGNEE_CHANGE, str(other_node.pk), admin_user.pk),
+        (HistoryAction.DEADLINE_CHANGE, deadline_text(deadline), admin_user.pk),
+        (HistoryAction.STATUS_CHANGE, "pending", admin_user.pk),
     ]
 
 
@@ -439,12 +464,13 @@ def test_deleting_a_task_hides_it_everywhere(admin_client, node, client_for):
     assert node_client.put("/api/tasks/shift-status", shift).status_code == 404
 
 
-def test_deleting_writes_no_history(admin_client, node):
+def test_deleting_records_a_soft_delete_by_the_admin(admin_client, admin_user, node):
     task = TaskFactory(assigned_node=node)
 
     admin_client.delete(f"/api/tasks/{task.pk}")
 
-    assert TaskHistory.objects.filter(task=task).count() == 1
+    latest = TaskHistory.objects.filter(task=task).first()
+    assert (latest.action, latest.performed_by) == (HistoryAction.SOFT_DELETE, admin_user)
 
 
 @pytest.mark.parametrize("task_id", ["not-a-uuid", str(uuid.uuid4())])

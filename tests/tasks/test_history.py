@@ -9,7 +9,14 @@ from django.db.models.deletion import ProtectedError
 from django.utils import timezone
 
 from tasks.actor import acting_as, current_actor
-from tasks.models import AppendOnlyError, HistoryAction, Task, TaskHistory, TaskStatus
+from tasks.models import (
+    AppendOnlyError,
+    HistoryAction,
+    Task,
+    TaskHistory,
+    TaskStatus,
+    deadline_text,
+)
 from tasks.services import (
     task_assign,
     task_change_status,
@@ -21,10 +28,11 @@ from tests.factories import AdminFactory, NodeFactory, TaskFactory
 
 pytestmark = pytest.mark.django_db
 
-INITIAL, STATUS, ASSIGNEE = (
+INITIAL, STATUS, ASSIGNEE, DEADLINE = (
     HistoryAction.INITIAL_ASSIGN,
     HistoryAction.STATUS_CHANGE,
     HistoryAction.ASSIGNEE_CHANGE,
+    HistoryAction.DEADLINE_CHANGE,
 )
 
 
@@ -93,9 +101,9 @@ def test_one_save_changing_assignee_and_status_records_both():
     ]
 
 
-def test_a_save_that_changes_no_tracked_field_records_nothing():
+def test_a_save_that_changes_nothing_records_nothing():
     task = TaskFactory()
-    task.name, task.details = "Renamed", "New details"
+    task.updated_at = in_days(1)
     task.save()
 
     assert len(rows(task)) == 1
@@ -120,10 +128,10 @@ def test_a_save_limited_to_other_fields_records_no_unsaved_status_change():
     task.save(update_fields=["name"])
 
     assert Task.objects.get(pk=task.pk).status == TaskStatus.PENDING
-    assert len(rows(task)) == 1
+    assert rows(task)[1:] == [(HistoryAction.EDIT, None, "taskName", None)]
 
     task.save(update_fields=["status"])
-    assert rows(task)[1:] == [(STATUS, "pending", "in_progress", None)]
+    assert rows(task)[2:] == [(STATUS, "pending", "in_progress", None)]
 
 
 def test_a_refreshed_task_compares_with_what_the_database_had_at_the_refresh():
@@ -175,12 +183,15 @@ def test_task_assign_records_the_new_assignee_and_the_return_to_pending():
     task = TaskFactory(status=TaskStatus.FAILED)
     old_node, new_node, admin = task.assigned_node, NodeFactory(), AdminFactory()
 
+    old_deadline, new_deadline = task.locked_at, in_days(2)
+
     with acting_as(admin):
-        task_assign(task_id=task.pk, node=new_node, locked_at=in_days(2))
+        task_assign(task_id=task.pk, node=new_node, locked_at=new_deadline)
 
     assert rows(task)[1:] == [
         (ASSIGNEE, str(old_node.pk), str(new_node.pk), admin.pk),
         (STATUS, "failed", "pending", admin.pk),
+        (DEADLINE, deadline_text(old_deadline), deadline_text(new_deadline), admin.pk),
     ]
 
 
@@ -204,16 +215,19 @@ def test_bulk_reassign_writes_rows_only_for_what_changed():
     moved = TaskFactory(status=TaskStatus.FAILED)
     old_node = moved.assigned_node
 
+    new_deadline = already_there.locked_at
+
     with acting_as(admin):
-        count = tasks_reassign(
-            task_ids=[already_there.pk, moved.pk], node=node, locked_at=in_days(5)
+        changed = tasks_reassign(
+            task_ids=[already_there.pk, moved.pk], node=node, locked_at=new_deadline
         )
 
-    assert count == 2
+    assert set(changed) == {already_there.pk, moved.pk}
     assert len(rows(already_there)) == 1
     assert rows(moved)[1:] == [
         (ASSIGNEE, str(old_node.pk), str(node.pk), admin.pk),
         (STATUS, "failed", "pending", admin.pk),
+        (DEADLINE, deadline_text(moved.locked_at), deadline_text(new_deadline), admin.pk),
     ]
 
 

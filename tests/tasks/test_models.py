@@ -166,14 +166,66 @@ def test_a_completed_task_cannot_be_reassigned():
         task_assign(task_id=task.pk, node=NodeFactory(), locked_at=in_days(2))
 
 
-def test_reassigning_a_task_whose_deadline_passed_needs_a_new_deadline():
+@pytest.mark.parametrize("minutes_left", [-24 * 60, -1, 0, 59])
+def test_reassigning_without_a_deadline_replaces_one_past_or_too_close(settings, minutes_left):
+    settings.REASSIGN_DEADLINE_MINUTES = 60
+    task = TaskFactory(status=FAILED, locked_at=timezone.now() + timedelta(minutes=minutes_left))
+
+    before = timezone.now()
+    task_assign(task_id=task.pk, node=NodeFactory())
+    after = timezone.now()
+
+    task.refresh_from_db()
+    assert task.status == PENDING
+    assert before + timedelta(minutes=60) <= task.locked_at <= after + timedelta(minutes=60)
+
+
+def test_reassigning_without_a_deadline_keeps_one_far_enough_away(settings):
+    settings.REASSIGN_DEADLINE_MINUTES = 60
+    deadline = timezone.now() + timedelta(minutes=61)
+    task = TaskFactory(status=TaskStatus.IN_PROGRESS, locked_at=deadline)
+
+    task_assign(task_id=task.pk, node=NodeFactory())
+
+    assert Task.objects.get(pk=task.pk).locked_at == deadline
+
+
+def test_the_fresh_deadline_follows_the_setting(settings):
+    settings.REASSIGN_DEADLINE_MINUTES = 5
+    task = TaskFactory(status=FAILED, locked_at=in_days(-1))
+
+    task_assign(task_id=task.pk, node=NodeFactory())
+
+    left = Task.objects.get(pk=task.pk).locked_at - timezone.now()
+    assert timedelta(minutes=4) < left <= timedelta(minutes=5)
+
+
+def test_an_explicit_deadline_wins_over_the_fresh_one():
+    task = TaskFactory(status=FAILED, locked_at=in_days(-1))
+    deadline = timezone.now() + timedelta(minutes=2)
+
+    task_assign(task_id=task.pk, node=NodeFactory(), locked_at=deadline)
+
+    assert Task.objects.get(pk=task.pk).locked_at == deadline
+
+
+def test_an_explicit_deadline_must_still_be_in_the_future():
     task = TaskFactory(status=FAILED, locked_at=in_days(-1))
 
     with pytest.raises(ValidationError) as error:
-        task_assign(task_id=task.pk, node=NodeFactory())
+        task_assign(task_id=task.pk, node=NodeFactory(), locked_at=in_days(-1))
 
     assert "locked_at" in error.value.message_dict
     assert Task.objects.get(pk=task.pk).status == FAILED
+
+
+def test_giving_a_failed_task_out_again_forgets_its_failure():
+    task = TaskFactory(status=FAILED, failure_cause="deadline", failure_reason="disk full")
+
+    task_assign(task_id=task.pk, node=NodeFactory())
+
+    task.refresh_from_db()
+    assert (task.failure_cause, task.failure_reason) == ("", "")
 
 
 def test_reassigning_a_failed_task_puts_it_back_to_pending_for_the_new_node():
