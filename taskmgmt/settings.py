@@ -237,8 +237,12 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
-    # A task's `status` and the `taskStatus` sent to shift-status are one enum.
-    "ENUM_NAME_OVERRIDES": {"TaskStatusEnum": "tasks.models.TaskStatus"},
+    # A task's `status` and the `taskStatus` sent to shift-status are one enum; so are
+    # a task's `failureCause` and a history row's `cause`.
+    "ENUM_NAME_OVERRIDES": {
+        "TaskStatusEnum": "tasks.models.TaskStatus",
+        "FailureCauseEnum": "tasks.models.FailureCause",
+    },
     # Swagger UI and ReDoc from our static files (drf-spectacular-sidecar), not a
     # CDN: the docs render with no internet, as on most production networks.
     "SWAGGER_UI_DIST": "SIDECAR",
