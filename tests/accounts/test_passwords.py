@@ -32,7 +32,7 @@ def test_production_hashes_with_argon2_first():
 BURST = """
 import resource, threading
 from django.conf import settings
-settings.configure(PASSWORD_HASH_CONCURRENCY={concurrency})
+settings.configure(PASSWORD_HASH_CONCURRENCY={concurrency}, PASSWORD_HASH_WAIT_SECONDS=60)
 from accounts.hashers import Argon2PasswordHasher
 hasher = Argon2PasswordHasher()
 encoded = hasher.encode("password", hasher.salt())
