@@ -1,7 +1,7 @@
 """The auth API's bodies, with the original system's camelCase names.
 
 Input serializers validate and, for login and password change, check the
-credentials; `accounts.services` issues and revokes the tokens.
+credentials; `accounts.services` writes the users and issues and revokes the tokens.
 """
 
 import logging

@@ -1,5 +1,7 @@
-"""Issuing, rotating and revoking a user's JWTs.
+"""Creating nodes, editing profiles, and issuing, rotating and revoking a user's JWTs.
 
+A write of a user names the fields it changes: the user the request loaded may
+be older than a password change or deactivation committed since.
 Every refresh token is recorded (simplejwt's OutstandingToken) when issued,
 so a user's tokens can all be revoked at once; access tokens carry a digest
 of the password hash (CHECK_REVOKE_TOKEN), so a new password revokes them.

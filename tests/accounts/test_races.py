@@ -25,6 +25,12 @@ from tests.factories import PASSWORD, AdminFactory, NodeFactory
 ROW_LOCKS = pytest.mark.skipif(
     connection.vendor == "sqlite", reason="needs row locks: SQLite runs one writer at a time"
 )
+# On SQLite the live server's request threads share the test's one in-memory
+# connection, so their transactions would interleave on it: not a race between requests.
+OWN_CONNECTIONS = pytest.mark.skipif(
+    connection.vendor == "sqlite",
+    reason="the live server's threads share one in-memory SQLite connection",
+)
 WAIT = 10  # seconds; a test that needs longer has deadlocked
 NEW_PASSWORD = "a-brand-new-long-passphrase"
 
@@ -188,6 +194,7 @@ def concurrent_puts_or_posts(base_url, requests):
 
 
 @pytest.mark.mysql
+@OWN_CONNECTIONS
 @pytest.mark.django_db(transaction=True)
 # Argon2, as in production: the losers used to learn of the winner after their hash.
 @override_settings(PASSWORD_HASHERS=settings.PRODUCTION_PASSWORD_HASHERS)
@@ -207,6 +214,7 @@ def test_six_concurrent_signups_of_one_email_are_one_201_and_five_409s(live_serv
 
 
 @pytest.mark.mysql
+@OWN_CONNECTIONS
 @pytest.mark.django_db(transaction=True)
 def test_six_concurrent_edits_to_one_free_email_are_one_200_and_five_409s(live_server):
     nodes = [NodeFactory() for _ in range(6)]
