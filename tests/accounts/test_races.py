@@ -49,18 +49,21 @@ def login(email, password):
     return APIClient().post("/api/auth/login", {"username": email, "password": password})
 
 
-def wait_until_a_transaction_waits_for_a_lock():
-    """Until another connection to this database is blocked on a row lock."""
+def wait_until_a_user_update_is_blocked(answers):
+    """Until another connection sits in an UPDATE of a user: the other change holds
+    that row's lock until it commits, so the UPDATE is waiting for it."""
     query = """
-        SELECT COUNT(*) FROM information_schema.innodb_trx AS trx
-        JOIN information_schema.processlist AS process ON process.id = trx.trx_mysql_thread_id
-        WHERE trx.trx_state = 'LOCK WAIT' AND process.db = DATABASE()"""
+        SELECT COUNT(*) FROM information_schema.processlist
+        WHERE db = DATABASE() AND id <> CONNECTION_ID() AND command = 'Query'
+        AND info LIKE 'UPDATE `accounts_user` SET %%'"""
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
         with connection.cursor() as cursor:
             cursor.execute(query)
             if cursor.fetchone()[0]:
                 return
+        if answers:
+            pytest.fail(f"the request ended without waiting for the lock: {answers[0]!r}")
         time.sleep(0.02)
     pytest.fail("the request never waited for the other transaction's lock")
 
@@ -76,7 +79,7 @@ def in_flight_across(change, request):
             with transaction.atomic():
                 change()
                 changed.set()
-                release.wait(WAIT)
+                release.wait(2 * WAIT)
         finally:
             connection.close()
 
@@ -92,7 +95,7 @@ def in_flight_across(change, request):
     sender = threading.Thread(target=send)
     sender.start()
     try:
-        wait_until_a_transaction_waits_for_a_lock()
+        wait_until_a_user_update_is_blocked(answers)
     finally:
         release.set()
         holder.join(WAIT)
