@@ -1,6 +1,7 @@
 """Admin-only user endpoints: signup (creates nodes) and the user list."""
 
 import pytest
+from django.db import connection
 from rest_framework.test import APIClient
 
 from accounts.models import User
@@ -132,3 +133,15 @@ def test_signup_with_a_password_equal_to_the_name_is_a_400(admin_client):
     assert error_fields(response) == ["password"]
     assert "name" in response.json()["errors"][0]["message"]
     assert not User.objects.filter(name="Quartermaster Seven").exists()
+
+
+@pytest.mark.mysql
+@pytest.mark.skipif(connection.vendor == "sqlite", reason="needs MariaDB's _ci collations")
+def test_on_mariadb_an_accented_look_alike_of_a_taken_email_is_a_409(admin_client):
+    # The collation (and so the unique index) treats it as the same address.
+    NodeFactory(email="node3@example.com")
+
+    response = signup(admin_client, email="node3@ex\u00e1mple.com")
+
+    assert response.status_code == 409
+    assert User.objects.count() == 2  # the admin and node3
