@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -196,3 +197,84 @@ def test_a_burst_of_logins_gets_a_quick_503_with_retry_after_not_a_long_queue(li
             assert body["title"] == "Service Unavailable"
             assert int(headers["Retry-After"]) >= 1
             assert seconds < 1.0 + 0.5
+
+
+# --- The same burst on the production server ----------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def gunicorn_url(tmp_path):
+    """gunicorn.conf.py with production settings (Argon2) over a fresh SQLite file: one
+    worker of eight threads, so eight logins reach the hash slot at once."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "taskmgmt.settings",
+        "SECRET_KEY": "burst-test-only-" + "x" * 40,
+        "DEBUG": "false",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "CACHE_URL": "",
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "WEB_CONCURRENCY": "1",
+        "GUNICORN_THREADS": "8",
+        "PASSWORD_HASH_WAIT_SECONDS": "1",
+        "RATELIMIT_LOGIN_USER": "1000/h",
+        "RATELIMIT_LOGIN_IP": "1000/h",
+    }
+    manage = [sys.executable, "manage.py"]
+    make_user = (
+        "from accounts.models import User; "
+        f"User.objects.create_user({BURST_EMAIL!r}, {PASSWORD!r}, name='Burst')"
+    )
+    for command in (["migrate", "--verbosity", "0"], ["shell", "-c", make_user]):
+        subprocess.run([*manage, *command], cwd=settings.BASE_DIR, env=env, check=True, timeout=120)
+    log = (tmp_path / "gunicorn.log").open("w")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(url + "/healthz", timeout=5).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "gunicorn did not answer"
+                time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=40)
+        log.close()
+
+
+BURST_EMAIL = "burst@example.com"
+
+
+def test_under_gunicorn_a_burst_of_logins_is_answered_200_or_a_quick_503(gunicorn_url):
+    burst = 16
+    assert post_login(gunicorn_url, BURST_EMAIL)[0] == 200  # the server learns a hash's cost
+
+    with ThreadPoolExecutor(burst) as pool:
+        answers = list(pool.map(lambda _: post_login(gunicorn_url, BURST_EMAIL), range(burst)))
+
+    statuses = [status for status, _, _, _ in answers]
+    assert set(statuses) == {200, 503}, statuses
+    for status, headers, body, seconds in answers:
+        # A bounded wait for a slot and one hash, behind gunicorn's own queue of quick 503s.
+        assert seconds < 6.0, (status, seconds)
+        if status == 503:
+            assert body["title"] == "Service Unavailable"
+            assert int(headers["Retry-After"]) >= 1
