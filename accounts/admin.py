@@ -1,11 +1,45 @@
 from django.contrib import admin
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
-from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.contrib.auth.forms import (
+    AdminPasswordChangeForm,
+    AdminUserCreationForm,
+    UserChangeForm,
+)
 from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
+from accounts.hashers import HashQueueFull
 from accounts.models import Liveness, Role, User
+from accounts.throttling import login_allowed
+
+
+class AdminLoginForm(AdminAuthenticationForm):
+    """The admin's login under the API login's limits: the same counts per IP and
+    per account, so neither login is a way to guess around the other."""
+
+    error_messages = {
+        **AdminAuthenticationForm.error_messages,
+        "rate_limited": (
+            "Too many login attempts for this account or from this address. "
+            "Wait a minute, then try again."
+        ),
+        "busy": "The server is checking too many passwords at once. Try again in a few seconds.",
+    }
+
+    def clean(self):
+        username, password = self.cleaned_data.get("username"), self.cleaned_data.get("password")
+        if username is not None and password and not login_allowed(self.request, username):
+            raise ValidationError(self.error_messages["rate_limited"], code="rate_limited")
+        try:
+            return super().clean()
+        except HashQueueFull as error:
+            raise ValidationError(self.error_messages["busy"], code="busy") from error
+
+
+admin.site.login_form = AdminLoginForm
 
 
 class UserCreationForm(AdminUserCreationForm):
@@ -35,10 +69,20 @@ class LivenessFilter(admin.SimpleListFilter):
         return queryset
 
 
+class PasswordChangeForm(AdminPasswordChangeForm):
+    def save(self, commit=True):
+        # The password only: the rest of the row was read when the request began.
+        user = super().save(commit=False)
+        if commit:
+            user.save(update_fields=["password"])
+        return user
+
+
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
     form = UserEditForm
     add_form = UserCreationForm
+    change_password_form = PasswordChangeForm
     list_display = ["email", "name", "role", "liveness", "last_seen", "is_active", "date_joined"]
     list_filter = ["role", LivenessFilter, "is_active"]
     search_fields = ["email", "name"]
@@ -60,6 +104,14 @@ class UserAdmin(DjangoUserAdmin):
         )
     ]
     filter_horizontal = []
+
+    def save_model(self, request, obj, form, change):
+        """An edit writes the fields the form changed, nothing it merely read: a
+        password set or a deactivation committed meanwhile stays."""
+        if change:
+            obj.save(update_fields=[name for name in form.changed_data if name != "password"])
+        else:
+            super().save_model(request, obj, form, change)
 
     def get_queryset(self, request):
         # One clock for the whole page, in SQL: the same rule as the API and the sweep.

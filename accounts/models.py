@@ -1,3 +1,4 @@
+import unicodedata
 import uuid
 from datetime import datetime, timedelta
 
@@ -46,6 +47,18 @@ def liveness_of(last_seen: datetime | None, now: datetime) -> str:
     return Liveness.ALIVE
 
 
+EMAIL_MAX_LENGTH = 254
+
+
+def is_encodable(text: str) -> bool:
+    """Lone surrogates are valid JSON but no database driver can send them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class UserQuerySet(models.QuerySet):
     def nodes(self):
         return self.filter(role=Role.NODE)
@@ -78,17 +91,38 @@ class UserManager(BaseUserManager.from_queryset(UserQuerySet)):
     use_in_migrations = True
 
     def get_by_natural_key(self, username):
-        # Emails are case-insensitive logins: look up the stored lower-case form.
-        return self.get(email=self.normalize_email(username))
+        # The admin's login (ModelBackend) finds users by the API login's rule.
+        user = self.get_for_login(username)
+        if user is None:
+            raise self.model.DoesNotExist(f"No user logs in as {username!r}.")
+        return user
+
+    def get_for_login(self, username: str) -> "User | None":
+        """The user whose stored email is exactly the canonical form of `username`.
+
+        Compared again in Python: MariaDB's _ci collations also match look-alikes
+        (nodé3@ for node3@), which must not be second spellings with their own login budget.
+        """
+        email = self.normalize_email(username)
+        if len(email) > EMAIL_MAX_LENGTH or not is_encodable(email):
+            return None
+        user = self.filter(email=email).first()
+        return user if user is not None and user.email == email else None
 
     @classmethod
     def normalize_email(cls, email):
-        return (email or "").strip().lower()
+        """The one canonical form of an email: NFKC, case-folded, trimmed.
+
+        Stored, compared and counted in this form, so one address has one spelling.
+        """
+        return unicodedata.normalize("NFKC", email or "").casefold().strip()
 
     def create_user(self, email, password=None, *, name="", role=Role.NODE, **extra):
         user = self.model(email=self.normalize_email(email), name=name, role=role, **extra)
         user.set_password(password)
-        user.full_clean(exclude=["password"])
+        # Uniqueness is the database's to decide (see accounts.services.user_create_node):
+        # a check here would answer a lost race differently from a plain duplicate.
+        user.full_clean(exclude=["password"], validate_unique=False)
         user.save(using=self._db)
         return user
 
@@ -104,7 +138,7 @@ class User(AbstractBaseUser):
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    email = models.EmailField(unique=True, max_length=254)
+    email = models.EmailField(unique=True, max_length=EMAIL_MAX_LENGTH)
     name = models.CharField(max_length=150)
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.NODE)
     is_active = models.BooleanField(

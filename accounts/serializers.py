@@ -1,7 +1,7 @@
 """The auth API's bodies, with the original system's camelCase names.
 
 Input serializers validate and, for login and password change, check the
-credentials; `accounts.services` issues and revokes the tokens.
+credentials; `accounts.services` writes the users and issues and revokes the tokens.
 """
 
 import logging
@@ -13,7 +13,6 @@ from rest_framework import serializers
 from rest_framework.exceptions import AuthenticationFailed, PermissionDenied
 
 from accounts.models import Liveness, User, UserManager
-from taskmgmt.api import Conflict
 from tasks.serializers import IdField, TaskSerializer
 
 logger = logging.getLogger("taskmgmt.auth")
@@ -36,14 +35,6 @@ def _check_password_strength(password: str, user: User, field: str) -> None:
         raise serializers.ValidationError({field: error.messages}) from error
 
 
-def _ensure_email_free(email: str, user: User | None = None) -> None:
-    taken = User.objects.filter(email=email)
-    if user is not None:
-        taken = taken.exclude(pk=user.pk)
-    if taken.exists():
-        raise Conflict("A user with this email already exists.")
-
-
 class JSONStringMixin:
     """Takes a JSON string only: DRF's own fields turn 0 or true into "0" or "True"."""
 
@@ -58,7 +49,11 @@ class StringField(JSONStringMixin, serializers.CharField):
 
 
 class EmailAddressField(JSONStringMixin, serializers.EmailField):
-    pass
+    """An email in its stored, canonical form (UserManager.normalize_email), which the
+    validators and the length limit then check."""
+
+    def to_internal_value(self, data):
+        return UserManager.normalize_email(super().to_internal_value(data))
 
 
 class UserInputSerializer(serializers.ModelSerializer):
@@ -177,8 +172,7 @@ class LoginSerializer(serializers.Serializer):
     password = PasswordField()
 
     def validate(self, attrs):
-        email = UserManager.normalize_email(attrs["username"])
-        user = User.objects.filter(email=email).first()
+        user = User.objects.get_for_login(attrs["username"])
         if user is None:
             # Hash anyway, so an unknown email answers as slowly as a wrong password.
             User().set_password(attrs["password"])
@@ -214,22 +208,13 @@ class SignupSerializer(UserInputSerializer):
     class Meta:
         model = User
         fields = ["name", "email", "password"]
-        # Uniqueness is checked in `validate`, case-insensitively and as a 409.
+        # Uniqueness is a 409 from accounts.services, on the canonical form.
         extra_kwargs = {"email": {"validators": []}}
-
-    def validate_email(self, value):
-        return UserManager.normalize_email(value)
 
     def validate(self, attrs):
         candidate = User(name=attrs["name"], email=attrs["email"])
         _check_password_strength(attrs["password"], candidate, "password")
-        _ensure_email_free(attrs["email"])
         return attrs
-
-    def create(self, validated_data):
-        return User.objects.create_user(
-            validated_data["email"], validated_data["password"], name=validated_data["name"]
-        )
 
 
 class ProfileEditSerializer(UserInputSerializer):
@@ -237,13 +222,6 @@ class ProfileEditSerializer(UserInputSerializer):
         model = User
         fields = ["name", "email"]
         extra_kwargs = {"email": {"validators": []}}
-
-    def validate_email(self, value):
-        return UserManager.normalize_email(value)
-
-    def validate(self, attrs):
-        _ensure_email_free(attrs["email"], self.instance)
-        return attrs
 
 
 class PasswordChangeSerializer(serializers.Serializer):

@@ -1,5 +1,8 @@
-"""Issuing, rotating and revoking a user's JWTs; a node's heartbeat.
+"""Creating nodes, editing profiles, and issuing, rotating and revoking a user's JWTs;
+a node's heartbeat.
 
+A write of a user names the fields it changes: the user the request loaded may
+be older than a password change or deactivation committed since.
 Every refresh token is recorded (simplejwt's OutstandingToken) when issued,
 so a user's tokens can all be revoked at once; access tokens carry a digest
 of the password hash (CHECK_REVOKE_TOKEN), so a new password revokes them.
@@ -8,7 +11,7 @@ of the password hash (CHECK_REVOKE_TOKEN), so a new password revokes them.
 from datetime import datetime
 from uuid import UUID
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings
@@ -17,6 +20,43 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from accounts.models import User
+from taskmgmt.api import Conflict
+
+EMAIL_TAKEN = "A user with this email already exists."
+
+
+def ensure_email_free(*, email: str, user: User | None = None) -> None:
+    """409 when another user has `email`: checked before any hashing, and again by
+    the unique index when the row is written (a concurrent request may win meanwhile)."""
+    taken = User.objects.filter(email=email)
+    if user is not None:
+        taken = taken.exclude(pk=user.pk)
+    if taken.exists():
+        raise Conflict(EMAIL_TAKEN)
+
+
+def user_create_node(*, name: str, email: str, password: str) -> User:
+    """A new worker node; a lost race for its email is the same 409 as a plain duplicate."""
+    ensure_email_free(email=email)
+    try:
+        with transaction.atomic():
+            return User.objects.create_user(email, password, name=name)
+    except IntegrityError as error:
+        raise Conflict(EMAIL_TAKEN) from error
+
+
+def user_edit_profile(*, user: User, name: str, email: str) -> User:
+    """Writes the name and email only: `user` was read when the request began, and
+    writing its other fields back would undo a password change or a deactivation
+    committed since."""
+    ensure_email_free(email=email, user=user)
+    user.name, user.email = name, email
+    try:
+        with transaction.atomic():
+            user.save(update_fields=["name", "email"])
+    except IntegrityError as error:
+        raise Conflict(EMAIL_TAKEN) from error
+    return user
 
 
 def tokens_issue(*, user: User) -> dict[str, str]:

@@ -20,6 +20,7 @@ from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
 from accounts import services
 from accounts.authentication import JWTAuthentication
+from accounts.hashers import HashQueueFull
 from accounts.models import User
 from accounts.permissions import IsAdminRole, IsNodeRole
 from accounts.serializers import (
@@ -38,13 +39,31 @@ from accounts.serializers import (
     UserMessageSerializer,
     UsersListSerializer,
 )
-from taskmgmt.api import error_responses
-from taskmgmt.throttling import LoginIpThrottle, LoginUsernameThrottle
+from accounts.throttling import LoginAccountThrottle, LoginIpThrottle
+from taskmgmt.api import ServiceUnavailable, error_responses
+from taskmgmt.throttling import ApiRateThrottle
 from tasks.models import Task
 from tasks.serializers import MessageSerializer
 
 
-class TokenViewSet(viewsets.GenericViewSet):
+class HashesBusy(ServiceUnavailable):
+    default_detail = "Too many password checks at once; retry after Retry-After seconds."
+
+    def __init__(self, wait: int):
+        super().__init__()
+        self.wait = wait  # DRF sends it as Retry-After
+
+
+class PasswordCheckMixin:
+    """A password check that found no free hash slot is a 503 with Retry-After."""
+
+    def handle_exception(self, exc):
+        if isinstance(exc, HashQueueFull):
+            exc = HashesBusy(exc.retry_after)
+        return super().handle_exception(exc)
+
+
+class TokenViewSet(PasswordCheckMixin, viewsets.GenericViewSet):
     """Login and refresh. No authentication runs here: a client holding an
     expired access token must still be able to get a new one."""
 
@@ -57,13 +76,16 @@ class TokenViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         summary="Log in with email and password",
-        responses={200: LoginResultSerializer, **error_responses(400, 401, 403, 413, 415, 429)},
+        responses={
+            200: LoginResultSerializer,
+            **error_responses(400, 401, 403, 413, 415, 429, 503),
+        },
     )
     @action(
         detail=False,
         methods=["post"],
         serializer_class=LoginSerializer,
-        throttle_classes=[LoginIpThrottle, LoginUsernameThrottle],
+        throttle_classes=[LoginIpThrottle, LoginAccountThrottle],
     )
     def login(self, request):
         serializer = self.get_serializer(data=request.data)
@@ -87,7 +109,7 @@ class TokenViewSet(viewsets.GenericViewSet):
         return Response(tokens)
 
 
-class AccountViewSet(viewsets.GenericViewSet):
+class AccountViewSet(PasswordCheckMixin, viewsets.GenericViewSet):
     """The signed-in user's own account; the user list and signup for admins."""
 
     @extend_schema(
@@ -110,22 +132,24 @@ class AccountViewSet(viewsets.GenericViewSet):
         serializer_class=ProfileEditSerializer,
     )
     def edit_profile(self, request):
-        serializer = self.get_serializer(request.user, data=request.data)
+        serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        user = serializer.save()
+        user = services.user_edit_profile(user=request.user, **serializer.validated_data)
         return Response(
             {"message": "Profile updated.", "userDetails": UserDetailsSerializer(user).data}
         )
 
     @extend_schema(
         summary="Change the signed-in user's password; every token issued before stops working",
-        responses={200: MessageSerializer, **error_responses(400, 401, 413, 415, 429)},
+        responses={200: MessageSerializer, **error_responses(400, 401, 413, 415, 429, 503)},
     )
     @action(
         detail=False,
         methods=["put"],
         url_path="update-password",
         serializer_class=PasswordChangeSerializer,
+        # The old password is a password check: it spends the login budgets.
+        throttle_classes=[ApiRateThrottle, LoginIpThrottle, LoginAccountThrottle],
     )
     def update_password(self, request):
         serializer = self.get_serializer(data=request.data)
@@ -148,7 +172,7 @@ class AccountViewSet(viewsets.GenericViewSet):
         summary="Create a worker node (the API never creates admins)",
         responses={
             201: UserMessageSerializer,
-            **error_responses(400, 401, 403, 409, 413, 415, 429),
+            **error_responses(400, 401, 403, 409, 413, 415, 429, 503),
         },
     )
     @action(
@@ -160,7 +184,7 @@ class AccountViewSet(viewsets.GenericViewSet):
     def signup(self, request):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        user = serializer.save()
+        user = services.user_create_node(**serializer.validated_data)
         return Response(
             {"message": "Node created.", "userDetails": UserDetailsSerializer(user).data},
             status=status.HTTP_201_CREATED,

@@ -208,6 +208,7 @@ _ERROR_DESCRIPTIONS = {
     413: "Request body too large.",
     415: "Request body is not JSON.",
     429: "Rate limited; see the Retry-After header.",
+    503: "Unavailable for now (e.g. every password-hash slot busy); see the Retry-After header.",
 }
 
 

@@ -149,9 +149,17 @@ PASSWORD_HASHERS = [
 
 # Argon2 hashes one process computes at once (each holds 100 MiB); more wait.
 PASSWORD_HASH_CONCURRENCY = env.int("PASSWORD_HASH_CONCURRENCY", default=1)
+# Longest a password check waits for a slot; one that would wait longer is a 503 with
+# Retry-After at once. 10 s: a client's usual timeout is longer (so it hears the 503),
+# and a worker's four threads queue at most ~1 s of hashes on a quiet box (README).
+PASSWORD_HASH_WAIT_SECONDS = env.float("PASSWORD_HASH_WAIT_SECONDS", default=10.0)
 
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        # Django's default attributes (username, first_name, …) are not this model's.
+        "NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator",
+        "OPTIONS": {"user_attributes": ("email", "name")},
+    },
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},

@@ -20,8 +20,6 @@ from django_ratelimit.core import (
 )
 from rest_framework.throttling import BaseThrottle
 
-from accounts.models import UserManager
-
 
 class RatelimitThrottle(BaseThrottle):
     """Allows `rate_setting` requests per window for each value of `key`.
@@ -101,16 +99,6 @@ def unknown_address_key(group, request) -> str:
     return "unknown-address"
 
 
-def login_username_key(group, request) -> str:
-    """The login name from the JSON body, as the login looks it up."""
-    data = request.data
-    username = data.get("username") if isinstance(data, dict) else None
-    if not isinstance(username, str):
-        return ""
-    # Lone surrogates are valid JSON but cannot be encoded into a cache key.
-    return UserManager.normalize_email(username).encode("utf-8", "backslashreplace").decode()
-
-
 class ApiRateThrottle(RatelimitThrottle):
     """RATELIMIT_API per user; per IP for anonymous calls (the token refresh)."""
 
@@ -119,17 +107,3 @@ class ApiRateThrottle(RatelimitThrottle):
 
     def get_key(self, request):
         return "user" if request.user else "ip"
-
-
-class LoginIpThrottle(RatelimitThrottle):
-    group = "login-ip"
-    rate_setting = "RATELIMIT_LOGIN_IP"
-    key = "ip"
-
-
-class LoginUsernameThrottle(RatelimitThrottle):
-    """Caps password guessing on one account, whatever the number of IPs used."""
-
-    group = "login-username"
-    rate_setting = "RATELIMIT_LOGIN_USER"
-    key = staticmethod(login_username_key)

@@ -188,3 +188,29 @@ def test_update_password_needs_both_fields(node_client):
     response = node_client.put(PASSWORD_URL, {"old_password": PASSWORD})
 
     assert error_fields(response) == ["oldPassword", "newPassword"]
+
+
+def test_edit_profile_to_another_spelling_of_a_taken_email_is_a_409(node, node_client):
+    NodeFactory(email="taken@example.com")
+
+    response = node_client.put(EDIT, {"name": "Renamed", "email": "\uff34AKEN@example.com"})
+
+    assert_json_error(response, 409)
+    node.refresh_from_db()
+    assert node.name != "Renamed"
+
+
+def test_edit_profile_stores_the_canonical_form_of_the_email(node, node_client):
+    response = node_client.put(EDIT, {"name": "Renamed", "email": "\uff2eew@Example.com"})
+
+    assert response.json()["userDetails"]["email"] == "new@example.com"
+    assert User.objects.get(pk=node.pk).email == "new@example.com"
+
+
+def test_update_password_to_the_users_name_is_a_400(client_for):
+    node = NodeFactory(name="Quartermaster Seven")
+
+    response = change_password(client_for(node), new="quartermaster seven")
+
+    assert error_fields(response) == ["newPassword"]
+    assert User.objects.get(pk=node.pk).check_password(PASSWORD)

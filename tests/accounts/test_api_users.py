@@ -1,6 +1,7 @@
 """Admin-only user endpoints: signup (creates nodes) and the user list."""
 
 import pytest
+from django.db import connection
 from rest_framework.test import APIClient
 
 from accounts.models import User
@@ -105,3 +106,42 @@ def test_users_lists_every_active_user_admins_too_by_name(admin_client, admin_us
     expected = sorted([zed, amy, boss, admin_user], key=lambda user: (user.name, user.email))
     assert [user["nodeId"] for user in users] == [str(user.pk) for user in expected]
     assert {"nodeId": str(amy.pk), "name": "Amy", "email": amy.email, "role": "node"} in users
+
+
+def test_signup_stores_the_canonical_form_of_the_email(admin_client):
+    # NFKC folds the fullwidth letters, casefold the case: one spelling per address.
+    response = signup(admin_client, email=" \uff2eew.Node@Example.COM ")
+
+    assert response.status_code == 201
+    assert response.json()["userDetails"]["email"] == "new.node@example.com"
+    assert User.objects.filter(email="new.node@example.com").exists()
+
+
+def test_signup_of_another_spelling_of_a_taken_email_is_a_409(admin_client):
+    NodeFactory(email="taken@example.com")
+
+    response = signup(admin_client, email="\uff54aken@EXAMPLE.com")
+
+    assert response.status_code == 409
+    assert response.json()["message"] == "A user with this email already exists."
+    assert User.objects.filter(name="New Node").count() == 0
+
+
+def test_signup_with_a_password_equal_to_the_name_is_a_400(admin_client):
+    response = signup(admin_client, name="Quartermaster Seven", password="Quartermaster Seven")
+
+    assert error_fields(response) == ["password"]
+    assert "name" in response.json()["errors"][0]["message"]
+    assert not User.objects.filter(name="Quartermaster Seven").exists()
+
+
+@pytest.mark.mysql
+@pytest.mark.skipif(connection.vendor == "sqlite", reason="needs MariaDB's _ci collations")
+def test_on_mariadb_an_accented_look_alike_of_a_taken_email_is_a_409(admin_client):
+    # The collation (and so the unique index) treats it as the same address.
+    NodeFactory(email="node3@example.com")
+
+    response = signup(admin_client, email="node3@ex\u00e1mple.com")
+
+    assert response.status_code == 409
+    assert User.objects.count() == 2  # the admin and node3

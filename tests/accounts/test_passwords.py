@@ -2,8 +2,14 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -13,10 +19,12 @@ from django.contrib.auth.hashers import check_password, identify_hasher, make_pa
 from django.test import override_settings
 from django.utils.module_loading import import_string
 
+from accounts.hashers import HashQueueFull, HashSlots
 from accounts.models import User
 from tests.factories import PASSWORD, NodeFactory
 
 PRODUCTION = override_settings(PASSWORD_HASHERS=settings.PRODUCTION_PASSWORD_HASHERS)
+WAIT = 10  # seconds; a test that needs longer has deadlocked
 DEMO = json.loads((Path(settings.BASE_DIR) / "fixtures" / "demo.json").read_text())
 
 
@@ -32,7 +40,7 @@ def test_production_hashes_with_argon2_first():
 BURST = """
 import resource, threading
 from django.conf import settings
-settings.configure(PASSWORD_HASH_CONCURRENCY={concurrency})
+settings.configure(PASSWORD_HASH_CONCURRENCY={concurrency}, PASSWORD_HASH_WAIT_SECONDS=60)
 from accounts.hashers import Argon2PasswordHasher
 hasher = Argon2PasswordHasher()
 encoded = hasher.encode("password", hasher.salt())
@@ -97,3 +105,176 @@ def test_the_demo_passwords_are_argon2_and_match_the_published_logins(user):
 
     assert identify_hasher(fields["password"]).algorithm == "argon2"
     assert check_password(password, fields["password"])
+
+
+# --- Hash slots: first come, first served, and a bounded wait ------------------------
+
+
+def test_hash_slots_serve_waiting_hashes_in_arrival_order():
+    slots = HashSlots(1, max_wait=WAIT)
+    order = []
+    slots.acquire()  # held, so every hash below has to queue
+    threads = []
+    for number in range(5):
+        thread = threading.Thread(target=slots.run, args=(order.append, number))
+        thread.start()
+        threads.append(thread)
+        wait_for_queue(slots, number + 1)
+    slots.release(0.01)
+    for thread in threads:
+        thread.join(WAIT)
+
+    assert order == [0, 1, 2, 3, 4]
+
+
+def wait_for_queue(slots: HashSlots, length: int) -> None:
+    deadline = time.monotonic() + WAIT
+    while len(slots._waiting) < length:
+        assert time.monotonic() < deadline, "the hashes never queued"
+        time.sleep(0.005)
+
+
+def test_a_hash_that_would_wait_past_the_bound_is_refused_at_once():
+    slots = HashSlots(1, max_wait=1.0)
+    slots.run(time.sleep, 0.4)  # measured: a hash takes 0.4 s here
+    running = threading.Event()
+    holder = threading.Thread(target=slots.run, args=(running.wait, WAIT))
+    holder.start()
+    while slots._free:  # until the holder has the one slot
+        time.sleep(0.005)
+    queued = [threading.Thread(target=slots.run, args=(lambda: None,)) for _ in range(2)]
+    for thread in queued:
+        thread.start()
+    wait_for_queue(slots, 2)
+
+    started = time.monotonic()
+    # Behind one running and two queued hashes: about 3 x 0.4 s, past the 1 s bound.
+    with pytest.raises(HashQueueFull) as refused:
+        slots.acquire()
+
+    assert time.monotonic() - started < 0.1
+    assert refused.value.retry_after == 2
+    running.set()
+    for thread in [holder, *queued]:
+        thread.join(WAIT)
+
+
+def post_login(base_url: str, email: str) -> tuple[int, dict, dict, float]:
+    request = urllib.request.Request(
+        base_url + "/api/auth/login",
+        data=json.dumps({"username": email, "password": PASSWORD}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            status, headers, body = response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        status, headers, body = error.code, dict(error.headers), error.read()
+    return status, headers, json.loads(body), time.monotonic() - started
+
+
+@PRODUCTION
+@override_settings(
+    PASSWORD_HASH_WAIT_SECONDS=1.0, RATELIMIT_LOGIN_USER="1000/h", RATELIMIT_LOGIN_IP="1000/h"
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_burst_of_logins_gets_a_quick_503_with_retry_after_not_a_long_queue(live_server):
+    node = NodeFactory()  # under PRODUCTION: an Argon2 hash, as a real login checks
+    burst = 12
+    # One login first: the server learns what a hash costs here.
+    assert post_login(live_server.url, node.email)[0] == 200
+
+    with ThreadPoolExecutor(burst) as pool:
+        answers = list(pool.map(lambda _: post_login(live_server.url, node.email), range(burst)))
+
+    statuses = [status for status, _, _, _ in answers]
+    assert set(statuses) == {200, 503}, statuses
+    for status, headers, body, seconds in answers:
+        # Nobody waits past the bound for a slot: the bound, plus its own hash.
+        assert seconds < 1.0 + 2.0, (status, seconds)
+        if status == 503:
+            assert body["title"] == "Service Unavailable"
+            assert int(headers["Retry-After"]) >= 1
+            assert seconds < 1.0 + 0.5
+
+
+# --- The same burst on the production server ----------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def gunicorn_url(tmp_path):
+    """gunicorn.conf.py with production settings (Argon2) over a fresh SQLite file: one
+    worker of eight threads, so eight logins reach the hash slot at once."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "taskmgmt.settings",
+        "SECRET_KEY": "burst-test-only-" + "x" * 40,
+        "DEBUG": "false",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "CACHE_URL": "",
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "WEB_CONCURRENCY": "1",
+        "GUNICORN_THREADS": "8",
+        "PASSWORD_HASH_WAIT_SECONDS": "1",
+        "RATELIMIT_LOGIN_USER": "1000/h",
+        "RATELIMIT_LOGIN_IP": "1000/h",
+    }
+    manage = [sys.executable, "manage.py"]
+    make_user = (
+        "from accounts.models import User; "
+        f"User.objects.create_user({BURST_EMAIL!r}, {PASSWORD!r}, name='Burst')"
+    )
+    for command in (["migrate", "--verbosity", "0"], ["shell", "-c", make_user]):
+        subprocess.run([*manage, *command], cwd=settings.BASE_DIR, env=env, check=True, timeout=120)
+    log = (tmp_path / "gunicorn.log").open("w")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(url + "/healthz", timeout=5).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "gunicorn did not answer"
+                time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=40)
+        log.close()
+
+
+BURST_EMAIL = "burst@example.com"
+
+
+def test_under_gunicorn_a_burst_of_logins_is_answered_200_or_a_quick_503(gunicorn_url):
+    burst = 16
+    assert post_login(gunicorn_url, BURST_EMAIL)[0] == 200  # the server learns a hash's cost
+
+    with ThreadPoolExecutor(burst) as pool:
+        answers = list(pool.map(lambda _: post_login(gunicorn_url, BURST_EMAIL), range(burst)))
+
+    statuses = [status for status, _, _, _ in answers]
+    assert set(statuses) == {200, 503}, statuses
+    for status, headers, body, seconds in answers:
+        # A bounded wait for a slot and one hash, behind gunicorn's own queue of quick 503s.
+        assert seconds < 6.0, (status, seconds)
+        if status == 503:
+            assert body["title"] == "Service Unavailable"
+            assert int(headers["Retry-After"]) >= 1

@@ -1,0 +1,64 @@
+"""The login limits: one budget per client IP and one per account, for every password check.
+
+The API login, the admin site's login and update-password's old password all
+count here, with the same cache keys, so none is a way around the others.
+"""
+
+from rest_framework.throttling import BaseThrottle
+
+from accounts.models import User, UserManager
+from taskmgmt.throttling import RatelimitThrottle
+
+
+def account_key(username: str) -> str:
+    """The account `username` logs into (its pk), or its canonical form when none:
+    every spelling that reaches one account shares its budget."""
+    user = User.objects.get_for_login(username)
+    if user is not None:
+        return f"user:{user.pk}"
+    # Lone surrogates are valid JSON but cannot be encoded into a cache key.
+    canonical = UserManager.normalize_email(username)
+    return "name:" + canonical.encode("utf-8", "backslashreplace").decode()
+
+
+def body_username(request) -> str:
+    data = request.data
+    username = data.get("username") if isinstance(data, dict) else None
+    return username if isinstance(username, str) else ""
+
+
+class LoginIpThrottle(RatelimitThrottle):
+    group = "login-ip"
+    rate_setting = "RATELIMIT_LOGIN_IP"
+    key = "ip"
+
+
+class LoginAccountThrottle(RatelimitThrottle):
+    """Caps password guessing on one account, whatever the IPs or spellings used.
+
+    The account is the `username` given (the admin's login form), else the
+    signed-in user (update-password), else the JSON body's (the API login).
+    """
+
+    group = "login-account"
+    rate_setting = "RATELIMIT_LOGIN_USER"
+
+    def __init__(self, username: str | None = None):
+        self.username = username
+
+    def get_key(self, request):
+        user = getattr(request, "user", None)
+        if self.username is not None:
+            value = account_key(self.username)
+        elif user is not None and user.is_authenticated:
+            value = f"user:{user.pk}"
+        else:
+            value = account_key(body_username(request))
+        return lambda group, request: value
+
+
+def login_allowed(request, username: str) -> bool:
+    """Counts one password check outside DRF (the admin's login) against both budgets."""
+    throttles: list[BaseThrottle] = [LoginIpThrottle(), LoginAccountThrottle(username)]
+    # Each throttle counts, even when an earlier one already refused.
+    return all([throttle.allow_request(request, None) for throttle in throttles])
