@@ -16,6 +16,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django_ratelimit.exceptions import Ratelimited
 from drf_spectacular.utils import OpenApiResponse
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from redis.exceptions import RedisError
 from rest_framework import exceptions, serializers, status
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -23,6 +24,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
+from taskmgmt.throttling import CACHE_ERRORS, CacheUnavailable, counts_cache
 from tasks.models import TaskRuleError
 
 logger = logging.getLogger("taskmgmt.api")
@@ -125,6 +127,9 @@ def _as_api_exception(exc: Exception) -> Exception:
     if isinstance(exc, OperationalError | InterfaceError):
         logger.error("database unavailable", exc_info=exc)
         return ServiceUnavailable()
+    if isinstance(exc, RedisError):
+        logger.error("cache unavailable", exc_info=exc)
+        return CacheUnavailable()
     return exc
 
 
@@ -274,11 +279,42 @@ class DocsView(JsonErrorsMixin, SpectacularSwaggerView):
     pass
 
 
-def healthz(request):
-    """200 when the database answers, 503 when it does not."""
+HEALTHZ_METHODS = ("GET", "HEAD")
+
+
+def _database_answers() -> bool:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
     except DatabaseError:
-        return JsonResponse({"status": "unavailable", "database": "down"}, status=503)
-    return JsonResponse({"status": "ok", "database": "up"})
+        return False
+    return True
+
+
+def _cache_answers() -> bool:
+    try:
+        counts_cache().get("healthz")
+    except CACHE_ERRORS:
+        return False
+    return True
+
+
+@csrf_exempt
+def healthz(request):
+    """200 when every dependency the API needs answers, 503 naming the one that does not.
+
+    The cache is one: without it no login can be counted, so none is served.
+    """
+    if request.method not in HEALTHZ_METHODS:
+        response = _json_error(405, f'Method "{request.method}" not allowed.')
+        response["Allow"] = ", ".join(HEALTHZ_METHODS)
+        return response
+    dependencies = {
+        "database": "up" if _database_answers() else "down",
+        "cache": "up" if _cache_answers() else "down",
+    }
+    healthy = all(state == "up" for state in dependencies.values())
+    return JsonResponse(
+        {"status": "ok" if healthy else "unavailable", **dependencies},
+        status=200 if healthy else 503,
+    )

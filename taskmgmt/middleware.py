@@ -1,4 +1,5 @@
-"""Request plumbing of our own: a JSON log line per request, and a 503 when the database is down."""
+"""Request plumbing of our own: a JSON log line per request, and a 503 when the database
+or the cache is down."""
 
 import logging
 import re
@@ -8,6 +9,7 @@ import uuid
 from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from django.utils.functional import LazyObject, empty
+from redis.exceptions import RedisError
 
 from taskmgmt.logging import current_request_id
 
@@ -75,16 +77,21 @@ class RequestLogMiddleware:
         return response
 
     def process_exception(self, request, exception):
-        """A lost database connection is an outage to retry, not a bug: 503 JSON, not 500."""
-        if not isinstance(exception, OperationalError | InterfaceError):
-            return None
+        """A lost database or cache connection is an outage to retry, not a bug: 503 JSON."""
         # Imported here: middleware loads before the URLconf, and importing the API
         # module that early starts DRF's settings import chain from the wrong end.
         from taskmgmt.api import error_body
+        from taskmgmt.throttling import CacheUnavailable
 
-        logger.error("database unavailable", exc_info=exception)
+        if isinstance(exception, OperationalError | InterfaceError):
+            what = "database"
+        elif isinstance(exception, RedisError | CacheUnavailable):
+            what = "cache"
+        else:
+            return None
+        logger.error(f"{what} unavailable", exc_info=exception)
         response = JsonResponse(
-            error_body(503, "The database is unavailable; try again shortly."), status=503
+            error_body(503, f"The {what} is unavailable; try again shortly."), status=503
         )
         response["Retry-After"] = "5"
         return response
