@@ -24,7 +24,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
-from taskmgmt.throttling import CACHE_ERRORS, CacheUnavailable, counts_cache
+from taskmgmt.throttling import CACHE_ERRORS, CacheUnavailable, RefusedRateThrottle, counts_cache
 from tasks.models import TaskRuleError
 
 logger = logging.getLogger("taskmgmt.api")
@@ -137,8 +137,18 @@ def exception_handler(exc, context):
     """DRF's handler, with our domain and library exceptions mapped first.
 
     Anything unexpected becomes a logged JSON 500 here, so not even DEBUG's
-    HTML error page can answer under /api/.
+    HTML error page can answer under /api/. Refusals (401, 403) are counted per
+    IP, and answered 429 past the API's rate.
     """
+    response = _error_response(exc, context)
+    if response.status_code in (status.HTTP_401_UNAUTHORIZED, status.HTTP_403_FORBIDDEN):
+        throttle = RefusedRateThrottle()
+        if not throttle.allow_request(context["request"], context["view"]):
+            return _error_response(exceptions.Throttled(throttle.wait()), context)
+    return response
+
+
+def _error_response(exc, context) -> Response:
     if isinstance(exc, TaskRuleError):
         return Response(error_body(exc.status_code, exc.message, exc.title), exc.status_code)
     if isinstance(exc, Ratelimited):

@@ -179,3 +179,13 @@ class LoginUsernameThrottle(RatelimitThrottle):
     group = "login-username"
     rate_setting = "RATELIMIT_LOGIN_USER"
     key = staticmethod(login_username_key)
+
+
+class RefusedRateThrottle(ApiRateThrottle):
+    """RATELIMIT_API per IP for requests refused 401 or 403, which DRF answers before
+    its throttles run: bad tokens and forbidden calls are counted too."""
+
+    group = "api-refused"
+
+    def get_key(self, request):
+        return "ip"
