@@ -327,7 +327,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"json": {"()": "taskmgmt.logging.JsonFormatter"}},
-    "filters": {"request_id": {"()": "taskmgmt.logging.RequestIdFilter"}},
+    "filters": {
+        "request_id": {"()": "taskmgmt.logging.RequestIdFilter"},
+        "disallowed_host": {"()": "taskmgmt.logging.DisallowedHostFilter"},
+    },
     "handlers": {
         "stdout": {
             "class": "logging.StreamHandler",
@@ -341,5 +344,6 @@ LOGGING = {
         # Our request log replaces Django's, which logs 4xx as warnings twice.
         "django.request": {"level": "ERROR"},
         "django.server": {"level": "WARNING"},
+        "django.security.DisallowedHost": {"filters": ["disallowed_host"]},
     },
 }
