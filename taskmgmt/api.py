@@ -269,16 +269,23 @@ def api_not_found(request):
 
 
 class JsonErrorsMixin:
-    """Errors as the API's JSON, whatever the view renders when it succeeds.
+    """Errors and OPTIONS as the API's JSON, whatever the view renders when it succeeds.
 
     The schema (YAML) and Swagger UI (HTML) views answered a 405 or a 429 in
     their own format: an HTML error page under /api/.
     """
 
-    def handle_exception(self, exc):
+    def _answer_json(self):
         self.request.accepted_renderer = JSONRenderer()
         self.request.accepted_media_type = JSONRenderer.media_type
+
+    def handle_exception(self, exc):
+        self._answer_json()
         return super().handle_exception(exc)
+
+    def options(self, request, *args, **kwargs):
+        self._answer_json()
+        return super().options(request, *args, **kwargs)
 
 
 class SchemaView(JsonErrorsMixin, SpectacularAPIView):

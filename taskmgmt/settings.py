@@ -197,10 +197,9 @@ REST_FRAMEWORK = {
     # JSON only: other bodies get a 415; deeply nested JSON a 400, not a 500.
     "DEFAULT_PARSER_CLASSES": ["taskmgmt.parsers.JSONParser"],
     "DEFAULT_THROTTLE_CLASSES": ["taskmgmt.throttling.ApiRateThrottle"],
-    # OPTIONS answers 405: DRF's metadata calls get_object()/get_serializer()
-    # outside a view's own flow (a 500 where no queryset is set). CORS
-    # preflights are answered by the CORS middleware before any view.
-    "DEFAULT_METADATA_CLASS": None,
+    # OPTIONS answers the methods `Allow` lists (DRF's own metadata could 500).
+    # CORS preflights are answered by the CORS middleware before any view.
+    "DEFAULT_METADATA_CLASS": "taskmgmt.metadata.AllowedMethodsMetadata",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "taskmgmt.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
