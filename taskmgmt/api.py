@@ -48,8 +48,10 @@ _TITLES = {
     406: "Not Acceptable",
     409: "Conflict",
     413: "Payload Too Large",
+    414: "URI Too Long",
     415: "Unsupported Media Type",
     429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }

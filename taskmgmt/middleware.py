@@ -44,6 +44,43 @@ def _level_for(status: int) -> int:
     return logging.WARNING if status in _AUTH_FAILURES else logging.INFO
 
 
+# What the API accepts; gunicorn.conf.py sets gunicorn's own limits above these, so an
+# oversized request meets ours (a JSON answer) before gunicorn's (an HTML page). The
+# numbers are gunicorn's defaults: clients lose nothing they had.
+MAX_URI_LENGTH = 4094
+MAX_HEADER_FIELDS = 100
+MAX_HEADER_FIELD_SIZE = 8190
+
+
+def _oversized(request) -> tuple[int, str] | None:
+    """(status, message) when the request is larger than the API accepts."""
+    uri = request.META.get("RAW_URI") or request.get_full_path()
+    if len(uri) > MAX_URI_LENGTH:
+        return 414, f"The URI is longer than {MAX_URI_LENGTH} bytes."
+    headers = [(key, value) for key, value in request.META.items() if key.startswith("HTTP_")]
+    if len(headers) > MAX_HEADER_FIELDS:
+        return 431, f"The request has more than {MAX_HEADER_FIELDS} header fields."
+    if any(len(key) + len(str(value)) > MAX_HEADER_FIELD_SIZE for key, value in headers):
+        return 431, f"A header field is longer than {MAX_HEADER_FIELD_SIZE} bytes."
+    return None
+
+
+class RequestLimitsMiddleware:
+    """Refuses requests larger than the API accepts, as JSON, before anything reads them."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        refusal = _oversized(request)
+        if refusal is None:
+            return self.get_response(request)
+        from taskmgmt.api import error_body  # see process_exception below
+
+        status, message = refusal
+        return JsonResponse(error_body(status, message), status=status)
+
+
 class RequestLogMiddleware:
     """One `taskmgmt.request` line per request, after the response, with its request id.
 

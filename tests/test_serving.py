@@ -1,10 +1,12 @@
-"""Redis going away and coming back, on a real gunicorn over a redis-server this module owns.
+"""The production server (gunicorn with gunicorn.conf.py): Redis going away and coming
+back, and requests larger than the API accepts.
 
 The private redis-server (own port, own dir, no persistence) is stopped and
 started again, never the machine's shared one. The database is a SQLite file,
 so this needs nothing but the redis-server binary.
 """
 
+import http.client
 import json
 import os
 import shutil
@@ -157,3 +159,44 @@ def test_with_redis_down_login_fails_closed_the_api_fails_open_and_healthz_says_
         assert site.get("/api/tasks", token=node["token"])[0] == 200
         login(site, NODE_EMAIL)
     assert site.worker_pids() == workers  # recovered in place, no worker restarted
+
+
+def raw_get(site, target: str, headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
+    """(status, content type, body) of a GET sent as is, whatever its size."""
+    connection = http.client.HTTPConnection("127.0.0.1", site.port, timeout=15)
+    try:
+        connection.putrequest("GET", target, skip_accept_encoding=True)
+        for name, value in (headers or {}).items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.getheader("Content-Type"), response.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(
+    ("target", "headers", "status"),
+    [
+        (f"/api/tasks?cursor={'A' * 5000}", {}, 414),
+        ("/api/tasks", {"X-Padding": "a" * 10000}, 431),
+        ("/api/tasks", {f"X-Header-{number}": "1" for number in range(150)}, 431),
+    ],
+    ids=["long URI", "long header", "many headers"],
+)
+def test_a_request_larger_than_the_api_accepts_is_refused_as_json_not_gunicorns_html(
+    site, target, headers, status
+):
+    code, content_type, body = raw_get(site, target, headers)
+
+    assert (code, content_type) == (status, "application/json"), body[:200]
+    assert json.loads(body).keys() == {"title", "message"}
+
+
+def test_only_a_request_line_beyond_gunicorns_maximum_gets_its_html_page(site):
+    """The one HTML answer (README, Production serving): gunicorn cannot read such a request."""
+    assert raw_get(site, f"/api/tasks?cursor={'A' * 8000}")[:2] == (414, "application/json")
+
+    code, content_type, _ = raw_get(site, f"/api/tasks?cursor={'A' * 8200}")
+
+    assert (code, content_type) == (414, "text/html")
