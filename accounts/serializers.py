@@ -115,7 +115,14 @@ class UserMessageSerializer(serializers.Serializer):
 
 class ProfileSerializer(serializers.Serializer):
     userDetails = UserDetailsSerializer(read_only=True)
-    tasks = TaskSerializer(many=True, read_only=True, help_text="The node's own active tasks.")
+    tasks = TaskSerializer(
+        many=True, read_only=True, help_text="The node's own active tasks, one page of them."
+    )
+    nextCursor = serializers.CharField(
+        allow_null=True,
+        read_only=True,
+        help_text="Pass as `cursor` for the next page; null on the last page.",
+    )
 
 
 # --- Input ------------------------------------------------------------------

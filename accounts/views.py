@@ -5,7 +5,7 @@ authentication; `AccountViewSet` serves the signed-in user and, for admins,
 the user list and signup.
 """
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny
@@ -32,7 +32,20 @@ from accounts.serializers import (
 from taskmgmt.api import error_responses
 from taskmgmt.throttling import LoginIpThrottle, LoginUsernameThrottle
 from tasks.models import Task
-from tasks.serializers import MessageSerializer
+from tasks.pagination import CappedKeysetPagination
+from tasks.serializers import MessageSerializer, task_rows
+
+# The profile's tasks take the task lists' `limit` and `cursor`.
+PROFILE_PAGE_PARAMETERS = [
+    OpenApiParameter(
+        parameter["name"],
+        parameter["schema"],
+        OpenApiParameter.QUERY,
+        required=False,
+        description=parameter["description"],
+    )
+    for parameter in CappedKeysetPagination().get_schema_operation_parameters(view=None)
+]
 
 
 class TokenViewSet(viewsets.GenericViewSet):
@@ -82,13 +95,20 @@ class AccountViewSet(viewsets.GenericViewSet):
     """The signed-in user's own account; the user list and signup for admins."""
 
     @extend_schema(
-        summary="The signed-in user and, for a node, its active tasks",
-        responses={200: ProfileSerializer, **error_responses(401, 429)},
+        summary="The signed-in user and, for a node, a page of its active tasks",
+        parameters=PROFILE_PAGE_PARAMETERS,
+        responses={200: ProfileSerializer, **error_responses(400, 401, 429)},
     )
-    @action(detail=False, methods=["get"])
+    @action(detail=False, methods=["get"], pagination_class=CappedKeysetPagination)
     def profile(self, request):
-        tasks = Task.objects.active().filter(assigned_node=request.user)
-        return Response(ProfileSerializer({"userDetails": request.user, "tasks": tasks}).data)
+        queryset = task_rows(Task.objects.active().filter(assigned_node=request.user))
+        tasks = self.paginate_queryset(queryset)
+        profile = {
+            "userDetails": request.user,
+            "tasks": tasks,
+            "nextCursor": self.paginator.next_cursor,
+        }
+        return Response(ProfileSerializer(profile).data)
 
     @extend_schema(
         summary="Change the signed-in user's name and email",

@@ -46,6 +46,7 @@ class KeysetPagination(BasePagination):
     results_key = "tasks"
     limit_query_param = "limit"
     cursor_query_param = "cursor"
+    limit_description = "Tasks per page; left out or empty, every task."
 
     def paginate_queryset(self, queryset, request, view=None):
         limit = self.get_limit(request)
@@ -109,7 +110,7 @@ class KeysetPagination(BasePagination):
                 "name": self.limit_query_param,
                 "in": "query",
                 "required": False,
-                "description": "Tasks per page; left out or empty, every task.",
+                "description": self.limit_description,
                 "schema": {
                     "anyOf": [
                         {"type": "integer", "minimum": 1, "maximum": settings.MAX_PAGE_SIZE},
@@ -125,3 +126,14 @@ class KeysetPagination(BasePagination):
                 "schema": {"type": "string"},
             },
         ]
+
+
+class CappedKeysetPagination(KeysetPagination):
+    """The same pages, but no `limit` means MAX_PAGE_SIZE, not every task: for the
+    profile, whose unpaged list of a busy node's tasks ran to megabytes."""
+
+    limit_description = "Tasks per page; left out or empty, MAX_PAGE_SIZE (1000 by default)."
+
+    def get_limit(self, request) -> int:
+        limit = super().get_limit(request)
+        return settings.MAX_PAGE_SIZE if limit is None else limit
