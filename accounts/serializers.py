@@ -14,6 +14,7 @@ from rest_framework.exceptions import AuthenticationFailed, PermissionDenied
 
 from accounts.models import User, UserManager
 from taskmgmt.api import Conflict
+from taskmgmt.fields import JSONStringMixin, StringField
 from tasks.serializers import TaskSerializer
 
 logger = logging.getLogger("taskmgmt.auth")
@@ -40,19 +41,6 @@ def _ensure_email_free(email: str, user: User | None = None) -> None:
         taken = taken.exclude(pk=user.pk)
     if taken.exists():
         raise Conflict("A user with this email already exists.")
-
-
-class JSONStringMixin:
-    """Takes a JSON string only: DRF's own fields turn 0 or true into "0" or "True"."""
-
-    def to_internal_value(self, data):
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
-class StringField(JSONStringMixin, serializers.CharField):
-    pass
 
 
 class EmailAddressField(JSONStringMixin, serializers.EmailField):

@@ -14,6 +14,7 @@ from django.db.models.utils import create_namedtuple_class
 from rest_framework import serializers
 
 from accounts.models import User
+from taskmgmt.fields import StringField
 from taskmgmt.sql import driver_rows, select_one
 from tasks.models import Task, TaskHistory, TaskStatus, validate_future, validate_node
 
@@ -176,8 +177,8 @@ class DeadlineField(serializers.DateTimeField):
 
 
 class TaskFieldsSerializer(serializers.Serializer):
-    taskName = serializers.CharField(max_length=255)
-    taskDetails = serializers.CharField(max_length=10_000)
+    taskName = StringField(max_length=255)
+    taskDetails = StringField(max_length=10_000)
     assignedNode = ActiveNodeField()
     lockedAt = DeadlineField(help_text="The deadline: ISO 8601, in the future; no offset = UTC.")
 
