@@ -226,6 +226,21 @@ def test_options_answers_exactly_the_methods_allow_lists(admin_client, settings,
             assert _allowed(response) == allowed, method
 
 
+@pytest.mark.parametrize(
+    ("path", "headers", "status"),
+    [
+        (f"/api/tasks?cursor={'A' * 4100}", {}, 414),
+        ("/api/tasks", {"HTTP_X_PADDING": "a" * 8200}, 431),
+        ("/api/tasks", {f"HTTP_X_HEADER_{number}": "1" for number in range(101)}, 431),
+    ],
+    ids=["long URI", "long header", "many headers"],
+)
+def test_a_request_larger_than_the_api_accepts_is_a_json_414_or_431(
+    node_client, path, headers, status
+):
+    assert_json_error(node_client.get(path, **headers), status)
+
+
 def test_options_needs_a_token_like_every_other_method():
     assert_json_error(APIClient().options("/api/auth/edit-profile"), 401)
 

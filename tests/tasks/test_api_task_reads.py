@@ -272,7 +272,8 @@ def test_no_limit_returns_every_task(admin_client, query):
     assert response.json()["nextCursor"] is None
 
 
-@pytest.mark.parametrize("limit", ["0", "-1", "1001", "abc", "1.5", "1e3", " 5", "٣", "9" * 5000])
+# A longer URI than 4094 bytes is refused (414) before any view reads it.
+@pytest.mark.parametrize("limit", ["0", "-1", "1001", "abc", "1.5", "1e3", " 5", "٣", "9" * 4000])
 def test_a_limit_outside_1_to_max_page_size_is_400(admin_client, limit):
     response = admin_client.get("/api/tasks/all", {"limit": limit})
 
