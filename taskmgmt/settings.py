@@ -188,6 +188,15 @@ STORAGES = {
 CACHES = {
     "default": env.cache_url_config(env.str("CACHE_URL", default="") or "locmemcache://taskmgmt")
 }
+if CACHES["default"]["BACKEND"] == "django_redis.cache.RedisCache":
+    # A Redis that stops answering (a host gone, packets dropped) fails the count in a
+    # second instead of holding the request forever; a count takes well under 1 ms.
+    # `?socket_timeout=…&socket_connect_timeout=…` in CACHE_URL wins.
+    CACHES["default"]["OPTIONS"] = {
+        "SOCKET_CONNECT_TIMEOUT": 1,
+        "SOCKET_TIMEOUT": 1,
+        **CACHES["default"].get("OPTIONS", {}),
+    }
 
 # --- REST API ---------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import http.client
 import json
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -200,3 +201,41 @@ def test_only_a_request_line_beyond_gunicorns_maximum_gets_its_html_page(site):
     code, content_type, _ = raw_get(site, f"/api/tasks?cursor={'A' * 8200}")
 
     assert (code, content_type) == (414, "text/html")
+
+
+# Counts one login and reads /healthz with the settings' own cache configuration.
+STALLED_REDIS_SCRIPT = """
+import json, time
+import django
+django.setup()
+from django.test import Client
+started = time.monotonic()
+body = {"username": "a@example.com", "password": "x"}
+login = Client().post("/api/auth/login", body, content_type="application/json")
+health = Client().get("/healthz")
+print(json.dumps({
+    "login": login.status_code, "healthz": health.json(), "seconds": time.monotonic() - started
+}))
+"""
+
+
+def test_a_redis_that_accepts_but_never_answers_fails_a_login_within_a_second(tmp_path):
+    with socket.socket() as stalled:  # the kernel completes the handshake; nobody reads
+        stalled.bind(("127.0.0.1", 0))
+        stalled.listen(8)
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_"))},
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+            "CACHE_URL": f"redis://127.0.0.1:{stalled.getsockname()[1]}/0",
+            "ALLOWED_HOSTS": "testserver",
+        }
+        result = subprocess.run(
+            [sys.executable, "-c", STALLED_REDIS_SCRIPT],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=20, check=True,
+        )  # fmt: skip
+    answer = json.loads(result.stdout.splitlines()[-1])
+
+    assert answer["login"] == 503
+    assert answer["healthz"]["cache"] == "down"
+    assert answer["seconds"] < 4  # a second for each (redis-py alone waited 5 for each)
