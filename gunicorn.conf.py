@@ -41,6 +41,12 @@ keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", 5))
 preload_app = True
 # Honour X-Forwarded-* only from a proxy on this host.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# Above what the API accepts (taskmgmt.middleware.MAX_URI_LENGTH and friends), so an
+# oversized request gets the API's JSON answer; only a request line over 8190 bytes
+# (gunicorn's maximum) or headers over these get gunicorn's own HTML 400/414.
+limit_request_line = 8190
+limit_request_fields = 200
+limit_request_field_size = 16380
 # No gunicornc control socket: nothing uses it, and its one default path per user
 # would be shared by every gunicorn on the host.
 control_socket_disable = True

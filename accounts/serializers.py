@@ -13,6 +13,7 @@ from rest_framework import serializers
 from rest_framework.exceptions import AuthenticationFailed, PermissionDenied
 
 from accounts.models import Liveness, User, UserManager
+from taskmgmt.fields import JSONStringMixin, StringField
 from tasks.serializers import IdField, TaskSerializer
 
 logger = logging.getLogger("taskmgmt.auth")
@@ -33,19 +34,6 @@ def _check_password_strength(password: str, user: User, field: str) -> None:
         password_validation.validate_password(password, user=user)
     except DjangoValidationError as error:
         raise serializers.ValidationError({field: error.messages}) from error
-
-
-class JSONStringMixin:
-    """Takes a JSON string only: DRF's own fields turn 0 or true into "0" or "True"."""
-
-    def to_internal_value(self, data):
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
-class StringField(JSONStringMixin, serializers.CharField):
-    pass
 
 
 class EmailAddressField(JSONStringMixin, serializers.EmailField):
@@ -154,7 +142,14 @@ class UserMessageSerializer(serializers.Serializer):
 
 class ProfileSerializer(serializers.Serializer):
     userDetails = UserDetailsSerializer(read_only=True)
-    tasks = TaskSerializer(many=True, read_only=True, help_text="The node's own active tasks.")
+    tasks = TaskSerializer(
+        many=True, read_only=True, help_text="The node's own active tasks, one page of them."
+    )
+    nextCursor = serializers.CharField(
+        allow_null=True,
+        read_only=True,
+        help_text="Pass as `cursor` for the next page; null on the last page.",
+    )
 
 
 # --- Input ------------------------------------------------------------------

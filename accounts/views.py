@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -43,7 +43,20 @@ from accounts.throttling import LoginAccountThrottle, LoginIpThrottle
 from taskmgmt.api import ServiceUnavailable, error_responses
 from taskmgmt.throttling import ApiRateThrottle
 from tasks.models import Task
-from tasks.serializers import MessageSerializer
+from tasks.pagination import CappedKeysetPagination
+from tasks.serializers import MessageSerializer, task_rows
+
+# The profile's tasks take the task lists' `limit` and `cursor`.
+PROFILE_PAGE_PARAMETERS = [
+    OpenApiParameter(
+        parameter["name"],
+        parameter["schema"],
+        OpenApiParameter.QUERY,
+        required=False,
+        description=parameter["description"],
+    )
+    for parameter in CappedKeysetPagination().get_schema_operation_parameters(view=None)
+]
 
 
 class HashesBusy(ServiceUnavailable):
@@ -113,13 +126,20 @@ class AccountViewSet(PasswordCheckMixin, viewsets.GenericViewSet):
     """The signed-in user's own account; the user list and signup for admins."""
 
     @extend_schema(
-        summary="The signed-in user and, for a node, its active tasks",
-        responses={200: ProfileSerializer, **error_responses(401, 429)},
+        summary="The signed-in user and, for a node, a page of its active tasks",
+        parameters=PROFILE_PAGE_PARAMETERS,
+        responses={200: ProfileSerializer, **error_responses(400, 401, 429)},
     )
-    @action(detail=False, methods=["get"])
+    @action(detail=False, methods=["get"], pagination_class=CappedKeysetPagination)
     def profile(self, request):
-        tasks = Task.objects.active().filter(assigned_node=request.user)
-        return Response(ProfileSerializer({"userDetails": request.user, "tasks": tasks}).data)
+        queryset = task_rows(Task.objects.active().filter(assigned_node=request.user))
+        tasks = self.paginate_queryset(queryset)
+        profile = {
+            "userDetails": request.user,
+            "tasks": tasks,
+            "nextCursor": self.paginator.next_cursor,
+        }
+        return Response(ProfileSerializer(profile).data)
 
     @extend_schema(
         summary="Change the signed-in user's name and email",

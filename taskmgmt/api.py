@@ -22,6 +22,7 @@ from drf_spectacular.views import (
     SpectacularRedocView,
     SpectacularSwaggerView,
 )
+from redis.exceptions import RedisError
 from rest_framework import exceptions, serializers, status
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -29,6 +30,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
+from taskmgmt.throttling import CACHE_ERRORS, CacheUnavailable, RefusedRateThrottle, counts_cache
 from tasks.models import TaskRuleError
 
 logger = logging.getLogger("taskmgmt.api")
@@ -52,8 +54,10 @@ _TITLES = {
     406: "Not Acceptable",
     409: "Conflict",
     413: "Payload Too Large",
+    414: "URI Too Long",
     415: "Unsupported Media Type",
     429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
@@ -131,6 +135,9 @@ def _as_api_exception(exc: Exception) -> Exception:
     if isinstance(exc, OperationalError | InterfaceError):
         logger.error("database unavailable", exc_info=exc)
         return ServiceUnavailable()
+    if isinstance(exc, RedisError):
+        logger.error("cache unavailable", exc_info=exc)
+        return CacheUnavailable()
     return exc
 
 
@@ -138,8 +145,18 @@ def exception_handler(exc, context):
     """DRF's handler, with our domain and library exceptions mapped first.
 
     Anything unexpected becomes a logged JSON 500 here, so not even DEBUG's
-    HTML error page can answer under /api/.
+    HTML error page can answer under /api/. Refusals (401, 403) are counted per
+    IP, and answered 429 past the API's rate.
     """
+    response = _error_response(exc, context)
+    if response.status_code in (status.HTTP_401_UNAUTHORIZED, status.HTTP_403_FORBIDDEN):
+        throttle = RefusedRateThrottle()
+        if not throttle.allow_request(context["request"], context["view"]):
+            return _error_response(exceptions.Throttled(throttle.wait()), context)
+    return response
+
+
+def _error_response(exc, context) -> Response:
     if isinstance(exc, TaskRuleError):
         return Response(error_body(exc.status_code, exc.message, exc.title), exc.status_code)
     if isinstance(exc, Ratelimited):
@@ -258,16 +275,23 @@ def api_not_found(request):
 
 
 class JsonErrorsMixin:
-    """Errors as the API's JSON, whatever the view renders when it succeeds.
+    """Errors and OPTIONS as the API's JSON, whatever the view renders when it succeeds.
 
     The schema (YAML) and Swagger UI (HTML) views answered a 405 or a 429 in
     their own format: an HTML error page under /api/.
     """
 
-    def handle_exception(self, exc):
+    def _answer_json(self):
         self.request.accepted_renderer = JSONRenderer()
         self.request.accepted_media_type = JSONRenderer.media_type
+
+    def handle_exception(self, exc):
+        self._answer_json()
         return super().handle_exception(exc)
+
+    def options(self, request, *args, **kwargs):
+        self._answer_json()
+        return super().options(request, *args, **kwargs)
 
 
 class SchemaView(JsonErrorsMixin, SpectacularAPIView):
@@ -301,11 +325,42 @@ class RedocView(JsonErrorsMixin, OwnOriginOnlyMixin, SpectacularRedocView):
     template_name = "taskmgmt/redoc.html"
 
 
-def healthz(request):
-    """200 when the database answers, 503 when it does not."""
+HEALTHZ_METHODS = ("GET", "HEAD")
+
+
+def _database_answers() -> bool:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
     except DatabaseError:
-        return JsonResponse({"status": "unavailable", "database": "down"}, status=503)
-    return JsonResponse({"status": "ok", "database": "up"})
+        return False
+    return True
+
+
+def _cache_answers() -> bool:
+    try:
+        counts_cache().get("healthz")
+    except CACHE_ERRORS:
+        return False
+    return True
+
+
+@csrf_exempt
+def healthz(request):
+    """200 when every dependency the API needs answers, 503 naming the one that does not.
+
+    The cache is one: without it no login can be counted, so none is served.
+    """
+    if request.method not in HEALTHZ_METHODS:
+        response = _json_error(405, f'Method "{request.method}" not allowed.')
+        response["Allow"] = ", ".join(HEALTHZ_METHODS)
+        return response
+    dependencies = {
+        "database": "up" if _database_answers() else "down",
+        "cache": "up" if _cache_answers() else "down",
+    }
+    healthy = all(state == "up" for state in dependencies.values())
+    return JsonResponse(
+        {"status": "ok" if healthy else "unavailable", **dependencies},
+        status=200 if healthy else 503,
+    )

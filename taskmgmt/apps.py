@@ -2,9 +2,12 @@ from django.apps import AppConfig
 
 
 class TaskmgmtConfig(AppConfig):
-    """Project-wide pieces: system checks, logging, the API error format."""
+    """Project-wide pieces: system checks, logging, the API error format and its schema."""
 
     name = "taskmgmt"
 
     def ready(self):
-        from taskmgmt import checks  # noqa: F401  (registers the checks)
+        from taskmgmt import (
+            checks,  # noqa: F401  (registers the checks)
+            schema,  # noqa: F401  (registers the schema extension)
+        )

@@ -26,6 +26,16 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class DisallowedHostFilter(logging.Filter):
+    """Django logs a bad Host header as an ERROR with a traceback, but any client can
+    send one: it is the client's mistake, so a WARNING, without the trace."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+        record.exc_info = record.exc_text = None
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = {

@@ -1,4 +1,5 @@
-"""Request plumbing of our own: a JSON log line per request, and a 503 when the database is down."""
+"""Request plumbing of our own: a JSON log line per request, and a 503 when the database
+or the cache is down."""
 
 import logging
 import re
@@ -8,6 +9,7 @@ import uuid
 from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from django.utils.functional import LazyObject, empty
+from redis.exceptions import RedisError
 
 from taskmgmt.logging import current_request_id
 
@@ -40,6 +42,43 @@ def _level_for(status: int) -> int:
     if status >= 500:
         return logging.ERROR
     return logging.WARNING if status in _AUTH_FAILURES else logging.INFO
+
+
+# What the API accepts; gunicorn.conf.py sets gunicorn's own limits above these, so an
+# oversized request meets ours (a JSON answer) before gunicorn's (an HTML page). The
+# numbers are gunicorn's defaults: clients lose nothing they had.
+MAX_URI_LENGTH = 4094
+MAX_HEADER_FIELDS = 100
+MAX_HEADER_FIELD_SIZE = 8190
+
+
+def _oversized(request) -> tuple[int, str] | None:
+    """(status, message) when the request is larger than the API accepts."""
+    uri = request.META.get("RAW_URI") or request.get_full_path()
+    if len(uri) > MAX_URI_LENGTH:
+        return 414, f"The URI is longer than {MAX_URI_LENGTH} bytes."
+    headers = [(key, value) for key, value in request.META.items() if key.startswith("HTTP_")]
+    if len(headers) > MAX_HEADER_FIELDS:
+        return 431, f"The request has more than {MAX_HEADER_FIELDS} header fields."
+    if any(len(key) + len(str(value)) > MAX_HEADER_FIELD_SIZE for key, value in headers):
+        return 431, f"A header field is longer than {MAX_HEADER_FIELD_SIZE} bytes."
+    return None
+
+
+class RequestLimitsMiddleware:
+    """Refuses requests larger than the API accepts, as JSON, before anything reads them."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        refusal = _oversized(request)
+        if refusal is None:
+            return self.get_response(request)
+        from taskmgmt.api import error_body  # see process_exception below
+
+        status, message = refusal
+        return JsonResponse(error_body(status, message), status=status)
 
 
 class RequestLogMiddleware:
@@ -75,16 +114,21 @@ class RequestLogMiddleware:
         return response
 
     def process_exception(self, request, exception):
-        """A lost database connection is an outage to retry, not a bug: 503 JSON, not 500."""
-        if not isinstance(exception, OperationalError | InterfaceError):
-            return None
+        """A lost database or cache connection is an outage to retry, not a bug: 503 JSON."""
         # Imported here: middleware loads before the URLconf, and importing the API
         # module that early starts DRF's settings import chain from the wrong end.
         from taskmgmt.api import error_body
+        from taskmgmt.throttling import CacheUnavailable
 
-        logger.error("database unavailable", exc_info=exception)
+        if isinstance(exception, OperationalError | InterfaceError):
+            what = "database"
+        elif isinstance(exception, RedisError | CacheUnavailable):
+            what = "cache"
+        else:
+            return None
+        logger.error(f"{what} unavailable", exc_info=exception)
         response = JsonResponse(
-            error_body(503, "The database is unavailable; try again shortly."), status=503
+            error_body(503, f"The {what} is unavailable; try again shortly."), status=503
         )
         response["Retry-After"] = "5"
         return response

@@ -54,6 +54,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "taskmgmt.middleware.RequestLogMiddleware",
+    "taskmgmt.middleware.RequestLimitsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -196,6 +197,15 @@ STORAGES = {
 CACHES = {
     "default": env.cache_url_config(env.str("CACHE_URL", default="") or "locmemcache://taskmgmt")
 }
+if CACHES["default"]["BACKEND"] == "django_redis.cache.RedisCache":
+    # A Redis that stops answering (a host gone, packets dropped) fails the count in a
+    # second instead of holding the request forever; a count takes well under 1 ms.
+    # `?socket_timeout=…&socket_connect_timeout=…` in CACHE_URL wins.
+    CACHES["default"]["OPTIONS"] = {
+        "SOCKET_CONNECT_TIMEOUT": 1,
+        "SOCKET_TIMEOUT": 1,
+        **CACHES["default"].get("OPTIONS", {}),
+    }
 
 # --- REST API ---------------------------------------------------------------
 
@@ -206,10 +216,9 @@ REST_FRAMEWORK = {
     # JSON only: other bodies get a 415; deeply nested JSON a 400, not a 500.
     "DEFAULT_PARSER_CLASSES": ["taskmgmt.parsers.JSONParser"],
     "DEFAULT_THROTTLE_CLASSES": ["taskmgmt.throttling.ApiRateThrottle"],
-    # OPTIONS answers 405: DRF's metadata calls get_object()/get_serializer()
-    # outside a view's own flow (a 500 where no queryset is set). CORS
-    # preflights are answered by the CORS middleware before any view.
-    "DEFAULT_METADATA_CLASS": None,
+    # OPTIONS answers the methods `Allow` lists (DRF's own metadata could 500).
+    # CORS preflights are answered by the CORS middleware before any view.
+    "DEFAULT_METADATA_CLASS": "taskmgmt.metadata.AllowedMethodsMetadata",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "taskmgmt.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
@@ -345,7 +354,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"json": {"()": "taskmgmt.logging.JsonFormatter"}},
-    "filters": {"request_id": {"()": "taskmgmt.logging.RequestIdFilter"}},
+    "filters": {
+        "request_id": {"()": "taskmgmt.logging.RequestIdFilter"},
+        "disallowed_host": {"()": "taskmgmt.logging.DisallowedHostFilter"},
+    },
     "handlers": {
         "stdout": {
             "class": "logging.StreamHandler",
@@ -359,5 +371,6 @@ LOGGING = {
         # Our request log replaces Django's, which logs 4xx as warnings twice.
         "django.request": {"level": "ERROR"},
         "django.server": {"level": "WARNING"},
+        "django.security.DisallowedHost": {"filters": ["disallowed_host"]},
     },
 }

@@ -3,9 +3,14 @@
 One count per key in CACHES["default"] (Redis in production), so every
 worker process sees the same numbers. Rates are read from settings on each
 request, so `override_settings` and the environment both apply.
+
+When the cache cannot be reached, a count is not kept: the login limits fail
+closed (503), the general API limit fails open with a warning (README, "When
+Redis is down").
 """
 
 import ipaddress
+import logging
 import time
 
 from django.conf import settings
@@ -18,7 +23,25 @@ from django_ratelimit.core import (
     _make_cache_key,
     _split_rate,
 )
+from redis.exceptions import RedisError
+from rest_framework import exceptions, status
 from rest_framework.throttling import BaseThrottle
+
+logger = logging.getLogger("taskmgmt.ratelimit")
+
+# What a cache backend for Redis (django-redis or Django's own) raises when the
+# server is down, refuses or times out; socket errors for anything below it.
+CACHE_ERRORS = (RedisError, OSError)
+
+
+class CacheUnavailable(exceptions.APIException):
+    """The shared cache holding the counts is down: an outage to retry, not a bug."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The rate-limit cache is unavailable; try again shortly."
+    default_code = "cache_unavailable"
+    # DRF's exception handler sends it as Retry-After; a Redis restart takes seconds.
+    wait = 5
 
 
 class RatelimitThrottle(BaseThrottle):
@@ -59,25 +82,34 @@ class RatelimitThrottle(BaseThrottle):
         return max(self.seconds_left, 1)
 
 
+def counts_cache():
+    """The cache the counts live in (django-ratelimit's setting)."""
+    return caches[getattr(settings, "RATELIMIT_USE_CACHE", "default")]
+
+
 def count_request(cache_key, timeout):
     """django-ratelimit's count (get_usage with increment=True): same key, window
     and expiry, in one cache round trip once the window's count exists.
 
     get_usage always sends `add` before `incr`; incrementing first skips the
-    `add` on every request but the window's first.
+    `add` on every request but the window's first. Raises CacheUnavailable
+    when the cache cannot be reached.
     """
-    cache = caches[getattr(settings, "RATELIMIT_USE_CACHE", "default")]
+    cache = counts_cache()
     try:
-        return cache.incr(cache_key)
-    except ValueError:
-        pass
-    if cache.add(cache_key, 1, timeout):
-        return 1
-    try:
-        # Another process started the window between our incr and add.
-        return cache.incr(cache_key)
-    except ValueError:
-        return None
+        try:
+            return cache.incr(cache_key)
+        except ValueError:
+            pass
+        if cache.add(cache_key, 1, timeout):
+            return 1
+        try:
+            # Another process started the window between our incr and add.
+            return cache.incr(cache_key)
+        except ValueError:
+            return None
+    except CACHE_ERRORS as error:
+        raise CacheUnavailable() from error
 
 
 def has_client_address(request) -> bool:
@@ -100,10 +132,34 @@ def unknown_address_key(group, request) -> str:
 
 
 class ApiRateThrottle(RatelimitThrottle):
-    """RATELIMIT_API per user; per IP for anonymous calls (the token refresh)."""
+    """RATELIMIT_API per user; per IP for anonymous calls (the token refresh).
+
+    Fails open: it caps load, not guessing (a token is a signed JWT), and a cache
+    outage should not stop nodes that already hold one.
+    """
 
     group = "api"
     rate_setting = "RATELIMIT_API"
 
     def get_key(self, request):
         return "user" if request.user else "ip"
+
+    def allow_request(self, request, view):
+        try:
+            return super().allow_request(request, view)
+        except CacheUnavailable as error:
+            logger.warning(
+                "rate limit not counted: the cache is unavailable",
+                extra={"event": "ratelimit_unavailable", "error": str(error.__cause__)},
+            )
+            return True
+
+
+class RefusedRateThrottle(ApiRateThrottle):
+    """RATELIMIT_API per IP for requests refused 401 or 403, which DRF answers before
+    its throttles run: bad tokens and forbidden calls are counted too."""
+
+    group = "api-refused"
+
+    def get_key(self, request):
+        return "ip"

@@ -6,6 +6,7 @@ shift rows between pages.
 """
 
 import base64
+import re
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -17,6 +18,12 @@ from rest_framework.response import Response
 
 from tasks.serializers import iso_utc, uuid_text
 
+# Every cursor we hand out has this form (URL-safe base64 of about 64 bytes, unpadded);
+# the schema states it, and anything else is refused before decoding, where base64
+# would skip stray characters and accept what the schema calls invalid.
+CURSOR_PATTERN = "^[A-Za-z0-9_-]*$"
+CURSOR_MAX_LENGTH = 128
+
 
 def encode_cursor(created_at: datetime, task_id: UUID | str) -> str:
     """A task's position; it takes model values as well as a `TaskRow`'s driver values."""
@@ -26,6 +33,8 @@ def encode_cursor(created_at: datetime, task_id: UUID | str) -> str:
 
 def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
     """The position a cursor names; ValueError when it is not one of ours."""
+    if len(cursor) > CURSOR_MAX_LENGTH or not re.fullmatch(CURSOR_PATTERN, cursor):
+        raise ValueError("not a cursor's form")
     text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     created_text, _, id_text = text.partition("|")
     created_at = datetime.fromisoformat(created_text)
@@ -46,6 +55,7 @@ class KeysetPagination(BasePagination):
     results_key = "tasks"
     limit_query_param = "limit"
     cursor_query_param = "cursor"
+    limit_description = "Tasks per page; left out or empty, every task."
 
     def paginate_queryset(self, queryset, request, view=None):
         limit = self.get_limit(request)
@@ -109,7 +119,7 @@ class KeysetPagination(BasePagination):
                 "name": self.limit_query_param,
                 "in": "query",
                 "required": False,
-                "description": "Tasks per page; left out or empty, every task.",
+                "description": self.limit_description,
                 "schema": {
                     "anyOf": [
                         {"type": "integer", "minimum": 1, "maximum": settings.MAX_PAGE_SIZE},
@@ -122,6 +132,21 @@ class KeysetPagination(BasePagination):
                 "in": "query",
                 "required": False,
                 "description": "The previous page's nextCursor.",
-                "schema": {"type": "string"},
+                "schema": {
+                    "type": "string",
+                    "pattern": CURSOR_PATTERN,
+                    "maxLength": CURSOR_MAX_LENGTH,
+                },
             },
         ]
+
+
+class CappedKeysetPagination(KeysetPagination):
+    """The same pages, but no `limit` means MAX_PAGE_SIZE, not every task: for the
+    profile, whose unpaged list of a busy node's tasks ran to megabytes."""
+
+    limit_description = "Tasks per page; left out or empty, MAX_PAGE_SIZE (1000 by default)."
+
+    def get_limit(self, request) -> int:
+        limit = super().get_limit(request)
+        return settings.MAX_PAGE_SIZE if limit is None else limit

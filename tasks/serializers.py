@@ -15,6 +15,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import User
+from taskmgmt.fields import StringField
 from taskmgmt.sql import driver_rows, select_one
 from tasks.models import (
     FAILURE_REASON_MAX_LENGTH,
@@ -232,8 +233,8 @@ class DeadlineField(serializers.DateTimeField):
 
 
 class TaskFieldsSerializer(serializers.Serializer):
-    taskName = serializers.CharField(max_length=255)
-    taskDetails = serializers.CharField(max_length=10_000)
+    taskName = StringField(max_length=255)
+    taskDetails = StringField(max_length=10_000)
     assignedNode = ActiveNodeField()
     lockedAt = DeadlineField(help_text="The deadline: ISO 8601, in the future; no offset = UTC.")
 

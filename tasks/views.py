@@ -88,7 +88,7 @@ class TaskViewSet(viewsets.GenericViewSet):
     }
 
     def get_permissions(self):
-        # OPTIONS has no action (it answers 405 once the caller is signed in).
+        # OPTIONS has no action: any signed-in user may ask which methods a path has.
         permissions = self.action_permissions.get(self.action, [IsAuthenticated])
         return [permission() for permission in permissions]
 

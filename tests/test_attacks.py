@@ -568,8 +568,11 @@ def list_answers(list_client, query) -> dict:
 
 
 def test_too_many_query_parameters_are_a_400(list_client):
-    """Past DATA_UPLOAD_MAX_NUMBER_FIELDS Django refuses to parse the query (was a 500)."""
-    query = {f"p{number}": "1" for number in range(1001)}
+    """Past DATA_UPLOAD_MAX_NUMBER_FIELDS Django refuses to parse the query (was a 500).
+
+    One name repeated, so the URI stays within the 4094 bytes the API reads at all.
+    """
+    query = {"p": ["1"] * 1001}
 
     assert list_answers(list_client, query) == dict.fromkeys(LIST_PATHS, (400, []))
 
@@ -581,7 +584,7 @@ def test_too_many_query_parameters_are_a_400(list_client):
         "-1",
         "1e9",
         "1000000000",
-        "9" * 10_000,
+        "9" * 4000,  # longer URIs are refused before any view (a 414)
         "abc",
         "50 ",
         " 50",
@@ -616,7 +619,7 @@ FORGED_CURSORS = {
     "before year 1 in utc": _b64(f"0001-01-01T00:00:00+05:00|{NO_SUCH_ID.hex}"),
     "after year 9999 in utc": _b64(f"9999-12-31T23:59:59-05:00|{NO_SUCH_ID.hex}"),
     "not utf-8": base64.urlsafe_b64encode(b"\xff\xfe\xfd").decode(),
-    "huge": _b64("2024-01-01T00:00:00+00:00|" + "a" * 100_000),
+    "huge": _b64("2024-01-01T00:00:00+00:00|" + "a" * 2500),  # a URI within 4094 bytes
     "nul": "\x00",
 }
 

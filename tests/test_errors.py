@@ -1,5 +1,7 @@
 """The one error format: every failure under /api/ is JSON {title, message}, never a 500."""
 
+import uuid
+
 import pytest
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, OperationalError
@@ -15,6 +17,7 @@ from rest_framework.views import APIView
 import taskmgmt.urls
 from tests.api import assert_json_error
 from tests.factories import PASSWORD
+from tests.test_attacks import api_routes
 
 LOGIN = "/api/auth/login"
 
@@ -177,8 +180,58 @@ def test_a_wrong_method_is_a_json_405_naming_the_allowed_one():
     assert response["Allow"] == "POST, OPTIONS"
 
 
-def test_options_on_an_endpoint_is_a_json_405_not_a_500(node_client):
-    assert_json_error(node_client.options("/api/auth/edit-profile"), 405)
+def _allowed(response) -> set[str]:
+    return {method.strip() for method in response["Allow"].split(",")}
+
+
+@pytest.mark.parametrize("route", sorted(api_routes()))
+def test_options_answers_exactly_the_methods_allow_lists(admin_client, settings, route):
+    """Every method Allow names is served, every other one is a 405 naming the same set."""
+    settings.RATELIMIT_LOGIN_USER = "1000/h"  # six calls to the login name no one
+    path = route.replace("{taskId}", str(uuid.uuid4())).replace("{status}", "pending")
+
+    options = admin_client.options(path)
+
+    assert options.status_code == 200, options.content
+    assert options.json() == {"methods": options["Allow"].split(", ")}
+    allowed = _allowed(options)
+    assert "OPTIONS" in allowed
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+        response = admin_client.generic(method, path, "{}", content_type="application/json")
+        if method in allowed:
+            assert response.status_code != 405, (method, response.content)
+        else:
+            assert_json_error(response, 405)
+            assert _allowed(response) == allowed, method
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status"),
+    [
+        (f"/api/tasks?cursor={'A' * 4100}", {}, 414),
+        ("/api/tasks", {"HTTP_X_PADDING": "a" * 8200}, 431),
+        ("/api/tasks", {f"HTTP_X_HEADER_{number}": "1" for number in range(101)}, 431),
+    ],
+    ids=["long URI", "long header", "many headers"],
+)
+def test_a_request_larger_than_the_api_accepts_is_a_json_414_or_431(
+    node_client, path, headers, status
+):
+    assert_json_error(node_client.get(path, **headers), status)
+
+
+def test_options_needs_a_token_like_every_other_method():
+    assert_json_error(APIClient().options("/api/auth/edit-profile"), 401)
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH"])
+def test_healthz_answers_get_and_head_only_and_a_json_405_otherwise(method):
+    response = APIClient().generic(method, "/healthz")
+
+    assert_json_error(response, 405)
+    assert response["Allow"] == "GET, HEAD"
+    assert Client().get("/healthz").status_code == 200
+    assert Client().head("/healthz").status_code == 200
 
 
 def test_missing_credentials_are_a_json_401_with_the_bearer_challenge():

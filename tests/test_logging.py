@@ -56,6 +56,24 @@ def test_each_request_gets_its_own_id(anon_client, log_lines):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/api/tasks", "/api/auth/login", "/healthz"])
+def test_a_bad_host_header_is_a_json_400_logged_once_as_a_warning_without_a_traceback(
+    anon_client, log_lines, path
+):
+    response = anon_client.get(path, HTTP_HOST="attacker.example")
+
+    assert response.status_code == 400
+    assert response.json().keys() == {"title", "message"}
+    lines = log_lines()
+    [warning] = [line for line in lines if line["level"] != "INFO"]
+    assert warning["level"] == "WARNING"
+    assert warning["logger"] == "django.security.DisallowedHost"
+    assert "attacker.example" in warning["message"]
+    assert not any("exception" in line for line in lines)
+    assert [line["status"] for line in request_lines(lines)] == [400]
+
+
+@pytest.mark.django_db
 def test_an_error_response_is_logged_with_its_status(anon_client, log_lines):
     anon_client.get("/no-such-page")
 

@@ -106,6 +106,27 @@ def test_anonymous_token_refresh_is_limited_per_ip():
     assert other_ip.status_code == 401
 
 
+@override_settings(RATELIMIT_API="3/h")
+def test_requests_refused_for_a_bad_token_are_counted_per_ip():
+    bad_token = {"HTTP_AUTHORIZATION": "Bearer not-a-token"}
+    for _ in range(3):
+        assert APIClient().get(PROFILE, **bad_token).status_code == 401
+
+    assert_rate_limited(APIClient().get(PROFILE, **bad_token))
+    assert_rate_limited(APIClient().get(PROFILE))  # no token at all: the same IP's count
+    assert APIClient().get(PROFILE, REMOTE_ADDR="10.0.0.9", **bad_token).status_code == 401
+
+
+@override_settings(RATELIMIT_API="3/h")
+def test_requests_refused_as_forbidden_are_counted_per_ip(node, client_for):
+    for _ in range(3):
+        assert client_for(node).get("/api/tasks/all").status_code == 403
+
+    assert_rate_limited(client_for(node).get("/api/tasks/all"))
+    # Allowed calls are still counted per user, apart from the refusals.
+    assert client_for(node).get(PROFILE).status_code == 200
+
+
 @override_settings(RATELIMIT_API="1/h", RATELIMIT_LOGIN_IP="1/h", RATELIMIT_ENABLE=False)
 def test_ratelimit_enable_false_turns_every_limit_off(node_client):
     for _ in range(3):

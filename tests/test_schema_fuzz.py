@@ -9,6 +9,7 @@ same requests, and the whole run takes about a minute.
 """
 
 import itertools
+import re
 import uuid
 from datetime import timedelta
 
@@ -23,6 +24,7 @@ from hypothesis import HealthCheck, settings
 from rest_framework_simplejwt.tokens import AccessToken
 from schemathesis.checks import (
     content_type_conformance,
+    negative_data_rejection,
     not_a_server_error,
     response_schema_conformance,
     status_code_conformance,
@@ -30,6 +32,7 @@ from schemathesis.checks import (
 from schemathesis.config import SchemathesisConfig
 
 from tasks.models import TaskStatus
+from tasks.pagination import CURSOR_MAX_LENGTH, CURSOR_PATTERN
 from tests.factories import AdminFactory, NodeFactory, TaskFactory
 from tests.test_attacks import api_routes
 
@@ -48,11 +51,31 @@ TASK_IDS = [
 # The schema and its docs page serve the API's description, not the API.
 DOCUMENTATION_ROUTES = {"/api/schema/", "/api/docs/", "/api/redoc/"}
 
+# DRF's refusals of a string's form, which the schema's patterns describe.
+FORM_REFUSALS = {"Null characters are not allowed.", "This field may not be blank."}
+
+
+@schemathesis.check
+def valid_strings_are_not_refused_for_their_form(ctx, response, case):
+    """What the schema calls a valid string the server takes: a positive case is
+    never a 400 for a NUL or a blank (schemathesis's "rejected but valid")."""
+    if case.meta is None or not case.meta.generation.mode.is_positive:
+        return None
+    if response.status_code != 400:
+        return None
+    messages = {error["message"] for error in response.json().get("errors", [])}
+    assert not messages & FORM_REFUSALS, f"a schema-valid string was refused: {messages}"
+    return None
+
+
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
     content_type_conformance,
     response_schema_conformance,
+    # What the schema calls invalid (a cursor's form, a NUL) the server refuses.
+    negative_data_rejection,
+    valid_strings_are_not_refused_for_their_form,
 ]
 MAX_EXAMPLES = 20
 
@@ -206,3 +229,44 @@ def test_every_operation_documents_its_rate_limit_and_auth_errors(path, method):
     assert "429" in operation["responses"]
     if {"jwtAuth": []} in operation.get("security", []):
         assert "401" in operation["responses"]
+
+
+def _request_strings() -> list[tuple[str, str, dict]]:
+    """Every plain string (no format, no enum) a request body can carry."""
+    return [
+        (name, field, schema)
+        for name, component in raw_components().items()
+        if name.endswith("Request")
+        for field, schema in component.get("properties", {}).items()
+        if schema.get("type") == "string" and "format" not in schema
+    ]
+
+
+def raw_components() -> dict:
+    return schema.raw_schema["components"]["schemas"]
+
+
+def test_every_string_a_request_sends_refuses_nul_in_the_schema_as_the_server_does():
+    strings = _request_strings()
+
+    assert {field for _, field, _ in strings} >= {"taskName", "taskDetails", "name", "password"}
+    for name, field, string in strings:
+        # JSON Schema patterns match anywhere (re.search), not the whole value.
+        assert re.search(string["pattern"], "a\x00b") is None, (name, field)
+        assert re.search(string["pattern"], "plain text"), (name, field)
+
+
+def test_every_cursor_parameter_gives_the_cursors_form():
+    cursors = [
+        parameter["schema"]
+        for item in OPERATIONS.values()
+        for operation in item.values()
+        if isinstance(operation, dict)
+        for parameter in operation.get("parameters", [])
+        if parameter["name"] == "cursor"
+    ]
+
+    assert len(cursors) >= 5
+    for cursor in cursors:
+        assert cursor["pattern"] == CURSOR_PATTERN
+        assert cursor["maxLength"] == CURSOR_MAX_LENGTH

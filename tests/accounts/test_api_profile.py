@@ -63,6 +63,47 @@ def test_an_admins_profile_has_no_tasks_even_when_tasks_exist(admin_user, admin_
     assert body["tasks"] == []
 
 
+def test_a_nodes_profile_is_capped_at_max_page_size_with_a_cursor_for_the_rest(
+    node, node_client, settings
+):
+    settings.MAX_PAGE_SIZE = 3
+    tasks = [TaskFactory(assigned_node=node) for _ in range(5)]
+    newest_first = [str(task.pk) for task in reversed(tasks)]
+
+    first = node_client.get(PROFILE).json()
+    rest = node_client.get(PROFILE, {"cursor": first["nextCursor"]}).json()
+
+    assert [task["id"] for task in first["tasks"]] == newest_first[:3]
+    assert [task["id"] for task in rest["tasks"]] == newest_first[3:]
+    assert rest["nextCursor"] is None
+    assert rest["userDetails"] == first["userDetails"]
+
+
+def test_a_nodes_profile_takes_the_task_lists_limit_and_cursor(node, node_client):
+    tasks = [TaskFactory(assigned_node=node) for _ in range(3)]
+
+    page = node_client.get(PROFILE, {"limit": 2}).json()
+    whole = node_client.get(PROFILE).json()
+
+    assert [task["id"] for task in page["tasks"]] == [str(tasks[2].pk), str(tasks[1].pk)]
+    assert page["nextCursor"] == node_client.get("/api/tasks", {"limit": 2}).json()["nextCursor"]
+    assert len(whole["tasks"]) == 3 and whole["nextCursor"] is None
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ({"limit": "0"}, "limit"),
+        ({"limit": "1001"}, "limit"),
+        ({"cursor": "bm90LWEtY3Vyc29y"}, "cursor"),
+    ],
+)
+def test_a_bad_profile_limit_or_cursor_is_a_400_naming_it(node, node_client, query, field):
+    TaskFactory(assigned_node=node)
+
+    assert error_fields(node_client.get(PROFILE, query)) == [field]
+
+
 # --- Edit profile -----------------------------------------------------------
 
 

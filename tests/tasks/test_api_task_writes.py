@@ -95,6 +95,12 @@ def test_every_task_field_is_required_on_create(admin_client, node, field):
         ("taskDetails", ""),
         ("taskDetails", "x" * 10_001),
         ("taskDetails", {"nested": "object"}),
+        # A JSON number or boolean is not a string: DRF would take it as "0" or "True".
+        ("taskName", 0),
+        ("taskDetails", 0),
+        ("taskDetails", True),
+        ("taskName", "\u0000"),
+        ("taskDetails", " \t\u001f "),
         ("lockedAt", "tomorrow"),
         ("lockedAt", {"nested": "object"}),
         ("lockedAt", 4102444800),

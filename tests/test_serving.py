@@ -1,0 +1,241 @@
+"""The production server (gunicorn with gunicorn.conf.py): Redis going away and coming
+back, and requests larger than the API accepts.
+
+The private redis-server (own port, own dir, no persistence) is stopped and
+started again, never the machine's shared one. The database is a SQLite file,
+so this needs nothing but the redis-server binary.
+"""
+
+import http.client
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.test_faults import (
+    NODE_EMAIL,
+    PASSWORD,
+    ROOT,
+    Gunicorn,
+    assert_json_error,
+    free_port,
+    login,
+    wait_until,
+)
+
+pytestmark = pytest.mark.skipif(
+    not shutil.which("redis-server"),
+    reason="needs the Redis server binary (apt-get install redis-server)",
+)
+
+
+class PrivateRedis:
+    """A throwaway redis-server on its own port, which the tests may stop at will."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.port = free_port()
+        self.process = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", str(self.workdir), "--save", "", "--appendonly", "no",
+            ],
+            stdout=(self.workdir / "server.log").open("a"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_until(self.answers, 30, "private redis-server did not answer")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+    def answers(self) -> bool:
+        try:
+            return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1).ping()
+        except redis.ConnectionError:
+            return False
+
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    server = PrivateRedis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def site(redis_server, tmp_path_factory):
+    """gunicorn over a migrated SQLite file with one node, counting in the private Redis."""
+    database = tmp_path_factory.mktemp("db") / "db.sqlite3"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_"))},
+        "DJANGO_SETTINGS_MODULE": "taskmgmt.settings",
+        "DEBUG": "false",
+        "SECRET_KEY": "cache-outage-test-key-not-secret-0123456789",
+        "DATABASE_URL": f"sqlite:///{database}",
+        "CACHE_URL": redis_server.url(),
+        "ALLOWED_HOSTS": "127.0.0.1",
+        # Counted in Redis on every request, but never reached.
+        "RATELIMIT_API": "100000/m",
+        "RATELIMIT_LOGIN_IP": "100000/m",
+        "RATELIMIT_LOGIN_USER": "100000/m",
+        "STATIC_ROOT": str(tmp_path_factory.mktemp("static")),
+    }
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+    create_node = (
+        "from accounts.models import User; "
+        f"User.objects.create_user({NODE_EMAIL!r}, {PASSWORD!r}, name='Node')"
+    )
+    subprocess.run([*manage, "shell", "-c", create_node], cwd=ROOT, env=env, check=True)
+    server = Gunicorn(env, tmp_path_factory.mktemp("gunicorn") / "gunicorn.log")
+    server.database = database
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def issued_tokens(site) -> int:
+    with sqlite3.connect(site.database) as connection:
+        (count,) = connection.execute(
+            "SELECT COUNT(*) FROM token_blacklist_outstandingtoken"
+        ).fetchone()
+    return count
+
+
+def log_lines(site) -> list[dict]:
+    return [json.loads(line) for line in site.log_path.read_text().splitlines()]
+
+
+def test_with_redis_down_login_fails_closed_the_api_fails_open_and_healthz_says_so(
+    redis_server, site
+):
+    node = login(site, NODE_EMAIL)
+    health = site.get("/healthz")
+    assert (health[0], json.loads(health[2])) == (
+        200,
+        {"status": "ok", "database": "up", "cache": "up"},
+    )
+    workers = site.worker_pids()
+    tokens_before = issued_tokens(site)
+
+    redis_server.stop()
+
+    for _ in range(4):  # enough to reach both workers
+        health = site.get("/healthz")
+        assert health[0] == 503
+        assert json.loads(health[2]) == {"status": "unavailable", "database": "up", "cache": "down"}
+        for password in (PASSWORD, "a-wrong-password"):
+            refused = site.request(
+                "POST", "/api/auth/login", {"username": NODE_EMAIL, "password": password}
+            )
+            assert "unavailable" in assert_json_error(refused, 503)["message"]
+            assert refused[1]["Retry-After"] == "5"
+        assert site.get("/api/tasks", token=node["token"])[0] == 200
+    assert issued_tokens(site) == tokens_before  # no login got through
+    refreshed = site.request("POST", "/api/auth/refresh", {"refresh": node["refresh"]})
+    assert refreshed[0] == 200  # anonymous, per IP: fails open too
+    warnings = [line for line in log_lines(site) if line.get("event") == "ratelimit_unavailable"]
+    assert len(warnings) >= 5 and {line["level"] for line in warnings} == {"WARNING"}
+
+    redis_server.start()
+
+    for _ in range(4):  # every request after the restart succeeds, the first one included
+        assert json.loads(site.get("/healthz")[2])["cache"] == "up"
+        assert site.get("/api/tasks", token=node["token"])[0] == 200
+        login(site, NODE_EMAIL)
+    assert site.worker_pids() == workers  # recovered in place, no worker restarted
+
+
+def raw_get(site, target: str, headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
+    """(status, content type, body) of a GET sent as is, whatever its size."""
+    connection = http.client.HTTPConnection("127.0.0.1", site.port, timeout=15)
+    try:
+        connection.putrequest("GET", target, skip_accept_encoding=True)
+        for name, value in (headers or {}).items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.getheader("Content-Type"), response.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(
+    ("target", "headers", "status"),
+    [
+        (f"/api/tasks?cursor={'A' * 5000}", {}, 414),
+        ("/api/tasks", {"X-Padding": "a" * 10000}, 431),
+        ("/api/tasks", {f"X-Header-{number}": "1" for number in range(150)}, 431),
+    ],
+    ids=["long URI", "long header", "many headers"],
+)
+def test_a_request_larger_than_the_api_accepts_is_refused_as_json_not_gunicorns_html(
+    site, target, headers, status
+):
+    code, content_type, body = raw_get(site, target, headers)
+
+    assert (code, content_type) == (status, "application/json"), body[:200]
+    assert json.loads(body).keys() == {"title", "message"}
+
+
+def test_only_a_request_line_beyond_gunicorns_maximum_gets_its_html_page(site):
+    """The one HTML answer (README, Production serving): gunicorn cannot read such a request."""
+    assert raw_get(site, f"/api/tasks?cursor={'A' * 8000}")[:2] == (414, "application/json")
+
+    code, content_type, _ = raw_get(site, f"/api/tasks?cursor={'A' * 8200}")
+
+    assert (code, content_type) == (414, "text/html")
+
+
+# Counts one login and reads /healthz with the settings' own cache configuration.
+STALLED_REDIS_SCRIPT = """
+import json, time
+import django
+django.setup()
+from django.test import Client
+started = time.monotonic()
+body = {"username": "a@example.com", "password": "x"}
+login = Client().post("/api/auth/login", body, content_type="application/json")
+health = Client().get("/healthz")
+print(json.dumps({
+    "login": login.status_code, "healthz": health.json(), "seconds": time.monotonic() - started
+}))
+"""
+
+
+def test_a_redis_that_accepts_but_never_answers_fails_a_login_within_a_second(tmp_path):
+    with socket.socket() as stalled:  # the kernel completes the handshake; nobody reads
+        stalled.bind(("127.0.0.1", 0))
+        stalled.listen(8)
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_"))},
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+            "CACHE_URL": f"redis://127.0.0.1:{stalled.getsockname()[1]}/0",
+            "ALLOWED_HOSTS": "testserver",
+        }
+        result = subprocess.run(
+            [sys.executable, "-c", STALLED_REDIS_SCRIPT],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=20, check=True,
+        )  # fmt: skip
+    answer = json.loads(result.stdout.splitlines()[-1])
+
+    assert answer["login"] == 503
+    assert answer["healthz"]["cache"] == "down"
+    assert answer["seconds"] < 4  # a second for each (redis-py alone waited 5 for each)
