@@ -55,3 +55,13 @@ def user_change_password(*, user: User, password: str) -> None:
         user=user, expires_at__gt=timezone.now(), blacklistedtoken__isnull=True
     )
     BlacklistedToken.objects.bulk_create(BlacklistedToken(token=token) for token in unrevoked)
+
+
+def user_deactivate(*, user: User) -> None:
+    """Stop a user from logging in; its tokens stop working (authentication checks is_active).
+
+    Writes `is_active` alone: a whole-row save would put back whatever this copy
+    of the row holds, such as a `last_seen` older than the node's latest heartbeat.
+    """
+    User.objects.filter(pk=user.pk).update(is_active=False)
+    user.is_active = False

@@ -168,6 +168,16 @@ class Task(models.Model):
             # Admin lists: keyset pages over everything, or over one status.
             models.Index(fields=["created_at", "id"], name="task_page"),
             models.Index(fields=["status", "created_at", "id"], name="task_status_page"),
+            # The dashboard (README, Dashboard): counts by status and node with the
+            # oldest change, and what finished in the last hours, both index-only.
+            models.Index(
+                fields=["status", "assigned_node", "active", "updated_at"],
+                name="task_dashboard_node",
+            ),
+            models.Index(
+                fields=["status", "updated_at", "failure_cause", "active"],
+                name="task_dashboard_done",
+            ),
         ]
         constraints = [
             models.CheckConstraint(

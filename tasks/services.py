@@ -14,6 +14,7 @@ from django.db import connection, transaction
 from django.db.models import DateTimeField, UUIDField, Value
 from django.utils import timezone
 
+from taskmgmt.metrics import CLAIM_LATENCY, FAILURES, REASSIGNMENTS
 from taskmgmt.sql import driver_rows, get_one
 from tasks.actor import current_actor
 from tasks.models import (
@@ -103,6 +104,7 @@ def task_assign(*, task_id: UUID, node, locked_at: datetime | None = None) -> Ta
     if locked_at is not None:
         task.locked_at = locked_at
     task.save()
+    transaction.on_commit(REASSIGNMENTS.labels("manual").inc)
     return task
 
 
@@ -118,6 +120,11 @@ def task_change_status(*, task_id: UUID, node, status: str) -> Task:
     check_transition(task.status, status)
     if status not in ALLOWED_AFTER_DEADLINE and task.locked_at <= timezone.now():
         raise DeadlinePassed("task deadline has passed")
+    if status == TaskStatus.IN_PROGRESS:
+        waited = (timezone.now() - task.updated_at).total_seconds()
+        transaction.on_commit(lambda: CLAIM_LATENCY.observe(waited))
+    elif status == TaskStatus.FAILED:
+        transaction.on_commit(FAILURES.labels(FailureCause.NODE_REPORTED).inc)
     task.status = status
     task.save(update_fields=["status", "updated_at"])
     return task
@@ -161,9 +168,11 @@ def _fail(ids: list, *, actor, cause: str) -> int:
     batch = Task.objects.extra(where=[f"{pk} IN ({placeholders})"], params=ids).order_by()
     now = timezone.now()
     _record_failures(batch, actor=actor, cause=cause, now=now)
-    return batch.update(
+    failed = batch.update(
         status=TaskStatus.FAILED, failure_cause=cause, failure_reason="", updated_at=now
     )
+    transaction.on_commit(lambda: FAILURES.labels(cause).inc(failed))
+    return failed
 
 
 def _record_failures(tasks, *, actor, cause: str, now: datetime) -> None:
@@ -249,6 +258,7 @@ def tasks_reassign(*, task_ids: Iterable[UUID], node, locked_at: datetime) -> in
     for row in rows:
         row.performed_by, row.created_at = actor, now
     TaskHistory.objects.bulk_create(rows)
+    transaction.on_commit(lambda: REASSIGNMENTS.labels("manual").inc(len(locked)))
     return len(locked)
 
 
