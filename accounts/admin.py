@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.urls import reverse
+from django.utils.html import format_html
 
 from accounts.models import User
 
@@ -21,7 +23,7 @@ class UserEditForm(UserChangeForm):
 class UserAdmin(DjangoUserAdmin):
     form = UserEditForm
     add_form = UserCreationForm
-    list_display = ["email", "name", "role", "is_active", "date_joined"]
+    list_display = ["email", "name", "role", "is_active", "date_joined", "node_page"]
     list_filter = ["role", "is_active"]
     search_fields = ["email", "name"]
     ordering = ["name", "email"]
@@ -41,3 +43,12 @@ class UserAdmin(DjangoUserAdmin):
         )
     ]
     filter_horizontal = []
+
+    @admin.display(description="node page")
+    def node_page(self, user):
+        # The dashboard's page for a node (tasks.dashboard); admins have none.
+        if not user.is_node:
+            return ""
+        return format_html(
+            '<a href="{}">liveness and tasks</a>', reverse("admin:node", args=[user.pk])
+        )

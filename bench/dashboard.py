@@ -1,0 +1,188 @@
+"""Benchmark of the admin dashboard; run it as `make bench-dashboard N=1000000`.
+
+Uses its own database (BENCH_DB_NAME, default taskmgmt_bench_dashboard, on the server
+of DATABASE_URL when that is a MySQL/MariaDB URL, else a temporary SQLite file), loaded
+the way bench/sweep.py loads (multi-row INSERTs, ascending ids). N tasks over 20 nodes,
+created over 30 days: 85 % finished (a tenth of them failed, of every cause), 10 %
+pending, 5 % in progress, 0.2 % overdue, 1 % soft-deleted; 1,000 sweep runs.
+
+Prints the server time of each panel's query and of the whole page (GET /admin/ through
+Django's test client, cache off: every request computes every panel), medians of ROUNDS.
+"""
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# bench/sweep.py: the same database set-up and loading approach.
+import sweep
+
+CHUNK = 10_000
+NODES = 20
+ROUNDS = 15
+CAUSES = ["deadline", "node_reported", "node_lost", "admin"]
+
+
+def load(n: int) -> None:
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from accounts.models import Role, User
+    from tasks.models import SweepRun, Task
+
+    now = timezone.now()
+    ops = connection.ops
+    nodes = [
+        User.objects.create(
+            email=f"bench-dash-{i}@example.com",
+            name=f"Bench node {i:02}",
+            role=Role.NODE,
+            last_seen=now - timedelta(seconds=i * 7) if i % 5 else None,
+        )
+        for i in range(NODES)
+    ]
+    rng = random.Random(n)
+    sql = (
+        f"INSERT INTO {Task._meta.db_table} (id, name, details, assigned_node_id, status,"
+        " locked_at, active, attempts, failure_cause, failure_reason, created_at, updated_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    )
+    at = ops.adapt_datetimefield_value
+    for start in range(0, n, CHUNK):
+        rows = []
+        for i in range(start, min(start + CHUNK, n)):
+            created = now - timedelta(seconds=rng.randrange(30 * 86_400))
+            roll = rng.random()
+            if roll < 0.85:
+                status = "failed" if roll < 0.085 else "completed"
+                updated = created + timedelta(seconds=rng.randrange(3600))
+                locked = created + timedelta(hours=2)
+            else:
+                status = "pending" if roll < 0.95 else "in_progress"
+                updated = created
+                late = rng.random() < 0.013  # 0.2 % of all tasks overdue
+                locked = now + timedelta(
+                    seconds=rng.randrange(-3600, 0) if late else rng.randrange(1, 86_400)
+                )
+            rows.append(
+                (
+                    uuid.UUID(int=rng.getrandbits(80) << 48 | i, version=4).hex,
+                    f"bench task {i}",
+                    "benchmark",
+                    nodes[rng.randrange(NODES)].pk.hex,
+                    status,
+                    at(locked),
+                    rng.random() >= 0.01,
+                    1,
+                    rng.choice(CAUSES) if status == "failed" else "",
+                    "",
+                    at(created),
+                    at(min(updated, now)),
+                )
+            )
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.executemany(sql, rows)
+    SweepRun.objects.bulk_create(
+        SweepRun(
+            started_at=now - timedelta(minutes=i),
+            finished_at=now - timedelta(minutes=i) + timedelta(milliseconds=40),
+            failed_count=i % 3,
+        )
+        for i in range(1000)
+    )
+
+
+def clear() -> None:
+    from django.db import connection
+
+    from accounts.models import User
+    from tasks.models import SweepRun, Task, TaskHistory
+
+    with connection.cursor() as cursor:
+        for model in (TaskHistory, Task):
+            cursor.execute(f"DELETE FROM {model._meta.db_table}")
+    SweepRun.objects.all().delete()
+    User.objects.filter(email__startswith="bench-dash-").delete()
+
+
+def median_ms(action, rounds: int = ROUNDS) -> float:
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        action()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("n", type=int, help="number of tasks, e.g. 1000000")
+    parser.add_argument("--keep", action="store_true", help="keep the data for another run")
+    args = parser.parse_args()
+    sweep.BENCH_DB_NAME = os.environ.get("BENCH_DB_NAME", "taskmgmt_bench_dashboard")
+    with tempfile.TemporaryDirectory(prefix="taskmgmt-bench-") as workdir:
+        os.environ["DASHBOARD_CACHE_SECONDS"] = "0"
+        os.environ.setdefault("ALLOWED_HOSTS", "testserver")
+        # DEBUG off, as served: the admin's static files need their manifest.
+        os.environ["STATIC_ROOT"] = str(Path(workdir) / "static")
+        sweep.setup_django(sweep.bench_database_url(Path(workdir)))
+        from django.core.management import call_command
+        from django.db import connection
+
+        call_command("collectstatic", interactive=False, verbosity=0)
+        from django.test import Client
+        from django.utils import timezone
+
+        from accounts.models import Role, User
+        from tasks import dashboard
+        from tasks.models import Task
+
+        print(f"database: {connection.vendor} {connection.settings_dict['NAME']}")
+        print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+        if Task.objects.count() != args.n:
+            clear()
+            started = time.perf_counter()
+            load(args.n)
+            print(f"loaded {args.n:,} tasks in {time.perf_counter() - started:.1f}s")
+            if connection.vendor == "mysql":
+                with connection.cursor() as cursor:
+                    cursor.execute(f"ANALYZE TABLE {Task._meta.db_table}")
+        now = timezone.now()
+        since = now - timedelta(hours=24)
+        panels = {
+            "status x node (+ oldest in progress)": dashboard._tasks_by_node_and_status,
+            "overdue + due within the hour": lambda: dashboard._deadlines(now),
+            "outcomes per hour (+ failures by cause)": lambda: dashboard._outcomes_by_hour(since),
+            "nodes with liveness": lambda: list(User.objects.nodes().with_liveness(now).values()),
+            "every panel (the snapshot)": lambda: dashboard._compute(timezone.now()),
+        }
+        for label, query in panels.items():
+            print(f"{label:42} {median_ms(query):8.1f} ms")
+        admin, _ = User.objects.get_or_create(
+            email="bench-dash-admin@example.com", defaults={"role": Role.ADMIN, "name": "Bench"}
+        )
+        client = Client()
+        client.force_login(admin)
+
+        def page():
+            response = client.get("/admin/")
+            assert response.status_code == 200, response.status_code
+
+        page()
+        full = median_ms(page)
+        print(f"{'GET /admin/ (the whole page, uncached)':42} {full:8.1f} ms")
+        print(f"| {connection.vendor} | {args.n:,} | {full:.0f} ms |")
+        if not args.keep:
+            clear()
+
+
+if __name__ == "__main__":
+    main()
