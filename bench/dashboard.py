@@ -158,9 +158,10 @@ def main() -> None:
         now = timezone.now()
         since = now - timedelta(hours=24)
         panels = {
-            "status x node (+ oldest in progress)": dashboard._tasks_by_node_and_status,
-            "overdue + due within the hour": lambda: dashboard._deadlines(now),
-            "outcomes per hour (+ failures by cause)": lambda: dashboard._outcomes_by_hour(since),
+            "open by status x node, deadlines, oldest": lambda: dashboard._open_by_node_and_status(
+                now
+            ),
+            "finished in 24 h by hour, cause and node": lambda: dashboard._finished_since(since),
             "nodes with liveness": lambda: list(User.objects.nodes().with_liveness(now).values()),
             "every panel (the snapshot)": lambda: dashboard._compute(timezone.now()),
         }
@@ -179,7 +180,17 @@ def main() -> None:
         page()
         full = median_ms(page)
         print(f"{'GET /admin/ (the whole page, uncached)':42} {full:8.1f} ms")
-        print(f"| {connection.vendor} | {args.n:,} | {full:.0f} ms |")
+        node = User.objects.nodes().order_by("email").first()
+
+        def node_page():
+            response = client.get(f"/admin/node/{node.pk}/")
+            assert response.status_code == 200, response.status_code
+
+        node_page()
+        one_node = median_ms(node_page)
+        print(f"{'GET /admin/node/<id>/ (1/20 of the tasks)':42} {one_node:8.1f} ms")
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
+        print(f"| {connection.vendor} | {args.n:,} | {full:.0f} ms | {one_node:.0f} ms |")
         if not args.keep:
             clear()
 

@@ -42,33 +42,34 @@ SNAPSHOT_CACHE_KEY = "tasks:dashboard:snapshot"
 NO_CAUSE = "unknown"
 
 
-def _tasks_by_node_and_status() -> list[dict]:
-    """(status, node) → count, and the oldest `updated_at`: for in_progress, when the
-    longest-running task started. One covering scan of task_dashboard_node."""
+def _open_by_node_and_status(now: datetime) -> list[dict]:
+    """Open tasks by (status, node): how many, how many overdue and due within the hour,
+    and the oldest `updated_at` (for in_progress, when the longest-running one started).
+    One pass in the order of task_dashboard_open, index-only."""
+    soon = now + timedelta(hours=1)
     return list(
-        Task.objects.filter(active=True)
+        Task.objects.filter(active=True, status__in=OPEN_STATUSES)
         .values("status", "assigned_node_id")
-        .annotate(count=Count("pk"), oldest=Min("updated_at"))
+        .annotate(
+            count=Count("pk"),
+            overdue=Count("pk", filter=Q(locked_at__lt=now)),
+            due_soon=Count("pk", filter=Q(locked_at__gte=now, locked_at__lt=soon)),
+            oldest=Min("updated_at"),
+        )
         .order_by()
     )
 
 
-def _deadlines(now: datetime) -> dict:
-    """Open tasks past their deadline, and due within the hour: one range on task_sweep."""
-    soon = now + timedelta(hours=1)
-    return Task.objects.filter(active=True, status__in=OPEN_STATUSES, locked_at__lt=soon).aggregate(
-        overdue=Count("pk", filter=Q(locked_at__lt=now)),
-        due_soon=Count("pk", filter=Q(locked_at__gte=now)),
-    )
-
-
-def _outcomes_by_hour(since: datetime) -> list[dict]:
+def _finished_since(since: datetime) -> list[dict]:
     """Tasks that reached completed or failed since `since` (and are still there), by
-    hour, status and cause: one range on task_dashboard_done."""
+    hour, status, cause and node: one covering range on task_dashboard_done.
+
+    Finished tasks pile up for ever; counting all of them is a scan of the whole
+    table (0.8 s at a million), so the dashboard shows the window's."""
     return list(
         Task.objects.filter(active=True, status__in=FINAL_STATUSES, updated_at__gte=since)
         .annotate(hour=TruncHour("updated_at"))
-        .values("hour", "status", "failure_cause")
+        .values("hour", "status", "failure_cause", "assigned_node_id")
         .annotate(count=Count("pk"))
         .order_by()
     )
@@ -82,32 +83,40 @@ def _compute(now: datetime) -> dict:
             "heartbeat_age": (now - row["last_seen"]).total_seconds() if row["last_seen"] else None,
             "counts": dict.fromkeys(TaskStatus.values, 0),
             "oldest_in_progress_age": None,
+            "overdue": 0,
         }
         for row in User.objects.nodes()
         .with_liveness(now)
         .values("id", "name", "email", "is_active", "last_seen", "liveness")
     }
     totals = dict.fromkeys(TaskStatus.values, 0)
-    for row in _tasks_by_node_and_status():
-        node = nodes.get(row["assigned_node_id"])
-        totals[row["status"]] += row["count"]
-        if node is None:  # an admin-role assignee: data from before the rule, still counted
-            continue
-        node["counts"][row["status"]] = row["count"]
-        if row["status"] == TaskStatus.IN_PROGRESS:
-            node["oldest_in_progress_age"] = (now - row["oldest"]).total_seconds()
     hours = [
         {"start": since + timedelta(hours=i), "completed": 0, "failed": {}}
         for i in range(WINDOW_HOURS)
     ]
-    failures = {}
-    for row in _outcomes_by_hour(since):
-        index = min(max(int((row["hour"] - since).total_seconds() // 3600), 0), WINDOW_HOURS - 1)
+    failures, deadlines = {}, {"overdue": 0, "due_soon": 0}
+    open_rows = _open_by_node_and_status(now)
+    for row in open_rows:
+        deadlines["overdue"] += row["overdue"]
+        deadlines["due_soon"] += row["due_soon"]
+    for row in open_rows + _finished_since(since):
+        totals[row["status"]] += row["count"]
+        # An admin-role assignee (data from before the rule) is in the totals only.
+        node = nodes.get(row["assigned_node_id"])
+        if node is not None:
+            node["counts"][row["status"]] += row["count"]
+            node["overdue"] += row.get("overdue", 0)
+        if row["status"] == TaskStatus.IN_PROGRESS and node is not None:
+            node["oldest_in_progress_age"] = (now - row["oldest"]).total_seconds()
+        if row["status"] not in FINAL_STATUSES:
+            continue
+        offset = int((row["hour"] - since).total_seconds() // 3600)
+        hour = hours[min(max(offset, 0), WINDOW_HOURS - 1)]
         if row["status"] == TaskStatus.COMPLETED:
-            hours[index]["completed"] += row["count"]
+            hour["completed"] += row["count"]
         else:
             cause = row["failure_cause"] or NO_CAUSE
-            hours[index]["failed"][cause] = hours[index]["failed"].get(cause, 0) + row["count"]
+            hour["failed"][cause] = hour["failed"].get(cause, 0) + row["count"]
             failures[cause] = failures.get(cause, 0) + row["count"]
     last_sweep = SweepRun.objects.order_by("-started_at").first()
     return {
@@ -115,7 +124,7 @@ def _compute(now: datetime) -> dict:
         "since": since,
         "nodes": sorted(nodes.values(), key=lambda node: (node["name"], node["email"])),
         "totals": totals,
-        **_deadlines(now),
+        **deadlines,
         "failures": failures,
         "hours": hours,
         "last_sweep": last_sweep
@@ -148,9 +157,11 @@ def changelist_url(**filters) -> str:
     return f"{reverse('admin:tasks_task_changelist')}?{urlencode(query)}"
 
 
-def status_url(status: str, node_id=None) -> str:
+def status_url(status: str, node_id=None, since: datetime | None = None) -> str:
+    """Open statuses as they are now; finished ones since `since` (the dashboard's window)."""
     node = {"assigned_node__id__exact": str(node_id)} if node_id else {}
-    return changelist_url(**node, status__exact=status)
+    window = {"updated_at__gte": since.isoformat()} if since and status in FINAL_STATUSES else {}
+    return changelist_url(**node, status__exact=status, **window)
 
 
 def failures_url(cause: str, since: datetime, until: datetime | None = None) -> str:
@@ -236,8 +247,15 @@ def dashboard_context(data: dict) -> dict:
         {
             **node,
             "url": reverse("admin:node", args=[node["id"]]),
-            "cells": [(s, node["counts"][s], status_url(s, node["id"])) for s in statuses],
+            "cells": [
+                (s, node["counts"][s], status_url(s, node["id"], data["since"])) for s in statuses
+            ],
             "in_progress_url": status_url(TaskStatus.IN_PROGRESS, node["id"]),
+            "overdue_url": changelist_url(
+                assigned_node__id__exact=str(node["id"]),
+                status__in=",".join(OPEN_STATUSES),
+                locked_at__lt=data["computed_at"].isoformat(),
+            ),
             "open": sum(node["counts"][s] for s in OPEN_STATUSES),
             "open_url": changelist_url(
                 assigned_node__id__exact=str(node["id"]), status__in=",".join(OPEN_STATUSES)
@@ -252,7 +270,7 @@ def dashboard_context(data: dict) -> dict:
         "cache_seconds": settings.DASHBOARD_CACHE_SECONDS,
         "statuses": statuses,
         "node_rows": node_rows,
-        "totals": [(s, data["totals"][s], status_url(s)) for s in statuses],
+        "totals": [(s, data["totals"][s], status_url(s, since=data["since"])) for s in statuses],
         "overdue_url": changelist_url(
             status__in=",".join(OPEN_STATUSES), locked_at__lt=data["computed_at"].isoformat()
         ),

@@ -12,18 +12,26 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from accounts.models import Liveness
 from tasks.dashboard import snapshot
-from tasks.models import SweepRun, TaskStatus
+from tasks.models import OPEN_STATUSES, SweepRun, TaskStatus
 
 
 class DomainCollector:
     def collect(self):
         data = snapshot()
-        tasks = GaugeMetricFamily(
-            "taskmgmt_tasks", "Active (not soft-deleted) tasks, by status.", labels=["status"]
+        open_tasks = GaugeMetricFamily(
+            "taskmgmt_tasks_open", "Active open tasks now, by status.", labels=["status"]
+        )
+        finished = GaugeMetricFamily(
+            "taskmgmt_tasks_finished_recently",
+            "Tasks that reached completed or failed in the dashboard's 24 h window (and are"
+            " still there), by status.",
+            labels=["status"],
         )
         for status in TaskStatus.values:
-            tasks.add_metric([status], data["totals"][status])
-        yield tasks
+            family = open_tasks if status in OPEN_STATUSES else finished
+            family.add_metric([status], data["totals"][status])
+        yield open_tasks
+        yield finished
         yield GaugeMetricFamily(
             "taskmgmt_tasks_overdue",
             "Open (pending or in_progress) tasks past their deadline: the sweep's next work.",

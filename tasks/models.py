@@ -168,14 +168,14 @@ class Task(models.Model):
             # Admin lists: keyset pages over everything, or over one status.
             models.Index(fields=["created_at", "id"], name="task_page"),
             models.Index(fields=["status", "created_at", "id"], name="task_status_page"),
-            # The dashboard (README, Dashboard): counts by status and node with the
-            # oldest change, and what finished in the last hours, both index-only.
+            # The dashboard (README, Dashboard), index-only: open tasks by status and
+            # node with their deadlines and oldest change; what finished lately.
             models.Index(
-                fields=["status", "assigned_node", "active", "updated_at"],
-                name="task_dashboard_node",
+                fields=["status", "active", "assigned_node", "locked_at", "updated_at"],
+                name="task_dashboard_open",
             ),
             models.Index(
-                fields=["status", "updated_at", "failure_cause", "active"],
+                fields=["status", "updated_at", "assigned_node", "failure_cause", "active"],
                 name="task_dashboard_done",
             ),
         ]

@@ -12,7 +12,7 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from accounts.models import Liveness, User
-from tasks.models import Task, TaskStatus
+from tasks.models import Task
 from tests.factories import PASSWORD, NodeFactory, TaskFactory
 
 TOKEN = "scrape-me-0123456789abcdef"
@@ -78,7 +78,7 @@ def test_allowed_networks_alone_or_with_the_token(
     extra = {"HTTP_AUTHORIZATION": header} if header else {}
     response = client.get("/metrics", **extra)  # the test client comes from 127.0.0.1
     assert response.status_code == expected
-    assert (b"taskmgmt_tasks" in response.content) == (expected == 200)
+    assert (b"taskmgmt_tasks_open" in response.content) == (expected == 200)
 
 
 @pytest.mark.django_db(transaction=True)  # events are counted when their transaction commits
@@ -122,10 +122,14 @@ def test_scrape_matches_the_database_after_a_known_sequence_of_api_calls(
     def delta(metric, /, **labels):
         return value(after, metric, **labels) - value(before, metric, **labels)
 
-    for status in TaskStatus.values:
+    for status in ("pending", "in_progress"):
         expected = Task.objects.filter(active=True, status=status).count()
-        assert value(after, "taskmgmt_tasks", status=status) == expected
-    assert value(after, "taskmgmt_tasks", status="pending") == 3  # job 1 again, job 2, overdue
+        assert value(after, "taskmgmt_tasks_open", status=status) == expected
+    for status in ("completed", "failed"):  # all of today's
+        expected = Task.objects.filter(active=True, status=status).count()
+        assert value(after, "taskmgmt_tasks_finished_recently", status=status) == expected
+    assert value(after, "taskmgmt_tasks_open", status="pending") == 3  # job 1 again, 2, overdue
+    assert value(after, "taskmgmt_tasks_finished_recently", status="completed") == 1
     assert value(after, "taskmgmt_tasks_overdue") == 1
     assert delta("taskmgmt_task_claim_latency_seconds_count") == 2
     assert delta("taskmgmt_task_failures_total", cause="node_reported") == 1
