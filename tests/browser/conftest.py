@@ -32,7 +32,7 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
     missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not shutil.which(path)]
     if missing:
@@ -72,6 +72,8 @@ def browser(chromium, live_server, settings, request):
         shot = ARTIFACTS / f"{request.node.name}.png"
         chromium.save_screenshot(str(shot))
         print(f"screenshot of the failure: {shot}")
+    # Off the live server before its database goes: no request may outlive the test.
+    chromium.get("about:blank")
 
 
 def wait_for(driver, css: str):
