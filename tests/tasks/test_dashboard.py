@@ -151,7 +151,7 @@ def test_the_dashboard_says_how_stale_it_may_be_and_reuses_its_figures(settings)
     TaskFactory()
     second = client.get(INDEX).content.decode()
 
-    assert "cached for up to 30 s" in first
+    assert "reused for up to 30 s" in first
     totals = re.search(r'id="tm-totals">(.*?)</tr>', second, re.S).group(1)
     assert "<strong>1</strong>" in totals  # the second task waits for the cache to expire
 
