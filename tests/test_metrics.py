@@ -187,3 +187,21 @@ def test_sweep_runs_come_from_the_database(client, metrics_token):
     )
     assert value(samples, "taskmgmt_sweep_last_duration_seconds") == pytest.approx(0.5)
     assert re.fullmatch(r"\d+(\.\d+)?", str(value(samples, "taskmgmt_sweep_runs_total")))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_failures_by_the_sweep_endpoint_are_counted_by_cause(client, metrics_token, admin_client):
+    overdue = TaskFactory.create_batch(2)
+    Task.objects.filter(pk__in=[t.pk for t in overdue]).update(
+        locked_at=timezone.now() - timedelta(minutes=1)
+    )
+    before = scrape(client)
+    assert value(before, "taskmgmt_tasks_overdue") == 2
+
+    assert admin_client.post("/cron/collect-failed").json() == {"failedCount": 2}
+
+    after = scrape(client)
+    name, labels = "taskmgmt_task_failures_total", {"cause": "deadline"}
+    assert value(after, name, **labels) - value(before, name, **labels) == 2
+    assert value(after, "taskmgmt_tasks_overdue") == 0
+    assert value(after, "taskmgmt_tasks_failed_recently", cause="deadline") == 2
