@@ -20,7 +20,7 @@ run: $(VENV)/.installed
 	fi
 	@echo
 	@echo "  taskmgmt is starting on http://$(HOST):$(PORT)/"
-	@echo "  Admin site:  http://$(HOST):$(PORT)/admin/   login admin@example.com / demo-admin-pass"
+	@echo "  Admin site:  http://$(HOST):$(PORT)/admin/   login admin@example.com / demo-admin-pass (opens on the dashboard)"
 	@echo "  API docs:    http://$(HOST):$(PORT)/api/docs/"
 	@echo "  Node logins: node1@example.com, node2@example.com, node3@example.com / demo-node-pass"
 	@echo
