@@ -10,7 +10,7 @@ DEV_ENV := DEBUG=$${DEBUG:-true}
 # Exits 0 (true) when the database has no users yet: `make run` then loads the demo.
 DATABASE_IS_EMPTY := from accounts.models import User; raise SystemExit(User.objects.exists())
 
-.PHONY: run test lint format serve bench-sweep bench-load setup system-deps clean
+.PHONY: run test lint format serve bench-sweep bench-load bench-dashboard setup system-deps browser-deps clean
 
 run: $(VENV)/.installed .env
 	$(DEV_ENV) $(BIN)/python manage.py migrate --noinput -v 0
@@ -20,7 +20,7 @@ run: $(VENV)/.installed .env
 	fi
 	@echo
 	@echo "  taskmgmt is starting on http://$(HOST):$(PORT)/"
-	@echo "  Admin site:  http://$(HOST):$(PORT)/admin/   login admin@example.com / demo-admin-pass"
+	@echo "  Admin site:  http://$(HOST):$(PORT)/admin/   login admin@example.com / demo-admin-pass (opens on the dashboard)"
 	@echo "  API docs:    http://$(HOST):$(PORT)/api/docs/  (ReDoc: /api/redoc/)"
 	@echo "  Node logins: node1@example.com, node2@example.com, node3@example.com / demo-node-pass"
 	@echo
@@ -53,6 +53,11 @@ bench-load: $(VENV)/.installed
 bench-sweep: $(VENV)/.installed
 	$(BIN)/python bench/sweep.py $(or $(N),100000)
 
+# Dashboard benchmark (README, Benchmarks): N tasks, default 1000000, in a database of its
+# own (BENCH_DB_NAME, default taskmgmt_bench_dashboard) on DATABASE_URL's server, else SQLite.
+bench-dashboard: $(VENV)/.installed
+	$(BIN)/python bench/dashboard.py $(or $(N),1000000)
+
 test: $(VENV)/.installed
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -79,5 +84,12 @@ system-deps:
 		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q pkg-config libmariadb-dev; \
 	fi
 
+# The browser tests (tests/browser/) drive Debian's chromium through its chromedriver.
+browser-deps:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		echo "Installing chromium and chromium-driver (for the browser tests)"; \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver; \
+	fi
+
 clean:
-	rm -rf $(VENV) db.sqlite3 staticfiles .pytest_cache
+	rm -rf $(VENV) db.sqlite3 staticfiles .pytest_cache tmp

@@ -8,7 +8,9 @@ in bench/load they served 10-40 % more than sync workers, with a lower p99.
 import importlib
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import environ
@@ -18,6 +20,16 @@ from taskmgmt.logging import JsonFormatter
 
 # The same .env as Django's settings, so WEB_CONCURRENCY and friends can live there too.
 environ.Env.read_env(Path(__file__).resolve().parent / ".env")
+
+# /metrics sums every worker's counts (taskmgmt/metrics.py): prometheus_client's
+# multiprocess mode keeps each process's values in files here. It must be set before
+# the app (and prometheus_client) loads; a directory of our own unless one is named.
+_OWN_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+if _OWN_METRICS_DIR:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="taskmgmt-metrics-")
+METRICS_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+
+from prometheus_client import multiprocess  # noqa: E402  (reads the variable at import)
 
 
 def _cores() -> int:
@@ -73,6 +85,23 @@ class JsonLogger(glogging.Logger):
 
 
 logger_class = JsonLogger
+
+
+def on_starting(server):
+    """Start the counts from zero: files of an earlier server's processes would be summed in."""
+    METRICS_DIR.mkdir(parents=True, exist_ok=True)
+    for stale in METRICS_DIR.glob("*.db"):
+        stale.unlink()
+
+
+def child_exit(server, worker):
+    """A dead worker's counts stay in the sums; its live-gauge values must go."""
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(METRICS_DIR, ignore_errors=True)
 
 
 def when_ready(server):

@@ -8,12 +8,15 @@ from django.contrib.auth.forms import (
 )
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from accounts.hashers import HashQueueFull
 from accounts.models import Liveness, Role, User
 from accounts.throttling import login_allowed
+from taskmgmt.metrics import LOGIN_FAILURES
 
 
 class AdminLoginForm(AdminAuthenticationForm):
@@ -30,6 +33,13 @@ class AdminLoginForm(AdminAuthenticationForm):
     }
 
     def clean(self):
+        try:
+            return self._checked()
+        except ValidationError as error:
+            LOGIN_FAILURES.labels("admin_site", error.code or "invalid").inc()
+            raise
+
+    def _checked(self):
         username, password = self.cleaned_data.get("username"), self.cleaned_data.get("password")
         if username is not None and password and not login_allowed(self.request, username):
             raise ValidationError(self.error_messages["rate_limited"], code="rate_limited")
@@ -83,7 +93,16 @@ class UserAdmin(DjangoUserAdmin):
     form = UserEditForm
     add_form = UserCreationForm
     change_password_form = PasswordChangeForm
-    list_display = ["email", "name", "role", "liveness", "last_seen", "is_active", "date_joined"]
+    list_display = [
+        "email",
+        "name",
+        "role",
+        "liveness",
+        "last_seen",
+        "is_active",
+        "date_joined",
+        "node_page",
+    ]
     list_filter = ["role", LivenessFilter, "is_active"]
     search_fields = ["email", "name"]
     ordering = ["name", "email"]
@@ -123,6 +142,15 @@ class UserAdmin(DjangoUserAdmin):
         if not user.is_node:
             return "—"
         return Liveness(user.liveness).label
+
+    @admin.display(description="node page")
+    def node_page(self, user):
+        # The dashboard's page for a node (tasks.dashboard); admins have none.
+        if not user.is_node:
+            return ""
+        return format_html(
+            '<a href="{}">liveness and tasks</a>', reverse("admin:node", args=[user.pk])
+        )
 
 
 # Roles decide what a user may do (README, Design decisions): groups have no use here.

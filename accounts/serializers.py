@@ -14,6 +14,7 @@ from rest_framework.exceptions import AuthenticationFailed, PermissionDenied
 
 from accounts.models import Liveness, User, UserManager
 from taskmgmt.fields import JSONStringMixin, StringField
+from taskmgmt.metrics import LOGIN_FAILURES
 from tasks.serializers import IdField, TaskSerializer
 
 logger = logging.getLogger("taskmgmt.auth")
@@ -160,6 +161,7 @@ def _log_login_failure(reason: str, user: User | None = None) -> None:
     user_id = str(user.pk) if user else None
     extra = {"event": "login_failed", "reason": reason, "user_id": user_id}
     logger.warning("login failed", extra=extra)
+    LOGIN_FAILURES.labels("api", reason).inc()
 
 
 class LoginSerializer(serializers.Serializer):

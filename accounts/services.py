@@ -107,3 +107,13 @@ def node_heartbeat(*, node_id: UUID, now: datetime) -> None:
     since every node runs this every few seconds.
     """
     User.objects.filter(pk=node_id).update(last_seen=now)
+
+
+def user_deactivate(*, user: User) -> None:
+    """Stop a user from logging in; its tokens stop working (authentication checks is_active).
+
+    Writes `is_active` alone: a whole-row save would put back whatever this copy
+    of the row holds, such as a `last_seen` older than the node's latest heartbeat.
+    """
+    User.objects.filter(pk=user.pk).update(is_active=False)
+    user.is_active = False

@@ -5,6 +5,7 @@ for production (DEBUG off, HTTPS cookies) except where noted, so a missing
 variable never silently opens the service up.
 """
 
+import ipaddress
 from datetime import timedelta
 from pathlib import Path
 
@@ -34,7 +35,8 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # django.contrib.admin with a site that opens on the dashboard.
+    "tasks.apps.AdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -54,6 +56,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "taskmgmt.middleware.RequestLogMiddleware",
+    "taskmgmt.metrics.MetricsMiddleware",
     "taskmgmt.middleware.RequestLimitsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -325,6 +328,22 @@ TASK_MAX_ATTEMPTS = env.int("TASK_MAX_ATTEMPTS", default=3)
 # A task given out again without a deadline, whose deadline is past or sooner
 # than this, gets now + this many minutes (tasks.models.fresh_deadline).
 REASSIGN_DEADLINE_MINUTES = env.int("REASSIGN_DEADLINE_MINUTES", default=60)
+
+# --- Operations: the admin dashboard and /metrics (README, Metrics) ---------
+
+# How long the dashboard's figures are reused: a few seconds of staleness (said on
+# the page) turns a refresh storm into one set of queries.
+DASHBOARD_CACHE_SECONDS = env.int("DASHBOARD_CACHE_SECONDS", default=5)
+# /metrics answers a scraper sending `Authorization: Bearer <METRICS_TOKEN>` and/or
+# one from METRICS_ALLOWED_NETWORKS (CIDRs, e.g. 10.0.0.0/8); both set, both must
+# hold. Neither set (the default): 404, so the metrics are never open by accident.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=[])
+for _network in METRICS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError as error:
+        raise ImproperlyConfigured(f"METRICS_ALLOWED_NETWORKS: {error}") from None
 
 # --- The sweep --------------------------------------------------------------
 

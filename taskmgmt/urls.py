@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import URLResolver, include, path, re_path
 
-from taskmgmt import api
+from taskmgmt import api, metrics
 
 admin.site.site_header = "taskmgmt administration"
 admin.site.site_title = "taskmgmt"
@@ -52,6 +52,7 @@ urlpatterns = [
     path("api/docs/", api.DocsView.as_view(url_name="schema"), name="docs"),
     path("api/redoc/", api.RedocView.as_view(url_name="schema"), name="redoc"),
     path("healthz", api.healthz, name="healthz"),
+    path("metrics", metrics.metrics_view, name="metrics"),
     # Last: any other path under /api/ answers a JSON 404, even with DEBUG on.
     re_path(r"^api/", api.api_not_found),
 ]

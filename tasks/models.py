@@ -212,6 +212,16 @@ class Task(models.Model):
             # Admin lists: keyset pages over everything, or over one status.
             models.Index(fields=["created_at", "id"], name="task_page"),
             models.Index(fields=["status", "created_at", "id"], name="task_status_page"),
+            # The dashboard (README, Dashboard), index-only: open tasks by status and
+            # node with their deadlines and oldest change; what finished lately.
+            models.Index(
+                fields=["status", "active", "assigned_node", "locked_at", "updated_at"],
+                name="task_dashboard_open",
+            ),
+            models.Index(
+                fields=["status", "updated_at", "assigned_node", "failure_cause", "active"],
+                name="task_dashboard_done",
+            ),
         ]
         constraints = [
             models.CheckConstraint(

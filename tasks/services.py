@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from accounts.services import node_heartbeat
+from taskmgmt.metrics import CLAIM_LATENCY, FAILURES, REASSIGNMENTS
 from taskmgmt.sql import driver_rows, get_one
 from tasks.actor import current_actor
 from tasks.models import (
@@ -114,6 +115,7 @@ def task_assign(*, task_id: UUID, node, locked_at: datetime | None = None) -> Ta
     task.locked_at = locked_at or fresh_deadline(task.locked_at)
     task.failure_cause, task.failure_reason = "", ""
     task.save()
+    transaction.on_commit(REASSIGNMENTS.labels("manual").inc)
     return task
 
 
@@ -132,6 +134,11 @@ def task_change_status(*, task_id: UUID, node, status: str, reason: str = "") ->
     check_transition(task.status, status)
     if status not in ALLOWED_AFTER_DEADLINE and task.locked_at <= timezone.now():
         raise DeadlinePassed("task deadline has passed")
+    if status == TaskStatus.IN_PROGRESS:
+        waited = (timezone.now() - task.updated_at).total_seconds()
+        transaction.on_commit(lambda: CLAIM_LATENCY.observe(waited))
+    elif status == TaskStatus.FAILED:
+        transaction.on_commit(FAILURES.labels(FailureCause.NODE_REPORTED).inc)
     task.status = status
     fields = ["status", "updated_at"]
     if status == TaskStatus.IN_PROGRESS:
@@ -158,6 +165,8 @@ def task_claim(*, node, now: datetime | None = None) -> Task | None:
         task = Task.objects.claimable_by(node, now).select_for_update(skip_locked=True).first()
         if task is None:
             return None
+        waited = (now - task.updated_at).total_seconds()
+        transaction.on_commit(lambda: CLAIM_LATENCY.observe(waited))
         task.status = TaskStatus.IN_PROGRESS
         task.attempts += 1
         task.save(update_fields=["status", "attempts", "updated_at"])
@@ -229,9 +238,11 @@ def _fail(ids: list, *, actor, cause: str) -> int:
     batch = Task.objects.extra(where=[f"{pk} IN ({placeholders})"], params=ids).order_by()
     now = timezone.now()
     _record_failures(batch, actor=actor, cause=cause, now=now)
-    return batch.update(
+    failed = batch.update(
         status=TaskStatus.FAILED, failure_cause=cause, failure_reason="", updated_at=now
     )
+    transaction.on_commit(lambda: FAILURES.labels(cause).inc(failed))
+    return failed
 
 
 def _record_failures(tasks, *, actor, cause: str, now: datetime) -> None:
@@ -316,6 +327,7 @@ def tasks_reassign(
     if moved_deadline:
         Task.objects.filter(pk__in=moved_deadline).update(locked_at=deadline)
     _bulk_record(rows, now=now)
+    transaction.on_commit(lambda: REASSIGNMENTS.labels("manual").inc(len(locked)))
     return [task_id for task_id, *_ in locked]
 
 
@@ -435,6 +447,7 @@ def _fail_over(rows: list, *, now: datetime) -> FailoverCounts:
     if not targets:
         return FailoverCounts(failed=failed, stranded=len(to_move))
     _move(to_move, targets=targets, now=now)
+    transaction.on_commit(lambda: REASSIGNMENTS.labels("failover").inc(len(to_move)))
     return FailoverCounts(failed=failed, reassigned=len(to_move))
 
 

@@ -87,6 +87,8 @@ CALLS = [
     Call("docs", "GET", "/api/docs/", "anon", 200),
     Call("redoc", "GET", "/api/redoc/", "anon", 200),
     Call("healthz", "GET", "/healthz", "anon", 200),
+    # Closed (404) while neither METRICS_TOKEN nor METRICS_ALLOWED_NETWORKS is set.
+    Call("metrics", "GET", "/metrics", "anon", 404),
 ]  # fmt: skip
 
 

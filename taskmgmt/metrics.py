@@ -1,0 +1,137 @@
+"""Every Prometheus metric taskmgmt exports, the request middleware and the /metrics view.
+
+Events (requests, claims, failures, reassignments, login failures) are counted
+where they happen, in whichever process serves them: under gunicorn the client's
+multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by gunicorn.conf.py) sums every
+worker's files at scrape time. State (tasks by status, nodes, the sweep) is read
+from the database at scrape time by collectors the apps register here, so it is
+the same whichever worker answers and survives restarts.
+
+Labels are bounded sets: view names, methods, status codes, statuses, causes,
+liveness states and node names (admin-created accounts). Never a task id or an email.
+"""
+
+import hmac
+import ipaddress
+import os
+import time
+
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+REQUESTS = Counter(
+    "taskmgmt_http_requests",
+    "HTTP requests answered, by method, view (URL pattern name) and status code.",
+    ["method", "view", "status"],
+)
+REQUEST_SECONDS = Histogram(
+    "taskmgmt_http_request_duration_seconds",
+    "Time to answer an HTTP request, by view (URL pattern name) and status code.",
+    ["view", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+CLAIM_LATENCY = Histogram(
+    "taskmgmt_task_claim_latency_seconds",
+    "Time a task waited pending (since it was created, reassigned or edited) before a node"
+    " started it.",
+    buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 7 * 24 * 3600),
+)
+FAILURES = Counter(
+    "taskmgmt_task_failures",
+    "Tasks that failed, by cause (node_reported, deadline, node_lost, admin).",
+    ["cause"],
+)
+REASSIGNMENTS = Counter(
+    "taskmgmt_task_reassignments",
+    "Tasks given (back) to a node as pending: by an admin (manual) or by the sweep (failover).",
+    ["kind"],
+)
+LOGIN_FAILURES = Counter(
+    "taskmgmt_login_failures",
+    "Refused logins, by where (api, admin_site) and why (unknown_user, wrong_password,"
+    " inactive; the admin site's invalid_login, inactive).",
+    ["via", "reason"],
+)
+
+# Methods outside this set share one label value, so a client cannot invent label values.
+_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+
+# Scrape-time collectors registered by the apps (their `ready()`), kept out of the
+# process registry so multiprocess mode does not sum them once per worker.
+_domain = CollectorRegistry()
+
+
+def register_collector(collector) -> None:
+    _domain.register(collector)
+
+
+def _view_name(request) -> str:
+    match = getattr(request, "resolver_match", None)
+    return match.view_name if match else "unmatched"
+
+
+class MetricsMiddleware:
+    """Counts and times every request by its URL pattern's name (a bounded set)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        started = time.perf_counter()
+        response = self.get_response(request)
+        view, status = _view_name(request), str(response.status_code)
+        method = request.method if request.method in _METHODS else "other"
+        REQUESTS.labels(method, view, status).inc()
+        REQUEST_SECONDS.labels(view, status).observe(time.perf_counter() - started)
+        return response
+
+
+def _refusal(status: int, title: str, message: str) -> JsonResponse:
+    response = JsonResponse({"title": title, "message": message}, status=status)
+    if status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+    return response
+
+
+def _address_allowed(request, networks: list[str]) -> bool:
+    try:
+        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(network, strict=False) for network in networks)
+
+
+def _token_matches(request, token: str) -> bool:
+    scheme, _, supplied = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(supplied.strip(), token)
+
+
+def metrics_view(request):
+    """Prometheus text format, for a scraper that passes every check configured.
+
+    Neither METRICS_TOKEN nor METRICS_ALLOWED_NETWORKS set: 404, so the metrics
+    are never open by default. Both set: both must hold.
+    """
+    token, networks = settings.METRICS_TOKEN, settings.METRICS_ALLOWED_NETWORKS
+    if not token and not networks:
+        return _refusal(404, "Not Found", "Metrics are off: set METRICS_TOKEN.")
+    if networks and not _address_allowed(request, networks):
+        return _refusal(403, "Forbidden", "This address may not read the metrics.")
+    if token and not _token_matches(request, token):
+        return _refusal(401, "Unauthorized", "Send Authorization: Bearer <METRICS_TOKEN>.")
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    body = generate_latest(registry) + generate_latest(_domain)
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,167 @@
+"""The admin's landing dashboard: who may see it, that its numbers are the database's,
+and that every number links to a changelist showing exactly that many tasks."""
+
+import html
+import re
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from accounts.models import Liveness
+from tasks.dashboard import snapshot
+from tasks.models import SweepRun, Task, TaskStatus
+from tests.factories import AdminFactory, NodeFactory, TaskFactory, fleet
+
+pytestmark = pytest.mark.django_db
+
+INDEX = reverse("admin:index")
+LOGIN = reverse("admin:login")
+
+
+@pytest.fixture(autouse=True)
+def _no_dashboard_cache(settings):
+    settings.DASHBOARD_CACHE_SECONDS = 0
+
+
+def links(page: str, css_class: str) -> list[tuple[str, str, int]]:
+    """(data attribute, href, number) of each `<a class=css_class …>N</a>` on the page."""
+    pattern = rf'<a class="{css_class}" data-\w+="([^"]*)" href="([^"]+)">(?:<strong>)?(\d+)'
+    return [(key, html.unescape(href), int(n)) for key, href, n in re.findall(pattern, page)]
+
+
+def changelist_count(client, url: str) -> int:
+    response = client.get(url)
+    assert response.status_code == 200, url
+    assert "e=1" not in response.get("Location", "")  # the admin rejects unknown lookups so
+    return response.context["cl"].result_count
+
+
+@pytest.mark.parametrize("who", ["anonymous", "node"])
+def test_anonymous_and_node_accounts_get_the_admin_login(who):
+    client = Client()
+    if who == "node":
+        client.force_login(NodeFactory())
+    response = client.get(INDEX)
+    assert response.status_code == 302
+    assert response["Location"].startswith(LOGIN)
+
+
+def test_the_status_by_node_table_is_the_databases_and_each_number_links_to_those_tasks(
+    admin_site_client,
+):
+    data = fleet()
+    # Finished before the 24 h window: in no number (finished tasks are counted per window).
+    old = TaskFactory(assigned_node=data["alive"], status=TaskStatus.COMPLETED)
+    Task.objects.filter(pk=old.pk).update(updated_at=data["now"] - timedelta(days=2))
+    page = admin_site_client.get(INDEX).content.decode()
+    since = snapshot()["since"]
+
+    cells = links(page, "tm-count")
+    # Three nodes and a totals row, each with every status.
+    assert len(cells) == 4 * len(TaskStatus.values)
+    for status, url, shown in cells:
+        filters = {"active": True, "status": status}
+        if status in ("completed", "failed"):
+            filters["updated_at__gte"] = since
+        if "assigned_node__id__exact" in url:
+            node_id = re.search(r"assigned_node__id__exact=([0-9a-f-]+)", url).group(1)
+            filters["assigned_node_id"] = node_id
+        assert shown == Task.objects.filter(**filters).count()
+        assert changelist_count(admin_site_client, url) == shown
+    # Neither the soft-deleted task nor the old one is in any number.
+    totals = {status: n for status, url, n in cells if "assigned_node" not in url}
+    assert totals == {"pending": 5, "in_progress": 3, "completed": 4, "failed": 3}
+
+
+def test_overdue_due_soon_and_failures_by_cause_link_to_exactly_those_tasks(admin_site_client):
+    data = fleet()
+    response = admin_site_client.get(INDEX)
+    page = response.content.decode()
+
+    overdue = re.search(r'id="tm-overdue" href="([^"]+)">(\d+)', page)
+    due_soon = re.search(r'id="tm-due-soon" href="([^"]+)">(\d+)', page)
+    assert int(overdue.group(2)) == 2
+    assert int(due_soon.group(2)) == 1
+    assert changelist_count(admin_site_client, html.unescape(overdue.group(1))) == 2
+    assert changelist_count(admin_site_client, html.unescape(due_soon.group(1))) == 1
+
+    per_node = links(page, "tm-node-overdue")
+    assert {node_id: n for node_id, _, n in per_node if n} == {str(data["down"].pk): 2}
+    for _, url, shown in per_node:
+        assert changelist_count(admin_site_client, url) == shown
+
+    failures = links(page, "tm-failure")
+    assert {cause: n for cause, _, n in failures} == {"deadline": 2, "node_reported": 1}
+    for _, url, shown in failures:
+        assert changelist_count(admin_site_client, url) == shown
+
+
+def test_nodes_panel_shows_liveness_heartbeat_age_and_load():
+    data = fleet()
+    nodes = {node["id"]: node for node in snapshot()["nodes"]}
+
+    alive, down, never = (nodes[data[name].pk] for name in ("alive", "down", "never"))
+    assert (alive["liveness"], down["liveness"], never["liveness"]) == (
+        Liveness.ALIVE,
+        Liveness.DOWN,
+        Liveness.NEVER_SEEN,
+    )
+    assert 3 <= alive["heartbeat_age"] < 10
+    assert 600 <= down["heartbeat_age"] < 610
+    assert never["heartbeat_age"] is None
+    assert alive["counts"] == {"pending": 3, "in_progress": 2, "completed": 4, "failed": 1}
+    assert 600 <= alive["oldest_in_progress_age"] < 610
+    assert never["oldest_in_progress_age"] is None
+
+
+def test_the_chart_counts_outcomes_per_hour_and_the_sweep_shows_its_last_run(
+    admin_site_client,
+):
+    data = fleet()
+    started = data["now"]
+    SweepRun.objects.create(
+        started_at=started,
+        finished_at=started + timedelta(seconds=2),
+        failed_count=7,
+        reassigned_count=1,
+    )
+    hours = snapshot()["hours"]
+    assert len(hours) == 24
+    assert sum(hour["completed"] for hour in hours) == 4
+    assert hours[-1]["completed"] == 3  # one finished 90 minutes ago, in an earlier bar
+    assert sum(sum(hour["failed"].values()) for hour in hours) == 3
+
+    page = admin_site_client.get(INDEX).content.decode()
+    # The older completed bar; then this hour's completed, deadline and node_reported.
+    assert page.count("<rect ") == 1 + 3
+    assert "<script" not in page.split('id="content-main"')[1]
+    sweep = page.split('id="tm-sweep"')[1].split("</div>")[0]
+    assert "2.000 s" in sweep and ">7<" in sweep
+
+
+def test_the_dashboard_says_how_stale_it_may_be_and_reuses_its_figures(settings):
+    settings.DASHBOARD_CACHE_SECONDS = 30
+    admin = AdminFactory()
+    client = Client()
+    client.force_login(admin)
+    TaskFactory()
+    first = client.get(INDEX).content.decode()
+    TaskFactory()
+    second = client.get(INDEX).content.decode()
+
+    assert "reused for up to 30 s" in first
+    totals = re.search(r'id="tm-totals">(.*?)</tr>', second, re.S).group(1)
+    assert "<strong>1</strong>" in totals  # the second task waits for the cache to expire
+
+
+def test_the_dashboard_is_a_fixed_number_of_queries_whatever_the_fleet(
+    admin_site_client, django_assert_max_num_queries
+):
+    fleet()
+    for _ in range(5):
+        TaskFactory(assigned_node=NodeFactory())
+    # Session and user, then the four panel queries.
+    with django_assert_max_num_queries(6):
+        assert admin_site_client.get(INDEX).status_code == 200

@@ -1,0 +1,167 @@
+"""One node's admin page: its liveness, tasks, history, failure rate and the two actions."""
+
+import html
+import re
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.contrib.messages import get_messages
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts.models import User
+from accounts.services import user_deactivate
+from tasks.models import HistoryAction, Task, TaskHistory, TaskStatus
+from tests.factories import AdminFactory, NodeFactory, TaskFactory, fleet
+
+pytestmark = pytest.mark.django_db
+
+
+def node_url(user) -> str:
+    return reverse("admin:node", args=[user.pk])
+
+
+def future_form(target) -> dict:
+    deadline = timezone.now() + timedelta(days=2)
+    return {
+        "action": "reassign",
+        "node": target.pk,
+        "locked_at": deadline.strftime("%Y-%m-%dT%H:%M"),
+    }
+
+
+def test_an_unknown_id_or_an_admin_is_a_404(admin_site_client, admin_user):
+    assert admin_site_client.get(reverse("admin:node", args=[uuid.uuid4()])).status_code == 404
+    assert admin_site_client.get(node_url(admin_user)).status_code == 404
+
+
+@pytest.mark.parametrize("who", ["anonymous", "node"])
+def test_only_admins_reach_a_node_page(who):
+    node = NodeFactory()
+    client = Client()
+    if who == "node":
+        client.force_login(node)
+    response = client.post(node_url(node), {"action": "deactivate"})
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("admin:login"))
+    node.refresh_from_db()
+    assert node.is_active
+
+
+def test_the_page_shows_liveness_counts_linked_and_the_failure_rate(admin_site_client):
+    data = fleet()
+    response = admin_site_client.get(node_url(data["alive"]))
+    page = response.content.decode()
+
+    assert response.status_code == 200
+    assert ">alive<" in page
+    assert "s ago)" in page
+    shown = {
+        status: (html.unescape(url), int(n))
+        for status, url, n in re.findall(
+            r'<a class="tm-count" data-status="(\w+)" href="([^"]+)">(\d+)', page
+        )
+    }
+    assert {status: n for status, (_, n) in shown.items()} == {
+        "pending": 3,
+        "in_progress": 2,
+        "completed": 4,
+        "failed": 1,
+    }
+    for _, (url, n) in shown.items():
+        assert admin_site_client.get(url).context["cl"].result_count == n
+    # Four completed and one failed in the last 24 h.
+    assert re.search(r'id="tm-failure-rate">20 %', page)
+
+
+def test_its_history_lists_what_it_did_newest_first(admin_site_client, node_client, node):
+    first, second = TaskFactory.create_batch(2, assigned_node=node)
+    for task in (first, second):
+        response = node_client.put(
+            "/api/tasks/shift-status", {"taskId": str(task.pk), "taskStatus": "in_progress"}
+        )
+        assert response.status_code == 200
+    page = admin_site_client.get(node_url(node)).content.decode()
+    history = page.split('id="tm-node-history"')[1]
+    assert history.index(second.name) < history.index(first.name)
+    assert history.count("Status change") == 2
+
+
+def test_reassign_moves_every_open_task_with_history_rows_in_one_go(admin_site_client, admin_user):
+    data = fleet()
+    source, target = data["alive"], data["never"]
+    open_ids = set(
+        Task.objects.filter(
+            assigned_node=source, active=True, status__in=["pending", "in_progress"]
+        ).values_list("pk", flat=True)
+    )
+    response = admin_site_client.post(node_url(source), future_form(target))
+
+    assert response.status_code == 302
+    messages = [str(m) for m in get_messages(response.wsgi_request)]
+    assert messages == [f"Reassigned {len(open_ids)} open task(s) to {target}."]
+    moved = Task.objects.filter(pk__in=open_ids)
+    assert {(t.assigned_node_id, t.status) for t in moved} == {(target.pk, TaskStatus.PENDING)}
+    # Finished tasks stay with the node; each moved task has its history, by the admin.
+    assert Task.objects.filter(assigned_node=source, status="completed").count() == 4
+    rows = TaskHistory.objects.filter(task__in=open_ids, action=HistoryAction.ASSIGNEE_CHANGE)
+    assert rows.count() == len(open_ids)
+    assert {(r.from_value, r.to_value, r.performed_by_id) for r in rows} == {
+        (str(source.pk), str(target.pk), admin_user.pk)
+    }
+    in_progress_back = TaskHistory.objects.filter(
+        task__in=open_ids, action=HistoryAction.STATUS_CHANGE, to_value="pending"
+    )
+    assert in_progress_back.count() == 2
+
+
+def test_a_past_deadline_is_refused_and_nothing_moves(admin_site_client):
+    data = fleet()
+    form = future_form(data["never"]) | {"locked_at": "2020-01-01T00:00"}
+    response = admin_site_client.post(node_url(data["alive"]), form)
+
+    assert response.status_code == 200
+    assert "The deadline must be in the future." in response.content.decode()
+    assert Task.objects.filter(assigned_node=data["never"]).count() == 0
+
+
+def test_deactivate_from_the_page_stops_the_node(admin_site_client):
+    node = NodeFactory()
+    response = admin_site_client.post(node_url(node), {"action": "deactivate"})
+
+    assert response.status_code == 302
+    node.refresh_from_db()
+    assert not node.is_active
+    assert "deactivated" in admin_site_client.get(node_url(node)).content.decode()
+
+
+def test_deactivate_writes_is_active_alone():
+    node = NodeFactory()
+    stale_copy = User.objects.get(pk=node.pk)
+    beat = timezone.now()
+    User.objects.filter(pk=node.pk).update(last_seen=beat, name="Renamed meanwhile")
+
+    user_deactivate(user=stale_copy)
+
+    node.refresh_from_db()
+    assert not node.is_active
+    # Nothing else the caller's copy of the row held was written back.
+    assert (node.last_seen, node.name) == (beat, "Renamed meanwhile")
+
+
+def test_a_deactivated_node_loses_its_tokens(node_client, node):
+    user_deactivate(user=node)
+    assert node_client.get("/api/tasks").status_code == 401
+
+
+def test_the_user_admin_and_the_dashboard_link_to_node_pages(admin_site_client):
+    node = NodeFactory()
+    admin = AdminFactory()
+    users = admin_site_client.get(reverse("admin:accounts_user_changelist")).content.decode()
+    dashboard = admin_site_client.get(reverse("admin:index")).content.decode()
+
+    assert node_url(node) in users
+    assert node_url(admin) not in users
+    assert node_url(node) in dashboard
