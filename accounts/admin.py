@@ -17,6 +17,7 @@ from accounts.hashers import HashQueueFull
 from accounts.models import Liveness, Role, User
 from accounts.throttling import login_allowed
 from taskmgmt.metrics import LOGIN_FAILURES
+from taskmgmt.throttling import CacheUnavailable
 
 
 class AdminLoginForm(AdminAuthenticationForm):
@@ -30,6 +31,10 @@ class AdminLoginForm(AdminAuthenticationForm):
             "Wait a minute, then try again."
         ),
         "busy": "The server is checking too many passwords at once. Try again in a few seconds.",
+        "unavailable": (
+            "Logins are unavailable right now: the login limits cannot be counted. "
+            "Try again in a few seconds."
+        ),
     }
 
     def clean(self):
@@ -41,7 +46,12 @@ class AdminLoginForm(AdminAuthenticationForm):
 
     def _checked(self):
         username, password = self.cleaned_data.get("username"), self.cleaned_data.get("password")
-        if username is not None and password and not login_allowed(self.request, username):
+        try:
+            allowed = username is None or not password or login_allowed(self.request, username)
+        except CacheUnavailable as error:
+            # Fails closed, as the API login does: an uncounted guess is an unlimited one.
+            raise ValidationError(self.error_messages["unavailable"], code="unavailable") from error
+        if not allowed:
             raise ValidationError(self.error_messages["rate_limited"], code="rate_limited")
         try:
             return super().clean()

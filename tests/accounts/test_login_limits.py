@@ -4,6 +4,8 @@ login, the admin site's login and update-password's old password.
 Rates are per hour so a test never straddles a counting window.
 """
 
+import socket
+
 import pytest
 from django.db import connection
 from django.test import Client, override_settings
@@ -206,3 +208,24 @@ def test_a_wrong_guess_equal_to_the_new_password_is_a_401_not_a_400(node_client)
 
     body = assert_json_error(response, 401)
     assert body["message"] == "The old password is wrong."
+
+
+def test_with_the_count_store_down_the_admin_login_refuses_on_its_own_page(admin_user):
+    """Fails closed, as the API login does, but as the admin's HTML form, not JSON."""
+    with socket.socket() as unused:  # a port nothing listens on: Redis is down
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    down = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{port}/0",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1},
+        }
+    }
+    with override_settings(CACHES=down):
+        response, client = admin_login(admin_user.email)
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/html")
+    assert "Logins are unavailable" in response.content.decode()
+    assert "_auth_user_id" not in client.session
