@@ -30,8 +30,8 @@ from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
+from taskmgmt.errors import DomainError
 from taskmgmt.throttling import CACHE_ERRORS, CacheUnavailable, RefusedRateThrottle, counts_cache
-from tasks.models import TaskRuleError
 
 logger = logging.getLogger("taskmgmt.api")
 
@@ -157,7 +157,7 @@ def exception_handler(exc, context):
 
 
 def _error_response(exc, context) -> Response:
-    if isinstance(exc, TaskRuleError):
+    if isinstance(exc, DomainError):
         return Response(error_body(exc.status_code, exc.message, exc.title), exc.status_code)
     if isinstance(exc, Ratelimited):
         # It subclasses PermissionDenied, which DRF would answer with a 403.

@@ -8,6 +8,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Role
+from taskmgmt.errors import DomainError
 
 
 class TaskStatus(models.TextChoices):
@@ -54,15 +55,8 @@ def fresh_deadline(current: datetime, now: datetime | None = None) -> datetime:
     return max(current, floor)
 
 
-class TaskRuleError(Exception):
+class TaskRuleError(DomainError):
     """A request that breaks a task rule; `status_code` is its HTTP answer."""
-
-    status_code = 400
-    title = "Bad Request"
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
 
 
 class InvalidStatusTransition(TaskRuleError):
