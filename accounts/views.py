@@ -30,6 +30,7 @@ from accounts.serializers import (
     UsersListSerializer,
 )
 from taskmgmt.api import error_responses
+from taskmgmt.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 from taskmgmt.throttling import LoginIpThrottle, LoginUsernameThrottle
 from tasks.models import Task
 from tasks.serializers import MessageSerializer
@@ -137,9 +138,10 @@ class AccountViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         summary="Create a worker node (the API never creates admins)",
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
         responses={
             201: UserMessageSerializer,
-            **error_responses(400, 401, 403, 409, 413, 415, 429),
+            **error_responses(400, 401, 403, 409, 413, 415, 422, 429),
         },
     )
     @action(
@@ -148,6 +150,7 @@ class AccountViewSet(viewsets.GenericViewSet):
         permission_classes=[IsAdminRole],
         serializer_class=SignupSerializer,
     )
+    @idempotent
     def signup(self, request):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -47,6 +47,7 @@ _TITLES = {
     409: "Conflict",
     413: "Payload Too Large",
     415: "Unsupported Media Type",
+    422: "Unprocessable Content",
     429: "Too Many Requests",
     500: "Internal Server Error",
     503: "Service Unavailable",
@@ -201,6 +202,7 @@ _ERROR_DESCRIPTIONS = {
     409: "Conflicts with the current state.",
     413: "Request body too large.",
     415: "Request body is not JSON.",
+    422: "The Idempotency-Key was already used with another request body.",
     429: "Rate limited; see the Retry-After header.",
 }
 

@@ -190,6 +190,10 @@ CACHES = {
 
 # --- REST API ---------------------------------------------------------------
 
+# Seconds a POST's Idempotency-Key and its answer are kept (taskmgmt.idempotency):
+# a day covers a client retrying through an outage, as Stripe's 24 h does.
+IDEMPOTENCY_KEY_TTL = env.int("IDEMPOTENCY_KEY_TTL", default=24 * 60 * 60)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.JWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
