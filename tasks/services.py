@@ -14,6 +14,7 @@ from django.db import connection, transaction
 from django.db.models import DateTimeField, UUIDField, Value
 from django.utils import timezone
 
+from accounts.services import node_heartbeat
 from taskmgmt.sql import driver_rows, get_one
 from tasks.actor import current_actor
 from tasks.models import (
@@ -107,9 +108,12 @@ def task_assign(*, task_id: UUID, node, locked_at: datetime | None = None) -> Ta
 
 
 @transaction.atomic
-def task_change_status(*, task_id: UUID, node, status: str) -> Task:
+def task_change_status(*, task_id: UUID, node, status: str, reason: str = "") -> Task:
     """The assigned node advances its task. Row-locked, so concurrent requests
-    produce one transition and one history row."""
+    produce one transition and one history row.
+
+    Starting it counts an attempt; failing it records the node's `reason`.
+    """
     task = _locked_task(task_id)
     if task.assigned_node_id != node.pk:
         raise NotAssignee("only the assigned node can change this task's status")
@@ -119,7 +123,34 @@ def task_change_status(*, task_id: UUID, node, status: str) -> Task:
     if status not in ALLOWED_AFTER_DEADLINE and task.locked_at <= timezone.now():
         raise DeadlinePassed("task deadline has passed")
     task.status = status
-    task.save(update_fields=["status", "updated_at"])
+    fields = ["status", "updated_at"]
+    if status == TaskStatus.IN_PROGRESS:
+        task.attempts += 1
+        fields.append("attempts")
+    elif status == TaskStatus.FAILED:
+        task.failure_cause, task.failure_reason = FailureCause.NODE_REPORTED, reason
+        fields += ["failure_cause", "failure_reason"]
+    task.save(update_fields=fields)
+    return task
+
+
+def task_claim(*, node, now: datetime | None = None) -> Task | None:
+    """Start the node's next claimable task (`Task.objects.claimable_by`); None if none.
+
+    A claim is a heartbeat too, written first in its own statement: inside the
+    claim's transaction the node's row lock would make its concurrent claims
+    queue. SKIP LOCKED gives concurrent claims different tasks and passes over
+    a task the sweep or an admin holds this instant.
+    """
+    now = now or timezone.now()
+    node_heartbeat(node_id=node.pk, now=now)
+    with transaction.atomic():
+        task = Task.objects.claimable_by(node, now).select_for_update(skip_locked=True).first()
+        if task is None:
+            return None
+        task.status = TaskStatus.IN_PROGRESS
+        task.attempts += 1
+        task.save(update_fields=["status", "attempts", "updated_at"])
     return task
 
 
