@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from tasks.models import FailureCause, HistoryAction, Task, TaskHistory, TaskStatus
@@ -58,9 +59,7 @@ class WorkerProcess:
         self.process.wait(timeout=10)
         self.log.close()
 
-    def terminate(self, timeout: float) -> int:
-        """SIGTERM, and the exit status once it has finished its task."""
-        self.process.terminate()
+    def exit_status(self, timeout: float) -> int:
         try:
             return self.process.wait(timeout=timeout)
         finally:
@@ -89,12 +88,21 @@ class Fleet:
         workers, self.workers = list(self.workers.values()), {}
         for worker in workers:
             worker.signal(signal.SIGTERM)
-        return {worker.node.email: worker.terminate(timeout) for worker in workers}
+        return {worker.node.email: worker.exit_status(timeout) for worker in workers}
 
     def abort(self) -> None:
         for worker in self.workers.values():
             worker.kill()
         self.workers = {}
+
+    def completions_reported(self) -> Counter:
+        """How many times the workers, killed ones included, logged each task completed."""
+        return Counter(
+            json.loads(line)["task"]
+            for path in self.log_dir.glob("worker-*.log")
+            for line in path.read_text().splitlines()
+            if line.startswith('{"') and '"event": "completed"' in line
+        )
 
     def logs(self) -> str:
         """Every worker's log, for a failing assertion's message."""

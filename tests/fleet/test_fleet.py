@@ -108,6 +108,10 @@ def assert_finished_by_the_others(fleet, tasks, lost: set, dead: set) -> None:
     for task in Task.objects.filter(pk__in=lost):
         assert task.assigned_node_id not in dead
     assert_every_history_consistent(Task.objects.filter(pk__in=[t.pk for t in tasks]))
+    # The workers' side: no task reported done twice, none done without a report.
+    reported = fleet.completions_reported()
+    assert max(reported.values()) == 1, reported.most_common(3)
+    assert set(reported) >= {str(task.pk) for task in tasks} - {str(pk) for pk in lost}
 
 
 def test_a_killed_workers_tasks_are_finished_by_the_others(fleet):
