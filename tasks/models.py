@@ -121,6 +121,10 @@ class TaskQuerySet(models.QuerySet):
             assigned_node=node, status=TaskStatus.PENDING, active=True, locked_at__gt=now
         ).order_by("locked_at", "created_at")
 
+    def open_of(self, node_ids):
+        """The active pending or in-progress tasks of these nodes: what failover moves."""
+        return self.filter(active=True, status__in=OPEN_STATUSES, assigned_node_id__in=node_ids)
+
     def in_progress_of(self, node, task_ids) -> list:
         """The ids among `task_ids` of the node's active tasks in progress: the ones
         still its to work on. By primary key, so cheap whatever the table's size."""

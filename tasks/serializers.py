@@ -186,6 +186,11 @@ class FailedCountSerializer(serializers.Serializer):
     failedCount = serializers.IntegerField(
         read_only=True, help_text="How many tasks the sweep failed."
     )
+    # Not read_only: drf-spectacular would document it as always present.
+    reassignedCount = serializers.IntegerField(
+        required=False,
+        help_text="With FAILOVER=reassign only: tasks of down nodes given to alive ones.",
+    )
 
 
 # --- Input ------------------------------------------------------------------

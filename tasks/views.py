@@ -268,5 +268,8 @@ class CollectFailedViewSet(viewsets.ViewSet):
         # The same sweep as `manage.py collect_failed`: its history rows name the
         # system, whoever triggered it.
         with acting_as(None):
-            failed = services.tasks_expire(batch_size=settings.SWEEP_BATCH_SIZE)
-        return Response({"failedCount": failed})
+            run, _ = services.sweep_run(batch_size=settings.SWEEP_BATCH_SIZE)
+        body = {"failedCount": run.failed_count}
+        if settings.FAILOVER == "reassign":  # FAILOVER=off answers as the original did
+            body["reassignedCount"] = run.reassigned_count
+        return Response(body)
