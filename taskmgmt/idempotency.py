@@ -27,9 +27,9 @@ MAX_KEY_LENGTH = 255
 # How long a key stays held by a request that never finished (its worker was
 # killed): far longer than these writes take, short enough for a client to retry.
 IN_FLIGHT_SECONDS = 60
-# Client errors that the same body always gets again. 409 (a conflict with the
-# state, which may change) and 429 are not kept, nor any 5xx: a retry may succeed.
-KEPT_CLIENT_ERRORS = {status.HTTP_400_BAD_REQUEST, status.HTTP_404_NOT_FOUND}
+# The client error that the same body always gets again (invalid input). A 409 (a
+# conflict with the state, which may change), a 429 or a 5xx is not kept: a retry may succeed.
+KEPT_CLIENT_ERRORS = {status.HTTP_400_BAD_REQUEST}
 
 IDEMPOTENCY_KEY_PARAMETER = OpenApiParameter(
     HEADER,
@@ -146,7 +146,7 @@ def hold(cache_key: str, fingerprint: str) -> dict | None:
 
 
 def release(cache_key: str, fingerprint: str, response) -> None:
-    """Keeps a final answer for IDEMPOTENCY_KEY_TTL; frees the key after any other."""
+    """Keeps a 2xx or 400 answer for IDEMPOTENCY_KEY_TTL; frees the key after any other."""
     try:
         if response is not None and (
             status.is_success(response.status_code) or response.status_code in KEPT_CLIENT_ERRORS
