@@ -11,7 +11,7 @@ It logs in as a node, beats on a background thread as often as the server asks
 `PUT /api/tasks/shift-status` to `completed` (or `failed` with the exception as
 the reason). A task the server takes away (its `revokedTaskIds` in a heartbeat
 answer, or a 403 on shift-status) is dropped, never reported. Tokens are refreshed
-before they expire; 429 and 503 answers and lost connections are retried after
+before they expire; 429 and 5xx answers and lost connections are retried after
 Retry-After (or a growing pause). SIGTERM or Ctrl-C: finish the task at hand,
 report it, then exit 0; a second one exits at once.
 
@@ -138,6 +138,8 @@ class Api:
                 if status != 200:
                     raise LoginRefused(f"login as {self.email}: {status} {payload.get('message')}")
                 log("logged_in", email=self.email, node=payload["userDetails"]["id"])
+            else:
+                log("refreshed")
             self.access, self.refresh_token = payload["token"], payload["refresh"]
             claims = jwt_claims(self.access)
             lifetime = claims["exp"] - claims["iat"]

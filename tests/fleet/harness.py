@@ -35,15 +35,17 @@ def wait_for(condition, timeout: float, what: str, poll: float = 0.05):
 class WorkerProcess:
     """One `examples/worker.py` logged in as `node`, its JSON lines kept in a file."""
 
-    def __init__(self, node, password: str, server: str, log_path: Path, work_seconds: float):
+    def __init__(
+        self, node, password: str, server: str, log_path: Path, work_seconds: float, *args, **env
+    ):
         self.node, self.log_path = node, log_path
         self.log = log_path.open("a")
         self.process = subprocess.Popen(
             [
                 sys.executable, str(WORKER), "--server", server, "--email", node.email,
-                "--work-seconds", str(work_seconds), "--idle-seconds", "0.2",
+                "--work-seconds", str(work_seconds), "--idle-seconds", "0.2", *args,
             ],
-            env={**os.environ, "TASKMGMT_PASSWORD": password},
+            env={**os.environ, "TASKMGMT_PASSWORD": password, **env},
             stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
 
@@ -73,10 +75,13 @@ class Fleet:
         self.workers: dict = {}  # node id -> its live WorkerProcess
         self.started = 0
 
-    def start(self, node) -> WorkerProcess:
+    def start(self, node, *args, **env) -> WorkerProcess:
+        """A worker for `node`; `args` go to its command line, `env` to its environment."""
         self.started += 1
         log_path = self.log_dir / f"worker-{self.started}-{node.email}.log"
-        worker = WorkerProcess(node, self.password, self.server, log_path, self.work_seconds)
+        worker = WorkerProcess(
+            node, self.password, self.server, log_path, self.work_seconds, *args, **env
+        )
         self.workers[node.pk] = worker
         return worker
 
