@@ -337,7 +337,14 @@ def test_a_repeat_while_the_first_is_in_flight_is_a_409_with_retry_after(live_se
 @pytest.mark.mysql
 @on_mariadb
 @pytest.mark.parametrize("path", [TASKS, SIGNUP])
-def test_concurrent_duplicates_on_a_live_server_act_exactly_once(live_server, path):
+@pytest.mark.parametrize("cache_backend", ["locmem", "redis"])
+def test_concurrent_duplicates_on_a_live_server_act_exactly_once(
+    live_server, path, cache_backend, request
+):
+    if cache_backend == "redis":
+        location = request.getfixturevalue("redis_url")
+        redis_cache = {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": location}
+        request.getfixturevalue("settings").CACHES = {"default": redis_cache}
     admin, node = AdminFactory(), NodeFactory()
     token = str(RefreshToken.for_user(admin).access_token)
     body = task_body(node) if path == TASKS else signup_body()
@@ -358,6 +365,8 @@ def test_concurrent_duplicates_on_a_live_server_act_exactly_once(live_server, pa
 
     assert {status for status, _ in answers} == {201}
     assert len({content for _, content in answers}) == 1
+    if cache_backend == "redis":  # the answer is kept there, not in this process
+        assert redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB).keys("*idempotency:*")
     if path == TASKS:
         assert Task.objects.count() == 1
     else:
