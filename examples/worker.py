@@ -223,6 +223,7 @@ class Worker:
         self.finished = threading.Event()
         self.heartbeat = Heartbeat(api, self.finished)
         self.done = 0
+        self.refused: set[str] = set()  # reports the server refused: not to be resumed
 
     def signalled(self) -> None:
         if self.stop.is_set():
@@ -257,6 +258,8 @@ class Worker:
         for task in payload["tasks"] if status == 200 else []:
             if self.stop.is_set() or self.done == self.max_tasks:
                 return
+            if task["id"] in self.refused:
+                continue  # past its deadline: the sweep will fail it
             log("resumed", task=task["id"])
             self.perform(task)
 
@@ -282,6 +285,7 @@ class Worker:
             self.done += 1
             log(outcome["taskStatus"], task=task["id"])
         else:  # 403: taken away meanwhile; 400/409: failed by the sweep or past its deadline
+            self.refused.add(task["id"])
             log("report_refused", task=task["id"], status=status, message=payload.get("message"))
 
 

@@ -3,6 +3,7 @@ server: a clean stop, a failing work function, token refresh, rate limits."""
 
 import logging
 import signal
+import time
 from datetime import timedelta
 
 import pytest
@@ -142,3 +143,26 @@ def test_rate_limited_requests_wait_retry_after_and_each_task_is_done_once(
     assert all(event["pause"] >= 1 for event in retries)  # Retry-After, whole seconds
     assert_every_history_consistent(Task.objects.all())
     assert fleet.completions_reported() == {str(task.pk): 1 for task in tasks}
+
+
+def test_an_orphaned_task_is_resumed_once_and_not_again_after_its_report_is_refused(
+    live_server, server_settings, tmp_path
+):
+    node = NodeFactory()
+    resumable, expired = TaskFactory.create_batch(2, assigned_node=node)
+    Task.objects.filter(pk=resumable.pk).update(status=TaskStatus.IN_PROGRESS)
+    Task.objects.filter(pk=expired.pk).update(
+        status=TaskStatus.IN_PROGRESS, locked_at=timezone.now() - timedelta(minutes=1)
+    )
+    fleet = fleet_of(live_server, tmp_path, work_seconds=0)
+    worker = fleet.start(node)
+    try:
+        wait_for(lambda: "report_refused" in events(worker), 20, f"no refusal\n{fleet.logs()}")
+        time.sleep(2)  # ten idle polls, each of which would have resumed it again
+    finally:
+        fleet.abort()
+
+    resumed = [e["task"] for e in worker.events() if e["event"] == "resumed"]
+    assert sorted(resumed) == sorted([str(resumable.pk), str(expired.pk)])
+    assert Task.objects.get(pk=resumable.pk).status == TaskStatus.COMPLETED
+    assert Task.objects.get(pk=expired.pk).status == TaskStatus.IN_PROGRESS  # the sweep's now
