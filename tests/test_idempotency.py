@@ -444,3 +444,15 @@ def test_two_processes_sharing_redis_give_the_same_answer_and_act_once(redis_url
     assert (second["status"], second["body"], second["replayed"]) == (201, first["body"], "true")
     assert other["status"] == 422
     assert Task.objects.count() == 1
+
+
+def test_a_ttl_below_one_second_stops_startup():
+    env = {**os.environ, "DEBUG": "true", "IDEMPOTENCY_KEY_TTL": "0"}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+    assert result.returncode != 0
+    assert "IDEMPOTENCY_KEY_TTL must be at least 1" in result.stderr
