@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKER = ROOT / "examples" / "worker.py"
 PENDING, IN_PROGRESS = TaskStatus.PENDING, TaskStatus.IN_PROGRESS
 COMPLETED, FAILED = TaskStatus.COMPLETED, TaskStatus.FAILED
+IDLE_SECONDS = 0.2  # a worker's pause when there is nothing to claim
 
 
 def wait_for(condition, timeout: float, what: str, poll: float = 0.05):
@@ -43,7 +44,7 @@ class WorkerProcess:
         self.process = subprocess.Popen(
             [
                 sys.executable, str(WORKER), "--server", server, "--email", node.email,
-                "--work-seconds", str(work_seconds), "--idle-seconds", "0.2", *args,
+                "--work-seconds", str(work_seconds), "--idle-seconds", str(IDLE_SECONDS), *args,
             ],
             env={**os.environ, "TASKMGMT_PASSWORD": password, **env},
             stdout=self.log, stderr=subprocess.STDOUT,
