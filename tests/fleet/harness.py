@@ -74,6 +74,7 @@ class Fleet:
         self.server, self.log_dir = server, log_dir
         self.password, self.work_seconds = password, work_seconds
         self.workers: dict = {}  # node id -> its live WorkerProcess
+        self.killed: list[WorkerProcess] = []
         self.started = 0
 
     def start(self, node, *args, **env) -> WorkerProcess:
@@ -87,7 +88,9 @@ class Fleet:
         return worker
 
     def kill(self, node) -> None:
-        self.workers.pop(node.pk).kill()
+        worker = self.workers.pop(node.pk)
+        worker.kill()
+        self.killed.append(worker)
 
     def stop(self, timeout: float = 20) -> dict:
         """SIGTERM to every worker at once: {email: exit status}."""
@@ -100,6 +103,12 @@ class Fleet:
         for worker in self.workers.values():
             worker.kill()
         self.workers = {}
+
+    def killed_while_working_on(self) -> set[str]:
+        """The task each killed worker was last working on: its report may have reached
+        the server, and been applied, as it died."""
+        last = [worker.events()[-1] for worker in self.killed if worker.events()]
+        return {event["task"] for event in last if event["event"] == "working"}
 
     def completions_reported(self) -> Counter:
         """How many times the workers, killed ones included, logged each task completed."""
