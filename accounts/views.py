@@ -41,6 +41,7 @@ from accounts.serializers import (
 )
 from accounts.throttling import LoginAccountThrottle, LoginIpThrottle
 from taskmgmt.api import ServiceUnavailable, error_responses
+from taskmgmt.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 from taskmgmt.throttling import ApiRateThrottle
 from tasks.models import Task
 from tasks.pagination import CappedKeysetPagination
@@ -190,9 +191,10 @@ class AccountViewSet(PasswordCheckMixin, viewsets.GenericViewSet):
 
     @extend_schema(
         summary="Create a worker node (the API never creates admins)",
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
         responses={
             201: UserMessageSerializer,
-            **error_responses(400, 401, 403, 409, 413, 415, 429, 503),
+            **error_responses(400, 401, 403, 409, 413, 415, 422, 429, 503),
         },
     )
     @action(
@@ -201,6 +203,7 @@ class AccountViewSet(PasswordCheckMixin, viewsets.GenericViewSet):
         permission_classes=[IsAdminRole],
         serializer_class=SignupSerializer,
     )
+    @idempotent
     def signup(self, request):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -56,6 +56,7 @@ _TITLES = {
     413: "Payload Too Large",
     414: "URI Too Long",
     415: "Unsupported Media Type",
+    422: "Unprocessable Content",
     429: "Too Many Requests",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
@@ -224,6 +225,7 @@ _ERROR_DESCRIPTIONS = {
     409: "Conflicts with the current state.",
     413: "Request body too large.",
     415: "Request body is not JSON.",
+    422: "The Idempotency-Key was already used with another request body.",
     429: "Rate limited; see the Retry-After header.",
     503: "Unavailable for now (e.g. every password-hash slot busy); see the Retry-After header.",
 }

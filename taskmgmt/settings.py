@@ -212,6 +212,13 @@ if CACHES["default"]["BACKEND"] == "django_redis.cache.RedisCache":
 
 # --- REST API ---------------------------------------------------------------
 
+# Seconds a POST's Idempotency-Key and its answer are kept (taskmgmt.idempotency):
+# a day covers a client retrying through an outage, as Stripe's 24 h does.
+IDEMPOTENCY_KEY_TTL = env.int("IDEMPOTENCY_KEY_TTL", default=24 * 60 * 60)
+if IDEMPOTENCY_KEY_TTL < 1:
+    # 0 would make the cache forget every answer at once: retries would act twice.
+    raise ImproperlyConfigured("IDEMPOTENCY_KEY_TTL must be at least 1 (seconds).")
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.JWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

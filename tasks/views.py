@@ -18,6 +18,7 @@ from rest_framework.status import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CON
 
 from accounts.permissions import IsAdminRole, IsNodeRole
 from taskmgmt.api import error_responses
+from taskmgmt.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 from tasks import services
 from tasks.actor import acting_as
 from tasks.models import Task, TaskStatus
@@ -102,9 +103,14 @@ class TaskViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         summary="Create a task (admin)",
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
         request=TaskFieldsSerializer,
-        responses={201: TaskEnvelopeSerializer, **error_responses(400, 401, 403, 413, 415, 429)},
+        responses={
+            201: TaskEnvelopeSerializer,
+            **error_responses(400, 401, 403, 409, 413, 415, 422, 429),
+        },
     )
+    @idempotent
     def create(self, request):
         data = validated(TaskFieldsSerializer, request)
         task = services.task_create(
