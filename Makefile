@@ -58,7 +58,8 @@ bench-sweep: $(VENV)/.installed
 bench-dashboard: $(VENV)/.installed
 	$(BIN)/python bench/dashboard.py $(or $(N),1000000)
 
-test: $(VENV)/.installed
+# The browser tests (tests/browser/, tests/test_docs.py) are part of the suite: chromium too.
+test: $(VENV)/.installed | browser-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
