@@ -20,7 +20,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 
-from accounts.models import User
+from accounts.models import Liveness, User
 from accounts.services import user_deactivate
 from tasks.models import (
     OPEN_STATUSES,
@@ -81,6 +81,7 @@ def _compute(now: datetime) -> dict:
     nodes = {
         row["id"]: {
             **row,
+            "liveness_label": Liveness(row["liveness"]).label,
             "heartbeat_age": (now - row["last_seen"]).total_seconds() if row["last_seen"] else None,
             "counts": dict.fromkeys(TaskStatus.values, 0),
             "oldest_in_progress_age": None,
@@ -390,6 +391,7 @@ def node_view(site, request, node_id):
             updated_at__gte=since.isoformat(),
         ),
         "history": history,
+        "liveness_label": Liveness(node.liveness).label,
         "form": form,
     }
     return TemplateResponse(request, "admin/tasks/node.html", context)

@@ -56,7 +56,7 @@ def test_the_page_shows_liveness_counts_linked_and_the_failure_rate(admin_site_c
     page = response.content.decode()
 
     assert response.status_code == 200
-    assert ">alive<" in page
+    assert ">Alive<" in page
     assert "s ago)" in page
     shown = {
         status: (html.unescape(url), int(n))
