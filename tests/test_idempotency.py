@@ -28,6 +28,7 @@ from accounts.models import User
 from tasks.models import Task, TaskHistory
 from tests.api import assert_json_error
 from tests.factories import AdminFactory, NodeFactory
+from tests.mariadb import wait_until_blocked
 
 ROOT = Path(__file__).resolve().parent.parent
 TASKS, SIGNUP = "/api/tasks", "/api/auth/signup"
@@ -276,22 +277,6 @@ def http_post(url, body, token, key):
         return error.code, error.headers, error.read()
 
 
-def wait_until_an_insert_is_blocked():
-    """Until another connection sits in an INSERT: the lock holder is idle, so it waits."""
-    query = """
-        SELECT COUNT(*) FROM information_schema.processlist
-        WHERE db = DATABASE() AND id <> CONNECTION_ID() AND command = 'Query'
-        AND info LIKE 'INSERT%%'"""
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        with connection.cursor() as cursor:
-            cursor.execute(query)
-            if cursor.fetchone()[0]:
-                return
-        time.sleep(0.02)
-    pytest.fail("the first request never waited for the lock")
-
-
 def hold_node_row(node, released: threading.Event, held: threading.Event):
     """Locks the node's row on another connection: a task insert for it waits (its FK check)."""
     try:
@@ -315,7 +300,7 @@ def test_a_repeat_while_the_first_is_in_flight_is_a_409_with_retry_after(live_se
         pool.submit(hold_node_row, node, released, held)
         assert held.wait(WAIT)
         first = pool.submit(http_post, url, body, token, "k")
-        wait_until_an_insert_is_blocked()
+        wait_until_blocked("INSERT%")
 
         in_flight = http_post(url, body, token, "k")
         other_body = http_post(url, task_body(node, name="Other"), token, "k")

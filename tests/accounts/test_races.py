@@ -6,7 +6,6 @@ for a unique email answers exactly as a plain duplicate does.
 
 import json
 import threading
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +20,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from accounts import services
 from accounts.models import User
 from tests.factories import PASSWORD, AdminFactory, NodeFactory
+from tests.mariadb import wait_until_blocked
 
 ROW_LOCKS = pytest.mark.skipif(
     connection.vendor == "sqlite", reason="needs row locks: SQLite runs one writer at a time"
@@ -47,25 +47,6 @@ def bearer(token) -> APIClient:
 
 def login(email, password):
     return APIClient().post("/api/auth/login", {"username": email, "password": password})
-
-
-def wait_until_a_user_update_is_blocked(answers):
-    """Until another connection sits in an UPDATE of a user: the other change holds
-    that row's lock until it commits, so the UPDATE is waiting for it."""
-    query = """
-        SELECT COUNT(*) FROM information_schema.processlist
-        WHERE db = DATABASE() AND id <> CONNECTION_ID() AND command = 'Query'
-        AND info LIKE 'UPDATE `accounts_user` SET %%'"""
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        with connection.cursor() as cursor:
-            cursor.execute(query)
-            if cursor.fetchone()[0]:
-                return
-        if answers:
-            pytest.fail(f"the request ended without waiting for the lock: {answers[0]!r}")
-        time.sleep(0.02)
-    pytest.fail("the request never waited for the other transaction's lock")
 
 
 def in_flight_across(change, request):
@@ -95,7 +76,7 @@ def in_flight_across(change, request):
     sender = threading.Thread(target=send)
     sender.start()
     try:
-        wait_until_a_user_update_is_blocked(answers)
+        wait_until_blocked("UPDATE `accounts_user` SET %", answers=answers)
     finally:
         release.set()
         holder.join(WAIT)

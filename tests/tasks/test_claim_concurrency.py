@@ -17,6 +17,7 @@ from tasks.actor import acting_as
 from tasks.models import FailureCause, HistoryAction, Task, TaskHistory, TaskStatus
 from tasks.services import task_assign, task_claim, tasks_expire, tasks_fail_over
 from tests.factories import NodeFactory
+from tests.mariadb import own_connection, wait_until_blocked
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -46,36 +47,10 @@ def make_tasks(node, count, *, hours=3):
     )
 
 
-def own_connection(work):
-    def run():
-        try:
-            return work()
-        finally:
-            connection.close()
-
-    return run
-
-
 def seen(node, seconds_ago):
     User.objects.filter(pk=node.pk).update(
         last_seen=timezone.now() - timedelta(seconds=seconds_ago)
     )
-
-
-def wait_until_blocked(statement: str):
-    """Until another connection sits in `statement` (waiting for a lock: its holder is idle)."""
-    query = """
-        SELECT COUNT(*) FROM information_schema.processlist
-        WHERE db = DATABASE() AND id <> CONNECTION_ID() AND command = 'Query'
-        AND info LIKE %s"""
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        with connection.cursor() as cursor:
-            cursor.execute(query, [statement + "%"])
-            if cursor.fetchone()[0]:
-                return
-        time.sleep(0.02)
-    pytest.fail(f"no connection ever waited in {statement}")
 
 
 def claim_as(node):
@@ -265,7 +240,7 @@ def test_a_claim_during_an_expiry_batch_finds_its_tasks_failed(node):
         # On InnoDB a task's status UPDATE share-locks its node's row (the foreign key's
         # index holds the status), so this claim's beat waits for the batch to commit.
         claiming = pool.submit(own_connection(lambda: claim_as(node)))
-        wait_until_blocked("UPDATE `accounts_user`")
+        wait_until_blocked("UPDATE `accounts_user`%")
         release.set()
         assert sweep.result(timeout=WAIT) == 3
         claimed = claiming.result(timeout=WAIT)

@@ -4,7 +4,6 @@ Each side runs in its own thread with its own connection, in real transactions.
 """
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -15,6 +14,7 @@ from django.utils import timezone
 from tasks.actor import acting_as
 from tasks.models import HistoryAction, InvalidStatusTransition, Task, TaskHistory, TaskStatus
 from tasks.services import task_change_status, tasks_expire
+from tests.mariadb import own_connection, wait_until_blocked
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -40,35 +40,6 @@ def make_tasks(node, count, *, deadline):
         )
         for i in range(count)
     )
-
-
-def own_connection(work):
-    """`work` as a thread runs it: on its own connection, closed when done."""
-
-    def run():
-        try:
-            return work()
-        finally:
-            connection.close()
-
-    return run
-
-
-def wait_until_a_locking_read_is_blocked():
-    """Until another connection sits in a SELECT … FOR UPDATE: the holder is idle, so
-    that one is waiting for its lock."""
-    query = """
-        SELECT COUNT(*) FROM information_schema.processlist
-        WHERE db = DATABASE() AND id <> CONNECTION_ID() AND command = 'Query'
-        AND info LIKE '%%FOR UPDATE%%'"""
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        with connection.cursor() as cursor:
-            cursor.execute(query)
-            if cursor.fetchone()[0]:
-                return
-        time.sleep(0.02)
-    pytest.fail("the node's request never waited for the sweep's lock")
 
 
 def status_rows(task):
@@ -145,7 +116,7 @@ def test_a_node_completing_a_task_the_sweep_is_failing_is_refused_once_it_failed
         sweeping = pool.submit(own_connection(sweep_and_hold_the_batch_open))
         assert swept.wait(WAIT)
         node_request = pool.submit(own_connection(complete))
-        wait_until_a_locking_read_is_blocked()
+        wait_until_blocked("%FOR UPDATE%")
         release.set()
         assert sweeping.result(timeout=WAIT) == 1
         with pytest.raises(InvalidStatusTransition):

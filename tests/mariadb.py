@@ -1,0 +1,43 @@
+"""Helpers for the tests that race real transactions on MariaDB (row locks, SKIP LOCKED)."""
+
+import time
+
+import pytest
+from django.db import connection
+
+WAIT = 10  # seconds; a test that needs longer has deadlocked
+
+
+def own_connection(work):
+    """`work` as a thread runs it: on its own connection, closed when done."""
+
+    def run():
+        try:
+            return work()
+        finally:
+            connection.close()
+
+    return run
+
+
+def wait_until_blocked(statement: str, *, answers: list | None = None) -> None:
+    """Until another connection sits in a statement matching the LIKE pattern `statement`:
+    the lock's holder is idle, so that statement is waiting for its lock.
+
+    `answers`, a list the racing request appends its answer to, fails the test at once
+    when the request ended without waiting.
+    """
+    query = """
+        SELECT COUNT(*) FROM information_schema.processlist
+        WHERE db = DATABASE() AND id <> CONNECTION_ID() AND command = 'Query'
+        AND info LIKE %s"""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(query, [statement])
+            if cursor.fetchone()[0]:
+                return
+        if answers:
+            pytest.fail(f"the request ended without waiting for the lock: {answers[0]!r}")
+        time.sleep(0.02)
+    pytest.fail(f"no connection ever waited in {statement}")
