@@ -35,6 +35,7 @@ from tasks.serializers import (
     TaskSerializer,
     TaskStatusSerializer,
     active_task_row,
+    task_representation,
     task_rows,
 )
 
@@ -63,7 +64,8 @@ def existing_task(service: Callable[..., Task], **arguments) -> Task:
 
 
 def task_response(task: Task | TaskRow, status_code: int = HTTP_200_OK) -> Response:
-    return Response(TaskEnvelopeSerializer({"task": task}).data, status=status_code)
+    """`TaskEnvelopeSerializer`'s shape, built without instantiating it."""
+    return Response({"task": task_representation(task)}, status=status_code)
 
 
 @extend_schema(tags=["tasks"])
@@ -97,7 +99,7 @@ class TaskViewSet(viewsets.GenericViewSet):
     def task_page(self, queryset) -> Response:
         """One keyset page, read as plain rows: no model instances for lists."""
         page = self.paginate_queryset(task_rows(queryset))
-        return self.get_paginated_response(TaskSerializer(page, many=True).data)
+        return self.get_paginated_response([task_representation(task) for task in page])
 
     @extend_schema(
         summary="Create a task (admin)",
