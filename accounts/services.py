@@ -1,9 +1,12 @@
-"""Issuing, rotating and revoking a user's JWTs.
+"""Issuing, rotating and revoking a user's JWTs; a node's heartbeat.
 
 Every refresh token is recorded (simplejwt's OutstandingToken) when issued,
 so a user's tokens can all be revoked at once; access tokens carry a digest
 of the password hash (CHECK_REVOKE_TOKEN), so a new password revokes them.
 """
+
+from datetime import datetime
+from uuid import UUID
 
 from django.db import transaction
 from django.utils import timezone
@@ -55,3 +58,12 @@ def user_change_password(*, user: User, password: str) -> None:
         user=user, expires_at__gt=timezone.now(), blacklistedtoken__isnull=True
     )
     BlacklistedToken.objects.bulk_create(BlacklistedToken(token=token) for token in unrevoked)
+
+
+def node_heartbeat(*, node_id: UUID, now: datetime) -> None:
+    """Stamp the node's `last_seen` with the server's clock, never the node's.
+
+    One UPDATE by primary key: no instance saved, no signal, no history row,
+    since every node runs this every few seconds.
+    """
+    User.objects.filter(pk=node_id).update(last_seen=now)

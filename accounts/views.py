@@ -1,24 +1,33 @@
-"""The auth API at the original system's paths (routed in `accounts/urls.py`).
+"""The auth API at the original system's paths (routed in `accounts/urls.py`),
+and the nodes' liveness API (`accounts/node_urls.py`).
 
-Two viewsets: `TokenViewSet` (login, refresh) is open to anyone and runs no
+`TokenViewSet` (login, refresh) is open to anyone and runs no
 authentication; `AccountViewSet` serves the signed-in user and, for admins,
-the user list and signup.
+the user list and signup; `NodeViewSet` takes a node's heartbeat and shows
+admins who is alive.
 """
 
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
 from accounts import services
 from accounts.authentication import JWTAuthentication
 from accounts.models import User
-from accounts.permissions import IsAdminRole
+from accounts.permissions import IsAdminRole, IsNodeRole
 from accounts.serializers import (
+    HeartbeatResultSerializer,
+    HeartbeatSerializer,
     LoginResultSerializer,
     LoginSerializer,
+    NodesListSerializer,
     PasswordChangeSerializer,
     ProfileEditSerializer,
     ProfileSerializer,
@@ -156,3 +165,61 @@ class AccountViewSet(viewsets.GenericViewSet):
             {"message": "Node created.", "userDetails": UserDetailsSerializer(user).data},
             status=status.HTTP_201_CREATED,
         )
+
+
+@extend_schema(tags=["nodes"])
+class NodeViewSet(viewsets.GenericViewSet):
+    """Liveness: nodes beat, admins see who is alive (SPEC, Nodes)."""
+
+    action_permissions = {"heartbeat": [IsNodeRole], "list_nodes": [IsAdminRole]}
+
+    def get_permissions(self):
+        # OPTIONS has no action: only a signed-in admin or node gets its 405.
+        permissions = self.action_permissions.get(self.action, [IsAuthenticated])
+        return [permission() for permission in permissions]
+
+    @extend_schema(
+        summary="A node's heartbeat: the server stamps its last_seen (node)",
+        request=HeartbeatSerializer,
+        responses={
+            200: HeartbeatResultSerializer,
+            **error_responses(400, 401, 403, 413, 415, 429),
+        },
+    )
+    def heartbeat(self, request):
+        serializer = HeartbeatSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        held = set(serializer.validated_data.get("taskIds", ()))
+        node, now = request.user, timezone.now()
+        services.node_heartbeat(node_id=node.pk, now=now)
+        # State, not a log of events: a lost answer costs nothing, the next beat says it again.
+        kept = set(Task.objects.in_progress_of(node, held)) if held else set()
+        return Response(
+            HeartbeatResultSerializer(
+                {
+                    "serverTime": now,
+                    "leaseExpiresAt": now + timedelta(seconds=settings.NODE_DOWN_AFTER),
+                    "heartbeatSeconds": settings.NODE_HEARTBEAT_SECONDS,
+                    "pendingCount": Task.objects.claimable_by(node, now).count(),
+                    "revokedTaskIds": sorted(held - kept, key=str),
+                }
+            ).data
+        )
+
+    @extend_schema(
+        summary="Every active node with its liveness and open work (admin)",
+        responses={200: NodesListSerializer, **error_responses(401, 403, 429)},
+    )
+    def list_nodes(self, request):
+        # Not `list`: drf-spectacular would document the envelope as an array.
+        nodes = list(
+            User.objects.nodes()
+            .filter(is_active=True)
+            .with_liveness(timezone.now())
+            .only("id", "name", "email", "last_seen")
+            .order_by("name", "email")
+        )
+        counts = Task.objects.open_counts_by_node()
+        for node in nodes:
+            node.open_count, node.in_progress_count = counts.get(node.pk, (0, 0))
+        return Response(NodesListSerializer({"nodes": nodes}).data)

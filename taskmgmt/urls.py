@@ -9,6 +9,7 @@ admin.site.site_title = "taskmgmt"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/auth/", include("accounts.urls")),
+    path("api/", include("accounts.node_urls")),
     path("api/", include("tasks.urls")),
     path("cron/", include("tasks.cron_urls")),
     path("api/schema/", api.SchemaView.as_view(), name="schema"),

@@ -51,7 +51,7 @@ class NodeFilter(admin.RelatedFieldListFilter):
 
 class TaskHistoryInline(admin.TabularInline):
     model = TaskHistory
-    fields = ["created_at", "action", "from_label", "to_label", "performed_by"]
+    fields = ["created_at", "action", "from_label", "to_label", "performed_by", "cause"]
     readonly_fields = fields
     ordering = ["-created_at", "-id"]
     extra = 0
@@ -144,6 +144,7 @@ class TaskAdmin(admin.ModelAdmin):
     ]
     list_filter = [
         "status",
+        "failure_cause",
         ("assigned_node", NodeFilter),
         "active",
         OverdueFilter,
@@ -157,8 +158,28 @@ class TaskAdmin(admin.ModelAdmin):
     list_per_page = 50
     # The full count is a second COUNT(*) over the whole table on every page.
     show_full_result_count = False
-    readonly_fields = ["id", "status", "active", "created_at", "updated_at"]
-    fields = ["id", "name", "details", "assigned_node", "locked_at", "status", "active"]
+    readonly_fields = [
+        "id",
+        "status",
+        "attempts",
+        "failure_cause",
+        "failure_reason",
+        "active",
+        "created_at",
+        "updated_at",
+    ]
+    fields = [
+        "id",
+        "name",
+        "details",
+        "assigned_node",
+        "locked_at",
+        "status",
+        "attempts",
+        "failure_cause",
+        "failure_reason",
+        "active",
+    ]
     inlines = [TaskHistoryInline]
     actions = ["reassign", "mark_failed", "soft_delete", "restore"]
 
@@ -262,8 +283,16 @@ class TaskAdmin(admin.ModelAdmin):
 class TaskHistoryAdmin(admin.ModelAdmin):
     """Read-only: the audit trail cannot be edited or deleted here."""
 
-    list_display = ["created_at", "task", "action", "from_value", "to_value", "performed_by"]
-    list_filter = ["action"]
+    list_display = [
+        "created_at",
+        "task",
+        "action",
+        "from_value",
+        "to_value",
+        "performed_by",
+        "cause",
+    ]
+    list_filter = ["action", "cause"]
     list_select_related = ["task", "performed_by"]
     # Ids grow with time in an append-only table, and the primary key needs no sort.
     ordering = ["-id"]

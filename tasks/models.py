@@ -114,6 +114,40 @@ class TaskQuerySet(models.QuerySet):
             active=True, status__in=OPEN_STATUSES, locked_at__lt=now or timezone.now()
         )
 
+    def claimable_by(self, node, now: datetime):
+        """The node's pending tasks it may still start, in the order a claim takes them:
+        earliest deadline first, then oldest (index task_node_claim)."""
+        return self.filter(
+            assigned_node=node, status=TaskStatus.PENDING, active=True, locked_at__gt=now
+        ).order_by("locked_at", "created_at")
+
+    def open_of(self, node_ids):
+        """The active pending or in-progress tasks of these nodes: what failover moves."""
+        return self.filter(active=True, status__in=OPEN_STATUSES, assigned_node_id__in=node_ids)
+
+    def in_progress_of(self, node, task_ids) -> list:
+        """The ids among `task_ids` of the node's active tasks in progress: the ones
+        still its to work on. By primary key, so cheap whatever the table's size."""
+        return list(
+            self.filter(
+                pk__in=task_ids, assigned_node=node, status=TaskStatus.IN_PROGRESS, active=True
+            ).values_list("id", flat=True)
+        )
+
+    def open_counts_by_node(self) -> dict:
+        """{node id: (open count, in-progress count)} over active tasks, one grouped query."""
+        rows = (
+            self.filter(active=True, status__in=OPEN_STATUSES)
+            .order_by()
+            .values("assigned_node_id")
+            .annotate(
+                open=models.Count("id"),
+                in_progress=models.Count("id", filter=Q(status=TaskStatus.IN_PROGRESS)),
+            )
+            .values_list("assigned_node_id", "open", "in_progress")
+        )
+        return {node_id: (open_count, started) for node_id, open_count, started in rows}
+
     def visible_to(self, user):
         """What `user` may see: an admin every active task, a node its own."""
         tasks = self.active()

@@ -15,7 +15,15 @@ from rest_framework import serializers
 
 from accounts.models import User
 from taskmgmt.sql import driver_rows, select_one
-from tasks.models import Task, TaskHistory, TaskStatus, validate_future, validate_node
+from tasks.models import (
+    FAILURE_REASON_MAX_LENGTH,
+    FailureCause,
+    Task,
+    TaskHistory,
+    TaskStatus,
+    validate_future,
+    validate_node,
+)
 
 # The columns a task's representation reads, in `TaskSerializer` order.
 TASK_COLUMNS = (
@@ -28,6 +36,9 @@ TASK_COLUMNS = (
     "active",
     "created_at",
     "updated_at",
+    "attempts",
+    "failure_cause",
+    "failure_reason",
 )
 _task_columns = attrgetter(*TASK_COLUMNS)
 # The named row `task_rows` yields (Django caches one class per set of names).
@@ -88,6 +99,20 @@ class TaskSerializer(serializers.Serializer):
     active = serializers.BooleanField(read_only=True)
     createdAt = serializers.DateTimeField(read_only=True)
     updatedAt = serializers.DateTimeField(read_only=True)
+    attempts = serializers.IntegerField(
+        read_only=True, help_text="How many times a node has started it (a claim or in_progress)."
+    )
+    failureCause = serializers.ChoiceField(
+        choices=FailureCause.choices,
+        allow_null=True,
+        read_only=True,
+        help_text="Why it failed; null unless the task is failed.",
+    )
+    failureReason = serializers.CharField(
+        allow_null=True,
+        read_only=True,
+        help_text="The node's own words when it reported the failure; null when it gave none.",
+    )
 
     def to_representation(self, task):
         return task_representation(task)
@@ -95,9 +120,22 @@ class TaskSerializer(serializers.Serializer):
 
 def task_representation(task) -> dict:
     """`TaskSerializer`'s output for a Task or a `TaskRow`."""
-    (task_id, name, details, node_id, status, locked_at, active, created_at, updated_at) = (
-        _task_columns(task)
-    )
+    (
+        task_id,
+        name,
+        details,
+        node_id,
+        status,
+        locked_at,
+        active,
+        created_at,
+        updated_at,
+        attempts,
+        failure_cause,
+        failure_reason,
+    ) = _task_columns(task)
+    # A cause outlives its failure until the task is given out again: show it only on failed.
+    failed = status == TaskStatus.FAILED
     return {
         "id": uuid_text(task_id),
         "taskName": name,
@@ -108,6 +146,9 @@ def task_representation(task) -> dict:
         "active": bool(active),
         "createdAt": iso_utc(created_at),
         "updatedAt": iso_utc(updated_at),
+        "attempts": attempts,
+        "failureCause": (failure_cause or None) if failed else None,
+        "failureReason": (failure_reason or None) if failed else None,
     }
 
 
@@ -127,12 +168,18 @@ class TaskHistorySerializer(serializers.ModelSerializer):
         read_only=True,
         help_text="The acting user's id; null means the system (the sweep).",
     )
+    cause = serializers.SerializerMethodField(
+        help_text="Why (a failure cause) for failures and the system's failover steps; else null."
+    )
     createdAt = serializers.DateTimeField(source="created_at", read_only=True)
 
     class Meta:
         model = TaskHistory
-        fields = ["id", "action", "fromValue", "toValue", "performedBy", "createdAt"]
+        fields = ["id", "action", "fromValue", "toValue", "performedBy", "cause", "createdAt"]
         read_only_fields = fields
+
+    def get_cause(self, row) -> str | None:
+        return row.cause or None
 
 
 class TaskHistoryEnvelopeSerializer(serializers.Serializer):
@@ -146,6 +193,11 @@ class MessageSerializer(serializers.Serializer):
 class FailedCountSerializer(serializers.Serializer):
     failedCount = serializers.IntegerField(
         read_only=True, help_text="How many tasks the sweep failed."
+    )
+    # Not read_only: drf-spectacular would document it as always present.
+    reassignedCount = serializers.IntegerField(
+        required=False,
+        help_text="With FAILOVER=reassign only: tasks of down nodes given to alive ones.",
     )
 
 
@@ -204,6 +256,21 @@ class TaskAssignSerializer(serializers.Serializer):
     )
 
 
+class ReasonField(serializers.CharField):
+    """A JSON string only: DRF's CharField would turn 0 into "0". NUL is refused by DRF."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class TaskStatusSerializer(serializers.Serializer):
     taskId = IdField()
     taskStatus = serializers.ChoiceField(choices=TaskStatus.choices)
+    reason = ReasonField(
+        max_length=FAILURE_REASON_MAX_LENGTH,
+        required=False,
+        allow_blank=True,
+        help_text="Why the node failed it; kept with taskStatus failed, ignored otherwise.",
+    )

@@ -5,15 +5,21 @@ them. Bulk changes (the sweep, admin actions) update with one statement and
 write their history rows in bulk in the same transaction.
 """
 
+import heapq
+import logging
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from uuid import UUID
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import DateTimeField, UUIDField, Value
 from django.utils import timezone
 
+from accounts.models import User
+from accounts.services import node_heartbeat
 from taskmgmt.sql import driver_rows, get_one
 from tasks.actor import current_actor
 from tasks.models import (
@@ -22,15 +28,19 @@ from tasks.models import (
     DeadlinePassed,
     FailureCause,
     HistoryAction,
+    SweepRun,
     Task,
     TaskConflict,
     TaskHistory,
     TaskRuleError,
     TaskStatus,
     check_transition,
+    fresh_deadline,
     validate_future,
     validate_node,
 )
+
+logger = logging.getLogger("taskmgmt.sweep")
 
 
 class NotAssignee(TaskRuleError):
@@ -107,9 +117,12 @@ def task_assign(*, task_id: UUID, node, locked_at: datetime | None = None) -> Ta
 
 
 @transaction.atomic
-def task_change_status(*, task_id: UUID, node, status: str) -> Task:
+def task_change_status(*, task_id: UUID, node, status: str, reason: str = "") -> Task:
     """The assigned node advances its task. Row-locked, so concurrent requests
-    produce one transition and one history row."""
+    produce one transition and one history row.
+
+    Starting it counts an attempt; failing it records the node's `reason`.
+    """
     task = _locked_task(task_id)
     if task.assigned_node_id != node.pk:
         raise NotAssignee("only the assigned node can change this task's status")
@@ -119,7 +132,34 @@ def task_change_status(*, task_id: UUID, node, status: str) -> Task:
     if status not in ALLOWED_AFTER_DEADLINE and task.locked_at <= timezone.now():
         raise DeadlinePassed("task deadline has passed")
     task.status = status
-    task.save(update_fields=["status", "updated_at"])
+    fields = ["status", "updated_at"]
+    if status == TaskStatus.IN_PROGRESS:
+        task.attempts += 1
+        fields.append("attempts")
+    elif status == TaskStatus.FAILED:
+        task.failure_cause, task.failure_reason = FailureCause.NODE_REPORTED, reason
+        fields += ["failure_cause", "failure_reason"]
+    task.save(update_fields=fields)
+    return task
+
+
+def task_claim(*, node, now: datetime | None = None) -> Task | None:
+    """Start the node's next claimable task (`Task.objects.claimable_by`); None if none.
+
+    A claim is a heartbeat too, written first in its own statement: inside the
+    claim's transaction the node's row lock would make its concurrent claims
+    queue. SKIP LOCKED gives concurrent claims different tasks and passes over
+    a task the sweep or an admin holds this instant.
+    """
+    now = now or timezone.now()
+    node_heartbeat(node_id=node.pk, now=now)
+    with transaction.atomic():
+        task = Task.objects.claimable_by(node, now).select_for_update(skip_locked=True).first()
+        if task is None:
+            return None
+        task.status = TaskStatus.IN_PROGRESS
+        task.attempts += 1
+        task.save(update_fields=["status", "attempts", "updated_at"])
     return task
 
 
@@ -281,3 +321,169 @@ def tasks_expire(
         after = ids[-1]
         if on_batch:
             on_batch(failed)
+
+
+@dataclass(frozen=True)
+class FailoverCounts:
+    failed: int = 0  # in progress on a lost node (or out of attempts): failed, cause node_lost
+    reassigned: int = 0  # given to an alive node as pending
+    stranded: int = 0  # would have moved, but no node was alive to take them
+
+    def __add__(self, other: "FailoverCounts") -> "FailoverCounts":
+        return FailoverCounts(
+            self.failed + other.failed,
+            self.reassigned + other.reassigned,
+            self.stranded + other.stranded,
+        )
+
+
+def tasks_fail_over(
+    *,
+    batch_size: int,
+    now: datetime | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> FailoverCounts:
+    """FAILOVER=reassign: move the open tasks of down nodes to alive ones.
+
+    The expiry sweep's machinery: batches in primary-key order, one transaction
+    each, SKIP LOCKED, so two hosts share the work and a task a node or an
+    admin holds right now is left for the next run. An in-progress attempt
+    fails (node_lost); then, below TASK_MAX_ATTEMPTS, the task goes pending
+    to the least-loaded alive node with a fresh deadline; past it, it stays
+    failed for a human. Every row names the system, with cause node_lost.
+    """
+    now = now or timezone.now()
+    # A list, not a subquery: a locking read must not lock the users' rows,
+    # which every heartbeat updates.
+    down = list(User.objects.down(now).values_list("pk", flat=True))
+    if not down:
+        return FailoverCounts()
+    lost = Task.objects.open_of(down)
+    totals, after = FailoverCounts(), None
+    while True:
+        remaining = lost.filter(pk__gt=after) if after else lost
+        with transaction.atomic():
+            rows = list(
+                driver_rows(
+                    remaining.order_by("pk").select_for_update(skip_locked=True),
+                    "pk",
+                    "assigned_node_id",
+                    "status",
+                    "attempts",
+                    "locked_at",
+                )[:batch_size]
+            )
+            counts = _fail_over(rows, now=now) if rows else FailoverCounts()
+        if not rows:
+            if totals.stranded:
+                logger.warning(
+                    "no alive node to take over tasks",
+                    extra={"event": "failover_stranded", "stranded_count": totals.stranded},
+                )
+            return totals
+        totals += counts
+        after = rows[-1].pk
+        if on_batch:
+            on_batch(counts.failed)
+
+
+def _fail_over(rows: list, *, now: datetime) -> FailoverCounts:
+    """Fail over these locked tasks (driver rows) whose nodes are still down now."""
+    # Read again under the locks: a node that beat since the run began (a claim
+    # beats first) keeps its tasks.
+    node_ids = {UUID(str(row.assigned_node_id)) for row in rows}
+    still_down = set(User.objects.down(now).filter(pk__in=node_ids).values_list("pk", flat=True))
+    rows = [row for row in rows if UUID(str(row.assigned_node_id)) in still_down]
+    max_attempts = settings.TASK_MAX_ATTEMPTS
+    to_fail = [
+        row.pk
+        for row in rows
+        if row.status == TaskStatus.IN_PROGRESS or row.attempts >= max_attempts
+    ]
+    failed = _fail(to_fail, actor=None, cause=FailureCause.NODE_LOST) if to_fail else 0
+    to_move = [row for row in rows if row.attempts < max_attempts]
+    if not to_move:
+        return FailoverCounts(failed=failed)
+    targets = _least_loaded_first(now=now)
+    if not targets:
+        return FailoverCounts(failed=failed, stranded=len(to_move))
+    _move(to_move, targets=targets, now=now)
+    return FailoverCounts(failed=failed, reassigned=len(to_move))
+
+
+def _least_loaded_first(*, now: datetime) -> list:
+    """A heap of (open task count, id text, id) over the alive active nodes."""
+    alive = list(User.objects.alive(now).values_list("pk", flat=True))
+    loads = Task.objects.filter(assigned_node_id__in=alive).open_counts_by_node()
+    heap = [(loads.get(pk, (0, 0))[0], str(pk), pk) for pk in alive]
+    heapq.heapify(heap)
+    return heap
+
+
+def _move(rows: list, *, targets: list, now: datetime) -> None:
+    """Give each task to the least-loaded target as pending, with a fresh deadline,
+    and write its history rows: one UPDATE per target and deadline rule."""
+    floor = fresh_deadline(now, now)
+    # After the failure rows `_fail` just stamped, so history reads in order.
+    moved_at = timezone.now()
+    groups: dict[tuple, list] = {}
+    history = []
+    for row in rows:
+        load, key, target = heapq.heappop(targets)
+        heapq.heappush(targets, (load + 1, key, target))
+        task_id, old_node = UUID(str(row.pk)), str(UUID(str(row.assigned_node_id)))
+        deadline = row.locked_at
+        if timezone.is_naive(deadline):  # the driver's values are UTC
+            deadline = deadline.replace(tzinfo=UTC)
+        new_deadline = fresh_deadline(deadline, now)
+        late = new_deadline != deadline
+        groups.setdefault((target, late), []).append(task_id)
+        steps = [(HistoryAction.ASSIGNEE_CHANGE, old_node, str(target))]
+        if row.status == TaskStatus.IN_PROGRESS:  # failed just before, in this transaction
+            steps.append((HistoryAction.STATUS_CHANGE, TaskStatus.FAILED, TaskStatus.PENDING))
+        if late:
+            steps.append(
+                (HistoryAction.DEADLINE_CHANGE, deadline.isoformat(), new_deadline.isoformat())
+            )
+        history += [
+            TaskHistory(
+                task_id=task_id,
+                action=action,
+                from_value=before,
+                to_value=after,
+                performed_by=None,
+                cause=FailureCause.NODE_LOST,
+                created_at=moved_at,
+            )
+            for action, before, after in steps
+        ]
+    for (target, late), task_ids in groups.items():
+        changes = {"locked_at": floor} if late else {}
+        Task.objects.filter(pk__in=task_ids).update(
+            assigned_node_id=target,
+            status=TaskStatus.PENDING,
+            failure_cause="",
+            failure_reason="",
+            updated_at=moved_at,
+            **changes,
+        )
+    TaskHistory.objects.bulk_create(history)
+
+
+def sweep_run(
+    *, batch_size: int, on_batch: Callable[[int], None] | None = None
+) -> tuple[SweepRun, FailoverCounts]:
+    """One run of the sweep, for `collect_failed` and the cron endpoint alike: expire,
+    then (FAILOVER=reassign) fail over, and record the run in SweepRun."""
+    started = timezone.now()
+    expired = tasks_expire(batch_size=batch_size, now=started, on_batch=on_batch)
+    failover = FailoverCounts()
+    if settings.FAILOVER == "reassign":
+        failover = tasks_fail_over(batch_size=batch_size, now=started, on_batch=on_batch)
+    run = SweepRun.objects.create(
+        started_at=started,
+        finished_at=timezone.now(),
+        failed_count=expired + failover.failed,
+        reassigned_count=failover.reassigned,
+    )
+    return run, failover

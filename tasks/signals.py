@@ -10,7 +10,7 @@ from django.db.models.signals import post_save, pre_save
 from django.dispatch import receiver
 
 from tasks.actor import current_actor
-from tasks.models import HistoryAction, Task, TaskHistory
+from tasks.models import HistoryAction, Task, TaskHistory, TaskStatus
 
 logger = logging.getLogger("taskmgmt.tasks")
 
@@ -57,6 +57,7 @@ def record_task_history(sender, instance, created, raw, update_fields, **kwargs)
                     action=HistoryAction.STATUS_CHANGE,
                     from_value=saved.get("status"),
                     to_value=instance.status,
+                    cause=instance.failure_cause if instance.status == TaskStatus.FAILED else "",
                 )
             )
     for row in rows:

@@ -9,12 +9,12 @@ from collections.abc import Callable
 
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import viewsets
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
-from rest_framework.status import HTTP_200_OK, HTTP_201_CREATED
+from rest_framework.status import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from accounts.permissions import IsAdminRole, IsNodeRole
 from taskmgmt.api import error_responses
@@ -85,6 +85,7 @@ class TaskViewSet(viewsets.GenericViewSet):
         "list": [IsNodeWithOwnTasks],
         "list_by_status": [IsAuthenticated],
         "shift_status": [IsNodeRole],
+        "claim": [IsNodeRole],
         "retrieve": [IsAssignedNodeOrAdmin],
     }
 
@@ -169,7 +170,27 @@ class TaskViewSet(viewsets.GenericViewSet):
             task_id=data["taskId"],
             node=request.user,
             status=data["taskStatus"],
+            reason=data.get("reason", ""),
         )
+        return task_response(task)
+
+    @extend_schema(
+        summary="Start the calling node's next pending task (node); counts as a heartbeat",
+        description=(
+            "Earliest deadline first, then oldest; a task whose deadline has passed is not "
+            "offered. 204 with an empty body when there is none."
+        ),
+        request=None,
+        responses={
+            200: TaskEnvelopeSerializer,
+            204: OpenApiResponse(description="No pending task to claim."),
+            **error_responses(401, 403, 429),
+        },
+    )
+    def claim(self, request):
+        task = services.task_claim(node=request.user)
+        if task is None:
+            return Response(status=HTTP_204_NO_CONTENT)
         return task_response(task)
 
     @extend_schema(
@@ -243,5 +264,8 @@ class CollectFailedViewSet(viewsets.ViewSet):
         # The same sweep as `manage.py collect_failed`: its history rows name the
         # system, whoever triggered it.
         with acting_as(None):
-            failed = services.tasks_expire(batch_size=settings.SWEEP_BATCH_SIZE)
-        return Response({"failedCount": failed})
+            run, _ = services.sweep_run(batch_size=settings.SWEEP_BATCH_SIZE)
+        body = {"failedCount": run.failed_count}
+        if settings.FAILOVER == "reassign":  # FAILOVER=off answers as the original did
+            body["reassignedCount"] = run.reassigned_count
+        return Response(body)

@@ -10,6 +10,9 @@ TASK_FIELDS = {
     "active",
     "createdAt",
     "updatedAt",
+    "attempts",
+    "failureCause",
+    "failureReason",
 }
 USER_FIELDS = {"id", "name", "email", "role"}
 

@@ -15,6 +15,7 @@ from accounts.models import Role, User
 from tasks.models import (
     ALLOWED_TRANSITIONS,
     OPEN_STATUSES,
+    FailureCause,
     HistoryAction,
     Task,
     TaskHistory,
@@ -42,7 +43,7 @@ def assert_history_tells_the_story(task):
     assert first.performed_by_id in admin_ids
     assert first.created_at == task.created_at
 
-    node, status = first.to_value, TaskStatus.PENDING
+    node, status, starts, cause = first.to_value, TaskStatus.PENDING, 0, ""
     for row in later:
         assert row.created_at >= first.created_at
         if row.action == HistoryAction.ASSIGNEE_CHANGE:
@@ -54,15 +55,23 @@ def assert_history_tells_the_story(task):
         assert row.from_value == status, f"{task.name}: status chain broken"
         if row.performed_by_id is None:  # the sweep
             assert row.from_value in OPEN_STATUSES and row.to_value == TaskStatus.FAILED
+            assert row.cause == FailureCause.DEADLINE
         elif row.performed_by_id in admin_ids:  # a reassignment sends it back
             assert row.to_value == TaskStatus.PENDING
         else:  # the assigned node at that moment, by the rules
             assert str(row.performed_by_id) == node
             assert row.to_value in ALLOWED_TRANSITIONS[row.from_value]
+            failed_by_node = row.to_value == TaskStatus.FAILED
+            assert row.cause == (FailureCause.NODE_REPORTED if failed_by_node else "")
+        starts += row.to_value == TaskStatus.IN_PROGRESS
+        cause = row.cause
         status = row.to_value
 
     assert node == str(task.assigned_node_id), f"{task.name}: latest assignee"
     assert status == task.status, f"{task.name}: latest status"
+    assert starts == task.attempts, f"{task.name}: attempts"
+    if task.status == TaskStatus.FAILED:
+        assert task.failure_cause == cause, f"{task.name}: failure cause"
     assert task.updated_at >= rows[-1].created_at
 
 

@@ -220,6 +220,14 @@ HOT_PATHS = {
     ),
     "node shifts a status": ("node", "put", "/api/tasks/shift-status", None, "PRIMARY"),
     "the sweep": ("admin", "post", "/cron/collect-failed", None, "task_sweep|PRIMARY"),
+    "node claims its next task": (
+        "node",
+        "post",
+        "/api/tasks/claim",
+        "ordered",
+        "task_node_claim|PRIMARY",
+    ),
+    "node beats": ("node", "post", "/api/nodes/heartbeat", None, "task_node_claim|PRIMARY"),
 }
 
 

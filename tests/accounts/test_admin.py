@@ -1,10 +1,13 @@
 """The admin site's user pages: list, add with a hashed password, edit, refuse nodes."""
 
+from datetime import timedelta
+
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
-from accounts.models import Role, User
+from accounts.models import Liveness, Role, User
 from tests.factories import PASSWORD, NodeFactory, TaskFactory
 
 pytestmark = pytest.mark.django_db
@@ -170,3 +173,74 @@ def test_a_node_cannot_log_in_to_the_admin_site(node):
 
     assert response.status_code == 200
     assert client.get(CHANGELIST).status_code == 302
+
+
+# --- Liveness ------------------------------------------------------------------------------
+
+
+def seen(user, seconds_ago):
+    last_seen = timezone.now() - timedelta(seconds=seconds_ago)
+    User.objects.filter(pk=user.pk).update(last_seen=last_seen)
+    return last_seen
+
+
+@pytest.fixture
+def fleet(settings):
+    settings.NODE_HEARTBEAT_SECONDS, settings.NODE_DOWN_AFTER = 10, 30
+    nodes = {name: NodeFactory(name=name) for name in ("up", "late", "gone", "new")}
+    seen(nodes["up"], 1)
+    seen(nodes["late"], 20)
+    seen(nodes["gone"], 300)
+    return nodes
+
+
+def test_the_user_list_shows_each_nodes_liveness_and_last_seen(admin_site_client, fleet):
+    response = admin_site_client.get(CHANGELIST, {"role__exact": "node"})
+
+    shown = {user.name: user.liveness for user in response.context["cl"].result_list}
+    assert shown == {
+        "up": Liveness.ALIVE,
+        "late": Liveness.STALE,
+        "gone": Liveness.DOWN,
+        "new": Liveness.NEVER_SEEN,
+    }
+    page = response.content.decode()
+    assert "Never seen" in page and "Stale" in page
+    assert "column-liveness" in page and "column-last_seen" in page
+
+
+@pytest.mark.parametrize(
+    ("liveness", "expected"),
+    [
+        (Liveness.ALIVE, ["up"]),
+        (Liveness.STALE, ["late"]),
+        (Liveness.DOWN, ["gone"]),
+        (Liveness.NEVER_SEEN, ["new"]),  # the admin has never beaten either, but has no liveness
+    ],
+)
+def test_the_user_list_filters_by_liveness(admin_site_client, fleet, liveness, expected):
+    response = admin_site_client.get(CHANGELIST, {"liveness": liveness})
+
+    assert response.status_code == 200
+    assert [user.name for user in response.context["cl"].result_list] == expected
+
+
+def test_an_unknown_liveness_filter_is_no_error(admin_site_client, fleet):
+    response = admin_site_client.get(CHANGELIST, {"liveness": "zombie"})
+
+    assert response.status_code == 200
+    assert len(response.context["cl"].result_list) == 5
+
+
+def test_the_change_page_shows_last_seen_and_liveness_read_only(admin_site_client, fleet):
+    node = fleet["late"]
+
+    response = admin_site_client.get(change_url(node))
+
+    page = response.content.decode()
+    assert "Stale" in page
+    assert 'name="last_seen"' not in page and 'name="liveness"' not in page
+    assert "Heartbeat" in page
+    before = User.objects.get(pk=node.pk).last_seen
+    admin_site_client.post(change_url(node), edit_form(node, last_seen="2000-01-01 00:00:00"))
+    assert User.objects.get(pk=node.pk).last_seen == before

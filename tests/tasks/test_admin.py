@@ -572,3 +572,25 @@ def test_history_pages_are_read_only(admin_site_client):
     delete = reverse("admin:tasks_taskhistory_delete", args=[row.pk])
     assert admin_site_client.post(delete, {"post": "yes"}).status_code == 403
     assert TaskHistory.objects.get(pk=row.pk).to_value == str(row.task.assigned_node_id)
+
+
+@pytest.mark.parametrize("cause", ["node_reported", "deadline", "node_lost", "admin"])
+def test_the_changelist_filters_by_failure_cause(admin_site_client, cause):
+    for each in ("node_reported", "deadline", "node_lost", "admin"):
+        TaskFactory(name=each, status=TaskStatus.FAILED, failure_cause=each)
+    TaskFactory(name="open")
+
+    response = admin_site_client.get(CHANGELIST, {"failure_cause__exact": cause})
+
+    assert [task.name for task in results(response)] == [cause]
+
+
+def test_the_change_page_shows_attempts_and_the_failure_read_only(admin_site_client):
+    task = TaskFactory(
+        status=TaskStatus.FAILED, attempts=2, failure_cause="node_reported", failure_reason="OOM"
+    )
+
+    page = admin_site_client.get(change_url(task)).content.decode()
+
+    assert "Reported by its node" in page and "OOM" in page
+    assert 'name="failure_reason"' not in page and 'name="attempts"' not in page

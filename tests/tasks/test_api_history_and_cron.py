@@ -57,7 +57,15 @@ def test_history_names_who_did_each_step_newest_first(
         ("status_change", "in_progress", "pending", admin_id),
     ]
     assert [r["createdAt"] for r in rows] == sorted((r["createdAt"] for r in rows), reverse=True)
-    assert set(rows[0]) == {"id", "action", "fromValue", "toValue", "performedBy", "createdAt"}
+    assert set(rows[0]) == {
+        "id",
+        "action",
+        "fromValue",
+        "toValue",
+        "performedBy",
+        "cause",
+        "createdAt",
+    }
 
 
 def test_history_of_a_task_made_outside_a_request_names_the_system(admin_client, node):

@@ -10,7 +10,8 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from tasks.models import HistoryAction, TaskHistory, TaskStatus
+from tasks.models import FAILURE_REASON_MAX_LENGTH, HistoryAction, TaskHistory, TaskStatus
+from tests.api import assert_json_error
 from tests.factories import TaskFactory
 
 pytestmark = pytest.mark.django_db
@@ -237,3 +238,95 @@ def test_concurrent_complete_and_fail_leave_one_final_state(node):
     # Same final status again is a no-op 200; the other final status is refused.
     assert sorted(code for status, code in answers if status == task.status) == [200] * 4
     assert sorted(code for status, code in answers if status != task.status) == [400] * 4
+
+
+# --- Attempts and failure causes ----------------------------------------------------------
+
+
+def test_starting_a_task_counts_an_attempt(node_client, node):
+    task = TaskFactory(assigned_node=node)
+
+    shown = shift(node_client, task, IN_PROGRESS).json()["task"]
+
+    assert shown["attempts"] == 1
+    task.refresh_from_db()
+    assert task.attempts == 1
+
+
+@pytest.mark.parametrize("reason", ["disk full", ""])
+def test_a_node_reports_a_failure_with_its_reason(node_client, node, reason):
+    task = TaskFactory(assigned_node=node, status=IN_PROGRESS)
+
+    response = node_client.put(
+        "/api/tasks/shift-status",
+        {"taskId": str(task.pk), "taskStatus": FAILED, "reason": reason},
+        format="json",
+    )
+
+    assert response.status_code == 200
+    shown = response.json()["task"]
+    assert (shown["failureCause"], shown["failureReason"]) == ("node_reported", reason or None)
+    task.refresh_from_db()
+    assert (task.failure_cause, task.failure_reason) == ("node_reported", reason)
+    rows = TaskHistory.objects.filter(task=task, action=HistoryAction.STATUS_CHANGE)
+    assert list(rows.values_list("to_value", "cause")) == [(FAILED, "node_reported")]
+
+
+def test_a_failure_without_a_reason_is_node_reported(node_client, node):
+    task = TaskFactory(assigned_node=node, status=IN_PROGRESS)
+
+    shown = shift(node_client, task, FAILED).json()["task"]
+
+    assert (shown["failureCause"], shown["failureReason"]) == ("node_reported", None)
+
+
+def test_a_reason_with_another_status_is_not_kept(node_client, node):
+    task = TaskFactory(assigned_node=node, status=IN_PROGRESS)
+
+    node_client.put(
+        "/api/tasks/shift-status",
+        {"taskId": str(task.pk), "taskStatus": COMPLETED, "reason": "why not"},
+        format="json",
+    )
+
+    task.refresh_from_db()
+    assert (task.status, task.failure_cause, task.failure_reason) == (COMPLETED, "", "")
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "x" * (FAILURE_REASON_MAX_LENGTH + 1),
+        "before\x00after",
+        123,
+        ["a list"],
+        None,
+    ],
+)
+def test_a_bad_reason_is_400_and_changes_nothing(node_client, node, reason):
+    task = TaskFactory(assigned_node=node, status=IN_PROGRESS)
+
+    response = node_client.put(
+        "/api/tasks/shift-status",
+        {"taskId": str(task.pk), "taskStatus": FAILED, "reason": reason},
+        format="json",
+    )
+
+    body = assert_json_error(response, 400)
+    assert [error["field"] for error in body["errors"]] == ["reason"]
+    task.refresh_from_db()
+    assert (task.status, task.failure_cause) == (IN_PROGRESS, "")
+    assert status_rows(task) == []
+
+
+def test_a_reason_of_the_maximum_length_is_kept_whole(node_client, node):
+    task = TaskFactory(assigned_node=node, status=IN_PROGRESS)
+    reason = "é" * FAILURE_REASON_MAX_LENGTH
+
+    response = node_client.put(
+        "/api/tasks/shift-status",
+        {"taskId": str(task.pk), "taskStatus": FAILED, "reason": reason},
+        format="json",
+    )
+
+    assert response.json()["task"]["failureReason"] == reason

@@ -9,7 +9,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from tasks.models import Task, TaskStatus
+from tasks.models import FailureCause, Task, TaskStatus
 from tasks.pagination import encode_cursor
 from tasks.serializers import TASK_COLUMNS, TaskSerializer, task_rows
 from tests.factories import NodeFactory, TaskFactory
@@ -97,7 +97,14 @@ def test_a_task_reads_the_same_in_a_list_and_alone(admin_client, node):
 
 def test_the_lean_task_output_is_what_drf_fields_would_give(node):
     whole_second = timezone.now().replace(microsecond=0) + timedelta(days=1)
-    task = TaskFactory(assigned_node=node, locked_at=whole_second)
+    task = TaskFactory(
+        assigned_node=node,
+        locked_at=whole_second,
+        status=TaskStatus.FAILED,
+        attempts=2,
+        failure_cause=FailureCause.NODE_REPORTED,
+        failure_reason="disk full",
+    )
     (row,) = task_rows(Task.objects.filter(pk=task.pk))
     serializer = TaskSerializer()
     drf = {
@@ -109,6 +116,27 @@ def test_the_lean_task_output_is_what_drf_fields_would_give(node):
 
     assert serializer.to_representation(task) == drf
     assert serializer.to_representation(row) == drf
+
+
+@pytest.mark.parametrize("status", [TaskStatus.PENDING, TaskStatus.IN_PROGRESS])
+def test_a_failure_cause_shows_only_on_a_failed_task(admin_client, node, status):
+    # A task given out again may still hold its last failure's cause.
+    task = TaskFactory(
+        assigned_node=node, status=status, failure_cause=FailureCause.NODE_LOST, attempts=1
+    )
+
+    shown = admin_client.get(f"/api/tasks/{task.pk}").json()["task"]
+
+    assert (shown["attempts"], shown["failureCause"], shown["failureReason"]) == (1, None, None)
+
+
+def test_a_failed_task_without_a_reason_shows_a_null_reason(admin_client, node):
+    task = TaskFactory(assigned_node=node, status=TaskStatus.FAILED, failure_cause="deadline")
+
+    listed = admin_client.get("/api/tasks/all").json()["tasks"]
+
+    assert [(t["failureCause"], t["failureReason"]) for t in listed] == [("deadline", None)]
+    assert listed[0]["id"] == str(task.pk)
 
 
 def test_datetimes_are_iso_8601_in_utc(admin_client, node):

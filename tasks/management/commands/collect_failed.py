@@ -1,4 +1,5 @@
-"""Fail every open task whose deadline passed. Crontab runs this every minute."""
+"""Fail every open task whose deadline passed and, with FAILOVER=reassign, move the
+open tasks of down nodes to alive ones. Crontab runs this every minute."""
 
 import logging
 import os
@@ -12,8 +13,9 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, reset_queries
 from django.utils import timezone
 
+from accounts.models import User
 from tasks.models import Task
-from tasks.services import tasks_expire
+from tasks.services import FailoverCounts, sweep_run
 
 logger = logging.getLogger("taskmgmt.sweep")
 
@@ -22,7 +24,10 @@ MAX_BATCH_SIZE = 20_000
 
 
 class Command(BaseCommand):
-    help = "Mark active pending/in_progress tasks whose deadline has passed as failed."
+    help = (
+        "Mark active pending/in_progress tasks whose deadline has passed as failed; with "
+        "FAILOVER=reassign, also move the open tasks of down nodes to alive ones."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -40,11 +45,17 @@ class Command(BaseCommand):
             raise CommandError(f"--batch-size must be at least 1 and at most {MAX_BATCH_SIZE}.")
         progress = Progress(self.stdout, verbosity=verbosity, batch_size=batch_size)
         started = time.perf_counter()
+        failover = settings.FAILOVER == "reassign"
         try:
             if dry_run:
-                count = Task.objects.expired(timezone.now()).count()
+                now = timezone.now()
+                count = Task.objects.expired(now).count()
+                down = User.objects.down(now).values("pk")
+                moved = Task.objects.open_of(down).count() if failover else 0
+                result = FailoverCounts(reassigned=moved)
             else:
-                count = tasks_expire(batch_size=batch_size, on_batch=progress.batch_done)
+                run, result = sweep_run(batch_size=batch_size, on_batch=progress.batch_done)
+                count = run.failed_count
         except DatabaseError as error:
             progress.end_line()
             logger.error(
@@ -62,14 +73,34 @@ class Command(BaseCommand):
             extra={
                 "event": "sweep",
                 "failed_count": count,
+                **({"reassigned_count": result.reassigned} if failover else {}),
                 "dry_run": dry_run,
                 "batch_size": batch_size,
                 "duration_ms": round(elapsed * 1000, 1),
             },
         )
-        if (count and verbosity > 0) or verbosity > 1:
+        if failover:
+            self.report_failover(count, result, dry_run, verbosity, elapsed)
+        elif (count and verbosity > 0) or verbosity > 1:
             verb = "would fail" if dry_run else "failed"
             self.stdout.write(f"{verb} {count} expired task(s) in {elapsed:.2f}s")
+
+    def report_failover(self, count, result, dry_run, verbosity, elapsed):
+        if ((count or result.reassigned or result.stranded) and verbosity > 0) or verbosity > 1:
+            if dry_run:
+                self.stdout.write(
+                    f"would fail {count} expired task(s); "
+                    f"{result.reassigned} open task(s) of down nodes to fail over"
+                )
+            else:
+                self.stdout.write(
+                    f"failed {count} task(s) (deadline or node lost), "
+                    f"reassigned {result.reassigned} in {elapsed:.2f}s"
+                )
+        if result.stranded and verbosity > 0:
+            self.stderr.write(
+                f"no alive node to take {result.stranded} task(s) of down nodes: left in place"
+            )
 
 
 class Progress:

@@ -1,0 +1,12 @@
+"""The nodes' liveness paths, mounted at `api/` beside the tasks paths."""
+
+from django.urls import path
+
+from accounts.views import NodeViewSet
+
+nodes = NodeViewSet.as_view
+
+urlpatterns = [
+    path("nodes", nodes({"get": "list_nodes"}), name="node-list"),
+    path("nodes/heartbeat", nodes({"post": "heartbeat"}), name="node-heartbeat"),
+]

@@ -1,0 +1,140 @@
+"""POST /api/tasks/claim: a node starts its next pending task, atomically."""
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from accounts.models import User
+from tasks.models import HistoryAction, TaskHistory, TaskStatus
+from tests.api import TASK_FIELDS, assert_json_error
+from tests.factories import TaskFactory
+
+pytestmark = pytest.mark.django_db
+
+PENDING, IN_PROGRESS, COMPLETED = TaskStatus.PENDING, TaskStatus.IN_PROGRESS, TaskStatus.COMPLETED
+
+
+def claim(client):
+    return client.post("/api/tasks/claim")
+
+
+def in_hours(hours: float):
+    return timezone.now() + timedelta(hours=hours)
+
+
+def test_a_claim_starts_the_task_with_the_earliest_deadline(node_client, node):
+    TaskFactory(assigned_node=node, locked_at=in_hours(3))
+    first = TaskFactory(assigned_node=node, locked_at=in_hours(1))
+    TaskFactory(assigned_node=node, locked_at=in_hours(2))
+
+    response = claim(node_client)
+
+    assert response.status_code == 200, response.content
+    task = response.json()["task"]
+    assert set(task) == TASK_FIELDS
+    assert (task["id"], task["status"], task["attempts"]) == (str(first.pk), IN_PROGRESS, 1)
+    first.refresh_from_db()
+    assert (first.status, first.attempts) == (IN_PROGRESS, 1)
+
+
+def test_claims_take_tasks_with_equal_deadlines_oldest_first(node_client, node):
+    deadline = in_hours(1)
+    tasks = [
+        TaskFactory(assigned_node=node, locked_at=deadline, created_at=in_hours(-h))
+        for h in (1, 3, 2)
+    ]
+
+    claimed = [claim(node_client).json()["task"]["id"] for _ in tasks]
+
+    assert claimed == [str(tasks[1].pk), str(tasks[2].pk), str(tasks[0].pk)]
+    assert claim(node_client).status_code == 204
+
+
+def test_a_claim_passes_over_what_the_node_cannot_start(node_client, node, other_node):
+    TaskFactory(assigned_node=other_node)
+    TaskFactory(assigned_node=node, active=False)
+    TaskFactory(assigned_node=node, status=IN_PROGRESS)
+    TaskFactory(assigned_node=node, status=COMPLETED)
+    late = TaskFactory(assigned_node=node, locked_at=timezone.now() - timedelta(seconds=1))
+
+    response = claim(node_client)
+
+    assert response.status_code == 204
+    assert response.content == b""
+    late.refresh_from_db()
+    assert late.status == PENDING
+
+
+def test_a_claim_is_recorded_as_the_node_starting_the_task(node_client, node):
+    task = TaskFactory(assigned_node=node)
+
+    claim(node_client)
+
+    rows = TaskHistory.objects.filter(task=task, action=HistoryAction.STATUS_CHANGE)
+    assert list(rows.values_list("from_value", "to_value", "performed_by", "cause")) == [
+        (PENDING, IN_PROGRESS, node.pk, "")
+    ]
+
+
+@pytest.mark.parametrize("has_task", [True, False])
+def test_a_claim_counts_as_a_heartbeat(node_client, node, has_task):
+    if has_task:
+        TaskFactory(assigned_node=node)
+    before = timezone.now()
+
+    claim(node_client)
+
+    node.refresh_from_db()
+    assert node.last_seen >= before
+
+
+def test_a_claim_costs_a_fixed_number_of_queries(node_client, node):
+    TaskFactory(assigned_node=node)
+
+    with CaptureQueriesContext(connection) as queries:
+        assert claim(node_client).status_code == 200
+
+    # Savepoints are the test's own transaction showing through the atomic block.
+    statements = [q["sql"].split()[0] for q in queries if "SAVEPOINT" not in q["sql"]]
+    # The user (JWT), the beat, the locked pick, the task's UPDATE, its history row.
+    assert statements == ["SELECT", "UPDATE", "SELECT", "UPDATE", "INSERT"]
+
+
+def test_an_admin_cannot_claim(admin_client, node):
+    task = TaskFactory(assigned_node=node)
+
+    assert_json_error(claim(admin_client), 403)
+    task.refresh_from_db()
+    assert task.status == PENDING
+
+
+def test_a_deactivated_node_cannot_claim(node_client, node):
+    task = TaskFactory(assigned_node=node)
+    User.objects.filter(pk=node.pk).update(is_active=False)
+
+    assert_json_error(claim(node_client), 401)
+    task.refresh_from_db()
+    assert task.status == PENDING
+
+
+@pytest.mark.parametrize("header", [None, "Bearer not-a-jwt"])
+def test_a_claim_without_a_valid_token_is_401(anon_client, node, header):
+    TaskFactory(assigned_node=node)
+    if header:
+        anon_client.credentials(HTTP_AUTHORIZATION=header)
+
+    assert_json_error(claim(anon_client), 401)
+    assert not TaskHistory.objects.filter(action=HistoryAction.STATUS_CHANGE).exists()
+
+
+@pytest.mark.parametrize("method", ["get", "put", "delete"])
+def test_a_claim_is_post_only(node_client, method):
+    assert_json_error(getattr(node_client, method)("/api/tasks/claim"), 405)
+
+
+def test_claim_is_not_read_as_a_task_id(admin_client):
+    # `tasks/<taskId>` would take "claim" as an id: the route comes first.
+    assert_json_error(admin_client.get("/api/tasks/claim"), 405)
