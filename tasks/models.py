@@ -8,6 +8,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Role
+from taskmgmt.sql import count_rows
 
 
 class TaskStatus(models.TextChoices):
@@ -120,6 +121,17 @@ class TaskQuerySet(models.QuerySet):
         return self.filter(
             assigned_node=node, status=TaskStatus.PENDING, active=True, locked_at__gt=now
         ).order_by("locked_at", "created_at")
+
+    def claimable_count(self, node, now: datetime) -> int:
+        """`claimable_by(node, now).count()` as one plain SELECT: every heartbeat sends it,
+        and building the ORM's query cost more than running it."""
+        return count_rows(
+            self.model,
+            assigned_node=node.pk,
+            status=TaskStatus.PENDING,
+            active=True,
+            locked_at__gt=now,
+        )
 
     def open_of(self, node_ids):
         """The active pending or in-progress tasks of these nodes: what failover moves."""

@@ -1,13 +1,15 @@
-"""taskmgmt.sql: plain SELECTs that must read exactly what the ORM reads."""
+"""taskmgmt.sql: plain statements that must read and write exactly what the ORM does."""
 
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.db import connection, transaction
+from django.utils import timezone
 
 from accounts.models import User
-from taskmgmt.sql import get_one, select_one
-from tasks.models import Task
+from taskmgmt.sql import count_rows, get_one, select_one, update_rows
+from tasks.models import Task, TaskStatus
 from tests.factories import TaskFactory
 
 pytestmark = pytest.mark.django_db
@@ -55,6 +57,35 @@ def test_select_one_gives_the_driver_s_values(node):
     (task_id,) = select_one(Task, ("id",), id=task.pk)
 
     assert str(task_id).replace("-", "") == task.pk.hex
+
+
+def test_a_count_is_the_orm_s_count_for_every_lookup(node, other_node):
+    now = timezone.now()
+    soon, later = now + timedelta(hours=1), now + timedelta(hours=2)
+    TaskFactory(assigned_node=node, locked_at=soon)
+    TaskFactory(assigned_node=node, locked_at=later)
+    TaskFactory(assigned_node=node, locked_at=later, active=False)
+    TaskFactory(assigned_node=node, locked_at=later, status=TaskStatus.IN_PROGRESS)
+    TaskFactory(assigned_node=other_node, locked_at=later)
+
+    for lookups in (
+        {"assigned_node": node.pk},
+        {"assigned_node": node.pk, "status": TaskStatus.PENDING, "active": True},
+        {"assigned_node": node.pk, "locked_at__gt": soon},
+        {"assigned_node": node.pk, "locked_at__lt": later},
+    ):
+        assert count_rows(Task, **lookups) == Task.objects.filter(**lookups).count() > 0
+    assert Task.objects.claimable_count(node, now) == Task.objects.claimable_by(node, now).count()
+
+
+def test_an_update_writes_the_orm_s_values_to_the_matching_rows_only(node, other_node):
+    seen = timezone.now().replace(microsecond=123456)
+
+    assert update_rows(User, {"last_seen": seen}, id=node.pk) == 1
+
+    node.refresh_from_db()
+    other_node.refresh_from_db()
+    assert (node.last_seen, other_node.last_seen) == (seen, None)
 
 
 @pytest.mark.django_db(transaction=True)
