@@ -8,8 +8,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import User
-from taskmgmt.sql import count_rows, get_one, select_one, update_rows
-from tasks.models import Task, TaskStatus
+from taskmgmt.sql import count_rows, get_one, insert_rows, select_one, update_rows
+from tasks.models import HistoryAction, Task, TaskHistory, TaskStatus
 from tests.factories import TaskFactory
 
 pytestmark = pytest.mark.django_db
@@ -86,6 +86,35 @@ def test_an_update_writes_the_orm_s_values_to_the_matching_rows_only(node, other
     node.refresh_from_db()
     other_node.refresh_from_db()
     assert (node.last_seen, other_node.last_seen) == (seen, None)
+
+
+def history_values(row) -> list:
+    columns = [
+        field.attname for field in TaskHistory._meta.concrete_fields if field.attname != "id"
+    ]
+    # A str where there was a UUID, or a naive time, compares unequal.
+    return [(name, getattr(row, name)) for name in columns]
+
+
+def test_inserted_rows_read_back_as_what_bulk_create_writes(node):
+    task = TaskFactory(assigned_node=node)
+
+    def rows():
+        return [
+            TaskHistory(task=task, action=HistoryAction.STATUS_CHANGE, from_value="pending",
+                        to_value="in_progress", performed_by=node),
+            TaskHistory(task=task, action=HistoryAction.STATUS_CHANGE, from_value="in_progress",
+                        to_value="failed", performed_by=None, cause="node_reported"),
+        ]  # fmt: skip
+
+    ours, theirs = rows(), rows()
+    insert_rows(TaskHistory, ours)
+    TaskHistory.objects.bulk_create(theirs)
+
+    stored = task.history.filter(action=HistoryAction.STATUS_CHANGE).order_by("id")
+    assert [history_values(row) for row in stored] == [
+        history_values(row) for row in [*ours, *theirs]
+    ]
 
 
 @pytest.mark.django_db(transaction=True)
