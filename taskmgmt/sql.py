@@ -62,24 +62,41 @@ def _params(model, where: dict) -> list:
 
 
 @cache
-def _select_sql(model, columns: tuple[str, ...], where: tuple[str, ...], lock: bool) -> str:
+def _select_sql(
+    model, columns: tuple[str, ...], where: tuple[str, ...], lock: str, order_by: tuple[str, ...]
+) -> str:
     quote = connection.ops.quote_name
     meta = model._meta
     selected = ", ".join(quote(meta.get_field(column).column) for column in columns)
     matched = " AND ".join(_condition(model, lookup) for lookup in where)
     sql = f"SELECT {selected} FROM {quote(meta.db_table)} WHERE {matched}"
-    return f"{sql} FOR UPDATE" if lock else sql
+    if order_by:
+        ordered = ", ".join(quote(meta.get_field(column).column) for column in order_by)
+        sql = f"{sql} ORDER BY {ordered} LIMIT 1"
+    return f"{sql} {lock}" if lock else sql
 
 
-def select_one(model, columns: tuple[str, ...], *, for_update=False, **where) -> tuple | None:
-    """`columns` (field names or attnames) of the row whose fields equal `where`, or None.
+def select_one(
+    model,
+    columns: tuple[str, ...],
+    *,
+    for_update=False,
+    skip_locked=False,
+    order_by: tuple[str, ...] = (),
+    **where,
+) -> tuple | None:
+    """`columns` (field names or attnames) of the row matching `where`, or None; with
+    `order_by` (ascending fields), the first such row, as `.order_by(...).first()`.
 
     Values are the database driver's own (ids as text, datetimes naive UTC).
     `for_update` locks the row until the transaction ends, as
-    `select_for_update()` does (SQLite: its transactions already run one at a time).
+    `select_for_update(skip_locked=...)` does (SQLite: its transactions already run
+    one at a time).
     """
-    lock = for_update and connection.features.has_select_for_update
-    sql = _select_sql(model, columns, tuple(where), lock)
+    lock = ""
+    if for_update and connection.features.has_select_for_update:
+        lock = connection.ops.for_update_sql(skip_locked=skip_locked)
+    sql = _select_sql(model, columns, tuple(where), lock, order_by)
     with connection.cursor() as cursor:
         cursor.execute(sql, _params(model, where))
         return cursor.fetchone()
@@ -122,7 +139,15 @@ def update_rows(model, values: dict, **where) -> int:
         return cursor.rowcount
 
 
-def get_one(model, columns: tuple[str, ...] | None = None, *, for_update=False, **where):
+def get_one(
+    model,
+    columns: tuple[str, ...] | None = None,
+    *,
+    for_update=False,
+    skip_locked=False,
+    order_by: tuple[str, ...] = (),
+    **where,
+):
     """The model instance `select_one` finds, or None; `columns` default to every field.
 
     Values go through the converters the ORM applies (UUIDs, aware datetimes);
@@ -134,7 +159,9 @@ def get_one(model, columns: tuple[str, ...] | None = None, *, for_update=False, 
         if columns is None or field.attname in columns or field.name in columns
     ]
     attnames = tuple(field.attname for field in fields)
-    row = select_one(model, attnames, for_update=for_update, **where)
+    row = select_one(
+        model, attnames, for_update=for_update, skip_locked=skip_locked, order_by=order_by, **where
+    )
     if row is None:
         return None
     values = [_converted(field, value) for field, value in zip(fields, row, strict=True)]

@@ -8,7 +8,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Role
-from taskmgmt.sql import count_rows
+from taskmgmt.sql import count_rows, get_one
 
 
 class TaskStatus(models.TextChoices):
@@ -105,6 +105,10 @@ def validate_future(value) -> None:
         raise ValidationError("The deadline must be in the future.")
 
 
+# The order claims take a node's tasks in: earliest deadline first, then oldest.
+CLAIM_ORDER = ("locked_at", "created_at")
+
+
 class TaskQuerySet(models.QuerySet):
     def active(self):
         return self.filter(active=True)
@@ -118,20 +122,34 @@ class TaskQuerySet(models.QuerySet):
     def claimable_by(self, node, now: datetime):
         """The node's pending tasks it may still start, in the order a claim takes them:
         earliest deadline first, then oldest (index task_node_claim)."""
-        return self.filter(
-            assigned_node=node, status=TaskStatus.PENDING, active=True, locked_at__gt=now
-        ).order_by("locked_at", "created_at")
+        return self.filter(**self._claimable(node, now)).order_by(*CLAIM_ORDER)
+
+    def claimable_first(self, node, now: datetime):
+        """`claimable_by(node, now).select_for_update(skip_locked=True).first()` as one
+        plain SELECT: every claim sends it, and building the ORM's query cost more than
+        running it. The row stays locked until the transaction ends; None if none."""
+        return get_one(
+            self.model,
+            for_update=True,
+            skip_locked=True,
+            order_by=CLAIM_ORDER,
+            **self._claimable(node, now),
+        )
 
     def claimable_count(self, node, now: datetime) -> int:
         """`claimable_by(node, now).count()` as one plain SELECT: every heartbeat sends it,
         and building the ORM's query cost more than running it."""
-        return count_rows(
-            self.model,
-            assigned_node=node.pk,
-            status=TaskStatus.PENDING,
-            active=True,
-            locked_at__gt=now,
-        )
+        return count_rows(self.model, **self._claimable(node, now))
+
+    @staticmethod
+    def _claimable(node, now: datetime) -> dict:
+        """What makes a task claimable, for the queryset and the plain statements alike."""
+        return {
+            "assigned_node": node.pk,
+            "status": TaskStatus.PENDING,
+            "active": True,
+            "locked_at__gt": now,
+        }
 
     def open_of(self, node_ids):
         """The active pending or in-progress tasks of these nodes: what failover moves."""

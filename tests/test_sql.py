@@ -117,6 +117,21 @@ def test_inserted_rows_read_back_as_what_bulk_create_writes(node):
     ]
 
 
+def test_the_first_claimable_task_is_the_orm_s_first(node, other_node):
+    now = timezone.now()
+    soon, later = now + timedelta(hours=1), now + timedelta(hours=2)
+    TaskFactory(assigned_node=other_node, locked_at=soon)
+    TaskFactory(assigned_node=node, locked_at=soon, status=TaskStatus.IN_PROGRESS)
+    TaskFactory(assigned_node=node, locked_at=later)
+    TaskFactory(assigned_node=node, locked_at=soon)  # the earliest deadline wins, not age
+    TaskFactory(assigned_node=node, locked_at=soon)
+
+    while (orm := Task.objects.claimable_by(node, now).first()) is not None:
+        assert field_values(Task.objects.claimable_first(node, now)) == field_values(orm)
+        Task.objects.filter(pk=orm.pk).update(status=TaskStatus.IN_PROGRESS)
+    assert Task.objects.claimable_first(node, now) is None
+
+
 @pytest.mark.django_db(transaction=True)
 def test_for_update_asks_for_a_row_lock_where_the_database_has_them(node):
     task = TaskFactory(assigned_node=node)
@@ -126,6 +141,17 @@ def test_for_update_asks_for_a_row_lock_where_the_database_has_them(node):
 
     locked = connection.features.has_select_for_update
     assert record.sql[-1].endswith(" FOR UPDATE") is locked
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_s_read_skips_locked_rows_where_the_database_has_them(node):
+    TaskFactory(assigned_node=node)
+
+    with transaction.atomic(), connection.execute_wrapper(record := SqlRecorder()):
+        assert Task.objects.claimable_first(node, timezone.now()) is not None
+
+    skips = connection.features.has_select_for_update_skip_locked
+    assert record.sql[-1].endswith(" FOR UPDATE SKIP LOCKED") is skips
 
 
 class SqlRecorder:
