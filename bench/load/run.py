@@ -614,24 +614,28 @@ def main() -> int:
         warm_up(chosen)
         shift_offset = 0
         results = {s.name: [] for s in chosen}
-        for round_number in range(1, REPEAT + 1):
-            for scenario in chosen:
-                if scenario.name == "shift_status" and shift_offset >= len(data["pending"]):
-                    log("shift_status: out of pending tasks; seed more TASKS or shorten DURATION")
-                    continue
-                result = run_wrk(scenario, server, shift_offset, stores)
-                if scenario.name == "shift_status":
-                    shift_offset += result.requests + CONNECTIONS
-                log(
-                    f"round {round_number} {scenario.name}: {result.rps:.0f} req/s, "
-                    f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, "
-                    f"non-2xx {result.non2xx}, 204 {result.no_content}, "
-                    f"socket errors {result.socket_errors}, "
-                    f"server CPU {result.app_cpu_ms:.2f} ms/req on {result.app_cores:.2f} cores, "
-                    f"MariaDB {result.db_cpu_ms:.2f} ms/req, Redis {result.redis_cpu_ms:.2f}, "
-                    f"RSS {result.peak_rss_mib:.0f} MiB, other load {result.other_cores:.2f} cores"
-                )
-                results[scenario.name].append(result)
+        # Logins last, in rounds of their own: the memory their Argon2 hashes took stays
+        # with the workers and would count as every later scenario's peak.
+        steady = [s for s in chosen if s.name != "login"]
+        logins = [s for s in chosen if s.name == "login"]
+        plan = [(n, s) for group in (steady, logins) for n in range(1, REPEAT + 1) for s in group]
+        for round_number, scenario in plan:
+            if scenario.name == "shift_status" and shift_offset >= len(data["pending"]):
+                log("shift_status: out of pending tasks; seed more TASKS or shorten DURATION")
+                continue
+            result = run_wrk(scenario, server, shift_offset, stores)
+            if scenario.name == "shift_status":
+                shift_offset += result.requests + CONNECTIONS
+            log(
+                f"round {round_number} {scenario.name}: {result.rps:.0f} req/s, "
+                f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, "
+                f"non-2xx {result.non2xx}, 204 {result.no_content}, "
+                f"socket errors {result.socket_errors}, "
+                f"server CPU {result.app_cpu_ms:.2f} ms/req on {result.app_cores:.2f} cores, "
+                f"MariaDB {result.db_cpu_ms:.2f} ms/req, Redis {result.redis_cpu_ms:.2f}, "
+                f"RSS {result.peak_rss_mib:.0f} MiB, other load {result.other_cores:.2f} cores"
+            )
+            results[scenario.name].append(result)
         rows = [(s, median_result(results[s.name])) for s in chosen if results[s.name]]
         peak_pss = server.peak_pss
     finally:
