@@ -11,6 +11,7 @@ parameters adapted by the model's own fields.
 
 from functools import cache
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connection
 from django.db.models.query import BaseIterable
 from django.db.models.sql.constants import MULTI
@@ -24,6 +25,10 @@ class _DriverRows(BaseIterable):
         queryset = self.queryset
         row = create_namedtuple_class(*queryset._fields)
         compiler = queryset.query.get_compiler(queryset.db)
+        index = getattr(queryset.query, "force_index", None)
+        if index and connection.vendor == "mysql":
+            yield from map(row._make, _rows_through(compiler, index))
+            return
         chunks = compiler.execute_sql(
             MULTI, chunked_fetch=self.chunked_fetch, chunk_size=self.chunk_size
         )
@@ -31,14 +36,31 @@ class _DriverRows(BaseIterable):
             yield from map(row._make, chunk)
 
 
-def driver_rows(queryset, *fields):
+def _rows_through(compiler, index: str) -> list:
+    """The compiled query's rows, read through `index` (MariaDB/MySQL's FORCE INDEX)."""
+    try:
+        sql, params = compiler.as_sql()
+    except EmptyResultSet:
+        return []
+    quote = connection.ops.quote_name
+    table = quote(compiler.query.model._meta.db_table)
+    sql = sql.replace(f"FROM {table}", f"FROM {table} FORCE INDEX ({quote(index)})", 1)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def driver_rows(queryset, *fields, index: str | None = None):
     """`queryset.values_list(*fields, named=True)` with the driver's values, unconverted.
 
     Still a queryset (filter, order and slice it before it runs); ids come
-    as text (hex on SQLite), datetimes as naive UTC (`USE_TZ`).
+    as text (hex on SQLite), datetimes as naive UTC (`USE_TZ`). `index`: the
+    index MariaDB/MySQL must read, for a query its planner misjudges.
     """
     rows = queryset.values_list(*fields)
     rows._iterable_class = _DriverRows
+    # On the query, which every later filter, order and slice copies.
+    rows.query.force_index = index
     return rows
 
 

@@ -178,6 +178,18 @@ class TaskQuerySet(models.QuerySet):
         )
         return {node_id: (open_count, started) for node_id, open_count, started in rows}
 
+    @staticmethod
+    def page_index(user, status: str | None = None) -> str:
+        """The index a newest-first page of `visible_to(user)` (in one `status`) reads.
+
+        Named, not left to the planner: at 100,000 tasks MariaDB 10.11 walked
+        `task_page` for a node's pending page, reading 750 rows (and their table
+        rows) for 51, 2.2 ms of its CPU per page, instead of 51 of this one.
+        """
+        if user.is_admin:
+            return "task_status_page" if status else "task_page"
+        return "task_node_status_page" if status else "task_node_page"
+
     def visible_to(self, user):
         """What `user` may see: an admin every active task, a node its own."""
         tasks = self.active()

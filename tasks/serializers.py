@@ -45,9 +45,10 @@ _task_columns = attrgetter(*TASK_COLUMNS)
 TaskRow = create_namedtuple_class(*TASK_COLUMNS)
 
 
-def task_rows(queryset):
-    """The tasks' `TASK_COLUMNS` as `TaskRow`s of driver values, for lists."""
-    return driver_rows(queryset, *TASK_COLUMNS)
+def task_rows(queryset, index: str | None = None):
+    """The tasks' `TASK_COLUMNS` as `TaskRow`s of driver values, for lists, read
+    through `index` where given (`Task.objects.page_index`)."""
+    return driver_rows(queryset, *TASK_COLUMNS, index=index)
 
 
 def active_task_row(task_id: str) -> TaskRow | None:

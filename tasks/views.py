@@ -97,9 +97,11 @@ class TaskViewSet(viewsets.GenericViewSet):
     def get_queryset(self):
         return Task.objects.visible_to(self.request.user)
 
-    def task_page(self, queryset) -> Response:
-        """One keyset page, read as plain rows: no model instances for lists."""
-        page = self.paginate_queryset(task_rows(queryset))
+    def task_page(self, queryset, status: str | None = None) -> Response:
+        """One keyset page of `queryset` (in one `status`), read as plain rows through
+        its index: no model instances for lists."""
+        index = Task.objects.page_index(self.request.user, status)
+        page = self.paginate_queryset(task_rows(queryset, index))
         return self.get_paginated_response([task_representation(task) for task in page])
 
     @extend_schema(
@@ -248,7 +250,9 @@ class TaskViewSet(viewsets.GenericViewSet):
         if status not in FILTER_STATUSES:
             raise ValidationError({"status": [f"Must be one of: {', '.join(FILTER_STATUSES)}."]})
         tasks = self.get_queryset()
-        return self.task_page(tasks if status == "all" else tasks.filter(status=status))
+        if status == "all":
+            return self.task_page(tasks)
+        return self.task_page(tasks.filter(status=status), status)
 
 
 @extend_schema(tags=["cron"])
