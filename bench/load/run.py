@@ -665,7 +665,7 @@ def main() -> int:
             f"(highest PSS {peak_pss / 1024:.0f} MiB); other load: cores kept busy by unrelated "
             "processes meanwhile (0 on a quiet machine).",
             "",
-            "Targets (issue 13 item 2, issue 11 item 8):",
+            "Targets (issue 13 item 2, issue 11 item 8; they are set for unpinned runs):",
             *verdicts(rows),
             *notes,
         ]
