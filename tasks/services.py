@@ -349,8 +349,8 @@ def tasks_fail_over(
     each, SKIP LOCKED, so two hosts share the work and a task a node or an
     admin holds right now is left for the next run. An in-progress attempt
     fails (node_lost); then, below TASK_MAX_ATTEMPTS, the task goes pending
-    to the least-loaded alive node with a fresh deadline; past it, it stays
-    failed for a human. Every row names the system, with cause node_lost.
+    to the least-loaded alive node with a fresh deadline; at the limit it
+    stays failed for a human. Every row names the system, with cause node_lost.
     """
     now = now or timezone.now()
     # A list, not a subquery: a locking read must not lock the users' rows,

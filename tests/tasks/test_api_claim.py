@@ -138,3 +138,29 @@ def test_a_claim_is_post_only(node_client, method):
 def test_claim_is_not_read_as_a_task_id(admin_client):
     # `tasks/<taskId>` would take "claim" as an id: the route comes first.
     assert_json_error(admin_client.get("/api/tasks/claim"), 405)
+
+
+def test_a_node_runs_its_whole_loop_through_claim_heartbeat_and_shift_status(
+    node_client, node, admin_client
+):
+    tasks = TaskFactory.create_batch(2, assigned_node=node)
+    done = []
+    while (claimed := claim(node_client)).status_code == 200:
+        task_id = claimed.json()["task"]["id"]
+        beat = node_client.post("/api/nodes/heartbeat", {"taskIds": [task_id]}, format="json")
+        assert beat.json()["revokedTaskIds"] == []
+        finished = node_client.put(
+            "/api/tasks/shift-status", {"taskId": task_id, "taskStatus": "completed"}
+        )
+        assert finished.status_code == 200
+        done.append(task_id)
+
+    assert claimed.status_code == 204
+    assert sorted(done) == sorted(str(task.pk) for task in tasks)
+    history = admin_client.get(f"/api/tasks/history/{done[0]}").json()["history"]
+    assert [(row["action"], row["toValue"]) for row in history] == [
+        ("status_change", COMPLETED),
+        ("status_change", IN_PROGRESS),
+        ("initial_assign", str(node.pk)),
+    ]
+    assert node_client.post("/api/nodes/heartbeat").json()["pendingCount"] == 0

@@ -242,9 +242,14 @@ def test_claims_racing_failover_leave_each_task_one_state_with_its_history(node)
             assert rows(task) == [
                 (HistoryAction.ASSIGNEE_CHANGE, str(node.pk), str(taker.pk), None, "node_lost")
             ]
-        else:
-            assert (task.status, task.attempts) == (IN_PROGRESS, 1)
+        elif task.status == IN_PROGRESS:
+            assert (task.assigned_node_id, task.attempts) == (node.pk, 1)
             assert rows(task) == [(HistoryAction.STATUS_CHANGE, PENDING, IN_PROGRESS, node.pk, "")]
+        else:
+            # Held by failover when the last claim passed it over, then kept: the
+            # claim's beat had made the node alive again.
+            assert (task.assigned_node_id, task.status, task.attempts) == (node.pk, PENDING, 0)
+            assert rows(task) == []
     assert moved == counts.reassigned
     assert counts.failed == 0
 
@@ -294,3 +299,33 @@ def test_a_claim_skips_a_task_an_admin_is_reassigning(node, admin_user):
     assert (task.assigned_node_id, task.status, task.attempts) == (other.pk, PENDING, 0)
     assert claim_as(node) is None
     assert claim_as(other).pk == task.pk
+
+
+def test_two_failovers_at_once_move_each_task_once_with_one_history(node):
+    takers = NodeFactory.create_batch(3)
+    seen(node, 600)
+    for taker in takers:
+        seen(taker, 1)
+    tasks = make_tasks(node, 300)
+    Task.objects.filter(pk__in=[t.pk for t in tasks[::2]]).update(status=IN_PROGRESS, attempts=1)
+    started = timezone.now()
+    start = threading.Barrier(2)
+
+    def fail_over():
+        start.wait(WAIT)
+        return tasks_fail_over(batch_size=20, now=started)
+
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(own_connection(fail_over)) for _ in range(2)]
+        counts = [run.result(timeout=60) for run in runs]
+
+    assert sum(c.reassigned for c in counts) == 300
+    assert sum(c.failed for c in counts) == 150
+    assert not Task.objects.filter(assigned_node=node).exists()
+    assert Task.objects.filter(status=PENDING).count() == 300
+    moves = TaskHistory.objects.filter(action=HistoryAction.ASSIGNEE_CHANGE, cause="node_lost")
+    assert moves.count() == moves.values("task").distinct().count() == 300
+    failures = TaskHistory.objects.filter(action=HistoryAction.STATUS_CHANGE, to_value=FAILED)
+    assert failures.count() == failures.values("task").distinct().count() == 150
+    loads = sorted(Task.objects.filter(assigned_node=t).count() for t in takers)
+    assert loads[-1] - loads[0] <= 20  # each run balances its own batches

@@ -4,6 +4,7 @@ move to the least-loaded alive node, with history by the system and cause node_l
 Races with claims on MariaDB are in test_claim_concurrency.py.
 """
 
+import logging
 from datetime import timedelta
 from io import StringIO
 
@@ -292,3 +293,13 @@ def test_with_failover_off_the_cron_endpoint_answers_as_before(dead, admin_clien
 
     assert admin_client.post("/cron/collect-failed").json() == {"failedCount": 0}
     assert SweepRun.objects.count() == 1
+
+
+def test_the_sweep_log_line_carries_the_reassigned_count(dead, alive, caplog):
+    TaskFactory(assigned_node=dead, status=IN_PROGRESS, attempts=1)
+    caplog.set_level(logging.INFO, logger="taskmgmt.sweep")
+
+    call_command("collect_failed", stdout=StringIO())
+
+    (record,) = [r for r in caplog.records if r.getMessage() == "sweep finished"]
+    assert (record.failed_count, record.reassigned_count) == (1, 1)
