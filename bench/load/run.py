@@ -371,17 +371,23 @@ def scenarios(data: dict, workdir: Path, wanted: set[str]) -> list[Scenario]:
                      {"BENCH_IDS": str(workdir / "pending.txt"),
                       "BENCH_TOKENS": str(workdir / "tokens.txt")}),
         ]  # fmt: skip
-    every += [
-        Scenario("heartbeat", f"POST /api/nodes/heartbeat, {HEARTBEAT_NODES} nodes",
-                 "post.lua", "/api/nodes/heartbeat", None,
-                 {"BENCH_TOKENS": str(workdir / "beat_tokens.txt")},
-                 ("POST", "/api/nodes/heartbeat", data["heartbeat_tokens"][0])),
-        Scenario("claim", f"POST /api/tasks/claim, {CLAIM_NODES} nodes", "post.lua",
-                 "/api/tasks/claim", None, {"BENCH_TOKENS": str(workdir / "claim_tokens.txt")},
-                 ("POST", "/api/tasks/claim", data["claim_tokens"][0])),
+    if "heartbeat" in wanted:
+        every.append(
+            Scenario("heartbeat", f"POST /api/nodes/heartbeat, {HEARTBEAT_NODES} nodes",
+                     "post.lua", "/api/nodes/heartbeat", None,
+                     {"BENCH_TOKENS": str(workdir / "beat_tokens.txt")},
+                     ("POST", "/api/nodes/heartbeat", data["heartbeat_tokens"][0]))
+        )  # fmt: skip
+    if "claim" in wanted:  # its nodes and tasks are seeded only then
+        every.append(
+            Scenario("claim", f"POST /api/tasks/claim, {CLAIM_NODES} nodes", "post.lua",
+                     "/api/tasks/claim", None, {"BENCH_TOKENS": str(workdir / "claim_tokens.txt")},
+                     ("POST", "/api/tasks/claim", data["claim_tokens"][0]))
+        )  # fmt: skip
+    every.append(
         Scenario("login", "(e) POST /api/auth/login", "login.lua", "/api/auth/login", None,
-                 {"BENCH_EMAIL": data["nodes"][-1], "BENCH_PASSWORD": data["password"]}),
-    ]  # fmt: skip
+                 {"BENCH_EMAIL": data["nodes"][-1], "BENCH_PASSWORD": data["password"]})
+    )  # fmt: skip
     return [s for s in every if s.name in wanted]
 
 
