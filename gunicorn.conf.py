@@ -1,8 +1,10 @@
 """gunicorn settings for production (`make serve`); every value can be set from the environment.
 
-gthread workers, two per core with four threads each: keep-alive connections
+gthread workers, one per core with four threads each: keep-alive connections
 spare a TCP handshake and teardown per request, and on the 2-core box measured
 in bench/load they served 10-40 % more than sync workers, with a lower p99.
+One worker per core, not two: on a box shared with its database the second
+set of workers bought no throughput, only memory and GIL hand-offs.
 """
 
 import importlib
@@ -39,7 +41,7 @@ def _cores() -> int:
 
 wsgi_app = "taskmgmt.wsgi:application"
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("WEB_CONCURRENCY", 2 * _cores()))
+workers = int(os.environ.get("WEB_CONCURRENCY", _cores()))
 # More than one thread makes gthread workers; 1 gives sync workers (no keep-alive).
 threads = int(os.environ.get("GUNICORN_THREADS", 4))
 # A worker silent this long is killed and replaced (its transactions roll back). A sync
@@ -49,6 +51,12 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", 30))
 # On SIGTERM, requests in flight get this long to finish before workers are killed.
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", 30))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", 5))
+# A kept-alive connection stays with the worker that accepted it, and a burst of
+# connects can all land on one worker (one core, for the GIL) while another idles.
+# Each worker closes the connection of every this-many-th request after answering it
+# (as nginx's keepalive_requests does): the client reconnects to the worker that
+# accepts first, the less busy one, so the load evens out within seconds.
+KEEPALIVE_REQUESTS = int(os.environ.get("GUNICORN_KEEPALIVE_REQUESTS", 100))
 # Load Django once in the master: workers share its memory and a broken config stops startup.
 preload_app = True
 # Honour X-Forwarded-* only from a proxy on this host.
@@ -102,6 +110,11 @@ def child_exit(server, worker):
 def on_exit(server):
     if _OWN_METRICS_DIR:
         shutil.rmtree(METRICS_DIR, ignore_errors=True)
+
+
+def pre_request(worker, req):
+    if worker.nr % KEEPALIVE_REQUESTS == KEEPALIVE_REQUESTS - 1:
+        req.force_close()
 
 
 def when_ready(server):

@@ -21,6 +21,7 @@ from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from accounts.models import User
 from taskmgmt.api import Conflict
+from taskmgmt.sql import update_rows
 
 EMAIL_TAKEN = "A user with this email already exists."
 
@@ -106,7 +107,7 @@ def node_heartbeat(*, node_id: UUID, now: datetime) -> None:
     One UPDATE by primary key: no instance saved, no signal, no history row,
     since every node runs this every few seconds.
     """
-    User.objects.filter(pk=node_id).update(last_seen=now)
+    update_rows(User, {"last_seen": now}, id=node_id)
 
 
 def user_deactivate(*, user: User) -> None:

@@ -4,12 +4,14 @@ Django's per-value converters (a UUID object for each id, an aware datetime
 for each date) were a quarter of a list page's CPU, and building and
 compiling an ORM query for one row by primary key cost this VM 3-4x running
 it (~320 us against ~75 us). `driver_rows` runs an ORM query without the
-converters; `select_one` and `get_one` send the SQL the ORM would, built once
-per process, with parameters adapted by the model's own fields.
+converters; `select_one`, `get_one`, `count_rows`, `update_rows` and
+`insert_rows` send the SQL the ORM would, built once per process, with
+parameters adapted by the model's own fields.
 """
 
 from functools import cache
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connection
 from django.db.models.query import BaseIterable
 from django.db.models.sql.constants import MULTI
@@ -23,6 +25,10 @@ class _DriverRows(BaseIterable):
         queryset = self.queryset
         row = create_namedtuple_class(*queryset._fields)
         compiler = queryset.query.get_compiler(queryset.db)
+        index = getattr(queryset.query, "force_index", None)
+        if index and connection.vendor == "mysql":
+            yield from map(row._make, _rows_through(compiler, index))
+            return
         chunks = compiler.execute_sql(
             MULTI, chunked_fetch=self.chunked_fetch, chunk_size=self.chunk_size
         )
@@ -30,46 +36,140 @@ class _DriverRows(BaseIterable):
             yield from map(row._make, chunk)
 
 
-def driver_rows(queryset, *fields):
+def _rows_through(compiler, index: str) -> list:
+    """The compiled query's rows, read through `index` (MariaDB/MySQL's FORCE INDEX)."""
+    try:
+        sql, params = compiler.as_sql()
+    except EmptyResultSet:
+        return []
+    quote = connection.ops.quote_name
+    table = quote(compiler.query.model._meta.db_table)
+    sql = sql.replace(f"FROM {table}", f"FROM {table} FORCE INDEX ({quote(index)})", 1)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def driver_rows(queryset, *fields, index: str | None = None):
     """`queryset.values_list(*fields, named=True)` with the driver's values, unconverted.
 
     Still a queryset (filter, order and slice it before it runs); ids come
-    as text (hex on SQLite), datetimes as naive UTC (`USE_TZ`).
+    as text (hex on SQLite), datetimes as naive UTC (`USE_TZ`). `index`: the
+    index MariaDB/MySQL must read, for a query its planner misjudges.
     """
     rows = queryset.values_list(*fields)
     rows._iterable_class = _DriverRows
+    # On the query, which every later filter, order and slice copies.
+    rows.query.force_index = index
     return rows
 
 
+# The lookups `where` arguments may end in, as the ORM spells them.
+_OPERATORS = {"gt": ">", "lt": "<"}
+
+
+def _condition(model, lookup: str) -> str:
+    """`lookup` (a field name, or one with a `__gt`/`__lt` suffix) as SQL with one %s."""
+    name, _, operator = lookup.partition("__")
+    column = connection.ops.quote_name(model._meta.get_field(name).column)
+    return f"{column} {_OPERATORS[operator] if operator else '='} %s"
+
+
+def _params(model, where: dict) -> list:
+    meta = model._meta
+    return [
+        meta.get_field(lookup.partition("__")[0]).get_db_prep_value(value, connection)
+        for lookup, value in where.items()
+    ]
+
+
 @cache
-def _select_sql(model, columns: tuple[str, ...], where: tuple[str, ...], lock: bool) -> str:
+def _select_sql(
+    model, columns: tuple[str, ...], where: tuple[str, ...], lock: str, order_by: tuple[str, ...]
+) -> str:
     quote = connection.ops.quote_name
     meta = model._meta
     selected = ", ".join(quote(meta.get_field(column).column) for column in columns)
-    matched = " AND ".join(f"{quote(meta.get_field(column).column)} = %s" for column in where)
+    matched = " AND ".join(_condition(model, lookup) for lookup in where)
     sql = f"SELECT {selected} FROM {quote(meta.db_table)} WHERE {matched}"
-    return f"{sql} FOR UPDATE" if lock else sql
+    if order_by:
+        ordered = ", ".join(quote(meta.get_field(column).column) for column in order_by)
+        sql = f"{sql} ORDER BY {ordered} LIMIT 1"
+    return f"{sql} {lock}" if lock else sql
 
 
-def select_one(model, columns: tuple[str, ...], *, for_update=False, **where) -> tuple | None:
-    """`columns` (field names or attnames) of the row whose fields equal `where`, or None.
+def select_one(
+    model,
+    columns: tuple[str, ...],
+    *,
+    for_update=False,
+    skip_locked=False,
+    order_by: tuple[str, ...] = (),
+    **where,
+) -> tuple | None:
+    """`columns` (field names or attnames) of the row matching `where`, or None; with
+    `order_by` (ascending fields), the first such row, as `.order_by(...).first()`.
 
     Values are the database driver's own (ids as text, datetimes naive UTC).
     `for_update` locks the row until the transaction ends, as
-    `select_for_update()` does (SQLite: its transactions already run one at a time).
+    `select_for_update(skip_locked=...)` does (SQLite: its transactions already run
+    one at a time).
     """
-    lock = for_update and connection.features.has_select_for_update
-    sql = _select_sql(model, columns, tuple(where), lock)
-    params = [
-        model._meta.get_field(name).get_db_prep_value(value, connection)
-        for name, value in where.items()
-    ]
+    lock = ""
+    if for_update and connection.features.has_select_for_update:
+        lock = connection.ops.for_update_sql(skip_locked=skip_locked)
+    sql = _select_sql(model, columns, tuple(where), lock, order_by)
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(sql, _params(model, where))
         return cursor.fetchone()
 
 
-def get_one(model, columns: tuple[str, ...] | None = None, *, for_update=False, **where):
+@cache
+def _count_sql(model, where: tuple[str, ...]) -> str:
+    matched = " AND ".join(_condition(model, lookup) for lookup in where)
+    return f"SELECT COUNT(*) FROM {connection.ops.quote_name(model._meta.db_table)} WHERE {matched}"
+
+
+def count_rows(model, **where) -> int:
+    """How many rows match `where` (`field=value`, `field__gt=value`, `field__lt=value`)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_count_sql(model, tuple(where)), _params(model, where))
+        return cursor.fetchone()[0]
+
+
+@cache
+def _update_sql(model, columns: tuple[str, ...], where: tuple[str, ...]) -> str:
+    quote = connection.ops.quote_name
+    meta = model._meta
+    assigned = ", ".join(f"{quote(meta.get_field(column).column)} = %s" for column in columns)
+    matched = " AND ".join(_condition(model, lookup) for lookup in where)
+    return f"UPDATE {quote(meta.db_table)} SET {assigned} WHERE {matched}"
+
+
+def update_rows(model, values: dict, **where) -> int:
+    """`UPDATE … SET values WHERE where`, as `QuerySet.update` would send it; the row count.
+
+    No signals and no `auto_now`: for writes that want neither (a heartbeat's stamp).
+    """
+    meta = model._meta
+    assigned = [
+        meta.get_field(name).get_db_prep_save(value, connection) for name, value in values.items()
+    ]
+    sql = _update_sql(model, tuple(values), tuple(where))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, assigned + _params(model, where))
+        return cursor.rowcount
+
+
+def get_one(
+    model,
+    columns: tuple[str, ...] | None = None,
+    *,
+    for_update=False,
+    skip_locked=False,
+    order_by: tuple[str, ...] = (),
+    **where,
+):
     """The model instance `select_one` finds, or None; `columns` default to every field.
 
     Values go through the converters the ORM applies (UUIDs, aware datetimes);
@@ -81,7 +181,9 @@ def get_one(model, columns: tuple[str, ...] | None = None, *, for_update=False, 
         if columns is None or field.attname in columns or field.name in columns
     ]
     attnames = tuple(field.attname for field in fields)
-    row = select_one(model, attnames, for_update=for_update, **where)
+    row = select_one(
+        model, attnames, for_update=for_update, skip_locked=skip_locked, order_by=order_by, **where
+    )
     if row is None:
         return None
     values = [_converted(field, value) for field, value in zip(fields, row, strict=True)]
@@ -103,3 +205,37 @@ def _converted(field, value):
     for converter in converters:
         value = converter(value, column, connection)
     return value
+
+
+def _inserted_fields(model) -> list:
+    """Every concrete field but an auto-incremented id, which the database assigns."""
+    return [field for field in model._meta.concrete_fields if field is not model._meta.auto_field]
+
+
+@cache
+def _insert_sql(model, count: int) -> str:
+    quote = connection.ops.quote_name
+    fields = _inserted_fields(model)
+    columns = ", ".join(quote(field.column) for field in fields)
+    row = f"({', '.join(['%s'] * len(fields))})"
+    return (
+        f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES {', '.join([row] * count)}"
+    )
+
+
+def insert_rows(model, instances: list) -> None:
+    """`bulk_create(instances)` for rows whose id the database assigns, in one INSERT.
+
+    The values are the ones bulk_create writes (each field's `pre_save`, adapted for
+    the database); like it, no signals, and the instances' ids stay unset.
+    """
+    if not instances:
+        return
+    fields = _inserted_fields(model)
+    params = [
+        field.get_db_prep_save(field.pre_save(instance, True), connection)
+        for instance in instances
+        for field in fields
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_insert_sql(model, len(instances)), params)

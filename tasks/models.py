@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from accounts.models import Role
 from taskmgmt.errors import DomainError
+from taskmgmt.sql import count_rows, get_one
 
 
 class TaskStatus(models.TextChoices):
@@ -98,6 +99,10 @@ def validate_future(value) -> None:
         raise ValidationError("The deadline must be in the future.")
 
 
+# The order claims take a node's tasks in: earliest deadline first, then oldest.
+CLAIM_ORDER = ("locked_at", "created_at")
+
+
 class TaskQuerySet(models.QuerySet):
     def active(self):
         return self.filter(active=True)
@@ -111,9 +116,34 @@ class TaskQuerySet(models.QuerySet):
     def claimable_by(self, node, now: datetime):
         """The node's pending tasks it may still start, in the order a claim takes them:
         earliest deadline first, then oldest (index task_node_claim)."""
-        return self.filter(
-            assigned_node=node, status=TaskStatus.PENDING, active=True, locked_at__gt=now
-        ).order_by("locked_at", "created_at")
+        return self.filter(**self._claimable(node, now)).order_by(*CLAIM_ORDER)
+
+    def claimable_first(self, node, now: datetime):
+        """`claimable_by(node, now).select_for_update(skip_locked=True).first()` as one
+        plain SELECT: every claim sends it, and building the ORM's query cost more than
+        running it. The row stays locked until the transaction ends; None if none."""
+        return get_one(
+            self.model,
+            for_update=True,
+            skip_locked=True,
+            order_by=CLAIM_ORDER,
+            **self._claimable(node, now),
+        )
+
+    def claimable_count(self, node, now: datetime) -> int:
+        """`claimable_by(node, now).count()` as one plain SELECT: every heartbeat sends it,
+        and building the ORM's query cost more than running it."""
+        return count_rows(self.model, **self._claimable(node, now))
+
+    @staticmethod
+    def _claimable(node, now: datetime) -> dict:
+        """What makes a task claimable, for the queryset and the plain statements alike."""
+        return {
+            "assigned_node": node.pk,
+            "status": TaskStatus.PENDING,
+            "active": True,
+            "locked_at__gt": now,
+        }
 
     def open_of(self, node_ids):
         """The active pending or in-progress tasks of these nodes: what failover moves."""
@@ -141,6 +171,18 @@ class TaskQuerySet(models.QuerySet):
             .values_list("assigned_node_id", "open", "in_progress")
         )
         return {node_id: (open_count, started) for node_id, open_count, started in rows}
+
+    @staticmethod
+    def page_index(user, status: str | None = None) -> str:
+        """The index a newest-first page of `visible_to(user)` (in one `status`) reads.
+
+        Named, not left to the planner: at 100,000 tasks MariaDB 10.11 walked
+        `task_page` for a node's pending page, reading 750 rows (and their table
+        rows) for 51, 2.2 ms of its CPU per page, instead of 51 of this one.
+        """
+        if user.is_admin:
+            return "task_status_page" if status else "task_page"
+        return "task_node_status_page" if status else "task_node_page"
 
     def visible_to(self, user):
         """What `user` may see: an admin every active task, a node its own."""

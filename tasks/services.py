@@ -162,7 +162,7 @@ def task_claim(*, node, now: datetime | None = None) -> Task | None:
     now = now or timezone.now()
     node_heartbeat(node_id=node.pk, now=now)
     with transaction.atomic():
-        task = Task.objects.claimable_by(node, now).select_for_update(skip_locked=True).first()
+        task = Task.objects.claimable_first(node, now)
         if task is None:
             return None
         waited = (now - task.updated_at).total_seconds()

@@ -9,6 +9,7 @@ import logging
 from django.db.models.signals import post_save, pre_save
 from django.dispatch import receiver
 
+from taskmgmt.sql import insert_rows
 from tasks.actor import current_actor
 from tasks.models import HistoryAction, Task, TaskHistory
 
@@ -49,7 +50,8 @@ def record_task_history(sender, instance, created, raw, update_fields, **kwargs)
         )
     for row in rows:
         row.performed_by = actor
-    TaskHistory.objects.bulk_create(rows)
+    # Every task change writes these: one INSERT built once per process, not bulk_create's.
+    insert_rows(TaskHistory, rows)
     for row in rows:
         logger.info(
             "task changed",

@@ -36,6 +36,7 @@ from tasks.serializers import (
     TaskSerializer,
     TaskStatusSerializer,
     active_task_row,
+    task_representation,
     task_rows,
 )
 
@@ -64,7 +65,8 @@ def existing_task(service: Callable[..., Task], **arguments) -> Task:
 
 
 def task_response(task: Task | TaskRow, status_code: int = HTTP_200_OK) -> Response:
-    return Response(TaskEnvelopeSerializer({"task": task}).data, status=status_code)
+    """`TaskEnvelopeSerializer`'s shape, built without instantiating it."""
+    return Response({"task": task_representation(task)}, status=status_code)
 
 
 @extend_schema(tags=["tasks"])
@@ -96,10 +98,12 @@ class TaskViewSet(viewsets.GenericViewSet):
     def get_queryset(self):
         return Task.objects.visible_to(self.request.user)
 
-    def task_page(self, queryset) -> Response:
-        """One keyset page, read as plain rows: no model instances for lists."""
-        page = self.paginate_queryset(task_rows(queryset))
-        return self.get_paginated_response(TaskSerializer(page, many=True).data)
+    def task_page(self, queryset, status: str | None = None) -> Response:
+        """One keyset page of `queryset` (in one `status`), read as plain rows through
+        its index: no model instances for lists."""
+        index = Task.objects.page_index(self.request.user, status)
+        page = self.paginate_queryset(task_rows(queryset, index))
+        return self.get_paginated_response([task_representation(task) for task in page])
 
     @extend_schema(
         summary="Create a task (admin)",
@@ -252,7 +256,9 @@ class TaskViewSet(viewsets.GenericViewSet):
         if status not in FILTER_STATUSES:
             raise ValidationError({"status": [f"Must be one of: {', '.join(FILTER_STATUSES)}."]})
         tasks = self.get_queryset()
-        return self.task_page(tasks if status == "all" else tasks.filter(status=status))
+        if status == "all":
+            return self.task_page(tasks)
+        return self.task_page(tasks.filter(status=status), status)
 
 
 @extend_schema(tags=["cron"])

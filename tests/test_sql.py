@@ -1,13 +1,15 @@
-"""taskmgmt.sql: plain SELECTs that must read exactly what the ORM reads."""
+"""taskmgmt.sql: plain statements that must read and write exactly what the ORM does."""
 
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.db import connection, transaction
+from django.utils import timezone
 
 from accounts.models import User
-from taskmgmt.sql import get_one, select_one
-from tasks.models import Task
+from taskmgmt.sql import count_rows, get_one, insert_rows, select_one, update_rows
+from tasks.models import HistoryAction, Task, TaskHistory, TaskStatus
 from tests.factories import TaskFactory
 
 pytestmark = pytest.mark.django_db
@@ -57,6 +59,79 @@ def test_select_one_gives_the_driver_s_values(node):
     assert str(task_id).replace("-", "") == task.pk.hex
 
 
+def test_a_count_is_the_orm_s_count_for_every_lookup(node, other_node):
+    now = timezone.now()
+    soon, later = now + timedelta(hours=1), now + timedelta(hours=2)
+    TaskFactory(assigned_node=node, locked_at=soon)
+    TaskFactory(assigned_node=node, locked_at=later)
+    TaskFactory(assigned_node=node, locked_at=later, active=False)
+    TaskFactory(assigned_node=node, locked_at=later, status=TaskStatus.IN_PROGRESS)
+    TaskFactory(assigned_node=other_node, locked_at=later)
+
+    for lookups in (
+        {"assigned_node": node.pk},
+        {"assigned_node": node.pk, "status": TaskStatus.PENDING, "active": True},
+        {"assigned_node": node.pk, "locked_at__gt": soon},
+        {"assigned_node": node.pk, "locked_at__lt": later},
+    ):
+        assert count_rows(Task, **lookups) == Task.objects.filter(**lookups).count() > 0
+    assert Task.objects.claimable_count(node, now) == Task.objects.claimable_by(node, now).count()
+
+
+def test_an_update_writes_the_orm_s_values_to_the_matching_rows_only(node, other_node):
+    seen = timezone.now().replace(microsecond=123456)
+
+    assert update_rows(User, {"last_seen": seen}, id=node.pk) == 1
+
+    node.refresh_from_db()
+    other_node.refresh_from_db()
+    assert (node.last_seen, other_node.last_seen) == (seen, None)
+
+
+def history_values(row) -> list:
+    columns = [
+        field.attname for field in TaskHistory._meta.concrete_fields if field.attname != "id"
+    ]
+    # A str where there was a UUID, or a naive time, compares unequal.
+    return [(name, getattr(row, name)) for name in columns]
+
+
+def test_inserted_rows_read_back_as_what_bulk_create_writes(node):
+    task = TaskFactory(assigned_node=node)
+
+    def rows():
+        return [
+            TaskHistory(task=task, action=HistoryAction.STATUS_CHANGE, from_value="pending",
+                        to_value="in_progress", performed_by=node),
+            TaskHistory(task=task, action=HistoryAction.STATUS_CHANGE, from_value="in_progress",
+                        to_value="failed", performed_by=None, cause="node_reported"),
+        ]  # fmt: skip
+
+    ours, theirs = rows(), rows()
+    insert_rows(TaskHistory, ours)
+    TaskHistory.objects.bulk_create(theirs)
+
+    stored = task.history.filter(action=HistoryAction.STATUS_CHANGE).order_by("id")
+    assert [history_values(row) for row in stored] == [
+        history_values(row) for row in [*ours, *theirs]
+    ]
+
+
+def test_the_first_claimable_task_is_the_orm_s_first(node, other_node):
+    now = timezone.now()
+    soon, later = now + timedelta(hours=1), now + timedelta(hours=2)
+    TaskFactory(assigned_node=other_node, locked_at=soon)
+    TaskFactory(assigned_node=node, locked_at=soon, status=TaskStatus.IN_PROGRESS)
+    TaskFactory(assigned_node=node, locked_at=later)
+    TaskFactory(assigned_node=node, locked_at=soon)  # the earliest deadline wins, not age
+    TaskFactory(assigned_node=node, locked_at=soon)
+
+    while (orm := Task.objects.claimable_by(node, now).first()) is not None:
+        assert field_values(Task.objects.claimable_first(node, now)) == field_values(orm)
+        Task.objects.filter(pk=orm.pk).update(status=TaskStatus.IN_PROGRESS)
+    assert Task.objects.claimable_first(node, now) is None
+
+
 @pytest.mark.django_db(transaction=True)
 def test_for_update_asks_for_a_row_lock_where_the_database_has_them(node):
     task = TaskFactory(assigned_node=node)
@@ -66,6 +141,17 @@ def test_for_update_asks_for_a_row_lock_where_the_database_has_them(node):
 
     locked = connection.features.has_select_for_update
     assert record.sql[-1].endswith(" FOR UPDATE") is locked
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_s_read_skips_locked_rows_where_the_database_has_them(node):
+    TaskFactory(assigned_node=node)
+
+    with transaction.atomic(), connection.execute_wrapper(record := SqlRecorder()):
+        assert Task.objects.claimable_first(node, timezone.now()) is not None
+
+    skips = connection.features.has_select_for_update_skip_locked
+    assert record.sql[-1].endswith(" FOR UPDATE SKIP LOCKED") is skips
 
 
 class SqlRecorder:

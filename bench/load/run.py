@@ -1,16 +1,22 @@
 """Load benchmark: taskmgmt under gunicorn on MariaDB, driven by wrk over loopback.
 
-    make bench-load                 # every scenario, 20 s each at 16 connections
-    DURATION=5 make bench-load      # a quick run
-    SCENARIOS=list_all,detail REPEAT=3 make bench-load
+    make bench-load                 # every scenario, medians of 3 rounds of 20 s, 16 connections
+    DURATION=5 REPEAT=1 make bench-load
+    SCENARIOS=list_all,detail REPEAT=5 make bench-load
+    PIN=1 make bench-load           # server on core 1, wrk on core 0 (CPU per request, quietly)
 
-Drops and recreates the MariaDB database `taskmgmt_load`, migrates it, seeds
-10 nodes + 1 admin and 100,000 tasks (seed.py), starts gunicorn as `make serve`
-does (gunicorn.conf.py, DEBUG off, Redis cache) pinned to core 1, and runs wrk
-pinned to core 0, one scenario at a time. Rate limits are raised for the run so
-they never answer 429, but still counted in Redis as in production. Prints a
-table and writes it with the raw numbers to bench/results/. Traffic goes to
-127.0.0.1 only; every wrk run is bounded by DURATION.
+Drops and recreates its own MariaDB database (BENCH_DB_NAME, default
+`taskmgmt_load`), migrates it, seeds it (seed.py: 10 nodes + 1 admin and
+100,000 tasks, a fleet of nodes for the heartbeat, pending tasks for the
+claim), and starts gunicorn exactly as `make serve` does (gunicorn.conf.py
+defaults, DEBUG off, Redis cache). By default nothing is pinned: server,
+MariaDB, Redis and wrk share the cores, as on a small box. Rounds alternate:
+each round runs every scenario once, `/healthz` first, so every figure is also
+given as a ratio to the `/healthz` floor of the same run. Rate limits are
+raised for the run so they never answer 429, but still counted in Redis as in
+production. Prints a table and writes it with the raw numbers to
+bench/results/. Traffic goes to 127.0.0.1 only; every wrk run is bounded by
+DURATION.
 """
 
 import contextlib
@@ -21,6 +27,7 @@ import resource
 import secrets
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -42,23 +49,39 @@ RESULTS_DIR = ROOT / "bench" / "results"
 PYTHON = sys.executable
 GUNICORN = str(Path(PYTHON).with_name("gunicorn"))
 
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 DURATION = int(os.environ.get("DURATION", 20))
 CONNECTIONS = int(os.environ.get("CONNECTIONS", 16))
-REPEAT = int(os.environ.get("REPEAT", 1))
-PORT = int(os.environ.get("PORT", 8050))
+REPEAT = int(os.environ.get("REPEAT", 3))
+# 0 (the default): a free port, so two benchmarks on one machine never meet.
+PORT = int(os.environ.get("PORT", 0)) or free_port()
 TASKS = int(os.environ.get("TASKS", 100_000))
 NODES = int(os.environ.get("NODES", 10))
+# The heartbeat's fleet: each request beats as the next of these nodes, each with its token.
+HEARTBEAT_NODES = int(os.environ.get("HEARTBEAT_NODES", 1000))
+CLAIM_NODES = int(os.environ.get("CLAIM_NODES", 16))
+# Pending tasks for the claim scenario: enough for 1,200 claims/s through every round.
+CLAIM_TASKS = int(os.environ.get("CLAIM_TASKS", (DURATION + 2) * REPEAT * 1200))
 DB_HOST = os.environ.get("DB_HOST", "127.0.0.1")
 DB_PORT = int(os.environ.get("DB_PORT", 3306))
 DB_USER = os.environ.get("DB_USER", "root")
 DB_PASSWORD = os.environ.get("DB_PASSWORD", "")
 DB_NAME = os.environ.get("BENCH_DB_NAME", "taskmgmt_load")
 CACHE_URL = os.environ.get("BENCH_CACHE_URL", "redis://127.0.0.1:6379/5")
+# PIN=1: the server on SERVER_CORES and wrk on CLIENT_CORES (the CPU per request with
+# nothing else on the server's core); by default nothing is pinned, as users run it.
+PIN = os.environ.get("PIN") == "1"
 SERVER_CORES = os.environ.get("SERVER_CORES", "1")
 CLIENT_CORES = os.environ.get("CLIENT_CORES", "0")
-# Server and wrk run at a higher priority (root only) so that other work on the
-# machine disturbs them less; MariaDB and Redis keep theirs.
-NICE = int(os.environ.get("NICE", -10 if os.geteuid() == 0 else 0))
+# Pinned, server and wrk run at a higher priority (root only) so that other work on
+# the machine disturbs them less; unpinned, everything keeps its priority, as deployed.
+NICE = int(os.environ.get("NICE", -10 if PIN and os.geteuid() == 0 else 0))
 # PROFILE=1: py-spy samples every gunicorn worker during each run and writes a profile
 # (PROFILE_FORMAT: flamegraph SVG, speedscope JSON or raw collapsed stacks) to bench/results/.
 PROFILE = os.environ.get("PROFILE") == "1"
@@ -66,13 +89,18 @@ PROFILE_FORMAT = os.environ.get("PROFILE_FORMAT", "flamegraph")
 PROFILE_SUFFIX = {"flamegraph": "svg", "speedscope": "json", "raw": "txt"}
 BASE_URL = f"http://127.0.0.1:{PORT}"
 
-
-def pinned(cores: str) -> list[str]:
-    return ["nice", "-n", str(NICE), "taskset", "-c", cores]
-
-
+ALL_SCENARIOS = [
+    "healthz", "list_all", "filter_pending", "detail", "shift_status", "heartbeat", "claim",
+    "login",
+]  # fmt: skip
 # Far above what 16 connections can send in a run: limits are checked but never hit.
 UNLIMITED = "10000000/m"
+
+
+def launcher(cores: str) -> list[str]:
+    """The prefix that starts the server or wrk: pinned and reniced, or nothing."""
+    prefix = ["nice", "-n", str(NICE)] if NICE else []
+    return [*prefix, "taskset", "-c", cores] if PIN else prefix
 
 
 @dataclass
@@ -83,6 +111,8 @@ class Scenario:
     path: str
     token: str | None = None
     env: dict = field(default_factory=dict)
+    # (method, path, token) of a request that tells whether this build has the endpoint.
+    probe: tuple | None = None
 
 
 @dataclass
@@ -93,10 +123,13 @@ class Result:
     p50_ms: float
     p99_ms: float
     non2xx: int
+    no_content: int  # 204 answers (a claim that found nothing)
     socket_errors: int
     peak_rss_mib: float
-    app_cpu_ms: float  # gunicorn CPU time per request
-    db_cpu_ms: float  # mariadbd + redis-server CPU time per request
+    app_cpu_ms: float  # gunicorn (master and workers) CPU time per request
+    db_cpu_ms: float  # mariadbd CPU time per request
+    redis_cpu_ms: float  # redis-server CPU time per request
+    app_cores: float  # cores gunicorn kept busy
     other_cores: float  # cores busy with anything else meanwhile: above ~0.1 the run was disturbed
 
 
@@ -123,17 +156,29 @@ def machine_busy_cpu() -> float:
     return (sum(ticks[:8]) - idle - iowait) / CLOCK_TICKS
 
 
-def store_pids() -> list[int]:
+def descendants(pid: int) -> list[int]:
+    """`pid` and every process below it."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                queue += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def store_pids() -> tuple[int, int]:
     """mariadbd's and redis-server's process ids: their CPU is part of each request's cost."""
     connection = MySQLdb.connect(host=DB_HOST, port=DB_PORT, user=DB_USER, password=DB_PASSWORD)
     with connection.cursor() as cursor:
         cursor.execute("SELECT @@pid_file")
         (pid_file,) = cursor.fetchone()
     connection.close()
-    return [
+    return (
         int(Path(pid_file).read_text()),
         redis.Redis.from_url(CACHE_URL).info("server")["process_id"],
-    ]
+    )
 
 
 def server_env() -> dict:
@@ -161,7 +206,7 @@ def recreate_database() -> None:
     connection.close()
 
 
-def prepare(env: dict, workdir: Path) -> dict:
+def prepare(env: dict, workdir: Path, claim_tasks: int) -> dict:
     started = time.perf_counter()
     recreate_database()
     manage = [PYTHON, "manage.py"]
@@ -174,20 +219,32 @@ def prepare(env: dict, workdir: Path) -> dict:
     seeded = subprocess.run(
         [PYTHON, str(LUA_DIR / "seed.py")],
         cwd=ROOT,
-        env={**env, "TASKS": str(TASKS), "NODES": str(NODES)},
+        env={
+            **env,
+            "TASKS": str(TASKS),
+            "NODES": str(NODES),
+            "CLAIM_TASKS": str(claim_tasks),
+            "CLAIM_NODES": str(CLAIM_NODES),
+            "HEARTBEAT_NODES": str(HEARTBEAT_NODES),
+        },
         check=True,
         capture_output=True,
         text=True,
     )
     data = json.loads(seeded.stdout)
-    log(f"seeded {data['tasks']} tasks on {NODES} nodes in {time.perf_counter() - started:.1f}s")
+    log(
+        f"seeded {data['tasks']} tasks on {NODES} nodes, {data['claim_tasks']} to claim, "
+        f"{HEARTBEAT_NODES} beating nodes in {time.perf_counter() - started:.1f}s"
+    )
     (workdir / "detail_ids.txt").write_text("\n".join(data["detail_ids"]) + "\n")
     (workdir / "pending.txt").write_text("\n".join(f"{n} {i}" for n, i in data["pending"]) + "\n")
+    (workdir / "claim_tokens.txt").write_text("\n".join(data["claim_tokens"]) + "\n")
+    (workdir / "beat_tokens.txt").write_text("\n".join(data["heartbeat_tokens"]) + "\n")
     return data
 
 
 class Server:
-    """gunicorn as `make serve` starts it, pinned to SERVER_CORES, its RSS sampled meanwhile."""
+    """gunicorn as `make serve` starts it, its tree's RSS sampled meanwhile."""
 
     def __init__(self, env: dict, log_path: Path):
         self.env = env
@@ -197,14 +254,21 @@ class Server:
         self.peak_pss = 0
         self._sampling = threading.Event()
 
+    def command(self) -> list[str]:
+        return [*launcher(SERVER_CORES), GUNICORN, "-c", "gunicorn.conf.py"]
+
+    def config(self) -> dict:
+        """gunicorn's resolved settings for this launch (workers, threads, preload)."""
+        printed = subprocess.run(
+            [*self.command(), "--print-config"],
+            cwd=ROOT, env=self.env, capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        return dict(re.findall(r"^(\w+)\s+= (.*)$", printed, re.MULTILINE))
+
     def start(self) -> None:
         self.log_file = self.log_path.open("w")
         self.process = subprocess.Popen(
-            [*pinned(SERVER_CORES), GUNICORN, "-c", "gunicorn.conf.py"],
-            cwd=ROOT,
-            env=self.env,
-            stdout=self.log_file,
-            stderr=subprocess.STDOUT,
+            self.command(), cwd=ROOT, env=self.env, stdout=self.log_file, stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -222,41 +286,37 @@ class Server:
         threading.Thread(target=self._sample_rss, daemon=True).start()
         log(f"gunicorn up (pid {self.process.pid}, workers {self.worker_pids()})")
 
-    def worker_pids(self) -> list[int]:
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        try:
-            return [int(pid) for pid in children.read_text().split()]
-        except OSError:
-            return []
+    def pids(self) -> list[int]:
+        return descendants(self.process.pid)
 
-    def memory_kib(self, file: str, field: str) -> int:
-        """`field` (Rss, Pss) summed over the master and its workers."""
+    def worker_pids(self) -> list[int]:
+        return self.pids()[1:]
+
+    def memory_kib(self, field: str) -> int:
+        """`field` (Rss, Pss) summed over the server's whole process tree."""
         total = 0
-        for pid in [self.process.pid, *self.worker_pids()]:
+        for pid in self.pids():
             try:
-                text = Path(f"/proc/{pid}/{file}").read_text()
+                text = Path(f"/proc/{pid}/smaps_rollup").read_text()
             except OSError:
                 continue
             match = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
             total += int(match.group(1)) if match else 0
         return total
 
-    def rss_kib(self) -> int:
-        # smaps_rollup walks the page tables; /proc/PID/status's VmRSS may lag behind.
-        return self.memory_kib("smaps_rollup", "Rss")
-
     def _sample_rss(self) -> None:
+        # smaps_rollup walks the page tables; /proc/PID/status's VmRSS may lag behind.
         while self._sampling.is_set():
-            self.peak_rss = max(self.peak_rss, self.rss_kib())
+            self.peak_rss = max(self.peak_rss, self.memory_kib("Rss"))
             # PSS counts the pages workers share with the master (preload_app) once.
-            self.peak_pss = max(self.peak_pss, self.memory_kib("smaps_rollup", "Pss"))
+            self.peak_pss = max(self.peak_pss, self.memory_kib("Pss"))
             time.sleep(0.2)
 
     def cpu(self) -> float:
-        return sum(process_cpu(pid) for pid in [self.process.pid, *self.worker_pids()])
+        return sum(process_cpu(pid) for pid in self.pids())
 
     def reset_peak(self) -> None:
-        self.peak_rss = self.rss_kib()
+        self.peak_rss, self.peak_pss = self.memory_kib("Rss"), self.memory_kib("Pss")
 
     def stop(self) -> None:
         self._sampling.clear()
@@ -279,36 +339,71 @@ def http_json(method: str, path: str, body: dict | None = None, token: str | Non
         | ({"Authorization": f"Bearer {token}"} if token else {}),
     )
     with urllib.request.urlopen(request, timeout=10) as response:
-        return json.load(response)
+        return json.load(response) if response.status != 204 else None
 
 
 def login(email: str, password: str) -> str:
     return http_json("POST", "/api/auth/login", {"username": email, "password": password})["token"]
 
 
-def scenarios(data: dict, workdir: Path) -> list[Scenario]:
-    admin_token = login(data["admin"], data["password"])
-    node_tokens = [login(email, data["password"]) for email in data["nodes"]]
-    (workdir / "tokens.txt").write_text("\n".join(node_tokens) + "\n")
-    return [
-        Scenario("list_all", "(a) GET /api/tasks/all?limit=50, admin", "get.lua",
-                 "/api/tasks/all?limit=50", admin_token),
-        Scenario("filter_pending", "(b) GET /api/tasks/filter/pending?limit=50, node",
-                 "get.lua", "/api/tasks/filter/pending?limit=50", node_tokens[0]),
-        Scenario("detail", "(c) GET /api/tasks/{id}, its node", "detail.lua", "/",
-                 node_tokens[0], {"BENCH_IDS": str(workdir / "detail_ids.txt")}),
-        Scenario("shift_status", "(d) PUT /api/tasks/shift-status pending→in_progress",
-                 "shift.lua", "/", None,
-                 {"BENCH_IDS": str(workdir / "pending.txt"),
-                  "BENCH_TOKENS": str(workdir / "tokens.txt")}),
-        Scenario("login", "(e) POST /api/auth/login", "login.lua", "/api/auth/login", None,
-                 {"BENCH_EMAIL": data["nodes"][-1], "BENCH_PASSWORD": data["password"]}),
-    ]  # fmt: skip
-
-
 def health_scenario() -> Scenario:
     """The floor: gunicorn + Django + one SELECT 1, no auth. Not one of the targets."""
-    return Scenario("healthz", "GET /healthz (floor, no auth)", "get.lua", "/healthz")
+    return Scenario("healthz", "GET /healthz (the floor)", "get.lua", "/healthz")
+
+
+def scenarios(data: dict, workdir: Path, wanted: set[str]) -> list[Scenario]:
+    every = [health_scenario()]
+    if not wanted & {"list_all", "filter_pending", "detail", "shift_status"}:
+        node_tokens, admin_token = [], None
+    else:
+        admin_token = login(data["admin"], data["password"])
+        node_tokens = [login(email, data["password"]) for email in data["nodes"]]
+        (workdir / "tokens.txt").write_text("\n".join(node_tokens) + "\n")
+        every += [
+            Scenario("list_all", "(a) GET /api/tasks/all?limit=50, admin", "get.lua",
+                     "/api/tasks/all?limit=50", admin_token),
+            Scenario("filter_pending", "(b) GET /api/tasks/filter/pending?limit=50, node",
+                     "get.lua", "/api/tasks/filter/pending?limit=50", node_tokens[0]),
+            Scenario("detail", "(c) GET /api/tasks/{id}, its node", "detail.lua", "/",
+                     node_tokens[0], {"BENCH_IDS": str(workdir / "detail_ids.txt")}),
+            Scenario("shift_status", "(d) PUT /api/tasks/shift-status pending→in_progress",
+                     "shift.lua", "/", None,
+                     {"BENCH_IDS": str(workdir / "pending.txt"),
+                      "BENCH_TOKENS": str(workdir / "tokens.txt")}),
+        ]  # fmt: skip
+    if "heartbeat" in wanted:
+        every.append(
+            Scenario("heartbeat", f"POST /api/nodes/heartbeat, {HEARTBEAT_NODES} nodes",
+                     "post.lua", "/api/nodes/heartbeat", None,
+                     {"BENCH_TOKENS": str(workdir / "beat_tokens.txt")},
+                     ("POST", "/api/nodes/heartbeat", data["heartbeat_tokens"][0]))
+        )  # fmt: skip
+    if "claim" in wanted:  # its nodes and tasks are seeded only then
+        every.append(
+            Scenario("claim", f"POST /api/tasks/claim, {CLAIM_NODES} nodes", "post.lua",
+                     "/api/tasks/claim", None, {"BENCH_TOKENS": str(workdir / "claim_tokens.txt")},
+                     ("POST", "/api/tasks/claim", data["claim_tokens"][0]))
+        )  # fmt: skip
+    every.append(
+        Scenario("login", "(e) POST /api/auth/login", "login.lua", "/api/auth/login", None,
+                 {"BENCH_EMAIL": data["nodes"][-1], "BENCH_PASSWORD": data["password"]})
+    )  # fmt: skip
+    return [s for s in every if s.name in wanted]
+
+
+def missing_endpoint(scenario: Scenario) -> str | None:
+    """Why the scenario cannot run on this build (its endpoint is not routed), or None."""
+    if scenario.probe is None:
+        return None
+    method, path, token = scenario.probe
+    try:
+        http_json(method, path, token=token)
+    except urllib.error.HTTPError as error:
+        # 405: the path matched another route (/api/tasks/<taskId> takes "claim").
+        if error.code in (404, 405):
+            return f"{method} {path} answers {error.code}: not in this build"
+        raise
+    return None
 
 
 def warm_up(scenario_list: list[Scenario]) -> None:
@@ -338,9 +433,15 @@ def start_profiler(server: Server, scenario: Scenario) -> subprocess.Popen:
     )  # fmt: skip
 
 
-def run_wrk(scenario: Scenario, server: Server, shift_offset: int, db_pids: list[int]) -> Result:
+def children_cpu() -> float:
+    """CPU seconds of finished child processes (wrk runs as one)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_wrk(scenario: Scenario, server: Server, shift_offset: int, stores: tuple) -> Result:
     command = [
-        *pinned(CLIENT_CORES), "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}s",
+        *launcher(CLIENT_CORES), "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}s",
         "--timeout", "30s", "-s", str(LUA_DIR / scenario.script),
     ]  # fmt: skip
     if scenario.token:
@@ -354,17 +455,21 @@ def run_wrk(scenario: Scenario, server: Server, shift_offset: int, db_pids: list
     }
     server.reset_peak()
     profiler = start_profiler(server, scenario) if PROFILE else None
-    before = (server.cpu(), sum(map(process_cpu, db_pids)), machine_busy_cpu(), children_cpu())
+
+    def clocks():
+        return (
+            server.cpu(),
+            *map(process_cpu, stores),
+            machine_busy_cpu(),
+            children_cpu(),
+        )
+
+    before = clocks()
     output = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=DURATION + 60, check=True
     ).stdout
-    app_cpu, db_cpu, busy, wrk_cpu = (
-        after - start
-        for after, start in zip(
-            (server.cpu(), sum(map(process_cpu, db_pids)), machine_busy_cpu(), children_cpu()),
-            before,
-            strict=True,
-        )
+    app_cpu, db_cpu, redis_cpu, busy, wrk_cpu = (
+        after - start for after, start in zip(clocks(), before, strict=True)
     )
     if profiler:
         profiler.wait(timeout=60)
@@ -380,59 +485,98 @@ def run_wrk(scenario: Scenario, server: Server, shift_offset: int, db_pids: list
         p50_ms=raw["p50_us"] / 1000,
         p99_ms=raw["p99_us"] / 1000,
         non2xx=raw["non2xx"],
+        no_content=raw["no_content"],
         socket_errors=raw["socket_errors"],
         peak_rss_mib=server.peak_rss / 1024,
         app_cpu_ms=app_cpu * 1000 / requests,
         db_cpu_ms=db_cpu * 1000 / requests,
-        other_cores=max(busy - app_cpu - db_cpu - wrk_cpu, 0) / seconds,
+        redis_cpu_ms=redis_cpu * 1000 / requests,
+        app_cores=app_cpu / seconds,
+        other_cores=max(busy - app_cpu - db_cpu - redis_cpu - wrk_cpu, 0) / seconds,
     )
-
-
-def children_cpu() -> float:
-    """CPU seconds of finished child processes (wrk runs as one)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def median_result(results: list[Result]) -> Result:
-    """Medians of each figure over the repeats (counts summed)."""
-    return Result(
-        scenario=results[0].scenario,
-        requests=sum(r.requests for r in results),
-        rps=statistics.median(r.rps for r in results),
-        p50_ms=statistics.median(r.p50_ms for r in results),
-        p99_ms=statistics.median(r.p99_ms for r in results),
-        non2xx=sum(r.non2xx for r in results),
-        socket_errors=sum(r.socket_errors for r in results),
-        peak_rss_mib=max(r.peak_rss_mib for r in results),
-        app_cpu_ms=statistics.median(r.app_cpu_ms for r in results),
-        db_cpu_ms=statistics.median(r.db_cpu_ms for r in results),
-        other_cores=max(r.other_cores for r in results),
-    )
+    """Medians of each figure over the rounds (counts summed, peaks the highest)."""
+    summed = {"requests", "non2xx", "no_content", "socket_errors"}
+    highest = {"peak_rss_mib", "other_cores"}
+    values = {}
+    for name in Result.__dataclass_fields__:
+        column = [getattr(r, name) for r in results]
+        if name == "scenario":
+            values[name] = column[0]
+        elif name in summed:
+            values[name] = sum(column)
+        elif name in highest:
+            values[name] = max(column)
+        else:
+            values[name] = statistics.median(column)
+    return Result(**values)
 
 
-def table(rows: list[tuple[Scenario, Result]], peak_mib: float, peak_pss_mib: float) -> str:
+def ratio(value: float, floor: float | None) -> str:
+    return f" ({value / floor:.2f}x)" if floor else ""
+
+
+def table(rows: list[tuple[Scenario, Result]], skipped: list[tuple[Scenario, str]]) -> str:
+    floor = next((r for s, r in rows if s.name == "healthz"), None)
     lines = [
-        "| scenario | req/s | p50 ms | p99 ms | non-2xx | app CPU ms/req | DB CPU ms/req "
-        "| peak RSS MiB | other load |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| scenario | req/s (x healthz) | p50 ms | p99 ms (x healthz) | non-2xx "
+        "| server CPU ms/req (x healthz) | server cores | MariaDB CPU ms/req "
+        "| Redis CPU ms/req | peak RSS MiB | other load |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    lines += [
-        f"| {s.title} | {r.rps:.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | "
-        f"{r.non2xx + r.socket_errors} | {r.app_cpu_ms:.2f} | {r.db_cpu_ms:.2f} | "
-        f"{r.peak_rss_mib:.0f} | {r.other_cores:.2f} |"
-        for s, r in rows
-    ]
-    lines.append(
-        f"\nServer peak memory: {peak_mib:.0f} MiB RSS summed over the gunicorn processes "
-        f"({peak_pss_mib:.0f} MiB PSS, counting pages they share once)."
-    )
-    lines.append(
-        "app / DB CPU ms/req: CPU time of gunicorn / mariadbd + redis-server per request. "
-        "other load: cores "
-        "kept busy meanwhile by unrelated processes (0 on a quiet machine)."
-    )
+    for s, r in rows:
+        rps_ratio = ratio(r.rps, floor.rps if floor else None)
+        p99_ratio = ratio(r.p99_ms, floor.p99_ms if floor else None)
+        cpu_ratio = ratio(r.app_cpu_ms, floor.app_cpu_ms if floor else None)
+        lines.append(
+            f"| {s.title} | {r.rps:.0f}{rps_ratio} | {r.p50_ms:.1f} | {r.p99_ms:.1f}{p99_ratio} "
+            f"| {r.non2xx + r.socket_errors} | {r.app_cpu_ms:.2f}{cpu_ratio} | {r.app_cores:.2f} "
+            f"| {r.db_cpu_ms:.2f} | {r.redis_cpu_ms:.2f} | {r.peak_rss_mib:.0f} "
+            f"| {r.other_cores:.2f} |"
+        )
+    lines += [f"| {s.title} | skipped: {reason} | | | | | | | | | |" for s, reason in skipped]
     return "\n".join(lines)
+
+
+# Issue 13 and issue 11's targets, unpinned at 16 connections: (scenario, min req/s, max p99 ms).
+TARGETS = {
+    "list_all": (260, 100),
+    "filter_pending": (260, 100),
+    "detail": (830, 100),
+    "shift_status": (460, 100),
+    "heartbeat": (1000, 50),
+}
+RSS_TARGET_MIB = 256
+
+
+def verdicts(rows: list[tuple[Scenario, Result]]) -> list[str]:
+    """One line per target: the figure, the bar, met or not."""
+    results = {s.name: r for s, r in rows}
+    lines = []
+    for name, (min_rps, max_p99) in TARGETS.items():
+        if name in results:
+            r = results[name]
+            met = r.rps >= min_rps and r.p99_ms < max_p99 and r.non2xx + r.socket_errors == 0
+            lines.append(
+                f"- {name}: {r.rps:.0f} req/s (≥ {min_rps}), p99 {r.p99_ms:.1f} ms "
+                f"(< {max_p99}): {'met' if met else 'NOT met'}"
+            )
+    if "claim" in results and "shift_status" in results:
+        claim, shift = results["claim"].rps, results["shift_status"].rps
+        lines.append(
+            f"- claim: {claim:.0f} req/s, shift-status {shift:.0f}: "
+            f"{'met' if claim >= shift else 'NOT met'} (claim at least as fast)"
+        )
+    outside_login = [r.peak_rss_mib for s, r in rows if s.name != "login"]
+    if outside_login:
+        peak = max(outside_login)
+        lines.append(
+            f"- peak server RSS outside login: {peak:.0f} MiB (≤ {RSS_TARGET_MIB}): "
+            f"{'met' if peak <= RSS_TARGET_MIB else 'NOT met'}"
+        )
+    return lines
 
 
 def machine() -> str:
@@ -447,64 +591,103 @@ def machine() -> str:
     mariadb = subprocess.run(
         ["mariadbd", "--version"], capture_output=True, text=True, check=False
     ).stdout.strip()
-    return f"{os.cpu_count()} cores ({cpu}); {mariadb}"
+    memory = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+    return f"{os.cpu_count()} cores ({cpu}), {memory / 2**20:.0f} GiB; {mariadb}"
 
 
 def main() -> int:
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed: apt-get install wrk")
-    wanted = os.environ.get("SCENARIOS", "list_all,filter_pending,detail,shift_status,login")
-    wanted = [name.strip() for name in wanted.split(",") if name.strip()]
+    wanted = os.environ.get("SCENARIOS", ",".join(ALL_SCENARIOS))
+    # /healthz always runs: every figure is also given as a ratio to it.
+    wanted = {"healthz"} | {name.strip() for name in wanted.split(",") if name.strip()}
+    if unknown := wanted - set(ALL_SCENARIOS):
+        sys.exit(f"unknown scenarios {sorted(unknown)}; known: {', '.join(ALL_SCENARIOS)}")
     env = server_env()
     workdir = Path(tempfile.mkdtemp(prefix="taskmgmt-load-"))
-    data = prepare(env, workdir)
+    load_before = os.getloadavg()[0]
+    data = prepare(env, workdir, CLAIM_TASKS if "claim" in wanted else 0)
     server = Server(env, workdir / "gunicorn.log")
+    config = server.config()
     server.start()
-    db_pids = store_pids()
-    threads = int(os.environ.get("GUNICORN_THREADS", 4))  # gunicorn.conf.py's default
-    worker_kind = "sync" if threads == 1 else f"gthread ({threads} threads)"
+    stores = store_pids()
     try:
-        every = [health_scenario()]
-        if set(wanted) - {"healthz"}:
-            every += scenarios(data, workdir)
-        chosen = [s for s in every if s.name in wanted]
+        chosen = scenarios(data, workdir, wanted)
+        skipped = [(s, reason) for s in chosen if (reason := missing_endpoint(s))]
+        for s, reason in skipped:
+            log(f"{s.name} skipped: {reason}")
+        chosen = [s for s in chosen if s not in [s for s, _ in skipped]]
         warm_up(chosen)
         shift_offset = 0
-        rows = []
-        for scenario in chosen:
-            results = []
-            for attempt in range(REPEAT):
-                if scenario.name == "shift_status" and shift_offset >= len(data["pending"]):
-                    raise RuntimeError("out of pending tasks: seed more TASKS or shorten DURATION")
-                result = run_wrk(scenario, server, shift_offset, db_pids)
-                if scenario.name == "shift_status":
-                    shift_offset += result.requests + CONNECTIONS
-                log(
-                    f"{scenario.name} #{attempt + 1}: {result.rps:.0f} req/s, "
-                    f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, "
-                    f"non-2xx {result.non2xx}, socket errors {result.socket_errors}, "
-                    f"app CPU {result.app_cpu_ms:.2f} ms/req, "
-                    f"DB CPU {result.db_cpu_ms:.2f} ms/req, "
-                    f"other load {result.other_cores:.2f} cores"
-                )
-                results.append(result)
-            rows.append((scenario, median_result(results)))
-        peak, peak_pss = server.peak_rss, server.peak_pss
-        workers = len(server.worker_pids())  # counted now: at start some may still be booting
+        results = {s.name: [] for s in chosen}
+        # Logins last, in rounds of their own: the memory their Argon2 hashes took stays
+        # with the workers and would count as every later scenario's peak.
+        steady = [s for s in chosen if s.name != "login"]
+        logins = [s for s in chosen if s.name == "login"]
+        plan = [(n, s) for group in (steady, logins) for n in range(1, REPEAT + 1) for s in group]
+        for round_number, scenario in plan:
+            if scenario.name == "shift_status" and shift_offset >= len(data["pending"]):
+                log("shift_status: out of pending tasks; seed more TASKS or shorten DURATION")
+                continue
+            result = run_wrk(scenario, server, shift_offset, stores)
+            if scenario.name == "shift_status":
+                shift_offset += result.requests + CONNECTIONS
+            log(
+                f"round {round_number} {scenario.name}: {result.rps:.0f} req/s, "
+                f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, "
+                f"non-2xx {result.non2xx}, 204 {result.no_content}, "
+                f"socket errors {result.socket_errors}, "
+                f"server CPU {result.app_cpu_ms:.2f} ms/req on {result.app_cores:.2f} cores, "
+                f"MariaDB {result.db_cpu_ms:.2f} ms/req, Redis {result.redis_cpu_ms:.2f}, "
+                f"RSS {result.peak_rss_mib:.0f} MiB, other load {result.other_cores:.2f} cores"
+            )
+            results[scenario.name].append(result)
+        rows = [(s, median_result(results[s.name])) for s in chosen if results[s.name]]
+        peak_pss = server.peak_pss
     finally:
         server.stop()
-    report = (
-        f"{machine()}\ngunicorn: {workers} {worker_kind} workers, "
-        f"{CONNECTIONS} connections, {DURATION} s x {REPEAT}, {TASKS} tasks, "
-        f"server on core {SERVER_CORES}, wrk on core {CLIENT_CORES}\n\n"
-        + table(rows, max(peak, *(r.peak_rss_mib * 1024 for _, r in rows)) / 1024, peak_pss / 1024)
+    worker_kind = "sync" if config.get("threads") == "1" else f"gthread x {config.get('threads')}"
+    placement = (
+        f"server on core {SERVER_CORES}, wrk on core {CLIENT_CORES} (PIN=1)"
+        if PIN
+        else "unpinned: server, MariaDB, Redis and wrk share every core"
+    )
+    notes = []
+    if any(r.no_content for s, r in rows if s.name == "claim"):
+        notes.append("claim ran out of pending tasks (204 answers): raise CLAIM_TASKS")
+    report = "\n".join(
+        [
+            machine(),
+            f"gunicorn: {config.get('workers')} workers ({worker_kind}), preload "
+            f"{config.get('preload_app')}; {placement}",
+            f"{CONNECTIONS} connections, medians of {REPEAT} alternating rounds x {DURATION} s, "
+            f"{TASKS} tasks on {NODES} nodes; load average before the run {load_before:.2f}",
+            "",
+            table(rows, skipped),
+            "",
+            "server CPU: gunicorn's whole process tree; server cores: how many cores it kept "
+            "busy; MariaDB / Redis CPU: mariadbd's / redis-server's CPU time per request; "
+            "peak RSS: the server tree's, summed "
+            f"(highest PSS {peak_pss / 1024:.0f} MiB); other load: cores kept busy by unrelated "
+            "processes meanwhile (0 on a quiet machine).",
+            "",
+            "Targets (issue 13 item 2, issue 11 item 8; they are set for unpinned runs):",
+            *verdicts(rows),
+            *notes,
+        ]
     )
     print(report)
     RESULTS_DIR.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     (RESULTS_DIR / f"load-{stamp}.md").write_text(report + "\n")
     (RESULTS_DIR / f"load-{stamp}.json").write_text(
-        json.dumps([r.__dict__ for _, r in rows], indent=1)
+        json.dumps(
+            {
+                "median": [r.__dict__ for _, r in rows],
+                "rounds": {name: [r.__dict__ for r in rs] for name, rs in results.items()},
+            },
+            indent=1,
+        )
     )
     log(f"gunicorn log: {workdir / 'gunicorn.log'}")
     return 0

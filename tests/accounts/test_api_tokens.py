@@ -3,6 +3,7 @@
 import base64
 import json
 import threading
+import time
 from datetime import timedelta
 
 import jwt
@@ -300,6 +301,19 @@ def test_a_deactivated_users_access_token_stops_working():
 
     node.is_active = False
     node.save()
+
+    assert_json_error(client.get(PROFILE), 401)
+
+
+def test_a_token_that_worked_stops_working_when_it_expires():
+    """A token's verification is kept per process; its expiry is not."""
+    node = NodeFactory()
+    token = AccessToken.for_user(node)
+    token.set_exp(lifetime=timedelta(seconds=1))
+    client = bearer(token)
+    assert client.get(PROFILE).status_code == 200
+
+    time.sleep(max(token["exp"] - time.time(), 0) + 0.1)
 
     assert_json_error(client.get(PROFILE), 401)
 
