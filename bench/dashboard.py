@@ -138,6 +138,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="taskmgmt-bench-") as workdir:
         os.environ["DASHBOARD_CACHE_SECONDS"] = "0"
         os.environ.setdefault("ALLOWED_HOSTS", "testserver")
+        # The timings, not a JSON line per timed request.
+        os.environ.setdefault("LOG_LEVEL", "WARNING")
         # DEBUG off, as served: the admin's static files need their manifest.
         os.environ["STATIC_ROOT"] = str(Path(workdir) / "static")
         sweep.setup_django(sweep.bench_database_url(Path(workdir)))

@@ -9,7 +9,7 @@ import heapq
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from django.conf import settings
@@ -151,16 +151,23 @@ def task_change_status(*, task_id: UUID, node, status: str, reason: str = "") ->
     return task
 
 
+CLAIM_STAMP_RESOLUTION = timedelta(seconds=1)
+
+
 def task_claim(*, node, now: datetime | None = None) -> Task | None:
     """Start the node's next claimable task (`Task.objects.claimable_by`); None if none.
 
     A claim is a heartbeat too, written first in its own statement: inside the
     claim's transaction the node's row lock would make its concurrent claims
-    queue. SKIP LOCKED gives concurrent claims different tasks and passes over
-    a task the sweep or an admin holds this instant.
+    queue. A node stamped less than CLAIM_STAMP_RESOLUTION ago (its last beat or
+    claim, as its token's user was read) is not stamped again: liveness counts in
+    beats of seconds, and a node claiming short tasks back to back would pay a
+    second write per claim for nothing. SKIP LOCKED gives concurrent claims
+    different tasks and passes over a task the sweep or an admin holds this instant.
     """
     now = now or timezone.now()
-    node_heartbeat(node_id=node.pk, now=now)
+    if node.last_seen is None or now - node.last_seen >= CLAIM_STAMP_RESOLUTION:
+        node_heartbeat(node_id=node.pk, now=now)
     with transaction.atomic():
         task = Task.objects.claimable_first(node, now)
         if task is None:
