@@ -29,6 +29,7 @@ from tasks.models import Task, TaskHistory
 from tests.api import assert_json_error
 from tests.factories import AdminFactory, NodeFactory
 from tests.mariadb import wait_until_blocked
+from tests.shared_redis import redis_database
 
 ROOT = Path(__file__).resolve().parent.parent
 TASKS, SIGNUP = "/api/tasks", "/api/auth/signup"
@@ -376,16 +377,8 @@ print(json.dumps({"status": response.status_code, "body": response.content.decod
 
 @pytest.fixture
 def redis_url():
-    server = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
-    try:
-        server.ping()
-    except redis.ConnectionError:
-        if os.environ.get("CI"):
-            pytest.fail("Redis is not running on 127.0.0.1:6379; .ci/run starts it")
-        pytest.skip("Redis is not running on 127.0.0.1:6379 (CI runs this test)")
-    server.flushdb()
-    yield f"redis://127.0.0.1:6379/{REDIS_DB}"
-    server.flushdb()
+    with redis_database(REDIS_DB) as url:
+        yield url
 
 
 def post_in_a_new_process(redis_url, token, path, body, key) -> dict:

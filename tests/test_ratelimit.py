@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import redis
 from django.test import override_settings
 from rest_framework.test import APIClient
 
 from tests.factories import PASSWORD, NodeFactory
+from tests.shared_redis import redis_database
 
 LOGIN = "/api/auth/login"
 PROFILE = "/api/auth/profile"
@@ -157,16 +157,8 @@ for _ in range(int(sys.argv[1])):
 
 @pytest.fixture
 def redis_db():
-    server = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
-    try:
-        server.ping()
-    except redis.ConnectionError:
-        if os.environ.get("CI"):
-            pytest.fail("Redis is not running on 127.0.0.1:6379; .ci/run starts it")
-        pytest.skip("Redis is not running on 127.0.0.1:6379 (CI runs this test)")
-    server.flushdb()
-    yield f"redis://127.0.0.1:6379/{REDIS_DB}"
-    server.flushdb()
+    with redis_database(REDIS_DB) as url:
+        yield url
 
 
 def logins_in_a_new_process(cache_url: str, count: int, database: Path) -> list[int]:
