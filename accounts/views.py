@@ -235,8 +235,9 @@ class NodeViewSet(viewsets.GenericViewSet):
     )
     def heartbeat(self, request):
         held = set()
-        # A beat without a body (the common one) has nothing to validate.
-        if request.data:
+        # A beat without a body (the common one), or with {}, has nothing to validate;
+        # any other body must be the object the schema names (null, [] or 0 is a 400).
+        if not isinstance(request.data, dict) or request.data:
             serializer = HeartbeatSerializer(data=request.data)
             serializer.is_valid(raise_exception=True)
             held = set(serializer.validated_data.get("taskIds", ()))

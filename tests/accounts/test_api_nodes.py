@@ -125,6 +125,15 @@ def test_a_heartbeat_with_bad_task_ids_is_400_and_stamps_nothing(node_client, no
     assert node.last_seen is None
 
 
+@pytest.mark.parametrize("raw", ["null", "[]", "0", "false", '""', '["taskIds"]'])
+def test_a_heartbeat_whose_body_is_not_an_object_is_400_and_stamps_nothing(node_client, node, raw):
+    response = node_client.post("/api/nodes/heartbeat", raw, content_type="application/json")
+
+    assert_json_error(response, 400)
+    node.refresh_from_db()
+    assert node.last_seen is None
+
+
 def test_an_admin_cannot_beat(admin_client, admin_user):
     assert_json_error(beat(admin_client), 403)
 
