@@ -7,6 +7,16 @@ from django.db import connection
 
 WAIT = 10  # seconds; a test that needs longer has deadlocked
 
+# The marks of a module whose tests race real transactions through row locks.
+ROW_LOCK_TESTS = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.mysql,
+    pytest.mark.skipif(
+        connection.vendor == "sqlite",
+        reason="needs row locks and SKIP LOCKED: SQLite runs one writer at a time",
+    ),
+]
+
 
 def own_connection(work):
     """`work` as a thread runs it: on its own connection, closed when done."""

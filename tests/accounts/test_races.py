@@ -20,7 +20,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from accounts import services
 from accounts.models import User
 from tests.factories import PASSWORD, AdminFactory, NodeFactory
-from tests.mariadb import wait_until_blocked
+from tests.mariadb import WAIT, wait_until_blocked
 
 ROW_LOCKS = pytest.mark.skipif(
     connection.vendor == "sqlite", reason="needs row locks: SQLite runs one writer at a time"
@@ -31,7 +31,6 @@ OWN_CONNECTIONS = pytest.mark.skipif(
     connection.vendor == "sqlite",
     reason="the live server's threads share one in-memory SQLite connection",
 )
-WAIT = 10  # seconds; a test that needs longer has deadlocked
 NEW_PASSWORD = "a-brand-new-long-passphrase"
 
 

@@ -8,8 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-import pytest
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import User
@@ -17,19 +16,11 @@ from tasks.actor import acting_as
 from tasks.models import FailureCause, HistoryAction, Task, TaskHistory, TaskStatus
 from tasks.services import task_assign, task_claim, tasks_expire, tasks_fail_over
 from tests.factories import NodeFactory
-from tests.mariadb import own_connection, wait_until_blocked
+from tests.mariadb import ROW_LOCK_TESTS, WAIT, own_connection, wait_until_blocked
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.mysql,
-    pytest.mark.skipif(
-        connection.vendor == "sqlite",
-        reason="needs row locks and SKIP LOCKED: SQLite runs one writer at a time",
-    ),
-]
+pytestmark = ROW_LOCK_TESTS
 
 PENDING, IN_PROGRESS, FAILED = TaskStatus.PENDING, TaskStatus.IN_PROGRESS, TaskStatus.FAILED
-WAIT = 10  # seconds; a test that needs longer has deadlocked
 # A claim that skips a locked row answers at once; one that waited would take the lock's time.
 QUICK = 2.0
 

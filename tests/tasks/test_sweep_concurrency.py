@@ -8,25 +8,17 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from tasks.actor import acting_as
 from tasks.models import HistoryAction, InvalidStatusTransition, Task, TaskHistory, TaskStatus
 from tasks.services import task_change_status, tasks_expire
-from tests.mariadb import own_connection, wait_until_blocked
+from tests.mariadb import ROW_LOCK_TESTS, WAIT, own_connection, wait_until_blocked
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.mysql,
-    pytest.mark.skipif(
-        connection.vendor == "sqlite",
-        reason="needs row locks and SKIP LOCKED: SQLite runs one writer at a time",
-    ),
-]
+pytestmark = ROW_LOCK_TESTS
 
 IN_PROGRESS, COMPLETED, FAILED = TaskStatus.IN_PROGRESS, TaskStatus.COMPLETED, TaskStatus.FAILED
-WAIT = 10  # seconds; a test that needs longer has deadlocked
 
 
 def make_tasks(node, count, *, deadline):
