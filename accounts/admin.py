@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
+from accounts import heartbeats
 from accounts.hashers import HashQueueFull
 from accounts.models import Liveness, Role, User
 from accounts.throttling import login_allowed
@@ -144,6 +145,7 @@ class UserAdmin(DjangoUserAdmin):
 
     def get_queryset(self, request):
         # One clock for the whole page, in SQL: the same rule as the API and the sweep.
+        heartbeats.flush()
         return super().get_queryset(request).with_liveness(timezone.now())
 
     @admin.display(description="liveness", ordering="liveness")

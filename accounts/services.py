@@ -19,9 +19,9 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
+from accounts import heartbeats
 from accounts.models import User
 from taskmgmt.api import Conflict
-from taskmgmt.sql import update_rows
 
 EMAIL_TAKEN = "A user with this email already exists."
 
@@ -104,10 +104,11 @@ def user_change_password(*, user: User, password: str) -> None:
 def node_heartbeat(*, node_id: UUID, now: datetime) -> None:
     """Stamp the node's `last_seen` with the server's clock, never the node's.
 
-    One UPDATE by primary key: no instance saved, no signal, no history row,
-    since every node runs this every few seconds.
+    No instance saved, no signal, no history row, since every node runs this
+    every few seconds: one Redis command, written to the database with the
+    other nodes' beats in batches (accounts/heartbeats.py).
     """
-    update_rows(User, {"last_seen": now}, id=node_id)
+    heartbeats.record(node_id=node_id, now=now)
 
 
 def user_deactivate(*, user: User) -> None:

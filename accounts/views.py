@@ -18,7 +18,7 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
-from accounts import services
+from accounts import heartbeats, services
 from accounts.authentication import JWTAuthentication
 from accounts.hashers import HashQueueFull
 from accounts.models import User
@@ -263,6 +263,7 @@ class NodeViewSet(viewsets.GenericViewSet):
     )
     def list_nodes(self, request):
         # Not `list`: drf-spectacular would document the envelope as an array.
+        heartbeats.flush()
         nodes = list(
             User.objects.nodes()
             .filter(is_active=True)

@@ -325,6 +325,13 @@ NODE_HEARTBEAT_SECONDS = env.int("NODE_HEARTBEAT_SECONDS", default=10)
 # Down after three missed beats: long enough that a slow network or a GC pause is
 # not a death, short enough that a dead node's work moves within a minute.
 NODE_DOWN_AFTER = env.int("NODE_DOWN_AFTER", default=3 * NODE_HEARTBEAT_SECONDS)
+# Where the cache is Redis, beats wait there and the first beat this long after
+# the last flush writes them all (accounts/heartbeats.py); liveness reads flush first.
+NODE_HEARTBEAT_FLUSH_SECONDS = env.float("NODE_HEARTBEAT_FLUSH_SECONDS", default=1.0)
+if not 0 < NODE_HEARTBEAT_FLUSH_SECONDS <= NODE_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured(
+        "NODE_HEARTBEAT_FLUSH_SECONDS must be above 0 and at most NODE_HEARTBEAT_SECONDS."
+    )
 # off: a down node's tasks wait for their deadline and a human (the original's
 # behaviour, so the safe default); reassign: the sweep moves them to alive nodes.
 FAILOVER = env.str("FAILOVER", default="off")

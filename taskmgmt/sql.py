@@ -4,8 +4,8 @@ Django's per-value converters (a UUID object for each id, an aware datetime
 for each date) were a quarter of a list page's CPU, and building and
 compiling an ORM query for one row by primary key cost this VM 3-4x running
 it (~320 us against ~75 us). `driver_rows` runs an ORM query without the
-converters; `select_one`, `get_one`, `count_rows`, `update_rows` and
-`insert_rows` send the SQL the ORM would, built once per process, with
+converters; `select_one`, `get_one`, `count_rows`, `update_rows`,
+`update_to_later` and `insert_rows` send the SQL the ORM would, built once per process, with
 parameters adapted by the model's own fields.
 """
 
@@ -159,6 +159,47 @@ def update_rows(model, values: dict, **where) -> int:
     with connection.cursor() as cursor:
         cursor.execute(sql, assigned + _params(model, where))
         return cursor.rowcount
+
+
+# Rows per statement of `update_to_later`: a CASE costs the database its rows
+# squared (1,000 rows took MariaDB 53 ms in one statement, 10 in statements of 100).
+LATER_ROWS = 100
+
+
+@cache
+def _later_sql(model, field: str, rows: int) -> str:
+    quote = connection.ops.quote_name
+    meta = model._meta
+    table, pk = quote(meta.db_table), quote(meta.pk.column)
+    column = quote(meta.get_field(field).column)
+    value = f"CASE {pk} {' '.join(['WHEN %s THEN %s'] * rows)} END"
+    ids = ", ".join(["%s"] * rows)
+    return (
+        f"UPDATE {table} SET {column} = {value} "
+        f"WHERE {pk} IN ({ids}) AND ({column} IS NULL OR {column} < {value})"
+    )
+
+
+def update_to_later(model, field: str, values: dict) -> int:
+    """Set `field` of each row whose primary key is in `values` to its value there,
+    unless the row holds a later one; the rows changed.
+
+    So two writers' batches may commit in either order (heartbeat stamps).
+    One statement per LATER_ROWS rows.
+    """
+    meta = model._meta
+    prep_pk = meta.pk.get_db_prep_value
+    prep_value = meta.get_field(field).get_db_prep_value
+    pairs = [(prep_pk(pk, connection), prep_value(v, connection)) for pk, v in values.items()]
+    changed = 0
+    with connection.cursor() as cursor:
+        for start in range(0, len(pairs), LATER_ROWS):
+            chunk = pairs[start : start + LATER_ROWS]
+            cases = [param for pair in chunk for param in pair]
+            sql = _later_sql(model, field, len(chunk))
+            cursor.execute(sql, [*cases, *(pk for pk, _ in chunk), *cases])
+            changed += cursor.rowcount
+    return changed
 
 
 def get_one(

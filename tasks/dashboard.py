@@ -20,6 +20,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 
+from accounts import heartbeats
 from accounts.models import Liveness, User
 from accounts.services import user_deactivate
 from tasks.models import (
@@ -77,6 +78,7 @@ def _finished_since(since: datetime) -> list[dict]:
 
 
 def _compute(now: datetime) -> dict:
+    heartbeats.flush()
     since = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=WINDOW_HOURS - 1)
     nodes = {
         row["id"]: {
@@ -325,6 +327,7 @@ HISTORY_ROWS = 20
 
 
 def node_view(site, request, node_id):
+    heartbeats.flush()
     now = timezone.now()
     node = User.objects.nodes().with_liveness(now).filter(pk=node_id).first()
     if node is None:

@@ -9,7 +9,7 @@ import heapq
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from uuid import UUID
 
 from django.conf import settings
@@ -18,6 +18,7 @@ from django.db import connection, transaction
 from django.db.models import DateTimeField, UUIDField, Value
 from django.utils import timezone
 
+from accounts import heartbeats
 from accounts.models import User
 from accounts.services import node_heartbeat
 from taskmgmt.metrics import CLAIM_LATENCY, FAILURES, REASSIGNMENTS
@@ -151,23 +152,17 @@ def task_change_status(*, task_id: UUID, node, status: str, reason: str = "") ->
     return task
 
 
-CLAIM_STAMP_RESOLUTION = timedelta(seconds=1)
-
-
 def task_claim(*, node, now: datetime | None = None) -> Task | None:
     """Start the node's next claimable task (`Task.objects.claimable_by`); None if none.
 
-    A claim is a heartbeat too, written first in its own statement: inside the
-    claim's transaction the node's row lock would make its concurrent claims
-    queue. A node stamped less than CLAIM_STAMP_RESOLUTION ago (its last beat or
-    claim, as its token's user was read) is not stamped again: liveness counts in
-    beats of seconds, and a node claiming short tasks back to back would pay a
-    second write per claim for nothing. SKIP LOCKED gives concurrent claims
-    different tasks and passes over a task the sweep or an admin holds this instant.
+    A claim is a heartbeat too, stamped first and outside the claim's
+    transaction: where the stamp is written at once (no Redis), the node's row
+    lock would otherwise make its concurrent claims queue. SKIP LOCKED gives
+    concurrent claims different tasks and passes over a task the sweep or an
+    admin holds this instant.
     """
     now = now or timezone.now()
-    if node.last_seen is None or now - node.last_seen >= CLAIM_STAMP_RESOLUTION:
-        node_heartbeat(node_id=node.pk, now=now)
+    node_heartbeat(node_id=node.pk, now=now)
     with transaction.atomic():
         task = Task.objects.claimable_first(node, now)
         if task is None:
@@ -399,8 +394,9 @@ def tasks_fail_over(
     stays failed for a human. Every row names the system, with cause node_lost.
     """
     now = now or timezone.now()
+    heartbeats.flush()
     # A list, not a subquery: a locking read must not lock the users' rows,
-    # which every heartbeat updates.
+    # which every heartbeat flush updates.
     down = list(User.objects.down(now).values_list("pk", flat=True))
     if not down:
         return FailoverCounts()
@@ -408,6 +404,8 @@ def tasks_fail_over(
     totals, after = FailoverCounts(), None
     while True:
         remaining = lost.filter(pk__gt=after) if after else lost
+        # Beats answered since the last batch, for the check under the locks.
+        heartbeats.flush()
         with transaction.atomic():
             rows = list(
                 driver_rows(

@@ -1,6 +1,8 @@
-"""The machine's shared Redis (127.0.0.1:6379), for tests that count across processes."""
+"""The machine's shared Redis (127.0.0.1:6379), for tests that count across processes,
+and the CACHES that point Django at a Redis."""
 
 import os
+import socket
 from contextlib import contextmanager
 
 import pytest
@@ -25,3 +27,15 @@ def redis_database(number: int):
         yield f"redis://127.0.0.1:6379/{number}"
     finally:
         server.flushdb()
+
+
+def redis_cache(url: str) -> dict:
+    """CACHES naming the Redis at `url`, as production's CACHE_URL does."""
+    return {"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": url}}
+
+
+def unreachable_redis_url() -> str:
+    """A Redis URL on a port nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"redis://127.0.0.1:{probe.getsockname()[1]}/0"

@@ -31,6 +31,7 @@ from tests.fleet.harness import (
     open_task_ids_of,
     wait_for,
 )
+from tests.shared_redis import redis_cache, redis_database
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -42,6 +43,7 @@ pytestmark = [
 ]
 
 HEARTBEAT_SECONDS, DOWN_AFTER = 1, 3
+REDIS_DB = 8
 SWEEP_EVERY = 0.5  # seconds between sweeps, as cron would run it (every minute in production)
 # Scheduling on a busy 2-core machine: a late beat, a slow sweep.
 SLACK = 2.0
@@ -50,18 +52,21 @@ WORK_SECONDS = 0.4
 
 @pytest.fixture
 def fleet_settings(settings):
-    settings.FAILOVER = "reassign"
-    settings.NODE_HEARTBEAT_SECONDS = HEARTBEAT_SECONDS
-    settings.NODE_DOWN_AFTER = DOWN_AFTER
-    # Twenty kills in a row, each of a worker holding a task, can catch one task in
-    # progress more than TASK_MAX_ATTEMPTS times: it then stays failed for a human,
-    # by design (tests/tasks/test_failover.py). Here every task must end completed.
-    settings.TASK_MAX_ATTEMPTS = 1000
-    # The workers poll every 0.2 s when idle and restarted nodes log in again: far
-    # above the production limits, which would make them wait a minute.
-    settings.RATELIMIT_API = "100000/m"
-    settings.RATELIMIT_LOGIN_USER = settings.RATELIMIT_LOGIN_IP = "10000/m"
-    return settings
+    # As deployed: beats wait in Redis and are flushed in batches (accounts/heartbeats.py).
+    with redis_database(REDIS_DB) as url:
+        settings.CACHES = redis_cache(url)
+        settings.FAILOVER = "reassign"
+        settings.NODE_HEARTBEAT_SECONDS = HEARTBEAT_SECONDS
+        settings.NODE_DOWN_AFTER = DOWN_AFTER
+        # Twenty kills in a row, each of a worker holding a task, can catch one task in
+        # progress more than TASK_MAX_ATTEMPTS times: it then stays failed for a human,
+        # by design (tests/tasks/test_failover.py). Here every task must end completed.
+        settings.TASK_MAX_ATTEMPTS = 1000
+        # The workers poll every 0.2 s when idle and restarted nodes log in again: far
+        # above the production limits, which would make them wait a minute.
+        settings.RATELIMIT_API = "100000/m"
+        settings.RATELIMIT_LOGIN_USER = settings.RATELIMIT_LOGIN_IP = "10000/m"
+        yield settings
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, reset_queries
 from django.utils import timezone
 
+from accounts import heartbeats
 from accounts.models import User
 from tasks.models import Task
 from tasks.services import FailoverCounts, sweep_run
@@ -48,6 +49,7 @@ class Command(BaseCommand):
         failover = settings.FAILOVER == "reassign"
         try:
             if dry_run:
+                heartbeats.flush()
                 now = timezone.now()
                 count = Task.objects.expired(now).count()
                 down = User.objects.down(now).values("pk")
