@@ -91,8 +91,9 @@ def record(*, node_id: UUID, now: datetime) -> None:
 
 
 def flush() -> int:
-    """Write every pending beat to `last_seen`; how many there were. Call it before
-    reading liveness. A database error puts them back, for the next flush."""
+    """Write every pending beat to `last_seen`; how many it wrote. Call it before
+    reading liveness. A beat whose node's row another transaction holds (never
+    waited for), or a database error, puts it back for the next flush."""
     if not coalesced():
         return 0
     try:
@@ -110,11 +111,14 @@ def flush() -> int:
     if not beats:
         return 0
     try:
-        update_to_later(User, "last_seen", beats)
+        held = update_to_later(User, "last_seen", beats)
     except Exception:
         _merge(0, {str(node): seen for node, seen in beats.items()})
         raise
-    return len(beats)
+    if held:
+        # Rows another transaction holds this instant (a sweep batch): the next flush's.
+        _merge(0, {str(node): beats[node] for node in held})
+    return len(beats) - len(held)
 
 
 def _merge(lock_ms: int, beats: dict[str, datetime]) -> int:

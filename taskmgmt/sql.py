@@ -12,7 +12,7 @@ parameters adapted by the model's own fields.
 from functools import cache
 
 from django.core.exceptions import EmptyResultSet
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models.query import BaseIterable
 from django.db.models.sql.constants import MULTI
 from django.db.models.utils import create_namedtuple_class
@@ -167,39 +167,65 @@ LATER_ROWS = 100
 
 
 @cache
+def _ids_sql(model, rows: int, skip_locked: bool) -> str:
+    """The SELECT of which of `rows` primary keys exist; with `skip_locked`, it locks
+    those no other transaction holds and returns only them."""
+    quote = connection.ops.quote_name
+    meta = model._meta
+    pk = quote(meta.pk.column)
+    sql = f"SELECT {pk} FROM {quote(meta.db_table)} WHERE {pk} IN ({', '.join(['%s'] * rows)})"
+    if skip_locked and connection.features.has_select_for_update_skip_locked:
+        sql = f"{sql} {connection.ops.for_update_sql(skip_locked=True)}"
+    return sql
+
+
+@cache
 def _later_sql(model, field: str, rows: int) -> str:
     quote = connection.ops.quote_name
     meta = model._meta
     table, pk = quote(meta.db_table), quote(meta.pk.column)
     column = quote(meta.get_field(field).column)
-    value = f"CASE {pk} {' '.join(['WHEN %s THEN %s'] * rows)} END"
     ids = ", ".join(["%s"] * rows)
+    value = f"CASE {pk} {' '.join(['WHEN %s THEN %s'] * rows)} END"
     return (
         f"UPDATE {table} SET {column} = {value} "
         f"WHERE {pk} IN ({ids}) AND ({column} IS NULL OR {column} < {value})"
     )
 
 
-def update_to_later(model, field: str, values: dict) -> int:
+def update_to_later(model, field: str, values: dict) -> set:
     """Set `field` of each row whose primary key is in `values` to its value there,
-    unless the row holds a later one; the rows changed.
+    unless the row holds a later one. Returns the keys of the rows it skipped
+    because another transaction held them, for the caller to try again later
+    (a key with no row is neither written nor returned).
 
     So two writers' batches may commit in either order (heartbeat stamps).
-    One statement per LATER_ROWS rows.
+    LATER_ROWS rows per transaction, each locked with SKIP LOCKED before its
+    UPDATE: the writer never waits for a lock, so it is never part of a
+    deadlock (a sweep batch share-locks the nodes of its tasks).
     """
     meta = model._meta
-    prep_pk = meta.pk.get_db_prep_value
-    prep_value = meta.get_field(field).get_db_prep_value
-    pairs = [(prep_pk(pk, connection), prep_value(v, connection)) for pk, v in values.items()]
-    changed = 0
-    with connection.cursor() as cursor:
-        for start in range(0, len(pairs), LATER_ROWS):
-            chunk = pairs[start : start + LATER_ROWS]
-            cases = [param for pair in chunk for param in pair]
-            sql = _later_sql(model, field, len(chunk))
-            cursor.execute(sql, [*cases, *(pk for pk, _ in chunk), *cases])
-            changed += cursor.rowcount
-    return changed
+    key_of = meta.pk.to_python  # from the driver's value (text, hex or a UUID) or ours
+    prep_pk, prep_value = meta.pk.get_db_prep_value, meta.get_field(field).get_db_prep_value
+    rows = [
+        (key_of(pk), prep_pk(pk, connection), prep_value(v, connection)) for pk, v in values.items()
+    ]
+    skipped = set()
+    for start in range(0, len(rows), LATER_ROWS):
+        chunk = rows[start : start + LATER_ROWS]
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(_ids_sql(model, len(chunk), True), [pk for _, pk, _ in chunk])
+            free = {key_of(pk) for (pk,) in cursor.fetchall()}
+            held = [row for row in chunk if row[0] not in free]
+            if held:
+                cursor.execute(_ids_sql(model, len(held), False), [pk for _, pk, _ in held])
+                skipped.update(key_of(pk) for (pk,) in cursor.fetchall())
+            chunk = [row for row in chunk if row[0] in free]
+            if chunk:
+                cases = [param for _, pk, value in chunk for param in (pk, value)]
+                sql = _later_sql(model, field, len(chunk))
+                cursor.execute(sql, [*cases, *(pk for _, pk, _ in chunk), *cases])
+    return skipped
 
 
 def get_one(

@@ -1,9 +1,10 @@
 """Helpers for the tests that race real transactions on MariaDB (row locks, SKIP LOCKED)."""
 
+import threading
 import time
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 WAIT = 10  # seconds; a test that needs longer has deadlocked
 
@@ -51,3 +52,19 @@ def wait_until_blocked(statement: str, *, answers: list | None = None) -> None:
             pytest.fail(f"the request ended without waiting for the lock: {answers[0]!r}")
         time.sleep(0.02)
     pytest.fail(f"no connection ever waited in {statement}")
+
+
+def holding(work):
+    """Run `work` in a thread inside a transaction held open until released.
+
+    Returns (the work for a thread, its held event, its release event)."""
+    held, release = threading.Event(), threading.Event()
+
+    def run():
+        with transaction.atomic():
+            result = work()
+            held.set()
+            release.wait(WAIT)
+        return result
+
+    return run, held, release

@@ -1,8 +1,8 @@
 """Heartbeats kept in the shared Redis and written to last_seen in batches.
 
 Every test runs against the machine's real Redis (a database of its own) and
-the real database; the one flush interval that matters is set long, so which
-beat flushes is decided by the test, not by the clock.
+the real database; the flush interval is set long (the `coalescing` fixture),
+so which beat flushes is decided by the test, not by the clock.
 """
 
 import logging
@@ -22,37 +22,13 @@ from accounts import heartbeats
 from accounts.models import Liveness, User
 from tasks.models import FailureCause, HistoryAction, Task, TaskHistory, TaskStatus
 from tasks.services import tasks_fail_over
+from tests.accounts.beats import beat, stored_last_seen
 from tests.factories import AdminFactory, NodeFactory, TaskFactory
-from tests.shared_redis import redis_cache, redis_database, unreachable_redis_url
+from tests.shared_redis import redis_cache, unreachable_redis_url
 
 pytestmark = pytest.mark.django_db
 
-REDIS_DB = 7
 METRICS_TOKEN = "scrape-heartbeats-0123456789"
-
-
-@pytest.fixture
-def shared_redis():
-    with redis_database(REDIS_DB) as url:
-        yield url
-
-
-@pytest.fixture
-def coalescing(settings, shared_redis):
-    """The production cache (Redis), with a flush interval no test outlasts."""
-    settings.CACHES = redis_cache(shared_redis)
-    settings.NODE_HEARTBEAT_FLUSH_SECONDS = 60
-    return settings
-
-
-def beat(client) -> datetime:
-    response = client.post("/api/nodes/heartbeat")
-    assert response.status_code == 200, response.content
-    return datetime.fromisoformat(response.json()["serverTime"])
-
-
-def stored_last_seen(node):
-    return User.objects.values_list("last_seen", flat=True).get(pk=node.pk)
 
 
 def user_updates(queries) -> list[str]:

@@ -13,6 +13,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
+from tests.browser.conftest import wait_for
 from tests.factories import PASSWORD, AdminFactory, NodeFactory, TaskFactory
 
 # Debian's packages `chromium` and `chromium-driver`.
@@ -40,7 +41,8 @@ def log_in(browser, live_server):
     browser.find_element(By.NAME, "username").send_keys(admin.email)
     browser.find_element(By.NAME, "password").send_keys(PASSWORD)
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    browser.find_element(By.ID, "user-tools")  # signed in
+    # The next page, once it has loaded: a lookup right after the click raced it.
+    wait_for(browser, "#user-tools")  # signed in
 
 
 def test_the_task_list_fits_1366_px_with_every_column_in_view(browser, live_server):

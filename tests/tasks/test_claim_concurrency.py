@@ -8,7 +8,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import User
@@ -16,7 +15,7 @@ from tasks.actor import acting_as
 from tasks.models import FailureCause, HistoryAction, Task, TaskHistory, TaskStatus
 from tasks.services import task_assign, task_claim, tasks_expire, tasks_fail_over
 from tests.factories import NodeFactory
-from tests.mariadb import ROW_LOCK_TESTS, WAIT, own_connection, wait_until_blocked
+from tests.mariadb import ROW_LOCK_TESTS, WAIT, holding, own_connection, wait_until_blocked
 
 pytestmark = ROW_LOCK_TESTS
 
@@ -53,22 +52,6 @@ def timed(work):
     started = time.monotonic()
     result = work()
     return result, time.monotonic() - started
-
-
-def holding(work):
-    """Run `work` in a thread inside a transaction held open until released.
-
-    Returns (the work for a thread, its held event, its release event)."""
-    held, release = threading.Event(), threading.Event()
-
-    def run():
-        with transaction.atomic():
-            result = work()
-            held.set()
-            release.wait(WAIT)
-        return result
-
-    return run, held, release
 
 
 def rows(task):
