@@ -18,7 +18,7 @@ from accounts.models import User
 from taskmgmt.sql import get_one
 
 # What the API reads from the caller; any other field loads on first access.
-USER_FIELDS = ("id", "password", "email", "name", "role", "is_active")
+USER_FIELDS = ("id", "password", "email", "name", "role", "is_active", "last_seen")
 
 
 class JWTAuthentication(BaseJWTAuthentication):

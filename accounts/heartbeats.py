@@ -91,9 +91,12 @@ def record(*, node_id: UUID, now: datetime) -> None:
 
 
 def flush() -> int:
-    """Write every pending beat to `last_seen`; how many it wrote. Call it before
-    reading liveness. A beat whose node's row another transaction holds (never
-    waited for), or a database error, puts it back for the next flush."""
+    """Write every pending beat to `last_seen`: call it before reading liveness.
+
+    A beat whose node's row another transaction holds (never waited for), or a
+    database error, goes back for the next flush; a deleted node's is dropped.
+    Returns how many beats it took and did not put back.
+    """
     if not coalesced():
         return 0
     try:

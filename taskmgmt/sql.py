@@ -36,15 +36,25 @@ class _DriverRows(BaseIterable):
             yield from map(row._make, chunk)
 
 
+def _table(model, index: str | None) -> str:
+    """The model's table for a FROM clause: read through `index`, where one is named,
+    on MariaDB/MySQL (FORCE INDEX; SQLite's planner needs no hint)."""
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    if index and connection.vendor == "mysql":
+        return f"{table} FORCE INDEX ({quote(index)})"
+    return table
+
+
 def _rows_through(compiler, index: str) -> list:
     """The compiled query's rows, read through `index` (MariaDB/MySQL's FORCE INDEX)."""
     try:
         sql, params = compiler.as_sql()
     except EmptyResultSet:
         return []
-    quote = connection.ops.quote_name
-    table = quote(compiler.query.model._meta.db_table)
-    sql = sql.replace(f"FROM {table}", f"FROM {table} FORCE INDEX ({quote(index)})", 1)
+    model = compiler.query.model
+    table = connection.ops.quote_name(model._meta.db_table)
+    sql = sql.replace(f"FROM {table}", f"FROM {_table(model, index)}", 1)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
@@ -85,13 +95,18 @@ def _params(model, where: dict) -> list:
 
 @cache
 def _select_sql(
-    model, columns: tuple[str, ...], where: tuple[str, ...], lock: str, order_by: tuple[str, ...]
+    model,
+    columns: tuple[str, ...],
+    where: tuple[str, ...],
+    lock: str,
+    order_by: tuple[str, ...],
+    index: str | None,
 ) -> str:
     quote = connection.ops.quote_name
     meta = model._meta
     selected = ", ".join(quote(meta.get_field(column).column) for column in columns)
     matched = " AND ".join(_condition(model, lookup) for lookup in where)
-    sql = f"SELECT {selected} FROM {quote(meta.db_table)} WHERE {matched}"
+    sql = f"SELECT {selected} FROM {_table(model, index)} WHERE {matched}"
     if order_by:
         ordered = ", ".join(quote(meta.get_field(column).column) for column in order_by)
         sql = f"{sql} ORDER BY {ordered} LIMIT 1"
@@ -105,6 +120,7 @@ def select_one(
     for_update=False,
     skip_locked=False,
     order_by: tuple[str, ...] = (),
+    index: str | None = None,
     **where,
 ) -> tuple | None:
     """`columns` (field names or attnames) of the row matching `where`, or None; with
@@ -113,27 +129,28 @@ def select_one(
     Values are the database driver's own (ids as text, datetimes naive UTC).
     `for_update` locks the row until the transaction ends, as
     `select_for_update(skip_locked=...)` does (SQLite: its transactions already run
-    one at a time).
+    one at a time). `index`: the index MariaDB/MySQL must read (as `driver_rows`).
     """
     lock = ""
     if for_update and connection.features.has_select_for_update:
         lock = connection.ops.for_update_sql(skip_locked=skip_locked)
-    sql = _select_sql(model, columns, tuple(where), lock, order_by)
+    sql = _select_sql(model, columns, tuple(where), lock, order_by, index)
     with connection.cursor() as cursor:
         cursor.execute(sql, _params(model, where))
         return cursor.fetchone()
 
 
 @cache
-def _count_sql(model, where: tuple[str, ...]) -> str:
+def _count_sql(model, where: tuple[str, ...], index: str | None) -> str:
     matched = " AND ".join(_condition(model, lookup) for lookup in where)
-    return f"SELECT COUNT(*) FROM {connection.ops.quote_name(model._meta.db_table)} WHERE {matched}"
+    return f"SELECT COUNT(*) FROM {_table(model, index)} WHERE {matched}"
 
 
-def count_rows(model, **where) -> int:
-    """How many rows match `where` (`field=value`, `field__gt=value`, `field__lt=value`)."""
+def count_rows(model, *, index: str | None = None, **where) -> int:
+    """How many rows match `where` (`field=value`, `field__gt=value`, `field__lt=value`),
+    read through `index` on MariaDB/MySQL where one is named."""
     with connection.cursor() as cursor:
-        cursor.execute(_count_sql(model, tuple(where)), _params(model, where))
+        cursor.execute(_count_sql(model, tuple(where), index), _params(model, where))
         return cursor.fetchone()[0]
 
 
@@ -235,6 +252,7 @@ def get_one(
     for_update=False,
     skip_locked=False,
     order_by: tuple[str, ...] = (),
+    index: str | None = None,
     **where,
 ):
     """The model instance `select_one` finds, or None; `columns` default to every field.
@@ -249,7 +267,13 @@ def get_one(
     ]
     attnames = tuple(field.attname for field in fields)
     row = select_one(
-        model, attnames, for_update=for_update, skip_locked=skip_locked, order_by=order_by, **where
+        model,
+        attnames,
+        for_update=for_update,
+        skip_locked=skip_locked,
+        order_by=order_by,
+        index=index,
+        **where,
     )
     if row is None:
         return None

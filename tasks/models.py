@@ -101,6 +101,9 @@ def validate_future(value) -> None:
 
 # The order claims take a node's tasks in: earliest deadline first, then oldest.
 CLAIM_ORDER = ("locked_at", "created_at")
+# Named for MariaDB, whose planner weighed all seven indexes of the claim's and the
+# heartbeat's count's columns on every call: 0.13 ms of its CPU, 0.07 with the name.
+CLAIM_INDEX = "task_node_claim"
 
 
 class TaskQuerySet(models.QuerySet):
@@ -127,13 +130,14 @@ class TaskQuerySet(models.QuerySet):
             for_update=True,
             skip_locked=True,
             order_by=CLAIM_ORDER,
+            index=CLAIM_INDEX,
             **self._claimable(node, now),
         )
 
     def claimable_count(self, node, now: datetime) -> int:
         """`claimable_by(node, now).count()` as one plain SELECT: every heartbeat sends it,
         and building the ORM's query cost more than running it."""
-        return count_rows(self.model, **self._claimable(node, now))
+        return count_rows(self.model, index=CLAIM_INDEX, **self._claimable(node, now))
 
     @staticmethod
     def _claimable(node, now: datetime) -> dict:
@@ -241,7 +245,7 @@ class Task(models.Model):
             # Claim: a node's next pending task, earliest deadline first, then oldest.
             models.Index(
                 fields=["assigned_node", "status", "active", "locked_at", "created_at"],
-                name="task_node_claim",
+                name=CLAIM_INDEX,
             ),
             # The sweep: open statuses whose deadline passed.
             models.Index(fields=["status", "locked_at"], name="task_sweep"),

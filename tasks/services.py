@@ -9,7 +9,7 @@ import heapq
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from django.conf import settings
@@ -152,17 +152,27 @@ def task_change_status(*, task_id: UUID, node, status: str, reason: str = "") ->
     return task
 
 
+# A claim by a node whose stored stamp is younger than this stamps no beat: liveness
+# counts in intervals of seconds, and that stamp trails the node's latest beat by
+# at most the heartbeat flush interval.
+CLAIM_STAMP_RESOLUTION = timedelta(seconds=2)
+
+
 def task_claim(*, node, now: datetime | None = None) -> Task | None:
     """Start the node's next claimable task (`Task.objects.claimable_by`); None if none.
 
     A claim is a heartbeat too, stamped first and outside the claim's
     transaction: where the stamp is written at once (no Redis), the node's row
-    lock would otherwise make its concurrent claims queue. SKIP LOCKED gives
-    concurrent claims different tasks and passes over a task the sweep or an
-    admin holds this instant.
+    lock would otherwise make its concurrent claims queue. A node whose
+    `last_seen` (read with its token's user) is under CLAIM_STAMP_RESOLUTION
+    old is not stamped again: a node claiming short tasks back to back would
+    pay a beat per claim for nothing. SKIP LOCKED gives concurrent claims
+    different tasks and passes over a task the sweep or an admin holds this
+    instant.
     """
     now = now or timezone.now()
-    node_heartbeat(node_id=node.pk, now=now)
+    if node.last_seen is None or now - node.last_seen >= CLAIM_STAMP_RESOLUTION:
+        node_heartbeat(node_id=node.pk, now=now)
     with transaction.atomic():
         task = Task.objects.claimable_first(node, now)
         if task is None:

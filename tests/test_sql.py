@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import User
@@ -76,6 +77,21 @@ def test_a_count_is_the_orm_s_count_for_every_lookup(node, other_node):
     ):
         assert count_rows(Task, **lookups) == Task.objects.filter(**lookups).count() > 0
     assert Task.objects.claimable_count(node, now) == Task.objects.claimable_by(node, now).count()
+
+
+def test_a_named_index_is_forced_on_mariadb_and_changes_no_answer(node):
+    now = timezone.now()
+    first = TaskFactory(assigned_node=node, locked_at=now + timedelta(hours=1))
+    TaskFactory(assigned_node=node, locked_at=now + timedelta(hours=2))
+
+    with CaptureQueriesContext(connection) as queries:
+        count = Task.objects.claimable_count(node, now)
+        with transaction.atomic():
+            picked = Task.objects.claimable_first(node, now)
+
+    assert (count, picked.pk) == (2, first.pk)
+    hinted = [q["sql"] for q in queries if "FORCE INDEX (`task_node_claim`)" in q["sql"]]
+    assert len(hinted) == (2 if connection.vendor == "mysql" else 0), queries
 
 
 def test_an_update_writes_the_orm_s_values_to_the_matching_rows_only(node, other_node):

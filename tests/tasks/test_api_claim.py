@@ -103,6 +103,26 @@ def test_a_claim_costs_a_fixed_number_of_queries(node_client, node):
     assert statements == ["SELECT", "UPDATE", "SELECT", "UPDATE", "INSERT"]
 
 
+def test_a_node_stamped_under_two_seconds_ago_is_not_stamped_again_by_its_claim(node_client, node):
+    TaskFactory.create_batch(2, assigned_node=node)
+    just_now = timezone.now() - timedelta(seconds=0.2)
+    User.objects.filter(pk=node.pk).update(last_seen=just_now)
+
+    with CaptureQueriesContext(connection) as queries:
+        assert claim(node_client).status_code == 200
+
+    statements = [q["sql"].split()[0] for q in queries if "SAVEPOINT" not in q["sql"]]
+    assert statements == ["SELECT", "SELECT", "UPDATE", "INSERT"]  # no beat
+    node.refresh_from_db()
+    assert node.last_seen == just_now
+
+    a_while_ago = timezone.now() - timedelta(seconds=5)
+    User.objects.filter(pk=node.pk).update(last_seen=a_while_ago)
+    assert claim(node_client).status_code == 200
+    node.refresh_from_db()
+    assert node.last_seen > a_while_ago + timedelta(seconds=4)
+
+
 def test_an_admin_cannot_claim(admin_client, node):
     task = TaskFactory(assigned_node=node)
 
