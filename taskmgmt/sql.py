@@ -5,8 +5,8 @@ for each date) were a quarter of a list page's CPU, and building and
 compiling an ORM query for one row by primary key cost this VM 3-4x running
 it (~320 us against ~75 us). `driver_rows` runs an ORM query without the
 converters; `select_one`, `get_one`, `count_rows`, `update_rows`,
-`update_to_later` and `insert_rows` send the SQL the ORM would, built once per process, with
-parameters adapted by the model's own fields.
+`update_to_later` and `insert_rows` send the SQL the ORM would, built once
+per process, with parameters adapted by the model's own fields.
 """
 
 from functools import cache
