@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from corsheaders.defaults import default_headers
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -295,8 +296,11 @@ SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
 
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 CORS_URLS_REGEX = r"^/(api|cron)/.*$"
-# Browser scripts may read these on our answers: the 429 wait and the log id.
-CORS_EXPOSE_HEADERS = ["Retry-After", "X-Request-ID"]
+# Browser scripts may send an Idempotency-Key and their own X-Request-ID, and read
+# these on our answers: the 429/503 wait, the log id, and whether a keyed POST was
+# answered again.
+CORS_ALLOW_HEADERS = (*default_headers, "idempotency-key", "x-request-id")
+CORS_EXPOSE_HEADERS = ["Retry-After", "X-Request-ID", "Idempotent-Replayed"]
 
 # TLS usually ends at the proxy, so no redirect unless asked for.
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)

@@ -9,12 +9,12 @@ ALLOWED_ORIGIN = "https://ops.example.com"
 pytestmark = pytest.mark.django_db
 
 
-def preflight(origin: str, path="/api/auth/login"):
+def preflight(origin: str, path="/api/auth/login", headers="authorization, content-type"):
     return APIClient().options(
         path,
         HTTP_ORIGIN=origin,
         HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST",
-        HTTP_ACCESS_CONTROL_REQUEST_HEADERS="authorization, content-type",
+        HTTP_ACCESS_CONTROL_REQUEST_HEADERS=headers,
     )
 
 
@@ -26,6 +26,18 @@ def test_a_preflight_from_an_allowed_origin_is_allowed():
     assert response["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN
     assert "POST" in response["Access-Control-Allow-Methods"]
     assert "authorization" in response["Access-Control-Allow-Headers"]
+
+
+@override_settings(CORS_ALLOWED_ORIGINS=[ALLOWED_ORIGIN])
+def test_a_browser_may_send_an_idempotency_key_and_read_whether_it_was_replayed(admin_client):
+    response = preflight(
+        ALLOWED_ORIGIN, "/api/tasks", "authorization, content-type, idempotency-key"
+    )
+
+    assert response.status_code == 200
+    assert "idempotency-key" in response["Access-Control-Allow-Headers"]
+    answer = admin_client.get("/api/tasks/all", HTTP_ORIGIN=ALLOWED_ORIGIN)
+    assert "Idempotent-Replayed" in answer["Access-Control-Expose-Headers"]
 
 
 @override_settings(CORS_ALLOWED_ORIGINS=[ALLOWED_ORIGIN])
