@@ -13,6 +13,8 @@ from uuid import UUID
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
@@ -51,13 +53,21 @@ def user_edit_profile(*, user: User, name: str, email: str) -> User:
     writing its other fields back would undo a password change or a deactivation
     committed since."""
     ensure_email_free(email=email, user=user)
-    user.name, user.email = name, email
     try:
         with transaction.atomic():
-            user.save(update_fields=["name", "email"])
+            _write(user, name=name, email=User.objects.normalize_email(email))
     except IntegrityError as error:
         raise Conflict(EMAIL_TAKEN) from error
     return user
+
+
+def _write(user: User, **values) -> None:
+    """UPDATE these fields of the user's row, and set them on `user`. A user deleted
+    since the request read it gets the 401 its next request would, not a 500."""
+    if not User.objects.filter(pk=user.pk).update(**values):
+        raise AuthenticationFailed(_("User not found"), code="user_not_found")
+    for name, value in values.items():
+        setattr(user, name, value)
 
 
 def tokens_issue(*, user: User) -> dict[str, str]:
@@ -94,7 +104,7 @@ def tokens_rotate(*, refresh: str) -> dict[str, str]:
 def user_change_password(*, user: User, password: str) -> None:
     """Set a new password and revoke every token issued before it."""
     user.set_password(password)
-    user.save(update_fields=["password"])
+    _write(user, password=user.password)
     unrevoked = OutstandingToken.objects.filter(
         user=user, expires_at__gt=timezone.now(), blacklistedtoken__isnull=True
     )

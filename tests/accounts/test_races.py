@@ -19,6 +19,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts import services
 from accounts.models import User
+from tests.api import assert_json_error
 from tests.factories import PASSWORD, AdminFactory, NodeFactory
 from tests.mariadb import WAIT, wait_until_blocked
 
@@ -108,6 +109,29 @@ def test_a_profile_edit_in_flight_does_not_undo_a_password_change():
     assert login(node.email, PASSWORD).status_code == 401
     assert bearer(old_token).get("/api/auth/profile").status_code == 401
     assert login(node.email, NEW_PASSWORD).status_code == 200
+
+
+@pytest.mark.mysql
+@ROW_LOCKS
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/auth/edit-profile", {"name": "Renamed", "email": "renamed@example.com"}),
+        ("/api/auth/update-password", {"oldPassword": PASSWORD, "newPassword": NEW_PASSWORD}),
+    ],
+)
+def test_a_write_in_flight_across_the_users_deletion_is_a_401_not_a_500(path, body):
+    node = NodeFactory()
+    token = token_for(node)
+
+    def delete():
+        User.objects.filter(pk=node.pk).delete()
+
+    answer = in_flight_across(delete, lambda: bearer(token).put(path, body))
+
+    assert assert_json_error(answer, 401)["message"] == "User not found"
+    assert not User.objects.filter(pk=node.pk).exists()
 
 
 @pytest.mark.mysql
