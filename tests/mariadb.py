@@ -2,6 +2,7 @@
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.db import connection, transaction
@@ -68,3 +69,25 @@ def holding(work):
         return result
 
     return run, held, release
+
+
+def while_held(work, action):
+    """`action()` while `work` runs in another thread, on its own connection, inside a
+    transaction held open until `action` returns; `timed(action)`'s (result, seconds)
+    and then `work`'s result."""
+    run, held, release = holding(work)
+    with ThreadPoolExecutor(1) as pool:
+        holder = pool.submit(own_connection(run))
+        assert held.wait(WAIT)
+        try:
+            result, took = timed(action)
+        finally:
+            release.set()
+        return result, took, holder.result(timeout=WAIT)
+
+
+def timed(work):
+    """`work()`'s result and the seconds it took."""
+    started = time.monotonic()
+    result = work()
+    return result, time.monotonic() - started

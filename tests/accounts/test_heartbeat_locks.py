@@ -1,8 +1,6 @@
 """A flush of heartbeats beside transactions that hold nodes' rows, on MariaDB: it
 never waits for a lock (so it is never part of a deadlock) and loses no beat."""
 
-import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from django.utils import timezone
@@ -11,7 +9,7 @@ from accounts import heartbeats
 from tasks.services import tasks_expire
 from tests.accounts.beats import beat, stored_last_seen
 from tests.factories import NodeFactory, TaskFactory
-from tests.mariadb import ROW_LOCK_TESTS, WAIT, holding, own_connection
+from tests.mariadb import ROW_LOCK_TESTS, timed, while_held
 
 pytestmark = ROW_LOCK_TESTS
 
@@ -24,20 +22,19 @@ def test_a_flush_during_a_sweep_batch_skips_the_nodes_it_holds_and_writes_them_a
     # An expiry batch share-locks the node row of every task it fails (the foreign
     # key's index holds the status) until it commits.
     TaskFactory(assigned_node=busy, locked_at=timezone.now() + timedelta(minutes=1))
-    run, held, release = holding(
-        lambda: tasks_expire(batch_size=10, now=timezone.now() + timedelta(hours=1))
-    )
-    with ThreadPoolExecutor(1) as pool:
-        sweep = pool.submit(own_connection(run))
-        assert held.wait(WAIT)
-        busy_seen, free_seen = beat(client_for(busy)), beat(client_for(free))
-        started = time.monotonic()
-        written = heartbeats.flush()
-        took = time.monotonic() - started
-        assert (stored_last_seen(busy), stored_last_seen(free)) == (None, free_seen)
-        release.set()
-        assert sweep.result(timeout=WAIT) == 1
 
+    def expire():
+        return tasks_expire(batch_size=10, now=timezone.now() + timedelta(hours=1))
+
+    def beat_and_flush():
+        seen = beat(client_for(busy)), beat(client_for(free))
+        written, took = timed(heartbeats.flush)
+        return seen, written, took, (stored_last_seen(busy), stored_last_seen(free))
+
+    ((busy_seen, free_seen), written, took, during), _, expired = while_held(expire, beat_and_flush)
+
+    assert during == (None, free_seen)
+    assert expired == 1
     assert written == 1
     assert took < 1.0  # skipped, not waited for (the lock wait is 50 s)
     assert heartbeats.flush() == 1

@@ -4,7 +4,6 @@ connection, in real transactions; every task ends in one state with matching his
 """
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -15,7 +14,14 @@ from tasks.actor import acting_as
 from tasks.models import FailureCause, HistoryAction, Task, TaskHistory, TaskStatus
 from tasks.services import task_assign, task_claim, tasks_expire, tasks_fail_over
 from tests.factories import NodeFactory
-from tests.mariadb import ROW_LOCK_TESTS, WAIT, holding, own_connection, wait_until_blocked
+from tests.mariadb import (
+    ROW_LOCK_TESTS,
+    WAIT,
+    holding,
+    own_connection,
+    wait_until_blocked,
+    while_held,
+)
 
 pytestmark = ROW_LOCK_TESTS
 
@@ -48,12 +54,6 @@ def claim_as(node):
         return task_claim(node=node)
 
 
-def timed(work):
-    started = time.monotonic()
-    result = work()
-    return result, time.monotonic() - started
-
-
 def rows(task):
     return list(
         TaskHistory.objects.filter(task=task)
@@ -69,13 +69,7 @@ def test_a_claim_passes_over_a_task_another_claim_holds_without_waiting(node):
     def lock_first():
         return Task.objects.select_for_update().get(pk=first.pk)
 
-    run, held, release = holding(lock_first)
-    with ThreadPoolExecutor(1) as pool:
-        holder = pool.submit(own_connection(run))
-        assert held.wait(WAIT)
-        claimed, took = timed(lambda: claim_as(node))
-        release.set()
-        holder.result(timeout=WAIT)
+    claimed, took, _ = while_held(lock_first, lambda: claim_as(node))
 
     assert claimed.pk == second.pk
     assert took < QUICK
@@ -111,13 +105,9 @@ def test_a_claim_during_failover_skips_the_locked_tasks_and_its_beat_does_not_wa
     seen(taker, 1)
     tasks = make_tasks(node, 3)
 
-    run, held, release = holding(lambda: tasks_fail_over(batch_size=10))
-    with ThreadPoolExecutor(1) as pool:
-        failover = pool.submit(own_connection(run))
-        assert held.wait(WAIT)
-        claimed, took = timed(lambda: claim_as(node))
-        release.set()
-        counts = failover.result(timeout=WAIT)
+    claimed, took, counts = while_held(
+        lambda: tasks_fail_over(batch_size=10), lambda: claim_as(node)
+    )
 
     assert claimed is None
     assert took < QUICK
@@ -140,13 +130,7 @@ def test_failover_leaves_a_task_a_claim_holds_and_the_claimer_is_alive_after(nod
     def claim():
         return claim_as(node)
 
-    run, held, release = holding(claim)
-    with ThreadPoolExecutor(1) as pool:
-        claiming = pool.submit(own_connection(run))
-        assert held.wait(WAIT)
-        (during, took) = timed(lambda: tasks_fail_over(batch_size=10, now=started))
-        release.set()
-        claimed = claiming.result(timeout=WAIT)
+    during, took, claimed = while_held(claim, lambda: tasks_fail_over(batch_size=10, now=started))
 
     assert claimed.pk == task.pk
     assert took < QUICK
@@ -234,13 +218,7 @@ def test_a_claim_skips_a_task_an_admin_is_reassigning(node, admin_user):
         with acting_as(admin_user):
             return task_assign(task_id=task.pk, node=other)
 
-    run, held, release = holding(reassign)
-    with ThreadPoolExecutor(1) as pool:
-        assigning = pool.submit(own_connection(run))
-        assert held.wait(WAIT)
-        claimed, took = timed(lambda: claim_as(node))
-        release.set()
-        assigning.result(timeout=WAIT)
+    claimed, took, _ = while_held(reassign, lambda: claim_as(node))
 
     assert claimed is None
     assert took < QUICK
