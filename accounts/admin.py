@@ -145,8 +145,17 @@ class UserAdmin(DjangoUserAdmin):
 
     def get_queryset(self, request):
         # One clock for the whole page, in SQL: the same rule as the API and the sweep.
-        heartbeats.flush()
         return super().get_queryset(request).with_liveness(timezone.now())
+
+    # The pages that show liveness flush the pending beats first, before the change
+    # page's transaction: inside it the flush's row locks would last until it commits.
+    def changelist_view(self, request, extra_context=None):
+        heartbeats.flush()
+        return super().changelist_view(request, extra_context)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        heartbeats.flush()
+        return super().change_view(request, object_id, form_url, extra_context)
 
     @admin.display(description="liveness", ordering="liveness")
     def liveness(self, user):

@@ -142,10 +142,11 @@ def metrics(client_for, node):
         admin_reads("/api/nodes"),
         admin_page("admin:index"),  # the dashboard
         admin_page("admin:accounts_user_changelist"),
+        admin_page("admin:accounts_user_change", node_arg=True),
         admin_page("admin:node", node_arg=True),
         metrics,
     ],
-    ids=["api-nodes", "dashboard", "user-changelist", "node-page", "metrics"],
+    ids=["api-nodes", "dashboard", "user-changelist", "user-change", "node-page", "metrics"],
 )
 def test_every_reader_of_liveness_sees_the_beats_still_in_redis(coalescing, client_for, read):
     coalescing.DASHBOARD_CACHE_SECONDS = 0
