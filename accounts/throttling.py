@@ -1,7 +1,8 @@
 """The login limits: one budget per client IP and one per account, for every password check.
 
-The API login, the admin site's login and update-password's old password all
-count here, with the same cache keys, so none is a way around the others.
+The API login, the admin site's login, and the old password of update-password
+and of the admin site's password change all count here, with the same cache keys,
+so none is a way around the others.
 """
 
 from rest_framework.throttling import BaseThrottle
@@ -61,8 +62,9 @@ class LoginAccountThrottle(RatelimitThrottle):
         return lambda group, request: value
 
 
-def login_allowed(request, username: str) -> bool:
-    """Counts one password check outside DRF (the admin's login) against both budgets."""
+def login_allowed(request, username: str | None = None) -> bool:
+    """Counts one password check outside DRF against both budgets: the admin's login
+    (for `username`) and its password change (for the signed-in user)."""
     throttles: list[BaseThrottle] = [LoginIpThrottle(), LoginAccountThrottle(username)]
     # Stops at the first refusal, as the API's views do (FirstRefusalThrottling).
     return all(throttle.allow_request(request, None) for throttle in throttles)
