@@ -135,3 +135,15 @@ def test_a_refusal_per_ip_spends_no_accounts_budget(node):
         response = APIClient().post("/api/auth/login", body, REMOTE_ADDR="10.9.1.2")
 
     assert_json_error(response, 401)  # the account's 4th count of 5, not its 7th
+
+
+def test_an_overlong_refresh_token_is_refused_before_it_is_decoded():
+    body = json.dumps({"refresh": "a" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE - 20)}).encode()
+
+    response, cpu = cpu_of(
+        APIClient().post, "/api/auth/refresh", body, content_type="application/json"
+    )
+
+    errors = assert_json_error(response, 400)["errors"]
+    assert [error["field"] for error in errors] == ["refresh"]
+    assert cpu < CPU_BOUND_SECONDS
