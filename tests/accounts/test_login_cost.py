@@ -121,20 +121,27 @@ def test_signup_and_edit_profile_refuse_the_largest_expanding_email_in_milliseco
     assert User.objects.count() == 2
 
 
+def api_login(email, ip):
+    body = {"username": email, "password": "wrong"}
+    return APIClient().post("/api/auth/login", body, REMOTE_ADDR=ip).status_code
+
+
+def admin_login(email, ip):
+    body = {"username": email, "password": "wrong"}
+    page = Client().post(reverse("admin:login"), body, REMOTE_ADDR=ip)
+    return 429 if "Too many login attempts" in page.content.decode() else 401
+
+
 @IP_LIMIT
-def test_a_refusal_per_ip_spends_no_accounts_budget(node):
-    """The throttles stop at the first refusal: a request refused per IP is not counted
+@pytest.mark.parametrize("login", [api_login, admin_login], ids=["api", "admin site"])
+def test_a_refusal_per_ip_spends_no_accounts_budget(node, login):
+    """The limits stop at the first refusal: a request refused per IP is not counted
     against the account it names (nor does it look the account up)."""
     with override_settings(RATELIMIT_LOGIN_USER="5/h"):
-        for number in range(6):
-            body = {"username": node.email, "password": "wrong"}
-            response = APIClient().post("/api/auth/login", body, REMOTE_ADDR="10.9.1.1")
-            assert response.status_code == (401 if number < 3 else 429)
+        answers = [login(node.email, "10.9.1.1") for _ in range(6)]
+        assert answers == [401] * 3 + [429] * 3
 
-        body = {"username": node.email, "password": "wrong"}
-        response = APIClient().post("/api/auth/login", body, REMOTE_ADDR="10.9.1.2")
-
-    assert_json_error(response, 401)  # the account's 4th count of 5, not its 7th
+        assert login(node.email, "10.9.1.2") == 401  # the account's 4th count of 5, not its 7th
 
 
 def test_an_overlong_refresh_token_is_refused_before_it_is_decoded():
