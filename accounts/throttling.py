@@ -16,7 +16,7 @@ def account_key(username: str) -> str:
     every spelling that reaches one account shares its budget."""
     if len(username) > EMAIL_MAX_LENGTH:
         # No account has such a name, and the login refuses it unchecked; one shared
-        # count spares normalizing it (NFKC of a 1 MB name costs a second of CPU).
+        # count spares normalizing it (README, "What an anonymous request can cost").
         return "name:too-long"
     user = User.objects.get_for_login(username)
     if user is not None:

@@ -10,8 +10,9 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class SurrogateValidator(ProhibitSurrogateCharactersValidator):
-    """DRF's check and message, by a regex: DRF's walks the text in Python, a tenth
-    of a second for a 1 MB string, spent before any rate limit on the login."""
+    """DRF's check and message, by a regex: DRF's walks the text in Python, which a
+    1 MiB string makes costly before any rate limit (README, "What an anonymous request
+    can cost")."""
 
     def __call__(self, value):
         found = _SURROGATE.search(str(value))

@@ -65,7 +65,7 @@ def _oversized(request) -> tuple[int, str] | None:
         return 431, f"A header field is longer than {MAX_HEADER_FIELD_SIZE} bytes."
     if "HTTP_TRANSFER_ENCODING" in request.META:
         # Django reads a body by its Content-Length only, so a chunked one looked empty;
-        # and gunicorn parses chunks in Python: 1 MB of 1-byte chunks cost 8 s of CPU.
+        # and gunicorn parses chunks in Python, slowly for tiny ones (README, Request size).
         return 411, "Send the body with a Content-Length: a chunked request body is not read."
     return None
 
