@@ -10,7 +10,7 @@ DEV_ENV := DEBUG=$${DEBUG:-true}
 # Exits 0 (true) when the database has no users yet: `make run` then loads the demo.
 DATABASE_IS_EMPTY := from accounts.models import User; raise SystemExit(User.objects.exists())
 
-.PHONY: run test lint format serve bench-sweep bench-load bench-dashboard setup system-deps browser-deps clean
+.PHONY: run test lint format serve bench-sweep bench-load bench-dashboard bench-login-flood setup system-deps browser-deps clean
 
 run: $(VENV)/.installed .env
 	$(DEV_ENV) $(BIN)/python manage.py migrate --noinput -v 0
@@ -52,6 +52,11 @@ bench-load: $(VENV)/.installed
 # DATABASE_URL=mysql://…, whose server gets a database of its own, taskmgmt_bench.
 bench-sweep: $(VENV)/.installed
 	$(BIN)/python bench/sweep.py $(or $(N),100000)
+
+# Heartbeat latency under a flood of the costliest anonymous logins (README, Benchmarks);
+# gunicorn over a temporary SQLite file, counting in Redis db 11 (BENCH_CACHE_URL).
+bench-login-flood: $(VENV)/.installed
+	$(BIN)/python bench/login_flood.py
 
 # Dashboard benchmark (README, Benchmarks): N tasks, default 1000000, in a database of its
 # own (BENCH_DB_NAME, default taskmgmt_bench_dashboard) on DATABASE_URL's server, else SQLite.

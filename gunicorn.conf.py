@@ -112,8 +112,26 @@ def on_exit(server):
         shutil.rmtree(METRICS_DIR, ignore_errors=True)
 
 
+# gunicorn drains at most this much of a body the app did not read before it reads the
+# next request on a kept-alive connection; beyond it, it drops the connection.
+DRAINED_BODY_BYTES = 64 * 1024
+
+
+def body_may_stay_unread(req) -> bool:
+    """A chunked body (refused 411 unread) or one larger than gunicorn drains: the app
+    may answer without reading it (a 413, 401, 429), and the connection cannot then be kept."""
+    for name, value in req.headers:
+        if name == "TRANSFER-ENCODING":
+            return True
+        if name == "CONTENT-LENGTH" and value.isdigit() and int(value) > DRAINED_BODY_BYTES:
+            return True
+    return False
+
+
 def pre_request(worker, req):
-    if worker.nr % KEEPALIVE_REQUESTS == KEEPALIVE_REQUESTS - 1:
+    # Closing is said in the answer (Connection: close), so a client reconnects instead of
+    # losing its next request on a connection the server drops (README, Production serving).
+    if worker.nr % KEEPALIVE_REQUESTS == KEEPALIVE_REQUESTS - 1 or body_may_stay_unread(req):
         req.force_close()
 
 

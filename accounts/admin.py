@@ -1,5 +1,7 @@
 from django.contrib import admin
+from django.contrib.admin import forms as admin_forms
 from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import (
     AdminPasswordChangeForm,
@@ -8,7 +10,7 @@ from django.contrib.auth.forms import (
 )
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
-from django.urls import reverse
+from django.urls import reverse, reverse_lazy
 from django.utils import timezone
 from django.utils.html import format_html
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
@@ -61,6 +63,59 @@ class AdminLoginForm(AdminAuthenticationForm):
 
 
 admin.site.login_form = AdminLoginForm
+
+
+class OwnPasswordChangeForm(admin_forms.AdminPasswordChangeForm):
+    """The signed-in admin's own password change: its old password is a password check,
+    so it spends the login budgets (the API's update-password's, per IP and per account)."""
+
+    error_messages = {
+        **admin_forms.AdminPasswordChangeForm.error_messages,
+        "rate_limited": (
+            "Too many password checks for this account or from this address. "
+            "Wait a minute, then try again."
+        ),
+        "busy": AdminLoginForm.error_messages["busy"],
+        "unavailable": (
+            "Password changes are unavailable right now: the login limits cannot be counted. "
+            "Try again in a few seconds."
+        ),
+    }
+
+    def __init__(self, user, *args, request, **kwargs):
+        super().__init__(user, *args, **kwargs)
+        self.request = request
+
+    def clean_old_password(self):
+        try:
+            allowed = login_allowed(self.request)
+        except CacheUnavailable as error:
+            raise ValidationError(self.error_messages["unavailable"], code="unavailable") from error
+        if not allowed:
+            raise ValidationError(self.error_messages["rate_limited"], code="rate_limited")
+        try:
+            return super().clean_old_password()
+        except HashQueueFull as error:
+            raise ValidationError(self.error_messages["busy"], code="busy") from error
+
+
+class OwnPasswordChangeView(auth_views.PasswordChangeView):
+    form_class = OwnPasswordChangeForm
+    success_url = reverse_lazy("admin:password_change_done")
+
+    def get_form_kwargs(self):
+        return {**super().get_form_kwargs(), "request": self.request}
+
+
+def password_change(request, extra_context=None):
+    """/admin/password_change/: the admin site's own view, which takes no form class and
+    gives its form no request, made over with OwnPasswordChangeForm."""
+    request.current_app = admin.site.name
+    context = {**admin.site.each_context(request), **(extra_context or {})}
+    return OwnPasswordChangeView.as_view(extra_context=context)(request)
+
+
+admin.site.password_change = password_change
 
 
 class UserCreationForm(AdminUserCreationForm):

@@ -103,6 +103,10 @@ class UserManager(BaseUserManager.from_queryset(UserQuerySet)):
         Compared again in Python: MariaDB's _ci collations also match look-alikes
         (nodé3@ for node3@), which must not be second spellings with their own login budget.
         """
+        # Checked before normalizing too: NFKC of a long text is costly (README, "What an
+        # anonymous request can cost").
+        if len(username) > EMAIL_MAX_LENGTH:
+            return None
         email = self.normalize_email(username)
         if len(email) > EMAIL_MAX_LENGTH or not is_encodable(email):
             return None

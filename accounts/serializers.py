@@ -25,6 +25,7 @@ PASSWORD_RULES = (
     "Django's password validators apply: at least 8 characters, not all digits, "
     "not a common password, not too like the email or name."
 )
+REFRESH_MAX_LENGTH = 4096
 # A node works on the few tasks it claimed; the bound keeps one beat's lookup small.
 HEARTBEAT_MAX_TASK_IDS = 1000
 
@@ -42,6 +43,7 @@ class EmailAddressField(JSONStringMixin, serializers.EmailField):
     validators and the length limit then check."""
 
     def to_internal_value(self, data):
+        # JSONStringMixin refuses an overlong text first, before the costly NFKC.
         return UserManager.normalize_email(super().to_internal_value(data))
 
 
@@ -194,7 +196,11 @@ class HeartbeatSerializer(serializers.Serializer):
 
 
 class RefreshSerializer(serializers.Serializer):
-    refresh = StringField(help_text="The refresh token from login or the last refresh.")
+    # A token is a few hundred characters; a longer text is refused before it is decoded.
+    refresh = StringField(
+        max_length=REFRESH_MAX_LENGTH,
+        help_text="The refresh token from login or the last refresh.",
+    )
 
 
 class SignupSerializer(UserInputSerializer):

@@ -1,18 +1,23 @@
 """The login limits: one budget per client IP and one per account, for every password check.
 
-The API login, the admin site's login and update-password's old password all
-count here, with the same cache keys, so none is a way around the others.
+The API login, the admin site's login, and the old password of update-password
+and of the admin site's password change all count here, with the same cache keys,
+so none is a way around the others.
 """
 
 from rest_framework.throttling import BaseThrottle
 
-from accounts.models import User, UserManager
+from accounts.models import EMAIL_MAX_LENGTH, User, UserManager
 from taskmgmt.throttling import RatelimitThrottle
 
 
 def account_key(username: str) -> str:
     """The account `username` logs into (its pk), or its canonical form when none:
     every spelling that reaches one account shares its budget."""
+    if len(username) > EMAIL_MAX_LENGTH:
+        # No account has such a name, and the login refuses it unchecked; one shared
+        # count spares normalizing it (README, "What an anonymous request can cost").
+        return "name:too-long"
     user = User.objects.get_for_login(username)
     if user is not None:
         return f"user:{user.pk}"
@@ -57,8 +62,9 @@ class LoginAccountThrottle(RatelimitThrottle):
         return lambda group, request: value
 
 
-def login_allowed(request, username: str) -> bool:
-    """Counts one password check outside DRF (the admin's login) against both budgets."""
+def login_allowed(request, username: str | None = None) -> bool:
+    """Counts one password check outside DRF against both budgets: the admin's login
+    (for `username`) and its password change (for the signed-in user)."""
     throttles: list[BaseThrottle] = [LoginIpThrottle(), LoginAccountThrottle(username)]
-    # Each throttle counts, even when an earlier one already refused.
-    return all([throttle.allow_request(request, None) for throttle in throttles])
+    # Stops at the first refusal, as the API's views do (FirstRefusalThrottling).
+    return all(throttle.allow_request(request, None) for throttle in throttles)

@@ -42,7 +42,7 @@ from accounts.serializers import (
 from accounts.throttling import LoginAccountThrottle, LoginIpThrottle
 from taskmgmt.api import ServiceUnavailable, error_responses
 from taskmgmt.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
-from taskmgmt.throttling import ApiRateThrottle
+from taskmgmt.throttling import ApiRateThrottle, FirstRefusalThrottling
 from tasks.models import Task
 from tasks.pagination import CappedKeysetPagination
 from tasks.serializers import MessageSerializer, iso_utc, task_rows
@@ -68,8 +68,9 @@ class HashesBusy(ServiceUnavailable):
         self.wait = wait  # DRF sends it as Retry-After
 
 
-class PasswordCheckMixin:
-    """A password check that found no free hash slot is a 503 with Retry-After."""
+class PasswordCheckMixin(FirstRefusalThrottling):
+    """A password check that found no free hash slot is a 503 with Retry-After; its
+    limits stop at the first refusal, so a refused guess costs a cache count only."""
 
     def handle_exception(self, exc):
         if isinstance(exc, HashQueueFull):

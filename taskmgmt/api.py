@@ -53,6 +53,7 @@ _TITLES = {
     405: "Method Not Allowed",
     406: "Not Acceptable",
     409: "Conflict",
+    411: "Length Required",
     413: "Payload Too Large",
     414: "URI Too Long",
     415: "Unsupported Media Type",

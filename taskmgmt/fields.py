@@ -1,14 +1,46 @@
 """Serializer fields for JSON input shared by both apps."""
 
+import re
+
 from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
+from rest_framework.validators import ProhibitSurrogateCharactersValidator
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class SurrogateValidator(ProhibitSurrogateCharactersValidator):
+    """DRF's check and message, by a regex: DRF's walks the text in Python, which a
+    1 MiB string makes costly before any rate limit (README, "What an anonymous request
+    can cost")."""
+
+    def __call__(self, value):
+        found = _SURROGATE.search(str(value))
+        if found:
+            message = self.message.format(code_point=ord(found.group()))
+            raise ValidationError(message, code=self.code)
 
 
 class JSONStringMixin:
-    """Takes a JSON string only: DRF's own fields turn 0 or true into "0" or "True"."""
+    """Takes a JSON string only: DRF's own fields turn 0 or true into "0" or "True".
+
+    A string over max_length is refused before any validator (or subclass) reads it.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.validators = [
+            SurrogateValidator()
+            if type(validator) is ProhibitSurrogateCharactersValidator
+            else validator
+            for validator in self.validators
+        ]
 
     def to_internal_value(self, data):
         if not isinstance(data, str):
             self.fail("invalid")
+        if self.max_length is not None and len(data) > self.max_length:
+            self.fail("max_length", max_length=self.max_length)
         return super().to_internal_value(data)
 
 

@@ -112,7 +112,9 @@ def _address_allowed(request, networks: list[str]) -> bool:
 
 def _token_matches(request, token: str) -> bool:
     scheme, _, supplied = request.headers.get("Authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(supplied.strip(), token)
+    # As bytes: compare_digest refuses non-ASCII text, which any client can send.
+    supplied_bytes = supplied.strip().encode("utf-8", "surrogatepass")
+    return scheme.lower() == "bearer" and hmac.compare_digest(supplied_bytes, token.encode())
 
 
 def metrics_view(request):

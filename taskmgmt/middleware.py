@@ -53,7 +53,8 @@ MAX_HEADER_FIELD_SIZE = 8190
 
 
 def _oversized(request) -> tuple[int, str] | None:
-    """(status, message) when the request is larger than the API accepts."""
+    """(status, message) when the request is larger than the API accepts, or its size
+    is not stated."""
     uri = request.META.get("RAW_URI") or request.get_full_path()
     if len(uri) > MAX_URI_LENGTH:
         return 414, f"The URI is longer than {MAX_URI_LENGTH} bytes."
@@ -62,6 +63,10 @@ def _oversized(request) -> tuple[int, str] | None:
         return 431, f"The request has more than {MAX_HEADER_FIELDS} header fields."
     if any(len(key) + len(str(value)) > MAX_HEADER_FIELD_SIZE for key, value in headers):
         return 431, f"A header field is longer than {MAX_HEADER_FIELD_SIZE} bytes."
+    if "HTTP_TRANSFER_ENCODING" in request.META:
+        # Django reads a body by its Content-Length only, so a chunked one looked empty;
+        # and gunicorn parses chunks in Python, slowly for tiny ones (README, Request size).
+        return 411, "Send the body with a Content-Length: a chunked request body is not read."
     return None
 
 

@@ -131,6 +131,19 @@ def unknown_address_key(group, request) -> str:
     return "unknown-address"
 
 
+class FirstRefusalThrottling:
+    """A view mixin: its throttles run in order and stop at the first that refuses.
+
+    DRF runs every throttle to report the longest wait; here a request refused per IP
+    costs no more work (the per-account throttle parses the body and looks up the user).
+    """
+
+    def check_throttles(self, request):
+        for throttle in self.get_throttles():
+            if not throttle.allow_request(request, self):
+                self.throttled(request, throttle.wait())
+
+
 class ApiRateThrottle(RatelimitThrottle):
     """RATELIMIT_API per user; per IP for anonymous calls (the token refresh).
 

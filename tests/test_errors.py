@@ -220,6 +220,19 @@ def test_a_request_larger_than_the_api_accepts_is_a_json_414_or_431(
     assert_json_error(node_client.get(path, **headers), status)
 
 
+def test_a_chunked_body_is_a_json_411_not_an_empty_body(node_client):
+    """Django reads a body by its Content-Length; without one it saw none (the real
+    server's side of this is in tests/test_serving.py)."""
+    response = node_client.post(
+        "/api/nodes/heartbeat",
+        '{"taskIds": "not-a-list"}',
+        content_type="application/json",
+        HTTP_TRANSFER_ENCODING="chunked",
+    )
+
+    assert "Content-Length" in assert_json_error(response, 411)["message"]
+
+
 def test_options_needs_a_token_like_every_other_method():
     assert_json_error(APIClient().options("/api/auth/edit-profile"), 401)
 

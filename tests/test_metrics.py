@@ -50,7 +50,18 @@ def test_metrics_are_off_unless_configured(client, settings):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("header", [None, "Bearer wrong-token", f"Basic {TOKEN}", "Bearer"])
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "Bearer wrong-token",
+        f"Basic {TOKEN}",
+        "Bearer",
+        # Non-ASCII bytes reach WSGI as latin-1 text, which compare_digest refused (a 500).
+        "Bearer \xe9\xe9",
+        f"Bearer {TOKEN}\xe9",
+    ],
+)
 def test_without_the_token_a_401_and_no_metrics(client, metrics_token, header):
     extra = {"HTTP_AUTHORIZATION": header} if header else {}
     response = client.get("/metrics", **extra)

@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from tests.test_faults import (
+    ADMIN_EMAIL,
     NODE_EMAIL,
     PASSWORD,
     ROOT,
@@ -99,7 +100,8 @@ def site(redis_server, tmp_path_factory):
     subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
     create_node = (
         "from accounts.models import User; "
-        f"User.objects.create_user({NODE_EMAIL!r}, {PASSWORD!r}, name='Node')"
+        f"User.objects.create_user({NODE_EMAIL!r}, {PASSWORD!r}, name='Node'); "
+        f"User.objects.create_superuser({ADMIN_EMAIL!r}, {PASSWORD!r}, name='Admin')"
     )
     subprocess.run([*manage, "shell", "-c", create_node], cwd=ROOT, env=env, check=True)
     server = Gunicorn(env, tmp_path_factory.mktemp("gunicorn") / "gunicorn.log")
@@ -239,3 +241,72 @@ def test_a_redis_that_accepts_but_never_answers_fails_a_login_within_a_second(tm
     assert answer["login"] == 503
     assert answer["healthz"]["cache"] == "down"
     assert answer["seconds"] < 4  # a second for each (redis-py alone waited 5 for each)
+
+
+# --- Request bodies: chunked, and larger than the API accepts ------------------------
+
+LIMIT = 1024 * 1024  # DATA_UPLOAD_MAX_MEMORY_SIZE's default
+
+
+def chunked(body: bytes, size: int = 1000):
+    """`body` as http.client sends an iterable: Transfer-Encoding chunked, no length."""
+    return (body[start : start + size] for start in range(0, len(body), size))
+
+
+def send(connection, method, path, body, token, content_length=True):
+    """(status, headers, parsed body) of one request on `connection`, kept open."""
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    if content_length:
+        connection.request(method, path, body=body, headers=headers)
+    else:
+        connection.request(method, path, body=chunked(body), headers=headers, encode_chunked=True)
+    response = connection.getresponse()
+    return response.status, response, json.loads(response.read())
+
+
+def test_a_chunked_body_is_refused_411_never_taken_for_an_empty_one(site):
+    """A chunked heartbeat was a 200 whatever its taskIds (Django saw no body), and a
+    chunked task a misleading "field is required"."""
+    node, admin = login(site, NODE_EMAIL)["token"], login(site, ADMIN_EMAIL)["token"]
+    connection = http.client.HTTPConnection("127.0.0.1", site.port, timeout=15)
+    try:
+        for path, body, token in [
+            ("/api/nodes/heartbeat", {"taskIds": "not-a-list"}, node),
+            ("/api/tasks", {"taskName": "chunked", "taskDetails": "x" * 5000}, admin),
+        ]:
+            status, response, answer = send(
+                connection, "POST", path, json.dumps(body).encode(), token, False
+            )
+            assert status == 411, answer
+            assert answer.keys() == {"title", "message"}
+            assert "Content-Length" in answer["message"]
+            assert response.getheader("Connection") == "close"  # the body is left unread
+    finally:
+        connection.close()
+    assert json.loads(site.get("/api/tasks/all", token=admin)[2])["tasks"] == []
+
+
+SIZES = {
+    "413": (b'{"taskIds": ["' + b"a" * LIMIT + b'"]}', 413),
+    "401 with a body larger than gunicorn drains": (b" " * 200_000 + b"{}", 401),
+}
+
+
+@pytest.mark.parametrize("case", SIZES.keys())
+def test_after_a_refused_body_the_next_request_on_the_connection_is_answered(site, case):
+    """Either the body is drained and the connection kept, or the answer says it closes
+    (http.client then reconnects): never a connection dropped after promising to keep it."""
+    body, refused = SIZES[case]
+    node = login(site, NODE_EMAIL)["token"]
+    token = "not-a-token" if refused == 401 else node
+    connection = http.client.HTTPConnection("127.0.0.1", site.port, timeout=15)
+    try:
+        status, response, answer = send(connection, "POST", "/api/nodes/heartbeat", body, token)
+        assert status == refused, answer
+        kept = response.getheader("Connection", "").lower() != "close"
+
+        status, _, answer = send(connection, "POST", "/api/nodes/heartbeat", b"{}", node)
+    finally:
+        connection.close()
+
+    assert status == 200, (kept, answer)

@@ -229,3 +229,60 @@ def test_with_the_count_store_down_the_admin_login_refuses_on_its_own_page(admin
     assert response["Content-Type"].startswith("text/html")
     assert "Logins are unavailable" in response.content.decode()
     assert "_auth_user_id" not in client.session
+
+
+# --- the admin site's own password change is a password check too ------------------
+
+ADMIN_PASSWORD_CHANGE = reverse("admin:password_change")
+INCORRECT = "Your old password was entered incorrectly"
+
+
+def admin_password_change(client, old_password, ip="10.0.0.1"):
+    body = {"old_password": old_password, "new_password1": NEW_PASSWORD}
+    body["new_password2"] = NEW_PASSWORD
+    return client.post(ADMIN_PASSWORD_CHANGE, body, REMOTE_ADDR=ip)
+
+
+def test_the_admin_password_change_refuses_after_the_api_limit_of_wrong_old_passwords(
+    admin_user, admin_site_client
+):
+    """The default limit (5 a minute per account), as update-password has it; the
+    seventh guess was checked too before."""
+    pages = [admin_password_change(admin_site_client, f"guess-{n}") for n in range(5)]
+    assert all(INCORRECT in page.content.decode() for page in pages)
+
+    for old_password in ("guess-6", PASSWORD):
+        page = admin_password_change(admin_site_client, old_password)
+        assert page.status_code == 200
+        assert "Too many password checks" in page.content.decode()
+        assert INCORRECT not in page.content.decode()
+    assert User.objects.get(pk=admin_user.pk).check_password(PASSWORD)
+    assert_rate_limited(api_login(admin_user.email, ip="10.0.3.1"))  # the same budget
+
+
+@ACCOUNT_LIMIT
+def test_api_login_failures_limit_the_admin_password_change(admin_user, admin_site_client):
+    for number in range(3):
+        assert_json_error(api_login(admin_user.email, "wrong", ip=f"10.0.1.{number}"), 401)
+
+    page = admin_password_change(admin_site_client, PASSWORD, ip="10.0.2.1")
+
+    assert "Too many password checks" in page.content.decode()
+    assert User.objects.get(pk=admin_user.pk).check_password(PASSWORD)
+
+
+@IP_LIMIT
+def test_admin_password_changes_spend_the_ips_login_budget(admin_user, admin_site_client):
+    for number in range(3):
+        admin_password_change(admin_site_client, f"guess-{number}", ip="10.0.0.7")
+
+    assert_rate_limited(api_login(NodeFactory().email, ip="10.0.0.7"))
+
+
+def test_the_admin_password_change_still_changes_the_password(admin_user, admin_site_client):
+    page = admin_password_change(admin_site_client, PASSWORD)
+
+    assert page.status_code == 302
+    assert page["Location"] == reverse("admin:password_change_done")
+    assert User.objects.get(pk=admin_user.pk).check_password(NEW_PASSWORD)
+    assert admin_site_client.get(reverse("admin:index")).status_code == 200  # still signed in
