@@ -24,24 +24,15 @@ from django_ratelimit.core import (
     _split_rate,
 )
 from redis.exceptions import RedisError
-from rest_framework import exceptions, status
 from rest_framework.throttling import BaseThrottle
+
+from taskmgmt.exceptions import CacheUnavailable
 
 logger = logging.getLogger("taskmgmt.ratelimit")
 
 # What a cache backend for Redis (django-redis or Django's own) raises when the
 # server is down, refuses or times out; socket errors for anything below it.
 CACHE_ERRORS = (RedisError, OSError)
-
-
-class CacheUnavailable(exceptions.APIException):
-    """The shared cache holding the counts is down: an outage to retry, not a bug."""
-
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    default_detail = "The rate-limit cache is unavailable; try again shortly."
-    default_code = "cache_unavailable"
-    # DRF's exception handler sends it as Retry-After; a Redis restart takes seconds.
-    wait = 5
 
 
 class RatelimitThrottle(BaseThrottle):
@@ -109,7 +100,7 @@ def count_request(cache_key, timeout):
         except ValueError:
             return None
     except CACHE_ERRORS as error:
-        raise CacheUnavailable() from error
+        raise CacheUnavailable("The rate-limit cache is unavailable; try again shortly.") from error
 
 
 def has_client_address(request) -> bool:

@@ -18,9 +18,9 @@ from django.db import connection, transaction
 from django.db.models import DateTimeField, UUIDField, Value
 from django.utils import timezone
 
-from accounts import heartbeats
-from accounts.models import User
-from accounts.services import node_heartbeat
+from nodes import heartbeats
+from nodes.models import Node
+from nodes.services import node_heartbeat
 from taskmgmt.metrics import CLAIM_LATENCY, FAILURES, REASSIGNMENTS
 from taskmgmt.sql import driver_rows, get_one
 from tasks.actor import current_actor
@@ -407,7 +407,7 @@ def tasks_fail_over(
     heartbeats.flush()
     # A list, not a subquery: a locking read must not lock the users' rows,
     # which every heartbeat flush updates.
-    down = list(User.objects.down(now).values_list("pk", flat=True))
+    down = list(Node.objects.down(now).values_list("pk", flat=True))
     if not down:
         return FailoverCounts()
     lost = Task.objects.open_of(down)
@@ -446,7 +446,7 @@ def _fail_over(rows: list, *, now: datetime) -> FailoverCounts:
     # Read again under the locks: a node that beat since the run began (a claim
     # beats first) keeps its tasks.
     node_ids = {UUID(str(row.assigned_node_id)) for row in rows}
-    still_down = set(User.objects.down(now).filter(pk__in=node_ids).values_list("pk", flat=True))
+    still_down = set(Node.objects.down(now).filter(pk__in=node_ids).values_list("pk", flat=True))
     rows = [row for row in rows if UUID(str(row.assigned_node_id)) in still_down]
     max_attempts = settings.TASK_MAX_ATTEMPTS
     to_fail = [
@@ -468,7 +468,7 @@ def _fail_over(rows: list, *, now: datetime) -> FailoverCounts:
 
 def _least_loaded_first(*, now: datetime) -> list:
     """A heap of (open task count, id text, id) over the alive active nodes."""
-    alive = list(User.objects.alive(now).values_list("pk", flat=True))
+    alive = list(Node.objects.alive(now).values_list("pk", flat=True))
     loads = Task.objects.filter(assigned_node_id__in=alive).open_counts_by_node()
     heap = [(loads.get(pk, (0, 0))[0], str(pk), pk) for pk in alive]
     heapq.heapify(heap)
