@@ -14,7 +14,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import DateTimeField, UUIDField, Value
 from django.utils import timezone
 
@@ -22,7 +22,7 @@ from nodes import heartbeats
 from nodes.models import Node
 from nodes.services import node_heartbeat
 from taskmgmt.metrics import CLAIM_LATENCY, FAILURES, REASSIGNMENTS
-from taskmgmt.sql import driver_rows, get_one
+from taskmgmt.sql import driver_rows, get_one, insert_select, with_ids
 from tasks.actor import current_actor
 from tasks.models import (
     ALLOWED_AFTER_DEADLINE,
@@ -243,11 +243,8 @@ def _fail(ids: list, *, actor, cause: str) -> int:
     They select by id alone: with any other condition SQLite's planner walks
     the deadline index past every expired task, for every batch.
     """
-    quote = connection.ops.quote_name
-    pk = f"{quote(Task._meta.db_table)}.{quote(Task._meta.pk.column)}"
-    placeholders = ", ".join(["%s"] * len(ids))
-    # `extra`, not `pk__in`: the ids are the database's own values (see _lock_ids).
-    batch = Task.objects.extra(where=[f"{pk} IN ({placeholders})"], params=ids).order_by()
+    # By the database's own values, not `pk__in` (see _lock_ids).
+    batch = with_ids(Task.objects.order_by(), ids)
     now = timezone.now()
     _record_failures(batch, actor=actor, cause=cause, now=now)
     failed = batch.update(
@@ -272,24 +269,11 @@ def _record_failures(tasks, *, actor, cause: str, now: datetime) -> None:
         Value(cause),
         Value(now, output_field=DateTimeField()),
     )
-    select_sql, params = rows.query.get_compiler(connection=connection).as_sql()
-    quote = connection.ops.quote_name
-    columns = ", ".join(
-        quote(TaskHistory._meta.get_field(name).column)
-        for name in (
-            "task",
-            "action",
-            "from_value",
-            "to_value",
-            "performed_by",
-            "cause",
-            "created_at",
-        )
+    insert_select(
+        TaskHistory,
+        ("task", "action", "from_value", "to_value", "performed_by", "cause", "created_at"),
+        rows,
     )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {quote(TaskHistory._meta.db_table)} ({columns}) {select_sql}", params
-        )
 
 
 @transaction.atomic
