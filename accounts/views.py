@@ -102,9 +102,9 @@ class TokenViewSet(PasswordCheckMixin, viewsets.GenericViewSet):
 
 
 class AccountViewSet(PasswordCheckMixin, viewsets.GenericViewSet):
-    """The signed-in user's own account; the user list and signup for admins.
+    """The signed-in user's own account; the user list and signup for admins."""
 
-    GET profile is tasks.views.ProfileViewSet's: it shows the node's tasks."""
+    # GET profile is tasks.views.ProfileViewSet's, at the same path: it shows tasks.
 
     @extend_schema(
         summary="Change the signed-in user's name and email",

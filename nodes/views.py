@@ -26,7 +26,7 @@ from taskmgmt.fields import iso_utc
 
 @extend_schema(tags=["nodes"])
 class NodeViewSet(viewsets.GenericViewSet):
-    """Liveness: nodes beat, admins see who is alive (docs/nodes-and-workers.md)."""
+    """Liveness: nodes beat, admins see who is alive."""
 
     action_permissions = {"heartbeat": [IsNodeRole], "list_nodes": [IsAdminRole]}
 

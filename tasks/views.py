@@ -295,11 +295,10 @@ PROFILE_PAGE_PARAMETERS = [
 
 
 class ProfileViewSet(viewsets.GenericViewSet):
-    """GET api/auth/profile: the signed-in user with a page of its active tasks.
+    """The signed-in user's own account, with a page of a node's active tasks."""
 
-    At the auth API's path (the original system's), served here because its
-    data is the tasks': accounts imports nothing from tasks.
-    """
+    # At the auth API's path (the original system's), served here because its
+    # data is the tasks': accounts imports nothing from tasks (docs/architecture.md).
 
     @extend_schema(
         summary="The signed-in user and, for a node, a page of its active tasks",
