@@ -10,17 +10,14 @@ from django.contrib.auth.forms import (
 )
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
-from django.urls import reverse, reverse_lazy
-from django.utils import timezone
-from django.utils.html import format_html
+from django.urls import reverse_lazy
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
-from accounts import heartbeats
 from accounts.hashers import HashQueueFull
-from accounts.models import Liveness, Role, User
+from accounts.models import User
 from accounts.throttling import login_allowed
+from taskmgmt.exceptions import CacheUnavailable
 from taskmgmt.metrics import LOGIN_FAILURES
-from taskmgmt.throttling import CacheUnavailable
 
 
 class AdminLoginForm(AdminAuthenticationForm):
@@ -130,21 +127,6 @@ class UserEditForm(UserChangeForm):
         fields = ["email", "name", "role", "is_active"]
 
 
-class LivenessFilter(admin.SimpleListFilter):
-    """Nodes by what their last heartbeat says now (admins have no liveness)."""
-
-    title = "liveness"
-    parameter_name = "liveness"
-
-    def lookups(self, request, model_admin):
-        return Liveness.choices
-
-    def queryset(self, request, queryset):
-        if self.value() in Liveness.values:
-            return queryset.filter(role=Role.NODE, liveness=self.value())
-        return queryset
-
-
 class PasswordChangeForm(AdminPasswordChangeForm):
     def save(self, commit=True):
         # The password only: the rest of the row was read when the request began.
@@ -156,27 +138,20 @@ class PasswordChangeForm(AdminPasswordChangeForm):
 
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
+    """Accounts: identity and password. nodes.admin registers this admin again with
+    a node's liveness, heartbeat and page added (NodeUserAdmin)."""
+
     form = UserEditForm
     add_form = UserCreationForm
     change_password_form = PasswordChangeForm
-    list_display = [
-        "email",
-        "name",
-        "role",
-        "liveness",
-        "last_seen",
-        "is_active",
-        "date_joined",
-        "node_page",
-    ]
-    list_filter = ["role", LivenessFilter, "is_active"]
+    list_display = ["email", "name", "role", "is_active", "date_joined"]
+    list_filter = ["role", "is_active"]
     search_fields = ["email", "name"]
     ordering = ["name", "email"]
-    readonly_fields = ["id", "date_joined", "last_login", "last_seen", "liveness"]
+    readonly_fields = ["id", "date_joined", "last_login"]
     fieldsets = [
         (None, {"fields": ["id", "email", "password"]}),
         ("Profile", {"fields": ["name", "role", "is_active"]}),
-        ("Heartbeat", {"fields": ["last_seen", "liveness"]}),
         ("Dates", {"fields": ["date_joined", "last_login"]}),
     ]
     add_fieldsets = [
@@ -197,36 +172,6 @@ class UserAdmin(DjangoUserAdmin):
             obj.save(update_fields=[name for name in form.changed_data if name != "password"])
         else:
             super().save_model(request, obj, form, change)
-
-    def get_queryset(self, request):
-        # One clock for the whole page, in SQL: the same rule as the API and the sweep.
-        return super().get_queryset(request).with_liveness(timezone.now())
-
-    # The pages that show liveness flush the pending beats first, before the change
-    # page's transaction: inside it the flush's row locks would last until it commits.
-    def changelist_view(self, request, extra_context=None):
-        heartbeats.flush()
-        return super().changelist_view(request, extra_context)
-
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        heartbeats.flush()
-        return super().change_view(request, object_id, form_url, extra_context)
-
-    @admin.display(description="liveness", ordering="liveness")
-    def liveness(self, user):
-        """A node's liveness now; an admin does not beat, so has none."""
-        if not user.is_node:
-            return "—"
-        return Liveness(user.liveness).label
-
-    @admin.display(description="node page")
-    def node_page(self, user):
-        # The dashboard's page for a node (tasks.dashboard); admins have none.
-        if not user.is_node:
-            return ""
-        return format_html(
-            '<a href="{}">liveness and tasks</a>', reverse("admin:node", args=[user.pk])
-        )
 
 
 # Roles decide what a user may do (README, Design decisions): groups have no use here.

@@ -1,50 +1,15 @@
 import unicodedata
 import uuid
-from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.db.models import Case, Value, When
 from django.utils import timezone
 
 
 class Role(models.TextChoices):
     ADMIN = "admin", "Admin"
     NODE = "node", "Node"
-
-
-class Liveness(models.TextChoices):
-    """What a node's last heartbeat says about it now (SPEC, Nodes)."""
-
-    ALIVE = "alive", "Alive"
-    STALE = "stale", "Stale"
-    DOWN = "down", "Down"
-    NEVER_SEEN = "never_seen", "Never seen"
-
-
-def liveness_cutoffs(now: datetime) -> tuple[datetime, datetime]:
-    """(stale_before, down_before): a node last seen before these is stale, or down.
-
-    The one definition of liveness, used by the queryset and by single users.
-    Stale once a beat is missed (1.5 intervals, so a late beat is not a miss);
-    down after NODE_DOWN_AFTER seconds.
-    """
-    stale = timedelta(seconds=settings.NODE_HEARTBEAT_SECONDS * 1.5)
-    down = timedelta(seconds=settings.NODE_DOWN_AFTER)
-    return now - stale, now - down
-
-
-def liveness_of(last_seen: datetime | None, now: datetime) -> str:
-    if last_seen is None:
-        return Liveness.NEVER_SEEN
-    stale_before, down_before = liveness_cutoffs(now)
-    if last_seen < down_before:
-        return Liveness.DOWN
-    if last_seen < stale_before:
-        return Liveness.STALE
-    return Liveness.ALIVE
 
 
 EMAIL_MAX_LENGTH = 254
@@ -62,29 +27,6 @@ def is_encodable(text: str) -> bool:
 class UserQuerySet(models.QuerySet):
     def nodes(self):
         return self.filter(role=Role.NODE)
-
-    def with_liveness(self, now: datetime | None = None):
-        """Annotates `liveness` (a `Liveness` value), derived from `last_seen` at `now`."""
-        stale_before, down_before = liveness_cutoffs(now or timezone.now())
-        return self.annotate(
-            liveness=Case(
-                When(last_seen__isnull=True, then=Value(Liveness.NEVER_SEEN)),
-                When(last_seen__lt=down_before, then=Value(Liveness.DOWN)),
-                When(last_seen__lt=stale_before, then=Value(Liveness.STALE)),
-                default=Value(Liveness.ALIVE),
-                output_field=models.CharField(),
-            )
-        )
-
-    def down(self, now: datetime | None = None):
-        """Nodes seen once and not since NODE_DOWN_AFTER (a never-seen node is not down:
-        it may be a client that does not beat)."""
-        _, down_before = liveness_cutoffs(now or timezone.now())
-        return self.nodes().filter(last_seen__lt=down_before)
-
-    def alive(self, now: datetime | None = None):
-        stale_before, _ = liveness_cutoffs(now or timezone.now())
-        return self.nodes().filter(last_seen__gte=stale_before, is_active=True)
 
 
 class UserManager(BaseUserManager.from_queryset(UserQuerySet)):
@@ -149,7 +91,8 @@ class User(AbstractBaseUser):
         default=True, help_text="Deactivated users cannot log in; their tokens stop working."
     )
     date_joined = models.DateTimeField(default=timezone.now, editable=False)
-    # Stamped by the server's clock on each heartbeat or claim; liveness derives from it.
+    # Stamped by the server's clock on each heartbeat or claim; liveness derives from it
+    # (nodes.models, which owns everything a node's beats say).
     last_seen = models.DateTimeField(null=True, blank=True, editable=False)
 
     objects = UserManager()
@@ -181,9 +124,6 @@ class User(AbstractBaseUser):
     def save(self, *args, **kwargs):
         self.email = UserManager.normalize_email(self.email)
         super().save(*args, **kwargs)
-
-    def liveness(self, now: datetime | None = None) -> str:
-        return liveness_of(self.last_seen, now or timezone.now())
 
     @property
     def is_admin(self) -> bool:

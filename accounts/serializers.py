@@ -12,10 +12,9 @@ from django.db import models
 from rest_framework import serializers
 from rest_framework.exceptions import AuthenticationFailed, PermissionDenied
 
-from accounts.models import Liveness, User, UserManager
+from accounts.models import User, UserManager
 from taskmgmt.fields import JSONStringMixin, StringField
 from taskmgmt.metrics import LOGIN_FAILURES
-from tasks.serializers import IdField, TaskSerializer
 
 logger = logging.getLogger("taskmgmt.auth")
 
@@ -26,8 +25,6 @@ PASSWORD_RULES = (
     "not a common password, not too like the email or name."
 )
 REFRESH_MAX_LENGTH = 4096
-# A node works on the few tasks it claimed; the bound keeps one beat's lookup small.
-HEARTBEAT_MAX_TASK_IDS = 1000
 
 
 def _check_password_strength(password: str, user: User, field: str) -> None:
@@ -87,48 +84,6 @@ class UsersListSerializer(serializers.Serializer):
     usersList = UserListItemSerializer(many=True, read_only=True)
 
 
-class NodeSerializer(serializers.Serializer):
-    """A node as `GET /api/nodes` shows it: a user annotated with `liveness` and
-    with `open_count`/`in_progress_count` set by the view."""
-
-    nodeId = serializers.UUIDField(source="id", read_only=True)
-    name = serializers.CharField(read_only=True)
-    email = serializers.EmailField(read_only=True)
-    liveness = serializers.ChoiceField(choices=Liveness.choices, read_only=True)
-    lastSeen = serializers.DateTimeField(
-        source="last_seen", allow_null=True, read_only=True, help_text="By the server's clock."
-    )
-    openCount = serializers.IntegerField(
-        source="open_count", read_only=True, help_text="Active tasks pending or in progress."
-    )
-    inProgressCount = serializers.IntegerField(source="in_progress_count", read_only=True)
-
-
-class NodesListSerializer(serializers.Serializer):
-    nodes = NodeSerializer(many=True, read_only=True)
-
-
-class HeartbeatResultSerializer(serializers.Serializer):
-    serverTime = serializers.DateTimeField(read_only=True, help_text="The server's clock.")
-    leaseExpiresAt = serializers.DateTimeField(
-        read_only=True, help_text="When the node counts as down without another beat or claim."
-    )
-    heartbeatSeconds = serializers.IntegerField(
-        read_only=True, help_text="How often the node should beat (NODE_HEARTBEAT_SECONDS)."
-    )
-    pendingCount = serializers.IntegerField(
-        read_only=True, help_text="The node's pending tasks it can still claim."
-    )
-    revokedTaskIds = serializers.ListField(
-        child=serializers.UUIDField(),
-        read_only=True,
-        help_text=(
-            "Of the taskIds sent, those no longer this node's to work on (reassigned, failed, "
-            "deleted): stop working on them."
-        ),
-    )
-
-
 class TokenPairSerializer(serializers.Serializer):
     token = serializers.CharField(read_only=True, help_text="Access token: send as Bearer.")
     refresh = serializers.CharField(read_only=True, help_text="Works once, at /api/auth/refresh.")
@@ -138,21 +93,13 @@ class LoginResultSerializer(TokenPairSerializer):
     userDetails = UserDetailsSerializer(read_only=True)
 
 
+class MessageSerializer(serializers.Serializer):
+    message = serializers.CharField(read_only=True)
+
+
 class UserMessageSerializer(serializers.Serializer):
     message = serializers.CharField(read_only=True)
     userDetails = UserDetailsSerializer(read_only=True)
-
-
-class ProfileSerializer(serializers.Serializer):
-    userDetails = UserDetailsSerializer(read_only=True)
-    tasks = TaskSerializer(
-        many=True, read_only=True, help_text="The node's own active tasks, one page of them."
-    )
-    nextCursor = serializers.CharField(
-        allow_null=True,
-        read_only=True,
-        help_text="Pass as `cursor` for the next page; null on the last page.",
-    )
 
 
 # --- Input ------------------------------------------------------------------
@@ -184,15 +131,6 @@ class LoginSerializer(serializers.Serializer):
             _log_login_failure("inactive", user)
             raise PermissionDenied("This account is deactivated.")
         return {"user": user}
-
-
-class HeartbeatSerializer(serializers.Serializer):
-    taskIds = serializers.ListField(
-        child=IdField(),
-        required=False,
-        max_length=HEARTBEAT_MAX_TASK_IDS,
-        help_text="The tasks the node is working on now; the answer names those taken away.",
-    )
 
 
 class RefreshSerializer(serializers.Serializer):

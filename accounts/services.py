@@ -1,5 +1,4 @@
-"""Creating nodes, editing profiles, and issuing, rotating and revoking a user's JWTs;
-a node's heartbeat.
+"""Creating nodes, editing profiles, and issuing, rotating and revoking a user's JWTs.
 
 A write of a user names the fields it changes: the user the request loaded may
 be older than a password change or deactivation committed since.
@@ -7,9 +6,6 @@ Every refresh token is recorded (simplejwt's OutstandingToken) when issued,
 so a user's tokens can all be revoked at once; access tokens carry a digest
 of the password hash (CHECK_REVOKE_TOKEN), so a new password revokes them.
 """
-
-from datetime import datetime
-from uuid import UUID
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -21,9 +17,8 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
-from accounts import heartbeats
 from accounts.models import User
-from taskmgmt.api import Conflict
+from taskmgmt.exceptions import Conflict
 
 EMAIL_TAKEN = "A user with this email already exists."
 
@@ -109,16 +104,6 @@ def user_change_password(*, user: User, password: str) -> None:
         user=user, expires_at__gt=timezone.now(), blacklistedtoken__isnull=True
     )
     BlacklistedToken.objects.bulk_create(BlacklistedToken(token=token) for token in unrevoked)
-
-
-def node_heartbeat(*, node_id: UUID, now: datetime) -> None:
-    """Stamp the node's `last_seen` with the server's clock, never the node's.
-
-    No instance saved, no signal, no history row, since every node runs this
-    every few seconds: one Redis command, written to the database with the
-    other nodes' beats in batches (accounts/heartbeats.py).
-    """
-    heartbeats.record(node_id=node_id, now=now)
 
 
 def user_deactivate(*, user: User) -> None:

@@ -1,37 +1,29 @@
-"""The auth API at the original system's paths (routed in `accounts/urls.py`),
-and the nodes' liveness API (`accounts/node_urls.py`).
+"""The auth API at the original system's paths (routed in `accounts/urls.py`).
 
 `TokenViewSet` (login, refresh) is open to anyone and runs no
-authentication; `AccountViewSet` serves the signed-in user and, for admins,
-the user list and signup; `NodeViewSet` takes a node's heartbeat and shows
-admins who is alive.
+authentication; `AccountViewSet` changes the signed-in user's account and, for
+admins, lists users and signs nodes up. The profile, which shows a node's
+tasks, is the tasks app's (tasks.views.ProfileViewSet), at the same path.
 """
 
-from datetime import timedelta
-
-from django.conf import settings
-from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
-from accounts import heartbeats, services
+from accounts import services
 from accounts.authentication import JWTAuthentication
 from accounts.hashers import HashQueueFull
 from accounts.models import User
-from accounts.permissions import IsAdminRole, IsNodeRole
+from accounts.permissions import IsAdminRole
 from accounts.serializers import (
-    HeartbeatResultSerializer,
-    HeartbeatSerializer,
     LoginResultSerializer,
     LoginSerializer,
-    NodesListSerializer,
+    MessageSerializer,
     PasswordChangeSerializer,
     ProfileEditSerializer,
-    ProfileSerializer,
     RefreshSerializer,
     SignupSerializer,
     TokenPairSerializer,
@@ -40,24 +32,10 @@ from accounts.serializers import (
     UsersListSerializer,
 )
 from accounts.throttling import LoginAccountThrottle, LoginIpThrottle
-from taskmgmt.api import ServiceUnavailable, error_responses
+from taskmgmt.errors import error_responses
+from taskmgmt.exceptions import ServiceUnavailable
 from taskmgmt.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 from taskmgmt.throttling import ApiRateThrottle, FirstRefusalThrottling
-from tasks.models import Task
-from tasks.pagination import CappedKeysetPagination
-from tasks.serializers import MessageSerializer, iso_utc, task_rows
-
-# The profile's tasks take the task lists' `limit` and `cursor`.
-PROFILE_PAGE_PARAMETERS = [
-    OpenApiParameter(
-        parameter["name"],
-        parameter["schema"],
-        OpenApiParameter.QUERY,
-        required=False,
-        description=parameter["description"],
-    )
-    for parameter in CappedKeysetPagination().get_schema_operation_parameters(view=None)
-]
 
 
 class HashesBusy(ServiceUnavailable):
@@ -127,21 +105,7 @@ class TokenViewSet(PasswordCheckMixin, viewsets.GenericViewSet):
 class AccountViewSet(PasswordCheckMixin, viewsets.GenericViewSet):
     """The signed-in user's own account; the user list and signup for admins."""
 
-    @extend_schema(
-        summary="The signed-in user and, for a node, a page of its active tasks",
-        parameters=PROFILE_PAGE_PARAMETERS,
-        responses={200: ProfileSerializer, **error_responses(400, 401, 429)},
-    )
-    @action(detail=False, methods=["get"], pagination_class=CappedKeysetPagination)
-    def profile(self, request):
-        queryset = task_rows(Task.objects.active().filter(assigned_node=request.user))
-        tasks = self.paginate_queryset(queryset)
-        profile = {
-            "userDetails": request.user,
-            "tasks": tasks,
-            "nextCursor": self.paginator.next_cursor,
-        }
-        return Response(ProfileSerializer(profile).data)
+    # GET profile is tasks.views.ProfileViewSet's, at the same path: it shows tasks.
 
     @extend_schema(
         summary="Change the signed-in user's name and email",
@@ -213,66 +177,3 @@ class AccountViewSet(PasswordCheckMixin, viewsets.GenericViewSet):
             {"message": "Node created.", "userDetails": UserDetailsSerializer(user).data},
             status=status.HTTP_201_CREATED,
         )
-
-
-@extend_schema(tags=["nodes"])
-class NodeViewSet(viewsets.GenericViewSet):
-    """Liveness: nodes beat, admins see who is alive (SPEC, Nodes)."""
-
-    action_permissions = {"heartbeat": [IsNodeRole], "list_nodes": [IsAdminRole]}
-
-    def get_permissions(self):
-        # OPTIONS has no action: only a signed-in admin or node gets its 405.
-        permissions = self.action_permissions.get(self.action, [IsAuthenticated])
-        return [permission() for permission in permissions]
-
-    @extend_schema(
-        summary="A node's heartbeat: the server stamps its last_seen (node)",
-        request=HeartbeatSerializer,
-        responses={
-            200: HeartbeatResultSerializer,
-            **error_responses(400, 401, 403, 413, 415, 429),
-        },
-    )
-    def heartbeat(self, request):
-        held = set()
-        # A beat without a body (the common one), or with {}, has nothing to validate;
-        # any other body must be the object the schema names (null, [] or 0 is a 400).
-        if not isinstance(request.data, dict) or request.data:
-            serializer = HeartbeatSerializer(data=request.data)
-            serializer.is_valid(raise_exception=True)
-            held = set(serializer.validated_data.get("taskIds", ()))
-        node, now = request.user, timezone.now()
-        services.node_heartbeat(node_id=node.pk, now=now)
-        # State, not a log of events: a lost answer costs nothing, the next beat says it again.
-        kept = set(Task.objects.in_progress_of(node, held)) if held else set()
-        # HeartbeatResultSerializer's shape, built directly: every node sends this every
-        # few seconds, and instantiating it copied each of its fields per answer.
-        return Response(
-            {
-                "serverTime": iso_utc(now),
-                "leaseExpiresAt": iso_utc(now + timedelta(seconds=settings.NODE_DOWN_AFTER)),
-                "heartbeatSeconds": settings.NODE_HEARTBEAT_SECONDS,
-                "pendingCount": Task.objects.claimable_count(node, now),
-                "revokedTaskIds": sorted(map(str, held - kept)),
-            }
-        )
-
-    @extend_schema(
-        summary="Every active node with its liveness and open work (admin)",
-        responses={200: NodesListSerializer, **error_responses(401, 403, 429)},
-    )
-    def list_nodes(self, request):
-        # Not `list`: drf-spectacular would document the envelope as an array.
-        heartbeats.flush()
-        nodes = list(
-            User.objects.nodes()
-            .filter(is_active=True)
-            .with_liveness(timezone.now())
-            .only("id", "name", "email", "last_seen")
-            .order_by("name", "email")
-        )
-        counts = Task.objects.open_counts_by_node()
-        for node in nodes:
-            node.open_count, node.in_progress_count = counts.get(node.pk, (0, 0))
-        return Response(NodesListSerializer({"nodes": nodes}).data)

@@ -151,7 +151,8 @@ def main() -> None:
         from django.utils import timezone
 
         from accounts.models import Role, User
-        from tasks import dashboard
+        from nodes.models import Node
+        from tasks import dashboard, selectors
         from tasks.models import Task
 
         print(f"database: {connection.vendor} {connection.settings_dict['NAME']}")
@@ -168,11 +169,11 @@ def main() -> None:
         now = timezone.now()
         since = now - timedelta(hours=24)
         panels = {
-            "open by status x node, deadlines, oldest": lambda: dashboard._open_by_node_and_status(
+            "open by status x node, deadlines, oldest": lambda: selectors.open_by_node_and_status(
                 now
             ),
-            "finished in 24 h by hour, cause and node": lambda: dashboard._finished_since(since),
-            "nodes with liveness": lambda: list(User.objects.nodes().with_liveness(now).values()),
+            "finished in 24 h by hour, cause and node": lambda: selectors.finished_since(since),
+            "nodes with liveness": lambda: list(Node.objects.with_liveness(now).values()),
             "every panel (the snapshot)": lambda: dashboard._compute(timezone.now()),
         }
         for label, query in panels.items():

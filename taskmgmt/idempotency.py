@@ -20,6 +20,8 @@ from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import exceptions, status
 
+from taskmgmt.exceptions import CacheUnavailable
+
 logger = logging.getLogger("taskmgmt.api")
 
 HEADER = "Idempotency-Key"
@@ -62,15 +64,6 @@ class KeyInFlight(exceptions.APIException):
     default_detail = f"A request with this {HEADER} is still being processed; retry shortly."
     default_code = "idempotency_key_in_flight"
     wait = 1
-
-
-class CacheUnavailable(exceptions.APIException):
-    """Without the cache no repeat can be recognised: refuse rather than act twice."""
-
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    default_detail = f"Requests with an {HEADER} cannot be served right now; retry shortly."
-    default_code = "cache_unavailable"
-    wait = 5
 
 
 def idempotent(view):
@@ -141,7 +134,9 @@ def hold(cache_key: str, fingerprint: str) -> dict | None:
             return entry
     except redis.RedisError as error:
         logger.error("idempotency cache unavailable", exc_info=error)
-        raise CacheUnavailable() from error
+        raise CacheUnavailable(
+            f"Requests with an {HEADER} cannot be served right now; retry shortly."
+        ) from error
     raise KeyInFlight()
 
 

@@ -80,7 +80,7 @@ class RequestLimitsMiddleware:
         refusal = _oversized(request)
         if refusal is None:
             return self.get_response(request)
-        from taskmgmt.api import error_body  # see process_exception below
+        from taskmgmt.errors import error_body  # see process_exception below
 
         status, message = refusal
         return JsonResponse(error_body(status, message), status=status)
@@ -122,8 +122,8 @@ class RequestLogMiddleware:
         """A lost database or cache connection is an outage to retry, not a bug: 503 JSON."""
         # Imported here: middleware loads before the URLconf, and importing the API
         # module that early starts DRF's settings import chain from the wrong end.
-        from taskmgmt.api import error_body
-        from taskmgmt.throttling import CacheUnavailable
+        from taskmgmt.errors import error_body
+        from taskmgmt.exceptions import CacheUnavailable
 
         if isinstance(exception, OperationalError | InterfaceError):
             what = "database"

@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "django_crontab",
     "taskmgmt",
     "accounts",
+    "nodes",
     "tasks",
 ]
 
@@ -231,7 +232,7 @@ REST_FRAMEWORK = {
     # CORS preflights are answered by the CORS middleware before any view.
     "DEFAULT_METADATA_CLASS": "taskmgmt.metadata.AllowedMethodsMetadata",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "taskmgmt.api.exception_handler",
+    "EXCEPTION_HANDLER": "taskmgmt.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
     "DATETIME_FORMAT": "iso-8601",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
@@ -330,7 +331,7 @@ NODE_HEARTBEAT_SECONDS = env.int("NODE_HEARTBEAT_SECONDS", default=10)
 # not a death, short enough that a dead node's work moves within a minute.
 NODE_DOWN_AFTER = env.int("NODE_DOWN_AFTER", default=3 * NODE_HEARTBEAT_SECONDS)
 # Where the cache is Redis, beats wait there and the first beat this long after
-# the last flush writes them all (accounts/heartbeats.py); liveness reads flush first.
+# the last flush writes them all (nodes/heartbeats.py); liveness reads flush first.
 NODE_HEARTBEAT_FLUSH_SECONDS = env.float("NODE_HEARTBEAT_FLUSH_SECONDS", default=1.0)
 if not 0 < NODE_HEARTBEAT_FLUSH_SECONDS <= NODE_HEARTBEAT_SECONDS:
     raise ImproperlyConfigured(

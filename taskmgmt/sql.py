@@ -1,21 +1,34 @@
-"""Reads that keep the database driver's own values, and plain SELECTs for hot rows.
+"""The fence: every use of a private API of Django or a library, and every SQL
+statement written by hand, lives here with its case in tests/test_sql.py
+(docs/architecture.md, Fast paths); everywhere else reads like plain Django.
 
-Django's per-value converters (a UUID object for each id, an aware datetime
-for each date) were a quarter of a list page's CPU, and building and
-compiling an ORM query for one row by primary key cost this VM 3-4x running
-it (~320 us against ~75 us). `driver_rows` runs an ORM query without the
-converters; `select_one`, `get_one`, `count_rows`, `update_rows`,
-`update_to_later` and `insert_rows` send the SQL the ORM would, built once
-per process, with parameters adapted by the model's own fields.
+Reads that keep the database driver's own values: Django's per-value converters
+(a UUID object per id, an aware datetime per date) were a large part of a list
+page's CPU. Plain SELECTs for hot rows: building and compiling an ORM query for
+one row by primary key cost several times running it (docs/performance.md).
+`driver_rows` runs an ORM query without the converters; `select_one`, `get_one`,
+`count_rows`, `update_rows`, `update_to_later` and `insert_rows` send the SQL
+the ORM would, built once per process, with parameters adapted by the model's
+own fields; `with_ids` and `insert_select` serve the sweep's batches;
+`rate_window` and `ratelimit_key` are django-ratelimit's counting, for DRF throttles.
 """
 
 from functools import cache
+from typing import NamedTuple
 
 from django.core.exceptions import EmptyResultSet
 from django.db import connection, transaction
 from django.db.models.query import BaseIterable
 from django.db.models.sql.constants import MULTI
 from django.db.models.utils import create_namedtuple_class
+from django_ratelimit import ALL
+from django_ratelimit.core import (
+    _SIMPLE_KEYS,
+    EXPIRATION_FUDGE,
+    _get_window,
+    _make_cache_key,
+    _split_rate,
+)
 
 
 class _DriverRows(BaseIterable):
@@ -330,3 +343,62 @@ def insert_rows(model, instances: list) -> None:
     ]
     with connection.cursor() as cursor:
         cursor.execute(_insert_sql(model, len(instances)), params)
+
+
+def with_ids(queryset, ids: list):
+    """`queryset` narrowed to the rows whose primary key is one of `ids`, values as the
+    driver sent them (`driver_rows`): `pk__in` would convert each one back first.
+
+    The ORM has no lookup taking driver values, so this is `.extra()`, here alone.
+    `ids` must not be empty (`IN ()` is no SQL).
+    """
+    model = queryset.model
+    quote = connection.ops.quote_name
+    pk = f"{quote(model._meta.db_table)}.{quote(model._meta.pk.column)}"
+    placeholders = ", ".join(["%s"] * len(ids))
+    return queryset.extra(where=[f"{pk} IN ({placeholders})"], params=ids)
+
+
+def insert_select(model, fields: tuple[str, ...], rows) -> None:
+    """INSERT INTO `model` (`fields`) SELECT `rows`: a `values_list()` with one value per
+    field, in their order. One statement whatever the count, where Django would build
+    and save an instance per row; the SELECT is the ORM's own, compiled."""
+    select_sql, params = rows.query.get_compiler(connection=connection).as_sql()
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(model._meta.get_field(name).column) for name in fields)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {quote(model._meta.db_table)} ({columns}) {select_sql}", params
+        )
+
+
+# --- django-ratelimit's counting, from its private helpers --------------------------
+
+
+class RateWindow(NamedTuple):
+    limit: int
+    cache_key: str
+    timeout: int  # how long the count is kept
+    ends_at: int  # Unix time
+
+
+def rate_window(group: str, rate: str, value: str) -> RateWindow:
+    """django-ratelimit's window for `value` under `rate` ("10/m"): the cache key its
+    own decorator counts under (so both count alike), and when the window ends.
+
+    Its public API counts only inside its decorator or `is_ratelimited`, which also
+    `add`s on every call (taskmgmt.throttling.count_request saves that).
+    """
+    limit, period = _split_rate(rate)
+    window = _get_window(value, period)
+    return RateWindow(
+        limit=limit,
+        cache_key=_make_cache_key(group, window, rate, value, ALL),
+        timeout=period + EXPIRATION_FUDGE,
+        ends_at=window,
+    )
+
+
+def ratelimit_key(name: str, request) -> str:
+    """django-ratelimit's value for one of its named keys ("ip", "user", ...)."""
+    return _SIMPLE_KEYS[name](request)

@@ -15,33 +15,17 @@ import time
 
 from django.conf import settings
 from django.core.cache import caches
-from django_ratelimit import ALL
-from django_ratelimit.core import (
-    _SIMPLE_KEYS,
-    EXPIRATION_FUDGE,
-    _get_window,
-    _make_cache_key,
-    _split_rate,
-)
 from redis.exceptions import RedisError
-from rest_framework import exceptions, status
 from rest_framework.throttling import BaseThrottle
+
+from taskmgmt.exceptions import CacheUnavailable
+from taskmgmt.sql import rate_window, ratelimit_key
 
 logger = logging.getLogger("taskmgmt.ratelimit")
 
 # What a cache backend for Redis (django-redis or Django's own) raises when the
 # server is down, refuses or times out; socket errors for anything below it.
 CACHE_ERRORS = (RedisError, OSError)
-
-
-class CacheUnavailable(exceptions.APIException):
-    """The shared cache holding the counts is down: an outage to retry, not a bug."""
-
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    default_detail = "The rate-limit cache is unavailable; try again shortly."
-    default_code = "cache_unavailable"
-    # DRF's exception handler sends it as Retry-After; a Redis restart takes seconds.
-    wait = 5
 
 
 class RatelimitThrottle(BaseThrottle):
@@ -65,17 +49,15 @@ class RatelimitThrottle(BaseThrottle):
         if not settings.RATELIMIT_ENABLE:
             return True
         rate = getattr(settings, self.rate_setting)
-        limit, period = _split_rate(rate)
-        value = key(self.group, request) if callable(key) else _SIMPLE_KEYS[key](request)
-        window = _get_window(value, period)
-        cache_key = _make_cache_key(self.group, window, rate, value, ALL)
-        count = count_request(cache_key, period + EXPIRATION_FUDGE)
+        value = key(self.group, request) if callable(key) else ratelimit_key(key, request)
+        window = rate_window(self.group, rate, value)
+        count = count_request(window.cache_key, window.timeout)
         if count is None:
             # The count could not be kept: refuse, as django-ratelimit does.
             self.seconds_left = -1
             return False
-        self.seconds_left = window - int(time.time())
-        return count <= limit
+        self.seconds_left = window.ends_at - int(time.time())
+        return count <= window.limit
 
     def wait(self):
         # Retry-After must be a positive whole number of seconds.
@@ -109,7 +91,7 @@ def count_request(cache_key, timeout):
         except ValueError:
             return None
     except CACHE_ERRORS as error:
-        raise CacheUnavailable() from error
+        raise CacheUnavailable("The rate-limit cache is unavailable; try again shortly.") from error
 
 
 def has_client_address(request) -> bool:

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import URLResolver, include, path, re_path
 
-from taskmgmt import api, metrics
+from taskmgmt import metrics, views
 
 admin.site.site_header = "taskmgmt administration"
 admin.site.site_title = "taskmgmt"
@@ -45,16 +45,17 @@ ADMIN = path("admin/", admin.site.urls)
 urlpatterns = [
     ADMIN,
     path("api/auth/", include("accounts.urls")),
-    path("api/", include("accounts.node_urls")),
+    path("api/auth/", include("tasks.profile_urls")),
+    path("api/", include("nodes.urls")),
     path("api/", include("tasks.urls")),
     path("cron/", include("tasks.cron_urls")),
-    path("api/schema/", api.SchemaView.as_view(), name="schema"),
-    path("api/docs/", api.DocsView.as_view(url_name="schema"), name="docs"),
-    path("api/redoc/", api.RedocView.as_view(url_name="schema"), name="redoc"),
-    path("healthz", api.healthz, name="healthz"),
+    path("api/schema/", views.SchemaView.as_view(), name="schema"),
+    path("api/docs/", views.DocsView.as_view(url_name="schema"), name="docs"),
+    path("api/redoc/", views.RedocView.as_view(url_name="schema"), name="redoc"),
+    path("healthz", views.healthz, name="healthz"),
     path("metrics", metrics.metrics_view, name="metrics"),
     # Last: any other path under /api/ answers a JSON 404, even with DEBUG on.
-    re_path(r"^api/", api.api_not_found),
+    re_path(r"^api/", views.api_not_found),
 ]
 
 # Every route but the admin's, including any added above later: the admin keeps
@@ -63,6 +64,6 @@ for entry in urlpatterns:
     if entry is not ADMIN:
         slash_optional(entry)
 
-handler400 = api.bad_request
-handler404 = api.not_found
-handler500 = api.server_error
+handler400 = views.bad_request
+handler404 = views.not_found
+handler500 = views.server_error

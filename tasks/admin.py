@@ -12,6 +12,7 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from accounts.models import Role, User
+from tasks.forms import ReassignForm
 from tasks.models import (
     EDITED_FIELDS,
     OPEN_STATUSES,
@@ -198,28 +199,6 @@ class TaskHistoryInline(HistoryLabels, admin.TabularInline):
 
     def has_delete_permission(self, request, obj=None):
         return False
-
-
-# --- Forms ----------------------------------------------------------------------------------
-
-
-class ReassignForm(forms.Form):
-    node = forms.ModelChoiceField(queryset=User.objects.filter(role=Role.NODE, is_active=True))
-    locked_at = forms.DateTimeField(
-        label="New deadline",
-        required=False,
-        help_text=(
-            "A future date and time (UTC). Empty: a task keeps its deadline unless it has "
-            "passed or is nearer than REASSIGN_DEADLINE_MINUTES, then gets now + that."
-        ),
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
-    )
-
-    def clean_locked_at(self):
-        locked_at = self.cleaned_data["locked_at"]
-        if locked_at is not None:
-            validate_future(locked_at)
-        return locked_at
 
 
 PENDING_ONLY = (

@@ -7,15 +7,19 @@ class TasksConfig(AppConfig):
     verbose_name = "Tasks"
 
     def ready(self):
+        from nodes import work
         from taskmgmt.metrics import register_collector
         from tasks import signals  # noqa: F401  (connects the history handlers)
         from tasks.metrics import DomainCollector
+        from tasks.node_work import TaskWork
 
         register_collector(DomainCollector())
+        # What the nodes API and node page show of a node's tasks (nodes.work).
+        work.register(TaskWork())
 
 
 class AdminConfig(admin_apps.AdminConfig):
-    """Django's admin app with our site: it opens on the dashboard (tasks.dashboard)."""
+    """Django's admin app with our site: it opens on the dashboard (tasks.admin_site)."""
 
     default = False  # named in INSTALLED_APPS; TasksConfig stays this module's default
-    default_site = "tasks.dashboard.AdminSite"
+    default_site = "tasks.admin_site.AdminSite"

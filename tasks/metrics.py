@@ -7,12 +7,12 @@ admin-created set, stable across renames and free of emails; `taskmgmt_node_info
 maps each id to the node's name for dashboards.
 """
 
-from django.db.models import Count, Sum
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from accounts.models import Liveness
+from nodes.models import Liveness
 from tasks.dashboard import snapshot
-from tasks.models import OPEN_STATUSES, SweepRun, TaskStatus
+from tasks.models import OPEN_STATUSES, TaskStatus
+from tasks.selectors import sweep_totals
 
 
 class DomainCollector:
@@ -75,9 +75,7 @@ class DomainCollector:
         yield from self._sweep(data["last_sweep"])
 
     def _sweep(self, last):
-        totals = SweepRun.objects.aggregate(
-            runs=Count("pk"), failed=Sum("failed_count"), reassigned=Sum("reassigned_count")
-        )
+        totals = sweep_totals()
         yield CounterMetricFamily(
             "taskmgmt_sweep_runs", "Runs of the sweep (kept in the database).", value=totals["runs"]
         )

@@ -8,7 +8,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Role
-from taskmgmt.errors import DomainError
+from taskmgmt.exceptions import DomainError
 from taskmgmt.sql import count_rows, get_one
 
 

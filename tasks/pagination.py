@@ -16,7 +16,8 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import BasePagination
 from rest_framework.response import Response
 
-from tasks.serializers import iso_utc, uuid_text
+from taskmgmt.fields import iso_utc
+from tasks.serializers import uuid_text
 
 # Every cursor we hand out has this form (URL-safe base64 of about 64 bytes, unpadded);
 # the schema states it, and anything else is refused before decoding, where base64

@@ -3,78 +3,30 @@
 Input serializers only validate; the views hand `validated_data` to
 `tasks.services`, which owns the rules that need the database row. The reads
 that feed the output (`task_rows` for lists, `active_task_row` for one task)
-live here too, because they fetch exactly the columns `TaskSerializer` shows.
+are in tasks.selectors, with every other task read.
 """
 
-from datetime import UTC, datetime
+from datetime import UTC
 from operator import attrgetter
 from uuid import UUID
 
-from django.db.models.utils import create_namedtuple_class
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import User
-from taskmgmt.fields import StringField
-from taskmgmt.sql import driver_rows, select_one
+from accounts.serializers import UserDetailsSerializer
+from taskmgmt.fields import IdField, StringField, iso_utc
 from tasks.models import (
     FAILURE_REASON_MAX_LENGTH,
     FailureCause,
-    Task,
     TaskHistory,
     TaskStatus,
     validate_future,
     validate_node,
 )
+from tasks.selectors import TASK_COLUMNS
 
-# The columns a task's representation reads, in `TaskSerializer` order.
-TASK_COLUMNS = (
-    "id",
-    "name",
-    "details",
-    "assigned_node_id",
-    "status",
-    "locked_at",
-    "active",
-    "created_at",
-    "updated_at",
-    "attempts",
-    "failure_cause",
-    "failure_reason",
-)
 _task_columns = attrgetter(*TASK_COLUMNS)
-# The named row `task_rows` yields (Django caches one class per set of names).
-TaskRow = create_namedtuple_class(*TASK_COLUMNS)
-
-
-def task_rows(queryset, index: str | None = None):
-    """The tasks' `TASK_COLUMNS` as `TaskRow`s of driver values, for lists, read
-    through `index` where given (`Task.objects.page_index`)."""
-    return driver_rows(queryset, *TASK_COLUMNS, index=index)
-
-
-def active_task_row(task_id: str) -> TaskRow | None:
-    """The active task with this id as a `TaskRow`, or None (also for a malformed id).
-
-    One plain SELECT (`taskmgmt.sql`): the detail endpoint is the hottest read.
-    """
-    try:
-        task_id = UUID(task_id)
-    except ValueError:
-        return None
-    row = select_one(Task, TASK_COLUMNS, id=task_id, active=True)
-    return None if row is None else TaskRow._make(row)
-
-
-def iso_utc(value: datetime) -> str:
-    """DRF's ISO 8601 form ("Z" for UTC) without its per-call settings lookups.
-
-    A naive value is a database driver's, which is UTC.
-    """
-    if value.tzinfo is None:
-        return value.isoformat() + "Z"
-    text = value.astimezone(UTC).isoformat()
-    return text[:-6] + "Z"
 
 
 def uuid_text(value: UUID | str) -> str:
@@ -155,6 +107,18 @@ def task_representation(task) -> dict:
     }
 
 
+class ProfileSerializer(serializers.Serializer):
+    userDetails = UserDetailsSerializer(read_only=True)
+    tasks = TaskSerializer(
+        many=True, read_only=True, help_text="The node's own active tasks, one page of them."
+    )
+    nextCursor = serializers.CharField(
+        allow_null=True,
+        read_only=True,
+        help_text="Pass as `cursor` for the next page; null on the last page.",
+    )
+
+
 class TaskEnvelopeSerializer(serializers.Serializer):
     """`{task}`: documents the shape; `tasks.views.task_response` builds it directly,
     because instantiating this copies every declared field (~80 us a response)."""
@@ -192,10 +156,6 @@ class TaskHistoryEnvelopeSerializer(serializers.Serializer):
     history = TaskHistorySerializer(many=True, read_only=True)
 
 
-class MessageSerializer(serializers.Serializer):
-    message = serializers.CharField(read_only=True)
-
-
 class FailedCountSerializer(serializers.Serializer):
     failedCount = serializers.IntegerField(
         read_only=True, help_text="How many tasks the sweep failed."
@@ -208,15 +168,6 @@ class FailedCountSerializer(serializers.Serializer):
 
 
 # --- Input ------------------------------------------------------------------
-
-
-class IdField(serializers.UUIDField):
-    """A UUID sent as a JSON string; DRF's own field would also take a number."""
-
-    def to_internal_value(self, data):
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
 
 
 class ActiveNodeField(IdField):

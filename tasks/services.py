@@ -14,15 +14,15 @@ from uuid import UUID
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import DateTimeField, UUIDField, Value
 from django.utils import timezone
 
-from accounts import heartbeats
-from accounts.models import User
-from accounts.services import node_heartbeat
+from nodes import heartbeats
+from nodes.models import Node
+from nodes.services import node_heartbeat
 from taskmgmt.metrics import CLAIM_LATENCY, FAILURES, REASSIGNMENTS
-from taskmgmt.sql import driver_rows, get_one
+from taskmgmt.sql import driver_rows, get_one, insert_select, with_ids
 from tasks.actor import current_actor
 from tasks.models import (
     ALLOWED_AFTER_DEADLINE,
@@ -243,11 +243,8 @@ def _fail(ids: list, *, actor, cause: str) -> int:
     They select by id alone: with any other condition SQLite's planner walks
     the deadline index past every expired task, for every batch.
     """
-    quote = connection.ops.quote_name
-    pk = f"{quote(Task._meta.db_table)}.{quote(Task._meta.pk.column)}"
-    placeholders = ", ".join(["%s"] * len(ids))
-    # `extra`, not `pk__in`: the ids are the database's own values (see _lock_ids).
-    batch = Task.objects.extra(where=[f"{pk} IN ({placeholders})"], params=ids).order_by()
+    # By the database's own values, not `pk__in` (see _lock_ids).
+    batch = with_ids(Task.objects.order_by(), ids)
     now = timezone.now()
     _record_failures(batch, actor=actor, cause=cause, now=now)
     failed = batch.update(
@@ -272,24 +269,11 @@ def _record_failures(tasks, *, actor, cause: str, now: datetime) -> None:
         Value(cause),
         Value(now, output_field=DateTimeField()),
     )
-    select_sql, params = rows.query.get_compiler(connection=connection).as_sql()
-    quote = connection.ops.quote_name
-    columns = ", ".join(
-        quote(TaskHistory._meta.get_field(name).column)
-        for name in (
-            "task",
-            "action",
-            "from_value",
-            "to_value",
-            "performed_by",
-            "cause",
-            "created_at",
-        )
+    insert_select(
+        TaskHistory,
+        ("task", "action", "from_value", "to_value", "performed_by", "cause", "created_at"),
+        rows,
     )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {quote(TaskHistory._meta.db_table)} ({columns}) {select_sql}", params
-        )
 
 
 @transaction.atomic
@@ -407,7 +391,7 @@ def tasks_fail_over(
     heartbeats.flush()
     # A list, not a subquery: a locking read must not lock the users' rows,
     # which every heartbeat flush updates.
-    down = list(User.objects.down(now).values_list("pk", flat=True))
+    down = list(Node.objects.down(now).values_list("pk", flat=True))
     if not down:
         return FailoverCounts()
     lost = Task.objects.open_of(down)
@@ -446,7 +430,7 @@ def _fail_over(rows: list, *, now: datetime) -> FailoverCounts:
     # Read again under the locks: a node that beat since the run began (a claim
     # beats first) keeps its tasks.
     node_ids = {UUID(str(row.assigned_node_id)) for row in rows}
-    still_down = set(User.objects.down(now).filter(pk__in=node_ids).values_list("pk", flat=True))
+    still_down = set(Node.objects.down(now).filter(pk__in=node_ids).values_list("pk", flat=True))
     rows = [row for row in rows if UUID(str(row.assigned_node_id)) in still_down]
     max_attempts = settings.TASK_MAX_ATTEMPTS
     to_fail = [
@@ -468,7 +452,7 @@ def _fail_over(rows: list, *, now: datetime) -> FailoverCounts:
 
 def _least_loaded_first(*, now: datetime) -> list:
     """A heap of (open task count, id text, id) over the alive active nodes."""
-    alive = list(User.objects.alive(now).values_list("pk", flat=True))
+    alive = list(Node.objects.alive(now).values_list("pk", flat=True))
     loads = Task.objects.filter(assigned_node_id__in=alive).open_counts_by_node()
     heap = [(loads.get(pk, (0, 0))[0], str(pk), pk) for pk in alive]
     heapq.heapify(heap)

@@ -2,7 +2,7 @@
 
 Views route and authorize: querysets are scoped to the requester, permission
 classes decide who may call what, and every change goes through
-`tasks.services`, whose domain errors `taskmgmt.api` turns into responses.
+`tasks.services`, whose domain errors `taskmgmt.errors` turns into responses.
 """
 
 from collections.abc import Callable
@@ -11,33 +11,33 @@ from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import viewsets
+from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.status import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from accounts.permissions import IsAdminRole, IsNodeRole
-from taskmgmt.api import error_responses
+from accounts.serializers import MessageSerializer
+from taskmgmt.errors import error_responses
 from taskmgmt.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 from tasks import services
 from tasks.actor import acting_as
 from tasks.models import Task, TaskStatus
-from tasks.pagination import KeysetPagination
+from tasks.pagination import CappedKeysetPagination, KeysetPagination
 from tasks.permissions import IsAssignedNodeOrAdmin, IsNodeWithOwnTasks
+from tasks.selectors import TaskRow, active_task_row, task_rows
 from tasks.serializers import (
     FailedCountSerializer,
-    MessageSerializer,
+    ProfileSerializer,
     TaskAssignSerializer,
     TaskEditSerializer,
     TaskEnvelopeSerializer,
     TaskFieldsSerializer,
     TaskHistoryEnvelopeSerializer,
-    TaskRow,
     TaskSerializer,
     TaskStatusSerializer,
-    active_task_row,
     task_representation,
-    task_rows,
 )
 
 FILTER_STATUSES = ("all", *TaskStatus.values)
@@ -279,3 +279,39 @@ class CollectFailedViewSet(viewsets.ViewSet):
         if settings.FAILOVER == "reassign":  # FAILOVER=off answers as the original did
             body["reassignedCount"] = run.reassigned_count
         return Response(body)
+
+
+# The profile's tasks take the task lists' `limit` and `cursor`.
+PROFILE_PAGE_PARAMETERS = [
+    OpenApiParameter(
+        parameter["name"],
+        parameter["schema"],
+        OpenApiParameter.QUERY,
+        required=False,
+        description=parameter["description"],
+    )
+    for parameter in CappedKeysetPagination().get_schema_operation_parameters(view=None)
+]
+
+
+class ProfileViewSet(viewsets.GenericViewSet):
+    """The signed-in user's own account, with a page of a node's active tasks."""
+
+    # At the auth API's path (the original system's), served here because its
+    # data is the tasks': accounts imports nothing from tasks (docs/architecture.md).
+
+    @extend_schema(
+        summary="The signed-in user and, for a node, a page of its active tasks",
+        parameters=PROFILE_PAGE_PARAMETERS,
+        responses={200: ProfileSerializer, **error_responses(400, 401, 429)},
+    )
+    @action(detail=False, methods=["get"], pagination_class=CappedKeysetPagination)
+    def profile(self, request):
+        queryset = task_rows(Task.objects.active().filter(assigned_node=request.user))
+        tasks = self.paginate_queryset(queryset)
+        profile = {
+            "userDetails": request.user,
+            "tasks": tasks,
+            "nextCursor": self.paginator.next_cursor,
+        }
+        return Response(ProfileSerializer(profile).data)

@@ -1,4 +1,5 @@
-"""System checks: our cache warning, and `check --deploy` clean under a production env."""
+"""System checks: our cache and Django-version warnings, and `check --deploy` clean
+under a production env."""
 
 import os
 import secrets
@@ -6,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import django
 import pytest
 from django.core.checks import run_checks
 from django.test import override_settings
+
+from taskmgmt.checks import django_version_warnings
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCMEM = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
@@ -48,6 +52,24 @@ def test_a_per_process_cache_is_fine_for_local_development():
 @override_settings(DEBUG=False, CACHES=REDIS)
 def test_redis_draws_no_warning():
     assert cache_check_ids() == []
+
+
+def test_the_installed_django_is_the_tested_series():
+    assert "taskmgmt.W002" not in [message.id for message in run_checks(tags=["compatibility"])]
+    assert django_version_warnings(django.VERSION) == []
+
+
+@pytest.mark.parametrize("version", [(5, 2, 0), (5, 2, 19, "final", 0)])
+def test_any_5_2_release_draws_no_version_warning(version):
+    assert django_version_warnings(version) == []
+
+
+@pytest.mark.parametrize("version", [(5, 1, 9, "final", 0), (6, 0, 0, "final", 0), (5, 3, 0)])
+def test_a_django_outside_5_2_draws_our_warning(version):
+    (warning,) = django_version_warnings(version)
+
+    assert warning.id == "taskmgmt.W002"
+    assert "tested on 5.2.x" in warning.msg
 
 
 def check_deploy(**overrides) -> subprocess.CompletedProcess:

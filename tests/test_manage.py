@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = ["manage.py", "Makefile", "requirements.txt", "requirements-dev.txt"]
-PACKAGES = ["taskmgmt", "accounts", "tasks", "fixtures"]
+PACKAGES = ["taskmgmt", "accounts", "nodes", "tasks", "fixtures"]
 
 
 @pytest.fixture

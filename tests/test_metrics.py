@@ -12,7 +12,8 @@ from django.core.management import call_command
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from accounts.models import Liveness, User
+from accounts.models import User
+from nodes.models import Liveness
 from tasks.models import Task
 from tests.factories import PASSWORD, NodeFactory, TaskFactory
 

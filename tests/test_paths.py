@@ -17,7 +17,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from taskmgmt import api
+from taskmgmt import views
 from tasks.models import TaskStatus
 from tests.api import assert_json_error
 from tests.factories import PASSWORD, AdminFactory, NodeFactory, TaskFactory
@@ -98,7 +98,7 @@ def endpoints(patterns=None):
         if isinstance(entry, URLResolver):
             if entry.app_name != "admin":
                 yield from endpoints(entry.url_patterns)
-        elif entry.callback is not api.api_not_found:
+        elif entry.callback is not views.api_not_found:
             yield entry
 
 

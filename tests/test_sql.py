@@ -1,15 +1,31 @@
 """taskmgmt.sql: plain statements that must read and write exactly what the ORM does."""
 
+import time
 import uuid
 from datetime import timedelta
 
 import pytest
+from django.core.cache import caches
 from django.db import connection, transaction
+from django.db.models import DateTimeField, UUIDField, Value
+from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from django_ratelimit.core import get_usage
 
 from accounts.models import User
-from taskmgmt.sql import count_rows, get_one, insert_rows, select_one, update_rows
+from taskmgmt.sql import (
+    count_rows,
+    driver_rows,
+    get_one,
+    insert_rows,
+    insert_select,
+    rate_window,
+    ratelimit_key,
+    select_one,
+    update_rows,
+    with_ids,
+)
 from tasks.models import HistoryAction, Task, TaskHistory, TaskStatus
 from tests.factories import TaskFactory
 
@@ -177,3 +193,68 @@ class SqlRecorder:
     def __call__(self, execute, sql, params, many, context):
         self.sql.append(sql)
         return execute(sql, params, many, context)
+
+
+def test_with_ids_takes_the_driver_s_ids_and_narrows_to_exactly_those_rows(node):
+    first, second, _other = TaskFactory.create_batch(3, assigned_node=node)
+    ids = [row.pk for row in driver_rows(Task.objects.filter(pk__in=[first.pk, second.pk]), "pk")]
+
+    narrowed = with_ids(Task.objects.order_by(), ids)
+
+    assert set(narrowed.values_list("pk", flat=True)) == {first.pk, second.pk}
+    assert narrowed.update(name="renamed") == 2
+    assert set(Task.objects.filter(name="renamed").values_list("pk", flat=True)) == {
+        first.pk,
+        second.pk,
+    }
+
+
+def test_insert_select_writes_one_row_per_selected_row_as_the_orm_reads_them(node):
+    tasks = TaskFactory.create_batch(2, assigned_node=node)
+    now = timezone.now()
+    rows = Task.objects.filter(pk__in=[task.pk for task in tasks]).values_list(
+        "id",
+        Value(HistoryAction.STATUS_CHANGE),
+        "status",
+        Value(TaskStatus.FAILED),
+        Value(node.pk, output_field=UUIDField()),
+        Value("deadline"),
+        Value(now, output_field=DateTimeField()),
+    )
+    fields = ("task", "action", "from_value", "to_value", "performed_by", "cause", "created_at")
+
+    with CaptureQueriesContext(connection) as queries:
+        insert_select(TaskHistory, fields, rows)
+
+    assert len(queries) == 1
+    written = TaskHistory.objects.filter(task__in=tasks, cause="deadline").values_list(
+        "task_id", "action", "from_value", "to_value", "performed_by_id", "cause", "created_at"
+    )
+    assert sorted(written) == sorted(
+        (
+            task.pk,
+            HistoryAction.STATUS_CHANGE,
+            task.status,
+            TaskStatus.FAILED,
+            node.pk,
+            "deadline",
+            now,
+        )
+        for task in tasks
+    )
+
+
+def test_a_rate_window_counts_under_django_ratelimit_s_own_key(settings):
+    """The throttles count where django-ratelimit's decorator does: an upgrade that
+    changes its private helpers must fail here, not split the counts silently."""
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    request = RequestFactory().get("/", REMOTE_ADDR="203.0.113.9")
+
+    window = rate_window("test-group", "5/m", ratelimit_key("ip", request))
+    for _ in range(3):
+        get_usage(request, group="test-group", key="ip", rate="5/m", increment=True)
+
+    assert ratelimit_key("ip", request) == "203.0.113.9"
+    assert window.limit == 5
+    assert caches["default"].get(window.cache_key) == 3
+    assert window.ends_at > time.time()

@@ -7,7 +7,8 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from accounts.models import Liveness, Role, User
+from accounts.models import Role, User
+from nodes.models import Liveness
 from tests.factories import PASSWORD, NodeFactory, TaskFactory
 
 pytestmark = pytest.mark.django_db

@@ -18,6 +18,7 @@ from django.db import connection
 from django.utils import timezone
 
 from accounts.models import User
+from nodes.models import Node
 from tasks.models import Task
 from tests.factories import PASSWORD, NodeFactory, TaskFactory
 from tests.fleet.harness import (
@@ -52,7 +53,7 @@ WORK_SECONDS = 0.4
 
 @pytest.fixture
 def fleet_settings(settings):
-    # As deployed: beats wait in Redis and are flushed in batches (accounts/heartbeats.py).
+    # As deployed: beats wait in Redis and are flushed in batches (nodes/heartbeats.py).
     with redis_database(REDIS_DB) as url:
         settings.CACHES = redis_cache(url)
         settings.FAILOVER = "reassign"
@@ -168,7 +169,7 @@ def test_a_killed_workers_tasks_are_finished_by_the_others(fleet):
     ]
     assert len(lost_rows) == 1
     assert set(fleet.stop().values()) == {0}, fleet.logs()
-    assert User.objects.get(pk=victim.pk).liveness() == "down"
+    assert Node.objects.get(pk=victim.pk).liveness() == "down"
 
 
 def test_a_frozen_worker_that_comes_back_finds_its_task_taken_and_reports_nothing(

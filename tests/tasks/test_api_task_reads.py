@@ -9,9 +9,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from taskmgmt.fields import iso_utc
 from tasks.models import FailureCause, Task, TaskStatus
 from tasks.pagination import decode_cursor, encode_cursor
-from tasks.serializers import TASK_COLUMNS, TaskSerializer, iso_utc, task_rows
+from tasks.selectors import TASK_COLUMNS, task_rows
+from tasks.serializers import TaskSerializer
 from tests.factories import NodeFactory, TaskFactory
 
 pytestmark = pytest.mark.django_db

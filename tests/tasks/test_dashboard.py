@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from accounts.models import Liveness
+from nodes.models import Liveness
 from tasks.dashboard import snapshot
 from tasks.models import SweepRun, Task, TaskStatus
 from tests.factories import AdminFactory, NodeFactory, TaskFactory, fleet

@@ -13,8 +13,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, reset_queries
 from django.utils import timezone
 
-from accounts import heartbeats
-from accounts.models import User
+from nodes import heartbeats
+from nodes.models import Node
 from tasks.models import Task
 from tasks.services import FailoverCounts, sweep_run
 
@@ -52,7 +52,7 @@ class Command(BaseCommand):
                 heartbeats.flush()
                 now = timezone.now()
                 count = Task.objects.expired(now).count()
-                down = User.objects.down(now).values("pk")
+                down = Node.objects.down(now).values("pk")
                 moved = Task.objects.open_of(down).count() if failover else 0
                 result = FailoverCounts(reassigned=moved)
             else:

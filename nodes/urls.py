@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from accounts.views import NodeViewSet
+from nodes.views import NodeViewSet
 
 nodes = NodeViewSet.as_view
 

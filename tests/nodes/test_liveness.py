@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from accounts.models import Liveness, User
+from nodes.models import Liveness, Node
 from tests.factories import NodeFactory
 
 pytestmark = pytest.mark.django_db
@@ -27,12 +27,12 @@ def test_liveness_follows_the_last_heartbeat(settings, age, expected):
     now = timezone.now()
     node = NodeFactory(last_seen=None if age is None else now - timedelta(seconds=age))
 
-    assert node.liveness(now) == expected
-    assert User.objects.with_liveness(now).get(pk=node.pk).liveness == expected
-    assert User.objects.down(now).filter(pk=node.pk).exists() == (expected == Liveness.DOWN)
-    assert User.objects.alive(now).filter(pk=node.pk).exists() == (expected == Liveness.ALIVE)
+    assert Node.objects.get(pk=node.pk).liveness(now) == expected
+    assert Node.objects.with_liveness(now).get(pk=node.pk).liveness == expected
+    assert Node.objects.down(now).filter(pk=node.pk).exists() == (expected == Liveness.DOWN)
+    assert Node.objects.alive(now).filter(pk=node.pk).exists() == (expected == Liveness.ALIVE)
 
 
 def test_an_inactive_node_is_never_alive_for_failover():
     node = NodeFactory(last_seen=timezone.now(), is_active=False)
-    assert not User.objects.alive().filter(pk=node.pk).exists()
+    assert not Node.objects.alive().filter(pk=node.pk).exists()

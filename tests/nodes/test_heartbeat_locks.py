@@ -5,11 +5,11 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from accounts import heartbeats
+from nodes import heartbeats
 from tasks.services import tasks_expire
-from tests.accounts.beats import beat, stored_last_seen
 from tests.factories import NodeFactory, TaskFactory
 from tests.mariadb import ROW_LOCK_TESTS, timed, while_held
+from tests.nodes.beats import beat, stored_last_seen
 
 pytestmark = ROW_LOCK_TESTS
 

@@ -18,12 +18,13 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from accounts import heartbeats
-from accounts.models import Liveness, User
+from accounts.models import User
+from nodes import heartbeats
+from nodes.models import Liveness, Node
 from tasks.models import FailureCause, HistoryAction, Task, TaskHistory, TaskStatus
 from tasks.services import tasks_fail_over
-from tests.accounts.beats import beat, stored_last_seen
 from tests.factories import AdminFactory, NodeFactory, TaskFactory
+from tests.nodes.beats import beat, stored_last_seen
 from tests.shared_redis import redis_cache, unreachable_redis_url
 
 pytestmark = pytest.mark.django_db
@@ -160,7 +161,7 @@ def test_every_reader_of_liveness_sees_the_beats_still_in_redis(coalescing, clie
 
     assert response.status_code == 200
     assert stored_last_seen(node) == seen
-    assert User.objects.with_liveness().get(pk=node.pk).liveness == Liveness.ALIVE
+    assert Node.objects.with_liveness().get(pk=node.pk).liveness == Liveness.ALIVE
 
 
 def test_the_sweep_keeps_the_tasks_of_a_node_whose_beat_waits_in_redis(coalescing, client_for):

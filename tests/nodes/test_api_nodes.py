@@ -8,8 +8,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from accounts.models import Liveness, User
-from accounts.serializers import HEARTBEAT_MAX_TASK_IDS
+from accounts.models import User
+from nodes.models import Liveness, Node
+from nodes.serializers import HEARTBEAT_MAX_TASK_IDS
 from tasks.models import TaskHistory, TaskStatus
 from tests.api import assert_json_error
 from tests.factories import NodeFactory, TaskFactory
@@ -46,7 +47,7 @@ def test_a_heartbeat_stamps_last_seen_with_the_server_clock(node_client, node, s
     assert parse(body["serverTime"]) == node.last_seen
     assert parse(body["leaseExpiresAt"]) == node.last_seen + timedelta(seconds=25)
     assert body["heartbeatSeconds"] == 7
-    assert node.liveness() == Liveness.ALIVE
+    assert Node.objects.get(pk=node.pk).liveness() == Liveness.ALIVE
 
 
 def test_a_heartbeat_ignores_a_clock_the_node_sends(node_client, node):

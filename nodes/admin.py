@@ -1,0 +1,84 @@
+"""A node in the admin: the user admin with its liveness and heartbeat, and a link
+to the node page (nodes.node_page)."""
+
+from django.contrib import admin
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from accounts.admin import UserAdmin
+from accounts.models import Role, User
+from nodes import heartbeats
+from nodes.models import Liveness, liveness_case
+
+
+class LivenessFilter(admin.SimpleListFilter):
+    """Nodes by what their last heartbeat says now (admins have no liveness)."""
+
+    title = "liveness"
+    parameter_name = "liveness"
+
+    def lookups(self, request, model_admin):
+        return Liveness.choices
+
+    def queryset(self, request, queryset):
+        if self.value() in Liveness.values:
+            return queryset.filter(role=Role.NODE, liveness=self.value())
+        return queryset
+
+
+# Registered again over accounts' own: the same pages (admin/accounts/user/), with
+# what a node's beats say added.
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class NodeUserAdmin(UserAdmin):
+    list_display = [
+        "email",
+        "name",
+        "role",
+        "liveness",
+        "last_seen",
+        "is_active",
+        "date_joined",
+        "node_page",
+    ]
+    list_filter = ["role", LivenessFilter, "is_active"]
+    readonly_fields = ["id", "date_joined", "last_login", "last_seen", "liveness"]
+    fieldsets = [
+        (None, {"fields": ["id", "email", "password"]}),
+        ("Profile", {"fields": ["name", "role", "is_active"]}),
+        ("Heartbeat", {"fields": ["last_seen", "liveness"]}),
+        ("Dates", {"fields": ["date_joined", "last_login"]}),
+    ]
+
+    def get_queryset(self, request):
+        # One clock for the whole page, in SQL: the same rule as the API and the sweep.
+        return super().get_queryset(request).annotate(liveness=liveness_case(timezone.now()))
+
+    # The pages that show liveness flush the pending beats first, before the change
+    # page's transaction: inside it the flush's row locks would last until it commits.
+    def changelist_view(self, request, extra_context=None):
+        heartbeats.flush()
+        return super().changelist_view(request, extra_context)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        heartbeats.flush()
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.display(description="liveness", ordering="liveness")
+    def liveness(self, user):
+        """A node's liveness now; an admin does not beat, so has none."""
+        if not user.is_node:
+            return "—"
+        return Liveness(user.liveness).label
+
+    @admin.display(description="node page")
+    def node_page(self, user):
+        # The node's page (nodes.node_page); admins have none.
+        if not user.is_node:
+            return ""
+        return format_html(
+            '<a href="{}">liveness and tasks</a>', reverse("admin:node", args=[user.pk])
+        )

@@ -1,0 +1,91 @@
+"""The admin site: Django's, opening on the dashboard, with a page per node.
+
+Its login form is accounts.admin.AdminLoginForm (the API login's limits); the
+node page is nodes.node_page.
+"""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib import admin
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+
+from nodes.node_page import node_view
+from tasks.changelist_links import changelist_url, failures_url, status_url
+from tasks.chart import chart
+from tasks.dashboard import snapshot
+from tasks.models import OPEN_STATUSES, TaskStatus
+
+
+def dashboard_context(data: dict) -> dict:
+    now = timezone.now()
+    statuses = TaskStatus.values
+    node_rows = [
+        {
+            **node,
+            "url": reverse("admin:node", args=[node["id"]]),
+            "cells": [
+                (s, node["counts"][s], status_url(s, node["id"], data["since"])) for s in statuses
+            ],
+            "in_progress_url": status_url(TaskStatus.IN_PROGRESS, node["id"]),
+            "overdue_url": changelist_url(
+                assigned_node__id__exact=str(node["id"]),
+                status__in=",".join(OPEN_STATUSES),
+                locked_at__lt=data["computed_at"].isoformat(),
+            ),
+            "open": sum(node["counts"][s] for s in OPEN_STATUSES),
+            "open_url": changelist_url(
+                assigned_node__id__exact=str(node["id"]), status__in=",".join(OPEN_STATUSES)
+            ),
+        }
+        for node in data["nodes"]
+    ]
+    soon = data["computed_at"] + timedelta(hours=1)
+    return {
+        "data": data,
+        "age": round((now - data["computed_at"]).total_seconds(), 1),
+        "cache_seconds": settings.DASHBOARD_CACHE_SECONDS,
+        "statuses": statuses,
+        "node_rows": node_rows,
+        "totals": [(s, data["totals"][s], status_url(s, since=data["since"])) for s in statuses],
+        "overdue_url": changelist_url(
+            status__in=",".join(OPEN_STATUSES), locked_at__lt=data["computed_at"].isoformat()
+        ),
+        "due_soon_url": changelist_url(
+            status__in=",".join(OPEN_STATUSES),
+            locked_at__gte=data["computed_at"].isoformat(),
+            locked_at__lt=soon.isoformat(),
+        ),
+        "failures": [
+            (cause, count, failures_url(cause, data["since"]))
+            for cause, count in sorted(data["failures"].items())
+        ],
+        "chart": chart(data),
+    }
+
+
+class AdminSite(admin.AdminSite):
+    """Django's admin site, opening on the dashboard, with a page per node.
+
+    Its login form is accounts.admin.AdminLoginForm (the API login's limits).
+    """
+
+    index_template = "admin/tasks/dashboard.html"
+
+    def index(self, request, extra_context=None):
+        context = {
+            **self.each_context(request),
+            "title": "Dashboard",
+            "subtitle": None,
+            "app_list": self.get_app_list(request),
+            **dashboard_context(snapshot()),
+            **(extra_context or {}),
+        }
+        request.current_app = self.name
+        return TemplateResponse(request, self.index_template, context)
+
+    def get_urls(self):
+        node_page = self.admin_view(lambda request, node_id: node_view(self, request, node_id))
+        return [path("node/<uuid:node_id>/", node_page, name="node"), *super().get_urls()]
