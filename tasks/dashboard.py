@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from nodes import heartbeats
 from nodes.models import Liveness, Node
+from taskmgmt.replica import on_replica
 from tasks.models import TaskStatus
 from tasks.selectors import FINAL_STATUSES, finished_since, last_sweep, open_by_node_and_status
 
@@ -23,8 +24,7 @@ SNAPSHOT_CACHE_KEY = "tasks:dashboard:snapshot"
 NO_CAUSE = "unknown"
 
 
-def _compute(now: datetime) -> dict:
-    heartbeats.flush()
+def _compute(now: datetime, using: str) -> dict:
     since = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=WINDOW_HOURS - 1)
     nodes = {
         row["id"]: {
@@ -35,9 +35,9 @@ def _compute(now: datetime) -> dict:
             "oldest_in_progress_age": None,
             "overdue": 0,
         }
-        for row in Node.objects.with_liveness(now).values(
-            "id", "name", "email", "is_active", "last_seen", "liveness"
-        )
+        for row in Node.objects.using(using)
+        .with_liveness(now)
+        .values("id", "name", "email", "is_active", "last_seen", "liveness")
     }
     totals = dict.fromkeys(TaskStatus.values, 0)
     hours = [
@@ -45,11 +45,11 @@ def _compute(now: datetime) -> dict:
         for i in range(WINDOW_HOURS)
     ]
     failures, deadlines = {}, {"overdue": 0, "due_soon": 0}
-    open_rows = open_by_node_and_status(now)
+    open_rows = open_by_node_and_status(now, using)
     for row in open_rows:
         deadlines["overdue"] += row["overdue"]
         deadlines["due_soon"] += row["due_soon"]
-    for row in open_rows + finished_since(since):
+    for row in open_rows + finished_since(since, using):
         totals[row["status"]] += row["count"]
         # An admin-role assignee (data from before the rule) is in the totals only.
         node = nodes.get(row["assigned_node_id"])
@@ -67,7 +67,7 @@ def _compute(now: datetime) -> dict:
             cause = row["failure_cause"] or NO_CAUSE
             hour["failed"][cause] = hour["failed"].get(cause, 0) + row["count"]
             failures[cause] = failures.get(cause, 0) + row["count"]
-    last_run = last_sweep()
+    last_run = last_sweep(using)
     return {
         "computed_at": now,
         "since": since,
@@ -87,11 +87,16 @@ def _compute(now: datetime) -> dict:
 
 
 def snapshot() -> dict:
-    """The figures of every panel, at most DASHBOARD_CACHE_SECONDS old."""
+    """The figures of every panel, at most DASHBOARD_CACHE_SECONDS old, read from the
+    replica when there is one (taskmgmt.replica)."""
     seconds = settings.DASHBOARD_CACHE_SECONDS
     cached = cache.get(SNAPSHOT_CACHE_KEY) if seconds else None
     if cached is None:
-        cached = _compute(timezone.now())
+        # On the primary: beats waiting in Redis reach it first (a replica then has them
+        # once it has caught up).
+        heartbeats.flush()
+        now = timezone.now()
+        cached = on_replica(lambda using: _compute(now, using))
         if seconds:
             cache.set(SNAPSHOT_CACHE_KEY, cached, seconds)
     return cached
