@@ -10,7 +10,7 @@ DEV_ENV := DEBUG=$${DEBUG:-true}
 # Exits 0 (true) when the database has no users yet: `make run` then loads the demo.
 DATABASE_IS_EMPTY := from accounts.models import User; raise SystemExit(User.objects.exists())
 
-.PHONY: run test lint format serve bench-sweep bench-load bench-dashboard bench-login-flood setup system-deps browser-deps clean
+.PHONY: run test test-cluster lint format serve bench-sweep bench-load bench-dashboard bench-login-flood bench-vs-original setup system-deps browser-deps cluster-deps clean
 
 run: $(VENV)/.installed .env
 	$(DEV_ENV) $(BIN)/python manage.py migrate --noinput -v 0
@@ -66,6 +66,24 @@ bench-dashboard: $(VENV)/.installed
 # The browser tests (tests/browser/, tests/test_docs.py) are part of the suite: chromium too.
 test: $(VENV)/.installed | browser-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Three app hosts behind HAProxy, a replicated MariaDB and Redis, in network namespaces
+# (tests/cluster; deploy/README.md): a host killed, Redis and the database restarted.
+# Needs root; about two minutes, bounded at five.
+test-cluster: $(VENV)/.installed | cluster-deps
+	timeout 300 $(BIN)/pytest -m cluster tests/cluster $(PYTEST_ARGS)
+
+# The cluster test's programs, from Debian's packages.
+cluster-deps:
+	@missing=""; \
+	command -v haproxy >/dev/null || missing="$$missing haproxy"; \
+	command -v mariadbd >/dev/null || missing="$$missing mariadb-server"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	if [ -n "$$missing" ]; then \
+		echo "Installing$$missing (for the cluster test)"; \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $$missing; \
+	fi
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
