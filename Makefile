@@ -63,6 +63,21 @@ bench-login-flood: $(VENV)/.installed
 bench-dashboard: $(VENV)/.installed
 	$(BIN)/python bench/dashboard.py $(or $(N),1000000)
 
+# taskmgmt beside the original Node.js system, one sitting, the same wrk harness
+# (docs/performance-vs-original.md). ORIGINAL_DIR: a copy of the original prepared by
+# ../shared/original-bench/setup.sh, outside this repository. ROUNDS=1 DURATION=10s: a quick look.
+ORIGINAL_BENCH ?= ../shared/original-bench
+bench-vs-original: $(VENV)/.installed
+	@if [ ! -f "$(ORIGINAL_BENCH)/side_by_side.sh" ]; then \
+		echo "bench-vs-original skipped: no harness at $(ORIGINAL_BENCH) (ORIGINAL_BENCH=… names it)"; \
+	elif [ -z "$(ORIGINAL_DIR)" ] || [ ! -f "$(ORIGINAL_DIR)/start.sh" ] || [ ! -d "$(ORIGINAL_DIR)/app/node_modules" ]; then \
+		echo "bench-vs-original skipped: ORIGINAL_DIR=$(or $(ORIGINAL_DIR),<unset>) is not a prepared copy of the original."; \
+		echo "  Prepare one (see $(ORIGINAL_BENCH)/README.md): a checkout of the original in DIR/app, then"; \
+		echo "  bash $(ORIGINAL_BENCH)/setup.sh DIR   and   make bench-vs-original ORIGINAL_DIR=DIR"; \
+	else \
+		NODE_DIR="$$(cd "$(ORIGINAL_DIR)" && pwd)" bash "$(ORIGINAL_BENCH)/side_by_side.sh"; \
+	fi
+
 # The browser tests (tests/browser/, tests/test_docs.py) are part of the suite: chromium too.
 test: $(VENV)/.installed | browser-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
