@@ -4,6 +4,7 @@ Every panel is one grouped query on an index (README, Dashboard), and the whole
 snapshot is cached for DASHBOARD_CACHE_SECONDS, shared with /metrics' collector.
 """
 
+import logging
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
@@ -21,8 +22,9 @@ from django.urls import path, reverse
 from django.utils import timezone
 
 from accounts import heartbeats
-from accounts.models import Liveness, User
+from accounts.models import RECENT_DOWN_INTERVALS, Liveness, User
 from accounts.services import user_deactivate
+from taskmgmt.throttling import CACHE_ERRORS
 from tasks.models import (
     OPEN_STATUSES,
     FailureCause,
@@ -33,6 +35,8 @@ from tasks.models import (
     validate_future,
 )
 from tasks.services import tasks_reassign
+
+logger = logging.getLogger("taskmgmt.dashboard")
 
 FINAL_STATUSES = (TaskStatus.COMPLETED, TaskStatus.FAILED)
 # A day, and no more: the chart's buckets are named by their hour of the day.
@@ -136,19 +140,38 @@ def _compute(now: datetime) -> dict:
             "duration": last_sweep.duration.total_seconds(),
             "failed_count": last_sweep.failed_count,
             "reassigned_count": last_sweep.reassigned_count,
+            "failover_held_count": last_sweep.failover_held_count,
         },
     }
 
 
 def snapshot() -> dict:
-    """The figures of every panel, at most DASHBOARD_CACHE_SECONDS old."""
+    """The figures of every panel, at most DASHBOARD_CACHE_SECONDS old, and `cache_up`:
+    whether the cache answered. Without it they are computed from the database each
+    time: the page and /metrics matter most during that outage."""
     seconds = settings.DASHBOARD_CACHE_SECONDS
-    cached = cache.get(SNAPSHOT_CACHE_KEY) if seconds else None
-    if cached is None:
-        cached = _compute(timezone.now())
-        if seconds:
-            cache.set(SNAPSHOT_CACHE_KEY, cached, seconds)
-    return cached
+    try:
+        cached = cache.get(SNAPSHOT_CACHE_KEY) if seconds else None
+    except CACHE_ERRORS as error:
+        _warn_cache_down(error)
+        return {**_compute(timezone.now()), "cache_up": False}
+    if cached is not None:
+        return {**cached, "cache_up": True}
+    data = _compute(timezone.now())
+    if seconds:
+        try:
+            cache.set(SNAPSHOT_CACHE_KEY, data, seconds)
+        except CACHE_ERRORS as error:
+            _warn_cache_down(error)
+            return {**data, "cache_up": False}
+    return {**data, "cache_up": True}
+
+
+def _warn_cache_down(error: Exception) -> None:
+    logger.warning(
+        "dashboard computed from the database: the cache is unavailable",
+        extra={"event": "dashboard_cache_unavailable", "error": str(error)},
+    )
 
 
 # --- Links: every number opens the changelist filtered to exactly those tasks ---
@@ -271,6 +294,8 @@ def dashboard_context(data: dict) -> dict:
         "data": data,
         "age": round((now - data["computed_at"]).total_seconds(), 1),
         "cache_seconds": settings.DASHBOARD_CACHE_SECONDS,
+        "max_down_share": settings.FAILOVER_MAX_DOWN_SHARE,
+        "recent_intervals": RECENT_DOWN_INTERVALS,
         "statuses": statuses,
         "node_rows": node_rows,
         "totals": [(s, data["totals"][s], status_url(s, since=data["since"])) for s in statuses],

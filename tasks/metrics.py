@@ -7,7 +7,7 @@ admin-created set, stable across renames and free of emails; `taskmgmt_node_info
 maps each id to the node's name for dashboards.
 """
 
-from django.db.models import Count, Sum
+from django.db.models import Count, Q, Sum
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from accounts.models import Liveness
@@ -72,11 +72,20 @@ class DomainCollector:
         yield ages
         yield info
 
+        yield GaugeMetricFamily(
+            "taskmgmt_cache_up",
+            "1 if the shared cache (Redis) answered this scrape, 0 if not: then rate limits"
+            " fail as README says and these figures come from the database.",
+            value=int(data["cache_up"]),
+        )
         yield from self._sweep(data["last_sweep"])
 
     def _sweep(self, last):
         totals = SweepRun.objects.aggregate(
-            runs=Count("pk"), failed=Sum("failed_count"), reassigned=Sum("reassigned_count")
+            runs=Count("pk"),
+            failed=Sum("failed_count"),
+            reassigned=Sum("reassigned_count"),
+            held=Count("pk", filter=Q(failover_held_count__gt=0)),
         )
         yield CounterMetricFamily(
             "taskmgmt_sweep_runs", "Runs of the sweep (kept in the database).", value=totals["runs"]
@@ -90,6 +99,12 @@ class DomainCollector:
             "taskmgmt_sweep_reassigned_tasks",
             "Tasks the sweep's failover has reassigned, over every run.",
             value=totals["reassigned"] or 0,
+        )
+        yield CounterMetricFamily(
+            "taskmgmt_sweep_failover_held",
+            "Sweep runs that failed nobody over because more than FAILOVER_MAX_DOWN_SHARE of"
+            " the recently alive nodes were down at once.",
+            value=totals["held"],
         )
         if last:
             yield GaugeMetricFamily(

@@ -19,7 +19,7 @@ from django.db.models import DateTimeField, UUIDField, Value
 from django.utils import timezone
 
 from accounts import heartbeats
-from accounts.models import User
+from accounts.models import User, liveness_cutoffs
 from accounts.services import node_heartbeat
 from taskmgmt.metrics import CLAIM_LATENCY, FAILURES, REASSIGNMENTS
 from taskmgmt.sql import driver_rows, get_one
@@ -379,12 +379,14 @@ class FailoverCounts:
     failed: int = 0  # in progress on a lost node (or out of attempts): failed, cause node_lost
     reassigned: int = 0  # given to an alive node as pending
     stranded: int = 0  # would have moved, but no node was alive to take them
+    held: int = 0  # down nodes left alone: too many of the fleet at once (FAILOVER_MAX_DOWN_SHARE)
 
     def __add__(self, other: "FailoverCounts") -> "FailoverCounts":
         return FailoverCounts(
             self.failed + other.failed,
             self.reassigned + other.reassigned,
             self.stranded + other.stranded,
+            self.held + other.held,
         )
 
 
@@ -402,6 +404,8 @@ def tasks_fail_over(
     fails (node_lost); then, below TASK_MAX_ATTEMPTS, the task goes pending
     to the least-loaded alive node with a fresh deadline; at the limit it
     stays failed for a human. Every row names the system, with cause node_lost.
+    When more than FAILOVER_MAX_DOWN_SHARE of the recently alive nodes are down,
+    nothing moves (`_too_many_down`).
     """
     now = now or timezone.now()
     heartbeats.flush()
@@ -410,6 +414,9 @@ def tasks_fail_over(
     down = list(User.objects.down(now).values_list("pk", flat=True))
     if not down:
         return FailoverCounts()
+    held = _too_many_down(down, now=now)
+    if held:
+        return FailoverCounts(held=held)
     lost = Task.objects.open_of(down)
     totals, after = FailoverCounts(), None
     while True:
@@ -441,12 +448,39 @@ def tasks_fail_over(
             on_batch(counts.failed)
 
 
+def _too_many_down(down: list, *, now: datetime) -> int:
+    """How many recently alive nodes are down, if that is more than
+    FAILOVER_MAX_DOWN_SHARE of them (then the run fails none over); else 0."""
+    share = settings.FAILOVER_MAX_DOWN_SHARE
+    if share >= 1:
+        return 0
+    recent = set(User.objects.recently_seen(now).values_list("pk", flat=True))
+    newly_down = len(recent.intersection(down))
+    if newly_down <= share * len(recent):
+        return 0
+    logger.warning(
+        "failover held: too many nodes down at once",
+        extra={
+            "event": "failover_held",
+            "down_count": newly_down,
+            "recent_count": len(recent),
+            "max_down_share": share,
+        },
+    )
+    return newly_down
+
+
 def _fail_over(rows: list, *, now: datetime) -> FailoverCounts:
     """Fail over these locked tasks (driver rows) whose nodes are still down now."""
     # Read again under the locks: a node that beat since the run began (a claim
-    # beats first) keeps its tasks.
+    # beats first) keeps its tasks, and so does one whose beat is still in Redis
+    # (answered after the last flush).
     node_ids = {UUID(str(row.assigned_node_id)) for row in rows}
     still_down = set(User.objects.down(now).filter(pk__in=node_ids).values_list("pk", flat=True))
+    if still_down:
+        _, down_before = liveness_cutoffs(now)
+        beaten = heartbeats.pending(still_down)
+        still_down = {node for node in still_down if beaten.get(node, heartbeats.EPOCH) < down_before}
     rows = [row for row in rows if UUID(str(row.assigned_node_id)) in still_down]
     max_attempts = settings.TASK_MAX_ATTEMPTS
     to_fail = [
@@ -540,5 +574,6 @@ def sweep_run(
         finished_at=timezone.now(),
         failed_count=expired + failover.failed,
         reassigned_count=failover.reassigned,
+        failover_held_count=failover.held,
     )
     return run, failover

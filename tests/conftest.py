@@ -1,5 +1,7 @@
 """Fixtures shared by every test module: users, real JWT clients, a clean cache."""
 
+import math
+
 import pytest
 from django.conf import settings
 from django.core.cache import cache
@@ -7,6 +9,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
+from accounts import serving
 from tests.factories import AdminFactory, NodeFactory
 
 
@@ -16,6 +19,20 @@ def _clear_cache():
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _serving_quiet(monkeypatch):
+    """Each process records that the API serves at most once a second (accounts.serving):
+    left on, that query would land in some tests' query counts and not in others'.
+    Its own tests turn it on with `serving_recorded`."""
+    monkeypatch.setattr(serving, "_next_record", math.inf)
+
+
+@pytest.fixture
+def serving_recorded(monkeypatch):
+    """The next answered request records that the API serves, as in production."""
+    monkeypatch.setattr(serving, "_next_record", 0.0)
 
 
 @pytest.fixture(autouse=True)

@@ -99,6 +99,11 @@ class Command(BaseCommand):
                     f"failed {count} task(s) (deadline or node lost), "
                     f"reassigned {result.reassigned} in {elapsed:.2f}s"
                 )
+        if result.held and verbosity > 0:
+            self.stderr.write(
+                f"{result.held} recently alive node(s) down at once, more than"
+                f" FAILOVER_MAX_DOWN_SHARE={settings.FAILOVER_MAX_DOWN_SHARE}: failed none over"
+            )
         if result.stranded and verbosity > 0:
             self.stderr.write(
                 f"no alive node to take {result.stranded} task(s) of down nodes: left in place"
