@@ -151,11 +151,12 @@ def snapshot() -> dict:
     time: the page and /metrics matter most during that outage."""
     seconds = settings.DASHBOARD_CACHE_SECONDS
     try:
-        cached = cache.get(SNAPSHOT_CACHE_KEY) if seconds else None
+        # Asked even when not caching: the page and /metrics say whether it answers.
+        cached = cache.get(SNAPSHOT_CACHE_KEY)
     except CACHE_ERRORS as error:
         _warn_cache_down(error)
         return {**_compute(timezone.now()), "cache_up": False}
-    if cached is not None:
+    if cached is not None and seconds:
         return {**cached, "cache_up": True}
     data = _compute(timezone.now())
     if seconds:
