@@ -40,6 +40,9 @@ class ServingRecord(models.Model):
     # The last answer before serving_since: the previous outage ran from here to there.
     outage_began = models.DateTimeField(null=True)
 
+    def __str__(self):
+        return f"serving since {self.serving_since:%Y-%m-%d %H:%M:%S}"
+
     @classmethod
     def current(cls) -> "ServingRecord | None":
         return cls.objects.filter(pk=cls.ROW).first()

@@ -32,13 +32,10 @@ def record_serving(*, now: datetime) -> None:
     """Stamp the API as serving at `now`; after a gap, a new stretch begins at `now`."""
     after_gap = Q(last_serving__lt=now - serving_gap())
     # MariaDB assigns left to right, each seeing the columns already set: last_serving last.
-    updated = (
-        ServingRecord.objects.filter(pk=ServingRecord.ROW, last_serving__lt=now)
-        .update(
-            outage_began=Case(When(after_gap, then=F("last_serving")), default=F("outage_began")),
-            serving_since=Case(When(after_gap, then=Value(now)), default=F("serving_since")),
-            last_serving=now,
-        )
+    updated = ServingRecord.objects.filter(pk=ServingRecord.ROW, last_serving__lt=now).update(
+        outage_began=Case(When(after_gap, then=F("last_serving")), default=F("outage_began")),
+        serving_since=Case(When(after_gap, then=Value(now)), default=F("serving_since")),
+        last_serving=now,
     )
     if not updated:  # the first record ever, or another host's clock is ahead
         ServingRecord.objects.get_or_create(

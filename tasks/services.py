@@ -379,7 +379,7 @@ class FailoverCounts:
     failed: int = 0  # in progress on a lost node (or out of attempts): failed, cause node_lost
     reassigned: int = 0  # given to an alive node as pending
     stranded: int = 0  # would have moved, but no node was alive to take them
-    held: int = 0  # down nodes left alone: too many of the fleet at once (FAILOVER_MAX_DOWN_SHARE)
+    held: int = 0  # down nodes left alone: too many at once (FAILOVER_MAX_DOWN_SHARE)
 
     def __add__(self, other: "FailoverCounts") -> "FailoverCounts":
         return FailoverCounts(
@@ -480,7 +480,9 @@ def _fail_over(rows: list, *, now: datetime) -> FailoverCounts:
     if still_down:
         _, down_before = liveness_cutoffs(now)
         beaten = heartbeats.pending(still_down)
-        still_down = {node for node in still_down if beaten.get(node, heartbeats.EPOCH) < down_before}
+        still_down = {
+            node for node in still_down if beaten.get(node, heartbeats.EPOCH) < down_before
+        }
     rows = [row for row in rows if UUID(str(row.assigned_node_id)) in still_down]
     max_attempts = settings.TASK_MAX_ATTEMPTS
     to_fail = [

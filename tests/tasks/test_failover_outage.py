@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from accounts.serving import record_serving
-from tasks.models import FailureCause, SweepRun, Task, TaskStatus
+from tasks.models import SweepRun, Task, TaskStatus
 from tasks.services import FailoverCounts, sweep_run, tasks_fail_over
 from tests.factories import NodeFactory, TaskFactory
 from tests.test_metrics import TOKEN, scrape, value
@@ -89,7 +89,7 @@ def test_a_node_dead_before_the_outage_is_still_failed_over():
 
 
 def test_more_than_the_share_of_recent_nodes_down_at_once_fails_none_over(caplog):
-    *down, alive = nodes_seen(40, 40, 45, 1)  # three of four recently alive nodes silent
+    *down, _alive = nodes_seen(40, 40, 45, 1)  # three of four recently alive nodes silent
     tasks = [working_on(node) for node in down]
 
     with caplog.at_level(logging.WARNING, logger="taskmgmt.sweep"):
@@ -104,7 +104,7 @@ def test_more_than_the_share_of_recent_nodes_down_at_once_fails_none_over(caplog
 
 
 def test_the_share_itself_is_not_too_many():
-    *down, alive_1, alive_2 = nodes_seen(40, 40, 1, 1)  # one half, not more
+    *down, _alive_1, _alive_2 = nodes_seen(40, 40, 1, 1)  # one half, not more
     tasks = [working_on(node) for node in down]
 
     assert tasks_fail_over(batch_size=100) == FailoverCounts(failed=2, reassigned=2)
@@ -113,7 +113,7 @@ def test_the_share_itself_is_not_too_many():
 
 def test_a_share_of_one_turns_the_guard_off(settings):
     settings.FAILOVER_MAX_DOWN_SHARE = 1
-    *down, alive = nodes_seen(40, 40, 45, 1)
+    *down, _alive = nodes_seen(40, 40, 45, 1)
     for node in down:
         working_on(node)
 
@@ -122,7 +122,7 @@ def test_a_share_of_one_turns_the_guard_off(settings):
 
 def test_nodes_down_for_longer_than_recent_are_failed_over_by_a_later_run():
     # Down for more than 3 x NODE_DOWN_AFTER: no longer part of the recently alive fleet.
-    *down, alive = nodes_seen(91, 95, 100, 1)
+    *down, _alive = nodes_seen(91, 95, 100, 1)
     for node in down:
         working_on(node)
 
@@ -130,7 +130,7 @@ def test_nodes_down_for_longer_than_recent_are_failed_over_by_a_later_run():
 
 
 def test_the_sweep_command_says_it_held_the_failover():
-    *down, alive = nodes_seen(40, 40, 45, 1)
+    *down, _alive = nodes_seen(40, 40, 45, 1)
     for node in down:
         working_on(node)
     err = StringIO()
@@ -145,7 +145,7 @@ def test_a_held_run_is_counted_in_metrics_and_shown_on_the_dashboard(
     client, settings, admin_site_client
 ):
     settings.METRICS_TOKEN = TOKEN
-    *down, alive = nodes_seen(40, 40, 45, 1)
+    *down, _alive = nodes_seen(40, 40, 45, 1)
     for node in down:
         working_on(node)
     sweep_run(batch_size=100)
@@ -164,7 +164,7 @@ def test_a_held_run_is_counted_in_metrics_and_shown_on_the_dashboard(
 
 def test_a_down_node_is_still_down_for_the_nodes_api(admin_client):
     # The guard holds the failover; it does not hide what liveness says.
-    *down, alive = nodes_seen(40, 40, 45, 1)
+    *down, _alive = nodes_seen(40, 40, 45, 1)
     response = admin_client.get("/api/nodes")
     liveness = {n["nodeId"]: n["liveness"] for n in response.json()["nodes"]}
     assert [liveness[str(node.pk)] for node in down] == ["down"] * 3
