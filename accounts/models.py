@@ -53,20 +53,21 @@ RECENT_DOWN_INTERVALS = 3
 
 
 def serving_gap() -> timedelta:
-    """No answer for this long is an outage: an alive node beats every interval, and
-    each app process records at most once a second."""
-    return timedelta(seconds=2 * max(settings.NODE_HEARTBEAT_SECONDS, 1))
+    """No answer for this long is an outage: an alive node beats every interval, and each
+    app process records at most once a second. Kept short: an outage shorter than this
+    counts as silence, which the failover's down-share guard is there for."""
+    return timedelta(seconds=max(settings.NODE_HEARTBEAT_SECONDS, 1) + 1)
 
 
 def silence_cutoff(silence: timedelta, now: datetime, record: ServingRecord | None) -> datetime:
     """The `last_seen` before which a node has been silent for longer than `silence`,
-    counting only the time the API was serving (its current stretch and the one
-    before the last outage; `record` None: no outage known, all time counts)."""
+    counting only the time the API was serving: up to its last recorded answer, over
+    its current stretch and the one before the last outage (`record` None: none known,
+    all time counts)."""
     if record is None:
         return now - silence
-    # An outage going on now (nothing answered for a gap) counts from its start.
-    end = now if now - record.last_serving <= serving_gap() else record.last_serving
-    cutoff = end - silence
+    # Past the last recorded answer, nobody knows whether a beat could have landed.
+    cutoff = min(now, record.last_serving) - silence
     if cutoff >= record.serving_since or record.outage_began is None:
         return cutoff
     return cutoff - (record.serving_since - record.outage_began)

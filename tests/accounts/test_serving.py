@@ -18,7 +18,7 @@ from tests.factories import NodeFactory
 
 pytestmark = pytest.mark.django_db
 
-HEARTBEAT, DOWN_AFTER = 10, 30  # so a gap (no answer at all) is 20 s
+HEARTBEAT, DOWN_AFTER = 10, 30  # so a gap (no answer at all) is 11 s
 
 
 @pytest.fixture(autouse=True)
@@ -54,7 +54,7 @@ def test_the_first_answer_starts_a_serving_stretch():
 
 
 def test_answers_closer_than_the_gap_extend_the_stretch():
-    record = serving(-50, -40, -31, -12)
+    record = serving(-50, -40, -31, -21, -12)
     assert (record.serving_since, record.last_serving, record.outage_began) == (
         at(-50),
         at(-12),
