@@ -21,12 +21,11 @@ def _clear_cache():
     cache.clear()
 
 
-@pytest.fixture(autouse=True)
-def _serving_quiet(monkeypatch):
-    """Each process records that the API serves at most once a second (accounts.serving):
-    left on, that query would land in some tests' query counts and not in others'.
-    Its own tests turn it on with `serving_recorded`."""
-    monkeypatch.setattr(serving, "_next_record", math.inf)
+# Each process records that the API serves at most once a second (accounts.serving):
+# left on, that query would land in some tests' query counts and not in others' (and
+# in requests made while collecting, outside any database fixture). Its own tests
+# turn it on with `serving_recorded`; the fleet's gunicorn records as in production.
+serving._next_record = math.inf
 
 
 @pytest.fixture

@@ -5,10 +5,11 @@ for the nodes' deaths, and a node dead before the outage stays dead.
 Times are explicit (`record_serving(now=…)`, `with_liveness(now)`), so no test waits.
 """
 
+import logging
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -136,3 +137,16 @@ def test_an_answered_request_records_serving_at_most_once_a_second(serving_recor
     assert record is not None and record.serving_since == record.last_serving
     assert any(table in query["sql"] for query in first)
     assert not any(table in query["sql"] for query in second)
+
+
+def test_a_failed_record_never_costs_the_answer(serving_recorded, client, caplog, monkeypatch):
+    def database_gone(**kwargs):
+        raise OperationalError(2006, "MySQL server has gone away")
+
+    monkeypatch.setattr("accounts.serving.record_serving", database_gone)
+    with caplog.at_level(logging.WARNING, logger="taskmgmt.serving"):
+        assert client.get("/healthz").status_code == 200
+
+    assert [r.event for r in caplog.records if r.name == "taskmgmt.serving"] == [
+        "serving_not_recorded"
+    ]
