@@ -405,7 +405,7 @@ def tasks_fail_over(
     to the least-loaded alive node with a fresh deadline; at the limit it
     stays failed for a human. Every row names the system, with cause node_lost.
     When more than FAILOVER_MAX_DOWN_SHARE of the recently alive nodes are down,
-    nothing moves (`_too_many_down`).
+    nothing moves (`failover_held`).
     """
     now = now or timezone.now()
     heartbeats.flush()
@@ -414,8 +414,17 @@ def tasks_fail_over(
     down = list(User.objects.down(now).values_list("pk", flat=True))
     if not down:
         return FailoverCounts()
-    held = _too_many_down(down, now=now)
+    held, recent = failover_held(down, now=now)
     if held:
+        logger.warning(
+            "failover held: too many nodes down at once",
+            extra={
+                "event": "failover_held",
+                "down_count": held,
+                "recent_count": recent,
+                "max_down_share": settings.FAILOVER_MAX_DOWN_SHARE,
+            },
+        )
         return FailoverCounts(held=held)
     lost = Task.objects.open_of(down)
     totals, after = FailoverCounts(), None
@@ -448,26 +457,18 @@ def tasks_fail_over(
             on_batch(counts.failed)
 
 
-def _too_many_down(down: list, *, now: datetime) -> int:
-    """How many recently alive nodes are down, if that is more than
-    FAILOVER_MAX_DOWN_SHARE of them (then the run fails none over); else 0."""
+def failover_held(down: list, *, now: datetime) -> tuple[int, int]:
+    """(down, recent): how many of the recently alive nodes are in `down`, and how
+    many there are, when that is more than FAILOVER_MAX_DOWN_SHARE of them (the
+    run then fails none over); (0, 0) otherwise."""
     share = settings.FAILOVER_MAX_DOWN_SHARE
     if share >= 1:
-        return 0
+        return 0, 0
     recent = set(User.objects.recently_seen(now).values_list("pk", flat=True))
     newly_down = len(recent.intersection(down))
     if newly_down <= share * len(recent):
-        return 0
-    logger.warning(
-        "failover held: too many nodes down at once",
-        extra={
-            "event": "failover_held",
-            "down_count": newly_down,
-            "recent_count": len(recent),
-            "max_down_share": share,
-        },
-    )
-    return newly_down
+        return 0, 0
+    return newly_down, len(recent)
 
 
 def _fail_over(rows: list, *, now: datetime) -> FailoverCounts:

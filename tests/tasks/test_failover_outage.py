@@ -141,6 +141,19 @@ def test_the_sweep_command_says_it_held_the_failover():
     assert "FAILOVER_MAX_DOWN_SHARE=0.5" in err.getvalue()
 
 
+def test_a_dry_run_says_it_would_hold_and_counts_nothing_to_move():
+    *down, _alive = nodes_seen(40, 40, 45, 1)
+    for node in down:
+        working_on(node)
+    out, err = StringIO(), StringIO()
+
+    call_command("collect_failed", "--dry-run", stdout=out, stderr=err)
+
+    assert out.getvalue() == ""  # nothing would move
+    assert "3 recently alive node(s) down at once" in err.getvalue()
+    assert "would fail none over" in err.getvalue()
+
+
 def test_a_held_run_is_counted_in_metrics_and_shown_on_the_dashboard(
     client, settings, admin_site_client
 ):
