@@ -136,7 +136,11 @@ def last_sweep() -> SweepRun | None:
 
 
 def sweep_totals() -> dict:
-    """Runs, failed and reassigned tasks over every sweep run kept."""
+    """Runs, failed and reassigned tasks, and runs that held the failover, over every
+    sweep run kept."""
     return SweepRun.objects.aggregate(
-        runs=Count("pk"), failed=Sum("failed_count"), reassigned=Sum("reassigned_count")
+        runs=Count("pk"),
+        failed=Sum("failed_count"),
+        reassigned=Sum("reassigned_count"),
+        held=Count("pk", filter=Q(failover_held_count__gt=0)),
     )
