@@ -12,8 +12,9 @@ It logs in as a node, beats on a background thread as often as the server asks
 the reason). A task the server takes away (its `revokedTaskIds` in a heartbeat
 answer, or a 403 on shift-status) is dropped, never reported. Tokens are refreshed
 before they expire; 429 and 5xx answers and lost connections are retried after
-Retry-After (or a growing pause). SIGTERM or Ctrl-C: finish the task at hand,
-report it, then exit 0; a second one exits at once.
+Retry-After (or a growing pause), a heartbeat at least every `heartbeatSeconds`.
+SIGTERM or Ctrl-C: finish the task at hand, report it, then exit 0; a second one
+exits at once.
 
 Plug in real work with `--work package.module:function`: it is called as
 `function(task, cancelled)` with the task's JSON object and a threading.Event set
@@ -90,9 +91,11 @@ class Api:
             payload = None
         return status, answer_headers, payload
 
-    def call(self, method: str, path: str, body=None, *, authenticated=True, abort=None):
+    def call(
+        self, method: str, path: str, body=None, *, authenticated=True, abort=None, max_pause=None
+    ):
         """The answer to a request, retried through rate limits, outages and lost connections
-        until `abort` (default: the halt) is set.
+        until `abort` (default: the halt) is set, at most `max_pause` seconds apart if given.
 
         Every request this worker repeats is safe to repeat: a claim taken but whose
         answer was lost is found again by `Worker.resume()`, and shift-status to the
@@ -113,8 +116,11 @@ class Api:
             if status is not None and status not in RETRYABLE:
                 return status, payload or {}
             pause = retry_after(headers) or min(MAX_PAUSE, 0.5 * 2 ** min(attempt, 6))
+            pause *= random.uniform(1.0, 1.2)
+            if max_pause is not None:
+                pause = min(pause, max_pause)
             log("retry", method=method, path=path, status=status, pause=round(pause, 2))
-            if abort.wait(pause * random.uniform(1.0, 1.2)):
+            if abort.wait(pause):
                 raise Stopping()
 
     # --- Tokens ----------------------------------------------------------------
@@ -182,7 +188,11 @@ class Heartbeat(threading.Thread):
         with self.lock:
             current = self.current
         body = {"taskIds": [current[0]]} if current else {}
-        status, payload = self.api.call("POST", "/api/nodes/heartbeat", body, abort=self.finished)
+        # Retried every interval whatever the backoff: after a server outage the first
+        # beat must land before the server counts this node's silence as death.
+        status, payload = self.api.call(
+            "POST", "/api/nodes/heartbeat", body, abort=self.finished, max_pause=self.interval
+        )
         if status != 200:
             log("heartbeat_refused", status=status, message=payload.get("message"))
             return

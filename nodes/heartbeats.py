@@ -124,6 +124,28 @@ def flush() -> int:
     return len(beats) - len(held)
 
 
+def pending(node_ids) -> dict[UUID, datetime]:
+    """The beats of these nodes waiting in Redis (none where beats are not coalesced):
+    the failover's last look, under its locks, for a beat answered since its flush."""
+    ids = [str(node) for node in node_ids]
+    if not coalesced() or not ids:
+        return {}
+    try:
+        stamps = _client().hmget(_key("pending"), ids)
+    except CACHE_ERRORS as error:
+        # Beats go straight to the database while Redis is down; older ones are lost anyway.
+        logger.warning(
+            "pending heartbeats not read: the cache is unavailable",
+            extra={"event": "heartbeat_cache_unavailable", "error": str(error)},
+        )
+        return {}
+    return {
+        UUID(node): EPOCH + int(stamp) * MICROSECOND
+        for node, stamp in zip(ids, stamps, strict=True)
+        if stamp is not None
+    }
+
+
 def _merge(lock_ms: int, beats: dict[str, datetime]) -> int:
     stamps = [value for node, seen in beats.items() for value in (node, _stamp(seen))]
     keys = [_key("pending"), _key("flush")]

@@ -24,16 +24,67 @@ class Liveness(models.TextChoices):
     NEVER_SEEN = "never_seen", "Never seen"
 
 
+class ServingRecord(models.Model):
+    """When the API last answered a request, and since when without a break: one row.
+
+    Written by every app process at most once a second (nodes.serving); liveness
+    counts a node's silence only while the API was serving, so an outage of the API
+    or the database is never taken for the nodes' deaths (docs/nodes-and-workers.md).
+    """
+
+    ROW = 1
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=ROW, editable=False)
+    serving_since = models.DateTimeField()
+    last_serving = models.DateTimeField()
+    # The last answer before serving_since: the previous outage ran from here to there.
+    outage_began = models.DateTimeField(null=True)
+
+    def __str__(self):
+        return f"serving since {self.serving_since:%Y-%m-%d %H:%M:%S}"
+
+    @classmethod
+    def current(cls) -> "ServingRecord | None":
+        return cls.objects.filter(pk=cls.ROW).first()
+
+
+# A node down longer than this many NODE_DOWN_AFTER no longer counts as recently alive.
+RECENT_DOWN_INTERVALS = 3
+
+
+def serving_gap() -> timedelta:
+    """No answer for this long is an outage: an alive node beats every interval, and each
+    app process records at most once a second. Kept short: an outage shorter than this
+    counts as silence, which the failover's down-share guard is there for."""
+    return timedelta(seconds=max(settings.NODE_HEARTBEAT_SECONDS, 1) + 1)
+
+
+def silence_cutoff(silence: timedelta, now: datetime, record: ServingRecord | None) -> datetime:
+    """The `last_seen` before which a node has been silent for longer than `silence`,
+    counting only the time the API was serving: up to its last recorded answer, over
+    its current stretch and the one before the last outage (`record` None: none known,
+    all time counts)."""
+    if record is None:
+        return now - silence
+    # Past the last recorded answer, nobody knows whether a beat could have landed.
+    cutoff = min(now, record.last_serving) - silence
+    if cutoff >= record.serving_since or record.outage_began is None:
+        return cutoff
+    return cutoff - (record.serving_since - record.outage_began)
+
+
 def liveness_cutoffs(now: datetime) -> tuple[datetime, datetime]:
     """(stale_before, down_before): a node last seen before these is stale, or down.
 
     The one definition of liveness, used by the queryset and by single users.
     Stale once a beat is missed (1.5 intervals, so a late beat is not a miss);
-    down after NODE_DOWN_AFTER seconds.
+    down after NODE_DOWN_AFTER seconds; both count only time the API was serving,
+    so after an outage every node has its full intervals to beat again.
     """
+    record = ServingRecord.current()
     stale = timedelta(seconds=settings.NODE_HEARTBEAT_SECONDS * 1.5)
     down = timedelta(seconds=settings.NODE_DOWN_AFTER)
-    return now - stale, now - down
+    return silence_cutoff(stale, now, record), silence_cutoff(down, now, record)
 
 
 def liveness_of(last_seen: datetime | None, now: datetime) -> str:
@@ -69,6 +120,14 @@ class NodeQuerySet(models.QuerySet):
         it may be a client that does not beat)."""
         _, down_before = liveness_cutoffs(now or timezone.now())
         return self.filter(last_seen__lt=down_before)
+
+    def recently_seen(self, now: datetime | None = None):
+        """Nodes seen within the last RECENT_DOWN_INTERVALS down-intervals (of serving
+        time): the fleet against which the failover guard weighs the down ones."""
+        now = now or timezone.now()
+        silence = timedelta(seconds=settings.NODE_DOWN_AFTER * RECENT_DOWN_INTERVALS)
+        cutoff = silence_cutoff(silence, now, ServingRecord.current())
+        return self.filter(last_seen__gte=cutoff)
 
     def alive(self, now: datetime | None = None):
         stale_before, _ = liveness_cutoffs(now or timezone.now())

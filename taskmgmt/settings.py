@@ -58,6 +58,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "taskmgmt.middleware.RequestLogMiddleware",
+    # Liveness counts a node's silence only while the API answers (nodes.serving).
+    "nodes.serving.ServingMiddleware",
     "taskmgmt.metrics.MetricsMiddleware",
     "taskmgmt.middleware.RequestLimitsMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -364,6 +366,12 @@ if not 0 < NODE_HEARTBEAT_FLUSH_SECONDS <= NODE_HEARTBEAT_SECONDS:
 FAILOVER = env.str("FAILOVER", default="off")
 if FAILOVER not in ("off", "reassign"):
     raise ImproperlyConfigured(f"FAILOVER must be off or reassign, not {FAILOVER!r}.")
+# When more than this share of the recently alive nodes are down at once, the sweep
+# fails none of them over and says so: so many deaths at once are likelier the
+# server's or the network's fault than the nodes' (SPEC, Nodes). 1 turns it off.
+FAILOVER_MAX_DOWN_SHARE = env.float("FAILOVER_MAX_DOWN_SHARE", default=0.5)
+if not 0 < FAILOVER_MAX_DOWN_SHARE <= 1:
+    raise ImproperlyConfigured("FAILOVER_MAX_DOWN_SHARE must be above 0 and at most 1.")
 # Starts a task may have before failover leaves it failed for a human.
 TASK_MAX_ATTEMPTS = env.int("TASK_MAX_ATTEMPTS", default=3)
 # A task given out again without a deadline, whose deadline is past or sooner

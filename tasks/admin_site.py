@@ -12,6 +12,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 
+from nodes.models import RECENT_DOWN_INTERVALS
 from nodes.node_page import node_view
 from tasks.changelist_links import changelist_url, failures_url, status_url
 from tasks.chart import chart
@@ -47,6 +48,8 @@ def dashboard_context(data: dict) -> dict:
         "data": data,
         "age": round((now - data["computed_at"]).total_seconds(), 1),
         "cache_seconds": settings.DASHBOARD_CACHE_SECONDS,
+        "max_down_share": settings.FAILOVER_MAX_DOWN_SHARE,
+        "recent_intervals": RECENT_DOWN_INTERVALS,
         "statuses": statuses,
         "node_rows": node_rows,
         "totals": [(s, data["totals"][s], status_url(s, since=data["since"])) for s in statuses],

@@ -5,6 +5,7 @@ and the whole snapshot is cached for DASHBOARD_CACHE_SECONDS, shared with
 /metrics' collector. The page is tasks.admin_site, its chart tasks.chart.
 """
 
+import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -14,8 +15,11 @@ from django.utils import timezone
 from nodes import heartbeats
 from nodes.models import Liveness, Node
 from taskmgmt.replica import on_replica
+from taskmgmt.throttling import CACHE_ERRORS
 from tasks.models import TaskStatus
 from tasks.selectors import FINAL_STATUSES, finished_since, last_sweep, open_by_node_and_status
+
+logger = logging.getLogger("taskmgmt.dashboard")
 
 # A day, and no more: the chart's buckets are named by their hour of the day.
 WINDOW_HOURS = 24
@@ -82,21 +86,44 @@ def _compute(now: datetime, using: str) -> dict:
             "duration": last_run.duration.total_seconds(),
             "failed_count": last_run.failed_count,
             "reassigned_count": last_run.reassigned_count,
+            "failover_held_count": last_run.failover_held_count,
         },
     }
 
 
 def snapshot() -> dict:
-    """The figures of every panel, at most DASHBOARD_CACHE_SECONDS old, read from the
-    replica when there is one (taskmgmt.replica)."""
+    """The figures of every panel, at most DASHBOARD_CACHE_SECONDS old, and `cache_up`:
+    whether the cache answered. Without it they are computed from the database each
+    time: the page and /metrics matter most during that outage. Read from the replica
+    when there is one (taskmgmt.replica)."""
     seconds = settings.DASHBOARD_CACHE_SECONDS
-    cached = cache.get(SNAPSHOT_CACHE_KEY) if seconds else None
-    if cached is None:
-        # On the primary: beats waiting in Redis reach it first (a replica then has them
-        # once it has caught up).
-        heartbeats.flush()
-        now = timezone.now()
-        cached = on_replica(lambda using: _compute(now, using))
-        if seconds:
-            cache.set(SNAPSHOT_CACHE_KEY, cached, seconds)
-    return cached
+    try:
+        # Asked even when not caching: the page and /metrics say whether it answers.
+        cached = cache.get(SNAPSHOT_CACHE_KEY)
+    except CACHE_ERRORS as error:
+        _warn_cache_down(error)
+        return {**_read(timezone.now()), "cache_up": False}
+    if cached is not None and seconds:
+        return {**cached, "cache_up": True}
+    data = _read(timezone.now())
+    if seconds:
+        try:
+            cache.set(SNAPSHOT_CACHE_KEY, data, seconds)
+        except CACHE_ERRORS as error:
+            _warn_cache_down(error)
+            return {**data, "cache_up": False}
+    return {**data, "cache_up": True}
+
+
+def _warn_cache_down(error: Exception) -> None:
+    logger.warning(
+        "dashboard computed from the database: the cache is unavailable",
+        extra={"event": "dashboard_cache_unavailable", "error": str(error)},
+    )
+
+
+def _read(now: datetime) -> dict:
+    # On the primary: beats waiting in Redis reach it first (a replica then has them
+    # once it has caught up).
+    heartbeats.flush()
+    return on_replica(lambda using: _compute(now, using))

@@ -73,6 +73,12 @@ class DomainCollector:
         yield ages
         yield info
 
+        yield GaugeMetricFamily(
+            "taskmgmt_cache_up",
+            "1 if the shared cache (Redis) answered this scrape, 0 if not: then rate limits"
+            " fail as README says and these figures come from the database.",
+            value=int(data["cache_up"]),
+        )
         yield from self._sweep(data["last_sweep"])
 
     def _sweep(self, last):
@@ -89,6 +95,12 @@ class DomainCollector:
             "taskmgmt_sweep_reassigned_tasks",
             "Tasks the sweep's failover has reassigned, over every run.",
             value=totals["reassigned"] or 0,
+        )
+        yield CounterMetricFamily(
+            "taskmgmt_sweep_failover_held",
+            "Sweep runs that failed nobody over because more than FAILOVER_MAX_DOWN_SHARE of"
+            " the recently alive nodes were down at once.",
+            value=totals["held"],
         )
         if last:
             yield GaugeMetricFamily(

@@ -460,6 +460,8 @@ class SweepRun(models.Model):
     finished_at = models.DateTimeField()
     failed_count = models.PositiveIntegerField(default=0)
     reassigned_count = models.PositiveIntegerField(default=0)
+    # Down nodes whose failover this run held back (FAILOVER_MAX_DOWN_SHARE): 0 if none.
+    failover_held_count = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-started_at"]

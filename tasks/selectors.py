@@ -142,7 +142,11 @@ def last_sweep(using: str = DEFAULT_DB_ALIAS) -> SweepRun | None:
 
 
 def sweep_totals(using: str = DEFAULT_DB_ALIAS) -> dict:
-    """Runs, failed and reassigned tasks over every sweep run kept."""
+    """Runs, failed and reassigned tasks, and runs that held the failover, over every
+    sweep run kept."""
     return SweepRun.objects.using(using).aggregate(
-        runs=Count("pk"), failed=Sum("failed_count"), reassigned=Sum("reassigned_count")
+        runs=Count("pk"),
+        failed=Sum("failed_count"),
+        reassigned=Sum("reassigned_count"),
+        held=Count("pk", filter=Q(failover_held_count__gt=0)),
     )

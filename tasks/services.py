@@ -19,7 +19,7 @@ from django.db.models import DateTimeField, UUIDField, Value
 from django.utils import timezone
 
 from nodes import heartbeats
-from nodes.models import Node
+from nodes.models import Node, liveness_cutoffs
 from nodes.services import node_heartbeat
 from taskmgmt.metrics import CLAIM_LATENCY, FAILURES, REASSIGNMENTS
 from taskmgmt.sql import driver_rows, get_one, insert_select, with_ids
@@ -363,12 +363,14 @@ class FailoverCounts:
     failed: int = 0  # in progress on a lost node (or out of attempts): failed, cause node_lost
     reassigned: int = 0  # given to an alive node as pending
     stranded: int = 0  # would have moved, but no node was alive to take them
+    held: int = 0  # down nodes left alone: too many at once (FAILOVER_MAX_DOWN_SHARE)
 
     def __add__(self, other: "FailoverCounts") -> "FailoverCounts":
         return FailoverCounts(
             self.failed + other.failed,
             self.reassigned + other.reassigned,
             self.stranded + other.stranded,
+            self.held + other.held,
         )
 
 
@@ -386,6 +388,8 @@ def tasks_fail_over(
     fails (node_lost); then, below TASK_MAX_ATTEMPTS, the task goes pending
     to the least-loaded alive node with a fresh deadline; at the limit it
     stays failed for a human. Every row names the system, with cause node_lost.
+    When more than FAILOVER_MAX_DOWN_SHARE of the recently alive nodes are down,
+    nothing moves (`failover_held`).
     """
     now = now or timezone.now()
     heartbeats.flush()
@@ -394,6 +398,18 @@ def tasks_fail_over(
     down = list(Node.objects.down(now).values_list("pk", flat=True))
     if not down:
         return FailoverCounts()
+    held, recent = failover_held(down, now=now)
+    if held:
+        logger.warning(
+            "failover held: too many nodes down at once",
+            extra={
+                "event": "failover_held",
+                "down_count": held,
+                "recent_count": recent,
+                "max_down_share": settings.FAILOVER_MAX_DOWN_SHARE,
+            },
+        )
+        return FailoverCounts(held=held)
     lost = Task.objects.open_of(down)
     totals, after = FailoverCounts(), None
     while True:
@@ -425,12 +441,33 @@ def tasks_fail_over(
             on_batch(counts.failed)
 
 
+def failover_held(down: list, *, now: datetime) -> tuple[int, int]:
+    """(down, recent): how many of the recently alive nodes are in `down`, and how
+    many there are, when that is more than FAILOVER_MAX_DOWN_SHARE of them (the
+    run then fails none over); (0, 0) otherwise."""
+    share = settings.FAILOVER_MAX_DOWN_SHARE
+    if share >= 1:
+        return 0, 0
+    recent = set(Node.objects.recently_seen(now).values_list("pk", flat=True))
+    newly_down = len(recent.intersection(down))
+    if newly_down <= share * len(recent):
+        return 0, 0
+    return newly_down, len(recent)
+
+
 def _fail_over(rows: list, *, now: datetime) -> FailoverCounts:
     """Fail over these locked tasks (driver rows) whose nodes are still down now."""
     # Read again under the locks: a node that beat since the run began (a claim
-    # beats first) keeps its tasks.
+    # beats first) keeps its tasks, and so does one whose beat is still in Redis
+    # (answered after the last flush).
     node_ids = {UUID(str(row.assigned_node_id)) for row in rows}
     still_down = set(Node.objects.down(now).filter(pk__in=node_ids).values_list("pk", flat=True))
+    if still_down:
+        _, down_before = liveness_cutoffs(now)
+        beaten = heartbeats.pending(still_down)
+        still_down = {
+            node for node in still_down if beaten.get(node, heartbeats.EPOCH) < down_before
+        }
     rows = [row for row in rows if UUID(str(row.assigned_node_id)) in still_down]
     max_attempts = settings.TASK_MAX_ATTEMPTS
     to_fail = [
@@ -524,5 +561,6 @@ def sweep_run(
         finished_at=timezone.now(),
         failed_count=expired + failover.failed,
         reassigned_count=failover.reassigned,
+        failover_held_count=failover.held,
     )
     return run, failover

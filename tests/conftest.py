@@ -1,5 +1,7 @@
 """Fixtures shared by every test module: users, real JWT clients, a clean cache."""
 
+import math
+
 import pytest
 from django.conf import settings
 from django.core.cache import cache
@@ -7,6 +9,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
+from nodes import serving
 from tests.factories import AdminFactory, NodeFactory
 
 
@@ -16,6 +19,19 @@ def _clear_cache():
     cache.clear()
     yield
     cache.clear()
+
+
+# Each process records that the API serves at most once a second (nodes.serving):
+# left on, that query would land in some tests' query counts and not in others' (and
+# in requests made while collecting, outside any database fixture). Its own tests
+# turn it on with `serving_recorded`; the fleet's gunicorn records as in production.
+serving._next_record = math.inf
+
+
+@pytest.fixture
+def serving_recorded(monkeypatch):
+    """The next answered request records that the API serves, as in production."""
+    monkeypatch.setattr(serving, "_next_record", 0.0)
 
 
 @pytest.fixture(autouse=True)

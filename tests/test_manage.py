@@ -75,6 +75,16 @@ def test_a_wrong_setting_is_one_line_too(clone):
     assert result.stderr == "manage.py: FAILOVER must be off or reassign, not 'sometimes'.\n"
 
 
+@pytest.mark.parametrize("share", ["0", "1.5", "-0.5"])
+def test_a_down_share_outside_zero_to_one_is_refused(clone, share):
+    (clone / ".env").write_text(f"DEBUG=true\nFAILOVER_MAX_DOWN_SHARE={share}\n")
+
+    result = manage(clone, "collect_failed")
+
+    assert result.returncode == 1
+    assert result.stderr == ("manage.py: FAILOVER_MAX_DOWN_SHARE must be above 0 and at most 1.\n")
+
+
 def test_make_run_writes_a_development_env_first(clone):
     plan = make(clone, "-n", "run").stdout.splitlines()
 

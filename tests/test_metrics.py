@@ -16,6 +16,7 @@ from accounts.models import User
 from nodes.models import Liveness
 from tasks.models import Task
 from tests.factories import PASSWORD, NodeFactory, TaskFactory
+from tests.shared_redis import redis_cache, unreachable_redis_url
 
 TOKEN = "scrape-me-0123456789abcdef"
 
@@ -242,3 +243,22 @@ def test_claims_and_failover_reassignments_are_counted(client, metrics_token, se
     )
     assert claims == 1
     assert moved == 2 == Task.objects.filter(assigned_node=alive).count() - 1
+
+
+@pytest.mark.django_db
+def test_with_redis_down_metrics_answer_from_the_database_and_say_the_cache_is_down(
+    client, metrics_token, settings
+):
+    settings.CACHES = redis_cache(unreachable_redis_url())
+    settings.DASHBOARD_CACHE_SECONDS = 5
+    TaskFactory(assigned_node=NodeFactory())
+
+    samples = scrape(client)
+
+    assert value(samples, "taskmgmt_cache_up") == 0
+    assert value(samples, "taskmgmt_tasks_open", status="pending") == 1
+
+
+@pytest.mark.django_db
+def test_the_cache_is_up_in_the_metrics(client, metrics_token):
+    assert value(scrape(client), "taskmgmt_cache_up") == 1

@@ -211,15 +211,15 @@ def test_admins_see_every_active_node_with_liveness_and_open_work(admin_client, 
     assert nodes[3]["lastSeen"] is None
 
 
-def test_the_node_list_costs_three_queries_however_many_nodes(
+def test_the_node_list_costs_four_queries_however_many_nodes(
     admin_client, django_assert_num_queries
 ):
     for node in NodeFactory.create_batch(5):
         seen(node, 1)
         TaskFactory.create_batch(2, assigned_node=node)
 
-    # The admin (JWT), the nodes with their liveness, the grouped counts.
-    with django_assert_num_queries(3):
+    # The admin (JWT), the serving record, the nodes with their liveness, the grouped counts.
+    with django_assert_num_queries(4):
         response = admin_client.get("/api/nodes")
 
     assert [n["openCount"] for n in response.json()["nodes"]] == [2] * 5

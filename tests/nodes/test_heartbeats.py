@@ -22,7 +22,7 @@ from accounts.models import User
 from nodes import heartbeats
 from nodes.models import Liveness, Node
 from tasks.models import FailureCause, HistoryAction, Task, TaskHistory, TaskStatus
-from tasks.services import tasks_fail_over
+from tasks.services import FailoverCounts, tasks_fail_over
 from tests.factories import AdminFactory, NodeFactory, TaskFactory
 from tests.nodes.beats import beat, stored_last_seen
 from tests.shared_redis import redis_cache, unreachable_redis_url
@@ -211,6 +211,31 @@ def test_a_beat_during_a_failover_run_keeps_the_rest_of_that_nodes_tasks(coalesc
     assert counts.reassigned == 1
     owners = Task.objects.filter(pk__in=[t.pk for t in tasks]).values_list("assigned_node")
     assert sorted(owners) == sorted([(heir.pk,), (node.pk,)])
+
+
+def test_a_beat_answered_between_the_sweeps_flush_and_its_locks_keeps_the_nodes_tasks(
+    coalescing, client_for, monkeypatch
+):
+    heir, node = NodeFactory.create_batch(2)
+    beat(client_for(heir))  # takes the flush lock: the next beats wait in Redis
+    User.objects.filter(pk=node.pk).update(last_seen=timezone.now() - timedelta(hours=1))
+    task = TaskFactory(assigned_node=node, status=TaskStatus.IN_PROGRESS)
+    flush, flushes = heartbeats.flush, []
+
+    def flush_then_the_node_beats():
+        flushed = flush()
+        flushes.append(flushed)
+        if len(flushes) == 2:  # the flush before the batch: the beat lands just after it
+            beat(client_for(node))
+        return flushed
+
+    monkeypatch.setattr(heartbeats, "flush", flush_then_the_node_beats)
+    counts = tasks_fail_over(batch_size=100)
+
+    assert len(flushes) >= 2
+    assert counts == FailoverCounts()
+    task.refresh_from_db()
+    assert (task.status, task.assigned_node_id) == (TaskStatus.IN_PROGRESS, node.pk)
 
 
 def test_a_redis_that_lost_its_data_leaves_the_last_flushed_beat(

@@ -13,11 +13,21 @@ from nodes.models import Liveness
 from tasks.dashboard import snapshot
 from tasks.models import SweepRun, Task, TaskStatus
 from tests.factories import AdminFactory, NodeFactory, TaskFactory, fleet
+from tests.shared_redis import redis_cache, redis_database, unreachable_redis_url
 
 pytestmark = pytest.mark.django_db
 
 INDEX = reverse("admin:index")
 LOGIN = reverse("admin:login")
+
+
+REDIS_DB = 11
+
+
+@pytest.fixture
+def shared_redis():
+    with redis_database(REDIS_DB) as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)
@@ -162,6 +172,31 @@ def test_the_dashboard_is_a_fixed_number_of_queries_whatever_the_fleet(
     fleet()
     for _ in range(5):
         TaskFactory(assigned_node=NodeFactory())
-    # Session and user, then the four panel queries.
-    with django_assert_max_num_queries(6):
+    # Session and user, the serving record (liveness), then the four panel queries.
+    with django_assert_max_num_queries(7):
         assert admin_site_client.get(INDEX).status_code == 200
+
+
+@pytest.mark.parametrize("cache_seconds", [5, 0])
+def test_with_redis_down_the_dashboard_is_computed_from_the_database(
+    settings, admin_site_client, cache_seconds
+):
+    settings.CACHES = redis_cache(unreachable_redis_url())
+    settings.DASHBOARD_CACHE_SECONDS = cache_seconds
+    TaskFactory.create_batch(2, assigned_node=NodeFactory(), status=TaskStatus.PENDING)
+
+    response = admin_site_client.get(INDEX)
+
+    assert response.status_code == 200
+    assert response.context["data"]["totals"][TaskStatus.PENDING] == 2
+    assert 'id="tm-cache-down"' in response.content.decode()
+
+
+def test_with_redis_up_the_dashboard_says_nothing_of_it(settings, admin_site_client, shared_redis):
+    settings.CACHES = redis_cache(shared_redis)
+    settings.DASHBOARD_CACHE_SECONDS = 5
+    for _ in range(2):  # computed, then from the cache
+        response = admin_site_client.get(INDEX)
+        assert response.status_code == 200
+        assert 'id="tm-cache-down"' not in response.content.decode()
+        assert response.context["data"]["cache_up"] is True

@@ -16,7 +16,7 @@ from django.utils import timezone
 from nodes import heartbeats
 from nodes.models import Node
 from tasks.models import Task
-from tasks.services import FailoverCounts, sweep_run
+from tasks.services import FailoverCounts, failover_held, sweep_run
 
 logger = logging.getLogger("taskmgmt.sweep")
 
@@ -52,9 +52,10 @@ class Command(BaseCommand):
                 heartbeats.flush()
                 now = timezone.now()
                 count = Task.objects.expired(now).count()
-                down = Node.objects.down(now).values("pk")
-                moved = Task.objects.open_of(down).count() if failover else 0
-                result = FailoverCounts(reassigned=moved)
+                down = list(Node.objects.down(now).values_list("pk", flat=True))
+                held = failover_held(down, now=now)[0] if failover and down else 0
+                moved = Task.objects.open_of(down).count() if failover and not held else 0
+                result = FailoverCounts(reassigned=moved, held=held)
             else:
                 run, result = sweep_run(batch_size=batch_size, on_batch=progress.batch_done)
                 count = run.failed_count
@@ -99,6 +100,12 @@ class Command(BaseCommand):
                     f"failed {count} task(s) (deadline or node lost), "
                     f"reassigned {result.reassigned} in {elapsed:.2f}s"
                 )
+        if result.held and verbosity > 0:
+            self.stderr.write(
+                f"{result.held} recently alive node(s) down at once, more than"
+                f" FAILOVER_MAX_DOWN_SHARE={settings.FAILOVER_MAX_DOWN_SHARE}:"
+                f" {'would fail' if dry_run else 'failed'} none over"
+            )
         if result.stranded and verbosity > 0:
             self.stderr.write(
                 f"no alive node to take {result.stranded} task(s) of down nodes: left in place"
