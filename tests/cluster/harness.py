@@ -383,6 +383,8 @@ def app_env(k: int, secret_key: str) -> dict:
     return {
         **env,
         "PYTHONPATH": str(ROOT),
+        # Log lines reach the files as they happen: the test counts what each host served.
+        "PYTHONUNBUFFERED": "1",
         "DJANGO_SETTINGS_MODULE": "taskmgmt.settings",
         "DEBUG": "false",
         "SECRET_KEY": secret_key,

@@ -153,14 +153,22 @@ class Cluster:
         )
 
 
+def stop_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 @pytest.fixture
 def cluster(tmp_path):
+    # `timeout` (in .ci/run and make test-cluster) ends a hung run with SIGTERM: it must
+    # still stop the servers and delete the namespaces.
+    previous = signal.signal(signal.SIGTERM, stop_on_sigterm)
     built = Cluster(tmp_path)
     try:
         built.build()
         yield built
     finally:
         built.close()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_hosts_redis_and_the_database_fail_mid_run_and_nothing_is_lost(cluster):
