@@ -32,6 +32,7 @@ from tasks.serializers import (
     TaskEnvelopeSerializer,
     TaskFieldsSerializer,
     TaskHistoryEnvelopeSerializer,
+    TaskProgressSerializer,
     TaskRow,
     TaskSerializer,
     TaskStatusSerializer,
@@ -86,6 +87,7 @@ class TaskViewSet(viewsets.GenericViewSet):
         "list": [IsNodeWithOwnTasks],
         "list_by_status": [IsAuthenticated],
         "shift_status": [IsNodeRole],
+        "progress": [IsNodeRole],
         "claim": [IsNodeRole],
         "retrieve": [IsAssignedNodeOrAdmin],
     }
@@ -122,6 +124,7 @@ class TaskViewSet(viewsets.GenericViewSet):
             details=data["taskDetails"],
             assigned_node=data["assignedNode"],
             locked_at=data["lockedAt"],
+            payload=data.get("payload"),
         )
         return task_response(task, HTTP_201_CREATED)
 
@@ -135,6 +138,8 @@ class TaskViewSet(viewsets.GenericViewSet):
     )
     def update(self, request):
         data = validated(TaskEditSerializer, request)
+        # Sent or not, not null or not: an edit without `payload` keeps the task's.
+        payload = {"payload": data["payload"]} if "payload" in data else {}
         task = existing_task(
             services.task_update,
             task_id=data["taskId"],
@@ -142,6 +147,7 @@ class TaskViewSet(viewsets.GenericViewSet):
             details=data["taskDetails"],
             assigned_node=data["assignedNode"],
             locked_at=data["lockedAt"],
+            **payload,
         )
         return task_response(task)
 
@@ -179,7 +185,39 @@ class TaskViewSet(viewsets.GenericViewSet):
             node=request.user,
             status=data["taskStatus"],
             reason=data.get("reason", ""),
+            result=data.get("result"),
+            attempt=data.get("attempt"),
         )
+        return task_response(task)
+
+    @extend_schema(
+        summary="Report how far an in-progress task has got (its assigned node)",
+        description=(
+            "Only the latest report is kept; no history row. `checkpoint`, when sent, "
+            "replaces the last one and survives a reassignment, so the next attempt can "
+            "resume from it. 409 when the task is not in progress or `attempt` is stale."
+        ),
+        request=TaskProgressSerializer,
+        responses={
+            200: TaskEnvelopeSerializer,
+            **error_responses(400, 401, 403, 404, 409, 413, 415, 429),
+        },
+    )
+    def progress(self, request):
+        data = validated(TaskProgressSerializer, request)
+        checkpoint = {"checkpoint": data["checkpoint"]} if "checkpoint" in data else {}
+        existing_task(
+            services.task_report_progress,
+            task_id=data["taskId"],
+            node=request.user,
+            attempt=data.get("attempt"),
+            percent=data.get("percent"),
+            message=data.get("message"),
+            **checkpoint,
+        )
+        task = active_task_row(str(data["taskId"]))
+        if task is None:  # soft-deleted since
+            raise NotFound("No task has this taskId.")
         return task_response(task)
 
     @extend_schema(
