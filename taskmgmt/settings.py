@@ -223,7 +223,8 @@ if IDEMPOTENCY_KEY_TTL < 1:
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.JWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # DRF's, plus JSON columns copied into lists unparsed (taskmgmt/renderers.py).
+    "DEFAULT_RENDERER_CLASSES": ["taskmgmt.renderers.JSONRenderer"],
     # JSON only: other bodies get a 415; deeply nested JSON a 400, not a 500.
     "DEFAULT_PARSER_CLASSES": ["taskmgmt.parsers.JSONParser"],
     "DEFAULT_THROTTLE_CLASSES": ["taskmgmt.throttling.ApiRateThrottle"],

@@ -18,6 +18,7 @@ from rest_framework import serializers
 
 from accounts.models import User
 from taskmgmt.fields import StringField
+from taskmgmt.renderers import JSONText
 from taskmgmt.sql import driver_rows, select_one
 from tasks.models import (
     FAILURE_REASON_MAX_LENGTH,
@@ -156,8 +157,11 @@ class TaskSerializer(serializers.Serializer):
         return task_representation(task)
 
 
-def task_representation(task) -> dict:
-    """`TaskSerializer`'s output for a Task or a `TaskRow`."""
+def task_representation(task, *, json_text: bool = False) -> dict:
+    """`TaskSerializer`'s output for a Task or a `TaskRow`.
+
+    `json_text` (lists): a row's JSON columns stay the database's text, which the
+    renderer copies out unparsed (`taskmgmt.renderers.JSONText`)."""
     (
         task_id,
         name,
@@ -179,7 +183,8 @@ def task_representation(task) -> dict:
         checkpoint,
     ) = _task_columns(task)
     if isinstance(task, tuple):  # a `TaskRow`: JSON columns as the driver's text
-        payload, result, checkpoint = _json(payload), _json(result), _json(checkpoint)
+        as_value = _json_text if json_text else _json
+        payload, result, checkpoint = as_value(payload), as_value(result), as_value(checkpoint)
     # A cause outlives its failure until the task is given out again: show it only on failed.
     failed = status == TaskStatus.FAILED
     return {
@@ -208,6 +213,11 @@ def task_representation(task) -> dict:
 def _json(text):
     """A JSON column's driver value, parsed (None is SQL NULL)."""
     return None if text is None else json.loads(text)
+
+
+def _json_text(text):
+    """A JSON column's driver value, for the renderer to copy out as it is."""
+    return None if text is None else JSONText(text)
 
 
 class TaskEnvelopeSerializer(serializers.Serializer):

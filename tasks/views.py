@@ -105,7 +105,8 @@ class TaskViewSet(viewsets.GenericViewSet):
         its index: no model instances for lists."""
         index = Task.objects.page_index(self.request.user, status)
         page = self.paginate_queryset(task_rows(queryset, index))
-        return self.get_paginated_response([task_representation(task) for task in page])
+        tasks = [task_representation(task, json_text=True) for task in page]
+        return self.get_paginated_response(tasks)
 
     @extend_schema(
         summary="Create a task (admin)",
