@@ -48,18 +48,25 @@ FAILURE_REASON_MAX_LENGTH = 500
 PROGRESS_MESSAGE_MAX_LENGTH = 200
 
 
+# Arrays and objects within each other: MariaDB's JSON_VALID, the JSON column's CHECK,
+# refuses a 32nd level (its JSON functions stop at a depth of 32).
+JSON_MAX_DEPTH = 31
+
+
 def json_size_error(value, limit: int) -> str | None:
     """Why `value` (parsed JSON) may not be stored as a task's payload, result or
-    checkpoint, or None: over `limit` bytes once serialized, or holding a NUL or a
-    lone surrogate, which MariaDB's utf8mb4 and most consumers refuse."""
-    pending = [value]
+    checkpoint, or None: over `limit` bytes once serialized, nested deeper than
+    JSON_MAX_DEPTH, or holding a NUL or a lone surrogate, which MariaDB's utf8mb4
+    and most consumers refuse."""
+    pending = [(value, 0)]
     while pending:  # not recursive: a deeply nested value must not blow the stack
-        item = pending.pop()
-        if isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            depth += 1
+            if depth > JSON_MAX_DEPTH:
+                return f"Must be nested at most {JSON_MAX_DEPTH} arrays or objects deep."
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            pending.extend((child, depth) for child in children)
         elif isinstance(item, str) and "\x00" in item:
             return "Must not contain NUL characters."
     try:

@@ -149,6 +149,18 @@ def test_a_payload_with_nul_a_lone_surrogate_or_infinity_is_a_400_naming_it(
     assert not Task.objects.exists()
 
 
+@pytest.mark.parametrize(("depth", "status"), [(31, 201), (32, 400), (900, 400)])
+def test_a_payload_nests_at_most_31_arrays_or_objects_deep(admin_client, node, depth, status):
+    # MariaDB's JSON_VALID (the column's CHECK) refuses a 32nd level: a 400, not a 500.
+    nested = "[" * (depth - 1) + '{"k": 1}' + "]" * (depth - 1)
+    text = json.dumps(create_body(node))[:-1] + f', "payload": {nested}}}'
+
+    response = raw_post(admin_client, "/api/tasks", text)
+
+    assert response.status_code == status, response.content
+    assert Task.objects.count() == (status == 201)
+
+
 def test_editing_the_payload_writes_an_edit_row_naming_it(admin_client, node):
     task = TaskFactory(assigned_node=node, payload={"a": 1, "b": 2})
     body = create_body(node, taskId=str(task.pk), taskName=task.name, taskDetails=task.details)
@@ -398,6 +410,13 @@ def test_bad_progress_is_a_400_naming_the_field_and_stores_nothing(node_client, 
 
     assert [e["field"] for e in error["errors"]] == [field]
     assert (stored(task)["progress_updated_at"], stored(task)["checkpoint"]) == (None, None)
+
+
+@pytest.mark.parametrize("text", ["[1]", "null", '"x"', "{}"])
+def test_a_progress_body_that_is_not_an_object_or_lacks_the_task_is_a_400(node_client, text):
+    body = assert_json_error(raw_put(node_client, "/api/tasks/progress", text), 400)
+
+    assert body.get("errors")
 
 
 def test_a_message_of_200_characters_and_the_percent_bounds_are_taken(node_client, node):
