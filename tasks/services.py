@@ -219,8 +219,12 @@ def task_report_progress(
     }
     if checkpoint is not UNCHANGED:
         values["checkpoint"] = checkpoint
-    where = {"id": task_id, "assigned_node": node.pk, "status": TaskStatus.IN_PROGRESS}
-    where["active"] = True
+    where = {
+        "id": task_id,
+        "assigned_node": node.pk,
+        "status": TaskStatus.IN_PROGRESS,
+        "active": True,
+    }
     if attempt is not None:
         where["attempts"] = attempt
     if update_rows(Task, values, **where):

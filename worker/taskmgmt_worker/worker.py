@@ -52,9 +52,9 @@ class Context:
 
         Only the latest report is kept. A checkpoint left out keeps the last one.
         """
-        body = {"taskId": self.task_id, "percent": percent, "message": message}
         if message is not None:
-            body["message"] = str(message)[:MESSAGE_LIMIT]
+            message = str(message)[:MESSAGE_LIMIT]
+        body = {"taskId": self.task_id, "percent": percent, "message": message}
         if checkpoint is not None:
             body["checkpoint"] = checkpoint
         if self.attempt is not None:
