@@ -226,7 +226,8 @@ if IDEMPOTENCY_KEY_TTL < 1:
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.JWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # DRF's, plus JSON columns copied into lists unparsed (taskmgmt/renderers.py).
+    "DEFAULT_RENDERER_CLASSES": ["taskmgmt.renderers.JSONRenderer"],
     # JSON only: other bodies get a 415; deeply nested JSON a 400, not a 500.
     "DEFAULT_PARSER_CLASSES": ["taskmgmt.parsers.JSONParser"],
     "DEFAULT_THROTTLE_CLASSES": ["taskmgmt.throttling.ApiRateThrottle"],
@@ -355,6 +356,12 @@ TASK_MAX_ATTEMPTS = env.int("TASK_MAX_ATTEMPTS", default=3)
 # A task given out again without a deadline, whose deadline is past or sooner
 # than this, gets now + this many minutes (tasks.models.fresh_deadline).
 REASSIGN_DEADLINE_MINUTES = env.int("REASSIGN_DEADLINE_MINUTES", default=60)
+# Work data's limits in bytes of compact JSON (README, Work data): Nomad's dispatch
+# payload is 16 KiB; these keep a list page of 50 tasks within a few MiB at worst.
+TASK_PAYLOAD_MAX_BYTES = env.int("TASK_PAYLOAD_MAX_BYTES", default=65_536)
+TASK_RESULT_MAX_BYTES = env.int("TASK_RESULT_MAX_BYTES", default=65_536)
+# Smaller: a node may send its checkpoint every few seconds.
+TASK_CHECKPOINT_MAX_BYTES = env.int("TASK_CHECKPOINT_MAX_BYTES", default=16_384)
 
 # --- Operations: the admin dashboard and /metrics (README, Metrics) ---------
 

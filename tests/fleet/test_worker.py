@@ -1,5 +1,5 @@
-"""The example worker (examples/worker.py) on its own, as a real process against a live
-server: a clean stop, a failing work function, token refresh, rate limits."""
+"""The worker (the installed `taskmgmt-worker`) on its own, as a real process against a
+live server: a clean stop, a failing work function, token refresh, rate limits."""
 
 import logging
 import signal
