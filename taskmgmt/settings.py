@@ -6,6 +6,7 @@ variable never silently opens the service up.
 """
 
 import ipaddress
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -384,9 +385,13 @@ CRONTAB_EXECUTABLE = env.str("CRONTAB_EXECUTABLE", default="/usr/bin/crontab")
 # safe anyway, SKIP LOCKED shares the work).
 CRONTAB_LOCK_JOBS = True
 
-# --- Logging: one JSON line per event, to stdout ----------------------------
+# --- Logging: one JSON line per event ---------------------------------------
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# A server logs to stdout for its supervisor to collect. Any other manage.py command
+# (the sweep from cron) logs to stderr: its stdout is its output, kept for people.
+_MANAGE_COMMAND = sys.argv[1] if Path(sys.argv[0]).name == "manage.py" and sys.argv[1:] else None
+LOG_STREAM = "ext://sys.stdout" if _MANAGE_COMMAND in (None, "runserver") else "ext://sys.stderr"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -396,18 +401,21 @@ LOGGING = {
         "disallowed_host": {"()": "taskmgmt.logging.DisallowedHostFilter"},
     },
     "handlers": {
-        "stdout": {
+        "json": {
             "class": "logging.StreamHandler",
             "formatter": "json",
             "filters": ["request_id"],
-            "stream": "ext://sys.stdout",
+            "stream": LOG_STREAM,
         }
     },
-    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
+    "root": {"handlers": ["json"], "level": LOG_LEVEL},
     "loggers": {
         # Our request log replaces Django's, which logs 4xx as warnings twice.
         "django.request": {"level": "ERROR"},
-        "django.server": {"level": "WARNING"},
+        # Django's own handlers printed a second, plain copy of lines: ours is the one.
+        "django": {"handlers": [], "level": "INFO"},
+        # runserver's access line; the request log above has every request once.
+        "django.server": {"handlers": [], "propagate": False},
         "django.security.DisallowedHost": {"filters": ["disallowed_host"]},
     },
 }

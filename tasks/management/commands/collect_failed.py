@@ -1,8 +1,10 @@
 """Fail every open task whose deadline passed and, with FAILOVER=reassign, move the
-open tasks of down nodes to alive ones. Crontab runs this every minute."""
+open tasks of down nodes to alive ones. Crontab runs this every minute; `make run`
+runs it in a loop (`--every`)."""
 
 import logging
 import os
+import signal
 import sys
 import time
 import traceback
@@ -10,7 +12,7 @@ import traceback
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
-from django.db import DatabaseError, reset_queries
+from django.db import DatabaseError, close_old_connections, reset_queries
 from django.utils import timezone
 
 from accounts import heartbeats
@@ -29,6 +31,9 @@ class Command(BaseCommand):
         "Mark active pending/in_progress tasks whose deadline has passed as failed; with "
         "FAILOVER=reassign, also move the open tasks of down nodes to alive ones."
     )
+    # Cron runs this every minute and mails what it prints: configuration warnings
+    # are `manage.py check`'s to report at deploy time, not once a minute.
+    requires_system_checks = []
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -40,10 +45,41 @@ class Command(BaseCommand):
         parser.add_argument(
             "--dry-run", action="store_true", help="Count the expired tasks, change nothing."
         )
+        parser.add_argument(
+            "--every",
+            type=float,
+            metavar="SECONDS",
+            help="Sweep again every SECONDS until stopped (SIGTERM, Ctrl-C) or the "
+            "process that started it ends: the sweep of `make run`.",
+        )
 
-    def handle(self, *args, batch_size, dry_run, verbosity, **options):
+    def handle(self, *args, batch_size, dry_run, verbosity, every=None, **options):
         if not 1 <= batch_size <= MAX_BATCH_SIZE:
             raise CommandError(f"--batch-size must be at least 1 and at most {MAX_BATCH_SIZE}.")
+        if every is None:
+            self.sweep(batch_size=batch_size, dry_run=dry_run, verbosity=verbosity)
+            return
+        if every <= 0:
+            raise CommandError("--every must be a number of seconds above 0.")
+        self.loop(every, batch_size=batch_size, dry_run=dry_run, verbosity=verbosity)
+
+    def loop(self, every, **sweep):
+        """Sweeps until told to stop; a failed run is reported and the next one tried."""
+        parent = os.getppid()
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        try:
+            # A parent that died without stopping us (make killed) leaves us to init.
+            while os.getppid() == parent:
+                close_old_connections()
+                try:
+                    self.sweep(**sweep)
+                except CommandError as error:
+                    self.stderr.write(str(error))
+                time.sleep(every)
+        except KeyboardInterrupt:
+            pass
+
+    def sweep(self, *, batch_size, dry_run, verbosity):
         progress = Progress(self.stdout, verbosity=verbosity, batch_size=batch_size)
         started = time.perf_counter()
         failover = settings.FAILOVER == "reassign"
@@ -70,7 +106,10 @@ class Command(BaseCommand):
             ) from error
         elapsed = time.perf_counter() - started
         progress.end_line()
-        logger.info(
+        # A run with nothing to do logs below the default LOG_LEVEL: cron mails output.
+        idle = not (count or result.reassigned or result.stranded)
+        logger.log(
+            logging.DEBUG if idle else logging.INFO,
             "sweep finished",
             extra={
                 "event": "sweep",
