@@ -2,8 +2,8 @@
 
 Django's per-value converters (a UUID object for each id, an aware datetime
 for each date) were a quarter of a list page's CPU, and building and
-compiling an ORM query for one row by primary key cost this VM 3-4x running
-it (~320 us against ~75 us). `driver_rows` runs an ORM query without the
+compiling an ORM query for one row by primary key cost 3-4x running it
+(docs/performance.md). `driver_rows` runs an ORM query without the
 converters; `select_one`, `get_one`, `count_rows`, `update_rows`,
 `update_to_later` and `insert_rows` send the SQL the ORM would, built once
 per process, with parameters adapted by the model's own fields.
@@ -179,7 +179,7 @@ def update_rows(model, values: dict, **where) -> int:
 
 
 # Rows per statement of `update_to_later`: a CASE costs the database its rows
-# squared (1,000 rows took MariaDB 53 ms in one statement, 10 in statements of 100).
+# squared, so a few short statements beat one long one (docs/performance.md).
 LATER_ROWS = 100
 
 

@@ -102,7 +102,7 @@ def validate_future(value) -> None:
 # The order claims take a node's tasks in: earliest deadline first, then oldest.
 CLAIM_ORDER = ("locked_at", "created_at")
 # Named for MariaDB, whose planner weighed all seven indexes of the claim's and the
-# heartbeat's count's columns on every call: 0.13 ms of its CPU, 0.07 with the name.
+# heartbeat's count's columns on every call (docs/performance.md).
 CLAIM_INDEX = "task_node_claim"
 
 
@@ -181,8 +181,8 @@ class TaskQuerySet(models.QuerySet):
         """The index a newest-first page of `visible_to(user)` (in one `status`) reads.
 
         Named, not left to the planner: at 100,000 tasks MariaDB 10.11 walked
-        `task_page` for a node's pending page, reading 750 rows (and their table
-        rows) for 51, 2.2 ms of its CPU per page, instead of 51 of this one.
+        `task_page` for a node's pending page, reading 15 times the rows it needed
+        (docs/performance.md).
         """
         if user.is_admin:
             return "task_status_page" if status else "task_page"

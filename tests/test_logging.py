@@ -211,3 +211,26 @@ def test_a_login_with_an_unknown_email_logs_the_failure_but_not_the_name(anon_cl
     [failure] = [line for line in log_lines() if line.get("event") == "login_failed"]
     assert (failure["reason"], failure["user_id"]) == ("unknown_user", None)
     assert "typo-secret" not in json.dumps(log_lines())
+
+
+def handlers_reached(name: str) -> list[logging.Handler]:
+    """The handlers a record logged on `name` is written by, following propagation."""
+    logger, found = logging.getLogger(name), []
+    while logger:
+        found += [h for h in logger.handlers if not type(h).__module__.startswith("_pytest")]
+        if not logger.propagate:
+            break
+        logger = logger.parent
+    return found
+
+
+@pytest.mark.parametrize(
+    "name", ["django.utils.autoreload", "django.request", "django.db.backends", "taskmgmt.sweep"]
+)
+def test_a_log_line_is_written_once_as_json(name):
+    # Django's own `console` handler on "django" printed a plain copy under runserver.
+    assert [type(handler.formatter) for handler in handlers_reached(name)] == [JsonFormatter]
+
+
+def test_runservers_access_line_is_left_to_the_request_log():
+    assert handlers_reached("django.server") == []
