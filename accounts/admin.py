@@ -36,7 +36,17 @@ class AdminLoginForm(AdminAuthenticationForm):
             "Logins are unavailable right now: the login limits cannot be counted. "
             "Try again in a few seconds."
         ),
+        "node_account": (
+            "This is a node account. Node accounts use the API (POST /api/auth/login), "
+            "not the admin site; log in here with an admin account."
+        ),
     }
+
+    def confirm_login_allowed(self, user):
+        # Django's message asks for "a staff account", which tells a node nothing.
+        if user.is_active and not user.is_staff:
+            raise ValidationError(self.error_messages["node_account"], code="node_account")
+        super().confirm_login_allowed(user)
 
     def clean(self):
         try:
