@@ -406,7 +406,8 @@ LOGGING = {
             "formatter": "json",
             "filters": ["request_id"],
             "stream": LOG_STREAM,
-        }
+        },
+        "discard": {"class": "logging.NullHandler"},
     },
     "root": {"handlers": ["json"], "level": LOG_LEVEL},
     "loggers": {
@@ -415,7 +416,8 @@ LOGGING = {
         # Django's own handlers printed a second, plain copy of lines: ours is the one.
         "django": {"handlers": [], "level": "INFO"},
         # runserver's access line; the request log above has every request once.
-        "django.server": {"handlers": [], "propagate": False},
+        # (A logger without handlers would reach Python's last-resort handler instead.)
+        "django.server": {"handlers": ["discard"], "propagate": False},
         "django.security.DisallowedHost": {"filters": ["disallowed_host"]},
     },
 }

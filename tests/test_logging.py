@@ -4,6 +4,7 @@ import io
 import json
 import logging
 import re
+import sys
 
 import pytest
 
@@ -233,4 +234,25 @@ def test_a_log_line_is_written_once_as_json(name):
 
 
 def test_runservers_access_line_is_left_to_the_request_log():
-    assert handlers_reached("django.server") == []
+    # Discarded, not handler-less: a handler-less WARNING goes to Python's last resort.
+    handlers = handlers_reached("django.server")
+    assert handlers
+    assert all(isinstance(handler, logging.NullHandler) for handler in handlers)
+
+
+@pytest.mark.process
+def test_runserver_prints_each_request_once(tmp_path):
+    from tests.test_docs import Server, environment, fetch, free_port, manage
+
+    env = environment(tmp_path, debug=True)
+    manage(env, "migrate", "--noinput", "-v", "0")
+    port = free_port()
+    command = [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"]
+    server = Server(command, env, tmp_path / "server.log", port)
+    try:
+        fetch(f"{server.origin}/api/no-such-page")
+    finally:
+        server.stop()
+
+    printed = server.log.read_text().splitlines()
+    assert len([line for line in printed if "/api/no-such-page" in line]) == 1

@@ -34,6 +34,8 @@ class Command(BaseCommand):
     # Cron runs this every minute and mails what it prints: configuration warnings
     # are `manage.py check`'s to report at deploy time, not once a minute.
     requires_system_checks = []
+    # Set by --every: the stranded count last reported, so a loop does not repeat it.
+    stranded_reported = None
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -65,6 +67,9 @@ class Command(BaseCommand):
 
     def loop(self, every, **sweep):
         """Sweeps until told to stop; a failed run is reported and the next one tried."""
+        # Stranded tasks are reported when their number changes, not every few seconds.
+        self.stranded_reported = 0
+        logger.addFilter(StrandedChanged())
         parent = os.getppid()
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         try:
@@ -107,7 +112,13 @@ class Command(BaseCommand):
         elapsed = time.perf_counter() - started
         progress.end_line()
         # A run with nothing to do logs below the default LOG_LEVEL: cron mails output.
-        idle = not (count or result.reassigned or result.stranded)
+        stranded = result.stranded
+        if self.stranded_reported is not None:
+            stranded, self.stranded_reported = (
+                0 if stranded == self.stranded_reported else stranded,
+                stranded,
+            )
+        idle = not (count or result.reassigned or stranded)
         logger.log(
             logging.DEBUG if idle else logging.INFO,
             "sweep finished",
@@ -121,13 +132,13 @@ class Command(BaseCommand):
             },
         )
         if failover:
-            self.report_failover(count, result, dry_run, verbosity, elapsed)
+            self.report_failover(count, result, stranded, dry_run, verbosity, elapsed)
         elif (count and verbosity > 0) or verbosity > 1:
             verb = "would fail" if dry_run else "failed"
             self.stdout.write(f"{verb} {count} expired task(s) in {elapsed:.2f}s")
 
-    def report_failover(self, count, result, dry_run, verbosity, elapsed):
-        if ((count or result.reassigned or result.stranded) and verbosity > 0) or verbosity > 1:
+    def report_failover(self, count, result, stranded, dry_run, verbosity, elapsed):
+        if ((count or result.reassigned or stranded) and verbosity > 0) or verbosity > 1:
             if dry_run:
                 self.stdout.write(
                     f"would fail {count} expired task(s); "
@@ -138,10 +149,24 @@ class Command(BaseCommand):
                     f"failed {count} task(s) (deadline or node lost), "
                     f"reassigned {result.reassigned} in {elapsed:.2f}s"
                 )
-        if result.stranded and verbosity > 0:
+        if stranded and verbosity > 0:
             self.stderr.write(
-                f"no alive node to take {result.stranded} task(s) of down nodes: left in place"
+                f"no alive node to take {stranded} task(s) of down nodes: left in place"
             )
+
+
+class StrandedChanged(logging.Filter):
+    """Lets a `failover_stranded` warning through only when its count changed."""
+
+    def __init__(self):
+        super().__init__()
+        self.last = None
+
+    def filter(self, record):
+        if getattr(record, "event", None) != "failover_stranded":
+            return True
+        changed, self.last = record.stranded_count != self.last, record.stranded_count
+        return changed
 
 
 class Progress:
