@@ -18,9 +18,10 @@ pytestmark = pytest.mark.process
 @pytest.fixture
 def env(tmp_path):
     """The project's own settings (not the suite's) over a fresh SQLite file with the demo."""
-    unset = ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "CACHE_URL", "LOG_LEVEL", "FAILOVER")
+    unset = ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "CACHE_URL", "LOG_LEVEL")
     environment = {key: value for key, value in os.environ.items() if key not in unset}
     environment |= {
+        "FAILOVER": "off",  # whatever the development .env says
         "SECRET_KEY": "tests-only-not-secret",
         "DB_ENGINE": "sqlite",
         "DB_NAME": str(tmp_path / "db.sqlite3"),
