@@ -13,7 +13,7 @@ SWEEP_EVERY ?= 5
 # Exits 0 (true) when the database has no users yet: `make run` then loads the demo.
 DATABASE_IS_EMPTY := from accounts.models import User; raise SystemExit(User.objects.exists())
 
-.PHONY: run test lint format serve bench-sweep bench-load bench-dashboard setup system-deps browser-deps clean
+.PHONY: run test test-fast lint format serve bench-sweep bench-load bench-dashboard setup system-deps browser-deps clean
 
 run: $(VENV)/.installed .env
 	$(DEV_ENV) $(BIN)/python manage.py migrate --noinput -v 0
@@ -74,6 +74,12 @@ bench-dashboard: $(VENV)/.installed
 # The browser tests (tests/browser/, tests/test_docs.py) are part of the suite: chromium too.
 test: $(VENV)/.installed | browser-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Daily work (CONTRIBUTING.md, the test tiers): the in-process tests, in parallel; no
+# browser, no processes of their own, no fuzzing, no fleet. `make test` is the whole suite.
+FAST := not browser and not process and not fuzz and not fleet
+test-fast: $(VENV)/.installed
+	$(BIN)/pytest -n $(or $(JOBS),auto) -q -m "$(FAST)" $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

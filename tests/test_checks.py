@@ -68,6 +68,7 @@ def check_deploy(**overrides) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.process
 def test_check_deploy_is_clean_under_the_production_env():
     result = check_deploy()
 
@@ -75,6 +76,7 @@ def test_check_deploy_is_clean_under_the_production_env():
     assert "System check identified no issues (0 silenced)." in result.stdout
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     ("overrides", "warning"),
     [

@@ -30,10 +30,13 @@ from tests.test_faults import (
     wait_until,
 )
 
-pytestmark = pytest.mark.skipif(
-    not shutil.which("redis-server"),
-    reason="needs the Redis server binary (apt-get install redis-server)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not shutil.which("redis-server"),
+        reason="needs the Redis server binary (apt-get install redis-server)",
+    ),
+    pytest.mark.process,
+]
 
 
 class PrivateRedis:

@@ -17,6 +17,8 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+pytestmark = pytest.mark.process
+
 MANAGE = Path(settings.BASE_DIR) / "manage.py"
 CRONTAB_DOUBLE = Path(__file__).with_name("crontab_double.sh")
 NODE_ID = "b0000000-0000-4000-8000-00000000c001"

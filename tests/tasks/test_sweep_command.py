@@ -123,6 +123,7 @@ def closed_port():
         return probe.getsockname()[1]
 
 
+@pytest.mark.process
 def test_an_unreachable_database_exits_1_with_a_clear_message_and_a_log_line():
     env = {
         **os.environ,
