@@ -29,8 +29,9 @@ class JWTAuthentication(BaseJWTAuthentication):
         """simplejwt's, with each token's signature and claims checked once per process.
 
         That check depends on the token's text alone, so its answer is kept (HMAC and
-        JSON on every request were a measurable share: docs/performance.md); expiry is checked on every use, and the user
-        (active, same password) is read afresh by `get_user`.
+        JSON on every request were a measurable share: docs/performance.md); expiry
+        is checked on every use, and the user (active, same password) is read afresh
+        by `get_user`.
         """
         token = _verified_token(raw_token)
         try:
