@@ -157,7 +157,7 @@ PASSWORD_HASHERS = [
 PASSWORD_HASH_CONCURRENCY = env.int("PASSWORD_HASH_CONCURRENCY", default=1)
 # Longest a password check waits for a slot; one that would wait longer is a 503 with
 # Retry-After at once. 10 s: a client's usual timeout is longer (so it hears the 503),
-# and a worker's four threads queue at most ~1 s of hashes on a quiet box (README).
+# and a worker's four threads queue at most ~1 s of hashes on a quiet box (docs/security.md).
 PASSWORD_HASH_WAIT_SECONDS = env.float("PASSWORD_HASH_WAIT_SECONDS", default=10.0)
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -348,7 +348,7 @@ TASK_MAX_ATTEMPTS = env.int("TASK_MAX_ATTEMPTS", default=3)
 # than this, gets now + this many minutes (tasks.models.fresh_deadline).
 REASSIGN_DEADLINE_MINUTES = env.int("REASSIGN_DEADLINE_MINUTES", default=60)
 
-# --- Operations: the admin dashboard and /metrics (README, Metrics) ---------
+# --- Operations: the admin dashboard and /metrics (docs/operations.md) ------
 
 # How long the dashboard's figures are reused: a few seconds of staleness (said on
 # the page) turns a refresh storm into one set of queries.
@@ -366,7 +366,7 @@ for _network in METRICS_ALLOWED_NETWORKS:
 
 # --- The sweep --------------------------------------------------------------
 
-# Tasks failed per transaction: short row locks, few round trips (see README, Benchmarks).
+# Tasks failed per transaction: short row locks, few round trips (docs/performance.md).
 SWEEP_BATCH_SIZE = env.int("SWEEP_BATCH_SIZE", default=5000)
 SWEEP_SCHEDULE = env.str("SWEEP_SCHEDULE", default="* * * * *")
 # `manage.py crontab add` writes: <schedule> <prefix> <python> <manage.py> crontab run <hash>,

@@ -50,7 +50,7 @@ def fresh_deadline(current: datetime, now: datetime | None = None) -> datetime:
 
     The current deadline if it is still at least REASSIGN_DEADLINE_MINUTES
     away, otherwise now + REASSIGN_DEADLINE_MINUTES: never a stale deadline
-    the sweep would fail at once (README, Reassignment).
+    the sweep would fail at once (docs/api.md, Reassignment).
     """
     floor = (now or timezone.now()) + timedelta(minutes=settings.REASSIGN_DEADLINE_MINUTES)
     return max(current, floor)
@@ -252,7 +252,7 @@ class Task(models.Model):
             # Admin lists: keyset pages over everything, or over one status.
             models.Index(fields=["created_at", "id"], name="task_page"),
             models.Index(fields=["status", "created_at", "id"], name="task_status_page"),
-            # The dashboard (README, Dashboard), index-only: open tasks by status and
+            # The dashboard (docs/operations.md), index-only: open tasks by status and
             # node with their deadlines and oldest change; what finished lately.
             models.Index(
                 fields=["status", "active", "assigned_node", "locked_at", "updated_at"],

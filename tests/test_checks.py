@@ -16,7 +16,7 @@ REDIS = {
     "default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": "redis://127.0.0.1:6379/0"}
 }
 
-# The production env the README documents.
+# The production env docs/security.md documents.
 PRODUCTION_ENV = {
     "SECRET_KEY": secrets.token_urlsafe(50),
     "DEBUG": "false",

@@ -93,7 +93,7 @@ def test_the_written_env_makes_the_readme_commands_work(clone):
 
     assert values["DEBUG"] == "true"
     assert len(values["SECRET_KEY"]) >= 50
-    # The demo's failover, quick enough to watch (README, the tour's step 5).
+    # The demo's failover, quick enough to watch (README.md, the tour's step 5).
     assert values["FAILOVER"] == "reassign"
     assert (values["NODE_HEARTBEAT_SECONDS"], values["NODE_DOWN_AFTER"]) == ("5", "20")
     assert manage(clone, "migrate", "-v", "0").returncode == 0

@@ -180,7 +180,7 @@ def test_a_sweep_that_fails_under_cron_exits_non_zero_with_its_reason(crontab, t
 def test_the_schedule_is_the_sweep_schedule_setting_every_minute_by_default(crontab):
     assert our_line(crontab("add"))[0] == "* * * * *"
     # django-crontab cannot name the job it replaces once the schedule changed,
-    # unless quiet: the README says to add with -v 0 after a change.
+    # unless quiet: docs/operations.md says to add with -v 0 after a change.
     assert our_line(crontab("add", "-v", "0", SWEEP_SCHEDULE="*/5 * * * *"))[0] == "*/5 * * * *"
 
 
