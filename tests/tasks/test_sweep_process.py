@@ -130,3 +130,37 @@ def running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+NODE1_DOWN = (
+    "from datetime import timedelta; from django.utils import timezone;"
+    "from accounts.models import User;"
+    "User.objects.filter(email='node1@example.com')"
+    ".update(last_seen=timezone.now() - timedelta(hours=1))"
+)
+
+
+def test_every_reports_stranded_tasks_once_not_on_every_run(env):
+    env = {**env, "FAILOVER": "reassign"}
+    manage(env, "shell", "-c", NODE1_DOWN, check=True)  # down, and no other node alive
+    loop = subprocess.Popen(
+        [sys.executable, settings.BASE_DIR / "manage.py", "collect_failed", "--every", "0.1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        loop.stdout.readline()  # the first run: the demo's expired tasks and node1's
+        time.sleep(2)  # many more runs, each finding the same stranded tasks
+    finally:
+        loop.send_signal(signal.SIGTERM)
+        _, stderr = loop.communicate(timeout=30)
+
+    # Once per count: the first run fails node1's started task (node_lost), which
+    # leaves one task fewer stranded from the second run on; about 20 runs in all.
+    told = [line for line in stderr.splitlines() if line.startswith("no alive node")]
+    logged = [line for line in stderr.splitlines() if "failover_stranded" in line]
+    assert 1 <= len(told) <= 2
+    assert len(set(told)) == len(told)
+    assert len(logged) == len(told)
