@@ -184,7 +184,7 @@ class UserAdmin(DjangoUserAdmin):
         )
 
 
-# Roles decide what a user may do (README, Design decisions): groups have no use here.
+# Roles decide what a user may do (docs/design-decisions.md): groups have no use here.
 # The token blacklist is kept by the API itself (refresh rotation, password change);
 # deactivating a user is how an operator revokes a node.
 admin.site.unregister([Group, OutstandingToken, BlacklistedToken])
