@@ -142,7 +142,8 @@ def test_the_line_crontab_add_writes_fails_expired_tasks_in_crons_bare_environme
     crontab, child_database_url, tmp_path
 ):
     load_tasks(child_database_url, tmp_path)
-    prefix = f"DATABASE_URL={child_database_url} SECRET_KEY=cron-only"
+    # FAILOVER as production has it, whatever the checkout's development .env says.
+    prefix = f"DATABASE_URL={child_database_url} SECRET_KEY=cron-only FAILOVER=off"
 
     _, command = our_line(crontab("add", CRONTAB_COMMAND_PREFIX=prefix))
     ran = run_as_cron(command, home=tmp_path)
