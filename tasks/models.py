@@ -90,7 +90,7 @@ def fresh_deadline(current: datetime, now: datetime | None = None) -> datetime:
 
     The current deadline if it is still at least REASSIGN_DEADLINE_MINUTES
     away, otherwise now + REASSIGN_DEADLINE_MINUTES: never a stale deadline
-    the sweep would fail at once (README, Reassignment).
+    the sweep would fail at once (docs/api.md, Reassignment).
     """
     floor = (now or timezone.now()) + timedelta(minutes=settings.REASSIGN_DEADLINE_MINUTES)
     return max(current, floor)
@@ -155,7 +155,7 @@ def validate_future(value) -> None:
 # The order claims take a node's tasks in: earliest deadline first, then oldest.
 CLAIM_ORDER = ("locked_at", "created_at")
 # Named for MariaDB, whose planner weighed all seven indexes of the claim's and the
-# heartbeat's count's columns on every call: 0.13 ms of its CPU, 0.07 with the name.
+# heartbeat's count's columns on every call (docs/performance.md).
 CLAIM_INDEX = "task_node_claim"
 
 
@@ -234,8 +234,8 @@ class TaskQuerySet(models.QuerySet):
         """The index a newest-first page of `visible_to(user)` (in one `status`) reads.
 
         Named, not left to the planner: at 100,000 tasks MariaDB 10.11 walked
-        `task_page` for a node's pending page, reading 750 rows (and their table
-        rows) for 51, 2.2 ms of its CPU per page, instead of 51 of this one.
+        `task_page` for a node's pending page, reading 15 times the rows it needed
+        (docs/performance.md).
         """
         if user.is_admin:
             return "task_status_page" if status else "task_page"
@@ -318,7 +318,7 @@ class Task(models.Model):
             # Admin lists: keyset pages over everything, or over one status.
             models.Index(fields=["created_at", "id"], name="task_page"),
             models.Index(fields=["status", "created_at", "id"], name="task_status_page"),
-            # The dashboard (README, Dashboard), index-only: open tasks by status and
+            # The dashboard (docs/operations.md), index-only: open tasks by status and
             # node with their deadlines and oldest change; what finished lately.
             models.Index(
                 fields=["status", "active", "assigned_node", "locked_at", "updated_at"],

@@ -1,4 +1,4 @@
-"""The tasks API's bodies: camelCase fields in, the SPEC's task shape out.
+"""The tasks API's bodies: camelCase fields in, the API's task shape out.
 
 Input serializers only validate; the views hand `validated_data` to
 `tasks.services`, which owns the rules that need the database row. The reads
@@ -55,7 +55,7 @@ class TaskSerializer(serializers.Serializer):
 
     # The fields document the shape (for the schema); `to_representation`
     # builds it directly from a Task or a `TaskRow`, because DRF's
-    # per-field calls were a third of a list page's time (PERF_NOTES).
+    # per-field calls were a third of a list page's time (docs/performance.md).
     id = serializers.UUIDField(read_only=True)
     taskName = serializers.CharField(read_only=True)
     taskDetails = serializers.CharField(read_only=True)
@@ -180,7 +180,7 @@ def _json_text(text):
 
 class TaskEnvelopeSerializer(serializers.Serializer):
     """`{task}`: documents the shape; `tasks.views.task_response` builds it directly,
-    because instantiating this copies every declared field (~80 us a response)."""
+    because instantiating this copies every declared field (docs/performance.md)."""
 
     task = TaskSerializer(read_only=True)
 

@@ -426,7 +426,7 @@ def tasks_expire(
     Its history rows name the system, whoever triggered the sweep.
 
     Batches follow the primary key, so a large backlog is read in the table's
-    own order, once, instead of row by row all over it (README, Benchmarks).
+    own order, once, instead of row by row all over it (docs/performance.md).
     """
     expired = Task.objects.expired(now or timezone.now())
     total, after = 0, None

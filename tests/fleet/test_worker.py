@@ -23,6 +23,7 @@ pytestmark = [
         connection.vendor == "sqlite",
         reason="a live server beside the test's writes needs MariaDB: SQLite has one writer",
     ),
+    pytest.mark.process,
 ]
 
 
