@@ -96,7 +96,7 @@ format: $(VENV)/.installed
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt worker/pyproject.toml | system-deps
+$(VENV)/.installed: requirements.txt requirements-dev.txt | system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt

@@ -340,7 +340,6 @@ class TaskAdmin(admin.ModelAdmin):
         "status_badge",
         "deadline",
         "overdue",
-        "progress",
         "active",
         "created",
     ]
@@ -408,11 +407,16 @@ class TaskAdmin(admin.ModelAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, task):
-        return format_html(
+        badge = format_html(
             '<span class="task-status task-status-{}">{}</span>',
             task.status,
             task.get_status_display(),
         )
+        # Progress under the badge of a task in progress, not a column: the list must
+        # fit 1366 px. A finished task's last report is on its page.
+        if task.status == TaskStatus.IN_PROGRESS and task.progress_updated_at is not None:
+            return format_html("{}<br>{}", badge, progress_bar(task, compact=True))
+        return badge
 
     @admin.display(description="deadline", ordering="locked_at")
     def deadline(self, task):
@@ -426,13 +430,6 @@ class TaskAdmin(admin.ModelAdmin):
         if not task.is_overdue:
             return ""
         return mark_safe('<span class="task-overdue">overdue</span>')
-
-    @admin.display(description="progress")
-    def progress(self, task):
-        # Only while a node works on it: a finished task's last report is on its page.
-        if task.status != TaskStatus.IN_PROGRESS:
-            return ""
-        return progress_bar(task, compact=True)
 
     @admin.display(description="payload")
     def payload_json(self, task):

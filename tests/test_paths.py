@@ -78,6 +78,8 @@ CALLS = [
     Call("task-history", "GET", "/api/tasks/history/{task}", "admin", 200),
     Call("task-detail", "GET", "/api/tasks/{task}", "node", 200),
     Call("task-claim", "POST", "/api/tasks/claim", "node", 200),
+    Call("task-progress", "PUT", "/api/tasks/progress", "node", 409,
+         {"taskId": "{task}", "percent": 50}),
     Call("node-list", "GET", "/api/nodes", "admin", 200),
     Call("node-heartbeat", "POST", "/api/nodes/heartbeat", "node", 200),
     Call("task-detail", "DELETE", "/api/tasks/{task}", "admin", 200),
