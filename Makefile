@@ -1,4 +1,5 @@
-# Two commands for a new user: `make run` and `make test` (see README.md).
+# Two commands for a new user: `make run` and `make test` (see README.md); `make test-fast`
+# for daily work (CONTRIBUTING.md).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,10 +8,12 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 # Local development defaults; real deployments set these in the environment or .env.
 DEV_ENV := DEBUG=$${DEBUG:-true}
+# How often `make run`'s sweep runs (collect_failed --every): the demo's failover shows.
+SWEEP_EVERY ?= 5
 # Exits 0 (true) when the database has no users yet: `make run` then loads the demo.
 DATABASE_IS_EMPTY := from accounts.models import User; raise SystemExit(User.objects.exists())
 
-.PHONY: run test test-cluster lint format serve bench-sweep bench-load bench-dashboard bench-login-flood bench-vs-original setup system-deps browser-deps cluster-deps clean
+.PHONY: run test test-fast test-cluster lint format serve bench-sweep bench-load bench-dashboard bench-login-flood bench-vs-original setup system-deps browser-deps cluster-deps clean
 
 run: $(VENV)/.installed .env
 	$(DEV_ENV) $(BIN)/python manage.py migrate --noinput -v 0
@@ -23,17 +26,27 @@ run: $(VENV)/.installed .env
 	@echo "  Admin site:  http://$(HOST):$(PORT)/admin/   login admin@example.com / demo-admin-pass (opens on the dashboard)"
 	@echo "  API docs:    http://$(HOST):$(PORT)/api/docs/  (ReDoc: /api/redoc/)"
 	@echo "  Node logins: node1@example.com, node2@example.com, node3@example.com / demo-node-pass"
+	@echo "  The sweep runs every $(SWEEP_EVERY) s beside the server (collect_failed --every)."
 	@echo
+	@# The sweep is a second process that lives as long as the server: Ctrl-C stops both.
+	@$(DEV_ENV) $(BIN)/python manage.py collect_failed --every $(SWEEP_EVERY) & sweep=$$!; \
+	trap 'kill $$sweep 2>/dev/null' EXIT INT TERM HUP; \
 	$(DEV_ENV) $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 # A development .env on the first `make run` (DEBUG=true, a generated SECRET_KEY), so
-# the README's manage.py commands work as written. A .env that exists is never touched.
+# the docs' manage.py commands work as written, and failover on with short liveness
+# times, so the demo shows a dead worker's tasks moving within seconds. A .env that
+# exists is never touched.
 .env:
-	@echo "Writing .env for local development: DEBUG=true and a new SECRET_KEY"
+	@echo "Writing .env for local development: DEBUG=true, a new SECRET_KEY, FAILOVER=reassign"
 	@printf '%s\n' \
 		"# Written by make run for local development (see .env.example). Not for production." \
 		"DEBUG=true" \
-		"SECRET_KEY=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')" > $@
+		"SECRET_KEY=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')" \
+		"# The demo's failover: a worker unheard for 20 s is down, the sweep moves its tasks." \
+		"FAILOVER=reassign" \
+		"NODE_HEARTBEAT_SECONDS=5" \
+		"NODE_DOWN_AFTER=20" > $@
 
 # Production: DEBUG off, gunicorn (gunicorn.conf.py), static files served by whitenoise.
 # Database, SECRET_KEY and the rest come from the environment or .env.
@@ -42,29 +55,29 @@ serve: $(VENV)/.installed
 	DEBUG=false $(BIN)/python manage.py collectstatic --noinput -v 0
 	DEBUG=false GUNICORN_BIND=$${GUNICORN_BIND:-$(HOST):$(PORT)} $(BIN)/gunicorn --config gunicorn.conf.py
 
-# Load benchmark on MariaDB (README, Benchmarks); DURATION=5 for a quick run.
+# Load benchmark on MariaDB (docs/performance.md); DURATION=5 for a quick run.
 bench-load: $(VENV)/.installed
 	@command -v wrk >/dev/null || { echo "Installing wrk (the load generator)"; \
 		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q wrk; }
 	$(BIN)/python bench/load/run.py
 
-# Sweep benchmark (README, Benchmarks): N expired tasks, default 100000. SQLite unless
+# Sweep benchmark (docs/performance.md): N expired tasks, default 100000. SQLite unless
 # DATABASE_URL=mysql://…, whose server gets a database of its own, taskmgmt_bench.
 bench-sweep: $(VENV)/.installed
 	$(BIN)/python bench/sweep.py $(or $(N),100000)
 
-# Heartbeat latency under a flood of the costliest anonymous logins (README, Benchmarks);
+# Heartbeat latency under a flood of the costliest anonymous logins (docs/performance.md);
 # gunicorn over a temporary SQLite file, counting in Redis db 11 (BENCH_CACHE_URL).
 bench-login-flood: $(VENV)/.installed
 	$(BIN)/python bench/login_flood.py
 
-# Dashboard benchmark (README, Benchmarks): N tasks, default 1000000, in a database of its
+# Dashboard benchmark (docs/performance.md): N tasks, default 1000000, in a database of its
 # own (BENCH_DB_NAME, default taskmgmt_bench_dashboard) on DATABASE_URL's server, else SQLite.
 bench-dashboard: $(VENV)/.installed
 	$(BIN)/python bench/dashboard.py $(or $(N),1000000)
 
 # taskmgmt beside the original Node.js system, one sitting, the same wrk harness
-# (docs/performance-vs-original.md). ORIGINAL_DIR: a copy of the original prepared by
+# (docs/performance.md). ORIGINAL_DIR: a copy of the original prepared by
 # ../shared/original-bench/setup.sh, outside this repository. ROUNDS=1 DURATION=10s: a quick look.
 ORIGINAL_BENCH ?= ../shared/original-bench
 bench-vs-original: $(VENV)/.installed
@@ -81,6 +94,13 @@ bench-vs-original: $(VENV)/.installed
 # The browser tests (tests/browser/, tests/test_docs.py) are part of the suite: chromium too.
 test: $(VENV)/.installed | browser-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Daily work (CONTRIBUTING.md, the test tiers): the in-process tests, in parallel; no
+# browser, no processes of their own, no fuzzing, no fleet, no cluster. `make test` is the
+# whole suite.
+FAST := not browser and not process and not fuzz and not fleet and not cluster
+test-fast: $(VENV)/.installed
+	$(BIN)/pytest -n $(or $(JOBS),auto) -q -m "$(FAST)" $(PYTEST_ARGS)
 
 # Three app hosts behind HAProxy, a replicated MariaDB and Redis, in network namespaces
 # (tests/cluster; deploy/README.md): a host killed, Redis and the database restarted.

@@ -35,7 +35,17 @@ class AdminLoginForm(AdminAuthenticationForm):
             "Logins are unavailable right now: the login limits cannot be counted. "
             "Try again in a few seconds."
         ),
+        "node_account": (
+            "This is a node account. Node accounts use the API (POST /api/auth/login), "
+            "not the admin site; log in here with an admin account."
+        ),
     }
+
+    def confirm_login_allowed(self, user):
+        # Django's message asks for "a staff account", which tells a node nothing.
+        if user.is_active and not user.is_staff:
+            raise ValidationError(self.error_messages["node_account"], code="node_account")
+        super().confirm_login_allowed(user)
 
     def clean(self):
         try:
@@ -174,7 +184,7 @@ class UserAdmin(DjangoUserAdmin):
             super().save_model(request, obj, form, change)
 
 
-# Roles decide what a user may do (README, Design decisions): groups have no use here.
+# Roles decide what a user may do (docs/design-decisions.md): groups have no use here.
 # The token blacklist is kept by the API itself (refresh rotation, password change);
 # deactivating a user is how an operator revokes a node.
 admin.site.unregister([Group, OutstandingToken, BlacklistedToken])

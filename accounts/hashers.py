@@ -3,8 +3,8 @@ and on how long a hash may wait for its turn.
 
 Each hash holds 100 MiB (Django's memory_cost) for a fifth of a second of CPU.
 A gthread worker serves several requests at once, so a burst of logins held
-threads x 100 MiB per worker (938 MiB over two workers in bench/load) and was
-not served any faster: the hashes share the same core. Waiting for a slot keeps
+threads x 100 MiB per worker and was not served any faster: the hashes share
+the same core (figures in docs/performance.md). Waiting for a slot keeps
 memory at PASSWORD_HASH_CONCURRENCY x 100 MiB per worker, for the same logins
 per second. Slots are handed out first come, first served, and a hash that would
 wait longer than PASSWORD_HASH_WAIT_SECONDS is refused at once (HashQueueFull):

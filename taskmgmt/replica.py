@@ -1,4 +1,5 @@
-"""The heavy reads from a replica, when REPLICA_DATABASE_URL names one (README, Several hosts).
+"""The heavy reads from a replica, when REPLICA_DATABASE_URL names one
+(docs/operations.md, The replica).
 
 The dashboard, the node page, /metrics and the admin's list counts read through
 `on_replica`; everything that writes or must read its own writes (the API,

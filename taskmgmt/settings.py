@@ -6,6 +6,7 @@ variable never silently opens the service up.
 """
 
 import ipaddress
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -181,7 +182,7 @@ PASSWORD_HASHERS = [
 PASSWORD_HASH_CONCURRENCY = env.int("PASSWORD_HASH_CONCURRENCY", default=1)
 # Longest a password check waits for a slot; one that would wait longer is a 503 with
 # Retry-After at once. 10 s: a client's usual timeout is longer (so it hears the 503),
-# and a worker's four threads queue at most ~1 s of hashes on a quiet box (README).
+# and a worker's four threads queue at most ~1 s of hashes on a quiet box (docs/security.md).
 PASSWORD_HASH_WAIT_SECONDS = env.float("PASSWORD_HASH_WAIT_SECONDS", default=10.0)
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -248,7 +249,8 @@ if IDEMPOTENCY_KEY_TTL < 1:
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.JWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # DRF's, plus JSON columns copied into lists unparsed (taskmgmt/renderers.py).
+    "DEFAULT_RENDERER_CLASSES": ["taskmgmt.renderers.JSONRenderer"],
     # JSON only: other bodies get a 415; deeply nested JSON a 400, not a 500.
     "DEFAULT_PARSER_CLASSES": ["taskmgmt.parsers.JSONParser"],
     "DEFAULT_THROTTLE_CLASSES": ["taskmgmt.throttling.ApiRateThrottle"],
@@ -377,8 +379,14 @@ TASK_MAX_ATTEMPTS = env.int("TASK_MAX_ATTEMPTS", default=3)
 # A task given out again without a deadline, whose deadline is past or sooner
 # than this, gets now + this many minutes (tasks.models.fresh_deadline).
 REASSIGN_DEADLINE_MINUTES = env.int("REASSIGN_DEADLINE_MINUTES", default=60)
+# Work data's limits in bytes of compact JSON (README, Work data): Nomad's dispatch
+# payload is 16 KiB; these keep a list page of 50 tasks within a few MiB at worst.
+TASK_PAYLOAD_MAX_BYTES = env.int("TASK_PAYLOAD_MAX_BYTES", default=65_536)
+TASK_RESULT_MAX_BYTES = env.int("TASK_RESULT_MAX_BYTES", default=65_536)
+# Smaller: a node may send its checkpoint every few seconds.
+TASK_CHECKPOINT_MAX_BYTES = env.int("TASK_CHECKPOINT_MAX_BYTES", default=16_384)
 
-# --- Operations: the admin dashboard and /metrics (README, Metrics) ---------
+# --- Operations: the admin dashboard and /metrics (docs/operations.md) ------
 
 # How long the dashboard's figures are reused: a few seconds of staleness (said on
 # the page) turns a refresh storm into one set of queries.
@@ -396,7 +404,7 @@ for _network in METRICS_ALLOWED_NETWORKS:
 
 # --- The sweep --------------------------------------------------------------
 
-# Tasks failed per transaction: short row locks, few round trips (see README, Benchmarks).
+# Tasks failed per transaction: short row locks, few round trips (docs/performance.md).
 SWEEP_BATCH_SIZE = env.int("SWEEP_BATCH_SIZE", default=5000)
 SWEEP_SCHEDULE = env.str("SWEEP_SCHEDULE", default="* * * * *")
 # `manage.py crontab add` writes: <schedule> <prefix> <python> <manage.py> crontab run <hash>,
@@ -415,9 +423,13 @@ CRONTAB_EXECUTABLE = env.str("CRONTAB_EXECUTABLE", default="/usr/bin/crontab")
 # safe anyway, SKIP LOCKED shares the work).
 CRONTAB_LOCK_JOBS = True
 
-# --- Logging: one JSON line per event, to stdout ----------------------------
+# --- Logging: one JSON line per event ---------------------------------------
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# A server logs to stdout for its supervisor to collect. Any other manage.py command
+# (the sweep from cron) logs to stderr: its stdout is its output, kept for people.
+_MANAGE_COMMAND = sys.argv[1] if Path(sys.argv[0]).name == "manage.py" and sys.argv[1:] else None
+LOG_STREAM = "ext://sys.stdout" if _MANAGE_COMMAND in (None, "runserver") else "ext://sys.stderr"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -427,18 +439,23 @@ LOGGING = {
         "disallowed_host": {"()": "taskmgmt.logging.DisallowedHostFilter"},
     },
     "handlers": {
-        "stdout": {
+        "json": {
             "class": "logging.StreamHandler",
             "formatter": "json",
             "filters": ["request_id"],
-            "stream": "ext://sys.stdout",
-        }
+            "stream": LOG_STREAM,
+        },
+        "discard": {"class": "logging.NullHandler"},
     },
-    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
+    "root": {"handlers": ["json"], "level": LOG_LEVEL},
     "loggers": {
         # Our request log replaces Django's, which logs 4xx as warnings twice.
         "django.request": {"level": "ERROR"},
-        "django.server": {"level": "WARNING"},
+        # Django's own handlers printed a second, plain copy of lines: ours is the one.
+        "django": {"handlers": [], "level": "INFO"},
+        # runserver's access line; the request log above has every request once.
+        # (A logger without handlers would reach Python's last-resort handler instead.)
+        "django.server": {"handlers": ["discard"], "propagate": False},
         "django.security.DisallowedHost": {"filters": ["disallowed_host"]},
     },
 }

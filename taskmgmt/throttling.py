@@ -5,8 +5,8 @@ worker process sees the same numbers. Rates are read from settings on each
 request, so `override_settings` and the environment both apply.
 
 When the cache cannot be reached, a count is not kept: the login limits fail
-closed (503), the general API limit fails open with a warning (README, "When
-Redis is down").
+closed (503), the general API limit fails open with a warning (docs/security.md,
+"When Redis is down").
 """
 
 import ipaddress

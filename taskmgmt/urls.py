@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import URLResolver, include, path, re_path
+from django.views.generic import RedirectView
 
 from taskmgmt import metrics, views
 
@@ -54,6 +55,8 @@ urlpatterns = [
     path("api/redoc/", views.RedocView.as_view(url_name="schema"), name="redoc"),
     path("healthz", views.healthz, name="healthz"),
     path("metrics", metrics.metrics_view, name="metrics"),
+    # No public site: the front door is the admin's dashboard (its login when signed out).
+    path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),
     # Last: any other path under /api/ answers a JSON 404, even with DEBUG on.
     re_path(r"^api/", views.api_not_found),
 ]

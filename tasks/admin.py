@@ -1,3 +1,4 @@
+import json
 from urllib.parse import urlencode
 
 from django import forms
@@ -10,6 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
+from django.utils.timesince import timesince
 
 from accounts.models import Role, User
 from taskmgmt.replica import ReplicaCountPaginator
@@ -52,6 +54,55 @@ def node_link(node_id, name: str, email: str):
 
 def person(user) -> str:
     return SYSTEM if user is None else user.name or user.email
+
+
+# A JSON value longer than this (characters pretty-printed) or lines starts collapsed.
+JSON_OPEN_CHARACTERS, JSON_OPEN_LINES = 1_000, 20
+
+
+def json_block(value):
+    """A task's JSON value (payload, result, checkpoint), pretty-printed and escaped;
+    collapsed behind its size when large, so the page stays readable."""
+    if value is None:
+        return "-"
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    block = format_html('<pre class="task-json">{}</pre>', text)
+    if len(text) <= JSON_OPEN_CHARACTERS and text.count("\n") < JSON_OPEN_LINES:
+        return block
+    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+    return format_html(
+        "<details><summary>{} bytes, {} lines</summary>{}</details>",
+        size,
+        text.count("\n") + 1,
+        block,
+    )
+
+
+def progress_bar(task, *, compact=False):
+    """The latest progress report: a bar (indeterminate without a percent), its message
+    and how long ago it came; "-" if none."""
+    if task.progress_updated_at is None:
+        return "-"
+    percent = task.progress_percent
+    bar = (
+        format_html('<progress max="100" value="{}"></progress> {}%', percent, f"{percent:g}")
+        if percent is not None
+        else mark_safe("<progress></progress>")
+    )
+    age = f"{timesince(task.progress_updated_at)} ago"
+    if compact:
+        return format_html(
+            '<span class="task-progress" title="{}, {}">{}</span>',
+            task.progress_message or "",
+            age,
+            bar,
+        )
+    return format_html(
+        '<div class="task-progress">{}<div>{}</div><div class="help">updated {}</div></div>',
+        bar,
+        task.progress_message or "",
+        age,
+    )
 
 
 class OverdueFilter(admin.SimpleListFilter):
@@ -317,6 +368,10 @@ class TaskAdmin(admin.ModelAdmin):
         "attempts",
         "failure_cause",
         "failure_reason",
+        "payload_json",
+        "progress_report",
+        "checkpoint_json",
+        "result_json",
         "active",
         "created_at",
         "updated_at",
@@ -331,6 +386,10 @@ class TaskAdmin(admin.ModelAdmin):
         "attempts",
         "failure_cause",
         "failure_reason",
+        "payload_json",
+        "progress_report",
+        "checkpoint_json",
+        "result_json",
         "active",
     ]
     inlines = [TaskHistoryInline]
@@ -351,11 +410,16 @@ class TaskAdmin(admin.ModelAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, task):
-        return format_html(
+        badge = format_html(
             '<span class="task-status task-status-{}">{}</span>',
             task.status,
             task.get_status_display(),
         )
+        # Progress under the badge of a task in progress, not a column: the list must
+        # fit 1366 px. A finished task's last report is on its page.
+        if task.status == TaskStatus.IN_PROGRESS and task.progress_updated_at is not None:
+            return format_html("{}<br>{}", badge, progress_bar(task, compact=True))
+        return badge
 
     @admin.display(description="deadline", ordering="locked_at")
     def deadline(self, task):
@@ -370,6 +434,22 @@ class TaskAdmin(admin.ModelAdmin):
             return ""
         return mark_safe('<span class="task-overdue">overdue</span>')
 
+    @admin.display(description="payload")
+    def payload_json(self, task):
+        return json_block(task.payload)
+
+    @admin.display(description="progress")
+    def progress_report(self, task):
+        return progress_bar(task)
+
+    @admin.display(description="checkpoint")
+    def checkpoint_json(self, task):
+        return json_block(task.checkpoint)
+
+    @admin.display(description="result")
+    def result_json(self, task):
+        return json_block(task.result)
+
     @admin.display(description="created", ordering="created_at")
     def created(self, task):
         # The day is what a list needs (the date drill-down above works in days too).
@@ -378,7 +458,11 @@ class TaskAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         nodes = User.objects.only("id", "name", "email")
-        return super().get_queryset(request).prefetch_related(Prefetch("assigned_node", nodes))
+        tasks = super().get_queryset(request).prefetch_related(Prefetch("assigned_node", nodes))
+        if getattr(request.resolver_match, "url_name", None) == "tasks_task_changelist":
+            # The list shows none of them: a page of 4 KiB payloads is 200 KiB to read.
+            tasks = tasks.defer("payload", "result", "checkpoint")
+        return tasks
 
     def get_search_results(self, request, queryset, search_term):
         """Name or id as Django searches them, or part of the assigned node's email.

@@ -1,3 +1,4 @@
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -43,6 +44,45 @@ class FailureCause(models.TextChoices):
 
 # A node's own words on why it failed a task: bounded, so a row stays small.
 FAILURE_REASON_MAX_LENGTH = 500
+# A progress report's message: a line for a progress bar, not a log.
+PROGRESS_MESSAGE_MAX_LENGTH = 200
+
+
+# Arrays and objects within each other: MariaDB's JSON_VALID, the JSON column's CHECK,
+# refuses a 32nd level (its JSON functions stop at a depth of 32).
+JSON_MAX_DEPTH = 31
+
+
+def json_size_error(value, limit: int) -> str | None:
+    """Why `value` (parsed JSON) may not be stored as a task's payload, result or
+    checkpoint, or None: over `limit` bytes once serialized, nested deeper than
+    JSON_MAX_DEPTH, or holding a NUL or a lone surrogate, which MariaDB's utf8mb4
+    and most consumers refuse."""
+    pending = [(value, 0)]
+    while pending:  # not recursive: a deeply nested value must not blow the stack
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            depth += 1
+            if depth > JSON_MAX_DEPTH:
+                return f"Must be nested at most {JSON_MAX_DEPTH} arrays or objects deep."
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            pending.extend((child, depth) for child in children)
+        elif isinstance(item, str) and "\x00" in item:
+            return "Must not contain NUL characters."
+    try:
+        size = len(json_text(value).encode())
+    except UnicodeEncodeError:
+        return "Must not contain lone surrogates (invalid Unicode)."
+    except (TypeError, ValueError):
+        return "Must be a JSON value."
+    if size > limit:
+        return f"Must be at most {limit} bytes as JSON; this is {size}."
+    return None
+
+
+def json_text(value) -> str:
+    """`value` as compact JSON, the form its size limit counts (no NaN or Infinity)."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def fresh_deadline(current: datetime, now: datetime | None = None) -> datetime:
@@ -50,7 +90,7 @@ def fresh_deadline(current: datetime, now: datetime | None = None) -> datetime:
 
     The current deadline if it is still at least REASSIGN_DEADLINE_MINUTES
     away, otherwise now + REASSIGN_DEADLINE_MINUTES: never a stale deadline
-    the sweep would fail at once (README, Reassignment).
+    the sweep would fail at once (docs/api.md, Reassignment).
     """
     floor = (now or timezone.now()) + timedelta(minutes=settings.REASSIGN_DEADLINE_MINUTES)
     return max(current, floor)
@@ -72,6 +112,19 @@ class TaskConflict(TaskRuleError):
 
 class DeadlinePassed(TaskConflict):
     title = "Deadline passed"
+
+
+class StaleAttempt(TaskConflict):
+    title = "Stale attempt"
+
+
+def check_attempt(current: int, sent: int | None) -> None:
+    """A report naming an attempt (`attempt`) is about that start of the task only:
+    once the task was taken away and started again it is stale, whoever sends it."""
+    if sent is not None and sent != current:
+        raise StaleAttempt(
+            f"stale attempt: this report is for attempt {sent}, the task is on attempt {current}"
+        )
 
 
 def check_transition(current: str, new: str) -> None:
@@ -102,7 +155,7 @@ def validate_future(value) -> None:
 # The order claims take a node's tasks in: earliest deadline first, then oldest.
 CLAIM_ORDER = ("locked_at", "created_at")
 # Named for MariaDB, whose planner weighed all seven indexes of the claim's and the
-# heartbeat's count's columns on every call: 0.13 ms of its CPU, 0.07 with the name.
+# heartbeat's count's columns on every call (docs/performance.md).
 CLAIM_INDEX = "task_node_claim"
 
 
@@ -181,8 +234,8 @@ class TaskQuerySet(models.QuerySet):
         """The index a newest-first page of `visible_to(user)` (in one `status`) reads.
 
         Named, not left to the planner: at 100,000 tasks MariaDB 10.11 walked
-        `task_page` for a node's pending page, reading 750 rows (and their table
-        rows) for 51, 2.2 ms of its CPU per page, instead of 51 of this one.
+        `task_page` for a node's pending page, reading 15 times the rows it needed
+        (docs/performance.md).
         """
         if user.is_admin:
             return "task_status_page" if status else "task_page"
@@ -226,6 +279,19 @@ class Task(models.Model):
         max_length=16, choices=FailureCause.choices, blank=True, default=""
     )
     failure_reason = models.CharField(max_length=FAILURE_REASON_MAX_LENGTH, blank=True, default="")
+    # Work data (README, Work data). Nullable with no default, so adding them to a
+    # large table is an instant ALTER on MariaDB (migration 0004).
+    payload = models.JSONField(null=True, blank=True, help_text="The task's input, any JSON.")
+    # Sent by the node with the final status; cleared when the task is given out again.
+    result = models.JSONField(null=True, blank=True, editable=False)
+    # The latest progress report; a reassignment clears it but keeps the checkpoint,
+    # so the next attempt, on any node, can resume from there.
+    progress_percent = models.FloatField(null=True, blank=True, editable=False)
+    progress_message = models.CharField(  # noqa: DJ001 (null: no report yet)
+        max_length=PROGRESS_MESSAGE_MAX_LENGTH, null=True, blank=True, editable=False
+    )
+    progress_updated_at = models.DateTimeField(null=True, blank=True, editable=False)
+    checkpoint = models.JSONField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -252,7 +318,7 @@ class Task(models.Model):
             # Admin lists: keyset pages over everything, or over one status.
             models.Index(fields=["created_at", "id"], name="task_page"),
             models.Index(fields=["status", "created_at", "id"], name="task_status_page"),
-            # The dashboard (README, Dashboard), index-only: open tasks by status and
+            # The dashboard (docs/operations.md), index-only: open tasks by status and
             # node with their deadlines and oldest change; what finished lately.
             models.Index(
                 fields=["status", "active", "assigned_node", "locked_at", "updated_at"],
@@ -272,7 +338,15 @@ class Task(models.Model):
     # Fields whose changes the history records (`TaskHistory.for_change`);
     # `saved_values` holds what the database had when the row was loaded, so a
     # save can tell what changed.
-    TRACKED_FIELDS = ("assigned_node_id", "status", "locked_at", "name", "details", "active")
+    TRACKED_FIELDS = (
+        "assigned_node_id",
+        "status",
+        "locked_at",
+        "name",
+        "details",
+        "payload",
+        "active",
+    )
 
     def __str__(self):
         return self.name
@@ -340,7 +414,7 @@ class HistoryAction(models.TextChoices):
 
 
 # The task fields an `edit` row names, as the API spells them.
-EDITED_FIELDS = {"name": "taskName", "details": "taskDetails"}
+EDITED_FIELDS = {"name": "taskName", "details": "taskDetails", "payload": "payload"}
 
 
 def deadline_text(value: datetime) -> str:
@@ -413,8 +487,12 @@ class TaskHistory(models.Model):
         """
 
         def changed(field):
+            if field not in after:
+                return False
+            if field == "payload":  # as JSON with sorted keys: 1 and 1.0 differ, key order not
+                return _json_key(before.get(field)) != _json_key(after[field])
             # As text: an id set as a string, or a deadline in another zone, is no change.
-            return field in after and _text(before.get(field)) != _text(after[field])
+            return _text(before.get(field)) != _text(after[field])
 
         rows = []
         if changed("assigned_node_id"):
@@ -441,6 +519,10 @@ class TaskHistory(models.Model):
             )
             for action, old, new in rows
         ]
+
+
+def _json_key(value) -> str:
+    return json.dumps(value, sort_keys=True)
 
 
 def _text(value) -> str | None:

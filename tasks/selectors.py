@@ -31,6 +31,12 @@ TASK_COLUMNS = (
     "attempts",
     "failure_cause",
     "failure_reason",
+    "payload",
+    "result",
+    "progress_percent",
+    "progress_message",
+    "progress_updated_at",
+    "checkpoint",
 )
 # The named row `task_rows` yields (Django caches one class per set of names).
 TaskRow = create_namedtuple_class(*TASK_COLUMNS)

@@ -1,4 +1,4 @@
-"""The tasks API's bodies: camelCase fields in, the SPEC's task shape out.
+"""The tasks API's bodies: camelCase fields in, the API's task shape out.
 
 Input serializers only validate; the views hand `validated_data` to
 `tasks.services`, which owns the rules that need the database row. The reads
@@ -6,21 +6,26 @@ that feed the output (`task_rows` for lists, `active_task_row` for one task)
 are in tasks.selectors, with every other task read.
 """
 
+import json
 from datetime import UTC
 from operator import attrgetter
 from uuid import UUID
 
+from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import User
 from accounts.serializers import UserDetailsSerializer
 from taskmgmt.fields import IdField, StringField, iso_utc
+from taskmgmt.renderers import JSONText
 from tasks.models import (
     FAILURE_REASON_MAX_LENGTH,
+    PROGRESS_MESSAGE_MAX_LENGTH,
     FailureCause,
     TaskHistory,
     TaskStatus,
+    json_size_error,
     validate_future,
     validate_node,
 )
@@ -39,12 +44,18 @@ def uuid_text(value: UUID | str) -> str:
 # --- Output -----------------------------------------------------------------
 
 
+class ProgressSerializer(serializers.Serializer):
+    percent = serializers.FloatField(read_only=True, allow_null=True)
+    message = serializers.CharField(read_only=True, allow_null=True)
+    updatedAt = serializers.DateTimeField(read_only=True)
+
+
 class TaskSerializer(serializers.Serializer):
     """A task, as every endpoint returns it."""
 
     # The fields document the shape (for the schema); `to_representation`
     # builds it directly from a Task or a `TaskRow`, because DRF's
-    # per-field calls were a third of a list page's time (PERF_NOTES).
+    # per-field calls were a third of a list page's time (docs/performance.md).
     id = serializers.UUIDField(read_only=True)
     taskName = serializers.CharField(read_only=True)
     taskDetails = serializers.CharField(read_only=True)
@@ -68,13 +79,35 @@ class TaskSerializer(serializers.Serializer):
         read_only=True,
         help_text="The node's own words when it reported the failure; null when it gave none.",
     )
+    payload = serializers.JSONField(
+        read_only=True, allow_null=True, help_text="The task's input: any JSON value, or null."
+    )
+    result = serializers.JSONField(
+        read_only=True,
+        allow_null=True,
+        help_text="What the node sent with completed or failed; null until then.",
+    )
+    progress = ProgressSerializer(
+        read_only=True, allow_null=True, help_text="The latest progress report; null if none."
+    )
+    checkpoint = serializers.JSONField(
+        read_only=True,
+        allow_null=True,
+        help_text="The latest checkpoint: kept across reassignments, for the next attempt.",
+    )
+    attempt = serializers.IntegerField(
+        read_only=True, help_text="The current attempt (= attempts): send it with reports."
+    )
 
     def to_representation(self, task):
         return task_representation(task)
 
 
-def task_representation(task) -> dict:
-    """`TaskSerializer`'s output for a Task or a `TaskRow`."""
+def task_representation(task, *, json_text: bool = False) -> dict:
+    """`TaskSerializer`'s output for a Task or a `TaskRow`.
+
+    `json_text` (lists): a row's JSON columns stay the database's text, which the
+    renderer copies out unparsed (`taskmgmt.renderers.JSONText`)."""
     (
         task_id,
         name,
@@ -88,7 +121,16 @@ def task_representation(task) -> dict:
         attempts,
         failure_cause,
         failure_reason,
+        payload,
+        result,
+        percent,
+        message,
+        progress_at,
+        checkpoint,
     ) = _task_columns(task)
+    if isinstance(task, tuple):  # a `TaskRow`: JSON columns as the driver's text
+        as_value = _json_text if json_text else _json
+        payload, result, checkpoint = as_value(payload), as_value(result), as_value(checkpoint)
     # A cause outlives its failure until the task is given out again: show it only on failed.
     failed = status == TaskStatus.FAILED
     return {
@@ -104,6 +146,13 @@ def task_representation(task) -> dict:
         "attempts": attempts,
         "failureCause": (failure_cause or None) if failed else None,
         "failureReason": (failure_reason or None) if failed else None,
+        "payload": payload,
+        "result": result,
+        "progress": None
+        if progress_at is None
+        else {"percent": percent, "message": message, "updatedAt": iso_utc(progress_at)},
+        "checkpoint": checkpoint,
+        "attempt": attempts,
     }
 
 
@@ -119,9 +168,19 @@ class ProfileSerializer(serializers.Serializer):
     )
 
 
+def _json(text):
+    """A JSON column's driver value, parsed (None is SQL NULL)."""
+    return None if text is None else json.loads(text)
+
+
+def _json_text(text):
+    """A JSON column's driver value, for the renderer to copy out as it is."""
+    return None if text is None else JSONText(text)
+
+
 class TaskEnvelopeSerializer(serializers.Serializer):
     """`{task}`: documents the shape; `tasks.views.task_response` builds it directly,
-    because instantiating this copies every declared field (~80 us a response)."""
+    because instantiating this copies every declared field (docs/performance.md)."""
 
     task = TaskSerializer(read_only=True)
 
@@ -192,11 +251,63 @@ class DeadlineField(serializers.DateTimeField):
         super().__init__(default_timezone=UTC, **kwargs)
 
 
+class JSONValueField(serializers.JSONField):
+    """Any JSON value (null too) up to the bytes named by the setting `limit`, without
+    NUL or lone surrogates (`tasks.models.json_size_error`)."""
+
+    def __init__(self, *, limit: str, **kwargs):
+        self.limit = limit
+        super().__init__(required=False, allow_null=True, **kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        error = json_size_error(value, getattr(settings, self.limit))
+        if error:
+            raise serializers.ValidationError(error)
+        return value
+
+
+class AttemptField(serializers.IntegerField):
+    """A JSON integer only: DRF's own field would take "3", 3.0 or true."""
+
+    def __init__(self, **kwargs):
+        super().__init__(
+            required=False,
+            min_value=0,
+            help_text=(
+                "The attempt this report is about (the task's `attempt` when it was "
+                "claimed): any other is a 409 stale attempt."
+            ),
+            **kwargs,
+        )
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class PercentField(serializers.FloatField):
+    """A JSON number 0-100: DRF's own field would take "50" or true."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class TaskFieldsSerializer(serializers.Serializer):
     taskName = StringField(max_length=255)
     taskDetails = StringField(max_length=10_000)
     assignedNode = ActiveNodeField()
     lockedAt = DeadlineField(help_text="The deadline: ISO 8601, in the future; no offset = UTC.")
+    payload = JSONValueField(
+        limit="TASK_PAYLOAD_MAX_BYTES",
+        help_text=(
+            "The task's input: any JSON value, at most TASK_PAYLOAD_MAX_BYTES as JSON. "
+            "Left out of an edit, the task keeps its payload."
+        ),
+    )
 
 
 class TaskEditSerializer(TaskFieldsSerializer):
@@ -233,4 +344,27 @@ class TaskStatusSerializer(serializers.Serializer):
         required=False,
         allow_blank=True,
         help_text="Why the node failed it; kept with taskStatus failed, ignored otherwise.",
+    )
+    result = JSONValueField(
+        limit="TASK_RESULT_MAX_BYTES",
+        help_text=(
+            "The task's output, any JSON value: kept with completed or failed, ignored otherwise."
+        ),
+    )
+    attempt = AttemptField()
+
+
+class TaskProgressSerializer(serializers.Serializer):
+    taskId = IdField()
+    attempt = AttemptField()
+    percent = PercentField(required=False, allow_null=True, min_value=0, max_value=100)
+    message = StringField(
+        max_length=PROGRESS_MESSAGE_MAX_LENGTH, required=False, allow_null=True, allow_blank=True
+    )
+    checkpoint = JSONValueField(
+        limit="TASK_CHECKPOINT_MAX_BYTES",
+        help_text=(
+            "Where the next attempt may resume, any JSON value: kept until the next "
+            "checkpoint, across reassignments. Left out, the last one stays."
+        ),
     )

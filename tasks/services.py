@@ -22,7 +22,7 @@ from nodes import heartbeats
 from nodes.models import Node, liveness_cutoffs
 from nodes.services import node_heartbeat
 from taskmgmt.metrics import CLAIM_LATENCY, FAILURES, REASSIGNMENTS
-from taskmgmt.sql import driver_rows, get_one, insert_select, with_ids
+from taskmgmt.sql import driver_rows, get_one, insert_select, select_one, update_rows, with_ids
 from tasks.actor import current_actor
 from tasks.models import (
     ALLOWED_AFTER_DEADLINE,
@@ -36,6 +36,7 @@ from tasks.models import (
     TaskHistory,
     TaskRuleError,
     TaskStatus,
+    check_attempt,
     check_transition,
     fresh_deadline,
     validate_future,
@@ -74,10 +75,31 @@ def _locked_task(task_id: UUID) -> Task:
     return task
 
 
+# What a reassignment forgets: the last attempt's progress and result, not its checkpoint.
+FORGOTTEN_ON_REASSIGN = {
+    "failure_cause": "",
+    "failure_reason": "",
+    "result": None,
+    "progress_percent": None,
+    "progress_message": None,
+    "progress_updated_at": None,
+}
+# `task_update`'s default for a field the request did not send: left as it is.
+UNCHANGED = object()
+
+
 @transaction.atomic
-def task_create(*, name: str, details: str, assigned_node, locked_at: datetime) -> Task:
+def task_create(
+    *, name: str, details: str, assigned_node, locked_at: datetime, payload=None
+) -> Task:
     _validate(node=assigned_node, locked_at=locked_at)
-    task = Task(name=name, details=details, assigned_node=assigned_node, locked_at=locked_at)
+    task = Task(
+        name=name,
+        details=details,
+        assigned_node=assigned_node,
+        locked_at=locked_at,
+        payload=payload,
+    )
     task.full_clean()
     task.save()
     return task
@@ -85,15 +107,19 @@ def task_create(*, name: str, details: str, assigned_node, locked_at: datetime) 
 
 @transaction.atomic
 def task_update(
-    *, task_id: UUID, name: str, details: str, assigned_node, locked_at: datetime
+    *, task_id: UUID, name: str, details: str, assigned_node, locked_at: datetime, payload=UNCHANGED
 ) -> Task:
-    """Edit a task's fields; only a pending task, since a node may already be at work."""
+    """Edit a task's fields; only a pending task, since a node may already be at work.
+
+    Without `payload` the task keeps its own: the original's clients never send one."""
     task = _locked_task(task_id)
     if task.status != TaskStatus.PENDING:
         raise TaskConflict(f"only a pending task can be edited; this task is {task.status}")
     _validate(node=assigned_node, locked_at=locked_at)
     task.name, task.details = name, details
     task.assigned_node, task.locked_at = assigned_node, locked_at
+    if payload is not UNCHANGED:
+        task.payload = payload
     task.full_clean()
     task.save()
     return task
@@ -114,22 +140,36 @@ def task_assign(*, task_id: UUID, node, locked_at: datetime | None = None) -> Ta
     task.assigned_node = node
     task.status = TaskStatus.PENDING
     task.locked_at = locked_at or fresh_deadline(task.locked_at)
-    task.failure_cause, task.failure_reason = "", ""
+    for field, value in FORGOTTEN_ON_REASSIGN.items():
+        setattr(task, field, value)
     task.save()
     transaction.on_commit(REASSIGNMENTS.labels("manual").inc)
     return task
 
 
 @transaction.atomic
-def task_change_status(*, task_id: UUID, node, status: str, reason: str = "") -> Task:
+def task_change_status(
+    *,
+    task_id: UUID,
+    node,
+    status: str,
+    reason: str = "",
+    result=None,
+    attempt: int | None = None,
+) -> Task:
     """The assigned node advances its task. Row-locked, so concurrent requests
     produce one transition and one history row.
 
-    Starting it counts an attempt; failing it records the node's `reason`.
+    Starting it counts an attempt; failing it records the node's `reason`; a
+    final status stores the node's `result`. A report naming another `attempt`
+    than the task's current one is stale (a start makes a new attempt, so the
+    check does not apply to one).
     """
     task = _locked_task(task_id)
     if task.assigned_node_id != node.pk:
         raise NotAssignee("only the assigned node can change this task's status")
+    if not (task.status == TaskStatus.PENDING and status == TaskStatus.IN_PROGRESS):
+        check_attempt(task.attempts, attempt)
     if status == task.status:
         return task
     check_transition(task.status, status)
@@ -148,8 +188,57 @@ def task_change_status(*, task_id: UUID, node, status: str, reason: str = "") ->
     elif status == TaskStatus.FAILED:
         task.failure_cause, task.failure_reason = FailureCause.NODE_REPORTED, reason
         fields += ["failure_cause", "failure_reason"]
+    if status in (TaskStatus.COMPLETED, TaskStatus.FAILED):
+        task.result = result
+        fields.append("result")
     task.save(update_fields=fields)
     return task
+
+
+def task_report_progress(
+    *,
+    task_id: UUID,
+    node,
+    attempt: int | None = None,
+    percent: float | None = None,
+    message: str | None = None,
+    checkpoint=UNCHANGED,
+) -> None:
+    """The assigned node reports how far its in-progress task has got.
+
+    Only the latest report is kept: its percent and message replace the last
+    ones, its checkpoint (when sent) the last checkpoint. Not an audit event,
+    so no history row and no `updated_at`; and as cheap as a heartbeat, since
+    a node may report every few seconds: one conditional UPDATE, and a read
+    of why only when it matched nothing.
+    """
+    values = {
+        "progress_percent": percent,
+        "progress_message": message,
+        "progress_updated_at": timezone.now(),
+    }
+    if checkpoint is not UNCHANGED:
+        values["checkpoint"] = checkpoint
+    where = {
+        "id": task_id,
+        "assigned_node": node.pk,
+        "status": TaskStatus.IN_PROGRESS,
+        "active": True,
+    }
+    if attempt is not None:
+        where["attempts"] = attempt
+    if update_rows(Task, values, **where):
+        return
+    row = select_one(Task, ("assigned_node_id", "status", "attempts"), id=task_id, active=True)
+    if row is None:
+        raise Task.DoesNotExist(f"No active task has the id {task_id}.")
+    node_id, status, attempts = row
+    if Task._meta.pk.to_python(node_id) != node.pk:
+        raise NotAssignee("only the assigned node can report this task's progress")
+    if status != TaskStatus.IN_PROGRESS:
+        raise TaskConflict(f"only a task in progress takes progress; this task is {status}")
+    check_attempt(attempts, attempt)
+    raise TaskConflict("the task changed meanwhile; report again")
 
 
 # A claim by a node whose stored stamp is younger than this stamps no beat: liveness
@@ -314,11 +403,7 @@ def tasks_reassign(
             moved_deadline.append(task_id)
         rows += TaskHistory.for_change(task_id, before, after)
     Task.objects.filter(pk__in=[task_id for task_id, *_ in locked]).update(
-        assigned_node=node,
-        status=TaskStatus.PENDING,
-        failure_cause="",
-        failure_reason="",
-        updated_at=now,
+        assigned_node=node, status=TaskStatus.PENDING, updated_at=now, **FORGOTTEN_ON_REASSIGN
     )
     if moved_deadline:
         Task.objects.filter(pk__in=moved_deadline).update(locked_at=deadline)
@@ -341,7 +426,7 @@ def tasks_expire(
     Its history rows name the system, whoever triggered the sweep.
 
     Batches follow the primary key, so a large backlog is read in the table's
-    own order, once, instead of row by row all over it (README, Benchmarks).
+    own order, once, instead of row by row all over it (docs/performance.md).
     """
     expired = Task.objects.expired(now or timezone.now())
     total, after = 0, None
@@ -538,9 +623,8 @@ def _move(rows: list, *, targets: list, now: datetime) -> None:
         Task.objects.filter(pk__in=task_ids).update(
             assigned_node_id=target,
             status=TaskStatus.PENDING,
-            failure_cause="",
-            failure_reason="",
             updated_at=moved_at,
+            **FORGOTTEN_ON_REASSIGN,
             **changes,
         )
     TaskHistory.objects.bulk_create(history)

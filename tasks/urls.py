@@ -17,6 +17,7 @@ urlpatterns = [
     path("tasks/filter/<str:status>", tasks({"get": "list_by_status"}), name="task-filter"),
     path("tasks/assign", tasks({"put": "assign"}), name="task-assign"),
     path("tasks/shift-status", tasks({"put": "shift_status"}), name="task-shift-status"),
+    path("tasks/progress", tasks({"put": "progress"}), name="task-progress"),
     path("tasks/claim", tasks({"post": "claim"}), name="task-claim"),
     path("tasks/history/<str:taskId>", tasks({"get": "history"}), name="task-history"),
     path("tasks/<str:taskId>", tasks({"get": "retrieve", "delete": "destroy"}), name="task-detail"),

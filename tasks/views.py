@@ -6,13 +6,16 @@ classes decide who may call what, and every change goes through
 """
 
 from collections.abc import Callable
+from functools import cache
 
 from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.fields import SkipField, empty, get_error_detail
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.status import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
@@ -35,6 +38,7 @@ from tasks.serializers import (
     TaskEnvelopeSerializer,
     TaskFieldsSerializer,
     TaskHistoryEnvelopeSerializer,
+    TaskProgressSerializer,
     TaskSerializer,
     TaskStatusSerializer,
     task_representation,
@@ -54,6 +58,33 @@ def validated(serializer_class, request) -> dict:
     serializer = serializer_class(data=request.data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
+
+
+@cache
+def _bound_fields(serializer_class):
+    return serializer_class().fields
+
+
+def validated_fast(serializer_class, request) -> dict:
+    """`validated()` for a hot, flat body of simple fields (progress reports): the same
+    fields, bound once per process, since a serializer per request deep-copied them all,
+    half of a progress report's cost. Its fields must hold no per-request state."""
+    data = request.data
+    if not isinstance(data, dict):
+        serializer_class(data=data).is_valid(raise_exception=True)  # DRF's own 400
+    values, errors = {}, {}
+    for name, field in _bound_fields(serializer_class).items():
+        try:
+            values[name] = field.run_validation(data.get(name, empty))
+        except SkipField:
+            continue
+        except ValidationError as error:
+            errors[name] = error.detail
+        except DjangoValidationError as error:
+            errors[name] = get_error_detail(error)
+    if errors:
+        raise ValidationError(errors)
+    return values
 
 
 def existing_task(service: Callable[..., Task], **arguments) -> Task:
@@ -86,6 +117,7 @@ class TaskViewSet(viewsets.GenericViewSet):
         "list": [IsNodeWithOwnTasks],
         "list_by_status": [IsAuthenticated],
         "shift_status": [IsNodeRole],
+        "progress": [IsNodeRole],
         "claim": [IsNodeRole],
         "retrieve": [IsAssignedNodeOrAdmin],
     }
@@ -103,7 +135,8 @@ class TaskViewSet(viewsets.GenericViewSet):
         its index: no model instances for lists."""
         index = Task.objects.page_index(self.request.user, status)
         page = self.paginate_queryset(task_rows(queryset, index))
-        return self.get_paginated_response([task_representation(task) for task in page])
+        tasks = [task_representation(task, json_text=True) for task in page]
+        return self.get_paginated_response(tasks)
 
     @extend_schema(
         summary="Create a task (admin)",
@@ -122,6 +155,7 @@ class TaskViewSet(viewsets.GenericViewSet):
             details=data["taskDetails"],
             assigned_node=data["assignedNode"],
             locked_at=data["lockedAt"],
+            payload=data.get("payload"),
         )
         return task_response(task, HTTP_201_CREATED)
 
@@ -135,6 +169,8 @@ class TaskViewSet(viewsets.GenericViewSet):
     )
     def update(self, request):
         data = validated(TaskEditSerializer, request)
+        # Sent or not, not null or not: an edit without `payload` keeps the task's.
+        payload = {"payload": data["payload"]} if "payload" in data else {}
         task = existing_task(
             services.task_update,
             task_id=data["taskId"],
@@ -142,6 +178,7 @@ class TaskViewSet(viewsets.GenericViewSet):
             details=data["taskDetails"],
             assigned_node=data["assignedNode"],
             locked_at=data["lockedAt"],
+            **payload,
         )
         return task_response(task)
 
@@ -179,7 +216,39 @@ class TaskViewSet(viewsets.GenericViewSet):
             node=request.user,
             status=data["taskStatus"],
             reason=data.get("reason", ""),
+            result=data.get("result"),
+            attempt=data.get("attempt"),
         )
+        return task_response(task)
+
+    @extend_schema(
+        summary="Report how far an in-progress task has got (its assigned node)",
+        description=(
+            "Only the latest report is kept; no history row. `checkpoint`, when sent, "
+            "replaces the last one and survives a reassignment, so the next attempt can "
+            "resume from it. 409 when the task is not in progress or `attempt` is stale."
+        ),
+        request=TaskProgressSerializer,
+        responses={
+            200: TaskEnvelopeSerializer,
+            **error_responses(400, 401, 403, 404, 409, 413, 415, 429),
+        },
+    )
+    def progress(self, request):
+        data = validated_fast(TaskProgressSerializer, request)
+        checkpoint = {"checkpoint": data["checkpoint"]} if "checkpoint" in data else {}
+        existing_task(
+            services.task_report_progress,
+            task_id=data["taskId"],
+            node=request.user,
+            attempt=data.get("attempt"),
+            percent=data.get("percent"),
+            message=data.get("message"),
+            **checkpoint,
+        )
+        task = active_task_row(str(data["taskId"]))
+        if task is None:  # soft-deleted since
+            raise NotFound("No task has this taskId.")
         return task_response(task)
 
     @extend_schema(

@@ -13,6 +13,12 @@ TASK_FIELDS = {
     "attempts",
     "failureCause",
     "failureReason",
+    # Work data (README, Work data).
+    "payload",
+    "result",
+    "progress",
+    "checkpoint",
+    "attempt",
 }
 USER_FIELDS = {"id", "name", "email", "role"}
 

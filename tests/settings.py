@@ -11,6 +11,8 @@ import tempfile
 # The suite tests production settings: neither a shell's DEBUG nor the development
 # .env that `make run` writes (DEBUG=true) may switch them.
 os.environ["DEBUG"] = "false"
+# Nor the demo's failover and short liveness times from that .env: their defaults.
+os.environ |= {"FAILOVER": "off", "NODE_HEARTBEAT_SECONDS": "10", "NODE_DOWN_AFTER": "30"}
 # At least 32 bytes: it also signs the JWTs, and PyJWT warns about shorter HS256 keys.
 os.environ.setdefault("SECRET_KEY", "tests-only-not-secret-but-long-enough-for-hs256")
 

@@ -37,7 +37,7 @@ from tasks.pagination import encode_cursor
 from tests.api import TASK_FIELDS, USER_FIELDS, assert_json_error
 from tests.factories import PASSWORD, AdminFactory, NodeFactory, TaskFactory
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.fuzz]
 
 LIST_PATHS = ["/api/tasks", "/api/tasks/node", "/api/tasks/all", "/api/tasks/filter/all"]
 # A well-formed id that no task or user has.

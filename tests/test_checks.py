@@ -20,7 +20,7 @@ REDIS = {
     "default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": "redis://127.0.0.1:6379/0"}
 }
 
-# The production env the README documents.
+# The production env docs/security.md documents.
 PRODUCTION_ENV = {
     "SECRET_KEY": secrets.token_urlsafe(50),
     "DEBUG": "false",
@@ -90,6 +90,7 @@ def check_deploy(**overrides) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.process
 def test_check_deploy_is_clean_under_the_production_env():
     result = check_deploy()
 
@@ -97,6 +98,7 @@ def test_check_deploy_is_clean_under_the_production_env():
     assert "System check identified no issues (0 silenced)." in result.stdout
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     ("overrides", "warning"),
     [

@@ -30,10 +30,13 @@ PASSWORD = "faults-password-1"
 ADMIN_EMAIL = "admin@faults.test"
 NODE_EMAIL = "node@faults.test"
 
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("mariadbd") and shutil.which("mariadb-install-db")),
-    reason="needs the MariaDB server binaries (apt-get install mariadb-server)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (shutil.which("mariadbd") and shutil.which("mariadb-install-db")),
+        reason="needs the MariaDB server binaries (apt-get install mariadb-server)",
+    ),
+    pytest.mark.process,
+]
 
 
 def free_port() -> int:

@@ -289,6 +289,7 @@ def hold_node_row(node, released: threading.Event, held: threading.Event):
         connection.close()
 
 
+@pytest.mark.process
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.mysql
 @on_mariadb
@@ -319,6 +320,7 @@ def test_a_repeat_while_the_first_is_in_flight_is_a_409_with_retry_after(live_se
     assert Task.objects.count() == 1
 
 
+@pytest.mark.process
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.mysql
 @on_mariadb
@@ -406,6 +408,7 @@ def post_in_a_new_process(redis_url, token, path, body, key) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.process
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.mysql
 @on_mariadb
@@ -424,6 +427,7 @@ def test_two_processes_sharing_redis_give_the_same_answer_and_act_once(redis_url
     assert Task.objects.count() == 1
 
 
+@pytest.mark.process
 def test_a_ttl_below_one_second_stops_startup():
     env = {**os.environ, "DEBUG": "true", "IDEMPOTENCY_KEY_TTL": "0"}
     env.pop("DJANGO_SETTINGS_MODULE", None)

@@ -4,6 +4,7 @@ import io
 import json
 import logging
 import re
+import sys
 
 import pytest
 
@@ -211,3 +212,47 @@ def test_a_login_with_an_unknown_email_logs_the_failure_but_not_the_name(anon_cl
     [failure] = [line for line in log_lines() if line.get("event") == "login_failed"]
     assert (failure["reason"], failure["user_id"]) == ("unknown_user", None)
     assert "typo-secret" not in json.dumps(log_lines())
+
+
+def handlers_reached(name: str) -> list[logging.Handler]:
+    """The handlers a record logged on `name` is written by, following propagation."""
+    logger, found = logging.getLogger(name), []
+    while logger:
+        found += [h for h in logger.handlers if not type(h).__module__.startswith("_pytest")]
+        if not logger.propagate:
+            break
+        logger = logger.parent
+    return found
+
+
+@pytest.mark.parametrize(
+    "name", ["django.utils.autoreload", "django.request", "django.db.backends", "taskmgmt.sweep"]
+)
+def test_a_log_line_is_written_once_as_json(name):
+    # Django's own `console` handler on "django" printed a plain copy under runserver.
+    assert [type(handler.formatter) for handler in handlers_reached(name)] == [JsonFormatter]
+
+
+def test_runservers_access_line_is_left_to_the_request_log():
+    # Discarded, not handler-less: a handler-less WARNING goes to Python's last resort.
+    handlers = handlers_reached("django.server")
+    assert handlers
+    assert all(isinstance(handler, logging.NullHandler) for handler in handlers)
+
+
+@pytest.mark.process
+def test_runserver_prints_each_request_once(tmp_path):
+    from tests.test_docs import Server, environment, fetch, free_port, manage
+
+    env = environment(tmp_path, debug=True)
+    manage(env, "migrate", "--noinput", "-v", "0")
+    port = free_port()
+    command = [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"]
+    server = Server(command, env, tmp_path / "server.log", port)
+    try:
+        fetch(f"{server.origin}/api/no-such-page")
+    finally:
+        server.stop()
+
+    printed = server.log.read_text().splitlines()
+    assert len([line for line in printed if "/api/no-such-page" in line]) == 1

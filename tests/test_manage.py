@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.process
+
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = ["manage.py", "Makefile", "requirements.txt", "requirements-dev.txt"]
 PACKAGES = ["taskmgmt", "accounts", "nodes", "tasks", "fixtures"]
@@ -101,10 +103,21 @@ def test_the_written_env_makes_the_readme_commands_work(clone):
 
     assert values["DEBUG"] == "true"
     assert len(values["SECRET_KEY"]) >= 50
+    # The demo's failover, quick enough to watch (README.md, the tour's step 5).
+    assert values["FAILOVER"] == "reassign"
+    assert (values["NODE_HEARTBEAT_SECONDS"], values["NODE_DOWN_AFTER"]) == ("5", "20")
     assert manage(clone, "migrate", "-v", "0").returncode == 0
     swept = manage(clone, "collect_failed")
     assert swept.returncode == 0, swept.stderr
     assert "Traceback" not in swept.stderr
+
+
+def test_make_run_runs_the_sweep_beside_the_server_and_stops_it_with_it(clone):
+    plan = make(clone, "-n", "run").stdout
+
+    assert "manage.py collect_failed --every 5 & sweep=$!" in plan
+    assert "trap 'kill $sweep 2>/dev/null' EXIT INT TERM HUP" in plan
+    assert plan.index("collect_failed --every") < plan.index("manage.py runserver")
 
 
 def test_each_env_gets_its_own_secret_key(clone, tmp_path_factory):

@@ -18,6 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.test_faults import wait_until
 
+pytestmark = pytest.mark.process
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 TOKEN = "gunicorn-scrape-token-0123456789"

@@ -78,6 +78,8 @@ CALLS = [
     Call("task-history", "GET", "/api/tasks/history/{task}", "admin", 200),
     Call("task-detail", "GET", "/api/tasks/{task}", "node", 200),
     Call("task-claim", "POST", "/api/tasks/claim", "node", 200),
+    Call("task-progress", "PUT", "/api/tasks/progress", "node", 409,
+         {"taskId": "{task}", "percent": 50}),
     Call("node-list", "GET", "/api/nodes", "admin", 200),
     Call("node-heartbeat", "POST", "/api/nodes/heartbeat", "node", 200),
     Call("task-detail", "DELETE", "/api/tasks/{task}", "admin", 200),
@@ -93,12 +95,13 @@ CALLS = [
 
 
 def endpoints(patterns=None):
-    """Every URL pattern outside the admin site, except the JSON 404 catch-all."""
+    """Every URL pattern outside the admin site, except the JSON 404 catch-all and `/`
+    (a redirect to the admin site, tested on its own)."""
     for entry in get_resolver().url_patterns if patterns is None else patterns:
         if isinstance(entry, URLResolver):
             if entry.app_name != "admin":
                 yield from endpoints(entry.url_patterns)
-        elif entry.callback is not views.api_not_found:
+        elif entry.callback is not views.api_not_found and entry.name != "home":
             yield entry
 
 
@@ -241,3 +244,10 @@ def test_the_admin_site_keeps_djangos_own_spelling():
 def test_urls_are_still_reversed_in_their_own_spelling():
     assert reverse("task-all") == "/api/tasks/all"
     assert reverse("docs") == "/api/docs/"
+
+
+def test_the_front_door_opens_the_admins_dashboard():
+    response = Client().get("/")
+
+    assert response.status_code == 302
+    assert response["Location"] == reverse("admin:index")

@@ -186,7 +186,7 @@ def _plans(captured) -> list[tuple[str, dict]]:
 
 # Each hot path: who calls it, the request, whether it is a keyset page (served in
 # index order, no sort) and the indexes its task-table queries may use, as the
-# README's "Which index serves which endpoint" says.
+# docs/performance.md's "Which index serves which endpoint" says.
 HOT_PATHS = {
     "admin lists every task": ("admin", "get", "/api/tasks/all", "page", "task_page"),
     "admin's next page": ("admin", "get", "/api/tasks/all", "next page", "task_page"),

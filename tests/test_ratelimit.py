@@ -183,6 +183,7 @@ def logins_in_a_new_process(cache_url: str, count: int, database: Path) -> list[
     return [int(line) for line in result.stdout.split() if line.isdigit()]
 
 
+@pytest.mark.process
 def test_two_processes_share_the_login_count_in_redis(redis_db, tmp_path):
     first = logins_in_a_new_process(redis_db, 3, tmp_path / "first.sqlite3")
     second = logins_in_a_new_process(redis_db, 3, tmp_path / "second.sqlite3")

@@ -36,6 +36,8 @@ from tasks.pagination import CURSOR_MAX_LENGTH, CURSOR_PATTERN
 from tests.factories import AdminFactory, NodeFactory, TaskFactory
 from tests.test_attacks import api_routes
 
+pytestmark = pytest.mark.fuzz
+
 ADMIN_ID = uuid.UUID(int=1)
 NODE_ID = uuid.UUID(int=2)
 OTHER_NODE_ID = uuid.UUID(int=3)

@@ -31,10 +31,13 @@ from tests.test_faults import (
     wait_until,
 )
 
-pytestmark = pytest.mark.skipif(
-    not shutil.which("redis-server"),
-    reason="needs the Redis server binary (apt-get install redis-server)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not shutil.which("redis-server"),
+        reason="needs the Redis server binary (apt-get install redis-server)",
+    ),
+    pytest.mark.process,
+]
 
 
 class PrivateRedis:
@@ -197,7 +200,7 @@ def test_a_request_larger_than_the_api_accepts_is_refused_as_json_not_gunicorns_
 
 
 def test_only_a_request_line_beyond_gunicorns_maximum_gets_its_html_page(site):
-    """The one HTML answer (README, Production serving): gunicorn cannot read such a request."""
+    """The one HTML answer (docs/operations.md): gunicorn cannot read such a request."""
     assert raw_get(site, f"/api/tasks?cursor={'A' * 8000}")[:2] == (414, "application/json")
 
     code, content_type, _ = raw_get(site, f"/api/tasks?cursor={'A' * 8200}")

@@ -3,6 +3,7 @@
     make bench-load                 # every scenario, medians of 3 rounds of 20 s, 16 connections
     DURATION=5 REPEAT=1 make bench-load
     SCENARIOS=list_all,detail REPEAT=5 make bench-load
+    SCENARIOS=heartbeat,progress,list_all,filter_pending,claim,work_data make bench-load
     PIN=1 make bench-load           # server on core 1, wrk on core 0 (CPU per request, quietly)
 
 Drops and recreates its own MariaDB database (BENCH_DB_NAME, default
@@ -90,9 +91,16 @@ PROFILE_SUFFIX = {"flamegraph": "svg", "speedscope": "json", "raw": "txt"}
 BASE_URL = f"http://127.0.0.1:{PORT}"
 
 ALL_SCENARIOS = [
-    "healthz", "list_all", "filter_pending", "detail", "shift_status", "heartbeat", "claim",
-    "login",
+    "healthz", "list_all", "filter_pending", "detail", "shift_status", "heartbeat", "progress",
+    "claim", "claim_payload", "list_all_payload", "filter_pending_payload", "login",
 ]  # fmt: skip
+# Shorthand for the work-data rows: each beside the figure it is compared with.
+GROUPS = {
+    "work_data": {"progress", "claim_payload", "list_all_payload", "filter_pending_payload"},
+}
+# The newest tasks that get a payload before the `_payload` list scenarios: every task
+# their pages read (the first page of /all, the first node's newest pending ones).
+PAYLOAD_TASKS = int(os.environ.get("PAYLOAD_TASKS", 5000))
 # Far above what 16 connections can send in a run: limits are checked but never hit.
 UNLIMITED = "10000000/m"
 
@@ -113,6 +121,8 @@ class Scenario:
     env: dict = field(default_factory=dict)
     # (method, path, token) of a request that tells whether this build has the endpoint.
     probe: tuple | None = None
+    # Run after every other scenario's rounds, once the newest tasks have payloads.
+    after_payloads: bool = False
 
 
 @dataclass
@@ -238,6 +248,11 @@ def prepare(env: dict, workdir: Path, claim_tasks: int) -> dict:
     )
     (workdir / "detail_ids.txt").write_text("\n".join(data["detail_ids"]) + "\n")
     (workdir / "pending.txt").write_text("\n".join(f"{n} {i}" for n, i in data["pending"]) + "\n")
+    (workdir / "in_progress.txt").write_text(
+        "\n".join(f"{n} {i}" for n, i in data["in_progress"]) + "\n"
+    )
+    claim_payload_tokens = "\n".join(data["claim_payload_tokens"]) + "\n"
+    (workdir / "claim_payload_tokens.txt").write_text(claim_payload_tokens)
     (workdir / "claim_tokens.txt").write_text("\n".join(data["claim_tokens"]) + "\n")
     (workdir / "beat_tokens.txt").write_text("\n".join(data["heartbeat_tokens"]) + "\n")
     return data
@@ -353,7 +368,8 @@ def health_scenario() -> Scenario:
 
 def scenarios(data: dict, workdir: Path, wanted: set[str]) -> list[Scenario]:
     every = [health_scenario()]
-    if not wanted & {"list_all", "filter_pending", "detail", "shift_status"}:
+    lists = {"list_all", "filter_pending", "list_all_payload", "filter_pending_payload"}
+    if not wanted & {*lists, "detail", "shift_status", "progress"}:
         node_tokens, admin_token = [], None
     else:
         admin_token = login(data["admin"], data["password"])
@@ -370,6 +386,17 @@ def scenarios(data: dict, workdir: Path, wanted: set[str]) -> list[Scenario]:
                      "shift.lua", "/", None,
                      {"BENCH_IDS": str(workdir / "pending.txt"),
                       "BENCH_TOKENS": str(workdir / "tokens.txt")}),
+            Scenario("progress", "PUT /api/tasks/progress, its node", "progress.lua", "/", None,
+                     {"BENCH_IDS": str(workdir / "in_progress.txt"),
+                      "BENCH_TOKENS": str(workdir / "tokens.txt")},
+                     ("PUT", "/api/tasks/progress", node_tokens[0])),
+            Scenario("list_all_payload",
+                     f"(a) GET /api/tasks/all?limit=50, {data['payload_bytes']} B payloads",
+                     "get.lua", "/api/tasks/all?limit=50", admin_token, after_payloads=True),
+            Scenario("filter_pending_payload",
+                     f"(b) GET /api/tasks/filter/pending?limit=50, {data['payload_bytes']} B "
+                     "payloads", "get.lua", "/api/tasks/filter/pending?limit=50", node_tokens[0],
+                     after_payloads=True),
         ]  # fmt: skip
     if "heartbeat" in wanted:
         every.append(
@@ -383,6 +410,13 @@ def scenarios(data: dict, workdir: Path, wanted: set[str]) -> list[Scenario]:
             Scenario("claim", f"POST /api/tasks/claim, {CLAIM_NODES} nodes", "post.lua",
                      "/api/tasks/claim", None, {"BENCH_TOKENS": str(workdir / "claim_tokens.txt")},
                      ("POST", "/api/tasks/claim", data["claim_tokens"][0]))
+        )  # fmt: skip
+    if "claim_payload" in wanted:
+        every.append(
+            Scenario("claim_payload",
+                     f"POST /api/tasks/claim, {CLAIM_NODES} nodes, {data['payload_bytes']} B "
+                     "payloads", "post.lua", "/api/tasks/claim", None,
+                     {"BENCH_TOKENS": str(workdir / "claim_payload_tokens.txt")})
         )  # fmt: skip
     every.append(
         Scenario("login", "(e) POST /api/auth/login", "login.lua", "/api/auth/login", None,
@@ -400,10 +434,28 @@ def missing_endpoint(scenario: Scenario) -> str | None:
         http_json(method, path, token=token)
     except urllib.error.HTTPError as error:
         # 405: the path matched another route (/api/tasks/<taskId> takes "claim").
+        if error.code == 400:
+            return None  # routed: an empty body is a 400 (progress)
         if error.code in (404, 405):
             return f"{method} {path} answers {error.code}: not in this build"
         raise
     return None
+
+
+def add_payloads(payload: str) -> None:
+    """The newest PAYLOAD_TASKS tasks get `payload` (JSON text), for the `_payload` lists."""
+    started = time.perf_counter()
+    connection = MySQLdb.connect(
+        host=DB_HOST, port=DB_PORT, user=DB_USER, password=DB_PASSWORD, database=DB_NAME
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE tasks_task SET payload = %s ORDER BY created_at DESC LIMIT %s",
+            (payload, PAYLOAD_TASKS),
+        )
+    connection.commit()
+    connection.close()
+    log(f"{PAYLOAD_TASKS} newest tasks given a payload in {time.perf_counter() - started:.1f}s")
 
 
 def warm_up(scenario_list: list[Scenario]) -> None:
@@ -569,6 +621,23 @@ def verdicts(rows: list[tuple[Scenario, Result]]) -> list[str]:
             f"- claim: {claim:.0f} req/s, shift-status {shift:.0f}: "
             f"{'met' if claim >= shift else 'NOT met'} (claim at least as fast)"
         )
+    # Work data (issue 19): each beside its counterpart of the same run.
+    for name, base, least, max_p99 in (
+        ("progress", "heartbeat", 0.9, 50),
+        ("list_all_payload", "list_all", 0.8, None),
+        ("filter_pending_payload", "filter_pending", 0.8, None),
+        ("claim_payload", "claim", 0.9, None),
+    ):
+        if name in results and base in results:
+            r, b = results[name], results[base]
+            share = r.rps / b.rps
+            met = share >= least and (max_p99 is None or r.p99_ms < max_p99)
+            met = met and r.non2xx + r.socket_errors == 0
+            bar = f"≥ {least}x {base}" + (f", p99 < {max_p99} ms" if max_p99 else "")
+            lines.append(
+                f"- {name}: {r.rps:.0f} req/s = {share:.2f}x {base} ({b.rps:.0f}), "
+                f"p99 {r.p99_ms:.1f} ms ({bar}): {'met' if met else 'NOT met'}"
+            )
     outside_login = [r.peak_rss_mib for s, r in rows if s.name != "login"]
     if outside_login:
         peak = max(outside_login)
@@ -601,12 +670,18 @@ def main() -> int:
     wanted = os.environ.get("SCENARIOS", ",".join(ALL_SCENARIOS))
     # /healthz always runs: every figure is also given as a ratio to it.
     wanted = {"healthz"} | {name.strip() for name in wanted.split(",") if name.strip()}
+    for group, names in GROUPS.items():
+        if group in wanted:
+            wanted = (wanted - {group}) | names
+    if wanted & {"list_all_payload", "filter_pending_payload", "claim_payload"}:
+        wanted |= {"healthz"}
     if unknown := wanted - set(ALL_SCENARIOS):
         sys.exit(f"unknown scenarios {sorted(unknown)}; known: {', '.join(ALL_SCENARIOS)}")
     env = server_env()
     workdir = Path(tempfile.mkdtemp(prefix="taskmgmt-load-"))
     load_before = os.getloadavg()[0]
-    data = prepare(env, workdir, CLAIM_TASKS if "claim" in wanted else 0)
+    claiming = wanted & {"claim", "claim_payload"}
+    data = prepare(env, workdir, CLAIM_TASKS if claiming else 0)
     server = Server(env, workdir / "gunicorn.log")
     config = server.config()
     server.start()
@@ -621,11 +696,23 @@ def main() -> int:
         shift_offset = 0
         results = {s.name: [] for s in chosen}
         # Logins last, in rounds of their own: the memory their Argon2 hashes took stays
-        # with the workers and would count as every later scenario's peak.
-        steady = [s for s in chosen if s.name != "login"]
+        # with the workers and would count as every later scenario's peak. The lists
+        # with payloads before them, once the payloads are written.
+        steady = [s for s in chosen if s.name != "login" and not s.after_payloads]
+        with_payloads = [s for s in chosen if s.after_payloads]
         logins = [s for s in chosen if s.name == "login"]
-        plan = [(n, s) for group in (steady, logins) for n in range(1, REPEAT + 1) for s in group]
+        plan = [
+            (n, s)
+            for group in (steady, with_payloads, logins)
+            for n in range(1, REPEAT + 1)
+            for s in group
+        ]
+        payloads_added = False
         for round_number, scenario in plan:
+            if scenario.after_payloads and not payloads_added:
+                add_payloads(data["payload_text"])
+                payloads_added = True
+                warm_up(with_payloads)
             if scenario.name == "shift_status" and shift_offset >= len(data["pending"]):
                 log("shift_status: out of pending tasks; seed more TASKS or shorten DURATION")
                 continue

@@ -11,6 +11,9 @@ Lua scripts) to stdout.
   (so they are on no list page), for the claim scenario to take one by one.
 - HEARTBEAT_NODES nodes with no tasks beat in the heartbeat scenario: a fleet,
   each with its own token (minted here: a login per node would cost ~0.25 s).
+- With CLAIM_TASKS, as many again for CLAIM_NODES more nodes, each task with a
+  PAYLOAD_BYTES JSON payload: claim with a payload against claim without.
+- The in-progress tasks of the NODES nodes take the progress scenario's reports.
 """
 
 import json
@@ -109,7 +112,21 @@ def create_users(prefix: str, count: int, password: str) -> list[User]:
     return User.objects.bulk_create(nodes, batch_size=BATCH)
 
 
-def add_task(tasks: Rows, history: Rows, *, admin, node, status, created, deadline) -> str:
+def payload_text(size: int) -> str:
+    """A JSON payload of about `size` bytes shaped like real input: rows of small objects."""
+    rows, text = [], "{}"
+    while True:
+        row = {"id": len(rows), "name": f"row-{len(rows)}", "value": len(rows) * 1.5, "ok": True}
+        longer = json.dumps({"source": "s3://bench/input.csv", "rows": [*rows, row]})
+        if len(longer) > size:
+            return text
+        rows.append(row)
+        text = longer
+
+
+def add_task(
+    tasks: Rows, history: Rows, *, admin, node, status, created, deadline, payload=None
+) -> str:
     """One task and the history its status implies; returns its id (hex)."""
     task_id = uuid.uuid4().hex
     started = status != TaskStatus.PENDING
@@ -123,6 +140,7 @@ def add_task(tasks: Rows, history: Rows, *, admin, node, status, created, deadli
         active=True,
         attempts=int(started),
         failure_cause=FailureCause.NODE_REPORTED if status == TaskStatus.FAILED else "",
+        payload=payload,
         created_at=created,
         updated_at=created,
     )
@@ -159,6 +177,8 @@ def main() -> None:
     )
     nodes = create_users("node", node_count, password)
     claimers = create_users("claim", claim_nodes, password) if claim_tasks else []
+    payload_claimers = create_users("claimp", claim_nodes, password) if claim_tasks else []
+    payload = payload_text(int(os.environ.get("PAYLOAD_BYTES", 4096)))
     beaters = create_users("beat", beat_nodes, password)
 
     now = timezone.now().replace(tzinfo=None)  # stored as naive UTC, as Django does on MariaDB
@@ -170,7 +190,10 @@ def main() -> None:
         add_task(tasks, history, admin=admin, node=claimers[i % claim_nodes],
                  status=TaskStatus.PENDING, created=oldest + timedelta(seconds=i),
                  deadline=deadline)  # fmt: skip
-    detail_ids, pending = [], []
+        add_task(tasks, history, admin=admin, node=payload_claimers[i % claim_nodes],
+                 status=TaskStatus.PENDING, created=oldest + timedelta(seconds=i),
+                 deadline=deadline, payload=payload)  # fmt: skip
+    detail_ids, pending, in_progress = [], [], []
     for i in range(task_count):
         status = STATUS_CYCLE[(i // node_count) % len(STATUS_CYCLE)]
         index = i % node_count
@@ -181,6 +204,8 @@ def main() -> None:
             detail_ids.append(str(uuid.UUID(task_id)))  # (c): every task of the first node
         if status == TaskStatus.PENDING:
             pending.append([index, str(uuid.UUID(task_id))])  # (d), with the node to start it
+        elif status == TaskStatus.IN_PROGRESS:
+            in_progress.append([index, str(uuid.UUID(task_id))])  # progress, by its node
     with transaction.atomic(), connection.cursor() as cursor:
         tasks.insert(cursor)
         history.insert(cursor)
@@ -193,7 +218,11 @@ def main() -> None:
             "claim_tasks": claim_tasks,
             "detail_ids": detail_ids,
             "pending": pending,
+            "in_progress": in_progress,
+            "payload_bytes": len(payload),
+            "payload_text": payload,
             "claim_tokens": [str(AccessToken.for_user(node)) for node in claimers],
+            "claim_payload_tokens": [str(AccessToken.for_user(node)) for node in payload_claimers],
             "heartbeat_tokens": [str(AccessToken.for_user(node)) for node in beaters],
         },
         sys.stdout,

@@ -1,8 +1,8 @@
 """The task list's date drill-down, from the first and last task instead of a scan.
 
 Django's `date_hierarchy` lists the years (months, days) that hold a task with
-SELECT DISTINCT over every row's truncated date: ~475 of ~610 ms of the task
-list at 100,000 tasks on SQLite. This one offers every period between the
+SELECT DISTINCT over every row's truncated date, most of the task list's time
+on a large table (docs/performance.md, Admin task list). This one offers every period between the
 first and last task in view, read at the two ends of the created_at index; a
 period inside that range may hold no task, and then its page is empty.
 """

@@ -176,6 +176,20 @@ def test_a_node_cannot_log_in_to_the_admin_site(node):
     assert client.get(CHANGELIST).status_code == 302
 
 
+def test_a_node_at_the_admin_login_is_told_that_node_accounts_use_the_api(node):
+    response = Client().post(reverse("admin:login"), {"username": node.email, "password": PASSWORD})
+
+    page = response.content.decode()
+    assert "Node accounts use the API" in page
+    assert "staff account" not in page
+
+
+def test_a_wrong_password_at_the_admin_login_says_nothing_of_node_accounts(node):
+    response = Client().post(reverse("admin:login"), {"username": node.email, "password": "x"})
+
+    assert "Node accounts" not in response.content.decode()
+
+
 # --- Liveness ------------------------------------------------------------------------------
 
 

@@ -67,6 +67,7 @@ def burst_growth_mib(concurrency: int) -> int:
     return int(done.stdout)
 
 
+@pytest.mark.process
 def test_a_burst_of_logins_holds_one_hash_s_memory_per_process():
     # One hash at a time: the burst reuses the 100 MiB the first hash peaked at.
     assert burst_growth_mib(concurrency=1) < 50
@@ -174,6 +175,7 @@ def post_login(base_url: str, email: str) -> tuple[int, dict, dict, float]:
     return status, headers, json.loads(body), time.monotonic() - started
 
 
+@pytest.mark.process
 @PRODUCTION
 @override_settings(RATELIMIT_LOGIN_USER="1000/h", RATELIMIT_LOGIN_IP="1000/h")
 @pytest.mark.django_db(transaction=True)
@@ -268,6 +270,7 @@ def gunicorn_url(tmp_path):
 BURST_EMAIL = "burst@example.com"
 
 
+@pytest.mark.process
 def test_under_gunicorn_a_burst_of_logins_is_answered_200_or_a_quick_503(gunicorn_url):
     burst = 16
     assert post_login(gunicorn_url, BURST_EMAIL)[0] == 200  # the server learns a hash's cost

@@ -1,7 +1,7 @@
 """The operator's path through the admin in a real browser: log in, read the dashboard,
 follow a number to its tasks, open a node, reassign its work and read the history.
 
-DASHBOARD_SCREENSHOT=docs/dashboard.png also saves the README's picture of the dashboard.
+DASHBOARD_SCREENSHOT=docs/dashboard.png also saves the picture of the dashboard the README shows.
 """
 
 import os

@@ -45,6 +45,7 @@ MISSING = [
 ]
 pytestmark = [
     pytest.mark.cluster,
+    pytest.mark.process,
     pytest.mark.skipif(bool(MISSING), reason=f"needs {', '.join(MISSING)} (make test-cluster)"),
     pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
 ]

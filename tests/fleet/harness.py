@@ -1,4 +1,5 @@
-"""A fleet of real worker processes (examples/worker.py) and the checks on what they did.
+"""A fleet of real worker processes (the installed `taskmgmt-worker`, worker/) and the
+checks on what they did.
 
 The server is the test's live server; the workers reach it over HTTP like any node.
 """
@@ -14,8 +15,8 @@ from pathlib import Path
 
 from tasks.models import FailureCause, HistoryAction, Task, TaskHistory, TaskStatus
 
-ROOT = Path(__file__).resolve().parents[2]
-WORKER = ROOT / "examples" / "worker.py"
+# The console script `pip install ./worker` (make setup) put beside this Python.
+WORKER = Path(sys.executable).with_name("taskmgmt-worker")
 PENDING, IN_PROGRESS = TaskStatus.PENDING, TaskStatus.IN_PROGRESS
 COMPLETED, FAILED = TaskStatus.COMPLETED, TaskStatus.FAILED
 IDLE_SECONDS = 0.2  # a worker's pause when there is nothing to claim
@@ -34,7 +35,7 @@ def wait_for(condition, timeout: float, what: str, poll: float = 0.05):
 
 
 class WorkerProcess:
-    """One `examples/worker.py` logged in as `node`, its JSON lines kept in a file."""
+    """One `taskmgmt-worker` logged in as `node`, its JSON lines kept in a file."""
 
     def __init__(
         self, node, password: str, server: str, log_path: Path, work_seconds: float, *args, **env
@@ -43,7 +44,7 @@ class WorkerProcess:
         self.log = log_path.open("a")
         self.process = subprocess.Popen(
             [
-                sys.executable, str(WORKER), "--server", server, "--email", node.email,
+                str(WORKER), "--server", server, "--email", node.email,
                 "--work-seconds", str(work_seconds), "--idle-seconds", str(IDLE_SECONDS), *args,
             ],
             env={**os.environ, "TASKMGMT_PASSWORD": password, **env},

@@ -41,6 +41,7 @@ pytestmark = [
         connection.vendor == "sqlite",
         reason="a live server with concurrent writers needs MariaDB: SQLite has one writer",
     ),
+    pytest.mark.process,
 ]
 
 HEARTBEAT_SECONDS, DOWN_AFTER = 1, 3

@@ -1,5 +1,5 @@
-"""The example worker (examples/worker.py) on its own, as a real process against a live
-server: a clean stop, a failing work function, token refresh, rate limits."""
+"""The worker (the installed `taskmgmt-worker`) on its own, as a real process against a
+live server: a clean stop, a failing work function, token refresh, rate limits."""
 
 import logging
 import signal
@@ -23,6 +23,7 @@ pytestmark = [
         connection.vendor == "sqlite",
         reason="a live server beside the test's writes needs MariaDB: SQLite has one writer",
     ),
+    pytest.mark.process,
 ]
 
 

@@ -86,7 +86,7 @@ def test_an_admin_logs_in_with_email_and_password_and_a_node_cannot():
 
     refused = Client().post(login, {"username": node.email, "password": PASSWORD})
     assert refused.status_code == 200
-    assert "staff account" in refused.content.decode()
+    assert "Node accounts use the API" in refused.content.decode()
 
     client = Client()
     response = client.post(login, {"username": "Boss@Example.com", "password": PASSWORD})

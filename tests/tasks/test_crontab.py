@@ -17,6 +17,8 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+pytestmark = pytest.mark.process
+
 MANAGE = Path(settings.BASE_DIR) / "manage.py"
 CRONTAB_DOUBLE = Path(__file__).with_name("crontab_double.sh")
 NODE_ID = "b0000000-0000-4000-8000-00000000c001"
@@ -140,7 +142,8 @@ def test_the_line_crontab_add_writes_fails_expired_tasks_in_crons_bare_environme
     crontab, child_database_url, tmp_path
 ):
     load_tasks(child_database_url, tmp_path)
-    prefix = f"DATABASE_URL={child_database_url} SECRET_KEY=cron-only"
+    # FAILOVER as production has it, whatever the checkout's development .env says.
+    prefix = f"DATABASE_URL={child_database_url} SECRET_KEY=cron-only FAILOVER=off"
 
     _, command = our_line(crontab("add", CRONTAB_COMMAND_PREFIX=prefix))
     ran = run_as_cron(command, home=tmp_path)
@@ -178,7 +181,7 @@ def test_a_sweep_that_fails_under_cron_exits_non_zero_with_its_reason(crontab, t
 def test_the_schedule_is_the_sweep_schedule_setting_every_minute_by_default(crontab):
     assert our_line(crontab("add"))[0] == "* * * * *"
     # django-crontab cannot name the job it replaces once the schedule changed,
-    # unless quiet: the README says to add with -v 0 after a change.
+    # unless quiet: docs/operations.md says to add with -v 0 after a change.
     assert our_line(crontab("add", "-v", "0", SWEEP_SCHEDULE="*/5 * * * *"))[0] == "*/5 * * * *"
 
 

@@ -126,6 +126,17 @@ def test_nodes_panel_shows_liveness_heartbeat_age_and_load():
     assert never["oldest_in_progress_age"] is None
 
 
+def test_the_nodes_panel_reads_its_ages_as_durations(admin_site_client):
+    fleet()
+
+    page = admin_site_client.get(reverse("admin:index")).content.decode()
+
+    # The down node's heartbeat and the alive node's oldest task: ten minutes, not 600.
+    assert re.search(r'<td class="num">10 min(?: \d+ s)? ago</td>', page)
+    assert re.search(r'<td class="num">10 min(?: \d+ s)?</td>', page)
+    assert re.search(r'<td class="num">\d+ s ago</td>', page)  # the alive node's beat
+
+
 def test_the_chart_counts_outcomes_per_hour_and_the_sweep_shows_its_last_run(
     admin_site_client,
 ):

@@ -123,6 +123,7 @@ def closed_port():
         return probe.getsockname()[1]
 
 
+@pytest.mark.process
 def test_an_unreachable_database_exits_1_with_a_clear_message_and_a_log_line():
     env = {
         **os.environ,
@@ -151,3 +152,17 @@ def test_an_unreachable_database_exits_1_with_a_clear_message_and_a_log_line():
         if line.startswith("{")
     ]
     assert [(line["message"], line["event"]) for line in logged] == [("sweep failed", "sweep")]
+
+
+def test_a_run_with_nothing_to_do_prints_nothing_and_logs_below_info(node, caplog):
+    caplog.set_level(logging.DEBUG, logger="taskmgmt.sweep")
+
+    assert collect_failed() == ""
+
+    (record,) = [record for record in caplog.records if record.name == "taskmgmt.sweep"]
+    assert record.levelno == logging.DEBUG
+
+
+def test_every_must_be_a_positive_number_of_seconds():
+    with pytest.raises(CommandError, match="--every"):
+        collect_failed("--every", "0")

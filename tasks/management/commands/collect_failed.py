@@ -1,8 +1,10 @@
 """Fail every open task whose deadline passed and, with FAILOVER=reassign, move the
-open tasks of down nodes to alive ones. Crontab runs this every minute."""
+open tasks of down nodes to alive ones. Crontab runs this every minute; `make run`
+runs it in a loop (`--every`)."""
 
 import logging
 import os
+import signal
 import sys
 import time
 import traceback
@@ -10,7 +12,7 @@ import traceback
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
-from django.db import DatabaseError, reset_queries
+from django.db import DatabaseError, close_old_connections, reset_queries
 from django.utils import timezone
 
 from nodes import heartbeats
@@ -29,6 +31,11 @@ class Command(BaseCommand):
         "Mark active pending/in_progress tasks whose deadline has passed as failed; with "
         "FAILOVER=reassign, also move the open tasks of down nodes to alive ones."
     )
+    # Cron runs this every minute and mails what it prints: configuration warnings
+    # are `manage.py check`'s to report at deploy time, not once a minute.
+    requires_system_checks = []
+    # Set by --every: the stranded count last reported, so a loop does not repeat it.
+    stranded_reported = None
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -40,10 +47,44 @@ class Command(BaseCommand):
         parser.add_argument(
             "--dry-run", action="store_true", help="Count the expired tasks, change nothing."
         )
+        parser.add_argument(
+            "--every",
+            type=float,
+            metavar="SECONDS",
+            help="Sweep again every SECONDS until stopped (SIGTERM, Ctrl-C) or the "
+            "process that started it ends: the sweep of `make run`.",
+        )
 
-    def handle(self, *args, batch_size, dry_run, verbosity, **options):
+    def handle(self, *args, batch_size, dry_run, verbosity, every=None, **options):
         if not 1 <= batch_size <= MAX_BATCH_SIZE:
             raise CommandError(f"--batch-size must be at least 1 and at most {MAX_BATCH_SIZE}.")
+        if every is None:
+            self.sweep(batch_size=batch_size, dry_run=dry_run, verbosity=verbosity)
+            return
+        if every <= 0:
+            raise CommandError("--every must be a number of seconds above 0.")
+        self.loop(every, batch_size=batch_size, dry_run=dry_run, verbosity=verbosity)
+
+    def loop(self, every, **sweep):
+        """Sweeps until told to stop; a failed run is reported and the next one tried."""
+        # Stranded tasks are reported when their number changes, not every few seconds.
+        self.stranded_reported = 0
+        logger.addFilter(StrandedChanged())
+        parent = os.getppid()
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        try:
+            # A parent that died without stopping us (make killed) leaves us to init.
+            while os.getppid() == parent:
+                close_old_connections()
+                try:
+                    self.sweep(**sweep)
+                except CommandError as error:
+                    self.stderr.write(str(error))
+                time.sleep(every)
+        except KeyboardInterrupt:
+            pass
+
+    def sweep(self, *, batch_size, dry_run, verbosity):
         progress = Progress(self.stdout, verbosity=verbosity, batch_size=batch_size)
         started = time.perf_counter()
         failover = settings.FAILOVER == "reassign"
@@ -71,7 +112,16 @@ class Command(BaseCommand):
             ) from error
         elapsed = time.perf_counter() - started
         progress.end_line()
-        logger.info(
+        # A run with nothing to do logs below the default LOG_LEVEL: cron mails output.
+        stranded = result.stranded
+        if self.stranded_reported is not None:
+            stranded, self.stranded_reported = (
+                0 if stranded == self.stranded_reported else stranded,
+                stranded,
+            )
+        idle = not (count or result.reassigned or stranded)
+        logger.log(
+            logging.DEBUG if idle else logging.INFO,
             "sweep finished",
             extra={
                 "event": "sweep",
@@ -83,13 +133,13 @@ class Command(BaseCommand):
             },
         )
         if failover:
-            self.report_failover(count, result, dry_run, verbosity, elapsed)
+            self.report_failover(count, result, stranded, dry_run, verbosity, elapsed)
         elif (count and verbosity > 0) or verbosity > 1:
             verb = "would fail" if dry_run else "failed"
             self.stdout.write(f"{verb} {count} expired task(s) in {elapsed:.2f}s")
 
-    def report_failover(self, count, result, dry_run, verbosity, elapsed):
-        if ((count or result.reassigned or result.stranded) and verbosity > 0) or verbosity > 1:
+    def report_failover(self, count, result, stranded, dry_run, verbosity, elapsed):
+        if ((count or result.reassigned or stranded) and verbosity > 0) or verbosity > 1:
             if dry_run:
                 self.stdout.write(
                     f"would fail {count} expired task(s); "
@@ -106,10 +156,24 @@ class Command(BaseCommand):
                 f" FAILOVER_MAX_DOWN_SHARE={settings.FAILOVER_MAX_DOWN_SHARE}:"
                 f" {'would fail' if dry_run else 'failed'} none over"
             )
-        if result.stranded and verbosity > 0:
+        if stranded and verbosity > 0:
             self.stderr.write(
-                f"no alive node to take {result.stranded} task(s) of down nodes: left in place"
+                f"no alive node to take {stranded} task(s) of down nodes: left in place"
             )
+
+
+class StrandedChanged(logging.Filter):
+    """Lets a `failover_stranded` warning through only when its count changed."""
+
+    def __init__(self):
+        super().__init__()
+        self.last = None
+
+    def filter(self, record):
+        if getattr(record, "event", None) != "failover_stranded":
+            return True
+        changed, self.last = record.stranded_count != self.last, record.stranded_count
+        return changed
 
 
 class Progress:

@@ -1,0 +1,78 @@
+"""The API's JSON renderer: DRF's, plus JSON text put into the output as it is.
+
+A list page of tasks carries each task's payload, result and checkpoint, which
+the database holds as JSON text. Parsing each to Python only to serialize it
+again cost more than the rest of the page (README, Work data: performance);
+`JSONText` marks such text, and the renderer copies it into its place unparsed.
+"""
+
+import json
+import re
+import secrets
+
+from rest_framework import renderers
+from rest_framework.utils.encoders import JSONEncoder
+
+# Private-use characters around a placeholder, with a nonce per response between
+# them: no text a client sent can pose as one.
+_OPEN, _CLOSE = "\ue000", "\ue001"
+
+
+class JSONText:
+    """A JSON value as valid JSON text (a JSON column's value as the database returns
+    it), to be rendered as that value without being parsed."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __eq__(self, other):  # for tests comparing built responses
+        return isinstance(other, JSONText) and other.text == self.text
+
+    __hash__ = None
+
+
+class _Encoder(JSONEncoder):
+    """DRF's encoder; each `JSONText` becomes a placeholder string, its text noted."""
+
+    def __init__(self, *args, texts: list, nonce: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.texts, self.nonce = texts, nonce
+
+    def default(self, obj):
+        if isinstance(obj, JSONText):
+            self.texts.append(obj.text)
+            return f"{_OPEN}{self.nonce}:{len(self.texts) - 1}{_CLOSE}"
+        return super().default(obj)
+
+
+class JSONRenderer(renderers.JSONRenderer):
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        if data is None:
+            return b""
+        indent = self.get_indent(accepted_media_type, renderer_context or {})
+        if indent is None:
+            separators = (",", ":") if self.compact else (", ", ": ")
+        else:
+            separators = (",", ": ")
+        texts, nonce = [], secrets.token_hex(8)
+        output = json.dumps(
+            data,
+            cls=_Encoder,
+            texts=texts,
+            nonce=nonce,
+            indent=indent,
+            ensure_ascii=self.ensure_ascii,
+            allow_nan=not self.strict,
+            separators=separators,
+        )
+        if texts:
+            # One pass over the output, each placeholder (a quoted string) by its text.
+            quoted = json.dumps(f"{_OPEN}{nonce}:0{_CLOSE}", ensure_ascii=self.ensure_ascii)
+            before, after = quoted.split(":0")
+            pattern = re.escape(before) + ":([0-9]+)" + re.escape(after)
+            output = re.sub(pattern, lambda match: texts[int(match[1])], output)
+        # As DRF's: JSON that is also a strict JavaScript subset.
+        output = output.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+        return output.encode()

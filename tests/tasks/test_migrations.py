@@ -1,0 +1,71 @@
+"""Migration 0005 (work data) is reversible, and on MariaDB adds its columns without
+rewriting tasks_task (each ALTER succeeds with ALGORITHM=INSTANT)."""
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+from tasks.models import Task
+
+WORK_DATA = ("tasks", "0005_work_data")
+BEFORE = ("tasks", "0004_sweep_failover_held")
+COLUMNS = {
+    "payload",
+    "result",
+    "progress_percent",
+    "progress_message",
+    "progress_updated_at",
+    "checkpoint",
+}
+
+
+def task_columns() -> set[str]:
+    with connection.cursor() as cursor:
+        description = connection.introspection.get_table_description(cursor, "tasks_task")
+    return {column.name for column in description}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_work_data_migration_goes_back_and_forth():
+    executor = MigrationExecutor(connection)
+    try:
+        executor.migrate([BEFORE])
+        assert not COLUMNS & task_columns()
+        executor = MigrationExecutor(connection)
+        executor.migrate([WORK_DATA])
+        assert task_columns() >= COLUMNS
+    finally:
+        call_command("migrate", verbosity=0)
+
+
+@pytest.mark.mysql
+@pytest.mark.skipif(connection.vendor != "mysql", reason="ALGORITHM=INSTANT is MariaDB's")
+@pytest.mark.django_db(transaction=True)
+def test_the_work_data_columns_are_added_instantly_on_mariadb():
+    executor = MigrationExecutor(connection)
+    migration = executor.loader.graph.nodes[WORK_DATA]
+    table = Task._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS work_data_probe")
+        # tasks_task as it was before 0005, with a row: an empty table proves nothing.
+        cursor.execute(f"CREATE TABLE work_data_probe LIKE {table}")
+        try:
+            for column in COLUMNS:
+                cursor.execute(f"ALTER TABLE work_data_probe DROP COLUMN {column}")
+            cursor.execute(
+                "INSERT INTO work_data_probe (id, name, details, assigned_node_id, status,"
+                " locked_at, active, attempts, failure_cause, failure_reason, created_at,"
+                " updated_at) VALUES (REPLACE(UUID(), '-', ''), 'a', 'b',"
+                " REPLACE(UUID(), '-', ''), 'pending', NOW(), 1, 0, '', '', NOW(), NOW())"
+            )
+            with connection.schema_editor(collect_sql=True, atomic=False) as editor:
+                migration.apply(executor.loader.project_state(BEFORE), editor, collect_sql=True)
+            alters = [sql for sql in editor.collected_sql if sql.startswith("ALTER TABLE")]
+            assert len(alters) == len(COLUMNS)
+            for sql in alters:
+                probe = sql.replace(f"`{table}`", "work_data_probe").rstrip(";")
+                # Refused by MariaDB if the change would need a table copy or rebuild.
+                cursor.execute(f"{probe}, ALGORITHM=INSTANT")
+        finally:
+            cursor.execute("DROP TABLE IF EXISTS work_data_probe")

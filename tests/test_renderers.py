@@ -1,0 +1,62 @@
+"""The API's renderer copies JSON columns' text into lists unparsed (taskmgmt/renderers.py)."""
+
+import json
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from taskmgmt.renderers import JSONRenderer, JSONText
+from tests.factories import TaskFactory
+
+
+def render(data, media_type=None) -> str:
+    return JSONRenderer().render(data, media_type).decode()
+
+
+def test_json_text_is_copied_as_the_value_it_holds():
+    data = {
+        "tasks": [
+            {"id": uuid.UUID(int=1), "payload": JSONText('{"a": [1, 2.5, "é"]}')},
+            {"id": uuid.UUID(int=2), "payload": None, "at": datetime(2026, 1, 1, tzinfo=UTC)},
+        ]
+    }
+
+    parsed = json.loads(render(data))
+
+    assert parsed["tasks"][0]["payload"] == {"a": [1, 2.5, "é"]}
+    assert parsed["tasks"][1] == {
+        "id": str(uuid.UUID(int=2)),
+        "payload": None,
+        "at": "2026-01-01T00:00:00Z",
+    }
+
+
+def test_text_a_client_sent_cannot_pose_as_a_placeholder():
+    posing = "\ue000" + "0" * 16 + ":0\ue001"
+
+    parsed = json.loads(render({"name": posing, "payload": JSONText("[1]")}))
+
+    assert parsed == {"name": posing, "payload": [1]}
+
+
+def test_indented_output_still_holds_the_text():
+    rendered = render({"payload": JSONText('{"k": 1}')}, "application/json; indent=2")
+
+    assert json.loads(rendered) == {"payload": {"k": 1}}
+
+
+@pytest.mark.django_db
+def test_a_list_page_gives_each_tasks_json_as_stored(admin_client):
+    payloads = [{"n": n, "text": '\u2028 ünï "q"', "deep": [[{}]]} for n in range(3)]
+    for payload in payloads:
+        TaskFactory(payload=payload, result=[payload["n"]], checkpoint="text")
+
+    tasks = admin_client.get("/api/tasks/all").json()["tasks"]
+
+    assert sorted((t["payload"]["n"], t["result"], t["checkpoint"]) for t in tasks) == [
+        (0, [0], "text"),
+        (1, [1], "text"),
+        (2, [2], "text"),
+    ]
+    assert all(t["payload"]["text"] == '\u2028 ünï "q"' for t in tasks)

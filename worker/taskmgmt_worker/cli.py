@@ -1,0 +1,101 @@
+"""`taskmgmt-worker` (or `python -m taskmgmt_worker`): a worker node from the command line."""
+
+import argparse
+import importlib
+import os
+import signal
+import sys
+import threading
+
+from taskmgmt_worker.client import Api, LoginRefused, log
+from taskmgmt_worker.worker import Worker, sleep_work
+
+
+def load_work(spec: str | None, work_seconds: float, progress_every: float):
+    """The work function named `module:function`, or the default sleep."""
+    if not spec:
+        return sleep_work(work_seconds, progress_every)
+    # As `python -m` would: a module in the current folder can be named.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    module, _, function = spec.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def run_worker(
+    work,
+    *,
+    server: str,
+    email: str,
+    password: str,
+    idle_seconds: float = 2.0,
+    max_tasks: int | None = None,
+) -> int:
+    """Run a worker until SIGTERM or Ctrl-C (in the main thread) or `max_tasks`; its exit status.
+
+    SIGTERM or Ctrl-C: finish and report the task at hand, then return 0; a second one
+    drops it (it stays in progress for a later run, or for failover).
+    """
+    api = Api(server, email, password, threading.Event())
+    worker = Worker(api, work, idle_seconds=idle_seconds, max_tasks=max_tasks)
+
+    def on_signal(number, frame):
+        log("stopping", signal=signal.Signals(number).name, now=worker.stop.is_set())
+        worker.signalled()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+    log("started", server=api.server, email=email)
+    try:
+        worker.run()
+    except LoginRefused as error:
+        log("login_refused", error=str(error))
+        return 2
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="taskmgmt-worker",
+        description="A taskmgmt worker node: claim a task, work on it, report, repeat.",
+    )
+    env = os.environ.get
+    parser.add_argument("--server", default=env("TASKMGMT_URL", "http://127.0.0.1:8000"))
+    parser.add_argument("--email", default=env("TASKMGMT_EMAIL"), help="or TASKMGMT_EMAIL")
+    parser.add_argument(
+        "--password", default=env("TASKMGMT_PASSWORD"), help="or TASKMGMT_PASSWORD (safer)"
+    )
+    parser.add_argument(
+        "--work",
+        default=env("TASKMGMT_WORK"),
+        help="module:function doing a task's work, called as function(task, context)",
+    )
+    parser.add_argument(
+        "--work-seconds", type=float, default=float(env("TASKMGMT_WORK_SECONDS", "2")),
+        help="how long the default work sleeps per task (default 2)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--progress-seconds", type=float, default=float(env("TASKMGMT_PROGRESS_SECONDS", "1")),
+        help="how often the default work reports progress and a checkpoint (default 1)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--idle-seconds", type=float, default=float(env("TASKMGMT_IDLE_SECONDS", "2")),
+        help="pause before claiming again when there is nothing to claim (default 2)",
+    )  # fmt: skip
+    parser.add_argument("--max-tasks", type=int, default=None, help="exit after this many")
+    args = parser.parse_args(argv)
+    if not args.email or not args.password:
+        parser.error("--email and --password (or TASKMGMT_EMAIL, TASKMGMT_PASSWORD) are needed")
+    return run_worker(
+        load_work(args.work, args.work_seconds, args.progress_seconds),
+        server=args.server,
+        email=args.email,
+        password=args.password,
+        idle_seconds=args.idle_seconds,
+        max_tasks=args.max_tasks,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

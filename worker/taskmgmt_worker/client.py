@@ -1,0 +1,150 @@
+"""The node's HTTP session with the server: tokens, retries, one JSON line per event."""
+
+import base64
+import json
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+
+# Answers that mean "not done, try the same request again later" (a 500 too: the
+# server's to fix, and every request a worker sends is safe to repeat).
+RETRYABLE = {429, 500, 502, 503, 504}
+MAX_PAUSE = 30.0  # seconds: the longest wait between retries without a Retry-After
+
+
+def log(event: str, **fields) -> None:
+    """One JSON line per event on stdout, for a supervisor to collect (and tests to read)."""
+    print(json.dumps({"time": time.time(), "event": event, **fields}), flush=True)
+
+
+class Stopping(Exception):
+    """The worker was told to stop while it waited to retry."""
+
+
+class LoginRefused(Exception):
+    pass
+
+
+class Api:
+    """The node's session with the server: tokens, retries, one lock for the token refresh."""
+
+    def __init__(self, server: str, email: str, password: str, halt: threading.Event):
+        self.server = server.rstrip("/")
+        self.email, self.password = email, password
+        self.halt = halt  # ends every retry
+        self.token_lock = threading.Lock()
+        self.access = self.refresh_token = None
+        self.access_expires = 0.0
+
+    # --- HTTP ------------------------------------------------------------------
+
+    def send(self, method: str, path: str, body=None, token=None):
+        """(status, headers, JSON body or None) of one request; network errors raise OSError."""
+        headers = {"Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        request = urllib.request.Request(
+            self.server + path, data=data, method=method, headers=headers
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                status, answer_headers, content = response.status, response.headers, response.read()
+        except urllib.error.HTTPError as error:
+            status, answer_headers, content = error.code, error.headers, error.read()
+        try:
+            payload = json.loads(content) if content else None
+        except ValueError:
+            payload = None
+        return status, answer_headers, payload
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body=None,
+        *,
+        authenticated=True,
+        abort=None,
+        max_pause: float = MAX_PAUSE,
+        give_up_after: float | None = None,
+    ):
+        """(status, JSON body) of a request, retried through rate limits, outages and lost
+        connections until `abort` (default: the halt) is set, or `give_up_after` seconds
+        have passed (then the status is None).
+
+        `max_pause` caps each wait, Retry-After included: a heartbeat must be tried
+        again within heartbeatSeconds, or the node looks dead while the server is up.
+        Every request a worker repeats is safe to repeat: a claim taken but whose
+        answer was lost is found again by `Worker.resume()`, shift-status to the
+        status a task already has is a no-op, and progress keeps only the latest.
+        """
+        abort = abort or self.halt
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                token = self.token() if authenticated else None
+                status, headers, payload = self.send(method, path, body, token)
+            except OSError as error:
+                status, headers, payload = None, {}, {"message": str(error)}
+            attempt += 1
+            if status == 401 and authenticated and attempt == 1:
+                self.access_expires = 0.0  # revoked or expired early: get a new one, once
+                continue
+            if status is not None and status not in RETRYABLE:
+                return status, payload if isinstance(payload, dict) else {}
+            pause = retry_after(headers) or min(MAX_PAUSE, 0.5 * 2 ** min(attempt, 6))
+            pause = min(pause, max_pause)
+            if give_up_after is not None and time.monotonic() - started + pause > give_up_after:
+                log("gave_up", method=method, path=path, status=status)
+                return None, {}
+            log("retry", method=method, path=path, status=status, pause=round(pause, 2))
+            if abort.wait(pause * random.uniform(1.0, 1.2)):
+                raise Stopping()
+
+    # --- Tokens ----------------------------------------------------------------
+
+    def token(self) -> str:
+        """A valid access token: refreshed once a fifth of its life is left, or logged in anew."""
+        with self.token_lock:
+            if time.time() < self.access_expires:
+                return self.access
+            status = None
+            if self.refresh_token:
+                status, payload = self.call(
+                    "POST", "/api/auth/refresh", {"refresh": self.refresh_token},
+                    authenticated=False,
+                )  # fmt: skip
+            if status != 200:
+                status, payload = self.call(
+                    "POST", "/api/auth/login",
+                    {"username": self.email, "password": self.password}, authenticated=False,
+                )  # fmt: skip
+                if status != 200:
+                    raise LoginRefused(f"login as {self.email}: {status} {payload.get('message')}")
+                log("logged_in", email=self.email, node=payload["userDetails"]["id"])
+            else:
+                log("refreshed")
+            self.access, self.refresh_token = payload["token"], payload["refresh"]
+            claims = jwt_claims(self.access)
+            lifetime = claims["exp"] - claims["iat"]
+            # By our clock; the fifth left covers a skew of that much with the server's.
+            self.access_expires = claims["exp"] - lifetime / 5
+            return self.access
+
+
+def retry_after(headers) -> float | None:
+    value = headers.get("Retry-After") if headers else None
+    return float(value) if value and value.isdigit() else None
+
+
+def jwt_claims(token: str) -> dict:
+    """The token's payload, read (not verified: the server does that) for its expiry."""
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))

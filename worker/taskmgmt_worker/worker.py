@@ -1,0 +1,272 @@
+"""The worker's loop: claim a task, run the work function on it, report, repeat."""
+
+import json
+import threading
+import traceback
+
+from taskmgmt_worker.client import Api, Stopping, log
+
+REASON_LIMIT = 500  # characters the server keeps of a failure reason
+MESSAGE_LIMIT = 200  # characters the server keeps of a progress message
+TRACEBACK_LIMIT = 4_000  # characters of a traceback sent as a failure's result
+# A progress report is worth a few retries, not the work's time: the next one says more.
+PROGRESS_GIVE_UP_SECONDS = 10.0
+
+
+class Context:
+    """What the work function gets beside the task: `progress()` and `cancelled`.
+
+    `cancelled` (a threading.Event) is set when the server asks for the task to be
+    cancelled, takes it away, or the worker must stop now: the work should stop
+    soon. The context also answers `is_set()` and `wait()` as that event does, so a
+    work function written as `function(task, cancelled)` keeps working.
+    """
+
+    def __init__(self, api: Api, task: dict):
+        self.api, self.task = api, task
+        self.task_id = task["id"]
+        # The attempt every report names: a report for an older one is refused (409).
+        self.attempt = task.get("attempt", task.get("attempts"))
+        self.cancelled = threading.Event()
+        self.cancel_requested = False  # by an admin: acknowledged as `cancelled`
+        self.revoked = False  # taken away: nothing is reported
+
+    @property
+    def payload(self):
+        return self.task.get("payload")
+
+    @property
+    def checkpoint(self):
+        """The last checkpoint any attempt sent: where this one may resume."""
+        return self.task.get("checkpoint")
+
+    def is_set(self) -> bool:
+        return self.cancelled.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.cancelled.wait(timeout)
+
+    def progress(self, percent=None, message: str | None = None, checkpoint=None) -> bool:
+        """Report how far the task has got (percent 0-100) and, with `checkpoint` (any
+        JSON value), where a later attempt should resume; True if the server took it.
+
+        Only the latest report is kept. A checkpoint left out keeps the last one.
+        """
+        if message is not None:
+            message = str(message)[:MESSAGE_LIMIT]
+        body = {"taskId": self.task_id, "percent": percent, "message": message}
+        if checkpoint is not None:
+            body["checkpoint"] = checkpoint
+        if self.attempt is not None:
+            body["attempt"] = self.attempt
+        status, answer = self.api.call(
+            "PUT", "/api/tasks/progress", body, give_up_after=PROGRESS_GIVE_UP_SECONDS
+        )
+        if status == 200:
+            self.learn(answer, answer.get("task") or {})
+            return True
+        if status in (403, 404, 409):  # another node's now, deleted, or no longer in progress
+            self.revoke(status=status, message=answer.get("message"))
+        elif status is not None:
+            log("progress_refused", task=self.task_id, status=status, message=answer.get("message"))
+        return False
+
+    def learn(self, answer: dict, task: dict) -> None:
+        """A cancel request in an answer: `cancelTaskIds`, or the task's own fields."""
+        if self.task_id in answer.get("cancelTaskIds", ()) or task.get("cancelRequestedAt"):
+            self.request_cancel()
+
+    def request_cancel(self) -> None:
+        if not self.cancel_requested:
+            log("cancel_requested", task=self.task_id)
+        self.cancel_requested = True
+        self.cancelled.set()
+
+    def revoke(self, **fields) -> None:
+        if not self.revoked:
+            log("revoked", task=self.task_id, **fields)
+        self.revoked = True
+        self.cancelled.set()
+
+
+class Heartbeat(threading.Thread):
+    """Beats every `heartbeatSeconds` the server names, and says which task it works on."""
+
+    def __init__(self, api: Api, finished: threading.Event):
+        super().__init__(name="heartbeat", daemon=True)
+        self.api, self.finished = api, finished
+        self.interval = 1.0  # until the first answer names the server's
+        self.lock = threading.Lock()
+        self.current: Context | None = None
+
+    def working_on(self, context: Context | None) -> None:
+        with self.lock:
+            self.current = context
+
+    def cancel_current(self) -> None:
+        with self.lock:
+            if self.current:
+                self.current.cancelled.set()
+
+    def beat(self) -> None:
+        with self.lock:
+            current = self.current
+        body = {"taskIds": [current.task_id]} if current else {}
+        # Retried at least every interval whatever the backoff: a node whose beats
+        # wait out a long pause looks dead to the server once it answers again.
+        status, payload = self.api.call(
+            "POST", "/api/nodes/heartbeat", body, abort=self.finished, max_pause=self.interval
+        )
+        if status != 200:
+            log("heartbeat_refused", status=status, message=payload.get("message"))
+            return
+        self.interval = max(0.2, float(payload.get("heartbeatSeconds", self.interval)))
+        if current and current.task_id in payload.get("revokedTaskIds", ()):
+            current.revoke()
+        if current:
+            current.learn(payload, {})
+
+    def run(self) -> None:
+        # Beats go on while a stopping worker finishes its task: it must not look dead.
+        while not self.finished.is_set():
+            try:
+                self.beat()
+            except Stopping:
+                return
+            except Exception as error:  # a beat lost is not a reason to stop beating
+                log("heartbeat_error", error=repr(error))
+            self.finished.wait(self.interval)
+
+
+def sleep_work(seconds: float, progress_every: float = 1.0):
+    """The default work: wait `seconds` in all, reporting progress with a checkpoint
+    every `progress_every` seconds, and resuming from the last checkpoint."""
+
+    def work(task: dict, context: Context):
+        checkpoint = task.get("checkpoint")
+        start = float(checkpoint.get("elapsed", 0)) if isinstance(checkpoint, dict) else 0.0
+        done = start
+        while done < seconds:
+            step = min(progress_every, seconds - done)
+            if context.cancelled.wait(step):
+                raise RuntimeError("cancelled")
+            done += step
+            if done < seconds:
+                percent = round(100 * done / seconds, 1)
+                context.progress(percent, f"{done:g} of {seconds:g} s", {"elapsed": done})
+        return {"slept": seconds, "resumedFrom": start}
+
+    return work
+
+
+def failure(error: BaseException) -> dict:
+    """A raised exception as a failure report: its reason, and its traceback as the result."""
+    lines = traceback.format_exception(error)
+    text = "".join(lines)[-TRACEBACK_LIMIT:]
+    return {
+        "taskStatus": "failed",
+        "reason": f"{type(error).__name__}: {error}"[:REASON_LIMIT],
+        "result": {"error": type(error).__name__, "message": str(error), "traceback": text},
+    }
+
+
+def json_or_none(value):
+    """`value` if it can travel as JSON, else None (and the reason)."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        return None, f"the work's return value is not JSON: {error}"
+    return value, None
+
+
+class Worker:
+    """One worker per node account: it resumes whatever is in progress for its node."""
+
+    def __init__(self, api: Api, work, *, idle_seconds: float, max_tasks: int | None):
+        self.api, self.work = api, work
+        self.idle_seconds, self.max_tasks = idle_seconds, max_tasks
+        self.stop = threading.Event()  # the first signal: no new task
+        self.halt = api.halt  # the second: drop the task at hand too
+        self.finished = threading.Event()
+        self.heartbeat = Heartbeat(api, self.finished)
+        self.done = 0
+        self.refused: set[str] = set()  # reports the server refused: not to be resumed
+
+    def signalled(self) -> None:
+        if self.stop.is_set():
+            self.halt.set()
+            self.heartbeat.cancel_current()
+        self.stop.set()
+
+    def run(self) -> None:
+        self.heartbeat.start()
+        try:
+            while not self.stop.is_set() and self.done != self.max_tasks:
+                status, payload = self.api.call("POST", "/api/tasks/claim", abort=self.stop)
+                if status == 200:
+                    self.perform(payload["task"])
+                    continue
+                if status == 204:
+                    # Nothing pending: anything of ours still in progress is orphaned.
+                    self.resume()
+                else:
+                    log("claim_refused", status=status, message=payload.get("message"))
+                self.stop.wait(self.idle_seconds)
+        except Stopping:
+            pass
+        finally:
+            self.finished.set()
+        log("stopped", done=self.done)
+
+    def resume(self) -> None:
+        """Tasks in progress for this node that no one here works on (a claim whose answer
+        was lost, a previous run killed mid-task): claim only offers pending ones."""
+        status, payload = self.api.call("GET", "/api/tasks/filter/in_progress", abort=self.stop)
+        for task in payload["tasks"] if status == 200 else []:
+            if self.stop.is_set() or self.done == self.max_tasks:
+                return
+            if task["id"] in self.refused:
+                continue  # past its deadline: the sweep will fail it
+            log("resumed", task=task["id"])
+            self.perform(task)
+
+    def perform(self, task: dict) -> None:
+        context = Context(self.api, task)
+        self.heartbeat.working_on(context)
+        log("working", task=task["id"], attempt=context.attempt)
+        try:
+            result, problem = json_or_none(self.work(task, context))
+            outcome = {"taskStatus": "completed", "result": result}
+            if problem:
+                outcome = {"taskStatus": "failed", "reason": problem[:REASON_LIMIT]}
+        except Exception as error:
+            # Stopped on request: acknowledged as cancelled (a finished task is reported).
+            outcome = {"taskStatus": "cancelled"} if context.cancel_requested else failure(error)
+        finally:
+            self.heartbeat.working_on(None)
+        if context.revoked or (context.cancelled.is_set() and not context.cancel_requested):
+            log("dropped", task=task["id"])  # taken away, or the worker halts: say nothing
+            return
+        self.report(context, outcome)
+
+    def report(self, context: Context, outcome: dict) -> None:
+        body = {"taskId": context.task_id, **outcome}
+        if context.attempt is not None:
+            body["attempt"] = context.attempt
+        status, payload = self.api.call("PUT", "/api/tasks/shift-status", body)
+        if status == 400 and "result" in {e.get("field") for e in payload.get("errors", ())}:
+            # Too large, say: the task still ends, failed, with the server's reason.
+            reason = f"result refused: {payload['errors'][0].get('message')}"[:REASON_LIMIT]
+            body.update(taskStatus="failed", reason=reason, result=None)
+            status, payload = self.api.call("PUT", "/api/tasks/shift-status", body)
+        if status == 200:
+            self.done += 1
+            log(body["taskStatus"], task=context.task_id)
+        else:  # 403: taken away meanwhile; 400/409: failed by the sweep, past its deadline, stale
+            self.refused.add(context.task_id)
+            log(
+                "report_refused",
+                task=context.task_id,
+                status=status,
+                message=payload.get("message"),
+            )

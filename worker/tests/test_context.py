@@ -1,0 +1,82 @@
+"""The worker's own logic, without a server: how a task's work ends up reported."""
+
+import threading
+
+from taskmgmt_worker.client import Api
+from taskmgmt_worker.worker import Context, failure, json_or_none, sleep_work
+
+
+def context(task=None) -> Context:
+    api = Api("http://127.0.0.1:9", "node@example.com", "x", threading.Event())
+    return Context(api, task or {"id": "t1", "attempt": 3, "checkpoint": {"elapsed": 1}})
+
+
+def test_a_context_names_the_tasks_attempt_and_its_last_checkpoint():
+    ctx = context()
+
+    assert (ctx.task_id, ctx.attempt, ctx.checkpoint) == ("t1", 3, {"elapsed": 1})
+
+
+def test_an_older_server_without_attempt_falls_back_to_attempts_or_none():
+    assert context({"id": "t", "attempts": 2}).attempt == 2
+    assert context({"id": "t"}).attempt is None
+
+
+def test_a_cancel_request_in_an_answer_sets_cancelled_but_is_not_a_revocation():
+    ctx = context()
+
+    ctx.learn({"revokedTaskIds": []}, {})  # a server that never sends cancelTaskIds
+    assert not ctx.cancelled.is_set()
+    ctx.learn({"cancelTaskIds": ["other"]}, {})
+    assert not ctx.cancelled.is_set()
+    ctx.learn({"cancelTaskIds": ["t1"]}, {})
+
+    assert ctx.cancelled.is_set() and ctx.is_set()  # the old `cancelled` event's API too
+    assert (ctx.cancel_requested, ctx.revoked) == (True, False)
+
+
+def test_a_cancel_request_on_the_task_itself_counts_too():
+    ctx = context()
+
+    ctx.learn({}, {"cancelRequestedAt": "2026-01-01T00:00:00Z"})
+
+    assert ctx.cancel_requested
+
+
+def test_a_raised_exception_is_the_reason_and_its_traceback_the_result():
+    def work():
+        raise ValueError("bad row 7")
+
+    try:
+        work()
+    except ValueError as error:
+        report = failure(error)
+
+    assert report["taskStatus"] == "failed"
+    assert report["reason"] == "ValueError: bad row 7"
+    assert report["result"]["error"] == "ValueError"
+    assert "in work" in report["result"]["traceback"]
+    assert report["result"]["traceback"].endswith("ValueError: bad row 7\n")
+
+
+def test_a_long_reason_is_cut_to_what_the_server_keeps():
+    assert len(failure(RuntimeError("x" * 900))["reason"]) == 500
+
+
+def test_a_return_value_that_is_not_json_fails_the_task_with_why():
+    assert json_or_none({"a": [1, None]}) == ({"a": [1, None]}, None)
+    value, problem = json_or_none({1, 2})
+    assert value is None and "not JSON" in problem
+    assert json_or_none(float("nan"))[0] is None
+
+
+def test_the_default_work_stops_at_once_when_cancelled():
+    ctx = context({"id": "t"})
+    ctx.cancelled.set()
+
+    try:
+        sleep_work(60)({"id": "t"}, ctx)
+    except RuntimeError as error:
+        assert str(error) == "cancelled"
+    else:
+        raise AssertionError("the work went on")

@@ -1,0 +1,159 @@
+"""The installed `taskmgmt-worker` as a real process against a live taskmgmt server:
+the work function gets the payload and the last checkpoint, reports progress, and its
+return value (or its exception) is what the API shows."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from tasks.models import FailureCause, Task, TaskStatus
+from tests.factories import PASSWORD, NodeFactory, TaskFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+WORKER = Path(sys.executable).with_name("taskmgmt-worker")  # the console script pip installed
+
+JOBS = """
+import json
+
+def count(task, context):
+    rows = task["payload"]["rows"]
+    start = (task["checkpoint"] or {}).get("row", 0)
+    for row in range(start, rows):
+        context.progress(100 * (row + 1) / rows, f"row {row + 1}", {"row": row + 1})
+    return {"rows": rows, "from": start, "attempt": context.attempt, "echo": task["payload"]}
+
+def broken(task, context):
+    context.progress(10, "starting")
+    raise KeyError("column " + task["payload"]["column"])
+"""
+
+
+@pytest.fixture(autouse=True)
+def _server(settings):
+    settings.NODE_HEARTBEAT_SECONDS = 1
+    settings.RATELIMIT_API = "100000/m"
+    settings.RATELIMIT_LOGIN_USER = settings.RATELIMIT_LOGIN_IP = "10000/m"
+
+
+def run_worker(live_server, node, tmp_path, work: str) -> list[dict]:
+    """One task's worth of the worker (`--max-tasks 1`), its JSON lines."""
+    (tmp_path / "jobs.py").write_text(JOBS)
+    done = subprocess.run(
+        [
+            str(WORKER), "--server", live_server.url, "--email", node.email,
+            "--work", f"jobs:{work}", "--max-tasks", "1", "--idle-seconds", "0.2",
+        ],
+        env={**os.environ, "TASKMGMT_PASSWORD": PASSWORD},
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def test_the_worker_resumes_from_the_checkpoint_and_its_return_value_is_the_result(
+    live_server, tmp_path
+):
+    node = NodeFactory()
+    payload = {"rows": 5, "note": "ünïcode"}
+    task = TaskFactory(
+        assigned_node=node,
+        payload=payload,
+        checkpoint={"row": 2},  # left by an earlier attempt, on another node perhaps
+        attempts=1,
+        locked_at=timezone.now() + timedelta(hours=1),
+    )
+
+    events = run_worker(live_server, node, tmp_path, "count")
+
+    task.refresh_from_db()
+    assert task.status == TaskStatus.COMPLETED, events
+    assert task.result == {"rows": 5, "from": 2, "attempt": 2, "echo": payload}
+    assert (task.progress_percent, task.progress_message) == (100.0, "row 5")
+    assert task.checkpoint == {"row": 5}
+    assert [event["event"] for event in events][-2:] == ["completed", "stopped"]
+
+
+def test_a_raising_work_function_fails_the_task_with_reason_and_traceback(live_server, tmp_path):
+    node = NodeFactory()
+    task = TaskFactory(assigned_node=node, payload={"column": "price"})
+
+    run_worker(live_server, node, tmp_path, "broken")
+
+    task.refresh_from_db()
+    assert (task.status, task.failure_cause) == (TaskStatus.FAILED, FailureCause.NODE_REPORTED)
+    assert task.failure_reason == "KeyError: 'column price'"
+    assert task.result["error"] == "KeyError"
+    assert "in broken" in task.result["traceback"]
+    assert task.progress_message == "starting"
+
+
+def test_a_report_for_a_task_taken_away_is_dropped_not_sent(live_server, tmp_path):
+    node, other = NodeFactory(), NodeFactory()
+    task = TaskFactory(assigned_node=node, payload={"rows": 3})
+    # The work waits to be told to stop; meanwhile the task is moved away (as an
+    # admin or failover would), which the next heartbeat answer says.
+    (tmp_path / "away.py").write_text(
+        "def run(task, context):\n"
+        "    open('started', 'w').close()\n"
+        "    context.cancelled.wait(30)\n"
+        "    return {'late': True}\n"
+    )
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [
+                str(WORKER), "--server", live_server.url, "--email", node.email,
+                "--work", "away:run", "--idle-seconds", "0.2",
+            ],
+            env={**os.environ, "TASKMGMT_PASSWORD": PASSWORD},
+            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: (tmp_path / "started").exists(), 30, "the work never started")
+        Task.objects.filter(pk=task.pk).update(assigned_node=other, status=TaskStatus.PENDING)
+        wait_for(lambda: '"dropped"' in log_path.read_text(), 30, "the task was not dropped")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
+
+    events = [json.loads(line)["event"] for line in log_path.read_text().splitlines()]
+    assert "revoked" in events and "completed" not in events, events
+    task.refresh_from_db()
+    assert (task.status, task.result) == (TaskStatus.PENDING, None)
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} within {timeout} s"
+        time.sleep(0.05)
+
+
+def test_the_example_worker_sums_the_payload_with_progress(live_server, tmp_path):
+    node = NodeFactory()
+    task = TaskFactory(assigned_node=node, payload={"numbers": [4, 5]})
+    example = Path(__file__).resolve().parents[2] / "examples" / "worker.py"
+
+    done = subprocess.run(
+        [
+            sys.executable, str(example), "--server", live_server.url, "--email", node.email,
+            "--max-tasks", "1",
+        ],
+        env={**os.environ, "TASKMGMT_PASSWORD": PASSWORD},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    task.refresh_from_db()
+    assert (task.status, task.result) == (TaskStatus.COMPLETED, {"sum": 9, "count": 2})
+    assert (task.progress_percent, task.checkpoint) == (100.0, {"index": 2, "total": 9})
