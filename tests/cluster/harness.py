@@ -26,7 +26,8 @@ import MySQLdb
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-WORKER = ROOT / "examples" / "worker.py"
+# The worker package's console script (`pip install ./worker`, make setup), as tests/fleet runs it.
+WORKER = BIN / "taskmgmt-worker"
 DB_USER, DB_PASSWORD, DB_NAME = "tm", "cluster-db-password", "taskmgmt"
 METRICS_TOKEN = "cluster-metrics-token"
 

@@ -105,7 +105,7 @@ class Cluster:
 
     def start_worker(self, email: str) -> None:
         command = [
-            sys.executable, str(WORKER), "--server", "http://127.0.0.1:80", "--email", email,
+            str(WORKER), "--server", "http://127.0.0.1:80", "--email", email,
             "--work-seconds", str(WORK_SECONDS), "--idle-seconds", "0.2",
         ]  # fmt: skip
         log_path = self.workdir / f"worker-{len(self.workers) + 1}.log"
