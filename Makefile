@@ -13,7 +13,7 @@ SWEEP_EVERY ?= 5
 # Exits 0 (true) when the database has no users yet: `make run` then loads the demo.
 DATABASE_IS_EMPTY := from accounts.models import User; raise SystemExit(User.objects.exists())
 
-.PHONY: run test test-fast lint format serve bench-sweep bench-load bench-dashboard bench-login-flood setup system-deps browser-deps clean
+.PHONY: run test test-fast test-cluster lint format serve bench-sweep bench-load bench-dashboard bench-login-flood bench-vs-original setup system-deps browser-deps cluster-deps clean
 
 run: $(VENV)/.installed .env
 	$(DEV_ENV) $(BIN)/python manage.py migrate --noinput -v 0
@@ -76,15 +76,49 @@ bench-login-flood: $(VENV)/.installed
 bench-dashboard: $(VENV)/.installed
 	$(BIN)/python bench/dashboard.py $(or $(N),1000000)
 
+# taskmgmt beside the original Node.js system, one sitting, the same wrk harness
+# (docs/performance.md). ORIGINAL_DIR: a copy of the original prepared by
+# ../shared/original-bench/setup.sh, outside this repository. ROUNDS=1 DURATION=10s: a quick look.
+ORIGINAL_BENCH ?= ../shared/original-bench
+bench-vs-original: $(VENV)/.installed
+	@if [ ! -f "$(ORIGINAL_BENCH)/side_by_side.sh" ]; then \
+		echo "bench-vs-original skipped: no harness at $(ORIGINAL_BENCH) (ORIGINAL_BENCH=… names it)"; \
+	elif [ -z "$(ORIGINAL_DIR)" ] || [ ! -f "$(ORIGINAL_DIR)/start.sh" ] || [ ! -d "$(ORIGINAL_DIR)/app/node_modules" ]; then \
+		echo "bench-vs-original skipped: ORIGINAL_DIR=$(or $(ORIGINAL_DIR),<unset>) is not a prepared copy of the original."; \
+		echo "  Prepare one (see $(ORIGINAL_BENCH)/README.md): a checkout of the original in DIR/app, then"; \
+		echo "  bash $(ORIGINAL_BENCH)/setup.sh DIR   and   make bench-vs-original ORIGINAL_DIR=DIR"; \
+	else \
+		NODE_DIR="$$(cd "$(ORIGINAL_DIR)" && pwd)" bash "$(ORIGINAL_BENCH)/side_by_side.sh"; \
+	fi
+
 # The browser tests (tests/browser/, tests/test_docs.py) are part of the suite: chromium too.
 test: $(VENV)/.installed | browser-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Daily work (CONTRIBUTING.md, the test tiers): the in-process tests, in parallel; no
-# browser, no processes of their own, no fuzzing, no fleet. `make test` is the whole suite.
-FAST := not browser and not process and not fuzz and not fleet
+# browser, no processes of their own, no fuzzing, no fleet, no cluster. `make test` is the
+# whole suite.
+FAST := not browser and not process and not fuzz and not fleet and not cluster
 test-fast: $(VENV)/.installed
 	$(BIN)/pytest -n $(or $(JOBS),auto) -q -m "$(FAST)" $(PYTEST_ARGS)
+
+# Three app hosts behind HAProxy, a replicated MariaDB and Redis, in network namespaces
+# (tests/cluster; deploy/README.md): a host killed, Redis and the database restarted.
+# Needs root; about two minutes, bounded at five.
+test-cluster: $(VENV)/.installed | cluster-deps
+	timeout 300 $(BIN)/pytest -m cluster tests/cluster $(PYTEST_ARGS)
+
+# The cluster test's programs, from Debian's packages.
+cluster-deps:
+	@missing=""; \
+	command -v haproxy >/dev/null || missing="$$missing haproxy"; \
+	command -v mariadbd >/dev/null || missing="$$missing mariadb-server"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	if [ -n "$$missing" ]; then \
+		echo "Installing$$missing (for the cluster test)"; \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $$missing; \
+	fi
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -119,7 +119,10 @@ def _database() -> dict:
         }
     else:
         raise ImproperlyConfigured("DB_ENGINE must be 'sqlite' or 'mysql'.")
+    return _tuned(db)
 
+
+def _tuned(db: dict) -> dict:
     db["CONN_HEALTH_CHECKS"] = True
     if db["ENGINE"] == "django.db.backends.mysql":
         # Persistent connections save a TCP + auth round trip per request;
@@ -139,7 +142,26 @@ def _database() -> dict:
     return db
 
 
+def _replica() -> dict | None:
+    """REPLICA_DATABASE_URL: a replica of the primary for the heavy reads (taskmgmt.replica)."""
+    url = env.str("REPLICA_DATABASE_URL", default="")
+    if not url:
+        return None
+    db = _tuned(env.db_url_config(url))
+    if db["ENGINE"] == "django.db.backends.mysql":
+        # A replica that does not answer costs a page this long before it falls back
+        # to the primary (then it is skipped for a while, taskmgmt.replica).
+        db["OPTIONS"] = {"connect_timeout": 2, **db["OPTIONS"]}
+    # Tests read the primary's test database through this alias too.
+    db["TEST"] = {**db.get("TEST", {}), "MIRROR": "default"}
+    return db
+
+
 DATABASES = {"default": _database()}
+if _replica_db := _replica():
+    DATABASES["replica"] = _replica_db
+# The alias the heavy reads use (taskmgmt.replica): None reads everything from the primary.
+READ_REPLICA_ALIAS = "replica" if _replica_db else None
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # The demo data lives at the project root (`loaddata demo`), not inside an app.

@@ -14,6 +14,7 @@ from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
 
 from accounts.models import Role, User
+from taskmgmt.replica import ReplicaCountPaginator
 from tasks.forms import ReassignForm
 from tasks.models import (
     EDITED_FIELDS,
@@ -359,6 +360,8 @@ class TaskAdmin(admin.ModelAdmin):
     list_per_page = 50
     # The full count is a second COUNT(*) over the whole table on every page.
     show_full_result_count = False
+    # The page's count, a scan of the filtered table, from the replica if there is one.
+    paginator = ReplicaCountPaginator
     readonly_fields = [
         "id",
         "status",
@@ -641,6 +644,7 @@ class TaskHistoryAdmin(HistoryLabels, admin.ModelAdmin):
     ordering = ["-id"]
     search_fields = ["=task__id", "task__name"]
     show_full_result_count = False
+    paginator = ReplicaCountPaginator
     fields = ["when", "task_link", "action", "from_label", "to_label", "performed_by_label"]
     readonly_fields = fields
 

@@ -10,6 +10,7 @@ maps each id to the node's name for dashboards.
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from nodes.models import Liveness
+from taskmgmt.replica import on_replica
 from tasks.dashboard import snapshot
 from tasks.models import OPEN_STATUSES, TaskStatus
 from tasks.selectors import sweep_totals
@@ -81,7 +82,7 @@ class DomainCollector:
         yield from self._sweep(data["last_sweep"])
 
     def _sweep(self, last):
-        totals = sweep_totals()
+        totals = on_replica(sweep_totals)
         yield CounterMetricFamily(
             "taskmgmt_sweep_runs", "Runs of the sweep (kept in the database).", value=totals["runs"]
         )

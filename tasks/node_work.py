@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import redirect
 
 from nodes.work import NodeWork
+from taskmgmt.replica import on_replica
 from tasks.changelist_links import changelist_url, status_url
 from tasks.dashboard import WINDOW_HOURS
 from tasks.forms import ReassignForm
@@ -52,9 +53,16 @@ class TaskWork(NodeWork):
                     request, f"Reassigned {len(moved)} open task(s) to {form.cleaned_data['node']}."
                 )
                 return redirect("admin:node", node_id=node.pk)
-        counts = node_status_counts(node)
         since = now - timedelta(hours=WINDOW_HOURS)
-        finished = node_finished_counts(node, since)
+        # The panels are the page's heavy reads: from the replica when there is one,
+        # so they may trail a reassign just made here by the replica's lag.
+        counts, finished, history = on_replica(
+            lambda using: (
+                node_status_counts(node, using),
+                node_finished_counts(node, since, using),
+                node_history(node, HISTORY_ROWS, using),
+            )
+        )
         done = sum(finished.values())
         return {
             "statuses": [
@@ -69,6 +77,6 @@ class TaskWork(NodeWork):
                 status__exact=TaskStatus.FAILED,
                 updated_at__gte=since.isoformat(),
             ),
-            "history": node_history(node, HISTORY_ROWS),
+            "history": history,
             "form": form,
         }

@@ -6,6 +6,7 @@ querysets (claimable, active, page order) are on `Task.objects` (tasks.models).
 from datetime import datetime, timedelta
 from uuid import UUID
 
+from django.db import DEFAULT_DB_ALIAS
 from django.db.models import Count, Min, Q, Sum
 from django.db.models.functions import ExtractHour
 from django.db.models.utils import create_namedtuple_class
@@ -61,15 +62,18 @@ def active_task_row(task_id: str) -> TaskRow | None:
 
 
 # --- Counts for the dashboard, the node page and /metrics ------------------------
+# Each reads on `using`: the replica when taskmgmt.replica.on_replica passes it, so
+# each returns finished results (lists, dicts), never a lazy queryset.
 
 
-def open_by_node_and_status(now: datetime) -> list[dict]:
+def open_by_node_and_status(now: datetime, using: str = DEFAULT_DB_ALIAS) -> list[dict]:
     """Open tasks by (status, node): how many, how many overdue and due within the hour,
     and the oldest `updated_at` (for in_progress, when the longest-running one started).
     One pass in the order of task_dashboard_open, index-only."""
     soon = now + timedelta(hours=1)
     return list(
-        Task.objects.filter(active=True, status__in=OPEN_STATUSES)
+        Task.objects.using(using)
+        .filter(active=True, status__in=OPEN_STATUSES)
         .values("status", "assigned_node_id")
         .annotate(
             count=Count("pk"),
@@ -81,14 +85,15 @@ def open_by_node_and_status(now: datetime) -> list[dict]:
     )
 
 
-def finished_since(since: datetime) -> list[dict]:
+def finished_since(since: datetime, using: str = DEFAULT_DB_ALIAS) -> list[dict]:
     """Tasks that reached completed or failed since `since` (and are still there), by
     hour, status, cause and node: one covering range on task_dashboard_done.
 
     Finished tasks pile up for ever; counting all of them is a scan of the whole
     table (0.8 s at a million), so the dashboard shows the window's."""
     return list(
-        Task.objects.filter(active=True, status__in=FINAL_STATUSES, updated_at__gte=since)
+        Task.objects.using(using)
+        .filter(active=True, status__in=FINAL_STATUSES, updated_at__gte=since)
         # The hour of the day names the bucket: the window holds each once. Cheaper
         # than truncating each timestamp (half the query's time at a million tasks).
         .annotate(hour=ExtractHour("updated_at"))
@@ -98,32 +103,33 @@ def finished_since(since: datetime) -> list[dict]:
     )
 
 
-def node_status_counts(node) -> dict[str, int]:
+def node_status_counts(node, using: str = DEFAULT_DB_ALIAS) -> dict[str, int]:
     """{status: count} of the node's active tasks."""
     return dict(
-        Task.objects.filter(assigned_node=node, active=True)
+        Task.objects.using(using)
+        .filter(assigned_node=node, active=True)
         .values_list("status")
         .annotate(count=Count("pk"))
         .order_by()
     )
 
 
-def node_finished_counts(node, since: datetime) -> dict[str, int]:
+def node_finished_counts(node, since: datetime, using: str = DEFAULT_DB_ALIAS) -> dict[str, int]:
     """{completed/failed: count} of the node's active tasks that finished since `since`."""
     return dict(
-        Task.objects.filter(
-            assigned_node=node, active=True, status__in=FINAL_STATUSES, updated_at__gte=since
-        )
+        Task.objects.using(using)
+        .filter(assigned_node=node, active=True, status__in=FINAL_STATUSES, updated_at__gte=since)
         .values_list("status")
         .annotate(count=Count("pk"))
         .order_by()
     )
 
 
-def node_history(node, rows: int):
+def node_history(node, rows: int, using: str = DEFAULT_DB_ALIAS) -> list[TaskHistory]:
     """The node's latest history rows, newest first, with their task's name."""
-    return (
-        TaskHistory.objects.filter(performed_by=node)
+    return list(
+        TaskHistory.objects.using(using)
+        .filter(performed_by=node)
         .select_related("task")
         .only("created_at", "action", "from_value", "to_value", "cause", "task__name")
         .order_by("-id")[:rows]
@@ -137,14 +143,14 @@ def node_open_task_ids(node):
     ).values_list("pk", flat=True)
 
 
-def last_sweep() -> SweepRun | None:
-    return SweepRun.objects.order_by("-started_at").first()
+def last_sweep(using: str = DEFAULT_DB_ALIAS) -> SweepRun | None:
+    return SweepRun.objects.using(using).order_by("-started_at").first()
 
 
-def sweep_totals() -> dict:
+def sweep_totals(using: str = DEFAULT_DB_ALIAS) -> dict:
     """Runs, failed and reassigned tasks, and runs that held the failover, over every
     sweep run kept."""
-    return SweepRun.objects.aggregate(
+    return SweepRun.objects.using(using).aggregate(
         runs=Count("pk"),
         failed=Sum("failed_count"),
         reassigned=Sum("reassigned_count"),
