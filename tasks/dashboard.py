@@ -13,7 +13,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from nodes import heartbeats
-from nodes.models import Liveness, Node
+from nodes.models import Liveness, Node, labels_text
 from taskmgmt.throttling import CACHE_ERRORS
 from tasks.models import TaskStatus
 from tasks.selectors import FINAL_STATUSES, finished_since, last_sweep, open_by_node_and_status
@@ -38,10 +38,11 @@ def _compute(now: datetime) -> dict:
             "counts": dict.fromkeys(TaskStatus.values, 0),
             "oldest_in_progress_age": None,
             "overdue": 0,
+            "labels": labels_text(row["label_set"]),
         }
-        for row in Node.objects.with_liveness(now).values(
-            "id", "name", "email", "is_active", "last_seen", "liveness"
-        )
+        for row in Node.objects.with_liveness(now)
+        .with_labels()
+        .values("id", "name", "email", "is_active", "last_seen", "liveness", "label_set")
     }
     totals = dict.fromkeys(TaskStatus.values, 0)
     hours = [
