@@ -5,7 +5,7 @@ them. Bulk changes (the sweep, admin actions) update with one statement and
 write their history rows in bulk in the same transaction.
 """
 
-import heapq
+import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -27,6 +27,7 @@ from tasks.actor import current_actor
 from tasks.models import (
     ALLOWED_AFTER_DEADLINE,
     OPEN_STATUSES,
+    PRIORITY_DEFAULT,
     DeadlinePassed,
     FailureCause,
     HistoryAction,
@@ -42,6 +43,7 @@ from tasks.models import (
     validate_future,
     validate_node,
 )
+from tasks.placement import Placement, check_node_matches, node_for
 
 logger = logging.getLogger("taskmgmt.sweep")
 
@@ -90,15 +92,32 @@ UNCHANGED = object()
 
 @transaction.atomic
 def task_create(
-    *, name: str, details: str, assigned_node, locked_at: datetime, payload=None
+    *,
+    name: str,
+    details: str,
+    assigned_node=None,
+    locked_at: datetime,
+    payload=None,
+    node_selector: dict | None = None,
+    priority: int = PRIORITY_DEFAULT,
 ) -> Task:
-    _validate(node=assigned_node, locked_at=locked_at)
+    """A new task for `assigned_node`, or, without one, for the node placement picks
+    among those matching `node_selector` (tasks.placement); with both, the node must match."""
+    node_selector = node_selector or None  # {} matches every node: no constraint to keep
+    if assigned_node is None:
+        _validate(locked_at=locked_at)
+        assigned_node = node_for(node_selector, now=timezone.now())
+    else:
+        _validate(node=assigned_node, locked_at=locked_at)
+        check_node_matches(assigned_node, node_selector)
     task = Task(
         name=name,
         details=details,
         assigned_node=assigned_node,
         locked_at=locked_at,
         payload=payload,
+        node_selector=node_selector,
+        priority=priority,
     )
     task.full_clean()
     task.save()
@@ -107,19 +126,33 @@ def task_create(
 
 @transaction.atomic
 def task_update(
-    *, task_id: UUID, name: str, details: str, assigned_node, locked_at: datetime, payload=UNCHANGED
+    *,
+    task_id: UUID,
+    name: str,
+    details: str,
+    assigned_node,
+    locked_at: datetime,
+    payload=UNCHANGED,
+    node_selector=UNCHANGED,
+    priority=UNCHANGED,
 ) -> Task:
     """Edit a task's fields; only a pending task, since a node may already be at work.
 
-    Without `payload` the task keeps its own: the original's clients never send one."""
+    Without `payload`, `node_selector` or `priority` the task keeps its own: the
+    original's clients never send them. The node must match the task's selector."""
     task = _locked_task(task_id)
     if task.status != TaskStatus.PENDING:
         raise TaskConflict(f"only a pending task can be edited; this task is {task.status}")
     _validate(node=assigned_node, locked_at=locked_at)
+    if node_selector is not UNCHANGED:
+        task.node_selector = node_selector or None
+    check_node_matches(assigned_node, task.node_selector)
     task.name, task.details = name, details
     task.assigned_node, task.locked_at = assigned_node, locked_at
     if payload is not UNCHANGED:
         task.payload = payload
+    if priority is not UNCHANGED:
+        task.priority = priority
     task.full_clean()
     task.save()
     return task
@@ -325,9 +358,10 @@ def _lock_ids(tasks, *, limit: int | None = None) -> list:
     return [row.pk for row in locked]
 
 
-def _fail(ids: list, *, actor, cause: str) -> int:
-    """Fail the tasks with these `ids`, which the caller has locked, for `cause`, each
-    with a history row naming `actor`: two statements whatever the count.
+def _fail(ids: list, *, actor, cause: str, reason: str = "") -> int:
+    """Fail the tasks with these `ids`, which the caller has locked, for `cause` (and
+    `reason`, the task's failureReason), each with a history row naming `actor`: two
+    statements whatever the count.
 
     They select by id alone: with any other condition SQLite's planner walks
     the deadline index past every expired task, for every batch.
@@ -337,7 +371,7 @@ def _fail(ids: list, *, actor, cause: str) -> int:
     now = timezone.now()
     _record_failures(batch, actor=actor, cause=cause, now=now)
     failed = batch.update(
-        status=TaskStatus.FAILED, failure_cause=cause, failure_reason="", updated_at=now
+        status=TaskStatus.FAILED, failure_cause=cause, failure_reason=reason, updated_at=now
     )
     transaction.on_commit(lambda: FAILURES.labels(cause).inc(failed))
     return failed
@@ -449,6 +483,8 @@ class FailoverCounts:
     reassigned: int = 0  # given to an alive node as pending
     stranded: int = 0  # would have moved, but no node was alive to take them
     held: int = 0  # down nodes left alone: too many at once (FAILOVER_MAX_DOWN_SHARE)
+    # Failed for a human: no alive node matches their selector, or pinned (a broadcast's).
+    unplaced: int = 0
 
     def __add__(self, other: "FailoverCounts") -> "FailoverCounts":
         return FailoverCounts(
@@ -456,6 +492,7 @@ class FailoverCounts:
             self.reassigned + other.reassigned,
             self.stranded + other.stranded,
             self.held + other.held,
+            self.unplaced + other.unplaced,
         )
 
 
@@ -510,6 +547,8 @@ def tasks_fail_over(
                     "status",
                     "attempts",
                     "locked_at",
+                    "node_selector",
+                    "pinned",
                 )[:batch_size]
             )
             counts = _fail_over(rows, now=now) if rows else FailoverCounts()
@@ -518,6 +557,12 @@ def tasks_fail_over(
                 logger.warning(
                     "no alive node to take over tasks",
                     extra={"event": "failover_stranded", "stranded_count": totals.stranded},
+                )
+            if totals.unplaced:
+                logger.warning(
+                    "tasks of down nodes failed for a human: no alive node matches their "
+                    "nodeSelector, or they are pinned to their node",
+                    extra={"event": "failover_unplaced", "unplaced_count": totals.unplaced},
                 )
             return totals
         totals += counts
@@ -555,43 +600,66 @@ def _fail_over(rows: list, *, now: datetime) -> FailoverCounts:
         }
     rows = [row for row in rows if UUID(str(row.assigned_node_id)) in still_down]
     max_attempts = settings.TASK_MAX_ATTEMPTS
+    to_move = [row for row in rows if row.attempts < max_attempts]
+    placement = Placement(now=now, alive_only=True)
+    targets, unplaced = {}, {}
+    if placement:  # no node alive at all: everything stays where it is (stranded)
+        for row in to_move:
+            selector = _json_value(row.node_selector)
+            target = None if row.pinned else placement.pick(selector)
+            if target is None:
+                unplaced[row.pk] = PINNED_REASON if row.pinned else NO_MATCH_REASON
+            else:
+                targets[row.pk] = target
     to_fail = [
         row.pk
         for row in rows
-        if row.status == TaskStatus.IN_PROGRESS or row.attempts >= max_attempts
+        if row.pk not in unplaced
+        and (row.status == TaskStatus.IN_PROGRESS or row.attempts >= max_attempts)
     ]
     failed = _fail(to_fail, actor=None, cause=FailureCause.NODE_LOST) if to_fail else 0
-    to_move = [row for row in rows if row.attempts < max_attempts]
+    for reason in set(unplaced.values()):
+        ids = [pk for pk, why in unplaced.items() if why == reason]
+        failed += _fail(ids, actor=None, cause=FailureCause.NODE_LOST, reason=reason)
+    if unplaced:
+        logger.warning(
+            "tasks of down nodes failed for a human: nowhere they may go",
+            extra={
+                "event": "failover_unplaced",
+                "task_ids": [str(UUID(str(pk))) for pk in unplaced],
+            },
+        )
+    counts = FailoverCounts(failed=failed, unplaced=len(unplaced))
     if not to_move:
-        return FailoverCounts(failed=failed)
-    targets = _least_loaded_first(now=now)
-    if not targets:
-        return FailoverCounts(failed=failed, stranded=len(to_move))
-    _move(to_move, targets=targets, now=now)
-    transaction.on_commit(lambda: REASSIGNMENTS.labels("failover").inc(len(to_move)))
-    return FailoverCounts(failed=failed, reassigned=len(to_move))
+        return counts
+    if not placement:
+        return counts + FailoverCounts(stranded=len(to_move))
+    moving = [(row, targets[row.pk]) for row in to_move if row.pk in targets]
+    if moving:
+        _move(moving, now=now)
+        transaction.on_commit(lambda: REASSIGNMENTS.labels("failover").inc(len(moving)))
+    return counts + FailoverCounts(reassigned=len(moving))
 
 
-def _least_loaded_first(*, now: datetime) -> list:
-    """A heap of (open task count, id text, id) over the alive active nodes."""
-    alive = list(Node.objects.alive(now).values_list("pk", flat=True))
-    loads = Task.objects.filter(assigned_node_id__in=alive).open_counts_by_node()
-    heap = [(loads.get(pk, (0, 0))[0], str(pk), pk) for pk in alive]
-    heapq.heapify(heap)
-    return heap
+# Why failover failed a task instead of moving it: its failureReason.
+NO_MATCH_REASON = "failover: no alive schedulable node matches its nodeSelector"
+PINNED_REASON = "failover: pinned to its node (one of a broadcast's tasks)"
 
 
-def _move(rows: list, *, targets: list, now: datetime) -> None:
-    """Give each task to the least-loaded target as pending, with a fresh deadline,
-    and write its history rows: one UPDATE per target and deadline rule."""
+def _json_value(text):
+    """A JSON column's driver value (text, or None for SQL NULL), parsed."""
+    return None if text is None else json.loads(text)
+
+
+def _move(moves: list, *, now: datetime) -> None:
+    """Give each task (a driver row) to its target (placement's pick) as pending, with a
+    fresh deadline, and write its history rows: one UPDATE per target and deadline rule."""
     floor = fresh_deadline(now, now)
     # After the failure rows `_fail` just stamped, so history reads in order.
     moved_at = timezone.now()
     groups: dict[tuple, list] = {}
     history = []
-    for row in rows:
-        load, key, target = heapq.heappop(targets)
-        heapq.heappush(targets, (load + 1, key, target))
+    for row, target in moves:
         task_id, old_node = UUID(str(row.pk)), str(UUID(str(row.assigned_node_id)))
         deadline = row.locked_at
         if timezone.is_naive(deadline):  # the driver's values are UTC

@@ -26,7 +26,7 @@ from taskmgmt.errors import error_responses
 from taskmgmt.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 from tasks import services
 from tasks.actor import acting_as
-from tasks.models import Task, TaskStatus
+from tasks.models import PRIORITY_DEFAULT, Task, TaskStatus
 from tasks.pagination import CappedKeysetPagination, KeysetPagination
 from tasks.permissions import IsAssignedNodeOrAdmin, IsNodeWithOwnTasks
 from tasks.selectors import TaskRow, active_task_row, task_rows
@@ -85,6 +85,19 @@ def validated_fast(serializer_class, request) -> dict:
     if errors:
         raise ValidationError(errors)
     return values
+
+
+def create_arguments(data: dict) -> dict:
+    """`services.task_create`'s arguments from a validated create body (`TaskFieldsSerializer`)."""
+    return {
+        "name": data["taskName"],
+        "details": data["taskDetails"],
+        "assigned_node": data.get("assignedNode"),
+        "locked_at": data["lockedAt"],
+        "payload": data.get("payload"),
+        "node_selector": data.get("nodeSelector"),
+        "priority": data.get("priority", PRIORITY_DEFAULT),
+    }
 
 
 def existing_task(service: Callable[..., Task], **arguments) -> Task:
@@ -150,13 +163,7 @@ class TaskViewSet(viewsets.GenericViewSet):
     @idempotent
     def create(self, request):
         data = validated(TaskFieldsSerializer, request)
-        task = services.task_create(
-            name=data["taskName"],
-            details=data["taskDetails"],
-            assigned_node=data["assignedNode"],
-            locked_at=data["lockedAt"],
-            payload=data.get("payload"),
-        )
+        task = services.task_create(**create_arguments(data))
         return task_response(task, HTTP_201_CREATED)
 
     @extend_schema(
@@ -170,7 +177,8 @@ class TaskViewSet(viewsets.GenericViewSet):
     def update(self, request):
         data = validated(TaskEditSerializer, request)
         # Sent or not, not null or not: an edit without `payload` keeps the task's.
-        payload = {"payload": data["payload"]} if "payload" in data else {}
+        kept = {"payload": "payload", "nodeSelector": "node_selector", "priority": "priority"}
+        sent = {argument: data[field] for field, argument in kept.items() if field in data}
         task = existing_task(
             services.task_update,
             task_id=data["taskId"],
@@ -178,7 +186,7 @@ class TaskViewSet(viewsets.GenericViewSet):
             details=data["taskDetails"],
             assigned_node=data["assignedNode"],
             locked_at=data["lockedAt"],
-            **payload,
+            **sent,
         )
         return task_response(task)
 
