@@ -10,7 +10,7 @@ DEV_ENV := DEBUG=$${DEBUG:-true}
 # Exits 0 (true) when the database has no users yet: `make run` then loads the demo.
 DATABASE_IS_EMPTY := from accounts.models import User; raise SystemExit(User.objects.exists())
 
-.PHONY: run test lint format serve bench-sweep bench-load bench-dashboard bench-login-flood setup system-deps browser-deps clean
+.PHONY: run test lint format serve bench-sweep bench-load bench-dashboard bench-bulk bench-login-flood setup system-deps browser-deps clean
 
 run: $(VENV)/.installed .env
 	$(DEV_ENV) $(BIN)/python manage.py migrate --noinput -v 0
@@ -62,6 +62,11 @@ bench-login-flood: $(VENV)/.installed
 # own (BENCH_DB_NAME, default taskmgmt_bench_dashboard) on DATABASE_URL's server, else SQLite.
 bench-dashboard: $(VENV)/.installed
 	$(BIN)/python bench/dashboard.py $(or $(N),1000000)
+
+# Bulk create benchmark (docs/placement.md): one request of N tasks, default 1000, against
+# N single creates. SQLite unless DATABASE_URL=mysql://…, whose server gets taskmgmt_bulk_bench.
+bench-bulk: $(VENV)/.installed
+	$(BIN)/python bench/bulk.py $(or $(N),1000)
 
 # The browser tests (tests/browser/, tests/test_docs.py) are part of the suite: chromium too.
 test: $(VENV)/.installed | browser-deps

@@ -14,6 +14,7 @@ from uuid import UUID
 from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.settings import api_settings
 
 from accounts.models import User
 from accounts.serializers import UserDetailsSerializer
@@ -433,3 +434,50 @@ class TaskProgressSerializer(serializers.Serializer):
             "checkpoint, across reassignments. Left out, the last one stays."
         ),
     )
+
+
+class TaskBulkItemSerializer(TaskFieldsSerializer):
+    """One task of a bulk create: a create body. Its node is resolved with the others'
+    in one query (tasks.services.tasks_create_bulk), not one query per item."""
+
+    assignedNode = IdField(
+        required=False,
+        help_text="The node; optional with nodeSelector (then the server picks one that matches).",
+    )
+
+
+class TaskBulkSerializer(serializers.Serializer):
+    tasks = TaskBulkItemSerializer(
+        many=True, help_text="1 to BULK_MAX_TASKS create bodies; all are created, or none."
+    )
+
+
+class TasksEnvelopeSerializer(serializers.Serializer):
+    tasks = TaskSerializer(many=True, read_only=True, help_text="In the order sent.")
+
+
+def bulk_items(data) -> list[dict]:
+    """The validated items of a bulk body `{tasks: [...]}`; a 400 naming each bad item's
+    index and field (`tasks[3].lockedAt`) otherwise. One serializer for every item: DRF's
+    fields are bound once, not copied per item (a thousand items)."""
+    items = data.get("tasks") if isinstance(data, dict) else None
+    limit = settings.BULK_MAX_TASKS
+    if not isinstance(items, list):
+        raise serializers.ValidationError({"tasks": ["Must be a list of task create bodies."]})
+    if not 1 <= len(items) <= limit:
+        raise serializers.ValidationError(
+            {"tasks": [f"Must hold 1 to {limit} tasks; this holds {len(items)}."]}
+        )
+    item_serializer = TaskBulkItemSerializer()
+    validated, errors = [], {}
+    for index, item in enumerate(items):
+        try:
+            validated.append(item_serializer.run_validation(item))
+        except serializers.ValidationError as error:
+            detail = error.detail if isinstance(error.detail, dict) else {None: error.detail}
+            for field, messages in detail.items():
+                whole = field in (None, api_settings.NON_FIELD_ERRORS_KEY)  # not an object
+                errors[f"tasks[{index}]" if whole else f"tasks[{index}].{field}"] = messages
+    if errors:
+        raise serializers.ValidationError(errors)
+    return validated

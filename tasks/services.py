@@ -18,8 +18,9 @@ from django.db import transaction
 from django.db.models import DateTimeField, UUIDField, Value
 from django.utils import timezone
 
+from accounts.models import Role, User
 from nodes import heartbeats
-from nodes.models import Node, liveness_cutoffs
+from nodes.models import Node, labels_by_node, labels_match, liveness_cutoffs
 from nodes.services import node_heartbeat
 from taskmgmt.metrics import CLAIM_LATENCY, FAILURES, REASSIGNMENTS
 from taskmgmt.sql import driver_rows, get_one, insert_select, select_one, update_rows, with_ids
@@ -43,7 +44,7 @@ from tasks.models import (
     validate_future,
     validate_node,
 )
-from tasks.placement import Placement, check_node_matches, node_for
+from tasks.placement import NoNodeMatches, Placement, check_node_matches, node_for
 
 logger = logging.getLogger("taskmgmt.sweep")
 
@@ -122,6 +123,99 @@ def task_create(
     task.full_clean()
     task.save()
     return task
+
+
+@transaction.atomic
+def tasks_create_bulk(*, tasks: list[dict]) -> list[Task]:
+    """Create many tasks at once, all or none: each item is `task_create`'s arguments,
+    `assigned_node` a node's id or None (then placement picks, as for one task).
+
+    Set-based: one query for the named nodes, one for the fleet when placement is
+    needed, then the tasks and their `initial_assign` rows in bulk INSERTs; no signal
+    fires for bulk inserts, so the rows are written here, in the same transaction.
+    Bad items are a ValidationError naming each one's index and field (`tasks[3].…`)."""
+    now = timezone.now()
+    named = {item["assigned_node"] for item in tasks if item.get("assigned_node") is not None}
+    nodes = {
+        pk: (role, active)
+        for pk, role, active in User.objects.filter(pk__in=named).values_list(
+            "pk", "role", "is_active"
+        )
+    }
+    labels = labels_by_node(named) if named else {}
+    errors = {}
+    for index, item in enumerate(tasks):
+        node_id = item.get("assigned_node")
+        if node_id is None:
+            continue
+        problem = _node_problem(nodes.get(node_id), labels.get(node_id, {}), item)
+        if problem:
+            errors[f"tasks[{index}].assignedNode"] = [problem]
+    if errors:
+        raise ValidationError(errors)
+    placement = None
+    rows = []
+    for index, item in enumerate(tasks):
+        selector = item.get("node_selector") or None
+        node_id = item.get("assigned_node")
+        if node_id is None:
+            placement = placement or Placement(now=now)
+            node_id = placement.pick(selector)
+            if node_id is None:
+                raise NoNodeMatches(f"no node matches tasks[{index}]'s nodeSelector")
+        rows.append(
+            Task(
+                name=item["name"],
+                details=item["details"],
+                assigned_node_id=node_id,
+                locked_at=item["locked_at"],
+                payload=item.get("payload"),
+                node_selector=selector,
+                priority=item.get("priority", PRIORITY_DEFAULT),
+                created_at=now,
+            )
+        )
+    return _insert_new(rows, now=now)
+
+
+def _node_problem(node: tuple | None, labels: dict, item: dict) -> str | None:
+    """Why a bulk item may not name this node (its (role, is_active), None if unknown)."""
+    if node is None:
+        return "No user has this id."
+    role, active = node
+    if role != Role.NODE:
+        return "Tasks can only be assigned to a node, not an admin."
+    if not active:
+        return "Tasks can only be assigned to an active node."
+    if not labels_match(labels, item.get("node_selector")):
+        return "This node does not match the task's nodeSelector."
+    return None
+
+
+def _insert_new(tasks: list[Task], *, now: datetime) -> list[Task]:
+    """INSERT new tasks and their `initial_assign` rows, by the acting user, in bulk."""
+    Task.objects.bulk_create(tasks, batch_size=BULK_INSERT_BATCH)
+    actor = current_actor()
+    TaskHistory.objects.bulk_create(
+        [
+            TaskHistory(
+                task_id=task.pk,
+                action=HistoryAction.INITIAL_ASSIGN,
+                to_value=str(task.assigned_node_id),
+                performed_by=actor,
+                created_at=now,
+            )
+            for task in tasks
+        ],
+        batch_size=BULK_INSERT_BATCH,
+    )
+    for task in tasks:
+        task.remember_saved_values()
+    return tasks
+
+
+# Rows per INSERT of a bulk create: within SQLite's bound parameters, few round trips.
+BULK_INSERT_BATCH = 500
 
 
 @transaction.atomic

@@ -34,13 +34,16 @@ from tasks.serializers import (
     FailedCountSerializer,
     ProfileSerializer,
     TaskAssignSerializer,
+    TaskBulkSerializer,
     TaskEditSerializer,
     TaskEnvelopeSerializer,
     TaskFieldsSerializer,
     TaskHistoryEnvelopeSerializer,
     TaskProgressSerializer,
+    TasksEnvelopeSerializer,
     TaskSerializer,
     TaskStatusSerializer,
+    bulk_items,
     task_representation,
 )
 
@@ -122,6 +125,7 @@ class TaskViewSet(viewsets.GenericViewSet):
     # Who may call each action; object-level checks happen in `get_object()`.
     action_permissions = {
         "create": [IsAdminRole],
+        "bulk": [IsAdminRole],
         "update": [IsAdminRole],
         "assign": [IsAdminRole],
         "destroy": [IsAdminRole],
@@ -165,6 +169,27 @@ class TaskViewSet(viewsets.GenericViewSet):
         data = validated(TaskFieldsSerializer, request)
         task = services.task_create(**create_arguments(data))
         return task_response(task, HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Create up to BULK_MAX_TASKS tasks at once, all or none (admin)",
+        description=(
+            "Each item is a create body. Any bad item: a 400 naming its index and field "
+            "(`tasks[3].lockedAt`), nothing created. 201 with the tasks in the order sent."
+        ),
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
+        request=TaskBulkSerializer,
+        responses={
+            201: TasksEnvelopeSerializer,
+            **error_responses(400, 401, 403, 409, 413, 415, 422, 429),
+        },
+    )
+    @idempotent
+    def bulk(self, request):
+        items = [create_arguments(item) for item in bulk_items(request.data)]
+        tasks = services.tasks_create_bulk(tasks=items)
+        return Response(
+            {"tasks": [task_representation(task) for task in tasks]}, status=HTTP_201_CREATED
+        )
 
     @extend_schema(
         summary="Edit a pending task (admin)",
