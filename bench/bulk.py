@@ -6,8 +6,8 @@ times, in this process (the DRF view, serializers and queries; no network), one
 POST /api/tasks/bulk of N tasks (default 1,000, BULK_MAX_TASKS) against N POST
 /api/tasks of the same bodies, each the median of --runs after one warm-up, and
 prints both and their ratio, and the CPU this process spent on a bulk request
-(steadier than wall-clock time on a busy machine; the database's work is not in it). Half the bulk items name a node, half carry a
-nodeSelector for placement to resolve.
+(steadier than wall-clock time on a busy machine; the database's work is not in
+it). Half the bulk items name a node, half carry a nodeSelector for placement.
 """
 
 import argparse
