@@ -452,6 +452,21 @@ class TaskBulkSerializer(serializers.Serializer):
     )
 
 
+class TaskBroadcastSerializer(serializers.Serializer):
+    taskName = StringField(max_length=255)
+    taskDetails = StringField(max_length=10_000)
+    lockedAt = DeadlineField(help_text="The deadline: ISO 8601, in the future; no offset = UTC.")
+    payload = JSONValueField(
+        limit="TASK_PAYLOAD_MAX_BYTES",
+        help_text="Every task's input: any JSON value, at most TASK_PAYLOAD_MAX_BYTES as JSON.",
+    )
+    nodeSelector = LabelsField(
+        required=False,
+        help_text="One task for every schedulable node with these labels; {} or none: every one.",
+    )
+    priority = PriorityField(required=False)
+
+
 class TasksEnvelopeSerializer(serializers.Serializer):
     tasks = TaskSerializer(many=True, read_only=True, help_text="In the order sent.")
 

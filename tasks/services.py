@@ -178,6 +178,43 @@ def tasks_create_bulk(*, tasks: list[dict]) -> list[Task]:
     return _insert_new(rows, now=now)
 
 
+@transaction.atomic
+def tasks_broadcast(
+    *,
+    name: str,
+    details: str,
+    locked_at: datetime,
+    payload=None,
+    node_selector: dict | None = None,
+    priority: int = PRIORITY_DEFAULT,
+) -> list[Task]:
+    """One task for every active schedulable node matching `node_selector` (every such
+    node when empty), whatever its liveness, by name: 409 when none does. Each keeps the
+    selector and is pinned to its node: failover fails it rather than hand a node a
+    second one of the broadcast. One transaction, bulk INSERTs (as tasks_create_bulk)."""
+    _validate(locked_at=locked_at)
+    selector = node_selector or None
+    now = timezone.now()
+    targets = Placement(now=now).matching(selector)
+    if not targets:
+        raise NoNodeMatches("no node matches: no schedulable node has the nodeSelector's labels")
+    tasks = [
+        Task(
+            name=name,
+            details=details,
+            assigned_node_id=node.id,
+            locked_at=locked_at,
+            payload=payload,
+            node_selector=selector,
+            priority=priority,
+            pinned=True,
+            created_at=now,
+        )
+        for node in sorted(targets, key=lambda node: node.key)
+    ]
+    return _insert_new(tasks, now=now)
+
+
 def _node_problem(node: tuple | None, labels: dict, item: dict) -> str | None:
     """Why a bulk item may not name this node (its (role, is_active), None if unknown)."""
     if node is None:

@@ -34,6 +34,7 @@ from tasks.serializers import (
     FailedCountSerializer,
     ProfileSerializer,
     TaskAssignSerializer,
+    TaskBroadcastSerializer,
     TaskBulkSerializer,
     TaskEditSerializer,
     TaskEnvelopeSerializer,
@@ -126,6 +127,7 @@ class TaskViewSet(viewsets.GenericViewSet):
     action_permissions = {
         "create": [IsAdminRole],
         "bulk": [IsAdminRole],
+        "broadcast": [IsAdminRole],
         "update": [IsAdminRole],
         "assign": [IsAdminRole],
         "destroy": [IsAdminRole],
@@ -187,6 +189,34 @@ class TaskViewSet(viewsets.GenericViewSet):
     def bulk(self, request):
         items = [create_arguments(item) for item in bulk_items(request.data)]
         tasks = services.tasks_create_bulk(tasks=items)
+        return Response(
+            {"tasks": [task_representation(task) for task in tasks]}, status=HTTP_201_CREATED
+        )
+
+    @extend_schema(
+        summary="One task for every schedulable node matching nodeSelector (admin)",
+        description=(
+            "Each task is pinned to its node: failover fails it for a human rather than "
+            "move it. 409 when no node matches; one transaction."
+        ),
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
+        request=TaskBroadcastSerializer,
+        responses={
+            201: TasksEnvelopeSerializer,
+            **error_responses(400, 401, 403, 409, 413, 415, 422, 429),
+        },
+    )
+    @idempotent
+    def broadcast(self, request):
+        data = validated(TaskBroadcastSerializer, request)
+        tasks = services.tasks_broadcast(
+            name=data["taskName"],
+            details=data["taskDetails"],
+            locked_at=data["lockedAt"],
+            payload=data.get("payload"),
+            node_selector=data.get("nodeSelector"),
+            priority=data.get("priority", PRIORITY_DEFAULT),
+        )
         return Response(
             {"tasks": [task_representation(task) for task in tasks]}, status=HTTP_201_CREATED
         )
