@@ -14,21 +14,25 @@ from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
 
 from accounts.models import Role, User
-from tasks.forms import ReassignForm
+from nodes.models import NodeLabels
+from tasks.forms import LabelReassignForm, ReassignForm
 from tasks.models import (
     EDITED_FIELDS,
     OPEN_STATUSES,
+    PRIORITY_DEFAULT,
     HistoryAction,
     Task,
     TaskHistory,
     TaskStatus,
     validate_future,
 )
+from tasks.placement import NoNodeMatches
 from tasks.services import (
     task_create,
     task_update,
     tasks_fail,
     tasks_reassign,
+    tasks_reassign_by_selector,
     tasks_set_active,
 )
 
@@ -156,6 +160,49 @@ class DeletedFilter(admin.SimpleListFilter):
         return queryset if chosen == "all" else queryset.filter(active=True)
 
 
+class NodeLabelFilter(admin.SimpleListFilter):
+    """Tasks whose node has a label (`gpu=true`): offered from the labels nodes have now."""
+
+    title = "node label"
+    parameter_name = "node_label"
+
+    def lookups(self, request, model_admin):
+        pairs = {
+            f"{key}={value}"
+            for labels in NodeLabels.objects.values_list("labels", flat=True)
+            for key, value in labels.items()
+        }
+        return [(pair, pair) for pair in sorted(pairs)]
+
+    def queryset(self, request, queryset):
+        if not self.value() or "=" not in self.value():
+            return queryset
+        key, _, value = self.value().partition("=")
+        nodes = [
+            node_id
+            for node_id, labels in NodeLabels.objects.values_list("node_id", "labels")
+            if labels.get(key) == value
+        ]
+        return queryset.filter(assigned_node_id__in=nodes)
+
+
+class PriorityFilter(admin.SimpleListFilter):
+    title = "priority"
+    parameter_name = "priority_band"
+    BANDS = {
+        "high": ("Above the default", Q(priority__gt=PRIORITY_DEFAULT)),
+        "default": (f"The default ({PRIORITY_DEFAULT})", Q(priority=PRIORITY_DEFAULT)),
+        "low": ("Below the default", Q(priority__lt=PRIORITY_DEFAULT)),
+    }
+
+    def lookups(self, request, model_admin):
+        return [(band, label) for band, (label, _) in self.BANDS.items()]
+
+    def queryset(self, request, queryset):
+        band = self.BANDS.get(self.value())
+        return queryset.filter(band[1]) if band else queryset
+
+
 class NodeFilter(admin.RelatedFieldListFilter):
     """Only nodes can hold tasks, so only nodes are offered."""
 
@@ -266,7 +313,17 @@ def is_editable(task) -> bool:
 class TaskAdminForm(forms.ModelForm):
     class Meta:
         model = Task
-        fields = ["name", "details", "assigned_node", "locked_at"]
+        fields = ["name", "details", "assigned_node", "locked_at", "priority", "node_selector"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Left empty (or out, by an older form): the default, as in the API.
+        if "priority" in self.fields:  # not when the task is read-only
+            self.fields["priority"].required = False
+
+    def clean_priority(self):
+        priority = self.cleaned_data["priority"]
+        return PRIORITY_DEFAULT if priority is None else priority
 
     def clean(self):
         cleaned = super().clean()
@@ -338,6 +395,7 @@ class TaskAdmin(admin.ModelAdmin):
         "task_name",
         "node",
         "status_badge",
+        "priority",
         "deadline",
         "overdue",
         "progress",
@@ -349,6 +407,8 @@ class TaskAdmin(admin.ModelAdmin):
         "status",
         "failure_cause",
         ("assigned_node", NodeFilter),
+        NodeLabelFilter,
+        PriorityFilter,
         OverdueFilter,
     ]
     # Also a node's email: see get_search_results.
@@ -362,6 +422,7 @@ class TaskAdmin(admin.ModelAdmin):
     show_full_result_count = False
     readonly_fields = [
         "id",
+        "pinned",
         "status",
         "attempts",
         "failure_cause",
@@ -380,6 +441,9 @@ class TaskAdmin(admin.ModelAdmin):
         "details",
         "assigned_node",
         "locked_at",
+        "priority",
+        "node_selector",
+        "pinned",
         "status",
         "attempts",
         "failure_cause",
@@ -391,7 +455,7 @@ class TaskAdmin(admin.ModelAdmin):
         "active",
     ]
     inlines = [TaskHistoryInline]
-    actions = ["reassign", "mark_failed", "soft_delete", "restore"]
+    actions = ["reassign", "reassign_by_label", "mark_failed", "soft_delete", "restore"]
 
     class Media:
         css = {"all": ["tasks/admin.css"]}
@@ -568,6 +632,38 @@ class TaskAdmin(admin.ModelAdmin):
             intro=(
                 "These tasks go back to pending for the chosen node. "
                 "Completed and soft-deleted tasks are left as they are."
+            ),
+            submit="Reassign",
+            form=form,
+        )
+
+    @admin.action(description="Reassign selected tasks to the least-loaded nodes with labels")
+    def reassign_by_label(self, request, queryset):
+        form = LabelReassignForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            eligible, skipped = skipped_by_reason(queryset, "reassign")
+            try:
+                done = len(
+                    tasks_reassign_by_selector(
+                        task_ids=queryset.values_list("pk", flat=True),
+                        selector=form.cleaned_data["labels"],
+                        locked_at=form.cleaned_data["locked_at"],
+                    )
+                )
+            except (ValidationError, NoNodeMatches) as error:
+                text = "; ".join(error.messages) if isinstance(error, ValidationError) else error
+                self.message_user(request, str(text), messages.ERROR)
+                return None
+            self.report(request, outcome("Reassigned", done, eligible, skipped), skipped, done)
+            return None
+        return self.confirmation(
+            request,
+            queryset,
+            action="reassign_by_label",
+            intro=(
+                "These tasks go back to pending, each to the least-loaded schedulable node "
+                "with these labels (alive first). Completed and soft-deleted tasks are left "
+                "as they are."
             ),
             submit="Reassign",
             form=form,

@@ -7,7 +7,7 @@ from django import forms
 from django.conf import settings
 from django.utils import timezone
 
-from nodes.models import Node
+from nodes.models import Node, labels_errors
 from tasks.models import validate_future
 
 
@@ -34,6 +34,39 @@ class ReassignForm(forms.Form):
             self.fields["locked_at"].initial = (
                 timezone.now() + timedelta(minutes=settings.REASSIGN_DEADLINE_MINUTES)
             ).strftime("%Y-%m-%dT%H:%M")
+
+    def clean_locked_at(self):
+        locked_at = self.cleaned_data["locked_at"]
+        if locked_at is not None:
+            validate_future(locked_at)
+        return locked_at
+
+
+def parsed_labels(text: str) -> dict:
+    """`key=value, key=value` (as pages show labels) as a dict; ValidationError if malformed."""
+    labels = {}
+    for part in filter(None, (part.strip() for part in text.split(","))):
+        key, equals, value = part.partition("=")
+        if not equals:
+            raise forms.ValidationError(f"{part!r}: write labels as key=value.")
+        labels[key.strip()] = value.strip()
+    errors = labels_errors(labels)
+    if errors:
+        raise forms.ValidationError(errors)
+    return labels
+
+
+class LabelReassignForm(forms.Form):
+    """The list's "reassign by label": placement picks a node with these labels per task."""
+
+    labels = forms.CharField(
+        label="Node labels",
+        help_text="key=value, comma-separated (e.g. gpu=true, region=eu): every one must match.",
+    )
+    locked_at = ReassignForm.base_fields["locked_at"]
+
+    def clean_labels(self):
+        return parsed_labels(self.cleaned_data["labels"])
 
     def clean_locked_at(self):
         locked_at = self.cleaned_data["locked_at"]

@@ -577,6 +577,37 @@ def tasks_reassign(
     return [task_id for task_id, *_ in locked]
 
 
+@transaction.atomic
+def tasks_reassign_by_selector(
+    *, task_ids: Iterable[UUID], selector: dict, locked_at: datetime | None = None
+) -> list[UUID]:
+    """Give many tasks to the nodes matching `selector`, each to the least-loaded one
+    placement picks (tasks.placement), as `tasks_reassign` gives them to one node.
+
+    409 (NoNodeMatches) when no node matches; completed and soft-deleted tasks are left
+    alone. Returns the ids it changed."""
+    movable = list(
+        Task.objects.filter(pk__in=list(task_ids), active=True)
+        .exclude(status=TaskStatus.COMPLETED)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    if not movable:
+        return []
+    placement = Placement(now=timezone.now())
+    by_node: dict[UUID, list[UUID]] = {}
+    for task_id in movable:
+        node_id = placement.pick(selector)
+        if node_id is None:
+            raise NoNodeMatches("no node matches: no schedulable node has these labels")
+        by_node.setdefault(node_id, []).append(task_id)
+    nodes = Node.objects.in_bulk(list(by_node))
+    changed = []
+    for node_id, ids in by_node.items():
+        changed += tasks_reassign(task_ids=ids, node=nodes[node_id], locked_at=locked_at)
+    return changed
+
+
 def tasks_expire(
     *,
     batch_size: int,

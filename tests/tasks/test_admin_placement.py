@@ -1,0 +1,100 @@
+"""Placement in the admin site: tasks filtered by node label and by priority, the task
+form's priority and selector, and "reassign by label" through placement."""
+
+import pytest
+from django.contrib.messages import get_messages
+from django.urls import reverse
+from django.utils import timezone
+
+from nodes.models import NodeLabels
+from tasks.models import HistoryAction, TaskStatus
+from tests.factories import NodeFactory, TaskFactory
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = reverse("admin:tasks_task_changelist")
+
+
+def labelled(labels, **fields):
+    node = NodeFactory(**fields)
+    NodeLabels.objects.create(node=node, labels=labels)
+    return node
+
+
+def listed(client, query) -> set:
+    response = client.get(f"{CHANGELIST}?{query}")
+    assert response.status_code == 200
+    return {task.pk for task in response.context["cl"].result_list}
+
+
+def test_tasks_filter_by_their_nodes_label(admin_site_client):
+    gpu, cpu = labelled({"gpu": "true"}), labelled({"gpu": "false", "region": "eu"})
+    on_gpu, on_cpu = TaskFactory(assigned_node=gpu), TaskFactory(assigned_node=cpu)
+
+    page = admin_site_client.get(CHANGELIST).content.decode()
+
+    assert "gpu=true" in page and "region=eu" in page
+    assert listed(admin_site_client, "node_label=gpu%3Dtrue") == {on_gpu.pk}
+    assert listed(admin_site_client, "node_label=region%3Deu") == {on_cpu.pk}
+
+
+def test_tasks_filter_by_priority_band(admin_site_client):
+    high, default, low = (TaskFactory(priority=p) for p in (90, 50, 5))
+
+    assert listed(admin_site_client, "priority_band=high") == {high.pk}
+    assert listed(admin_site_client, "priority_band=default") == {default.pk}
+    assert listed(admin_site_client, "priority_band=low") == {low.pk}
+
+
+def test_reassign_by_label_spreads_tasks_over_the_matching_nodes(admin_site_client, admin_user):
+    now = timezone.now()
+    gpus = [labelled({"gpu": "true"}, last_seen=now) for _ in range(2)]
+    labelled({"gpu": "false"}, last_seen=now)
+    tasks = TaskFactory.create_batch(4, status=TaskStatus.FAILED)
+    done = TaskFactory(status=TaskStatus.COMPLETED)
+
+    response = admin_site_client.post(
+        CHANGELIST,
+        {
+            "action": "reassign_by_label",
+            "_selected_action": [t.pk for t in [*tasks, done]],
+            "apply": "Reassign",
+            "labels": "gpu=true",
+            "locked_at": "2099-07-01T09:30",
+        },
+    )
+
+    assert response.status_code == 302
+    messages = [str(m) for m in get_messages(response.wsgi_request)]
+    assert messages == ["Reassigned 4 task(s). Skipped 1: 1 completed."]
+    for task in tasks:
+        task.refresh_from_db()
+        assert task.status == TaskStatus.PENDING
+        row = task.history.get(action=HistoryAction.ASSIGNEE_CHANGE)
+        assert row.performed_by_id == admin_user.pk
+    holders = sorted(str(t.assigned_node_id) for t in tasks)
+    assert holders == sorted([str(n.pk) for n in gpus] * 2)
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"), [("gpu=true", "no node matches"), ("GPU", "key=value")]
+)
+def test_reassign_by_label_with_no_match_or_bad_labels_moves_nothing(
+    admin_site_client, labels, message
+):
+    task = TaskFactory(status=TaskStatus.FAILED)
+    data = {
+        "action": "reassign_by_label",
+        "_selected_action": [task.pk],
+        "apply": "Reassign",
+        "labels": labels,
+        "locked_at": "",
+    }
+
+    response = admin_site_client.post(CHANGELIST, data)
+
+    assert message in response.content.decode() + " ".join(
+        str(m) for m in get_messages(response.wsgi_request)
+    )
+    task.refresh_from_db()
+    assert task.status == TaskStatus.FAILED
