@@ -4,10 +4,10 @@ from urllib.parse import urlencode
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, Prefetch, Q
-from django.shortcuts import render
-from django.urls import reverse
+from django.shortcuts import redirect, render
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
@@ -15,7 +15,7 @@ from django.utils.timesince import timesince
 
 from accounts.models import Role, User
 from nodes.models import NodeLabels
-from tasks.forms import LabelReassignForm, ReassignForm
+from tasks.forms import BroadcastForm, LabelReassignForm, ReassignForm
 from tasks.models import (
     EDITED_FIELDS,
     OPEN_STATUSES,
@@ -30,6 +30,7 @@ from tasks.placement import NoNodeMatches
 from tasks.services import (
     task_create,
     task_update,
+    tasks_broadcast,
     tasks_fail,
     tasks_reassign,
     tasks_reassign_by_selector,
@@ -572,6 +573,44 @@ class TaskAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         # Tasks are soft-deleted (see the actions) so their history stays whole.
         return False
+
+    def get_urls(self):
+        broadcast = self.admin_site.admin_view(self.broadcast_view)
+        return [
+            path("broadcast/", broadcast, name="tasks_task_broadcast"),
+            *super().get_urls(),
+        ]
+
+    def broadcast_view(self, request):
+        """One task for every schedulable node with the labels given (tasks_broadcast)."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = BroadcastForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                tasks = tasks_broadcast(
+                    name=data["name"],
+                    details=data["details"],
+                    locked_at=data["locked_at"],
+                    priority=data["priority"],
+                    node_selector=data["labels"],
+                )
+            except NoNodeMatches as error:
+                form.add_error("labels", str(error))
+            else:
+                self.message_user(request, f"Broadcast {len(tasks)} task(s), one per node.")
+                return redirect(CHANGELIST)
+        return render(
+            request,
+            "admin/tasks/task/broadcast.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Broadcast a task to every node with labels",
+                "form": form,
+                "opts": self.model._meta,
+            },
+        )
 
     def save_model(self, request, obj, form, change):
         """Save through the services, the one place the task rules live."""

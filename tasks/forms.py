@@ -8,7 +8,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from nodes.models import Node, labels_errors
-from tasks.models import validate_future
+from tasks.models import PRIORITY_MAX, PRIORITY_MIN, validate_future
 
 
 class ReassignForm(forms.Form):
@@ -72,4 +72,30 @@ class LabelReassignForm(forms.Form):
         locked_at = self.cleaned_data["locked_at"]
         if locked_at is not None:
             validate_future(locked_at)
+        return locked_at
+
+
+class BroadcastForm(forms.Form):
+    """The admin's broadcast: one task for every schedulable node with these labels."""
+
+    name = forms.CharField(max_length=255)
+    details = forms.CharField(widget=forms.Textarea, max_length=10_000)
+    locked_at = forms.DateTimeField(
+        label="Deadline",
+        help_text="A future date and time (UTC).",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+    )
+    priority = forms.IntegerField(min_value=PRIORITY_MIN, max_value=PRIORITY_MAX, initial=50)
+    labels = forms.CharField(
+        label="Node labels",
+        required=False,
+        help_text="key=value, comma-separated; empty: every schedulable node.",
+    )
+
+    def clean_labels(self):
+        return parsed_labels(self.cleaned_data["labels"])
+
+    def clean_locked_at(self):
+        locked_at = self.cleaned_data["locked_at"]
+        validate_future(locked_at)
         return locked_at

@@ -7,7 +7,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from nodes.models import NodeLabels
-from tasks.models import HistoryAction, TaskStatus
+from tasks.models import HistoryAction, Task, TaskHistory, TaskStatus
 from tests.factories import NodeFactory, TaskFactory
 
 pytestmark = pytest.mark.django_db
@@ -98,3 +98,56 @@ def test_reassign_by_label_with_no_match_or_bad_labels_moves_nothing(
     )
     task.refresh_from_db()
     assert task.status == TaskStatus.FAILED
+
+
+BROADCAST = reverse("admin:tasks_task_broadcast")
+
+
+def broadcast_form(labels="gpu=true", **overrides):
+    return {
+        "name": "upgrade",
+        "details": "apt upgrade",
+        "locked_at": "2099-07-01T09:30",
+        "priority": "70",
+        "labels": labels,
+        **overrides,
+    }
+
+
+def test_the_list_links_to_the_broadcast_page(admin_site_client):
+    assert BROADCAST in admin_site_client.get(CHANGELIST).content.decode()
+
+
+def test_an_admin_broadcasts_one_pinned_task_per_matching_node(admin_site_client, admin_user):
+    gpus = [labelled({"gpu": "true"}) for _ in range(2)]
+    labelled({"gpu": "false"})
+
+    response = admin_site_client.post(BROADCAST, broadcast_form())
+
+    assert response.status_code == 302
+    tasks = list(Task.objects.all())
+    assert sorted(t.assigned_node_id for t in tasks) == sorted(n.pk for n in gpus)
+    assert {(t.pinned, t.priority, str(t.node_selector)) for t in tasks} == {
+        (True, 70, "{'gpu': 'true'}")
+    }
+    rows = TaskHistory.objects.filter(action=HistoryAction.INITIAL_ASSIGN)
+    assert set(rows.values_list("performed_by", flat=True)) == {admin_user.pk}
+
+
+@pytest.mark.parametrize(
+    ("form", "message"),
+    [
+        (broadcast_form(), "no node matches"),
+        (broadcast_form(labels="gpu"), "key=value"),
+        (broadcast_form(locked_at="2001-01-01T00:00"), "must be in the future"),
+        (broadcast_form(priority="0"), "greater than or equal to 1"),
+    ],
+)
+def test_a_broadcast_that_cannot_be_done_creates_nothing(admin_site_client, form, message):
+    labelled({"gpu": "false"})
+
+    response = admin_site_client.post(BROADCAST, form)
+
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert not Task.objects.exists()
