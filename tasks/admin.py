@@ -176,6 +176,14 @@ class NodeLabelFilter(admin.SimpleListFilter):
         return [(pair, pair) for pair in sorted(pairs)]
 
     def queryset(self, request, queryset):
+        if self.value() and self.value().startswith("!"):  # nodes without the key at all
+            key = self.value()[1:]
+            nodes = [
+                node_id
+                for node_id, labels in NodeLabels.objects.values_list("node_id", "labels")
+                if key in labels
+            ]
+            return queryset.exclude(assigned_node_id__in=nodes)
         if not self.value() or "=" not in self.value():
             return queryset
         key, _, value = self.value().partition("=")

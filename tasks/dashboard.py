@@ -39,6 +39,7 @@ def _compute(now: datetime) -> dict:
             "oldest_in_progress_age": None,
             "overdue": 0,
             "labels": labels_text(row["label_set"]),
+            "label_set": row["label_set"],
         }
         for row in Node.objects.with_liveness(now)
         .with_labels()

@@ -151,3 +151,26 @@ def test_a_broadcast_that_cannot_be_done_creates_nothing(admin_site_client, form
     assert response.status_code == 200
     assert message in response.content.decode()
     assert not Task.objects.exists()
+
+
+def test_the_dashboard_groups_its_status_by_node_table_by_a_label(admin_site_client):
+    eu = [labelled({"region": "eu"}) for _ in range(2)]
+    us = labelled({"region": "us"})
+    bare = NodeFactory()
+    for node in [*eu, us, bare]:
+        TaskFactory(assigned_node=node)
+    TaskFactory(assigned_node=eu[0], status=TaskStatus.IN_PROGRESS)
+
+    response = admin_site_client.get(reverse("admin:index") + "?group=region")
+
+    rows = {
+        row["name"]: {status: (count, url) for status, count, url in row["cells"]}
+        for row in response.context["group_rows"]
+    }
+    assert list(rows) == ["region=eu", "region=us", "no region label"]
+    assert rows["region=eu"]["pending"][0] == 2
+    assert rows["region=eu"]["in_progress"][0] == 1
+    assert rows["no region label"]["pending"][0] == 1
+    for name, expected in (("region=eu", 2), ("region=us", 1), ("no region label", 1)):
+        assert len(listed(admin_site_client, rows[name]["pending"][1].split("?", 1)[1])) == expected
+    assert '<a href="?group=region">' not in response.content.decode()  # chosen: not a link
