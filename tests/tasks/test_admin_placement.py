@@ -174,3 +174,18 @@ def test_the_dashboard_groups_its_status_by_node_table_by_a_label(admin_site_cli
     for name, expected in (("region=eu", 2), ("region=us", 1), ("no region label", 1)):
         assert len(listed(admin_site_client, rows[name]["pending"][1].split("?", 1)[1])) == expected
     assert '<a href="?group=region">' not in response.content.decode()  # chosen: not a link
+
+
+def test_metrics_carry_no_label_values_however_many_labels_nodes_have(client, settings):
+    from tests.test_metrics import TOKEN, scrape
+
+    settings.METRICS_TOKEN, settings.DASHBOARD_CACHE_SECONDS = TOKEN, 0
+    for i in range(5):
+        TaskFactory(assigned_node=labelled({"rack": f"rack-{i}-unique", "gpu": "true"}))
+
+    samples = scrape(client)
+
+    label_values = {value for _, labels in samples for _, value in labels}
+    assert not {value for value in label_values if "rack-" in value or value == "true"}
+    label_names = {name for _, labels in samples for name, _ in labels}
+    assert not label_names & {"rack", "gpu"}
