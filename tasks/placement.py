@@ -12,6 +12,7 @@ from uuid import UUID
 
 from django.core.exceptions import ValidationError
 
+from nodes import heartbeats
 from nodes.models import Liveness, Node, labels_by_node, labels_match
 from tasks.models import Task, TaskConflict
 
@@ -35,9 +36,12 @@ class Placement:
     it placed, so a batch spreads as one task at a time would.
 
     `alive_only`: only alive nodes may take work, never the not-down fallback (failover,
-    which has always moved work to alive nodes only)."""
+    which has always moved work to alive nodes only). `flush`: write the beats waiting in
+    Redis first, as every reader of liveness does (the failover has just done so)."""
 
-    def __init__(self, *, now: datetime, alive_only: bool = False):
+    def __init__(self, *, now: datetime, alive_only: bool = False, flush: bool = True):
+        if flush:
+            heartbeats.flush()
         rows = (
             Node.objects.schedulable(now)
             .with_liveness(now)

@@ -10,12 +10,14 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from accounts.models import User
+from nodes import heartbeats
 from nodes.models import NodeLabels
 from tasks.models import FailureCause, HistoryAction, Task, TaskStatus
 from tasks.placement import Placement
 from tasks.services import NO_MATCH_REASON, PINNED_REASON, FailoverCounts, tasks_fail_over
 from tests.api import assert_json_error
 from tests.factories import NodeFactory, TaskFactory
+from tests.shared_redis import redis_cache, redis_database
 
 pytestmark = pytest.mark.django_db
 
@@ -277,3 +279,20 @@ def test_placement_spreads_a_batch_as_one_task_at_a_time_would():
 
     assert picks.count(b.pk) == 2 and picks.count(a.pk) == 1
     assert placement.pick({"gpu": "false"}) is None
+
+
+# Its own database of the shared Redis (tests/shared_redis.py): no other test flushes it.
+REDIS_DB = 12
+
+
+def test_placement_counts_the_beats_still_waiting_in_redis(settings):
+    with redis_database(REDIS_DB) as url:
+        settings.CACHES = redis_cache(url)
+        settings.NODE_HEARTBEAT_FLUSH_SECONDS = 60
+        node = labelled("beating", GPU, seconds_ago=300)  # down, as the database has it
+        # The first beat of a flush interval is written at once; the next ones wait.
+        heartbeats.record(node_id=NodeFactory().pk, now=timezone.now())
+        heartbeats.record(node_id=node.pk, now=timezone.now())
+        assert User.objects.get(pk=node.pk).last_seen < timezone.now() - timedelta(minutes=4)
+
+        assert Placement(now=timezone.now()).pick(GPU) == node.pk
