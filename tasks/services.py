@@ -763,7 +763,8 @@ def _fail_over(rows: list, *, now: datetime) -> FailoverCounts:
     rows = [row for row in rows if UUID(str(row.assigned_node_id)) in still_down]
     max_attempts = settings.TASK_MAX_ATTEMPTS
     to_move = [row for row in rows if row.attempts < max_attempts]
-    placement = Placement(now=now, alive_only=True, flush=False)  # flushed for this batch
+    # Flushed for this batch already; read only when something may move.
+    placement = Placement(now=now, alive_only=True, flush=False) if to_move else None
     targets, unplaced = {}, {}
     if placement:  # no node alive at all: everything stays where it is (stranded)
         for row in to_move:
