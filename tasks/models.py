@@ -305,14 +305,17 @@ class Task(models.Model):
         validators=[validate_labels],
         help_text='The labels a node must have to take it, e.g. {"gpu": "true"}.',
     )
+    # db_default too: servers still running the code before this column (a rolling
+    # deploy) insert tasks without it, and the database fills it in.
     priority = models.PositiveSmallIntegerField(
         default=PRIORITY_DEFAULT,
+        db_default=PRIORITY_DEFAULT,
         validators=[MinValueValidator(PRIORITY_MIN), MaxValueValidator(PRIORITY_MAX)],
         help_text=f"{PRIORITY_MIN}-{PRIORITY_MAX}, higher first: a node claims these first.",
     )
     # One of a broadcast's tasks: it belongs to its node, so failover fails it for a
     # human instead of giving a second one of the broadcast to another node.
-    pinned = models.BooleanField(default=False, editable=False)
+    pinned = models.BooleanField(default=False, db_default=False, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
