@@ -69,6 +69,9 @@ class NodeUserAdmin(UserAdmin):
         # Labels are a node's: an admin's page (or a new user's) has none.
         if obj is None or not obj.is_node:
             return []
+        # A form posted without the labels box (an older page, a script) leaves them be.
+        if request.method == "POST" and "node_labels-TOTAL_FORMS" not in request.POST:
+            return []
         return super().get_inline_instances(request, obj)
 
     def save_formset(self, request, form, formset, change):
