@@ -404,7 +404,6 @@ class TaskAdmin(admin.ModelAdmin):
         "task_name",
         "node",
         "status_badge",
-        "priority",
         "deadline",
         "overdue",
         "progress",
@@ -684,7 +683,7 @@ class TaskAdmin(admin.ModelAdmin):
             form=form,
         )
 
-    @admin.action(description="Reassign selected tasks to the least-loaded nodes with labels")
+    @admin.action(description="Reassign selected tasks by node label")
     def reassign_by_label(self, request, queryset):
         form = LabelReassignForm(request.POST if "apply" in request.POST else None)
         if form.is_valid():
