@@ -13,7 +13,7 @@ SWEEP_EVERY ?= 5
 # Exits 0 (true) when the database has no users yet: `make run` then loads the demo.
 DATABASE_IS_EMPTY := from accounts.models import User; raise SystemExit(User.objects.exists())
 
-.PHONY: run test test-fast test-cluster lint format serve bench-sweep bench-load bench-dashboard bench-login-flood bench-vs-original setup system-deps browser-deps cluster-deps clean
+.PHONY: run test test-fast test-cluster lint format serve bench-sweep bench-load bench-dashboard bench-bulk bench-login-flood bench-vs-original setup system-deps browser-deps cluster-deps clean
 
 run: $(VENV)/.installed .env
 	$(DEV_ENV) $(BIN)/python manage.py migrate --noinput -v 0
@@ -90,6 +90,11 @@ bench-vs-original: $(VENV)/.installed
 	else \
 		NODE_DIR="$$(cd "$(ORIGINAL_DIR)" && pwd)" bash "$(ORIGINAL_BENCH)/side_by_side.sh"; \
 	fi
+
+# Bulk create benchmark (docs/placement.md): one request of N tasks, default 1000, against
+# N single creates. SQLite unless DATABASE_URL=mysql://…, whose server gets taskmgmt_bulk_bench.
+bench-bulk: $(VENV)/.installed
+	$(BIN)/python bench/bulk.py $(or $(N),1000)
 
 # The browser tests (tests/browser/, tests/test_docs.py) are part of the suite: chromium too.
 test: $(VENV)/.installed | browser-deps

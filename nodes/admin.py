@@ -9,7 +9,8 @@ from django.utils.html import format_html
 from accounts.admin import UserAdmin
 from accounts.models import Role, User
 from nodes import heartbeats
-from nodes.models import Liveness, liveness_case
+from nodes.models import Liveness, NodeLabels, liveness_case
+from nodes.services import node_set_labels
 
 
 class LivenessFilter(admin.SimpleListFilter):
@@ -25,6 +26,15 @@ class LivenessFilter(admin.SimpleListFilter):
         if self.value() in Liveness.values:
             return queryset.filter(role=Role.NODE, liveness=self.value())
         return queryset
+
+
+class NodeLabelsInline(admin.StackedInline):
+    """A node's labels on its user page; saved through `node_set_labels`, as the API does."""
+
+    model = NodeLabels
+    can_delete = False
+    fields = ["labels"]
+    verbose_name_plural = 'labels (what the node is: a JSON object, e.g. {"gpu": "true"})'
 
 
 # Registered again over accounts' own: the same pages (admin/accounts/user/), with
@@ -52,6 +62,27 @@ class NodeUserAdmin(UserAdmin):
         ("Heartbeat", {"fields": ["last_seen", "liveness"]}),
         ("Dates", {"fields": ["date_joined", "last_login"]}),
     ]
+
+    inlines = [NodeLabelsInline]
+
+    def get_inline_instances(self, request, obj=None):
+        # Labels are a node's: an admin's page (or a new user's) has none.
+        if obj is None or not obj.is_node:
+            return []
+        # A form posted without the labels box (an older page, a script) leaves them be.
+        if request.method == "POST" and "node_labels-TOTAL_FORMS" not in request.POST:
+            return []
+        return super().get_inline_instances(request, obj)
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is not NodeLabels:
+            return super().save_formset(request, form, formset, change)
+        # What the change message reads; the row itself is the service's to write.
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+        for labels_form in formset.forms:
+            if labels_form.has_changed():
+                labels = labels_form.cleaned_data.get("labels") or {}
+                node_set_labels(node=form.instance, labels=labels, actor=request.user)
 
     def get_queryset(self, request):
         # One clock for the whole page, in SQL: the same rule as the API and the sweep.

@@ -5,11 +5,14 @@ identity and stays in accounts; liveness is derived from `last_seen` whenever
 it is read, and its one definition is here.
 """
 
+import re
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Case, Value, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import Role, User
@@ -110,10 +113,94 @@ def liveness_case(now: datetime) -> Case:
     )
 
 
+# Labels and selectors (SPEC, Placement): Kubernetes' label limits, which operators know.
+LABELS_MAX_ENTRIES = 32
+LABEL_VALUE_MAX_LENGTH = 63
+LABEL_KEY = re.compile(r"[a-z0-9]([a-z0-9._/-]{0,61}[a-z0-9])?")
+
+
+def labels_errors(value) -> list[str]:
+    """What is wrong with `value` as a node's labels or a task's selector; [] if nothing.
+
+    Shared by the nodes API, the node admin and the tasks' `nodeSelector`."""
+    if not isinstance(value, dict):
+        return ["Must be a JSON object of string keys to string values."]
+    if len(value) > LABELS_MAX_ENTRIES:
+        return [f"Must have at most {LABELS_MAX_ENTRIES} entries; this has {len(value)}."]
+    errors = []
+    for key, item in value.items():
+        if not isinstance(key, str) or not LABEL_KEY.fullmatch(key):
+            errors.append(
+                f"Key {str(key)[:70]!r}: must be 1-63 of a-z, 0-9, '.', '_', '/', '-', "
+                "starting and ending with a letter or digit."
+            )
+        elif not isinstance(item, str):
+            errors.append(f"Value of {key!r}: must be a string.")
+        elif len(item) > LABEL_VALUE_MAX_LENGTH or "\x00" in item:
+            errors.append(
+                f"Value of {key!r}: must be at most {LABEL_VALUE_MAX_LENGTH} characters, no NUL."
+            )
+    return errors
+
+
+def validate_labels(value) -> None:
+    errors = labels_errors(value)
+    if errors:
+        raise ValidationError(errors)
+
+
+def labels_match(labels: dict, selector: dict | None) -> bool:
+    """A node matches a selector when it has every key of it with that value."""
+    return not selector or all(labels.get(key) == item for key, item in selector.items())
+
+
+class NodeLabels(models.Model):
+    """A node's labels: what it is (`gpu=true`, `region=eu`), for placement to match.
+
+    A row of the nodes app beside the account, not a column on it: accounts is
+    identity only. No row means no labels."""
+
+    node = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="node_labels",
+    )
+    labels = models.JSONField(default=dict, blank=True, validators=[validate_labels])
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "node labels"
+
+    def __str__(self):
+        return labels_text(self.labels)
+
+
+def labels_text(labels: dict) -> str:
+    """`key=value, ...` in key order, as pages show labels."""
+    return ", ".join(f"{key}={value}" for key, value in sorted(labels.items()))
+
+
+def labels_by_node(node_ids=None) -> dict:
+    """{node id: labels} of the nodes that have any (all of them, or those in `node_ids`)."""
+    rows = NodeLabels.objects.all()
+    if node_ids is not None:
+        rows = rows.filter(node_id__in=list(node_ids))
+    return dict(rows.values_list("node_id", "labels"))
+
+
 class NodeQuerySet(models.QuerySet):
     def with_liveness(self, now: datetime | None = None):
         """Annotates `liveness` (a `Liveness` value), derived from `last_seen` at `now`."""
         return self.annotate(liveness=liveness_case(now or timezone.now()))
+
+    def with_labels(self):
+        """Annotates `label_set`: the node's labels ({} without any), joined, not a query more."""
+        return self.annotate(
+            label_set=Coalesce(
+                models.F("node_labels__labels"), Value({}, output_field=models.JSONField())
+            )
+        )
 
     def down(self, now: datetime | None = None):
         """Nodes seen once and not since NODE_DOWN_AFTER (a never-seen node is not down:
@@ -133,6 +220,11 @@ class NodeQuerySet(models.QuerySet):
         stale_before, _ = liveness_cutoffs(now or timezone.now())
         return self.filter(last_seen__gte=stale_before, is_active=True)
 
+    def schedulable(self, now: datetime | None = None):
+        """Nodes new work may be given to. A stub until cordon and drain land (issue 21's
+        helper h20 owns them; its version wins at merge): every active node."""
+        return self.filter(is_active=True)
+
 
 class NodeManager(models.Manager.from_queryset(NodeQuerySet)):
     def get_queryset(self):
@@ -149,3 +241,10 @@ class Node(User):
 
     def liveness(self, now: datetime | None = None) -> str:
         return liveness_of(self.last_seen, now or timezone.now())
+
+    @property
+    def labels(self) -> dict:
+        try:
+            return self.node_labels.labels
+        except NodeLabels.DoesNotExist:
+            return {}

@@ -33,6 +33,7 @@ def node_view(site, request, node_id):
         "node": node,
         "heartbeat_age": round((now - node.last_seen).total_seconds()) if node.last_seen else None,
         "liveness_label": Liveness(node.liveness).label,
+        "labels": sorted(node.labels.items()),
         **work,
     }
     return TemplateResponse(request, "admin/nodes/node.html", context)

@@ -2,11 +2,31 @@
 
 from rest_framework import serializers
 
-from nodes.models import Liveness
+from nodes.models import Liveness, labels_errors
 from taskmgmt.fields import IdField
 
 # A node works on the few tasks it claimed; the bound keeps one beat's lookup small.
 HEARTBEAT_MAX_TASK_IDS = 1000
+
+
+class LabelsField(serializers.JSONField):
+    """A JSON object of label keys to string values (SPEC, Placement): a node's labels,
+    or a task's `nodeSelector`."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault(
+            "help_text",
+            "A JSON object: at most 32 keys matching [a-z0-9]([a-z0-9._/-]{0,61}[a-z0-9])?, "
+            "each to a string of at most 63 characters.",
+        )
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        errors = labels_errors(value)
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
 
 
 class NodeSerializer(serializers.Serializer):
@@ -24,6 +44,20 @@ class NodeSerializer(serializers.Serializer):
         source="open_count", read_only=True, help_text="Active tasks pending or in progress."
     )
     inProgressCount = serializers.IntegerField(source="in_progress_count", read_only=True)
+    labels = serializers.DictField(
+        source="label_set",
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="What the node is, for selectors.",
+    )
+
+
+class NodeEnvelopeSerializer(serializers.Serializer):
+    node = NodeSerializer(read_only=True)
+
+
+class NodeLabelsSerializer(serializers.Serializer):
+    labels = LabelsField(help_text="The node's labels, all of them: they replace its current ones.")
 
 
 class NodesListSerializer(serializers.Serializer):

@@ -9,4 +9,5 @@ nodes = NodeViewSet.as_view
 urlpatterns = [
     path("nodes", nodes({"get": "list_nodes"}), name="node-list"),
     path("nodes/heartbeat", nodes({"post": "heartbeat"}), name="node-heartbeat"),
+    path("nodes/<str:nodeId>", nodes({"put": "update_node"}), name="node-detail"),
 ]

@@ -2,11 +2,14 @@
 node list for admins. What they say of a node's tasks comes from nodes.work."""
 
 from datetime import timedelta
+from uuid import UUID
 
 from django.conf import settings
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import viewsets
+from rest_framework.exceptions import NotFound
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
@@ -16,9 +19,11 @@ from nodes.models import Node
 from nodes.serializers import (
     HeartbeatResultSerializer,
     HeartbeatSerializer,
+    NodeEnvelopeSerializer,
+    NodeLabelsSerializer,
     NodesListSerializer,
 )
-from nodes.services import node_heartbeat
+from nodes.services import node_heartbeat, node_set_labels
 from nodes.work import node_work
 from taskmgmt.errors import error_responses
 from taskmgmt.fields import iso_utc
@@ -28,7 +33,11 @@ from taskmgmt.fields import iso_utc
 class NodeViewSet(viewsets.GenericViewSet):
     """Liveness: nodes beat, admins see who is alive."""
 
-    action_permissions = {"heartbeat": [IsNodeRole], "list_nodes": [IsAdminRole]}
+    action_permissions = {
+        "heartbeat": [IsNodeRole],
+        "list_nodes": [IsAdminRole],
+        "update_node": [IsAdminRole],
+    }
 
     def get_permissions(self):
         # OPTIONS has no action: only a signed-in admin or node gets its 405.
@@ -73,14 +82,47 @@ class NodeViewSet(viewsets.GenericViewSet):
     )
     def list_nodes(self, request):
         # Not `list`: drf-spectacular would document the envelope as an array.
+        return Response(NodesListSerializer({"nodes": self.shown(Node.objects.all())}).data)
+
+    @extend_schema(
+        summary="Set a node's labels (admin)",
+        parameters=[
+            OpenApiParameter(
+                "nodeId", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The node's id."
+            )
+        ],
+        request=NodeLabelsSerializer,
+        responses={200: NodeEnvelopeSerializer, **error_responses(400, 401, 403, 404, 415, 429)},
+    )
+    def update_node(self, request, nodeId):
+        data = NodeLabelsSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        node = Node.objects.filter(pk=_uuid_or_none(nodeId), is_active=True).first()
+        if node is None:
+            raise NotFound("No active node has this nodeId.")
+        node_set_labels(node=node, labels=data.validated_data["labels"], actor=request.user)
+        (shown,) = self.shown(Node.objects.filter(pk=node.pk))
+        return Response(NodeEnvelopeSerializer({"node": shown}).data)
+
+    @staticmethod
+    def shown(nodes) -> list:
+        """The active ones of `nodes` as the node list shows them: liveness, open work, labels."""
         heartbeats.flush()
         nodes = list(
-            Node.objects.filter(is_active=True)
+            nodes.filter(is_active=True)
             .with_liveness(timezone.now())
+            .with_labels()
             .only("id", "name", "email", "last_seen")
             .order_by("name", "email")
         )
         counts = node_work().open_counts_by_node()
         for node in nodes:
             node.open_count, node.in_progress_count = counts.get(node.pk, (0, 0))
-        return Response(NodesListSerializer({"nodes": nodes}).data)
+        return nodes
+
+
+def _uuid_or_none(text: str):
+    try:
+        return UUID(text)
+    except ValueError:
+        return None

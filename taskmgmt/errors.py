@@ -39,6 +39,7 @@ API_FIELD_NAMES = {
     "assigned_node": "assignedNode",
     "locked_at": "lockedAt",
     "status": "taskStatus",
+    "node_selector": "nodeSelector",
 }
 
 _TITLES = {

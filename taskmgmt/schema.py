@@ -6,7 +6,9 @@ from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 # (str.strip's whitespace, which is Python's `\s`): the schema says so, so a fuzzer's
 # valid strings are ones the server takes.
 NO_NUL = r"^[^\x00]*$"
-NOT_BLANK_NO_NUL = r"^[^\x00]*[^\x00\s][^\x00]*$"
+# \x1c-\x1f and \x85 spelled out: Python strips them, an ECMA regex's \s (the schema's
+# dialect, which fuzzers follow) does not match them.
+NOT_BLANK_NO_NUL = r"^[^\x00]*[^\x00\s\x1c-\x1f\x85][^\x00]*$"
 
 
 class CharFieldExtension(OpenApiSerializerFieldExtension):

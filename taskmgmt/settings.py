@@ -385,6 +385,9 @@ TASK_PAYLOAD_MAX_BYTES = env.int("TASK_PAYLOAD_MAX_BYTES", default=65_536)
 TASK_RESULT_MAX_BYTES = env.int("TASK_RESULT_MAX_BYTES", default=65_536)
 # Smaller: a node may send its checkpoint every few seconds.
 TASK_CHECKPOINT_MAX_BYTES = env.int("TASK_CHECKPOINT_MAX_BYTES", default=16_384)
+# Tasks one POST /api/tasks/bulk may create: 1,000 take well under a second on MariaDB
+# (docs/placement.md); the request body's size limit bounds it too.
+BULK_MAX_TASKS = env.int("BULK_MAX_TASKS", default=1000)
 
 # --- Operations: the admin dashboard and /metrics (docs/operations.md) ------
 

@@ -121,7 +121,11 @@ def _select_sql(
     matched = " AND ".join(_condition(model, lookup) for lookup in where)
     sql = f"SELECT {selected} FROM {_table(model, index)} WHERE {matched}"
     if order_by:
-        ordered = ", ".join(quote(meta.get_field(column).column) for column in order_by)
+        ordered = ", ".join(
+            quote(meta.get_field(column.lstrip("-")).column)
+            + (" DESC" if column.startswith("-") else "")
+            for column in order_by
+        )
         sql = f"{sql} ORDER BY {ordered} LIMIT 1"
     return f"{sql} {lock}" if lock else sql
 
@@ -137,7 +141,7 @@ def select_one(
     **where,
 ) -> tuple | None:
     """`columns` (field names or attnames) of the row matching `where`, or None; with
-    `order_by` (ascending fields), the first such row, as `.order_by(...).first()`.
+    `order_by` (fields, "-" for descending), the first such row, as `.order_by(...).first()`.
 
     Values are the database driver's own (ids as text, datetimes naive UTC).
     `for_update` locks the row until the transaction ends, as

@@ -4,32 +4,37 @@ from urllib.parse import urlencode
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, Prefetch, Q
-from django.shortcuts import render
-from django.urls import reverse
+from django.shortcuts import redirect, render
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
 
 from accounts.models import Role, User
+from nodes.models import NodeLabels
 from taskmgmt.replica import ReplicaCountPaginator
-from tasks.forms import ReassignForm
+from tasks.forms import BroadcastForm, LabelReassignForm, ReassignForm
 from tasks.models import (
     EDITED_FIELDS,
     OPEN_STATUSES,
+    PRIORITY_DEFAULT,
     HistoryAction,
     Task,
     TaskHistory,
     TaskStatus,
     validate_future,
 )
+from tasks.placement import NoNodeMatches
 from tasks.services import (
     task_create,
     task_update,
+    tasks_broadcast,
     tasks_fail,
     tasks_reassign,
+    tasks_reassign_by_selector,
     tasks_set_active,
 )
 
@@ -157,6 +162,57 @@ class DeletedFilter(admin.SimpleListFilter):
         return queryset if chosen == "all" else queryset.filter(active=True)
 
 
+class NodeLabelFilter(admin.SimpleListFilter):
+    """Tasks whose node has a label (`gpu=true`): offered from the labels nodes have now."""
+
+    title = "node label"
+    parameter_name = "node_label"
+
+    def lookups(self, request, model_admin):
+        pairs = {
+            f"{key}={value}"
+            for labels in NodeLabels.objects.values_list("labels", flat=True)
+            for key, value in labels.items()
+        }
+        return [(pair, pair) for pair in sorted(pairs)]
+
+    def queryset(self, request, queryset):
+        if self.value() and self.value().startswith("!"):  # nodes without the key at all
+            key = self.value()[1:]
+            nodes = [
+                node_id
+                for node_id, labels in NodeLabels.objects.values_list("node_id", "labels")
+                if key in labels
+            ]
+            return queryset.exclude(assigned_node_id__in=nodes)
+        if not self.value() or "=" not in self.value():
+            return queryset
+        key, _, value = self.value().partition("=")
+        nodes = [
+            node_id
+            for node_id, labels in NodeLabels.objects.values_list("node_id", "labels")
+            if labels.get(key) == value
+        ]
+        return queryset.filter(assigned_node_id__in=nodes)
+
+
+class PriorityFilter(admin.SimpleListFilter):
+    title = "priority"
+    parameter_name = "priority_band"
+    BANDS = {
+        "high": ("Above the default", Q(priority__gt=PRIORITY_DEFAULT)),
+        "default": (f"The default ({PRIORITY_DEFAULT})", Q(priority=PRIORITY_DEFAULT)),
+        "low": ("Below the default", Q(priority__lt=PRIORITY_DEFAULT)),
+    }
+
+    def lookups(self, request, model_admin):
+        return [(band, label) for band, (label, _) in self.BANDS.items()]
+
+    def queryset(self, request, queryset):
+        band = self.BANDS.get(self.value())
+        return queryset.filter(band[1]) if band else queryset
+
+
 class NodeFilter(admin.RelatedFieldListFilter):
     """Only nodes can hold tasks, so only nodes are offered."""
 
@@ -267,7 +323,17 @@ def is_editable(task) -> bool:
 class TaskAdminForm(forms.ModelForm):
     class Meta:
         model = Task
-        fields = ["name", "details", "assigned_node", "locked_at"]
+        fields = ["name", "details", "assigned_node", "locked_at", "priority", "node_selector"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Left empty (or out, by an older form): the default, as in the API.
+        if "priority" in self.fields:  # not when the task is read-only
+            self.fields["priority"].required = False
+
+    def clean_priority(self):
+        priority = self.cleaned_data["priority"]
+        return PRIORITY_DEFAULT if priority is None else priority
 
     def clean(self):
         cleaned = super().clean()
@@ -349,6 +415,8 @@ class TaskAdmin(admin.ModelAdmin):
         "status",
         "failure_cause",
         ("assigned_node", NodeFilter),
+        NodeLabelFilter,
+        PriorityFilter,
         OverdueFilter,
     ]
     # Also a node's email: see get_search_results.
@@ -364,6 +432,7 @@ class TaskAdmin(admin.ModelAdmin):
     paginator = ReplicaCountPaginator
     readonly_fields = [
         "id",
+        "pinned",
         "status",
         "attempts",
         "failure_cause",
@@ -382,6 +451,9 @@ class TaskAdmin(admin.ModelAdmin):
         "details",
         "assigned_node",
         "locked_at",
+        "priority",
+        "node_selector",
+        "pinned",
         "status",
         "attempts",
         "failure_cause",
@@ -393,7 +465,7 @@ class TaskAdmin(admin.ModelAdmin):
         "active",
     ]
     inlines = [TaskHistoryInline]
-    actions = ["reassign", "mark_failed", "soft_delete", "restore"]
+    actions = ["reassign", "reassign_by_label", "mark_failed", "soft_delete", "restore"]
 
     class Media:
         css = {"all": ["tasks/admin.css"]}
@@ -509,6 +581,44 @@ class TaskAdmin(admin.ModelAdmin):
         # Tasks are soft-deleted (see the actions) so their history stays whole.
         return False
 
+    def get_urls(self):
+        broadcast = self.admin_site.admin_view(self.broadcast_view)
+        return [
+            path("broadcast/", broadcast, name="tasks_task_broadcast"),
+            *super().get_urls(),
+        ]
+
+    def broadcast_view(self, request):
+        """One task for every schedulable node with the labels given (tasks_broadcast)."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = BroadcastForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                tasks = tasks_broadcast(
+                    name=data["name"],
+                    details=data["details"],
+                    locked_at=data["locked_at"],
+                    priority=data["priority"],
+                    node_selector=data["labels"],
+                )
+            except NoNodeMatches as error:
+                form.add_error("labels", str(error))
+            else:
+                self.message_user(request, f"Broadcast {len(tasks)} task(s), one per node.")
+                return redirect(CHANGELIST)
+        return render(
+            request,
+            "admin/tasks/task/broadcast.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Broadcast a task to every node with labels",
+                "form": form,
+                "opts": self.model._meta,
+            },
+        )
+
     def save_model(self, request, obj, form, change):
         """Save through the services, the one place the task rules live."""
         fields = {name: form.cleaned_data[name] for name in TaskAdminForm.Meta.fields}
@@ -568,6 +678,38 @@ class TaskAdmin(admin.ModelAdmin):
             intro=(
                 "These tasks go back to pending for the chosen node. "
                 "Completed and soft-deleted tasks are left as they are."
+            ),
+            submit="Reassign",
+            form=form,
+        )
+
+    @admin.action(description="Reassign selected tasks by node label")
+    def reassign_by_label(self, request, queryset):
+        form = LabelReassignForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            eligible, skipped = skipped_by_reason(queryset, "reassign")
+            try:
+                done = len(
+                    tasks_reassign_by_selector(
+                        task_ids=queryset.values_list("pk", flat=True),
+                        selector=form.cleaned_data["labels"],
+                        locked_at=form.cleaned_data["locked_at"],
+                    )
+                )
+            except (ValidationError, NoNodeMatches) as error:
+                text = "; ".join(error.messages) if isinstance(error, ValidationError) else error
+                self.message_user(request, str(text), messages.ERROR)
+                return None
+            self.report(request, outcome("Reassigned", done, eligible, skipped), skipped, done)
+            return None
+        return self.confirmation(
+            request,
+            queryset,
+            action="reassign_by_label",
+            intro=(
+                "These tasks go back to pending, each to the least-loaded schedulable node "
+                "with these labels (alive first). Completed and soft-deleted tasks are left "
+                "as they are."
             ),
             submit="Reassign",
             form=form,

@@ -20,7 +20,31 @@ from tasks.dashboard import snapshot
 from tasks.models import OPEN_STATUSES, TaskStatus
 
 
-def dashboard_context(data: dict) -> dict:
+def label_groups(data: dict, key: str) -> list[dict]:
+    """The status-by-node table's rows summed by the nodes' value of label `key` (a row
+    for the nodes without it last), each number a link to exactly those tasks."""
+    groups: dict[str | None, dict] = {}
+    for node in data["nodes"]:
+        value = node["label_set"].get(key)
+        counts = groups.setdefault(value, dict.fromkeys(TaskStatus.values, 0))
+        for status, count in node["counts"].items():
+            counts[status] += count
+    rows = []
+    for value in sorted(groups, key=lambda value: (value is None, value or "")):
+        label = f"!{key}" if value is None else f"{key}={value}"
+        rows.append(
+            {
+                "name": f"no {key} label" if value is None else label,
+                "cells": [
+                    (s, count, status_url(s, since=data["since"], node_label=label))
+                    for s, count in groups[value].items()
+                ],
+            }
+        )
+    return rows
+
+
+def dashboard_context(data: dict, group: str | None = None) -> dict:
     now = timezone.now()
     statuses = TaskStatus.values
     node_rows = [
@@ -52,6 +76,9 @@ def dashboard_context(data: dict) -> dict:
         "recent_intervals": RECENT_DOWN_INTERVALS,
         "statuses": statuses,
         "node_rows": node_rows,
+        "label_keys": sorted({key for node in data["nodes"] for key in node["label_set"]}),
+        "group": group,
+        "group_rows": label_groups(data, group) if group else None,
         "totals": [(s, data["totals"][s], status_url(s, since=data["since"])) for s in statuses],
         "overdue_url": changelist_url(
             status__in=",".join(OPEN_STATUSES), locked_at__lt=data["computed_at"].isoformat()
@@ -83,7 +110,7 @@ class AdminSite(admin.AdminSite):
             "title": "Dashboard",
             "subtitle": None,
             "app_list": self.get_app_list(request),
-            **dashboard_context(snapshot()),
+            **dashboard_context(snapshot(), group=request.GET.get("group") or None),
             **(extra_context or {}),
         }
         request.current_app = self.name

@@ -17,9 +17,14 @@ def changelist_url(**filters) -> str:
     return f"{reverse('admin:tasks_task_changelist')}?{urlencode(query)}"
 
 
-def status_url(status: str, node_id=None, since: datetime | None = None) -> str:
-    """Open statuses as they are now; finished ones since `since` (the dashboard's window)."""
+def status_url(
+    status: str, node_id=None, since: datetime | None = None, node_label: str | None = None
+) -> str:
+    """Open statuses as they are now; finished ones since `since` (the dashboard's window).
+    `node_label`: tasks of nodes with that label (`key=value`; `!key`: without the key)."""
     node = {"assigned_node__id__exact": str(node_id)} if node_id else {}
+    if node_label is not None:
+        node["node_label"] = node_label
     window = {"updated_at__gte": since.isoformat()} if since and status in FINAL_STATUSES else {}
     return changelist_url(**node, status__exact=status, **window)
 

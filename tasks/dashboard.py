@@ -13,7 +13,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from nodes import heartbeats
-from nodes.models import Liveness, Node
+from nodes.models import Liveness, Node, labels_text
 from taskmgmt.replica import on_replica
 from taskmgmt.throttling import CACHE_ERRORS
 from tasks.models import TaskStatus
@@ -38,10 +38,13 @@ def _compute(now: datetime, using: str) -> dict:
             "counts": dict.fromkeys(TaskStatus.values, 0),
             "oldest_in_progress_age": None,
             "overdue": 0,
+            "labels": labels_text(row["label_set"]),
+            "label_set": row["label_set"],
         }
         for row in Node.objects.using(using)
         .with_liveness(now)
-        .values("id", "name", "email", "is_active", "last_seen", "liveness")
+        .with_labels()
+        .values("id", "name", "email", "is_active", "last_seen", "liveness", "label_set")
     }
     totals = dict.fromkeys(TaskStatus.values, 0)
     hours = [

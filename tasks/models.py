@@ -4,11 +4,13 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, router, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Role
+from nodes.models import validate_labels
 from taskmgmt.exceptions import DomainError
 from taskmgmt.sql import count_rows, get_one
 
@@ -152,11 +154,15 @@ def validate_future(value) -> None:
         raise ValidationError("The deadline must be in the future.")
 
 
-# The order claims take a node's tasks in: earliest deadline first, then oldest.
-CLAIM_ORDER = ("locked_at", "created_at")
+# Priorities (SPEC, Placement): higher first; Nomad's range, which operators know.
+PRIORITY_MIN, PRIORITY_DEFAULT, PRIORITY_MAX = 1, 50, 100
+
+# The order claims take a node's tasks in: highest priority, earliest deadline, oldest.
+CLAIM_ORDER = ("-priority", "locked_at", "created_at")
 # Named for MariaDB, whose planner weighed all seven indexes of the claim's and the
-# heartbeat's count's columns on every call (docs/performance.md).
-CLAIM_INDEX = "task_node_claim"
+# heartbeat's count's columns on every call (docs/performance.md). Its priority column
+# is descending, so the claim's ORDER BY is one forward index range.
+CLAIM_INDEX = "task_node_claim_priority"
 
 
 class TaskQuerySet(models.QuerySet):
@@ -171,7 +177,7 @@ class TaskQuerySet(models.QuerySet):
 
     def claimable_by(self, node, now: datetime):
         """The node's pending tasks it may still start, in the order a claim takes them:
-        earliest deadline first, then oldest (index task_node_claim)."""
+        highest priority, then earliest deadline, then oldest (index CLAIM_INDEX)."""
         return self.filter(**self._claimable(node, now)).order_by(*CLAIM_ORDER)
 
     def claimable_first(self, node, now: datetime):
@@ -292,6 +298,24 @@ class Task(models.Model):
     )
     progress_updated_at = models.DateTimeField(null=True, blank=True, editable=False)
     checkpoint = models.JSONField(null=True, blank=True, editable=False)
+    # Placement (SPEC, Placement; tasks.placement). Null: no selector, any node will do.
+    node_selector = models.JSONField(
+        null=True,
+        blank=True,
+        validators=[validate_labels],
+        help_text='The labels a node must have to take it, e.g. {"gpu": "true"}.',
+    )
+    # db_default too: servers still running the code before this column (a rolling
+    # deploy) insert tasks without it, and the database fills it in.
+    priority = models.PositiveSmallIntegerField(
+        default=PRIORITY_DEFAULT,
+        db_default=PRIORITY_DEFAULT,
+        validators=[MinValueValidator(PRIORITY_MIN), MaxValueValidator(PRIORITY_MAX)],
+        help_text=f"{PRIORITY_MIN}-{PRIORITY_MAX}, higher first: a node claims these first.",
+    )
+    # One of a broadcast's tasks: it belongs to its node, so failover fails it for a
+    # human instead of giving a second one of the broadcast to another node.
+    pinned = models.BooleanField(default=False, db_default=False, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -308,9 +332,12 @@ class Task(models.Model):
             models.Index(
                 fields=["assigned_node", "active", "created_at", "id"], name="task_node_page"
             ),
-            # Claim: a node's next pending task, earliest deadline first, then oldest.
+            # Claim: a node's next pending task, highest priority, earliest deadline, oldest.
             models.Index(
-                fields=["assigned_node", "status", "active", "locked_at", "created_at"],
+                fields=[
+                    *("assigned_node", "status", "active"),
+                    *("-priority", "locked_at", "created_at"),
+                ],
                 name=CLAIM_INDEX,
             ),
             # The sweep: open statuses whose deadline passed.
@@ -345,6 +372,8 @@ class Task(models.Model):
         "name",
         "details",
         "payload",
+        "priority",
+        "node_selector",
         "active",
     )
 
@@ -414,7 +443,13 @@ class HistoryAction(models.TextChoices):
 
 
 # The task fields an `edit` row names, as the API spells them.
-EDITED_FIELDS = {"name": "taskName", "details": "taskDetails", "payload": "payload"}
+EDITED_FIELDS = {
+    "name": "taskName",
+    "details": "taskDetails",
+    "payload": "payload",
+    "priority": "priority",
+    "node_selector": "nodeSelector",
+}
 
 
 def deadline_text(value: datetime) -> str:
@@ -489,7 +524,8 @@ class TaskHistory(models.Model):
         def changed(field):
             if field not in after:
                 return False
-            if field == "payload":  # as JSON with sorted keys: 1 and 1.0 differ, key order not
+            # JSON as JSON with sorted keys: 1 and 1.0 differ, key order not.
+            if field in ("payload", "node_selector"):
                 return _json_key(before.get(field)) != _json_key(after[field])
             # As text: an id set as a string, or a deadline in another zone, is no change.
             return _text(before.get(field)) != _text(after[field])

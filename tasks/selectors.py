@@ -37,6 +37,9 @@ TASK_COLUMNS = (
     "progress_message",
     "progress_updated_at",
     "checkpoint",
+    "priority",
+    "node_selector",
+    "pinned",
 )
 # The named row `task_rows` yields (Django caches one class per set of names).
 TaskRow = create_namedtuple_class(*TASK_COLUMNS)

@@ -14,13 +14,18 @@ from uuid import UUID
 from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.settings import api_settings
 
 from accounts.models import User
 from accounts.serializers import UserDetailsSerializer
+from nodes.serializers import LabelsField
 from taskmgmt.fields import IdField, StringField, iso_utc
 from taskmgmt.renderers import JSONText
 from tasks.models import (
     FAILURE_REASON_MAX_LENGTH,
+    PRIORITY_DEFAULT,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
     PROGRESS_MESSAGE_MAX_LENGTH,
     FailureCause,
     TaskHistory,
@@ -98,6 +103,19 @@ class TaskSerializer(serializers.Serializer):
     attempt = serializers.IntegerField(
         read_only=True, help_text="The current attempt (= attempts): send it with reports."
     )
+    priority = serializers.IntegerField(
+        read_only=True, help_text="1-100, higher first: its node claims it before lower ones."
+    )
+    nodeSelector = serializers.DictField(
+        child=serializers.CharField(),
+        read_only=True,
+        allow_null=True,
+        help_text="The labels a node must have to take it; null: any node.",
+    )
+    pinned = serializers.BooleanField(
+        read_only=True,
+        help_text="One of a broadcast's tasks: never moved to another node, failed instead.",
+    )
 
     def to_representation(self, task):
         return task_representation(task)
@@ -127,10 +145,14 @@ def task_representation(task, *, json_text: bool = False) -> dict:
         message,
         progress_at,
         checkpoint,
+        priority,
+        node_selector,
+        pinned,
     ) = _task_columns(task)
     if isinstance(task, tuple):  # a `TaskRow`: JSON columns as the driver's text
         as_value = _json_text if json_text else _json
         payload, result, checkpoint = as_value(payload), as_value(result), as_value(checkpoint)
+        node_selector = _json(node_selector)
     # A cause outlives its failure until the task is given out again: show it only on failed.
     failed = status == TaskStatus.FAILED
     return {
@@ -153,6 +175,9 @@ def task_representation(task, *, json_text: bool = False) -> dict:
         else {"percent": percent, "message": message, "updatedAt": iso_utc(progress_at)},
         "checkpoint": checkpoint,
         "attempt": attempts,
+        "priority": priority,
+        "nodeSelector": node_selector,
+        "pinned": bool(pinned),
     }
 
 
@@ -296,10 +321,33 @@ class PercentField(serializers.FloatField):
         return super().to_internal_value(data)
 
 
+class PriorityField(serializers.IntegerField):
+    """A JSON integer 1-100: DRF's own field would take "3", 3.0 or true."""
+
+    def __init__(self, **kwargs):
+        super().__init__(
+            min_value=PRIORITY_MIN,
+            max_value=PRIORITY_MAX,
+            help_text=(
+                f"{PRIORITY_MIN}-{PRIORITY_MAX}, default {PRIORITY_DEFAULT}: a node claims "
+                "its highest-priority task first."
+            ),
+            **kwargs,
+        )
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class TaskFieldsSerializer(serializers.Serializer):
     taskName = StringField(max_length=255)
     taskDetails = StringField(max_length=10_000)
-    assignedNode = ActiveNodeField()
+    assignedNode = ActiveNodeField(
+        required=False,
+        help_text="The node; optional with nodeSelector (then the server picks one that matches).",
+    )
     lockedAt = DeadlineField(help_text="The deadline: ISO 8601, in the future; no offset = UTC.")
     payload = JSONValueField(
         limit="TASK_PAYLOAD_MAX_BYTES",
@@ -308,10 +356,28 @@ class TaskFieldsSerializer(serializers.Serializer):
             "Left out of an edit, the task keeps its payload."
         ),
     )
+    nodeSelector = LabelsField(
+        required=False,
+        allow_null=True,
+        help_text=(
+            "The labels a node must have to take this task (every key at that value). "
+            "Without assignedNode the server picks the least-loaded matching node; with "
+            "it, that node must match. Left out of an edit, the task keeps its selector."
+        ),
+    )
+    priority = PriorityField(required=False)
+
+    def validate(self, data):
+        if "assignedNode" not in data and "nodeSelector" not in data:
+            raise serializers.ValidationError(
+                {"assignedNode": ["This field is required (or send nodeSelector)."]}
+            )
+        return data
 
 
 class TaskEditSerializer(TaskFieldsSerializer):
     taskId = IdField()
+    assignedNode = ActiveNodeField()
 
 
 class TaskAssignSerializer(serializers.Serializer):
@@ -368,3 +434,65 @@ class TaskProgressSerializer(serializers.Serializer):
             "checkpoint, across reassignments. Left out, the last one stays."
         ),
     )
+
+
+class TaskBulkItemSerializer(TaskFieldsSerializer):
+    """One task of a bulk create: a create body. Its node is resolved with the others'
+    in one query (tasks.services.tasks_create_bulk), not one query per item."""
+
+    assignedNode = IdField(
+        required=False,
+        help_text="The node; optional with nodeSelector (then the server picks one that matches).",
+    )
+
+
+class TaskBulkSerializer(serializers.Serializer):
+    tasks = TaskBulkItemSerializer(
+        many=True, help_text="1 to BULK_MAX_TASKS create bodies; all are created, or none."
+    )
+
+
+class TaskBroadcastSerializer(serializers.Serializer):
+    taskName = StringField(max_length=255)
+    taskDetails = StringField(max_length=10_000)
+    lockedAt = DeadlineField(help_text="The deadline: ISO 8601, in the future; no offset = UTC.")
+    payload = JSONValueField(
+        limit="TASK_PAYLOAD_MAX_BYTES",
+        help_text="Every task's input: any JSON value, at most TASK_PAYLOAD_MAX_BYTES as JSON.",
+    )
+    nodeSelector = LabelsField(
+        required=False,
+        help_text="One task for every schedulable node with these labels; {} or none: every one.",
+    )
+    priority = PriorityField(required=False)
+
+
+class TasksEnvelopeSerializer(serializers.Serializer):
+    tasks = TaskSerializer(many=True, read_only=True, help_text="In the order sent.")
+
+
+def bulk_items(data) -> list[dict]:
+    """The validated items of a bulk body `{tasks: [...]}`; a 400 naming each bad item's
+    index and field (`tasks[3].lockedAt`) otherwise. One serializer for every item: DRF's
+    fields are bound once, not copied per item (a thousand items)."""
+    items = data.get("tasks") if isinstance(data, dict) else None
+    limit = settings.BULK_MAX_TASKS
+    if not isinstance(items, list):
+        raise serializers.ValidationError({"tasks": ["Must be a list of task create bodies."]})
+    if not 1 <= len(items) <= limit:
+        raise serializers.ValidationError(
+            {"tasks": [f"Must hold 1 to {limit} tasks; this holds {len(items)}."]}
+        )
+    item_serializer = TaskBulkItemSerializer()
+    validated, errors = [], {}
+    for index, item in enumerate(items):
+        try:
+            validated.append(item_serializer.run_validation(item))
+        except serializers.ValidationError as error:
+            detail = error.detail if isinstance(error.detail, dict) else {None: error.detail}
+            for field, messages in detail.items():
+                whole = field in (None, api_settings.NON_FIELD_ERRORS_KEY)  # not an object
+                errors[f"tasks[{index}]" if whole else f"tasks[{index}].{field}"] = messages
+    if errors:
+        raise serializers.ValidationError(errors)
+    return validated

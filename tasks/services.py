@@ -5,7 +5,7 @@ them. Bulk changes (the sweep, admin actions) update with one statement and
 write their history rows in bulk in the same transaction.
 """
 
-import heapq
+import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -18,8 +18,9 @@ from django.db import transaction
 from django.db.models import DateTimeField, UUIDField, Value
 from django.utils import timezone
 
+from accounts.models import Role, User
 from nodes import heartbeats
-from nodes.models import Node, liveness_cutoffs
+from nodes.models import Node, labels_by_node, labels_match, liveness_cutoffs
 from nodes.services import node_heartbeat
 from taskmgmt.metrics import CLAIM_LATENCY, FAILURES, REASSIGNMENTS
 from taskmgmt.sql import driver_rows, get_one, insert_select, select_one, update_rows, with_ids
@@ -27,6 +28,7 @@ from tasks.actor import current_actor
 from tasks.models import (
     ALLOWED_AFTER_DEADLINE,
     OPEN_STATUSES,
+    PRIORITY_DEFAULT,
     DeadlinePassed,
     FailureCause,
     HistoryAction,
@@ -42,6 +44,7 @@ from tasks.models import (
     validate_future,
     validate_node,
 )
+from tasks.placement import NoNodeMatches, Placement, check_node_matches, node_for
 
 logger = logging.getLogger("taskmgmt.sweep")
 
@@ -90,15 +93,32 @@ UNCHANGED = object()
 
 @transaction.atomic
 def task_create(
-    *, name: str, details: str, assigned_node, locked_at: datetime, payload=None
+    *,
+    name: str,
+    details: str,
+    assigned_node=None,
+    locked_at: datetime,
+    payload=None,
+    node_selector: dict | None = None,
+    priority: int = PRIORITY_DEFAULT,
 ) -> Task:
-    _validate(node=assigned_node, locked_at=locked_at)
+    """A new task for `assigned_node`, or, without one, for the node placement picks
+    among those matching `node_selector` (tasks.placement); with both, the node must match."""
+    node_selector = node_selector or None  # {} matches every node: no constraint to keep
+    if assigned_node is None:
+        _validate(locked_at=locked_at)
+        assigned_node = node_for(node_selector, now=timezone.now())
+    else:
+        _validate(node=assigned_node, locked_at=locked_at)
+        check_node_matches(assigned_node, node_selector)
     task = Task(
         name=name,
         details=details,
         assigned_node=assigned_node,
         locked_at=locked_at,
         payload=payload,
+        node_selector=node_selector,
+        priority=priority,
     )
     task.full_clean()
     task.save()
@@ -106,20 +126,164 @@ def task_create(
 
 
 @transaction.atomic
+def tasks_create_bulk(*, tasks: list[dict]) -> list[Task]:
+    """Create many tasks at once, all or none: each item is `task_create`'s arguments,
+    `assigned_node` a node's id or None (then placement picks, as for one task).
+
+    Set-based: one query for the named nodes, one for the fleet when placement is
+    needed, then the tasks and their `initial_assign` rows in bulk INSERTs; no signal
+    fires for bulk inserts, so the rows are written here, in the same transaction.
+    Bad items are a ValidationError naming each one's index and field (`tasks[3].…`)."""
+    now = timezone.now()
+    named = {item["assigned_node"] for item in tasks if item.get("assigned_node") is not None}
+    nodes = {
+        pk: (role, active)
+        for pk, role, active in User.objects.filter(pk__in=named).values_list(
+            "pk", "role", "is_active"
+        )
+    }
+    labels = labels_by_node(named) if named else {}
+    errors = {}
+    for index, item in enumerate(tasks):
+        node_id = item.get("assigned_node")
+        if node_id is None:
+            continue
+        problem = _node_problem(nodes.get(node_id), labels.get(node_id, {}), item)
+        if problem:
+            errors[f"tasks[{index}].assignedNode"] = [problem]
+    if errors:
+        raise ValidationError(errors)
+    placement = None
+    rows = []
+    for index, item in enumerate(tasks):
+        selector = item.get("node_selector") or None
+        node_id = item.get("assigned_node")
+        if node_id is None:
+            placement = placement or Placement(now=now)
+            node_id = placement.pick(selector)
+            if node_id is None:
+                raise NoNodeMatches(f"no node matches tasks[{index}]'s nodeSelector")
+        rows.append(
+            Task(
+                name=item["name"],
+                details=item["details"],
+                assigned_node_id=node_id,
+                locked_at=item["locked_at"],
+                payload=item.get("payload"),
+                node_selector=selector,
+                priority=item.get("priority", PRIORITY_DEFAULT),
+                created_at=now,
+            )
+        )
+    return _insert_new(rows, now=now)
+
+
+@transaction.atomic
+def tasks_broadcast(
+    *,
+    name: str,
+    details: str,
+    locked_at: datetime,
+    payload=None,
+    node_selector: dict | None = None,
+    priority: int = PRIORITY_DEFAULT,
+) -> list[Task]:
+    """One task for every active schedulable node matching `node_selector` (every such
+    node when empty), whatever its liveness, by name: 409 when none does. Each keeps the
+    selector and is pinned to its node: failover fails it rather than hand a node a
+    second one of the broadcast. One transaction, bulk INSERTs (as tasks_create_bulk)."""
+    _validate(locked_at=locked_at)
+    selector = node_selector or None
+    now = timezone.now()
+    targets = Placement(now=now).matching(selector)
+    if not targets:
+        raise NoNodeMatches("no node matches: no schedulable node has the nodeSelector's labels")
+    tasks = [
+        Task(
+            name=name,
+            details=details,
+            assigned_node_id=node.id,
+            locked_at=locked_at,
+            payload=payload,
+            node_selector=selector,
+            priority=priority,
+            pinned=True,
+            created_at=now,
+        )
+        for node in sorted(targets, key=lambda node: node.key)
+    ]
+    return _insert_new(tasks, now=now)
+
+
+def _node_problem(node: tuple | None, labels: dict, item: dict) -> str | None:
+    """Why a bulk item may not name this node (its (role, is_active), None if unknown)."""
+    if node is None:
+        return "No user has this id."
+    role, active = node
+    if role != Role.NODE:
+        return "Tasks can only be assigned to a node, not an admin."
+    if not active:
+        return "Tasks can only be assigned to an active node."
+    if not labels_match(labels, item.get("node_selector")):
+        return "This node does not match the task's nodeSelector."
+    return None
+
+
+def _insert_new(tasks: list[Task], *, now: datetime) -> list[Task]:
+    """INSERT new tasks and their `initial_assign` rows, by the acting user, in bulk."""
+    Task.objects.bulk_create(tasks, batch_size=BULK_INSERT_BATCH)
+    actor = current_actor()
+    TaskHistory.objects.bulk_create(
+        [
+            TaskHistory(
+                task_id=task.pk,
+                action=HistoryAction.INITIAL_ASSIGN,
+                to_value=str(task.assigned_node_id),
+                performed_by=actor,
+                created_at=now,
+            )
+            for task in tasks
+        ],
+        batch_size=BULK_INSERT_BATCH,
+    )
+    for task in tasks:
+        task.remember_saved_values()
+    return tasks
+
+
+# Rows per INSERT of a bulk create: within SQLite's bound parameters, few round trips.
+BULK_INSERT_BATCH = 500
+
+
+@transaction.atomic
 def task_update(
-    *, task_id: UUID, name: str, details: str, assigned_node, locked_at: datetime, payload=UNCHANGED
+    *,
+    task_id: UUID,
+    name: str,
+    details: str,
+    assigned_node,
+    locked_at: datetime,
+    payload=UNCHANGED,
+    node_selector=UNCHANGED,
+    priority=UNCHANGED,
 ) -> Task:
     """Edit a task's fields; only a pending task, since a node may already be at work.
 
-    Without `payload` the task keeps its own: the original's clients never send one."""
+    Without `payload`, `node_selector` or `priority` the task keeps its own: the
+    original's clients never send them. The node must match the task's selector."""
     task = _locked_task(task_id)
     if task.status != TaskStatus.PENDING:
         raise TaskConflict(f"only a pending task can be edited; this task is {task.status}")
     _validate(node=assigned_node, locked_at=locked_at)
+    if node_selector is not UNCHANGED:
+        task.node_selector = node_selector or None
+    check_node_matches(assigned_node, task.node_selector)
     task.name, task.details = name, details
     task.assigned_node, task.locked_at = assigned_node, locked_at
     if payload is not UNCHANGED:
         task.payload = payload
+    if priority is not UNCHANGED:
+        task.priority = priority
     task.full_clean()
     task.save()
     return task
@@ -325,9 +489,10 @@ def _lock_ids(tasks, *, limit: int | None = None) -> list:
     return [row.pk for row in locked]
 
 
-def _fail(ids: list, *, actor, cause: str) -> int:
-    """Fail the tasks with these `ids`, which the caller has locked, for `cause`, each
-    with a history row naming `actor`: two statements whatever the count.
+def _fail(ids: list, *, actor, cause: str, reason: str = "") -> int:
+    """Fail the tasks with these `ids`, which the caller has locked, for `cause` (and
+    `reason`, the task's failureReason), each with a history row naming `actor`: two
+    statements whatever the count.
 
     They select by id alone: with any other condition SQLite's planner walks
     the deadline index past every expired task, for every batch.
@@ -337,7 +502,7 @@ def _fail(ids: list, *, actor, cause: str) -> int:
     now = timezone.now()
     _record_failures(batch, actor=actor, cause=cause, now=now)
     failed = batch.update(
-        status=TaskStatus.FAILED, failure_cause=cause, failure_reason="", updated_at=now
+        status=TaskStatus.FAILED, failure_cause=cause, failure_reason=reason, updated_at=now
     )
     transaction.on_commit(lambda: FAILURES.labels(cause).inc(failed))
     return failed
@@ -412,6 +577,37 @@ def tasks_reassign(
     return [task_id for task_id, *_ in locked]
 
 
+@transaction.atomic
+def tasks_reassign_by_selector(
+    *, task_ids: Iterable[UUID], selector: dict, locked_at: datetime | None = None
+) -> list[UUID]:
+    """Give many tasks to the nodes matching `selector`, each to the least-loaded one
+    placement picks (tasks.placement), as `tasks_reassign` gives them to one node.
+
+    409 (NoNodeMatches) when no node matches; completed and soft-deleted tasks are left
+    alone. Returns the ids it changed."""
+    movable = list(
+        Task.objects.filter(pk__in=list(task_ids), active=True)
+        .exclude(status=TaskStatus.COMPLETED)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    if not movable:
+        return []
+    placement = Placement(now=timezone.now())
+    by_node: dict[UUID, list[UUID]] = {}
+    for task_id in movable:
+        node_id = placement.pick(selector)
+        if node_id is None:
+            raise NoNodeMatches("no node matches: no schedulable node has these labels")
+        by_node.setdefault(node_id, []).append(task_id)
+    nodes = Node.objects.in_bulk(list(by_node))
+    changed = []
+    for node_id, ids in by_node.items():
+        changed += tasks_reassign(task_ids=ids, node=nodes[node_id], locked_at=locked_at)
+    return changed
+
+
 def tasks_expire(
     *,
     batch_size: int,
@@ -449,6 +645,8 @@ class FailoverCounts:
     reassigned: int = 0  # given to an alive node as pending
     stranded: int = 0  # would have moved, but no node was alive to take them
     held: int = 0  # down nodes left alone: too many at once (FAILOVER_MAX_DOWN_SHARE)
+    # Failed for a human: no alive node matches their selector, or pinned (a broadcast's).
+    unplaced: int = 0
 
     def __add__(self, other: "FailoverCounts") -> "FailoverCounts":
         return FailoverCounts(
@@ -456,6 +654,7 @@ class FailoverCounts:
             self.reassigned + other.reassigned,
             self.stranded + other.stranded,
             self.held + other.held,
+            self.unplaced + other.unplaced,
         )
 
 
@@ -510,6 +709,8 @@ def tasks_fail_over(
                     "status",
                     "attempts",
                     "locked_at",
+                    "node_selector",
+                    "pinned",
                 )[:batch_size]
             )
             counts = _fail_over(rows, now=now) if rows else FailoverCounts()
@@ -518,6 +719,12 @@ def tasks_fail_over(
                 logger.warning(
                     "no alive node to take over tasks",
                     extra={"event": "failover_stranded", "stranded_count": totals.stranded},
+                )
+            if totals.unplaced:
+                logger.warning(
+                    "tasks of down nodes failed for a human: no alive node matches their "
+                    "nodeSelector, or they are pinned to their node",
+                    extra={"event": "failover_unplaced", "unplaced_count": totals.unplaced},
                 )
             return totals
         totals += counts
@@ -555,43 +762,67 @@ def _fail_over(rows: list, *, now: datetime) -> FailoverCounts:
         }
     rows = [row for row in rows if UUID(str(row.assigned_node_id)) in still_down]
     max_attempts = settings.TASK_MAX_ATTEMPTS
+    to_move = [row for row in rows if row.attempts < max_attempts]
+    # Flushed for this batch already; read only when something may move.
+    placement = Placement(now=now, alive_only=True, flush=False) if to_move else None
+    targets, unplaced = {}, {}
+    if placement:  # no node alive at all: everything stays where it is (stranded)
+        for row in to_move:
+            selector = _json_value(row.node_selector)
+            target = None if row.pinned else placement.pick(selector)
+            if target is None:
+                unplaced[row.pk] = PINNED_REASON if row.pinned else NO_MATCH_REASON
+            else:
+                targets[row.pk] = target
     to_fail = [
         row.pk
         for row in rows
-        if row.status == TaskStatus.IN_PROGRESS or row.attempts >= max_attempts
+        if row.pk not in unplaced
+        and (row.status == TaskStatus.IN_PROGRESS or row.attempts >= max_attempts)
     ]
     failed = _fail(to_fail, actor=None, cause=FailureCause.NODE_LOST) if to_fail else 0
-    to_move = [row for row in rows if row.attempts < max_attempts]
+    for reason in set(unplaced.values()):
+        ids = [pk for pk, why in unplaced.items() if why == reason]
+        failed += _fail(ids, actor=None, cause=FailureCause.NODE_LOST, reason=reason)
+    if unplaced:
+        logger.warning(
+            "tasks of down nodes failed for a human: nowhere they may go",
+            extra={
+                "event": "failover_unplaced",
+                "task_ids": [str(UUID(str(pk))) for pk in unplaced],
+            },
+        )
+    counts = FailoverCounts(failed=failed, unplaced=len(unplaced))
     if not to_move:
-        return FailoverCounts(failed=failed)
-    targets = _least_loaded_first(now=now)
-    if not targets:
-        return FailoverCounts(failed=failed, stranded=len(to_move))
-    _move(to_move, targets=targets, now=now)
-    transaction.on_commit(lambda: REASSIGNMENTS.labels("failover").inc(len(to_move)))
-    return FailoverCounts(failed=failed, reassigned=len(to_move))
+        return counts
+    if not placement:
+        return counts + FailoverCounts(stranded=len(to_move))
+    moving = [(row, targets[row.pk]) for row in to_move if row.pk in targets]
+    if moving:
+        _move(moving, now=now)
+        transaction.on_commit(lambda: REASSIGNMENTS.labels("failover").inc(len(moving)))
+    return counts + FailoverCounts(reassigned=len(moving))
 
 
-def _least_loaded_first(*, now: datetime) -> list:
-    """A heap of (open task count, id text, id) over the alive active nodes."""
-    alive = list(Node.objects.alive(now).values_list("pk", flat=True))
-    loads = Task.objects.filter(assigned_node_id__in=alive).open_counts_by_node()
-    heap = [(loads.get(pk, (0, 0))[0], str(pk), pk) for pk in alive]
-    heapq.heapify(heap)
-    return heap
+# Why failover failed a task instead of moving it: its failureReason.
+NO_MATCH_REASON = "failover: no alive schedulable node matches its nodeSelector"
+PINNED_REASON = "failover: pinned to its node (one of a broadcast's tasks)"
 
 
-def _move(rows: list, *, targets: list, now: datetime) -> None:
-    """Give each task to the least-loaded target as pending, with a fresh deadline,
-    and write its history rows: one UPDATE per target and deadline rule."""
+def _json_value(text):
+    """A JSON column's driver value (text, or None for SQL NULL), parsed."""
+    return None if text is None else json.loads(text)
+
+
+def _move(moves: list, *, now: datetime) -> None:
+    """Give each task (a driver row) to its target (placement's pick) as pending, with a
+    fresh deadline, and write its history rows: one UPDATE per target and deadline rule."""
     floor = fresh_deadline(now, now)
     # After the failure rows `_fail` just stamped, so history reads in order.
     moved_at = timezone.now()
     groups: dict[tuple, list] = {}
     history = []
-    for row in rows:
-        load, key, target = heapq.heappop(targets)
-        heapq.heappush(targets, (load + 1, key, target))
+    for row, target in moves:
         task_id, old_node = UUID(str(row.pk)), str(UUID(str(row.assigned_node_id)))
         deadline = row.locked_at
         if timezone.is_naive(deadline):  # the driver's values are UTC

@@ -12,6 +12,8 @@ tasks = TaskViewSet.as_view
 
 urlpatterns = [
     path("tasks", tasks({"get": "list", "post": "create", "put": "update"}), name="task-list"),
+    path("tasks/bulk", tasks({"post": "bulk"}), name="task-bulk"),
+    path("tasks/broadcast", tasks({"post": "broadcast"}), name="task-broadcast"),
     path("tasks/all", tasks({"get": "list_all"}), name="task-all"),
     path("tasks/node", tasks({"get": "list"}), name="task-node"),
     path("tasks/filter/<str:status>", tasks({"get": "list_by_status"}), name="task-filter"),

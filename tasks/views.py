@@ -26,7 +26,7 @@ from taskmgmt.errors import error_responses
 from taskmgmt.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 from tasks import services
 from tasks.actor import acting_as
-from tasks.models import Task, TaskStatus
+from tasks.models import PRIORITY_DEFAULT, Task, TaskStatus
 from tasks.pagination import CappedKeysetPagination, KeysetPagination
 from tasks.permissions import IsAssignedNodeOrAdmin, IsNodeWithOwnTasks
 from tasks.selectors import TaskRow, active_task_row, task_rows
@@ -34,13 +34,17 @@ from tasks.serializers import (
     FailedCountSerializer,
     ProfileSerializer,
     TaskAssignSerializer,
+    TaskBroadcastSerializer,
+    TaskBulkSerializer,
     TaskEditSerializer,
     TaskEnvelopeSerializer,
     TaskFieldsSerializer,
     TaskHistoryEnvelopeSerializer,
     TaskProgressSerializer,
+    TasksEnvelopeSerializer,
     TaskSerializer,
     TaskStatusSerializer,
+    bulk_items,
     task_representation,
 )
 
@@ -87,6 +91,19 @@ def validated_fast(serializer_class, request) -> dict:
     return values
 
 
+def create_arguments(data: dict) -> dict:
+    """`services.task_create`'s arguments from a validated create body (`TaskFieldsSerializer`)."""
+    return {
+        "name": data["taskName"],
+        "details": data["taskDetails"],
+        "assigned_node": data.get("assignedNode"),
+        "locked_at": data["lockedAt"],
+        "payload": data.get("payload"),
+        "node_selector": data.get("nodeSelector"),
+        "priority": data.get("priority", PRIORITY_DEFAULT),
+    }
+
+
 def existing_task(service: Callable[..., Task], **arguments) -> Task:
     """Run a service on the task named in the body: an unknown id is a 404."""
     try:
@@ -109,6 +126,8 @@ class TaskViewSet(viewsets.GenericViewSet):
     # Who may call each action; object-level checks happen in `get_object()`.
     action_permissions = {
         "create": [IsAdminRole],
+        "bulk": [IsAdminRole],
+        "broadcast": [IsAdminRole],
         "update": [IsAdminRole],
         "assign": [IsAdminRole],
         "destroy": [IsAdminRole],
@@ -150,14 +169,57 @@ class TaskViewSet(viewsets.GenericViewSet):
     @idempotent
     def create(self, request):
         data = validated(TaskFieldsSerializer, request)
-        task = services.task_create(
+        task = services.task_create(**create_arguments(data))
+        return task_response(task, HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Create up to BULK_MAX_TASKS tasks at once, all or none (admin)",
+        description=(
+            "Each item is a create body. Any bad item: a 400 naming its index and field "
+            "(`tasks[3].lockedAt`), nothing created. 201 with the tasks in the order sent."
+        ),
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
+        request=TaskBulkSerializer,
+        responses={
+            201: TasksEnvelopeSerializer,
+            **error_responses(400, 401, 403, 409, 413, 415, 422, 429),
+        },
+    )
+    @idempotent
+    def bulk(self, request):
+        items = [create_arguments(item) for item in bulk_items(request.data)]
+        tasks = services.tasks_create_bulk(tasks=items)
+        return Response(
+            {"tasks": [task_representation(task) for task in tasks]}, status=HTTP_201_CREATED
+        )
+
+    @extend_schema(
+        summary="One task for every schedulable node matching nodeSelector (admin)",
+        description=(
+            "Each task is pinned to its node: failover fails it for a human rather than "
+            "move it. 409 when no node matches; one transaction."
+        ),
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
+        request=TaskBroadcastSerializer,
+        responses={
+            201: TasksEnvelopeSerializer,
+            **error_responses(400, 401, 403, 409, 413, 415, 422, 429),
+        },
+    )
+    @idempotent
+    def broadcast(self, request):
+        data = validated(TaskBroadcastSerializer, request)
+        tasks = services.tasks_broadcast(
             name=data["taskName"],
             details=data["taskDetails"],
-            assigned_node=data["assignedNode"],
             locked_at=data["lockedAt"],
             payload=data.get("payload"),
+            node_selector=data.get("nodeSelector"),
+            priority=data.get("priority", PRIORITY_DEFAULT),
         )
-        return task_response(task, HTTP_201_CREATED)
+        return Response(
+            {"tasks": [task_representation(task) for task in tasks]}, status=HTTP_201_CREATED
+        )
 
     @extend_schema(
         summary="Edit a pending task (admin)",
@@ -170,7 +232,8 @@ class TaskViewSet(viewsets.GenericViewSet):
     def update(self, request):
         data = validated(TaskEditSerializer, request)
         # Sent or not, not null or not: an edit without `payload` keeps the task's.
-        payload = {"payload": data["payload"]} if "payload" in data else {}
+        kept = {"payload": "payload", "nodeSelector": "node_selector", "priority": "priority"}
+        sent = {argument: data[field] for field, argument in kept.items() if field in data}
         task = existing_task(
             services.task_update,
             task_id=data["taskId"],
@@ -178,7 +241,7 @@ class TaskViewSet(viewsets.GenericViewSet):
             details=data["taskDetails"],
             assigned_node=data["assignedNode"],
             locked_at=data["lockedAt"],
-            **payload,
+            **sent,
         )
         return task_response(task)
 

@@ -19,6 +19,10 @@ TASK_FIELDS = {
     "progress",
     "checkpoint",
     "attempt",
+    # Placement (docs/placement.md).
+    "priority",
+    "nodeSelector",
+    "pinned",
 }
 USER_FIELDS = {"id", "name", "email", "role"}
 

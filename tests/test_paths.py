@@ -68,6 +68,11 @@ CALLS = [
     Call("task-list", "PUT", "/api/tasks", "admin", 200,
          {"taskId": "{task}", "taskName": "Reindex", "taskDetails": "Rebuild.",
           "assignedNode": "{other_node}", "lockedAt": "{later}"}),
+    Call("task-bulk", "POST", "/api/tasks/bulk", "admin", 201,
+         {"tasks": [{"taskName": "Reindex", "taskDetails": "Rebuild.", "assignedNode": "{node}",
+                     "lockedAt": "{later}"}]}, creates=True),
+    Call("task-broadcast", "POST", "/api/tasks/broadcast", "admin", 201,
+         {"taskName": "Upgrade", "taskDetails": "apt.", "lockedAt": "{later}"}, creates=True),
     Call("task-all", "GET", "/api/tasks/all?limit=1", "admin", 200),
     Call("task-node", "GET", "/api/tasks/node", "node", 200),
     Call("task-filter", "GET", "/api/tasks/filter/pending", "node", 200),
@@ -75,6 +80,9 @@ CALLS = [
          {"taskId": "{task}", "nodeId": "{other_node}"}),
     Call("task-shift-status", "PUT", "/api/tasks/shift-status", "node", 200,
          {"taskId": "{task}", "taskStatus": "in_progress"}),
+    # The world's task is pending: progress on it is a 409, the same for both spellings.
+    Call("task-progress", "PUT", "/api/tasks/progress", "node", 409,
+         {"taskId": "{task}", "percent": 5}),
     Call("task-history", "GET", "/api/tasks/history/{task}", "admin", 200),
     Call("task-detail", "GET", "/api/tasks/{task}", "node", 200),
     Call("task-claim", "POST", "/api/tasks/claim", "node", 200),
@@ -82,6 +90,7 @@ CALLS = [
          {"taskId": "{task}", "percent": 50}),
     Call("node-list", "GET", "/api/nodes", "admin", 200),
     Call("node-heartbeat", "POST", "/api/nodes/heartbeat", "node", 200),
+    Call("node-detail", "PUT", "/api/nodes/{node}", "admin", 200, {"labels": {"gpu": "true"}}),
     Call("task-detail", "DELETE", "/api/tasks/{task}", "admin", 200),
     Call("collect-failed", "GET", "/cron/collect-failed", "admin", 200),
     Call("collect-failed", "POST", "/cron/collect-failed", "admin", 200),
@@ -158,6 +167,8 @@ def spellings(path: str) -> tuple[str, str]:
 def filled(value, values: dict):
     if isinstance(value, dict):
         return {key: filled(item, values) for key, item in value.items()}
+    if isinstance(value, list):
+        return [filled(item, values) for item in value]
     return value.format(**values) if isinstance(value, str) else value
 
 

@@ -14,7 +14,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from tasks.models import HistoryAction, Task, TaskHistory, TaskStatus
+from tasks.models import CLAIM_INDEX, HistoryAction, Task, TaskHistory, TaskStatus
 from tests.factories import AdminFactory, NodeFactory, TaskFactory
 
 MANY = 60
@@ -134,6 +134,7 @@ def _fill_big_world() -> dict:
                 status=statuses[number % len(statuses)],
                 locked_at=now + timedelta(days=1),
                 active=number % 50 != 0,
+                priority=number % 100 + 1,
                 created_at=now - timedelta(seconds=number * NODES + index),
             )
             for index, node in enumerate(nodes)
@@ -225,9 +226,9 @@ HOT_PATHS = {
         "post",
         "/api/tasks/claim",
         "ordered",
-        "task_node_claim|PRIMARY",
+        f"{CLAIM_INDEX}|PRIMARY",
     ),
-    "node beats": ("node", "post", "/api/nodes/heartbeat", None, "task_node_claim|PRIMARY"),
+    "node beats": ("node", "post", "/api/nodes/heartbeat", None, f"{CLAIM_INDEX}|PRIMARY"),
 }
 
 

@@ -26,7 +26,7 @@ from taskmgmt.sql import (
     update_rows,
     with_ids,
 )
-from tasks.models import HistoryAction, Task, TaskHistory, TaskStatus
+from tasks.models import CLAIM_INDEX, HistoryAction, Task, TaskHistory, TaskStatus
 from tests.factories import TaskFactory
 
 pytestmark = pytest.mark.django_db
@@ -106,7 +106,7 @@ def test_a_named_index_is_forced_on_mariadb_and_changes_no_answer(node):
             picked = Task.objects.claimable_first(node, now)
 
     assert (count, picked.pk) == (2, first.pk)
-    hinted = [q["sql"] for q in queries if "FORCE INDEX (`task_node_claim`)" in q["sql"]]
+    hinted = [q["sql"] for q in queries if f"FORCE INDEX (`{CLAIM_INDEX}`)" in q["sql"]]
     assert len(hinted) == (2 if connection.vendor == "mysql" else 0), queries
 
 
@@ -157,6 +157,8 @@ def test_the_first_claimable_task_is_the_orm_s_first(node, other_node):
     TaskFactory(assigned_node=node, locked_at=later)
     TaskFactory(assigned_node=node, locked_at=soon)  # the earliest deadline wins, not age
     TaskFactory(assigned_node=node, locked_at=soon)
+    TaskFactory(assigned_node=node, locked_at=later, priority=70)  # priority first, descending
+    TaskFactory(assigned_node=node, locked_at=soon, priority=10)
 
     while (orm := Task.objects.claimable_by(node, now).first()) is not None:
         assert field_values(Task.objects.claimable_first(node, now)) == field_values(orm)

@@ -205,6 +205,7 @@ def test_admins_see_every_active_node_with_liveness_and_open_work(admin_client, 
         "lastSeen",
         "openCount",
         "inProgressCount",
+        "labels",
     }
     assert (first["nodeId"], first["email"]) == (str(alive.pk), alive.email)
     assert parse(first["lastSeen"]) == alive_seen

@@ -270,7 +270,10 @@ def test_the_add_page_asks_only_for_what_the_admin_sets(admin_site_client):
     response = admin_site_client.get(ADD)
 
     form = response.context["adminform"].form
-    assert set(form.fields) == {"name", "details", "assigned_node", "locked_at"}
+    assert set(form.fields) == {
+        *("name", "details", "assigned_node", "locked_at"),
+        *("priority", "node_selector"),  # placement (docs/placement.md)
+    }
 
 
 @pytest.mark.parametrize(

@@ -160,6 +160,11 @@ class Command(BaseCommand):
             self.stderr.write(
                 f"no alive node to take {stranded} task(s) of down nodes: left in place"
             )
+        if result.unplaced and verbosity > 0:
+            self.stderr.write(
+                f"{result.unplaced} task(s) of down nodes failed for a human: no alive node"
+                " matches their nodeSelector, or they are pinned to their node (a broadcast's)"
+            )
 
 
 class StrandedChanged(logging.Filter):

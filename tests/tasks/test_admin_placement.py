@@ -1,0 +1,191 @@
+"""Placement in the admin site: tasks filtered by node label and by priority, the task
+form's priority and selector, and "reassign by label" through placement."""
+
+import pytest
+from django.contrib.messages import get_messages
+from django.urls import reverse
+from django.utils import timezone
+
+from nodes.models import NodeLabels
+from tasks.models import HistoryAction, Task, TaskHistory, TaskStatus
+from tests.factories import NodeFactory, TaskFactory
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = reverse("admin:tasks_task_changelist")
+
+
+def labelled(labels, **fields):
+    node = NodeFactory(**fields)
+    NodeLabels.objects.create(node=node, labels=labels)
+    return node
+
+
+def listed(client, query) -> set:
+    response = client.get(f"{CHANGELIST}?{query}")
+    assert response.status_code == 200
+    return {task.pk for task in response.context["cl"].result_list}
+
+
+def test_tasks_filter_by_their_nodes_label(admin_site_client):
+    gpu, cpu = labelled({"gpu": "true"}), labelled({"gpu": "false", "region": "eu"})
+    on_gpu, on_cpu = TaskFactory(assigned_node=gpu), TaskFactory(assigned_node=cpu)
+
+    page = admin_site_client.get(CHANGELIST).content.decode()
+
+    assert "gpu=true" in page and "region=eu" in page
+    assert listed(admin_site_client, "node_label=gpu%3Dtrue") == {on_gpu.pk}
+    assert listed(admin_site_client, "node_label=region%3Deu") == {on_cpu.pk}
+
+
+def test_tasks_filter_by_priority_band(admin_site_client):
+    high, default, low = (TaskFactory(priority=p) for p in (90, 50, 5))
+
+    assert listed(admin_site_client, "priority_band=high") == {high.pk}
+    assert listed(admin_site_client, "priority_band=default") == {default.pk}
+    assert listed(admin_site_client, "priority_band=low") == {low.pk}
+
+
+def test_reassign_by_label_spreads_tasks_over_the_matching_nodes(admin_site_client, admin_user):
+    now = timezone.now()
+    gpus = [labelled({"gpu": "true"}, last_seen=now) for _ in range(2)]
+    labelled({"gpu": "false"}, last_seen=now)
+    tasks = TaskFactory.create_batch(4, status=TaskStatus.FAILED)
+    done = TaskFactory(status=TaskStatus.COMPLETED)
+
+    response = admin_site_client.post(
+        CHANGELIST,
+        {
+            "action": "reassign_by_label",
+            "_selected_action": [t.pk for t in [*tasks, done]],
+            "apply": "Reassign",
+            "labels": "gpu=true",
+            "locked_at": "2099-07-01T09:30",
+        },
+    )
+
+    assert response.status_code == 302
+    messages = [str(m) for m in get_messages(response.wsgi_request)]
+    assert messages == ["Reassigned 4 task(s). Skipped 1: 1 completed."]
+    for task in tasks:
+        task.refresh_from_db()
+        assert task.status == TaskStatus.PENDING
+        row = task.history.get(action=HistoryAction.ASSIGNEE_CHANGE)
+        assert row.performed_by_id == admin_user.pk
+    holders = sorted(str(t.assigned_node_id) for t in tasks)
+    assert holders == sorted([str(n.pk) for n in gpus] * 2)
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"), [("gpu=true", "no node matches"), ("GPU", "key=value")]
+)
+def test_reassign_by_label_with_no_match_or_bad_labels_moves_nothing(
+    admin_site_client, labels, message
+):
+    task = TaskFactory(status=TaskStatus.FAILED)
+    data = {
+        "action": "reassign_by_label",
+        "_selected_action": [task.pk],
+        "apply": "Reassign",
+        "labels": labels,
+        "locked_at": "",
+    }
+
+    response = admin_site_client.post(CHANGELIST, data)
+
+    assert message in response.content.decode() + " ".join(
+        str(m) for m in get_messages(response.wsgi_request)
+    )
+    task.refresh_from_db()
+    assert task.status == TaskStatus.FAILED
+
+
+BROADCAST = reverse("admin:tasks_task_broadcast")
+
+
+def broadcast_form(labels="gpu=true", **overrides):
+    return {
+        "name": "upgrade",
+        "details": "apt upgrade",
+        "locked_at": "2099-07-01T09:30",
+        "priority": "70",
+        "labels": labels,
+        **overrides,
+    }
+
+
+def test_the_list_links_to_the_broadcast_page(admin_site_client):
+    assert BROADCAST in admin_site_client.get(CHANGELIST).content.decode()
+
+
+def test_an_admin_broadcasts_one_pinned_task_per_matching_node(admin_site_client, admin_user):
+    gpus = [labelled({"gpu": "true"}) for _ in range(2)]
+    labelled({"gpu": "false"})
+
+    response = admin_site_client.post(BROADCAST, broadcast_form())
+
+    assert response.status_code == 302
+    tasks = list(Task.objects.all())
+    assert sorted(t.assigned_node_id for t in tasks) == sorted(n.pk for n in gpus)
+    assert {(t.pinned, t.priority, str(t.node_selector)) for t in tasks} == {
+        (True, 70, "{'gpu': 'true'}")
+    }
+    rows = TaskHistory.objects.filter(action=HistoryAction.INITIAL_ASSIGN)
+    assert set(rows.values_list("performed_by", flat=True)) == {admin_user.pk}
+
+
+@pytest.mark.parametrize(
+    ("form", "message"),
+    [
+        (broadcast_form(), "no node matches"),
+        (broadcast_form(labels="gpu"), "key=value"),
+        (broadcast_form(locked_at="2001-01-01T00:00"), "must be in the future"),
+        (broadcast_form(priority="0"), "greater than or equal to 1"),
+    ],
+)
+def test_a_broadcast_that_cannot_be_done_creates_nothing(admin_site_client, form, message):
+    labelled({"gpu": "false"})
+
+    response = admin_site_client.post(BROADCAST, form)
+
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert not Task.objects.exists()
+
+
+def test_the_dashboard_groups_its_status_by_node_table_by_a_label(admin_site_client):
+    eu = [labelled({"region": "eu"}) for _ in range(2)]
+    us = labelled({"region": "us"})
+    bare = NodeFactory()
+    for node in [*eu, us, bare]:
+        TaskFactory(assigned_node=node)
+    TaskFactory(assigned_node=eu[0], status=TaskStatus.IN_PROGRESS)
+
+    response = admin_site_client.get(reverse("admin:index") + "?group=region")
+
+    rows = {
+        row["name"]: {status: (count, url) for status, count, url in row["cells"]}
+        for row in response.context["group_rows"]
+    }
+    assert list(rows) == ["region=eu", "region=us", "no region label"]
+    assert rows["region=eu"]["pending"][0] == 2
+    assert rows["region=eu"]["in_progress"][0] == 1
+    assert rows["no region label"]["pending"][0] == 1
+    for name, expected in (("region=eu", 2), ("region=us", 1), ("no region label", 1)):
+        assert len(listed(admin_site_client, rows[name]["pending"][1].split("?", 1)[1])) == expected
+    assert '<a href="?group=region">' not in response.content.decode()  # chosen: not a link
+
+
+def test_metrics_carry_no_label_values_however_many_labels_nodes_have(client, settings):
+    from tests.test_metrics import TOKEN, scrape
+
+    settings.METRICS_TOKEN, settings.DASHBOARD_CACHE_SECONDS = TOKEN, 0
+    for i in range(5):
+        TaskFactory(assigned_node=labelled({"rack": f"rack-{i}-unique", "gpu": "true"}))
+
+    samples = scrape(client)
+
+    label_values = {value for _, labels in samples for _, value in labels}
+    assert not {value for value in label_values if "rack-" in value or value == "true"}
+    label_names = {name for _, labels in samples for name, _ in labels}
+    assert not label_names & {"rack", "gpu"}

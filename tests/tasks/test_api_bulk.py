@@ -1,0 +1,181 @@
+"""POST /api/tasks/bulk (SPEC, Placement): many tasks in one request, all or nothing,
+each with its initial_assign row, errors naming the item's index and field."""
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from nodes.models import NodeLabels
+from tasks.models import HistoryAction, Task, TaskHistory
+from tasks.services import BULK_INSERT_BATCH
+from tests.api import TASK_FIELDS, assert_json_error
+from tests.factories import AdminFactory, NodeFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def item(node=None, **fields):
+    body = {
+        "taskName": "render",
+        "taskDetails": "a frame",
+        "lockedAt": (timezone.now() + timedelta(days=1)).isoformat(),
+        **fields,
+    }
+    if node is not None:
+        body["assignedNode"] = str(node.pk)
+    return body
+
+
+def bulk(client, tasks, **headers):
+    return client.post("/api/tasks/bulk", {"tasks": tasks}, format="json", headers=headers)
+
+
+def test_bulk_creates_every_task_in_order_with_its_initial_assign_row(
+    admin_client, admin_user, node, other_node
+):
+    items = [item(node, taskName=f"t{i}", priority=i + 1) for i in range(5)]
+    items.append(item(other_node, taskName="last", payload={"frame": 9}))
+
+    response = bulk(admin_client, items)
+
+    assert response.status_code == 201, response.content
+    tasks = response.json()["tasks"]
+    assert [t["taskName"] for t in tasks] == [f"t{i}" for i in range(5)] + ["last"]
+    assert all(set(t) == TASK_FIELDS for t in tasks)
+    assert [t["priority"] for t in tasks] == [1, 2, 3, 4, 5, 50]
+    assert tasks[-1]["payload"] == {"frame": 9}
+    rows = TaskHistory.objects.filter(action=HistoryAction.INITIAL_ASSIGN)
+    assert sorted(rows.values_list("task_id", "to_value", "performed_by_id")) == sorted(
+        (uuid.UUID(t["id"]), t["assignedNode"], admin_user.pk) for t in tasks
+    )
+    assert TaskHistory.objects.count() == 6
+
+
+def test_items_with_a_selector_are_spread_over_the_matching_nodes(admin_client):
+    gpus = NodeFactory.create_batch(2, last_seen=timezone.now())
+    for node in gpus:
+        NodeLabels.objects.create(node=node, labels={"gpu": "true"})
+    NodeFactory(last_seen=timezone.now())
+
+    tasks = bulk(admin_client, [item(nodeSelector={"gpu": "true"}) for _ in range(4)]).json()
+
+    placed = [t["assignedNode"] for t in tasks["tasks"]]
+    assert sorted(placed) == sorted([str(n.pk) for n in gpus] * 2)
+
+
+def test_a_thousand_tasks_cost_a_fixed_number_of_queries(admin_client, node, other_node):
+    few = [item(node) for _ in range(3)]
+    many = [item(node if i % 2 else other_node) for i in range(1000)]
+
+    with CaptureQueriesContext(connection) as small:
+        assert bulk(admin_client, few).status_code == 201
+    with CaptureQueriesContext(connection) as large:
+        assert bulk(admin_client, many).status_code == 201
+
+    def reads(captured):
+        return [q["sql"] for q in captured if not q["sql"].startswith("INSERT")]
+
+    # Only the INSERTs grow with the count (by the database's batch size), never a read.
+    assert len(reads(large)) == len(reads(small))
+    inserts = len(large) - len(reads(large))
+    fields = Task._meta.concrete_fields
+    batch = min(BULK_INSERT_BATCH, connection.ops.bulk_batch_size(fields, many))
+    assert inserts <= 2 * -(-1000 // batch)
+    assert Task.objects.count() == 1003
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "tasks"),
+        ({"tasks": None}, "tasks"),
+        ({"tasks": {"taskName": "x"}}, "tasks"),
+        ({"tasks": "x"}, "tasks"),
+        ({"tasks": []}, "tasks"),
+    ],
+)
+def test_a_body_that_is_not_a_list_of_one_to_the_limit_is_a_400(admin_client, body, field):
+    response = admin_client.post("/api/tasks/bulk", body, format="json")
+    body = assert_json_error(response, 400)
+    assert [e["field"] for e in body["errors"]] == [field]
+
+
+def test_over_the_limit_is_a_400_and_creates_nothing(admin_client, node, settings):
+    settings.BULK_MAX_TASKS = 3
+    body = assert_json_error(bulk(admin_client, [item(node)] * 4), 400)
+    assert "1 to 3" in body["errors"][0]["message"]
+    assert not Task.objects.exists()
+
+
+def test_bad_items_are_named_by_index_and_field_and_nothing_is_created(admin_client, node):
+    past = (timezone.now() - timedelta(hours=1)).isoformat()
+    items = [
+        item(node),
+        item(node, lockedAt=past),
+        "not an object",
+        item(node, priority=0, nodeSelector={"BAD": "x"}),
+        item(),
+        item(node),
+    ]
+
+    body = assert_json_error(bulk(admin_client, items), 400)
+
+    fields = sorted(e["field"] for e in body["errors"])
+    assert fields == [
+        "tasks[1].lockedAt",
+        "tasks[2]",
+        "tasks[3].nodeSelector",
+        "tasks[3].priority",
+        "tasks[4].assignedNode",
+    ]
+    assert not Task.objects.exists()
+    assert not TaskHistory.objects.exists()
+
+
+def test_bad_nodes_are_named_by_index_and_nothing_is_created(admin_client, node):
+    gone, admin = NodeFactory(is_active=False), AdminFactory()
+    items = [
+        item(node),
+        item(gone),
+        item(admin),
+        item(assignedNode=str(uuid.uuid4())),
+        item(node, nodeSelector={"gpu": "true"}),
+    ]
+
+    body = assert_json_error(bulk(admin_client, items), 400)
+
+    assert {e["field"]: e["message"] for e in body["errors"]} == {
+        "tasks[1].assignedNode": "Tasks can only be assigned to an active node.",
+        "tasks[2].assignedNode": "Tasks can only be assigned to a node, not an admin.",
+        "tasks[3].assignedNode": "No user has this id.",
+        "tasks[4].assignedNode": "This node does not match the task's nodeSelector.",
+    }
+    assert not Task.objects.exists()
+
+
+def test_an_item_no_node_matches_is_a_409_and_nothing_is_created(admin_client, node):
+    response = bulk(admin_client, [item(node), item(nodeSelector={"gpu": "true"})])
+
+    body = assert_json_error(response, 409)
+    assert "tasks[1]" in body["message"]
+    assert not Task.objects.exists()
+
+
+def test_a_retry_with_the_same_idempotency_key_creates_nothing_more(admin_client, node):
+    items = [item(node) for _ in range(3)]
+
+    first = bulk(admin_client, items, **{"Idempotency-Key": "bulk-1"})
+    again = bulk(admin_client, items, **{"Idempotency-Key": "bulk-1"})
+
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert Task.objects.count() == 3
+
+
+def test_only_admins_bulk_create(node_client, node):
+    assert_json_error(bulk(node_client, [item(node)]), 403)
+    assert not Task.objects.exists()
