@@ -9,10 +9,18 @@ import os
 import tempfile
 
 # The suite tests production settings: neither a shell's DEBUG nor the development
-# .env that `make run` writes (DEBUG=true) may switch them.
-os.environ["DEBUG"] = "false"
-# Nor the demo's failover and short liveness times from that .env: their defaults.
-os.environ |= {"FAILOVER": "off", "NODE_HEARTBEAT_SECONDS": "10", "NODE_DOWN_AFTER": "30"}
+# .env that `make run` writes (DEBUG=true) may switch them, nor that .env's demo
+# failover and short liveness times. Pinned once, in the suite's own process: a
+# server a test starts on these settings (gunicorn in tests/fleet) inherits the
+# pinned values, and keeps those the test gives it instead.
+if not os.environ.get("TASKMGMT_SUITE_ENV_PINNED"):
+    os.environ |= {
+        "DEBUG": "false",
+        "FAILOVER": "off",
+        "NODE_HEARTBEAT_SECONDS": "10",
+        "NODE_DOWN_AFTER": "30",
+        "TASKMGMT_SUITE_ENV_PINNED": "1",
+    }
 # At least 32 bytes: it also signs the JWTs, and PyJWT warns about shorter HS256 keys.
 os.environ.setdefault("SECRET_KEY", "tests-only-not-secret-but-long-enough-for-hs256")
 

@@ -1,9 +1,9 @@
 """A control-plane outage does not fail the fleet's work (issue 17, item 7).
 
-Five real workers (examples/worker.py) against a real gunicorn (gunicorn.conf.py, two
-processes, Redis-coalesced beats, MariaDB) while the sweep runs every second from
-another process, as cron runs it. gunicorn is stopped mid-run for longer than
-NODE_DOWN_AFTER, then started again: no task fails node_lost, every one completes
+Five real workers (the `taskmgmt-worker` package, worker/) against a real gunicorn
+(gunicorn.conf.py, two processes, Redis-coalesced beats, MariaDB) while the sweep runs
+every second from another process, as cron runs it. gunicorn is stopped mid-run for
+longer than NODE_DOWN_AFTER, then started again: no task fails node_lost, every one completes
 exactly once. The down-share guard is off here (FAILOVER_MAX_DOWN_SHARE=1), so
 this is the serving record alone at work (nodes/serving.py).
 """
@@ -201,7 +201,8 @@ def test_a_server_outage_longer_than_down_after_fails_no_task_over(cache_url, tm
     # The sweep ran all through the outage, and after it while the nodes came back.
     assert SweepRun.objects.filter(started_at__gt=stopped, started_at__lt=restarted).count() >= 2
     assert SweepRun.objects.filter(started_at__gt=restarted).count() >= 2
-    assert not TaskHistory.objects.filter(task__in=task_ids, cause=FailureCause.NODE_LOST)
+    lost = TaskHistory.objects.filter(task__in=task_ids, cause=FailureCause.NODE_LOST)
+    assert not lost, f"outage {stopped} to {restarted}\n{fleet.logs()}"
     assert Task.objects.filter(pk__in=task_ids, attempts=1).count() == len(tasks)
     assert_every_history_consistent(Task.objects.filter(pk__in=task_ids))
     reported = fleet.completions_reported()
