@@ -49,6 +49,14 @@ class HeartbeatResultSerializer(serializers.Serializer):
             "deleted): stop working on them."
         ),
     )
+    cancelTaskIds = serializers.ListField(
+        child=serializers.UUIDField(),
+        read_only=True,
+        help_text=(
+            "The node's in-progress tasks an admin asked to cancel: stop them and report "
+            "taskStatus cancelled (a task that finished first may report its outcome)."
+        ),
+    )
 
 
 class HeartbeatSerializer(serializers.Serializer):

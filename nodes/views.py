@@ -55,6 +55,7 @@ class NodeViewSet(viewsets.GenericViewSet):
         node_heartbeat(node_id=node.pk, now=now)
         # State, not a log of events: a lost answer costs nothing, the next beat says it again.
         kept = set(work.in_progress_of(node, held)) if held else set()
+        pending_count, cancel_ids = work.claimable_count_and_cancels(node, now)
         # HeartbeatResultSerializer's shape, built directly: every node sends this every
         # few seconds, and instantiating it copied each of its fields per answer.
         return Response(
@@ -62,8 +63,9 @@ class NodeViewSet(viewsets.GenericViewSet):
                 "serverTime": iso_utc(now),
                 "leaseExpiresAt": iso_utc(now + timedelta(seconds=settings.NODE_DOWN_AFTER)),
                 "heartbeatSeconds": settings.NODE_HEARTBEAT_SECONDS,
-                "pendingCount": work.claimable_count(node, now),
+                "pendingCount": pending_count,
                 "revokedTaskIds": sorted(map(str, held - kept)),
+                "cancelTaskIds": sorted(map(str, cancel_ids)),
             }
         )
 

@@ -24,6 +24,11 @@ class NodeWork:
         """Of `task_ids`, those in progress on `node` now."""
         return ()
 
+    def claimable_count_and_cancels(self, node, now: datetime) -> tuple[int, Collection[UUID]]:
+        """`claimable_count`, and the node's in-progress tasks an admin asked to cancel
+        (it should stop them), read together: the heartbeat answers both."""
+        return self.claimable_count(node, now), ()
+
     def claimable_count(self, node, now: datetime) -> int:
         """How many pending tasks `node` could claim now."""
         return 0

@@ -62,7 +62,8 @@ def _compute(now: datetime) -> dict:
             node["overdue"] += row.get("overdue", 0)
         if row["status"] == TaskStatus.IN_PROGRESS and node is not None:
             node["oldest_in_progress_age"] = (now - row["oldest"]).total_seconds()
-        if row["status"] not in FINAL_STATUSES:
+        # The chart shows outcomes of work done: completed and each failure cause.
+        if row["status"] not in FINAL_STATUSES or row["status"] == TaskStatus.CANCELLED:
             continue
         hour = hours[(row["hour"] - since.hour) % WINDOW_HOURS]
         if row["status"] == TaskStatus.COMPLETED:

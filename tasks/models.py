@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from accounts.models import Role
 from taskmgmt.exceptions import DomainError
-from taskmgmt.sql import count_rows, get_one
+from taskmgmt.sql import count_rows, count_rows_and_ids, get_one
 
 
 class TaskStatus(models.TextChoices):
@@ -18,19 +18,25 @@ class TaskStatus(models.TextChoices):
     IN_PROGRESS = "in_progress", "In progress"
     COMPLETED = "completed", "Completed"
     FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
 
 
 # The whole status machine. Every path that changes a status goes through
-# `check_transition`, so these rules exist exactly once.
+# `check_transition`, so these rules exist exactly once. `cancelled` is reached
+# from pending by an admin's cancel, from in_progress only by the node's
+# acknowledgement of a cancel request or the sweep after CANCEL_GRACE_SECONDS.
 ALLOWED_TRANSITIONS: dict[str, tuple[str, ...]] = {
-    TaskStatus.PENDING: (TaskStatus.IN_PROGRESS,),
-    TaskStatus.IN_PROGRESS: (TaskStatus.COMPLETED, TaskStatus.FAILED),
+    TaskStatus.PENDING: (TaskStatus.IN_PROGRESS, TaskStatus.CANCELLED),
+    TaskStatus.IN_PROGRESS: (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED),
     TaskStatus.COMPLETED: (),
     TaskStatus.FAILED: (),
+    TaskStatus.CANCELLED: (),
 }
 OPEN_STATUSES = (TaskStatus.PENDING, TaskStatus.IN_PROGRESS)
-# A node may still report failure once the deadline has passed, nothing else.
-ALLOWED_AFTER_DEADLINE = (TaskStatus.FAILED,)
+FINAL_STATUSES = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+# A node may still report failure (or acknowledge a cancel) once the deadline has
+# passed, nothing else.
+ALLOWED_AFTER_DEADLINE = (TaskStatus.FAILED, TaskStatus.CANCELLED)
 
 
 class FailureCause(models.TextChoices):
@@ -40,10 +46,35 @@ class FailureCause(models.TextChoices):
     DEADLINE = "deadline", "Deadline passed"
     NODE_LOST = "node_lost", "Node lost"
     ADMIN = "admin", "Failed by an admin"
+    DRAINED = "drained", "Its node's drain deadline passed"
+    # A cancelled task's cause: the node never acknowledged the cancel request.
+    CANCEL_TIMEOUT = "cancel_timeout", "Cancel not acknowledged in time"
+
+
+# A late success (SPEC, Control of the work): a task failed for one of these causes
+# was taken from a node that may have gone on working; its `completed` for that
+# same attempt is kept, as long as nobody has started the task again.
+LATE_SUCCESS_CAUSES = (FailureCause.NODE_LOST, FailureCause.DRAINED)
+
+
+def is_late_success(task, status: str, attempt: int | None) -> bool:
+    """Whether `status` sent with `attempt` for the failed `task` is its node's late
+    success: the attempt number proves the report is about the attempt that failed."""
+    return (
+        status == TaskStatus.COMPLETED
+        and task.status == TaskStatus.FAILED
+        and task.failure_cause in LATE_SUCCESS_CAUSES
+        and attempt is not None
+        and attempt == task.attempts
+    )
 
 
 # A node's own words on why it failed a task: bounded, so a row stays small.
 FAILURE_REASON_MAX_LENGTH = 500
+# Earlier than any cancel request (the feature is from 2026).
+NO_CANCEL_REQUEST_BEFORE = datetime(2000, 1, 1, tzinfo=UTC)
+# An admin's words on why a task is cancelled (SPEC, Control of the work).
+CANCEL_REASON_MAX_LENGTH = 500
 # A progress report's message: a line for a progress bar, not a log.
 PROGRESS_MESSAGE_MAX_LENGTH = 200
 
@@ -127,8 +158,15 @@ def check_attempt(current: int, sent: int | None) -> None:
         )
 
 
-def check_transition(current: str, new: str) -> None:
+def check_transition(
+    current: str, new: str, *, by_admin: bool = False, cancel_requested: bool = False
+) -> None:
+    """Refuse a move the table does not allow. Only an admin cancels a pending task;
+    a node ends its task `cancelled` only to acknowledge an admin's request
+    (`cancel_requested`), and is not told of a `cancelled` it may not send."""
     allowed = ALLOWED_TRANSITIONS[current]
+    if not (by_admin if current == TaskStatus.PENDING else cancel_requested):
+        allowed = tuple(status for status in allowed if status != TaskStatus.CANCELLED)
     if new not in allowed:
         next_names = ", ".join(allowed) or "none: the task is in a final state"
         raise InvalidStatusTransition(
@@ -215,6 +253,25 @@ class TaskQuerySet(models.QuerySet):
             ).values_list("id", flat=True)
         )
 
+    def claimable_count_and_cancels(self, node, now: datetime) -> tuple[int, list]:
+        """(`claimable_count(node, now)`, the ids of the node's active in-progress tasks
+        with a standing cancel request) in one statement: every heartbeat answers both,
+        and a second round trip would cost it a quarter more. Both read the node's rows
+        of task_node_claim."""
+        count, ids = count_rows_and_ids(
+            self.model,
+            count=self._claimable(node, now),
+            ids={
+                "assigned_node": node.pk,
+                "status": TaskStatus.IN_PROGRESS,
+                "active": True,
+                # Any stamp is later than this: the plain statements have no IS NOT NULL.
+                "cancel_requested_at__gt": NO_CANCEL_REQUEST_BEFORE,
+            },
+            index=CLAIM_INDEX,
+        )
+        return count, [self.model._meta.pk.to_python(value) for value in ids]
+
     def open_counts_by_node(self) -> dict:
         """{node id: (open count, in-progress count)} over active tasks, one grouped query."""
         rows = (
@@ -292,6 +349,12 @@ class Task(models.Model):
     )
     progress_updated_at = models.DateTimeField(null=True, blank=True, editable=False)
     checkpoint = models.JSONField(null=True, blank=True, editable=False)
+    # A standing cancel request on an in-progress task: the node learns it from its
+    # heartbeat answers and acknowledges it. Nullable with no default: an instant ALTER.
+    cancel_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
+    cancel_reason = models.CharField(  # noqa: DJ001 (null: no request)
+        max_length=CANCEL_REASON_MAX_LENGTH, null=True, blank=True, editable=False
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -411,6 +474,7 @@ class HistoryAction(models.TextChoices):
     EDIT = "edit", "Edit"
     SOFT_DELETE = "soft_delete", "Soft delete"
     RESTORE = "restore", "Restore"
+    CANCEL_REQUEST = "cancel_request", "Cancel request"
 
 
 # The task fields an `edit` row names, as the API spells them.
@@ -515,7 +579,7 @@ class TaskHistory(models.Model):
                 action=action,
                 from_value=_text(old),
                 to_value=_text(new),
-                cause=cause if new == TaskStatus.FAILED else "",
+                cause=cause if new in (TaskStatus.FAILED, TaskStatus.CANCELLED) else "",
             )
             for action, old, new in rows
         ]

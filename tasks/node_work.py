@@ -33,6 +33,9 @@ class TaskWork(NodeWork):
     def in_progress_of(self, node, task_ids):
         return Task.objects.in_progress_of(node, task_ids)
 
+    def claimable_count_and_cancels(self, node, now):
+        return Task.objects.claimable_count_and_cancels(node, now)
+
     def claimable_count(self, node, now):
         return Task.objects.claimable_count(node, now)
 

@@ -11,10 +11,7 @@ from django.db.models.functions import ExtractHour
 from django.db.models.utils import create_namedtuple_class
 
 from taskmgmt.sql import driver_rows, select_one
-from tasks.models import OPEN_STATUSES, SweepRun, Task, TaskHistory, TaskStatus
-
-FINAL_STATUSES = (TaskStatus.COMPLETED, TaskStatus.FAILED)
-
+from tasks.models import FINAL_STATUSES, OPEN_STATUSES, SweepRun, Task, TaskHistory
 
 # The columns a task's representation reads, in `TaskSerializer` order.
 TASK_COLUMNS = (
@@ -36,6 +33,8 @@ TASK_COLUMNS = (
     "progress_message",
     "progress_updated_at",
     "checkpoint",
+    "cancel_requested_at",
+    "cancel_reason",
 )
 # The named row `task_rows` yields (Django caches one class per set of names).
 TaskRow = create_namedtuple_class(*TASK_COLUMNS)

@@ -20,6 +20,7 @@ from accounts.serializers import UserDetailsSerializer
 from taskmgmt.fields import IdField, StringField, iso_utc
 from taskmgmt.renderers import JSONText
 from tasks.models import (
+    CANCEL_REASON_MAX_LENGTH,
     FAILURE_REASON_MAX_LENGTH,
     PROGRESS_MESSAGE_MAX_LENGTH,
     FailureCause,
@@ -98,6 +99,14 @@ class TaskSerializer(serializers.Serializer):
     attempt = serializers.IntegerField(
         read_only=True, help_text="The current attempt (= attempts): send it with reports."
     )
+    cancelRequestedAt = serializers.DateTimeField(
+        read_only=True,
+        allow_null=True,
+        help_text="When an admin asked to cancel this in-progress task; null if nobody did.",
+    )
+    cancelReason = serializers.CharField(
+        read_only=True, allow_null=True, help_text="The admin's reason for the cancel request."
+    )
 
     def to_representation(self, task):
         return task_representation(task)
@@ -127,12 +136,15 @@ def task_representation(task, *, json_text: bool = False) -> dict:
         message,
         progress_at,
         checkpoint,
+        cancel_requested_at,
+        cancel_reason,
     ) = _task_columns(task)
     if isinstance(task, tuple):  # a `TaskRow`: JSON columns as the driver's text
         as_value = _json_text if json_text else _json
         payload, result, checkpoint = as_value(payload), as_value(result), as_value(checkpoint)
-    # A cause outlives its failure until the task is given out again: show it only on failed.
-    failed = status == TaskStatus.FAILED
+    # A cause outlives its failure until the task is given out again: show it only on
+    # failed (and on cancelled, where the sweep's cancel_timeout is one).
+    failed = status in (TaskStatus.FAILED, TaskStatus.CANCELLED)
     return {
         "id": uuid_text(task_id),
         "taskName": name,
@@ -153,6 +165,8 @@ def task_representation(task, *, json_text: bool = False) -> dict:
         else {"percent": percent, "message": message, "updatedAt": iso_utc(progress_at)},
         "checkpoint": checkpoint,
         "attempt": attempts,
+        "cancelRequestedAt": None if cancel_requested_at is None else iso_utc(cancel_requested_at),
+        "cancelReason": cancel_reason,
     }
 
 
@@ -367,4 +381,13 @@ class TaskProgressSerializer(serializers.Serializer):
             "Where the next attempt may resume, any JSON value: kept until the next "
             "checkpoint, across reassignments. Left out, the last one stays."
         ),
+    )
+
+
+class TaskCancelSerializer(serializers.Serializer):
+    reason = ReasonField(
+        max_length=CANCEL_REASON_MAX_LENGTH,
+        required=False,
+        allow_blank=True,
+        help_text="Why it is cancelled: shown to the node and kept in history.",
     )

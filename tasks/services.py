@@ -21,7 +21,7 @@ from django.utils import timezone
 from nodes import heartbeats
 from nodes.models import Node, liveness_cutoffs
 from nodes.services import node_heartbeat
-from taskmgmt.metrics import CLAIM_LATENCY, FAILURES, REASSIGNMENTS
+from taskmgmt.metrics import CANCELLATIONS, CLAIM_LATENCY, FAILURES, REASSIGNMENTS
 from taskmgmt.sql import driver_rows, get_one, insert_select, select_one, update_rows, with_ids
 from tasks.actor import current_actor
 from tasks.models import (
@@ -39,6 +39,7 @@ from tasks.models import (
     check_attempt,
     check_transition,
     fresh_deadline,
+    is_late_success,
     validate_future,
     validate_node,
 )
@@ -83,6 +84,8 @@ FORGOTTEN_ON_REASSIGN = {
     "progress_percent": None,
     "progress_message": None,
     "progress_updated_at": None,
+    "cancel_requested_at": None,
+    "cancel_reason": None,
 }
 # `task_update`'s default for a field the request did not send: left as it is.
 UNCHANGED = object()
@@ -172,7 +175,9 @@ def task_change_status(
         check_attempt(task.attempts, attempt)
     if status == task.status:
         return task
-    check_transition(task.status, status)
+    if not is_late_success(task, status, attempt):
+        # A node acknowledges a cancel; only an admin decides one (task_cancel).
+        check_transition(task.status, status, cancel_requested=task.cancel_requested_at is not None)
     if status not in ALLOWED_AFTER_DEADLINE and task.locked_at <= timezone.now():
         raise DeadlinePassed("task deadline has passed")
     if status == TaskStatus.IN_PROGRESS:
@@ -180,6 +185,8 @@ def task_change_status(
         transaction.on_commit(lambda: CLAIM_LATENCY.observe(waited))
     elif status == TaskStatus.FAILED:
         transaction.on_commit(FAILURES.labels(FailureCause.NODE_REPORTED).inc)
+    elif status == TaskStatus.CANCELLED:
+        transaction.on_commit(CANCELLATIONS.labels("acknowledged").inc)
     task.status = status
     fields = ["status", "updated_at"]
     if status == TaskStatus.IN_PROGRESS:
@@ -188,10 +195,45 @@ def task_change_status(
     elif status == TaskStatus.FAILED:
         task.failure_cause, task.failure_reason = FailureCause.NODE_REPORTED, reason
         fields += ["failure_cause", "failure_reason"]
-    if status in (TaskStatus.COMPLETED, TaskStatus.FAILED):
+    if status in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED):
         task.result = result
         fields.append("result")
     task.save(update_fields=fields)
+    return task
+
+
+@transaction.atomic
+def task_cancel(*, task_id: UUID, reason: str = "") -> Task:
+    """An admin cancels a task: a pending one at once; an in-progress one gets a cancel
+    request its node learns from its heartbeat answers and acknowledges (or the sweep
+    ends it after CANCEL_GRACE_SECONDS). Row-locked, so it races a claim, a completion
+    or the sweep to exactly one outcome. A repeat while the request stands changes nothing.
+    """
+    task = _locked_task(task_id)
+    if task.status not in OPEN_STATUSES:
+        raise TaskConflict(f"a {task.status} task cannot be cancelled")
+    if task.cancel_requested_at is not None:
+        return task
+    if task.status == TaskStatus.PENDING:
+        check_transition(task.status, TaskStatus.CANCELLED, by_admin=True)
+    now = timezone.now()
+    TaskHistory.objects.create(
+        task=task,
+        action=HistoryAction.CANCEL_REQUEST,
+        from_value=task.status,
+        # A history value is short; the whole reason stays on the task.
+        to_value=reason[:64] or None,
+        performed_by=current_actor(),
+        created_at=now,
+    )
+    task.cancel_requested_at, task.cancel_reason = now, reason or None
+    fields = ["cancel_requested_at", "cancel_reason", "updated_at"]
+    if task.status == TaskStatus.PENDING:
+        task.status = TaskStatus.CANCELLED
+        fields.append("status")
+    task.save(update_fields=fields)
+    if task.status == TaskStatus.CANCELLED:
+        transaction.on_commit(CANCELLATIONS.labels("pending").inc)
     return task
 
 
@@ -325,9 +367,10 @@ def _lock_ids(tasks, *, limit: int | None = None) -> list:
     return [row.pk for row in locked]
 
 
-def _fail(ids: list, *, actor, cause: str) -> int:
+def _fail(ids: list, *, actor, cause: str, status: str = TaskStatus.FAILED) -> int:
     """Fail the tasks with these `ids`, which the caller has locked, for `cause`, each
-    with a history row naming `actor`: two statements whatever the count.
+    with a history row naming `actor`: two statements whatever the count. With
+    `status=cancelled`, the same for the sweep's end of an unanswered cancel request.
 
     They select by id alone: with any other condition SQLite's planner walks
     the deadline index past every expired task, for every batch.
@@ -335,15 +378,18 @@ def _fail(ids: list, *, actor, cause: str) -> int:
     # By the database's own values, not `pk__in` (see _lock_ids).
     batch = with_ids(Task.objects.order_by(), ids)
     now = timezone.now()
-    _record_failures(batch, actor=actor, cause=cause, now=now)
-    failed = batch.update(
-        status=TaskStatus.FAILED, failure_cause=cause, failure_reason="", updated_at=now
-    )
-    transaction.on_commit(lambda: FAILURES.labels(cause).inc(failed))
+    _record_failures(batch, actor=actor, cause=cause, now=now, status=status)
+    failed = batch.update(status=status, failure_cause=cause, failure_reason="", updated_at=now)
+    if status == TaskStatus.FAILED:
+        transaction.on_commit(lambda: FAILURES.labels(cause).inc(failed))
+    else:
+        transaction.on_commit(lambda: CANCELLATIONS.labels("timeout").inc(failed))
     return failed
 
 
-def _record_failures(tasks, *, actor, cause: str, now: datetime) -> None:
+def _record_failures(
+    tasks, *, actor, cause: str, now: datetime, status: str = TaskStatus.FAILED
+) -> None:
     """One `status_change` row per task of `tasks`, by one INSERT … SELECT.
 
     Django has no INSERT … SELECT; building the rows as model instances for
@@ -353,7 +399,7 @@ def _record_failures(tasks, *, actor, cause: str, now: datetime) -> None:
         "id",
         Value(HistoryAction.STATUS_CHANGE),
         "status",
-        Value(TaskStatus.FAILED),
+        Value(status),
         Value(actor.pk if actor else None, output_field=UUIDField()),
         Value(cause),
         Value(now, output_field=DateTimeField()),
@@ -429,18 +475,59 @@ def tasks_expire(
     own order, once, instead of row by row all over it (README, Benchmarks).
     """
     expired = Task.objects.expired(now or timezone.now())
+    return _in_batches(
+        expired,
+        lambda ids: _fail(ids, actor=None, cause=FailureCause.DEADLINE),
+        batch_size=batch_size,
+        on_batch=on_batch,
+    )
+
+
+def tasks_cancel_unanswered(
+    *,
+    batch_size: int,
+    now: datetime | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> int:
+    """The sweep: cancel every in-progress task whose cancel request has gone
+    unanswered for CANCEL_GRACE_SECONDS (cause cancel_timeout), as the expiry
+    sweep fails: batches, SKIP LOCKED, one history row each by the system."""
+    before = (now or timezone.now()) - timedelta(seconds=settings.CANCEL_GRACE_SECONDS)
+    unanswered = Task.objects.filter(
+        active=True, status=TaskStatus.IN_PROGRESS, cancel_requested_at__lt=before
+    )
+    return _in_batches(
+        unanswered,
+        lambda ids: _fail(
+            ids, actor=None, cause=FailureCause.CANCEL_TIMEOUT, status=TaskStatus.CANCELLED
+        ),
+        batch_size=batch_size,
+        on_batch=on_batch,
+    )
+
+
+def _in_batches(
+    tasks,
+    change: Callable[[list], int],
+    *,
+    batch_size: int,
+    on_batch: Callable[[int], None] | None,
+) -> int:
+    """Apply `change` to `tasks` a locked batch at a time, one transaction each, in
+    primary-key order; the total it changed. SKIP LOCKED lets two sweeps share the
+    work and passes over a task a node is changing right now (the next run takes it)."""
     total, after = 0, None
     while True:
-        remaining = expired.filter(pk__gt=after) if after else expired
+        remaining = tasks.filter(pk__gt=after) if after else tasks
         with transaction.atomic():
             ids = _lock_ids(remaining.order_by("pk"), limit=batch_size)
-            failed = _fail(ids, actor=None, cause=FailureCause.DEADLINE) if ids else 0
+            changed = change(ids) if ids else 0
         if not ids:
             return total
-        total += failed
+        total += changed
         after = ids[-1]
         if on_batch:
-            on_batch(failed)
+            on_batch(changed)
 
 
 @dataclass(frozen=True)
@@ -636,6 +723,8 @@ def sweep_run(
     """One run of the sweep, for `collect_failed` and the cron endpoint alike: expire,
     then (FAILOVER=reassign) fail over, and record the run in SweepRun."""
     started = timezone.now()
+    # Before the expiry: a task its admin asked to cancel ends cancelled, not failed.
+    tasks_cancel_unanswered(batch_size=batch_size, now=started)
     expired = tasks_expire(batch_size=batch_size, now=started, on_batch=on_batch)
     failover = FailoverCounts()
     if settings.FAILOVER == "reassign":

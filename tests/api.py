@@ -19,6 +19,9 @@ TASK_FIELDS = {
     "progress",
     "checkpoint",
     "attempt",
+    # Control of the work (docs/control-of-the-work.md).
+    "cancelRequestedAt",
+    "cancelReason",
 }
 USER_FIELDS = {"id", "name", "email", "role"}
 

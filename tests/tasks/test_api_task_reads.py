@@ -122,6 +122,8 @@ def test_the_lean_task_output_is_what_drf_fields_would_give(node):
         "progress": None,
         "checkpoint": None,
         "attempt": 2,
+        "cancelRequestedAt": None,
+        "cancelReason": None,
     }
 
     assert serializer.to_representation(task) == drf

@@ -82,7 +82,7 @@ def test_the_status_by_node_table_is_the_databases_and_each_number_links_to_thos
         assert changelist_count(admin_site_client, url) == shown
     # Neither the soft-deleted task nor the old one is in any number.
     totals = {status: n for status, url, n in cells if "assigned_node" not in url}
-    assert totals == {"pending": 5, "in_progress": 3, "completed": 4, "failed": 3}
+    assert totals == {"pending": 5, "in_progress": 3, "completed": 4, "failed": 3, "cancelled": 0}
 
 
 def test_overdue_due_soon_and_failures_by_cause_link_to_exactly_those_tasks(admin_site_client):
@@ -121,7 +121,13 @@ def test_nodes_panel_shows_liveness_heartbeat_age_and_load():
     assert 3 <= alive["heartbeat_age"] < 10
     assert 600 <= down["heartbeat_age"] < 610
     assert never["heartbeat_age"] is None
-    assert alive["counts"] == {"pending": 3, "in_progress": 2, "completed": 4, "failed": 1}
+    assert alive["counts"] == {
+        "pending": 3,
+        "in_progress": 2,
+        "completed": 4,
+        "failed": 1,
+        "cancelled": 0,
+    }
     assert 600 <= alive["oldest_in_progress_age"] < 610
     assert never["oldest_in_progress_age"] is None
 
