@@ -172,19 +172,24 @@ def _count_and_ids_sql(model, count: tuple[str, ...], ids: tuple[str, ...], inde
     quote = connection.ops.quote_name
     pk = quote(model._meta.pk.column)
     matched = " AND ".join(_condition(model, lookup) for lookup in ids)
-    counted = _count_sql(model, count, index).replace("SELECT COUNT(*)", "SELECT 0, COUNT(*)", 1)
-    return f"{counted} UNION ALL SELECT 1, {pk} FROM {_table(model, index)} WHERE {matched}"
+    # One column for both as text: MariaDB refuses a UNION of a count and its UUID type.
+    counted = _count_sql(model, count, index).replace(
+        "SELECT COUNT(*)", "SELECT 0, CAST(COUNT(*) AS CHAR)", 1
+    )
+    return (
+        f"{counted} UNION ALL SELECT 1, CAST({pk} AS CHAR) FROM {_table(model, index)}"
+        f" WHERE {matched}"
+    )
 
 
 def count_rows_and_ids(model, *, count: dict, ids: dict, index: str | None = None) -> tuple:
-    """(`count_rows(model, **count)`, the primary keys of the rows matching `ids`, as the
-    driver sends them) in one statement, a UNION ALL: the heartbeat's pending count and
+    """(`count_rows(model, **count)`, the primary keys of the rows matching `ids`, as
+    text) in one statement, a UNION ALL: the heartbeat's pending count and
     its cancel requests, without a second round trip on the hottest request."""
     sql = _count_and_ids_sql(model, tuple(count), tuple(ids), index)
     with connection.cursor() as cursor:
         cursor.execute(sql, _params(model, count) + _params(model, ids))
         rows = cursor.fetchall()
-    # The count's column shares its type with the ids': MariaDB may send it as text.
     total = next(int(value) for kind, value in rows if int(kind) == 0)
     return total, [value for kind, value in rows if int(kind) == 1]
 

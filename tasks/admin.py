@@ -14,7 +14,7 @@ from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
 
 from accounts.models import Role, User
-from tasks.forms import ReassignForm
+from tasks.forms import CancelForm, ReassignForm
 from tasks.models import (
     EDITED_FIELDS,
     OPEN_STATUSES,
@@ -27,6 +27,7 @@ from tasks.models import (
 from tasks.services import (
     task_create,
     task_update,
+    tasks_cancel,
     tasks_fail,
     tasks_reassign,
     tasks_set_active,
@@ -297,6 +298,9 @@ SKIP_REASONS = {
         "soft-deleted" if not active else None if status in OPEN_STATUSES else f"already {status}"
     ),
     "soft_delete": lambda active, status: None if active else "already soft-deleted",
+    "cancel_tasks": lambda active, status: (
+        "soft-deleted" if not active else None if status in OPEN_STATUSES else f"already {status}"
+    ),
     "restore": lambda active, status: "not soft-deleted" if active else None,
     "reassign": lambda active, status: (
         "soft-deleted" if not active else "completed" if status == TaskStatus.COMPLETED else None
@@ -366,6 +370,8 @@ class TaskAdmin(admin.ModelAdmin):
         "attempts",
         "failure_cause",
         "failure_reason",
+        "cancel_requested_at",
+        "cancel_reason",
         "payload_json",
         "progress_report",
         "checkpoint_json",
@@ -384,6 +390,8 @@ class TaskAdmin(admin.ModelAdmin):
         "attempts",
         "failure_cause",
         "failure_reason",
+        "cancel_requested_at",
+        "cancel_reason",
         "payload_json",
         "progress_report",
         "checkpoint_json",
@@ -391,7 +399,9 @@ class TaskAdmin(admin.ModelAdmin):
         "active",
     ]
     inlines = [TaskHistoryInline]
-    actions = ["reassign", "mark_failed", "soft_delete", "restore"]
+    actions = ["reassign", "cancel_tasks", "mark_failed", "soft_delete", "restore"]
+    # The task page's Cancel button posts the list's cancel action for this one task.
+    change_form_template = "admin/tasks/task/change_form.html"
 
     class Media:
         css = {"all": ["tasks/admin.css"]}
@@ -572,6 +582,29 @@ class TaskAdmin(admin.ModelAdmin):
             submit="Reassign",
             form=form,
         )
+
+    @admin.action(description="Cancel selected open tasks")
+    def cancel_tasks(self, request, queryset):
+        form = CancelForm(request.POST if "apply" in request.POST else None)
+        if not form.is_valid():
+            return self.confirmation(
+                request,
+                queryset,
+                action="cancel_tasks",
+                intro=(
+                    "Pending tasks are cancelled now; a task in progress gets a cancel request "
+                    "its node acknowledges (or the sweep cancels it after "
+                    "CANCEL_GRACE_SECONDS). Finished and soft-deleted tasks are left alone."
+                ),
+                submit="Cancel tasks",
+                form=form,
+            )
+        eligible, skipped = skipped_by_reason(queryset, "cancel_tasks")
+        done = tasks_cancel(
+            task_ids=queryset.values_list("pk", flat=True), reason=form.cleaned_data["reason"]
+        )
+        self.report(request, outcome("Cancelled", done, eligible, skipped), skipped, done)
+        return None
 
     @admin.action(description="Mark selected open tasks as failed")
     def mark_failed(self, request, queryset):

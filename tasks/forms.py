@@ -1,5 +1,5 @@
 """The admin's one reassign form: the task list's action and the node page's
-"reassign all its open tasks" both move tasks with it."""
+"reassign all its open tasks" both move tasks with it; and the cancel form."""
 
 from datetime import timedelta
 
@@ -8,7 +8,17 @@ from django.conf import settings
 from django.utils import timezone
 
 from nodes.models import Node
-from tasks.models import validate_future
+from tasks.models import CANCEL_REASON_MAX_LENGTH, validate_future
+
+
+class CancelForm(forms.Form):
+    """The admin's cancel (the task page's button and the list's action)."""
+
+    reason = forms.CharField(
+        max_length=CANCEL_REASON_MAX_LENGTH,
+        required=False,
+        help_text="Shown to the node with the cancel request and kept in the task's history.",
+    )
 
 
 class ReassignForm(forms.Form):

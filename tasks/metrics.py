@@ -7,12 +7,13 @@ admin-created set, stable across renames and free of emails; `taskmgmt_node_info
 maps each id to the node's name for dashboards.
 """
 
+from django.utils import timezone
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from nodes.models import Liveness
 from tasks.dashboard import snapshot
 from tasks.models import OPEN_STATUSES, TaskStatus
-from tasks.selectors import sweep_totals
+from tasks.selectors import cancel_requests_waiting, sweep_totals
 
 
 class DomainCollector:
@@ -45,6 +46,17 @@ class DomainCollector:
         for cause, count in sorted(data["failures"].items()):
             recent.add_metric([cause], count)
         yield recent
+        waiting, oldest = cancel_requests_waiting(timezone.now())
+        yield GaugeMetricFamily(
+            "taskmgmt_cancel_requests_waiting",
+            "In-progress tasks whose cancel request their node has not acknowledged yet.",
+            value=waiting,
+        )
+        yield GaugeMetricFamily(
+            "taskmgmt_cancel_request_oldest_age_seconds",
+            "Age of the oldest unacknowledged cancel request (0 when none waits).",
+            value=oldest or 0,
+        )
 
         active_nodes = [node for node in data["nodes"] if node["is_active"]]
         by_liveness = GaugeMetricFamily(

@@ -11,7 +11,7 @@ from django.db.models.functions import ExtractHour
 from django.db.models.utils import create_namedtuple_class
 
 from taskmgmt.sql import driver_rows, select_one
-from tasks.models import FINAL_STATUSES, OPEN_STATUSES, SweepRun, Task, TaskHistory
+from tasks.models import FINAL_STATUSES, OPEN_STATUSES, SweepRun, Task, TaskHistory, TaskStatus
 
 # The columns a task's representation reads, in `TaskSerializer` order.
 TASK_COLUMNS = (
@@ -149,3 +149,13 @@ def sweep_totals() -> dict:
         reassigned=Sum("reassigned_count"),
         held=Count("pk", filter=Q(failover_held_count__gt=0)),
     )
+
+
+def cancel_requests_waiting(now: datetime) -> tuple[int, float | None]:
+    """How many in-progress tasks wait for their node to acknowledge a cancel request,
+    and the oldest request's age in seconds (None if none): /metrics shows both."""
+    waiting = Task.objects.filter(
+        active=True, status=TaskStatus.IN_PROGRESS, cancel_requested_at__isnull=False
+    ).aggregate(count=Count("pk"), oldest=Min("cancel_requested_at"))
+    oldest = waiting["oldest"]
+    return waiting["count"], None if oldest is None else (now - oldest).total_seconds()

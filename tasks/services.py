@@ -316,6 +316,20 @@ def task_claim(*, node, now: datetime | None = None) -> Task | None:
     return task
 
 
+def tasks_cancel(*, task_ids: Iterable[UUID], reason: str = "") -> int:
+    """Cancel many tasks (an admin action), each as `task_cancel` does, in its own
+    transaction: a task finished meanwhile is skipped. Returns how many it cancelled
+    or asked to cancel (or found asked already)."""
+    done = 0
+    for task_id in list(task_ids):
+        try:
+            task_cancel(task_id=task_id, reason=reason)
+        except (Task.DoesNotExist, TaskConflict):
+            continue
+        done += 1
+    return done
+
+
 @transaction.atomic
 def task_set_active(*, task: Task, active: bool) -> None:
     """Soft delete (active=False) hides a task everywhere; restore brings it back."""

@@ -16,6 +16,7 @@ from django_ratelimit.core import get_usage
 from accounts.models import User
 from taskmgmt.sql import (
     count_rows,
+    count_rows_and_ids,
     driver_rows,
     get_one,
     insert_rows,
@@ -258,3 +259,20 @@ def test_a_rate_window_counts_under_django_ratelimit_s_own_key(settings):
     assert window.limit == 5
     assert caches["default"].get(window.cache_key) == 3
     assert window.ends_at > time.time()
+
+
+def test_a_count_and_ids_in_one_statement_are_what_the_orm_would_read(node, other_node):
+    TaskFactory.create_batch(3, assigned_node=node)
+    started = TaskFactory.create_batch(2, assigned_node=node, status=TaskStatus.IN_PROGRESS)
+    TaskFactory(assigned_node=other_node, status=TaskStatus.IN_PROGRESS)
+    count = {"assigned_node": node.pk, "status": TaskStatus.PENDING}
+    ids = {"assigned_node": node.pk, "status": TaskStatus.IN_PROGRESS}
+
+    total, found = count_rows_and_ids(Task, count=count, ids=ids, index="task_node_claim")
+
+    assert total == Task.objects.filter(**count).count() == 3
+    assert sorted(uuid.UUID(value) for value in found) == sorted(task.pk for task in started)
+    assert count_rows_and_ids(Task, count={**count, "status": "x"}, ids={**ids, "status": "x"}) == (
+        0,
+        [],
+    )

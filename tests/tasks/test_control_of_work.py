@@ -264,3 +264,16 @@ def test_the_cancel_history_names_the_system_when_nobody_acts(node):
     with acting_as(None):
         task_cancel(task_id=task.pk, reason="")
     assert [row[3] for row in history(task)] == [None, None, None]
+
+
+def test_metrics_count_cancellations_and_the_requests_waiting(client, node, settings):
+    settings.METRICS_TOKEN = "scrape"
+    TaskFactory(assigned_node=node, status=IN_PROGRESS, attempts=1)
+    running = TaskFactory(assigned_node=node, status=IN_PROGRESS, attempts=1)
+    task_cancel(task_id=running.pk)
+    task_cancel(task_id=TaskFactory(assigned_node=node).pk)
+
+    text = client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape").content.decode()
+
+    assert "taskmgmt_cancel_requests_waiting 1.0" in text
+    assert 'taskmgmt_task_cancellations_total{how="pending"}' in text
