@@ -5,7 +5,7 @@ identity and stays in accounts; liveness is derived from `last_seen` whenever
 it is read, and its one definition is here.
 """
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import models
@@ -13,6 +13,7 @@ from django.db.models import Case, Value, When
 from django.utils import timezone
 
 from accounts.models import Role, User
+from taskmgmt.exceptions import DomainError
 
 
 class Liveness(models.TextChoices):
@@ -133,6 +134,15 @@ class NodeQuerySet(models.QuerySet):
         stale_before, _ = liveness_cutoffs(now or timezone.now())
         return self.filter(last_seen__gte=stale_before, is_active=True)
 
+    def schedulable(self, now: datetime | None = None):
+        """Active nodes that may be given new work now: not cordoned, not draining
+        (derived from their cordon rows when read)."""
+        return self.filter(is_active=True, cordon__isnull=True)
+
+    def drain_expired(self, now: datetime | None = None):
+        """Draining nodes whose deadline has passed: the sweep fails and moves their work."""
+        return self.filter(cordon__drain_deadline__lt=now or timezone.now())
+
 
 class NodeManager(models.Manager.from_queryset(NodeQuerySet)):
     def get_queryset(self):
@@ -149,3 +159,139 @@ class Node(User):
 
     def liveness(self, now: datetime | None = None) -> str:
         return liveness_of(self.last_seen, now or timezone.now())
+
+
+# An admin's words on why a node is cordoned, drained or in maintenance.
+NODE_REASON_MAX_LENGTH = 500
+
+
+class Cordon(models.Model):
+    """A node an admin took out of scheduling: a stored fact, one row per node at most.
+
+    Whether the node is schedulable, cordoned or draining is derived from it when read
+    (`node_state`), as liveness is from `last_seen`. `drain_deadline` set: a drain,
+    whose in-progress work may finish until then. Uncordon deletes the row; the node
+    events keep the record.
+    """
+
+    node = models.OneToOneField(
+        User, on_delete=models.CASCADE, primary_key=True, related_name="cordon"
+    )
+    reason = models.CharField(max_length=NODE_REASON_MAX_LENGTH)
+    by = models.ForeignKey(User, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    since = models.DateTimeField(default=timezone.now)
+    drain_deadline = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"{'drain' if self.drain_deadline else 'cordon'}: {self.reason}"
+
+
+class NodeEventKind(models.TextChoices):
+    CORDON = "cordon", "Cordon"
+    UNCORDON = "uncordon", "Uncordon"
+    DRAIN = "drain", "Drain"
+    LABELS_CHANGE = "labels_change", "Labels change"
+    MAINTENANCE_SCHEDULED = "maintenance_scheduled", "Maintenance scheduled"
+    MAINTENANCE_CANCELLED = "maintenance_cancelled", "Maintenance cancelled"
+
+
+class NodeEventAppendOnly(Exception):
+    """Node events are an audit trail: rows are added, never changed."""
+
+
+class NodeEventQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise NodeEventAppendOnly("Node events cannot be updated.")
+
+    def delete(self):
+        raise NodeEventAppendOnly("Node events cannot be deleted.")
+
+
+class NodeEvent(models.Model):
+    """What an admin did to a node, append-only like task history."""
+
+    node = models.ForeignKey(User, on_delete=models.PROTECT, related_name="node_events")
+    kind = models.CharField(max_length=24, choices=NodeEventKind.choices)
+    # Null means the system. PROTECT: users are deactivated, never deleted.
+    actor = models.ForeignKey(
+        User, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    reason = models.CharField(max_length=NODE_REASON_MAX_LENGTH, blank=True, default="")
+    # A drain's deadline; a window's start (and `detail` its end and id).
+    deadline = models.DateTimeField(null=True, blank=True)
+    detail = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = NodeEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["node", "created_at"], name="node_event_time")]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} #{self.pk}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise NodeEventAppendOnly("Node events cannot be updated.")
+        kwargs["force_insert"] = True
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise NodeEventAppendOnly("Node events cannot be deleted.")
+
+
+class NodeState(models.TextChoices):
+    SCHEDULABLE = "schedulable", "Schedulable"
+    CORDONED = "cordoned", "Cordoned"
+    DRAINING = "draining", "Draining"
+
+
+def drain_deadline_from_text(cordon: list) -> tuple[bool, datetime | None]:
+    """(schedulable, drain deadline) from a cordon read as `tagged_rows` text: `[]`
+    none, `[None]` cordoned, `[text]` draining until then (UTC, as stored)."""
+    if not cordon:
+        return True, None
+    text = cordon[0]
+    return False, None if text is None else datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def node_state(node_id) -> dict:
+    """A node's scheduling state, derived now from its cordon row (if any)."""
+    return state_of(Cordon.objects.filter(node_id=node_id).first())
+
+
+def state_of(cordon: "Cordon | None") -> dict:
+    """`{state, schedulable, reason, by, since, drainDeadline}` from a cordon row."""
+    if cordon is None:
+        return {
+            "state": NodeState.SCHEDULABLE,
+            "schedulable": True,
+            "reason": None,
+            "by": None,
+            "since": None,
+            "drainDeadline": None,
+        }
+    return {
+        "state": NodeState.DRAINING if cordon.drain_deadline else NodeState.CORDONED,
+        "schedulable": False,
+        "reason": cordon.reason,
+        "by": cordon.by_id,
+        "since": cordon.since,
+        "drainDeadline": cordon.drain_deadline,
+    }
+
+
+class NodeCordoned(DomainError):
+    status_code = 409
+    title = "Node is cordoned"
+
+
+def check_schedulable(node_id, now: datetime | None = None) -> None:
+    """Refuse to give new work to a cordoned or draining node (409 "node is cordoned")."""
+    if Cordon.objects.filter(node_id=node_id).exists():
+        raise NodeCordoned("node is cordoned: it takes no new tasks until uncordoned")
+
+
+def is_draining(node_id, now: datetime | None = None) -> bool:
+    return Cordon.objects.filter(node_id=node_id, drain_deadline__isnull=False).exists()

@@ -1,9 +1,15 @@
-"""A node's writes: its heartbeat."""
+"""A node's writes: its heartbeat, and what admins do to it (cordon, drain, uncordon),
+each recorded as a node event."""
 
 from datetime import datetime
 from uuid import UUID
 
+from django.db import transaction
+from django.utils import timezone
+
 from nodes import heartbeats
+from nodes.models import Cordon, NodeEvent, NodeEventKind
+from taskmgmt.exceptions import DomainError
 
 
 def node_heartbeat(*, node_id: UUID, now: datetime) -> None:
@@ -14,3 +20,56 @@ def node_heartbeat(*, node_id: UUID, now: datetime) -> None:
     other nodes' beats in batches (nodes/heartbeats.py).
     """
     heartbeats.record(node_id=node_id, now=now)
+
+
+def node_event_record(
+    *,
+    node_id: UUID,
+    kind: str,
+    actor=None,
+    reason: str = "",
+    deadline: datetime | None = None,
+    detail: str = "",
+) -> NodeEvent:
+    """Append one node event (a NodeEventKind) by `actor` (None: the system)."""
+    return NodeEvent.objects.create(
+        node_id=node_id,
+        kind=kind,
+        actor=actor,
+        reason=reason,
+        deadline=deadline,
+        detail=detail,
+    )
+
+
+class NotCordoned(DomainError):
+    status_code = 409
+    title = "Node is not cordoned"
+
+
+@transaction.atomic
+def node_cordon(
+    *, node_id: UUID, reason: str, actor, drain_deadline: datetime | None = None
+) -> Cordon:
+    """Take the node out of scheduling (a drain when `drain_deadline` is given): its
+    cordon row replaces any earlier one, and the event is recorded. What a drain does
+    to the node's tasks is the tasks side's (nodes.work.NodeWork.drain)."""
+    now = timezone.now()
+    cordon, _ = Cordon.objects.update_or_create(
+        node_id=node_id,
+        defaults={"reason": reason, "by": actor, "since": now, "drain_deadline": drain_deadline},
+    )
+    kind = NodeEventKind.DRAIN if drain_deadline else NodeEventKind.CORDON
+    node_event_record(
+        node_id=node_id, kind=kind, actor=actor, reason=reason, deadline=drain_deadline
+    )
+    return cordon
+
+
+@transaction.atomic
+def node_uncordon(*, node_id: UUID, reason: str, actor) -> None:
+    """End a cordon or a drain: the node is schedulable again."""
+    deleted, _ = Cordon.objects.filter(node_id=node_id).delete()
+    if not deleted:
+        raise NotCordoned("node is not cordoned or draining")
+    node_event_record(node_id=node_id, kind=NodeEventKind.UNCORDON, actor=actor, reason=reason)

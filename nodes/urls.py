@@ -9,4 +9,8 @@ nodes = NodeViewSet.as_view
 urlpatterns = [
     path("nodes", nodes({"get": "list_nodes"}), name="node-list"),
     path("nodes/heartbeat", nodes({"post": "heartbeat"}), name="node-heartbeat"),
+    path("nodes/<str:nodeId>/cordon", nodes({"post": "cordon"}), name="node-cordon"),
+    path("nodes/<str:nodeId>/drain", nodes({"post": "drain"}), name="node-drain"),
+    path("nodes/<str:nodeId>/uncordon", nodes({"post": "uncordon"}), name="node-uncordon"),
+    path("nodes/<str:nodeId>/events", nodes({"get": "events"}), name="node-events"),
 ]

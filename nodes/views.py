@@ -2,23 +2,30 @@
 node list for admins. What they say of a node's tasks comes from nodes.work."""
 
 from datetime import timedelta
+from uuid import UUID
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import viewsets
+from rest_framework.exceptions import NotFound
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
 from accounts.permissions import IsAdminRole, IsNodeRole
 from nodes import heartbeats
-from nodes.models import Node
+from nodes.models import Node, NodeEvent, drain_deadline_from_text, node_state, state_of
 from nodes.serializers import (
+    CordonSerializer,
+    DrainSerializer,
     HeartbeatResultSerializer,
     HeartbeatSerializer,
+    NodeEventsSerializer,
     NodesListSerializer,
+    NodeStateSerializer,
 )
-from nodes.services import node_heartbeat
+from nodes.services import node_cordon, node_heartbeat, node_uncordon
 from nodes.work import node_work
 from taskmgmt.errors import error_responses
 from taskmgmt.fields import iso_utc
@@ -28,7 +35,14 @@ from taskmgmt.fields import iso_utc
 class NodeViewSet(viewsets.GenericViewSet):
     """Liveness: nodes beat, admins see who is alive."""
 
-    action_permissions = {"heartbeat": [IsNodeRole], "list_nodes": [IsAdminRole]}
+    action_permissions = {
+        "heartbeat": [IsNodeRole],
+        "list_nodes": [IsAdminRole],
+        "cordon": [IsAdminRole],
+        "drain": [IsAdminRole],
+        "uncordon": [IsAdminRole],
+        "events": [IsAdminRole],
+    }
 
     def get_permissions(self):
         # OPTIONS has no action: only a signed-in admin or node gets its 405.
@@ -55,7 +69,8 @@ class NodeViewSet(viewsets.GenericViewSet):
         node_heartbeat(node_id=node.pk, now=now)
         # State, not a log of events: a lost answer costs nothing, the next beat says it again.
         kept = set(work.in_progress_of(node, held)) if held else set()
-        pending_count, cancel_ids = work.claimable_count_and_cancels(node, now)
+        pending_count, cancel_ids, cordon = work.heartbeat_facts(node, now)
+        schedulable, drain_deadline = drain_deadline_from_text(cordon)
         # HeartbeatResultSerializer's shape, built directly: every node sends this every
         # few seconds, and instantiating it copied each of its fields per answer.
         return Response(
@@ -66,6 +81,8 @@ class NodeViewSet(viewsets.GenericViewSet):
                 "pendingCount": pending_count,
                 "revokedTaskIds": sorted(map(str, held - kept)),
                 "cancelTaskIds": sorted(map(str, cancel_ids)),
+                "schedulable": schedulable,
+                "drainDeadline": drain_deadline and iso_utc(drain_deadline),
             }
         )
 
@@ -79,10 +96,98 @@ class NodeViewSet(viewsets.GenericViewSet):
         nodes = list(
             Node.objects.filter(is_active=True)
             .with_liveness(timezone.now())
-            .only("id", "name", "email", "last_seen")
+            .select_related("cordon")
+            .only("id", "name", "email", "last_seen", "cordon")
             .order_by("name", "email")
         )
         counts = node_work().open_counts_by_node()
         for node in nodes:
             node.open_count, node.in_progress_count = counts.get(node.pk, (0, 0))
+            state = state_of(getattr(node, "cordon", None))
+            node.state, node.schedulable = state["state"], state["schedulable"]
+            node.cordonReason, node.cordonedBy = state["reason"], state["by"]
+            node.cordonedSince, node.drainDeadline = state["since"], state["drainDeadline"]
         return Response(NodesListSerializer({"nodes": nodes}).data)
+
+    def target(self, node_id: str) -> Node:
+        """The active node named in the path: a 404 for anything else."""
+        node = Node.objects.filter(pk=parse_id(node_id), is_active=True).first()
+        if node is None:
+            raise NotFound("No active node has this nodeId.")
+        return node
+
+    def state_response(self, node, **counts) -> Response:
+        body = {"nodeId": node.pk, **node_state(node.pk), **counts}
+        return Response(NodeStateSerializer(body).data)
+
+    @extend_schema(
+        summary="Cordon a node: no new work is given to it (admin)",
+        description="It keeps, and may claim, the pending tasks it has. A reason is required.",
+        request=CordonSerializer,
+        responses={200: NodeStateSerializer, **error_responses(400, 401, 403, 404, 415, 429)},
+    )
+    def cordon(self, request, nodeId):
+        node = self.target(nodeId)
+        data = validated(CordonSerializer, request)
+        node_cordon(node_id=node.pk, reason=data["reason"], actor=request.user)
+        return self.state_response(node)
+
+    @extend_schema(
+        summary="Drain a node: cordon it and move its pending work now (admin)",
+        description=(
+            "Its pending tasks move to other alive, schedulable nodes as failover moves them "
+            "(those with nowhere to go stay: `stayedCount`); its claims answer 204; its "
+            "in-progress tasks may finish until `deadline`, after which the sweep fails them "
+            "(cause drained) and moves them."
+        ),
+        request=DrainSerializer,
+        responses={200: NodeStateSerializer, **error_responses(400, 401, 403, 404, 415, 429)},
+    )
+    def drain(self, request, nodeId):
+        node = self.target(nodeId)
+        data = validated(DrainSerializer, request)
+        with transaction.atomic():
+            node_cordon(
+                node_id=node.pk,
+                reason=data["reason"],
+                actor=request.user,
+                drain_deadline=data["deadline"],
+            )
+        # After the cordon commits: nothing new lands on the node while its work moves.
+        moved, stayed = node_work().drain(node.pk, timezone.now())
+        return self.state_response(node, movedCount=moved, stayedCount=stayed)
+
+    @extend_schema(
+        summary="End a node's cordon or drain: it is schedulable again (admin)",
+        request=CordonSerializer,
+        responses={200: NodeStateSerializer, **error_responses(400, 401, 403, 404, 409, 429)},
+    )
+    def uncordon(self, request, nodeId):
+        node = self.target(nodeId)
+        data = validated(CordonSerializer, request)
+        node_uncordon(node_id=node.pk, reason=data["reason"], actor=request.user)
+        return self.state_response(node)
+
+    @extend_schema(
+        summary="A node's events, newest first (admin)",
+        responses={200: NodeEventsSerializer, **error_responses(401, 403, 404, 429)},
+    )
+    def events(self, request, nodeId):
+        node = Node.objects.filter(pk=parse_id(nodeId)).first()
+        if node is None:
+            raise NotFound("No node has this nodeId.")
+        events = NodeEvent.objects.filter(node=node).order_by("-created_at", "-id")
+        return Response(NodeEventsSerializer({"events": events}).data)
+
+
+def parse_id(text: str):
+    try:
+        return UUID(text)
+    except ValueError:
+        raise NotFound("No node has this nodeId.") from None
+
+
+def validated(serializer_class, request) -> dict:
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data

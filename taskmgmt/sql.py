@@ -167,31 +167,41 @@ def count_rows(model, *, index: str | None = None, **where) -> int:
         return cursor.fetchone()[0]
 
 
+# One part of `tagged_rows`: (model, a field name or "COUNT(*)", where, index or None).
+Part = tuple
+
+
 @cache
-def _count_and_ids_sql(model, count: tuple[str, ...], ids: tuple[str, ...], index) -> str:
+def _tagged_sql(parts: tuple) -> str:
     quote = connection.ops.quote_name
-    pk = quote(model._meta.pk.column)
-    matched = " AND ".join(_condition(model, lookup) for lookup in ids)
-    # One column for both as text: MariaDB refuses a UNION of a count and its UUID type.
-    counted = _count_sql(model, count, index).replace(
-        "SELECT COUNT(*)", "SELECT 0, CAST(COUNT(*) AS CHAR)", 1
-    )
-    return (
-        f"{counted} UNION ALL SELECT 1, CAST({pk} AS CHAR) FROM {_table(model, index)}"
-        f" WHERE {matched}"
-    )
+    selects = []
+    for tag, (model, column, where, index) in enumerate(parts):
+        value = column if column == "COUNT(*)" else quote(model._meta.get_field(column).column)
+        matched = " AND ".join(_condition(model, lookup) for lookup in where)
+        # One column for every part, as text: MariaDB refuses a UNION of a count and a UUID.
+        selects.append(
+            f"SELECT {tag}, CAST({value} AS CHAR) FROM {_table(model, index)} WHERE {matched}"
+        )
+    return " UNION ALL ".join(selects)
 
 
-def count_rows_and_ids(model, *, count: dict, ids: dict, index: str | None = None) -> tuple:
-    """(`count_rows(model, **count)`, the primary keys of the rows matching `ids`, as
-    text) in one statement, a UNION ALL: the heartbeat's pending count and
-    its cancel requests, without a second round trip on the hottest request."""
-    sql = _count_and_ids_sql(model, tuple(count), tuple(ids), index)
+def tagged_rows(*parts: Part) -> list[list]:
+    """Several small reads in one statement (a UNION ALL): for each part
+    `(model, column, where, index)`, the values of `column` (a field name, or
+    "COUNT(*)") in the rows matching `where`, as text (None for NULL). The heartbeat
+    answers its pending count, its cancel requests and its node's cordon with one
+    round trip on the hottest request."""
+    sql = _tagged_sql(
+        tuple((model, column, tuple(where), index) for model, column, where, index in parts)
+    )
+    params = [param for model, _, where, _ in parts for param in _params(model, where)]
     with connection.cursor() as cursor:
-        cursor.execute(sql, _params(model, count) + _params(model, ids))
+        cursor.execute(sql, params)
         rows = cursor.fetchall()
-    total = next(int(value) for kind, value in rows if int(kind) == 0)
-    return total, [value for kind, value in rows if int(kind) == 1]
+    values = [[] for _ in parts]
+    for tag, value in rows:
+        values[int(tag)].append(value)
+    return values
 
 
 @cache

@@ -14,6 +14,7 @@ from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
 
 from accounts.models import Role, User
+from nodes.models import NodeCordoned, check_schedulable
 from tasks.forms import CancelForm, ReassignForm
 from tasks.models import (
     EDITED_FIELDS,
@@ -276,6 +277,12 @@ class TaskAdminForm(forms.ModelForm):
             raise ValidationError(
                 DELETED_READ_ONLY if not task.active else PENDING_ONLY.format(status=task.status)
             )
+        node = cleaned.get("assigned_node")
+        if node is not None and node.pk != task.assigned_node_id:
+            try:
+                check_schedulable(node.pk)
+            except NodeCordoned as error:
+                self.add_error("assigned_node", error.message)
         return cleaned
 
     def clean_locked_at(self):

@@ -37,7 +37,8 @@ class ReassignForm(forms.Form):
         """`source`: the node whose open tasks all move (the node page); it is no target,
         and the deadline offered is a fresh one."""
         super().__init__(*args, **kwargs)
-        nodes = Node.objects.filter(is_active=True)
+        # A cordoned or draining node takes no new work: it is not offered.
+        nodes = Node.objects.schedulable()
         self.fields["node"].queryset = nodes.exclude(pk=source.pk) if source else nodes
         if source is not None:
             self.fields["node"].label = "Reassign all its open tasks to"

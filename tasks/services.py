@@ -19,7 +19,7 @@ from django.db.models import DateTimeField, UUIDField, Value
 from django.utils import timezone
 
 from nodes import heartbeats
-from nodes.models import Node, liveness_cutoffs
+from nodes.models import Node, check_schedulable, is_draining, liveness_cutoffs
 from nodes.services import node_heartbeat
 from taskmgmt.metrics import CANCELLATIONS, CLAIM_LATENCY, FAILURES, REASSIGNMENTS
 from taskmgmt.sql import driver_rows, get_one, insert_select, select_one, update_rows, with_ids
@@ -96,6 +96,7 @@ def task_create(
     *, name: str, details: str, assigned_node, locked_at: datetime, payload=None
 ) -> Task:
     _validate(node=assigned_node, locked_at=locked_at)
+    check_schedulable(assigned_node.pk)
     task = Task(
         name=name,
         details=details,
@@ -119,6 +120,8 @@ def task_update(
     if task.status != TaskStatus.PENDING:
         raise TaskConflict(f"only a pending task can be edited; this task is {task.status}")
     _validate(node=assigned_node, locked_at=locked_at)
+    if assigned_node.pk != task.assigned_node_id:
+        check_schedulable(assigned_node.pk)
     task.name, task.details = name, details
     task.assigned_node, task.locked_at = assigned_node, locked_at
     if payload is not UNCHANGED:
@@ -140,6 +143,7 @@ def task_assign(*, task_id: UUID, node, locked_at: datetime | None = None) -> Ta
     if task.status == TaskStatus.COMPLETED:
         raise TaskConflict("a completed task cannot be reassigned")
     _validate(node=node, locked_at=locked_at)
+    check_schedulable(node.pk)
     task.assigned_node = node
     task.status = TaskStatus.PENDING
     task.locked_at = locked_at or fresh_deadline(task.locked_at)
@@ -304,6 +308,8 @@ def task_claim(*, node, now: datetime | None = None) -> Task | None:
     now = now or timezone.now()
     if node.last_seen is None or now - node.last_seen >= CLAIM_STAMP_RESOLUTION:
         node_heartbeat(node_id=node.pk, now=now)
+    if is_draining(node.pk, now):  # it finishes what it has started, and starts nothing
+        return None
     with transaction.atomic():
         task = Task.objects.claimable_first(node, now)
         if task is None:
@@ -442,6 +448,7 @@ def tasks_reassign(
     Completed and soft-deleted tasks are left alone; returns the ids it changed.
     """
     _validate(node=node, locked_at=locked_at)
+    check_schedulable(node.pk)
     fields = ("assigned_node_id", "status", "locked_at")
     locked = list(
         Task.objects.filter(pk__in=list(task_ids), active=True)
@@ -655,34 +662,51 @@ def _fail_over(rows: list, *, now: datetime) -> FailoverCounts:
             node for node in still_down if beaten.get(node, heartbeats.EPOCH) < down_before
         }
     rows = [row for row in rows if UUID(str(row.assigned_node_id)) in still_down]
+    return _fail_and_move(rows, now=now, cause=FailureCause.NODE_LOST)
+
+
+def _fail_and_move(rows: list, *, now: datetime, cause: str) -> FailoverCounts:
+    """Take these locked tasks (driver rows) from their node: an in-progress attempt
+    fails for `cause`; then, below TASK_MAX_ATTEMPTS, each moves (`_move_elsewhere`);
+    at the limit it stays failed for a human. Failover and an expired drain share it."""
     max_attempts = settings.TASK_MAX_ATTEMPTS
     to_fail = [
         row.pk
         for row in rows
         if row.status == TaskStatus.IN_PROGRESS or row.attempts >= max_attempts
     ]
-    failed = _fail(to_fail, actor=None, cause=FailureCause.NODE_LOST) if to_fail else 0
+    failed = _fail(to_fail, actor=None, cause=cause) if to_fail else 0
     to_move = [row for row in rows if row.attempts < max_attempts]
     if not to_move:
         return FailoverCounts(failed=failed)
+    moved = _move_elsewhere(to_move, now=now, cause=cause)
+    return FailoverCounts(failed=failed, reassigned=moved, stranded=len(to_move) - moved)
+
+
+def _move_elsewhere(rows: list, *, now: datetime, cause: str) -> int:
+    """The one way work moves by itself (failover, a drain, a drain's deadline): these
+    locked tasks (driver rows) go pending to the least-loaded alive, schedulable nodes,
+    each with its history rows naming the system and `cause`. Returns how many moved:
+    none when no node can take them (they stay where they are)."""
     targets = _least_loaded_first(now=now)
-    if not targets:
-        return FailoverCounts(failed=failed, stranded=len(to_move))
-    _move(to_move, targets=targets, now=now)
-    transaction.on_commit(lambda: REASSIGNMENTS.labels("failover").inc(len(to_move)))
-    return FailoverCounts(failed=failed, reassigned=len(to_move))
+    if not targets or not rows:
+        return 0
+    _move(rows, targets=targets, now=now, cause=cause)
+    kind = "failover" if cause == FailureCause.NODE_LOST else "drain"
+    transaction.on_commit(lambda: REASSIGNMENTS.labels(kind).inc(len(rows)))
+    return len(rows)
 
 
 def _least_loaded_first(*, now: datetime) -> list:
-    """A heap of (open task count, id text, id) over the alive active nodes."""
-    alive = list(Node.objects.alive(now).values_list("pk", flat=True))
+    """A heap of (open task count, id text, id) over the alive, schedulable nodes."""
+    alive = list(Node.objects.alive(now).schedulable(now).values_list("pk", flat=True))
     loads = Task.objects.filter(assigned_node_id__in=alive).open_counts_by_node()
     heap = [(loads.get(pk, (0, 0))[0], str(pk), pk) for pk in alive]
     heapq.heapify(heap)
     return heap
 
 
-def _move(rows: list, *, targets: list, now: datetime) -> None:
+def _move(rows: list, *, targets: list, now: datetime, cause: str) -> None:
     """Give each task to the least-loaded target as pending, with a fresh deadline,
     and write its history rows: one UPDATE per target and deadline rule."""
     floor = fresh_deadline(now, now)
@@ -714,7 +738,7 @@ def _move(rows: list, *, targets: list, now: datetime) -> None:
                 from_value=before,
                 to_value=after,
                 performed_by=None,
-                cause=FailureCause.NODE_LOST,
+                cause=cause,
                 created_at=moved_at,
             )
             for action, before, after in steps
@@ -731,6 +755,48 @@ def _move(rows: list, *, targets: list, now: datetime) -> None:
     TaskHistory.objects.bulk_create(history)
 
 
+# The columns `_fail_and_move` and `_move_elsewhere` read of each task.
+MOVED_COLUMNS = ("pk", "assigned_node_id", "status", "attempts", "locked_at")
+
+
+def tasks_drain_pending(*, node_id: UUID, now: datetime | None = None) -> tuple[int, int]:
+    """A drain's first step: the node's pending tasks move now to other alive,
+    schedulable nodes, as failover moves them. Returns (moved, stayed): those with
+    nowhere to go stay (a task the node is claiming this instant is skipped)."""
+    now = now or timezone.now()
+    pending = Task.objects.filter(assigned_node_id=node_id, active=True, status=TaskStatus.PENDING)
+    with transaction.atomic():
+        rows = list(
+            driver_rows(pending.order_by("pk").select_for_update(skip_locked=True), *MOVED_COLUMNS)
+        )
+        moved = _move_elsewhere(rows, now=now, cause=FailureCause.DRAINED)
+    return moved, len(rows) - moved
+
+
+def tasks_fail_drained(*, batch_size: int, now: datetime | None = None) -> FailoverCounts:
+    """The sweep: the open tasks of nodes whose drain deadline has passed fail (cause
+    drained) and move like a lost node's: batches, SKIP LOCKED, history by the system."""
+    now = now or timezone.now()
+    drained = list(Node.objects.drain_expired(now).values_list("pk", flat=True))
+    if not drained:
+        return FailoverCounts()
+    tasks = Task.objects.open_of(drained)
+    totals, after = FailoverCounts(), None
+    while True:
+        remaining = tasks.filter(pk__gt=after) if after else tasks
+        with transaction.atomic():
+            rows = list(
+                driver_rows(
+                    remaining.order_by("pk").select_for_update(skip_locked=True), *MOVED_COLUMNS
+                )[:batch_size]
+            )
+            counts = _fail_and_move(rows, now=now, cause=FailureCause.DRAINED) if rows else None
+        if not rows:
+            return totals
+        totals += counts
+        after = rows[-1].pk
+
+
 def sweep_run(
     *, batch_size: int, on_batch: Callable[[int], None] | None = None
 ) -> tuple[SweepRun, FailoverCounts]:
@@ -740,14 +806,15 @@ def sweep_run(
     # Before the expiry: a task its admin asked to cancel ends cancelled, not failed.
     tasks_cancel_unanswered(batch_size=batch_size, now=started)
     expired = tasks_expire(batch_size=batch_size, now=started, on_batch=on_batch)
+    drained = tasks_fail_drained(batch_size=batch_size, now=started)
     failover = FailoverCounts()
     if settings.FAILOVER == "reassign":
         failover = tasks_fail_over(batch_size=batch_size, now=started, on_batch=on_batch)
     run = SweepRun.objects.create(
         started_at=started,
         finished_at=timezone.now(),
-        failed_count=expired + failover.failed,
-        reassigned_count=failover.reassigned,
+        failed_count=expired + drained.failed + failover.failed,
+        reassigned_count=drained.reassigned + failover.reassigned,
         failover_held_count=failover.held,
     )
     return run, failover

@@ -16,7 +16,6 @@ from django_ratelimit.core import get_usage
 from accounts.models import User
 from taskmgmt.sql import (
     count_rows,
-    count_rows_and_ids,
     driver_rows,
     get_one,
     insert_rows,
@@ -24,6 +23,7 @@ from taskmgmt.sql import (
     rate_window,
     ratelimit_key,
     select_one,
+    tagged_rows,
     update_rows,
     with_ids,
 )
@@ -261,18 +261,21 @@ def test_a_rate_window_counts_under_django_ratelimit_s_own_key(settings):
     assert window.ends_at > time.time()
 
 
-def test_a_count_and_ids_in_one_statement_are_what_the_orm_would_read(node, other_node):
+def test_tagged_rows_are_what_the_orm_would_read_part_by_part(node, other_node):
     TaskFactory.create_batch(3, assigned_node=node)
     started = TaskFactory.create_batch(2, assigned_node=node, status=TaskStatus.IN_PROGRESS)
     TaskFactory(assigned_node=other_node, status=TaskStatus.IN_PROGRESS)
     count = {"assigned_node": node.pk, "status": TaskStatus.PENDING}
     ids = {"assigned_node": node.pk, "status": TaskStatus.IN_PROGRESS}
 
-    total, found = count_rows_and_ids(Task, count=count, ids=ids, index="task_node_claim")
-
-    assert total == Task.objects.filter(**count).count() == 3
-    assert sorted(uuid.UUID(value) for value in found) == sorted(task.pk for task in started)
-    assert count_rows_and_ids(Task, count={**count, "status": "x"}, ids={**ids, "status": "x"}) == (
-        0,
-        [],
+    (total,), found, names = tagged_rows(
+        (Task, "COUNT(*)", count, "task_node_claim"),
+        (Task, "id", ids, "task_node_claim"),
+        (User, "name", {"id": node.pk}, None),
     )
+
+    assert int(total) == Task.objects.filter(**count).count() == 3
+    assert sorted(uuid.UUID(value) for value in found) == sorted(task.pk for task in started)
+    assert names == [node.name]
+    none = {**ids, "status": "x"}
+    assert tagged_rows((Task, "COUNT(*)", none, None), (Task, "id", none, None)) == [["0"], []]
