@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Case, Value, When
+from django.db.models import Case, Q, Value, When
 from django.utils import timezone
 
 from accounts.models import Role, User
@@ -135,13 +135,19 @@ class NodeQuerySet(models.QuerySet):
         return self.filter(last_seen__gte=stale_before, is_active=True)
 
     def schedulable(self, now: datetime | None = None):
-        """Active nodes that may be given new work now: not cordoned, not draining
-        (derived from their cordon rows when read)."""
-        return self.filter(is_active=True, cordon__isnull=True)
+        """Active nodes that may be given new work now: not cordoned, not draining, not in
+        a maintenance window (derived from their cordon rows and windows when read)."""
+        in_window = MaintenanceWindow.objects.current(now or timezone.now())
+        return self.filter(is_active=True, cordon__isnull=True).exclude(
+            pk__in=in_window.values("node_id")
+        )
 
     def drain_expired(self, now: datetime | None = None):
-        """Draining nodes whose deadline has passed: the sweep fails and moves their work."""
-        return self.filter(cordon__drain_deadline__lt=now or timezone.now())
+        """Draining nodes whose deadline has passed — by hand, or inside a window with
+        `drain`, whose deadline is its start: the sweep fails and moves their work."""
+        now = now or timezone.now()
+        draining = MaintenanceWindow.objects.current(now).filter(drain=True)
+        return self.filter(Q(cordon__drain_deadline__lt=now) | Q(pk__in=draining.values("node_id")))
 
 
 class NodeManager(models.Manager.from_queryset(NodeQuerySet)):
@@ -247,22 +253,43 @@ class NodeState(models.TextChoices):
     DRAINING = "draining", "Draining"
 
 
-def drain_deadline_from_text(cordon: list) -> tuple[bool, datetime | None]:
-    """(schedulable, drain deadline) from a cordon read as `tagged_rows` text: `[]`
-    none, `[None]` cordoned, `[text]` draining until then (UTC, as stored)."""
-    if not cordon:
-        return True, None
-    text = cordon[0]
-    return False, None if text is None else datetime.fromisoformat(text).replace(tzinfo=UTC)
+def drain_deadline_from_text(
+    cordon: list, windows: list = (), draining: list = ()
+) -> tuple[bool, datetime | None]:
+    """(schedulable, drain deadline) from a cordon and the current windows read as
+    `tagged_rows` text: a cordon `[]` none, `[None]` cordoned, `[text]` draining until
+    then; `windows` the starts of current windows, `draining` those that drain (whose
+    deadline is their start). A cordon by hand outlasts any window. UTC, as stored."""
+    if cordon:
+        text = cordon[0]
+        return False, None if text is None else _utc(text)
+    if draining:
+        return False, min(_utc(text) for text in draining)
+    return not windows, None
 
 
-def node_state(node_id) -> dict:
-    """A node's scheduling state, derived now from its cordon row (if any)."""
-    return state_of(Cordon.objects.filter(node_id=node_id).first())
+def _utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
-def state_of(cordon: "Cordon | None") -> dict:
-    """`{state, schedulable, reason, by, since, drainDeadline}` from a cordon row."""
+def node_state(node_id, now: datetime | None = None) -> dict:
+    """A node's scheduling state, derived now from its cordon row and windows."""
+    window = MaintenanceWindow.objects.current(now or timezone.now()).filter(node_id=node_id)
+    return state_of(Cordon.objects.filter(node_id=node_id).first(), window.first())
+
+
+def state_of(cordon: "Cordon | None", window: "MaintenanceWindow | None" = None) -> dict:
+    """`{state, schedulable, reason, by, since, drainDeadline}` from a cordon row and
+    the current maintenance window: a cordon by hand outlasts any window."""
+    if cordon is None and window is not None:
+        return {
+            "state": NodeState.DRAINING if window.drain else NodeState.CORDONED,
+            "schedulable": False,
+            "reason": window.reason,
+            "by": window.by_id,
+            "since": window.starts_at,
+            "drainDeadline": window.starts_at if window.drain else None,
+        }
     if cordon is None:
         return {
             "state": NodeState.SCHEDULABLE,
@@ -288,10 +315,46 @@ class NodeCordoned(DomainError):
 
 
 def check_schedulable(node_id, now: datetime | None = None) -> None:
-    """Refuse to give new work to a cordoned or draining node (409 "node is cordoned")."""
-    if Cordon.objects.filter(node_id=node_id).exists():
+    """Refuse to give new work to a cordoned, draining or in-maintenance node (409)."""
+    if not Node.objects.schedulable(now).filter(pk=node_id).exists():
         raise NodeCordoned("node is cordoned: it takes no new tasks until uncordoned")
 
 
 def is_draining(node_id, now: datetime | None = None) -> bool:
-    return Cordon.objects.filter(node_id=node_id, drain_deadline__isnull=False).exists()
+    """Draining by hand or in a window with `drain`: its claims answer 204."""
+    now = now or timezone.now()
+    if Cordon.objects.filter(node_id=node_id, drain_deadline__isnull=False).exists():
+        return True
+    return MaintenanceWindow.objects.current(now).filter(node_id=node_id, drain=True).exists()
+
+
+class MaintenanceWindowQuerySet(models.QuerySet):
+    def current(self, now: datetime):
+        """Windows under way at `now`: their nodes are cordoned (drained with `drain`)."""
+        return self.filter(starts_at__lte=now, ends_at__gt=now)
+
+    def coming(self, now: datetime):
+        return self.filter(starts_at__gt=now)
+
+
+class MaintenanceWindow(models.Model):
+    """A planned time a node is out: cordoned from `starts_at` (drained, with that as
+    the deadline, when `drain`) and schedulable again at `ends_at`. A stored fact: the
+    node's state is derived from it when read, so no cron entry of its own is needed."""
+
+    node = models.ForeignKey(User, on_delete=models.CASCADE, related_name="maintenance_windows")
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    reason = models.CharField(max_length=NODE_REASON_MAX_LENGTH)
+    drain = models.BooleanField(default=False)
+    by = models.ForeignKey(User, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = MaintenanceWindowQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["starts_at"]
+        indexes = [models.Index(fields=["node", "ends_at"], name="window_node_end")]
+
+    def __str__(self):
+        return f"maintenance {self.starts_at:%Y-%m-%d %H:%M} to {self.ends_at:%Y-%m-%d %H:%M}"

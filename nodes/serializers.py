@@ -144,3 +144,33 @@ class NodeEventSerializer(serializers.Serializer):
 
 class NodeEventsSerializer(serializers.Serializer):
     events = NodeEventSerializer(many=True, read_only=True)
+
+
+class MaintenanceWindowSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    startsAt = serializers.DateTimeField(source="starts_at", default_timezone=UTC)
+    endsAt = serializers.DateTimeField(source="ends_at", default_timezone=UTC)
+    reason = StringField(max_length=NODE_REASON_MAX_LENGTH)
+    drain = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Drain at the start (deadline = startsAt) instead of only cordoning.",
+    )
+    by = serializers.UUIDField(source="by_id", read_only=True, allow_null=True)
+    createdAt = serializers.DateTimeField(source="created_at", read_only=True)
+
+    def validate(self, data):
+        now = timezone.now()
+        if data["ends_at"] <= now:
+            raise serializers.ValidationError({"endsAt": ["The window lies in the past."]})
+        if data["starts_at"] < now - timedelta(minutes=1):
+            raise serializers.ValidationError(
+                {"startsAt": ["The window must not start in the past."]}
+            )
+        if data["ends_at"] <= data["starts_at"]:
+            raise serializers.ValidationError({"endsAt": ["The window must end after it starts."]})
+        return data
+
+
+class MaintenanceWindowsSerializer(serializers.Serializer):
+    windows = MaintenanceWindowSerializer(many=True, read_only=True)

@@ -8,7 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from nodes import heartbeats
-from nodes.models import Cordon, NodeEvent, NodeEventKind
+from nodes.models import Cordon, MaintenanceWindow, NodeEvent, NodeEventKind
 from taskmgmt.exceptions import DomainError
 
 
@@ -73,3 +73,46 @@ def node_uncordon(*, node_id: UUID, reason: str, actor) -> None:
     if not deleted:
         raise NotCordoned("node is not cordoned or draining")
     node_event_record(node_id=node_id, kind=NodeEventKind.UNCORDON, actor=actor, reason=reason)
+
+
+@transaction.atomic
+def node_maintenance_schedule(
+    *, node_id: UUID, starts_at: datetime, ends_at: datetime, reason: str, drain: bool, actor
+) -> MaintenanceWindow:
+    """Plan a window (the serializer has checked it is in the future and ends after it
+    starts). The node's state follows from it when read: nothing else to schedule."""
+    window = MaintenanceWindow.objects.create(
+        node_id=node_id, starts_at=starts_at, ends_at=ends_at, reason=reason, drain=drain, by=actor
+    )
+    node_event_record(
+        node_id=node_id,
+        kind=NodeEventKind.MAINTENANCE_SCHEDULED,
+        actor=actor,
+        reason=reason,
+        deadline=starts_at,
+        detail=f"window {window.pk} until {ends_at.isoformat()}{', drain' if drain else ''}",
+    )
+    return window
+
+
+class WindowNotComing(DomainError):
+    status_code = 409
+    title = "Window not coming"
+
+
+@transaction.atomic
+def node_maintenance_cancel(*, node_id: UUID, window_id: int, actor) -> None:
+    """Cancel a coming window (MaintenanceWindow.DoesNotExist if the node has none by
+    that id). One under way or past is history: ending it early is an uncordon's job."""
+    window = MaintenanceWindow.objects.select_for_update().get(pk=window_id, node_id=node_id)
+    if window.starts_at <= timezone.now():
+        raise WindowNotComing("only a coming window can be cancelled; this one has started")
+    window.delete()
+    node_event_record(
+        node_id=node_id,
+        kind=NodeEventKind.MAINTENANCE_CANCELLED,
+        actor=actor,
+        reason=window.reason,
+        deadline=window.starts_at,
+        detail=f"window {window_id}",
+    )

@@ -6,6 +6,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import viewsets
@@ -14,18 +15,34 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
 from accounts.permissions import IsAdminRole, IsNodeRole
+from accounts.serializers import MessageSerializer
 from nodes import heartbeats
-from nodes.models import Node, NodeEvent, drain_deadline_from_text, node_state, state_of
+from nodes.models import (
+    MaintenanceWindow,
+    Node,
+    NodeEvent,
+    drain_deadline_from_text,
+    node_state,
+    state_of,
+)
 from nodes.serializers import (
     CordonSerializer,
     DrainSerializer,
     HeartbeatResultSerializer,
     HeartbeatSerializer,
+    MaintenanceWindowSerializer,
+    MaintenanceWindowsSerializer,
     NodeEventsSerializer,
     NodesListSerializer,
     NodeStateSerializer,
 )
-from nodes.services import node_cordon, node_heartbeat, node_uncordon
+from nodes.services import (
+    node_cordon,
+    node_heartbeat,
+    node_maintenance_cancel,
+    node_maintenance_schedule,
+    node_uncordon,
+)
 from nodes.work import node_work
 from taskmgmt.errors import error_responses
 from taskmgmt.fields import iso_utc
@@ -42,6 +59,9 @@ class NodeViewSet(viewsets.GenericViewSet):
         "drain": [IsAdminRole],
         "uncordon": [IsAdminRole],
         "events": [IsAdminRole],
+        "maintenance_list": [IsAdminRole],
+        "maintenance_schedule": [IsAdminRole],
+        "maintenance_cancel": [IsAdminRole],
     }
 
     def get_permissions(self):
@@ -69,8 +89,8 @@ class NodeViewSet(viewsets.GenericViewSet):
         node_heartbeat(node_id=node.pk, now=now)
         # State, not a log of events: a lost answer costs nothing, the next beat says it again.
         kept = set(work.in_progress_of(node, held)) if held else set()
-        pending_count, cancel_ids, cordon = work.heartbeat_facts(node, now)
-        schedulable, drain_deadline = drain_deadline_from_text(cordon)
+        pending_count, cancel_ids, *state = work.heartbeat_facts(node, now)
+        schedulable, drain_deadline = drain_deadline_from_text(*state)
         # HeartbeatResultSerializer's shape, built directly: every node sends this every
         # few seconds, and instantiating it copied each of its fields per answer.
         return Response(
@@ -93,17 +113,34 @@ class NodeViewSet(viewsets.GenericViewSet):
     def list_nodes(self, request):
         # Not `list`: drf-spectacular would document the envelope as an array.
         heartbeats.flush()
+        now = timezone.now()
+        # The current window's fields as subqueries: still one query however many nodes.
+        window = MaintenanceWindow.objects.current(now).filter(node=OuterRef("pk"))
         nodes = list(
             Node.objects.filter(is_active=True)
-            .with_liveness(timezone.now())
+            .with_liveness(now)
             .select_related("cordon")
             .only("id", "name", "email", "last_seen", "cordon")
+            .annotate(
+                **{
+                    f"window_{field}": Subquery(window.values(field)[:1])
+                    for field in ("starts_at", "reason", "drain", "by_id")
+                }
+            )
             .order_by("name", "email")
         )
         counts = node_work().open_counts_by_node()
         for node in nodes:
             node.open_count, node.in_progress_count = counts.get(node.pk, (0, 0))
-            state = state_of(getattr(node, "cordon", None))
+            current = None
+            if node.window_starts_at is not None:
+                current = MaintenanceWindow(
+                    starts_at=node.window_starts_at,
+                    reason=node.window_reason,
+                    drain=bool(node.window_drain),
+                    by_id=node.window_by_id,
+                )
+            state = state_of(getattr(node, "cordon", None), current)
             node.state, node.schedulable = state["state"], state["schedulable"]
             node.cordonReason, node.cordonedBy = state["reason"], state["by"]
             node.cordonedSince, node.drainDeadline = state["since"], state["drainDeadline"]
@@ -178,6 +215,48 @@ class NodeViewSet(viewsets.GenericViewSet):
             raise NotFound("No node has this nodeId.")
         events = NodeEvent.objects.filter(node=node).order_by("-created_at", "-id")
         return Response(NodeEventsSerializer({"events": events}).data)
+
+    @extend_schema(
+        summary="A node's maintenance windows, past and coming (admin)",
+        responses={200: MaintenanceWindowsSerializer, **error_responses(401, 403, 404, 429)},
+    )
+    def maintenance_list(self, request, nodeId):
+        node = self.target(nodeId)
+        windows = MaintenanceWindow.objects.filter(node=node).order_by("starts_at", "id")
+        return Response(MaintenanceWindowsSerializer({"windows": windows}).data)
+
+    @extend_schema(
+        summary="Plan a maintenance window for a node (admin)",
+        description=(
+            "From `startsAt` to `endsAt` the node is cordoned (drained, with deadline = "
+            "startsAt, when `drain`), and schedulable again after, unless cordoned by hand. "
+            "Derived when read: the sweep moves the work, no cron entry of its own."
+        ),
+        request=MaintenanceWindowSerializer,
+        responses={
+            201: MaintenanceWindowSerializer,
+            **error_responses(400, 401, 403, 404, 415, 429),
+        },
+    )
+    def maintenance_schedule(self, request, nodeId):
+        node = self.target(nodeId)
+        data = validated(MaintenanceWindowSerializer, request)
+        window = node_maintenance_schedule(node_id=node.pk, actor=request.user, **data)
+        return Response(MaintenanceWindowSerializer(window).data, status=201)
+
+    @extend_schema(
+        summary="Cancel a coming maintenance window (admin)",
+        responses={200: MessageSerializer, **error_responses(401, 403, 404, 409, 429)},
+    )
+    def maintenance_cancel(self, request, nodeId, windowId):
+        node = self.target(nodeId)
+        if not windowId.isdigit():
+            raise NotFound("This node has no window with this id.")
+        try:
+            node_maintenance_cancel(node_id=node.pk, window_id=int(windowId), actor=request.user)
+        except MaintenanceWindow.DoesNotExist:
+            raise NotFound("This node has no window with this id.") from None
+        return Response({"message": "Maintenance window cancelled."})
 
 
 def parse_id(text: str):

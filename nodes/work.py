@@ -24,11 +24,13 @@ class NodeWork:
         """Of `task_ids`, those in progress on `node` now."""
         return ()
 
-    def heartbeat_facts(self, node, now: datetime) -> tuple[int, Collection[UUID], list]:
+    def heartbeat_facts(
+        self, node, now: datetime
+    ) -> tuple[int, Collection[UUID], list, list, list]:
         """`claimable_count`, the node's in-progress tasks an admin asked to cancel, and
-        its cordon row's drain deadline (`[]` none, `[None]` cordoned, `[text]` draining),
-        read together: the heartbeat answers all three."""
-        return self.claimable_count(node, now), (), []
+        its cordon and current windows as `nodes.models.drain_deadline_from_text` reads
+        them, read together: the heartbeat answers them all."""
+        return self.claimable_count(node, now), (), [], [], []
 
     def claimable_count(self, node, now: datetime) -> int:
         """How many pending tasks `node` could claim now."""

@@ -10,7 +10,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Role
-from nodes.models import Cordon
+from nodes.models import Cordon, MaintenanceWindow
 from taskmgmt.exceptions import DomainError
 from taskmgmt.sql import count_rows, get_one, tagged_rows
 
@@ -255,11 +255,12 @@ class TaskQuerySet(models.QuerySet):
             ).values_list("id", flat=True)
         )
 
-    def heartbeat_facts(self, node, now: datetime) -> tuple[int, list, list]:
+    def heartbeat_facts(self, node, now: datetime) -> tuple[int, list, list, list, list]:
         """What a heartbeat answers, read in one statement (`tagged_rows`): the node's
         claimable count, the ids of its active in-progress tasks with a standing cancel
-        request, and its cordon (`[]`: none; `[None]`: cordoned; `[deadline text]`:
-        draining). Every node sends a beat every few seconds; a round trip per fact
+        request, its cordon (`[]`: none; `[None]`: cordoned; `[deadline text]`:
+        draining), and the starts of its current maintenance windows, all of them and
+        those that drain. Every node beats every few seconds; a round trip per fact
         would cost it a quarter more each. The task parts read task_node_claim."""
         cancel_requested = {
             "assigned_node": node.pk,
@@ -268,12 +269,15 @@ class TaskQuerySet(models.QuerySet):
             # Any stamp is later than this: the plain statements have no IS NOT NULL.
             "cancel_requested_at__gt": NO_CANCEL_REQUEST_BEFORE,
         }
-        (count,), ids, cordon = tagged_rows(
+        window = {"node": node.pk, "starts_at__lt": now, "ends_at__gt": now}
+        (count,), ids, cordon, windows, draining = tagged_rows(
             (self.model, "COUNT(*)", self._claimable(node, now), CLAIM_INDEX),
             (self.model, "id", cancel_requested, CLAIM_INDEX),
             (Cordon, "drain_deadline", {"node": node.pk}, None),
+            (MaintenanceWindow, "starts_at", window, None),
+            (MaintenanceWindow, "starts_at", {**window, "drain": True}, None),
         )
-        return int(count), [UUID(value) for value in ids], cordon
+        return int(count), [UUID(value) for value in ids], cordon, windows, draining
 
     def open_counts_by_node(self) -> dict:
         """{node id: (open count, in-progress count)} over active tasks, one grouped query."""
