@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Case, Q, Value, When
+from django.db.models import Case, OuterRef, Q, Subquery, Value, When
 from django.utils import timezone
 
 from accounts.models import Role, User
@@ -142,6 +142,19 @@ class NodeQuerySet(models.QuerySet):
             pk__in=in_window.values("node_id")
         )
 
+    def with_schedule(self, now: datetime | None = None):
+        """With each node's cordon row and current window (as `window_*` subqueries),
+        for `Node.schedule_state()`: one query however many nodes."""
+        window = MaintenanceWindow.objects.current(now or timezone.now()).filter(
+            node=OuterRef("pk")
+        )
+        return self.select_related("cordon").annotate(
+            **{
+                f"window_{field}": Subquery(window.values(field)[:1])
+                for field in ("starts_at", "reason", "drain", "by_id")
+            }
+        )
+
     def drain_expired(self, now: datetime | None = None):
         """Draining nodes whose deadline has passed — by hand, or inside a window with
         `drain`, whose deadline is its start: the sweep fails and moves their work."""
@@ -165,6 +178,26 @@ class Node(User):
 
     def liveness(self, now: datetime | None = None) -> str:
         return liveness_of(self.last_seen, now or timezone.now())
+
+    def schedule_state(self) -> dict:
+        """`state_of` for a node read through `with_schedule`."""
+        window = None
+        if getattr(self, "window_starts_at", None) is not None:
+            window = MaintenanceWindow(
+                starts_at=self.window_starts_at,
+                reason=self.window_reason,
+                drain=bool(self.window_drain),
+                by_id=self.window_by_id,
+            )
+        return state_of(getattr(self, "cordon", None), window)
+
+
+def nodes_by_state(now: datetime | None = None) -> dict[str, int]:
+    """How many active nodes are schedulable, cordoned and draining now (/metrics)."""
+    counts = dict.fromkeys(NodeState.values, 0)
+    for node in Node.objects.filter(is_active=True).with_schedule(now).only("id", "cordon"):
+        counts[node.schedule_state()["state"]] += 1
+    return counts
 
 
 # An admin's words on why a node is cordoned, drained or in maintenance.

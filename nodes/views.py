@@ -6,7 +6,6 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import viewsets
@@ -23,7 +22,6 @@ from nodes.models import (
     NodeEvent,
     drain_deadline_from_text,
     node_state,
-    state_of,
 )
 from nodes.serializers import (
     CordonSerializer,
@@ -113,34 +111,17 @@ class NodeViewSet(viewsets.GenericViewSet):
     def list_nodes(self, request):
         # Not `list`: drf-spectacular would document the envelope as an array.
         heartbeats.flush()
-        now = timezone.now()
-        # The current window's fields as subqueries: still one query however many nodes.
-        window = MaintenanceWindow.objects.current(now).filter(node=OuterRef("pk"))
         nodes = list(
             Node.objects.filter(is_active=True)
-            .with_liveness(now)
-            .select_related("cordon")
+            .with_liveness(timezone.now())
+            .with_schedule(timezone.now())
             .only("id", "name", "email", "last_seen", "cordon")
-            .annotate(
-                **{
-                    f"window_{field}": Subquery(window.values(field)[:1])
-                    for field in ("starts_at", "reason", "drain", "by_id")
-                }
-            )
             .order_by("name", "email")
         )
         counts = node_work().open_counts_by_node()
         for node in nodes:
             node.open_count, node.in_progress_count = counts.get(node.pk, (0, 0))
-            current = None
-            if node.window_starts_at is not None:
-                current = MaintenanceWindow(
-                    starts_at=node.window_starts_at,
-                    reason=node.window_reason,
-                    drain=bool(node.window_drain),
-                    by_id=node.window_by_id,
-                )
-            state = state_of(getattr(node, "cordon", None), current)
+            state = node.schedule_state()
             node.state, node.schedulable = state["state"], state["schedulable"]
             node.cordonReason, node.cordonedBy = state["reason"], state["by"]
             node.cordonedSince, node.drainDeadline = state["since"], state["drainDeadline"]

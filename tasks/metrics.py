@@ -10,7 +10,7 @@ maps each id to the node's name for dashboards.
 from django.utils import timezone
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from nodes.models import Liveness
+from nodes.models import Liveness, nodes_by_state
 from tasks.dashboard import snapshot
 from tasks.models import OPEN_STATUSES, TaskStatus
 from tasks.selectors import cancel_requests_waiting, sweep_totals
@@ -67,6 +67,14 @@ class DomainCollector:
                 [liveness], sum(node["liveness"] == liveness for node in active_nodes)
             )
         yield by_liveness
+        by_state = GaugeMetricFamily(
+            "taskmgmt_nodes_by_schedule",
+            "Active node accounts, by scheduling state (schedulable, cordoned, draining).",
+            labels=["state"],
+        )
+        for state, count in nodes_by_state().items():
+            by_state.add_metric([state], count)
+        yield by_state
         ages = GaugeMetricFamily(
             "taskmgmt_node_heartbeat_age_seconds",
             "Seconds since each active node's last heartbeat (never-seen nodes have none).",

@@ -237,3 +237,17 @@ def test_the_admin_site_neither_offers_nor_takes_a_cordoned_node(admin_site_clie
     )
     assert add.status_code == 200 and b"node is cordoned" in add.content
     assert not Task.objects.exists()
+
+
+def test_metrics_count_nodes_by_scheduling_state(client, node, settings):
+    settings.METRICS_TOKEN = "scrape"
+    NodeFactory()
+    node_cordon(node_id=NodeFactory().pk, reason="r", actor=None)
+    node_cordon(
+        node_id=node.pk, reason="r", actor=None, drain_deadline=timezone.now() + timedelta(hours=1)
+    )
+
+    text = client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape").content.decode()
+
+    for state, count in (("schedulable", 1), ("cordoned", 1), ("draining", 1)):
+        assert f'taskmgmt_nodes_by_schedule{{state="{state}"}} {count}.0' in text
