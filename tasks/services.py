@@ -764,6 +764,7 @@ def tasks_drain_pending(*, node_id: UUID, now: datetime | None = None) -> tuple[
     schedulable nodes, as failover moves them. Returns (moved, stayed): those with
     nowhere to go stay (a task the node is claiming this instant is skipped)."""
     now = now or timezone.now()
+    heartbeats.flush()  # beats still in Redis: without them no target looks alive
     pending = Task.objects.filter(assigned_node_id=node_id, active=True, status=TaskStatus.PENDING)
     with transaction.atomic():
         rows = list(
@@ -777,6 +778,7 @@ def tasks_fail_drained(*, batch_size: int, now: datetime | None = None) -> Failo
     """The sweep: the open tasks of nodes whose drain deadline has passed fail (cause
     drained) and move like a lost node's: batches, SKIP LOCKED, history by the system."""
     now = now or timezone.now()
+    heartbeats.flush()
     drained = list(Node.objects.drain_expired(now).values_list("pk", flat=True))
     if not drained:
         return FailoverCounts()
