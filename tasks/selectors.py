@@ -6,7 +6,7 @@ querysets (claimable, active, page order) are on `Task.objects` (tasks.models).
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from django.db.models import Count, Min, Q, Sum
+from django.db.models import Count, Min, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import ExtractHour
 from django.db.models.utils import create_namedtuple_class
 
@@ -159,3 +159,23 @@ def cancel_requests_waiting(now: datetime) -> tuple[int, float | None]:
     ).aggregate(count=Count("pk"), oldest=Min("cancel_requested_at"))
     oldest = waiting["oldest"]
     return waiting["count"], None if oldest is None else (now - oldest).total_seconds()
+
+
+def cancel_requests_by_node() -> dict:
+    """Annotations for a node queryset: `cancel_waiting` (its in-progress tasks whose
+    cancel request is unanswered) and `cancel_oldest` (the oldest such request), as
+    subqueries of the node list's one query: each reads the node's few in-progress rows."""
+    waiting = Task.objects.filter(
+        assigned_node=OuterRef("pk"),
+        status=TaskStatus.IN_PROGRESS,
+        active=True,
+        cancel_requested_at__isnull=False,
+    ).order_by()
+    return {
+        "cancel_waiting": Subquery(
+            waiting.values("assigned_node").annotate(n=Count("pk")).values("n")[:1]
+        ),
+        "cancel_oldest": Subquery(
+            waiting.order_by("cancel_requested_at").values("cancel_requested_at")[:1]
+        ),
+    }

@@ -206,3 +206,19 @@ def test_with_redis_up_the_dashboard_says_nothing_of_it(settings, admin_site_cli
         assert response.status_code == 200
         assert 'id="tm-cache-down"' not in response.content.decode()
         assert response.context["data"]["cache_up"] is True
+
+
+def test_the_nodes_panel_shows_scheduling_and_cancel_requests_waiting(admin_site_client):
+    from nodes.services import node_cordon
+    from tasks.services import task_cancel
+
+    cordoned, busy = NodeFactory(name="cordoned"), NodeFactory(name="busy")
+    node_cordon(node_id=cordoned.pk, reason="fan", actor=None)
+    running = TaskFactory(assigned_node=busy, status=TaskStatus.IN_PROGRESS, attempts=1)
+    task_cancel(task_id=running.pk)
+
+    page = admin_site_client.get(INDEX).content.decode()
+
+    assert re.search(rf'class="tm-schedule" data-node="{cordoned.pk}"[^>]*>cordoned<', page)
+    assert re.search(rf'class="tm-schedule" data-node="{busy.pk}"[^>]*>schedulable<', page)
+    assert re.search(rf'tm-cancel-waiting" data-node="{busy.pk}">1 \(\d+\)<', page)
