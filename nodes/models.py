@@ -353,14 +353,6 @@ def check_schedulable(node_id, now: datetime | None = None) -> None:
         raise NodeCordoned("node is cordoned: it takes no new tasks until uncordoned")
 
 
-def is_draining(node_id, now: datetime | None = None) -> bool:
-    """Draining by hand or in a window with `drain`: its claims answer 204."""
-    now = now or timezone.now()
-    if Cordon.objects.filter(node_id=node_id, drain_deadline__isnull=False).exists():
-        return True
-    return MaintenanceWindow.objects.current(now).filter(node_id=node_id, drain=True).exists()
-
-
 class MaintenanceWindowQuerySet(models.QuerySet):
     def current(self, now: datetime):
         """Windows under way at `now`: their nodes are cordoned (drained with `drain`)."""

@@ -114,11 +114,16 @@ def _select_sql(
     lock: str,
     order_by: tuple[str, ...],
     index: str | None,
+    unless: tuple = (),
 ) -> str:
     quote = connection.ops.quote_name
     meta = model._meta
     selected = ", ".join(quote(meta.get_field(column).column) for column in columns)
     matched = " AND ".join(_condition(model, lookup) for lookup in where)
+    for other, other_where in unless:
+        conditions = " AND ".join(_condition(other, lookup) for lookup in other_where)
+        table = quote(other._meta.db_table)
+        matched += f" AND NOT EXISTS (SELECT 1 FROM {table} WHERE {conditions})"
     sql = f"SELECT {selected} FROM {_table(model, index)} WHERE {matched}"
     if order_by:
         ordered = ", ".join(quote(meta.get_field(column).column) for column in order_by)
@@ -134,6 +139,7 @@ def select_one(
     skip_locked=False,
     order_by: tuple[str, ...] = (),
     index: str | None = None,
+    unless: tuple = (),
     **where,
 ) -> tuple | None:
     """`columns` (field names or attnames) of the row matching `where`, or None; with
@@ -143,13 +149,19 @@ def select_one(
     `for_update` locks the row until the transaction ends, as
     `select_for_update(skip_locked=...)` does (SQLite: its transactions already run
     one at a time). `index`: the index MariaDB/MySQL must read (as `driver_rows`).
+    `unless`: `(other model, where)` pairs, each a NOT EXISTS on that model's rows
+    matching `where`, as `.exclude(Exists(...))` would add.
     """
     lock = ""
     if for_update and connection.features.has_select_for_update:
         lock = connection.ops.for_update_sql(skip_locked=skip_locked)
-    sql = _select_sql(model, columns, tuple(where), lock, order_by, index)
+    shape = tuple((other, tuple(other_where)) for other, other_where in unless)
+    sql = _select_sql(model, columns, tuple(where), lock, order_by, index, shape)
+    params = _params(model, where)
+    for other, other_where in unless:
+        params += _params(other, other_where)
     with connection.cursor() as cursor:
-        cursor.execute(sql, _params(model, where))
+        cursor.execute(sql, params)
         return cursor.fetchone()
 
 
@@ -303,6 +315,7 @@ def get_one(
     skip_locked=False,
     order_by: tuple[str, ...] = (),
     index: str | None = None,
+    unless: tuple = (),
     **where,
 ):
     """The model instance `select_one` finds, or None; `columns` default to every field.
@@ -323,6 +336,7 @@ def get_one(
         skip_locked=skip_locked,
         order_by=order_by,
         index=index,
+        unless=unless,
         **where,
     )
     if row is None:

@@ -73,7 +73,8 @@ def is_late_success(task, status: str, attempt: int | None) -> bool:
 
 # A node's own words on why it failed a task: bounded, so a row stays small.
 FAILURE_REASON_MAX_LENGTH = 500
-# Earlier than any cancel request (the feature is from 2026).
+# Earlier than any cancel request or drain deadline (the features are from 2026): the
+# plain statements (taskmgmt.sql) have no IS NOT NULL, and `> this` says the same.
 NO_CANCEL_REQUEST_BEFORE = datetime(2000, 1, 1, tzinfo=UTC)
 # An admin's words on why a task is cancelled (SPEC, Control of the work).
 CANCEL_REASON_MAX_LENGTH = 500
@@ -224,6 +225,15 @@ class TaskQuerySet(models.QuerySet):
             skip_locked=True,
             order_by=CLAIM_ORDER,
             index=CLAIM_INDEX,
+            # A draining node starts nothing (its claims answer 204), checked in the
+            # same statement: by hand (a cordon with a deadline) or in a draining window.
+            unless=(
+                (Cordon, {"node": node.pk, "drain_deadline__gt": NO_CANCEL_REQUEST_BEFORE}),
+                (
+                    MaintenanceWindow,
+                    {"node": node.pk, "drain": True, "starts_at__lt": now, "ends_at__gt": now},
+                ),
+            ),
             **self._claimable(node, now),
         )
 

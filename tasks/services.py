@@ -19,7 +19,7 @@ from django.db.models import DateTimeField, UUIDField, Value
 from django.utils import timezone
 
 from nodes import heartbeats
-from nodes.models import Node, check_schedulable, is_draining, liveness_cutoffs
+from nodes.models import Node, check_schedulable, liveness_cutoffs
 from nodes.services import node_heartbeat
 from taskmgmt.metrics import CANCELLATIONS, CLAIM_LATENCY, FAILURES, REASSIGNMENTS
 from taskmgmt.sql import driver_rows, get_one, insert_select, select_one, update_rows, with_ids
@@ -308,8 +308,6 @@ def task_claim(*, node, now: datetime | None = None) -> Task | None:
     now = now or timezone.now()
     if node.last_seen is None or now - node.last_seen >= CLAIM_STAMP_RESOLUTION:
         node_heartbeat(node_id=node.pk, now=now)
-    if is_draining(node.pk, now):  # it finishes what it has started, and starts nothing
-        return None
     with transaction.atomic():
         task = Task.objects.claimable_first(node, now)
         if task is None:

@@ -279,3 +279,23 @@ def test_tagged_rows_are_what_the_orm_would_read_part_by_part(node, other_node):
     assert names == [node.name]
     none = {**ids, "status": "x"}
     assert tagged_rows((Task, "COUNT(*)", none, None), (Task, "id", none, None)) == [["0"], []]
+
+
+def test_a_pick_unless_another_table_has_a_row_is_the_orm_s_exclude_exists(node, other_node):
+    from django.db.models import Exists, OuterRef
+
+    from nodes.models import Cordon
+
+    for owner in (node, other_node):
+        TaskFactory(assigned_node=owner)
+    Cordon.objects.create(node=other_node, reason="r")
+
+    picked = [
+        select_one(Task, ("id",), unless=((Cordon, {"node": owner.pk}),), assigned_node=owner.pk)
+        for owner in (node, other_node)
+    ]
+
+    cordoned = Cordon.objects.filter(node=OuterRef("assigned_node"))
+    expected = Task.objects.exclude(Exists(cordoned)).values_list("id", flat=True)
+    assert [row is not None for row in picked] == [True, False]
+    assert list(expected) == [Task.objects.get(assigned_node=node).pk]
