@@ -48,9 +48,9 @@ class FailureCause(models.TextChoices):
     DEADLINE = "deadline", "Deadline passed"
     NODE_LOST = "node_lost", "Node lost"
     ADMIN = "admin", "Failed by an admin"
-    DRAINED = "drained", "Its node's drain deadline passed"
+    DRAINED = "drained", "Drain deadline passed"
     # A cancelled task's cause: the node never acknowledged the cancel request.
-    CANCEL_TIMEOUT = "cancel_timeout", "Cancel not acknowledged in time"
+    CANCEL_TIMEOUT = "cancel_timeout", "Cancel unanswered"
 
 
 # A late success (SPEC, Control of the work): a task failed for one of these causes

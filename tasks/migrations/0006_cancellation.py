@@ -34,7 +34,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='task',
             name='failure_cause',
-            field=models.CharField(blank=True, choices=[('node_reported', 'Reported by its node'), ('deadline', 'Deadline passed'), ('node_lost', 'Node lost'), ('admin', 'Failed by an admin'), ('drained', "Its node's drain deadline passed"), ('cancel_timeout', 'Cancel not acknowledged in time')], default='', max_length=16),
+            field=models.CharField(blank=True, choices=[('node_reported', 'Reported by its node'), ('deadline', 'Deadline passed'), ('node_lost', 'Node lost'), ('admin', 'Failed by an admin'), ('drained', 'Drain deadline passed'), ('cancel_timeout', 'Cancel unanswered')], default='', max_length=16),
         ),
         migrations.AlterField(
             model_name='task',
@@ -49,6 +49,6 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='taskhistory',
             name='cause',
-            field=models.CharField(blank=True, choices=[('node_reported', 'Reported by its node'), ('deadline', 'Deadline passed'), ('node_lost', 'Node lost'), ('admin', 'Failed by an admin'), ('drained', "Its node's drain deadline passed"), ('cancel_timeout', 'Cancel not acknowledged in time')], default='', max_length=16),
+            field=models.CharField(blank=True, choices=[('node_reported', 'Reported by its node'), ('deadline', 'Deadline passed'), ('node_lost', 'Node lost'), ('admin', 'Failed by an admin'), ('drained', 'Drain deadline passed'), ('cancel_timeout', 'Cancel unanswered')], default='', max_length=16),
         ),
     ]
