@@ -6,16 +6,17 @@ it is read, and its one definition is here.
 """
 
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.db.models import Case, Value, When
+from django.db.models import Case, OuterRef, Q, Subquery, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import Role, User
+from taskmgmt.exceptions import DomainError
 
 
 class Liveness(models.TextChoices):
@@ -221,9 +222,32 @@ class NodeQuerySet(models.QuerySet):
         return self.filter(last_seen__gte=stale_before, is_active=True)
 
     def schedulable(self, now: datetime | None = None):
-        """Nodes new work may be given to. A stub until cordon and drain land (issue 21's
-        helper h20 owns them; its version wins at merge): every active node."""
-        return self.filter(is_active=True)
+        """Active nodes that may be given new work now: not cordoned, not draining, not in
+        a maintenance window (derived from their cordon rows and windows when read)."""
+        in_window = MaintenanceWindow.objects.current(now or timezone.now())
+        return self.filter(is_active=True, cordon__isnull=True).exclude(
+            pk__in=in_window.values("node_id")
+        )
+
+    def with_schedule(self, now: datetime | None = None):
+        """With each node's cordon row and current window (as `window_*` subqueries),
+        for `Node.schedule_state()`: one query however many nodes."""
+        window = MaintenanceWindow.objects.current(now or timezone.now()).filter(
+            node=OuterRef("pk")
+        )
+        return self.select_related("cordon").annotate(
+            **{
+                f"window_{field}": Subquery(window.values(field)[:1])
+                for field in ("starts_at", "reason", "drain", "by_id")
+            }
+        )
+
+    def drain_expired(self, now: datetime | None = None):
+        """Draining nodes whose deadline has passed — by hand, or inside a window with
+        `drain`, whose deadline is its start: the sweep fails and moves their work."""
+        now = now or timezone.now()
+        draining = MaintenanceWindow.objects.current(now).filter(drain=True)
+        return self.filter(Q(cordon__drain_deadline__lt=now) | Q(pk__in=draining.values("node_id")))
 
 
 class NodeManager(models.Manager.from_queryset(NodeQuerySet)):
@@ -248,3 +272,208 @@ class Node(User):
             return self.node_labels.labels
         except NodeLabels.DoesNotExist:
             return {}
+
+    def schedule_state(self) -> dict:
+        """`state_of` for a node read through `with_schedule`."""
+        window = None
+        if getattr(self, "window_starts_at", None) is not None:
+            window = MaintenanceWindow(
+                starts_at=self.window_starts_at,
+                reason=self.window_reason,
+                drain=bool(self.window_drain),
+                by_id=self.window_by_id,
+            )
+        return state_of(getattr(self, "cordon", None), window)
+
+
+def nodes_by_state(now: datetime | None = None) -> dict[str, int]:
+    """How many active nodes are schedulable, cordoned and draining now (/metrics)."""
+    counts = dict.fromkeys(NodeState.values, 0)
+    for node in Node.objects.filter(is_active=True).with_schedule(now).only("id", "cordon"):
+        counts[node.schedule_state()["state"]] += 1
+    return counts
+
+
+# An admin's words on why a node is cordoned, drained or in maintenance.
+NODE_REASON_MAX_LENGTH = 500
+
+
+class Cordon(models.Model):
+    """A node an admin took out of scheduling: a stored fact, one row per node at most.
+
+    Whether the node is schedulable, cordoned or draining is derived from it when read
+    (`node_state`), as liveness is from `last_seen`. `drain_deadline` set: a drain,
+    whose in-progress work may finish until then. Uncordon deletes the row; the node
+    events keep the record.
+    """
+
+    node = models.OneToOneField(
+        User, on_delete=models.CASCADE, primary_key=True, related_name="cordon"
+    )
+    reason = models.CharField(max_length=NODE_REASON_MAX_LENGTH)
+    by = models.ForeignKey(User, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    since = models.DateTimeField(default=timezone.now)
+    drain_deadline = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"{'drain' if self.drain_deadline else 'cordon'}: {self.reason}"
+
+
+class NodeEventKind(models.TextChoices):
+    CORDON = "cordon", "Cordon"
+    UNCORDON = "uncordon", "Uncordon"
+    DRAIN = "drain", "Drain"
+    LABELS_CHANGE = "labels_change", "Labels change"
+    MAINTENANCE_SCHEDULED = "maintenance_scheduled", "Maintenance scheduled"
+    MAINTENANCE_CANCELLED = "maintenance_cancelled", "Maintenance cancelled"
+
+
+class NodeEventAppendOnly(Exception):
+    """Node events are an audit trail: rows are added, never changed."""
+
+
+class NodeEventQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise NodeEventAppendOnly("Node events cannot be updated.")
+
+    def delete(self):
+        raise NodeEventAppendOnly("Node events cannot be deleted.")
+
+
+class NodeEvent(models.Model):
+    """What an admin did to a node, append-only like task history."""
+
+    node = models.ForeignKey(User, on_delete=models.PROTECT, related_name="node_events")
+    kind = models.CharField(max_length=24, choices=NodeEventKind.choices)
+    # Null means the system. PROTECT: users are deactivated, never deleted.
+    actor = models.ForeignKey(
+        User, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    reason = models.CharField(max_length=NODE_REASON_MAX_LENGTH, blank=True, default="")
+    # A drain's deadline; a window's start (and `detail` its end and id).
+    deadline = models.DateTimeField(null=True, blank=True)
+    detail = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = NodeEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["node", "created_at"], name="node_event_time")]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} #{self.pk}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise NodeEventAppendOnly("Node events cannot be updated.")
+        kwargs["force_insert"] = True
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise NodeEventAppendOnly("Node events cannot be deleted.")
+
+
+class NodeState(models.TextChoices):
+    SCHEDULABLE = "schedulable", "Schedulable"
+    CORDONED = "cordoned", "Cordoned"
+    DRAINING = "draining", "Draining"
+
+
+def drain_deadline_from_text(
+    cordon: list, windows: list = (), draining: list = ()
+) -> tuple[bool, datetime | None]:
+    """(schedulable, drain deadline) from a cordon and the current windows read as
+    `tagged_rows` text: a cordon `[]` none, `[None]` cordoned, `[text]` draining until
+    then; `windows` the starts of current windows, `draining` those that drain (whose
+    deadline is their start). A cordon by hand outlasts any window. UTC, as stored."""
+    if cordon:
+        text = cordon[0]
+        return False, None if text is None else _utc(text)
+    if draining:
+        return False, min(_utc(text) for text in draining)
+    return not windows, None
+
+
+def _utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def node_state(node_id, now: datetime | None = None) -> dict:
+    """A node's scheduling state, derived now from its cordon row and windows."""
+    window = MaintenanceWindow.objects.current(now or timezone.now()).filter(node_id=node_id)
+    return state_of(Cordon.objects.filter(node_id=node_id).first(), window.first())
+
+
+def state_of(cordon: "Cordon | None", window: "MaintenanceWindow | None" = None) -> dict:
+    """`{state, schedulable, reason, by, since, drainDeadline}` from a cordon row and
+    the current maintenance window: a cordon by hand outlasts any window."""
+    if cordon is None and window is not None:
+        return {
+            "state": NodeState.DRAINING if window.drain else NodeState.CORDONED,
+            "schedulable": False,
+            "reason": window.reason,
+            "by": window.by_id,
+            "since": window.starts_at,
+            "drainDeadline": window.starts_at if window.drain else None,
+        }
+    if cordon is None:
+        return {
+            "state": NodeState.SCHEDULABLE,
+            "schedulable": True,
+            "reason": None,
+            "by": None,
+            "since": None,
+            "drainDeadline": None,
+        }
+    return {
+        "state": NodeState.DRAINING if cordon.drain_deadline else NodeState.CORDONED,
+        "schedulable": False,
+        "reason": cordon.reason,
+        "by": cordon.by_id,
+        "since": cordon.since,
+        "drainDeadline": cordon.drain_deadline,
+    }
+
+
+class NodeCordoned(DomainError):
+    status_code = 409
+    title = "Node is cordoned"
+
+
+def check_schedulable(node_id, now: datetime | None = None) -> None:
+    """Refuse to give new work to a cordoned, draining or in-maintenance node (409)."""
+    if not Node.objects.schedulable(now).filter(pk=node_id).exists():
+        raise NodeCordoned("node is cordoned: it takes no new tasks until uncordoned")
+
+
+class MaintenanceWindowQuerySet(models.QuerySet):
+    def current(self, now: datetime):
+        """Windows under way at `now`: their nodes are cordoned (drained with `drain`)."""
+        return self.filter(starts_at__lte=now, ends_at__gt=now)
+
+    def coming(self, now: datetime):
+        return self.filter(starts_at__gt=now)
+
+
+class MaintenanceWindow(models.Model):
+    """A planned time a node is out: cordoned from `starts_at` (drained, with that as
+    the deadline, when `drain`) and schedulable again at `ends_at`. A stored fact: the
+    node's state is derived from it when read, so no cron entry of its own is needed."""
+
+    node = models.ForeignKey(User, on_delete=models.CASCADE, related_name="maintenance_windows")
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    reason = models.CharField(max_length=NODE_REASON_MAX_LENGTH)
+    drain = models.BooleanField(default=False)
+    by = models.ForeignKey(User, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = MaintenanceWindowQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["starts_at"]
+        indexes = [models.Index(fields=["node", "ends_at"], name="window_node_end")]
+
+    def __str__(self):
+        return f"maintenance {self.starts_at:%Y-%m-%d %H:%M} to {self.ends_at:%Y-%m-%d %H:%M}"

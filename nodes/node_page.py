@@ -10,8 +10,19 @@ from django.utils import timezone
 
 from accounts.services import user_deactivate
 from nodes import heartbeats
-from nodes.models import Liveness, Node
+from nodes.forms import DrainForm, MaintenanceForm, ReasonForm
+from nodes.models import Liveness, MaintenanceWindow, Node, NodeEvent
+from nodes.services import (
+    NotCordoned,
+    WindowNotComing,
+    node_cordon,
+    node_maintenance_cancel,
+    node_maintenance_schedule,
+    node_uncordon,
+)
 from nodes.work import node_work
+
+EVENT_ROWS = 20
 
 
 def node_view(site, request, node_id):
@@ -24,6 +35,9 @@ def node_view(site, request, node_id):
         user_deactivate(user=node)
         messages.success(request, f"Deactivated {node}: it can no longer log in.")
         return redirect("admin:node", node_id=node.pk)
+    scheduling = scheduling_forms(site, request, node)
+    if isinstance(scheduling, HttpResponse):
+        return scheduling
     work = node_work().node_page(request, node, now)
     if isinstance(work, HttpResponse):
         return work
@@ -34,6 +48,84 @@ def node_view(site, request, node_id):
         "heartbeat_age": round((now - node.last_seen).total_seconds()) if node.last_seen else None,
         "liveness_label": Liveness(node.liveness).label,
         "labels": sorted(node.labels.items()),
+        "schedule": Node.objects.with_schedule(now).get(pk=node.pk).schedule_state(),
+        "current_window": MaintenanceWindow.objects.current(now).filter(node=node).first(),
+        "next_windows": MaintenanceWindow.objects.coming(now).filter(node=node)[:5],
+        "events": NodeEvent.objects.filter(node=node).select_related("actor")[:EVENT_ROWS],
+        **scheduling,
         **work,
     }
     return TemplateResponse(request, "admin/nodes/node.html", context)
+
+
+def scheduling_forms(site, request, node) -> dict | HttpResponse:
+    """The cordon, drain, uncordon and maintenance forms, or the answer to a POST of
+    one: a drain shows a confirmation page first (its pending work moves at once)."""
+    action = request.POST.get("action") if request.method == "POST" else None
+    forms = {
+        "cordon_form": ReasonForm(request.POST if action == "cordon" else None, prefix="cordon"),
+        "drain_form": DrainForm(request.POST if action == "drain" else None, prefix="drain"),
+        "uncordon_form": ReasonForm(
+            request.POST if action == "uncordon" else None, prefix="uncordon"
+        ),
+        "maintenance_form": MaintenanceForm(
+            request.POST if action == "maintenance" else None, prefix="maintenance"
+        ),
+    }
+    back = redirect("admin:node", node_id=node.pk)
+    actor = request.user
+    if action == "cordon" and forms["cordon_form"].is_valid():
+        node_cordon(
+            node_id=node.pk, reason=forms["cordon_form"].cleaned_data["reason"], actor=actor
+        )
+        messages.success(request, f"Cordoned {node}: it takes no new tasks.")
+        return back
+    if action == "drain" and forms["drain_form"].is_valid():
+        data = forms["drain_form"].cleaned_data
+        if "confirm" not in request.POST:
+            return TemplateResponse(
+                request,
+                "admin/nodes/drain_confirm.html",
+                {
+                    **site.each_context(request),
+                    "title": f"Drain {node}?",
+                    "node": node,
+                    "form": forms["drain_form"],
+                    "deadline": data["deadline"],
+                },
+            )
+        node_cordon(
+            node_id=node.pk, reason=data["reason"], actor=actor, drain_deadline=data["deadline"]
+        )
+        moved, stayed = node_work().drain(node.pk, timezone.now())
+        messages.success(
+            request,
+            f"Draining {node}: moved {moved} pending task(s) to other nodes; {stayed} had "
+            f"nowhere to go and stay.",
+        )
+        return back
+    if action == "uncordon" and forms["uncordon_form"].is_valid():
+        try:
+            reason = forms["uncordon_form"].cleaned_data["reason"]
+            node_uncordon(node_id=node.pk, reason=reason, actor=actor)
+        except NotCordoned as error:
+            messages.error(request, error.message)
+        else:
+            messages.success(request, f"{node} is schedulable again.")
+        return back
+    if action == "maintenance" and forms["maintenance_form"].is_valid():
+        node_maintenance_schedule(
+            node_id=node.pk, actor=actor, **forms["maintenance_form"].cleaned_data
+        )
+        messages.success(request, "Maintenance window planned.")
+        return back
+    if action == "cancel_window" and request.POST.get("window", "").isdigit():
+        try:
+            window_id = int(request.POST["window"])
+            node_maintenance_cancel(node_id=node.pk, window_id=window_id, actor=actor)
+        except (MaintenanceWindow.DoesNotExist, WindowNotComing):
+            messages.error(request, "Only a coming window of this node can be cancelled.")
+        else:
+            messages.success(request, "Maintenance window cancelled.")
+        return back
+    return forms

@@ -1,9 +1,13 @@
 """The nodes API's bodies: the heartbeat in and out, and the node list."""
 
+from datetime import UTC, timedelta
+
+from django.conf import settings
+from django.utils import timezone
 from rest_framework import serializers
 
-from nodes.models import Liveness, labels_errors
-from taskmgmt.fields import IdField
+from nodes.models import NODE_REASON_MAX_LENGTH, Liveness, NodeEventKind, NodeState, labels_errors
+from taskmgmt.fields import IdField, StringField
 
 # A node works on the few tasks it claimed; the bound keeps one beat's lookup small.
 HEARTBEAT_MAX_TASK_IDS = 1000
@@ -44,6 +48,12 @@ class NodeSerializer(serializers.Serializer):
         source="open_count", read_only=True, help_text="Active tasks pending or in progress."
     )
     inProgressCount = serializers.IntegerField(source="in_progress_count", read_only=True)
+    schedulable = serializers.BooleanField(read_only=True, help_text="May be given new work.")
+    state = serializers.ChoiceField(choices=NodeState.choices, read_only=True)
+    cordonReason = serializers.CharField(read_only=True, allow_null=True)
+    cordonedBy = serializers.UUIDField(read_only=True, allow_null=True)
+    cordonedSince = serializers.DateTimeField(read_only=True, allow_null=True)
+    drainDeadline = serializers.DateTimeField(read_only=True, allow_null=True)
     labels = serializers.DictField(
         source="label_set",
         child=serializers.CharField(),
@@ -83,6 +93,22 @@ class HeartbeatResultSerializer(serializers.Serializer):
             "deleted): stop working on them."
         ),
     )
+    schedulable = serializers.BooleanField(
+        read_only=True, help_text="False when cordoned or draining: no new work comes."
+    )
+    drainDeadline = serializers.DateTimeField(
+        read_only=True,
+        allow_null=True,
+        help_text="Draining: finish the work in progress by then, claim nothing, and exit.",
+    )
+    cancelTaskIds = serializers.ListField(
+        child=serializers.UUIDField(),
+        read_only=True,
+        help_text=(
+            "The node's in-progress tasks an admin asked to cancel: stop them and report "
+            "taskStatus cancelled (a task that finished first may report its outcome)."
+        ),
+    )
 
 
 class HeartbeatSerializer(serializers.Serializer):
@@ -92,3 +118,93 @@ class HeartbeatSerializer(serializers.Serializer):
         max_length=HEARTBEAT_MAX_TASK_IDS,
         help_text="The tasks the node is working on now; the answer names those taken away.",
     )
+
+
+class CordonSerializer(serializers.Serializer):
+    reason = StringField(
+        max_length=NODE_REASON_MAX_LENGTH, help_text="Why: kept with the node's state and events."
+    )
+
+
+class DrainSerializer(CordonSerializer):
+    deadline = serializers.DateTimeField(
+        required=False,
+        default_timezone=UTC,
+        help_text=(
+            "Until when in-progress work may finish (future; no offset = UTC). "
+            "Default: now + DRAIN_DEADLINE_MINUTES."
+        ),
+    )
+
+    def validate_deadline(self, value):
+        if value <= timezone.now():
+            raise serializers.ValidationError("The deadline must be in the future.")
+        return value
+
+    def validate(self, data):
+        data.setdefault(
+            "deadline", timezone.now() + timedelta(minutes=settings.DRAIN_DEADLINE_MINUTES)
+        )
+        return data
+
+
+class NodeStateSerializer(serializers.Serializer):
+    """A node's scheduling state after a cordon, drain or uncordon."""
+
+    nodeId = serializers.UUIDField(read_only=True)
+    state = serializers.ChoiceField(choices=NodeState.choices, read_only=True)
+    schedulable = serializers.BooleanField(read_only=True)
+    reason = serializers.CharField(read_only=True, allow_null=True)
+    by = serializers.UUIDField(read_only=True, allow_null=True)
+    since = serializers.DateTimeField(read_only=True, allow_null=True)
+    drainDeadline = serializers.DateTimeField(read_only=True, allow_null=True)
+    movedCount = serializers.IntegerField(
+        required=False, help_text="A drain: pending tasks moved to other nodes now."
+    )
+    stayedCount = serializers.IntegerField(
+        required=False, help_text="A drain: pending tasks no other node could take (they stay)."
+    )
+
+
+class NodeEventSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    kind = serializers.ChoiceField(choices=NodeEventKind.choices, read_only=True)
+    actor = serializers.UUIDField(source="actor_id", read_only=True, allow_null=True)
+    reason = serializers.CharField(read_only=True)
+    deadline = serializers.DateTimeField(read_only=True, allow_null=True)
+    detail = serializers.CharField(read_only=True)
+    createdAt = serializers.DateTimeField(source="created_at", read_only=True)
+
+
+class NodeEventsSerializer(serializers.Serializer):
+    events = NodeEventSerializer(many=True, read_only=True)
+
+
+class MaintenanceWindowSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    startsAt = serializers.DateTimeField(source="starts_at", default_timezone=UTC)
+    endsAt = serializers.DateTimeField(source="ends_at", default_timezone=UTC)
+    reason = StringField(max_length=NODE_REASON_MAX_LENGTH)
+    drain = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Drain at the start (deadline = startsAt) instead of only cordoning.",
+    )
+    by = serializers.UUIDField(source="by_id", read_only=True, allow_null=True)
+    createdAt = serializers.DateTimeField(source="created_at", read_only=True)
+
+    def validate(self, data):
+        now = timezone.now()
+        if data["ends_at"] <= now:
+            raise serializers.ValidationError({"endsAt": ["The window lies in the past."]})
+        if data["starts_at"] < now - timedelta(minutes=1):
+            raise serializers.ValidationError(
+                {"startsAt": ["The window must not start in the past."]}
+            )
+        if data["ends_at"] <= data["starts_at"]:
+            raise serializers.ValidationError({"endsAt": ["The window must end after it starts."]})
+        return data
+
+
+class MaintenanceWindowsSerializer(serializers.Serializer):
+    windows = MaintenanceWindowSerializer(many=True, read_only=True)

@@ -1,15 +1,22 @@
-"""A node's writes: its heartbeat, its labels."""
+"""A node's writes: its heartbeat, its labels, and what admins do to it (cordon, drain,
+uncordon, maintenance windows), each recorded as a node event."""
 
-import logging
 from datetime import datetime
 from uuid import UUID
 
 from django.db import transaction
+from django.utils import timezone
 
 from nodes import heartbeats
-from nodes.models import NodeLabels, validate_labels
-
-logger = logging.getLogger("taskmgmt.nodes")
+from nodes.models import (
+    Cordon,
+    MaintenanceWindow,
+    NodeEvent,
+    NodeEventKind,
+    NodeLabels,
+    validate_labels,
+)
+from taskmgmt.exceptions import DomainError
 
 
 def node_heartbeat(*, node_id: UUID, now: datetime) -> None:
@@ -34,16 +41,112 @@ def node_set_labels(*, node, labels: dict, actor=None) -> dict:
         return labels
     row.labels = labels
     row.save()
-    # NODE EVENT (issue 21, h20): node events land with cordon and drain; at merge this
-    # becomes node_event_record(node=node, action="labels_change", actor=actor, reason="").
-    logger.info(
-        "node labels changed",
-        extra={
-            "event": "labels_change",
-            "node_id": str(node.pk),
-            "performed_by": str(actor.pk) if actor else None,
-            "from_value": before,
-            "to_value": labels,
-        },
+    node_event_record(
+        node_id=node.pk,
+        kind=NodeEventKind.LABELS_CHANGE,
+        actor=actor,
+        detail=_labels_detail(before, labels),
     )
     return labels
+
+
+def _labels_detail(before: dict, after: dict) -> str:
+    """What a labels change did, in the event's short detail (200 characters at most)."""
+    text = " ".join(f"{k}={v}" for k, v in sorted(after.items())) or "none"
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+def node_event_record(
+    *,
+    node_id: UUID,
+    kind: str,
+    actor=None,
+    reason: str = "",
+    deadline: datetime | None = None,
+    detail: str = "",
+) -> NodeEvent:
+    """Append one node event (a NodeEventKind) by `actor` (None: the system)."""
+    return NodeEvent.objects.create(
+        node_id=node_id,
+        kind=kind,
+        actor=actor,
+        reason=reason,
+        deadline=deadline,
+        detail=detail,
+    )
+
+
+class NotCordoned(DomainError):
+    status_code = 409
+    title = "Node is not cordoned"
+
+
+@transaction.atomic
+def node_cordon(
+    *, node_id: UUID, reason: str, actor, drain_deadline: datetime | None = None
+) -> Cordon:
+    """Take the node out of scheduling (a drain when `drain_deadline` is given): its
+    cordon row replaces any earlier one, and the event is recorded. What a drain does
+    to the node's tasks is the tasks side's (nodes.work.NodeWork.drain)."""
+    now = timezone.now()
+    cordon, _ = Cordon.objects.update_or_create(
+        node_id=node_id,
+        defaults={"reason": reason, "by": actor, "since": now, "drain_deadline": drain_deadline},
+    )
+    kind = NodeEventKind.DRAIN if drain_deadline else NodeEventKind.CORDON
+    node_event_record(
+        node_id=node_id, kind=kind, actor=actor, reason=reason, deadline=drain_deadline
+    )
+    return cordon
+
+
+@transaction.atomic
+def node_uncordon(*, node_id: UUID, reason: str, actor) -> None:
+    """End a cordon or a drain: the node is schedulable again."""
+    deleted, _ = Cordon.objects.filter(node_id=node_id).delete()
+    if not deleted:
+        raise NotCordoned("node is not cordoned or draining")
+    node_event_record(node_id=node_id, kind=NodeEventKind.UNCORDON, actor=actor, reason=reason)
+
+
+@transaction.atomic
+def node_maintenance_schedule(
+    *, node_id: UUID, starts_at: datetime, ends_at: datetime, reason: str, drain: bool, actor
+) -> MaintenanceWindow:
+    """Plan a window (the serializer has checked it is in the future and ends after it
+    starts). The node's state follows from it when read: nothing else to schedule."""
+    window = MaintenanceWindow.objects.create(
+        node_id=node_id, starts_at=starts_at, ends_at=ends_at, reason=reason, drain=drain, by=actor
+    )
+    node_event_record(
+        node_id=node_id,
+        kind=NodeEventKind.MAINTENANCE_SCHEDULED,
+        actor=actor,
+        reason=reason,
+        deadline=starts_at,
+        detail=f"window {window.pk} until {ends_at.isoformat()}{', drain' if drain else ''}",
+    )
+    return window
+
+
+class WindowNotComing(DomainError):
+    status_code = 409
+    title = "Window not coming"
+
+
+@transaction.atomic
+def node_maintenance_cancel(*, node_id: UUID, window_id: int, actor) -> None:
+    """Cancel a coming window (MaintenanceWindow.DoesNotExist if the node has none by
+    that id). One under way or past is history: ending it early is an uncordon's job."""
+    window = MaintenanceWindow.objects.select_for_update().get(pk=window_id, node_id=node_id)
+    if window.starts_at <= timezone.now():
+        raise WindowNotComing("only a coming window can be cancelled; this one has started")
+    window.delete()
+    node_event_record(
+        node_id=node_id,
+        kind=NodeEventKind.MAINTENANCE_CANCELLED,
+        actor=actor,
+        reason=window.reason,
+        deadline=window.starts_at,
+        detail=f"window {window_id}",
+    )

@@ -5,6 +5,7 @@ from datetime import timedelta
 from uuid import UUID
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -14,16 +15,36 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
 from accounts.permissions import IsAdminRole, IsNodeRole
+from accounts.serializers import MessageSerializer
 from nodes import heartbeats
-from nodes.models import Node
+from nodes.models import (
+    MaintenanceWindow,
+    Node,
+    NodeEvent,
+    drain_deadline_from_text,
+    node_state,
+)
 from nodes.serializers import (
+    CordonSerializer,
+    DrainSerializer,
     HeartbeatResultSerializer,
     HeartbeatSerializer,
+    MaintenanceWindowSerializer,
+    MaintenanceWindowsSerializer,
     NodeEnvelopeSerializer,
+    NodeEventsSerializer,
     NodeLabelsSerializer,
     NodesListSerializer,
+    NodeStateSerializer,
 )
-from nodes.services import node_heartbeat, node_set_labels
+from nodes.services import (
+    node_cordon,
+    node_heartbeat,
+    node_maintenance_cancel,
+    node_maintenance_schedule,
+    node_set_labels,
+    node_uncordon,
+)
 from nodes.work import node_work
 from taskmgmt.errors import error_responses
 from taskmgmt.fields import iso_utc
@@ -37,6 +58,13 @@ class NodeViewSet(viewsets.GenericViewSet):
         "heartbeat": [IsNodeRole],
         "list_nodes": [IsAdminRole],
         "update_node": [IsAdminRole],
+        "cordon": [IsAdminRole],
+        "drain": [IsAdminRole],
+        "uncordon": [IsAdminRole],
+        "events": [IsAdminRole],
+        "maintenance_list": [IsAdminRole],
+        "maintenance_schedule": [IsAdminRole],
+        "maintenance_cancel": [IsAdminRole],
     }
 
     def get_permissions(self):
@@ -64,6 +92,8 @@ class NodeViewSet(viewsets.GenericViewSet):
         node_heartbeat(node_id=node.pk, now=now)
         # State, not a log of events: a lost answer costs nothing, the next beat says it again.
         kept = set(work.in_progress_of(node, held)) if held else set()
+        pending_count, cancel_ids, *state = work.heartbeat_facts(node, now)
+        schedulable, drain_deadline = drain_deadline_from_text(*state)
         # HeartbeatResultSerializer's shape, built directly: every node sends this every
         # few seconds, and instantiating it copied each of its fields per answer.
         return Response(
@@ -71,8 +101,11 @@ class NodeViewSet(viewsets.GenericViewSet):
                 "serverTime": iso_utc(now),
                 "leaseExpiresAt": iso_utc(now + timedelta(seconds=settings.NODE_DOWN_AFTER)),
                 "heartbeatSeconds": settings.NODE_HEARTBEAT_SECONDS,
-                "pendingCount": work.claimable_count(node, now),
+                "pendingCount": pending_count,
                 "revokedTaskIds": sorted(map(str, held - kept)),
+                "cancelTaskIds": sorted(map(str, cancel_ids)),
+                "schedulable": schedulable,
+                "drainDeadline": drain_deadline and iso_utc(drain_deadline),
             }
         )
 
@@ -112,13 +145,143 @@ class NodeViewSet(viewsets.GenericViewSet):
             nodes.filter(is_active=True)
             .with_liveness(timezone.now())
             .with_labels()
-            .only("id", "name", "email", "last_seen")
+            .with_schedule(timezone.now())
+            .only("id", "name", "email", "last_seen", "cordon")
             .order_by("name", "email")
         )
         counts = node_work().open_counts_by_node()
         for node in nodes:
             node.open_count, node.in_progress_count = counts.get(node.pk, (0, 0))
+            state = node.schedule_state()
+            node.state, node.schedulable = state["state"], state["schedulable"]
+            node.cordonReason, node.cordonedBy = state["reason"], state["by"]
+            node.cordonedSince, node.drainDeadline = state["since"], state["drainDeadline"]
         return nodes
+
+    def target(self, node_id: str) -> Node:
+        """The active node named in the path: a 404 for anything else."""
+        node = Node.objects.filter(pk=parse_id(node_id), is_active=True).first()
+        if node is None:
+            raise NotFound("No active node has this nodeId.")
+        return node
+
+    def state_response(self, node, **counts) -> Response:
+        body = {"nodeId": node.pk, **node_state(node.pk), **counts}
+        return Response(NodeStateSerializer(body).data)
+
+    @extend_schema(
+        summary="Cordon a node: no new work is given to it (admin)",
+        description="It keeps, and may claim, the pending tasks it has. A reason is required.",
+        request=CordonSerializer,
+        responses={200: NodeStateSerializer, **error_responses(400, 401, 403, 404, 415, 429)},
+    )
+    def cordon(self, request, nodeId):
+        node = self.target(nodeId)
+        data = validated(CordonSerializer, request)
+        node_cordon(node_id=node.pk, reason=data["reason"], actor=request.user)
+        return self.state_response(node)
+
+    @extend_schema(
+        summary="Drain a node: cordon it and move its pending work now (admin)",
+        description=(
+            "Its pending tasks move to other alive, schedulable nodes as failover moves them "
+            "(those with nowhere to go stay: `stayedCount`); its claims answer 204; its "
+            "in-progress tasks may finish until `deadline`, after which the sweep fails them "
+            "(cause drained) and moves them."
+        ),
+        request=DrainSerializer,
+        responses={200: NodeStateSerializer, **error_responses(400, 401, 403, 404, 415, 429)},
+    )
+    def drain(self, request, nodeId):
+        node = self.target(nodeId)
+        data = validated(DrainSerializer, request)
+        with transaction.atomic():
+            node_cordon(
+                node_id=node.pk,
+                reason=data["reason"],
+                actor=request.user,
+                drain_deadline=data["deadline"],
+            )
+        # After the cordon commits: nothing new lands on the node while its work moves.
+        moved, stayed = node_work().drain(node.pk, timezone.now())
+        return self.state_response(node, movedCount=moved, stayedCount=stayed)
+
+    @extend_schema(
+        summary="End a node's cordon or drain: it is schedulable again (admin)",
+        request=CordonSerializer,
+        responses={200: NodeStateSerializer, **error_responses(400, 401, 403, 404, 409, 429)},
+    )
+    def uncordon(self, request, nodeId):
+        node = self.target(nodeId)
+        data = validated(CordonSerializer, request)
+        node_uncordon(node_id=node.pk, reason=data["reason"], actor=request.user)
+        return self.state_response(node)
+
+    @extend_schema(
+        summary="A node's events, newest first (admin)",
+        responses={200: NodeEventsSerializer, **error_responses(401, 403, 404, 429)},
+    )
+    def events(self, request, nodeId):
+        node = Node.objects.filter(pk=parse_id(nodeId)).first()
+        if node is None:
+            raise NotFound("No node has this nodeId.")
+        events = NodeEvent.objects.filter(node=node).order_by("-created_at", "-id")
+        return Response(NodeEventsSerializer({"events": events}).data)
+
+    @extend_schema(
+        summary="A node's maintenance windows, past and coming (admin)",
+        responses={200: MaintenanceWindowsSerializer, **error_responses(401, 403, 404, 429)},
+    )
+    def maintenance_list(self, request, nodeId):
+        node = self.target(nodeId)
+        windows = MaintenanceWindow.objects.filter(node=node).order_by("starts_at", "id")
+        return Response(MaintenanceWindowsSerializer({"windows": windows}).data)
+
+    @extend_schema(
+        summary="Plan a maintenance window for a node (admin)",
+        description=(
+            "From `startsAt` to `endsAt` the node is cordoned (drained, with deadline = "
+            "startsAt, when `drain`), and schedulable again after, unless cordoned by hand. "
+            "Derived when read: the sweep moves the work, no cron entry of its own."
+        ),
+        request=MaintenanceWindowSerializer,
+        responses={
+            201: MaintenanceWindowSerializer,
+            **error_responses(400, 401, 403, 404, 415, 429),
+        },
+    )
+    def maintenance_schedule(self, request, nodeId):
+        node = self.target(nodeId)
+        data = validated(MaintenanceWindowSerializer, request)
+        window = node_maintenance_schedule(node_id=node.pk, actor=request.user, **data)
+        return Response(MaintenanceWindowSerializer(window).data, status=201)
+
+    @extend_schema(
+        summary="Cancel a coming maintenance window (admin)",
+        responses={200: MessageSerializer, **error_responses(401, 403, 404, 409, 429)},
+    )
+    def maintenance_cancel(self, request, nodeId, windowId):
+        node = self.target(nodeId)
+        if not windowId.isdigit():
+            raise NotFound("This node has no window with this id.")
+        try:
+            node_maintenance_cancel(node_id=node.pk, window_id=int(windowId), actor=request.user)
+        except MaintenanceWindow.DoesNotExist:
+            raise NotFound("This node has no window with this id.") from None
+        return Response({"message": "Maintenance window cancelled."})
+
+
+def parse_id(text: str):
+    try:
+        return UUID(text)
+    except ValueError:
+        raise NotFound("No node has this nodeId.") from None
+
+
+def validated(serializer_class, request) -> dict:
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
 
 
 def _uuid_or_none(text: str):

@@ -24,9 +24,21 @@ class NodeWork:
         """Of `task_ids`, those in progress on `node` now."""
         return ()
 
+    def heartbeat_facts(
+        self, node, now: datetime
+    ) -> tuple[int, Collection[UUID], list, list, list]:
+        """`claimable_count`, the node's in-progress tasks an admin asked to cancel, and
+        its cordon and current windows as `nodes.models.drain_deadline_from_text` reads
+        them, read together: the heartbeat answers them all."""
+        return self.claimable_count(node, now), (), [], [], []
+
     def claimable_count(self, node, now: datetime) -> int:
         """How many pending tasks `node` could claim now."""
         return 0
+
+    def drain(self, node_id: UUID, now: datetime) -> tuple[int, int]:
+        """A drain's move of the node's pending tasks: (moved, stayed)."""
+        return 0, 0
 
     def node_page(self, request, node, now: datetime) -> dict | HttpResponse:
         """The node page's work panels (a template context), or the answer to a POST of theirs."""

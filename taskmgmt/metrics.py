@@ -55,6 +55,12 @@ REASSIGNMENTS = Counter(
     "Tasks given (back) to a node as pending: by an admin (manual) or by the sweep (failover).",
     ["kind"],
 )
+CANCELLATIONS = Counter(
+    "taskmgmt_task_cancellations",
+    "Tasks cancelled, by how: a pending task at once (pending), a node's acknowledgement"
+    " of a cancel request (acknowledged), the sweep after CANCEL_GRACE_SECONDS (timeout).",
+    ["how"],
+)
 LOGIN_FAILURES = Counter(
     "taskmgmt_login_failures",
     "Refused logins, by where (api, admin_site) and why (unknown_user, wrong_password,"

@@ -379,6 +379,12 @@ TASK_MAX_ATTEMPTS = env.int("TASK_MAX_ATTEMPTS", default=3)
 # A task given out again without a deadline, whose deadline is past or sooner
 # than this, gets now + this many minutes (tasks.models.fresh_deadline).
 REASSIGN_DEADLINE_MINUTES = env.int("REASSIGN_DEADLINE_MINUTES", default=60)
+# How long a node has to acknowledge a cancel request before the sweep cancels the
+# task itself (cause cancel_timeout): a few heartbeats plus a worker's own grace to
+# stop (Buildkite gives 10 s, GitHub runners 7.5 + 2.5 s), so 60 s is generous.
+CANCEL_GRACE_SECONDS = env.int("CANCEL_GRACE_SECONDS", default=60)
+# A drain without a deadline lets in-progress work run this long (Nomad's default is 1 h).
+DRAIN_DEADLINE_MINUTES = env.int("DRAIN_DEADLINE_MINUTES", default=60)
 # Work data's limits in bytes of compact JSON (README, Work data): Nomad's dispatch
 # payload is 16 KiB; these keep a list page of 50 tasks within a few MiB at worst.
 TASK_PAYLOAD_MAX_BYTES = env.int("TASK_PAYLOAD_MAX_BYTES", default=65_536)

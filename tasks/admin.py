@@ -14,9 +14,9 @@ from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
 
 from accounts.models import Role, User
-from nodes.models import NodeLabels
+from nodes.models import NodeCordoned, NodeLabels, check_schedulable
 from taskmgmt.replica import ReplicaCountPaginator
-from tasks.forms import BroadcastForm, LabelReassignForm, ReassignForm
+from tasks.forms import BroadcastForm, CancelForm, LabelReassignForm, ReassignForm
 from tasks.models import (
     EDITED_FIELDS,
     OPEN_STATUSES,
@@ -32,6 +32,7 @@ from tasks.services import (
     task_create,
     task_update,
     tasks_broadcast,
+    tasks_cancel,
     tasks_fail,
     tasks_reassign,
     tasks_reassign_by_selector,
@@ -342,6 +343,12 @@ class TaskAdminForm(forms.ModelForm):
             raise ValidationError(
                 DELETED_READ_ONLY if not task.active else PENDING_ONLY.format(status=task.status)
             )
+        node = cleaned.get("assigned_node")
+        if node is not None and node.pk != task.assigned_node_id:
+            try:
+                check_schedulable(node.pk)
+            except NodeCordoned as error:
+                self.add_error("assigned_node", error.message)
         return cleaned
 
     def clean_locked_at(self):
@@ -364,6 +371,9 @@ SKIP_REASONS = {
         "soft-deleted" if not active else None if status in OPEN_STATUSES else f"already {status}"
     ),
     "soft_delete": lambda active, status: None if active else "already soft-deleted",
+    "cancel_tasks": lambda active, status: (
+        "soft-deleted" if not active else None if status in OPEN_STATUSES else f"already {status}"
+    ),
     "restore": lambda active, status: "not soft-deleted" if active else None,
     "reassign": lambda active, status: (
         "soft-deleted" if not active else "completed" if status == TaskStatus.COMPLETED else None
@@ -437,6 +447,8 @@ class TaskAdmin(admin.ModelAdmin):
         "attempts",
         "failure_cause",
         "failure_reason",
+        "cancel_requested_at",
+        "cancel_reason",
         "payload_json",
         "progress_report",
         "checkpoint_json",
@@ -458,6 +470,8 @@ class TaskAdmin(admin.ModelAdmin):
         "attempts",
         "failure_cause",
         "failure_reason",
+        "cancel_requested_at",
+        "cancel_reason",
         "payload_json",
         "progress_report",
         "checkpoint_json",
@@ -465,7 +479,16 @@ class TaskAdmin(admin.ModelAdmin):
         "active",
     ]
     inlines = [TaskHistoryInline]
-    actions = ["reassign", "reassign_by_label", "mark_failed", "soft_delete", "restore"]
+    actions = [
+        "reassign",
+        "reassign_by_label",
+        "cancel_tasks",
+        "mark_failed",
+        "soft_delete",
+        "restore",
+    ]
+    # The task page's Cancel button posts the list's cancel action for this one task.
+    change_form_template = "admin/tasks/task/change_form.html"
 
     class Media:
         css = {"all": ["tasks/admin.css"]}
@@ -714,6 +737,29 @@ class TaskAdmin(admin.ModelAdmin):
             submit="Reassign",
             form=form,
         )
+
+    @admin.action(description="Cancel selected open tasks")
+    def cancel_tasks(self, request, queryset):
+        form = CancelForm(request.POST if "apply" in request.POST else None)
+        if not form.is_valid():
+            return self.confirmation(
+                request,
+                queryset,
+                action="cancel_tasks",
+                intro=(
+                    "Pending tasks are cancelled now; a task in progress gets a cancel request "
+                    "its node acknowledges (or the sweep cancels it after "
+                    "CANCEL_GRACE_SECONDS). Finished and soft-deleted tasks are left alone."
+                ),
+                submit="Cancel tasks",
+                form=form,
+            )
+        eligible, skipped = skipped_by_reason(queryset, "cancel_tasks")
+        done = tasks_cancel(
+            task_ids=queryset.values_list("pk", flat=True), reason=form.cleaned_data["reason"]
+        )
+        self.report(request, outcome("Cancelled", done, eligible, skipped), skipped, done)
+        return None
 
     @admin.action(description="Mark selected open tasks as failed")
     def mark_failed(self, request, queryset):

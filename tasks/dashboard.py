@@ -13,11 +13,17 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from nodes import heartbeats
-from nodes.models import Liveness, Node, labels_text
+from nodes.models import Liveness, Node, NodeState, labels_text
 from taskmgmt.replica import on_replica
 from taskmgmt.throttling import CACHE_ERRORS
 from tasks.models import TaskStatus
-from tasks.selectors import FINAL_STATUSES, finished_since, last_sweep, open_by_node_and_status
+from tasks.selectors import (
+    FINAL_STATUSES,
+    cancel_requests_by_node,
+    finished_since,
+    last_sweep,
+    open_by_node_and_status,
+)
 
 logger = logging.getLogger("taskmgmt.dashboard")
 
@@ -44,8 +50,28 @@ def _compute(now: datetime, using: str) -> dict:
         for row in Node.objects.using(using)
         .with_liveness(now)
         .with_labels()
-        .values("id", "name", "email", "is_active", "last_seen", "liveness", "label_set")
+        .with_schedule(now)
+        .annotate(**cancel_requests_by_node())
+        .values(
+            "id",
+            "name",
+            "email",
+            "is_active",
+            "last_seen",
+            "liveness",
+            "label_set",
+            "cordon__reason",
+            "cordon__drain_deadline",
+            "window_starts_at",
+            "window_drain",
+            "cancel_waiting",
+            "cancel_oldest",
+        )
     }
+    for node in nodes.values():
+        node["schedule"] = schedule_of(node)
+        oldest = node.pop("cancel_oldest")
+        node["cancel_oldest_age"] = (now - oldest).total_seconds() if oldest else None
     totals = dict.fromkeys(TaskStatus.values, 0)
     hours = [
         {"start": since + timedelta(hours=i), "completed": 0, "failed": {}}
@@ -65,7 +91,8 @@ def _compute(now: datetime, using: str) -> dict:
             node["overdue"] += row.get("overdue", 0)
         if row["status"] == TaskStatus.IN_PROGRESS and node is not None:
             node["oldest_in_progress_age"] = (now - row["oldest"]).total_seconds()
-        if row["status"] not in FINAL_STATUSES:
+        # The chart shows outcomes of work done: completed and each failure cause.
+        if row["status"] not in FINAL_STATUSES or row["status"] == TaskStatus.CANCELLED:
             continue
         hour = hours[(row["hour"] - since.hour) % WINDOW_HOURS]
         if row["status"] == TaskStatus.COMPLETED:
@@ -92,6 +119,15 @@ def _compute(now: datetime, using: str) -> dict:
             "failover_held_count": last_run.failover_held_count,
         },
     }
+
+
+def schedule_of(node: dict) -> str:
+    """A node's NodeState from its row's cordon and current window columns."""
+    if node["cordon__reason"] is not None:
+        return NodeState.DRAINING if node["cordon__drain_deadline"] else NodeState.CORDONED
+    if node["window_starts_at"] is not None:
+        return NodeState.DRAINING if node["window_drain"] else NodeState.CORDONED
+    return NodeState.SCHEDULABLE
 
 
 def snapshot() -> dict:

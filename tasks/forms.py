@@ -1,5 +1,5 @@
 """The admin's one reassign form: the task list's action and the node page's
-"reassign all its open tasks" both move tasks with it."""
+"reassign all its open tasks" both move tasks with it; and the cancel form."""
 
 from datetime import timedelta
 
@@ -8,7 +8,17 @@ from django.conf import settings
 from django.utils import timezone
 
 from nodes.models import Node, labels_errors
-from tasks.models import PRIORITY_MAX, PRIORITY_MIN, validate_future
+from tasks.models import CANCEL_REASON_MAX_LENGTH, PRIORITY_MAX, PRIORITY_MIN, validate_future
+
+
+class CancelForm(forms.Form):
+    """The admin's cancel (the task page's button and the list's action)."""
+
+    reason = forms.CharField(
+        max_length=CANCEL_REASON_MAX_LENGTH,
+        required=False,
+        help_text="Shown to the node with the cancel request and kept in the task's history.",
+    )
 
 
 class ReassignForm(forms.Form):
@@ -27,7 +37,8 @@ class ReassignForm(forms.Form):
         """`source`: the node whose open tasks all move (the node page); it is no target,
         and the deadline offered is a fresh one."""
         super().__init__(*args, **kwargs)
-        nodes = Node.objects.filter(is_active=True)
+        # A cordoned or draining node takes no new work: it is not offered.
+        nodes = Node.objects.schedulable()
         self.fields["node"].queryset = nodes.exclude(pk=source.pk) if source else nodes
         if source is not None:
             self.fields["node"].label = "Reassign all its open tasks to"

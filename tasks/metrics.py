@@ -7,13 +7,14 @@ admin-created set, stable across renames and free of emails; `taskmgmt_node_info
 maps each id to the node's name for dashboards.
 """
 
+from django.utils import timezone
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from nodes.models import Liveness
+from nodes.models import Liveness, nodes_by_state
 from taskmgmt.replica import on_replica
 from tasks.dashboard import snapshot
 from tasks.models import OPEN_STATUSES, TaskStatus
-from tasks.selectors import sweep_totals
+from tasks.selectors import cancel_requests_waiting, sweep_totals
 
 
 class DomainCollector:
@@ -46,6 +47,17 @@ class DomainCollector:
         for cause, count in sorted(data["failures"].items()):
             recent.add_metric([cause], count)
         yield recent
+        waiting, oldest = cancel_requests_waiting(timezone.now())
+        yield GaugeMetricFamily(
+            "taskmgmt_cancel_requests_waiting",
+            "In-progress tasks whose cancel request their node has not acknowledged yet.",
+            value=waiting,
+        )
+        yield GaugeMetricFamily(
+            "taskmgmt_cancel_request_oldest_age_seconds",
+            "Age of the oldest unacknowledged cancel request (0 when none waits).",
+            value=oldest or 0,
+        )
 
         active_nodes = [node for node in data["nodes"] if node["is_active"]]
         by_liveness = GaugeMetricFamily(
@@ -56,6 +68,14 @@ class DomainCollector:
                 [liveness], sum(node["liveness"] == liveness for node in active_nodes)
             )
         yield by_liveness
+        by_state = GaugeMetricFamily(
+            "taskmgmt_nodes_by_schedule",
+            "Active node accounts, by scheduling state (schedulable, cordoned, draining).",
+            labels=["state"],
+        )
+        for state, count in nodes_by_state().items():
+            by_state.add_metric([state], count)
+        yield by_state
         ages = GaugeMetricFamily(
             "taskmgmt_node_heartbeat_age_seconds",
             "Seconds since each active node's last heartbeat (never-seen nodes have none).",

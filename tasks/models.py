@@ -1,6 +1,7 @@
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from uuid import UUID
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -10,9 +11,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Role
-from nodes.models import validate_labels
+from nodes.models import Cordon, MaintenanceWindow, validate_labels
 from taskmgmt.exceptions import DomainError
-from taskmgmt.sql import count_rows, get_one
+from taskmgmt.sql import count_rows, get_one, tagged_rows
 
 
 class TaskStatus(models.TextChoices):
@@ -20,19 +21,25 @@ class TaskStatus(models.TextChoices):
     IN_PROGRESS = "in_progress", "In progress"
     COMPLETED = "completed", "Completed"
     FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
 
 
 # The whole status machine. Every path that changes a status goes through
-# `check_transition`, so these rules exist exactly once.
+# `check_transition`, so these rules exist exactly once. `cancelled` is reached
+# from pending by an admin's cancel, from in_progress only by the node's
+# acknowledgement of a cancel request or the sweep after CANCEL_GRACE_SECONDS.
 ALLOWED_TRANSITIONS: dict[str, tuple[str, ...]] = {
-    TaskStatus.PENDING: (TaskStatus.IN_PROGRESS,),
-    TaskStatus.IN_PROGRESS: (TaskStatus.COMPLETED, TaskStatus.FAILED),
+    TaskStatus.PENDING: (TaskStatus.IN_PROGRESS, TaskStatus.CANCELLED),
+    TaskStatus.IN_PROGRESS: (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED),
     TaskStatus.COMPLETED: (),
     TaskStatus.FAILED: (),
+    TaskStatus.CANCELLED: (),
 }
 OPEN_STATUSES = (TaskStatus.PENDING, TaskStatus.IN_PROGRESS)
-# A node may still report failure once the deadline has passed, nothing else.
-ALLOWED_AFTER_DEADLINE = (TaskStatus.FAILED,)
+FINAL_STATUSES = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+# A node may still report failure (or acknowledge a cancel) once the deadline has
+# passed, nothing else.
+ALLOWED_AFTER_DEADLINE = (TaskStatus.FAILED, TaskStatus.CANCELLED)
 
 
 class FailureCause(models.TextChoices):
@@ -42,10 +49,36 @@ class FailureCause(models.TextChoices):
     DEADLINE = "deadline", "Deadline passed"
     NODE_LOST = "node_lost", "Node lost"
     ADMIN = "admin", "Failed by an admin"
+    DRAINED = "drained", "Drain deadline passed"
+    # A cancelled task's cause: the node never acknowledged the cancel request.
+    CANCEL_TIMEOUT = "cancel_timeout", "Cancel unanswered"
+
+
+# A late success (SPEC, Control of the work): a task failed for one of these causes
+# was taken from a node that may have gone on working; its `completed` for that
+# same attempt is kept, as long as nobody has started the task again.
+LATE_SUCCESS_CAUSES = (FailureCause.NODE_LOST, FailureCause.DRAINED)
+
+
+def is_late_success(task, status: str, attempt: int | None) -> bool:
+    """Whether `status` sent with `attempt` for the failed `task` is its node's late
+    success: the attempt number proves the report is about the attempt that failed."""
+    return (
+        status == TaskStatus.COMPLETED
+        and task.status == TaskStatus.FAILED
+        and task.failure_cause in LATE_SUCCESS_CAUSES
+        and attempt is not None
+        and attempt == task.attempts
+    )
 
 
 # A node's own words on why it failed a task: bounded, so a row stays small.
 FAILURE_REASON_MAX_LENGTH = 500
+# Earlier than any cancel request or drain deadline (the features are from 2026): the
+# plain statements (taskmgmt.sql) have no IS NOT NULL, and `> this` says the same.
+NO_CANCEL_REQUEST_BEFORE = datetime(2000, 1, 1, tzinfo=UTC)
+# An admin's words on why a task is cancelled (SPEC, Control of the work).
+CANCEL_REASON_MAX_LENGTH = 500
 # A progress report's message: a line for a progress bar, not a log.
 PROGRESS_MESSAGE_MAX_LENGTH = 200
 
@@ -129,8 +162,15 @@ def check_attempt(current: int, sent: int | None) -> None:
         )
 
 
-def check_transition(current: str, new: str) -> None:
+def check_transition(
+    current: str, new: str, *, by_admin: bool = False, cancel_requested: bool = False
+) -> None:
+    """Refuse a move the table does not allow. Only an admin cancels a pending task;
+    a node ends its task `cancelled` only to acknowledge an admin's request
+    (`cancel_requested`), and is not told of a `cancelled` it may not send."""
     allowed = ALLOWED_TRANSITIONS[current]
+    if not (by_admin if current == TaskStatus.PENDING else cancel_requested):
+        allowed = tuple(status for status in allowed if status != TaskStatus.CANCELLED)
     if new not in allowed:
         next_names = ", ".join(allowed) or "none: the task is in a final state"
         raise InvalidStatusTransition(
@@ -190,6 +230,15 @@ class TaskQuerySet(models.QuerySet):
             skip_locked=True,
             order_by=CLAIM_ORDER,
             index=CLAIM_INDEX,
+            # A draining node starts nothing (its claims answer 204), checked in the
+            # same statement: by hand (a cordon with a deadline) or in a draining window.
+            unless=(
+                (Cordon, {"node": node.pk, "drain_deadline__gt": NO_CANCEL_REQUEST_BEFORE}),
+                (
+                    MaintenanceWindow,
+                    {"node": node.pk, "drain": True, "starts_at__lt": now, "ends_at__gt": now},
+                ),
+            ),
             **self._claimable(node, now),
         )
 
@@ -220,6 +269,30 @@ class TaskQuerySet(models.QuerySet):
                 pk__in=task_ids, assigned_node=node, status=TaskStatus.IN_PROGRESS, active=True
             ).values_list("id", flat=True)
         )
+
+    def heartbeat_facts(self, node, now: datetime) -> tuple[int, list, list, list, list]:
+        """What a heartbeat answers, read in one statement (`tagged_rows`): the node's
+        claimable count, the ids of its active in-progress tasks with a standing cancel
+        request, its cordon (`[]`: none; `[None]`: cordoned; `[deadline text]`:
+        draining), and the starts of its current maintenance windows, all of them and
+        those that drain. Every node beats every few seconds; a round trip per fact
+        would cost it a quarter more each. The task parts read task_node_claim."""
+        cancel_requested = {
+            "assigned_node": node.pk,
+            "status": TaskStatus.IN_PROGRESS,
+            "active": True,
+            # Any stamp is later than this: the plain statements have no IS NOT NULL.
+            "cancel_requested_at__gt": NO_CANCEL_REQUEST_BEFORE,
+        }
+        window = {"node": node.pk, "starts_at__lt": now, "ends_at__gt": now}
+        (count,), ids, cordon, windows, draining = tagged_rows(
+            (self.model, "COUNT(*)", self._claimable(node, now), CLAIM_INDEX),
+            (self.model, "id", cancel_requested, CLAIM_INDEX),
+            (Cordon, "drain_deadline", {"node": node.pk}, None),
+            (MaintenanceWindow, "starts_at", window, None),
+            (MaintenanceWindow, "starts_at", {**window, "drain": True}, None),
+        )
+        return int(count), [UUID(value) for value in ids], cordon, windows, draining
 
     def open_counts_by_node(self) -> dict:
         """{node id: (open count, in-progress count)} over active tasks, one grouped query."""
@@ -316,6 +389,12 @@ class Task(models.Model):
     # One of a broadcast's tasks: it belongs to its node, so failover fails it for a
     # human instead of giving a second one of the broadcast to another node.
     pinned = models.BooleanField(default=False, db_default=False, editable=False)
+    # A standing cancel request on an in-progress task: the node learns it from its
+    # heartbeat answers and acknowledges it. Nullable with no default: an instant ALTER.
+    cancel_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
+    cancel_reason = models.CharField(  # noqa: DJ001 (null: no request)
+        max_length=CANCEL_REASON_MAX_LENGTH, null=True, blank=True, editable=False
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -440,6 +519,7 @@ class HistoryAction(models.TextChoices):
     EDIT = "edit", "Edit"
     SOFT_DELETE = "soft_delete", "Soft delete"
     RESTORE = "restore", "Restore"
+    CANCEL_REQUEST = "cancel_request", "Cancel request"
 
 
 # The task fields an `edit` row names, as the API spells them.
@@ -551,7 +631,7 @@ class TaskHistory(models.Model):
                 action=action,
                 from_value=_text(old),
                 to_value=_text(new),
-                cause=cause if new == TaskStatus.FAILED else "",
+                cause=cause if new in (TaskStatus.FAILED, TaskStatus.CANCELLED) else "",
             )
             for action, old, new in rows
         ]

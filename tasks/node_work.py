@@ -22,7 +22,7 @@ from tasks.selectors import (
     node_open_task_ids,
     node_status_counts,
 )
-from tasks.services import tasks_reassign
+from tasks.services import tasks_drain_pending, tasks_reassign
 
 HISTORY_ROWS = 20
 
@@ -33,6 +33,12 @@ class TaskWork(NodeWork):
 
     def in_progress_of(self, node, task_ids):
         return Task.objects.in_progress_of(node, task_ids)
+
+    def drain(self, node_id, now):
+        return tasks_drain_pending(node_id=node_id, now=now)
+
+    def heartbeat_facts(self, node, now):
+        return Task.objects.heartbeat_facts(node, now)
 
     def claimable_count(self, node, now):
         return Task.objects.claimable_count(node, now)

@@ -7,15 +7,12 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.db import DEFAULT_DB_ALIAS
-from django.db.models import Count, Min, Q, Sum
+from django.db.models import Count, Min, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import ExtractHour
 from django.db.models.utils import create_namedtuple_class
 
 from taskmgmt.sql import driver_rows, select_one
-from tasks.models import OPEN_STATUSES, SweepRun, Task, TaskHistory, TaskStatus
-
-FINAL_STATUSES = (TaskStatus.COMPLETED, TaskStatus.FAILED)
-
+from tasks.models import FINAL_STATUSES, OPEN_STATUSES, SweepRun, Task, TaskHistory, TaskStatus
 
 # The columns a task's representation reads, in `TaskSerializer` order.
 TASK_COLUMNS = (
@@ -40,6 +37,8 @@ TASK_COLUMNS = (
     "priority",
     "node_selector",
     "pinned",
+    "cancel_requested_at",
+    "cancel_reason",
 )
 # The named row `task_rows` yields (Django caches one class per set of names).
 TaskRow = create_namedtuple_class(*TASK_COLUMNS)
@@ -159,3 +158,33 @@ def sweep_totals(using: str = DEFAULT_DB_ALIAS) -> dict:
         reassigned=Sum("reassigned_count"),
         held=Count("pk", filter=Q(failover_held_count__gt=0)),
     )
+
+
+def cancel_requests_waiting(now: datetime) -> tuple[int, float | None]:
+    """How many in-progress tasks wait for their node to acknowledge a cancel request,
+    and the oldest request's age in seconds (None if none): /metrics shows both."""
+    waiting = Task.objects.filter(
+        active=True, status=TaskStatus.IN_PROGRESS, cancel_requested_at__isnull=False
+    ).aggregate(count=Count("pk"), oldest=Min("cancel_requested_at"))
+    oldest = waiting["oldest"]
+    return waiting["count"], None if oldest is None else (now - oldest).total_seconds()
+
+
+def cancel_requests_by_node() -> dict:
+    """Annotations for a node queryset: `cancel_waiting` (its in-progress tasks whose
+    cancel request is unanswered) and `cancel_oldest` (the oldest such request), as
+    subqueries of the node list's one query: each reads the node's few in-progress rows."""
+    waiting = Task.objects.filter(
+        assigned_node=OuterRef("pk"),
+        status=TaskStatus.IN_PROGRESS,
+        active=True,
+        cancel_requested_at__isnull=False,
+    ).order_by()
+    return {
+        "cancel_waiting": Subquery(
+            waiting.values("assigned_node").annotate(n=Count("pk")).values("n")[:1]
+        ),
+        "cancel_oldest": Subquery(
+            waiting.order_by("cancel_requested_at").values("cancel_requested_at")[:1]
+        ),
+    }

@@ -22,6 +22,7 @@ from nodes.serializers import LabelsField
 from taskmgmt.fields import IdField, StringField, iso_utc
 from taskmgmt.renderers import JSONText
 from tasks.models import (
+    CANCEL_REASON_MAX_LENGTH,
     FAILURE_REASON_MAX_LENGTH,
     PRIORITY_DEFAULT,
     PRIORITY_MAX,
@@ -116,6 +117,14 @@ class TaskSerializer(serializers.Serializer):
         read_only=True,
         help_text="One of a broadcast's tasks: never moved to another node, failed instead.",
     )
+    cancelRequestedAt = serializers.DateTimeField(
+        read_only=True,
+        allow_null=True,
+        help_text="When an admin asked to cancel this in-progress task; null if nobody did.",
+    )
+    cancelReason = serializers.CharField(
+        read_only=True, allow_null=True, help_text="The admin's reason for the cancel request."
+    )
 
     def to_representation(self, task):
         return task_representation(task)
@@ -148,13 +157,16 @@ def task_representation(task, *, json_text: bool = False) -> dict:
         priority,
         node_selector,
         pinned,
+        cancel_requested_at,
+        cancel_reason,
     ) = _task_columns(task)
     if isinstance(task, tuple):  # a `TaskRow`: JSON columns as the driver's text
         as_value = _json_text if json_text else _json
         payload, result, checkpoint = as_value(payload), as_value(result), as_value(checkpoint)
         node_selector = _json(node_selector)
-    # A cause outlives its failure until the task is given out again: show it only on failed.
-    failed = status == TaskStatus.FAILED
+    # A cause outlives its failure until the task is given out again: show it only on
+    # failed (and on cancelled, where the sweep's cancel_timeout is one).
+    failed = status in (TaskStatus.FAILED, TaskStatus.CANCELLED)
     return {
         "id": uuid_text(task_id),
         "taskName": name,
@@ -178,6 +190,8 @@ def task_representation(task, *, json_text: bool = False) -> dict:
         "priority": priority,
         "nodeSelector": node_selector,
         "pinned": bool(pinned),
+        "cancelRequestedAt": None if cancel_requested_at is None else iso_utc(cancel_requested_at),
+        "cancelReason": cancel_reason,
     }
 
 
@@ -496,3 +510,12 @@ def bulk_items(data) -> list[dict]:
     if errors:
         raise serializers.ValidationError(errors)
     return validated
+
+
+class TaskCancelSerializer(serializers.Serializer):
+    reason = ReasonField(
+        max_length=CANCEL_REASON_MAX_LENGTH,
+        required=False,
+        allow_blank=True,
+        help_text="Why it is cancelled: shown to the node and kept in history.",
+    )

@@ -20,9 +20,9 @@ from django.utils import timezone
 
 from accounts.models import Role, User
 from nodes import heartbeats
-from nodes.models import Node, labels_by_node, labels_match, liveness_cutoffs
+from nodes.models import Node, check_schedulable, labels_by_node, labels_match, liveness_cutoffs
 from nodes.services import node_heartbeat
-from taskmgmt.metrics import CLAIM_LATENCY, FAILURES, REASSIGNMENTS
+from taskmgmt.metrics import CANCELLATIONS, CLAIM_LATENCY, FAILURES, REASSIGNMENTS
 from taskmgmt.sql import driver_rows, get_one, insert_select, select_one, update_rows, with_ids
 from tasks.actor import current_actor
 from tasks.models import (
@@ -41,6 +41,7 @@ from tasks.models import (
     check_attempt,
     check_transition,
     fresh_deadline,
+    is_late_success,
     validate_future,
     validate_node,
 )
@@ -86,6 +87,8 @@ FORGOTTEN_ON_REASSIGN = {
     "progress_percent": None,
     "progress_message": None,
     "progress_updated_at": None,
+    "cancel_requested_at": None,
+    "cancel_reason": None,
 }
 # `task_update`'s default for a field the request did not send: left as it is.
 UNCHANGED = object()
@@ -111,6 +114,7 @@ def task_create(
     else:
         _validate(node=assigned_node, locked_at=locked_at)
         check_node_matches(assigned_node, node_selector)
+        check_schedulable(assigned_node.pk)
     task = Task(
         name=name,
         details=details,
@@ -278,6 +282,8 @@ def task_update(
     if node_selector is not UNCHANGED:
         task.node_selector = node_selector or None
     check_node_matches(assigned_node, task.node_selector)
+    if assigned_node.pk != task.assigned_node_id:
+        check_schedulable(assigned_node.pk)
     task.name, task.details = name, details
     task.assigned_node, task.locked_at = assigned_node, locked_at
     if payload is not UNCHANGED:
@@ -301,6 +307,7 @@ def task_assign(*, task_id: UUID, node, locked_at: datetime | None = None) -> Ta
     if task.status == TaskStatus.COMPLETED:
         raise TaskConflict("a completed task cannot be reassigned")
     _validate(node=node, locked_at=locked_at)
+    check_schedulable(node.pk)
     task.assigned_node = node
     task.status = TaskStatus.PENDING
     task.locked_at = locked_at or fresh_deadline(task.locked_at)
@@ -336,7 +343,9 @@ def task_change_status(
         check_attempt(task.attempts, attempt)
     if status == task.status:
         return task
-    check_transition(task.status, status)
+    if not is_late_success(task, status, attempt):
+        # A node acknowledges a cancel; only an admin decides one (task_cancel).
+        check_transition(task.status, status, cancel_requested=task.cancel_requested_at is not None)
     if status not in ALLOWED_AFTER_DEADLINE and task.locked_at <= timezone.now():
         raise DeadlinePassed("task deadline has passed")
     if status == TaskStatus.IN_PROGRESS:
@@ -344,6 +353,8 @@ def task_change_status(
         transaction.on_commit(lambda: CLAIM_LATENCY.observe(waited))
     elif status == TaskStatus.FAILED:
         transaction.on_commit(FAILURES.labels(FailureCause.NODE_REPORTED).inc)
+    elif status == TaskStatus.CANCELLED:
+        transaction.on_commit(CANCELLATIONS.labels("acknowledged").inc)
     task.status = status
     fields = ["status", "updated_at"]
     if status == TaskStatus.IN_PROGRESS:
@@ -352,10 +363,45 @@ def task_change_status(
     elif status == TaskStatus.FAILED:
         task.failure_cause, task.failure_reason = FailureCause.NODE_REPORTED, reason
         fields += ["failure_cause", "failure_reason"]
-    if status in (TaskStatus.COMPLETED, TaskStatus.FAILED):
+    if status in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED):
         task.result = result
         fields.append("result")
     task.save(update_fields=fields)
+    return task
+
+
+@transaction.atomic
+def task_cancel(*, task_id: UUID, reason: str = "") -> Task:
+    """An admin cancels a task: a pending one at once; an in-progress one gets a cancel
+    request its node learns from its heartbeat answers and acknowledges (or the sweep
+    ends it after CANCEL_GRACE_SECONDS). Row-locked, so it races a claim, a completion
+    or the sweep to exactly one outcome. A repeat while the request stands changes nothing.
+    """
+    task = _locked_task(task_id)
+    if task.status not in OPEN_STATUSES:
+        raise TaskConflict(f"a {task.status} task cannot be cancelled")
+    if task.cancel_requested_at is not None:
+        return task
+    if task.status == TaskStatus.PENDING:
+        check_transition(task.status, TaskStatus.CANCELLED, by_admin=True)
+    now = timezone.now()
+    TaskHistory.objects.create(
+        task=task,
+        action=HistoryAction.CANCEL_REQUEST,
+        from_value=task.status,
+        # A history value is short; the whole reason stays on the task.
+        to_value=reason[:64] or None,
+        performed_by=current_actor(),
+        created_at=now,
+    )
+    task.cancel_requested_at, task.cancel_reason = now, reason or None
+    fields = ["cancel_requested_at", "cancel_reason", "updated_at"]
+    if task.status == TaskStatus.PENDING:
+        task.status = TaskStatus.CANCELLED
+        fields.append("status")
+    task.save(update_fields=fields)
+    if task.status == TaskStatus.CANCELLED:
+        transaction.on_commit(CANCELLATIONS.labels("pending").inc)
     return task
 
 
@@ -438,6 +484,20 @@ def task_claim(*, node, now: datetime | None = None) -> Task | None:
     return task
 
 
+def tasks_cancel(*, task_ids: Iterable[UUID], reason: str = "") -> int:
+    """Cancel many tasks (an admin action), each as `task_cancel` does, in its own
+    transaction: a task finished meanwhile is skipped. Returns how many it cancelled
+    or asked to cancel (or found asked already)."""
+    done = 0
+    for task_id in list(task_ids):
+        try:
+            task_cancel(task_id=task_id, reason=reason)
+        except (Task.DoesNotExist, TaskConflict):
+            continue
+        done += 1
+    return done
+
+
 @transaction.atomic
 def task_set_active(*, task: Task, active: bool) -> None:
     """Soft delete (active=False) hides a task everywhere; restore brings it back."""
@@ -489,10 +549,13 @@ def _lock_ids(tasks, *, limit: int | None = None) -> list:
     return [row.pk for row in locked]
 
 
-def _fail(ids: list, *, actor, cause: str, reason: str = "") -> int:
+def _fail(
+    ids: list, *, actor, cause: str, reason: str = "", status: str = TaskStatus.FAILED
+) -> int:
     """Fail the tasks with these `ids`, which the caller has locked, for `cause` (and
     `reason`, the task's failureReason), each with a history row naming `actor`: two
-    statements whatever the count.
+    statements whatever the count. With `status=cancelled`, the same for the sweep's
+    end of an unanswered cancel request.
 
     They select by id alone: with any other condition SQLite's planner walks
     the deadline index past every expired task, for every batch.
@@ -500,15 +563,18 @@ def _fail(ids: list, *, actor, cause: str, reason: str = "") -> int:
     # By the database's own values, not `pk__in` (see _lock_ids).
     batch = with_ids(Task.objects.order_by(), ids)
     now = timezone.now()
-    _record_failures(batch, actor=actor, cause=cause, now=now)
-    failed = batch.update(
-        status=TaskStatus.FAILED, failure_cause=cause, failure_reason=reason, updated_at=now
-    )
-    transaction.on_commit(lambda: FAILURES.labels(cause).inc(failed))
+    _record_failures(batch, actor=actor, cause=cause, now=now, status=status)
+    failed = batch.update(status=status, failure_cause=cause, failure_reason=reason, updated_at=now)
+    if status == TaskStatus.FAILED:
+        transaction.on_commit(lambda: FAILURES.labels(cause).inc(failed))
+    else:
+        transaction.on_commit(lambda: CANCELLATIONS.labels("timeout").inc(failed))
     return failed
 
 
-def _record_failures(tasks, *, actor, cause: str, now: datetime) -> None:
+def _record_failures(
+    tasks, *, actor, cause: str, now: datetime, status: str = TaskStatus.FAILED
+) -> None:
     """One `status_change` row per task of `tasks`, by one INSERT … SELECT.
 
     Django has no INSERT … SELECT; building the rows as model instances for
@@ -518,7 +584,7 @@ def _record_failures(tasks, *, actor, cause: str, now: datetime) -> None:
         "id",
         Value(HistoryAction.STATUS_CHANGE),
         "status",
-        Value(TaskStatus.FAILED),
+        Value(status),
         Value(actor.pk if actor else None, output_field=UUIDField()),
         Value(cause),
         Value(now, output_field=DateTimeField()),
@@ -547,6 +613,7 @@ def tasks_reassign(
     Completed and soft-deleted tasks are left alone; returns the ids it changed.
     """
     _validate(node=node, locked_at=locked_at)
+    check_schedulable(node.pk)
     fields = ("assigned_node_id", "status", "locked_at")
     locked = list(
         Task.objects.filter(pk__in=list(task_ids), active=True)
@@ -625,18 +692,59 @@ def tasks_expire(
     own order, once, instead of row by row all over it (docs/performance.md).
     """
     expired = Task.objects.expired(now or timezone.now())
+    return _in_batches(
+        expired,
+        lambda ids: _fail(ids, actor=None, cause=FailureCause.DEADLINE),
+        batch_size=batch_size,
+        on_batch=on_batch,
+    )
+
+
+def tasks_cancel_unanswered(
+    *,
+    batch_size: int,
+    now: datetime | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> int:
+    """The sweep: cancel every in-progress task whose cancel request has gone
+    unanswered for CANCEL_GRACE_SECONDS (cause cancel_timeout), as the expiry
+    sweep fails: batches, SKIP LOCKED, one history row each by the system."""
+    before = (now or timezone.now()) - timedelta(seconds=settings.CANCEL_GRACE_SECONDS)
+    unanswered = Task.objects.filter(
+        active=True, status=TaskStatus.IN_PROGRESS, cancel_requested_at__lt=before
+    )
+    return _in_batches(
+        unanswered,
+        lambda ids: _fail(
+            ids, actor=None, cause=FailureCause.CANCEL_TIMEOUT, status=TaskStatus.CANCELLED
+        ),
+        batch_size=batch_size,
+        on_batch=on_batch,
+    )
+
+
+def _in_batches(
+    tasks,
+    change: Callable[[list], int],
+    *,
+    batch_size: int,
+    on_batch: Callable[[int], None] | None,
+) -> int:
+    """Apply `change` to `tasks` a locked batch at a time, one transaction each, in
+    primary-key order; the total it changed. SKIP LOCKED lets two sweeps share the
+    work and passes over a task a node is changing right now (the next run takes it)."""
     total, after = 0, None
     while True:
-        remaining = expired.filter(pk__gt=after) if after else expired
+        remaining = tasks.filter(pk__gt=after) if after else tasks
         with transaction.atomic():
             ids = _lock_ids(remaining.order_by("pk"), limit=batch_size)
-            failed = _fail(ids, actor=None, cause=FailureCause.DEADLINE) if ids else 0
+            changed = change(ids) if ids else 0
         if not ids:
             return total
-        total += failed
+        total += changed
         after = ids[-1]
         if on_batch:
-            on_batch(failed)
+            on_batch(changed)
 
 
 @dataclass(frozen=True)
@@ -703,14 +811,7 @@ def tasks_fail_over(
         with transaction.atomic():
             rows = list(
                 driver_rows(
-                    remaining.order_by("pk").select_for_update(skip_locked=True),
-                    "pk",
-                    "assigned_node_id",
-                    "status",
-                    "attempts",
-                    "locked_at",
-                    "node_selector",
-                    "pinned",
+                    remaining.order_by("pk").select_for_update(skip_locked=True), *MOVED_COLUMNS
                 )[:batch_size]
             )
             counts = _fail_over(rows, now=now) if rows else FailoverCounts()
@@ -761,6 +862,13 @@ def _fail_over(rows: list, *, now: datetime) -> FailoverCounts:
             node for node in still_down if beaten.get(node, heartbeats.EPOCH) < down_before
         }
     rows = [row for row in rows if UUID(str(row.assigned_node_id)) in still_down]
+    return _fail_and_move(rows, now=now, cause=FailureCause.NODE_LOST)
+
+
+def _fail_and_move(rows: list, *, now: datetime, cause: str) -> FailoverCounts:
+    """Take these locked tasks (driver rows) from their node: an in-progress attempt
+    fails for `cause`; then, below TASK_MAX_ATTEMPTS, each moves (`_move_elsewhere`);
+    at the limit it stays failed for a human. Failover and an expired drain share it."""
     max_attempts = settings.TASK_MAX_ATTEMPTS
     to_move = [row for row in rows if row.attempts < max_attempts]
     # Flushed for this batch already; read only when something may move.
@@ -780,15 +888,16 @@ def _fail_over(rows: list, *, now: datetime) -> FailoverCounts:
         if row.pk not in unplaced
         and (row.status == TaskStatus.IN_PROGRESS or row.attempts >= max_attempts)
     ]
-    failed = _fail(to_fail, actor=None, cause=FailureCause.NODE_LOST) if to_fail else 0
+    failed = _fail(to_fail, actor=None, cause=cause) if to_fail else 0
     for reason in set(unplaced.values()):
         ids = [pk for pk, why in unplaced.items() if why == reason]
-        failed += _fail(ids, actor=None, cause=FailureCause.NODE_LOST, reason=reason)
+        failed += _fail(ids, actor=None, cause=cause, reason=reason)
     if unplaced:
         logger.warning(
-            "tasks of down nodes failed for a human: nowhere they may go",
+            "tasks failed for a human: nowhere they may go",
             extra={
                 "event": "failover_unplaced",
+                "cause": cause,
                 "task_ids": [str(UUID(str(pk))) for pk in unplaced],
             },
         )
@@ -799,9 +908,30 @@ def _fail_over(rows: list, *, now: datetime) -> FailoverCounts:
         return counts + FailoverCounts(stranded=len(to_move))
     moving = [(row, targets[row.pk]) for row in to_move if row.pk in targets]
     if moving:
-        _move(moving, now=now)
-        transaction.on_commit(lambda: REASSIGNMENTS.labels("failover").inc(len(moving)))
+        _move(moving, now=now, cause=cause)
+        kind = "failover" if cause == FailureCause.NODE_LOST else "drain"
+        transaction.on_commit(lambda: REASSIGNMENTS.labels(kind).inc(len(moving)))
     return counts + FailoverCounts(reassigned=len(moving))
+
+
+def _move_elsewhere(rows: list, *, now: datetime, cause: str) -> int:
+    """A drain's pending work: these locked tasks (driver rows) go pending to the nodes
+    placement picks (alive, schedulable, matching their selector), with their history
+    rows naming the system and `cause`. Returns how many moved: pinned tasks, and those
+    no node may take, stay where they are."""
+    placement = Placement(now=now, alive_only=True, flush=False) if rows else None
+    if not placement:
+        return 0
+    moving = []
+    for row in rows:
+        target = None if row.pinned else placement.pick(_json_value(row.node_selector))
+        if target is not None:
+            moving.append((row, target))
+    if moving:
+        _move(moving, now=now, cause=cause)
+        kind = "failover" if cause == FailureCause.NODE_LOST else "drain"
+        transaction.on_commit(lambda: REASSIGNMENTS.labels(kind).inc(len(moving)))
+    return len(moving)
 
 
 # Why failover failed a task instead of moving it: its failureReason.
@@ -814,9 +944,10 @@ def _json_value(text):
     return None if text is None else json.loads(text)
 
 
-def _move(moves: list, *, now: datetime) -> None:
+def _move(moves: list, *, now: datetime, cause: str) -> None:
     """Give each task (a driver row) to its target (placement's pick) as pending, with a
-    fresh deadline, and write its history rows: one UPDATE per target and deadline rule."""
+    fresh deadline, and write its history rows naming the system and `cause`: one
+    UPDATE per target and deadline rule."""
     floor = fresh_deadline(now, now)
     # After the failure rows `_fail` just stamped, so history reads in order.
     moved_at = timezone.now()
@@ -844,7 +975,7 @@ def _move(moves: list, *, now: datetime) -> None:
                 from_value=before,
                 to_value=after,
                 performed_by=None,
-                cause=FailureCause.NODE_LOST,
+                cause=cause,
                 created_at=moved_at,
             )
             for action, before, after in steps
@@ -861,21 +992,76 @@ def _move(moves: list, *, now: datetime) -> None:
     TaskHistory.objects.bulk_create(history)
 
 
+# The columns `_fail_and_move` and `_move_elsewhere` read of each task.
+MOVED_COLUMNS = (
+    "pk",
+    "assigned_node_id",
+    "status",
+    "attempts",
+    "locked_at",
+    "node_selector",
+    "pinned",
+)
+
+
+def tasks_drain_pending(*, node_id: UUID, now: datetime | None = None) -> tuple[int, int]:
+    """A drain's first step: the node's pending tasks move now to other alive,
+    schedulable nodes, as failover moves them. Returns (moved, stayed): those with
+    nowhere to go stay (a task the node is claiming this instant is skipped)."""
+    now = now or timezone.now()
+    heartbeats.flush()  # beats still in Redis: without them no target looks alive
+    pending = Task.objects.filter(assigned_node_id=node_id, active=True, status=TaskStatus.PENDING)
+    with transaction.atomic():
+        rows = list(
+            driver_rows(pending.order_by("pk").select_for_update(skip_locked=True), *MOVED_COLUMNS)
+        )
+        moved = _move_elsewhere(rows, now=now, cause=FailureCause.DRAINED)
+    return moved, len(rows) - moved
+
+
+def tasks_fail_drained(*, batch_size: int, now: datetime | None = None) -> FailoverCounts:
+    """The sweep: the open tasks of nodes whose drain deadline has passed fail (cause
+    drained) and move like a lost node's: batches, SKIP LOCKED, history by the system."""
+    now = now or timezone.now()
+    heartbeats.flush()
+    drained = list(Node.objects.drain_expired(now).values_list("pk", flat=True))
+    if not drained:
+        return FailoverCounts()
+    tasks = Task.objects.open_of(drained)
+    totals, after = FailoverCounts(), None
+    while True:
+        remaining = tasks.filter(pk__gt=after) if after else tasks
+        with transaction.atomic():
+            rows = list(
+                driver_rows(
+                    remaining.order_by("pk").select_for_update(skip_locked=True), *MOVED_COLUMNS
+                )[:batch_size]
+            )
+            counts = _fail_and_move(rows, now=now, cause=FailureCause.DRAINED) if rows else None
+        if not rows:
+            return totals
+        totals += counts
+        after = rows[-1].pk
+
+
 def sweep_run(
     *, batch_size: int, on_batch: Callable[[int], None] | None = None
 ) -> tuple[SweepRun, FailoverCounts]:
     """One run of the sweep, for `collect_failed` and the cron endpoint alike: expire,
     then (FAILOVER=reassign) fail over, and record the run in SweepRun."""
     started = timezone.now()
+    # Before the expiry: a task its admin asked to cancel ends cancelled, not failed.
+    tasks_cancel_unanswered(batch_size=batch_size, now=started)
     expired = tasks_expire(batch_size=batch_size, now=started, on_batch=on_batch)
+    drained = tasks_fail_drained(batch_size=batch_size, now=started)
     failover = FailoverCounts()
     if settings.FAILOVER == "reassign":
         failover = tasks_fail_over(batch_size=batch_size, now=started, on_batch=on_batch)
     run = SweepRun.objects.create(
         started_at=started,
         finished_at=timezone.now(),
-        failed_count=expired + failover.failed,
-        reassigned_count=failover.reassigned,
+        failed_count=expired + drained.failed + failover.failed,
+        reassigned_count=drained.reassigned + failover.reassigned,
         failover_held_count=failover.held,
     )
     return run, failover

@@ -21,6 +21,7 @@ urlpatterns = [
     path("tasks/shift-status", tasks({"put": "shift_status"}), name="task-shift-status"),
     path("tasks/progress", tasks({"put": "progress"}), name="task-progress"),
     path("tasks/claim", tasks({"post": "claim"}), name="task-claim"),
+    path("tasks/<str:taskId>/cancel", tasks({"post": "cancel"}), name="task-cancel"),
     path("tasks/history/<str:taskId>", tasks({"get": "history"}), name="task-history"),
     path("tasks/<str:taskId>", tasks({"get": "retrieve", "delete": "destroy"}), name="task-detail"),
 ]

@@ -7,6 +7,7 @@ classes decide who may call what, and every change goes through
 
 from collections.abc import Callable
 from functools import cache
+from uuid import UUID
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -36,6 +37,7 @@ from tasks.serializers import (
     TaskAssignSerializer,
     TaskBroadcastSerializer,
     TaskBulkSerializer,
+    TaskCancelSerializer,
     TaskEditSerializer,
     TaskEnvelopeSerializer,
     TaskFieldsSerializer,
@@ -130,6 +132,7 @@ class TaskViewSet(viewsets.GenericViewSet):
         "broadcast": [IsAdminRole],
         "update": [IsAdminRole],
         "assign": [IsAdminRole],
+        "cancel": [IsAdminRole],
         "destroy": [IsAdminRole],
         "list_all": [IsAdminRole],
         "history": [IsAdminRole],
@@ -261,6 +264,34 @@ class TaskViewSet(viewsets.GenericViewSet):
             node=data["nodeId"],
             locked_at=data.get("lockedAt"),
         )
+        return task_response(task)
+
+    @extend_schema(
+        summary="Cancel a task (admin): a pending one at once, an in-progress one by request",
+        description=(
+            "A pending task becomes cancelled. An in-progress task gets a cancel request "
+            "(`cancelRequestedAt`, `cancelReason`): its node learns it from its heartbeat "
+            "answers (`cancelTaskIds`) and acknowledges with taskStatus cancelled; after "
+            "CANCEL_GRACE_SECONDS without an answer the sweep cancels it (cause "
+            "cancel_timeout). A repeat while the request stands changes nothing; a "
+            "completed, failed or cancelled task is a 409."
+        ),
+        parameters=[TASK_ID_PARAMETER],
+        request=TaskCancelSerializer,
+        responses={
+            200: TaskEnvelopeSerializer,
+            **error_responses(400, 401, 403, 404, 409, 413, 415, 429),
+        },
+    )
+    def cancel(self, request, taskId):
+        # A body is optional: `reason` is the only field, and optional itself.
+        empty = isinstance(request.data, dict) and not request.data
+        data = {} if empty else validated(TaskCancelSerializer, request)
+        try:
+            task_id = UUID(taskId)
+        except ValueError:
+            raise NotFound("No task has this taskId.") from None
+        task = existing_task(services.task_cancel, task_id=task_id, reason=data.get("reason", ""))
         return task_response(task)
 
     @extend_schema(

@@ -23,6 +23,9 @@ TASK_FIELDS = {
     "priority",
     "nodeSelector",
     "pinned",
+    # Control of the work (docs/control-of-the-work.md).
+    "cancelRequestedAt",
+    "cancelReason",
 }
 USER_FIELDS = {"id", "name", "email", "role"}
 

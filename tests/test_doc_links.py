@@ -72,9 +72,7 @@ def anchors(page: Path) -> set[str]:
 
 def links(page: Path) -> list[str]:
     # A code span is never a link, though `[a-z]([a-z]…)` reads like one.
-    return [
-        target for line in prose(page) for target in LINK.findall(INLINE_CODE.sub("", line))
-    ]
+    return [target for line in prose(page) for target in LINK.findall(INLINE_CODE.sub("", line))]
 
 
 def is_external(target: str) -> bool:

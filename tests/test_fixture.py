@@ -51,6 +51,10 @@ def assert_history_tells_the_story(task):
             assert row.performed_by_id in admin_ids
             active = row.action == HistoryAction.RESTORE
             continue
+        if row.action == HistoryAction.CANCEL_REQUEST:  # an admin asks; the status stays
+            assert row.from_value == status and status in OPEN_STATUSES
+            assert row.performed_by_id in admin_ids
+            continue
         if row.action == HistoryAction.ASSIGNEE_CHANGE:
             assert row.from_value == node, f"{task.name}: assignee chain broken"
             assert row.performed_by_id in admin_ids
@@ -61,8 +65,8 @@ def assert_history_tells_the_story(task):
         if row.performed_by_id is None:  # the sweep
             assert row.from_value in OPEN_STATUSES and row.to_value == TaskStatus.FAILED
             assert row.cause == FailureCause.DEADLINE
-        elif row.performed_by_id in admin_ids:  # a reassignment sends it back
-            assert row.to_value == TaskStatus.PENDING
+        elif row.performed_by_id in admin_ids:  # a reassignment sends it back, or a cancel
+            assert row.to_value in (TaskStatus.PENDING, TaskStatus.CANCELLED)
         else:  # the assigned node at that moment, by the rules
             assert str(row.performed_by_id) == node
             assert row.to_value in ALLOWED_TRANSITIONS[row.from_value]

@@ -25,7 +25,18 @@ from tests.factories import PASSWORD, AdminFactory, NodeFactory, TaskFactory
 pytestmark = pytest.mark.django_db
 
 # Values the server makes anew on every call: two correct answers differ only in these.
-FRESH_EVERY_CALL = {"token", "refresh", "updatedAt", "serverTime", "leaseExpiresAt", "lastSeen"}
+FRESH_EVERY_CALL = {
+    "token",
+    "refresh",
+    "updatedAt",
+    "serverTime",
+    "leaseExpiresAt",
+    "lastSeen",
+    # A cordon's or a cancel request's moment, and a drain's default deadline (now + …).
+    "since",
+    "drainDeadline",
+    "cancelRequestedAt",
+}
 FRESH_PER_CREATE = {"id", "createdAt"}
 # Django's masked CSRF token, which the Swagger UI page embeds, changes on every render.
 CSRF_TOKEN = re.compile(rb'"[A-Za-z0-9]{64}"')
@@ -86,11 +97,18 @@ CALLS = [
     Call("task-history", "GET", "/api/tasks/history/{task}", "admin", 200),
     Call("task-detail", "GET", "/api/tasks/{task}", "node", 200),
     Call("task-claim", "POST", "/api/tasks/claim", "node", 200),
-    Call("task-progress", "PUT", "/api/tasks/progress", "node", 409,
-         {"taskId": "{task}", "percent": 50}),
     Call("node-list", "GET", "/api/nodes", "admin", 200),
     Call("node-heartbeat", "POST", "/api/nodes/heartbeat", "node", 200),
     Call("node-detail", "PUT", "/api/nodes/{node}", "admin", 200, {"labels": {"gpu": "true"}}),
+    Call("task-cancel", "POST", "/api/tasks/{task}/cancel", "admin", 200, {"reason": "no"}),
+    Call("node-cordon", "POST", "/api/nodes/{node}/cordon", "admin", 200, {"reason": "fan"}),
+    Call("node-drain", "POST", "/api/nodes/{node}/drain", "admin", 200, {"reason": "kernel"}),
+    Call("node-uncordon", "POST", "/api/nodes/{node}/uncordon", "admin", 409, {"reason": "ok"}),
+    Call("node-events", "GET", "/api/nodes/{node}/events", "admin", 200),
+    Call("node-maintenance", "GET", "/api/nodes/{node}/maintenance", "admin", 200),
+    Call("node-maintenance", "POST", "/api/nodes/{node}/maintenance", "admin", 201,
+         {"startsAt": "{later}", "endsAt": "{much_later}", "reason": "rack"}, creates=True),
+    Call("node-maintenance-window", "DELETE", "/api/nodes/{node}/maintenance/1", "admin", 404),
     Call("task-detail", "DELETE", "/api/tasks/{task}", "admin", 200),
     Call("collect-failed", "GET", "/cron/collect-failed", "admin", 200),
     Call("collect-failed", "POST", "/cron/collect-failed", "admin", 200),
@@ -153,6 +171,7 @@ def world():
             "task": str(TaskFactory(assigned_node=node, status=TaskStatus.PENDING).pk),
             "refresh": str(RefreshToken.for_user(node)),
             "later": later(),
+            "much_later": later(2),
         },
     }
 

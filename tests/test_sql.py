@@ -23,6 +23,7 @@ from taskmgmt.sql import (
     rate_window,
     ratelimit_key,
     select_one,
+    tagged_rows,
     update_rows,
     with_ids,
 )
@@ -260,3 +261,43 @@ def test_a_rate_window_counts_under_django_ratelimit_s_own_key(settings):
     assert window.limit == 5
     assert caches["default"].get(window.cache_key) == 3
     assert window.ends_at > time.time()
+
+
+def test_tagged_rows_are_what_the_orm_would_read_part_by_part(node, other_node):
+    TaskFactory.create_batch(3, assigned_node=node)
+    started = TaskFactory.create_batch(2, assigned_node=node, status=TaskStatus.IN_PROGRESS)
+    TaskFactory(assigned_node=other_node, status=TaskStatus.IN_PROGRESS)
+    count = {"assigned_node": node.pk, "status": TaskStatus.PENDING}
+    ids = {"assigned_node": node.pk, "status": TaskStatus.IN_PROGRESS}
+
+    (total,), found, names = tagged_rows(
+        (Task, "COUNT(*)", count, "task_node_claim"),
+        (Task, "id", ids, "task_node_claim"),
+        (User, "name", {"id": node.pk}, None),
+    )
+
+    assert int(total) == Task.objects.filter(**count).count() == 3
+    assert sorted(uuid.UUID(value) for value in found) == sorted(task.pk for task in started)
+    assert names == [node.name]
+    none = {**ids, "status": "x"}
+    assert tagged_rows((Task, "COUNT(*)", none, None), (Task, "id", none, None)) == [["0"], []]
+
+
+def test_a_pick_unless_another_table_has_a_row_is_the_orm_s_exclude_exists(node, other_node):
+    from django.db.models import Exists, OuterRef
+
+    from nodes.models import Cordon
+
+    for owner in (node, other_node):
+        TaskFactory(assigned_node=owner)
+    Cordon.objects.create(node=other_node, reason="r")
+
+    picked = [
+        select_one(Task, ("id",), unless=((Cordon, {"node": owner.pk}),), assigned_node=owner.pk)
+        for owner in (node, other_node)
+    ]
+
+    cordoned = Cordon.objects.filter(node=OuterRef("assigned_node"))
+    expected = Task.objects.exclude(Exists(cordoned)).values_list("id", flat=True)
+    assert [row is not None for row in picked] == [True, False]
+    assert list(expected) == [Task.objects.get(assigned_node=node).pk]

@@ -37,7 +37,17 @@ def test_dashboard_numbers_are_the_databases_and_lead_to_those_tasks(browser):
         status: Task.objects.filter(assigned_node=data["alive"], active=True, status=status).count()
         for status in TaskStatus.values
     }
-    assert shown == expected == {"pending": 3, "in_progress": 2, "completed": 4, "failed": 1}
+    assert (
+        shown
+        == expected
+        == {
+            "pending": 3,
+            "in_progress": 2,
+            "completed": 4,
+            "failed": 1,
+            "cancelled": 0,
+        }
+    )
     assert browser.find_element(By.ID, "tm-overdue").text == "2"
     assert browser.find_element(By.ID, "tm-due-soon").text == "1"
     assert "Figures as of" in browser.find_element(By.ID, "tm-staleness").text

@@ -206,6 +206,13 @@ def test_admins_see_every_active_node_with_liveness_and_open_work(admin_client, 
         "openCount",
         "inProgressCount",
         "labels",
+        # Cordon and drain (docs/cordon-drain-maintenance.md).
+        "schedulable",
+        "state",
+        "cordonReason",
+        "cordonedBy",
+        "cordonedSince",
+        "drainDeadline",
     }
     assert (first["nodeId"], first["email"]) == (str(alive.pk), alive.email)
     assert parse(first["lastSeen"]) == alive_seen

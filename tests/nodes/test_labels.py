@@ -1,13 +1,12 @@
 """Node labels (SPEC, Placement): set by an admin through PUT /api/nodes/{id} and the
 admin site, shown in GET /api/nodes, the node page and the dashboard."""
 
-import logging
 import uuid
 
 import pytest
 from django.urls import reverse
 
-from nodes.models import NodeLabels, labels_errors, labels_match
+from nodes.models import NodeEvent, NodeEventKind, NodeLabels, labels_errors, labels_match
 from tests.api import assert_json_error
 from tests.factories import AdminFactory, NodeFactory
 
@@ -39,15 +38,16 @@ def test_labels_replace_the_old_ones_and_a_node_without_any_shows_an_empty_objec
     assert listed[str(other_node.pk)]["labels"] == {}
 
 
-def test_a_labels_change_is_logged_as_a_node_event(admin_client, node, admin_user, caplog):
-    with caplog.at_level(logging.INFO, logger="taskmgmt.nodes"):
-        put_labels(admin_client, node.pk, {"gpu": "true"})
-        put_labels(admin_client, node.pk, {"gpu": "true"})  # no change: no event
+def test_a_labels_change_is_a_node_event(admin_client, node, admin_user):
+    put_labels(admin_client, node.pk, {"gpu": "true"})
+    put_labels(admin_client, node.pk, {"gpu": "true"})  # no change: no event
 
-    events = [r for r in caplog.records if getattr(r, "event", None) == "labels_change"]
+    events = NodeEvent.objects.filter(node=node, kind=NodeEventKind.LABELS_CHANGE)
     assert len(events) == 1
-    assert events[0].performed_by == str(admin_user.pk)
-    assert events[0].to_value == {"gpu": "true"}
+    assert events[0].actor == admin_user
+    assert events[0].detail == "gpu=true"
+    answer = admin_client.get(f"/api/nodes/{node.pk}/events")
+    assert [event["kind"] for event in answer.json()["events"]] == ["labels_change"]
 
 
 @pytest.mark.parametrize(
@@ -115,7 +115,7 @@ def test_the_node_page_and_the_dashboard_show_the_labels(admin_site_client, admi
     assert "gpu=true, region=eu" in dashboard
 
 
-def test_the_admin_site_sets_labels_through_the_same_service(admin_site_client, node, caplog):
+def test_the_admin_site_sets_labels_through_the_same_service(admin_site_client, node, admin_user):
     url = reverse("admin:accounts_user_change", args=[node.pk])
     form = admin_site_client.get(url).context["adminform"].form
     data = {
@@ -131,12 +131,12 @@ def test_the_admin_site_sets_labels_through_the_same_service(admin_site_client, 
         "node_labels-0-node": str(node.pk),
     }
     assert form is not None
-    with caplog.at_level(logging.INFO, logger="taskmgmt.nodes"):
-        response = admin_site_client.post(url, data)
+    response = admin_site_client.post(url, data)
 
     assert response.status_code == 302, response.context and response.context["errors"]
     assert NodeLabels.objects.get(node=node).labels == {"gpu": "true"}
-    assert any(getattr(r, "event", None) == "labels_change" for r in caplog.records)
+    (event,) = NodeEvent.objects.filter(node=node, kind=NodeEventKind.LABELS_CHANGE)
+    assert event.detail == "gpu=true"
 
     data["node_labels-INITIAL_FORMS"] = "1"
     data["node_labels-0-labels"] = '{"GPU": 1}'

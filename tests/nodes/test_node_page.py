@@ -69,6 +69,7 @@ def test_the_page_shows_liveness_counts_linked_and_the_failure_rate(admin_site_c
         "in_progress": 2,
         "completed": 4,
         "failed": 1,
+        "cancelled": 0,
     }
     for _, (url, n) in shown.items():
         assert admin_site_client.get(url).context["cl"].result_count == n

@@ -125,6 +125,8 @@ def test_the_lean_task_output_is_what_drf_fields_would_give(node):
         "priority": 50,
         "nodeSelector": None,
         "pinned": False,
+        "cancelRequestedAt": None,
+        "cancelReason": None,
     }
 
     assert serializer.to_representation(task) == drf

@@ -82,7 +82,7 @@ def test_the_status_by_node_table_is_the_databases_and_each_number_links_to_thos
         assert changelist_count(admin_site_client, url) == shown
     # Neither the soft-deleted task nor the old one is in any number.
     totals = {status: n for status, url, n in cells if "assigned_node" not in url}
-    assert totals == {"pending": 5, "in_progress": 3, "completed": 4, "failed": 3}
+    assert totals == {"pending": 5, "in_progress": 3, "completed": 4, "failed": 3, "cancelled": 0}
 
 
 def test_overdue_due_soon_and_failures_by_cause_link_to_exactly_those_tasks(admin_site_client):
@@ -121,7 +121,13 @@ def test_nodes_panel_shows_liveness_heartbeat_age_and_load():
     assert 3 <= alive["heartbeat_age"] < 10
     assert 600 <= down["heartbeat_age"] < 610
     assert never["heartbeat_age"] is None
-    assert alive["counts"] == {"pending": 3, "in_progress": 2, "completed": 4, "failed": 1}
+    assert alive["counts"] == {
+        "pending": 3,
+        "in_progress": 2,
+        "completed": 4,
+        "failed": 1,
+        "cancelled": 0,
+    }
     assert 600 <= alive["oldest_in_progress_age"] < 610
     assert never["oldest_in_progress_age"] is None
 
@@ -211,3 +217,19 @@ def test_with_redis_up_the_dashboard_says_nothing_of_it(settings, admin_site_cli
         assert response.status_code == 200
         assert 'id="tm-cache-down"' not in response.content.decode()
         assert response.context["data"]["cache_up"] is True
+
+
+def test_the_nodes_panel_shows_scheduling_and_cancel_requests_waiting(admin_site_client):
+    from nodes.services import node_cordon
+    from tasks.services import task_cancel
+
+    cordoned, busy = NodeFactory(name="cordoned"), NodeFactory(name="busy")
+    node_cordon(node_id=cordoned.pk, reason="fan", actor=None)
+    running = TaskFactory(assigned_node=busy, status=TaskStatus.IN_PROGRESS, attempts=1)
+    task_cancel(task_id=running.pk)
+
+    page = admin_site_client.get(INDEX).content.decode()
+
+    assert re.search(rf'class="tm-schedule" data-node="{cordoned.pk}"[^>]*>cordoned<', page)
+    assert re.search(rf'class="tm-schedule" data-node="{busy.pk}"[^>]*>schedulable<', page)
+    assert re.search(rf'tm-cancel-waiting" data-node="{busy.pk}">1 \(\d+ s\)<', page)

@@ -69,3 +69,52 @@ def test_the_work_data_columns_are_added_instantly_on_mariadb():
                 cursor.execute(f"{probe}, ALGORITHM=INSTANT")
         finally:
             cursor.execute("DROP TABLE IF EXISTS work_data_probe")
+
+
+CANCELLATION = ("tasks", "0007_cancellation")
+STATUS_CHECK = ("tasks", "0008_cancelled_status_check")
+CANCEL_COLUMNS = {"cancel_requested_at", "cancel_reason"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_cancellation_migrations_go_back_and_forth():
+    executor = MigrationExecutor(connection)
+    try:
+        executor.migrate([WORK_DATA])
+        assert not CANCEL_COLUMNS & task_columns()
+        executor = MigrationExecutor(connection)
+        executor.migrate([STATUS_CHECK])
+        assert task_columns() >= CANCEL_COLUMNS
+    finally:
+        call_command("migrate", verbosity=0)
+
+
+@pytest.mark.mysql
+@pytest.mark.skipif(connection.vendor != "mysql", reason="ALGORITHM=INSTANT is MariaDB's")
+@pytest.mark.django_db(transaction=True)
+def test_the_cancel_columns_are_added_instantly_on_mariadb():
+    executor = MigrationExecutor(connection)
+    migration = executor.loader.graph.nodes[CANCELLATION]
+    table = Task._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS cancellation_probe")
+        cursor.execute(f"CREATE TABLE cancellation_probe LIKE {table}")
+        try:
+            for column in CANCEL_COLUMNS:
+                cursor.execute(f"ALTER TABLE cancellation_probe DROP COLUMN {column}")
+            cursor.execute(
+                "INSERT INTO cancellation_probe (id, name, details, assigned_node_id, status,"
+                " locked_at, active, attempts, failure_cause, failure_reason, created_at,"
+                " updated_at) VALUES (REPLACE(UUID(), '-', ''), 'a', 'b',"
+                " REPLACE(UUID(), '-', ''), 'pending', NOW(), 1, 0, '', '', NOW(), NOW())"
+            )
+            with connection.schema_editor(collect_sql=True, atomic=False) as editor:
+                migration.apply(executor.loader.project_state(WORK_DATA), editor, collect_sql=True)
+            alters = [sql for sql in editor.collected_sql if sql.startswith("ALTER TABLE")]
+            # The new choices send no SQL: only the two columns are altered.
+            assert len(alters) == len(CANCEL_COLUMNS)
+            for sql in alters:
+                probe = sql.replace(f"`{table}`", "cancellation_probe").rstrip(";")
+                cursor.execute(f"{probe}, ALGORITHM=INSTANT")
+        finally:
+            cursor.execute("DROP TABLE IF EXISTS cancellation_probe")

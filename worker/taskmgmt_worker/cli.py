@@ -30,14 +30,23 @@ def run_worker(
     password: str,
     idle_seconds: float = 2.0,
     max_tasks: int | None = None,
+    keep_waiting_when_drained: bool = False,
 ) -> int:
     """Run a worker until SIGTERM or Ctrl-C (in the main thread) or `max_tasks`; its exit status.
 
     SIGTERM or Ctrl-C: finish and report the task at hand, then return 0; a second one
-    drops it (it stays in progress for a later run, or for failover).
+    drops it (it stays in progress for a later run, or for failover). A drain of the
+    node (a heartbeat answer with a `drainDeadline`) does the same as the first signal,
+    unless `keep_waiting_when_drained`.
     """
     api = Api(server, email, password, threading.Event())
-    worker = Worker(api, work, idle_seconds=idle_seconds, max_tasks=max_tasks)
+    worker = Worker(
+        api,
+        work,
+        idle_seconds=idle_seconds,
+        max_tasks=max_tasks,
+        keep_waiting_when_drained=keep_waiting_when_drained,
+    )
 
     def on_signal(number, frame):
         log("stopping", signal=signal.Signals(number).name, now=worker.stop.is_set())
@@ -84,6 +93,11 @@ def main(argv=None) -> int:
         help="pause before claiming again when there is nothing to claim (default 2)",
     )  # fmt: skip
     parser.add_argument("--max-tasks", type=int, default=None, help="exit after this many")
+    parser.add_argument(
+        "--keep-waiting-when-drained",
+        action="store_true",
+        help="when the node is drained, stay and wait to be uncordoned instead of exiting",
+    )
     args = parser.parse_args(argv)
     if not args.email or not args.password:
         parser.error("--email and --password (or TASKMGMT_EMAIL, TASKMGMT_PASSWORD) are needed")
@@ -94,6 +108,7 @@ def main(argv=None) -> int:
         password=args.password,
         idle_seconds=args.idle_seconds,
         max_tasks=args.max_tasks,
+        keep_waiting_when_drained=args.keep_waiting_when_drained,
     )
 
 

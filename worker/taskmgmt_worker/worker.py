@@ -92,9 +92,10 @@ class Context:
 class Heartbeat(threading.Thread):
     """Beats every `heartbeatSeconds` the server names, and says which task it works on."""
 
-    def __init__(self, api: Api, finished: threading.Event):
+    def __init__(self, api: Api, finished: threading.Event, on_drained=None):
         super().__init__(name="heartbeat", daemon=True)
         self.api, self.finished = api, finished
+        self.on_drained = on_drained  # called with the deadline while the node is draining
         self.interval = 1.0  # until the first answer names the server's
         self.lock = threading.Lock()
         self.current: Context | None = None
@@ -121,6 +122,9 @@ class Heartbeat(threading.Thread):
             log("heartbeat_refused", status=status, message=payload.get("message"))
             return
         self.interval = max(0.2, float(payload.get("heartbeatSeconds", self.interval)))
+        draining = payload.get("schedulable") is False and payload.get("drainDeadline")
+        if draining and self.on_drained:
+            self.on_drained(payload["drainDeadline"])
         if current and current.task_id in payload.get("revokedTaskIds", ()):
             current.revoke()
         if current:
@@ -182,15 +186,34 @@ def json_or_none(value):
 class Worker:
     """One worker per node account: it resumes whatever is in progress for its node."""
 
-    def __init__(self, api: Api, work, *, idle_seconds: float, max_tasks: int | None):
+    def __init__(
+        self,
+        api: Api,
+        work,
+        *,
+        idle_seconds: float,
+        max_tasks: int | None,
+        keep_waiting_when_drained: bool = False,
+    ):
         self.api, self.work = api, work
         self.idle_seconds, self.max_tasks = idle_seconds, max_tasks
         self.stop = threading.Event()  # the first signal: no new task
         self.halt = api.halt  # the second: drop the task at hand too
         self.finished = threading.Event()
-        self.heartbeat = Heartbeat(api, self.finished)
+        self.keep_waiting_when_drained = keep_waiting_when_drained
+        self.drain_seen = False
+        self.heartbeat = Heartbeat(api, self.finished, on_drained=self.drained)
         self.done = 0
         self.refused: set[str] = set()  # reports the server refused: not to be resumed
+
+    def drained(self, deadline: str) -> None:
+        """The node is being drained: finish the task at hand, report it, and exit
+        cleanly (the machine can go down for maintenance) unless told to keep waiting."""
+        if not self.drain_seen:
+            log("drained", deadline=deadline, keep_waiting=self.keep_waiting_when_drained)
+        self.drain_seen = True
+        if not self.keep_waiting_when_drained:
+            self.stop.set()
 
     def signalled(self) -> None:
         if self.stop.is_set():

@@ -15,6 +15,7 @@ import pytest
 from django.utils import timezone
 
 from tasks.models import FailureCause, Task, TaskStatus
+from tasks.services import task_cancel
 from tests.factories import PASSWORD, NodeFactory, TaskFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -157,3 +158,96 @@ def test_the_example_worker_sums_the_payload_with_progress(live_server, tmp_path
     task.refresh_from_db()
     assert (task.status, task.result) == (TaskStatus.COMPLETED, {"sum": 9, "count": 2})
     assert (task.progress_percent, task.checkpoint) == (100.0, {"index": 2, "total": 9})
+
+
+def test_a_cancel_request_is_acknowledged_within_a_heartbeat(live_server, tmp_path):
+    node = NodeFactory()
+    task = TaskFactory(assigned_node=node, payload={"rows": 3})
+    (tmp_path / "slow.py").write_text(
+        "def run(task, context):\n"
+        "    open('started', 'w').close()\n"
+        "    if context.cancelled.wait(30):\n"
+        "        raise RuntimeError('cancelled')  # stopped: the worker acknowledges\n"
+        "    return {'finished': True}\n"
+    )
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [
+                str(WORKER), "--server", live_server.url, "--email", node.email,
+                "--work", "slow:run", "--max-tasks", "1", "--idle-seconds", "0.2",
+            ],
+            env={**os.environ, "TASKMGMT_PASSWORD": PASSWORD},
+            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: (tmp_path / "started").exists(), 30, "the work never started")
+        task_cancel(task_id=task.pk, reason="wrong input")
+        # NODE_HEARTBEAT_SECONDS is 1: one beat, plus the report's round trip.
+        wait_for(
+            lambda: Task.objects.get(pk=task.pk).status == TaskStatus.CANCELLED,
+            5,
+            "the cancel was not acknowledged",
+        )
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
+
+    events = [json.loads(line)["event"] for line in log_path.read_text().splitlines()]
+    assert "cancel_requested" in events and "completed" not in events, events
+    task.refresh_from_db()
+    assert task.failure_cause == ""  # the node's acknowledgement, not the sweep's timeout
+
+
+def test_a_drained_worker_finishes_its_task_and_exits_cleanly(live_server, tmp_path):
+    node, other = NodeFactory(), NodeFactory()
+    # Claims take the earliest deadline first: `task`, then `waiting` (which the drain moves).
+    task = TaskFactory(assigned_node=node, locked_at=timezone.now() + timedelta(hours=1))
+    waiting = TaskFactory(assigned_node=node, locked_at=timezone.now() + timedelta(hours=2))
+    other.last_seen = timezone.now() + timedelta(hours=1)  # alive throughout the test
+    other.save(update_fields=["last_seen"])
+    (tmp_path / "gated.py").write_text(
+        "import os, time\n"
+        "def run(task, context):\n"
+        "    open('started', 'w').close()\n"
+        "    while not os.path.exists('go'):\n"
+        "        time.sleep(0.05)\n"
+        "    return {'done': task['id']}\n"
+    )
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [
+                str(WORKER), "--server", live_server.url, "--email", node.email,
+                "--work", "gated:run", "--idle-seconds", "0.2",
+            ],
+            env={**os.environ, "TASKMGMT_PASSWORD": PASSWORD},
+            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: (tmp_path / "started").exists(), 30, "the work never started")
+        moved, stayed = drain(node)
+        assert (moved, stayed) == (1, 0)
+        wait_for(lambda: '"drained"' in log_path.read_text(), 10, "the drain was not seen")
+        (tmp_path / "go").touch()
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
+
+    task.refresh_from_db()
+    waiting.refresh_from_db()
+    assert task.status == TaskStatus.COMPLETED
+    assert (waiting.assigned_node_id, waiting.status) == (other.pk, TaskStatus.PENDING)
+
+
+def drain(node):
+    from nodes.services import node_cordon
+    from tasks.services import tasks_drain_pending
+
+    node_cordon(
+        node_id=node.pk,
+        reason="test",
+        actor=None,
+        drain_deadline=timezone.now() + timedelta(hours=1),
+    )
+    return tasks_drain_pending(node_id=node.pk)

@@ -1,0 +1,51 @@
+"""The node page's forms: cordon, drain, uncordon and a maintenance window, checked as
+the API checks them (a reason always; deadlines and windows in the future)."""
+
+from datetime import timedelta
+
+from django import forms
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from nodes.models import NODE_REASON_MAX_LENGTH
+
+MOMENT = forms.DateTimeInput(attrs={"type": "datetime-local"})
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(max_length=NODE_REASON_MAX_LENGTH)
+
+
+class DrainForm(ReasonForm):
+    deadline = forms.DateTimeField(
+        required=False,
+        widget=MOMENT,
+        help_text="Until when work in progress may finish (UTC). Empty: in DRAIN_DEADLINE_MINUTES.",
+    )
+
+    def clean_deadline(self):
+        deadline = self.cleaned_data["deadline"]
+        if deadline is None:
+            return timezone.now() + timedelta(minutes=settings.DRAIN_DEADLINE_MINUTES)
+        if deadline <= timezone.now():
+            raise ValidationError("The deadline must be in the future.")
+        return deadline
+
+
+class MaintenanceForm(ReasonForm):
+    starts_at = forms.DateTimeField(widget=MOMENT, label="Starts (UTC)")
+    ends_at = forms.DateTimeField(widget=MOMENT, label="Ends (UTC)")
+    drain = forms.BooleanField(required=False, help_text="Drain at the start, not only cordon.")
+
+    def clean(self):
+        cleaned = super().clean()
+        starts, ends = cleaned.get("starts_at"), cleaned.get("ends_at")
+        if starts and ends:
+            if ends <= timezone.now():
+                self.add_error("ends_at", "The window lies in the past.")
+            elif starts < timezone.now() - timedelta(minutes=1):
+                self.add_error("starts_at", "The window must not start in the past.")
+            elif ends <= starts:
+                self.add_error("ends_at", "The window must end after it starts.")
+        return cleaned

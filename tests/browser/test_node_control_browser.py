@@ -1,0 +1,36 @@
+"""An operator drains a node from its page in a real browser: the confirmation page,
+then the state and the event on the page (headless Debian chromium)."""
+
+import pytest
+from django.utils import timezone
+from selenium.webdriver.common.by import By
+
+from accounts.models import User
+from nodes.models import Cordon
+from tasks.models import Task
+from tests.browser.conftest import log_in, wait_for
+from tests.factories import AdminFactory, NodeFactory, TaskFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_an_operator_drains_a_node_then_uncordons_it(browser):
+    admin, node, other = AdminFactory(), NodeFactory(name="rack-7"), NodeFactory()
+    User.objects.filter(pk__in=[node.pk, other.pk]).update(last_seen=timezone.now())
+    task = TaskFactory(assigned_node=node)
+    log_in(browser, admin)
+
+    browser.get(f"{browser.base_url}/admin/node/{node.pk}/")
+    wait_for(browser, "#tm-drain #id_drain-reason").send_keys("kernel upgrade")
+    browser.find_element(By.CSS_SELECTOR, "#tm-drain input[type=submit]").click()
+    wait_for(browser, "#tm-drain-confirm input[type=submit]").click()
+
+    assert wait_for(browser, "#tm-node-state").text == "draining"
+    assert "kernel upgrade" in browser.find_element(By.ID, "tm-node-events").text
+    assert Cordon.objects.get(node=node).by == admin
+    assert Task.objects.get(pk=task.pk).assigned_node_id == other.pk
+
+    wait_for(browser, "#tm-uncordon #id_uncordon-reason").send_keys("done")
+    browser.find_element(By.CSS_SELECTOR, "#tm-uncordon input[type=submit]").click()
+    wait_for(browser, ".messagelist")
+    assert browser.find_element(By.ID, "tm-node-state").text == "schedulable"

@@ -1,0 +1,253 @@
+"""Cordon, drain and uncordon (SPEC, Nodes: cordon, drain, maintenance windows): state
+stored as a cordon row, derived when read, every step a node event."""
+
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from accounts.models import User
+from nodes.models import Cordon, Node, NodeEvent, NodeEventKind
+from nodes.services import node_cordon
+from tasks.models import FailureCause, HistoryAction, Task, TaskHistory, TaskStatus
+from tests.api import assert_json_error
+from tests.factories import NodeFactory, TaskFactory
+
+pytestmark = pytest.mark.django_db
+
+PENDING, IN_PROGRESS = TaskStatus.PENDING, TaskStatus.IN_PROGRESS
+
+
+def seen(*nodes):
+    User.objects.filter(pk__in=[node.pk for node in nodes]).update(last_seen=timezone.now())
+
+
+def post(client, node, verb, **body):
+    return client.post(f"/api/nodes/{node.pk}/{verb}", body)
+
+
+def future(minutes=30):
+    return (timezone.now() + timedelta(minutes=minutes)).isoformat()
+
+
+def test_a_cordoned_node_gets_no_new_work_but_keeps_and_claims_its_own(
+    admin_client, admin_user, node, node_client
+):
+    own = TaskFactory(assigned_node=node)
+    other = TaskFactory(assigned_node=NodeFactory())
+
+    state = post(admin_client, node, "cordon", reason="disk swap").json()
+
+    assert (state["state"], state["schedulable"], state["reason"]) == (
+        "cordoned",
+        False,
+        "disk swap",
+    )
+    assert state["by"] == str(admin_user.pk)
+    create = admin_client.post(
+        "/api/tasks",
+        {"taskName": "n", "taskDetails": "d", "assignedNode": str(node.pk), "lockedAt": future()},
+    )
+    assert assert_json_error(create, 409)["message"].startswith("node is cordoned")
+    assign = admin_client.put(
+        "/api/tasks/assign", {"taskId": str(other.pk), "nodeId": str(node.pk)}
+    )
+    assert_json_error(assign, 409)
+    assert Task.objects.get(pk=other.pk).assigned_node_id != node.pk
+    assert node_client.post("/api/tasks/claim").json()["task"]["id"] == str(own.pk)
+    beat = node_client.post("/api/nodes/heartbeat").json()
+    assert (beat["schedulable"], beat["drainDeadline"]) == (False, None)
+
+
+def test_an_edit_that_keeps_a_cordoned_nodes_task_on_it_is_allowed(admin_client, node):
+    task = TaskFactory(assigned_node=node)
+    node_cordon(node_id=node.pk, reason="x", actor=None)
+
+    edit = admin_client.put(
+        "/api/tasks",
+        {
+            "taskId": str(task.pk),
+            "taskName": "renamed",
+            "taskDetails": "d",
+            "assignedNode": str(node.pk),
+            "lockedAt": future(),
+        },
+    )
+
+    assert edit.status_code == 200, edit.content
+
+
+def test_a_drain_moves_pending_work_now_and_lets_running_work_finish(
+    admin_client, node, node_client
+):
+    other = NodeFactory()
+    seen(node, other)
+    pending = TaskFactory.create_batch(3, assigned_node=node)
+    running = TaskFactory(assigned_node=node, status=IN_PROGRESS, attempts=1)
+
+    state = post(admin_client, node, "drain", reason="kernel upgrade").json()
+
+    assert (state["state"], state["movedCount"], state["stayedCount"]) == ("draining", 3, 0)
+    assert state["drainDeadline"] is not None
+    for task in pending:
+        task.refresh_from_db()
+        assert (task.assigned_node_id, task.status) == (other.pk, PENDING)
+        row = TaskHistory.objects.get(task=task, action=HistoryAction.ASSIGNEE_CHANGE)
+        assert (row.performed_by, row.cause) == (None, FailureCause.DRAINED)
+    beat = node_client.post("/api/nodes/heartbeat").json()
+    assert beat["schedulable"] is False and beat["drainDeadline"] == state["drainDeadline"]
+    # Its running task may still finish; nothing new is claimed.
+    TaskFactory(assigned_node=node)  # one that had nowhere to go, say
+    assert node_client.post("/api/tasks/claim").status_code == 204
+    done = node_client.put(
+        "/api/tasks/shift-status",
+        {"taskId": str(running.pk), "taskStatus": "completed", "attempt": 1},
+    )
+    assert done.json()["task"]["status"] == "completed"
+
+
+def test_a_drain_with_nowhere_to_go_says_how_many_stay(admin_client, node):
+    TaskFactory.create_batch(2, assigned_node=node)
+
+    state = post(admin_client, node, "drain", reason="r").json()
+
+    assert (state["movedCount"], state["stayedCount"]) == (0, 2)
+    assert Task.objects.filter(assigned_node=node, status=PENDING).count() == 2
+
+
+def test_past_the_drain_deadline_the_sweep_fails_and_moves_the_running_work(node, settings):
+    other = NodeFactory()
+    seen(node, other)
+    running = TaskFactory(assigned_node=node, status=IN_PROGRESS, attempts=1)
+    node_cordon(
+        node_id=node.pk,
+        reason="r",
+        actor=None,
+        drain_deadline=timezone.now() + timedelta(minutes=5),
+    )
+    call_command("collect_failed", verbosity=0)
+    assert Task.objects.get(pk=running.pk).status == IN_PROGRESS  # before the deadline
+
+    Cordon.objects.filter(node=node).update(drain_deadline=timezone.now() - timedelta(seconds=1))
+    call_command("collect_failed", verbosity=0)
+
+    running.refresh_from_db()
+    assert (running.assigned_node_id, running.status) == (other.pk, PENDING)
+    failed = TaskHistory.objects.get(task=running, to_value=TaskStatus.FAILED)
+    assert failed.cause == FailureCause.DRAINED
+
+
+def test_automatic_moves_skip_a_cordoned_node(node, settings):
+    settings.FAILOVER, settings.NODE_DOWN_AFTER = "reassign", 30
+    cordoned, free = NodeFactory(), NodeFactory()
+    seen(cordoned, free)
+    User.objects.filter(pk=node.pk).update(last_seen=timezone.now() - timedelta(minutes=5))
+    node_cordon(node_id=cordoned.pk, reason="r", actor=None)
+    tasks = TaskFactory.create_batch(4, assigned_node=node)
+
+    call_command("collect_failed", verbosity=0)
+
+    assert {Task.objects.get(pk=t.pk).assigned_node_id for t in tasks} == {free.pk}
+    assert set(Node.objects.schedulable()) >= {node, free}
+    assert cordoned not in set(Node.objects.schedulable())
+
+
+def test_uncordon_makes_the_node_schedulable_and_every_step_is_an_event(
+    admin_client, admin_user, node
+):
+    post(admin_client, node, "cordon", reason="one")
+    post(admin_client, node, "drain", reason="two", deadline=future(10))
+
+    state = post(admin_client, node, "uncordon", reason="done").json()
+
+    assert (state["state"], state["schedulable"]) == ("schedulable", True)
+    events = admin_client.get(f"/api/nodes/{node.pk}/events").json()["events"]
+    assert [(e["kind"], e["reason"], e["actor"]) for e in events] == [
+        (NodeEventKind.UNCORDON, "done", str(admin_user.pk)),
+        (NodeEventKind.DRAIN, "two", str(admin_user.pk)),
+        (NodeEventKind.CORDON, "one", str(admin_user.pk)),
+    ]
+    assert events[1]["deadline"] is not None
+    listed = admin_client.get("/api/nodes").json()["nodes"]
+    assert [n["state"] for n in listed if n["nodeId"] == str(node.pk)] == ["schedulable"]
+
+
+@pytest.mark.parametrize(
+    ("verb", "body", "field"),
+    [
+        ("cordon", {}, "reason"),
+        ("cordon", {"reason": ""}, "reason"),
+        ("cordon", {"reason": "x" * 501}, "reason"),
+        ("drain", {"reason": "r", "deadline": "2020-01-01T00:00:00Z"}, "deadline"),
+        ("drain", {"reason": "r", "deadline": "soon"}, "deadline"),
+        ("uncordon", {}, "reason"),
+    ],
+)
+def test_bad_input_is_a_400_naming_the_field_and_changes_nothing(
+    admin_client, node, verb, body, field
+):
+    TaskFactory(assigned_node=node)
+    error = assert_json_error(post(admin_client, node, verb, **body), 400)
+
+    assert [e["field"] for e in error["errors"]] == [field]
+    assert not Cordon.objects.exists() and not NodeEvent.objects.exists()
+
+
+def test_uncordon_of_a_schedulable_node_is_a_409(admin_client, node):
+    assert_json_error(post(admin_client, node, "uncordon", reason="r"), 409)
+    assert not NodeEvent.objects.exists()
+
+
+@pytest.mark.parametrize("node_id", ["00000000-0000-0000-0000-000000000000", "nope"])
+@pytest.mark.parametrize("verb", ["cordon", "drain", "uncordon"])
+def test_an_unknown_node_is_a_404(admin_client, node_id, verb):
+    response = admin_client.post(f"/api/nodes/{node_id}/{verb}", {"reason": "r"})
+    assert_json_error(response, 404)
+    assert_json_error(admin_client.get(f"/api/nodes/{node_id}/events"), 404)
+
+
+def test_only_an_admin_cordons_or_reads_events(node_client, node):
+    assert_json_error(post(node_client, node, "cordon", reason="r"), 403)
+    assert_json_error(node_client.get(f"/api/nodes/{node.pk}/events"), 403)
+    assert not Cordon.objects.exists()
+
+
+def test_node_events_are_append_only(node):
+    event = NodeEvent.objects.create(node=node, kind=NodeEventKind.CORDON, reason="r")
+    with pytest.raises(Exception, match="cannot be"):
+        event.save()
+    with pytest.raises(Exception, match="cannot be"):
+        NodeEvent.objects.all().delete()
+
+
+def test_the_admin_site_neither_offers_nor_takes_a_cordoned_node(admin_site_client, node):
+    from django.urls import reverse
+
+    node_cordon(node_id=node.pk, reason="r", actor=None)
+    add = admin_site_client.post(
+        reverse("admin:tasks_task_add"),
+        {
+            "name": "n",
+            "details": "d",
+            "assigned_node": str(node.pk),
+            "locked_at_0": (timezone.now() + timedelta(days=1)).strftime("%Y-%m-%d"),
+            "locked_at_1": "12:00:00",
+        },
+    )
+    assert add.status_code == 200 and b"node is cordoned" in add.content
+    assert not Task.objects.exists()
+
+
+def test_metrics_count_nodes_by_scheduling_state(client, node, settings):
+    settings.METRICS_TOKEN = "scrape"
+    NodeFactory()
+    node_cordon(node_id=NodeFactory().pk, reason="r", actor=None)
+    node_cordon(
+        node_id=node.pk, reason="r", actor=None, drain_deadline=timezone.now() + timedelta(hours=1)
+    )
+
+    text = client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape").content.decode()
+
+    for state, count in (("schedulable", 1), ("cordoned", 1), ("draining", 1)):
+        assert f'taskmgmt_nodes_by_schedule{{state="{state}"}} {count}.0' in text

@@ -1,0 +1,138 @@
+"""Maintenance windows (SPEC, Nodes: cordon, drain, maintenance windows): a node is
+cordoned (or drained, deadline = startsAt) during its window and schedulable after,
+derived when read, with no cron entry of its own: the sweep moves the work."""
+
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from accounts.models import User
+from nodes.models import MaintenanceWindow, Node, NodeEvent, NodeEventKind
+from tasks.models import FailureCause, Task, TaskHistory, TaskStatus
+from tests.api import assert_json_error
+from tests.factories import NodeFactory, TaskFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def at(minutes):
+    return (timezone.now() + timedelta(minutes=minutes)).isoformat()
+
+
+def plan(client, node, **body):
+    return client.post(f"/api/nodes/{node.pk}/maintenance", body)
+
+
+def window_now(node, *, drain=False):
+    """A window under way (as if planned earlier: a new one may not start in the past)."""
+    now = timezone.now()
+    return MaintenanceWindow.objects.create(
+        node=node,
+        starts_at=now - timedelta(minutes=5),
+        ends_at=now + timedelta(hours=1),
+        reason="rack move",
+        drain=drain,
+    )
+
+
+def test_a_window_is_planned_listed_and_an_event(admin_client, admin_user, node):
+    response = plan(admin_client, node, startsAt=at(60), endsAt=at(120), reason="rack move")
+
+    assert response.status_code == 201, response.content
+    window = response.json()
+    assert (window["reason"], window["drain"], window["by"]) == (
+        "rack move",
+        False,
+        str(admin_user.pk),
+    )
+    listed = admin_client.get(f"/api/nodes/{node.pk}/maintenance").json()["windows"]
+    assert [w["id"] for w in listed] == [window["id"]]
+    event = NodeEvent.objects.get()
+    assert (event.kind, event.actor) == (NodeEventKind.MAINTENANCE_SCHEDULED, admin_user)
+    # A coming window changes nothing yet.
+    assert node in Node.objects.schedulable()
+
+
+def test_during_a_window_the_node_is_cordoned_and_after_it_schedulable(
+    admin_client, node, node_client
+):
+    window = window_now(node)
+
+    beat = node_client.post("/api/nodes/heartbeat").json()
+    assert (beat["schedulable"], beat["drainDeadline"]) == (False, None)
+    (shown,) = [n for n in admin_client.get("/api/nodes").json()["nodes"]]
+    assert (shown["state"], shown["cordonReason"]) == ("cordoned", "rack move")
+    create = admin_client.post(
+        "/api/tasks",
+        {"taskName": "n", "taskDetails": "d", "assignedNode": str(node.pk), "lockedAt": at(90)},
+    )
+    assert_json_error(create, 409)
+
+    MaintenanceWindow.objects.filter(pk=window.pk).update(
+        ends_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert node_client.post("/api/nodes/heartbeat").json()["schedulable"] is True
+    assert node in Node.objects.schedulable()
+
+
+def test_a_draining_window_moves_the_work_at_its_start_through_the_sweep(node, node_client):
+    other = NodeFactory()
+    User.objects.filter(pk__in=[node.pk, other.pk]).update(last_seen=timezone.now())
+    pending = TaskFactory(assigned_node=node)
+    running = TaskFactory(assigned_node=node, status=TaskStatus.IN_PROGRESS, attempts=1)
+    window = window_now(node, drain=True)
+
+    beat = node_client.post("/api/nodes/heartbeat").json()
+    assert beat["schedulable"] is False
+    assert beat["drainDeadline"].startswith(window.starts_at.strftime("%Y-%m-%dT%H:%M"))
+    assert node_client.post("/api/tasks/claim").status_code == 204
+
+    call_command("collect_failed", verbosity=0)
+
+    for task in (pending, running):
+        task.refresh_from_db()
+        assert (task.assigned_node_id, task.status) == (other.pk, TaskStatus.PENDING)
+    failed = TaskHistory.objects.get(task=running, to_value=TaskStatus.FAILED)
+    assert failed.cause == FailureCause.DRAINED
+
+
+def test_a_coming_window_can_be_cancelled_a_started_one_cannot(admin_client, node):
+    coming = plan(admin_client, node, startsAt=at(60), endsAt=at(120), reason="r").json()
+    started = window_now(node)
+
+    gone = admin_client.delete(f"/api/nodes/{node.pk}/maintenance/{coming['id']}")
+    assert gone.status_code == 200
+    assert not MaintenanceWindow.objects.filter(pk=coming["id"]).exists()
+    assert NodeEvent.objects.filter(kind=NodeEventKind.MAINTENANCE_CANCELLED).count() == 1
+    assert_json_error(admin_client.delete(f"/api/nodes/{node.pk}/maintenance/{started.pk}"), 409)
+    assert_json_error(admin_client.delete(f"/api/nodes/{node.pk}/maintenance/999999"), 404)
+    assert_json_error(admin_client.delete(f"/api/nodes/{node.pk}/maintenance/abc"), 404)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"startsAt": at(120), "endsAt": at(60), "reason": "r"}, "endsAt"),
+        ({"startsAt": at(-120), "endsAt": at(-60), "reason": "r"}, "endsAt"),
+        ({"startsAt": at(-120), "endsAt": at(60), "reason": "r"}, "startsAt"),
+        ({"startsAt": at(60), "endsAt": at(120)}, "reason"),
+        ({"startsAt": "tonight", "endsAt": at(120), "reason": "r"}, "startsAt"),
+        ({"startsAt": at(60), "endsAt": at(120), "reason": "r", "drain": "maybe"}, "drain"),
+    ],
+)
+def test_a_bad_window_is_a_400_naming_the_field_and_changes_nothing(
+    admin_client, node, body, field
+):
+    error = assert_json_error(plan(admin_client, node, **body), 400)
+
+    assert [e["field"] for e in error["errors"]] == [field]
+    assert not MaintenanceWindow.objects.exists() and not NodeEvent.objects.exists()
+
+
+def test_windows_are_an_admins_and_an_unknown_node_is_a_404(admin_client, node_client, node):
+    assert_json_error(node_client.get(f"/api/nodes/{node.pk}/maintenance"), 403)
+    unknown = "00000000-0000-0000-0000-000000000000"
+    assert_json_error(admin_client.get(f"/api/nodes/{unknown}/maintenance"), 404)
+    assert Task.objects.count() == 0

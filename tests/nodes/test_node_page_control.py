@@ -1,0 +1,90 @@
+"""The node page's cordon, drain (behind a confirmation page), uncordon and maintenance
+forms: POST with CSRF, the state, windows and events shown."""
+
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts.models import User
+from nodes.models import Cordon, MaintenanceWindow, NodeEvent, NodeEventKind
+from tasks.models import Task
+from tests.factories import NodeFactory, TaskFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def page(node) -> str:
+    return reverse("admin:node", args=[node.pk])
+
+
+def moment(minutes) -> str:
+    return (timezone.now() + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M")
+
+
+def test_cordon_then_uncordon_from_the_page(admin_site_client, admin_user, node):
+    response = admin_site_client.post(page(node), {"action": "cordon", "cordon-reason": "fan"})
+    assert response.status_code == 302
+    assert Cordon.objects.get(node=node).by == admin_user
+
+    shown = admin_site_client.get(page(node)).content.decode()
+    assert 'id="tm-node-state">cordoned<' in shown and "fan" in shown
+
+    admin_site_client.post(page(node), {"action": "uncordon", "uncordon-reason": "fixed"})
+    assert not Cordon.objects.exists()
+    kinds = list(NodeEvent.objects.values_list("kind", flat=True))
+    assert kinds == [NodeEventKind.UNCORDON, NodeEventKind.CORDON]
+
+
+def test_a_cordon_without_a_reason_changes_nothing(admin_site_client, node):
+    response = admin_site_client.post(page(node), {"action": "cordon", "cordon-reason": ""})
+    assert response.status_code == 200 and b"This field is required" in response.content
+    assert not Cordon.objects.exists()
+
+
+def test_a_drain_asks_first_then_moves_the_pending_work(admin_site_client, node):
+    other = NodeFactory()
+    User.objects.filter(pk__in=[node.pk, other.pk]).update(last_seen=timezone.now())
+    task = TaskFactory(assigned_node=node)
+    form = {"action": "drain", "drain-reason": "kernel", "drain-deadline": moment(30)}
+
+    ask = admin_site_client.post(page(node), form)
+    assert ask.status_code == 200 and b"Drain now" in ask.content
+    assert not Cordon.objects.exists()
+
+    done = admin_site_client.post(page(node), {**form, "confirm": "yes"})
+    assert done.status_code == 302
+    assert Cordon.objects.get(node=node).drain_deadline is not None
+    assert Task.objects.get(pk=task.pk).assigned_node_id == other.pk
+
+
+def test_a_drain_deadline_in_the_past_is_refused(admin_site_client, node):
+    form = {"action": "drain", "drain-reason": "r", "drain-deadline": moment(-30), "confirm": "y"}
+    response = admin_site_client.post(page(node), form)
+    assert b"must be in the future" in response.content
+    assert not Cordon.objects.exists()
+
+
+def test_plan_and_cancel_a_window_from_the_page(admin_site_client, node):
+    form = {
+        "action": "maintenance",
+        "maintenance-reason": "rack",
+        "maintenance-starts_at": moment(60),
+        "maintenance-ends_at": moment(120),
+    }
+    assert admin_site_client.post(page(node), form).status_code == 302
+    window = MaintenanceWindow.objects.get()
+    assert "rack" in admin_site_client.get(page(node)).content.decode()
+
+    admin_site_client.post(page(node), {"action": "cancel_window", "window": str(window.pk)})
+    assert not MaintenanceWindow.objects.exists()
+
+
+def test_the_forms_need_the_csrf_token(admin_user, node):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+    response = client.post(page(node), {"action": "cordon", "cordon-reason": "x"})
+    assert response.status_code == 403
+    assert not Cordon.objects.exists()
