@@ -14,7 +14,7 @@ from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
 
 from accounts.models import Role, User
-from tasks.forms import ReassignForm
+from tasks.forms import ReassignForm, deadline_outcome, deadline_plan
 from tasks.models import (
     EDITED_FIELDS,
     OPEN_STATUSES,
@@ -24,6 +24,7 @@ from tasks.models import (
     TaskStatus,
     validate_future,
 )
+from tasks.selectors import reassign_preview
 from tasks.services import (
     task_create,
     task_update,
@@ -317,8 +318,10 @@ def skipped_by_reason(queryset, action: str) -> tuple[int, dict[str, int]]:
     return eligible, skipped
 
 
-def outcome(done_text: str, done: int, eligible: int, skipped: dict[str, int]) -> str:
-    parts = [f"{done_text} {done} task(s)."]
+def outcome(
+    done_text: str, done: int, eligible: int, skipped: dict[str, int], where: str = ""
+) -> str:
+    parts = [f"{done_text} {done} task(s){where}."]
     if skipped:
         reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()))
         parts.append(f"Skipped {sum(skipped.values())}: {reasons}.")
@@ -525,6 +528,8 @@ class TaskAdmin(admin.ModelAdmin):
                 "title": submit,
                 "intro": intro,
                 "submit": submit,
+                # Failing and hiding tasks take something away: styled as Django's delete.
+                "destructive": action in ("mark_failed", "soft_delete"),
                 "action": action,
                 "form": form,
                 "tasks": queryset.select_related("assigned_node")[:CONFIRM_LIST_LIMIT],
@@ -545,28 +550,31 @@ class TaskAdmin(admin.ModelAdmin):
         form = ReassignForm(request.POST if "apply" in request.POST else None)
         if form.is_valid():
             eligible, skipped = skipped_by_reason(queryset, "reassign")
+            target, locked_at = form.cleaned_data["node"], form.cleaned_data["locked_at"]
             try:
-                done = len(
-                    tasks_reassign(
-                        task_ids=queryset.values_list("pk", flat=True),
-                        node=form.cleaned_data["node"],
-                        locked_at=form.cleaned_data["locked_at"],
-                    )
+                moved = tasks_reassign(
+                    task_ids=queryset.values_list("pk", flat=True), node=target, locked_at=locked_at
                 )
             except ValidationError as error:
                 self.message_user(request, "; ".join(error.messages), messages.ERROR)
                 return None
-            self.report(request, outcome("Reassigned", done, eligible, skipped), skipped, done)
+            text = outcome("Reassigned", len(moved), eligible, skipped, f" to {target}")
+            if moved:
+                text += " " + deadline_outcome(moved, locked_at)
+            self.report(request, text, skipped, len(moved))
             return None
+        preview = reassign_preview(queryset, timezone.now())
         return self.confirmation(
             request,
             queryset,
             action="reassign",
             intro=(
-                "These tasks go back to pending for the chosen node. "
-                "Completed and soft-deleted tasks are left as they are."
+                f"{preview['moving']} of the selected tasks go back to pending for the chosen "
+                f"node ({preview['in_progress']} of them in progress: their node stops working "
+                "on them); completed and soft-deleted tasks are left as they are. "
+                "Without a deadline below: " + deadline_plan(preview, None)
             ),
-            submit="Reassign",
+            submit=f"Reassign {preview['moving']} task(s)",
             form=form,
         )
 

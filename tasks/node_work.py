@@ -6,20 +6,22 @@ Registered by tasks.apps, so nodes shows task data without importing tasks.
 
 from datetime import timedelta
 
-from django.contrib import messages
+from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import redirect
 
+from nodes.node_page import confirmation
 from nodes.work import NodeWork
 from tasks.changelist_links import changelist_url, status_url
 from tasks.dashboard import WINDOW_HOURS
-from tasks.forms import ReassignForm
+from tasks.forms import ReassignForm, deadline_outcome, deadline_plan
 from tasks.models import OPEN_STATUSES, Task, TaskStatus
 from tasks.selectors import (
     node_finished_counts,
     node_history,
     node_open_task_ids,
     node_status_counts,
+    reassign_preview,
 )
 from tasks.services import tasks_reassign
 
@@ -39,17 +41,20 @@ class TaskWork(NodeWork):
     def node_page(self, request, node, now):
         form = ReassignForm(request.POST or None, source=node)
         if request.method == "POST" and form.is_valid():
+            if request.POST.get("confirm") != "yes":
+                return reassign_confirmation(request, node, form, now)
+            target, locked_at = form.cleaned_data["node"], form.cleaned_data["locked_at"]
             try:
                 moved = tasks_reassign(
-                    task_ids=node_open_task_ids(node),
-                    node=form.cleaned_data["node"],
-                    locked_at=form.cleaned_data["locked_at"],
+                    task_ids=node_open_task_ids(node), node=target, locked_at=locked_at
                 )
             except ValidationError as error:
                 messages.error(request, "; ".join(error.messages))
             else:
                 messages.success(
-                    request, f"Reassigned {len(moved)} open task(s) to {form.cleaned_data['node']}."
+                    request,
+                    f"Reassigned {len(moved)} open task(s) from {node} to {target}, back to "
+                    f"pending. {deadline_outcome(moved, locked_at)}",
                 )
                 return redirect("admin:node", node_id=node.pk)
         counts = node_status_counts(node)
@@ -72,3 +77,28 @@ class TaskWork(NodeWork):
             "history": node_history(node, HISTORY_ROWS),
             "form": form,
         }
+
+
+def reassign_confirmation(request, node, form, now):
+    """How many of the node's tasks move where, and what happens to their deadlines."""
+    target, locked_at = form.cleaned_data["node"], form.cleaned_data["locked_at"]
+    preview = reassign_preview(Task.objects.filter(pk__in=node_open_task_ids(node)), now)
+    return confirmation(
+        admin.site,
+        request,
+        node,
+        title=f"Reassign {preview['moving']} open task(s) from {node} to {target}?",
+        changes=[
+            f"{preview['moving']} open task(s) move from {node} to {target} and go back to "
+            f"pending; {preview['in_progress']} of them are in progress on {node}, which "
+            "stops working on them.",
+            deadline_plan(preview, locked_at),
+            "Each move is written to the task's history, with you as its author.",
+        ],
+        hidden=[
+            ("action", "reassign"),
+            ("node", target.pk),
+            ("locked_at", form.data.get("locked_at", "")),
+        ],
+        submit=f"Yes, reassign {preview['moving']} task(s)",
+    )

@@ -11,7 +11,14 @@ from django.db.models.functions import ExtractHour
 from django.db.models.utils import create_namedtuple_class
 
 from taskmgmt.sql import driver_rows, select_one
-from tasks.models import OPEN_STATUSES, SweepRun, Task, TaskHistory, TaskStatus
+from tasks.models import (
+    OPEN_STATUSES,
+    SweepRun,
+    Task,
+    TaskHistory,
+    TaskStatus,
+    deadline_floor,
+)
 
 FINAL_STATUSES = (TaskStatus.COMPLETED, TaskStatus.FAILED)
 
@@ -135,6 +142,17 @@ def node_open_task_ids(node):
     return Task.objects.filter(
         assigned_node=node, active=True, status__in=OPEN_STATUSES
     ).values_list("pk", flat=True)
+
+
+def reassign_preview(tasks, now: datetime) -> dict[str, int]:
+    """What `tasks_reassign` without a chosen deadline would do to `tasks`, in one query:
+    how many move (in progress among them) and how many stale deadlines it renews."""
+    movable = tasks.filter(active=True).exclude(status=TaskStatus.COMPLETED).order_by()
+    return movable.aggregate(
+        moving=Count("pk"),
+        in_progress=Count("pk", filter=Q(status=TaskStatus.IN_PROGRESS)),
+        stale=Count("pk", filter=Q(locked_at__lt=deadline_floor(now))),
+    )
 
 
 def last_sweep() -> SweepRun | None:
