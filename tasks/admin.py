@@ -4,10 +4,11 @@ from urllib.parse import urlencode
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, Prefetch, Q
-from django.shortcuts import render
-from django.urls import reverse
+from django.http import Http404, HttpResponseNotAllowed
+from django.shortcuts import redirect, render
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
@@ -21,17 +22,20 @@ from tasks.models import (
     HistoryAction,
     Task,
     TaskHistory,
+    TaskRuleError,
     TaskStatus,
     validate_future,
 )
-from tasks.selectors import reassign_preview
+from tasks.selectors import reassign_preview, task_started_at
 from tasks.services import (
+    task_assign,
     task_create,
     task_update,
     tasks_fail,
     tasks_reassign,
     tasks_set_active,
 )
+from tasks.templatetags.moments import moment
 
 CHANGELIST = "admin:tasks_task_changelist"
 SYSTEM = "system (sweep)"
@@ -330,6 +334,31 @@ def outcome(
     return " ".join(parts)
 
 
+def deadline_change(before, after) -> str:
+    if before == after:
+        return f"Deadline kept: {moment(after)}."
+    return f"New deadline: {moment(after)} (was {moment(before)})."
+
+
+def task_actions(request, task) -> dict:
+    """What its page offers to do to `task`: the buttons that apply to its state, the
+    reassign form, and how long it has been running."""
+    live = task.active
+    form = ReassignForm()
+    form.fields["locked_at"].label = "New deadline (optional)"
+    running = live and task.status == TaskStatus.IN_PROGRESS
+    started = task_started_at(task.pk) if running else None
+    return {
+        "act_url": reverse("admin:tasks_task_act", args=[task.pk]),
+        "can_reassign": live and task.status != TaskStatus.COMPLETED,
+        "can_retry": live and task.status == TaskStatus.FAILED,
+        "can_fail": live and task.status in OPEN_STATUSES,
+        "reassign_form": form,
+        "started_at": started,
+        "elapsed": (timezone.now() - started).total_seconds() if started else None,
+    }
+
+
 # A confirmation page lists this many of the selected tasks, then says how many more.
 CONFIRM_LIST_LIMIT = 100
 
@@ -489,17 +518,74 @@ class TaskAdmin(admin.ModelAdmin):
         return self.readonly_fields
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        """A task nobody may edit shows no Save buttons: there is nothing to save."""
+        """A task nobody may edit shows no Save buttons: there is nothing to save.
+        Every task shows what can be done to it (task_actions)."""
         task = self.get_object(request, object_id)
+        if task is not None:
+            extra_context = {**(extra_context or {}), **task_actions(request, task)}
         if task is not None and not is_editable(task):
+            state = "soft-deleted" if not task.active else task.get_status_display().lower()
             extra_context = {
-                **(extra_context or {}),
-                "title": f"View task ({'soft-deleted' if not task.active else task.status})",
+                **extra_context,
+                "title": f"View task ({state})",
                 "show_save": False,
                 "show_save_and_continue": False,
                 "show_save_and_add_another": False,
             }
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def get_urls(self):
+        act = path(
+            "<path:object_id>/act/",
+            self.admin_site.admin_view(self.act_view),
+            name="tasks_task_act",
+        )
+        return [act, *super().get_urls()]
+
+    def act_view(self, request, object_id):
+        """One task's own actions (its page's buttons): reassign, retry, mark failed.
+        Each goes through tasks.services, as the API's and the list's do."""
+        task = self.get_object(request, object_id)
+        if task is None:
+            raise Http404("No task has this id.")
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_change_permission(request, task):
+            raise PermissionDenied
+        back = redirect("admin:tasks_task_change", task.pk)
+        action = request.POST.get("action")
+        try:
+            if action == "reassign":
+                form = ReassignForm(request.POST)
+                if not form.is_valid():
+                    for errors in form.errors.values():
+                        self.message_user(request, " ".join(errors), messages.ERROR)
+                    return back
+                locked_at = form.cleaned_data["locked_at"]
+                moved = task_assign(
+                    task_id=task.pk, node=form.cleaned_data["node"], locked_at=locked_at
+                )
+                text = f"Reassigned to {moved.assigned_node}, back to pending."
+            elif action == "retry" and task.status == TaskStatus.FAILED:
+                moved = task_assign(task_id=task.pk, node=task.assigned_node)
+                text = f"Back to pending on {moved.assigned_node}, for another attempt."
+            elif action == "fail" and task.status in OPEN_STATUSES:
+                tasks_fail(task_ids=[task.pk])
+                self.message_user(request, "Marked failed (cause: admin).", messages.SUCCESS)
+                return back
+            else:
+                self.message_user(
+                    request,
+                    f"This task is {task.get_status_display().lower()}: nothing was done.",
+                    messages.WARNING,
+                )
+                return back
+        except (ValidationError, TaskRuleError, Task.DoesNotExist) as error:
+            detail = "; ".join(error.messages) if isinstance(error, ValidationError) else error
+            self.message_user(request, f"Nothing was done: {detail}", messages.ERROR)
+            return back
+        self.message_user(request, f"{text} {deadline_change(task.locked_at, moved.locked_at)}")
+        return back
 
     def get_inline_instances(self, request, obj=None):
         # The history exists once the task does.

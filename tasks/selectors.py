@@ -13,6 +13,7 @@ from django.db.models.utils import create_namedtuple_class
 from taskmgmt.sql import driver_rows, select_one
 from tasks.models import (
     OPEN_STATUSES,
+    HistoryAction,
     SweepRun,
     Task,
     TaskHistory,
@@ -152,6 +153,20 @@ def reassign_preview(tasks, now: datetime) -> dict[str, int]:
         moving=Count("pk"),
         in_progress=Count("pk", filter=Q(status=TaskStatus.IN_PROGRESS)),
         stale=Count("pk", filter=Q(locked_at__lt=deadline_floor(now))),
+    )
+
+
+def task_started_at(task_id) -> datetime | None:
+    """When the task's current attempt started: its latest move to in progress."""
+    return (
+        TaskHistory.objects.filter(
+            task_id=task_id,
+            action=HistoryAction.STATUS_CHANGE,
+            to_value=TaskStatus.IN_PROGRESS,
+        )
+        .order_by("-id")
+        .values_list("created_at", flat=True)
+        .first()
     )
 
 
