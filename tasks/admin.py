@@ -35,6 +35,7 @@ from tasks.services import (
     tasks_reassign,
     tasks_set_active,
 )
+from tasks.templatetags.durations import duration
 from tasks.templatetags.moments import moment
 
 CHANGELIST = "admin:tasks_task_changelist"
@@ -359,6 +360,22 @@ def task_actions(request, task) -> dict:
     }
 
 
+# A failure's reason is shown to this many characters in the failed list.
+REASON_SHOWN = 60
+
+
+def is_failed_view(request) -> bool:
+    return request.GET.get("status__exact") == TaskStatus.FAILED
+
+
+def is_overdue_view(request) -> bool:
+    """The overdue filter, or the dashboard's overdue links (open, deadline before a moment)."""
+    query = request.GET
+    return query.get("overdue") == "yes" or (
+        "locked_at__lt" in query and query.get("status__in") == ",".join(OPEN_STATUSES)
+    )
+
+
 # A confirmation page lists this many of the selected tasks, then says how many more.
 CONFIRM_LIST_LIMIT = 100
 
@@ -484,6 +501,45 @@ class TaskAdmin(admin.ModelAdmin):
         # The day is what a list needs (the date drill-down above works in days too).
         moment = timezone.localtime(task.created_at)
         return format_html('<span title="{}">{}</span>', short_time(moment), f"{moment:%Y-%m-%d}")
+
+    def get_list_display(self, request):
+        """Filtered to failed tasks, the list says why and when each failed; filtered to
+        overdue ones, how late each is."""
+        if is_failed_view(request):
+            return ["task_name", "node", "cause", "reason", "failed_at", "attempts", "created"]
+        if is_overdue_view(request):
+            return ["task_name", "node", "status_badge", "deadline", "late_by", "created"]
+        return self.list_display
+
+    def get_ordering(self, request):
+        # The latest first is no answer to "which are late": the longest overdue first.
+        if is_overdue_view(request):
+            return ["locked_at", "id"]
+        return super().get_ordering(request)
+
+    @admin.display(description="cause", ordering="failure_cause")
+    def cause(self, task):
+        return task.get_failure_cause_display() or "unknown"
+
+    @admin.display(description="reason")
+    def reason(self, task):
+        # Shortened so the row stays one line or two; the whole of it on hover.
+        text = task.failure_reason
+        if not text:
+            return "—"
+        short = text if len(text) <= REASON_SHOWN else text[: REASON_SHOWN - 1] + "…"
+        return format_html('<span title="{}">{}</span>', text, short)
+
+    @admin.display(description="failed at", ordering="updated_at")
+    def failed_at(self, task):
+        return moment(task.updated_at, "minutes")
+
+    @admin.display(description="late by", ordering="locked_at")
+    def late_by(self, task):
+        late = (timezone.now() - task.locked_at).total_seconds()
+        return (
+            format_html('<span class="task-overdue">{}</span>', duration(late)) if late > 0 else "—"
+        )
 
     def get_queryset(self, request):
         nodes = User.objects.only("id", "name", "email")
