@@ -20,6 +20,7 @@ from tasks.models import (
     EDITED_FIELDS,
     OPEN_STATUSES,
     HistoryAction,
+    SweepRun,
     Task,
     TaskHistory,
     TaskRuleError,
@@ -772,6 +773,43 @@ class HistoryChangeList(ChangeList):
             row.labelled_nodes = nodes
 
 
+class ActorFilter(admin.SimpleListFilter):
+    """Who acted: the sweep, or a person or node by name."""
+
+    title = "by"
+    parameter_name = "actor"
+    SYSTEM = "system"
+
+    def lookups(self, request, model_admin):
+        people = User.objects.only("id", "name", "email").order_by("role", "name", "email")
+        return [(self.SYSTEM, SYSTEM), *((str(user.pk), str(user)) for user in people)]
+
+    def queryset(self, request, queryset):
+        if self.value() == self.SYSTEM:
+            return queryset.filter(performed_by__isnull=True)
+        if self.value():
+            return queryset.filter(performed_by_id=self.value())
+        return queryset
+
+
+class InvolvedNodeFilter(admin.SimpleListFilter):
+    """Everything about one node: what it did, and what was given to it or taken from it."""
+
+    title = "node"
+    parameter_name = "node"
+
+    def lookups(self, request, model_admin):
+        nodes = User.objects.filter(role=Role.NODE).only("id", "name", "email")
+        return [(str(node.pk), str(node)) for node in nodes]
+
+    def queryset(self, request, queryset):
+        node = self.value()
+        if not node:
+            return queryset
+        moved = Q(action__in=NODE_VALUED) & (Q(from_value=node) | Q(to_value=node))
+        return queryset.filter(moved | Q(performed_by_id=node))
+
+
 @admin.register(TaskHistory)
 class TaskHistoryAdmin(HistoryLabels, admin.ModelAdmin):
     """Read-only: the audit trail cannot be edited or deleted here."""
@@ -785,7 +823,8 @@ class TaskHistoryAdmin(HistoryLabels, admin.ModelAdmin):
         "performed_by_label",
         "cause",
     ]
-    list_filter = ["action", "cause"]
+    # The activity feed: newest first, by node, actor, action and cause.
+    list_filter = [InvolvedNodeFilter, ActorFilter, "action", "cause"]
     list_select_related = ["task", "performed_by"]
     # Ids grow with time in an append-only table, and the primary key needs no sort.
     ordering = ["-id"]
@@ -806,6 +845,77 @@ class TaskHistoryAdmin(HistoryLabels, admin.ModelAdmin):
     def task_link(self, row):
         url = reverse("admin:tasks_task_change", args=[row.task_id])
         return format_html('<a href="{}">{}</a>', url, row.task.name)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+def history_url(**lookups) -> str:
+    return f"{reverse('admin:tasks_taskhistory_changelist')}?{urlencode(lookups)}"
+
+
+@admin.register(SweepRun)
+class SweepRunAdmin(admin.ModelAdmin):
+    """The sweep's past runs, newest first, each linked to the history rows it wrote.
+
+    A run does not record its tasks: its links are the system's history rows in the
+    run's time window (two sweeps that overlap, from two hosts, share their rows)."""
+
+    list_display = ["when", "took", "failed", "reassigned", "held", "all_rows"]
+    ordering = ["-started_at"]
+    show_full_result_count = False
+    list_per_page = 50
+
+    class Media:
+        css = {"all": ["tasks/admin.css"]}
+
+    @staticmethod
+    def window(run) -> dict:
+        return {
+            "actor": ActorFilter.SYSTEM,
+            "created_at__gte": run.started_at.isoformat(),
+            "created_at__lte": run.finished_at.isoformat(),
+        }
+
+    @admin.display(description="when", ordering="started_at")
+    def when(self, run):
+        return moment(run.started_at)
+
+    @admin.display(description="took")
+    def took(self, run):
+        seconds = run.duration.total_seconds()
+        return f"{seconds * 1000:.0f} ms" if seconds < 1 else duration(seconds)
+
+    @admin.display(description="failed", ordering="failed_count")
+    def failed(self, run):
+        if not run.failed_count:
+            return 0
+        url = history_url(**self.window(run), action="status_change", to_value="failed")
+        return format_html('<a href="{}">{}</a>', url, run.failed_count)
+
+    @admin.display(description="reassigned off lost nodes", ordering="reassigned_count")
+    def reassigned(self, run):
+        if not run.reassigned_count:
+            return 0
+        url = history_url(**self.window(run), action="assignee_change")
+        return format_html('<a href="{}">{}</a>', url, run.reassigned_count)
+
+    @admin.display(description="failover held for", ordering="failover_held_count")
+    def held(self, run):
+        count = run.failover_held_count
+        return f"{count} down node(s)" if count else "—"
+
+    @admin.display(description="history")
+    def all_rows(self, run):
+        if not (run.failed_count or run.reassigned_count):
+            return "—"
+        return format_html('<a href="{}">every row</a>', history_url(**self.window(run)))
 
     def has_add_permission(self, request):
         return False

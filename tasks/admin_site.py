@@ -5,6 +5,7 @@ node page is nodes.node_page.
 """
 
 from datetime import timedelta
+from urllib.parse import quote
 
 from django.conf import settings
 from django.contrib import admin
@@ -66,6 +67,11 @@ def dashboard_context(data: dict) -> dict:
             for cause, count in sorted(data["failures"].items())
         ],
         "chart": chart(data),
+        "sweep_runs_url": reverse("admin:tasks_sweeprun_changelist"),
+        "moved_url": (
+            f"{reverse('admin:tasks_sweeprun_changelist')}"
+            f"?started_at__gte={quote(data['since'].isoformat())}"
+        ),
     }
 
 

@@ -16,7 +16,13 @@ from nodes import heartbeats
 from nodes.models import Liveness, Node
 from taskmgmt.throttling import CACHE_ERRORS
 from tasks.models import TaskStatus
-from tasks.selectors import FINAL_STATUSES, finished_since, last_sweep, open_by_node_and_status
+from tasks.selectors import (
+    FINAL_STATUSES,
+    finished_since,
+    last_sweep,
+    open_by_node_and_status,
+    sweep_moves_since,
+)
 
 logger = logging.getLogger("taskmgmt.dashboard")
 
@@ -79,6 +85,7 @@ def _compute(now: datetime) -> dict:
         "totals": totals,
         **deadlines,
         "failures": failures,
+        "moved_off_lost": sweep_moves_since(since),
         "hours": hours,
         "last_sweep": last_run
         and {

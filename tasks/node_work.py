@@ -5,11 +5,14 @@ Registered by tasks.apps, so nodes shows task data without importing tasks.
 """
 
 from datetime import timedelta
+from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import redirect
+from django.urls import reverse
 
+from accounts.models import User
 from nodes.node_page import confirmation
 from nodes.work import NodeWork
 from tasks.changelist_links import changelist_url, status_url
@@ -19,6 +22,7 @@ from tasks.models import OPEN_STATUSES, Task, TaskStatus
 from tasks.selectors import (
     node_finished_counts,
     node_history,
+    node_moved_away,
     node_open_task_ids,
     node_status_counts,
     reassign_preview,
@@ -26,6 +30,7 @@ from tasks.selectors import (
 from tasks.services import tasks_reassign
 
 HISTORY_ROWS = 20
+SYSTEM = "the sweep"
 
 
 class TaskWork(NodeWork):
@@ -75,8 +80,41 @@ class TaskWork(NodeWork):
                 updated_at__gte=since.isoformat(),
             ),
             "history": node_history(node, HISTORY_ROWS),
+            "moved_away": moved_away(node),
+            "activity_url": (
+                f"{reverse('admin:tasks_taskhistory_changelist')}?{urlencode({'node': node.pk})}"
+            ),
             "form": form,
         }
+
+
+def moved_away(node) -> list[dict]:
+    """Its tasks given to another node, newest first, with who moved them and where to:
+    two queries (the rows, then the nodes they went to)."""
+    rows = list(node_moved_away(node, HISTORY_ROWS))
+    targets = {row.to_value for row in rows if row.to_value}
+    names = (
+        {
+            str(user.pk): str(user.name or user.email)
+            for user in User.objects.filter(pk__in=targets).only("id", "name", "email")
+        }
+        if targets
+        else {}
+    )
+    return [
+        {
+            "created_at": row.created_at,
+            "task_id": row.task_id,
+            "task_name": row.task.name,
+            "to": names.get(row.to_value, row.to_value),
+            "to_url": reverse("admin:node", args=[row.to_value]) if row.to_value in names else "",
+            "by": SYSTEM
+            if row.performed_by is None
+            else row.performed_by.name or row.performed_by.email,
+            "cause": row.get_cause_display(),
+        }
+        for row in rows
+    ]
 
 
 def reassign_confirmation(request, node, form, now):

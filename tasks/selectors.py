@@ -138,6 +138,24 @@ def node_history(node, rows: int):
     )
 
 
+def node_moved_away(node, rows: int):
+    """What was done to the node: its tasks given to another node, by a person or the
+    sweep, newest first."""
+    return (
+        TaskHistory.objects.filter(action=HistoryAction.ASSIGNEE_CHANGE, from_value=str(node.pk))
+        .select_related("task", "performed_by")
+        .only(
+            "created_at",
+            "to_value",
+            "cause",
+            "task__name",
+            "performed_by__name",
+            "performed_by__email",
+        )
+        .order_by("-id")[:rows]
+    )
+
+
 def node_open_task_ids(node):
     """The ids of the node's active open tasks (what its page's reassign moves)."""
     return Task.objects.filter(
@@ -172,6 +190,13 @@ def task_started_at(task_id) -> datetime | None:
 
 def last_sweep() -> SweepRun | None:
     return SweepRun.objects.order_by("-started_at").first()
+
+
+def sweep_moves_since(since: datetime) -> int:
+    """Tasks the sweep moved off lost nodes since `since` (its runs' own counts: indexed,
+    where counting history rows would scan the history)."""
+    moved = SweepRun.objects.filter(started_at__gte=since).aggregate(n=Sum("reassigned_count"))
+    return moved["n"] or 0
 
 
 def sweep_totals() -> dict:
