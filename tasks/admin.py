@@ -10,6 +10,7 @@ from django.http import Http404, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
@@ -27,7 +28,7 @@ from tasks.models import (
     TaskStatus,
     validate_future,
 )
-from tasks.selectors import reassign_preview, task_started_at
+from tasks.selectors import reassign_preview
 from tasks.services import (
     task_assign,
     task_create,
@@ -36,7 +37,7 @@ from tasks.services import (
     tasks_reassign,
     tasks_set_active,
 )
-from tasks.templatetags.durations import duration
+from tasks.templatetags.durations import duration, duration_ms
 from tasks.templatetags.moments import moment
 
 CHANGELIST = "admin:tasks_task_changelist"
@@ -44,8 +45,8 @@ SYSTEM = "system (sweep)"
 
 
 def short_time(value, seconds=False) -> str:
-    """A moment as a narrow column shows it; the admin's "Dec. 1, 2026, 7:33 a.m." wraps."""
-    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M" + (":%S" if seconds else ""))
+    """A moment as a narrow column shows it, in the one format (tasks.templatetags.moments)."""
+    return moment(value, "seconds" if seconds else "minutes")
 
 
 def tasks_of_node_url(node_id) -> str:
@@ -193,7 +194,7 @@ def history_nodes(rows) -> dict[str, User]:
 
 
 def value_label(row, value, nodes: dict[str, User]):
-    """A history value as it reads: a node by name, a status by label, a deadline in UTC."""
+    """A history value as it reads: a node by name, a status by label, a deadline as a moment."""
     if value is None:
         return "—"
     if row.action in NODE_VALUED:
@@ -202,7 +203,8 @@ def value_label(row, value, nodes: dict[str, User]):
     if row.action == HistoryAction.STATUS_CHANGE:
         return TaskStatus(value).label if value in TaskStatus.values else value
     if row.action == HistoryAction.DEADLINE_CHANGE:
-        return value.replace("T", " ")[:16] + " UTC"
+        parsed = parse_datetime(value)
+        return value if parsed is None else moment(parsed, "minutes")
     if row.action == HistoryAction.EDIT:
         return ", ".join(API_FIELD_LABELS.get(name, name) for name in value.split(","))
     return value
@@ -348,8 +350,9 @@ def task_actions(request, task) -> dict:
     live = task.active
     form = ReassignForm()
     form.fields["locked_at"].label = "New deadline (optional)"
-    running = live and task.status == TaskStatus.IN_PROGRESS
-    started = task_started_at(task.pk) if running else None
+    # An in-progress task's updated_at is its start: nothing else writes it until it
+    # finishes or is taken back (the dashboard's "oldest in progress" reads it so too).
+    started = task.updated_at if live and task.status == TaskStatus.IN_PROGRESS else None
     return {
         "act_url": reverse("admin:tasks_task_act", args=[task.pk]),
         "can_reassign": live and task.status != TaskStatus.COMPLETED,
@@ -471,8 +474,8 @@ class TaskAdmin(admin.ModelAdmin):
     @admin.display(description="deadline", ordering="locked_at")
     def deadline(self, task):
         # Day over time: the list fits 1366 px with both sidebars open.
-        moment = timezone.localtime(task.locked_at)
-        return format_html("{}<br>{}", f"{moment:%Y-%m-%d}", f"{moment:%H:%M}")
+        local = timezone.localtime(task.locked_at)
+        return format_html("{}<br>{}", f"{local:%Y-%m-%d}", f"{local:%H:%M} {local.tzname()}")
 
     @admin.display(description="overdue")
     def overdue(self, task):
@@ -500,8 +503,8 @@ class TaskAdmin(admin.ModelAdmin):
     @admin.display(description="created", ordering="created_at")
     def created(self, task):
         # The day is what a list needs (the date drill-down above works in days too).
-        moment = timezone.localtime(task.created_at)
-        return format_html('<span title="{}">{}</span>', short_time(moment), f"{moment:%Y-%m-%d}")
+        local = timezone.localtime(task.created_at)
+        return format_html('<span title="{}">{}</span>', short_time(local), f"{local:%Y-%m-%d}")
 
     def get_list_display(self, request):
         """Filtered to failed tasks, the list says why and when each failed; filtered to
@@ -889,8 +892,7 @@ class SweepRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="took")
     def took(self, run):
-        seconds = run.duration.total_seconds()
-        return f"{seconds * 1000:.0f} ms" if seconds < 1 else duration(seconds)
+        return duration_ms(run.duration.total_seconds())
 
     @admin.display(description="failed", ordering="failed_count")
     def failed(self, run):

@@ -18,7 +18,7 @@ from nodes.node_page import node_view
 from tasks.changelist_links import changelist_url, failures_url, status_url
 from tasks.chart import chart
 from tasks.dashboard import snapshot
-from tasks.models import OPEN_STATUSES, TaskStatus
+from tasks.models import OPEN_STATUSES, FailureCause, TaskStatus
 
 
 def dashboard_context(data: dict) -> dict:
@@ -63,9 +63,13 @@ def dashboard_context(data: dict) -> dict:
             locked_at__lt=soon.isoformat(),
         ),
         "failures": [
-            (cause, count, failures_url(cause, data["since"]))
+            (cause, cause_label(cause), count, failures_url(cause, data["since"]))
             for cause, count in sorted(data["failures"].items())
         ],
+        "status_labels": TaskStatus.choices,
+        "sweep_age": (
+            (now - data["last_sweep"]["started_at"]).total_seconds() if data["last_sweep"] else None
+        ),
         "chart": chart(data),
         "sweep_runs_url": reverse("admin:tasks_sweeprun_changelist"),
         "moved_url": (
@@ -73,6 +77,11 @@ def dashboard_context(data: dict) -> dict:
             f"?started_at__gte={quote(data['since'].isoformat())}"
         ),
     }
+
+
+def cause_label(cause: str) -> str:
+    # Failures from before causes were recorded have none.
+    return FailureCause(cause).label if cause in FailureCause.values else "Unknown (before causes)"
 
 
 class AdminSite(admin.AdminSite):

@@ -16,7 +16,9 @@ class ReassignForm(forms.Form):
     locked_at = forms.DateTimeField(
         label="New deadline for all (optional)",
         required=False,
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+        # Text, not the browser's datetime-local picker, which writes the browser's
+        # locale beside a help text that names the server's zone.
+        widget=forms.DateTimeInput(attrs={"placeholder": "YYYY-MM-DD HH:MM"}),
     )
 
     def __init__(self, *args, source: Node | None = None, **kwargs):
@@ -33,8 +35,8 @@ class ReassignForm(forms.Form):
         self.fields["locked_at"].help_text = (
             f"Leave empty to keep each task's deadline; one that has passed or is less than "
             f"{settings.REASSIGN_DEADLINE_MINUTES} min away becomes now + "
-            f"{settings.REASSIGN_DEADLINE_MINUTES} min. A date and time here ({zone}) "
-            f"replaces every task's deadline."
+            f"{settings.REASSIGN_DEADLINE_MINUTES} min. A date and time here "
+            f"(YYYY-MM-DD HH:MM, {zone}) replaces every task's deadline."
         )
 
     def clean_locked_at(self):

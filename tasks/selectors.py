@@ -174,20 +174,6 @@ def reassign_preview(tasks, now: datetime) -> dict[str, int]:
     )
 
 
-def task_started_at(task_id) -> datetime | None:
-    """When the task's current attempt started: its latest move to in progress."""
-    return (
-        TaskHistory.objects.filter(
-            task_id=task_id,
-            action=HistoryAction.STATUS_CHANGE,
-            to_value=TaskStatus.IN_PROGRESS,
-        )
-        .order_by("-id")
-        .values_list("created_at", flat=True)
-        .first()
-    )
-
-
 def last_sweep() -> SweepRun | None:
     return SweepRun.objects.order_by("-started_at").first()
 
