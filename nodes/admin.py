@@ -53,6 +53,9 @@ class NodeUserAdmin(UserAdmin):
         ("Dates", {"fields": ["date_joined", "last_login"]}),
     ]
 
+    class Media:
+        css = {"all": ["tasks/admin.css"]}
+
     def get_queryset(self, request):
         # One clock for the whole page, in SQL: the same rule as the API and the sweep.
         return super().get_queryset(request).annotate(liveness=liveness_case(timezone.now()))
@@ -72,7 +75,10 @@ class NodeUserAdmin(UserAdmin):
         """A node's liveness now; an admin does not beat, so has none."""
         if not user.is_node:
             return "—"
-        return Liveness(user.liveness).label
+        # The dashboard's colours (tasks/admin.css): "down" reads red on every page.
+        return format_html(
+            '<span class="tm-liveness-{}">{}</span>', user.liveness, Liveness(user.liveness).label
+        )
 
     @admin.display(description="node page")
     def node_page(self, user):

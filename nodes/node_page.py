@@ -31,6 +31,7 @@ def node_view(site, request, node_id):
         "node": node,
         "heartbeat_age": round((now - node.last_seen).total_seconds()) if node.last_seen else None,
         "liveness_label": Liveness(node.liveness).label,
+        "as_of": now,
         **work,
     }
     return TemplateResponse(request, "admin/nodes/node.html", context)

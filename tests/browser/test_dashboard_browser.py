@@ -5,13 +5,14 @@ DASHBOARD_SCREENSHOT=docs/dashboard.png also saves the picture of the dashboard 
 """
 
 import os
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.utils import timezone
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from accounts.models import User
 from tasks.models import Task, TaskStatus
@@ -177,3 +178,50 @@ def test_the_sweep_runs_page_leads_to_the_rows_a_run_wrote(browser, width, setti
     assert result_rows(browser) == 2
     names = {cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "td.field-task_link")}
     assert names == {task.name for task in moved}
+
+
+def live_refreshes(driver) -> int:
+    control = driver.find_element(By.ID, "tm-live-control")
+    return int(control.get_attribute("data-refreshes") or 0)
+
+
+def wait_refresh(driver, after: int) -> None:
+    WebDriverWait(driver, 15).until(lambda d: live_refreshes(d) > after)
+
+
+@pytest.mark.parametrize("width", [1280, 1440])
+def test_the_dashboard_and_a_node_page_update_themselves_until_paused(browser, width):
+    browser.set_window_size(width, 1000)
+    node = NodeFactory(name="Watched node")
+    log_in(browser, AdminFactory())
+    browser.execute_script("window.tmNotReloaded = true;")
+    total = browser.find_element(By.CSS_SELECTOR, '#tm-totals a[data-status="pending"]')
+    assert total.text == "0"
+    as_of = browser.find_element(By.ID, "tm-as-of").text
+
+    TaskFactory(assigned_node=node)
+    wait_refresh(browser, live_refreshes(browser))
+
+    assert browser.execute_script("return window.tmNotReloaded === true;")
+    total = browser.find_element(By.CSS_SELECTOR, '#tm-totals a[data-status="pending"]')
+    assert total.text == "1"
+    assert browser.find_element(By.ID, "tm-as-of").text != as_of
+    assert no_horizontal_overflow(browser)
+
+    # The node page too; paused, it stays as it is.
+    browser.get(f"{browser.base_url}/admin/node/{node.pk}/")
+    wait_for(browser, "#tm-live-control")
+    browser.find_element(By.CSS_SELECTOR, "#tm-live-control button").click()
+    assert "Paused" in browser.find_element(By.CSS_SELECTOR, ".tm-live-state").text
+    before = live_refreshes(browser)
+    TaskFactory(assigned_node=node)
+    time.sleep(6)  # longer than one interval: no refresh may come while paused
+    assert live_refreshes(browser) == before
+    pending = browser.find_element(By.CSS_SELECTOR, '#tm-node-tasks a[data-status="pending"]')
+    assert pending.text == "1"
+
+    browser.find_element(By.CSS_SELECTOR, "#tm-live-control button").click()
+    wait_refresh(browser, before)
+    pending = browser.find_element(By.CSS_SELECTOR, '#tm-node-tasks a[data-status="pending"]')
+    assert pending.text == "2"
+    browser.execute_script("window.sessionStorage.clear();")
