@@ -17,7 +17,7 @@ from nodes.models import RECENT_DOWN_INTERVALS
 from nodes.node_page import node_view
 from tasks.changelist_links import changelist_url, failures_url, status_url
 from tasks.chart import chart
-from tasks.dashboard import snapshot
+from tasks.dashboard import AT_RISK, backlog_seconds, snapshot
 from tasks.models import OPEN_STATUSES, FailureCause, TaskStatus
 
 
@@ -44,6 +44,9 @@ def dashboard_context(data: dict) -> dict:
         }
         for node in data["nodes"]
     ]
+    for row in node_rows:
+        row["backlog"] = backlog_seconds(row["open"], row["completed_last_hour"])
+    at_risk = [row for row in node_rows if row["liveness"] in AT_RISK and row["open"]]
     soon = data["computed_at"] + timedelta(hours=1)
     return {
         "data": data,
@@ -67,6 +70,14 @@ def dashboard_context(data: dict) -> dict:
             for cause, count in sorted(data["failures"].items())
         ],
         "status_labels": TaskStatus.choices,
+        "at_risk": at_risk,
+        "at_risk_count": sum(row["open"] for row in at_risk),
+        "at_risk_url": changelist_url(
+            assigned_node__id__in=",".join(str(row["id"]) for row in at_risk),
+            status__in=",".join(OPEN_STATUSES),
+        )
+        if at_risk
+        else "",
         "sweep_age": (
             (now - data["last_sweep"]["started_at"]).total_seconds() if data["last_sweep"] else None
         ),

@@ -33,6 +33,17 @@ SNAPSHOT_CACHE_KEY = "tasks:dashboard:snapshot"
 NO_CAUSE = "unknown"
 
 
+AT_RISK = ("stale", "down", "never_seen")
+
+
+def backlog_seconds(open_count: int, completed_last_hour: int) -> float | None:
+    """How long a node's open tasks take at the rate it completed tasks in the last hour;
+    None when it completed none (no rate to go by)."""
+    if not open_count:
+        return 0
+    return open_count * 3600 / completed_last_hour if completed_last_hour else None
+
+
 def _compute(now: datetime) -> dict:
     heartbeats.flush()
     since = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=WINDOW_HOURS - 1)
@@ -44,6 +55,7 @@ def _compute(now: datetime) -> dict:
             "counts": dict.fromkeys(TaskStatus.values, 0),
             "oldest_in_progress_age": None,
             "overdue": 0,
+            "completed_last_hour": 0,
         }
         for row in Node.objects.with_liveness(now).values(
             "id", "name", "email", "is_active", "last_seen", "liveness"
@@ -59,7 +71,7 @@ def _compute(now: datetime) -> dict:
     for row in open_rows:
         deadlines["overdue"] += row["overdue"]
         deadlines["due_soon"] += row["due_soon"]
-    for row in open_rows + finished_since(since):
+    for row in open_rows + finished_since(since, recent=now - timedelta(hours=1)):
         totals[row["status"]] += row["count"]
         # An admin-role assignee (data from before the rule) is in the totals only.
         node = nodes.get(row["assigned_node_id"])
@@ -73,6 +85,8 @@ def _compute(now: datetime) -> dict:
         hour = hours[(row["hour"] - since.hour) % WINDOW_HOURS]
         if row["status"] == TaskStatus.COMPLETED:
             hour["completed"] += row["count"]
+            if node is not None:
+                node["completed_last_hour"] += row["recent"]
         else:
             cause = row["failure_cause"] or NO_CAUSE
             hour["failed"][cause] = hour["failed"].get(cause, 0) + row["count"]

@@ -16,7 +16,7 @@ from accounts.models import User
 from nodes.node_page import confirmation
 from nodes.work import NodeWork
 from tasks.changelist_links import changelist_url, status_url
-from tasks.dashboard import WINDOW_HOURS
+from tasks.dashboard import WINDOW_HOURS, backlog_seconds
 from tasks.forms import ReassignForm, deadline_outcome, deadline_plan
 from tasks.models import OPEN_STATUSES, Task, TaskStatus
 from tasks.selectors import (
@@ -66,12 +66,19 @@ class TaskWork(NodeWork):
         since = now - timedelta(hours=WINDOW_HOURS)
         finished = node_finished_counts(node, since)
         done = sum(finished.values())
+        open_count = sum(counts.get(status, 0) for status in OPEN_STATUSES)
+        last_hour = node_finished_counts(node, now - timedelta(hours=1)).get(
+            TaskStatus.COMPLETED, 0
+        )
         return {
+            "completed_last_hour": last_hour,
+            "in_progress_count": counts.get(TaskStatus.IN_PROGRESS, 0),
+            "backlog": backlog_seconds(open_count, last_hour),
             "statuses": [
                 (status, label, counts.get(status, 0), status_url(status, node.pk))
                 for status, label in TaskStatus.choices
             ],
-            "open_count": sum(counts.get(status, 0) for status in OPEN_STATUSES),
+            "open_count": open_count,
             "finished": finished,
             "failure_rate": (finished.get(TaskStatus.FAILED, 0) / done) if done else None,
             "failed_url": changelist_url(

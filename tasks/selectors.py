@@ -89,9 +89,10 @@ def open_by_node_and_status(now: datetime) -> list[dict]:
     )
 
 
-def finished_since(since: datetime) -> list[dict]:
+def finished_since(since: datetime, recent: datetime | None = None) -> list[dict]:
     """Tasks that reached completed or failed since `since` (and are still there), by
-    hour, status, cause and node: one covering range on task_dashboard_done.
+    hour, status, cause and node, and how many of each since `recent` (a node's rate):
+    one covering range on task_dashboard_done.
 
     Finished tasks pile up for ever; counting all of them is a scan of the whole
     table (0.8 s at a million), so the dashboard shows the window's."""
@@ -101,7 +102,10 @@ def finished_since(since: datetime) -> list[dict]:
         # than truncating each timestamp (half the query's time at a million tasks).
         .annotate(hour=ExtractHour("updated_at"))
         .values("hour", "status", "failure_cause", "assigned_node_id")
-        .annotate(count=Count("pk"))
+        .annotate(
+            count=Count("pk"),
+            recent=Count("pk", filter=Q(updated_at__gte=recent or since)),
+        )
         .order_by()
     )
 
