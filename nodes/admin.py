@@ -4,6 +4,7 @@ to the node page (nodes.node_page)."""
 from django.contrib import admin
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html
 
 from accounts.admin import UserAdmin
@@ -39,9 +40,9 @@ class NodeUserAdmin(UserAdmin):
         "name",
         "role",
         "liveness",
-        "last_seen",
+        "last_seen_at",
         "is_active",
-        "date_joined",
+        "joined",
         "node_page",
     ]
     list_filter = ["role", LivenessFilter, "is_active"]
@@ -80,11 +81,21 @@ class NodeUserAdmin(UserAdmin):
             '<span class="tm-liveness-{}">{}</span>', user.liveness, Liveness(user.liveness).label
         )
 
+    @admin.display(description="last seen", ordering="last_seen")
+    def last_seen_at(self, user):
+        # To the minute, the zone named: the list must fit 1280 px (the page has seconds).
+        if user.last_seen is None:
+            return "never" if user.is_node else "—"
+        return date_format(timezone.localtime(user.last_seen), "Y-m-d H:i T")
+
+    @admin.display(description="joined", ordering="date_joined")
+    def joined(self, user):
+        # The day is what a list needs; the full moment is on the user's page.
+        return date_format(timezone.localtime(user.date_joined), "Y-m-d")
+
     @admin.display(description="node page")
     def node_page(self, user):
         # The node's page (nodes.node_page); admins have none.
         if not user.is_node:
             return ""
-        return format_html(
-            '<a href="{}">liveness and tasks</a>', reverse("admin:node", args=[user.pk])
-        )
+        return format_html('<a href="{}">view</a>', reverse("admin:node", args=[user.pk]))

@@ -836,6 +836,9 @@ class TaskHistoryAdmin(HistoryLabels, admin.ModelAdmin):
     fields = ["when", "task_link", "action", "from_label", "to_label", "performed_by_label"]
     readonly_fields = fields
 
+    class Media:
+        css = {"all": ["tasks/admin.css"]}
+
     def get_changelist(self, request, **kwargs):
         return HistoryChangeList
 

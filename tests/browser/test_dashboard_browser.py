@@ -24,8 +24,13 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def no_horizontal_overflow(driver) -> bool:
+    """Neither the page nor a list's own scroll box (Django's .results scrolls sideways,
+    hiding its last columns) is wider than the window."""
     return driver.execute_script(
-        "return document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+        "var page = document.documentElement;"
+        "var boxes = Array.from(document.querySelectorAll('.results'));"
+        "return page.scrollWidth <= page.clientWidth"
+        " && boxes.every(function (b) { return b.scrollWidth <= b.clientWidth; });"
     )
 
 
@@ -225,3 +230,39 @@ def test_the_dashboard_and_a_node_page_update_themselves_until_paused(browser, w
     pending = browser.find_element(By.CSS_SELECTOR, '#tm-node-tasks a[data-status="pending"]')
     assert pending.text == "2"
     browser.execute_script("window.sessionStorage.clear();")
+
+
+LISTS = [
+    "/admin/tasks/task/",
+    "/admin/tasks/task/?status__exact=failed",
+    "/admin/tasks/task/?overdue=yes",
+    "/admin/tasks/taskhistory/",
+    "/admin/tasks/sweeprun/",
+    "/admin/accounts/user/",
+    "/admin/",
+]
+
+
+@pytest.mark.parametrize("width", [1280, 1440])
+def test_no_list_overflows_sideways(browser, width):
+    browser.set_window_size(width, 1000)
+    data = fleet()
+    TaskFactory(
+        assigned_node=data["alive"],
+        status=TaskStatus.FAILED,
+        failure_cause="node_reported",
+        failure_reason="a long reason " * 30,
+    )
+    sweep_run(batch_size=100)
+    log_in(browser, AdminFactory())
+    wide = []
+    for path in LISTS:
+        browser.get(f"{browser.base_url}{path}")
+        wait_for(browser, "#content")
+        if not no_horizontal_overflow(browser):
+            widths = browser.execute_script(
+                "return Array.from(document.querySelectorAll('.results'))"
+                ".map(function (b) { return [b.scrollWidth, b.clientWidth]; });"
+            )
+            wide.append((path, widths))
+    assert wide == []

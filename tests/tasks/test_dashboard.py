@@ -212,3 +212,18 @@ def test_with_redis_up_the_dashboard_says_nothing_of_it(settings, admin_site_cli
         assert response.status_code == 200
         assert 'id="tm-cache-down"' not in response.content.decode()
         assert response.context["data"]["cache_up"] is True
+
+
+def test_the_chart_has_a_y_axis_and_labels_the_current_hour(admin_site_client, settings):
+    from tasks.chart import axis_top
+
+    settings.DASHBOARD_CACHE_SECONDS = 0
+    assert [axis_top(n) for n in (0, 1, 3, 7, 10, 11, 180, 501)] == [1, 1, 5, 10, 10, 20, 200, 1000]
+    TaskFactory.create_batch(3, status=TaskStatus.COMPLETED)
+
+    page = admin_site_client.get(INDEX).content.decode()
+
+    assert re.findall(r'class="tm-tick"[^>]*>(\d+)<', page) == ["0", "2", "5"]
+    assert 'id="tm-chart-now">now<' in page
+    assert re.search(r'<svg class="tm-chart"[^>]*viewBox=', page)
+    assert not re.search(r'<svg class="tm-chart"[^>]* width="', page)  # it fills its panel
