@@ -90,6 +90,7 @@ def test_its_history_lists_what_it_did_newest_first(admin_site_client, node_clie
     history = page.split('id="tm-node-history"')[1]
     assert history.index(second.name) < history.index(first.name)
     assert history.count("Status change") == 2
+    assert history.count("In progress") == 2 and "in_progress" not in history  # labels
 
 
 def test_reassign_moves_every_open_task_with_history_rows_in_one_go(admin_site_client, admin_user):
