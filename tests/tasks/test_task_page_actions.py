@@ -130,3 +130,11 @@ def test_the_actions_are_post_only_admin_only_and_csrf_checked(admin_user):
     response = node_client.post(act_url(task), {"action": "fail"})
     assert response.status_code == 302 and "login" in response["Location"]
     assert Task.objects.get(pk=task.pk).status == TaskStatus.PENDING
+
+
+def test_the_task_page_writes_its_moments_one_way_with_the_zone(admin_site_client):
+    task = TaskFactory(status=TaskStatus.COMPLETED)
+    page = admin_site_client.get(page_url(task)).content.decode()
+    deadline = timezone.localtime(task.locked_at).strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert deadline in page
+    assert "a.m." not in page and "p.m." not in page
