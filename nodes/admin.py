@@ -4,6 +4,7 @@ to the node page (nodes.node_page)."""
 from django.contrib import admin
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html
 
 from accounts.admin import UserAdmin
@@ -49,9 +50,9 @@ class NodeUserAdmin(UserAdmin):
         "name",
         "role",
         "liveness",
-        "last_seen",
+        "last_seen_at",
         "is_active",
-        "date_joined",
+        "joined",
         "node_page",
     ]
     list_filter = ["role", LivenessFilter, "is_active"]
@@ -84,6 +85,9 @@ class NodeUserAdmin(UserAdmin):
                 labels = labels_form.cleaned_data.get("labels") or {}
                 node_set_labels(node=form.instance, labels=labels, actor=request.user)
 
+    class Media:
+        css = {"all": ["tasks/admin.css"]}
+
     def get_queryset(self, request):
         # One clock for the whole page, in SQL: the same rule as the API and the sweep.
         return super().get_queryset(request).annotate(liveness=liveness_case(timezone.now()))
@@ -103,13 +107,26 @@ class NodeUserAdmin(UserAdmin):
         """A node's liveness now; an admin does not beat, so has none."""
         if not user.is_node:
             return "—"
-        return Liveness(user.liveness).label
+        # The dashboard's colours (tasks/admin.css): "down" reads red on every page.
+        return format_html(
+            '<span class="tm-liveness-{}">{}</span>', user.liveness, Liveness(user.liveness).label
+        )
+
+    @admin.display(description="last seen", ordering="last_seen")
+    def last_seen_at(self, user):
+        # To the minute, the zone named: the list must fit 1280 px (the page has seconds).
+        if user.last_seen is None:
+            return "never" if user.is_node else "—"
+        return date_format(timezone.localtime(user.last_seen), "Y-m-d H:i T")
+
+    @admin.display(description="joined", ordering="date_joined")
+    def joined(self, user):
+        # The day is what a list needs; the full moment is on the user's page.
+        return date_format(timezone.localtime(user.date_joined), "Y-m-d")
 
     @admin.display(description="node page")
     def node_page(self, user):
         # The node's page (nodes.node_page); admins have none.
         if not user.is_node:
             return ""
-        return format_html(
-            '<a href="{}">liveness and tasks</a>', reverse("admin:node", args=[user.pk])
-        )
+        return format_html('<a href="{}">view</a>', reverse("admin:node", args=[user.pk]))

@@ -32,9 +32,7 @@ def node_view(site, request, node_id):
     if node is None:
         raise Http404("No node has this id.")
     if request.method == "POST" and request.POST.get("action") == "deactivate":
-        user_deactivate(user=node)
-        messages.success(request, f"Deactivated {node}: it can no longer log in.")
-        return redirect("admin:node", node_id=node.pk)
+        return deactivate(site, request, node)
     scheduling = scheduling_forms(site, request, node)
     if isinstance(scheduling, HttpResponse):
         return scheduling
@@ -53,6 +51,7 @@ def node_view(site, request, node_id):
         "next_windows": MaintenanceWindow.objects.coming(now).filter(node=node)[:5],
         "events": NodeEvent.objects.filter(node=node).select_related("actor")[:EVENT_ROWS],
         **scheduling,
+        "as_of": now,
         **work,
     }
     return TemplateResponse(request, "admin/nodes/node.html", context)
@@ -129,3 +128,41 @@ def scheduling_forms(site, request, node) -> dict | HttpResponse:
             messages.success(request, "Maintenance window cancelled.")
         return back
     return forms
+
+
+def deactivate(site, request, node):
+    """Asks first (Django's delete-confirmation pattern), then deactivates."""
+    if request.POST.get("confirm") != "yes":
+        open_tasks, in_progress = node_work().open_counts_by_node().get(node.pk, (0, 0))
+        return confirmation(
+            site,
+            request,
+            node,
+            title=f"Deactivate {node}?",
+            changes=[
+                f"{node} can no longer log in, and every token it holds stops working at once.",
+                f"Its {open_tasks} open task(s) ({in_progress} in progress) stay assigned to it "
+                "until reassigned: nothing works on them meanwhile.",
+            ],
+            hidden=[("action", "deactivate")],
+            submit="Yes, deactivate",
+            destructive=True,
+        )
+    user_deactivate(user=node)
+    messages.success(request, f"Deactivated {node}: it can no longer log in.")
+    return redirect("admin:node", node_id=node.pk)
+
+
+def confirmation(site, request, node, *, title, changes, hidden, submit, destructive=False):
+    """The page a node-wide action shows before it changes anything; its form posts
+    `hidden` again with confirm=yes."""
+    context = {
+        **site.each_context(request),
+        "title": title,
+        "node": node,
+        "changes": changes,
+        "hidden": hidden,
+        "submit": submit,
+        "destructive": destructive,
+    }
+    return TemplateResponse(request, "admin/nodes/confirm.html", context)

@@ -201,6 +201,8 @@ AUTH_PASSWORD_VALIDATORS = [
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
+# One datetime format with its zone on every admin page (taskmgmt/formats).
+FORMAT_MODULE_PATH = ["taskmgmt.formats"]
 USE_TZ = True
 
 # --- Static files -----------------------------------------------------------

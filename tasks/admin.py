@@ -6,9 +6,11 @@ from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, Prefetch, Q
+from django.http import Http404, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
@@ -16,19 +18,30 @@ from django.utils.timesince import timesince
 from accounts.models import Role, User
 from nodes.models import NodeCordoned, NodeLabels, check_schedulable
 from taskmgmt.replica import ReplicaCountPaginator
-from tasks.forms import BroadcastForm, CancelForm, LabelReassignForm, ReassignForm
+from tasks.forms import (
+    BroadcastForm,
+    CancelForm,
+    LabelReassignForm,
+    ReassignForm,
+    deadline_outcome,
+    deadline_plan,
+)
 from tasks.models import (
     EDITED_FIELDS,
     OPEN_STATUSES,
     PRIORITY_DEFAULT,
     HistoryAction,
+    SweepRun,
     Task,
     TaskHistory,
+    TaskRuleError,
     TaskStatus,
     validate_future,
 )
 from tasks.placement import NoNodeMatches
+from tasks.selectors import reassign_preview
 from tasks.services import (
+    task_assign,
     task_create,
     task_update,
     tasks_broadcast,
@@ -38,14 +51,16 @@ from tasks.services import (
     tasks_reassign_by_selector,
     tasks_set_active,
 )
+from tasks.templatetags.durations import duration, duration_ms
+from tasks.templatetags.moments import moment
 
 CHANGELIST = "admin:tasks_task_changelist"
 SYSTEM = "system (sweep)"
 
 
 def short_time(value, seconds=False) -> str:
-    """A moment as a narrow column shows it; the admin's "Dec. 1, 2026, 7:33 a.m." wraps."""
-    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M" + (":%S" if seconds else ""))
+    """A moment as a narrow column shows it, in the one format (tasks.templatetags.moments)."""
+    return moment(value, "seconds" if seconds else "minutes")
 
 
 def tasks_of_node_url(node_id) -> str:
@@ -244,7 +259,7 @@ def history_nodes(rows) -> dict[str, User]:
 
 
 def value_label(row, value, nodes: dict[str, User]):
-    """A history value as it reads: a node by name, a status by label, a deadline in UTC."""
+    """A history value as it reads: a node by name, a status by label, a deadline as a moment."""
     if value is None:
         return "—"
     if row.action in NODE_VALUED:
@@ -253,7 +268,8 @@ def value_label(row, value, nodes: dict[str, User]):
     if row.action == HistoryAction.STATUS_CHANGE:
         return TaskStatus(value).label if value in TaskStatus.values else value
     if row.action == HistoryAction.DEADLINE_CHANGE:
-        return value.replace("T", " ")[:16] + " UTC"
+        parsed = parse_datetime(value)
+        return value if parsed is None else moment(parsed, "minutes")
     if row.action == HistoryAction.EDIT:
         return ", ".join(API_FIELD_LABELS.get(name, name) for name in value.split(","))
     return value
@@ -394,14 +410,58 @@ def skipped_by_reason(queryset, action: str) -> tuple[int, dict[str, int]]:
     return eligible, skipped
 
 
-def outcome(done_text: str, done: int, eligible: int, skipped: dict[str, int]) -> str:
-    parts = [f"{done_text} {done} task(s)."]
+def outcome(
+    done_text: str, done: int, eligible: int, skipped: dict[str, int], where: str = ""
+) -> str:
+    parts = [f"{done_text} {done} task(s){where}."]
     if skipped:
         reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()))
         parts.append(f"Skipped {sum(skipped.values())}: {reasons}.")
     if eligible > done:
         parts.append(f"Skipped {eligible - done} changed by someone else meanwhile.")
     return " ".join(parts)
+
+
+def deadline_change(before, after) -> str:
+    if before == after:
+        return f"Deadline kept: {moment(after)}."
+    return f"New deadline: {moment(after)} (was {moment(before)})."
+
+
+def task_actions(request, task) -> dict:
+    """What its page offers to do to `task`: the buttons that apply to its state, the
+    reassign form, and how long it has been running."""
+    live = task.active
+    form = ReassignForm()
+    form.fields["locked_at"].label = "New deadline (optional)"
+    # An in-progress task's updated_at is its start: nothing else writes it until it
+    # finishes or is taken back (the dashboard's "oldest in progress" reads it so too).
+    started = task.updated_at if live and task.status == TaskStatus.IN_PROGRESS else None
+    return {
+        "act_url": reverse("admin:tasks_task_act", args=[task.pk]),
+        "can_reassign": live and task.status != TaskStatus.COMPLETED,
+        "can_retry": live and task.status == TaskStatus.FAILED,
+        "can_fail": live and task.status in OPEN_STATUSES,
+        "reassign_form": form,
+        "started_at": started,
+        "elapsed": (timezone.now() - started).total_seconds() if started else None,
+    }
+
+
+# A failure's reason is shown to this many characters in the failed list.
+REASON_SHOWN = 60
+
+
+def is_failed_view(request) -> bool:
+    return request.GET.get("status__exact") == TaskStatus.FAILED
+
+
+def is_overdue_view(request) -> bool:
+    """The overdue filter, or the dashboard's overdue links (open, deadline before a moment)."""
+    query = request.GET
+    return query.get("overdue") == "yes" or (
+        "locked_at__lt" in query and query.get("status__in") == ",".join(OPEN_STATUSES)
+    )
 
 
 # A confirmation page lists this many of the selected tasks, then says how many more.
@@ -519,8 +579,8 @@ class TaskAdmin(admin.ModelAdmin):
     @admin.display(description="deadline", ordering="locked_at")
     def deadline(self, task):
         # Day over time: the list fits 1366 px with both sidebars open.
-        moment = timezone.localtime(task.locked_at)
-        return format_html("{}<br>{}", f"{moment:%Y-%m-%d}", f"{moment:%H:%M}")
+        local = timezone.localtime(task.locked_at)
+        return format_html("{}<br>{}", f"{local:%Y-%m-%d}", f"{local:%H:%M} {local.tzname()}")
 
     @admin.display(description="overdue")
     def overdue(self, task):
@@ -548,8 +608,47 @@ class TaskAdmin(admin.ModelAdmin):
     @admin.display(description="created", ordering="created_at")
     def created(self, task):
         # The day is what a list needs (the date drill-down above works in days too).
-        moment = timezone.localtime(task.created_at)
-        return format_html('<span title="{}">{}</span>', short_time(moment), f"{moment:%Y-%m-%d}")
+        local = timezone.localtime(task.created_at)
+        return format_html('<span title="{}">{}</span>', short_time(local), f"{local:%Y-%m-%d}")
+
+    def get_list_display(self, request):
+        """Filtered to failed tasks, the list says why and when each failed; filtered to
+        overdue ones, how late each is."""
+        if is_failed_view(request):
+            return ["task_name", "node", "cause", "reason", "failed_at", "attempts", "created"]
+        if is_overdue_view(request):
+            return ["task_name", "node", "status_badge", "deadline", "late_by", "created"]
+        return self.list_display
+
+    def get_ordering(self, request):
+        # The latest first is no answer to "which are late": the longest overdue first.
+        if is_overdue_view(request):
+            return ["locked_at", "id"]
+        return super().get_ordering(request)
+
+    @admin.display(description="cause", ordering="failure_cause")
+    def cause(self, task):
+        return task.get_failure_cause_display() or "unknown"
+
+    @admin.display(description="reason")
+    def reason(self, task):
+        # Shortened so the row stays one line or two; the whole of it on hover.
+        text = task.failure_reason
+        if not text:
+            return "—"
+        short = text if len(text) <= REASON_SHOWN else text[: REASON_SHOWN - 1] + "…"
+        return format_html('<span title="{}">{}</span>', text, short)
+
+    @admin.display(description="failed at", ordering="updated_at")
+    def failed_at(self, task):
+        return moment(task.updated_at, "minutes")
+
+    @admin.display(description="late by", ordering="locked_at")
+    def late_by(self, task):
+        late = (timezone.now() - task.locked_at).total_seconds()
+        return (
+            format_html('<span class="task-overdue">{}</span>', duration(late)) if late > 0 else "—"
+        )
 
     def get_queryset(self, request):
         nodes = User.objects.only("id", "name", "email")
@@ -584,17 +683,66 @@ class TaskAdmin(admin.ModelAdmin):
         return self.readonly_fields
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        """A task nobody may edit shows no Save buttons: there is nothing to save."""
+        """A task nobody may edit shows no Save buttons: there is nothing to save.
+        Every task shows what can be done to it (task_actions)."""
         task = self.get_object(request, object_id)
+        if task is not None:
+            extra_context = {**(extra_context or {}), **task_actions(request, task)}
         if task is not None and not is_editable(task):
+            state = "soft-deleted" if not task.active else task.get_status_display().lower()
             extra_context = {
-                **(extra_context or {}),
-                "title": f"View task ({'soft-deleted' if not task.active else task.status})",
+                **extra_context,
+                "title": f"View task ({state})",
                 "show_save": False,
                 "show_save_and_continue": False,
                 "show_save_and_add_another": False,
             }
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def act_view(self, request, object_id):
+        """One task's own actions (its page's buttons): reassign, retry, mark failed.
+        Each goes through tasks.services, as the API's and the list's do."""
+        task = self.get_object(request, object_id)
+        if task is None:
+            raise Http404("No task has this id.")
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_change_permission(request, task):
+            raise PermissionDenied
+        back = redirect("admin:tasks_task_change", task.pk)
+        action = request.POST.get("action")
+        try:
+            if action == "reassign":
+                form = ReassignForm(request.POST)
+                if not form.is_valid():
+                    for errors in form.errors.values():
+                        self.message_user(request, " ".join(errors), messages.ERROR)
+                    return back
+                locked_at = form.cleaned_data["locked_at"]
+                moved = task_assign(
+                    task_id=task.pk, node=form.cleaned_data["node"], locked_at=locked_at
+                )
+                text = f"Reassigned to {moved.assigned_node}, back to pending."
+            elif action == "retry" and task.status == TaskStatus.FAILED:
+                moved = task_assign(task_id=task.pk, node=task.assigned_node)
+                text = f"Back to pending on {moved.assigned_node}, for another attempt."
+            elif action == "fail" and task.status in OPEN_STATUSES:
+                tasks_fail(task_ids=[task.pk])
+                self.message_user(request, "Marked failed (cause: admin).", messages.SUCCESS)
+                return back
+            else:
+                self.message_user(
+                    request,
+                    f"This task is {task.get_status_display().lower()}: nothing was done.",
+                    messages.WARNING,
+                )
+                return back
+        except (ValidationError, TaskRuleError, Task.DoesNotExist) as error:
+            detail = "; ".join(error.messages) if isinstance(error, ValidationError) else error
+            self.message_user(request, f"Nothing was done: {detail}", messages.ERROR)
+            return back
+        self.message_user(request, f"{text} {deadline_change(task.locked_at, moved.locked_at)}")
+        return back
 
     def get_inline_instances(self, request, obj=None):
         # The history exists once the task does.
@@ -605,11 +753,17 @@ class TaskAdmin(admin.ModelAdmin):
         return False
 
     def get_urls(self):
-        broadcast = self.admin_site.admin_view(self.broadcast_view)
-        return [
-            path("broadcast/", broadcast, name="tasks_task_broadcast"),
-            *super().get_urls(),
-        ]
+        act = path(
+            "<path:object_id>/act/",
+            self.admin_site.admin_view(self.act_view),
+            name="tasks_task_act",
+        )
+        broadcast = path(
+            "broadcast/",
+            self.admin_site.admin_view(self.broadcast_view),
+            name="tasks_task_broadcast",
+        )
+        return [broadcast, act, *super().get_urls()]
 
     def broadcast_view(self, request):
         """One task for every schedulable node with the labels given (tasks_broadcast)."""
@@ -661,6 +815,8 @@ class TaskAdmin(admin.ModelAdmin):
                 "title": submit,
                 "intro": intro,
                 "submit": submit,
+                # Failing and hiding tasks take something away: styled as Django's delete.
+                "destructive": action in ("mark_failed", "soft_delete"),
                 "action": action,
                 "form": form,
                 "tasks": queryset.select_related("assigned_node")[:CONFIRM_LIST_LIMIT],
@@ -681,28 +837,31 @@ class TaskAdmin(admin.ModelAdmin):
         form = ReassignForm(request.POST if "apply" in request.POST else None)
         if form.is_valid():
             eligible, skipped = skipped_by_reason(queryset, "reassign")
+            target, locked_at = form.cleaned_data["node"], form.cleaned_data["locked_at"]
             try:
-                done = len(
-                    tasks_reassign(
-                        task_ids=queryset.values_list("pk", flat=True),
-                        node=form.cleaned_data["node"],
-                        locked_at=form.cleaned_data["locked_at"],
-                    )
+                moved = tasks_reassign(
+                    task_ids=queryset.values_list("pk", flat=True), node=target, locked_at=locked_at
                 )
             except ValidationError as error:
                 self.message_user(request, "; ".join(error.messages), messages.ERROR)
                 return None
-            self.report(request, outcome("Reassigned", done, eligible, skipped), skipped, done)
+            text = outcome("Reassigned", len(moved), eligible, skipped, f" to {target}")
+            if moved:
+                text += " " + deadline_outcome(moved, locked_at)
+            self.report(request, text, skipped, len(moved))
             return None
+        preview = reassign_preview(queryset, timezone.now())
         return self.confirmation(
             request,
             queryset,
             action="reassign",
             intro=(
-                "These tasks go back to pending for the chosen node. "
-                "Completed and soft-deleted tasks are left as they are."
+                f"{preview['moving']} of the selected tasks go back to pending for the chosen "
+                f"node ({preview['in_progress']} of them in progress: their node stops working "
+                "on them); completed and soft-deleted tasks are left as they are. "
+                "Without a deadline below: " + deadline_plan(preview, None)
             ),
-            submit="Reassign",
+            submit=f"Reassign {preview['moving']} task(s)",
             form=form,
         )
 
@@ -813,6 +972,43 @@ class HistoryChangeList(ChangeList):
             row.labelled_nodes = nodes
 
 
+class ActorFilter(admin.SimpleListFilter):
+    """Who acted: the sweep, or a person or node by name."""
+
+    title = "by"
+    parameter_name = "actor"
+    SYSTEM = "system"
+
+    def lookups(self, request, model_admin):
+        people = User.objects.only("id", "name", "email").order_by("role", "name", "email")
+        return [(self.SYSTEM, SYSTEM), *((str(user.pk), str(user)) for user in people)]
+
+    def queryset(self, request, queryset):
+        if self.value() == self.SYSTEM:
+            return queryset.filter(performed_by__isnull=True)
+        if self.value():
+            return queryset.filter(performed_by_id=self.value())
+        return queryset
+
+
+class InvolvedNodeFilter(admin.SimpleListFilter):
+    """Everything about one node: what it did, and what was given to it or taken from it."""
+
+    title = "node"
+    parameter_name = "node"
+
+    def lookups(self, request, model_admin):
+        nodes = User.objects.filter(role=Role.NODE).only("id", "name", "email")
+        return [(str(node.pk), str(node)) for node in nodes]
+
+    def queryset(self, request, queryset):
+        node = self.value()
+        if not node:
+            return queryset
+        moved = Q(action__in=NODE_VALUED) & (Q(from_value=node) | Q(to_value=node))
+        return queryset.filter(moved | Q(performed_by_id=node))
+
+
 @admin.register(TaskHistory)
 class TaskHistoryAdmin(HistoryLabels, admin.ModelAdmin):
     """Read-only: the audit trail cannot be edited or deleted here."""
@@ -826,7 +1022,8 @@ class TaskHistoryAdmin(HistoryLabels, admin.ModelAdmin):
         "performed_by_label",
         "cause",
     ]
-    list_filter = ["action", "cause"]
+    # The activity feed: newest first, by node, actor, action and cause.
+    list_filter = [InvolvedNodeFilter, ActorFilter, "action", "cause"]
     list_select_related = ["task", "performed_by"]
     # Ids grow with time in an append-only table, and the primary key needs no sort.
     ordering = ["-id"]
@@ -835,6 +1032,9 @@ class TaskHistoryAdmin(HistoryLabels, admin.ModelAdmin):
     paginator = ReplicaCountPaginator
     fields = ["when", "task_link", "action", "from_label", "to_label", "performed_by_label"]
     readonly_fields = fields
+
+    class Media:
+        css = {"all": ["tasks/admin.css"]}
 
     def get_changelist(self, request, **kwargs):
         return HistoryChangeList
@@ -848,6 +1048,76 @@ class TaskHistoryAdmin(HistoryLabels, admin.ModelAdmin):
     def task_link(self, row):
         url = reverse("admin:tasks_task_change", args=[row.task_id])
         return format_html('<a href="{}">{}</a>', url, row.task.name)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+def history_url(**lookups) -> str:
+    return f"{reverse('admin:tasks_taskhistory_changelist')}?{urlencode(lookups)}"
+
+
+@admin.register(SweepRun)
+class SweepRunAdmin(admin.ModelAdmin):
+    """The sweep's past runs, newest first, each linked to the history rows it wrote.
+
+    A run does not record its tasks: its links are the system's history rows in the
+    run's time window (two sweeps that overlap, from two hosts, share their rows)."""
+
+    list_display = ["when", "took", "failed", "reassigned", "held", "all_rows"]
+    ordering = ["-started_at"]
+    show_full_result_count = False
+    list_per_page = 50
+
+    class Media:
+        css = {"all": ["tasks/admin.css"]}
+
+    @staticmethod
+    def window(run) -> dict:
+        return {
+            "actor": ActorFilter.SYSTEM,
+            "created_at__gte": run.started_at.isoformat(),
+            "created_at__lte": run.finished_at.isoformat(),
+        }
+
+    @admin.display(description="when", ordering="started_at")
+    def when(self, run):
+        return moment(run.started_at)
+
+    @admin.display(description="took")
+    def took(self, run):
+        return duration_ms(run.duration.total_seconds())
+
+    @admin.display(description="failed", ordering="failed_count")
+    def failed(self, run):
+        if not run.failed_count:
+            return 0
+        url = history_url(**self.window(run), action="status_change", to_value="failed")
+        return format_html('<a href="{}">{}</a>', url, run.failed_count)
+
+    @admin.display(description="reassigned off lost nodes", ordering="reassigned_count")
+    def reassigned(self, run):
+        if not run.reassigned_count:
+            return 0
+        url = history_url(**self.window(run), action="assignee_change")
+        return format_html('<a href="{}">{}</a>', url, run.reassigned_count)
+
+    @admin.display(description="failover held for", ordering="failover_held_count")
+    def held(self, run):
+        count = run.failover_held_count
+        return f"{count} down node(s)" if count else "—"
+
+    @admin.display(description="history")
+    def all_rows(self, run):
+        if not (run.failed_count or run.reassigned_count):
+            return "—"
+        return format_html('<a href="{}">every row</a>', history_url(**self.window(run)))
 
     def has_add_permission(self, request):
         return False

@@ -5,6 +5,7 @@ node page is nodes.node_page.
 """
 
 from datetime import timedelta
+from urllib.parse import quote
 
 from django.conf import settings
 from django.contrib import admin
@@ -16,8 +17,8 @@ from nodes.models import RECENT_DOWN_INTERVALS
 from nodes.node_page import node_view
 from tasks.changelist_links import changelist_url, failures_url, status_url
 from tasks.chart import chart
-from tasks.dashboard import snapshot
-from tasks.models import OPEN_STATUSES, TaskStatus
+from tasks.dashboard import AT_RISK, backlog_seconds, snapshot
+from tasks.models import OPEN_STATUSES, FailureCause, TaskStatus
 
 
 def label_groups(data: dict, key: str) -> list[dict]:
@@ -67,6 +68,9 @@ def dashboard_context(data: dict, group: str | None = None) -> dict:
         }
         for node in data["nodes"]
     ]
+    for row in node_rows:
+        row["backlog"] = backlog_seconds(row["open"], row["completed_last_hour"])
+    at_risk = [row for row in node_rows if row["liveness"] in AT_RISK and row["open"]]
     soon = data["computed_at"] + timedelta(hours=1)
     return {
         "data": data,
@@ -89,11 +93,33 @@ def dashboard_context(data: dict, group: str | None = None) -> dict:
             locked_at__lt=soon.isoformat(),
         ),
         "failures": [
-            (cause, count, failures_url(cause, data["since"]))
+            (cause, cause_label(cause), count, failures_url(cause, data["since"]))
             for cause, count in sorted(data["failures"].items())
         ],
+        "status_labels": TaskStatus.choices,
+        "at_risk": at_risk,
+        "at_risk_count": sum(row["open"] for row in at_risk),
+        "at_risk_url": changelist_url(
+            assigned_node__id__in=",".join(str(row["id"]) for row in at_risk),
+            status__in=",".join(OPEN_STATUSES),
+        )
+        if at_risk
+        else "",
+        "sweep_age": (
+            (now - data["last_sweep"]["started_at"]).total_seconds() if data["last_sweep"] else None
+        ),
         "chart": chart(data),
+        "sweep_runs_url": reverse("admin:tasks_sweeprun_changelist"),
+        "moved_url": (
+            f"{reverse('admin:tasks_sweeprun_changelist')}"
+            f"?started_at__gte={quote(data['since'].isoformat())}"
+        ),
     }
+
+
+def cause_label(cause: str) -> str:
+    # Failures from before causes were recorded have none.
+    return FailureCause(cause).label if cause in FailureCause.values else "Unknown (before causes)"
 
 
 class AdminSite(admin.AdminSite):

@@ -15,30 +15,47 @@ CAUSE_COLOURS = {
     NO_CAUSE: "#a7b6c2",
 }
 COMPLETED_COLOUR = "#29a634"
-CHART_WIDTH, CHART_HEIGHT, BAR_GAP = 720, 180, 4
+# The SVG's own units; the page scales it to its panel's width (tasks/admin.css).
+CHART_WIDTH, CHART_HEIGHT, BAR_GAP = 1200, 200, 4
+# Room left of the bars for the y-axis' numbers, and above the tallest bar.
+AXIS_WIDTH, HEADROOM = 44, 14
+
+
+def axis_top(tallest: int) -> int:
+    """The y-axis' top: the tallest bar rounded up to 1, 2 or 5 times a power of ten."""
+    magnitude = 1
+    while True:
+        for step in (1, 2, 5):
+            if step * magnitude >= tallest:
+                return step * magnitude
+        magnitude *= 10
 
 
 def chart(data: dict) -> dict:
-    """Stacked bars per hour (completed at the bottom, then each cause), laid out here
-    so the page needs no script: each segment links to its tasks."""
+    """Stacked bars per hour (completed at the bottom, then each cause) over a y-axis,
+    laid out here so the page needs no script: each segment links to its tasks, and
+    the current hour is labelled "now"."""
     hours = data["hours"]
     tallest = max((hour["completed"] + sum(hour["failed"].values()) for hour in hours), default=0)
-    scale = CHART_HEIGHT / tallest if tallest else 0
-    slot = CHART_WIDTH / len(hours)
+    top_value = axis_top(tallest)
+    plot_height = CHART_HEIGHT - HEADROOM
+    scale = plot_height / top_value
+    slot = (CHART_WIDTH - AXIS_WIDTH) / len(hours)
     bars = []
     for i, hour in enumerate(hours):
         until = hour["start"] + timedelta(hours=1)
-        segments = [("completed", hour["completed"], COMPLETED_COLOUR, None)] + [
-            (cause, count, CAUSE_COLOURS.get(cause, "#a7b6c2"), cause)
+        segments = [("Completed", hour["completed"], COMPLETED_COLOUR, None)] + [
+            (cause_label(cause), count, CAUSE_COLOURS.get(cause, "#a7b6c2"), cause)
             for cause, count in sorted(hour["failed"].items())
         ]
-        top = CHART_HEIGHT
+        bottom = CHART_HEIGHT
         rects = []
+        left = AXIS_WIDTH + i * slot
         for label, count, colour, cause in segments:
             if not count:
                 continue
             height = max(count * scale, 1)
-            top -= height
+            bottom -= height
             url = (
                 failures_url(cause, hour["start"], until)
                 if cause
@@ -50,23 +67,47 @@ def chart(data: dict) -> dict:
             )
             rects.append(
                 {
-                    "x": round(i * slot + BAR_GAP / 2, 1),
-                    "y": round(top, 1),
+                    "x": round(left + BAR_GAP / 2, 1),
+                    "y": round(bottom, 1),
                     "width": round(slot - BAR_GAP, 1),
                     "height": round(height, 1),
                     "colour": colour,
                     "url": url,
-                    "title": f"{hour['start']:%H}:00 {label}: {count}",
+                    "title": f"{hour['start']:%H}:00 to {until:%H}:00, {label}: {count}",
                 }
             )
-        bars.append({"rects": rects, "label": f"{hour['start']:%H}", "x": round(i * slot, 1)})
-    legend = [("completed", COMPLETED_COLOUR)] + [
-        (cause, colour) for cause, colour in CAUSE_COLOURS.items() if cause != NO_CAUSE
+        now = i == len(hours) - 1
+        bars.append(
+            {
+                "rects": rects,
+                # Every third hour, and the current one, which reads "now".
+                "label": "now" if now else f"{hour['start']:%H}:00" if i % 3 == 0 else "",
+                "now": now,
+                "x": round(left + slot / 2, 1),
+            }
+        )
+    ticks = [
+        {
+            "value": value,
+            "y": round(CHART_HEIGHT - value * scale, 1),
+            "label_y": round(CHART_HEIGHT - value * scale + 4, 1),
+        }
+        for value in sorted({0, top_value // 2, top_value})
+        if value or top_value
+    ]
+    legend = [("Completed", COMPLETED_COLOUR)] + [
+        (cause_label(cause), colour) for cause, colour in CAUSE_COLOURS.items() if cause != NO_CAUSE
     ]
     return {
         "bars": bars,
+        "ticks": ticks,
         "tallest": tallest,
         "width": CHART_WIDTH,
         "height": CHART_HEIGHT,
+        "axis_x": AXIS_WIDTH,
         "legend": legend,
     }
+
+
+def cause_label(cause: str) -> str:
+    return FailureCause(cause).label if cause in FailureCause.values else "Unknown cause"

@@ -23,6 +23,7 @@ from tasks.selectors import (
     finished_since,
     last_sweep,
     open_by_node_and_status,
+    sweep_moves_since,
 )
 
 logger = logging.getLogger("taskmgmt.dashboard")
@@ -32,6 +33,17 @@ WINDOW_HOURS = 24
 SNAPSHOT_CACHE_KEY = "tasks:dashboard:snapshot"
 # A failure from before causes were recorded has none; it is shown as this.
 NO_CAUSE = "unknown"
+
+
+AT_RISK = ("stale", "down", "never_seen")
+
+
+def backlog_seconds(open_count: int, completed_last_hour: int) -> float | None:
+    """How long a node's open tasks take at the rate it completed tasks in the last hour;
+    None when it completed none (no rate to go by)."""
+    if not open_count:
+        return 0
+    return open_count * 3600 / completed_last_hour if completed_last_hour else None
 
 
 def _compute(now: datetime, using: str) -> dict:
@@ -46,6 +58,7 @@ def _compute(now: datetime, using: str) -> dict:
             "overdue": 0,
             "labels": labels_text(row["label_set"]),
             "label_set": row["label_set"],
+            "completed_last_hour": 0,
         }
         for row in Node.objects.using(using)
         .with_liveness(now)
@@ -82,7 +95,7 @@ def _compute(now: datetime, using: str) -> dict:
     for row in open_rows:
         deadlines["overdue"] += row["overdue"]
         deadlines["due_soon"] += row["due_soon"]
-    for row in open_rows + finished_since(since, using):
+    for row in open_rows + finished_since(since, recent=now - timedelta(hours=1), using=using):
         totals[row["status"]] += row["count"]
         # An admin-role assignee (data from before the rule) is in the totals only.
         node = nodes.get(row["assigned_node_id"])
@@ -97,6 +110,8 @@ def _compute(now: datetime, using: str) -> dict:
         hour = hours[(row["hour"] - since.hour) % WINDOW_HOURS]
         if row["status"] == TaskStatus.COMPLETED:
             hour["completed"] += row["count"]
+            if node is not None:
+                node["completed_last_hour"] += row["recent"]
         else:
             cause = row["failure_cause"] or NO_CAUSE
             hour["failed"][cause] = hour["failed"].get(cause, 0) + row["count"]
@@ -109,6 +124,7 @@ def _compute(now: datetime, using: str) -> dict:
         "totals": totals,
         **deadlines,
         "failures": failures,
+        "moved_off_lost": sweep_moves_since(since, using),
         "hours": hours,
         "last_sweep": last_run
         and {

@@ -1,7 +1,6 @@
 """The admin's one reassign form: the task list's action and the node page's
-"reassign all its open tasks" both move tasks with it; and the cancel form."""
-
-from datetime import timedelta
+"reassign all its open tasks" both move tasks with it, and both say in the same
+words what it will do and what it did to the deadlines; and the cancel form."""
 
 from django import forms
 from django.conf import settings
@@ -9,6 +8,7 @@ from django.utils import timezone
 
 from nodes.models import Node, labels_errors
 from tasks.models import CANCEL_REASON_MAX_LENGTH, PRIORITY_MAX, PRIORITY_MIN, validate_future
+from tasks.templatetags.moments import moment
 
 
 class CancelForm(forms.Form):
@@ -24,27 +24,31 @@ class CancelForm(forms.Form):
 class ReassignForm(forms.Form):
     node = forms.ModelChoiceField(queryset=Node.objects.none())
     locked_at = forms.DateTimeField(
-        label="New deadline",
+        label="New deadline for all (optional)",
         required=False,
-        help_text=(
-            "A future date and time (UTC). Empty: a task keeps its deadline unless it has "
-            "passed or is nearer than REASSIGN_DEADLINE_MINUTES, then gets now + that."
-        ),
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+        # Text, not the browser's datetime-local picker, which writes the browser's
+        # locale beside a help text that names the server's zone.
+        widget=forms.DateTimeInput(attrs={"placeholder": "YYYY-MM-DD HH:MM"}),
     )
 
     def __init__(self, *args, source: Node | None = None, **kwargs):
-        """`source`: the node whose open tasks all move (the node page); it is no target,
-        and the deadline offered is a fresh one."""
+        """`source`: the node whose open tasks all move (the node page); it is no target.
+
+        No deadline is offered: an empty field keeps each task's own (the API's
+        assign rule), so one click cannot give a thousand tasks the same minute."""
         super().__init__(*args, **kwargs)
         # A cordoned or draining node takes no new work: it is not offered.
         nodes = Node.objects.schedulable()
         self.fields["node"].queryset = nodes.exclude(pk=source.pk) if source else nodes
         if source is not None:
             self.fields["node"].label = "Reassign all its open tasks to"
-            self.fields["locked_at"].initial = (
-                timezone.now() + timedelta(minutes=settings.REASSIGN_DEADLINE_MINUTES)
-            ).strftime("%Y-%m-%dT%H:%M")
+        zone = timezone.localtime().tzname()
+        self.fields["locked_at"].help_text = (
+            f"Leave empty to keep each task's deadline; one that has passed or is less than "
+            f"{settings.REASSIGN_DEADLINE_MINUTES} min away becomes now + "
+            f"{settings.REASSIGN_DEADLINE_MINUTES} min. A date and time here "
+            f"(YYYY-MM-DD HH:MM, {zone}) replaces every task's deadline."
+        )
 
     def clean_locked_at(self):
         locked_at = self.cleaned_data["locked_at"]
@@ -110,3 +114,27 @@ class BroadcastForm(forms.Form):
         locked_at = self.cleaned_data["locked_at"]
         validate_future(locked_at)
         return locked_at
+
+
+def deadline_plan(preview: dict[str, int], locked_at) -> str:
+    """What a reassignment will do to the deadlines of the tasks `preview`
+    (tasks.selectors.reassign_preview) counts."""
+    if locked_at is not None:
+        return f"All {preview['moving']} get the deadline {moment(locked_at, 'minutes')}."
+    kept = preview["moving"] - preview["stale"]
+    return (
+        f"{preview['stale']} have a deadline that has passed or is less than "
+        f"{settings.REASSIGN_DEADLINE_MINUTES} min away: they get now + "
+        f"{settings.REASSIGN_DEADLINE_MINUTES} min. The other {kept} keep their own deadline."
+    )
+
+
+def deadline_outcome(moved, locked_at) -> str:
+    """What a reassignment did to the deadlines (`moved`: tasks.services.Reassigned)."""
+    if locked_at is not None:
+        return f"Set {moved.new_deadlines} deadline(s) to {moment(locked_at, 'minutes')}."
+    return (
+        f"Renewed {moved.new_deadlines} stale deadline(s) to now + "
+        f"{settings.REASSIGN_DEADLINE_MINUTES} min; "
+        f"{len(moved) - moved.new_deadlines} kept their own."
+    )

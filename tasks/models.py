@@ -127,8 +127,12 @@ def fresh_deadline(current: datetime, now: datetime | None = None) -> datetime:
     away, otherwise now + REASSIGN_DEADLINE_MINUTES: never a stale deadline
     the sweep would fail at once (docs/api.md, Reassignment).
     """
-    floor = (now or timezone.now()) + timedelta(minutes=settings.REASSIGN_DEADLINE_MINUTES)
-    return max(current, floor)
+    return max(current, deadline_floor(now))
+
+
+def deadline_floor(now: datetime | None = None) -> datetime:
+    """The nearest deadline a reassigned task keeps; anything sooner is stale (fresh_deadline)."""
+    return (now or timezone.now()) + timedelta(minutes=settings.REASSIGN_DEADLINE_MINUTES)
 
 
 class TaskRuleError(DomainError):

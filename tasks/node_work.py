@@ -5,26 +5,33 @@ Registered by tasks.apps, so nodes shows task data without importing tasks.
 """
 
 from datetime import timedelta
+from urllib.parse import urlencode
 
-from django.contrib import messages
+from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import redirect
+from django.urls import reverse
 
+from accounts.models import User
+from nodes.node_page import confirmation
 from nodes.work import NodeWork
 from taskmgmt.replica import on_replica
 from tasks.changelist_links import changelist_url, status_url
-from tasks.dashboard import WINDOW_HOURS
-from tasks.forms import ReassignForm
+from tasks.dashboard import WINDOW_HOURS, backlog_seconds
+from tasks.forms import ReassignForm, deadline_outcome, deadline_plan
 from tasks.models import OPEN_STATUSES, Task, TaskStatus
 from tasks.selectors import (
     node_finished_counts,
     node_history,
+    node_moved_away,
     node_open_task_ids,
     node_status_counts,
+    reassign_preview,
 )
 from tasks.services import tasks_drain_pending, tasks_reassign
 
 HISTORY_ROWS = 20
+SYSTEM = "the sweep"
 
 
 class TaskWork(NodeWork):
@@ -46,17 +53,20 @@ class TaskWork(NodeWork):
     def node_page(self, request, node, now):
         form = ReassignForm(request.POST or None, source=node)
         if request.method == "POST" and form.is_valid():
+            if request.POST.get("confirm") != "yes":
+                return reassign_confirmation(request, node, form, now)
+            target, locked_at = form.cleaned_data["node"], form.cleaned_data["locked_at"]
             try:
                 moved = tasks_reassign(
-                    task_ids=node_open_task_ids(node),
-                    node=form.cleaned_data["node"],
-                    locked_at=form.cleaned_data["locked_at"],
+                    task_ids=node_open_task_ids(node), node=target, locked_at=locked_at
                 )
             except ValidationError as error:
                 messages.error(request, "; ".join(error.messages))
             else:
                 messages.success(
-                    request, f"Reassigned {len(moved)} open task(s) to {form.cleaned_data['node']}."
+                    request,
+                    f"Reassigned {len(moved)} open task(s) from {node} to {target}, back to "
+                    f"pending. {deadline_outcome(moved, locked_at)}",
                 )
                 return redirect("admin:node", node_id=node.pk)
         since = now - timedelta(hours=WINDOW_HOURS)
@@ -70,12 +80,19 @@ class TaskWork(NodeWork):
             )
         )
         done = sum(finished.values())
+        open_count = sum(counts.get(status, 0) for status in OPEN_STATUSES)
+        last_hour = node_finished_counts(node, now - timedelta(hours=1)).get(
+            TaskStatus.COMPLETED, 0
+        )
         return {
+            "completed_last_hour": last_hour,
+            "in_progress_count": counts.get(TaskStatus.IN_PROGRESS, 0),
+            "backlog": backlog_seconds(open_count, last_hour),
             "statuses": [
                 (status, label, counts.get(status, 0), status_url(status, node.pk))
                 for status, label in TaskStatus.choices
             ],
-            "open_count": sum(counts.get(status, 0) for status in OPEN_STATUSES),
+            "open_count": open_count,
             "finished": finished,
             "failure_rate": (finished.get(TaskStatus.FAILED, 0) / done) if done else None,
             "failed_url": changelist_url(
@@ -84,5 +101,63 @@ class TaskWork(NodeWork):
                 updated_at__gte=since.isoformat(),
             ),
             "history": history,
+            "moved_away": moved_away(node),
+            "activity_url": (
+                f"{reverse('admin:tasks_taskhistory_changelist')}?{urlencode({'node': node.pk})}"
+            ),
             "form": form,
         }
+
+
+def moved_away(node) -> list[dict]:
+    """Its tasks given to another node, newest first, with who moved them and where to:
+    two queries (the rows, then the nodes they went to)."""
+    rows = list(node_moved_away(node, HISTORY_ROWS))
+    targets = {row.to_value for row in rows if row.to_value}
+    names = (
+        {
+            str(user.pk): str(user.name or user.email)
+            for user in User.objects.filter(pk__in=targets).only("id", "name", "email")
+        }
+        if targets
+        else {}
+    )
+    return [
+        {
+            "created_at": row.created_at,
+            "task_id": row.task_id,
+            "task_name": row.task.name,
+            "to": names.get(row.to_value, row.to_value),
+            "to_url": reverse("admin:node", args=[row.to_value]) if row.to_value in names else "",
+            "by": SYSTEM
+            if row.performed_by is None
+            else row.performed_by.name or row.performed_by.email,
+            "cause": row.get_cause_display(),
+        }
+        for row in rows
+    ]
+
+
+def reassign_confirmation(request, node, form, now):
+    """How many of the node's tasks move where, and what happens to their deadlines."""
+    target, locked_at = form.cleaned_data["node"], form.cleaned_data["locked_at"]
+    preview = reassign_preview(Task.objects.filter(pk__in=node_open_task_ids(node)), now)
+    return confirmation(
+        admin.site,
+        request,
+        node,
+        title=f"Reassign {preview['moving']} open task(s) from {node} to {target}?",
+        changes=[
+            f"{preview['moving']} open task(s) move from {node} to {target} and go back to "
+            f"pending; {preview['in_progress']} of them are in progress on {node}, which "
+            "stops working on them.",
+            deadline_plan(preview, locked_at),
+            "Each move is written to the task's history, with you as its author.",
+        ],
+        hidden=[
+            ("action", "reassign"),
+            ("node", target.pk),
+            ("locked_at", form.data.get("locked_at", "")),
+        ],
+        submit=f"Yes, reassign {preview['moving']} task(s)",
+    )

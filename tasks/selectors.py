@@ -12,7 +12,16 @@ from django.db.models.functions import ExtractHour
 from django.db.models.utils import create_namedtuple_class
 
 from taskmgmt.sql import driver_rows, select_one
-from tasks.models import FINAL_STATUSES, OPEN_STATUSES, SweepRun, Task, TaskHistory, TaskStatus
+from tasks.models import (
+    FINAL_STATUSES,
+    OPEN_STATUSES,
+    HistoryAction,
+    SweepRun,
+    Task,
+    TaskHistory,
+    TaskStatus,
+    deadline_floor,
+)
 
 # The columns a task's representation reads, in `TaskSerializer` order.
 TASK_COLUMNS = (
@@ -87,9 +96,12 @@ def open_by_node_and_status(now: datetime, using: str = DEFAULT_DB_ALIAS) -> lis
     )
 
 
-def finished_since(since: datetime, using: str = DEFAULT_DB_ALIAS) -> list[dict]:
+def finished_since(
+    since: datetime, recent: datetime | None = None, using: str = DEFAULT_DB_ALIAS
+) -> list[dict]:
     """Tasks that reached completed or failed since `since` (and are still there), by
-    hour, status, cause and node: one covering range on task_dashboard_done.
+    hour, status, cause and node, and how many of each since `recent` (a node's rate):
+    one covering range on task_dashboard_done.
 
     Finished tasks pile up for ever; counting all of them is a scan of the whole
     table (0.8 s at a million), so the dashboard shows the window's."""
@@ -100,7 +112,10 @@ def finished_since(since: datetime, using: str = DEFAULT_DB_ALIAS) -> list[dict]
         # than truncating each timestamp (half the query's time at a million tasks).
         .annotate(hour=ExtractHour("updated_at"))
         .values("hour", "status", "failure_cause", "assigned_node_id")
-        .annotate(count=Count("pk"))
+        .annotate(
+            count=Count("pk"),
+            recent=Count("pk", filter=Q(updated_at__gte=recent or since)),
+        )
         .order_by()
     )
 
@@ -138,6 +153,24 @@ def node_history(node, rows: int, using: str = DEFAULT_DB_ALIAS) -> list[TaskHis
     )
 
 
+def node_moved_away(node, rows: int):
+    """What was done to the node: its tasks given to another node, by a person or the
+    sweep, newest first."""
+    return (
+        TaskHistory.objects.filter(action=HistoryAction.ASSIGNEE_CHANGE, from_value=str(node.pk))
+        .select_related("task", "performed_by")
+        .only(
+            "created_at",
+            "to_value",
+            "cause",
+            "task__name",
+            "performed_by__name",
+            "performed_by__email",
+        )
+        .order_by("-id")[:rows]
+    )
+
+
 def node_open_task_ids(node):
     """The ids of the node's active open tasks (what its page's reassign moves)."""
     return Task.objects.filter(
@@ -145,8 +178,30 @@ def node_open_task_ids(node):
     ).values_list("pk", flat=True)
 
 
+def reassign_preview(tasks, now: datetime) -> dict[str, int]:
+    """What `tasks_reassign` without a chosen deadline would do to `tasks`, in one query:
+    how many move (in progress among them) and how many stale deadlines it renews."""
+    movable = tasks.filter(active=True).exclude(status=TaskStatus.COMPLETED).order_by()
+    return movable.aggregate(
+        moving=Count("pk"),
+        in_progress=Count("pk", filter=Q(status=TaskStatus.IN_PROGRESS)),
+        stale=Count("pk", filter=Q(locked_at__lt=deadline_floor(now))),
+    )
+
+
 def last_sweep(using: str = DEFAULT_DB_ALIAS) -> SweepRun | None:
     return SweepRun.objects.using(using).order_by("-started_at").first()
+
+
+def sweep_moves_since(since: datetime, using: str = DEFAULT_DB_ALIAS) -> int:
+    """Tasks the sweep moved off lost nodes since `since` (its runs' own counts: indexed,
+    where counting history rows would scan the history)."""
+    moved = (
+        SweepRun.objects.using(using)
+        .filter(started_at__gte=since)
+        .aggregate(n=Sum("reassigned_count"))
+    )
+    return moved["n"] or 0
 
 
 def sweep_totals(using: str = DEFAULT_DB_ALIAS) -> dict:

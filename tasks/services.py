@@ -604,10 +604,17 @@ def tasks_fail(*, task_ids: Iterable[UUID]) -> int:
     return _fail(locked, actor=current_actor(), cause=FailureCause.ADMIN) if locked else 0
 
 
+class Reassigned(list):
+    """The ids `tasks_reassign` changed; `new_deadlines`: how many of them got a new deadline
+    (the one chosen, or a fresh one for a stale deadline), which its callers report."""
+
+    new_deadlines = 0
+
+
 @transaction.atomic
 def tasks_reassign(
     *, task_ids: Iterable[UUID], node, locked_at: datetime | None = None
-) -> list[UUID]:
+) -> Reassigned:
     """Give many tasks to one node, back to pending, as `task_assign` gives one.
 
     Completed and soft-deleted tasks are left alone; returns the ids it changed.
@@ -622,7 +629,7 @@ def tasks_reassign(
         .values_list("id", *fields)
     )
     if not locked:
-        return []
+        return Reassigned()
     now = timezone.now()
     rows, moved_deadline, deadline = [], [], locked_at
     for task_id, *values in locked:
@@ -641,7 +648,9 @@ def tasks_reassign(
         Task.objects.filter(pk__in=moved_deadline).update(locked_at=deadline)
     _bulk_record(rows, now=now)
     transaction.on_commit(lambda: REASSIGNMENTS.labels("manual").inc(len(locked)))
-    return [task_id for task_id, *_ in locked]
+    changed = Reassigned(task_id for task_id, *_ in locked)
+    changed.new_deadlines = len(moved_deadline)
+    return changed
 
 
 @transaction.atomic

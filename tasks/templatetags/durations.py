@@ -25,3 +25,12 @@ def duration(seconds) -> str:
     if (first_unit == "d" and first >= 10) or not rest or rest[0][0] == 0:
         return f"{first} {first_unit}"
     return f"{first} {first_unit} {rest[0][0]} {rest[0][1]}"
+
+
+@register.filter
+def duration_ms(seconds) -> str:
+    """A short span, as a sweep run takes: milliseconds below a second, else `duration`."""
+    if seconds is None or seconds == "":
+        return "—"
+    seconds = float(seconds)
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else duration(seconds)

@@ -5,17 +5,33 @@ DASHBOARD_SCREENSHOT=docs/dashboard.png also saves the picture of the dashboard 
 """
 
 import os
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from accounts.models import User
 from tasks.models import Task, TaskStatus
+from tasks.services import sweep_run
 from tests.browser.conftest import ROOT, log_in, wait_for
 from tests.factories import AdminFactory, NodeFactory, TaskFactory, fleet
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def no_horizontal_overflow(driver) -> bool:
+    """Neither the page nor a list's own scroll box (Django's .results scrolls sideways,
+    hiding its last columns) is wider than the window."""
+    return driver.execute_script(
+        "var page = document.documentElement;"
+        "var boxes = Array.from(document.querySelectorAll('.results'));"
+        "return page.scrollWidth <= page.clientWidth"
+        " && boxes.every(function (b) { return b.scrollWidth <= b.clientWidth; });"
+    )
 
 
 def result_rows(driver) -> int:
@@ -70,10 +86,13 @@ def test_dashboard_numbers_are_the_databases_and_lead_to_those_tasks(browser):
     assert result_rows(browser) == 2
 
 
-def test_reassign_a_nodes_two_open_tasks_from_its_page_and_read_their_history(browser):
+@pytest.mark.parametrize("width", [1280, 1440])
+def test_reassign_a_nodes_two_open_tasks_from_its_page_and_read_their_history(browser, width):
+    browser.set_window_size(width, 1000)
     source, target = NodeFactory(name="Source node"), NodeFactory(name="Target node")
     tasks = TaskFactory.create_batch(2, assigned_node=source)
     TaskFactory(assigned_node=source, status=TaskStatus.COMPLETED)
+    deadlines = {task.pk: task.locked_at for task in tasks}
     log_in(browser, AdminFactory())
 
     browser.find_element(By.LINK_TEXT, "Source node").click()
@@ -81,8 +100,22 @@ def test_reassign_a_nodes_two_open_tasks_from_its_page_and_read_their_history(br
     assert browser.find_element(By.ID, "tm-node-liveness-state").text == "Never seen"
     Select(browser.find_element(By.ID, "id_node")).select_by_visible_text(str(target))
     browser.find_element(By.CSS_SELECTOR, "#tm-reassign input[type=submit]").click()
+
+    # A confirmation page first: how many move, where, and what happens to deadlines.
+    changes = wait_for(browser, ".tm-confirm-changes").text
+    assert f"2 open task(s) move from {source} to {target}" in changes
+    assert "The other 2 keep their own deadline." in changes
+    assert no_horizontal_overflow(browser)
+    assert Task.objects.filter(assigned_node=target).count() == 0
+    browser.find_element(By.ID, "tm-confirm-submit").click()
+
     message = wait_for(browser, "ul.messagelist li").text
-    assert message == f"Reassigned 2 open task(s) to {target}."
+    assert message == (
+        f"Reassigned 2 open task(s) from {source} to {target}, back to pending. "
+        "Renewed 0 stale deadline(s) to now + 60 min; 2 kept their own."
+    )
+    for task in Task.objects.filter(pk__in=deadlines):
+        assert task.locked_at == deadlines[task.pk]
     assert {
         task.assigned_node_id for task in Task.objects.filter(pk__in=[t.pk for t in tasks])
     } == {target.pk}
@@ -92,3 +125,154 @@ def test_reassign_a_nodes_two_open_tasks_from_its_page_and_read_their_history(br
         page = wait_for(browser, "#content").text
         assert "Assignee change" in page
         assert str(target) in page and str(source) in page
+
+
+@pytest.mark.parametrize("width", [1280, 1440])
+def test_deactivate_asks_on_a_red_confirmation_page(browser, width):
+    browser.set_window_size(width, 1000)
+    node = NodeFactory(name="Doomed node")
+    log_in(browser, AdminFactory())
+    browser.get(f"{browser.base_url}/admin/node/{node.pk}/")
+    button = wait_for(browser, "#tm-deactivate input[type=submit]")
+    harmless = browser.find_element(By.CSS_SELECTOR, "#tm-reassign input[type=submit]")
+    colour = button.value_of_css_property("background-color")
+    assert colour != harmless.value_of_css_property("background-color")
+    button.click()
+
+    wait_for(browser, ".tm-confirm-changes")
+    assert "can no longer log in" in browser.find_element(By.ID, "tm-confirm").text
+    confirm = browser.find_element(By.ID, "tm-confirm-submit")
+    assert confirm.value_of_css_property("background-color") == colour
+    assert no_horizontal_overflow(browser)
+    node.refresh_from_db()
+    assert node.is_active
+    confirm.click()
+    assert "Deactivated" in wait_for(browser, "ul.messagelist li").text
+    node.refresh_from_db()
+    assert not node.is_active
+
+
+@pytest.mark.parametrize("width", [1280, 1440])
+def test_retry_and_fail_a_task_from_its_own_page(browser, width):
+    browser.set_window_size(width, 1000)
+    failed = TaskFactory(status=TaskStatus.FAILED)
+    running = TaskFactory(status=TaskStatus.IN_PROGRESS)
+    log_in(browser, AdminFactory())
+
+    browser.get(f"{browser.base_url}/admin/tasks/task/{failed.pk}/change/")
+    wait_for(browser, "#tm-task-retry input[type=submit]").click()
+    assert "Back to pending" in wait_for(browser, "ul.messagelist li").text
+    assert Task.objects.get(pk=failed.pk).status == TaskStatus.PENDING
+
+    browser.get(f"{browser.base_url}/admin/tasks/task/{running.pk}/change/")
+    assert "In progress for" in wait_for(browser, "#tm-task-elapsed").text
+    assert "View task (in progress)" in browser.find_element(By.TAG_NAME, "h1").text
+    assert no_horizontal_overflow(browser)
+    browser.find_element(By.CSS_SELECTOR, "#tm-task-fail input[type=submit]").click()
+    assert wait_for(browser, "ul.messagelist li").text == "Marked failed (cause: admin)."
+    assert Task.objects.get(pk=running.pk).failure_cause == "admin"
+
+
+@pytest.mark.parametrize("width", [1280, 1440])
+def test_the_sweep_runs_page_leads_to_the_rows_a_run_wrote(browser, width, settings):
+    settings.FAILOVER = "reassign"
+    browser.set_window_size(width, 1000)
+    dead, alive = NodeFactory(name="dead"), NodeFactory(name="alive")
+    now = timezone.now()
+    User.objects.filter(pk=dead.pk).update(last_seen=now - timedelta(minutes=10))
+    User.objects.filter(pk=alive.pk).update(last_seen=now)
+    moved = TaskFactory.create_batch(2, assigned_node=dead)
+    sweep_run(batch_size=100)
+    log_in(browser, AdminFactory())
+
+    browser.find_element(By.ID, "tm-sweep-runs").click()
+    wait_for(browser, "#result_list")
+    assert no_horizontal_overflow(browser)
+    browser.find_element(By.CSS_SELECTOR, "#result_list td.field-reassigned a").click()
+    wait_for(browser, "#result_list")
+    assert result_rows(browser) == 2
+    names = {cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "td.field-task_link")}
+    assert names == {task.name for task in moved}
+
+
+def live_refreshes(driver) -> int:
+    control = driver.find_element(By.ID, "tm-live-control")
+    return int(control.get_attribute("data-refreshes") or 0)
+
+
+def wait_refresh(driver, after: int) -> None:
+    WebDriverWait(driver, 15).until(lambda d: live_refreshes(d) > after)
+
+
+@pytest.mark.parametrize("width", [1280, 1440])
+def test_the_dashboard_and_a_node_page_update_themselves_until_paused(browser, width):
+    browser.set_window_size(width, 1000)
+    node = NodeFactory(name="Watched node")
+    log_in(browser, AdminFactory())
+    browser.execute_script("window.tmNotReloaded = true;")
+    total = browser.find_element(By.CSS_SELECTOR, '#tm-totals a[data-status="pending"]')
+    assert total.text == "0"
+    as_of = browser.find_element(By.ID, "tm-as-of").text
+
+    TaskFactory(assigned_node=node)
+    wait_refresh(browser, live_refreshes(browser))
+
+    assert browser.execute_script("return window.tmNotReloaded === true;")
+    total = browser.find_element(By.CSS_SELECTOR, '#tm-totals a[data-status="pending"]')
+    assert total.text == "1"
+    assert browser.find_element(By.ID, "tm-as-of").text != as_of
+    assert no_horizontal_overflow(browser)
+
+    # The node page too; paused, it stays as it is.
+    browser.get(f"{browser.base_url}/admin/node/{node.pk}/")
+    wait_for(browser, "#tm-live-control")
+    browser.find_element(By.CSS_SELECTOR, "#tm-live-control button").click()
+    assert "Paused" in browser.find_element(By.CSS_SELECTOR, ".tm-live-state").text
+    before = live_refreshes(browser)
+    TaskFactory(assigned_node=node)
+    time.sleep(6)  # longer than one interval: no refresh may come while paused
+    assert live_refreshes(browser) == before
+    pending = browser.find_element(By.CSS_SELECTOR, '#tm-node-tasks a[data-status="pending"]')
+    assert pending.text == "1"
+
+    browser.find_element(By.CSS_SELECTOR, "#tm-live-control button").click()
+    wait_refresh(browser, before)
+    pending = browser.find_element(By.CSS_SELECTOR, '#tm-node-tasks a[data-status="pending"]')
+    assert pending.text == "2"
+    browser.execute_script("window.sessionStorage.clear();")
+
+
+LISTS = [
+    "/admin/tasks/task/",
+    "/admin/tasks/task/?status__exact=failed",
+    "/admin/tasks/task/?overdue=yes",
+    "/admin/tasks/taskhistory/",
+    "/admin/tasks/sweeprun/",
+    "/admin/accounts/user/",
+    "/admin/",
+]
+
+
+@pytest.mark.parametrize("width", [1280, 1440])
+def test_no_list_overflows_sideways(browser, width):
+    browser.set_window_size(width, 1000)
+    data = fleet()
+    TaskFactory(
+        assigned_node=data["alive"],
+        status=TaskStatus.FAILED,
+        failure_cause="node_reported",
+        failure_reason="a long reason " * 30,
+    )
+    sweep_run(batch_size=100)
+    log_in(browser, AdminFactory())
+    wide = []
+    for path in LISTS:
+        browser.get(f"{browser.base_url}{path}")
+        wait_for(browser, "#content")
+        if not no_horizontal_overflow(browser):
+            widths = browser.execute_script(
+                "return Array.from(document.querySelectorAll('.results'))"
+                ".map(function (b) { return [b.scrollWidth, b.clientWidth]; });"
+            )
+            wide.append((path, widths))
+    assert wide == []

@@ -32,6 +32,9 @@ def future_form(target) -> dict:
     }
 
 
+CONFIRMED = {"confirm": "yes"}
+
+
 def test_an_unknown_id_or_an_admin_is_a_404(admin_site_client, admin_user):
     assert admin_site_client.get(reverse("admin:node", args=[uuid.uuid4()])).status_code == 404
     assert admin_site_client.get(node_url(admin_user)).status_code == 404
@@ -88,6 +91,7 @@ def test_its_history_lists_what_it_did_newest_first(admin_site_client, node_clie
     history = page.split('id="tm-node-history"')[1]
     assert history.index(second.name) < history.index(first.name)
     assert history.count("Status change") == 2
+    assert history.count("In progress") == 2 and "in_progress" not in history  # labels
 
 
 def test_reassign_moves_every_open_task_with_history_rows_in_one_go(admin_site_client, admin_user):
@@ -98,11 +102,15 @@ def test_reassign_moves_every_open_task_with_history_rows_in_one_go(admin_site_c
             assigned_node=source, active=True, status__in=["pending", "in_progress"]
         ).values_list("pk", flat=True)
     )
-    response = admin_site_client.post(node_url(source), future_form(target))
+    form = future_form(target)
+    response = admin_site_client.post(node_url(source), form | CONFIRMED)
 
     assert response.status_code == 302
     messages = [str(m) for m in get_messages(response.wsgi_request)]
-    assert messages == [f"Reassigned {len(open_ids)} open task(s) to {target}."]
+    assert messages == [
+        f"Reassigned {len(open_ids)} open task(s) from {source} to {target}, back to pending. "
+        f"Set {len(open_ids)} deadline(s) to {form['locked_at'].replace('T', ' ')} UTC."
+    ]
     moved = Task.objects.filter(pk__in=open_ids)
     assert {(t.assigned_node_id, t.status) for t in moved} == {(target.pk, TaskStatus.PENDING)}
     # Finished tasks stay with the node; each moved task has its history, by the admin.
@@ -130,12 +138,75 @@ def test_a_past_deadline_is_refused_and_nothing_moves(admin_site_client):
 
 def test_deactivate_from_the_page_stops_the_node(admin_site_client):
     node = NodeFactory()
-    response = admin_site_client.post(node_url(node), {"action": "deactivate"})
+    response = admin_site_client.post(node_url(node), {"action": "deactivate"} | CONFIRMED)
 
     assert response.status_code == 302
     node.refresh_from_db()
     assert not node.is_active
     assert "deactivated" in admin_site_client.get(node_url(node)).content.decode()
+
+
+def test_deactivate_first_asks_on_a_page_saying_what_it_does(admin_site_client):
+    node = NodeFactory()
+    TaskFactory.create_batch(2, assigned_node=node)
+    TaskFactory(assigned_node=node, status=TaskStatus.IN_PROGRESS)
+
+    response = admin_site_client.post(node_url(node), {"action": "deactivate"})
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "delete-confirmation" in page  # Django's destructive styling
+    assert "Its 3 open task(s) (1 in progress) stay assigned to it" in page
+    assert 'name="confirm" value="yes"' in page and 'value="Yes, deactivate"' in page
+    node.refresh_from_db()
+    assert node.is_active
+
+
+def test_reassign_first_asks_saying_how_many_move_and_what_happens_to_deadlines(
+    admin_site_client, settings
+):
+    settings.REASSIGN_DEADLINE_MINUTES = 60
+    source, target = NodeFactory(), NodeFactory()
+    later = timezone.now() + timedelta(days=3)
+    keeps = TaskFactory.create_batch(3, assigned_node=source, locked_at=later)
+    stale = TaskFactory(assigned_node=source, status=TaskStatus.IN_PROGRESS)
+    Task.objects.filter(pk=stale.pk).update(locked_at=timezone.now() + timedelta(minutes=5))
+    TaskFactory(assigned_node=source, status=TaskStatus.COMPLETED)
+
+    response = admin_site_client.post(
+        node_url(source), {"action": "reassign", "node": target.pk, "locked_at": ""}
+    )
+
+    assert response.status_code == 200
+    page = html.unescape(response.content.decode())
+    assert f"4 open task(s) move from {source} to {target}" in page
+    assert "1 of them are in progress" in page
+    assert "1 have a deadline that has passed or is less than 60 min away" in page
+    assert "The other 3 keep their own deadline." in page
+    assert "delete-confirmation" not in page
+    assert Task.objects.filter(assigned_node=target).count() == 0  # nothing moved yet
+
+    confirmed = admin_site_client.post(
+        node_url(source),
+        {"action": "reassign", "node": target.pk, "locked_at": ""} | CONFIRMED,
+    )
+
+    messages = [str(m) for m in get_messages(confirmed.wsgi_request)]
+    assert messages == [
+        f"Reassigned 4 open task(s) from {source} to {target}, back to pending. "
+        "Renewed 1 stale deadline(s) to now + 60 min; 3 kept their own."
+    ]
+    # Each task keeps its own deadline (the API's assign rule); only the stale one moved.
+    for task in keeps:
+        assert Task.objects.get(pk=task.pk).locked_at == later
+    assert Task.objects.get(pk=stale.pk).locked_at > timezone.now() + timedelta(minutes=59)
+
+
+def test_the_reassign_form_offers_no_deadline(admin_site_client):
+    page = admin_site_client.get(node_url(NodeFactory())).content.decode()
+    form = page.split('id="tm-reassign"')[1].split("</form>")[0]
+    assert re.search(r'name="locked_at"(?![^>]*value=)', form)
+    assert "REASSIGN_DEADLINE_MINUTES" not in page
 
 
 def test_deactivate_writes_is_active_alone():

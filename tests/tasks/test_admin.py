@@ -1,5 +1,6 @@
 """The admin site's task pages, driven as an operator would, with a real session."""
 
+import html
 import re
 from datetime import timedelta
 
@@ -712,7 +713,10 @@ def test_reassign_applies_and_records_the_admin_leaving_completed_tasks(
     response = apply_reassign(admin_site_client, [failed, done], new_node)
 
     assert response.status_code == 302
-    assert messages_of(response) == ["Reassigned 1 task(s). Skipped 1: 1 completed."]
+    assert messages_of(response) == [
+        f"Reassigned 1 task(s) to {new_node}. Skipped 1: 1 completed. "
+        "Set 1 deadline(s) to 2099-07-01 09:30 UTC."
+    ]
     failed.refresh_from_db()
     assert (failed.assigned_node, failed.status) == (new_node, TaskStatus.PENDING)
     assert (failed.locked_at.year, failed.locked_at.month, failed.locked_at.hour) == (2099, 7, 9)
@@ -735,9 +739,13 @@ def test_reassign_without_a_deadline_gives_expired_tasks_a_fresh_one(admin_site_
     far = TaskFactory(status=TaskStatus.FAILED, locked_at=in_days(2))
 
     before = timezone.now()
-    response = apply_reassign(admin_site_client, [expired, far], NodeFactory(), locked_at="")
+    target = NodeFactory()
+    response = apply_reassign(admin_site_client, [expired, far], target, locked_at="")
 
-    assert messages_of(response) == ["Reassigned 2 task(s)."]
+    assert messages_of(response) == [
+        f"Reassigned 2 task(s) to {target}. "
+        "Renewed 1 stale deadline(s) to now + 60 min; 1 kept their own."
+    ]
     expired.refresh_from_db()
     assert (
         before + timedelta(minutes=60)
@@ -750,6 +758,27 @@ def test_reassign_without_a_deadline_gives_expired_tasks_a_fresh_one(admin_site_
         HistoryAction.ASSIGNEE_CHANGE,
         HistoryAction.STATUS_CHANGE,
     ]
+
+
+def test_the_reassign_page_says_how_many_move_and_which_deadlines_renew(
+    admin_site_client, settings
+):
+    settings.REASSIGN_DEADLINE_MINUTES = 60
+    stale = TaskFactory(status=TaskStatus.FAILED, locked_at=in_days(-1))
+    kept = TaskFactory(status=TaskStatus.IN_PROGRESS, locked_at=in_days(2))
+    done = TaskFactory(status=TaskStatus.COMPLETED)
+
+    response = run_action(admin_site_client, "reassign", [stale, kept, done])
+
+    page = html.unescape(response.content.decode())
+    assert "2 of the selected tasks go back to pending" in page
+    assert "(1 of them in progress" in page
+    assert "1 have a deadline that has passed or is less than 60 min away" in page
+    assert "The other 1 keep their own deadline." in page
+    assert 'value="Reassign 2 task(s)"' in page
+    # No deadline is offered for everyone, and no setting's name is shown.
+    assert 'name="locked_at"' in page and "REASSIGN_DEADLINE_MINUTES" not in page
+    assert not re.search(r'name="locked_at"[^>]*value=', page)
 
 
 @pytest.mark.parametrize(

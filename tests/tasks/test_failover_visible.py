@@ -1,0 +1,115 @@
+"""Failover you can see after the fact: the sweep's runs, each linked to exactly the tasks
+it moved; the dashboard's moves in 24 h; what was done to a node on its page; the
+activity feed's filters."""
+
+import html
+import re
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts.models import User
+from tasks.actor import acting_as
+from tasks.models import HistoryAction
+from tasks.services import sweep_run, task_assign
+from tests.factories import NodeFactory, TaskFactory
+
+pytestmark = pytest.mark.django_db
+
+RUNS = reverse("admin:tasks_sweeprun_changelist")
+FEED = reverse("admin:tasks_taskhistory_changelist")
+
+
+@pytest.fixture(autouse=True)
+def _failover(settings):
+    settings.FAILOVER = "reassign"
+    settings.NODE_HEARTBEAT_SECONDS, settings.NODE_DOWN_AFTER = 10, 30
+    settings.DASHBOARD_CACHE_SECONDS = 0
+
+
+def seen(node, seconds_ago):
+    User.objects.filter(pk=node.pk).update(
+        last_seen=timezone.now() - timedelta(seconds=seconds_ago)
+    )
+    return node
+
+
+@pytest.fixture
+def failed_over():
+    """A dead node's three open tasks moved by one sweep run onto the live one."""
+    dead, alive = seen(NodeFactory(name="dead"), 300), seen(NodeFactory(name="alive"), 1)
+    moved = TaskFactory.create_batch(3, assigned_node=dead)
+    TaskFactory(assigned_node=alive)  # not moved: must not show in the run's links
+    run, _ = sweep_run(batch_size=100)
+    assert run.reassigned_count == 3
+    return {"dead": dead, "alive": alive, "moved": moved, "run": run}
+
+
+def links(page: str, anchor_text_pattern: str) -> list[str]:
+    return [
+        html.unescape(url)
+        for url in re.findall(rf'<a href="([^"]+)">{anchor_text_pattern}</a>', page)
+    ]
+
+
+def test_the_runs_page_links_each_run_to_exactly_the_tasks_it_moved(admin_site_client, failed_over):
+    sweep_run(batch_size=100)  # a later, empty run
+
+    response = admin_site_client.get(RUNS)
+
+    assert response.status_code == 200
+    assert [run.pk for run in response.context["cl"].result_list][1] == failed_over["run"].pk
+    page = response.content.decode()
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", page)
+    (moved_url,) = links(page, "3")
+    rows = admin_site_client.get(moved_url).context["cl"].result_list
+    assert {row.task_id for row in rows} == {task.pk for task in failed_over["moved"]}
+    assert {(row.action, row.performed_by_id) for row in rows} == {
+        (HistoryAction.ASSIGNEE_CHANGE, None)
+    }
+
+
+def test_the_dashboard_shows_tasks_moved_in_24_h_beside_failures(admin_site_client, failed_over):
+    page = admin_site_client.get(reverse("admin:index")).content.decode()
+
+    assert re.search(r'id="tm-moved-node-lost" href="[^"]+">3<', page)
+    assert 'id="tm-sweep-runs"' in page
+
+
+def test_a_node_page_lists_what_was_done_to_it(admin_site_client, admin_user, failed_over):
+    dead = failed_over["dead"]
+    by_hand = TaskFactory(assigned_node=dead, name="moved by hand")
+    with acting_as(admin_user):
+        task_assign(task_id=by_hand.pk, node=failed_over["alive"])
+
+    page = admin_site_client.get(reverse("admin:node", args=[dead.pk])).content.decode()
+    panel = page.split('id="tm-node-moved-away"')[1].split("</table>")[0]
+
+    assert panel.count("<tr>") == 1 + 4  # the header, then four moves
+    assert panel.index("moved by hand") < panel.index(failed_over["moved"][0].name)
+    assert panel.count("the sweep") == 3 and "Node lost" in panel
+    assert (admin_user.name or admin_user.email) in panel
+    assert reverse("admin:node", args=[failed_over["alive"].pk]) in panel
+
+
+def test_the_activity_feed_filters_by_node_and_actor(admin_site_client, failed_over):
+    dead, alive = failed_over["dead"], failed_over["alive"]
+
+    about_dead = admin_site_client.get(FEED, {"node": dead.pk}).context["cl"].result_list
+    by_sweep = (
+        admin_site_client.get(FEED, {"actor": "system", "action__exact": "assignee_change"})
+        .context["cl"]
+        .result_list
+    )
+    about_alive = admin_site_client.get(FEED, {"node": alive.pk}).context["cl"].result_list
+
+    # The dead node's three tasks: created on it, then moved away.
+    assert len(about_dead) == 6
+    assert all(row.performed_by_id is None for row in by_sweep)
+    assert {row.task_id for row in by_sweep} == {task.pk for task in failed_over["moved"]}
+    # The live node's own task and the three moved to it.
+    assert len(about_alive) == 4
+    ids = [row.pk for row in about_dead]
+    assert ids == sorted(ids, reverse=True)  # newest first
