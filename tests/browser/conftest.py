@@ -25,6 +25,14 @@ ARTIFACTS = Path(os.environ.get("BROWSER_ARTIFACTS", ROOT / "tmp" / "browser"))
 WAIT_SECONDS = 15
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every test here drives the browser: marked so, whatever its module says, so the
+    fast tier (`-m "not browser …"`) leaves them all out."""
+    for item in items:
+        if Path(item.path).is_relative_to(Path(__file__).parent):
+            item.add_marker(pytest.mark.browser)
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     report = yield

@@ -18,7 +18,8 @@ from tasks.models import FailureCause, Task, TaskStatus
 from tasks.services import task_cancel
 from tests.factories import PASSWORD, NodeFactory, TaskFactory
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# `process`: they run the worker's console script as a process of its own.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.process]
 
 WORKER = Path(sys.executable).with_name("taskmgmt-worker")  # the console script pip installed
 
