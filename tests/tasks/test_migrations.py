@@ -7,6 +7,7 @@ from django.db import DatabaseError, connection
 from django.db.migrations.executor import MigrationExecutor
 
 from tasks.models import Task
+from tests.tasks.migration_probes import insert_probe_row, task_columns
 
 WORK_DATA = ("tasks", "0005_work_data")
 BEFORE = ("tasks", "0004_sweep_failover_held")
@@ -18,12 +19,6 @@ COLUMNS = {
     "progress_updated_at",
     "checkpoint",
 }
-
-
-def task_columns() -> set[str]:
-    with connection.cursor() as cursor:
-        description = connection.introspection.get_table_description(cursor, "tasks_task")
-    return {column.name for column in description}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -53,12 +48,7 @@ def test_the_work_data_columns_are_added_instantly_on_mariadb():
         try:
             for column in COLUMNS:
                 cursor.execute(f"ALTER TABLE work_data_probe DROP COLUMN {column}")
-            cursor.execute(
-                "INSERT INTO work_data_probe (id, name, details, assigned_node_id, status,"
-                " locked_at, active, attempts, failure_cause, failure_reason, created_at,"
-                " updated_at) VALUES (REPLACE(UUID(), '-', ''), 'a', 'b',"
-                " REPLACE(UUID(), '-', ''), 'pending', NOW(), 1, 0, '', '', NOW(), NOW())"
-            )
+            insert_probe_row(cursor, "work_data_probe")
             with connection.schema_editor(collect_sql=True, atomic=False) as editor:
                 migration.apply(executor.loader.project_state(BEFORE), editor, collect_sql=True)
             alters = [sql for sql in editor.collected_sql if sql.startswith("ALTER TABLE")]
@@ -102,12 +92,7 @@ def test_the_cancel_columns_are_added_instantly_on_mariadb():
         try:
             for column in CANCEL_COLUMNS:
                 cursor.execute(f"ALTER TABLE cancellation_probe DROP COLUMN {column}")
-            cursor.execute(
-                "INSERT INTO cancellation_probe (id, name, details, assigned_node_id, status,"
-                " locked_at, active, attempts, failure_cause, failure_reason, created_at,"
-                " updated_at) VALUES (REPLACE(UUID(), '-', ''), 'a', 'b',"
-                " REPLACE(UUID(), '-', ''), 'pending', NOW(), 1, 0, '', '', NOW(), NOW())"
-            )
+            insert_probe_row(cursor, "cancellation_probe")
             with connection.schema_editor(collect_sql=True, atomic=False) as editor:
                 migration.apply(executor.loader.project_state(WORK_DATA), editor, collect_sql=True)
             alters = [sql for sql in editor.collected_sql if sql.startswith("ALTER TABLE")]
@@ -133,12 +118,7 @@ def test_the_status_check_is_dropped_instantly_and_added_only_by_a_copy_on_maria
         cursor.execute("DROP TABLE IF EXISTS status_check_probe")
         cursor.execute(f"CREATE TABLE status_check_probe LIKE {table}")
         try:
-            cursor.execute(
-                "INSERT INTO status_check_probe (id, name, details, assigned_node_id, status,"
-                " locked_at, active, attempts, failure_cause, failure_reason, created_at,"
-                " updated_at) VALUES (REPLACE(UUID(), '-', ''), 'a', 'b',"
-                " REPLACE(UUID(), '-', ''), 'pending', NOW(), 1, 0, '', '', NOW(), NOW())"
-            )
+            insert_probe_row(cursor, "status_check_probe")
             with connection.schema_editor(collect_sql=True, atomic=False) as editor:
                 migration.apply(
                     executor.loader.project_state(CANCELLATION), editor, collect_sql=True

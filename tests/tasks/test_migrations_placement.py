@@ -8,17 +8,12 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 from tasks.models import CLAIM_INDEX, Task
+from tests.tasks.migration_probes import insert_probe_row, task_columns
 
 PLACEMENT = ("tasks", "0006_placement")
 BEFORE = ("tasks", "0005_work_data")
 COLUMNS = {"node_selector", "priority", "pinned"}
 OLD_INDEX = "task_node_claim"
-
-
-def task_columns() -> set[str]:
-    with connection.cursor() as cursor:
-        description = connection.introspection.get_table_description(cursor, "tasks_task")
-    return {column.name for column in description}
 
 
 def task_indexes() -> set[str]:
@@ -60,12 +55,7 @@ def test_the_placement_migration_rewrites_no_table_on_mariadb():
                 f"CREATE INDEX {OLD_INDEX} ON placement_probe"
                 " (assigned_node_id, status, active, locked_at, created_at)"
             )
-            cursor.execute(
-                "INSERT INTO placement_probe (id, name, details, assigned_node_id, status,"
-                " locked_at, active, attempts, failure_cause, failure_reason, created_at,"
-                " updated_at) VALUES (REPLACE(UUID(), '-', ''), 'a', 'b',"
-                " REPLACE(UUID(), '-', ''), 'pending', NOW(), 1, 0, '', '', NOW(), NOW())"
-            )
+            insert_probe_row(cursor, "placement_probe")
             with connection.schema_editor(collect_sql=True, atomic=False) as editor:
                 migration.apply(executor.loader.project_state(BEFORE), editor, collect_sql=True)
             statements = [sql.rstrip(";") for sql in editor.collected_sql if sql[:1] != "-"]
