@@ -26,6 +26,7 @@ import os
 import re
 import resource
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -78,6 +79,9 @@ CACHE_URL = os.environ.get("BENCH_CACHE_URL", "redis://127.0.0.1:6379/5")
 # PIN=1: the server on SERVER_CORES and wrk on CLIENT_CORES (the CPU per request with
 # nothing else on the server's core); by default nothing is pinned, as users run it.
 PIN = os.environ.get("PIN") == "1"
+# SERVER_CMD: another server command for the same app ({port} is replaced), e.g. to
+# measure a different production server against gunicorn in one sitting.
+SERVER_CMD = os.environ.get("SERVER_CMD", "")
 SERVER_CORES = os.environ.get("SERVER_CORES", "1")
 CLIENT_CORES = os.environ.get("CLIENT_CORES", "0")
 # Pinned, server and wrk run at a higher priority (root only) so that other work on
@@ -270,10 +274,14 @@ class Server:
         self._sampling = threading.Event()
 
     def command(self) -> list[str]:
+        if SERVER_CMD:
+            return [*launcher(SERVER_CORES), *shlex.split(SERVER_CMD.format(port=PORT))]
         return [*launcher(SERVER_CORES), GUNICORN, "-c", "gunicorn.conf.py"]
 
     def config(self) -> dict:
         """gunicorn's resolved settings for this launch (workers, threads, preload)."""
+        if SERVER_CMD:
+            return {}
         printed = subprocess.run(
             [*self.command(), "--print-config"],
             cwd=ROOT, env=self.env, capture_output=True, text=True, check=True,
