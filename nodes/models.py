@@ -16,6 +16,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import Role, User
+from taskmgmt.audit import AppendOnlyError, AppendOnlyModel, AppendOnlyQuerySet
 from taskmgmt.exceptions import DomainError
 
 
@@ -328,19 +329,11 @@ class NodeEventKind(models.TextChoices):
     MAINTENANCE_CANCELLED = "maintenance_cancelled", "Maintenance cancelled"
 
 
-class NodeEventAppendOnly(Exception):
+class NodeEventAppendOnly(AppendOnlyError):
     """Node events are an audit trail: rows are added, never changed."""
 
 
-class NodeEventQuerySet(models.QuerySet):
-    def update(self, **kwargs):
-        raise NodeEventAppendOnly("Node events cannot be updated.")
-
-    def delete(self):
-        raise NodeEventAppendOnly("Node events cannot be deleted.")
-
-
-class NodeEvent(models.Model):
+class NodeEvent(AppendOnlyModel):
     """What an admin did to a node, append-only like task history."""
 
     node = models.ForeignKey(User, on_delete=models.PROTECT, related_name="node_events")
@@ -355,7 +348,9 @@ class NodeEvent(models.Model):
     detail = models.CharField(max_length=200, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
-    objects = NodeEventQuerySet.as_manager()
+    audit_name = "Node events"
+    append_only_error = NodeEventAppendOnly
+    objects = AppendOnlyQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -363,15 +358,6 @@ class NodeEvent(models.Model):
 
     def __str__(self):
         return f"{self.get_kind_display()} #{self.pk}"
-
-    def save(self, *args, **kwargs):
-        if not self._state.adding:
-            raise NodeEventAppendOnly("Node events cannot be updated.")
-        kwargs["force_insert"] = True
-        super().save(*args, **kwargs)
-
-    def delete(self, *args, **kwargs):
-        raise NodeEventAppendOnly("Node events cannot be deleted.")
 
 
 class NodeState(models.TextChoices):

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from accounts.models import Role
 from nodes.models import Cordon, MaintenanceWindow, validate_labels
+from taskmgmt.audit import AppendOnlyError, AppendOnlyModel, AppendOnlyQuerySet  # noqa: F401 (re-exported)
 from taskmgmt.exceptions import DomainError
 from taskmgmt.sql import count_rows, get_one, tagged_rows
 
@@ -541,19 +542,7 @@ def deadline_text(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-class AppendOnlyError(Exception):
-    """Task history is an audit trail: rows are added, never changed."""
-
-
-class TaskHistoryQuerySet(models.QuerySet):
-    def update(self, **kwargs):
-        raise AppendOnlyError("Task history cannot be updated.")
-
-    def delete(self):
-        raise AppendOnlyError("Task history cannot be deleted.")
-
-
-class TaskHistory(models.Model):
+class TaskHistory(AppendOnlyModel):
     task = models.ForeignKey(Task, on_delete=models.PROTECT, related_name="history")
     action = models.CharField(max_length=20, choices=HistoryAction.choices)
     # Null, not "": an initial assignment has no previous value (SPEC: nullable strings).
@@ -572,7 +561,8 @@ class TaskHistory(models.Model):
     cause = models.CharField(max_length=16, choices=FailureCause.choices, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
-    objects = TaskHistoryQuerySet.as_manager()
+    audit_name = "Task history"
+    objects = AppendOnlyQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -582,16 +572,6 @@ class TaskHistory(models.Model):
     def __str__(self):
         # No raw values: they are ids and timestamps, which the admin shows by name.
         return f"{self.get_action_display()} #{self.pk}"
-
-    def save(self, *args, **kwargs):
-        if not self._state.adding:
-            raise AppendOnlyError("Task history cannot be updated.")
-        # An INSERT always: a new instance given an existing id must not overwrite that row.
-        kwargs["force_insert"] = True
-        super().save(*args, **kwargs)
-
-    def delete(self, *args, **kwargs):
-        raise AppendOnlyError("Task history cannot be deleted.")
 
     @classmethod
     def for_change(
