@@ -78,7 +78,9 @@ bench-dashboard: $(VENV)/.installed
 
 # taskmgmt beside the original Node.js system, one sitting, the same wrk harness
 # (docs/performance.md). ORIGINAL_DIR: a copy of the original prepared by
-# ../shared/original-bench/setup.sh, outside this repository. ROUNDS=1 DURATION=10s: a quick look.
+# ../shared/original-bench/setup.sh, outside this repository. Then the node's other hot paths
+# (heartbeat, progress, claim) in the same sitting, and issue 23's targets met or not.
+# ROUNDS=1 DURATION=10: a quick look.
 ORIGINAL_BENCH ?= ../shared/original-bench
 bench-vs-original: $(VENV)/.installed
 	@if [ ! -f "$(ORIGINAL_BENCH)/side_by_side.sh" ]; then \
@@ -88,7 +90,7 @@ bench-vs-original: $(VENV)/.installed
 		echo "  Prepare one (see $(ORIGINAL_BENCH)/README.md): a checkout of the original in DIR/app, then"; \
 		echo "  bash $(ORIGINAL_BENCH)/setup.sh DIR   and   make bench-vs-original ORIGINAL_DIR=DIR"; \
 	else \
-		NODE_DIR="$$(cd "$(ORIGINAL_DIR)" && pwd)" bash "$(ORIGINAL_BENCH)/side_by_side.sh"; \
+		NODE_DIR="$$(cd "$(ORIGINAL_DIR)" && pwd)" ORIGINAL_BENCH="$(ORIGINAL_BENCH)" $(BIN)/python bench/vs_original.py; \
 	fi
 
 # Bulk create benchmark (docs/placement.md): one request of N tasks, default 1000, against

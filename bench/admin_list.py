@@ -21,7 +21,9 @@ import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+import django_setup
 
 ROOT = Path(__file__).resolve().parent.parent
 INSERT_CHUNK = 10_000
@@ -37,40 +39,16 @@ PAGES = {
 
 def bench_database_url(workdir: Path) -> str:
     url = os.environ.get("DATABASE_URL", "")
-    if url.startswith("mysql"):
-        parts = urlsplit(url)
-        name = (parts.path.strip("/") or "taskmgmt") + "_admin_bench"
-        return urlunsplit(parts._replace(path=f"/{name}"))
-    return f"sqlite:///{workdir / 'admin-bench.sqlite3'}"
+    name = (urlsplit(url).path.strip("/") or "taskmgmt") if url.startswith("mysql") else "admin"
+    return django_setup.bench_database_url(workdir, f"{name}_admin_bench")
 
 
 def setup_django(database_url: str, workdir: Path) -> None:
-    os.environ.update(
-        STATIC_ROOT=str(workdir / "static"),
-        DATABASE_URL=database_url,
-        DJANGO_SETTINGS_MODULE="taskmgmt.settings",
-        SECRET_KEY=os.environ.get("SECRET_KEY") or "bench-only-not-secret",
-        DEBUG="false",
-        ALLOWED_HOSTS="testserver",
-        LOG_LEVEL="WARNING",
+    django_setup.setup_django(
+        database_url, STATIC_ROOT=str(workdir / "static"), ALLOWED_HOSTS="testserver"
     )
-    if database_url.startswith("mysql"):
-        import MySQLdb
-
-        parts = urlsplit(database_url)
-        server = MySQLdb.connect(
-            host=parts.hostname, port=parts.port or 3306, user=parts.username or "root"
-        )
-        name = parts.path.strip("/")
-        server.cursor().execute(f"CREATE DATABASE IF NOT EXISTS {name} CHARACTER SET utf8mb4")
-        server.close()
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
     from django.core.management import call_command
 
-    call_command("migrate", verbosity=0)
     call_command("collectstatic", verbosity=0, interactive=False)  # as `make serve` does
 
 

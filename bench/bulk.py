@@ -13,12 +13,13 @@ it). Half the bulk items name a node, half carry a nodeSelector for placement.
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+import django_setup
 
 ROOT = Path(__file__).resolve().parent.parent
 NODES = 10
@@ -26,43 +27,19 @@ NODES = 10
 
 def bench_database_url(workdir: Path) -> str:
     url = os.environ.get("DATABASE_URL", "")
-    if url.startswith("mysql"):
-        parts = urlsplit(url)
-        name = (parts.path.strip("/") or "taskmgmt") + "_bulk_bench"
-        return urlunsplit(parts._replace(path=f"/{name}"))
-    return f"sqlite:///{workdir / 'bulk-bench.sqlite3'}"
+    name = (urlsplit(url).path.strip("/") or "taskmgmt") if url.startswith("mysql") else "bulk"
+    return django_setup.bench_database_url(workdir, f"{name}_bulk_bench")
 
 
 def setup_django(database_url: str) -> None:
-    os.environ.update(
-        DATABASE_URL=database_url,
-        DJANGO_SETTINGS_MODULE="taskmgmt.settings",
-        SECRET_KEY=os.environ.get("SECRET_KEY") or "bench-only-not-secret",
-        DEBUG="false",
+    django_setup.setup_django(
+        database_url,
         ALLOWED_HOSTS="testserver",
-        LOG_LEVEL="WARNING",
         RATELIMIT_API="1000000/m",
         # The bench nodes beat once, at the start: they must stay alive throughout.
         NODE_HEARTBEAT_SECONDS="3600",
         NODE_DOWN_AFTER="7200",
     )
-    if database_url.startswith("mysql"):
-        import MySQLdb
-
-        parts = urlsplit(database_url)
-        server = MySQLdb.connect(
-            host=parts.hostname, port=parts.port or 3306, user=parts.username or "root"
-        )
-        name = parts.path.strip("/")
-        server.cursor().execute(f"CREATE DATABASE IF NOT EXISTS {name} CHARACTER SET utf8mb4")
-        server.close()
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
 
 
 def measure(n: int, runs: int) -> None:

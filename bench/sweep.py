@@ -20,7 +20,8 @@ import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+
+import django_setup
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DB_NAME = "taskmgmt_bench"
@@ -28,45 +29,11 @@ INSERT_CHUNK = 10_000
 
 
 def bench_database_url(workdir: Path) -> str:
-    """The server of DATABASE_URL with our own database name, or a temporary SQLite file."""
-    url = os.environ.get("DATABASE_URL", "")
-    if url.startswith("mysql"):
-        parts = urlsplit(url)
-        return urlunsplit(parts._replace(path=f"/{BENCH_DB_NAME}"))
-    return f"sqlite:///{workdir / 'bench.sqlite3'}"
+    return django_setup.bench_database_url(workdir, BENCH_DB_NAME)
 
 
 def setup_django(database_url: str) -> None:
-    os.environ.update(
-        DATABASE_URL=database_url,
-        DJANGO_SETTINGS_MODULE="taskmgmt.settings",
-        SECRET_KEY=os.environ.get("SECRET_KEY") or "bench-only-not-secret",
-        DEBUG="false",
-        LOG_LEVEL="INFO",
-    )
-    if database_url.startswith("mysql"):
-        create_mysql_database(database_url)
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-
-
-def create_mysql_database(database_url: str) -> None:
-    import MySQLdb
-
-    parts = urlsplit(database_url)
-    server = MySQLdb.connect(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 3306,
-        user=parts.username or "root",
-        password=parts.password or "",
-    )
-    server.cursor().execute(f"CREATE DATABASE IF NOT EXISTS {BENCH_DB_NAME} CHARACTER SET utf8mb4")
-    server.close()
+    django_setup.setup_django(database_url, LOG_LEVEL="INFO")
 
 
 def tables():
@@ -100,15 +67,28 @@ def create_expired_tasks(n: int) -> None:
     from django.utils import timezone
 
     from accounts.models import Role, User
+    from tasks.models import Task
 
     node = User.objects.create(email="bench-node@example.com", name="Bench node", role=Role.NODE)
     task_table, _ = tables()
     ops = connection.ops
     now = timezone.now()
     created = ops.adapt_datetimefield_value(now - timedelta(days=2))
+    columns = [
+        "id", "name", "details", "assigned_node_id", "status", "locked_at", "active",
+        "created_at", "updated_at",
+    ]  # fmt: skip
+    # Every other NOT NULL column at its model default (attempts, priority, …), so the
+    # loader keeps working as columns are added.
+    defaults = [
+        (field.column, field.get_db_prep_save(field.get_default(), connection))
+        for field in Task._meta.concrete_fields
+        if field.column not in columns and not field.null
+    ]
+    columns += [column for column, _ in defaults]
     sql = (
-        f"INSERT INTO {task_table} (id, name, details, assigned_node_id, status, locked_at,"
-        " active, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        f"INSERT INTO {task_table} ({', '.join(columns)})"
+        f" VALUES ({', '.join(['%s'] * len(columns))})"
     )
     rng = random.Random(n)  # the same data for the same N
     cache_size = set_sqlite_cache_size("-262144")  # 256 MiB while loading only
@@ -126,6 +106,7 @@ def create_expired_tasks(n: int) -> None:
                 True,
                 created,
                 created,
+                *(value for _, value in defaults),
             )
             for i in range(start, min(start + INSERT_CHUNK, n))
         ]
@@ -254,13 +235,14 @@ def run_floor_sweep() -> float:
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {history_table}"
-            " (task_id, action, from_value, to_value, performed_by_id, created_at)"
-            f" SELECT id, 'status_change', status, 'failed', NULL, %s FROM {task_table}"
+            " (task_id, action, from_value, to_value, performed_by_id, created_at, cause)"
+            f" SELECT id, 'status_change', status, 'failed', NULL, %s, 'deadline' FROM {task_table}"
             f" WHERE {expired}",
             [now, True, now],
         )
         cursor.execute(
-            f"UPDATE {task_table} SET status = 'failed', updated_at = %s WHERE {expired}",
+            f"UPDATE {task_table} SET status = 'failed', failure_cause = 'deadline',"
+            f" updated_at = %s WHERE {expired}",
             [now, True, now],
         )
     return time.perf_counter() - started
