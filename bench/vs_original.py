@@ -96,7 +96,7 @@ def table(original: dict, ours: dict) -> list[str]:
         mine, theirs = ours[name], original[base]
         ratio = mine["rps"] / theirs["rps"]
         met = ratio >= least and mine["p99_ms"] < P99_MS
-        against = "" if base == name else f" its {TITLES[base].split()[-1]}"
+        against = "" if base == name else " the original's shift-status"
         shown_base = f"{theirs['rps']:,.0f}, p99 {theirs['p99_ms']:.0f} ms" if base == name else ""
         lines.append(
             f"| {TITLES[name]} | {shown_base} | {mine['rps']:,.0f}, p99 {mine['p99_ms']:.0f} ms "
