@@ -13,7 +13,7 @@ SWEEP_EVERY ?= 5
 # Exits 0 (true) when the database has no users yet: `make run` then loads the demo.
 DATABASE_IS_EMPTY := from accounts.models import User; raise SystemExit(User.objects.exists())
 
-.PHONY: run test test-fast test-cluster lint format serve bench-sweep bench-load bench-dashboard bench-bulk bench-login-flood bench-vs-original setup system-deps browser-deps cluster-deps clean
+.PHONY: run test test-fast test-cluster lint format serve bench-sweep bench-load bench-inprocess bench-dashboard bench-bulk bench-login-flood bench-vs-original setup system-deps browser-deps cluster-deps clean
 
 run: $(VENV)/.installed .env
 	$(DEV_ENV) $(BIN)/python manage.py migrate --noinput -v 0
@@ -60,6 +60,11 @@ bench-load: $(VENV)/.installed
 	@command -v wrk >/dev/null || { echo "Installing wrk (the load generator)"; \
 		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q wrk; }
 	$(BIN)/python bench/load/run.py
+
+# CPU per request of a node's hot paths, the WSGI app called in a loop (docs/performance.md):
+# MariaDB database BENCH_DB_NAME (default taskmgmt_inprocess), seeded once and kept.
+bench-inprocess: $(VENV)/.installed
+	$(BIN)/python bench/inprocess.py
 
 # Sweep benchmark (docs/performance.md): N expired tasks, default 100000. SQLite unless
 # DATABASE_URL=mysql://…, whose server gets a database of its own, taskmgmt_bench.

@@ -13,11 +13,14 @@ own fields; `with_ids` and `insert_select` serve the sweep's batches;
 `rate_window` and `ratelimit_key` are django-ratelimit's counting, for DRF throttles.
 """
 
+from datetime import datetime
 from functools import cache
 from typing import NamedTuple
+from uuid import UUID
 
 from django.core.exceptions import EmptyResultSet
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+from django.db.models import BooleanField, CharField, DateTimeField, TextField, UUIDField
 from django.db.models.query import BaseIterable
 from django.db.models.sql.constants import MULTI
 from django.db.models.utils import create_namedtuple_class
@@ -98,12 +101,59 @@ def _condition(model, lookup: str) -> str:
     return f"{column} {_OPERATORS[operator] if operator else '='} %s"
 
 
-def _params(model, where: dict) -> list:
-    meta = model._meta
-    return [
-        meta.get_field(lookup.partition("__")[0]).get_db_prep_value(value, connection)
-        for lookup, value in where.items()
-    ]
+def _params(model, where: dict, conn) -> list:
+    """`where`'s values as `get_db_prep_value` adapts them for `conn` (the connection
+    itself, not the `connection` proxy, which looked itself up per use)."""
+    preparers = _preparers(model, tuple(where))
+    return [prepare(value, conn) for prepare, value in zip(preparers, where.values(), strict=True)]
+
+
+@cache
+def _preparers(model, lookups: tuple[str, ...]) -> tuple:
+    return tuple(_preparer(model._meta.get_field(lookup.partition("__")[0])) for lookup in lookups)
+
+
+def _preparer(field):
+    """`field.get_db_prep_value`, with the work skipped for the values the hot statements
+    send (ids, text, flags, aware UTC datetimes) where Django's answer is known: the
+    per-value field and backend calls were a measurable share of a heartbeat (see
+    docs/performance.md); tests/test_sql.py compares every shortcut with Django's answer."""
+    while field.remote_field is not None and field.is_relation:  # a foreign key: its target's
+        field = field.target_field
+    generic = field.get_db_prep_value
+    kind = type(field)
+    if kind is UUIDField:
+
+        def prepare(value, conn):
+            if type(value) is UUID and not conn.features.has_native_uuid_field:
+                return value.hex
+            return generic(value, conn)
+
+    elif kind in (CharField, TextField, BooleanField):
+        plain = bool if kind is BooleanField else str
+
+        def prepare(value, conn):
+            return value if type(value) is plain else generic(value, conn)
+
+    elif kind is DateTimeField:
+
+        def prepare(value, conn):
+            # Aware in the connection's own zone (UTC): make_naive is replace(tzinfo=None).
+            if (
+                type(value) is datetime
+                and value.tzinfo is conn.timezone
+                and conn.vendor
+                in (
+                    "mysql",
+                    "sqlite",
+                )
+            ):
+                return str(value.replace(tzinfo=None))
+            return generic(value, conn)
+
+    else:
+        prepare = generic
+    return prepare
 
 
 @cache
@@ -156,15 +206,16 @@ def select_one(
     `unless`: `(other model, where)` pairs, each a NOT EXISTS on that model's rows
     matching `where`, as `.exclude(Exists(...))` would add.
     """
+    conn = connections[DEFAULT_DB_ALIAS]
     lock = ""
-    if for_update and connection.features.has_select_for_update:
-        lock = connection.ops.for_update_sql(skip_locked=skip_locked)
-    shape = tuple((other, tuple(other_where)) for other, other_where in unless)
+    if for_update and conn.features.has_select_for_update:
+        lock = conn.ops.for_update_sql(skip_locked=skip_locked)
+    shape = tuple((other, tuple(other_where)) for other, other_where in unless) if unless else ()
     sql = _select_sql(model, columns, tuple(where), lock, order_by, index, shape)
-    params = _params(model, where)
+    params = _params(model, where, conn)
     for other, other_where in unless:
-        params += _params(other, other_where)
-    with connection.cursor() as cursor:
+        params += _params(other, other_where, conn)
+    with conn.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone()
 
@@ -178,8 +229,9 @@ def _count_sql(model, where: tuple[str, ...], index: str | None) -> str:
 def count_rows(model, *, index: str | None = None, **where) -> int:
     """How many rows match `where` (`field=value`, `field__gt=value`, `field__lt=value`),
     read through `index` on MariaDB/MySQL where one is named."""
-    with connection.cursor() as cursor:
-        cursor.execute(_count_sql(model, tuple(where), index), _params(model, where))
+    conn = connections[DEFAULT_DB_ALIAS]
+    with conn.cursor() as cursor:
+        cursor.execute(_count_sql(model, tuple(where), index), _params(model, where, conn))
         return cursor.fetchone()[0]
 
 
@@ -210,8 +262,9 @@ def tagged_rows(*parts: Part) -> list[list]:
     sql = _tagged_sql(
         tuple((model, column, tuple(where), index) for model, column, where, index in parts)
     )
-    params = [param for model, _, where, _ in parts for param in _params(model, where)]
-    with connection.cursor() as cursor:
+    conn = connections[DEFAULT_DB_ALIAS]
+    params = [param for model, _, where, _ in parts for param in _params(model, where, conn)]
+    with conn.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     values = [[] for _ in parts]
@@ -234,13 +287,13 @@ def update_rows(model, values: dict, **where) -> int:
 
     No signals and no `auto_now`: for writes that want neither (a heartbeat's stamp).
     """
-    meta = model._meta
+    meta, conn = model._meta, connections[DEFAULT_DB_ALIAS]
     assigned = [
-        meta.get_field(name).get_db_prep_save(value, connection) for name, value in values.items()
+        meta.get_field(name).get_db_prep_save(value, conn) for name, value in values.items()
     ]
     sql = _update_sql(model, tuple(values), tuple(where))
-    with connection.cursor() as cursor:
-        cursor.execute(sql, assigned + _params(model, where))
+    with conn.cursor() as cursor:
+        cursor.execute(sql, assigned + _params(model, where, conn))
         return cursor.rowcount
 
 
@@ -345,8 +398,9 @@ def get_one(
     )
     if row is None:
         return None
-    values = [_converted(field, value) for field, value in zip(fields, row, strict=True)]
-    return model.from_db(connection.alias, attnames, values)
+    conn = connections[DEFAULT_DB_ALIAS]
+    values = [_converted(field, value, conn) for field, value in zip(fields, row, strict=True)]
+    return model.from_db(conn.alias, attnames, values)
 
 
 @cache
@@ -359,10 +413,10 @@ def _converters(field) -> tuple:
     return column, connection.ops.get_db_converters(column) + column.get_db_converters(connection)
 
 
-def _converted(field, value):
+def _converted(field, value, conn):
     column, converters = _converters(field)
     for converter in converters:
-        value = converter(value, column, connection)
+        value = converter(value, column, conn)
     return value
 
 

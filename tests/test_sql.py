@@ -2,11 +2,11 @@
 
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.core.cache import caches
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models import DateTimeField, UUIDField, Value
 from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
@@ -15,6 +15,7 @@ from django_ratelimit.core import get_usage
 
 from accounts.models import User
 from taskmgmt.sql import (
+    _params,
     count_rows,
     driver_rows,
     get_one,
@@ -301,3 +302,39 @@ def test_a_pick_unless_another_table_has_a_row_is_the_orm_s_exclude_exists(node,
     expected = Task.objects.exclude(Exists(cordoned)).values_list("id", flat=True)
     assert [row is not None for row in picked] == [True, False]
     assert list(expected) == [Task.objects.get(assigned_node=node).pk]
+
+
+# Values of each kind the shortcuts in `_preparer` take, and the ones they leave to Django.
+PREPARED_VALUES = {
+    "id": [uuid.uuid4(), str(uuid.uuid4()), uuid.uuid4().hex, None],
+    "assigned_node": [uuid.uuid4(), str(uuid.uuid4()), None],
+    "status": ["pending", "", "ü\u00e9", None, 3],
+    "active": [True, False, 1, 0, None],
+    "locked_at": [
+        timezone.now(),
+        timezone.now().astimezone(timezone.get_fixed_timezone(120)),
+        timezone.now().replace(microsecond=0),
+        None,
+    ],
+    "attempts": [3, "4", None],
+}
+
+
+@pytest.mark.parametrize("name", list(PREPARED_VALUES))
+def test_parameters_are_adapted_as_the_field_adapts_them(name):
+    """`_params`'s shortcuts give Django's `get_db_prep_value` answer, value and type."""
+    real = connections[DEFAULT_DB_ALIAS]
+    field = Task._meta.get_field(name)
+    for value in PREPARED_VALUES[name]:
+        ours = _params(Task, {name: value}, real)[0]
+        django = field.get_db_prep_value(value, real)
+        assert (type(ours), ours) == (type(django), django), value
+
+
+def test_a_naive_datetime_parameter_is_adapted_as_django_adapts_it_with_its_warning():
+    real = connections[DEFAULT_DB_ALIAS]
+    naive = datetime(2030, 1, 2, 3, 4, 5, 6)
+    with pytest.warns(RuntimeWarning, match="naive datetime"):
+        ours = _params(Task, {"locked_at__gt": naive}, real)[0]
+    with pytest.warns(RuntimeWarning, match="naive datetime"):
+        assert ours == Task._meta.get_field("locked_at").get_db_prep_value(naive, real)
