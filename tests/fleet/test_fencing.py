@@ -73,6 +73,8 @@ def fleet_settings(settings):
         settings.FAILOVER = "reassign"
         settings.NODE_HEARTBEAT_SECONDS = HEARTBEAT_SECONDS
         settings.NODE_DOWN_AFTER = DOWN_AFTER
+        # One node of two down is the point here, not a fleet-wide outage to hold for.
+        settings.FAILOVER_MAX_DOWN_SHARE = 1
         settings.RATELIMIT_API = "100000/m"
         settings.RATELIMIT_LOGIN_USER = settings.RATELIMIT_LOGIN_IP = "10000/m"
         yield settings
