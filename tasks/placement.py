@@ -1,9 +1,10 @@
 """Placement: which node may take a task (SPEC, Placement; docs/placement.md).
 
-The one rule, asked by create, bulk, broadcast and failover alike (and by drain
-when it lands): among the schedulable active nodes that match the task's
-selector (every one, without a selector), the least-loaded alive one (fewest
-open tasks, ties by id), else the least-loaded one that is not down.
+The one rule, asked by create, bulk, broadcast, failover and drain alike: among
+the schedulable active nodes that match the task's selector (every one, without a
+selector), the alive ones, else those that are not down; of these, the ones with
+no maintenance window starting before the task's deadline, unless every one has
+such a window; of these, the least-loaded (fewest open tasks, ties by id).
 """
 
 from dataclasses import dataclass
@@ -11,9 +12,10 @@ from datetime import datetime
 from uuid import UUID
 
 from django.core.exceptions import ValidationError
+from django.db.models import OuterRef, Subquery
 
 from nodes import heartbeats
-from nodes.models import Liveness, Node, labels_by_node, labels_match
+from nodes.models import Liveness, MaintenanceWindow, Node, labels_by_node, labels_match
 from tasks.models import Task, TaskConflict
 
 
@@ -28,6 +30,11 @@ class Candidate:
     liveness: str
     labels: dict
     load: int
+    next_window: datetime | None  # when its first coming maintenance window starts
+
+    def free_until(self, deadline: datetime) -> bool:
+        """No maintenance window of this node starts before `deadline`."""
+        return self.next_window is None or self.next_window >= deadline
 
 
 class Placement:
@@ -42,19 +49,23 @@ class Placement:
     def __init__(self, *, now: datetime, alive_only: bool = False, flush: bool = True):
         if flush:
             heartbeats.flush()
+        # A window under way makes a node unschedulable; the first coming one is read
+        # in the same query, as a subquery per node, for `pick` to weigh.
+        coming = MaintenanceWindow.objects.coming(now).filter(node=OuterRef("pk"))
         rows = (
             Node.objects.schedulable(now)
             .with_liveness(now)
             .with_labels()
-            .values_list("pk", "liveness", "label_set")
+            .annotate(next_window=Subquery(coming.order_by("starts_at").values("starts_at")[:1]))
+            .values_list("pk", "liveness", "label_set", "next_window")
         )
         nodes = [row for row in rows if row[1] == Liveness.ALIVE or not alive_only]
         loads = Task.objects.filter(
             assigned_node_id__in=[pk for pk, *_ in nodes]
         ).open_counts_by_node()
         self.nodes = [
-            Candidate(pk, str(pk), liveness, labels or {}, loads.get(pk, (0, 0))[0])
-            for pk, liveness, labels in nodes
+            Candidate(pk, str(pk), liveness, labels or {}, loads.get(pk, (0, 0))[0], window)
+            for pk, liveness, labels, window in nodes
         ]
         self._matching: dict[str, list[Candidate]] = {}
 
@@ -70,22 +81,28 @@ class Placement:
             ]
         return self._matching[key]
 
-    def pick(self, selector: dict | None) -> UUID | None:
-        """The node to take one more task with `selector`, counted as taken; None if none."""
+    def pick(self, selector: dict | None, deadline: datetime | None = None) -> UUID | None:
+        """The node to take one more task with `selector`, counted as taken; None if none.
+
+        With the task's `deadline`, a node whose coming maintenance window starts before
+        it is taken only when every other candidate has one too."""
         matching = self.matching(selector)
         pool = [node for node in matching if node.liveness == Liveness.ALIVE] or [
             node for node in matching if node.liveness != Liveness.DOWN
         ]
         if not pool:
             return None
+        if deadline is not None:
+            pool = [node for node in pool if node.free_until(deadline)] or pool
         best = min(pool, key=lambda node: (node.load, node.key))
         best.load += 1
         return best.id
 
 
-def node_for(selector: dict | None, *, now: datetime) -> Node:
-    """The node a new task with `selector` goes to (`Placement.pick`); 409 if none matches."""
-    node_id = Placement(now=now).pick(selector)
+def node_for(selector: dict | None, *, now: datetime, deadline: datetime | None = None) -> Node:
+    """The node a new task with `selector` (and `deadline`) goes to (`Placement.pick`);
+    409 if none matches."""
+    node_id = Placement(now=now).pick(selector, deadline)
     if node_id is None:
         raise NoNodeMatches("no node matches: no schedulable node has the nodeSelector's labels")
     return Node.objects.get(pk=node_id)

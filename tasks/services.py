@@ -110,7 +110,7 @@ def task_create(
     node_selector = node_selector or None  # {} matches every node: no constraint to keep
     if assigned_node is None:
         _validate(locked_at=locked_at)
-        assigned_node = node_for(node_selector, now=timezone.now())
+        assigned_node = node_for(node_selector, now=timezone.now(), deadline=locked_at)
     else:
         _validate(node=assigned_node, locked_at=locked_at)
         check_node_matches(assigned_node, node_selector)
@@ -164,7 +164,7 @@ def tasks_create_bulk(*, tasks: list[dict]) -> list[Task]:
         node_id = item.get("assigned_node")
         if node_id is None:
             placement = placement or Placement(now=now)
-            node_id = placement.pick(selector)
+            node_id = placement.pick(selector, item["locked_at"])
             if node_id is None:
                 raise NoNodeMatches(f"no node matches tasks[{index}]'s nodeSelector")
         rows.append(
@@ -666,14 +666,16 @@ def tasks_reassign_by_selector(
         Task.objects.filter(pk__in=list(task_ids), active=True)
         .exclude(status=TaskStatus.COMPLETED)
         .order_by("pk")
-        .values_list("pk", flat=True)
+        .values_list("pk", "locked_at")
     )
     if not movable:
         return []
-    placement = Placement(now=timezone.now())
+    now = timezone.now()
+    placement = Placement(now=now)
     by_node: dict[UUID, list[UUID]] = {}
-    for task_id in movable:
-        node_id = placement.pick(selector)
+    for task_id, deadline in movable:
+        # The deadline it will have: `locked_at`, or its own kept fresh (tasks_reassign).
+        node_id = placement.pick(selector, locked_at or fresh_deadline(deadline, now))
         if node_id is None:
             raise NoNodeMatches("no node matches: no schedulable node has these labels")
         by_node.setdefault(node_id, []).append(task_id)
@@ -886,7 +888,7 @@ def _fail_and_move(rows: list, *, now: datetime, cause: str) -> FailoverCounts:
     if placement:  # no node alive at all: everything stays where it is (stranded)
         for row in to_move:
             selector = _json_value(row.node_selector)
-            target = None if row.pinned else placement.pick(selector)
+            target = None if row.pinned else placement.pick(selector, _moved_deadline(row, now))
             if target is None:
                 unplaced[row.pk] = PINNED_REASON if row.pinned else NO_MATCH_REASON
             else:
@@ -933,7 +935,8 @@ def _move_elsewhere(rows: list, *, now: datetime, cause: str) -> int:
         return 0
     moving = []
     for row in rows:
-        target = None if row.pinned else placement.pick(_json_value(row.node_selector))
+        selector = _json_value(row.node_selector)
+        target = None if row.pinned else placement.pick(selector, _moved_deadline(row, now))
         if target is not None:
             moving.append((row, target))
     if moving:
@@ -953,6 +956,17 @@ def _json_value(text):
     return None if text is None else json.loads(text)
 
 
+def _row_deadline(row) -> datetime:
+    """A driver row's deadline, aware: the driver's values are UTC, naive on MariaDB."""
+    deadline = row.locked_at
+    return deadline.replace(tzinfo=UTC) if timezone.is_naive(deadline) else deadline
+
+
+def _moved_deadline(row, now: datetime) -> datetime:
+    """The deadline a task (a driver row) has once moved: its own, kept fresh (`_move`)."""
+    return fresh_deadline(_row_deadline(row), now)
+
+
 def _move(moves: list, *, now: datetime, cause: str) -> None:
     """Give each task (a driver row) to its target (placement's pick) as pending, with a
     fresh deadline, and write its history rows naming the system and `cause`: one
@@ -964,9 +978,7 @@ def _move(moves: list, *, now: datetime, cause: str) -> None:
     history = []
     for row, target in moves:
         task_id, old_node = UUID(str(row.pk)), str(UUID(str(row.assigned_node_id)))
-        deadline = row.locked_at
-        if timezone.is_naive(deadline):  # the driver's values are UTC
-            deadline = deadline.replace(tzinfo=UTC)
+        deadline = _row_deadline(row)
         new_deadline = fresh_deadline(deadline, now)
         late = new_deadline != deadline
         groups.setdefault((target, late), []).append(task_id)

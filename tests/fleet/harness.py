@@ -75,6 +75,7 @@ class Fleet:
         self.server, self.log_dir = server, log_dir
         self.password, self.work_seconds = password, work_seconds
         self.workers: dict = {}  # node id -> its live WorkerProcess
+        self.replaced: list[WorkerProcess] = []  # a node's earlier process, when it has two
         self.killed: list[WorkerProcess] = []
         self.started = 0
 
@@ -85,6 +86,8 @@ class Fleet:
         worker = WorkerProcess(
             node, self.password, self.server, log_path, self.work_seconds, *args, **env
         )
+        if node.pk in self.workers:  # a second process for the node: still ours to end
+            self.replaced.append(self.workers[node.pk])
         self.workers[node.pk] = worker
         return worker
 
@@ -101,9 +104,10 @@ class Fleet:
         return {worker.node.email: worker.exit_status(timeout) for worker in workers}
 
     def abort(self) -> None:
-        for worker in self.workers.values():
+        """SIGKILL to every worker still running (a stopped one too: SIGKILL ends it)."""
+        for worker in [*self.workers.values(), *self.replaced]:
             worker.kill()
-        self.workers = {}
+        self.workers, self.replaced = {}, []
 
     def killed_while_working_on(self) -> set[str]:
         """The task each killed worker was last working on: its report may have reached

@@ -27,6 +27,15 @@ class LoginRefused(Exception):
     pass
 
 
+class TokenUnavailable(OSError):
+    """A login or refresh that the server could not answer now (an outage, a 429): the
+    caller retries on its own schedule, as for any request of its own that failed so."""
+
+    def __init__(self, status: int | None, headers, message: str):
+        super().__init__(message)
+        self.status, self.headers = status, headers
+
+
 class Api:
     """The node's session with the server: tokens, retries, one lock for the token refresh."""
 
@@ -91,6 +100,8 @@ class Api:
             try:
                 token = self.token() if authenticated else None
                 status, headers, payload = self.send(method, path, body, token)
+            except TokenUnavailable as error:
+                status, headers, payload = error.status, error.headers, {"message": str(error)}
             except OSError as error:
                 status, headers, payload = None, {}, {"message": str(error)}
             attempt += 1
@@ -100,43 +111,63 @@ class Api:
             if status is not None and status not in RETRYABLE:
                 return status, payload if isinstance(payload, dict) else {}
             pause = retry_after(headers) or min(MAX_PAUSE, 0.5 * 2 ** min(attempt, 6))
-            pause = min(pause, max_pause)
+            # Jitter first, then the cap: a heartbeat's wait must stay within its interval.
+            pause = min(pause * random.uniform(1.0, 1.2), max_pause)
             if give_up_after is not None and time.monotonic() - started + pause > give_up_after:
                 log("gave_up", method=method, path=path, status=status)
                 return None, {}
             log("retry", method=method, path=path, status=status, pause=round(pause, 2))
-            if abort.wait(pause * random.uniform(1.0, 1.2)):
+            if abort.wait(pause):
                 raise Stopping()
 
     # --- Tokens ----------------------------------------------------------------
 
     def token(self) -> str:
-        """A valid access token: refreshed once a fifth of its life is left, or logged in anew."""
+        """A valid access token: refreshed once a fifth of its life is left, or logged in anew.
+
+        One try per call, under the lock: when the server cannot answer it now, the lock is
+        released and TokenUnavailable raised, so each caller waits on its own schedule (a
+        heartbeat within its interval), never behind another thread's long backoff.
+        """
         with self.token_lock:
             if time.time() < self.access_expires:
                 return self.access
-            status = None
             if self.refresh_token:
-                status, payload = self.call(
-                    "POST", "/api/auth/refresh", {"refresh": self.refresh_token},
-                    authenticated=False,
-                )  # fmt: skip
+                status, payload = self.try_once(
+                    "/api/auth/refresh", {"refresh": self.refresh_token}
+                )
+                if status == 200:
+                    log("refreshed")
+                    return self.keep(payload)
+                # Refused (expired, or rotated by a try whose answer was lost): log in.
+                self.refresh_token = None
+            status, payload = self.try_once(
+                "/api/auth/login", {"username": self.email, "password": self.password}
+            )
             if status != 200:
-                status, payload = self.call(
-                    "POST", "/api/auth/login",
-                    {"username": self.email, "password": self.password}, authenticated=False,
-                )  # fmt: skip
-                if status != 200:
-                    raise LoginRefused(f"login as {self.email}: {status} {payload.get('message')}")
-                log("logged_in", email=self.email, node=payload["userDetails"]["id"])
-            else:
-                log("refreshed")
-            self.access, self.refresh_token = payload["token"], payload["refresh"]
-            claims = jwt_claims(self.access)
-            lifetime = claims["exp"] - claims["iat"]
-            # By our clock; the fifth left covers a skew of that much with the server's.
-            self.access_expires = claims["exp"] - lifetime / 5
-            return self.access
+                raise LoginRefused(f"login as {self.email}: {status} {payload.get('message')}")
+            log("logged_in", email=self.email, node=payload["userDetails"]["id"])
+            return self.keep(payload)
+
+    def try_once(self, path: str, body: dict):
+        """(status, JSON body) of one POST to an auth endpoint; TokenUnavailable when it
+        may succeed later (a lost connection, a retryable status)."""
+        try:
+            status, headers, payload = self.send("POST", path, body)
+        except OSError as error:
+            raise TokenUnavailable(None, {}, f"{path}: {error}") from error
+        payload = payload if isinstance(payload, dict) else {}
+        if status in RETRYABLE:
+            raise TokenUnavailable(status, headers, f"{path}: {payload.get('message')}")
+        return status, payload
+
+    def keep(self, payload: dict) -> str:
+        self.access, self.refresh_token = payload["token"], payload["refresh"]
+        claims = jwt_claims(self.access)
+        lifetime = claims["exp"] - claims["iat"]
+        # By our clock; the fifth left covers a skew of that much with the server's.
+        self.access_expires = claims["exp"] - lifetime / 5
+        return self.access
 
 
 def retry_after(headers) -> float | None:

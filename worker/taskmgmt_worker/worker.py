@@ -204,7 +204,10 @@ class Worker:
         self.drain_seen = False
         self.heartbeat = Heartbeat(api, self.finished, on_drained=self.drained)
         self.done = 0
-        self.refused: set[str] = set()  # reports the server refused: not to be resumed
+        # Tasks whose report the server refused, or that were taken from this worker: not
+        # to be resumed. Back in progress for this node, they are another start's attempt
+        # (perhaps another process of the node after failover), not this worker's.
+        self.refused: set[str] = set()
 
     def drained(self, deadline: str) -> None:
         """The node is being drained: finish the task at hand, report it, and exit
@@ -227,6 +230,7 @@ class Worker:
             while not self.stop.is_set() and self.done != self.max_tasks:
                 status, payload = self.api.call("POST", "/api/tasks/claim", abort=self.stop)
                 if status == 200:
+                    self.refused.discard(payload["task"]["id"])  # a new attempt, this one's
                     self.perform(payload["task"])
                     continue
                 if status == 204:
@@ -249,7 +253,7 @@ class Worker:
             if self.stop.is_set() or self.done == self.max_tasks:
                 return
             if task["id"] in self.refused:
-                continue  # past its deadline: the sweep will fail it
+                continue  # past its deadline (the sweep will fail it), or not ours
             log("resumed", task=task["id"])
             self.perform(task)
 
@@ -267,6 +271,8 @@ class Worker:
             outcome = {"taskStatus": "cancelled"} if context.cancel_requested else failure(error)
         finally:
             self.heartbeat.working_on(None)
+        if context.revoked:
+            self.refused.add(context.task_id)
         if context.revoked or (context.cancelled.is_set() and not context.cancel_requested):
             log("dropped", task=task["id"])  # taken away, or the worker halts: say nothing
             return

@@ -1,5 +1,6 @@
 """Retries against a real HTTP server that misbehaves on purpose (http.server, a thread):
-heartbeats are tried again within heartbeatSeconds whatever Retry-After says."""
+heartbeats are tried again within heartbeatSeconds whatever Retry-After says, and
+whatever another thread's token refresh is waiting for."""
 
 import json
 import threading
@@ -73,3 +74,74 @@ def test_a_call_may_give_up_after_a_while_instead_of_raising(unavailable):
         None,
         {},
     )
+
+
+class Waits(threading.Event):
+    """An abort event that notes every wait asked of it, without waiting, and ends the
+    call (as a stop would) at the `last`-th."""
+
+    def __init__(self, last: int):
+        super().__init__()
+        self.last, self.asked = last, []
+
+    def wait(self, timeout=None):
+        self.asked.append(timeout)
+        return len(self.asked) >= self.last
+
+
+def test_a_capped_wait_stays_within_the_cap_jitter_included(unavailable):
+    api = Api(unavailable, "node@example.com", "x", threading.Event())
+    waits = Waits(last=20)
+
+    with pytest.raises(Stopping):
+        api.call(
+            "POST", "/api/nodes/heartbeat", {}, authenticated=False, abort=waits, max_pause=0.5
+        )
+
+    assert len(waits.asked) == 20
+    assert max(waits.asked) <= 0.5  # Retry-After 30 and the jitter, capped at 0.5
+
+
+def test_a_heartbeat_is_not_held_up_by_another_threads_token_refresh(unavailable):
+    """The server is down; the main thread's call needs a token and waits out a
+    Retry-After of 30 s. A heartbeat that needs one too tries for it itself, on its own
+    schedule, instead of queueing behind that wait."""
+    api = Api(unavailable, "node@example.com", "x", threading.Event())
+    claim = threading.Thread(target=calling, args=(api, "/api/tasks/claim", {}), daemon=True)
+    claim.start()
+    wait_until(lambda: len(Unavailable.seen) >= 1)  # its login try: refused, 503
+
+    waits = Waits(last=3)
+    outcome = {}
+    beat = threading.Thread(
+        target=calling,
+        args=(api, "/api/nodes/heartbeat", outcome),
+        kwargs={"abort": waits, "max_pause": 0.5},
+        daemon=True,
+    )
+    beat.start()
+    beat.join(10)  # unblocked, it ends at its third wait
+    stuck = beat.is_alive()
+    api.halt.set()  # ends the main thread's wait, and a stuck heartbeat's with it
+    claim.join(10)
+    beat.join(10)
+
+    assert not stuck, "the heartbeat waited behind the other thread's token refresh"
+    assert isinstance(outcome["error"], Stopping)
+    assert waits.asked and max(waits.asked) <= 0.5
+    # The heartbeat asked for a token itself before each of its waits.
+    assert len(Unavailable.seen) >= 1 + len(waits.asked)
+
+
+def calling(api, path, outcome, **options):
+    try:
+        api.call("POST", path, {}, **options)
+    except Exception as error:
+        outcome["error"] = error
+
+
+def wait_until(condition, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
