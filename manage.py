@@ -6,6 +6,9 @@ import sys
 
 
 def main():
+    # Who started this process, read before Django's set-up takes its seconds: a
+    # `collect_failed --every` loop ends with that process, even one gone meanwhile.
+    os.environ["TASKMGMT_STARTED_BY"] = str(os.getppid())
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "taskmgmt.settings")
     from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line

@@ -70,7 +70,8 @@ class Command(BaseCommand):
         # Stranded tasks are reported when their number changes, not every few seconds.
         self.stranded_reported = 0
         logger.addFilter(StrandedChanged())
-        parent = os.getppid()
+        # manage.py reads the parent first thing (a slow start could outlast it).
+        parent = int(os.environ.get("TASKMGMT_STARTED_BY") or os.getppid())
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         try:
             # A parent that died without stopping us (make killed) leaves us to init.
