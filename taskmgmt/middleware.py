@@ -3,6 +3,7 @@ or the cache is down."""
 
 import logging
 import re
+import sys
 import time
 import uuid
 
@@ -22,8 +23,11 @@ REQUEST_ID_MAX_LENGTH = 64
 
 
 def request_id_from(request) -> str:
-    supplied = _REQUEST_ID_UNSAFE.sub("", request.headers.get("X-Request-ID", ""))
-    return supplied[:REQUEST_ID_MAX_LENGTH] or uuid.uuid4().hex
+    # META directly: `request.headers` builds a mapping of every header, on every request.
+    supplied = request.META.get("HTTP_X_REQUEST_ID")
+    if supplied:
+        supplied = _REQUEST_ID_UNSAFE.sub("", supplied)[:REQUEST_ID_MAX_LENGTH]
+    return supplied or uuid.uuid4().hex
 
 
 def _user_id(request) -> str | None:
@@ -101,18 +105,32 @@ class RequestLogMiddleware:
         started = time.perf_counter()
         try:
             response = self.get_response(request)
-            logger.log(
-                _level_for(response.status_code),
-                "request",
-                extra={
+            level = _level_for(response.status_code)
+            if logger.isEnabledFor(level):
+                fields = {
                     "method": request.method,
                     "path": request.path,
                     "status": response.status_code,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 1),
                     "user_id": _user_id(request),
                     "remote_addr": request.META.get("REMOTE_ADDR"),
-                },
-            )
+                }
+                # The record `logger.log` would make, without its walk up the stack to find
+                # the caller (findCaller): this frame is the caller.
+                frame = sys._getframe()
+                code = frame.f_code
+                record = logger.makeRecord(
+                    logger.name,
+                    level,
+                    code.co_filename,
+                    frame.f_lineno,
+                    "request",
+                    (),
+                    None,
+                    code.co_name,
+                    fields,
+                )
+                logger.handle(record)
         finally:
             current_request_id.reset(token)
         response["X-Request-ID"] = request.id
