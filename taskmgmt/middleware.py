@@ -7,6 +7,9 @@ import sys
 import time
 import uuid
 
+from django.contrib.auth.middleware import AuthenticationMiddleware
+from django.contrib.messages.middleware import MessageMiddleware
+from django.contrib.sessions.middleware import SessionMiddleware
 from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from django.utils.functional import LazyObject, empty
@@ -155,3 +158,39 @@ class RequestLogMiddleware:
         )
         response["Retry-After"] = "5"
         return response
+
+
+# --- The admin site's middlewares, skipped for the API ------------------------------------
+# Sessions, the session's user and messages serve the admin site (and the cron views);
+# the API authenticates a bearer JWT in DRF, which sets `request.user` itself, and reads
+# no session or message. Skipped there, they cost nothing (they were ~80 us a request:
+# a session store, a lazy user and a message storage built, then inspected, for nothing).
+# Subclasses, so Django's checks still find them and their order in MIDDLEWARE holds;
+# CsrfViewMiddleware stays for every path (its check runs in process_view).
+_API_PREFIX = "/api/"
+_API_PATHS = frozenset({"/healthz", "/healthz/", "/metrics", "/metrics/"})
+
+
+def is_api_path(path_info: str) -> bool:
+    return path_info.startswith(_API_PREFIX) or path_info in _API_PATHS
+
+
+class SiteSessionMiddleware(SessionMiddleware):
+    def __call__(self, request):
+        if is_api_path(request.path_info):
+            return self.get_response(request)
+        return super().__call__(request)
+
+
+class SiteAuthenticationMiddleware(AuthenticationMiddleware):
+    def __call__(self, request):
+        if is_api_path(request.path_info):
+            return self.get_response(request)
+        return super().__call__(request)
+
+
+class SiteMessageMiddleware(MessageMiddleware):
+    def __call__(self, request):
+        if is_api_path(request.path_info):
+            return self.get_response(request)
+        return super().__call__(request)
