@@ -36,6 +36,10 @@ class DisallowedHostFilter(logging.Filter):
         return True
 
 
+# json.dumps(line, default=str) builds this encoder anew for every line.
+_encode = json.JSONEncoder(default=str).encode
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = {
@@ -49,4 +53,4 @@ class JsonFormatter(logging.Formatter):
         )
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        return _encode(line)
