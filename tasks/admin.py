@@ -11,7 +11,7 @@ from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
 
@@ -30,6 +30,8 @@ from tasks.models import (
     EDITED_FIELDS,
     OPEN_STATUSES,
     PRIORITY_DEFAULT,
+    SWEEP_CAUSE_COUNTS,
+    FailureCause,
     HistoryAction,
     SweepRun,
     Task,
@@ -69,12 +71,27 @@ def tasks_of_node_url(node_id) -> str:
 
 
 def node_link(node_id, name: str, email: str):
-    """A node by name, linked to its tasks; the email shows on hover."""
-    return format_html('<a href="{}" title="{}">{}</a>', tasks_of_node_url(node_id), email, name)
+    """A node by name on one line (tm-node-name: a long one ends in "…"), linked to its
+    tasks; its whole name and email show on hover."""
+    return format_html(
+        '<a class="tm-node-name" href="{}" title="{}">{}</a>',
+        tasks_of_node_url(node_id),
+        name if name == email else f"{name} <{email}>",
+        name,
+    )
 
 
 def person(user) -> str:
     return SYSTEM if user is None else user.name or user.email
+
+
+def person_cell(user):
+    """`person` in a list's column: one line, the whole name and email on hover."""
+    if user is None:
+        return SYSTEM
+    name = user.name or user.email
+    title = name if name == user.email else f"{name} <{user.email}>"
+    return format_html('<span class="tm-node-name" title="{}">{}</span>', title, name)
 
 
 # A JSON value longer than this (characters pretty-printed) or lines starts collapsed.
@@ -295,7 +312,7 @@ class HistoryLabels:
 
     @admin.display(description="by", ordering="performed_by__name")
     def performed_by_label(self, row):
-        return person(row.performed_by)
+        return person_cell(row.performed_by)
 
 
 class TaskHistoryInline(HistoryLabels, admin.TabularInline):
@@ -1065,12 +1082,14 @@ def history_url(**lookups) -> str:
 
 @admin.register(SweepRun)
 class SweepRunAdmin(admin.ModelAdmin):
-    """The sweep's past runs, newest first, each linked to the history rows it wrote.
+    """The sweep's past runs, newest first, each linked to the history rows it wrote,
+    by cause.
 
     A run does not record its tasks: its links are the system's history rows in the
-    run's time window (two sweeps that overlap, from two hosts, share their rows)."""
+    run's range of history ids (two sweeps that overlap, from two hosts, share their
+    rows); a run from before the ranges were kept, those in its time window."""
 
-    list_display = ["when", "took", "failed", "reassigned", "held", "all_rows"]
+    list_display = ["when", "took", "failed", "reassigned", "by_cause", "held", "all_rows"]
     ordering = ["-started_at"]
     show_full_result_count = False
     list_per_page = 50
@@ -1080,6 +1099,12 @@ class SweepRunAdmin(admin.ModelAdmin):
 
     @staticmethod
     def window(run) -> dict:
+        if run.history_last is not None:
+            return {
+                "actor": ActorFilter.SYSTEM,
+                "id__gt": run.history_after,
+                "id__lte": run.history_last,
+            }
         return {
             "actor": ActorFilter.SYSTEM,
             "created_at__gte": run.started_at.isoformat(),
@@ -1101,12 +1126,43 @@ class SweepRunAdmin(admin.ModelAdmin):
         url = history_url(**self.window(run), action="status_change", to_value="failed")
         return format_html('<a href="{}">{}</a>', url, run.failed_count)
 
-    @admin.display(description="reassigned off lost nodes", ordering="reassigned_count")
+    @admin.display(description="moved to other nodes", ordering="reassigned_count")
     def reassigned(self, run):
         if not run.reassigned_count:
             return 0
         url = history_url(**self.window(run), action="assignee_change")
         return format_html('<a href="{}">{}</a>', url, run.reassigned_count)
+
+    @admin.display(description="by cause")
+    def by_cause(self, run):
+        """Per cause, the tasks it failed, moved or cancelled, each count linked to
+        exactly those tasks' rows."""
+        if not run.causes_recorded:
+            return "not recorded" if run.failed_count or run.reassigned_count else "—"
+        causes: dict[str, list] = {}
+        for count in SWEEP_CAUSE_COUNTS:
+            number = getattr(run, count.field)
+            if number:
+                url = history_url(**self.window(run), **count.rows, cause__exact=count.cause)
+                causes.setdefault(count.cause, []).append(
+                    format_html(
+                        '<a class="tm-run-cause" data-count="{}" href="{}">{} {}</a>',
+                        count.field,
+                        url,
+                        number,
+                        count.what,
+                    )
+                )
+        if not causes:
+            return "—"
+        return format_html_join(
+            mark_safe("<br>"),
+            '<span class="nowrap">{}: {}</span>',
+            (
+                (FailureCause(cause).label, mark_safe(", ".join(links)))
+                for cause, links in causes.items()
+            ),
+        )
 
     @admin.display(description="failover held for", ordering="failover_held_count")
     def held(self, run):
@@ -1115,7 +1171,7 @@ class SweepRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="history")
     def all_rows(self, run):
-        if not (run.failed_count or run.reassigned_count):
+        if not (run.failed_count or run.reassigned_count or run.cancel_timeout_cancelled):
             return "—"
         return format_html('<a href="{}">every row</a>', history_url(**self.window(run)))
 
