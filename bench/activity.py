@@ -317,7 +317,13 @@ def main() -> None:
         with_indexes = table("the feed, with migration 0010's indexes")
         written_with = write_cost_us()
         call_command("migrate", "tasks", "0009", verbosity=0)
+        from tasks import activity
+
+        # Without them the feed cannot name the action's index either.
+        named = activity.first_page
+        activity.first_page = lambda rows, index=None: named(rows)
         without = table("the feed, without them (migrated back to 0009)")
+        activity.first_page = named
         written_without = write_cost_us()
         started = time.perf_counter()
         call_command("migrate", "tasks", verbosity=0)

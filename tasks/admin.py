@@ -13,7 +13,6 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
-from django.utils.timesince import timesince
 
 from accounts.models import Role, User
 from nodes.models import NodeCordoned, NodeLabels, check_schedulable
@@ -127,7 +126,7 @@ def progress_bar(task, *, compact=False):
         if percent is not None
         else mark_safe("<progress></progress>")
     )
-    age = f"{timesince(task.progress_updated_at)} ago"
+    age = f"{duration((timezone.now() - task.progress_updated_at).total_seconds())} ago"
     if compact:
         return format_html(
             '<span class="task-progress" title="{}, {}">{}</span>',
@@ -445,6 +444,11 @@ def deadline_change(before, after) -> str:
     return f"New deadline: {moment(after)} (was {moment(before)})."
 
 
+# What "retry" takes back to pending: a task that ended without completing (SPEC: a
+# cancelled task is reassigned like a failed one).
+RETRYABLE = (TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
 def task_actions(request, task) -> dict:
     """What its page offers to do to `task`: the buttons that apply to its state, the
     reassign form, and how long it has been running."""
@@ -457,8 +461,9 @@ def task_actions(request, task) -> dict:
     return {
         "act_url": reverse("admin:tasks_task_act", args=[task.pk]),
         "can_reassign": live and task.status != TaskStatus.COMPLETED,
-        "can_retry": live and task.status == TaskStatus.FAILED,
+        "can_retry": live and task.status in RETRYABLE,
         "can_fail": live and task.status in OPEN_STATUSES,
+        "can_cancel": live and task.status in OPEN_STATUSES,
         "reassign_form": form,
         "started_at": started,
         "elapsed": (timezone.now() - started).total_seconds() if started else None,
@@ -740,7 +745,7 @@ class TaskAdmin(admin.ModelAdmin):
                     task_id=task.pk, node=form.cleaned_data["node"], locked_at=locked_at
                 )
                 text = f"Reassigned to {moved.assigned_node}, back to pending."
-            elif action == "retry" and task.status == TaskStatus.FAILED:
+            elif action == "retry" and task.status in RETRYABLE:
                 moved = task_assign(task_id=task.pk, node=task.assigned_node)
                 text = f"Back to pending on {moved.assigned_node}, for another attempt."
             elif action == "fail" and task.status in OPEN_STATUSES:
@@ -980,7 +985,11 @@ class TaskAdmin(admin.ModelAdmin):
 
 
 class HistoryChangeList(ChangeList):
-    """Fetches the nodes a page of history names, once, for its from/to columns."""
+    """Fetches the tasks and nodes a page of history names, once each, for its columns."""
+
+    def get_queryset(self, request, exclude_parameters=None):
+        queryset = super().get_queryset(request, exclude_parameters)
+        return queryset.prefetch_related(Prefetch("task", Task.objects.only("name")))
 
     def get_results(self, request):
         super().get_results(request)
@@ -1041,7 +1050,9 @@ class TaskHistoryAdmin(HistoryLabels, admin.ModelAdmin):
     ]
     # The activity feed: newest first, by node, actor, action and cause.
     list_filter = [InvolvedNodeFilter, ActorFilter, "action", "cause"]
-    list_select_related = ["task", "performed_by"]
+    # The page's tasks in one query after it, not a join: joined, MariaDB 10.11 read
+    # every task first and sorted the whole history (12 s at a million rows).
+    list_select_related = ["performed_by"]
     # Ids grow with time in an append-only table, and the primary key needs no sort.
     ordering = ["-id"]
     search_fields = ["=task__id", "task__name"]
