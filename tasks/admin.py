@@ -2,6 +2,7 @@ import json
 from urllib.parse import urlencode
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -140,6 +141,16 @@ def progress_bar(task, *, compact=False):
         task.progress_message or "",
         age,
     )
+
+
+def progress_line(task) -> str | None:
+    """The latest progress report in words, for a sentence: "59.2 %, frame 1,420 (2 s ago)"."""
+    if task.progress_updated_at is None:
+        return None
+    percent = None if task.progress_percent is None else f"{task.progress_percent:g} %"
+    age = duration((timezone.now() - task.progress_updated_at).total_seconds())
+    said = ", ".join(part for part in (percent, task.progress_message) if part)
+    return f"{said or 'a report'} ({age} ago)."
 
 
 class OverdueFilter(admin.SimpleListFilter):
@@ -360,6 +371,9 @@ class TaskAdminForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if "locked_at" in self.fields:
+            # Django's date and time boxes name no zone: the label does (the one format).
+            self.fields["locked_at"].label = f"Deadline ({timezone.localtime().tzname()})"
         # Left empty (or out, by an older form): the default, as in the API.
         if "priority" in self.fields:  # not when the task is read-only
             self.fields["priority"].required = False
@@ -413,6 +427,10 @@ SKIP_REASONS = {
 }
 
 
+# The actions that skip as another does.
+SKIP_ACTION = {"reassign_by_label": "reassign"}
+
+
 def skipped_by_reason(queryset, action: str) -> tuple[int, dict[str, int]]:
     """How many selected tasks `action` will act on, and how many it skips for each reason."""
     reason_of = SKIP_REASONS[action]
@@ -454,7 +472,14 @@ def task_actions(request, task) -> dict:
     reassign form, and how long it has been running."""
     live = task.active
     form = ReassignForm()
+    form.fields["node"].label = "To"
     form.fields["locked_at"].label = "New deadline (optional)"
+    minutes = settings.REASSIGN_DEADLINE_MINUTES
+    form.fields["locked_at"].help_text = (
+        f"Left empty, it keeps its deadline unless that has passed or is less than {minutes} "
+        f"min away, then now + {minutes} min. A date and time (YYYY-MM-DD HH:MM, "
+        f"{timezone.localtime().tzname()}) replaces it."
+    )
     # An in-progress task's updated_at is its start: nothing else writes it until it
     # finishes or is taken back (the dashboard's "oldest in progress" reads it so too).
     started = task.updated_at if live and task.status == TaskStatus.IN_PROGRESS else None
@@ -466,6 +491,7 @@ def task_actions(request, task) -> dict:
         "can_cancel": live and task.status in OPEN_STATUSES,
         "reassign_form": form,
         "started_at": started,
+        "progress": progress_line(task) if started else None,
         "elapsed": (timezone.now() - started).total_seconds() if started else None,
     }
 
@@ -637,7 +663,9 @@ class TaskAdmin(admin.ModelAdmin):
         """Filtered to failed tasks, the list says why and when each failed; filtered to
         overdue ones, how late each is."""
         if is_failed_view(request):
-            return ["task_name", "node", "cause", "reason", "failed_at", "attempts", "created"]
+            # No "created": at 1440 px, beside the app list, a long node name and the
+            # reason need its room (the task's page has it).
+            return ["task_name", "node", "cause", "reason", "failed_at", "attempts"]
         if is_overdue_view(request):
             return ["task_name", "node", "status_badge", "deadline", "late_by", "created"]
         return self.list_display
@@ -827,8 +855,17 @@ class TaskAdmin(admin.ModelAdmin):
             obj.pk = task_create(**fields).pk
             obj._state.adding = False
 
-    def confirmation(self, request, queryset, *, action, intro, submit, form=None):
-        """The page an action shows before it changes anything: the tasks, and a button."""
+    def confirmation(self, request, queryset, *, action, intro, submit, form=None, details=()):
+        """The page an action shows before it changes anything: how many of the selected
+        tasks change and how many it leaves alone (and why), the tasks, and a button."""
+        eligible, skipped = skipped_by_reason(queryset, SKIP_ACTION.get(action, action))
+        changes = [
+            f"{eligible} of the {eligible + sum(skipped.values())} selected task(s) change.",
+            *details,
+        ]
+        if skipped:
+            reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()))
+            changes.append(f"Left as they are: {reasons}.")
         return render(
             request,
             "admin/tasks/task/action_confirm.html",
@@ -836,9 +873,11 @@ class TaskAdmin(admin.ModelAdmin):
                 **self.admin_site.each_context(request),
                 "title": submit,
                 "intro": intro,
-                "submit": submit,
-                # Failing and hiding tasks take something away: styled as Django's delete.
-                "destructive": action in ("mark_failed", "soft_delete"),
+                "changes": changes,
+                "submit": submit if action.startswith("reassign") else f"{submit} ({eligible})",
+                # Failing, cancelling and hiding tasks take something away: styled as
+                # Django's delete.
+                "destructive": action in ("mark_failed", "soft_delete", "cancel_tasks"),
                 "action": action,
                 "form": form,
                 "tasks": queryset.select_related("assigned_node")[:CONFIRM_LIST_LIMIT],
@@ -923,9 +962,18 @@ class TaskAdmin(admin.ModelAdmin):
     def cancel_tasks(self, request, queryset):
         form = CancelForm(request.POST if "apply" in request.POST else None)
         if not form.is_valid():
+            open_now = queryset.filter(active=True).aggregate(
+                pending=Count("pk", filter=Q(status=TaskStatus.PENDING)),
+                running=Count("pk", filter=Q(status=TaskStatus.IN_PROGRESS)),
+            )
             return self.confirmation(
                 request,
                 queryset,
+                details=[
+                    f"{open_now['pending']} pending task(s) are cancelled now; "
+                    f"{open_now['running']} in progress get a cancel request their node "
+                    "acknowledges."
+                ],
                 action="cancel_tasks",
                 intro=(
                     "Pending tasks are cancelled now; a task in progress gets a cancel request "

@@ -2,8 +2,9 @@
 wherever nodes are listed, the activity feed and its filters across task history and
 node events, a sweep run's tasks by cause; and the docs' pictures of these pages.
 
-DOCS_SCREENSHOTS=docs also saves the pictures the docs show (node-page.png,
-task-page.png, sweep-runs.png, confirmation.png, activity.png), from one scene:
+DOCS_SCREENSHOTS=docs also saves the pictures the docs show (dashboard.png,
+node-page.png, task-page.png, sweep-runs.png, confirmation.png, activity.png), from one
+scene:
 
     DOCS_SCREENSHOTS=docs .venv/bin/pytest tests/browser -k docs_pictures
 """
@@ -13,10 +14,11 @@ from pathlib import Path
 
 import pytest
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tasks.models import Task
-from tests.browser.conftest import ROOT, log_in, wait_for
+from tests.browser.conftest import ROOT, WAIT_SECONDS, log_in, save_picture, wait_for
 from tests.browser.scene import operator_scene
 from tests.browser.test_dashboard_browser import no_horizontal_overflow, result_rows
 
@@ -89,8 +91,10 @@ def test_the_activity_feed_shows_and_filters_task_history_and_node_events(browse
     assert browser.find_elements(By.CSS_SELECTOR, "tr.tm-activity-task")
     assert no_horizontal_overflow(browser)
 
+    shown = browser.find_element(By.CSS_SELECTOR, "#tm-activity tbody")
     Select(browser.find_element(By.ID, "id_node")).select_by_visible_text(str(media))
     browser.find_element(By.CSS_SELECTOR, "#tm-activity-filters input[type=submit]").click()
+    WebDriverWait(browser, WAIT_SECONDS).until(expected_conditions.staleness_of(shown))
     wait_for(browser, "#tm-activity tbody tr")
     events = browser.find_elements(By.CSS_SELECTOR, "tr.tm-activity-node")
     assert [row.find_elements(By.TAG_NAME, "td")[2].text for row in events] == [
@@ -100,9 +104,12 @@ def test_the_activity_feed_shows_and_filters_task_history_and_node_events(browse
     assert "kernel upgrade at 16:00 UTC" in events[0].text
 
     def filter_by(**choices):
+        shown = browser.find_element(By.CSS_SELECTOR, "#tm-activity tbody")
         for field, text in choices.items():
             Select(browser.find_element(By.ID, f"id_{field}")).select_by_visible_text(text)
         browser.find_element(By.CSS_SELECTOR, "#tm-activity-filters input[type=submit]").click()
+        # The next page, not the one it replaces.
+        WebDriverWait(browser, WAIT_SECONDS).until(expected_conditions.staleness_of(shown))
         return wait_for(browser, "#tm-activity tbody").find_elements(By.TAG_NAME, "tr")
 
     # An event's kind as the action: the node's task rows leave, its cordon stays.
@@ -141,22 +148,27 @@ def picture(driver, name: str) -> None:
     folder = os.environ.get("DOCS_SCREENSHOTS")
     if not folder:
         return
-    target = ROOT / Path(folder) / name
-    target.parent.mkdir(parents=True, exist_ok=True)
     height = driver.execute_script("return document.documentElement.scrollHeight")
     driver.set_window_size(1280, min(height, PICTURE_MAX_HEIGHT))
-    driver.save_screenshot(str(target))
+    save_picture(ROOT / Path(folder) / name, driver.save_screenshot)
     driver.set_window_size(1280, 1000)
 
 
-def test_docs_pictures_of_the_node_page_task_page_sweep_runs_confirmation_and_feed(
-    browser, settings
-):
+def test_docs_pictures_of_the_console_after_a_failover(browser, settings):
     browser.set_window_size(1280, 1000)
     scene = operator_scene(settings)
     batch, render, gpu = scene["batch"], scene["render"], scene["gpu"]
     log_in(browser, scene["admin"])
     browser.execute_script("window.sessionStorage.setItem('tm-live-paused', '1');")
+
+    # The dashboard after the failover: the moves by cause, work at risk, backlogs.
+    browser.get(f"{browser.base_url}/admin/")
+    assert wait_for(browser, "#tm-moved-node-lost").text == "6"
+    if os.environ.get("DOCS_SCREENSHOTS"):
+        browser.set_window_size(1280, 1400)
+        target = ROOT / Path(os.environ["DOCS_SCREENSHOTS"]) / "dashboard.png"
+        save_picture(target, browser.find_element(By.ID, "content-main").screenshot)
+        browser.set_window_size(1280, 1000)
 
     # The dead worker's page: what was done to it, by the sweep, and why.
     browser.get(f"{browser.base_url}/admin/node/{batch.pk}/")
@@ -187,7 +199,9 @@ def test_docs_pictures_of_the_node_page_task_page_sweep_runs_confirmation_and_fe
     picture(browser, "confirmation.png")
     assert Task.objects.filter(assigned_node=render).count() == 4  # nothing moved yet
 
-    browser.get(f"{browser.base_url}/admin/activity/?node={batch.pk}")
-    assert "Node lost" in wait_for(browser, "#tm-activity").text
+    # The feed: the sweep's moves, the cordon and the labels changes, newest first.
+    browser.get(f"{browser.base_url}/admin/activity/")
+    feed = wait_for(browser, "#tm-activity").text
+    assert "Node lost" in feed and "kernel upgrade" in feed
     picture(browser, "activity.png")
     browser.execute_script("window.sessionStorage.clear();")

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from nodes.models import Cordon, MaintenanceWindow, NodeEvent, NodeEventKind
+from nodes.services import node_set_labels
 from tasks.models import Task, TaskStatus
 from tests.factories import NodeFactory, TaskFactory
 
@@ -140,3 +141,14 @@ def test_the_node_page_names_who_cordoned_and_writes_every_moment_with_its_zone(
     # No browser datetime picker: text in the one format, the zone named beside it.
     assert 'type="datetime-local"' not in page_html
     assert 'placeholder="YYYY-MM-DD HH:MM"' in page_html and "Deadline (UTC)" in page_html
+
+
+def test_an_event_by_the_system_shows_on_the_page(admin_site_client, node):
+    # Labels set with no one acting (a script, a shell): the event has no actor.
+    node_set_labels(node=node, labels={"zone": "a"}, actor=None)
+
+    response = admin_site_client.get(page(node))
+
+    assert response.status_code == 200
+    events = response.content.decode().split('id="tm-node-events"')[1].split("</table>")[0]
+    assert "the system" in events and "zone=a" in events
