@@ -266,7 +266,8 @@ def main() -> None:
         logging.getLogger("taskmgmt.request").setLevel(logging.WARNING)  # the timings alone
         print(f"database: {connection.vendor} {connection.settings_dict['NAME']}")
         print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-        if abs(TaskHistory.objects.count() - args.n) > args.n * 0.01:
+        # Each run writes some rows of its own (the write timings): 5 % is still N.
+        if abs(TaskHistory.objects.count() - args.n) > args.n * 0.05:
             clear()
             started = time.perf_counter()
             load(args.n)

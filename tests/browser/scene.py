@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from nodes.services import node_cordon, node_set_labels
+from tasks.actor import acting_as
 from tasks.models import Task, TaskStatus
 from tasks.services import sweep_run
 from tests.factories import AdminFactory, NodeFactory, TaskFactory
@@ -43,6 +44,25 @@ def operator_scene(settings) -> dict:
     node_set_labels(node=media, labels={"zone": "eu-central-1c"}, actor=admin)
     node_set_labels(node=batch, labels={"spot": "yes", "zone": "us-east-2b"}, actor=admin)
 
+    # Created by the admin, as through the API or the admin site: history names her.
+    with acting_as(admin):
+        work = create_work(now, gpu=gpu, batch=batch, render=render, media=media)
+    node_cordon(node_id=media.pk, reason="kernel upgrade at 16:00 UTC", actor=admin)
+    run, _ = sweep_run(batch_size=100)
+    return {
+        "admin": admin,
+        "gpu": gpu,
+        "batch": batch,
+        "render": render,
+        "media": media,
+        "run": run,
+        **work,
+    }
+
+
+def create_work(now, *, gpu, batch, render, media) -> dict:
+    """The scene's tasks: a running one with its payload and progress, finished work,
+    the dead node's open tasks, the never-seen node's, one about to expire, one failed."""
     numbers = iter(range(1040, 1100))
 
     def jobs(count, node, **fields):
@@ -87,17 +107,4 @@ def operator_scene(settings) -> dict:
         failure_cause="node_reported",
         failure_reason="supplier feed answered 503 three times",
     )
-    node_cordon(node_id=media.pk, reason="kernel upgrade at 16:00 UTC", actor=admin)
-    run, _ = sweep_run(batch_size=100)
-    return {
-        "admin": admin,
-        "gpu": gpu,
-        "batch": batch,
-        "render": render,
-        "media": media,
-        "running": running,
-        "lost": lost,
-        "at_risk": at_risk,
-        "failed": failed,
-        "run": run,
-    }
+    return {"running": running, "lost": lost, "at_risk": at_risk, "failed": failed}

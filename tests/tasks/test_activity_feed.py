@@ -221,3 +221,28 @@ def test_an_admin_with_the_feed_open_sees_who_acted(admin_site_client, story):
     page = entries(admin_site_client, node=story["other"].pk).content.decode()
 
     assert "Second Admin" in page and "rack move" in page
+
+
+def test_a_node_and_a_cause_together_give_its_moves_and_its_own_reports(
+    admin_site_client, story, node_client, node
+):
+    moved = entries(admin_site_client, node=story["dead"].pk, cause="node_lost")
+    running = TaskFactory(assigned_node=node, status="in_progress", attempts=1)
+    node_client.put(
+        "/api/tasks/shift-status",
+        {"taskId": str(running.pk), "taskStatus": "failed", "reason": "disk full"},
+        format="json",
+    )
+    reported = entries(admin_site_client, node=node.pk, cause="node_reported")
+
+    rows = [entry.row for entry in moved.context["entries"]]
+    assert {(row.action, row.from_value) for row in rows} == {
+        (HistoryAction.ASSIGNEE_CHANGE, str(story["dead"].pk))
+    }
+    assert len(rows) == 2
+    (report,) = [entry.row for entry in reported.context["entries"]]
+    assert (report.task_id, report.performed_by_id, report.to_value) == (
+        running.pk,
+        node.pk,
+        "failed",
+    )
