@@ -11,6 +11,7 @@ is never skipped or shown twice, whatever the other source holds.
 import heapq
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from itertools import islice
 from urllib.parse import urlencode
 from uuid import UUID
@@ -23,11 +24,11 @@ from django.utils.html import format_html
 
 from accounts.models import Role, User
 from nodes.models import NodeEvent, NodeEventKind
+from taskmgmt.moments import moment
 from taskmgmt.replica import on_replica
 from taskmgmt.sql import driver_rows
 from tasks.admin import NODE_VALUED, person_cell, value_label
 from tasks.models import FailureCause, HistoryAction, Task, TaskHistory
-from tasks.templatetags.moments import moment
 
 PAGE_ROWS = 50
 SYSTEM = "system"
@@ -78,7 +79,7 @@ class ActivityFilters(forms.Form):
 class Entry:
     """One row of the feed: a task history row or a node event."""
 
-    created_at: object
+    created_at: datetime
     row: TaskHistory | NodeEvent
 
     @property
@@ -135,7 +136,8 @@ def history_page(filters: dict, before: int | None, using: str) -> list[TaskHist
 
 def first_page(rows, index: str | None = None) -> list:
     """The first PAGE_ROWS + 1 of `rows`, which are ordered newest first. `index`: their
-    ids read through it first (FORCE INDEX on MariaDB, taskmgmt.sql), then the rows."""
+    ids read through it first (FORCE INDEX on MariaDB, taskmgmt.sql; on the primary,
+    which that fence reads), then the rows."""
     if index is None:
         return list(rows[: PAGE_ROWS + 1])
     ids = [row.id for row in driver_rows(rows, "id", index=index)[: PAGE_ROWS + 1]]
