@@ -47,7 +47,7 @@ admin.site.unregister(User)
 class NodeUserAdmin(UserAdmin):
     list_display = [
         "email",
-        "name",
+        "name_cell",
         "role",
         "liveness",
         "last_seen_at",
@@ -101,6 +101,11 @@ class NodeUserAdmin(UserAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         heartbeats.flush()
         return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.display(description="name", ordering="name")
+    def name_cell(self, user):
+        # One line (tasks/admin.css): a long node name ends in "…", whole on hover.
+        return format_html('<span class="tm-node-name" title="{}">{}</span>', user.name, user.name)
 
     @admin.display(description="liveness", ordering="liveness")
     def liveness(self, user):

@@ -10,7 +10,16 @@ from django.utils import timezone
 
 from nodes.models import NODE_REASON_MAX_LENGTH
 
-MOMENT = forms.DateTimeInput(attrs={"type": "datetime-local"})
+
+def moment_input():
+    # Text in the admin's one format, not the browser's datetime-local picker, which
+    # writes the browser's locale beside a label that names the server's zone.
+    return forms.DateTimeInput(attrs={"placeholder": "YYYY-MM-DD HH:MM", "size": 16})
+
+
+def zone() -> str:
+    """The zone the admin shows and reads moments in (UTC unless TIME_ZONE says)."""
+    return timezone.localtime().tzname()
 
 
 class ReasonForm(forms.Form):
@@ -18,11 +27,15 @@ class ReasonForm(forms.Form):
 
 
 class DrainForm(ReasonForm):
-    deadline = forms.DateTimeField(
-        required=False,
-        widget=MOMENT,
-        help_text="Until when work in progress may finish (UTC). Empty: in DRAIN_DEADLINE_MINUTES.",
-    )
+    deadline = forms.DateTimeField(required=False, widget=moment_input())
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["deadline"].label = f"Deadline ({zone()})"
+        self.fields["deadline"].help_text = (
+            "Until when work in progress may finish. "
+            f"Empty: in {settings.DRAIN_DEADLINE_MINUTES} min."
+        )
 
     def clean_deadline(self):
         deadline = self.cleaned_data["deadline"]
@@ -34,9 +47,14 @@ class DrainForm(ReasonForm):
 
 
 class MaintenanceForm(ReasonForm):
-    starts_at = forms.DateTimeField(widget=MOMENT, label="Starts (UTC)")
-    ends_at = forms.DateTimeField(widget=MOMENT, label="Ends (UTC)")
-    drain = forms.BooleanField(required=False, help_text="Drain at the start, not only cordon.")
+    starts_at = forms.DateTimeField(widget=moment_input())
+    ends_at = forms.DateTimeField(widget=moment_input())
+    drain = forms.BooleanField(required=False, label="Drain at the start, not only cordon")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["starts_at"].label = f"Starts ({zone()})"
+        self.fields["ends_at"].label = f"Ends ({zone()})"
 
     def clean(self):
         cleaned = super().clean()

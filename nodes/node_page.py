@@ -8,6 +8,7 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
+from accounts.models import User
 from accounts.services import user_deactivate
 from nodes import heartbeats
 from nodes.forms import DrainForm, MaintenanceForm, ReasonForm
@@ -21,6 +22,7 @@ from nodes.services import (
     node_uncordon,
 )
 from nodes.work import node_work
+from taskmgmt.moments import moment
 
 EVENT_ROWS = 20
 
@@ -39,6 +41,8 @@ def node_view(site, request, node_id):
     work = node_work().node_page(request, node, now)
     if isinstance(work, HttpResponse):
         return work
+    schedule = Node.objects.with_schedule(now).get(pk=node.pk).schedule_state()
+    schedule_by = schedule["by"] and User.objects.filter(pk=schedule["by"]).first()
     context = {
         **site.each_context(request),
         "title": f"Node {node.name or node.email}",
@@ -46,11 +50,17 @@ def node_view(site, request, node_id):
         "heartbeat_age": round((now - node.last_seen).total_seconds()) if node.last_seen else None,
         "liveness_label": Liveness(node.liveness).label,
         "labels": sorted(node.labels.items()),
-        "schedule": Node.objects.with_schedule(now).get(pk=node.pk).schedule_state(),
+        "schedule": schedule,
+        "schedule_by": schedule_by and (schedule_by.name or schedule_by.email),
         "current_window": MaintenanceWindow.objects.current(now).filter(node=node).first(),
         "next_windows": MaintenanceWindow.objects.coming(now).filter(node=node)[:5],
         "events": NodeEvent.objects.filter(node=node).select_related("actor")[:EVENT_ROWS],
-        **scheduling,
+        "scheduling_forms": [
+            ("tm-cordon", "cordon", scheduling["cordon_form"], "Cordon"),
+            ("tm-drain", "drain", scheduling["drain_form"], "Drain…"),
+            ("tm-uncordon", "uncordon", scheduling["uncordon_form"], "Uncordon"),
+            ("tm-maintenance", "maintenance", scheduling["maintenance_form"], "Plan maintenance"),
+        ],
         "as_of": now,
         **work,
     }
@@ -82,17 +92,7 @@ def scheduling_forms(site, request, node) -> dict | HttpResponse:
     if action == "drain" and forms["drain_form"].is_valid():
         data = forms["drain_form"].cleaned_data
         if "confirm" not in request.POST:
-            return TemplateResponse(
-                request,
-                "admin/nodes/drain_confirm.html",
-                {
-                    **site.each_context(request),
-                    "title": f"Drain {node}?",
-                    "node": node,
-                    "form": forms["drain_form"],
-                    "deadline": data["deadline"],
-                },
-            )
+            return drain_confirmation(site, request, node, forms["drain_form"])
         node_cordon(
             node_id=node.pk, reason=data["reason"], actor=actor, drain_deadline=data["deadline"]
         )
@@ -130,6 +130,33 @@ def scheduling_forms(site, request, node) -> dict | HttpResponse:
     return forms
 
 
+def drain_confirmation(site, request, node, form):
+    """How many of the node's tasks a drain moves now and how many may finish first."""
+    open_tasks, in_progress = node_work().open_counts_by_node().get(node.pk, (0, 0))
+    deadline = moment(form.cleaned_data["deadline"], "minutes")
+    return confirmation(
+        site,
+        request,
+        node,
+        title=f"Drain {node}?",
+        changes=[
+            f"Its {open_tasks - in_progress} pending task(s) move now to other alive, "
+            "schedulable nodes that may run them (as failover places them); a task no node "
+            "may take, or pinned to it, stays.",
+            f"Its {in_progress} task(s) in progress may finish until {deadline}; then the "
+            "sweep fails them (cause: drain deadline passed) and moves them.",
+            f"{node} takes no new tasks until uncordoned. The drain is a node event, with "
+            "you as its author.",
+        ],
+        hidden=[
+            ("action", "drain"),
+            *((field.html_name, field.value() or "") for field in form),
+        ],
+        submit=f"Drain now: move {open_tasks - in_progress} pending task(s)",
+        form_id="tm-drain-confirm",
+    )
+
+
 def deactivate(site, request, node):
     """Asks first (Django's delete-confirmation pattern), then deactivates."""
     if request.POST.get("confirm") != "yes":
@@ -153,10 +180,13 @@ def deactivate(site, request, node):
     return redirect("admin:node", node_id=node.pk)
 
 
-def confirmation(site, request, node, *, title, changes, hidden, submit, destructive=False):
+def confirmation(
+    site, request, node, *, title, changes, hidden, submit, destructive=False, form_id=""
+):
     """The page a node-wide action shows before it changes anything; its form posts
     `hidden` again with confirm=yes."""
     context = {
+        "form_id": form_id,
         **site.each_context(request),
         "title": title,
         "node": node,

@@ -2,6 +2,7 @@ import json
 from urllib.parse import urlencode
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -11,9 +12,8 @@ from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
-from django.utils.timesince import timesince
 
 from accounts.models import Role, User
 from nodes.models import NodeCordoned, NodeLabels, check_schedulable
@@ -30,6 +30,8 @@ from tasks.models import (
     EDITED_FIELDS,
     OPEN_STATUSES,
     PRIORITY_DEFAULT,
+    SWEEP_CAUSE_COUNTS,
+    FailureCause,
     HistoryAction,
     SweepRun,
     Task,
@@ -69,12 +71,27 @@ def tasks_of_node_url(node_id) -> str:
 
 
 def node_link(node_id, name: str, email: str):
-    """A node by name, linked to its tasks; the email shows on hover."""
-    return format_html('<a href="{}" title="{}">{}</a>', tasks_of_node_url(node_id), email, name)
+    """A node by name on one line (tm-node-name: a long one ends in "…"), linked to its
+    tasks; its whole name and email show on hover."""
+    return format_html(
+        '<a class="tm-node-name" href="{}" title="{}">{}</a>',
+        tasks_of_node_url(node_id),
+        name if name == email else f"{name} <{email}>",
+        name,
+    )
 
 
 def person(user) -> str:
     return SYSTEM if user is None else user.name or user.email
+
+
+def person_cell(user):
+    """`person` in a list's column: one line, the whole name and email on hover."""
+    if user is None:
+        return SYSTEM
+    name = user.name or user.email
+    title = name if name == user.email else f"{name} <{user.email}>"
+    return format_html('<span class="tm-node-name" title="{}">{}</span>', title, name)
 
 
 # A JSON value longer than this (characters pretty-printed) or lines starts collapsed.
@@ -110,7 +127,7 @@ def progress_bar(task, *, compact=False):
         if percent is not None
         else mark_safe("<progress></progress>")
     )
-    age = f"{timesince(task.progress_updated_at)} ago"
+    age = f"{duration((timezone.now() - task.progress_updated_at).total_seconds())} ago"
     if compact:
         return format_html(
             '<span class="task-progress" title="{}, {}">{}</span>',
@@ -124,6 +141,16 @@ def progress_bar(task, *, compact=False):
         task.progress_message or "",
         age,
     )
+
+
+def progress_line(task) -> str | None:
+    """The latest progress report in words, for a sentence: "59.2 %, frame 1,420 (2 s ago)"."""
+    if task.progress_updated_at is None:
+        return None
+    percent = None if task.progress_percent is None else f"{task.progress_percent:g} %"
+    age = duration((timezone.now() - task.progress_updated_at).total_seconds())
+    said = ", ".join(part for part in (percent, task.progress_message) if part)
+    return f"{said or 'a report'} ({age} ago)."
 
 
 class OverdueFilter(admin.SimpleListFilter):
@@ -295,7 +322,7 @@ class HistoryLabels:
 
     @admin.display(description="by", ordering="performed_by__name")
     def performed_by_label(self, row):
-        return person(row.performed_by)
+        return person_cell(row.performed_by)
 
 
 class TaskHistoryInline(HistoryLabels, admin.TabularInline):
@@ -344,6 +371,9 @@ class TaskAdminForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if "locked_at" in self.fields:
+            # Django's date and time boxes name no zone: the label does (the one format).
+            self.fields["locked_at"].label = f"Deadline ({timezone.localtime().tzname()})"
         # Left empty (or out, by an older form): the default, as in the API.
         if "priority" in self.fields:  # not when the task is read-only
             self.fields["priority"].required = False
@@ -397,6 +427,10 @@ SKIP_REASONS = {
 }
 
 
+# The actions that skip as another does.
+SKIP_ACTION = {"reassign_by_label": "reassign"}
+
+
 def skipped_by_reason(queryset, action: str) -> tuple[int, dict[str, int]]:
     """How many selected tasks `action` will act on, and how many it skips for each reason."""
     reason_of = SKIP_REASONS[action]
@@ -428,22 +462,36 @@ def deadline_change(before, after) -> str:
     return f"New deadline: {moment(after)} (was {moment(before)})."
 
 
+# What "retry" takes back to pending: a task that ended without completing (SPEC: a
+# cancelled task is reassigned like a failed one).
+RETRYABLE = (TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
 def task_actions(request, task) -> dict:
     """What its page offers to do to `task`: the buttons that apply to its state, the
     reassign form, and how long it has been running."""
     live = task.active
     form = ReassignForm()
+    form.fields["node"].label = "To"
     form.fields["locked_at"].label = "New deadline (optional)"
+    minutes = settings.REASSIGN_DEADLINE_MINUTES
+    form.fields["locked_at"].help_text = (
+        f"Left empty, it keeps its deadline unless that has passed or is less than {minutes} "
+        f"min away, then now + {minutes} min. A date and time (YYYY-MM-DD HH:MM, "
+        f"{timezone.localtime().tzname()}) replaces it."
+    )
     # An in-progress task's updated_at is its start: nothing else writes it until it
     # finishes or is taken back (the dashboard's "oldest in progress" reads it so too).
     started = task.updated_at if live and task.status == TaskStatus.IN_PROGRESS else None
     return {
         "act_url": reverse("admin:tasks_task_act", args=[task.pk]),
         "can_reassign": live and task.status != TaskStatus.COMPLETED,
-        "can_retry": live and task.status == TaskStatus.FAILED,
+        "can_retry": live and task.status in RETRYABLE,
         "can_fail": live and task.status in OPEN_STATUSES,
+        "can_cancel": live and task.status in OPEN_STATUSES,
         "reassign_form": form,
         "started_at": started,
+        "progress": progress_line(task) if started else None,
         "elapsed": (timezone.now() - started).total_seconds() if started else None,
     }
 
@@ -615,7 +663,9 @@ class TaskAdmin(admin.ModelAdmin):
         """Filtered to failed tasks, the list says why and when each failed; filtered to
         overdue ones, how late each is."""
         if is_failed_view(request):
-            return ["task_name", "node", "cause", "reason", "failed_at", "attempts", "created"]
+            # No "created": at 1440 px, beside the app list, a long node name and the
+            # reason need its room (the task's page has it).
+            return ["task_name", "node", "cause", "reason", "failed_at", "attempts"]
         if is_overdue_view(request):
             return ["task_name", "node", "status_badge", "deadline", "late_by", "created"]
         return self.list_display
@@ -723,7 +773,7 @@ class TaskAdmin(admin.ModelAdmin):
                     task_id=task.pk, node=form.cleaned_data["node"], locked_at=locked_at
                 )
                 text = f"Reassigned to {moved.assigned_node}, back to pending."
-            elif action == "retry" and task.status == TaskStatus.FAILED:
+            elif action == "retry" and task.status in RETRYABLE:
                 moved = task_assign(task_id=task.pk, node=task.assigned_node)
                 text = f"Back to pending on {moved.assigned_node}, for another attempt."
             elif action == "fail" and task.status in OPEN_STATUSES:
@@ -805,8 +855,17 @@ class TaskAdmin(admin.ModelAdmin):
             obj.pk = task_create(**fields).pk
             obj._state.adding = False
 
-    def confirmation(self, request, queryset, *, action, intro, submit, form=None):
-        """The page an action shows before it changes anything: the tasks, and a button."""
+    def confirmation(self, request, queryset, *, action, intro, submit, form=None, details=()):
+        """The page an action shows before it changes anything: how many of the selected
+        tasks change and how many it leaves alone (and why), the tasks, and a button."""
+        eligible, skipped = skipped_by_reason(queryset, SKIP_ACTION.get(action, action))
+        changes = [
+            f"{eligible} of the {eligible + sum(skipped.values())} selected task(s) change.",
+            *details,
+        ]
+        if skipped:
+            reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()))
+            changes.append(f"Left as they are: {reasons}.")
         return render(
             request,
             "admin/tasks/task/action_confirm.html",
@@ -814,9 +873,11 @@ class TaskAdmin(admin.ModelAdmin):
                 **self.admin_site.each_context(request),
                 "title": submit,
                 "intro": intro,
-                "submit": submit,
-                # Failing and hiding tasks take something away: styled as Django's delete.
-                "destructive": action in ("mark_failed", "soft_delete"),
+                "changes": changes,
+                "submit": submit if action.startswith("reassign") else f"{submit} ({eligible})",
+                # Failing, cancelling and hiding tasks take something away: styled as
+                # Django's delete.
+                "destructive": action in ("mark_failed", "soft_delete", "cancel_tasks"),
                 "action": action,
                 "form": form,
                 "tasks": queryset.select_related("assigned_node")[:CONFIRM_LIST_LIMIT],
@@ -901,9 +962,18 @@ class TaskAdmin(admin.ModelAdmin):
     def cancel_tasks(self, request, queryset):
         form = CancelForm(request.POST if "apply" in request.POST else None)
         if not form.is_valid():
+            open_now = queryset.filter(active=True).aggregate(
+                pending=Count("pk", filter=Q(status=TaskStatus.PENDING)),
+                running=Count("pk", filter=Q(status=TaskStatus.IN_PROGRESS)),
+            )
             return self.confirmation(
                 request,
                 queryset,
+                details=[
+                    f"{open_now['pending']} pending task(s) are cancelled now; "
+                    f"{open_now['running']} in progress get a cancel request their node "
+                    "acknowledges."
+                ],
                 action="cancel_tasks",
                 intro=(
                     "Pending tasks are cancelled now; a task in progress gets a cancel request "
@@ -963,7 +1033,11 @@ class TaskAdmin(admin.ModelAdmin):
 
 
 class HistoryChangeList(ChangeList):
-    """Fetches the nodes a page of history names, once, for its from/to columns."""
+    """Fetches the tasks and nodes a page of history names, once each, for its columns."""
+
+    def get_queryset(self, request, exclude_parameters=None):
+        queryset = super().get_queryset(request, exclude_parameters)
+        return queryset.prefetch_related(Prefetch("task", Task.objects.only("name")))
 
     def get_results(self, request):
         super().get_results(request)
@@ -1024,7 +1098,9 @@ class TaskHistoryAdmin(HistoryLabels, admin.ModelAdmin):
     ]
     # The activity feed: newest first, by node, actor, action and cause.
     list_filter = [InvolvedNodeFilter, ActorFilter, "action", "cause"]
-    list_select_related = ["task", "performed_by"]
+    # The page's tasks in one query after it, not a join: joined, MariaDB 10.11 read
+    # every task first and sorted the whole history (12 s at a million rows).
+    list_select_related = ["performed_by"]
     # Ids grow with time in an append-only table, and the primary key needs no sort.
     ordering = ["-id"]
     search_fields = ["=task__id", "task__name"]
@@ -1065,12 +1141,14 @@ def history_url(**lookups) -> str:
 
 @admin.register(SweepRun)
 class SweepRunAdmin(admin.ModelAdmin):
-    """The sweep's past runs, newest first, each linked to the history rows it wrote.
+    """The sweep's past runs, newest first, each linked to the history rows it wrote,
+    by cause.
 
     A run does not record its tasks: its links are the system's history rows in the
-    run's time window (two sweeps that overlap, from two hosts, share their rows)."""
+    run's range of history ids (two sweeps that overlap, from two hosts, share their
+    rows); a run from before the ranges were kept, those in its time window."""
 
-    list_display = ["when", "took", "failed", "reassigned", "held", "all_rows"]
+    list_display = ["when", "took", "failed", "reassigned", "by_cause", "held", "all_rows"]
     ordering = ["-started_at"]
     show_full_result_count = False
     list_per_page = 50
@@ -1080,6 +1158,12 @@ class SweepRunAdmin(admin.ModelAdmin):
 
     @staticmethod
     def window(run) -> dict:
+        if run.history_last is not None:
+            return {
+                "actor": ActorFilter.SYSTEM,
+                "id__gt": run.history_after,
+                "id__lte": run.history_last,
+            }
         return {
             "actor": ActorFilter.SYSTEM,
             "created_at__gte": run.started_at.isoformat(),
@@ -1101,12 +1185,43 @@ class SweepRunAdmin(admin.ModelAdmin):
         url = history_url(**self.window(run), action="status_change", to_value="failed")
         return format_html('<a href="{}">{}</a>', url, run.failed_count)
 
-    @admin.display(description="reassigned off lost nodes", ordering="reassigned_count")
+    @admin.display(description="moved to other nodes", ordering="reassigned_count")
     def reassigned(self, run):
         if not run.reassigned_count:
             return 0
         url = history_url(**self.window(run), action="assignee_change")
         return format_html('<a href="{}">{}</a>', url, run.reassigned_count)
+
+    @admin.display(description="by cause")
+    def by_cause(self, run):
+        """Per cause, the tasks it failed, moved or cancelled, each count linked to
+        exactly those tasks' rows."""
+        if not run.causes_recorded:
+            return "not recorded" if run.failed_count or run.reassigned_count else "—"
+        causes: dict[str, list] = {}
+        for count in SWEEP_CAUSE_COUNTS:
+            number = getattr(run, count.field)
+            if number:
+                url = history_url(**self.window(run), **count.rows, cause__exact=count.cause)
+                causes.setdefault(count.cause, []).append(
+                    format_html(
+                        '<a class="tm-run-cause" data-count="{}" href="{}">{} {}</a>',
+                        count.field,
+                        url,
+                        number,
+                        count.what,
+                    )
+                )
+        if not causes:
+            return "—"
+        return format_html_join(
+            mark_safe("<br>"),
+            '<span class="nowrap">{}: {}</span>',
+            (
+                (FailureCause(cause).label, mark_safe(", ".join(links)))
+                for cause, links in causes.items()
+            ),
+        )
 
     @admin.display(description="failover held for", ordering="failover_held_count")
     def held(self, run):
@@ -1115,7 +1230,7 @@ class SweepRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="history")
     def all_rows(self, run):
-        if not (run.failed_count or run.reassigned_count):
+        if not (run.failed_count or run.reassigned_count or run.cancel_timeout_cancelled):
             return "—"
         return format_html('<a href="{}">every row</a>', history_url(**self.window(run)))
 

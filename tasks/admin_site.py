@@ -5,7 +5,7 @@ node page is nodes.node_page.
 """
 
 from datetime import timedelta
-from urllib.parse import quote
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import admin
@@ -110,11 +110,36 @@ def dashboard_context(data: dict, group: str | None = None) -> dict:
         ),
         "chart": chart(data),
         "sweep_runs_url": reverse("admin:tasks_sweeprun_changelist"),
-        "moved_url": (
-            f"{reverse('admin:tasks_sweeprun_changelist')}"
-            f"?started_at__gte={quote(data['since'].isoformat())}"
-        ),
+        "moved": moved_rows(data),
     }
+
+
+def moved_rows(data: dict) -> list[tuple]:
+    """The dashboard's "moved in the last 24 h" by cause: (html id, label, count, link to
+    exactly the sweep runs that moved tasks for that cause)."""
+    runs = reverse("admin:tasks_sweeprun_changelist")
+    since = {"started_at__gte": data["since"].isoformat()}
+    moved = data["moved_by_cause"]
+    rows = [
+        (
+            f"tm-moved-{cause.replace('_', '-')}",
+            f"{FailureCause(cause).label} (moved by the sweep)",
+            moved[cause],
+            f"{runs}?{urlencode({**since, f'{cause}_moved__gt': 0})}",
+        )
+        for cause in (FailureCause.NODE_LOST, FailureCause.DRAINED)
+    ]
+    if moved["unknown"]:
+        lookups = {**since, "node_lost_moved__isnull": "True", "reassigned_count__gt": 0}
+        rows.append(
+            (
+                "tm-moved-unknown",
+                "Cause not recorded (runs before it was)",
+                moved["unknown"],
+                f"{runs}?{urlencode(lookups)}",
+            )
+        )
+    return rows
 
 
 def cause_label(cause: str) -> str:
@@ -143,5 +168,14 @@ class AdminSite(admin.AdminSite):
         return TemplateResponse(request, self.index_template, context)
 
     def get_urls(self):
+        # Here, not at the top: the feed reads the history admin's labels, and the admin
+        # modules register on this site, which is being built when this module loads.
+        from tasks.activity import activity_view
+
         node_page = self.admin_view(lambda request, node_id: node_view(self, request, node_id))
-        return [path("node/<uuid:node_id>/", node_page, name="node"), *super().get_urls()]
+        activity = self.admin_view(lambda request: activity_view(self, request))
+        return [
+            path("node/<uuid:node_id>/", node_page, name="node"),
+            path("activity/", activity, name="activity"),
+            *super().get_urls(),
+        ]

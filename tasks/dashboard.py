@@ -30,7 +30,8 @@ logger = logging.getLogger("taskmgmt.dashboard")
 
 # A day, and no more: the chart's buckets are named by their hour of the day.
 WINDOW_HOURS = 24
-SNAPSHOT_CACHE_KEY = "tasks:dashboard:snapshot"
+# Versioned: hosts sharing the cache across a deploy never read a snapshot of another shape.
+SNAPSHOT_CACHE_KEY = "tasks:dashboard:snapshot:2"
 # A failure from before causes were recorded has none; it is shown as this.
 NO_CAUSE = "unknown"
 
@@ -124,7 +125,7 @@ def _compute(now: datetime, using: str) -> dict:
         "totals": totals,
         **deadlines,
         "failures": failures,
-        "moved_off_lost": sweep_moves_since(since, using),
+        "moved_by_cause": sweep_moves_since(since, using),
         "hours": hours,
         "last_sweep": last_run
         and {

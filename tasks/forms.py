@@ -80,6 +80,15 @@ class LabelReassignForm(forms.Form):
     )
     locked_at = ReassignForm.base_fields["locked_at"]
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        minutes = settings.REASSIGN_DEADLINE_MINUTES
+        self.fields["locked_at"].help_text = (
+            f"Left empty, each task keeps its deadline unless that has passed or is less than "
+            f"{minutes} min away, then now + {minutes} min. A date and time here "
+            f"(YYYY-MM-DD HH:MM, {timezone.localtime().tzname()}) replaces every task's."
+        )
+
     def clean_labels(self):
         return parsed_labels(self.cleaned_data["labels"])
 
@@ -96,9 +105,8 @@ class BroadcastForm(forms.Form):
     name = forms.CharField(max_length=255)
     details = forms.CharField(widget=forms.Textarea, max_length=10_000)
     locked_at = forms.DateTimeField(
-        label="Deadline",
-        help_text="A future date and time (UTC).",
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+        # Text in the one format, as the reassign deadline: not the browser's picker.
+        widget=forms.DateTimeInput(attrs={"placeholder": "YYYY-MM-DD HH:MM"}),
     )
     priority = forms.IntegerField(min_value=PRIORITY_MIN, max_value=PRIORITY_MAX, initial=50)
     labels = forms.CharField(
@@ -106,6 +114,12 @@ class BroadcastForm(forms.Form):
         required=False,
         help_text="key=value, comma-separated; empty: every schedulable node.",
     )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        zone = timezone.localtime().tzname()
+        self.fields["locked_at"].label = f"Deadline ({zone})"
+        self.fields["locked_at"].help_text = f"A future date and time, YYYY-MM-DD HH:MM, {zone}."
 
     def clean_labels(self):
         return parsed_labels(self.cleaned_data["labels"])

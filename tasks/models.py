@@ -1,6 +1,7 @@
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 from uuid import UUID
 
 from django.conf import settings
@@ -567,7 +568,15 @@ class TaskHistory(AppendOnlyModel):
     class Meta:
         ordering = ["-created_at", "-id"]
         verbose_name_plural = "task history"
-        indexes = [models.Index(fields=["task", "created_at"], name="history_task_time")]
+        indexes = [
+            models.Index(fields=["task", "created_at"], name="history_task_time"),
+            # The activity feed (tasks.activity): newest first by action, by cause, and a
+            # node's rows by what was given to it or taken from it, each one index range.
+            models.Index(fields=["action", "id"], name="history_action"),
+            models.Index(fields=["cause", "id"], name="history_cause"),
+            models.Index(fields=["to_value", "id"], name="history_to_value"),
+            models.Index(fields=["from_value", "id"], name="history_from_value"),
+        ]
 
     def __str__(self):
         # No raw values: they are ids and timestamps, which the admin shows by name.
@@ -644,6 +653,17 @@ class SweepRun(models.Model):
     reassigned_count = models.PositiveIntegerField(default=0)
     # Down nodes whose failover this run held back (FAILOVER_MAX_DOWN_SHARE): 0 if none.
     failover_held_count = models.PositiveIntegerField(default=0)
+    # What it did by cause (SWEEP_CAUSE_COUNTS); None on runs from before they were kept.
+    deadline_failed = models.PositiveIntegerField(null=True, blank=True)
+    node_lost_failed = models.PositiveIntegerField(null=True, blank=True)
+    node_lost_moved = models.PositiveIntegerField(null=True, blank=True)
+    drained_failed = models.PositiveIntegerField(null=True, blank=True)
+    drained_moved = models.PositiveIntegerField(null=True, blank=True)
+    cancel_timeout_cancelled = models.PositiveIntegerField(null=True, blank=True)
+    # The history ids it may have written: above history_after, up to history_last (the
+    # system's among them). A primary-key range: its links read no more than its rows.
+    history_after = models.BigIntegerField(null=True, blank=True)
+    history_last = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-started_at"]
@@ -654,3 +674,40 @@ class SweepRun(models.Model):
     @property
     def duration(self) -> timedelta:
         return self.finished_at - self.started_at
+
+    @property
+    def causes_recorded(self) -> bool:
+        return self.deadline_failed is not None
+
+
+class SweepCount(NamedTuple):
+    """One of a sweep run's counts by cause: its field, and the history rows it counts
+    (one row per task: the failure, the move or the cancellation)."""
+
+    cause: str
+    what: str  # failed, moved, cancelled
+    field: str
+    rows: dict  # TaskHistory lookups
+
+
+_FAILED = {"action": HistoryAction.STATUS_CHANGE, "to_value": TaskStatus.FAILED}
+SWEEP_CAUSE_COUNTS = (
+    SweepCount(FailureCause.DEADLINE, "failed", "deadline_failed", _FAILED),
+    SweepCount(FailureCause.NODE_LOST, "failed", "node_lost_failed", _FAILED),
+    SweepCount(
+        FailureCause.NODE_LOST,
+        "moved",
+        "node_lost_moved",
+        {"action": HistoryAction.ASSIGNEE_CHANGE},
+    ),
+    SweepCount(FailureCause.DRAINED, "failed", "drained_failed", _FAILED),
+    SweepCount(
+        FailureCause.DRAINED, "moved", "drained_moved", {"action": HistoryAction.ASSIGNEE_CHANGE}
+    ),
+    SweepCount(
+        FailureCause.CANCEL_TIMEOUT,
+        "cancelled",
+        "cancel_timeout_cancelled",
+        {"action": HistoryAction.STATUS_CHANGE, "to_value": TaskStatus.CANCELLED},
+    ),
+)

@@ -102,9 +102,7 @@ class TaskWork(NodeWork):
             ),
             "history": history,
             "moved_away": moved_away(node),
-            "activity_url": (
-                f"{reverse('admin:tasks_taskhistory_changelist')}?{urlencode({'node': node.pk})}"
-            ),
+            "activity_url": f"{reverse('admin:activity')}?{urlencode({'node': node.pk})}",
             "form": form,
         }
 
@@ -114,24 +112,27 @@ def moved_away(node) -> list[dict]:
     two queries (the rows, then the nodes they went to)."""
     rows = list(node_moved_away(node, HISTORY_ROWS))
     targets = {row.to_value for row in rows if row.to_value}
-    names = (
+    users = (
         {
-            str(user.pk): str(user.name or user.email)
+            str(user.pk): user
             for user in User.objects.filter(pk__in=targets).only("id", "name", "email")
         }
         if targets
         else {}
     )
+    names = {pk: user.name or user.email for pk, user in users.items()}
     return [
         {
             "created_at": row.created_at,
             "task_id": row.task_id,
             "task_name": row.task.name,
             "to": names.get(row.to_value, row.to_value),
+            "to_title": str(users.get(row.to_value, row.to_value)),
             "to_url": reverse("admin:node", args=[row.to_value]) if row.to_value in names else "",
             "by": SYSTEM
             if row.performed_by is None
             else row.performed_by.name or row.performed_by.email,
+            "by_title": "" if row.performed_by is None else str(row.performed_by),
             "cause": row.get_cause_display(),
         }
         for row in rows

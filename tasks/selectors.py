@@ -8,7 +8,7 @@ from uuid import UUID
 
 from django.db import DEFAULT_DB_ALIAS
 from django.db.models import Count, Min, OuterRef, Q, Subquery, Sum
-from django.db.models.functions import ExtractHour
+from django.db.models.functions import Coalesce, ExtractHour
 from django.db.models.utils import create_namedtuple_class
 
 from taskmgmt.sql import driver_rows, select_one
@@ -193,15 +193,19 @@ def last_sweep(using: str = DEFAULT_DB_ALIAS) -> SweepRun | None:
     return SweepRun.objects.using(using).order_by("-started_at").first()
 
 
-def sweep_moves_since(since: datetime, using: str = DEFAULT_DB_ALIAS) -> int:
-    """Tasks the sweep moved off lost nodes since `since` (its runs' own counts: indexed,
-    where counting history rows would scan the history)."""
-    moved = (
+def sweep_moves_since(since: datetime, using: str = DEFAULT_DB_ALIAS) -> dict[str, int]:
+    """Tasks the sweep moved to other nodes since `since`, by cause (its runs' own counts:
+    indexed, where counting history rows would scan the history); `unknown` for runs
+    from before causes were kept."""
+    return (
         SweepRun.objects.using(using)
         .filter(started_at__gte=since)
-        .aggregate(n=Sum("reassigned_count"))
+        .aggregate(
+            node_lost=Coalesce(Sum("node_lost_moved"), 0),
+            drained=Coalesce(Sum("drained_moved"), 0),
+            unknown=Coalesce(Sum("reassigned_count", filter=Q(node_lost_moved__isnull=True)), 0),
+        )
     )
-    return moved["n"] or 0
 
 
 def sweep_totals(using: str = DEFAULT_DB_ALIAS) -> dict:

@@ -15,7 +15,7 @@ from uuid import UUID
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import DateTimeField, UUIDField, Value
+from django.db.models import DateTimeField, Max, UUIDField, Value
 from django.utils import timezone
 
 from accounts.models import Role, User
@@ -1071,8 +1071,9 @@ def sweep_run(
     """One run of the sweep, for `collect_failed` and the cron endpoint alike: expire,
     then (FAILOVER=reassign) fail over, and record the run in SweepRun."""
     started = timezone.now()
+    history_after = _last_history_id()
     # Before the expiry: a task its admin asked to cancel ends cancelled, not failed.
-    tasks_cancel_unanswered(batch_size=batch_size, now=started)
+    cancelled = tasks_cancel_unanswered(batch_size=batch_size, now=started)
     expired = tasks_expire(batch_size=batch_size, now=started, on_batch=on_batch)
     drained = tasks_fail_drained(batch_size=batch_size, now=started)
     failover = FailoverCounts()
@@ -1084,5 +1085,19 @@ def sweep_run(
         failed_count=expired + drained.failed + failover.failed,
         reassigned_count=drained.reassigned + failover.reassigned,
         failover_held_count=failover.held,
+        deadline_failed=expired,
+        node_lost_failed=failover.failed,
+        node_lost_moved=failover.reassigned,
+        drained_failed=drained.failed,
+        drained_moved=drained.reassigned,
+        cancel_timeout_cancelled=cancelled,
+        history_after=history_after,
+        history_last=_last_history_id(),
     )
     return run, failover
+
+
+def _last_history_id() -> int:
+    """The newest history row's id (0 for none): one step down the primary key. The
+    rows a sweep run writes come after its first reading and up to its second."""
+    return TaskHistory.objects.aggregate(last=Max("id"))["last"] or 0

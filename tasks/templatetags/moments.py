@@ -1,17 +1,8 @@
-"""One way to write a moment on every admin page: "2026-12-07 07:08:12 UTC", in the
-display TIME_ZONE (UTC unless set), always named."""
+"""The `moment` filter: taskmgmt.moments, the admin's one way to write a moment."""
 
 from django import template
-from django.utils import timezone
+
+from taskmgmt.moments import moment
 
 register = template.Library()
-
-
-@register.filter
-def moment(value, precision: str = "seconds") -> str:
-    """`value` as the admin writes moments; "minutes" drops the seconds. None reads as a dash."""
-    if value is None or value == "":
-        return "—"
-    local = timezone.localtime(value)
-    shown = local.strftime("%Y-%m-%d %H:%M" + ("" if precision == "minutes" else ":%S"))
-    return f"{shown} {local.tzname()}"
+register.filter("moment", moment)

@@ -17,7 +17,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from accounts.models import User
 from tasks.models import Task, TaskStatus
 from tasks.services import sweep_run
-from tests.browser.conftest import ROOT, log_in, wait_for
+from tests.browser.conftest import ROOT, log_in, save_picture, wait_for
 from tests.factories import AdminFactory, NodeFactory, TaskFactory, fleet
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -69,9 +69,8 @@ def test_dashboard_numbers_are_the_databases_and_lead_to_those_tasks(browser):
     assert "Figures as of" in browser.find_element(By.ID, "tm-staleness").text
     if os.environ.get("DASHBOARD_SCREENSHOT"):
         target = ROOT / Path(os.environ["DASHBOARD_SCREENSHOT"])
-        target.parent.mkdir(parents=True, exist_ok=True)
         browser.set_window_size(1280, 1400)
-        browser.find_element(By.ID, "content-main").screenshot(str(target))
+        save_picture(target, browser.find_element(By.ID, "content-main").screenshot)
         browser.set_window_size(1280, 1000)
 
     row.find_element(By.CSS_SELECTOR, 'a.tm-count[data-status="pending"]').click()
@@ -257,6 +256,8 @@ LISTS = [
 def test_no_list_overflows_sideways(browser, width):
     browser.set_window_size(width, 1000)
     data = fleet()
+    # Real fleets' names are long: a list must still fit with one.
+    User.objects.filter(pk=data["alive"].pk).update(name="batch-runner-us-east-2b-spot-17")
     TaskFactory(
         assigned_node=data["alive"],
         status=TaskStatus.FAILED,

@@ -9,6 +9,7 @@ from accounts.models import User
 from nodes.models import Cordon
 from tasks.models import Task
 from tests.browser.conftest import log_in, wait_for
+from tests.browser.test_dashboard_browser import live_refreshes, wait_refresh
 from tests.factories import AdminFactory, NodeFactory, TaskFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -34,3 +35,18 @@ def test_an_operator_drains_a_node_then_uncordons_it(browser):
     browser.find_element(By.CSS_SELECTOR, "#tm-uncordon input[type=submit]").click()
     wait_for(browser, ".messagelist")
     assert browser.find_element(By.ID, "tm-node-state").text == "schedulable"
+
+
+def test_a_reason_being_typed_survives_the_pages_live_refresh(browser):
+    # The page refreshes its figures every few seconds (live.js): the forms stay as typed.
+    node = NodeFactory(name="rack-9")
+    log_in(browser, AdminFactory())
+    browser.get(f"{browser.base_url}/admin/node/{node.pk}/")
+    wait_for(browser, "#tm-cordon #id_cordon-reason").send_keys("fan noise")
+
+    wait_refresh(browser, live_refreshes(browser))
+
+    assert browser.find_element(By.ID, "id_cordon-reason").get_attribute("value") == "fan noise"
+    browser.find_element(By.CSS_SELECTOR, "#tm-cordon input[type=submit]").click()
+    assert wait_for(browser, "#tm-node-state").text == "cordoned"
+    assert Cordon.objects.get(node=node).reason == "fan noise"

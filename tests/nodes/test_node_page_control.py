@@ -10,7 +10,8 @@ from django.utils import timezone
 
 from accounts.models import User
 from nodes.models import Cordon, MaintenanceWindow, NodeEvent, NodeEventKind
-from tasks.models import Task
+from nodes.services import node_set_labels
+from tasks.models import Task, TaskStatus
 from tests.factories import NodeFactory, TaskFactory
 
 pytestmark = pytest.mark.django_db
@@ -88,3 +89,66 @@ def test_the_forms_need_the_csrf_token(admin_user, node):
     response = client.post(page(node), {"action": "cordon", "cordon-reason": "x"})
     assert response.status_code == 403
     assert not Cordon.objects.exists()
+
+
+def test_the_drain_confirmation_says_how_many_tasks_move_and_how_many_may_finish(
+    admin_site_client, node
+):
+    TaskFactory.create_batch(2, assigned_node=node)
+    TaskFactory(assigned_node=node, status=TaskStatus.IN_PROGRESS)
+    deadline = timezone.now() + timedelta(minutes=30)
+    form = {
+        "action": "drain",
+        "drain-reason": "kernel",
+        "drain-deadline": deadline.strftime("%Y-%m-%d %H:%M"),
+    }
+
+    shown_page = admin_site_client.post(page(node), form).content.decode()
+
+    changes = shown_page.split('class="tm-confirm-changes"')[1].split("</ul>")[0]
+    assert "Its 2 pending task(s) move now" in changes
+    shown = timezone.localtime(deadline).strftime("%Y-%m-%d %H:%M UTC")
+    assert f"Its 1 task(s) in progress may finish until {shown}" in changes
+    assert 'id="tm-drain-confirm"' in shown_page
+    assert 'name="drain-reason" value="kernel"' in shown_page
+    assert not Cordon.objects.exists()
+
+
+def test_the_scheduling_forms_stay_out_of_the_regions_that_refresh_themselves(
+    admin_site_client, node
+):
+    # live.js swaps the [data-live] regions every few seconds: a form in one would lose
+    # what the operator is typing.
+    shown = admin_site_client.get(page(node)).content.decode()
+
+    live = shown.split('id="tm-node-live-top" data-live>')[1].split('id="tm-node-actions"')[0]
+    for form in ("tm-cordon", "tm-drain", "tm-uncordon", "tm-maintenance"):
+        assert f'id="{form}"' in shown and f'id="{form}"' not in live
+
+
+def test_the_node_page_names_who_cordoned_and_writes_every_moment_with_its_zone(
+    admin_site_client, admin_user, node
+):
+    admin_site_client.post(page(node), {"action": "cordon", "cordon-reason": "fan"})
+
+    page_html = admin_site_client.get(page(node)).content.decode()
+
+    since = Cordon.objects.get(node=node).since
+    assert f"(by {admin_user.name})" in page_html and str(admin_user.pk) not in page_html
+    events = page_html.split('id="tm-node-events"')[1].split("</table>")[0]
+    assert timezone.localtime(since).strftime("%Y-%m-%d %H:%M") in events
+    assert " UTC</td>" in events
+    # No browser datetime picker: text in the one format, the zone named beside it.
+    assert 'type="datetime-local"' not in page_html
+    assert 'placeholder="YYYY-MM-DD HH:MM"' in page_html and "Deadline (UTC)" in page_html
+
+
+def test_an_event_by_the_system_shows_on_the_page(admin_site_client, node):
+    # Labels set with no one acting (a script, a shell): the event has no actor.
+    node_set_labels(node=node, labels={"zone": "a"}, actor=None)
+
+    response = admin_site_client.get(page(node))
+
+    assert response.status_code == 200
+    events = response.content.decode().split('id="tm-node-events"')[1].split("</table>")[0]
+    assert "the system" in events and "zone=a" in events

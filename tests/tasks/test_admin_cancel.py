@@ -69,3 +69,23 @@ def test_the_task_page_offers_cancel_for_open_tasks_only(admin_site_client, node
 
     assert b'value="cancel_tasks"' in page(open_task)
     assert b'value="cancel_tasks"' not in page(finished)
+
+
+def test_the_cancel_confirmation_counts_what_changes_and_what_is_left_alone(
+    admin_site_client, node
+):
+    tasks = [
+        TaskFactory(assigned_node=node),
+        TaskFactory(assigned_node=node, status=TaskStatus.IN_PROGRESS),
+        TaskFactory(assigned_node=node, status=TaskStatus.COMPLETED),
+    ]
+
+    page = post_action(admin_site_client, tasks, index="0").content.decode()
+
+    changes = page.split('class="tm-confirm-changes"')[1].split("</ul>")[0]
+    assert "2 of the 3 selected task(s) change." in changes
+    assert "1 pending task(s) are cancelled now; 1 in progress get a cancel request" in changes
+    assert "Left as they are: 1 already completed." in changes
+    # Cancelling takes work away: Django's delete style, and no "Cancel" beside it to mean back.
+    assert 'value="Cancel tasks (2)" class="tm-destructive"' in page
+    assert ">No, take me back</a>" in page

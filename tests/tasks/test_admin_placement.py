@@ -189,3 +189,10 @@ def test_metrics_carry_no_label_values_however_many_labels_nodes_have(client, se
     assert not {value for value in label_values if "rack-" in value or value == "true"}
     label_names = {name for _, labels in samples for name, _ in labels}
     assert not label_names & {"rack", "gpu"}
+
+
+def test_the_broadcast_deadline_is_typed_in_the_one_format_its_zone_named(admin_site_client):
+    page = admin_site_client.get(BROADCAST).content.decode()
+
+    assert 'type="datetime-local"' not in page
+    assert 'placeholder="YYYY-MM-DD HH:MM"' in page and "Deadline (UTC)" in page

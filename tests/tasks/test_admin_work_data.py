@@ -1,6 +1,7 @@
 """The admin site shows a task's work data: payload, result and checkpoint as escaped,
 pretty-printed JSON (collapsed when large), progress as a bar with its message and age."""
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -61,7 +62,7 @@ def test_the_task_page_shows_progress_as_a_bar_with_message_and_age(admin_site_c
 
     assert '<progress max="100" value="42.5"></progress> 42.5%' in page
     assert "row &lt;425&gt;" in page
-    assert "updated 3\xa0minutes ago" in page
+    assert "updated 3 min ago" in page
 
 
 def test_a_task_without_work_data_shows_dashes(admin_site_client):
@@ -82,7 +83,8 @@ def test_the_list_shows_progress_for_in_progress_tasks_only(admin_site_client):
     page = admin_site_client.get(CHANGELIST).content.decode()
 
     assert page.count('<progress max="100" value="70.0">') == 1
-    assert 'title="nearly, 0\xa0minutes ago"' in page
+    # Its age as people read it (docs/operations.md), not "0 minutes".
+    assert re.search(r'title="nearly, \d s ago"', page)
 
 
 def test_the_list_does_not_read_the_json_columns(admin_site_client):

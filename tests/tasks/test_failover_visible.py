@@ -11,9 +11,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import User
+from nodes.models import Cordon
+from nodes.services import node_cordon
 from tasks.actor import acting_as
-from tasks.models import HistoryAction
-from tasks.services import sweep_run, task_assign
+from tasks.models import SWEEP_CAUSE_COUNTS, HistoryAction, SweepRun, Task, TaskStatus
+from tasks.services import sweep_run, task_assign, task_cancel
 from tests.factories import NodeFactory, TaskFactory
 
 pytestmark = pytest.mark.django_db
@@ -113,3 +115,109 @@ def test_the_activity_feed_filters_by_node_and_actor(admin_site_client, failed_o
     assert len(about_alive) == 4
     ids = [row.pk for row in about_dead]
     assert ids == sorted(ids, reverse=True)  # newest first
+
+
+@pytest.fixture
+def every_cause(settings):
+    """One sweep run that fails, moves and cancels for every cause it records: a lost
+    node's tasks (one running), a drained node past its deadline, an expired task and an
+    unanswered cancel request."""
+    settings.CANCEL_GRACE_SECONDS = 60
+    alive = seen(NodeFactory(name="alive"), 1)
+    lost, drained = seen(NodeFactory(name="lost"), 300), seen(NodeFactory(name="drained"), 1)
+    tasks = {
+        "lost_running": TaskFactory(assigned_node=lost, status=TaskStatus.IN_PROGRESS, attempts=1),
+        "lost_pending": TaskFactory.create_batch(2, assigned_node=lost),
+        "drained_running": TaskFactory(
+            assigned_node=drained, status=TaskStatus.IN_PROGRESS, attempts=1
+        ),
+        "expired": TaskFactory(
+            assigned_node=alive, locked_at=timezone.now() - timedelta(minutes=1)
+        ),
+        "unanswered": TaskFactory(assigned_node=alive, status=TaskStatus.IN_PROGRESS, attempts=1),
+    }
+    node_cordon(
+        node_id=drained.pk,
+        reason="r",
+        actor=None,
+        drain_deadline=timezone.now() + timedelta(minutes=5),
+    )
+    Cordon.objects.filter(node=drained).update(drain_deadline=timezone.now() - timedelta(seconds=1))
+    task_cancel(task_id=tasks["unanswered"].pk)
+    Task.objects.filter(pk=tasks["unanswered"].pk).update(
+        cancel_requested_at=timezone.now() - timedelta(seconds=61)
+    )
+    TaskFactory(assigned_node=alive)  # untouched: never in a run's links
+    run, _ = sweep_run(batch_size=100)
+    return {"run": run, "tasks": tasks}
+
+
+def test_a_sweep_run_keeps_its_counts_by_cause(every_cause):
+    run = every_cause["run"]
+
+    # The cancellation is no failure: failed_count counts the three failures.
+    assert (run.failed_count, run.reassigned_count) == (3, 4)
+    assert {count.field: getattr(run, count.field) for count in SWEEP_CAUSE_COUNTS} == {
+        "deadline_failed": 1,
+        "node_lost_failed": 1,
+        "node_lost_moved": 3,
+        "drained_failed": 1,
+        "drained_moved": 1,
+        "cancel_timeout_cancelled": 1,
+    }
+    assert run.history_after < run.history_last
+
+
+def test_the_runs_page_links_each_cause_to_exactly_its_tasks(admin_site_client, every_cause):
+    tasks = every_cause["tasks"]
+    expected = {
+        "deadline_failed": {tasks["expired"].pk},
+        "node_lost_failed": {tasks["lost_running"].pk},
+        "node_lost_moved": {tasks["lost_running"].pk} | {t.pk for t in tasks["lost_pending"]},
+        "drained_failed": {tasks["drained_running"].pk},
+        "drained_moved": {tasks["drained_running"].pk},
+        "cancel_timeout_cancelled": {tasks["unanswered"].pk},
+    }
+    sweep_run(batch_size=100)  # a later, empty run
+
+    page = admin_site_client.get(RUNS).content.decode()
+    found = dict(re.findall(r'class="tm-run-cause" data-count="(\w+)" href="([^"]+)"', page))
+
+    assert set(found) == set(expected)
+    for field, url in found.items():
+        rows = admin_site_client.get(html.unescape(url)).context["cl"].result_list
+        assert {row.task_id for row in rows} == expected[field], field
+        assert len(rows) == len(expected[field]), field  # one row per task
+    assert "Node lost: " in page and "Drain deadline passed: " in page
+
+
+def test_a_run_from_before_causes_were_kept_says_so_and_links_its_time_window(
+    admin_site_client, failed_over
+):
+    run = failed_over["run"]
+    SweepRun.objects.filter(pk=run.pk).update(
+        **{count.field: None for count in SWEEP_CAUSE_COUNTS},
+        history_after=None,
+        history_last=None,
+    )
+
+    page = admin_site_client.get(RUNS).content.decode()
+
+    assert "not recorded" in page
+    (moved_url,) = links(page, "3")
+    assert "created_at__gte" in moved_url
+    rows = admin_site_client.get(moved_url).context["cl"].result_list
+    assert {row.task_id for row in rows} == {task.pk for task in failed_over["moved"]}
+
+
+def test_the_dashboard_counts_moves_by_cause_and_a_drain_is_not_a_lost_node(
+    admin_site_client, every_cause
+):
+    page = admin_site_client.get(reverse("admin:index")).content.decode()
+
+    lost = re.search(r'id="tm-moved-node-lost" href="([^"]+)">(\d+)<', page)
+    drained = re.search(r'id="tm-moved-drained" href="([^"]+)">(\d+)<', page)
+    assert (lost[2], drained[2]) == ("3", "1")
+    sweep_run(batch_size=100)  # an empty run: not among the runs the number leads to
+    runs = admin_site_client.get(html.unescape(drained[1])).context["cl"].result_list
+    assert [run.pk for run in runs] == [every_cause["run"].pk]

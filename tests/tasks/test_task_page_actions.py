@@ -138,3 +138,25 @@ def test_the_task_page_writes_its_moments_one_way_with_the_zone(admin_site_clien
     deadline = timezone.localtime(task.locked_at).strftime("%Y-%m-%d %H:%M:%S UTC")
     assert deadline in page
     assert "a.m." not in page and "p.m." not in page
+
+
+def test_retry_takes_a_cancelled_task_back_to_pending(admin_site_client):
+    # SPEC (Control of the work): a cancelled task is reassigned like a failed one.
+    task = TaskFactory(status=TaskStatus.CANCELLED, failure_cause=FailureCause.CANCEL_TIMEOUT)
+    assert 'id="tm-task-retry"' in admin_site_client.get(page_url(task)).content.decode()
+
+    response = admin_site_client.post(act_url(task), {"action": "retry"})
+
+    assert Task.objects.get(pk=task.pk).status == TaskStatus.PENDING
+    assert messages_of(response)[0].startswith(f"Back to pending on {task.assigned_node}")
+
+
+def test_the_actions_come_first_on_the_page_cancel_among_them(admin_site_client):
+    task = TaskFactory(status=TaskStatus.IN_PROGRESS)
+
+    page = admin_site_client.get(page_url(task)).content.decode()
+
+    actions = page.index('id="tm-task-actions"')
+    assert actions < page.index('id="task_form"') and actions < page.index("history-group")
+    cancel = page.split('id="tm-task-cancel"')[1].split("</form>")[0]
+    assert 'value="cancel_tasks"' in cancel and 'class="tm-destructive"' in cancel
