@@ -67,8 +67,9 @@ def medians(path: Path) -> dict:
 
 
 def node_paths(out: Path) -> dict:
-    """heartbeat, progress and claim from bench/load (medians of ROUNDS), same sitting."""
-    env = dict(os.environ, SCENARIOS="heartbeat,progress,claim", REPEAT=str(ROUNDS))
+    """heartbeat, progress and claim from bench/load (medians of ROUNDS), same sitting;
+    and claim with 4 KiB payloads, which bench/load weighs against claim (issue 19)."""
+    env = dict(os.environ, SCENARIOS="heartbeat,progress,claim,claim_payload", REPEAT=str(ROUNDS))
     env["DURATION"] = str(DURATION)
     before = set((ROOT / "bench" / "results").glob("load-*.json"))
     subprocess.run([sys.executable, "bench/load/run.py"], cwd=ROOT, env=env, check=True)
