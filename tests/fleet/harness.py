@@ -13,7 +13,22 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+from django.db import connection
+
 from tasks.models import FailureCause, HistoryAction, Task, TaskHistory, TaskStatus
+
+# Every fleet test: its own marker (left out unless `-m fleet`), real transactions, and
+# MariaDB, since a live server with concurrent writers needs it.
+FLEET_MARKS = [
+    pytest.mark.fleet,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.mysql,
+    pytest.mark.skipif(
+        connection.vendor == "sqlite",
+        reason="a live server with concurrent writers needs MariaDB: SQLite has one writer",
+    ),
+]
 
 # The console script `pip install ./worker` (make setup) put beside this Python.
 WORKER = Path(sys.executable).with_name("taskmgmt-worker")

@@ -9,13 +9,13 @@ import time
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from tasks.models import HistoryAction, Task, TaskHistory, TaskStatus
 from tests.factories import PASSWORD, NodeFactory, TaskFactory
 from tests.fleet.harness import (
     COMPLETED,
+    FLEET_MARKS,
     IN_PROGRESS,
     Fleet,
     assert_every_history_consistent,
@@ -24,15 +24,7 @@ from tests.fleet.harness import (
 )
 from tests.shared_redis import redis_cache, redis_database
 
-pytestmark = [
-    pytest.mark.fleet,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.mysql,
-    pytest.mark.skipif(
-        connection.vendor == "sqlite",
-        reason="a live server with concurrent writers needs MariaDB: SQLite has one writer",
-    ),
-]
+pytestmark = FLEET_MARKS
 
 HEARTBEAT_SECONDS = 1
 REDIS_DB = 12

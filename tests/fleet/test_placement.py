@@ -10,8 +10,6 @@ import json
 import urllib.request
 from datetime import timedelta
 
-import pytest
-from django.db import connection
 from django.utils import timezone
 from rest_framework_simplejwt.tokens import RefreshToken
 
@@ -19,7 +17,7 @@ from nodes.models import NodeLabels
 from tasks.models import HistoryAction, Task, TaskHistory, TaskStatus
 from tests.factories import AdminFactory, NodeFactory, TaskFactory
 from tests.fleet import test_fleet
-from tests.fleet.harness import assert_every_history_consistent, wait_for
+from tests.fleet.harness import FLEET_MARKS, assert_every_history_consistent, wait_for
 from tests.fleet.test_fleet import (
     all_completed,
     kill_mid_task,
@@ -27,15 +25,7 @@ from tests.fleet.test_fleet import (
     wait_until_all_completed,
 )
 
-pytestmark = [
-    pytest.mark.fleet,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.mysql,
-    pytest.mark.skipif(
-        connection.vendor == "sqlite",
-        reason="a live server with concurrent writers needs MariaDB: SQLite has one writer",
-    ),
-]
+pytestmark = FLEET_MARKS
 
 GPU = {"gpu": "true"}
 

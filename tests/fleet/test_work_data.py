@@ -11,7 +11,6 @@ from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
@@ -19,6 +18,7 @@ from tasks.models import Task
 from tests.factories import PASSWORD, NodeFactory
 from tests.fleet.harness import (
     COMPLETED,
+    FLEET_MARKS,
     IN_PROGRESS,
     PENDING,
     Fleet,
@@ -27,15 +27,7 @@ from tests.fleet.harness import (
 )
 from tests.shared_redis import redis_cache, redis_database
 
-pytestmark = [
-    pytest.mark.fleet,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.mysql,
-    pytest.mark.skipif(
-        connection.vendor == "sqlite",
-        reason="a live server with concurrent writers needs MariaDB: SQLite has one writer",
-    ),
-]
+pytestmark = FLEET_MARKS
 
 HEARTBEAT_SECONDS, DOWN_AFTER = 1, 3
 REDIS_DB = 11
