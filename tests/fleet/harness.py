@@ -11,12 +11,14 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from django.db import connection
 
 from tasks.models import FailureCause, HistoryAction, Task, TaskHistory, TaskStatus
+from tests.shared_redis import redis_cache, redis_database
 
 # Every fleet test: its own marker (left out unless `-m fleet`), real transactions, and
 # MariaDB, since a live server with concurrent writers needs it.
@@ -35,6 +37,24 @@ WORKER = Path(sys.executable).with_name("taskmgmt-worker")
 PENDING, IN_PROGRESS = TaskStatus.PENDING, TaskStatus.IN_PROGRESS
 COMPLETED, FAILED = TaskStatus.COMPLETED, TaskStatus.FAILED
 IDLE_SECONDS = 0.2  # a worker's pause when there is nothing to claim
+
+
+@contextmanager
+def fleet_settings_for(settings, *, redis_db: int, heartbeat_seconds, down_after, **overrides):
+    """The settings every fleet test's live server runs on: beats in a Redis database of
+    its own (as deployed: waiting there, flushed in batches), its liveness timing, and
+    rate limits far above what workers polling every 0.2 s and logging in again after a
+    restart send (the production ones would make them wait a minute). `overrides`:
+    the test's own settings (FAILOVER, FAILOVER_MAX_DOWN_SHARE, ...)."""
+    with redis_database(redis_db) as url:
+        settings.CACHES = redis_cache(url)
+        settings.NODE_HEARTBEAT_SECONDS = heartbeat_seconds
+        settings.NODE_DOWN_AFTER = down_after
+        settings.RATELIMIT_API = "100000/m"
+        settings.RATELIMIT_LOGIN_USER = settings.RATELIMIT_LOGIN_IP = "10000/m"
+        for name, value in overrides.items():
+            setattr(settings, name, value)
+        yield settings
 
 
 def wait_for(condition, timeout: float, what: str, poll: float = 0.05):

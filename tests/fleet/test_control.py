@@ -19,10 +19,10 @@ from tests.fleet.harness import (
     IN_PROGRESS,
     Fleet,
     assert_every_history_consistent,
+    fleet_settings_for,
     in_progress_of,
     wait_for,
 )
-from tests.shared_redis import redis_cache, redis_database
 
 pytestmark = FLEET_MARKS
 
@@ -33,12 +33,9 @@ WORK_SECONDS = 2  # the default work: sleeps this long, stops at once when cance
 
 @pytest.fixture
 def fleet_settings(settings):
-    with redis_database(REDIS_DB) as url:
-        settings.CACHES = redis_cache(url)
-        settings.NODE_HEARTBEAT_SECONDS = HEARTBEAT_SECONDS
-        settings.NODE_DOWN_AFTER = 30
-        settings.RATELIMIT_API = "100000/m"
-        settings.RATELIMIT_LOGIN_USER = settings.RATELIMIT_LOGIN_IP = "10000/m"
+    with fleet_settings_for(
+        settings, redis_db=REDIS_DB, heartbeat_seconds=HEARTBEAT_SECONDS, down_after=30
+    ):
         yield settings
 
 

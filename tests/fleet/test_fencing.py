@@ -26,10 +26,10 @@ from tests.fleet.harness import (
     IN_PROGRESS,
     PENDING,
     Fleet,
+    fleet_settings_for,
     history_of,
     wait_for,
 )
-from tests.shared_redis import redis_cache, redis_database
 
 pytestmark = FLEET_MARKS
 
@@ -60,15 +60,15 @@ def run(task, context):
 
 @pytest.fixture
 def fleet_settings(settings):
-    with redis_database(REDIS_DB) as url:
-        settings.CACHES = redis_cache(url)
-        settings.FAILOVER = "reassign"
-        settings.NODE_HEARTBEAT_SECONDS = HEARTBEAT_SECONDS
-        settings.NODE_DOWN_AFTER = DOWN_AFTER
+    with fleet_settings_for(
+        settings,
+        redis_db=REDIS_DB,
+        heartbeat_seconds=HEARTBEAT_SECONDS,
+        down_after=DOWN_AFTER,
+        FAILOVER="reassign",
         # One node of two down is the point here, not a fleet-wide outage to hold for.
-        settings.FAILOVER_MAX_DOWN_SHARE = 1
-        settings.RATELIMIT_API = "100000/m"
-        settings.RATELIMIT_LOGIN_USER = settings.RATELIMIT_LOGIN_IP = "10000/m"
+        FAILOVER_MAX_DOWN_SHARE=1,
+    ):
         yield settings
 
 

@@ -27,12 +27,12 @@ from tests.fleet.harness import (
     IN_PROGRESS,
     Fleet,
     assert_every_history_consistent,
+    fleet_settings_for,
     history_of,
     in_progress_of,
     open_task_ids_of,
     wait_for,
 )
-from tests.shared_redis import redis_cache, redis_database
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -54,20 +54,17 @@ WORK_SECONDS = 0.4
 
 @pytest.fixture
 def fleet_settings(settings):
-    # As deployed: beats wait in Redis and are flushed in batches (nodes/heartbeats.py).
-    with redis_database(REDIS_DB) as url:
-        settings.CACHES = redis_cache(url)
-        settings.FAILOVER = "reassign"
-        settings.NODE_HEARTBEAT_SECONDS = HEARTBEAT_SECONDS
-        settings.NODE_DOWN_AFTER = DOWN_AFTER
+    with fleet_settings_for(
+        settings,
+        redis_db=REDIS_DB,
+        heartbeat_seconds=HEARTBEAT_SECONDS,
+        down_after=DOWN_AFTER,
+        FAILOVER="reassign",
         # Twenty kills in a row, each of a worker holding a task, can catch one task in
         # progress more than TASK_MAX_ATTEMPTS times: it then stays failed for a human,
         # by design (tests/tasks/test_failover.py). Here every task must end completed.
-        settings.TASK_MAX_ATTEMPTS = 1000
-        # The workers poll every 0.2 s when idle and restarted nodes log in again: far
-        # above the production limits, which would make them wait a minute.
-        settings.RATELIMIT_API = "100000/m"
-        settings.RATELIMIT_LOGIN_USER = settings.RATELIMIT_LOGIN_IP = "10000/m"
+        TASK_MAX_ATTEMPTS=1000,
+    ):
         yield settings
 
 

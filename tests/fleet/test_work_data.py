@@ -23,9 +23,9 @@ from tests.fleet.harness import (
     PENDING,
     Fleet,
     assert_every_history_consistent,
+    fleet_settings_for,
     wait_for,
 )
-from tests.shared_redis import redis_cache, redis_database
 
 pytestmark = FLEET_MARKS
 
@@ -55,13 +55,13 @@ def run(task, context):
 
 @pytest.fixture
 def fleet_settings(settings):
-    with redis_database(REDIS_DB) as url:
-        settings.CACHES = redis_cache(url)
-        settings.FAILOVER = "reassign"
-        settings.NODE_HEARTBEAT_SECONDS = HEARTBEAT_SECONDS
-        settings.NODE_DOWN_AFTER = DOWN_AFTER
-        settings.RATELIMIT_API = "100000/m"
-        settings.RATELIMIT_LOGIN_USER = settings.RATELIMIT_LOGIN_IP = "10000/m"
+    with fleet_settings_for(
+        settings,
+        redis_db=REDIS_DB,
+        heartbeat_seconds=HEARTBEAT_SECONDS,
+        down_after=DOWN_AFTER,
+        FAILOVER="reassign",
+    ):
         yield settings
 
 
