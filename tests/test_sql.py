@@ -122,6 +122,29 @@ def test_an_update_writes_the_orm_s_values_to_the_matching_rows_only(node, other
     assert (node.last_seen, other_node.last_seen) == (seen, None)
 
 
+def test_an_update_pinned_by_its_primary_key_reads_the_row_through_it(node, other_node):
+    """MariaDB's single-table UPDATE weighs every index its guard columns could use
+    (the progress report's node, status and active) unless told the key pins the row."""
+    task = TaskFactory(assigned_node=node, status=TaskStatus.IN_PROGRESS)
+    guard = {"id": task.pk, "assigned_node": node.pk, "status": TaskStatus.IN_PROGRESS}
+
+    with CaptureQueriesContext(connection) as queries:
+        refused = update_rows(
+            Task, {"progress_percent": 10.0}, **{**guard, "assigned_node": other_node.pk}
+        )
+        updated = update_rows(Task, {"progress_percent": 20.0}, **guard)
+        by_node = update_rows(Task, {"progress_message": "x"}, assigned_node=node.pk, id=task.pk)
+
+    task.refresh_from_db()
+    assert (refused, updated, by_node, task.progress_percent) == (0, 1, 1, 20.0)
+    hinted = [q["sql"] for q in queries if "FORCE INDEX (`PRIMARY`)" in q["sql"]]
+    assert len(hinted) == (3 if connection.vendor == "mysql" else 0), queries
+    unpinned = CaptureQueriesContext(connection)
+    with unpinned:
+        update_rows(User, {"last_seen": timezone.now()}, email=node.email)
+    assert "FORCE INDEX" not in unpinned[0]["sql"]
+
+
 def history_values(row) -> list:
     columns = [
         field.attname for field in TaskHistory._meta.concrete_fields if field.attname != "id"
