@@ -13,7 +13,7 @@ SWEEP_EVERY ?= 5
 # Exits 0 (true) when the database has no users yet: `make run` then loads the demo.
 DATABASE_IS_EMPTY := from accounts.models import User; raise SystemExit(User.objects.exists())
 
-.PHONY: run test test-fast test-cluster lint format serve bench-sweep bench-load bench-inprocess bench-dashboard bench-bulk bench-login-flood bench-vs-original setup system-deps browser-deps cluster-deps clean
+.PHONY: run test test-fast test-cluster lint format serve bench-sweep bench-load bench-inprocess bench-dashboard bench-bulk bench-login-flood bench-vs-original wrk setup system-deps browser-deps cluster-deps clean
 
 run: $(VENV)/.installed .env
 	$(DEV_ENV) $(BIN)/python manage.py migrate --noinput -v 0
@@ -56,10 +56,13 @@ serve: $(VENV)/.installed
 	DEBUG=false GUNICORN_BIND=$${GUNICORN_BIND:-$(HOST):$(PORT)} $(BIN)/gunicorn --config gunicorn.conf.py
 
 # Load benchmark on MariaDB (docs/performance.md); DURATION=5 for a quick run.
-bench-load: $(VENV)/.installed
+bench-load: $(VENV)/.installed wrk
+	$(BIN)/python bench/load/run.py
+
+# The load generator of bench-load and bench-vs-original.
+wrk:
 	@command -v wrk >/dev/null || { echo "Installing wrk (the load generator)"; \
 		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q wrk; }
-	$(BIN)/python bench/load/run.py
 
 # CPU per request of a node's hot paths, the WSGI app called in a loop (docs/performance.md):
 # MariaDB database BENCH_DB_NAME (default taskmgmt_inprocess), seeded once and kept.
@@ -95,6 +98,7 @@ bench-vs-original: $(VENV)/.installed
 		echo "  Prepare one (see $(ORIGINAL_BENCH)/README.md): a checkout of the original in DIR/app, then"; \
 		echo "  bash $(ORIGINAL_BENCH)/setup.sh DIR   and   make bench-vs-original ORIGINAL_DIR=DIR"; \
 	else \
+		$(MAKE) --no-print-directory wrk && \
 		NODE_DIR="$$(cd "$(ORIGINAL_DIR)" && pwd)" ORIGINAL_BENCH="$(ORIGINAL_BENCH)" $(BIN)/python bench/vs_original.py; \
 	fi
 
