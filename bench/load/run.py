@@ -331,7 +331,7 @@ class Server:
         # smaps_rollup walks the page tables; /proc/PID/status's VmRSS may lag behind.
         while self._sampling.is_set():
             self.peak_rss = max(self.peak_rss, self.memory_kib("Rss"))
-            # PSS counts the pages workers share with the master (preload_app) once.
+            # PSS counts the pages processes share (their libraries, a preloaded master) once.
             self.peak_pss = max(self.peak_pss, self.memory_kib("Pss"))
             time.sleep(0.2)
 

@@ -1,0 +1,104 @@
+"""`systemctl reload taskmgmt` (SIGHUP to gunicorn) serves the code now on disk.
+
+deploy/README.md upgrades a host with `git pull && make setup && systemctl reload`.
+gunicorn.conf.py's workers load the application themselves: had the master loaded
+it before forking (preload_app), reloaded workers would fork from its old copy.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.test_faults import free_port, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.process
+
+# A module of the application that a deploy changes: it answers its VERSION and hands
+# every other path to Django, as the project's own WSGI module does.
+PROBE = """
+from taskmgmt.wsgi import application as django_application
+
+VERSION = "{version}"
+
+
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/probe-version":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [VERSION.encode()]
+    return django_application(environ, start_response)
+"""
+
+
+def workers_of(master: int) -> set[int]:
+    children = Path(f"/proc/{master}/task/{master}/children")
+    return {int(pid) for pid in children.read_text().split()}
+
+
+def fetch(port: int, path: str) -> tuple[int, str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+        return answer.status, answer.read().decode()
+
+
+def answers(port: int, path: str):
+    try:
+        return fetch(port, path)
+    except OSError:
+        return None
+
+
+def test_a_reload_serves_the_code_deployed_since_the_start(tmp_path):
+    probe = tmp_path / "deployed_probe.py"
+    probe.write_text(PROBE.format(version="1"))
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(tmp_path),
+        "DEBUG": "false",
+        "SECRET_KEY": "reload-test-" + "x" * 50,
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "WEB_CONCURRENCY": "1",
+    }
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    log = (tmp_path / "gunicorn.log").open("w")
+    server = subprocess.Popen(
+        [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "deployed_probe:application"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until(lambda: answers(port, "/probe-version"), 30, "gunicorn did not answer")
+        assert fetch(port, "/probe-version") == (200, "1")
+        assert fetch(port, "/healthz")[0] == 200  # Django itself, behind the probe
+        before = workers_of(server.pid)
+
+        probe.write_text(PROBE.format(version="2"))  # the deploy
+        # A fresh mtime, even within the file system's timestamp resolution.
+        later = time.time() + 5
+        os.utime(probe, (later, later))
+        server.send_signal(signal.SIGHUP)
+
+        wait_until(
+            lambda: workers_of(server.pid) and not workers_of(server.pid) & before,
+            30,
+            "the reload did not replace the worker",
+        )
+        wait_until(lambda: answers(port, "/probe-version") == (200, "2"), 30, "old code served")
+        assert fetch(port, "/healthz")[0] == 200
+        assert server.poll() is None  # reloaded in place, the master kept
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
