@@ -328,8 +328,15 @@ class TaskQuerySet(models.QuerySet):
 
     def visible_to(self, user):
         """What `user` may see: an admin every active task, a node its own."""
-        tasks = self.active()
-        return tasks if user.is_admin else tasks.filter(assigned_node=user)
+        return self.filter(**self.visible_where(user))
+
+    @staticmethod
+    def visible_where(user) -> dict:
+        """`visible_to(user)`'s conditions, as `field=value` for plain statements."""
+        where = {"active": True}
+        if not user.is_admin:
+            where["assigned_node"] = user.pk
+        return where
 
     def created_range(self) -> tuple[datetime, datetime] | None:
         """The first and last `created_at` among these tasks, or None if there are none.

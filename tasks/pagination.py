@@ -59,24 +59,37 @@ class KeysetPagination(BasePagination):
     limit_description = "Tasks per page; left out or empty, every task."
 
     def paginate_queryset(self, queryset, request, view=None):
+        def read(after, limit):
+            rows = queryset
+            if after is not None:
+                created_at, task_id = after
+                rows = rows.filter(
+                    Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=task_id)
+                )
+            rows = rows.order_by("-created_at", "-id")
+            return list(rows if limit is None else rows[:limit])
+
+        return self.paginate_rows(read, request)
+
+    def paginate_rows(self, read, request) -> list:
+        """The page `read(after, limit)` returns: the rows before `after` (a (created_at,
+        id) position, or None for the first page), newest first, at most `limit` (None:
+        all). Rows have `created_at` and `id` attributes (model instances, `TaskRow`s)."""
         limit = self.get_limit(request)
         cursor = request.query_params.get(self.cursor_query_param, "")
+        after = None
         if cursor:
             try:
-                created_at, task_id = decode_cursor(cursor)
+                after = decode_cursor(cursor)
             except ValueError:
                 raise ValidationError(
                     {self.cursor_query_param: ["Malformed cursor: pass back a nextCursor."]}
                 ) from None
-            queryset = queryset.filter(
-                Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=task_id)
-            )
-        queryset = queryset.order_by("-created_at", "-id")
         self.next_cursor = None
         if limit is None:
-            return list(queryset)
+            return read(after, None)
         # One row more than asked tells whether another page exists, in the same query.
-        rows = list(queryset[: limit + 1])
+        rows = read(after, limit + 1)
         page = rows[:limit]
         if len(rows) > limit:
             self.next_cursor = encode_cursor(page[-1].created_at, page[-1].id)

@@ -11,7 +11,7 @@ from django.db.models import Count, Min, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce, ExtractHour
 from django.db.models.utils import create_namedtuple_class
 
-from taskmgmt.sql import driver_rows, select_one
+from taskmgmt.sql import driver_rows, page_rows, select_one
 from tasks.models import (
     FINAL_STATUSES,
     OPEN_STATUSES,
@@ -57,6 +57,14 @@ def task_rows(queryset, index: str | None = None):
     """The tasks' `TASK_COLUMNS` as `TaskRow`s of driver values, for lists, read
     through `index` where given (`Task.objects.page_index`)."""
     return driver_rows(queryset, *TASK_COLUMNS, index=index)
+
+
+def task_page_rows(where: dict, *, after=None, limit=None, index=None) -> list[TaskRow]:
+    """A newest-first keyset page of the tasks matching `where` as `TaskRow`s: those
+    before `after` (a (created_at, id) position), at most `limit`, read through
+    `index` (`Task.objects.page_index`). One plain SELECT (`taskmgmt.sql.page_rows`)."""
+    rows = page_rows(Task, TASK_COLUMNS, after=after, limit=limit, index=index, **where)
+    return list(map(TaskRow._make, rows))
 
 
 def active_task_row(task_id: str) -> TaskRow | None:

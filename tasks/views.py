@@ -30,7 +30,7 @@ from tasks.actor import acting_as
 from tasks.models import PRIORITY_DEFAULT, Task, TaskStatus
 from tasks.pagination import CappedKeysetPagination, KeysetPagination
 from tasks.permissions import IsAssignedNodeOrAdmin, IsNodeWithOwnTasks
-from tasks.selectors import TaskRow, active_task_row, task_rows
+from tasks.selectors import TaskRow, active_task_row, task_page_rows, task_rows
 from tasks.serializers import (
     FailedCountSerializer,
     ProfileSerializer,
@@ -152,11 +152,20 @@ class TaskViewSet(viewsets.GenericViewSet):
     def get_queryset(self):
         return Task.objects.visible_to(self.request.user)
 
-    def task_page(self, queryset, status: str | None = None) -> Response:
-        """One keyset page of `queryset` (in one `status`), read as plain rows through
-        its index: no model instances for lists."""
-        index = Task.objects.page_index(self.request.user, status)
-        page = self.paginate_queryset(task_rows(queryset, index))
+    def task_page(self, status: str | None = None) -> Response:
+        """One keyset page of the caller's tasks (`Task.objects.visible_to`, in one
+        `status`), read as plain rows through its index: no model instances, no ORM
+        query built per page (`taskmgmt.sql.page_rows`)."""
+        user = self.request.user
+        where = Task.objects.visible_where(user)
+        if status is not None:
+            where["status"] = status
+        index = Task.objects.page_index(user, status)
+
+        page = self.paginator.paginate_rows(
+            lambda after, limit: task_page_rows(where, after=after, limit=limit, index=index),
+            self.request,
+        )
         tasks = [task_representation(task, json_text=True) for task in page]
         return self.get_paginated_response(tasks)
 
@@ -401,14 +410,14 @@ class TaskViewSet(viewsets.GenericViewSet):
         responses={200: TaskSerializer(many=True), **error_responses(400, 401, 403, 429)},
     )
     def list_all(self, request):
-        return self.task_page(self.get_queryset())
+        return self.task_page()
 
     @extend_schema(
         summary="The calling node's own tasks, newest first (node)",
         responses={200: TaskSerializer(many=True), **error_responses(400, 401, 403, 429)},
     )
     def list(self, request):
-        return self.task_page(self.get_queryset())
+        return self.task_page()
 
     @extend_schema(
         summary="Tasks in one status (admin: every task; node: its own)",
@@ -418,10 +427,7 @@ class TaskViewSet(viewsets.GenericViewSet):
     def list_by_status(self, request, status):
         if status not in FILTER_STATUSES:
             raise ValidationError({"status": [f"Must be one of: {', '.join(FILTER_STATUSES)}."]})
-        tasks = self.get_queryset()
-        if status == "all":
-            return self.task_page(tasks)
-        return self.task_page(tasks.filter(status=status), status)
+        return self.task_page(None if status == "all" else status)
 
 
 @extend_schema(tags=["cron"])

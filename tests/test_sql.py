@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import pytest
 from django.core.cache import caches
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
-from django.db.models import DateTimeField, UUIDField, Value
+from django.db.models import DateTimeField, Q, UUIDField, Value
 from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -21,6 +21,7 @@ from taskmgmt.sql import (
     get_one,
     insert_rows,
     insert_select,
+    page_rows,
     rate_window,
     ratelimit_key,
     select_one,
@@ -29,6 +30,7 @@ from taskmgmt.sql import (
     with_ids,
 )
 from tasks.models import CLAIM_INDEX, HistoryAction, Task, TaskHistory, TaskStatus
+from tasks.selectors import TASK_COLUMNS
 from tests.factories import TaskFactory
 
 pytestmark = pytest.mark.django_db
@@ -368,3 +370,44 @@ def test_a_naive_datetime_parameter_is_adapted_as_django_adapts_it_with_its_warn
         ours = _params(Task, {"locked_at__gt": naive}, real)[0]
     with pytest.warns(RuntimeWarning, match="naive datetime"):
         assert ours == Task._meta.get_field("locked_at").get_db_prep_value(naive, real)
+
+
+def orm_page(queryset, after, limit):
+    """The keyset page as the ORM builds it (tasks.pagination's queryset reader)."""
+    if after is not None:
+        created_at, task_id = after
+        queryset = queryset.filter(
+            Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=task_id)
+        )
+    rows = driver_rows(queryset.order_by("-created_at", "-id"), *TASK_COLUMNS)
+    return [tuple(row) for row in (rows if limit is None else rows[:limit])]
+
+
+def test_a_page_reads_the_rows_and_values_the_orm_s_keyset_query_reads(node, other_node):
+    now = timezone.now().replace(microsecond=500000)
+    tied = now - timedelta(seconds=5)  # several tasks at one instant: the id breaks the tie
+    for index in range(12):
+        created = tied if index % 3 == 0 else now - timedelta(seconds=index, microseconds=index)
+        task = TaskFactory(
+            assigned_node=node if index % 2 else other_node,
+            status=[TaskStatus.PENDING, TaskStatus.IN_PROGRESS][index % 2 and index % 4 == 1],
+            payload={"row": index} if index % 5 == 0 else None,
+        )
+        Task.objects.filter(pk=task.pk).update(created_at=created)
+    Task.objects.filter(pk=task.pk).update(active=False)
+    middle = Task.objects.order_by("-created_at", "-id")[5]
+    positions = [None, (middle.created_at, middle.pk), (tied, uuid.UUID(int=2**128 - 1))]
+    cases = [
+        ({"active": True}, "task_page"),
+        ({"active": True, "assigned_node": node.pk}, "task_node_page"),
+        ({"active": True, "assigned_node": node.pk, "status": TaskStatus.PENDING}, None),
+        ({"active": True, "status": TaskStatus.IN_PROGRESS}, "task_status_page"),
+    ]
+
+    for where, index in cases:
+        for after in positions:
+            for limit in (None, 1, 4, 50):
+                expected = orm_page(Task.objects.filter(**where), after, limit)
+                page = page_rows(Task, TASK_COLUMNS, after=after, limit=limit, index=index, **where)
+                assert [tuple(row) for row in page] == expected, (where, after, limit)
+    assert len(orm_page(Task.objects.filter(active=True), None, None)) == 11
