@@ -31,8 +31,6 @@ if _OWN_METRICS_DIR:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="taskmgmt-metrics-")
 METRICS_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
-from prometheus_client import multiprocess  # noqa: E402  (reads the variable at import)
-
 
 def _cores() -> int:
     """Cores this process may run on (taskset, cgroup cpusets), not all the machine has."""
@@ -110,6 +108,10 @@ def on_starting(server):
 
 def child_exit(server, worker):
     """A dead worker's counts stay in the sums; its live-gauge values must go."""
+    # Imported here, not at the top: the master otherwise carries prometheus_client
+    # (~10 MiB) for the one call it makes when a worker dies.
+    from prometheus_client import multiprocess
+
     multiprocess.mark_process_dead(worker.pid)
 
 
