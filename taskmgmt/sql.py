@@ -222,7 +222,7 @@ def select_one(
 
 @cache
 def _page_sql(
-    model, columns: tuple[str, ...], where: tuple[str, ...], after: bool, limit: int | None, index
+    model, columns: tuple[str, ...], where: tuple[str, ...], after: bool, limited: bool, index
 ) -> str:
     quote = connection.ops.quote_name
     meta = model._meta
@@ -235,7 +235,9 @@ def _page_sql(
     if conditions:
         sql = f"{sql} WHERE {' AND '.join(conditions)}"
     sql = f"{sql} ORDER BY {created} DESC, {pk} DESC"
-    return sql if limit is None else f"{sql} LIMIT {int(limit)}"
+    # The limit is a parameter, not part of the text: one cached statement per shape,
+    # whatever limit a client asks for.
+    return f"{sql} LIMIT %s" if limited else sql
 
 
 def page_rows(
@@ -256,13 +258,15 @@ def page_rows(
     compiled it for every list page, a fifth of the page's CPU (docs/performance.md).
     """
     conn = connections[DEFAULT_DB_ALIAS]
-    sql = _page_sql(model, columns, tuple(where), after is not None, limit, index)
+    sql = _page_sql(model, columns, tuple(where), after is not None, limit is not None, index)
     params = _params(model, where, conn)
     if after is not None:
         created_at, pk = after
         prepare_time, prepare_pk = _preparers(model, ("created_at", model._meta.pk.name))
         params += [prepare_time(created_at, conn), prepare_time(created_at, conn)]
         params.append(prepare_pk(pk, conn))
+    if limit is not None:
+        params.append(int(limit))
     with conn.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()

@@ -162,7 +162,6 @@ class TaskViewSet(viewsets.GenericViewSet):
         if status is not None:
             where["status"] = status
         index = Task.objects.page_index(user, status)
-
         page = self.paginator.paginate_rows(
             lambda after, limit: task_page_rows(where, after=after, limit=limit, index=index),
             self.request,
