@@ -7,10 +7,11 @@ Reads that keep the database driver's own values: Django's per-value converters
 page's CPU. Plain SELECTs for hot rows: building and compiling an ORM query for
 one row by primary key cost several times running it (docs/performance.md).
 `driver_rows` runs an ORM query without the converters; `select_one`, `get_one`,
-`count_rows`, `page_rows`, `update_rows`, `update_to_later` and `insert_rows` send the SQL
-the ORM would, built once per process, with parameters adapted by the model's
-own fields; `with_ids` and `insert_select` serve the sweep's batches;
-`rate_window` and `ratelimit_key` are django-ratelimit's counting, for DRF throttles.
+`count_rows`, `page_rows`, `update_rows`, `update_then_select`, `update_to_later`
+and `insert_rows` send the SQL the ORM would, built once per process, with
+parameters adapted by the model's own fields; `with_ids` and `insert_select` serve
+the sweep's batches; `rate_window` and `ratelimit_key` are django-ratelimit's
+counting, for DRF throttles.
 """
 
 from datetime import datetime
@@ -351,6 +352,38 @@ def update_rows(model, values: dict, **where) -> int:
     with conn.cursor() as cursor:
         cursor.execute(sql, assigned + _params(model, where, conn))
         return cursor.rowcount
+
+
+def update_then_select(
+    model, values: dict, columns: tuple[str, ...], *, select_where: dict, **where
+) -> tuple[int, tuple | None]:
+    """`update_rows(model, values, **where)`, then `select_one(model, columns,
+    **select_where)`: (the rows updated, the row read, or None).
+
+    On MariaDB both statements go in one query, one round trip (mysqlclient allows
+    several statements per query, and Django's connection keeps its default); the
+    SELECT runs after the UPDATE on the same connection, so it reads the change.
+    Elsewhere they are sent one after the other. For a write whose answer is the row
+    it wrote (a progress report): a second round trip was a share of its cost.
+    """
+    meta, conn = model._meta, connections[DEFAULT_DB_ALIAS]
+    assigned = [
+        meta.get_field(name).get_db_prep_save(value, conn) for name, value in values.items()
+    ]
+    update_sql = _update_sql(model, tuple(values), tuple(where))
+    update_params = assigned + _params(model, where, conn)
+    select_sql = _select_sql(model, columns, tuple(select_where), "", (), None)
+    select_params = _params(model, select_where, conn)
+    with conn.cursor() as cursor:
+        if conn.vendor == "mysql":
+            cursor.execute(f"{update_sql}; {select_sql}", update_params + select_params)
+            updated = cursor.rowcount
+            cursor.nextset()
+        else:
+            cursor.execute(update_sql, update_params)
+            updated = cursor.rowcount
+            cursor.execute(select_sql, select_params)
+        return updated, cursor.fetchone()
 
 
 # Rows per statement of `update_to_later`: a CASE costs the database its rows

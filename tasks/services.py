@@ -23,7 +23,13 @@ from nodes import heartbeats
 from nodes.models import Node, check_schedulable, labels_by_node, labels_match, liveness_cutoffs
 from nodes.services import node_heartbeat
 from taskmgmt.metrics import CANCELLATIONS, CLAIM_LATENCY, FAILURES, REASSIGNMENTS
-from taskmgmt.sql import driver_rows, get_one, insert_select, select_one, update_rows, with_ids
+from taskmgmt.sql import (
+    driver_rows,
+    get_one,
+    insert_select,
+    update_then_select,
+    with_ids,
+)
 from tasks.actor import current_actor
 from tasks.models import (
     ALLOWED_AFTER_DEADLINE,
@@ -46,6 +52,7 @@ from tasks.models import (
     validate_node,
 )
 from tasks.placement import NoNodeMatches, Placement, check_node_matches, node_for
+from tasks.selectors import TASK_COLUMNS, TaskRow
 
 logger = logging.getLogger("taskmgmt.sweep")
 
@@ -413,14 +420,16 @@ def task_report_progress(
     percent: float | None = None,
     message: str | None = None,
     checkpoint=UNCHANGED,
-) -> None:
-    """The assigned node reports how far its in-progress task has got.
+) -> TaskRow:
+    """The assigned node reports how far its in-progress task has got; the task
+    after the report, as a `TaskRow` (the answer's shape).
 
     Only the latest report is kept: its percent and message replace the last
     ones, its checkpoint (when sent) the last checkpoint. Not an audit event,
     so no history row and no `updated_at`; and as cheap as a heartbeat, since
-    a node may report every few seconds: one conditional UPDATE, and a read
-    of why only when it matched nothing.
+    a node may report every few seconds: one conditional UPDATE and the task's
+    read, in one round trip on MariaDB; the read also says why when the UPDATE
+    matched nothing.
     """
     values = {
         "progress_percent": percent,
@@ -437,17 +446,19 @@ def task_report_progress(
     }
     if attempt is not None:
         where["attempts"] = attempt
-    if update_rows(Task, values, **where):
-        return
-    row = select_one(Task, ("assigned_node_id", "status", "attempts"), id=task_id, active=True)
+    updated, row = update_then_select(
+        Task, values, TASK_COLUMNS, select_where={"id": task_id, "active": True}, **where
+    )
     if row is None:
         raise Task.DoesNotExist(f"No active task has the id {task_id}.")
-    node_id, status, attempts = row
-    if Task._meta.pk.to_python(node_id) != node.pk:
+    task = TaskRow._make(row)
+    if updated:
+        return task
+    if Task._meta.pk.to_python(task.assigned_node_id) != node.pk:
         raise NotAssignee("only the assigned node can report this task's progress")
-    if status != TaskStatus.IN_PROGRESS:
-        raise TaskConflict(f"only a task in progress takes progress; this task is {status}")
-    check_attempt(attempts, attempt)
+    if task.status != TaskStatus.IN_PROGRESS:
+        raise TaskConflict(f"only a task in progress takes progress; this task is {task.status}")
+    check_attempt(task.attempts, attempt)
     raise TaskConflict("the task changed meanwhile; report again")
 
 

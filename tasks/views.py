@@ -340,7 +340,7 @@ class TaskViewSet(viewsets.GenericViewSet):
     def progress(self, request):
         data = validated_fast(TaskProgressSerializer, request)
         checkpoint = {"checkpoint": data["checkpoint"]} if "checkpoint" in data else {}
-        existing_task(
+        task = existing_task(
             services.task_report_progress,
             task_id=data["taskId"],
             node=request.user,
@@ -349,9 +349,6 @@ class TaskViewSet(viewsets.GenericViewSet):
             message=data.get("message"),
             **checkpoint,
         )
-        task = active_task_row(str(data["taskId"]))
-        if task is None:  # soft-deleted since
-            raise NotFound("No task has this taskId.")
         return task_response(task)
 
     @extend_schema(

@@ -27,6 +27,7 @@ from taskmgmt.sql import (
     select_one,
     tagged_rows,
     update_rows,
+    update_then_select,
     with_ids,
 )
 from tasks.models import CLAIM_INDEX, HistoryAction, Task, TaskHistory, TaskStatus
@@ -411,3 +412,35 @@ def test_a_page_reads_the_rows_and_values_the_orm_s_keyset_query_reads(node, oth
                 page = page_rows(Task, TASK_COLUMNS, after=after, limit=limit, index=index, **where)
                 assert [tuple(row) for row in page] == expected, (where, after, limit)
     assert len(orm_page(Task.objects.filter(active=True), None, None)) == 11
+
+
+def test_an_update_then_a_select_write_and_read_what_the_two_statements_do(node, other_node):
+    task = TaskFactory(assigned_node=node, status=TaskStatus.IN_PROGRESS)
+    guard = {"id": task.pk, "assigned_node": node.pk, "status": TaskStatus.IN_PROGRESS}
+    columns = ("id", "progress_percent", "checkpoint", "assigned_node_id")
+    values = {"progress_percent": 30.0, "checkpoint": {"row": 3}}
+
+    with CaptureQueriesContext(connection) as queries:
+        updated, row = update_then_select(
+            Task, values, columns, select_where={"id": task.pk, "active": True}, **guard
+        )
+    refused, unchanged = update_then_select(
+        Task,
+        {"progress_percent": 99.0},
+        columns,
+        select_where={"id": task.pk, "active": True},
+        **{**guard, "assigned_node": other_node.pk},
+    )
+    missing = update_then_select(
+        Task, values, columns, select_where={"id": uuid.uuid4(), "active": True}, id=uuid.uuid4()
+    )
+
+    expected = select_one(Task, columns, id=task.pk, active=True)
+    assert (updated, row) == (1, expected)
+    assert (refused, unchanged) == (0, expected)
+    assert missing == (0, None)
+    task.refresh_from_db()
+    assert (task.progress_percent, task.checkpoint) == (30.0, {"row": 3})
+    assert len(queries) == (1 if connection.vendor == "mysql" else 2), queries
+    assert connection.is_usable()  # every result of the two-statement query was read
+    assert select_one(Task, ("id",), id=task.pk) == expected[:1]

@@ -5,6 +5,7 @@ import json
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from accounts.models import User
@@ -329,8 +330,9 @@ def test_progress_without_percent_or_message_clears_them(node_client, node):
 def test_progress_costs_one_update_and_one_read(node_client, node, django_assert_num_queries):
     task = TaskFactory(assigned_node=node, status=IN_PROGRESS, attempts=1)
 
-    # The token's user, the conditional UPDATE, the task read back for the answer.
-    with django_assert_num_queries(3) as captured:
+    # The token's user, the conditional UPDATE, the task read back for the answer: on
+    # MariaDB the UPDATE and the read go in one query (taskmgmt.sql.update_then_select).
+    with django_assert_num_queries(2 if connection.vendor == "mysql" else 3) as captured:
         response = progress(node_client, task, attempt=1, percent=5, checkpoint={"i": 5})
 
     assert response.status_code == 200
