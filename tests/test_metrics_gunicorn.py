@@ -91,11 +91,29 @@ def server(tmp_path):
     try:
         wait_until(lambda: len(workers()) == 2, 30, "gunicorn did not boot 2 workers")
         wait_until(lambda: _answers(port), 30, "gunicorn did not answer")
+        # A worker accepts requests once it has loaded the app itself (preload_app is
+        # off), so the first to boot may answer everything until the other is ready.
+        wait_until(
+            lambda: _all_serving(port, tmp_path / "metrics", workers()),
+            30,
+            "a gunicorn worker never answered",
+        )
         yield {"port": port, "workers": workers, "dir": tmp_path / "metrics"}
     finally:
         process.terminate()
         process.wait(timeout=30)
         log.close()
+
+
+def counted_pids(metrics_dir: Path) -> set[str]:
+    """The workers with counts on file: each writes its own (prometheus_client)."""
+    return {path.stem.rsplit("_", 1)[1] for path in metrics_dir.glob("counter_*.db")}
+
+
+def _all_serving(port: int, metrics_dir: Path, workers: set[int]) -> bool:
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: _answers(port), range(16)))
+    return counted_pids(metrics_dir) >= {str(pid) for pid in workers}
 
 
 def _answers(port: int) -> bool:
@@ -112,7 +130,7 @@ def test_a_scrape_sums_every_workers_counts_and_keeps_a_dead_workers(server):
         statuses = list(pool.map(lambda _: get(port, "/healthz")[0], range(REQUESTS)))
     assert statuses == [200] * REQUESTS
 
-    pids = {path.stem.rsplit("_", 1)[1] for path in server["dir"].glob("counter_*.db")}
+    pids = counted_pids(server["dir"])
     assert pids == {str(pid) for pid in server["workers"]()}  # both served; the stale file went
     # Whichever worker answers each scrape, the total is the same.
     for _ in range(6):
