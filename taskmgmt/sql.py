@@ -344,14 +344,19 @@ def update_rows(model, values: dict, **where) -> int:
 
     No signals and no `auto_now`: for writes that want neither (a heartbeat's stamp).
     """
-    meta, conn = model._meta, connections[DEFAULT_DB_ALIAS]
+    conn = connections[DEFAULT_DB_ALIAS]
+    with conn.cursor() as cursor:
+        cursor.execute(*_update_statement(model, values, where, conn))
+        return cursor.rowcount
+
+
+def _update_statement(model, values: dict, where: dict, conn) -> tuple[str, list]:
+    """`update_rows`'s SQL and its parameters, adapted as the model's fields adapt them."""
+    meta = model._meta
     assigned = [
         meta.get_field(name).get_db_prep_save(value, conn) for name, value in values.items()
     ]
-    sql = _update_sql(model, tuple(values), tuple(where))
-    with conn.cursor() as cursor:
-        cursor.execute(sql, assigned + _params(model, where, conn))
-        return cursor.rowcount
+    return _update_sql(model, tuple(values), tuple(where)), assigned + _params(model, where, conn)
 
 
 def update_then_select(
@@ -366,12 +371,8 @@ def update_then_select(
     Elsewhere they are sent one after the other. For a write whose answer is the row
     it wrote (a progress report): a second round trip was a share of its cost.
     """
-    meta, conn = model._meta, connections[DEFAULT_DB_ALIAS]
-    assigned = [
-        meta.get_field(name).get_db_prep_save(value, conn) for name, value in values.items()
-    ]
-    update_sql = _update_sql(model, tuple(values), tuple(where))
-    update_params = assigned + _params(model, where, conn)
+    conn = connections[DEFAULT_DB_ALIAS]
+    update_sql, update_params = _update_statement(model, values, where, conn)
     select_sql = _select_sql(model, columns, tuple(select_where), "", (), None)
     select_params = _params(model, select_where, conn)
     with conn.cursor() as cursor:
