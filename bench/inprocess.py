@@ -97,13 +97,12 @@ def setup(wanted: list[str]):
     import django
 
     django.setup()
-    from django.core.wsgi import get_wsgi_application
     from rest_framework_simplejwt.tokens import AccessToken
 
     from accounts.models import User
+    from taskmgmt.wsgi import application as app  # sets Django up again, logging too
     from tasks.models import Task, TaskStatus
 
-    app = get_wsgi_application()  # sets Django up again, logging too
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.StreamHandler):
             handler.setStream(open(os.devnull, "w"))  # noqa: SIM115 (for the whole run)

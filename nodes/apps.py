@@ -6,3 +6,9 @@ class NodesConfig(AppConfig):
 
     name = "nodes"
     verbose_name = "Nodes"
+
+    def ready(self):
+        from nodes import hot_paths
+
+        # The heartbeat without Django's request plumbing (taskmgmt.hot_paths).
+        hot_paths.register_all()

@@ -60,13 +60,18 @@ class ServingMiddleware:
 
     def __call__(self, request):
         response = self.get_response(request)
-        # A 5xx (the database down, a bug) is not the API answering its nodes.
-        if response.status_code < 500 and _due():
-            try:
-                record_serving(now=timezone.now())
-            except Exception as error:  # the answer is made: never lose it for the record
-                logger.warning(
-                    "serving not recorded",
-                    extra={"event": "serving_not_recorded", "error": repr(error)},
-                )
+        note_answer(response.status_code)
         return response
+
+
+def note_answer(status: int) -> None:
+    """Record, if due, that this process answered a request with `status`."""
+    # A 5xx (the database down, a bug) is not the API answering its nodes.
+    if status < 500 and _due():
+        try:
+            record_serving(now=timezone.now())
+        except Exception as error:  # the answer is made: never lose it for the record
+            logger.warning(
+                "serving not recorded",
+                extra={"event": "serving_not_recorded", "error": repr(error)},
+            )

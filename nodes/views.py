@@ -50,6 +50,40 @@ from taskmgmt.errors import error_responses
 from taskmgmt.fields import iso_utc
 
 
+def held_task_ids(data) -> set:
+    """The task ids a heartbeat's body names (a ValidationError when it is not one)."""
+    # A beat without a body (the common one), or with {}, has nothing to validate;
+    # any other body must be the object the schema names (null, [] or 0 is a 400).
+    if isinstance(data, dict) and not data:
+        return set()
+    serializer = HeartbeatSerializer(data=data)
+    serializer.is_valid(raise_exception=True)
+    return set(serializer.validated_data.get("taskIds", ()))
+
+
+def heartbeat_answer(node, held: set) -> dict:
+    """Record `node`'s beat and answer it (HeartbeatResultSerializer's shape, built
+    directly: every node sends this every few seconds). `held`: the task ids it sent.
+
+    Shared by the view and its hot path (nodes.hot_paths)."""
+    now, work = timezone.now(), node_work()
+    node_heartbeat(node_id=node.pk, now=now)
+    # State, not a log of events: a lost answer costs nothing, the next beat says it again.
+    kept = set(work.in_progress_of(node, held)) if held else set()
+    pending_count, cancel_ids, *state = work.heartbeat_facts(node, now)
+    schedulable, drain_deadline = drain_deadline_from_text(*state)
+    return {
+        "serverTime": iso_utc(now),
+        "leaseExpiresAt": iso_utc(now + timedelta(seconds=settings.NODE_DOWN_AFTER)),
+        "heartbeatSeconds": settings.NODE_HEARTBEAT_SECONDS,
+        "pendingCount": pending_count,
+        "revokedTaskIds": sorted(map(str, held - kept)),
+        "cancelTaskIds": sorted(map(str, cancel_ids)),
+        "schedulable": schedulable,
+        "drainDeadline": drain_deadline and iso_utc(drain_deadline),
+    }
+
+
 @extend_schema(tags=["nodes"])
 class NodeViewSet(viewsets.GenericViewSet):
     """Liveness: nodes beat, admins see who is alive."""
@@ -81,33 +115,7 @@ class NodeViewSet(viewsets.GenericViewSet):
         },
     )
     def heartbeat(self, request):
-        held = set()
-        # A beat without a body (the common one), or with {}, has nothing to validate;
-        # any other body must be the object the schema names (null, [] or 0 is a 400).
-        if not isinstance(request.data, dict) or request.data:
-            serializer = HeartbeatSerializer(data=request.data)
-            serializer.is_valid(raise_exception=True)
-            held = set(serializer.validated_data.get("taskIds", ()))
-        node, now, work = request.user, timezone.now(), node_work()
-        node_heartbeat(node_id=node.pk, now=now)
-        # State, not a log of events: a lost answer costs nothing, the next beat says it again.
-        kept = set(work.in_progress_of(node, held)) if held else set()
-        pending_count, cancel_ids, *state = work.heartbeat_facts(node, now)
-        schedulable, drain_deadline = drain_deadline_from_text(*state)
-        # HeartbeatResultSerializer's shape, built directly: every node sends this every
-        # few seconds, and instantiating it copied each of its fields per answer.
-        return Response(
-            {
-                "serverTime": iso_utc(now),
-                "leaseExpiresAt": iso_utc(now + timedelta(seconds=settings.NODE_DOWN_AFTER)),
-                "heartbeatSeconds": settings.NODE_HEARTBEAT_SECONDS,
-                "pendingCount": pending_count,
-                "revokedTaskIds": sorted(map(str, held - kept)),
-                "cancelTaskIds": sorted(map(str, cancel_ids)),
-                "schedulable": schedulable,
-                "drainDeadline": drain_deadline and iso_utc(drain_deadline),
-            }
-        )
+        return Response(heartbeat_answer(request.user, held_task_ids(request.data)))
 
     @extend_schema(
         summary="Every active node with its liveness and open work (admin)",

@@ -94,11 +94,15 @@ class MetricsMiddleware:
     def __call__(self, request):
         started = time.perf_counter()
         response = self.get_response(request)
-        view, status = _view_name(request), str(response.status_code)
-        method = request.method if request.method in _METHODS else "other"
-        REQUESTS.labels(method, view, status).inc()
-        REQUEST_SECONDS.labels(view, status).observe(time.perf_counter() - started)
+        count_answer(request.method, _view_name(request), response.status_code, started)
         return response
+
+
+def count_answer(method: str, view: str, status: int, started: float) -> None:
+    """Count and time one answer; `started` is the request's time.perf_counter()."""
+    method = method if method in _METHODS else "other"
+    REQUESTS.labels(method, view, str(status)).inc()
+    REQUEST_SECONDS.labels(view, str(status)).observe(time.perf_counter() - started)
 
 
 def _refusal(status: int, title: str, message: str) -> JsonResponse:

@@ -51,6 +51,37 @@ def _level_for(status: int) -> int:
     return logging.WARNING if status in _AUTH_FAILURES else logging.INFO
 
 
+def log_answer(request, status: int, started: float) -> None:
+    """The request's `taskmgmt.request` line, `started` being its time.perf_counter()."""
+    level = _level_for(status)
+    if not logger.isEnabledFor(level):
+        return
+    fields = {
+        "method": request.method,
+        "path": request.path,
+        "status": status,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+        "user_id": _user_id(request),
+        "remote_addr": request.META.get("REMOTE_ADDR"),
+    }
+    # The record `logger.log` would make, without its walk up the stack to find
+    # the caller (findCaller): this frame is the caller.
+    frame = sys._getframe()
+    code = frame.f_code
+    record = logger.makeRecord(
+        logger.name,
+        level,
+        code.co_filename,
+        frame.f_lineno,
+        "request",
+        (),
+        None,
+        code.co_name,
+        fields,
+    )
+    logger.handle(record)
+
+
 # What the API accepts; gunicorn.conf.py sets gunicorn's own limits above these, so an
 # oversized request meets ours (a JSON answer) before gunicorn's (an HTML page). The
 # numbers are gunicorn's defaults: clients lose nothing they had.
@@ -59,22 +90,26 @@ MAX_HEADER_FIELDS = 100
 MAX_HEADER_FIELD_SIZE = 8190
 
 
-def _oversized(request) -> tuple[int, str] | None:
+def _oversized(meta, uri: str) -> tuple[int, str] | None:
     """(status, message) when the request is larger than the API accepts, or its size
     is not stated."""
-    uri = request.META.get("RAW_URI") or request.get_full_path()
     if len(uri) > MAX_URI_LENGTH:
         return 414, f"The URI is longer than {MAX_URI_LENGTH} bytes."
-    headers = [(key, value) for key, value in request.META.items() if key.startswith("HTTP_")]
+    headers = [(key, value) for key, value in meta.items() if key.startswith("HTTP_")]
     if len(headers) > MAX_HEADER_FIELDS:
         return 431, f"The request has more than {MAX_HEADER_FIELDS} header fields."
     if any(len(key) + len(str(value)) > MAX_HEADER_FIELD_SIZE for key, value in headers):
         return 431, f"A header field is longer than {MAX_HEADER_FIELD_SIZE} bytes."
-    if "HTTP_TRANSFER_ENCODING" in request.META:
+    if "HTTP_TRANSFER_ENCODING" in meta:
         # Django reads a body by its Content-Length only, so a chunked one looked empty;
         # and gunicorn parses chunks in Python, slowly for tiny ones (README, Request size).
         return 411, "Send the body with a Content-Length: a chunked request body is not read."
     return None
+
+
+def within_limits(environ) -> bool:
+    """Whether RequestLimitsMiddleware would let a request without a query string pass."""
+    return _oversized(environ, environ.get("RAW_URI") or environ.get("PATH_INFO", "")) is None
 
 
 class RequestLimitsMiddleware:
@@ -84,7 +119,7 @@ class RequestLimitsMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        refusal = _oversized(request)
+        refusal = _oversized(request.META, request.META.get("RAW_URI") or request.get_full_path())
         if refusal is None:
             return self.get_response(request)
         from taskmgmt.errors import error_body  # see process_exception below
@@ -108,32 +143,7 @@ class RequestLogMiddleware:
         started = time.perf_counter()
         try:
             response = self.get_response(request)
-            level = _level_for(response.status_code)
-            if logger.isEnabledFor(level):
-                fields = {
-                    "method": request.method,
-                    "path": request.path,
-                    "status": response.status_code,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                    "user_id": _user_id(request),
-                    "remote_addr": request.META.get("REMOTE_ADDR"),
-                }
-                # The record `logger.log` would make, without its walk up the stack to find
-                # the caller (findCaller): this frame is the caller.
-                frame = sys._getframe()
-                code = frame.f_code
-                record = logger.makeRecord(
-                    logger.name,
-                    level,
-                    code.co_filename,
-                    frame.f_lineno,
-                    "request",
-                    (),
-                    None,
-                    code.co_name,
-                    fields,
-                )
-                logger.handle(record)
+            log_answer(request, response.status_code, started)
         finally:
             current_request_id.reset(token)
         response["X-Request-ID"] = request.id

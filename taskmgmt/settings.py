@@ -314,6 +314,10 @@ RATELIMIT_LOGIN_IP = env.str("RATELIMIT_LOGIN_IP", default="30/m")
 RATELIMIT_LOGIN_USER = env.str("RATELIMIT_LOGIN_USER", default="5/m")
 RATELIMIT_API = env.str("RATELIMIT_API", default="600/m")
 RATELIMIT_ENABLE = env.bool("RATELIMIT_ENABLE", default=True)
+
+# A node's heartbeat, progress reports and task reads answered without Django's request
+# plumbing when they need nothing else (taskmgmt.hot_paths); false: Django answers all.
+HOT_PATHS = env.bool("HOT_PATHS", default=True)
 # Where the client's address is: REMOTE_ADDR unless a proxy sits in front, which
 # must then set this header itself (e.g. HTTP_X_REAL_IP), or every client
 # shares the proxy's per-IP login limit.

@@ -51,7 +51,7 @@ class RatelimitThrottle(BaseThrottle):
         rate = getattr(settings, self.rate_setting)
         value = key(self.group, request) if callable(key) else ratelimit_key(key, request)
         window = rate_window(self.group, rate, value)
-        count = count_request(window.cache_key, window.timeout)
+        count = count_once(request, window)
         if count is None:
             # The count could not be kept: refuse, as django-ratelimit does.
             self.seconds_left = -1
@@ -67,6 +67,19 @@ class RatelimitThrottle(BaseThrottle):
 def counts_cache():
     """The cache the counts live in (django-ratelimit's setting)."""
     return caches[getattr(settings, "RATELIMIT_USE_CACHE", "default")]
+
+
+# Where a request's counts are kept in its WSGI environ: a request the hot paths
+# (taskmgmt.hot_paths) counted and then handed to Django is not counted twice.
+_COUNTS_KEY = "taskmgmt.rate_counts"
+
+
+def count_once(request, window):
+    """`count_request` for this request and window, once however often it is asked."""
+    counts = request.META.setdefault(_COUNTS_KEY, {})
+    if window.cache_key not in counts:
+        counts[window.cache_key] = count_request(window.cache_key, window.timeout)
+    return counts[window.cache_key]
 
 
 def count_request(cache_key, timeout):

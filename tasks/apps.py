@@ -9,13 +9,15 @@ class TasksConfig(AppConfig):
     def ready(self):
         from nodes import work
         from taskmgmt.metrics import register_collector
-        from tasks import signals  # noqa: F401  (connects the history handlers)
+        from tasks import hot_paths, signals  # noqa: F401  (signals: the history handlers)
         from tasks.metrics import DomainCollector
         from tasks.node_work import TaskWork
 
         register_collector(DomainCollector())
         # What the nodes API and node page show of a node's tasks (nodes.work).
         work.register(TaskWork())
+        # Progress reports and task details without Django's plumbing (taskmgmt.hot_paths).
+        hot_paths.register_all()
 
 
 class AdminConfig(admin_apps.AdminConfig):

@@ -115,6 +115,23 @@ def existing_task(service: Callable[..., Task], **arguments) -> Task:
         raise NotFound("No task has this taskId.") from None
 
 
+def progress_answer(request) -> dict:
+    """Record the calling node's progress report (the request's body) and answer it.
+    Shared by the view and its hot path (tasks.hot_paths)."""
+    data = validated_fast(TaskProgressSerializer, request)
+    checkpoint = {"checkpoint": data["checkpoint"]} if "checkpoint" in data else {}
+    task = existing_task(
+        services.task_report_progress,
+        task_id=data["taskId"],
+        node=request.user,
+        attempt=data.get("attempt"),
+        percent=data.get("percent"),
+        message=data.get("message"),
+        **checkpoint,
+    )
+    return {"task": task_representation(task)}
+
+
 def task_response(task: Task | TaskRow, status_code: int = HTTP_200_OK) -> Response:
     """`TaskEnvelopeSerializer`'s shape, built without instantiating it."""
     return Response({"task": task_representation(task)}, status=status_code)
@@ -338,18 +355,7 @@ class TaskViewSet(viewsets.GenericViewSet):
         },
     )
     def progress(self, request):
-        data = validated_fast(TaskProgressSerializer, request)
-        checkpoint = {"checkpoint": data["checkpoint"]} if "checkpoint" in data else {}
-        task = existing_task(
-            services.task_report_progress,
-            task_id=data["taskId"],
-            node=request.user,
-            attempt=data.get("attempt"),
-            percent=data.get("percent"),
-            message=data.get("message"),
-            **checkpoint,
-        )
-        return task_response(task)
+        return Response(progress_answer(request))
 
     @extend_schema(
         summary="Start the calling node's next pending task (node); counts as a heartbeat",

@@ -1,0 +1,356 @@
+"""The hot paths (taskmgmt.hot_paths) answer a node's heartbeat, progress report and
+task read exactly as Django does, with the same effects, and hand every other request
+to Django untouched. Each request goes through the WSGI application gunicorn serves
+(taskmgmt.wsgi) and, the same, through Django's application alone."""
+
+import contextlib
+import io
+import json
+import sys
+from datetime import timedelta
+
+import pytest
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
+from django.test import override_settings
+from django.utils import timezone
+from prometheus_client import REGISTRY
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from nodes.models import ServingRecord
+from taskmgmt import hot_paths
+from taskmgmt.wsgi import application
+from tasks.models import Task, TaskStatus
+from tests.factories import TaskFactory
+from tests.test_logging import log_lines, request_lines  # noqa: F401  (a fixture)
+
+DJANGO = application.django_app
+
+
+@pytest.fixture(autouse=True)
+def _connections_kept():
+    """As Django's test client does: the test's transaction must outlive each request."""
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+class Counting:
+    """Django's application, counting the requests that reach it."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, environ, start_response):
+        self.calls += 1
+        return DJANGO(environ, start_response)
+
+
+def environ(method, path, *, body=None, token=None, query="", content_type=None, **headers):
+    raw = body if isinstance(body, bytes) else b"" if body is None else json.dumps(body).encode()
+    env = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "SERVER_NAME": "testserver",
+        "SERVER_PORT": "80",
+        "HTTP_HOST": "testserver",
+        "REMOTE_ADDR": "127.0.0.1",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "CONTENT_LENGTH": str(len(raw)),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(raw),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+        "wsgi.version": (1, 0),
+    }
+    if content_type or raw:
+        env["CONTENT_TYPE"] = content_type or "application/json"
+    if token:
+        env["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    env.update({f"HTTP_{name.upper()}": value for name, value in headers.items()})
+    return env
+
+
+def call(app, env):
+    """(status code, headers without the request id, parsed or raw body)."""
+    started = []
+    body = b"".join(app(env, lambda status, headers, *a: started.append((status, headers))))
+    status, headers = started[0]
+    headers = dict(headers)
+    assert headers.pop("X-Request-ID")
+    with contextlib.suppress(ValueError):
+        body = json.loads(body)
+    return int(status.split()[0]), headers, body
+
+
+def token_for(user) -> str:
+    return str(RefreshToken.for_user(user).access_token)
+
+
+def without_times(value):
+    """The answer with the server's clock readings (new on each request) taken out."""
+    moments = {"serverTime", "leaseExpiresAt", "updatedAt"}
+    if isinstance(value, dict):
+        return {k: without_times(v) for k, v in value.items() if k not in moments}
+    return value
+
+
+def both_ways(make_environ):
+    """The same request through the hot paths, then through Django alone."""
+    counting = Counting()
+    hot = call(hot_paths.HotPaths(counting), make_environ())
+    return hot, call(DJANGO, make_environ()), counting.calls
+
+
+@pytest.fixture
+def in_progress(node):
+    return TaskFactory(assigned_node=node, status=TaskStatus.IN_PROGRESS)
+
+
+def hot_requests(node, in_progress, admin_user):
+    """What a worker sends most: each answered on the hot path with a 200."""
+    node_token, task_id = token_for(node), str(in_progress.pk)
+    report = {"taskId": task_id, "percent": 40, "message": "rows", "checkpoint": {"row": 4}}
+    return {
+        "an empty heartbeat": lambda: environ("POST", "/api/nodes/heartbeat", token=node_token),
+        "a heartbeat of {}": lambda: environ(
+            "POST", "/api/nodes/heartbeat", body={}, token=node_token
+        ),
+        "a heartbeat naming its tasks": lambda: environ(
+            "POST", "/api/nodes/heartbeat", body={"taskIds": [task_id]}, token=node_token
+        ),
+        "a progress report": lambda: environ(
+            "PUT", "/api/tasks/progress", body=report, token=node_token
+        ),
+        "its node reading a task": lambda: environ(
+            "GET", f"/api/tasks/{task_id}", token=node_token
+        ),
+        "an admin reading a task": lambda: environ(
+            "GET", f"/api/tasks/{task_id}", token=token_for(admin_user)
+        ),
+    }
+
+
+HOT = [
+    "an empty heartbeat",
+    "a heartbeat of {}",
+    "a heartbeat naming its tasks",
+    "a progress report",
+    "its node reading a task",
+    "an admin reading a task",
+]
+
+
+@pytest.mark.parametrize("name", HOT)
+def test_a_hot_request_is_answered_without_django_and_as_django_answers_it(
+    name, node, in_progress, admin_user
+):
+    hot, django, django_calls = both_ways(hot_requests(node, in_progress, admin_user)[name])
+
+    assert django_calls == 0
+    assert hot[0] == django[0] == 200
+    assert hot[1] == django[1]  # every header, the request id aside
+    assert without_times(hot[2]) == without_times(django[2])
+
+
+def test_a_progress_report_on_the_hot_path_is_stored(node, in_progress):
+    report = {"taskId": str(in_progress.pk), "percent": 55, "message": "m", "checkpoint": [1]}
+    counting = Counting()
+
+    status, _, body = call(
+        hot_paths.HotPaths(counting),
+        environ("PUT", "/api/tasks/progress", body=report, token=token_for(node)),
+    )
+
+    assert (status, counting.calls) == (200, 0)
+    task = Task.objects.get(pk=in_progress.pk)
+    assert (task.progress_percent, task.progress_message, task.checkpoint) == (55, "m", [1])
+    assert body["task"]["progress"]["percent"] == 55
+
+
+def test_a_heartbeat_on_the_hot_path_names_a_task_taken_away(node, in_progress):
+    taken = TaskFactory(assigned_node=node, status=TaskStatus.PENDING)
+    body = {"taskIds": [str(in_progress.pk), str(taken.pk)]}
+    counting = Counting()
+
+    status, _, answer = call(
+        hot_paths.HotPaths(counting),
+        environ("POST", "/api/nodes/heartbeat", body=body, token=token_for(node)),
+    )
+
+    assert (status, counting.calls) == (200, 0)
+    assert answer["revokedTaskIds"] == [str(taken.pk)]
+
+
+def refused_requests(node, other_node, in_progress, admin_user):
+    """Requests the hot paths leave to Django: each must get exactly Django's answer."""
+    node_token, task_id = token_for(node), str(in_progress.pk)
+    report = {"taskId": task_id, "percent": 40}
+    heartbeat, progress = "/api/nodes/heartbeat", "/api/tasks/progress"
+    pending = TaskFactory(assigned_node=node)
+    return {
+        "no token": lambda: environ("POST", heartbeat),
+        "a bad token": lambda: environ("POST", heartbeat, token="not-a-jwt"),
+        "an admin beating": lambda: environ("POST", heartbeat, token=token_for(admin_user)),
+        "a body that is not JSON": lambda: environ("POST", heartbeat, body=b"{", token=node_token),
+        "a body of another type": lambda: environ(
+            "POST", heartbeat, body=b"taskIds=1", content_type="text/plain", token=node_token
+        ),
+        "a charset named": lambda: environ(
+            "POST",
+            heartbeat,
+            body={},
+            content_type="application/json; charset=utf-8",
+            token=node_token,
+        ),
+        "null": lambda: environ("POST", heartbeat, body=b"null", token=node_token),
+        "a task id that is not one": lambda: environ(
+            "POST", heartbeat, body={"taskIds": ["x"]}, token=node_token
+        ),
+        "an Origin": lambda: environ(
+            "POST", heartbeat, token=node_token, origin="https://ops.example.com"
+        ),
+        "a query string": lambda: environ("POST", heartbeat, token=node_token, query="format=json"),
+        "an Accept the API cannot meet": lambda: environ(
+            "POST", heartbeat, token=node_token, accept="text/html"
+        ),
+        "a host not allowed": lambda: environ(
+            "POST", heartbeat, token=node_token, host="evil.test"
+        ),
+        "a percent over 100": lambda: environ(
+            "PUT", progress, body={"taskId": task_id, "percent": 101}, token=node_token
+        ),
+        "another node's report": lambda: environ(
+            "PUT", progress, body=report, token=token_for(other_node)
+        ),
+        "a report on a pending task": lambda: environ(
+            "PUT", progress, body={"taskId": str(pending.pk), "percent": 1}, token=node_token
+        ),
+        "a report on no task": lambda: environ(
+            "PUT", progress, body={"taskId": str(other_node.pk), "percent": 1}, token=node_token
+        ),
+        "another node's task": lambda: environ(
+            "GET", f"/api/tasks/{task_id}", token=token_for(other_node)
+        ),
+        "no such task": lambda: environ("GET", f"/api/tasks/{other_node.pk}", token=node_token),
+        "a task id in capitals": lambda: environ(
+            "GET", f"/api/tasks/{task_id.upper()}", token=node_token
+        ),
+    }
+
+
+REFUSED = [
+    "no token",
+    "a bad token",
+    "an admin beating",
+    "a body that is not JSON",
+    "a body of another type",
+    "a charset named",
+    "null",
+    "a task id that is not one",
+    "an Origin",
+    "a query string",
+    "an Accept the API cannot meet",
+    "a host not allowed",
+    "a percent over 100",
+    "another node's report",
+    "a report on a pending task",
+    "a report on no task",
+    "another node's task",
+    "no such task",
+    "a task id in capitals",
+]
+
+
+@pytest.mark.parametrize("name", REFUSED)
+def test_any_other_request_gets_django_s_own_answer(
+    name, node, other_node, in_progress, admin_user
+):
+    make = refused_requests(node, other_node, in_progress, admin_user)[name]
+
+    hot, django, django_calls = both_ways(make)
+
+    assert django_calls == 1
+    assert hot[0] == django[0]
+    assert hot[1] == django[1]
+    assert without_times(hot[2]) == without_times(django[2])
+
+
+def test_the_cases_cover_every_route_and_both_answers():
+    assert len(hot_paths._routes) == 3
+    assert len(HOT) == 6 and len(REFUSED) == 19
+
+
+@override_settings(RATELIMIT_API="2/h")
+def test_a_request_handed_to_django_is_counted_once_against_the_rate_limit(node, in_progress):
+    """The hot path counts before the work; a refusal after that must not count twice."""
+    pending = TaskFactory(assigned_node=node)
+    app, token = hot_paths.HotPaths(DJANGO), token_for(node)
+    refused = {"taskId": str(pending.pk), "percent": 1}  # 409: the task is not in progress
+
+    first = call(app, environ("PUT", "/api/tasks/progress", body=refused, token=token))
+    second = call(app, environ("POST", "/api/nodes/heartbeat", token=token))
+    third = call(app, environ("POST", "/api/nodes/heartbeat", token=token))
+
+    assert [first[0], second[0], third[0]] == [409, 200, 429]
+    assert third[1]["Retry-After"].isdigit()
+
+
+@override_settings(HOT_PATHS=False)
+def test_hot_paths_false_sends_everything_to_django(node):
+    counting = Counting()
+
+    status, _, _ = call(
+        hot_paths.HotPaths(counting), environ("POST", "/api/nodes/heartbeat", token=token_for(node))
+    )
+
+    assert (status, counting.calls) == (200, 1)
+
+
+def requests_counted(view: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "taskmgmt_http_requests_total", {"method": "POST", "view": view, "status": "200"}
+    )
+    return value or 0.0
+
+
+def test_a_hot_answer_is_logged_counted_and_recorded_as_serving(
+    node,
+    log_lines,  # noqa: F811  (the fixture imported above)
+    serving_recorded,
+):
+    before = requests_counted("node-heartbeat")
+    hot = hot_paths.HotPaths(Counting())
+
+    def beat(app):
+        env = environ("POST", "/api/nodes/heartbeat", token=token_for(node), x_request_id="r-1")
+        return call(app, env)[0]
+
+    assert [beat(hot), beat(DJANGO)] == [200, 200]
+
+    hot_line, django_line = request_lines(log_lines())
+    for line in hot_line, django_line:
+        del line["time"], line["duration_ms"]
+    assert hot_line == django_line
+    assert hot_line["request_id"] == "r-1" and hot_line["user_id"] == str(node.pk)
+    assert requests_counted("node-heartbeat") == before + 2
+    record = ServingRecord.objects.get(pk=ServingRecord.ROW)
+    assert timezone.now() - record.last_serving < timedelta(seconds=5)
+
+
+def test_behind_a_tls_proxy_the_hot_answer_carries_hsts_as_django_s_does(node):
+    def make():
+        return environ(
+            "POST", "/api/nodes/heartbeat", token=token_for(node), x_forwarded_proto="https"
+        )
+
+    hot, django, django_calls = both_ways(make)
+
+    assert django_calls == 0
+    assert hot[1] == django[1]
+    assert hot[1]["Strict-Transport-Security"].startswith("max-age=")
