@@ -10,6 +10,9 @@ sends (its exact method and path, no query string, no Origin, a bearer token of 
 user the route accepts, a JSON body its fields check accepts), and only with a 200.
 Anything else (a refusal, an error, a CORS request, a body to complain about) goes
 to Django through every middleware, as before, by raising `Fallback` or any error.
+A handler whose work is not safe to run twice (a status change, a claim) sets
+`request.changed` once that work is committed: an error after it is a 500, never
+a second run through Django.
 Both paths call the same authentication, rate count, services and renderer; what the
 middlewares add to a 200 (its headers, the log line, the metrics, the serving record)
 is added here by the same functions. tests/test_hot_paths.py sends each request both
@@ -17,6 +20,7 @@ ways and compares answers and effects. HOT_PATHS=false turns this off.
 """
 
 import io
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -29,6 +33,8 @@ from django.urls import resolve
 from rest_framework.settings import api_settings
 
 from taskmgmt.logging import current_request_id
+
+logger = logging.getLogger("taskmgmt.request")
 
 # What a route's handler raises to let Django answer the request instead.
 
@@ -69,6 +75,7 @@ class HotRequest(WSGIRequest):
 
     user = None
     data: object = None
+    changed = False  # set by a handler once its work is committed (see the module's doc)
 
 
 def _static_headers() -> list[tuple[str, str]]:
@@ -99,7 +106,7 @@ def _hsts(request) -> list[tuple[str, str]]:
 
 # Headers whose presence sends the request to Django: CORS answers, a chunked body
 # (RequestLimitsMiddleware's 411), a mounted prefix, a format asked for.
-_DJANGO_ONLY = ("HTTP_ORIGIN", "HTTP_TRANSFER_ENCODING")
+_DJANGO_ONLY = ("HTTP_ORIGIN", "HTTP_TRANSFER_ENCODING", "HTTP_IDEMPOTENCY_KEY")
 _ACCEPTED = frozenset({"", "*/*", "application/json"})
 
 
@@ -151,6 +158,7 @@ class HotPaths:
         from taskmgmt.metrics import count_answer
         from taskmgmt.middleware import log_answer, request_id_from
         from taskmgmt.renderers import JSONRenderer
+        from taskmgmt.views import server_error
 
         started = time.perf_counter()
         signals.request_started.send(sender=self.__class__, environ=environ)
@@ -166,12 +174,15 @@ class HotPaths:
                 request.data = _parsed(request, body)
                 _throttle(request)
                 data = route.handler(request, match)
-                content = JSONRenderer().render(data)
+                status, content = 200, JSONRenderer().render(data)
             except Exception:
-                # Django answers, with everything it does (including for this error).
-                if body is not None:
-                    environ["wsgi.input"] = io.BytesIO(body)
-                return None
+                if not request.changed:
+                    # Django answers, with everything it does (including for this error).
+                    if body is not None:
+                        environ["wsgi.input"] = io.BytesIO(body)
+                    return None
+                logger.exception("a hot path failed after its change was committed")
+                status, content = 500, server_error(request).content
             headers = [
                 ("Content-Type", "application/json"),
                 ("Allow", route.allow),
@@ -181,10 +192,10 @@ class HotPaths:
                 ("X-Request-ID", request.id),
             ]
             for hook in _after_answer:
-                hook(200)
-            count_answer(request.method, self.view_name(route), 200, started)
-            log_answer(request, 200, started)
-            return "200 OK", headers, content
+                hook(status)
+            count_answer(request.method, self.view_name(route), status, started)
+            log_answer(request, status, started)
+            return ("200 OK" if status == 200 else "500 Internal Server Error"), headers, content
         finally:
             current_request_id.reset(token)
             signals.request_finished.send(sender=self.__class__)

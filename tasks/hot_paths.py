@@ -1,16 +1,35 @@
-"""A progress report and a task's detail on the hot path (taskmgmt.hot_paths): the
-views' checks and answers, without the request plumbing around them."""
+"""A node's progress reports, status changes, claims and task reads on the hot path
+(taskmgmt.hot_paths): the views' checks and answers, without the request plumbing
+around them."""
 
 from accounts.permissions import IsNodeRole
 from taskmgmt.hot_paths import Fallback, register
+from tasks import services
+from tasks.actor import acting_as
 from tasks.permissions import IsAssignedNodeOrAdmin
 from tasks.selectors import active_task_row
 from tasks.serializers import task_representation
-from tasks.views import progress_answer
+from tasks.views import progress_answer, shift_status_change
 
 
 def progress(request, match) -> dict:
     return progress_answer(request)
+
+
+def shift_status(request, match) -> dict:
+    with acting_as(request.user):  # the history row's actor, as ActorMiddleware sets it
+        task = shift_status_change(request)
+    request.changed = True  # committed: never run again through Django
+    return {"task": task_representation(task)}
+
+
+def claim(request, match) -> dict:
+    with acting_as(request.user):
+        task = services.task_claim(node=request.user)
+    if task is None:
+        raise Fallback  # Django's 204, after a second look (nothing was claimed)
+    request.changed = True
+    return {"task": task_representation(task)}
 
 
 def detail(request, match) -> dict:
@@ -29,6 +48,22 @@ def register_all() -> None:
         permission=IsNodeRole,
         allow="PUT, OPTIONS",
         example="/api/tasks/progress",
+    )
+    register(
+        "PUT",
+        r"/api/tasks/shift-status",
+        shift_status,
+        permission=IsNodeRole,
+        allow="PUT, OPTIONS",
+        example="/api/tasks/shift-status",
+    )
+    register(
+        "POST",
+        r"/api/tasks/claim",
+        claim,
+        permission=IsNodeRole,
+        allow="POST, OPTIONS",
+        example="/api/tasks/claim",
     )
     # A task id in its usual form only: "all", "node", ... are other routes.
     register(

@@ -115,6 +115,21 @@ def existing_task(service: Callable[..., Task], **arguments) -> Task:
         raise NotFound("No task has this taskId.") from None
 
 
+def shift_status_change(request) -> Task:
+    """Advance the calling node's task as the request's body says; the task after.
+    Shared by the view and its hot path (tasks.hot_paths)."""
+    data = validated_fast(TaskStatusSerializer, request)
+    return existing_task(
+        services.task_change_status,
+        task_id=data["taskId"],
+        node=request.user,
+        status=data["taskStatus"],
+        reason=data.get("reason", ""),
+        result=data.get("result"),
+        attempt=data.get("attempt"),
+    )
+
+
 def progress_answer(request) -> dict:
     """Record the calling node's progress report (the request's body) and answer it.
     Shared by the view and its hot path (tasks.hot_paths)."""
@@ -329,17 +344,7 @@ class TaskViewSet(viewsets.GenericViewSet):
         },
     )
     def shift_status(self, request):
-        data = validated_fast(TaskStatusSerializer, request)
-        task = existing_task(
-            services.task_change_status,
-            task_id=data["taskId"],
-            node=request.user,
-            status=data["taskStatus"],
-            reason=data.get("reason", ""),
-            result=data.get("result"),
-            attempt=data.get("attempt"),
-        )
-        return task_response(task)
+        return task_response(shift_status_change(request))
 
     @extend_schema(
         summary="Report how far an in-progress task has got (its assigned node)",

@@ -92,11 +92,15 @@ def token_for(user) -> str:
     return str(RefreshToken.for_user(user).access_token)
 
 
-def without_times(value):
+MOMENTS = {"serverTime", "leaseExpiresAt", "updatedAt"}
+# What differs between two tasks made alike, one for each way of sending the request.
+ANOTHER_TASK = {"id", "taskName", "assignedNode", "createdAt", "lockedAt"}
+
+
+def without_times(value, also=frozenset()):
     """The answer with the server's clock readings (new on each request) taken out."""
-    moments = {"serverTime", "leaseExpiresAt", "updatedAt"}
     if isinstance(value, dict):
-        return {k: without_times(v) for k, v in value.items() if k not in moments}
+        return {k: without_times(v, also) for k, v in value.items() if k not in MOMENTS | also}
     return value
 
 
@@ -110,6 +114,14 @@ def both_ways(make_environ):
 @pytest.fixture
 def in_progress(node):
     return TaskFactory(assigned_node=node, status=TaskStatus.IN_PROGRESS)
+
+
+def new_task(node, status=TaskStatus.PENDING, owner=False):
+    """A task of `node`'s, made for one request; its id (or, `owner`, a new node
+    owning it alone, for a claim)."""
+    if owner:
+        return TaskFactory(status=status).assigned_node
+    return str(TaskFactory(assigned_node=node, status=status).pk)
 
 
 def hot_requests(node, in_progress, admin_user):
@@ -130,6 +142,25 @@ def hot_requests(node, in_progress, admin_user):
         "its node reading a task": lambda: environ(
             "GET", f"/api/tasks/{task_id}", token=node_token
         ),
+        "its node completing a task": lambda: environ(
+            "PUT",
+            "/api/tasks/shift-status",
+            body={
+                "taskId": new_task(node, TaskStatus.IN_PROGRESS),
+                "taskStatus": "completed",
+                "result": {"rows": 4},
+            },
+            token=node_token,
+        ),
+        "its node starting a task": lambda: environ(
+            "PUT",
+            "/api/tasks/shift-status",
+            body={"taskId": new_task(node), "taskStatus": "in_progress"},
+            token=node_token,
+        ),
+        "a claim": lambda: environ(
+            "POST", "/api/tasks/claim", token=token_for(new_task(node, owner=True))
+        ),
         "an admin reading a task": lambda: environ(
             "GET", f"/api/tasks/{task_id}", token=token_for(admin_user)
         ),
@@ -143,7 +174,13 @@ HOT = [
     "a progress report",
     "its node reading a task",
     "an admin reading a task",
+    "its node completing a task",
+    "its node starting a task",
+    "a claim",
 ]
+
+
+ON_NEW_TASKS = {"its node completing a task", "its node starting a task", "a claim"}
 
 
 @pytest.mark.parametrize("name", HOT)
@@ -155,7 +192,8 @@ def test_a_hot_request_is_answered_without_django_and_as_django_answers_it(
     assert django_calls == 0
     assert hot[0] == django[0] == 200
     assert hot[1] == django[1]  # every header, the request id aside
-    assert without_times(hot[2]) == without_times(django[2])
+    also = ANOTHER_TASK if name in ON_NEW_TASKS else frozenset()
+    assert without_times(hot[2], also) == without_times(django[2], also)
 
 
 def test_a_progress_report_on_the_hot_path_is_stored(node, in_progress):
@@ -238,6 +276,33 @@ def refused_requests(node, other_node, in_progress, admin_user):
             "GET", f"/api/tasks/{task_id}", token=token_for(other_node)
         ),
         "no such task": lambda: environ("GET", f"/api/tasks/{other_node.pk}", token=node_token),
+        "a status change on another node's task": lambda: environ(
+            "PUT",
+            "/api/tasks/shift-status",
+            body={"taskId": task_id, "taskStatus": "completed"},
+            token=token_for(other_node),
+        ),
+        "a pending task completed": lambda: environ(
+            "PUT",
+            "/api/tasks/shift-status",
+            body={"taskId": str(pending.pk), "taskStatus": "completed"},
+            token=node_token,
+        ),
+        "a status that is not one": lambda: environ(
+            "PUT",
+            "/api/tasks/shift-status",
+            body={"taskId": task_id, "taskStatus": "done"},
+            token=node_token,
+        ),
+        "a claim with nothing to claim": lambda: environ(
+            "POST", "/api/tasks/claim", token=token_for(other_node)
+        ),
+        "an admin claiming": lambda: environ(
+            "POST", "/api/tasks/claim", token=token_for(admin_user)
+        ),
+        "an Idempotency-Key": lambda: environ(
+            "POST", heartbeat, token=node_token, idempotency_key="k-1"
+        ),
         "a task id in capitals": lambda: environ(
             "GET", f"/api/tasks/{task_id.upper()}", token=node_token
         ),
@@ -263,6 +328,12 @@ REFUSED = [
     "a report on no task",
     "another node's task",
     "no such task",
+    "a status change on another node's task",
+    "a pending task completed",
+    "a status that is not one",
+    "a claim with nothing to claim",
+    "an admin claiming",
+    "an Idempotency-Key",
     "a task id in capitals",
 ]
 
@@ -282,8 +353,8 @@ def test_any_other_request_gets_django_s_own_answer(
 
 
 def test_the_cases_cover_every_route_and_both_answers():
-    assert len(hot_paths._routes) == 3
-    assert len(HOT) == 6 and len(REFUSED) == 19
+    assert len(hot_paths._routes) == 5
+    assert len(HOT) == 9 and len(REFUSED) == 25
 
 
 @override_settings(RATELIMIT_API="2/h")
@@ -354,3 +425,45 @@ def test_behind_a_tls_proxy_the_hot_answer_carries_hsts_as_django_s_does(node):
     assert django_calls == 0
     assert hot[1] == django[1]
     assert hot[1]["Strict-Transport-Security"].startswith("max-age=")
+
+
+def test_a_status_change_on_the_hot_path_is_in_the_history_by_its_node(node, in_progress):
+    counting = Counting()
+    body = {"taskId": str(in_progress.pk), "taskStatus": "completed", "result": {"rows": 9}}
+
+    status, _, _ = call(
+        hot_paths.HotPaths(counting),
+        environ("PUT", "/api/tasks/shift-status", body=body, token=token_for(node)),
+    )
+
+    assert (status, counting.calls) == (200, 0)
+    task = Task.objects.get(pk=in_progress.pk)
+    assert (task.status, task.result) == (TaskStatus.COMPLETED, {"rows": 9})
+    change = task.history.get(to_value=TaskStatus.COMPLETED)
+    assert change.performed_by_id == node.pk
+
+
+def test_an_error_after_a_committed_change_is_a_500_never_a_second_run(
+    node, in_progress, monkeypatch
+):
+    """Through Django a second run would answer 409 (already completed) for work done."""
+    from tasks import hot_paths as task_hot_paths
+
+    def broken(task):
+        raise RuntimeError("rendering failed")
+
+    monkeypatch.setattr(task_hot_paths, "task_representation", broken)
+    counting = Counting()
+    body = {"taskId": str(in_progress.pk), "taskStatus": "completed"}
+
+    status, headers, answer = call(
+        hot_paths.HotPaths(counting),
+        environ("PUT", "/api/tasks/shift-status", body=body, token=token_for(node)),
+    )
+
+    assert (status, counting.calls) == (500, 0)
+    assert headers["Content-Type"] == "application/json"
+    assert answer["message"] == "Something went wrong on our side; it has been logged."
+    task = Task.objects.get(pk=in_progress.pk)
+    assert task.status == TaskStatus.COMPLETED
+    assert task.history.filter(to_value=TaskStatus.COMPLETED).count() == 1
