@@ -1,18 +1,21 @@
 """A worker node's most frequent requests, answered without Django's request handler,
-its fourteen middlewares and DRF's dispatch: the heartbeat, a progress report and a
-task's detail (registered by the nodes and tasks apps when they start).
+its fourteen middlewares and DRF's dispatch: the heartbeat, a progress report, a
+status change, a claim and a task's detail (registered by the nodes and tasks apps
+when they start: nodes/hot_paths.py, tasks/hot_paths.py).
 
 Why: that plumbing cost more CPU than the work of these requests, which every node
 sends every few seconds (docs/performance.md, "Hot paths").
 
 How the API stays the same: a request is answered here only in the shape a worker
-sends (its exact method and path, no query string, no Origin, a bearer token of a
-user the route accepts, a JSON body its fields check accepts), and only with a 200.
+sends (its exact method and path, no query string, no Origin or Idempotency-Key, a
+bearer token of a user the route accepts, a JSON body its fields accept), and only
+with a 200.
 Anything else (a refusal, an error, a CORS request, a body to complain about) goes
 to Django through every middleware, as before, by raising `Fallback` or any error.
 A handler whose work is not safe to run twice (a status change, a claim) sets
 `request.changed` once that work is committed: an error after it is a 500, never
 a second run through Django.
+
 Both paths call the same authentication, rate count, services and renderer; what the
 middlewares add to a 200 (its headers, the log line, the metrics, the serving record)
 is added here by the same functions. tests/test_hot_paths.py sends each request both
@@ -36,11 +39,9 @@ from taskmgmt.logging import current_request_id
 
 logger = logging.getLogger("taskmgmt.request")
 
-# What a route's handler raises to let Django answer the request instead.
-
 
 class Fallback(Exception):
-    pass
+    """Raised by a route's handler to let Django answer the request instead."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class Route:
 
 
 _routes: list[Route] = []
-# Run after every answer made here, with it status (the serving record, nodes.serving).
+# Run after every answer made here, with its status (the serving record, nodes.serving).
 _after_answer: list[Callable[[int], None]] = []
 
 
@@ -104,14 +105,15 @@ def _hsts(request) -> list[tuple[str, str]]:
     return [("Strict-Transport-Security", value)]
 
 
-# Headers whose presence sends the request to Django: CORS answers, a chunked body
-# (RequestLimitsMiddleware's 411), a mounted prefix, a format asked for.
+# Headers whose presence sends the request to Django: a CORS request, a chunked body
+# (RequestLimitsMiddleware's 411), a request to replay (taskmgmt.idempotency).
 _DJANGO_ONLY = ("HTTP_ORIGIN", "HTTP_TRANSFER_ENCODING", "HTTP_IDEMPOTENCY_KEY")
 _ACCEPTED = frozenset({"", "*/*", "application/json"})
 
 
 def _plain(environ) -> bool:
     """Whether nothing in the request asks for more than the common 200 path."""
+    # A format or page asked for in the query string; the app mounted under a prefix.
     if environ.get("QUERY_STRING") or environ.get("SCRIPT_NAME"):
         return False
     if any(name in environ for name in _DJANGO_ONLY):
