@@ -75,7 +75,7 @@ bench-sweep: $(VENV)/.installed
 	$(BIN)/python bench/sweep.py $(or $(N),100000)
 
 # Heartbeat latency under a flood of the costliest anonymous logins (docs/performance.md);
-# gunicorn over a temporary SQLite file, counting in Redis db 11 (BENCH_CACHE_URL).
+# gunicorn over a temporary SQLite file, counting in Redis db 15 (BENCH_CACHE_URL).
 bench-login-flood: $(VENV)/.installed
 	$(BIN)/python bench/login_flood.py
 

@@ -2,7 +2,7 @@
 
 Run it as `make bench-login-flood` (README, Benchmarks). It starts gunicorn exactly as
 `make serve` does (gunicorn.conf.py, DEBUG off) over a temporary SQLite file, counting
-in Redis (`BENCH_CACHE_URL`, default redis://127.0.0.1:6379/11, flushed first), with
+in Redis (`BENCH_CACHE_URL`, default redis://127.0.0.1:6379/15, flushed first), with
 `NODE_HEARTBEAT_SECONDS=2`. One node beats every 0.2 s throughout; meanwhile
 `ATTACKERS` threads (default 8) post the largest body accepted to /api/auth/login: a
 username of U+FDFA, which NFKC expands 18-fold. Phases of `DURATION` seconds (default 12):
@@ -37,7 +37,7 @@ NODE_EMAIL = "node@flood.bench"
 HEARTBEAT_SECONDS = 2
 DURATION = float(os.environ.get("DURATION", 12))
 ATTACKERS = int(os.environ.get("ATTACKERS", 8))
-CACHE_URL = os.environ.get("BENCH_CACHE_URL", "redis://127.0.0.1:6379/11")
+CACHE_URL = os.environ.get("BENCH_CACHE_URL", "redis://127.0.0.1:6379/15")
 LIMIT = 1024 * 1024  # DATA_UPLOAD_MAX_MEMORY_SIZE's default
 GARBAGE = json.dumps(
     {"password": "x", "username": "\ufdfa" * ((LIMIT - 40) // 3)}, ensure_ascii=False

@@ -11,8 +11,9 @@ from datetime import timedelta
 
 import pytest
 from django.core.signals import request_finished, request_started
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from prometheus_client import REGISTRY
 from rest_framework_simplejwt.tokens import RefreshToken
@@ -104,11 +105,17 @@ def without_times(value, also=frozenset()):
     return value
 
 
-def both_ways(make_environ):
-    """The same request through the hot paths, then through Django alone."""
+def both_ways(make_environ, queries=None):
+    """The same request through the hot paths, then through Django alone; `queries`, a
+    list, gets how many queries each way sent."""
     counting = Counting()
-    hot = call(hot_paths.HotPaths(counting), make_environ())
-    return hot, call(DJANGO, make_environ()), counting.calls
+    with CaptureQueriesContext(connection) as hot_queries:
+        hot = call(hot_paths.HotPaths(counting), make_environ())
+    with CaptureQueriesContext(connection) as django_queries:
+        django = call(DJANGO, make_environ())
+    if queries is not None:
+        queries += [len(hot_queries), len(django_queries)]
+    return hot, django, counting.calls
 
 
 @pytest.fixture
@@ -187,9 +194,14 @@ ON_NEW_TASKS = {"its node completing a task", "its node starting a task", "a cla
 def test_a_hot_request_is_answered_without_django_and_as_django_answers_it(
     name, node, in_progress, admin_user
 ):
-    hot, django, django_calls = both_ways(hot_requests(node, in_progress, admin_user)[name])
+    queries = []
+    hot, django, django_calls = both_ways(
+        hot_requests(node, in_progress, admin_user)[name], queries
+    )
 
     assert django_calls == 0
+    hot_queries, django_queries = queries
+    assert hot_queries == django_queries
     assert hot[0] == django[0] == 200
     assert hot[1] == django[1]  # every header, the request id aside
     also = ANOTHER_TASK if name in ON_NEW_TASKS else frozenset()

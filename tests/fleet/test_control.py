@@ -27,7 +27,7 @@ from tests.fleet.harness import (
 pytestmark = FLEET_MARKS
 
 HEARTBEAT_SECONDS = 1
-REDIS_DB = 12
+REDIS_DB = 10
 WORK_SECONDS = 2  # the default work: sleeps this long, stops at once when cancelled
 
 

@@ -34,7 +34,7 @@ from tests.fleet.harness import (
 pytestmark = FLEET_MARKS
 
 HEARTBEAT_SECONDS, DOWN_AFTER = 1, 3
-REDIS_DB = 5
+REDIS_DB = 8
 SWEEP_EVERY = 0.5
 
 # Each attempt runs until the test lets it end (a file `done-<attempt>` appears),

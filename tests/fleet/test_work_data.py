@@ -30,7 +30,7 @@ from tests.fleet.harness import (
 pytestmark = FLEET_MARKS
 
 HEARTBEAT_SECONDS, DOWN_AFTER = 1, 3
-REDIS_DB = 11
+REDIS_DB = 9
 SWEEP_EVERY = 0.5
 STEPS, STEP_SECONDS = 12, 0.5
 
