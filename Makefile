@@ -13,7 +13,7 @@ SWEEP_EVERY ?= 5
 # Exits 0 (true) when the database has no users yet: `make run` then loads the demo.
 DATABASE_IS_EMPTY := from accounts.models import User; raise SystemExit(User.objects.exists())
 
-.PHONY: run test test-fast test-cluster lint format serve bench-sweep bench-load bench-inprocess bench-dashboard bench-bulk bench-login-flood bench-vs-original wrk setup system-deps browser-deps cluster-deps clean
+.PHONY: run test test-fast test-cluster lint format serve setup-production bench-sweep bench-load bench-inprocess bench-dashboard bench-bulk bench-login-flood bench-vs-original wrk setup system-deps browser-deps cluster-deps clean
 
 run: $(VENV)/.installed .env
 	$(DEV_ENV) $(BIN)/python manage.py migrate --noinput -v 0
@@ -145,6 +145,16 @@ format: $(VENV)/.installed
 	$(BIN)/ruff format .
 
 setup: $(VENV)/.installed
+
+# A production host (deploy/README.md): the server's packages only (requirements.txt),
+# without the test tools, which DRF would otherwise import into every worker.
+setup-production: $(VENV)/.installed-production
+
+$(VENV)/.installed-production: requirements.txt | system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt | system-deps
 	$(PYTHON) -m venv $(VENV)
