@@ -108,7 +108,17 @@ def _hsts(request) -> list[tuple[str, str]]:
 # Headers whose presence sends the request to Django: a CORS request, a chunked body
 # (RequestLimitsMiddleware's 411), a request to replay (taskmgmt.idempotency).
 _DJANGO_ONLY = ("HTTP_ORIGIN", "HTTP_TRANSFER_ENCODING", "HTTP_IDEMPOTENCY_KEY")
-_ACCEPTED = frozenset({"", "*/*", "application/json"})
+# An Accept DRF's negotiation answers with plain application/json (JSON is the API's
+# only renderer): media types without parameters (those can change the answer, e.g.
+# `indent`), one of them JSON's. Anything else, a 406 among it, is Django's.
+_JSON_MEDIA_TYPES = frozenset({"application/json", "application/*", "*/*"})
+
+
+def _accepts_json(accept: str) -> bool:
+    if not accept:
+        return True
+    kinds = [kind.strip() for kind in accept.split(",")]
+    return not any(";" in kind for kind in kinds) and not _JSON_MEDIA_TYPES.isdisjoint(kinds)
 
 
 def _plain(environ) -> bool:
@@ -118,7 +128,7 @@ def _plain(environ) -> bool:
         return False
     if any(name in environ for name in _DJANGO_ONLY):
         return False
-    if environ.get("HTTP_ACCEPT", "") not in _ACCEPTED:
+    if not _accepts_json(environ.get("HTTP_ACCEPT", "")):
         return False
     if settings.SECURE_SSL_REDIRECT:
         return False

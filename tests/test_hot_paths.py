@@ -143,6 +143,12 @@ def hot_requests(node, in_progress, admin_user):
         "a heartbeat naming its tasks": lambda: environ(
             "POST", "/api/nodes/heartbeat", body={"taskIds": [task_id]}, token=node_token
         ),
+        "a heartbeat accepting what axios accepts": lambda: environ(
+            "POST",
+            "/api/nodes/heartbeat",
+            token=node_token,
+            accept="application/json, text/plain, */*",
+        ),
         "a progress report": lambda: environ(
             "PUT", "/api/tasks/progress", body=report, token=node_token
         ),
@@ -178,6 +184,7 @@ HOT = [
     "an empty heartbeat",
     "a heartbeat of {}",
     "a heartbeat naming its tasks",
+    "a heartbeat accepting what axios accepts",
     "a progress report",
     "its node reading a task",
     "an admin reading a task",
@@ -269,6 +276,12 @@ def refused_requests(node, other_node, in_progress, admin_user):
         "an Accept the API cannot meet": lambda: environ(
             "POST", heartbeat, token=node_token, accept="text/html"
         ),
+        "an Accept with an indent": lambda: environ(
+            "POST", heartbeat, token=node_token, accept="application/json; indent=4"
+        ),
+        "an Accept with weights": lambda: environ(
+            "POST", heartbeat, token=node_token, accept="application/json;q=0.9, */*;q=0.1"
+        ),
         "a host not allowed": lambda: environ(
             "POST", heartbeat, token=node_token, host="evil.test"
         ),
@@ -333,6 +346,8 @@ REFUSED = [
     "an Origin",
     "a query string",
     "an Accept the API cannot meet",
+    "an Accept with an indent",
+    "an Accept with weights",
     "a host not allowed",
     "a percent over 100",
     "another node's report",
@@ -366,7 +381,7 @@ def test_any_other_request_gets_django_s_own_answer(
 
 def test_the_cases_cover_every_route_and_both_answers():
     assert len(hot_paths._routes) == 5
-    assert len(HOT) == 9 and len(REFUSED) == 25
+    assert len(HOT) == 10 and len(REFUSED) == 27
 
 
 @override_settings(RATELIMIT_API="2/h")
