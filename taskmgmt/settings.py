@@ -423,6 +423,9 @@ for _network in METRICS_ALLOWED_NETWORKS:
 # Tasks failed per transaction: short row locks, few round trips (docs/performance.md).
 SWEEP_BATCH_SIZE = env.int("SWEEP_BATCH_SIZE", default=5000)
 SWEEP_SCHEDULE = env.str("SWEEP_SCHEDULE", default="* * * * *")
+# Sweep runs older than this many days are let go by the sweep (0: keep every run); what
+# they did stays in /metrics' totals (tasks.models.SweepTotals).
+SWEEP_RUNS_KEEP_DAYS = env.int("SWEEP_RUNS_KEEP_DAYS", default=30)
 # `manage.py crontab add` writes: <schedule> <prefix> <python> <manage.py> crontab run <hash>,
 # with absolute paths. Cron's environment is bare, but settings read BASE_DIR/.env
 # wherever cron starts; CRONTAB_COMMAND_PREFIX may add variables (DATABASE_URL=…).

@@ -687,6 +687,26 @@ class SweepRun(models.Model):
         return self.deadline_failed is not None
 
 
+class SweepTotals(models.Model):
+    """Every sweep run's counts, summed: what /metrics' sweep counters read, so they never
+    go down when old runs are let go (SWEEP_RUNS_KEEP_DAYS), and a scrape reads one row,
+    not every run kept. One row (`ROW`), added to in the transaction that records a run."""
+
+    ROW = 1
+
+    runs = models.PositiveBigIntegerField(default=0)
+    failed = models.PositiveBigIntegerField(default=0)
+    reassigned = models.PositiveBigIntegerField(default=0)
+    # Runs that held the failover back (FAILOVER_MAX_DOWN_SHARE).
+    held = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "sweep totals"
+
+    def __str__(self):
+        return f"{self.runs} sweep runs: {self.failed} failed, {self.reassigned} reassigned"
+
+
 class SweepCount(NamedTuple):
     """One of a sweep run's counts by cause: its field, and the history rows it counts
     (one row per task: the failure, the move or the cancellation)."""

@@ -17,6 +17,7 @@ from tasks.models import (
     OPEN_STATUSES,
     HistoryAction,
     SweepRun,
+    SweepTotals,
     Task,
     TaskHistory,
     TaskStatus,
@@ -218,13 +219,10 @@ def sweep_moves_since(since: datetime, using: str = DEFAULT_DB_ALIAS) -> dict[st
 
 def sweep_totals(using: str = DEFAULT_DB_ALIAS) -> dict:
     """Runs, failed and reassigned tasks, and runs that held the failover, over every
-    sweep run kept."""
-    return SweepRun.objects.using(using).aggregate(
-        runs=Count("pk"),
-        failed=Sum("failed_count"),
-        reassigned=Sum("reassigned_count"),
-        held=Count("pk", filter=Q(failover_held_count__gt=0)),
-    )
+    sweep run ever recorded (SweepTotals: runs let go still count)."""
+    row = SweepTotals.objects.using(using).filter(pk=SweepTotals.ROW).first()
+    fields = ("runs", "failed", "reassigned", "held")
+    return {field: getattr(row, field) if row else 0 for field in fields}
 
 
 def cancel_requests_waiting(now: datetime) -> tuple[int, float | None]:

@@ -15,7 +15,7 @@ from uuid import UUID
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import DateTimeField, Max, UUIDField, Value
+from django.db.models import DateTimeField, F, Max, UUIDField, Value
 from django.utils import timezone
 
 from accounts.models import Role, User
@@ -39,6 +39,7 @@ from tasks.models import (
     FailureCause,
     HistoryAction,
     SweepRun,
+    SweepTotals,
     Task,
     TaskConflict,
     TaskHistory,
@@ -1090,22 +1091,58 @@ def sweep_run(
     failover = FailoverCounts()
     if settings.FAILOVER == "reassign":
         failover = tasks_fail_over(batch_size=batch_size, now=started, on_batch=on_batch)
-    run = SweepRun.objects.create(
-        started_at=started,
-        finished_at=timezone.now(),
-        failed_count=expired + drained.failed + failover.failed,
-        reassigned_count=drained.reassigned + failover.reassigned,
-        failover_held_count=failover.held,
-        deadline_failed=expired,
-        node_lost_failed=failover.failed,
-        node_lost_moved=failover.reassigned,
-        drained_failed=drained.failed,
-        drained_moved=drained.reassigned,
-        cancel_timeout_cancelled=cancelled,
-        history_after=history_after,
-        history_last=_last_history_id(),
-    )
+    with transaction.atomic():
+        run = SweepRun.objects.create(
+            started_at=started,
+            finished_at=timezone.now(),
+            failed_count=expired + drained.failed + failover.failed,
+            reassigned_count=drained.reassigned + failover.reassigned,
+            failover_held_count=failover.held,
+            deadline_failed=expired,
+            node_lost_failed=failover.failed,
+            node_lost_moved=failover.reassigned,
+            drained_failed=drained.failed,
+            drained_moved=drained.reassigned,
+            cancel_timeout_cancelled=cancelled,
+            history_after=history_after,
+            history_last=_last_history_id(),
+        )
+        _add_to_totals(run)
+    sweep_runs_prune(now=started)
     return run, failover
+
+
+def _add_to_totals(run: SweepRun) -> None:
+    """Add `run` to SweepTotals' one row (created by migration 0011; again if deleted)."""
+    added = {
+        "runs": 1,
+        "failed": run.failed_count,
+        "reassigned": run.reassigned_count,
+        "held": int(run.failover_held_count > 0),
+    }
+    # One UPDATE adding to the row, so sweeps on several hosts at once lose no count.
+    increments = {field: F(field) + value for field, value in added.items()}
+    if not SweepTotals.objects.filter(pk=SweepTotals.ROW).update(**increments):
+        SweepTotals.objects.create(pk=SweepTotals.ROW, **added)
+
+
+# At most this many old runs are let go per run: a first run after an upgrade, or
+# after a long pause, deletes a bounded batch and leaves the rest to the next runs.
+PRUNE_BATCH = 1000
+
+
+def sweep_runs_prune(*, now: datetime) -> int:
+    """Delete sweep runs older than SWEEP_RUNS_KEEP_DAYS (0: keep every run), oldest
+    first, at most PRUNE_BATCH; returns how many. Their counts stay in SweepTotals."""
+    if not settings.SWEEP_RUNS_KEEP_DAYS:
+        return 0
+    cutoff = now - timedelta(days=settings.SWEEP_RUNS_KEEP_DAYS)
+    old = SweepRun.objects.filter(started_at__lt=cutoff).order_by("started_at")
+    ids = list(old.values_list("pk", flat=True)[:PRUNE_BATCH])
+    if not ids:
+        return 0
+    deleted, _ = SweepRun.objects.filter(pk__in=ids).delete()
+    return deleted
 
 
 def _last_history_id() -> int:
