@@ -6,6 +6,7 @@ again cost more than the rest of the page (README, Work data: performance);
 `JSONText` marks such text, and the renderer copies it into its place unparsed.
 """
 
+import functools
 import json
 import re
 import secrets
@@ -47,6 +48,14 @@ class _Encoder(JSONEncoder):
         return super().default(obj)
 
 
+@functools.cache
+def _placeholders(ensure_ascii: bool) -> re.Pattern:
+    """A placeholder as the encoder quotes it, any nonce: compiled once, not per answer
+    (a pattern with the answer's nonce in it missed re's cache every time)."""
+    before, after = json.dumps(f"{_OPEN}:{_CLOSE}", ensure_ascii=ensure_ascii).split(":")
+    return re.compile(re.escape(before) + "([0-9a-f]{16}):([0-9]+)" + re.escape(after))
+
+
 class JSONRenderer(renderers.JSONRenderer):
     def render(self, data, accepted_media_type=None, renderer_context=None):
         if data is None:
@@ -68,11 +77,12 @@ class JSONRenderer(renderers.JSONRenderer):
             separators=separators,
         )
         if texts:
-            # One pass over the output, each placeholder (a quoted string) by its text.
-            quoted = json.dumps(f"{_OPEN}{nonce}:0{_CLOSE}", ensure_ascii=self.ensure_ascii)
-            before, after = quoted.split(":0")
-            pattern = re.escape(before) + ":([0-9]+)" + re.escape(after)
-            output = re.sub(pattern, lambda match: texts[int(match[1])], output)
+            # One pass over the output, each placeholder (a quoted string) by its text; a
+            # string of the same form with another nonce is a client's, and stays.
+            def text_of(match):
+                return texts[int(match[2])] if match[1] == nonce else match[0]
+
+            output = _placeholders(self.ensure_ascii).sub(text_of, output)
         # As DRF's: JSON that is also a strict JavaScript subset.
         output = output.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
         return output.encode()

@@ -40,6 +40,18 @@ def test_text_a_client_sent_cannot_pose_as_a_placeholder():
     assert parsed == {"name": posing, "payload": [1]}
 
 
+def test_ascii_only_output_holds_the_text_too():
+    class AsciiRenderer(JSONRenderer):
+        ensure_ascii = True
+
+    posing = "\ue000" + "0" * 16 + ":0\ue001"
+    data = {"name": posing, "é": JSONText('{"k": "é"}'), "more": [JSONText("2")] * 11}
+
+    rendered = AsciiRenderer().render(data).decode()
+
+    assert json.loads(rendered) == {"name": posing, "é": {"k": "é"}, "more": [2] * 11}
+
+
 def test_indented_output_still_holds_the_text():
     rendered = render({"payload": JSONText('{"k": 1}')}, "application/json; indent=2")
 
