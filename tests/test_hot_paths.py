@@ -6,6 +6,7 @@ to Django untouched. Each request goes through the WSGI application gunicorn ser
 import contextlib
 import io
 import json
+import random
 import sys
 from datetime import timedelta
 
@@ -494,3 +495,79 @@ def test_an_error_after_a_committed_change_is_a_500_never_a_second_run(
     task = Task.objects.get(pk=in_progress.pk)
     assert task.status == TaskStatus.COMPLETED
     assert task.history.filter(to_value=TaskStatus.COMPLETED).count() == 1
+
+
+# Bodies and content types a careless or hostile client sends; "{task}" is the task's id.
+ODD_BODIES = [
+    b"",
+    b"{}",
+    b"[]",
+    b"null",
+    b"0",
+    b'"x"',
+    b"{",
+    b"\xef\xbb\xbf{}",
+    b"\xff\xfe{}",
+    b'{"a": NaN}',
+    b'{"taskIds": null}',
+    b'{"taskIds": []}',
+    b'{"taskIds": [1]}',
+    b'{"taskIds": "x"}',
+    b'{"taskIds": ["00000000-0000-0000-0000-000000000000"]}',
+    b'{"taskId": "{task}"}',
+    b'{"taskId": "{task}", "percent": 50}',
+    b'{"taskId": "{task}", "percent": "50"}',
+    b'{"taskId": "{task}", "percent": true}',
+    b'{"taskId": "{task}", "percent": 1e400}',
+    b'{"taskId": "{task}", "attempt": 0}',
+    b'{"taskId": "{task}", "attempt": 1, "percent": 10}',
+    b'{"taskId": "{task}", "percent": 50.5, "message": "\\ud800"}',
+    b'{"taskId": "{task}", "checkpoint": {"a": "\\u0000"}}',
+    b'{"taskId": "{task}", "percent": 50}{}',
+    b'{"taskId": "{task}", "percent": 5, "x": 1}',
+    b'{"taskId": "{task}", "taskStatus": "completed", "result": [1]}',
+    b'{"taskId": "{task}", "taskStatus": "failed", "reason": "' + b"x" * 600 + b'"}',
+    b'{"taskId": "{task}", "taskStatus": "in_progress"}',
+]
+ODD_TYPES = [
+    None,
+    "application/json",
+    "APPLICATION/JSON",
+    "application/json; charset=latin-1",
+    "text/plain",
+    "application/x-www-form-urlencoded",
+    "application/merge-patch+json",
+]
+NODE_WRITES = [
+    ("POST", "/api/nodes/heartbeat"),
+    ("PUT", "/api/tasks/progress"),
+    ("PUT", "/api/tasks/shift-status"),
+    ("POST", "/api/tasks/claim"),
+]
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_an_odd_request_gets_the_same_answer_both_ways(seed, node):
+    chance = random.Random(seed)
+    status = chance.choice([TaskStatus.IN_PROGRESS, TaskStatus.PENDING])
+    task = TaskFactory(assigned_node=node, status=status)
+    method, path = chance.choice(NODE_WRITES)
+    body = chance.choice(ODD_BODIES).replace(b"{task}", str(task.pk).encode())
+    content_type = chance.choice(ODD_TYPES)
+    headers = chance.choice([{}, {"accept": "application/json"}, {"x_request_id": "a b"}])
+    token = token_for(node)
+
+    def make():
+        env = environ(method, path, body=body, token=token, **headers)
+        env.pop("CONTENT_TYPE", None)
+        if content_type:
+            env["CONTENT_TYPE"] = content_type
+        return env
+
+    hot, django, _ = both_ways(make)
+
+    if hot[0] == 200 and path in ("/api/tasks/shift-status", "/api/tasks/claim"):
+        return  # done once; the second way meets the task changed (the cases above compare)
+    assert hot[0] == django[0]
+    assert hot[1] == django[1]
+    assert without_times(hot[2]) == without_times(django[2])
