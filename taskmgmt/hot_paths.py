@@ -165,7 +165,8 @@ class HotPaths:
         return name
 
     def answer(self, route: Route, match, environ):
-        """(status line, headers, body) of a 200, or None for Django to answer."""
+        """(status line, headers, body) of a 200 (or of a 500 after a committed change),
+        or None for Django to answer."""
         # Imported here, as RequestLogMiddleware does: this module loads before the URLconf.
         from taskmgmt.metrics import count_answer
         from taskmgmt.middleware import log_answer, request_id_from
