@@ -242,7 +242,3 @@ def _throttle(request) -> None:
     for throttle in api_settings.DEFAULT_THROTTLE_CLASSES:
         if not throttle().allow_request(request, None):
             raise Fallback
-
-
-def wrap(django_app) -> HotPaths:
-    return HotPaths(django_app)

@@ -9,4 +9,4 @@ from taskmgmt import hot_paths
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "taskmgmt.settings")
 
 # A node's hot requests skip Django's plumbing; the rest reach Django (taskmgmt.hot_paths).
-application = hot_paths.wrap(get_wsgi_application())
+application = hot_paths.HotPaths(get_wsgi_application())

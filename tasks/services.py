@@ -1122,8 +1122,11 @@ def _add_to_totals(run: SweepRun) -> None:
     }
     # One UPDATE adding to the row, so sweeps on several hosts at once lose no count.
     increments = {field: F(field) + value for field, value in added.items()}
-    if not SweepTotals.objects.filter(pk=SweepTotals.ROW).update(**increments):
-        SweepTotals.objects.create(pk=SweepTotals.ROW, **added)
+    totals = SweepTotals.objects.filter(pk=SweepTotals.ROW)
+    if not totals.update(**increments):
+        # get_or_create: two hosts finding the row gone both make it, once.
+        SweepTotals.objects.get_or_create(pk=SweepTotals.ROW)
+        totals.update(**increments)
 
 
 # At most this many old runs are let go per run: a first run after an upgrade, or
