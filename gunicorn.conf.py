@@ -143,6 +143,21 @@ def pre_request(worker, req):
         req.force_close()
 
 
+# What a development install (requirements-dev.txt) adds that DRF imports whenever it is
+# there (rest_framework.compat): requests, for its test client, and pygments and markdown,
+# for the browsable API this project does not serve. A production install has none of
+# them; kept out of the workers, a server started from either venv holds the same memory
+# (~6 MiB a worker, docs/performance.md). Nothing the server runs imports them.
+DEVELOPMENT_ONLY_IMPORTS = ("requests", "pygments", "markdown")
+
+
+def post_fork(server, worker):
+    """In the new worker, before it loads the application."""
+    for name in DEVELOPMENT_ONLY_IMPORTS:
+        # None in sys.modules: `import name` raises ImportError, as where it is not installed.
+        sys.modules.setdefault(name, None)
+
+
 def post_worker_init(worker):
     """Import the URLconf, and with it every view, before the worker's first request,
     which then is served at full speed (Django imports it lazily, on the first)."""
