@@ -9,7 +9,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from nodes.models import NodeLabels
+from nodes.models import MaintenanceWindow, NodeLabels
+from nodes.services import node_cordon
 from tasks.models import HistoryAction, Task, TaskHistory
 from tasks.services import BULK_INSERT_BATCH
 from tests.api import TASK_FIELDS, assert_json_error
@@ -163,6 +164,41 @@ def test_an_item_no_node_matches_is_a_409_and_nothing_is_created(admin_client, n
     body = assert_json_error(response, 409)
     assert "tasks[1]" in body["message"]
     assert not Task.objects.exists()
+
+
+HOUR = timedelta(hours=1)
+
+
+def cordoned(node):
+    node_cordon(node_id=node.pk, reason="disk swap", actor=None)
+
+
+def draining(node):
+    node_cordon(
+        node_id=node.pk, reason="disk swap", actor=None, drain_deadline=timezone.now() + HOUR
+    )
+
+
+def in_maintenance(node):
+    now = timezone.now()
+    MaintenanceWindow.objects.create(
+        node=node, starts_at=now - HOUR, ends_at=now + HOUR, reason="rack move"
+    )
+
+
+@pytest.mark.parametrize("unschedulable", [cordoned, draining, in_maintenance])
+def test_an_item_naming_an_unschedulable_node_is_a_409_and_nothing_is_created(
+    admin_client, node, other_node, unschedulable
+):
+    unschedulable(other_node)
+
+    response = bulk(admin_client, [item(node), item(other_node), item(node)])
+
+    body = assert_json_error(response, 409)
+    assert body["title"] == "Node is cordoned"
+    assert body["message"].startswith("node is cordoned: tasks[1]'s assignedNode")
+    assert not Task.objects.exists()
+    assert not TaskHistory.objects.exists()
 
 
 def test_a_retry_with_the_same_idempotency_key_creates_nothing_more(admin_client, node):
