@@ -381,12 +381,24 @@ class TaskFieldsSerializer(serializers.Serializer):
     )
     priority = PriorityField(required=False)
 
-    def validate(self, data):
-        if "assignedNode" not in data and "nodeSelector" not in data:
-            raise serializers.ValidationError(
-                {"assignedNode": ["This field is required (or send nodeSelector)."]}
-            )
+    def to_internal_value(self, data):
+        try:
+            data = super().to_internal_value(data)
+        except serializers.ValidationError as error:
+            # Named with the other fields' errors, not only once they pass.
+            if isinstance(error.detail, dict) and _no_node(data):
+                error.detail.setdefault("assignedNode", [NODE_REQUIRED])
+            raise
+        if _no_node(data):
+            raise serializers.ValidationError({"assignedNode": [NODE_REQUIRED]})
         return data
+
+
+NODE_REQUIRED = "This field is required (or send nodeSelector)."
+
+
+def _no_node(data) -> bool:
+    return isinstance(data, dict) and "assignedNode" not in data and "nodeSelector" not in data
 
 
 class TaskEditSerializer(TaskFieldsSerializer):
@@ -485,10 +497,13 @@ class TasksEnvelopeSerializer(serializers.Serializer):
     tasks = TaskSerializer(many=True, read_only=True, help_text="In the order sent.")
 
 
-def bulk_items(data) -> list[dict]:
-    """The validated items of a bulk body `{tasks: [...]}`; a 400 naming each bad item's
-    index and field (`tasks[3].lockedAt`) otherwise. One serializer for every item: DRF's
-    fields are bound once, not copied per item (a thousand items)."""
+def bulk_items(data) -> tuple[list[dict], list[dict]]:
+    """The items of a bulk body `{tasks: [...]}`, each validated, and each one's errors
+    by index and field (`{"tasks[3].lockedAt": [...]}`; `{}` for a good item). A bad item
+    keeps only its valid `assignedNode` and `nodeSelector`: its node is checked with the
+    others' (tasks.services.tasks_create_bulk), so one 400 names every bad item. A body
+    that is not a list of 1 to BULK_MAX_TASKS is a 400 on `tasks`. One serializer for
+    every item: DRF's fields are bound once, not copied per item (a thousand items)."""
     items = data.get("tasks") if isinstance(data, dict) else None
     limit = settings.BULK_MAX_TASKS
     if not isinstance(items, list):
@@ -498,18 +513,37 @@ def bulk_items(data) -> list[dict]:
             {"tasks": [f"Must hold 1 to {limit} tasks; this holds {len(items)}."]}
         )
     item_serializer = TaskBulkItemSerializer()
-    validated, errors = [], {}
+    validated, errors = [], []
     for index, item in enumerate(items):
         try:
             validated.append(item_serializer.run_validation(item))
+            errors.append({})
+            continue
         except serializers.ValidationError as error:
             detail = error.detail if isinstance(error.detail, dict) else {None: error.detail}
-            for field, messages in detail.items():
-                whole = field in (None, api_settings.NON_FIELD_ERRORS_KEY)  # not an object
-                errors[f"tasks[{index}]" if whole else f"tasks[{index}].{field}"] = messages
-    if errors:
-        raise serializers.ValidationError(errors)
-    return validated
+        found = {}
+        for field, messages in detail.items():
+            whole = field in (None, api_settings.NON_FIELD_ERRORS_KEY)  # not an object
+            found[f"tasks[{index}]" if whole else f"tasks[{index}].{field}"] = messages
+        errors.append(found)
+        validated.append(_node_fields(item_serializer, item, detail))
+    return validated, errors
+
+
+def _node_fields(item_serializer, item, detail: dict) -> dict:
+    """What of a bad bulk item its node check needs, where valid: `assignedNode`
+    (null counts as left out, as with nodeSelector it may) and `nodeSelector`."""
+    if not isinstance(item, dict) or None in detail or "assignedNode" in detail:
+        return {}
+    fields = {}
+    for name in ("assignedNode", "nodeSelector"):
+        if name in detail or item.get(name) is None:
+            continue
+        try:
+            fields[name] = item_serializer.fields[name].run_validation(item[name])
+        except serializers.ValidationError:
+            return {}
+    return fields
 
 
 class TaskCancelSerializer(serializers.Serializer):

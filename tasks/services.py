@@ -145,9 +145,11 @@ def task_create(
 
 
 @transaction.atomic
-def tasks_create_bulk(*, tasks: list[dict]) -> list[Task]:
+def tasks_create_bulk(*, tasks: list[dict], errors: list[dict] | None = None) -> list[Task]:
     """Create many tasks at once, all or none: each item is `task_create`'s arguments,
     `assigned_node` a node's id or None (then placement picks, as for one task).
+    `errors`: each item's own errors found before (`{"tasks[3].lockedAt": [...]}`, `{}`
+    if none); a bad item's node is checked all the same, so one 400 names them all.
 
     Set-based: one query for the named nodes, one for the fleet when placement is
     needed, then the tasks and their `initial_assign` rows in bulk INSERTs; no signal
@@ -165,18 +167,20 @@ def tasks_create_bulk(*, tasks: list[dict]) -> list[Task]:
         .values_list("pk", "role", "is_active", "schedulable")
     }
     labels = labels_by_node(named) if named else {}
-    errors, cordoned = {}, None
+    found, cordoned = {}, None
     for index, item in enumerate(tasks):
+        if errors:
+            found.update(errors[index])
         node_id = item.get("assigned_node")
         if node_id is None:
             continue
         problem = _node_problem(nodes.get(node_id), labels.get(node_id, {}), item)
         if problem:
-            errors[f"tasks[{index}].assignedNode"] = [problem]
+            found[f"tasks[{index}].assignedNode"] = [problem]
         elif cordoned is None and not nodes[node_id][2]:
             cordoned = index
-    if errors:
-        raise ValidationError(errors)
+    if found:
+        raise ValidationError(found)
     if cordoned is not None:  # after the 400s, as for one task
         raise NodeCordoned(
             f"node is cordoned: tasks[{cordoned}]'s assignedNode takes no new tasks "

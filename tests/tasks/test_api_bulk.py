@@ -158,6 +158,42 @@ def test_bad_nodes_are_named_by_index_and_nothing_is_created(admin_client, node)
     assert not Task.objects.exists()
 
 
+def test_one_answer_names_every_bad_item_field_errors_and_node_errors_alike(admin_client, node):
+    past = (timezone.now() - timedelta(hours=1)).isoformat()
+    admin, gpu = AdminFactory(), {"gpu": "true"}
+    items = [
+        item(node),
+        item(node, lockedAt=past),
+        item(node, priority=0),
+        item(admin),
+        item(admin, taskName=""),
+        item(node, nodeSelector=gpu, lockedAt=past),
+        item(node, nodeSelector={"BAD": "x"}),
+        item(assignedNode="not an id"),
+        item(lockedAt=past),
+    ]
+
+    body = assert_json_error(bulk(admin_client, items), 400)
+
+    assert [e["field"] for e in body["errors"]] == [
+        "tasks[1].lockedAt",
+        "tasks[2].priority",
+        "tasks[3].assignedNode",
+        "tasks[4].taskName",
+        "tasks[4].assignedNode",
+        "tasks[5].lockedAt",
+        "tasks[5].assignedNode",
+        "tasks[6].nodeSelector",
+        "tasks[7].assignedNode",
+        "tasks[8].lockedAt",
+        "tasks[8].assignedNode",
+    ]
+    assert body["errors"][2]["message"] == "Tasks can only be assigned to a node, not an admin."
+    assert body["errors"][6]["message"] == "This node does not match the task's nodeSelector."
+    assert body["message"].endswith("(and 10 more)")
+    assert not Task.objects.exists()
+
+
 def test_an_item_no_node_matches_is_a_409_and_nothing_is_created(admin_client, node):
     response = bulk(admin_client, [item(node), item(nodeSelector={"gpu": "true"})])
 
