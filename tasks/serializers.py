@@ -360,7 +360,10 @@ class TaskFieldsSerializer(serializers.Serializer):
     taskDetails = StringField(max_length=10_000)
     assignedNode = ActiveNodeField(
         required=False,
-        help_text="The node; optional with nodeSelector (then the server picks one that matches).",
+        help_text=(
+            "The node; optional with nodeSelector (then the server picks one that matches; "
+            "null there counts as left out)."
+        ),
     )
     lockedAt = DeadlineField(help_text="The deadline: ISO 8601, in the future; no offset = UTC.")
     payload = JSONValueField(
@@ -381,7 +384,17 @@ class TaskFieldsSerializer(serializers.Serializer):
     )
     priority = PriorityField(required=False)
 
+    # SPEC: with nodeSelector, assignedNode is optional, so null there means left out.
+    null_node_with_selector = True
+
     def to_internal_value(self, data):
+        if (
+            self.null_node_with_selector
+            and isinstance(data, dict)
+            and "nodeSelector" in data
+            and data.get("assignedNode", "") is None
+        ):
+            data = {name: value for name, value in data.items() if name != "assignedNode"}
         try:
             data = super().to_internal_value(data)
         except serializers.ValidationError as error:
@@ -404,6 +417,8 @@ def _no_node(data) -> bool:
 class TaskEditSerializer(TaskFieldsSerializer):
     taskId = IdField()
     assignedNode = ActiveNodeField()
+
+    null_node_with_selector = False  # an edit always names its node
 
 
 class TaskAssignSerializer(serializers.Serializer):
@@ -468,7 +483,10 @@ class TaskBulkItemSerializer(TaskFieldsSerializer):
 
     assignedNode = IdField(
         required=False,
-        help_text="The node; optional with nodeSelector (then the server picks one that matches).",
+        help_text=(
+            "The node; optional with nodeSelector (then the server picks one that matches; "
+            "null there counts as left out)."
+        ),
     )
 
 

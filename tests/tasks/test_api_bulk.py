@@ -68,6 +68,23 @@ def test_items_with_a_selector_are_spread_over_the_matching_nodes(admin_client):
     assert sorted(placed) == sorted([str(n.pk) for n in gpus] * 2)
 
 
+def test_a_null_node_beside_a_selector_is_left_to_placement(admin_client, node):
+    NodeLabels.objects.create(node=node, labels={"gpu": "true"})
+
+    response = bulk(admin_client, [item(assignedNode=None, nodeSelector={"gpu": "true"})])
+
+    assert response.status_code == 201, response.content
+    assert response.json()["tasks"][0]["assignedNode"] == str(node.pk)
+
+
+def test_a_null_node_without_a_selector_is_still_a_400(admin_client, node):
+    body = assert_json_error(bulk(admin_client, [item(node), item(assignedNode=None)]), 400)
+
+    assert body["errors"] == [
+        {"field": "tasks[1].assignedNode", "message": "This field may not be null."}
+    ]
+
+
 def test_a_thousand_tasks_cost_a_fixed_number_of_queries(admin_client, node, other_node):
     few = [item(node) for _ in range(3)]
     many = [item(node if i % 2 else other_node) for i in range(1000)]

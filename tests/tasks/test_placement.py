@@ -103,6 +103,22 @@ def test_an_empty_selector_lets_the_server_pick_any_node(admin_client):
     assert (task["assignedNode"], task["nodeSelector"]) == (str(node.pk), None)
 
 
+def test_a_null_node_beside_a_selector_is_left_to_placement(admin_client):
+    labelled("cpu", {"gpu": "false"})
+    gpu = labelled("gpu", GPU)
+
+    response = create(admin_client, assignedNode=None, nodeSelector=GPU)
+
+    assert response.status_code == 201, response.content
+    assert response.json()["task"]["assignedNode"] == str(gpu.pk)
+
+
+def test_a_null_node_without_a_selector_is_still_a_400(admin_client):
+    body = assert_json_error(create(admin_client, assignedNode=None), 400)
+
+    assert body["errors"] == [{"field": "assignedNode", "message": "This field may not be null."}]
+
+
 def test_a_named_node_must_match_the_selector(admin_client):
     cpu = labelled("cpu", {"gpu": "false"})
     gpu = labelled("gpu", GPU)
