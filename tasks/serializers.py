@@ -22,6 +22,7 @@ from nodes.serializers import LabelsField
 from taskmgmt.fields import IdField, StringField, iso_utc
 from taskmgmt.renderers import JSONText
 from tasks.models import (
+    ATTEMPTS_MAX,
     CANCEL_REASON_MAX_LENGTH,
     FAILURE_REASON_MAX_LENGTH,
     PRIORITY_DEFAULT,
@@ -307,12 +308,14 @@ class JSONValueField(serializers.JSONField):
 
 
 class AttemptField(serializers.IntegerField):
-    """A JSON integer only: DRF's own field would take "3", 3.0 or true."""
+    """A JSON integer the attempts column can hold: DRF's own field would take "3", 3.0
+    or true."""
 
     def __init__(self, **kwargs):
         super().__init__(
             required=False,
             min_value=0,
+            max_value=ATTEMPTS_MAX,
             help_text=(
                 "The attempt this report is about (the task's `attempt` when it was "
                 "claimed): any other is a 409 stale attempt."
