@@ -83,6 +83,9 @@ NO_CANCEL_REQUEST_BEFORE = datetime(2000, 1, 1, tzinfo=UTC)
 CANCEL_REASON_MAX_LENGTH = 500
 # A progress report's message: a line for a progress bar, not a log.
 PROGRESS_MESSAGE_MAX_LENGTH = 200
+# What `Task.attempts` (a PositiveIntegerField) holds on every backend: a larger
+# `attempt` in a report can never be current, and overflows SQLite's driver.
+ATTEMPTS_MAX = 2_147_483_647
 
 
 # Arrays and objects within each other: MariaDB's JSON_VALID, the JSON column's CHECK,

@@ -22,6 +22,7 @@ from nodes.serializers import LabelsField
 from taskmgmt.fields import IdField, StringField, iso_utc
 from taskmgmt.renderers import JSONText
 from tasks.models import (
+    ATTEMPTS_MAX,
     CANCEL_REASON_MAX_LENGTH,
     FAILURE_REASON_MAX_LENGTH,
     PRIORITY_DEFAULT,
@@ -307,12 +308,14 @@ class JSONValueField(serializers.JSONField):
 
 
 class AttemptField(serializers.IntegerField):
-    """A JSON integer only: DRF's own field would take "3", 3.0 or true."""
+    """A JSON integer the attempts column can hold: DRF's own field would take "3", 3.0
+    or true."""
 
     def __init__(self, **kwargs):
         super().__init__(
             required=False,
             min_value=0,
+            max_value=ATTEMPTS_MAX,
             help_text=(
                 "The attempt this report is about (the task's `attempt` when it was "
                 "claimed): any other is a 409 stale attempt."
@@ -360,7 +363,10 @@ class TaskFieldsSerializer(serializers.Serializer):
     taskDetails = StringField(max_length=10_000)
     assignedNode = ActiveNodeField(
         required=False,
-        help_text="The node; optional with nodeSelector (then the server picks one that matches).",
+        help_text=(
+            "The node; optional with nodeSelector (then the server picks one that matches; "
+            "null there counts as left out)."
+        ),
     )
     lockedAt = DeadlineField(help_text="The deadline: ISO 8601, in the future; no offset = UTC.")
     payload = JSONValueField(
@@ -381,17 +387,41 @@ class TaskFieldsSerializer(serializers.Serializer):
     )
     priority = PriorityField(required=False)
 
-    def validate(self, data):
-        if "assignedNode" not in data and "nodeSelector" not in data:
-            raise serializers.ValidationError(
-                {"assignedNode": ["This field is required (or send nodeSelector)."]}
-            )
+    # SPEC: with nodeSelector, assignedNode is optional, so null there means left out.
+    null_node_with_selector = True
+
+    def to_internal_value(self, data):
+        if (
+            self.null_node_with_selector
+            and isinstance(data, dict)
+            and "nodeSelector" in data
+            and data.get("assignedNode", "") is None
+        ):
+            data = {name: value for name, value in data.items() if name != "assignedNode"}
+        try:
+            data = super().to_internal_value(data)
+        except serializers.ValidationError as error:
+            # Named with the other fields' errors, not only once they pass.
+            if isinstance(error.detail, dict) and _no_node(data):
+                error.detail.setdefault("assignedNode", [NODE_REQUIRED])
+            raise
+        if _no_node(data):
+            raise serializers.ValidationError({"assignedNode": [NODE_REQUIRED]})
         return data
+
+
+NODE_REQUIRED = "This field is required (or send nodeSelector)."
+
+
+def _no_node(data) -> bool:
+    return isinstance(data, dict) and "assignedNode" not in data and "nodeSelector" not in data
 
 
 class TaskEditSerializer(TaskFieldsSerializer):
     taskId = IdField()
     assignedNode = ActiveNodeField()
+
+    null_node_with_selector = False  # an edit always names its node
 
 
 class TaskAssignSerializer(serializers.Serializer):
@@ -456,7 +486,10 @@ class TaskBulkItemSerializer(TaskFieldsSerializer):
 
     assignedNode = IdField(
         required=False,
-        help_text="The node; optional with nodeSelector (then the server picks one that matches).",
+        help_text=(
+            "The node; optional with nodeSelector (then the server picks one that matches; "
+            "null there counts as left out)."
+        ),
     )
 
 
@@ -485,10 +518,13 @@ class TasksEnvelopeSerializer(serializers.Serializer):
     tasks = TaskSerializer(many=True, read_only=True, help_text="In the order sent.")
 
 
-def bulk_items(data) -> list[dict]:
-    """The validated items of a bulk body `{tasks: [...]}`; a 400 naming each bad item's
-    index and field (`tasks[3].lockedAt`) otherwise. One serializer for every item: DRF's
-    fields are bound once, not copied per item (a thousand items)."""
+def bulk_items(data) -> tuple[list[dict], list[dict]]:
+    """The items of a bulk body `{tasks: [...]}`, each validated, and each one's errors
+    by index and field (`{"tasks[3].lockedAt": [...]}`; `{}` for a good item). A bad item
+    keeps only its valid `assignedNode` and `nodeSelector`: its node is checked with the
+    others' (tasks.services.tasks_create_bulk), so one 400 names every bad item. A body
+    that is not a list of 1 to BULK_MAX_TASKS is a 400 on `tasks`. One serializer for
+    every item: DRF's fields are bound once, not copied per item (a thousand items)."""
     items = data.get("tasks") if isinstance(data, dict) else None
     limit = settings.BULK_MAX_TASKS
     if not isinstance(items, list):
@@ -498,18 +534,37 @@ def bulk_items(data) -> list[dict]:
             {"tasks": [f"Must hold 1 to {limit} tasks; this holds {len(items)}."]}
         )
     item_serializer = TaskBulkItemSerializer()
-    validated, errors = [], {}
+    validated, errors = [], []
     for index, item in enumerate(items):
         try:
             validated.append(item_serializer.run_validation(item))
+            errors.append({})
+            continue
         except serializers.ValidationError as error:
             detail = error.detail if isinstance(error.detail, dict) else {None: error.detail}
-            for field, messages in detail.items():
-                whole = field in (None, api_settings.NON_FIELD_ERRORS_KEY)  # not an object
-                errors[f"tasks[{index}]" if whole else f"tasks[{index}].{field}"] = messages
-    if errors:
-        raise serializers.ValidationError(errors)
-    return validated
+        found = {}
+        for field, messages in detail.items():
+            whole = field in (None, api_settings.NON_FIELD_ERRORS_KEY)  # not an object
+            found[f"tasks[{index}]" if whole else f"tasks[{index}].{field}"] = messages
+        errors.append(found)
+        validated.append(_node_fields(item_serializer, item, detail))
+    return validated, errors
+
+
+def _node_fields(item_serializer, item, detail: dict) -> dict:
+    """What of a bad bulk item its node check needs, where valid: `assignedNode`
+    (null counts as left out, as with nodeSelector it may) and `nodeSelector`."""
+    if not isinstance(item, dict) or None in detail or "assignedNode" in detail:
+        return {}
+    fields = {}
+    for name in ("assignedNode", "nodeSelector"):
+        if name in detail or item.get(name) is None:
+            continue
+        try:
+            fields[name] = item_serializer.fields[name].run_validation(item[name])
+        except serializers.ValidationError:
+            return {}
+    return fields
 
 
 class TaskCancelSerializer(serializers.Serializer):

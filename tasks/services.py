@@ -15,12 +15,19 @@ from uuid import UUID
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import DateTimeField, F, Max, UUIDField, Value
+from django.db.models import DateTimeField, Exists, F, Max, OuterRef, UUIDField, Value
 from django.utils import timezone
 
 from accounts.models import Role, User
 from nodes import heartbeats
-from nodes.models import Node, check_schedulable, labels_by_node, labels_match, liveness_cutoffs
+from nodes.models import (
+    Node,
+    NodeCordoned,
+    check_schedulable,
+    labels_by_node,
+    labels_match,
+    liveness_cutoffs,
+)
 from nodes.services import node_heartbeat
 from taskmgmt.metrics import CANCELLATIONS, CLAIM_LATENCY, FAILURES, REASSIGNMENTS
 from taskmgmt.sql import (
@@ -138,33 +145,47 @@ def task_create(
 
 
 @transaction.atomic
-def tasks_create_bulk(*, tasks: list[dict]) -> list[Task]:
+def tasks_create_bulk(*, tasks: list[dict], errors: list[dict] | None = None) -> list[Task]:
     """Create many tasks at once, all or none: each item is `task_create`'s arguments,
     `assigned_node` a node's id or None (then placement picks, as for one task).
+    `errors`: each item's own errors found before (`{"tasks[3].lockedAt": [...]}`, `{}`
+    if none); a bad item's node is checked all the same, so one 400 names them all.
 
     Set-based: one query for the named nodes, one for the fleet when placement is
     needed, then the tasks and their `initial_assign` rows in bulk INSERTs; no signal
     fires for bulk inserts, so the rows are written here, in the same transaction.
-    Bad items are a ValidationError naming each one's index and field (`tasks[3].…`)."""
+    Bad items are a ValidationError naming each one's index and field (`tasks[3].…`);
+    an item naming a node that takes no new work (`check_schedulable`) is a 409."""
     now = timezone.now()
     named = {item["assigned_node"] for item in tasks if item.get("assigned_node") is not None}
+    # Whether each may take new work is `check_schedulable`'s rule, read in the same query.
+    schedulable = Node.objects.schedulable(now).filter(pk=OuterRef("pk"))
     nodes = {
-        pk: (role, active)
-        for pk, role, active in User.objects.filter(pk__in=named).values_list(
-            "pk", "role", "is_active"
-        )
+        pk: (role, active, free)
+        for pk, role, active, free in User.objects.filter(pk__in=named)
+        .annotate(schedulable=Exists(schedulable))
+        .values_list("pk", "role", "is_active", "schedulable")
     }
     labels = labels_by_node(named) if named else {}
-    errors = {}
+    found, cordoned = {}, None
     for index, item in enumerate(tasks):
+        if errors:
+            found.update(errors[index])
         node_id = item.get("assigned_node")
         if node_id is None:
             continue
         problem = _node_problem(nodes.get(node_id), labels.get(node_id, {}), item)
         if problem:
-            errors[f"tasks[{index}].assignedNode"] = [problem]
-    if errors:
-        raise ValidationError(errors)
+            found[f"tasks[{index}].assignedNode"] = [problem]
+        elif cordoned is None and not nodes[node_id][2]:
+            cordoned = index
+    if found:
+        raise ValidationError(found)
+    if cordoned is not None:  # after the 400s, as for one task
+        raise NodeCordoned(
+            f"node is cordoned: tasks[{cordoned}]'s assignedNode takes no new tasks "
+            "until uncordoned"
+        )
     placement = None
     rows = []
     for index, item in enumerate(tasks):
@@ -228,10 +249,11 @@ def tasks_broadcast(
 
 
 def _node_problem(node: tuple | None, labels: dict, item: dict) -> str | None:
-    """Why a bulk item may not name this node (its (role, is_active), None if unknown)."""
+    """Why a bulk item may not name this node (its (role, is_active, schedulable), None if
+    unknown); a node that may not take new work now is a 409, not a bad item."""
     if node is None:
         return "No user has this id."
-    role, active = node
+    role, active, _ = node
     if role != Role.NODE:
         return "Tasks can only be assigned to a node, not an admin."
     if not active:

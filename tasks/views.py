@@ -95,12 +95,13 @@ def validated_fast(serializer_class, request) -> dict:
 
 
 def create_arguments(data: dict) -> dict:
-    """`services.task_create`'s arguments from a validated create body (`TaskFieldsSerializer`)."""
+    """`services.task_create`'s arguments from a validated create body (`TaskFieldsSerializer`),
+    or from what is valid of a bad bulk item (`bulk_items`: its node's fields only)."""
     return {
-        "name": data["taskName"],
-        "details": data["taskDetails"],
+        "name": data.get("taskName"),
+        "details": data.get("taskDetails"),
         "assigned_node": data.get("assignedNode"),
-        "locked_at": data["lockedAt"],
+        "locked_at": data.get("lockedAt"),
         "payload": data.get("payload"),
         "node_selector": data.get("nodeSelector"),
         "priority": data.get("priority", PRIORITY_DEFAULT),
@@ -231,8 +232,10 @@ class TaskViewSet(viewsets.GenericViewSet):
     )
     @idempotent
     def bulk(self, request):
-        items = [create_arguments(item) for item in bulk_items(request.data)]
-        tasks = services.tasks_create_bulk(tasks=items)
+        items, errors = bulk_items(request.data)
+        tasks = services.tasks_create_bulk(
+            tasks=[create_arguments(item) for item in items], errors=errors
+        )
         return Response(
             {"tasks": [task_representation(task) for task in tasks]}, status=HTTP_201_CREATED
         )

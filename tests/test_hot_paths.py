@@ -380,6 +380,28 @@ def test_any_other_request_gets_django_s_own_answer(
     assert without_times(hot[2]) == without_times(django[2])
 
 
+@pytest.mark.parametrize(
+    ("path", "fields"),
+    [
+        ("/api/tasks/progress", {"percent": 5}),
+        ("/api/tasks/shift-status", {"taskStatus": "completed"}),
+    ],
+)
+@pytest.mark.parametrize("attempt", [2**31, 2**63, 2**64, 10**30])
+def test_an_attempt_beyond_the_attempts_column_is_the_same_400_both_ways(
+    node, in_progress, path, fields, attempt
+):
+    body = {"taskId": str(in_progress.pk), "attempt": attempt, **fields}
+
+    hot, django, django_calls = both_ways(
+        lambda: environ("PUT", path, body=body, token=token_for(node))
+    )
+
+    assert (django_calls, hot[0], django[0]) == (1, 400, 400)
+    assert hot[2] == django[2]
+    assert [e["field"] for e in hot[2]["errors"]] == ["attempt"]
+
+
 def test_the_cases_cover_every_route_and_both_answers():
     assert len(hot_paths._routes) == 5
     assert len(HOT) == 10 and len(REFUSED) == 27

@@ -9,7 +9,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from nodes.models import NodeLabels
+from nodes.models import MaintenanceWindow, NodeLabels
+from nodes.services import node_cordon
 from tasks.models import HistoryAction, Task, TaskHistory
 from tasks.services import BULK_INSERT_BATCH
 from tests.api import TASK_FIELDS, assert_json_error
@@ -65,6 +66,23 @@ def test_items_with_a_selector_are_spread_over_the_matching_nodes(admin_client):
 
     placed = [t["assignedNode"] for t in tasks["tasks"]]
     assert sorted(placed) == sorted([str(n.pk) for n in gpus] * 2)
+
+
+def test_a_null_node_beside_a_selector_is_left_to_placement(admin_client, node):
+    NodeLabels.objects.create(node=node, labels={"gpu": "true"})
+
+    response = bulk(admin_client, [item(assignedNode=None, nodeSelector={"gpu": "true"})])
+
+    assert response.status_code == 201, response.content
+    assert response.json()["tasks"][0]["assignedNode"] == str(node.pk)
+
+
+def test_a_null_node_without_a_selector_is_still_a_400(admin_client, node):
+    body = assert_json_error(bulk(admin_client, [item(node), item(assignedNode=None)]), 400)
+
+    assert body["errors"] == [
+        {"field": "tasks[1].assignedNode", "message": "This field may not be null."}
+    ]
 
 
 def test_a_thousand_tasks_cost_a_fixed_number_of_queries(admin_client, node, other_node):
@@ -157,12 +175,83 @@ def test_bad_nodes_are_named_by_index_and_nothing_is_created(admin_client, node)
     assert not Task.objects.exists()
 
 
+def test_one_answer_names_every_bad_item_field_errors_and_node_errors_alike(admin_client, node):
+    past = (timezone.now() - timedelta(hours=1)).isoformat()
+    admin, gpu = AdminFactory(), {"gpu": "true"}
+    items = [
+        item(node),
+        item(node, lockedAt=past),
+        item(node, priority=0),
+        item(admin),
+        item(admin, taskName=""),
+        item(node, nodeSelector=gpu, lockedAt=past),
+        item(node, nodeSelector={"BAD": "x"}),
+        item(assignedNode="not an id"),
+        item(lockedAt=past),
+    ]
+
+    body = assert_json_error(bulk(admin_client, items), 400)
+
+    assert [e["field"] for e in body["errors"]] == [
+        "tasks[1].lockedAt",
+        "tasks[2].priority",
+        "tasks[3].assignedNode",
+        "tasks[4].taskName",
+        "tasks[4].assignedNode",
+        "tasks[5].lockedAt",
+        "tasks[5].assignedNode",
+        "tasks[6].nodeSelector",
+        "tasks[7].assignedNode",
+        "tasks[8].lockedAt",
+        "tasks[8].assignedNode",
+    ]
+    assert body["errors"][2]["message"] == "Tasks can only be assigned to a node, not an admin."
+    assert body["errors"][6]["message"] == "This node does not match the task's nodeSelector."
+    assert body["message"].endswith("(and 10 more)")
+    assert not Task.objects.exists()
+
+
 def test_an_item_no_node_matches_is_a_409_and_nothing_is_created(admin_client, node):
     response = bulk(admin_client, [item(node), item(nodeSelector={"gpu": "true"})])
 
     body = assert_json_error(response, 409)
     assert "tasks[1]" in body["message"]
     assert not Task.objects.exists()
+
+
+HOUR = timedelta(hours=1)
+
+
+def cordoned(node):
+    node_cordon(node_id=node.pk, reason="disk swap", actor=None)
+
+
+def draining(node):
+    node_cordon(
+        node_id=node.pk, reason="disk swap", actor=None, drain_deadline=timezone.now() + HOUR
+    )
+
+
+def in_maintenance(node):
+    now = timezone.now()
+    MaintenanceWindow.objects.create(
+        node=node, starts_at=now - HOUR, ends_at=now + HOUR, reason="rack move"
+    )
+
+
+@pytest.mark.parametrize("unschedulable", [cordoned, draining, in_maintenance])
+def test_an_item_naming_an_unschedulable_node_is_a_409_and_nothing_is_created(
+    admin_client, node, other_node, unschedulable
+):
+    unschedulable(other_node)
+
+    response = bulk(admin_client, [item(node), item(other_node), item(node)])
+
+    body = assert_json_error(response, 409)
+    assert body["title"] == "Node is cordoned"
+    assert body["message"].startswith("node is cordoned: tasks[1]'s assignedNode")
+    assert not Task.objects.exists()
+    assert not TaskHistory.objects.exists()
 
 
 def test_a_retry_with_the_same_idempotency_key_creates_nothing_more(admin_client, node):

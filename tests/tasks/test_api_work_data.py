@@ -293,6 +293,38 @@ def test_an_attempt_that_is_not_a_non_negative_integer_is_a_400(node_client, nod
     assert stored(task)["status"] == IN_PROGRESS
 
 
+# The attempts column is a PositiveIntegerField: Django's portable bound is 2**31 - 1.
+ATTEMPTS_COLUMN_MAX = 2**31 - 1
+
+
+def report(client, task, path, attempt):
+    if path == "progress":
+        return progress(client, task, attempt=attempt, percent=5)
+    return shift(client, task, COMPLETED, attempt=attempt)
+
+
+@pytest.mark.parametrize("path", ["progress", "shift-status"])
+@pytest.mark.parametrize("attempt", [ATTEMPTS_COLUMN_MAX + 1, 2**63 - 1, 2**63, 2**64, 10**30])
+def test_an_attempt_the_attempts_column_cannot_hold_is_a_400_naming_it(
+    node_client, node, path, attempt
+):
+    task = TaskFactory(assigned_node=node, status=IN_PROGRESS, attempts=1)
+
+    error = assert_json_error(report(node_client, task, path, attempt), 400)
+
+    assert [e["field"] for e in error["errors"]] == ["attempt"]
+    assert (stored(task)["status"], stored(task)["progress_updated_at"]) == (IN_PROGRESS, None)
+
+
+@pytest.mark.parametrize("path", ["progress", "shift-status"])
+def test_the_largest_attempt_the_column_holds_is_judged_as_any_other(node_client, node, path):
+    task = TaskFactory(assigned_node=node, status=IN_PROGRESS, attempts=1)
+
+    body = assert_json_error(report(node_client, task, path, ATTEMPTS_COLUMN_MAX), 409)
+
+    assert body["title"] == "Stale attempt"
+
+
 # --- progress --------------------------------------------------------------------------
 
 

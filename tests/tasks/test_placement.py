@@ -1,6 +1,7 @@
 """Placement (tasks.placement, SPEC "Placement"): selectors pick the node on create,
 priorities order claims, and failover moves a task only to a node that matches it."""
 
+import json
 import logging
 from datetime import timedelta
 from io import StringIO
@@ -101,6 +102,49 @@ def test_an_empty_selector_lets_the_server_pick_any_node(admin_client):
     task = create(admin_client, nodeSelector={}).json()["task"]
 
     assert (task["assignedNode"], task["nodeSelector"]) == (str(node.pk), None)
+
+
+def test_a_null_node_beside_a_selector_is_left_to_placement(admin_client):
+    labelled("cpu", {"gpu": "false"})
+    gpu = labelled("gpu", GPU)
+
+    response = create(admin_client, assignedNode=None, nodeSelector=GPU)
+
+    assert response.status_code == 201, response.content
+    assert response.json()["task"]["assignedNode"] == str(gpu.pk)
+
+
+def test_a_null_node_without_a_selector_is_still_a_400(admin_client):
+    body = assert_json_error(create(admin_client, assignedNode=None), 400)
+
+    assert body["errors"] == [{"field": "assignedNode", "message": "This field may not be null."}]
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/api/tasks", "nodeSelector"),
+        ("/api/tasks/bulk", "tasks[0].nodeSelector"),
+        ("/api/tasks/broadcast", "nodeSelector"),
+    ],
+)
+@pytest.mark.parametrize(
+    "selector", [{"gpu": "\ud800"}, {"gpu": "a\udfffb"}, {"gpu\ud800": "true"}, {"gpu": "\x00"}]
+)
+def test_a_selector_with_a_lone_surrogate_or_nul_is_a_400_naming_it(
+    admin_client, path, field, selector
+):
+    labelled("gpu", GPU)
+    body = {"taskName": "render", "taskDetails": "frame 1", "lockedAt": deadline()}
+    body["nodeSelector"] = selector
+    if path.endswith("bulk"):
+        body = {"tasks": [body]}
+
+    # As the client sends it: JSON text with the escape, which json.dumps writes.
+    response = admin_client.post(path, json.dumps(body), content_type="application/json")
+
+    assert [e["field"] for e in assert_json_error(response, 400)["errors"]] == [field]
+    assert not Task.objects.exists()
 
 
 def test_a_named_node_must_match_the_selector(admin_client):
