@@ -1,6 +1,7 @@
 """The node page's forms: cordon, drain, uncordon and a maintenance window, checked as
 the API checks them (a reason always; deadlines and windows in the future)."""
 
+import json
 from datetime import timedelta
 
 from django import forms
@@ -8,6 +9,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from accounts.models import is_encodable
 from nodes.models import NODE_REASON_MAX_LENGTH
 
 
@@ -67,3 +69,12 @@ class MaintenanceForm(ReasonForm):
             elif ends <= starts:
                 self.add_error("ends_at", "The window must end after it starts.")
         return cleaned
+
+
+class LabelsFormField(forms.JSONField):
+    """The labels box: a refused value is shown back escaped when it holds a lone
+    surrogate (sent as \\ud800), which the page itself could not encode (a 500 before)."""
+
+    def prepare_value(self, value):
+        text = super().prepare_value(value)
+        return text if is_encodable(text) else json.dumps(value)

@@ -15,7 +15,7 @@ from django.db.models import Case, OuterRef, Q, Subquery, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from accounts.models import Role, User
+from accounts.models import Role, User, is_encodable
 from taskmgmt.audit import AppendOnlyError, AppendOnlyModel, AppendOnlyQuerySet
 from taskmgmt.exceptions import DomainError
 
@@ -142,6 +142,9 @@ def labels_errors(value) -> list[str]:
             errors.append(
                 f"Value of {key!r}: must be at most {LABEL_VALUE_MAX_LENGTH} characters, no NUL."
             )
+        elif not is_encodable(item):
+            # Valid JSON, but no database driver can store it (a 500 before).
+            errors.append(f"Value of {key!r}: must not contain lone surrogates (invalid Unicode).")
     return errors
 
 
