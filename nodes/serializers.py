@@ -33,6 +33,19 @@ class LabelsField(serializers.JSONField):
         return value
 
 
+class NodeWindowSerializer(serializers.Serializer):
+    """The maintenance window a node shows: the one under way, else the next coming one."""
+
+    id = serializers.IntegerField(read_only=True)
+    startsAt = serializers.DateTimeField(read_only=True)
+    endsAt = serializers.DateTimeField(read_only=True)
+    reason = serializers.CharField(read_only=True)
+    drain = serializers.BooleanField(read_only=True)
+    underWay = serializers.BooleanField(
+        read_only=True, help_text="True: the window is under way now; false: it is to come."
+    )
+
+
 class NodeSerializer(serializers.Serializer):
     """A node as `GET /api/nodes` shows it: a user annotated with `liveness` and
     with `open_count`/`in_progress_count` set by the view."""
@@ -59,6 +72,11 @@ class NodeSerializer(serializers.Serializer):
         child=serializers.CharField(),
         read_only=True,
         help_text="What the node is, for selectors.",
+    )
+    maintenanceWindow = NodeWindowSerializer(
+        read_only=True,
+        allow_null=True,
+        help_text="Its maintenance window under way, else its next coming one; null for none.",
     )
 
 

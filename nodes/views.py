@@ -23,6 +23,7 @@ from nodes.models import (
     NodeEvent,
     drain_deadline_from_text,
     node_state,
+    window_shown,
 )
 from nodes.serializers import (
     CordonSerializer,
@@ -118,7 +119,7 @@ class NodeViewSet(viewsets.GenericViewSet):
         return Response(heartbeat_answer(request.user, held_task_ids(request.data)))
 
     @extend_schema(
-        summary="Every active node with its liveness and open work (admin)",
+        summary="Every active node with its liveness, open work and scheduling state (admin)",
         responses={200: NodesListSerializer, **error_responses(401, 403, 429)},
     )
     def list_nodes(self, request):
@@ -149,11 +150,13 @@ class NodeViewSet(viewsets.GenericViewSet):
     def shown(nodes) -> list:
         """The active ones of `nodes` as the node list shows them: liveness, open work, labels."""
         heartbeats.flush()
+        now = timezone.now()
         nodes = list(
             nodes.filter(is_active=True)
-            .with_liveness(timezone.now())
+            .with_liveness(now)
             .with_labels()
-            .with_schedule(timezone.now())
+            .with_schedule(now)
+            .with_window(now)
             .only("id", "name", "email", "last_seen", "cordon")
             .order_by("name", "email")
         )
@@ -164,6 +167,7 @@ class NodeViewSet(viewsets.GenericViewSet):
             node.state, node.schedulable = state["state"], state["schedulable"]
             node.cordonReason, node.cordonedBy = state["reason"], state["by"]
             node.cordonedSince, node.drainDeadline = state["since"], state["drainDeadline"]
+            node.maintenanceWindow = window_shown(node, now)
         return nodes
 
     def target(self, node_id: str) -> Node:

@@ -2,10 +2,12 @@
 cordoned (or drained, deadline = startsAt) during its window and schedulable after,
 derived when read, with no cron entry of its own: the sweep moves the work."""
 
+import re
 from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
+from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import User
@@ -136,3 +138,71 @@ def test_windows_are_an_admins_and_an_unknown_node_is_a_404(admin_client, node_c
     unknown = "00000000-0000-0000-0000-000000000000"
     assert_json_error(admin_client.get(f"/api/nodes/{unknown}/maintenance"), 404)
     assert Task.objects.count() == 0
+
+
+def test_the_node_list_shows_each_nodes_window_under_way_else_its_next(admin_client, node):
+    coming_only = NodeFactory(name="coming")
+    NodeFactory(name="without")
+    now = timezone.now()
+    MaintenanceWindow.objects.create(  # ended: shown nowhere
+        node=node, starts_at=now - timedelta(hours=3), ends_at=now - timedelta(hours=2), reason="o"
+    )
+    under_way = window_now(node, drain=True)
+    MaintenanceWindow.objects.create(
+        node=node, starts_at=now + timedelta(hours=2), ends_at=now + timedelta(hours=3), reason="x"
+    )
+    later = plan(admin_client, coming_only, startsAt=at(180), endsAt=at(240), reason="later")
+    sooner = plan(admin_client, coming_only, startsAt=at(60), endsAt=at(120), reason="sooner")
+
+    listed = {n["name"]: n for n in admin_client.get("/api/nodes").json()["nodes"]}
+
+    assert listed[node.name]["maintenanceWindow"] == {
+        "id": under_way.pk,
+        "startsAt": under_way.starts_at.isoformat().replace("+00:00", "Z"),
+        "endsAt": under_way.ends_at.isoformat().replace("+00:00", "Z"),
+        "reason": "rack move",
+        "drain": True,
+        "underWay": True,
+    }
+    shown = listed["coming"]["maintenanceWindow"]
+    assert later.status_code == 201
+    assert (shown["id"], shown["reason"], shown["underWay"], shown["drain"]) == (
+        sooner.json()["id"],
+        "sooner",
+        False,
+        False,
+    )
+    assert (shown["startsAt"], shown["endsAt"]) == (
+        sooner.json()["startsAt"],
+        sooner.json()["endsAt"],
+    )
+    assert listed["without"]["maintenanceWindow"] is None
+    # PUT /api/nodes/{id} answers the same shape.
+    put = admin_client.put(f"/api/nodes/{coming_only.pk}", {"labels": {}}, format="json")
+    assert put.json()["node"]["maintenanceWindow"]["id"] == sooner.json()["id"]
+
+
+def test_the_node_page_and_the_dashboard_show_the_window_under_way_or_the_next(
+    admin_site_client, node
+):
+    coming = NodeFactory(name="coming")
+    window_now(node, drain=True)
+    now = timezone.now()
+    MaintenanceWindow.objects.create(
+        node=coming,
+        starts_at=now + timedelta(hours=1),
+        ends_at=now + timedelta(hours=2),
+        reason="psu",
+    )
+
+    dashboard = admin_site_client.get(reverse("admin:index")).content.decode()
+    under_way = admin_site_client.get(reverse("admin:node", args=[node.pk])).content.decode()
+    next_one = admin_site_client.get(reverse("admin:node", args=[coming.pk])).content.decode()
+
+    cell = r'class="tm-schedule" data-node="{}"[^>]*>{}<br><span class="tm-window[^>]*>{}</span>'
+    assert re.search(
+        cell.format(node.pk, "draining", r"maintenance until [^<]+ \(drain\)"), dashboard
+    )
+    assert re.search(cell.format(coming.pk, "schedulable", r"maintenance [^<]+ – [^<]+"), dashboard)
+    assert re.search(r'id="tm-node-windows">\s*now, until [^<]+: rack move \(drain\)', under_way)
+    assert re.search(r'id="tm-node-windows">\s*[^<]+ – [^<]+: psu', next_one)
