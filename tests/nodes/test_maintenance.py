@@ -203,6 +203,8 @@ def test_the_node_page_and_the_dashboard_show_the_window_under_way_or_the_next(
     assert re.search(
         cell.format(node.pk, "draining", r"maintenance until [^<]+ \(drain\)"), dashboard
     )
-    assert re.search(cell.format(coming.pk, "schedulable", r"maintenance [^<]+ – [^<]+"), dashboard)
+    assert re.search(
+        cell.format(coming.pk, "schedulable", r"maintenance [^<]+ \u2013 [^<]+"), dashboard
+    )
     assert re.search(r'id="tm-node-windows">\s*now, until [^<]+: rack move \(drain\)', under_way)
-    assert re.search(r'id="tm-node-windows">\s*[^<]+ – [^<]+: psu', next_one)
+    assert re.search(r'id="tm-node-windows">\s*[^<]+ \u2013 [^<]+: psu', next_one)
