@@ -1,5 +1,5 @@
 """The node page's forms: cordon, drain, uncordon and a maintenance window, checked as
-the API checks them (a reason always; deadlines and windows in the future)."""
+the API checks them (a reason but for uncordon; deadlines and windows in the future)."""
 
 import json
 from datetime import timedelta
@@ -26,6 +26,10 @@ def zone() -> str:
 
 class ReasonForm(forms.Form):
     reason = forms.CharField(max_length=NODE_REASON_MAX_LENGTH)
+
+
+class UncordonForm(forms.Form):
+    reason = forms.CharField(max_length=NODE_REASON_MAX_LENGTH, required=False)
 
 
 class DrainForm(ReasonForm):

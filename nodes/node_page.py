@@ -11,7 +11,7 @@ from django.utils import timezone
 from accounts.models import User
 from accounts.services import user_deactivate
 from nodes import heartbeats
-from nodes.forms import DrainForm, MaintenanceForm, ReasonForm
+from nodes.forms import DrainForm, MaintenanceForm, ReasonForm, UncordonForm
 from nodes.models import Liveness, MaintenanceWindow, Node, NodeEvent
 from nodes.services import (
     NotCordoned,
@@ -74,7 +74,7 @@ def scheduling_forms(site, request, node) -> dict | HttpResponse:
     forms = {
         "cordon_form": ReasonForm(request.POST if action == "cordon" else None, prefix="cordon"),
         "drain_form": DrainForm(request.POST if action == "drain" else None, prefix="drain"),
-        "uncordon_form": ReasonForm(
+        "uncordon_form": UncordonForm(
             request.POST if action == "uncordon" else None, prefix="uncordon"
         ),
         "maintenance_form": MaintenanceForm(

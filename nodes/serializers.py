@@ -144,6 +144,15 @@ class CordonSerializer(serializers.Serializer):
     )
 
 
+class UncordonSerializer(serializers.Serializer):
+    # Optional (SPEC gives uncordon no body); checked like any reason when sent.
+    reason = StringField(
+        required=False,
+        max_length=NODE_REASON_MAX_LENGTH,
+        help_text="Why (optional): kept with the uncordon event.",
+    )
+
+
 class DrainSerializer(CordonSerializer):
     deadline = serializers.DateTimeField(
         required=False,

@@ -37,6 +37,7 @@ from nodes.serializers import (
     NodeLabelsSerializer,
     NodesListSerializer,
     NodeStateSerializer,
+    UncordonSerializer,
 )
 from nodes.services import (
     node_cordon,
@@ -220,13 +221,14 @@ class NodeViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         summary="End a node's cordon or drain: it is schedulable again (admin)",
-        request=CordonSerializer,
+        description="No body is needed; a `reason`, when given, is kept with the event.",
+        request=UncordonSerializer,
         responses={200: NodeStateSerializer, **error_responses(400, 401, 403, 404, 409, 429)},
     )
     def uncordon(self, request, nodeId):
         node = self.target(nodeId)
-        data = validated(CordonSerializer, request)
-        node_uncordon(node_id=node.pk, reason=data["reason"], actor=request.user)
+        data = validated(UncordonSerializer, request)
+        node_uncordon(node_id=node.pk, reason=data.get("reason", ""), actor=request.user)
         return self.state_response(node)
 
     @extend_schema(

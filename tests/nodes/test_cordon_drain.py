@@ -181,7 +181,9 @@ def test_uncordon_makes_the_node_schedulable_and_every_step_is_an_event(
         ("cordon", {"reason": "x" * 501}, "reason"),
         ("drain", {"reason": "r", "deadline": "2020-01-01T00:00:00Z"}, "deadline"),
         ("drain", {"reason": "r", "deadline": "soon"}, "deadline"),
-        ("uncordon", {}, "reason"),
+        ("uncordon", {"reason": ""}, "reason"),
+        ("uncordon", {"reason": "x" * 501}, "reason"),
+        ("uncordon", {"reason": 5}, "reason"),
     ],
 )
 def test_bad_input_is_a_400_naming_the_field_and_changes_nothing(
@@ -192,6 +194,27 @@ def test_bad_input_is_a_400_naming_the_field_and_changes_nothing(
 
     assert [e["field"] for e in error["errors"]] == [field]
     assert not Cordon.objects.exists() and not NodeEvent.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"), [(None, ""), ("{}", ""), ('{"reason": "fan replaced"}', "fan replaced")]
+)
+def test_uncordon_needs_no_reason_and_records_one_when_given(
+    admin_client, admin_user, node, raw, reason
+):
+    post(admin_client, node, "cordon", reason="fan")
+
+    if raw is None:  # no body at all
+        response = admin_client.generic("POST", f"/api/nodes/{node.pk}/uncordon")
+    else:
+        response = admin_client.generic(
+            "POST", f"/api/nodes/{node.pk}/uncordon", raw, content_type="application/json"
+        )
+
+    assert response.status_code == 200, response.content
+    assert (response.json()["state"], response.json()["schedulable"]) == ("schedulable", True)
+    event = NodeEvent.objects.filter(node=node).first()
+    assert (event.kind, event.reason, event.actor) == (NodeEventKind.UNCORDON, reason, admin_user)
 
 
 def test_uncordon_of_a_schedulable_node_is_a_409(admin_client, node):

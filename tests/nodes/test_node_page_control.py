@@ -39,6 +39,16 @@ def test_cordon_then_uncordon_from_the_page(admin_site_client, admin_user, node)
     assert kinds == [NodeEventKind.UNCORDON, NodeEventKind.CORDON]
 
 
+def test_the_page_uncordons_without_a_reason(admin_site_client, node):
+    admin_site_client.post(page(node), {"action": "cordon", "cordon-reason": "fan"})
+
+    response = admin_site_client.post(page(node), {"action": "uncordon", "uncordon-reason": ""})
+
+    assert response.status_code == 302
+    assert not Cordon.objects.exists()
+    assert NodeEvent.objects.first().kind == NodeEventKind.UNCORDON
+
+
 def test_a_cordon_without_a_reason_changes_nothing(admin_site_client, node):
     response = admin_site_client.post(page(node), {"action": "cordon", "cordon-reason": ""})
     assert response.status_code == 200 and b"This field is required" in response.content
