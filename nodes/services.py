@@ -102,11 +102,30 @@ def node_cordon(
 
 @transaction.atomic
 def node_uncordon(*, node_id: UUID, reason: str, actor) -> None:
-    """End a cordon or a drain: the node is schedulable again."""
+    """End a cordon or a drain, and any maintenance window under way (its end set to
+    now, so it stays in the node's windows as ended early): the node is schedulable
+    again. One `uncordon` event, whose detail names the windows ended."""
+    now = timezone.now()
     deleted, _ = Cordon.objects.filter(node_id=node_id).delete()
-    if not deleted:
+    under_way = list(
+        MaintenanceWindow.objects.current(now)
+        .filter(node_id=node_id)
+        .select_for_update()
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    if under_way:
+        MaintenanceWindow.objects.filter(pk__in=under_way).update(ends_at=now)
+    if not deleted and not under_way:
         raise NotCordoned("node is not cordoned or draining")
-    node_event_record(node_id=node_id, kind=NodeEventKind.UNCORDON, actor=actor, reason=reason)
+    ended = ", ".join(map(str, under_way))
+    node_event_record(
+        node_id=node_id,
+        kind=NodeEventKind.UNCORDON,
+        actor=actor,
+        reason=reason,
+        detail=f"ended maintenance window {ended} early"[:200] if under_way else "",
+    )
 
 
 @transaction.atomic
@@ -137,7 +156,7 @@ class WindowNotComing(DomainError):
 @transaction.atomic
 def node_maintenance_cancel(*, node_id: UUID, window_id: int, actor) -> None:
     """Cancel a coming window (MaintenanceWindow.DoesNotExist if the node has none by
-    that id). One under way or past is history: ending it early is an uncordon's job."""
+    that id). One under way or past is history: ending it early is `node_uncordon`'s job."""
     window = MaintenanceWindow.objects.select_for_update().get(pk=window_id, node_id=node_id)
     if window.starts_at <= timezone.now():
         raise WindowNotComing("only a coming window can be cancelled; this one has started")

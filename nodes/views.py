@@ -220,8 +220,11 @@ class NodeViewSet(viewsets.GenericViewSet):
         return self.state_response(node, movedCount=moved, stayedCount=stayed)
 
     @extend_schema(
-        summary="End a node's cordon or drain: it is schedulable again (admin)",
-        description="No body is needed; a `reason`, when given, is kept with the event.",
+        summary="End a node's cordon, drain or maintenance window under way (admin)",
+        description=(
+            "A window under way ends now (kept in the list, ended early). No body is "
+            "needed; a `reason`, when given, is kept with the event. 409: none to end."
+        ),
         request=UncordonSerializer,
         responses={200: NodeStateSerializer, **error_responses(400, 401, 403, 404, 409, 429)},
     )

@@ -208,3 +208,49 @@ def test_the_node_page_and_the_dashboard_show_the_window_under_way_or_the_next(
     )
     assert re.search(r'id="tm-node-windows">\s*now, until [^<]+: rack move \(drain\)', under_way)
     assert re.search(r'id="tm-node-windows">\s*[^<]+ \u2013 [^<]+: psu', next_one)
+
+
+@pytest.mark.parametrize("hand_cordon", [False, True])
+def test_uncordon_ends_a_window_under_way_early(
+    admin_client, admin_user, node, node_client, hand_cordon
+):
+    window = window_now(node, drain=True)
+    coming = plan(admin_client, node, startsAt=at(120), endsAt=at(180), reason="later").json()
+    if hand_cordon:
+        admin_client.post(f"/api/nodes/{node.pk}/cordon", {"reason": "fan"})
+    before = timezone.now()
+
+    response = admin_client.post(f"/api/nodes/{node.pk}/uncordon", {"reason": "done early"})
+
+    assert response.status_code == 200, response.content
+    assert (response.json()["state"], response.json()["schedulable"]) == ("schedulable", True)
+    assert node_client.post("/api/nodes/heartbeat").json()["schedulable"] is True
+    window.refresh_from_db()
+    assert before <= window.ends_at <= timezone.now()
+    listed = admin_client.get(f"/api/nodes/{node.pk}/maintenance").json()["windows"]
+    assert [w["id"] for w in listed] == [window.pk, coming["id"]]  # kept, as ended early
+    (shown,) = admin_client.get("/api/nodes").json()["nodes"]
+    assert (shown["state"], shown["maintenanceWindow"]["id"]) == ("schedulable", coming["id"])
+    event = NodeEvent.objects.filter(node=node).first()
+    assert (event.kind, event.actor, event.reason) == (
+        NodeEventKind.UNCORDON,
+        admin_user,
+        "done early",
+    )
+    assert event.detail == f"ended maintenance window {window.pk} early"
+    # Nothing is left to end; a started window is still not cancelled by DELETE.
+    assert_json_error(admin_client.post(f"/api/nodes/{node.pk}/uncordon"), 409)
+    assert_json_error(admin_client.delete(f"/api/nodes/{node.pk}/maintenance/{window.pk}"), 409)
+
+
+def test_the_node_page_uncordons_a_node_in_its_window(admin_site_client, node):
+    window = window_now(node)
+
+    response = admin_site_client.post(
+        reverse("admin:node", args=[node.pk]), {"action": "uncordon", "uncordon-reason": ""}
+    )
+
+    assert response.status_code == 302
+    window.refresh_from_db()
+    assert window.ends_at <= timezone.now()
+    assert node in Node.objects.schedulable()
