@@ -39,15 +39,14 @@ class DrainForm(ReasonForm):
         super().__init__(*args, **kwargs)
         self.fields["deadline"].label = f"Deadline ({zone()})"
         self.fields["deadline"].help_text = (
-            "Until when work in progress may finish. "
-            f"Empty: in {settings.DRAIN_DEADLINE_MINUTES} min."
+            "Until when work in progress may finish. Empty: a drain's current deadline, "
+            f"else in {settings.DRAIN_DEADLINE_MINUTES} min."
         )
 
     def clean_deadline(self):
+        # Empty stays None: the service keeps a drain's deadline or sets the default.
         deadline = self.cleaned_data["deadline"]
-        if deadline is None:
-            return timezone.now() + timedelta(minutes=settings.DRAIN_DEADLINE_MINUTES)
-        if deadline <= timezone.now():
+        if deadline is not None and deadline <= timezone.now():
             raise ValidationError("The deadline must be in the future.")
         return deadline
 

@@ -2,7 +2,6 @@
 
 from datetime import UTC, timedelta
 
-from django.conf import settings
 from django.utils import timezone
 from rest_framework import serializers
 
@@ -158,8 +157,9 @@ class DrainSerializer(CordonSerializer):
         required=False,
         default_timezone=UTC,
         help_text=(
-            "Until when in-progress work may finish (future; no offset = UTC). "
-            "Default: now + DRAIN_DEADLINE_MINUTES."
+            "Until when in-progress work may finish (future; no offset = UTC); it replaces "
+            "a drain's current deadline. Default: the node's current drain deadline when "
+            "draining, else now + DRAIN_DEADLINE_MINUTES."
         ),
     )
 
@@ -167,12 +167,6 @@ class DrainSerializer(CordonSerializer):
         if value <= timezone.now():
             raise serializers.ValidationError("The deadline must be in the future.")
         return value
-
-    def validate(self, data):
-        data.setdefault(
-            "deadline", timezone.now() + timedelta(minutes=settings.DRAIN_DEADLINE_MINUTES)
-        )
-        return data
 
 
 class NodeStateSerializer(serializers.Serializer):

@@ -5,7 +5,6 @@ from datetime import timedelta
 from uuid import UUID
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -41,6 +40,7 @@ from nodes.serializers import (
 )
 from nodes.services import (
     node_cordon,
+    node_drain,
     node_heartbeat,
     node_maintenance_cancel,
     node_maintenance_schedule,
@@ -208,13 +208,12 @@ class NodeViewSet(viewsets.GenericViewSet):
     def drain(self, request, nodeId):
         node = self.target(nodeId)
         data = validated(DrainSerializer, request)
-        with transaction.atomic():
-            node_cordon(
-                node_id=node.pk,
-                reason=data["reason"],
-                actor=request.user,
-                drain_deadline=data["deadline"],
-            )
+        node_drain(
+            node_id=node.pk,
+            reason=data["reason"],
+            actor=request.user,
+            deadline=data.get("deadline"),
+        )
         # After the cordon commits: nothing new lands on the node while its work moves.
         moved, stayed = node_work().drain(node.pk, timezone.now())
         return self.state_response(node, movedCount=moved, stayedCount=stayed)

@@ -1,7 +1,7 @@
 """Cordon, drain and uncordon (SPEC, Nodes: cordon, drain, maintenance windows): state
 stored as a cordon row, derived when read, every step a node event."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.core.management import call_command
@@ -12,7 +12,7 @@ from nodes.models import Cordon, Node, NodeEvent, NodeEventKind
 from nodes.services import node_cordon
 from tasks.models import FailureCause, HistoryAction, Task, TaskHistory, TaskStatus
 from tests.api import assert_json_error
-from tests.factories import NodeFactory, TaskFactory
+from tests.factories import AdminFactory, NodeFactory, TaskFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -25,6 +25,10 @@ def seen(*nodes):
 
 def post(client, node, verb, **body):
     return client.post(f"/api/nodes/{node.pk}/{verb}", body)
+
+
+def parse(text: str) -> datetime:
+    return datetime.fromisoformat(text)
 
 
 def future(minutes=30):
@@ -274,3 +278,74 @@ def test_metrics_count_nodes_by_scheduling_state(client, node, settings):
 
     for state, count in (("schedulable", 1), ("cordoned", 1), ("draining", 1)):
         assert f'taskmgmt_nodes_by_schedule{{state="{state}"}} {count}.0' in text
+
+
+def test_a_cordon_over_a_drain_keeps_the_drain_and_its_deadline(admin_client, node, settings):
+    other = NodeFactory()
+    seen(node, other)
+    running = TaskFactory(assigned_node=node, status=IN_PROGRESS, attempts=1)
+    drained = post(admin_client, node, "drain", reason="disk", deadline=future(10)).json()
+
+    state = post(admin_client, node, "cordon", reason="disk, and a fan")
+
+    assert state.status_code == 200, state.content
+    assert (state.json()["state"], state.json()["drainDeadline"], state.json()["reason"]) == (
+        "draining",
+        drained["drainDeadline"],
+        "disk, and a fan",
+    )
+    event = NodeEvent.objects.filter(node=node).first()
+    assert (event.kind, event.detail) == (NodeEventKind.CORDON, "reason changed; still draining")
+    # The drain still ends the running work at its deadline.
+    Cordon.objects.filter(node=node).update(drain_deadline=timezone.now() - timedelta(seconds=1))
+    call_command("collect_failed", verbosity=0)
+    running.refresh_from_db()
+    assert (running.assigned_node_id, running.status) == (other.pk, PENDING)
+
+
+def test_a_repeat_cordon_keeps_who_cordoned_and_since_when(
+    admin_client, admin_user, node, client_for
+):
+    first = post(admin_client, node, "cordon", reason="fan").json()
+    second_admin = client_for(AdminFactory())
+
+    same = post(second_admin, node, "cordon", reason="fan").json()
+    changed = post(second_admin, node, "cordon", reason="fan and psu").json()
+
+    for state in (same, changed):
+        assert (state["state"], state["by"], state["since"]) == (
+            "cordoned",
+            str(admin_user.pk),
+            first["since"],
+        )
+    assert changed["reason"] == "fan and psu"
+    # The same cordon again is no event; a new reason is one, by whoever gave it.
+    events = admin_client.get(f"/api/nodes/{node.pk}/events").json()["events"]
+    assert [(e["kind"], e["reason"], e["detail"]) for e in events] == [
+        ("cordon", "fan and psu", "reason changed"),
+        ("cordon", "fan", ""),
+    ]
+
+
+def test_a_repeat_drain_keeps_its_deadline_unless_it_names_one(admin_client, admin_user, node):
+    cordoned = post(admin_client, node, "cordon", reason="fan").json()
+    first = post(admin_client, node, "drain", reason="fan").json()
+    assert (first["state"], first["by"], first["since"]) == (
+        "draining",
+        str(admin_user.pk),
+        cordoned["since"],
+    )
+
+    again = post(admin_client, node, "drain", reason="fan, still").json()
+    assert again["drainDeadline"] == first["drainDeadline"]
+    assert again["since"] == cordoned["since"]
+
+    later = future(240)
+    moved = post(admin_client, node, "drain", reason="fan", deadline=later).json()
+    assert parse(moved["drainDeadline"]) == parse(later)
+    events = NodeEvent.objects.filter(node=node, kind=NodeEventKind.DRAIN)
+    assert [event.deadline for event in events] == [
+        parse(moved["drainDeadline"]),
+        parse(first["drainDeadline"]),
+        parse(first["drainDeadline"]),
+    ]
