@@ -6,7 +6,7 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from nodes.models import NODE_REASON_MAX_LENGTH, Liveness, NodeEventKind, NodeState, labels_errors
-from taskmgmt.fields import IdField, StringField
+from taskmgmt.fields import IdField, JSONBooleanField, StringField
 
 # A node works on the few tasks it claimed; the bound keeps one beat's lookup small.
 HEARTBEAT_MAX_TASK_IDS = 1000
@@ -206,7 +206,7 @@ class MaintenanceWindowSerializer(serializers.Serializer):
     startsAt = serializers.DateTimeField(source="starts_at", default_timezone=UTC)
     endsAt = serializers.DateTimeField(source="ends_at", default_timezone=UTC)
     reason = StringField(max_length=NODE_REASON_MAX_LENGTH)
-    drain = serializers.BooleanField(
+    drain = JSONBooleanField(
         required=False,
         default=False,
         help_text="Drain at the start (deadline = startsAt) instead of only cordoning.",

@@ -122,6 +122,13 @@ def test_a_coming_window_can_be_cancelled_a_started_one_cannot(admin_client, nod
         ({"startsAt": at(60), "endsAt": at(120)}, "reason"),
         ({"startsAt": "tonight", "endsAt": at(120), "reason": "r"}, "startsAt"),
         ({"startsAt": at(60), "endsAt": at(120), "reason": "r", "drain": "maybe"}, "drain"),
+        ({"startsAt": at(60), "endsAt": at(120), "reason": "r", "drain": "yes"}, "drain"),
+        ({"startsAt": at(60), "endsAt": at(120), "reason": "r", "drain": "true"}, "drain"),
+        ({"startsAt": at(60), "endsAt": at(120), "reason": "r", "drain": 1}, "drain"),
+        ({"startsAt": at(60), "endsAt": at(120), "reason": "r", "drain": 0}, "drain"),
+        ({"startsAt": at(60), "endsAt": at(120), "reason": "r", "drain": "false"}, "drain"),
+        ({"startsAt": at(60), "endsAt": at(120), "reason": "r", "drain": None}, "drain"),
+        ({"startsAt": at(60), "endsAt": at(120), "reason": "r", "drain": []}, "drain"),
     ],
 )
 def test_a_bad_window_is_a_400_naming_the_field_and_changes_nothing(
@@ -254,3 +261,15 @@ def test_the_node_page_uncordons_a_node_in_its_window(admin_site_client, node):
     window.refresh_from_db()
     assert window.ends_at <= timezone.now()
     assert node in Node.objects.schedulable()
+
+
+@pytest.mark.parametrize("drain", [True, False, None])
+def test_a_windows_drain_is_json_true_false_or_absent(admin_client, node, drain):
+    body = {"startsAt": at(60), "endsAt": at(120), "reason": "r"}
+    if drain is not None:
+        body["drain"] = drain
+
+    response = plan(admin_client, node, **body)
+
+    assert response.status_code == 201, response.content
+    assert response.json()["drain"] is bool(drain)
