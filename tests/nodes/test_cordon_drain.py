@@ -83,7 +83,7 @@ def test_an_edit_that_keeps_a_cordoned_nodes_task_on_it_is_allowed(admin_client,
 
 
 def test_a_drain_moves_pending_work_now_and_lets_running_work_finish(
-    admin_client, node, node_client
+    admin_client, admin_user, node, node_client
 ):
     other = NodeFactory()
     seen(node, other)
@@ -97,8 +97,9 @@ def test_a_drain_moves_pending_work_now_and_lets_running_work_finish(
     for task in pending:
         task.refresh_from_db()
         assert (task.assigned_node_id, task.status) == (other.pk, PENDING)
+        # Moved at once by the admin's request: in the admin's name (SPEC: performedBy).
         row = TaskHistory.objects.get(task=task, action=HistoryAction.ASSIGNEE_CHANGE)
-        assert (row.performed_by, row.cause) == (None, FailureCause.DRAINED)
+        assert (row.performed_by, row.cause) == (admin_user, FailureCause.DRAINED)
     beat = node_client.post("/api/nodes/heartbeat").json()
     assert beat["schedulable"] is False and beat["drainDeadline"] == state["drainDeadline"]
     # Its running task may still finish; nothing new is claimed.
@@ -349,3 +350,19 @@ def test_a_repeat_drain_keeps_its_deadline_unless_it_names_one(admin_client, adm
         parse(first["drainDeadline"]),
         parse(first["drainDeadline"]),
     ]
+
+
+def test_the_sweeps_moves_at_a_drains_deadline_are_the_systems(admin_client, node):
+    other = NodeFactory()
+    seen(node, other)
+    running = TaskFactory(assigned_node=node, status=IN_PROGRESS, attempts=1)
+    post(admin_client, node, "drain", reason="r", deadline=future(10))
+
+    Cordon.objects.filter(node=node).update(drain_deadline=timezone.now() - timedelta(seconds=1))
+    call_command("collect_failed", verbosity=0)
+
+    rows = TaskHistory.objects.filter(task=running, cause=FailureCause.DRAINED)
+    assert {row.action for row in rows} >= {HistoryAction.ASSIGNEE_CHANGE}
+    assert {row.performed_by for row in rows} == {None}
+    history = admin_client.get(f"/api/tasks/history/{running.pk}").json()["history"]
+    assert {row["performedBy"] for row in history if row["action"] == "assignee_change"} == {None}
