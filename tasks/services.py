@@ -1054,8 +1054,10 @@ def tasks_drain_pending(*, node_id: UUID, now: datetime | None = None) -> tuple[
 
 
 def tasks_fail_drained(*, batch_size: int, now: datetime | None = None) -> FailoverCounts:
-    """The sweep: the open tasks of nodes whose drain deadline has passed fail (cause
-    drained) and move like a lost node's: batches, SKIP LOCKED, history by the system."""
+    """The sweep: the in-progress tasks of nodes whose drain deadline has passed fail
+    (cause drained) and move like a lost node's; their pending ones move where they
+    may and otherwise stay, as at the drain (SPEC: a drained node is not a lost one).
+    Batches, SKIP LOCKED, history by the system."""
     now = now or timezone.now()
     heartbeats.flush()
     drained = list(Node.objects.drain_expired(now).values_list("pk", flat=True))
@@ -1071,7 +1073,14 @@ def tasks_fail_drained(*, batch_size: int, now: datetime | None = None) -> Failo
                     remaining.order_by("pk").select_for_update(skip_locked=True), *MOVED_COLUMNS
                 )[:batch_size]
             )
-            counts = _fail_and_move(rows, now=now, cause=FailureCause.DRAINED) if rows else None
+            running = [row for row in rows if row.status == TaskStatus.IN_PROGRESS]
+            pending = [row for row in rows if row.status != TaskStatus.IN_PROGRESS]
+            counts = FailoverCounts()
+            if running:
+                counts = _fail_and_move(running, now=now, cause=FailureCause.DRAINED)
+            if pending:
+                moved = _move_elsewhere(pending, now=now, cause=FailureCause.DRAINED)
+                counts += FailoverCounts(reassigned=moved)
         if not rows:
             return totals
         totals += counts

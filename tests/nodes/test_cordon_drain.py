@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from nodes.models import Cordon, Node, NodeEvent, NodeEventKind
-from nodes.services import node_cordon
+from nodes.services import node_cordon, node_set_labels
 from tasks.models import FailureCause, HistoryAction, Task, TaskHistory, TaskStatus
 from tests.api import assert_json_error
 from tests.factories import AdminFactory, NodeFactory, TaskFactory
@@ -366,3 +366,35 @@ def test_the_sweeps_moves_at_a_drains_deadline_are_the_systems(admin_client, nod
     assert {row.performed_by for row in rows} == {None}
     history = admin_client.get(f"/api/tasks/history/{running.pk}").json()["history"]
     assert {row["performedBy"] for row in history if row["action"] == "assignee_change"} == {None}
+
+
+def test_at_a_drains_deadline_pending_tasks_with_nowhere_to_go_stay_pending(admin_client, node):
+    """SPEC: a drain's pending tasks with nowhere to go stay; only its in-progress ones
+    are failed (cause drained) at the deadline. A drained node is not a lost one: once
+    uncordoned, or its window over, it claims them again."""
+    other = NodeFactory()
+    seen(node, other)
+    node_set_labels(node=node, labels={"gpu": "true"})
+    gpu_only = TaskFactory(assigned_node=node, node_selector={"gpu": "true"})
+    pinned = TaskFactory(assigned_node=node, pinned=True)
+    running = TaskFactory(assigned_node=node, status=IN_PROGRESS, attempts=1)
+    state = post(admin_client, node, "drain", reason="r", deadline=future(10)).json()
+    assert state["stayedCount"] == 2
+    late = TaskFactory(assigned_node=node)  # one that could move by the deadline, say
+
+    Cordon.objects.filter(node=node).update(drain_deadline=timezone.now() - timedelta(seconds=1))
+    call_command("collect_failed", verbosity=0)
+
+    for task in (gpu_only, pinned):
+        task.refresh_from_db()
+        assert (task.status, task.assigned_node_id, task.failure_cause) == (PENDING, node.pk, "")
+    late.refresh_from_db()
+    assert (late.status, late.assigned_node_id) == (PENDING, other.pk)
+    running.refresh_from_db()
+    assert (running.status, running.assigned_node_id) == (PENDING, other.pk)
+    assert TaskHistory.objects.get(task=running, to_value=TaskStatus.FAILED).cause == (
+        FailureCause.DRAINED
+    )
+    # Uncordoned, the node claims what stayed.
+    post(admin_client, node, "uncordon")
+    assert Task.objects.claimable_count(node, timezone.now()) == 2
