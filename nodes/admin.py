@@ -2,6 +2,7 @@
 to the node page (nodes.node_page)."""
 
 from django.contrib import admin
+from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import date_format
@@ -10,6 +11,7 @@ from django.utils.html import format_html
 from accounts.admin import UserAdmin
 from accounts.models import Role, User
 from nodes import heartbeats
+from nodes.forms import LabelsFormField
 from nodes.models import Liveness, NodeLabels, liveness_case
 from nodes.services import node_set_labels
 
@@ -35,6 +37,7 @@ class NodeLabelsInline(admin.StackedInline):
     model = NodeLabels
     can_delete = False
     fields = ["labels"]
+    formfield_overrides = {models.JSONField: {"form_class": LabelsFormField}}
     verbose_name_plural = 'labels (what the node is: a JSON object, e.g. {"gpu": "true"})'
 
 

@@ -1,6 +1,7 @@
 """The node page's forms: cordon, drain, uncordon and a maintenance window, checked as
-the API checks them (a reason always; deadlines and windows in the future)."""
+the API checks them (a reason but for uncordon; deadlines and windows in the future)."""
 
+import json
 from datetime import timedelta
 
 from django import forms
@@ -8,6 +9,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from accounts.models import is_encodable
 from nodes.models import NODE_REASON_MAX_LENGTH
 
 
@@ -26,6 +28,10 @@ class ReasonForm(forms.Form):
     reason = forms.CharField(max_length=NODE_REASON_MAX_LENGTH)
 
 
+class UncordonForm(forms.Form):
+    reason = forms.CharField(max_length=NODE_REASON_MAX_LENGTH, required=False)
+
+
 class DrainForm(ReasonForm):
     deadline = forms.DateTimeField(required=False, widget=moment_input())
 
@@ -33,15 +39,14 @@ class DrainForm(ReasonForm):
         super().__init__(*args, **kwargs)
         self.fields["deadline"].label = f"Deadline ({zone()})"
         self.fields["deadline"].help_text = (
-            "Until when work in progress may finish. "
-            f"Empty: in {settings.DRAIN_DEADLINE_MINUTES} min."
+            "Until when work in progress may finish. Empty: a drain's current deadline, "
+            f"else in {settings.DRAIN_DEADLINE_MINUTES} min."
         )
 
     def clean_deadline(self):
+        # Empty stays None: the service keeps a drain's deadline or sets the default.
         deadline = self.cleaned_data["deadline"]
-        if deadline is None:
-            return timezone.now() + timedelta(minutes=settings.DRAIN_DEADLINE_MINUTES)
-        if deadline <= timezone.now():
+        if deadline is not None and deadline <= timezone.now():
             raise ValidationError("The deadline must be in the future.")
         return deadline
 
@@ -67,3 +72,12 @@ class MaintenanceForm(ReasonForm):
             elif ends <= starts:
                 self.add_error("ends_at", "The window must end after it starts.")
         return cleaned
+
+
+class LabelsFormField(forms.JSONField):
+    """The labels box: a refused value is shown back escaped when it holds a lone
+    surrogate (sent as \\ud800), which the page itself could not encode (a 500 before)."""
+
+    def prepare_value(self, value):
+        text = super().prepare_value(value)
+        return text if is_encodable(text) else json.dumps(value)

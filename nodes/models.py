@@ -246,12 +246,46 @@ class NodeQuerySet(models.QuerySet):
             }
         )
 
+    def with_window(self, now: datetime):
+        """Annotates `shown_window_*`: the node's window under way, else its next coming
+        one (the earliest not yet ended), as subqueries: one query however many nodes."""
+        window = MaintenanceWindow.objects.filter(node=OuterRef("pk"), ends_at__gt=now).order_by(
+            "starts_at", "id"
+        )
+        return self.annotate(
+            **{
+                f"shown_window_{field}": Subquery(window.values(field)[:1])
+                for field in WINDOW_SHOWN_FIELDS
+            }
+        )
+
     def drain_expired(self, now: datetime | None = None):
         """Draining nodes whose deadline has passed — by hand, or inside a window with
         `drain`, whose deadline is its start: the sweep fails and moves their work."""
         now = now or timezone.now()
         draining = MaintenanceWindow.objects.current(now).filter(drain=True)
         return self.filter(Q(cordon__drain_deadline__lt=now) | Q(pk__in=draining.values("node_id")))
+
+
+# What `with_window` reads of the window a node shows.
+WINDOW_SHOWN_FIELDS = ("id", "starts_at", "ends_at", "reason", "drain")
+
+
+def window_shown(row, now: datetime) -> dict | None:
+    """`{id, startsAt, endsAt, reason, drain, underWay}` of the window a node read
+    through `with_window` shows (a Node, or a `.values()` dict), or None."""
+    get = row.get if isinstance(row, dict) else lambda name: getattr(row, name, None)
+    if get("shown_window_id") is None:
+        return None
+    starts_at = get("shown_window_starts_at")
+    return {
+        "id": get("shown_window_id"),
+        "startsAt": starts_at,
+        "endsAt": get("shown_window_ends_at"),
+        "reason": get("shown_window_reason"),
+        "drain": bool(get("shown_window_drain")),
+        "underWay": starts_at <= now,
+    }
 
 
 class NodeManager(models.Manager.from_queryset(NodeQuerySet)):

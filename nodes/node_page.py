@@ -11,12 +11,14 @@ from django.utils import timezone
 from accounts.models import User
 from accounts.services import user_deactivate
 from nodes import heartbeats
-from nodes.forms import DrainForm, MaintenanceForm, ReasonForm
+from nodes.forms import DrainForm, MaintenanceForm, ReasonForm, UncordonForm
 from nodes.models import Liveness, MaintenanceWindow, Node, NodeEvent
 from nodes.services import (
     NotCordoned,
     WindowNotComing,
+    drain_deadline_default,
     node_cordon,
+    node_drain,
     node_maintenance_cancel,
     node_maintenance_schedule,
     node_uncordon,
@@ -74,7 +76,7 @@ def scheduling_forms(site, request, node) -> dict | HttpResponse:
     forms = {
         "cordon_form": ReasonForm(request.POST if action == "cordon" else None, prefix="cordon"),
         "drain_form": DrainForm(request.POST if action == "drain" else None, prefix="drain"),
-        "uncordon_form": ReasonForm(
+        "uncordon_form": UncordonForm(
             request.POST if action == "uncordon" else None, prefix="uncordon"
         ),
         "maintenance_form": MaintenanceForm(
@@ -93,9 +95,7 @@ def scheduling_forms(site, request, node) -> dict | HttpResponse:
         data = forms["drain_form"].cleaned_data
         if "confirm" not in request.POST:
             return drain_confirmation(site, request, node, forms["drain_form"])
-        node_cordon(
-            node_id=node.pk, reason=data["reason"], actor=actor, drain_deadline=data["deadline"]
-        )
+        node_drain(node_id=node.pk, reason=data["reason"], actor=actor, deadline=data["deadline"])
         moved, stayed = node_work().drain(node.pk, timezone.now())
         messages.success(
             request,
@@ -133,7 +133,8 @@ def scheduling_forms(site, request, node) -> dict | HttpResponse:
 def drain_confirmation(site, request, node, form):
     """How many of the node's tasks a drain moves now and how many may finish first."""
     open_tasks, in_progress = node_work().open_counts_by_node().get(node.pk, (0, 0))
-    deadline = moment(form.cleaned_data["deadline"], "minutes")
+    deadline = form.cleaned_data["deadline"] or drain_deadline_default(node.pk)
+    deadline = moment(deadline, "minutes")
     return confirmation(
         site,
         request,

@@ -2,12 +2,11 @@
 
 from datetime import UTC, timedelta
 
-from django.conf import settings
 from django.utils import timezone
 from rest_framework import serializers
 
 from nodes.models import NODE_REASON_MAX_LENGTH, Liveness, NodeEventKind, NodeState, labels_errors
-from taskmgmt.fields import IdField, StringField
+from taskmgmt.fields import IdField, JSONBooleanField, StringField
 
 # A node works on the few tasks it claimed; the bound keeps one beat's lookup small.
 HEARTBEAT_MAX_TASK_IDS = 1000
@@ -31,6 +30,19 @@ class LabelsField(serializers.JSONField):
         if errors:
             raise serializers.ValidationError(errors)
         return value
+
+
+class NodeWindowSerializer(serializers.Serializer):
+    """The maintenance window a node shows: the one under way, else the next coming one."""
+
+    id = serializers.IntegerField(read_only=True)
+    startsAt = serializers.DateTimeField(read_only=True)
+    endsAt = serializers.DateTimeField(read_only=True)
+    reason = serializers.CharField(read_only=True)
+    drain = serializers.BooleanField(read_only=True)
+    underWay = serializers.BooleanField(
+        read_only=True, help_text="True: the window is under way now; false: it is to come."
+    )
 
 
 class NodeSerializer(serializers.Serializer):
@@ -59,6 +71,11 @@ class NodeSerializer(serializers.Serializer):
         child=serializers.CharField(),
         read_only=True,
         help_text="What the node is, for selectors.",
+    )
+    maintenanceWindow = NodeWindowSerializer(
+        read_only=True,
+        allow_null=True,
+        help_text="Its maintenance window under way, else its next coming one; null for none.",
     )
 
 
@@ -126,13 +143,23 @@ class CordonSerializer(serializers.Serializer):
     )
 
 
+class UncordonSerializer(serializers.Serializer):
+    # Optional (SPEC gives uncordon no body); checked like any reason when sent.
+    reason = StringField(
+        required=False,
+        max_length=NODE_REASON_MAX_LENGTH,
+        help_text="Why (optional): kept with the uncordon event.",
+    )
+
+
 class DrainSerializer(CordonSerializer):
     deadline = serializers.DateTimeField(
         required=False,
         default_timezone=UTC,
         help_text=(
-            "Until when in-progress work may finish (future; no offset = UTC). "
-            "Default: now + DRAIN_DEADLINE_MINUTES."
+            "Until when in-progress work may finish (future; no offset = UTC); it replaces "
+            "a drain's current deadline. Default: the node's current drain deadline when "
+            "draining, else now + DRAIN_DEADLINE_MINUTES."
         ),
     )
 
@@ -140,12 +167,6 @@ class DrainSerializer(CordonSerializer):
         if value <= timezone.now():
             raise serializers.ValidationError("The deadline must be in the future.")
         return value
-
-    def validate(self, data):
-        data.setdefault(
-            "deadline", timezone.now() + timedelta(minutes=settings.DRAIN_DEADLINE_MINUTES)
-        )
-        return data
 
 
 class NodeStateSerializer(serializers.Serializer):
@@ -185,7 +206,7 @@ class MaintenanceWindowSerializer(serializers.Serializer):
     startsAt = serializers.DateTimeField(source="starts_at", default_timezone=UTC)
     endsAt = serializers.DateTimeField(source="ends_at", default_timezone=UTC)
     reason = StringField(max_length=NODE_REASON_MAX_LENGTH)
-    drain = serializers.BooleanField(
+    drain = JSONBooleanField(
         required=False,
         default=False,
         help_text="Drain at the start (deadline = startsAt) instead of only cordoning.",

@@ -1,9 +1,10 @@
 """A node's writes: its heartbeat, its labels, and what admins do to it (cordon, drain,
 uncordon, maintenance windows), each recorded as a node event."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -85,28 +86,86 @@ class NotCordoned(DomainError):
 def node_cordon(
     *, node_id: UUID, reason: str, actor, drain_deadline: datetime | None = None
 ) -> Cordon:
-    """Take the node out of scheduling (a drain when `drain_deadline` is given): its
-    cordon row replaces any earlier one, and the event is recorded. What a drain does
-    to the node's tasks is the tasks side's (nodes.work.NodeWork.drain)."""
-    now = timezone.now()
-    cordon, _ = Cordon.objects.update_or_create(
-        node_id=node_id,
-        defaults={"reason": reason, "by": actor, "since": now, "drain_deadline": drain_deadline},
+    """Take the node out of scheduling (a drain when `drain_deadline` is given:
+    `node_drain`). A repeat keeps who cordoned it and since when, and a cordon over a
+    drain keeps the drain, as Nomad's ineligibility leaves a drain running: only a new
+    reason is taken, with an event; the same one again changes nothing."""
+    if drain_deadline is not None:
+        return node_drain(node_id=node_id, reason=reason, actor=actor, deadline=drain_deadline)
+    cordon, created = Cordon.objects.select_for_update().get_or_create(
+        node_id=node_id, defaults={"reason": reason, "by": actor, "since": timezone.now()}
     )
-    kind = NodeEventKind.DRAIN if drain_deadline else NodeEventKind.CORDON
+    if not created:
+        if cordon.reason == reason:
+            return cordon
+        cordon.reason = reason
+        cordon.save(update_fields=["reason"])
+    detail = "" if created else "reason changed"
+    if cordon.drain_deadline:
+        detail += "; still draining"
     node_event_record(
-        node_id=node_id, kind=kind, actor=actor, reason=reason, deadline=drain_deadline
+        node_id=node_id, kind=NodeEventKind.CORDON, actor=actor, reason=reason, detail=detail
+    )
+    return cordon
+
+
+def drain_deadline_default(node_id: UUID, now: datetime | None = None) -> datetime:
+    """A drain's deadline when none is given: the one a drain under way already has
+    (a repeat does not push it back), else now + DRAIN_DEADLINE_MINUTES."""
+    current = (
+        Cordon.objects.filter(node_id=node_id, drain_deadline__isnull=False)
+        .values_list("drain_deadline", flat=True)
+        .first()
+    )
+    now = now or timezone.now()
+    return current or now + timedelta(minutes=settings.DRAIN_DEADLINE_MINUTES)
+
+
+@transaction.atomic
+def node_drain(*, node_id: UUID, reason: str, actor, deadline: datetime | None = None) -> Cordon:
+    """Cordon the node and set its drain deadline (`deadline`, else
+    `drain_deadline_default`), keeping who cordoned it and since when if it already
+    was; the event is recorded. What a drain does to the node's tasks is the tasks
+    side's (nodes.work.NodeWork.drain)."""
+    cordon, _ = Cordon.objects.select_for_update().get_or_create(
+        node_id=node_id, defaults={"reason": reason, "by": actor, "since": timezone.now()}
+    )
+    # Read under the row's lock: two repeats at once cannot both take a fresh default.
+    deadline = deadline or drain_deadline_default(node_id)
+    cordon.reason, cordon.drain_deadline = reason, deadline
+    cordon.save(update_fields=["reason", "drain_deadline"])
+    node_event_record(
+        node_id=node_id, kind=NodeEventKind.DRAIN, actor=actor, reason=reason, deadline=deadline
     )
     return cordon
 
 
 @transaction.atomic
 def node_uncordon(*, node_id: UUID, reason: str, actor) -> None:
-    """End a cordon or a drain: the node is schedulable again."""
+    """End a cordon or a drain, and any maintenance window under way (its end set to
+    now, so it stays in the node's windows as ended early): the node is schedulable
+    again. One `uncordon` event, whose detail names the windows ended."""
+    now = timezone.now()
     deleted, _ = Cordon.objects.filter(node_id=node_id).delete()
-    if not deleted:
+    under_way = list(
+        MaintenanceWindow.objects.current(now)
+        .filter(node_id=node_id)
+        .select_for_update()
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    if under_way:
+        MaintenanceWindow.objects.filter(pk__in=under_way).update(ends_at=now)
+    if not deleted and not under_way:
         raise NotCordoned("node is not cordoned or draining")
-    node_event_record(node_id=node_id, kind=NodeEventKind.UNCORDON, actor=actor, reason=reason)
+    ended = ", ".join(map(str, under_way))
+    node_event_record(
+        node_id=node_id,
+        kind=NodeEventKind.UNCORDON,
+        actor=actor,
+        reason=reason,
+        detail=f"ended maintenance window {ended} early"[:200] if under_way else "",
+    )
 
 
 @transaction.atomic
@@ -137,7 +196,7 @@ class WindowNotComing(DomainError):
 @transaction.atomic
 def node_maintenance_cancel(*, node_id: UUID, window_id: int, actor) -> None:
     """Cancel a coming window (MaintenanceWindow.DoesNotExist if the node has none by
-    that id). One under way or past is history: ending it early is an uncordon's job."""
+    that id). One under way or past is history: ending it early is `node_uncordon`'s job."""
     window = MaintenanceWindow.objects.select_for_update().get(pk=window_id, node_id=node_id)
     if window.starts_at <= timezone.now():
         raise WindowNotComing("only a coming window can be cancelled; this one has started")

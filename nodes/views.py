@@ -5,7 +5,6 @@ from datetime import timedelta
 from uuid import UUID
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -23,6 +22,7 @@ from nodes.models import (
     NodeEvent,
     drain_deadline_from_text,
     node_state,
+    window_shown,
 )
 from nodes.serializers import (
     CordonSerializer,
@@ -36,9 +36,11 @@ from nodes.serializers import (
     NodeLabelsSerializer,
     NodesListSerializer,
     NodeStateSerializer,
+    UncordonSerializer,
 )
 from nodes.services import (
     node_cordon,
+    node_drain,
     node_heartbeat,
     node_maintenance_cancel,
     node_maintenance_schedule,
@@ -118,7 +120,7 @@ class NodeViewSet(viewsets.GenericViewSet):
         return Response(heartbeat_answer(request.user, held_task_ids(request.data)))
 
     @extend_schema(
-        summary="Every active node with its liveness and open work (admin)",
+        summary="Every active node with its liveness, open work and scheduling state (admin)",
         responses={200: NodesListSerializer, **error_responses(401, 403, 429)},
     )
     def list_nodes(self, request):
@@ -149,11 +151,13 @@ class NodeViewSet(viewsets.GenericViewSet):
     def shown(nodes) -> list:
         """The active ones of `nodes` as the node list shows them: liveness, open work, labels."""
         heartbeats.flush()
+        now = timezone.now()
         nodes = list(
             nodes.filter(is_active=True)
-            .with_liveness(timezone.now())
+            .with_liveness(now)
             .with_labels()
-            .with_schedule(timezone.now())
+            .with_schedule(now)
+            .with_window(now)
             .only("id", "name", "email", "last_seen", "cordon")
             .order_by("name", "email")
         )
@@ -164,6 +168,7 @@ class NodeViewSet(viewsets.GenericViewSet):
             node.state, node.schedulable = state["state"], state["schedulable"]
             node.cordonReason, node.cordonedBy = state["reason"], state["by"]
             node.cordonedSince, node.drainDeadline = state["since"], state["drainDeadline"]
+            node.maintenanceWindow = window_shown(node, now)
         return nodes
 
     def target(self, node_id: str) -> Node:
@@ -203,26 +208,29 @@ class NodeViewSet(viewsets.GenericViewSet):
     def drain(self, request, nodeId):
         node = self.target(nodeId)
         data = validated(DrainSerializer, request)
-        with transaction.atomic():
-            node_cordon(
-                node_id=node.pk,
-                reason=data["reason"],
-                actor=request.user,
-                drain_deadline=data["deadline"],
-            )
+        node_drain(
+            node_id=node.pk,
+            reason=data["reason"],
+            actor=request.user,
+            deadline=data.get("deadline"),
+        )
         # After the cordon commits: nothing new lands on the node while its work moves.
         moved, stayed = node_work().drain(node.pk, timezone.now())
         return self.state_response(node, movedCount=moved, stayedCount=stayed)
 
     @extend_schema(
-        summary="End a node's cordon or drain: it is schedulable again (admin)",
-        request=CordonSerializer,
+        summary="End a node's cordon, drain or maintenance window under way (admin)",
+        description=(
+            "A window under way ends now (kept in the list, ended early). No body is "
+            "needed; a `reason`, when given, is kept with the event. 409: none to end."
+        ),
+        request=UncordonSerializer,
         responses={200: NodeStateSerializer, **error_responses(400, 401, 403, 404, 409, 429)},
     )
     def uncordon(self, request, nodeId):
         node = self.target(nodeId)
-        data = validated(CordonSerializer, request)
-        node_uncordon(node_id=node.pk, reason=data["reason"], actor=request.user)
+        data = validated(UncordonSerializer, request)
+        node_uncordon(node_id=node.pk, reason=data.get("reason", ""), actor=request.user)
         return self.state_response(node)
 
     @extend_schema(

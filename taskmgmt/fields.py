@@ -49,6 +49,15 @@ class StringField(JSONStringMixin, serializers.CharField):
     pass
 
 
+class JSONBooleanField(serializers.BooleanField):
+    """Takes JSON true or false only: DRF's own field also takes "yes", "1", 1, "on"."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
 class IdField(serializers.UUIDField):
     """A UUID sent as a JSON string; DRF's own field would also take a number."""
 

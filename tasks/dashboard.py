@@ -13,7 +13,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from nodes import heartbeats
-from nodes.models import Liveness, Node, NodeState, labels_text
+from nodes.models import WINDOW_SHOWN_FIELDS, Liveness, Node, NodeState, labels_text, window_shown
 from taskmgmt.replica import on_replica
 from taskmgmt.throttling import CACHE_ERRORS
 from tasks.models import TaskStatus
@@ -65,6 +65,7 @@ def _compute(now: datetime, using: str) -> dict:
         .with_liveness(now)
         .with_labels()
         .with_schedule(now)
+        .with_window(now)
         .annotate(**cancel_requests_by_node())
         .values(
             "id",
@@ -78,12 +79,14 @@ def _compute(now: datetime, using: str) -> dict:
             "cordon__drain_deadline",
             "window_starts_at",
             "window_drain",
+            *(f"shown_window_{field}" for field in WINDOW_SHOWN_FIELDS),
             "cancel_waiting",
             "cancel_oldest",
         )
     }
     for node in nodes.values():
         node["schedule"] = schedule_of(node)
+        node["window"] = window_shown(node, now)
         oldest = node.pop("cancel_oldest")
         node["cancel_oldest_age"] = (now - oldest).total_seconds() if oldest else None
     totals = dict.fromkeys(TaskStatus.values, 0)

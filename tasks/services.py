@@ -959,11 +959,11 @@ def _fail_and_move(rows: list, *, now: datetime, cause: str) -> FailoverCounts:
     return counts + FailoverCounts(reassigned=len(moving))
 
 
-def _move_elsewhere(rows: list, *, now: datetime, cause: str) -> int:
+def _move_elsewhere(rows: list, *, now: datetime, cause: str, actor=None) -> int:
     """A drain's pending work: these locked tasks (driver rows) go pending to the nodes
     placement picks (alive, schedulable, matching their selector), with their history
-    rows naming the system and `cause`. Returns how many moved: pinned tasks, and those
-    no node may take, stay where they are."""
+    rows naming `actor` (None: the system) and `cause`. Returns how many moved: pinned
+    tasks, and those no node may take, stay where they are."""
     placement = Placement(now=now, alive_only=True, flush=False) if rows else None
     if not placement:
         return 0
@@ -974,7 +974,7 @@ def _move_elsewhere(rows: list, *, now: datetime, cause: str) -> int:
         if target is not None:
             moving.append((row, target))
     if moving:
-        _move(moving, now=now, cause=cause)
+        _move(moving, now=now, cause=cause, actor=actor)
         kind = "failover" if cause == FailureCause.NODE_LOST else "drain"
         transaction.on_commit(lambda: REASSIGNMENTS.labels(kind).inc(len(moving)))
     return len(moving)
@@ -1001,10 +1001,10 @@ def _moved_deadline(row, now: datetime) -> datetime:
     return fresh_deadline(_row_deadline(row), now)
 
 
-def _move(moves: list, *, now: datetime, cause: str) -> None:
+def _move(moves: list, *, now: datetime, cause: str, actor=None) -> None:
     """Give each task (a driver row) to its target (placement's pick) as pending, with a
-    fresh deadline, and write its history rows naming the system and `cause`: one
-    UPDATE per target and deadline rule."""
+    fresh deadline, and write its history rows naming `actor` (None: the system) and
+    `cause`: one UPDATE per target and deadline rule."""
     floor = fresh_deadline(now, now)
     # After the failure rows `_fail` just stamped, so history reads in order.
     moved_at = timezone.now()
@@ -1029,7 +1029,7 @@ def _move(moves: list, *, now: datetime, cause: str) -> None:
                 action=action,
                 from_value=before,
                 to_value=after,
-                performed_by=None,
+                performed_by=actor,
                 cause=cause,
                 created_at=moved_at,
             )
@@ -1061,8 +1061,9 @@ MOVED_COLUMNS = (
 
 def tasks_drain_pending(*, node_id: UUID, now: datetime | None = None) -> tuple[int, int]:
     """A drain's first step: the node's pending tasks move now to other alive,
-    schedulable nodes, as failover moves them. Returns (moved, stayed): those with
-    nowhere to go stay (a task the node is claiming this instant is skipped)."""
+    schedulable nodes, as failover moves them, in the name of the admin draining it
+    (the sweep's moves at the deadline are the system's). Returns (moved, stayed):
+    those with nowhere to go stay (a task the node is claiming this instant is skipped)."""
     now = now or timezone.now()
     heartbeats.flush()  # beats still in Redis: without them no target looks alive
     pending = Task.objects.filter(assigned_node_id=node_id, active=True, status=TaskStatus.PENDING)
@@ -1070,13 +1071,15 @@ def tasks_drain_pending(*, node_id: UUID, now: datetime | None = None) -> tuple[
         rows = list(
             driver_rows(pending.order_by("pk").select_for_update(skip_locked=True), *MOVED_COLUMNS)
         )
-        moved = _move_elsewhere(rows, now=now, cause=FailureCause.DRAINED)
+        moved = _move_elsewhere(rows, now=now, cause=FailureCause.DRAINED, actor=current_actor())
     return moved, len(rows) - moved
 
 
 def tasks_fail_drained(*, batch_size: int, now: datetime | None = None) -> FailoverCounts:
-    """The sweep: the open tasks of nodes whose drain deadline has passed fail (cause
-    drained) and move like a lost node's: batches, SKIP LOCKED, history by the system."""
+    """The sweep: the in-progress tasks of nodes whose drain deadline has passed fail
+    (cause drained) and move like a lost node's; their pending ones move where they
+    may and otherwise stay, as at the drain (SPEC: a drained node is not a lost one).
+    Batches, SKIP LOCKED, history by the system."""
     now = now or timezone.now()
     heartbeats.flush()
     drained = list(Node.objects.drain_expired(now).values_list("pk", flat=True))
@@ -1092,7 +1095,14 @@ def tasks_fail_drained(*, batch_size: int, now: datetime | None = None) -> Failo
                     remaining.order_by("pk").select_for_update(skip_locked=True), *MOVED_COLUMNS
                 )[:batch_size]
             )
-            counts = _fail_and_move(rows, now=now, cause=FailureCause.DRAINED) if rows else None
+            running = [row for row in rows if row.status == TaskStatus.IN_PROGRESS]
+            pending = [row for row in rows if row.status != TaskStatus.IN_PROGRESS]
+            counts = FailoverCounts()
+            if running:
+                counts = _fail_and_move(running, now=now, cause=FailureCause.DRAINED)
+            if pending:
+                moved = _move_elsewhere(pending, now=now, cause=FailureCause.DRAINED)
+                counts += FailoverCounts(reassigned=moved)
         if not rows:
             return totals
         totals += counts

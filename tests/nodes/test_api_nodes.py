@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import User
-from nodes.models import Liveness, Node
+from nodes.models import Liveness, MaintenanceWindow, Node
 from nodes.serializers import HEARTBEAT_MAX_TASK_IDS
 from tasks.models import TaskHistory, TaskStatus
 from tests.api import assert_json_error
@@ -213,6 +213,8 @@ def test_admins_see_every_active_node_with_liveness_and_open_work(admin_client, 
         "cordonedBy",
         "cordonedSince",
         "drainDeadline",
+        # Its window under way, else its next (null: none).
+        "maintenanceWindow",
     }
     assert (first["nodeId"], first["email"]) == (str(alive.pk), alive.email)
     assert parse(first["lastSeen"]) == alive_seen
@@ -222,15 +224,24 @@ def test_admins_see_every_active_node_with_liveness_and_open_work(admin_client, 
 def test_the_node_list_costs_four_queries_however_many_nodes(
     admin_client, django_assert_num_queries
 ):
+    now = timezone.now()
     for node in NodeFactory.create_batch(5):
         seen(node, 1)
         TaskFactory.create_batch(2, assigned_node=node)
+        for hours in (-1, 2):  # one under way, one coming: read in the nodes' query
+            MaintenanceWindow.objects.create(
+                node=node,
+                starts_at=now + timedelta(hours=hours),
+                ends_at=now + timedelta(hours=hours + 2),
+                reason="r",
+            )
 
     # The admin (JWT), the serving record, the nodes with their liveness, the grouped counts.
     with django_assert_num_queries(4):
         response = admin_client.get("/api/nodes")
 
     assert [n["openCount"] for n in response.json()["nodes"]] == [2] * 5
+    assert [n["maintenanceWindow"]["underWay"] for n in response.json()["nodes"]] == [True] * 5
 
 
 def test_a_node_cannot_list_nodes(node_client):

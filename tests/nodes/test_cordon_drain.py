@@ -1,7 +1,7 @@
 """Cordon, drain and uncordon (SPEC, Nodes: cordon, drain, maintenance windows): state
 stored as a cordon row, derived when read, every step a node event."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.core.management import call_command
@@ -9,10 +9,10 @@ from django.utils import timezone
 
 from accounts.models import User
 from nodes.models import Cordon, Node, NodeEvent, NodeEventKind
-from nodes.services import node_cordon
+from nodes.services import node_cordon, node_set_labels
 from tasks.models import FailureCause, HistoryAction, Task, TaskHistory, TaskStatus
 from tests.api import assert_json_error
-from tests.factories import NodeFactory, TaskFactory
+from tests.factories import AdminFactory, NodeFactory, TaskFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -25,6 +25,10 @@ def seen(*nodes):
 
 def post(client, node, verb, **body):
     return client.post(f"/api/nodes/{node.pk}/{verb}", body)
+
+
+def parse(text: str) -> datetime:
+    return datetime.fromisoformat(text)
 
 
 def future(minutes=30):
@@ -79,7 +83,7 @@ def test_an_edit_that_keeps_a_cordoned_nodes_task_on_it_is_allowed(admin_client,
 
 
 def test_a_drain_moves_pending_work_now_and_lets_running_work_finish(
-    admin_client, node, node_client
+    admin_client, admin_user, node, node_client
 ):
     other = NodeFactory()
     seen(node, other)
@@ -93,8 +97,9 @@ def test_a_drain_moves_pending_work_now_and_lets_running_work_finish(
     for task in pending:
         task.refresh_from_db()
         assert (task.assigned_node_id, task.status) == (other.pk, PENDING)
+        # Moved at once by the admin's request: in the admin's name (SPEC: performedBy).
         row = TaskHistory.objects.get(task=task, action=HistoryAction.ASSIGNEE_CHANGE)
-        assert (row.performed_by, row.cause) == (None, FailureCause.DRAINED)
+        assert (row.performed_by, row.cause) == (admin_user, FailureCause.DRAINED)
     beat = node_client.post("/api/nodes/heartbeat").json()
     assert beat["schedulable"] is False and beat["drainDeadline"] == state["drainDeadline"]
     # Its running task may still finish; nothing new is claimed.
@@ -181,7 +186,9 @@ def test_uncordon_makes_the_node_schedulable_and_every_step_is_an_event(
         ("cordon", {"reason": "x" * 501}, "reason"),
         ("drain", {"reason": "r", "deadline": "2020-01-01T00:00:00Z"}, "deadline"),
         ("drain", {"reason": "r", "deadline": "soon"}, "deadline"),
-        ("uncordon", {}, "reason"),
+        ("uncordon", {"reason": ""}, "reason"),
+        ("uncordon", {"reason": "x" * 501}, "reason"),
+        ("uncordon", {"reason": 5}, "reason"),
     ],
 )
 def test_bad_input_is_a_400_naming_the_field_and_changes_nothing(
@@ -192,6 +199,27 @@ def test_bad_input_is_a_400_naming_the_field_and_changes_nothing(
 
     assert [e["field"] for e in error["errors"]] == [field]
     assert not Cordon.objects.exists() and not NodeEvent.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"), [(None, ""), ("{}", ""), ('{"reason": "fan replaced"}', "fan replaced")]
+)
+def test_uncordon_needs_no_reason_and_records_one_when_given(
+    admin_client, admin_user, node, raw, reason
+):
+    post(admin_client, node, "cordon", reason="fan")
+
+    if raw is None:  # no body at all
+        response = admin_client.generic("POST", f"/api/nodes/{node.pk}/uncordon")
+    else:
+        response = admin_client.generic(
+            "POST", f"/api/nodes/{node.pk}/uncordon", raw, content_type="application/json"
+        )
+
+    assert response.status_code == 200, response.content
+    assert (response.json()["state"], response.json()["schedulable"]) == ("schedulable", True)
+    event = NodeEvent.objects.filter(node=node).first()
+    assert (event.kind, event.reason, event.actor) == (NodeEventKind.UNCORDON, reason, admin_user)
 
 
 def test_uncordon_of_a_schedulable_node_is_a_409(admin_client, node):
@@ -251,3 +279,122 @@ def test_metrics_count_nodes_by_scheduling_state(client, node, settings):
 
     for state, count in (("schedulable", 1), ("cordoned", 1), ("draining", 1)):
         assert f'taskmgmt_nodes_by_schedule{{state="{state}"}} {count}.0' in text
+
+
+def test_a_cordon_over_a_drain_keeps_the_drain_and_its_deadline(admin_client, node, settings):
+    other = NodeFactory()
+    seen(node, other)
+    running = TaskFactory(assigned_node=node, status=IN_PROGRESS, attempts=1)
+    drained = post(admin_client, node, "drain", reason="disk", deadline=future(10)).json()
+
+    state = post(admin_client, node, "cordon", reason="disk, and a fan")
+
+    assert state.status_code == 200, state.content
+    assert (state.json()["state"], state.json()["drainDeadline"], state.json()["reason"]) == (
+        "draining",
+        drained["drainDeadline"],
+        "disk, and a fan",
+    )
+    event = NodeEvent.objects.filter(node=node).first()
+    assert (event.kind, event.detail) == (NodeEventKind.CORDON, "reason changed; still draining")
+    # The drain still ends the running work at its deadline.
+    Cordon.objects.filter(node=node).update(drain_deadline=timezone.now() - timedelta(seconds=1))
+    call_command("collect_failed", verbosity=0)
+    running.refresh_from_db()
+    assert (running.assigned_node_id, running.status) == (other.pk, PENDING)
+
+
+def test_a_repeat_cordon_keeps_who_cordoned_and_since_when(
+    admin_client, admin_user, node, client_for
+):
+    first = post(admin_client, node, "cordon", reason="fan").json()
+    second_admin = client_for(AdminFactory())
+
+    same = post(second_admin, node, "cordon", reason="fan").json()
+    changed = post(second_admin, node, "cordon", reason="fan and psu").json()
+
+    for state in (same, changed):
+        assert (state["state"], state["by"], state["since"]) == (
+            "cordoned",
+            str(admin_user.pk),
+            first["since"],
+        )
+    assert changed["reason"] == "fan and psu"
+    # The same cordon again is no event; a new reason is one, by whoever gave it.
+    events = admin_client.get(f"/api/nodes/{node.pk}/events").json()["events"]
+    assert [(e["kind"], e["reason"], e["detail"]) for e in events] == [
+        ("cordon", "fan and psu", "reason changed"),
+        ("cordon", "fan", ""),
+    ]
+
+
+def test_a_repeat_drain_keeps_its_deadline_unless_it_names_one(admin_client, admin_user, node):
+    cordoned = post(admin_client, node, "cordon", reason="fan").json()
+    first = post(admin_client, node, "drain", reason="fan").json()
+    assert (first["state"], first["by"], first["since"]) == (
+        "draining",
+        str(admin_user.pk),
+        cordoned["since"],
+    )
+
+    again = post(admin_client, node, "drain", reason="fan, still").json()
+    assert again["drainDeadline"] == first["drainDeadline"]
+    assert again["since"] == cordoned["since"]
+
+    later = future(240)
+    moved = post(admin_client, node, "drain", reason="fan", deadline=later).json()
+    assert parse(moved["drainDeadline"]) == parse(later)
+    events = NodeEvent.objects.filter(node=node, kind=NodeEventKind.DRAIN)
+    assert [event.deadline for event in events] == [
+        parse(moved["drainDeadline"]),
+        parse(first["drainDeadline"]),
+        parse(first["drainDeadline"]),
+    ]
+
+
+def test_the_sweeps_moves_at_a_drains_deadline_are_the_systems(admin_client, node):
+    other = NodeFactory()
+    seen(node, other)
+    running = TaskFactory(assigned_node=node, status=IN_PROGRESS, attempts=1)
+    post(admin_client, node, "drain", reason="r", deadline=future(10))
+
+    Cordon.objects.filter(node=node).update(drain_deadline=timezone.now() - timedelta(seconds=1))
+    call_command("collect_failed", verbosity=0)
+
+    rows = TaskHistory.objects.filter(task=running, cause=FailureCause.DRAINED)
+    assert {row.action for row in rows} >= {HistoryAction.ASSIGNEE_CHANGE}
+    assert {row.performed_by for row in rows} == {None}
+    history = admin_client.get(f"/api/tasks/history/{running.pk}").json()["history"]
+    assert {row["performedBy"] for row in history if row["action"] == "assignee_change"} == {None}
+
+
+def test_at_a_drains_deadline_pending_tasks_with_nowhere_to_go_stay_pending(admin_client, node):
+    """SPEC: a drain's pending tasks with nowhere to go stay; only its in-progress ones
+    are failed (cause drained) at the deadline. A drained node is not a lost one: once
+    uncordoned, or its window over, it claims them again."""
+    other = NodeFactory()
+    seen(node, other)
+    node_set_labels(node=node, labels={"gpu": "true"})
+    gpu_only = TaskFactory(assigned_node=node, node_selector={"gpu": "true"})
+    pinned = TaskFactory(assigned_node=node, pinned=True)
+    running = TaskFactory(assigned_node=node, status=IN_PROGRESS, attempts=1)
+    state = post(admin_client, node, "drain", reason="r", deadline=future(10)).json()
+    assert state["stayedCount"] == 2
+    late = TaskFactory(assigned_node=node)  # one that could move by the deadline, say
+
+    Cordon.objects.filter(node=node).update(drain_deadline=timezone.now() - timedelta(seconds=1))
+    call_command("collect_failed", verbosity=0)
+
+    for task in (gpu_only, pinned):
+        task.refresh_from_db()
+        assert (task.status, task.assigned_node_id, task.failure_cause) == (PENDING, node.pk, "")
+    late.refresh_from_db()
+    assert (late.status, late.assigned_node_id) == (PENDING, other.pk)
+    running.refresh_from_db()
+    assert (running.status, running.assigned_node_id) == (PENDING, other.pk)
+    assert TaskHistory.objects.get(task=running, to_value=TaskStatus.FAILED).cause == (
+        FailureCause.DRAINED
+    )
+    # Uncordoned, the node claims what stayed.
+    post(admin_client, node, "uncordon")
+    assert Task.objects.claimable_count(node, timezone.now()) == 2

@@ -144,3 +144,48 @@ def test_the_admin_site_sets_labels_through_the_same_service(admin_site_client, 
     assert response.status_code == 200
     assert "must be 1-63 of a-z" in response.content.decode()
     assert NodeLabels.objects.get(node=node).labels == {"gpu": "true"}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        r'{"labels": {"region": "a\ud800"}}',  # a lone surrogate in a value
+        r'{"labels": {"region": "\udfff"}}',
+        r'{"labels": {"a\ud800": "x"}}',  # and in a key
+        r'{"labels": {"region": "a\u0000b"}}',
+        r'{"labels": {"a\u0000": "x"}}',
+    ],
+)
+def test_a_lone_surrogate_or_nul_in_a_label_is_a_400_not_a_500(admin_client, node, raw):
+    response = admin_client.generic(
+        "PUT", f"/api/nodes/{node.pk}", raw, content_type="application/json"
+    )
+
+    body = assert_json_error(response, 400)
+    assert [error["field"] for error in body["errors"]] == ["labels"]
+    assert not NodeLabels.objects.exists()
+    assert not NodeEvent.objects.exists()
+
+
+def test_the_admin_site_refuses_a_lone_surrogate_in_a_label_with_a_form_error(
+    admin_site_client, node
+):
+    url = reverse("admin:accounts_user_change", args=[node.pk])
+    data = {
+        "email": node.email,
+        "name": node.name,
+        "role": node.role,
+        "is_active": "on",
+        "node_labels-TOTAL_FORMS": "1",
+        "node_labels-INITIAL_FORMS": "0",
+        "node_labels-MIN_NUM_FORMS": "0",
+        "node_labels-MAX_NUM_FORMS": "1",
+        "node_labels-0-labels": r'{"region": "a\ud800"}',
+        "node_labels-0-node": str(node.pk),
+    }
+
+    response = admin_site_client.post(url, data)
+
+    assert response.status_code == 200
+    assert "lone surrogate" in response.content.decode()
+    assert not NodeLabels.objects.exists()

@@ -2,10 +2,12 @@
 cordoned (or drained, deadline = startsAt) during its window and schedulable after,
 derived when read, with no cron entry of its own: the sweep moves the work."""
 
+import re
 from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
+from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import User
@@ -120,6 +122,13 @@ def test_a_coming_window_can_be_cancelled_a_started_one_cannot(admin_client, nod
         ({"startsAt": at(60), "endsAt": at(120)}, "reason"),
         ({"startsAt": "tonight", "endsAt": at(120), "reason": "r"}, "startsAt"),
         ({"startsAt": at(60), "endsAt": at(120), "reason": "r", "drain": "maybe"}, "drain"),
+        ({"startsAt": at(60), "endsAt": at(120), "reason": "r", "drain": "yes"}, "drain"),
+        ({"startsAt": at(60), "endsAt": at(120), "reason": "r", "drain": "true"}, "drain"),
+        ({"startsAt": at(60), "endsAt": at(120), "reason": "r", "drain": 1}, "drain"),
+        ({"startsAt": at(60), "endsAt": at(120), "reason": "r", "drain": 0}, "drain"),
+        ({"startsAt": at(60), "endsAt": at(120), "reason": "r", "drain": "false"}, "drain"),
+        ({"startsAt": at(60), "endsAt": at(120), "reason": "r", "drain": None}, "drain"),
+        ({"startsAt": at(60), "endsAt": at(120), "reason": "r", "drain": []}, "drain"),
     ],
 )
 def test_a_bad_window_is_a_400_naming_the_field_and_changes_nothing(
@@ -136,3 +145,131 @@ def test_windows_are_an_admins_and_an_unknown_node_is_a_404(admin_client, node_c
     unknown = "00000000-0000-0000-0000-000000000000"
     assert_json_error(admin_client.get(f"/api/nodes/{unknown}/maintenance"), 404)
     assert Task.objects.count() == 0
+
+
+def test_the_node_list_shows_each_nodes_window_under_way_else_its_next(admin_client, node):
+    coming_only = NodeFactory(name="coming")
+    NodeFactory(name="without")
+    now = timezone.now()
+    MaintenanceWindow.objects.create(  # ended: shown nowhere
+        node=node, starts_at=now - timedelta(hours=3), ends_at=now - timedelta(hours=2), reason="o"
+    )
+    under_way = window_now(node, drain=True)
+    MaintenanceWindow.objects.create(
+        node=node, starts_at=now + timedelta(hours=2), ends_at=now + timedelta(hours=3), reason="x"
+    )
+    later = plan(admin_client, coming_only, startsAt=at(180), endsAt=at(240), reason="later")
+    sooner = plan(admin_client, coming_only, startsAt=at(60), endsAt=at(120), reason="sooner")
+
+    listed = {n["name"]: n for n in admin_client.get("/api/nodes").json()["nodes"]}
+
+    assert listed[node.name]["maintenanceWindow"] == {
+        "id": under_way.pk,
+        "startsAt": under_way.starts_at.isoformat().replace("+00:00", "Z"),
+        "endsAt": under_way.ends_at.isoformat().replace("+00:00", "Z"),
+        "reason": "rack move",
+        "drain": True,
+        "underWay": True,
+    }
+    shown = listed["coming"]["maintenanceWindow"]
+    assert later.status_code == 201
+    assert (shown["id"], shown["reason"], shown["underWay"], shown["drain"]) == (
+        sooner.json()["id"],
+        "sooner",
+        False,
+        False,
+    )
+    assert (shown["startsAt"], shown["endsAt"]) == (
+        sooner.json()["startsAt"],
+        sooner.json()["endsAt"],
+    )
+    assert listed["without"]["maintenanceWindow"] is None
+    # PUT /api/nodes/{id} answers the same shape.
+    put = admin_client.put(f"/api/nodes/{coming_only.pk}", {"labels": {}}, format="json")
+    assert put.json()["node"]["maintenanceWindow"]["id"] == sooner.json()["id"]
+
+
+def test_the_node_page_and_the_dashboard_show_the_window_under_way_or_the_next(
+    admin_site_client, node
+):
+    coming = NodeFactory(name="coming")
+    window_now(node, drain=True)
+    now = timezone.now()
+    MaintenanceWindow.objects.create(
+        node=coming,
+        starts_at=now + timedelta(hours=1),
+        ends_at=now + timedelta(hours=2),
+        reason="psu",
+    )
+
+    dashboard = admin_site_client.get(reverse("admin:index")).content.decode()
+    under_way = admin_site_client.get(reverse("admin:node", args=[node.pk])).content.decode()
+    next_one = admin_site_client.get(reverse("admin:node", args=[coming.pk])).content.decode()
+
+    cell = r'class="tm-schedule" data-node="{}"[^>]*>{}<br><span class="tm-window[^>]*>{}</span>'
+    assert re.search(
+        cell.format(node.pk, "draining", r"maintenance until [^<]+ \(drain\)"), dashboard
+    )
+    assert re.search(
+        cell.format(coming.pk, "schedulable", r"maintenance [^<]+ \u2013 [^<]+"), dashboard
+    )
+    assert re.search(r'id="tm-node-windows">\s*now, until [^<]+: rack move \(drain\)', under_way)
+    assert re.search(r'id="tm-node-windows">\s*[^<]+ \u2013 [^<]+: psu', next_one)
+
+
+@pytest.mark.parametrize("hand_cordon", [False, True])
+def test_uncordon_ends_a_window_under_way_early(
+    admin_client, admin_user, node, node_client, hand_cordon
+):
+    window = window_now(node, drain=True)
+    coming = plan(admin_client, node, startsAt=at(120), endsAt=at(180), reason="later").json()
+    if hand_cordon:
+        admin_client.post(f"/api/nodes/{node.pk}/cordon", {"reason": "fan"})
+    before = timezone.now()
+
+    response = admin_client.post(f"/api/nodes/{node.pk}/uncordon", {"reason": "done early"})
+
+    assert response.status_code == 200, response.content
+    assert (response.json()["state"], response.json()["schedulable"]) == ("schedulable", True)
+    assert node_client.post("/api/nodes/heartbeat").json()["schedulable"] is True
+    window.refresh_from_db()
+    assert before <= window.ends_at <= timezone.now()
+    listed = admin_client.get(f"/api/nodes/{node.pk}/maintenance").json()["windows"]
+    assert [w["id"] for w in listed] == [window.pk, coming["id"]]  # kept, as ended early
+    (shown,) = admin_client.get("/api/nodes").json()["nodes"]
+    assert (shown["state"], shown["maintenanceWindow"]["id"]) == ("schedulable", coming["id"])
+    event = NodeEvent.objects.filter(node=node).first()
+    assert (event.kind, event.actor, event.reason) == (
+        NodeEventKind.UNCORDON,
+        admin_user,
+        "done early",
+    )
+    assert event.detail == f"ended maintenance window {window.pk} early"
+    # Nothing is left to end; a started window is still not cancelled by DELETE.
+    assert_json_error(admin_client.post(f"/api/nodes/{node.pk}/uncordon"), 409)
+    assert_json_error(admin_client.delete(f"/api/nodes/{node.pk}/maintenance/{window.pk}"), 409)
+
+
+def test_the_node_page_uncordons_a_node_in_its_window(admin_site_client, node):
+    window = window_now(node)
+
+    response = admin_site_client.post(
+        reverse("admin:node", args=[node.pk]), {"action": "uncordon", "uncordon-reason": ""}
+    )
+
+    assert response.status_code == 302
+    window.refresh_from_db()
+    assert window.ends_at <= timezone.now()
+    assert node in Node.objects.schedulable()
+
+
+@pytest.mark.parametrize("drain", [True, False, None])
+def test_a_windows_drain_is_json_true_false_or_absent(admin_client, node, drain):
+    body = {"startsAt": at(60), "endsAt": at(120), "reason": "r"}
+    if drain is not None:
+        body["drain"] = drain
+
+    response = plan(admin_client, node, **body)
+
+    assert response.status_code == 201, response.content
+    assert response.json()["drain"] is bool(drain)

@@ -11,7 +11,7 @@ from django.utils import timezone
 from accounts.models import User
 from nodes.models import Cordon, MaintenanceWindow, NodeEvent, NodeEventKind
 from nodes.services import node_set_labels
-from tasks.models import Task, TaskStatus
+from tasks.models import Task, TaskHistory, TaskStatus
 from tests.factories import NodeFactory, TaskFactory
 
 pytestmark = pytest.mark.django_db
@@ -39,13 +39,23 @@ def test_cordon_then_uncordon_from_the_page(admin_site_client, admin_user, node)
     assert kinds == [NodeEventKind.UNCORDON, NodeEventKind.CORDON]
 
 
+def test_the_page_uncordons_without_a_reason(admin_site_client, node):
+    admin_site_client.post(page(node), {"action": "cordon", "cordon-reason": "fan"})
+
+    response = admin_site_client.post(page(node), {"action": "uncordon", "uncordon-reason": ""})
+
+    assert response.status_code == 302
+    assert not Cordon.objects.exists()
+    assert NodeEvent.objects.first().kind == NodeEventKind.UNCORDON
+
+
 def test_a_cordon_without_a_reason_changes_nothing(admin_site_client, node):
     response = admin_site_client.post(page(node), {"action": "cordon", "cordon-reason": ""})
     assert response.status_code == 200 and b"This field is required" in response.content
     assert not Cordon.objects.exists()
 
 
-def test_a_drain_asks_first_then_moves_the_pending_work(admin_site_client, node):
+def test_a_drain_asks_first_then_moves_the_pending_work(admin_site_client, admin_user, node):
     other = NodeFactory()
     User.objects.filter(pk__in=[node.pk, other.pk]).update(last_seen=timezone.now())
     task = TaskFactory(assigned_node=node)
@@ -59,6 +69,7 @@ def test_a_drain_asks_first_then_moves_the_pending_work(admin_site_client, node)
     assert done.status_code == 302
     assert Cordon.objects.get(node=node).drain_deadline is not None
     assert Task.objects.get(pk=task.pk).assigned_node_id == other.pk
+    assert TaskHistory.objects.get(task=task, action="assignee_change").performed_by == admin_user
 
 
 def test_a_drain_deadline_in_the_past_is_refused(admin_site_client, node):
