@@ -409,13 +409,13 @@ def drain_deadline_from_text(
     """(schedulable, drain deadline) from a cordon and the current windows read as
     `tagged_rows` text: a cordon `[]` none, `[None]` cordoned, `[text]` draining until
     then; `windows` the starts of current windows, `draining` those that drain (whose
-    deadline is their start). A cordon by hand outlasts any window. UTC, as stored."""
-    if cordon:
-        text = cordon[0]
-        return False, None if text is None else _utc(text)
-    if draining:
-        return False, min(_utc(text) for text in draining)
-    return not windows, None
+    deadline is their start). A cordon by hand outlasts any window; the earliest
+    deadline of a drain by hand or a draining window is the node's. UTC, as stored."""
+    deadlines = [_utc(text) for text in (*cordon, *draining) if text is not None]
+    if deadlines:
+        # A hand cordon during a draining window still drains: its claims answer 204.
+        return False, min(deadlines)
+    return not (cordon or windows), None
 
 
 def _utc(text: str) -> datetime:
@@ -449,13 +449,18 @@ def state_of(cordon: "Cordon | None", window: "MaintenanceWindow | None" = None)
             "since": None,
             "drainDeadline": None,
         }
+    # Its reason, by and since are the hand cordon's; a draining window under way
+    # still drains it (the sweep's drain_expired), as a drain by hand would.
+    deadlines = [cordon.drain_deadline] if cordon.drain_deadline else []
+    if window is not None and window.drain:
+        deadlines.append(window.starts_at)
     return {
-        "state": NodeState.DRAINING if cordon.drain_deadline else NodeState.CORDONED,
+        "state": NodeState.DRAINING if deadlines else NodeState.CORDONED,
         "schedulable": False,
         "reason": cordon.reason,
         "by": cordon.by_id,
         "since": cordon.since,
-        "drainDeadline": cordon.drain_deadline,
+        "drainDeadline": min(deadlines, default=None),
     }
 
 

@@ -72,8 +72,11 @@ def heartbeat_answer(node, held: set) -> dict:
     node_heartbeat(node_id=node.pk, now=now)
     # State, not a log of events: a lost answer costs nothing, the next beat says it again.
     kept = set(work.in_progress_of(node, held)) if held else set()
-    pending_count, cancel_ids, *state = work.heartbeat_facts(node, now)
-    schedulable, drain_deadline = drain_deadline_from_text(*state)
+    pending_count, cancel_ids, cordon, windows, draining = work.heartbeat_facts(node, now)
+    schedulable, drain_deadline = drain_deadline_from_text(cordon, windows, draining)
+    if drain_deadline is not None:
+        # A draining node's claims answer 204 (Task.objects.claimable_first): nothing to claim.
+        pending_count = 0
     return {
         "serverTime": iso_utc(now),
         "leaseExpiresAt": iso_utc(now + timedelta(seconds=settings.NODE_DOWN_AFTER)),

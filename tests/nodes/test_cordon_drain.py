@@ -398,3 +398,19 @@ def test_at_a_drains_deadline_pending_tasks_with_nowhere_to_go_stay_pending(admi
     # Uncordoned, the node claims what stayed.
     post(admin_client, node, "uncordon")
     assert Task.objects.claimable_count(node, timezone.now()) == 2
+
+
+def test_a_draining_node_s_heartbeat_counts_nothing_to_claim(admin_client, node, node_client):
+    # Its pending tasks had nowhere to go (no other node), so they stay on it.
+    TaskFactory.create_batch(2, assigned_node=node)
+    assert node_client.post("/api/nodes/heartbeat").json()["pendingCount"] == 2
+
+    post(admin_client, node, "drain", reason="kernel upgrade")
+
+    # Its claims answer 204: a count of 2 would send its worker claiming for nothing.
+    assert node_client.post("/api/nodes/heartbeat").json()["pendingCount"] == 0
+    assert node_client.post("/api/tasks/claim").status_code == 204
+    # Cordoned only, it still claims its own, and the count says so.
+    post(admin_client, node, "uncordon")
+    post(admin_client, node, "cordon", reason="just no new work")
+    assert node_client.post("/api/nodes/heartbeat").json()["pendingCount"] == 2

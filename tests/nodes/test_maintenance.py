@@ -273,3 +273,26 @@ def test_a_windows_drain_is_json_true_false_or_absent(admin_client, node, drain)
 
     assert response.status_code == 201, response.content
     assert response.json()["drain"] is bool(drain)
+
+
+def test_a_hand_cordon_during_a_draining_window_still_tells_the_node_it_drains(
+    admin_client, node, node_client
+):
+    window = window_now(node, drain=True)
+    admin_client.post(f"/api/nodes/{node.pk}/cordon", {"reason": "and keep it out"})
+    TaskFactory(assigned_node=node)
+
+    beat = node_client.post("/api/nodes/heartbeat").json()
+
+    # Its claims answer 204 (the window drains): the answer must say it drains, and when.
+    assert node_client.post("/api/tasks/claim").status_code == 204
+    assert beat["schedulable"] is False
+    assert beat["drainDeadline"] is not None
+    assert beat["drainDeadline"].startswith(window.starts_at.strftime("%Y-%m-%dT%H:%M:%S"))
+    assert beat["pendingCount"] == 0
+    # The node list says the same: draining, with the hand cordon's reason.
+    (shown,) = [
+        n for n in admin_client.get("/api/nodes").json()["nodes"] if n["nodeId"] == str(node.pk)
+    ]
+    assert (shown["state"], shown["cordonReason"]) == ("draining", "and keep it out")
+    assert shown["drainDeadline"] == beat["drainDeadline"]
