@@ -32,13 +32,26 @@ def body_username(request) -> str:
     return username if isinstance(username, str) else ""
 
 
-class LoginIpThrottle(RatelimitThrottle):
+class PasswordCheckThrottle(RatelimitThrottle):
+    """Counts only what checks a password: on an API view, a method its action handles.
+
+    DRF runs throttles before it refuses a method, so an OPTIONS, a HEAD or a PUT on the
+    login would otherwise spend the login budgets (and end in 429 instead of its answer).
+    """
+
+    def allow_request(self, request, view):
+        if view is not None and request.method.lower() not in getattr(view, "action_map", {}):
+            return True
+        return super().allow_request(request, view)
+
+
+class LoginIpThrottle(PasswordCheckThrottle):
     group = "login-ip"
     rate_setting = "RATELIMIT_LOGIN_IP"
     key = "ip"
 
 
-class LoginAccountThrottle(RatelimitThrottle):
+class LoginAccountThrottle(PasswordCheckThrottle):
     """Caps password guessing on one account, whatever the IPs or spellings used.
 
     The account is the `username` given (the admin's login form), else the

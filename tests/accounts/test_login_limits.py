@@ -286,3 +286,36 @@ def test_the_admin_password_change_still_changes_the_password(admin_user, admin_
     assert page["Location"] == reverse("admin:password_change_done")
     assert User.objects.get(pk=admin_user.pk).check_password(NEW_PASSWORD)
     assert admin_site_client.get(reverse("admin:index")).status_code == 200  # still signed in
+
+
+# --- Only a password check spends the budgets --------------------------------------
+
+
+@IP_LIMIT
+@pytest.mark.parametrize("method", ["options", "head", "get", "put", "patch", "delete"])
+def test_a_login_path_asked_with_another_method_spends_no_login_budget(method):
+    node = NodeFactory()
+    client = APIClient()
+    answers = {getattr(client, method)(LOGIN, REMOTE_ADDR="10.0.5.1").status_code for _ in range(5)}
+
+    # Its own answer every time (OPTIONS 200, the others 405), never a 429 ...
+    assert answers == ({200} if method == "options" else {405})
+    # ... and the budget is whole: three logins from that address still go through.
+    for _ in range(3):
+        assert api_login(node.email, ip="10.0.5.1").status_code == 200
+    assert_rate_limited(api_login(node.email, ip="10.0.5.1"))
+
+
+@ACCOUNT_LIMIT
+def test_update_password_asked_with_another_method_spends_no_login_budget(node, client_for):
+    client = client_for(node)
+    for _ in range(5):
+        assert client.options(PASSWORD_URL).status_code == 200
+        assert client.post(PASSWORD_URL, {}).status_code == 405
+
+    # Three wrong old passwords are still allowed before the limit.
+    for _ in range(3):
+        wrong = client.put(PASSWORD_URL, {"oldPassword": "wrong", "newPassword": NEW_PASSWORD})
+        assert wrong.status_code == 401
+    limited = client.put(PASSWORD_URL, {"oldPassword": "wrong", "newPassword": NEW_PASSWORD})
+    assert_rate_limited(limited)
