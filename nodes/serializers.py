@@ -1,12 +1,12 @@
 """The nodes API's bodies: the heartbeat in and out, and the node list."""
 
-from datetime import UTC, timedelta
+from datetime import timedelta
 
 from django.utils import timezone
 from rest_framework import serializers
 
 from nodes.models import NODE_REASON_MAX_LENGTH, Liveness, NodeEventKind, NodeState, labels_errors
-from taskmgmt.fields import IdField, JSONBooleanField, StringField
+from taskmgmt.fields import IdField, JSONBooleanField, MomentField, StringField
 
 # A node works on the few tasks it claimed; the bound keeps one beat's lookup small.
 HEARTBEAT_MAX_TASK_IDS = 1000
@@ -153,9 +153,8 @@ class UncordonSerializer(serializers.Serializer):
 
 
 class DrainSerializer(CordonSerializer):
-    deadline = serializers.DateTimeField(
+    deadline = MomentField(
         required=False,
-        default_timezone=UTC,
         help_text=(
             "Until when in-progress work may finish (future; no offset = UTC); it replaces "
             "a drain's current deadline. Default: the node's current drain deadline when "
@@ -203,8 +202,8 @@ class NodeEventsSerializer(serializers.Serializer):
 
 class MaintenanceWindowSerializer(serializers.Serializer):
     id = serializers.IntegerField(read_only=True)
-    startsAt = serializers.DateTimeField(source="starts_at", default_timezone=UTC)
-    endsAt = serializers.DateTimeField(source="ends_at", default_timezone=UTC)
+    startsAt = MomentField(source="starts_at")
+    endsAt = MomentField(source="ends_at")
     reason = StringField(max_length=NODE_REASON_MAX_LENGTH)
     drain = JSONBooleanField(
         required=False,

@@ -5,6 +5,8 @@ from datetime import UTC, datetime
 
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
+from rest_framework.settings import api_settings
+from rest_framework.utils import humanize_datetime
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -56,6 +58,21 @@ class JSONBooleanField(serializers.BooleanField):
         if not isinstance(data, bool):
             self.fail("invalid", input=data)
         return data
+
+
+class MomentField(serializers.DateTimeField):
+    """A moment as ISO 8601 text; sent without an offset it is taken as UTC. Printable
+    ASCII only: Django's parser lets a NUL, a control character or another script's
+    digits through and quietly reads the moment around them."""
+
+    def __init__(self, **kwargs):
+        super().__init__(default_timezone=UTC, **kwargs)
+
+    def to_internal_value(self, value):
+        if isinstance(value, str) and not (value.isascii() and value.isprintable()):
+            formats = getattr(self, "input_formats", api_settings.DATETIME_INPUT_FORMATS)
+            self.fail("invalid", format=humanize_datetime.datetime_formats(formats))
+        return super().to_internal_value(value)
 
 
 class IdField(serializers.UUIDField):

@@ -7,7 +7,6 @@ are in tasks.selectors, with every other task read.
 """
 
 import json
-from datetime import UTC
 from operator import attrgetter
 from uuid import UUID
 
@@ -19,7 +18,7 @@ from rest_framework.settings import api_settings
 from accounts.models import User
 from accounts.serializers import UserDetailsSerializer
 from nodes.serializers import LabelsField
-from taskmgmt.fields import IdField, StringField, iso_utc
+from taskmgmt.fields import IdField, MomentField, StringField, iso_utc
 from taskmgmt.renderers import JSONText
 from tasks.models import (
     ATTEMPTS_MAX,
@@ -282,13 +281,10 @@ class ActiveNodeField(IdField):
         return node
 
 
-class DeadlineField(serializers.DateTimeField):
+class DeadlineField(MomentField):
     """A future moment; sent without an offset it is taken as UTC."""
 
     default_validators = [validate_future]
-
-    def __init__(self, **kwargs):
-        super().__init__(default_timezone=UTC, **kwargs)
 
 
 class JSONValueField(serializers.JSONField):

@@ -8,7 +8,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from accounts.models import User
-from nodes.models import Cordon, Node, NodeEvent, NodeEventKind
+from nodes.models import Cordon, Node, NodeEvent, NodeEventKind, node_state
 from nodes.services import node_cordon, node_set_labels
 from tasks.models import FailureCause, HistoryAction, Task, TaskHistory, TaskStatus
 from tests.api import assert_json_error
@@ -414,3 +414,11 @@ def test_a_draining_node_s_heartbeat_counts_nothing_to_claim(admin_client, node,
     post(admin_client, node, "uncordon")
     post(admin_client, node, "cordon", reason="just no new work")
     assert node_client.post("/api/nodes/heartbeat").json()["pendingCount"] == 2
+
+
+def test_a_drain_deadline_with_a_nul_is_a_400_and_nothing_changes(admin_client, node):
+    response = post(admin_client, node, "drain", reason="r", deadline=future() + "\x00")
+
+    assert response.status_code == 400
+    assert [error["field"] for error in response.json()["errors"]] == ["deadline"]
+    assert node_state(node.pk)["state"] == "schedulable"

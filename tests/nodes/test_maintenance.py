@@ -296,3 +296,15 @@ def test_a_hand_cordon_during_a_draining_window_still_tells_the_node_it_drains(
     ]
     assert (shown["state"], shown["cordonReason"]) == ("draining", "and keep it out")
     assert shown["drainDeadline"] == beat["drainDeadline"]
+
+
+@pytest.mark.parametrize("field", ["startsAt", "endsAt"])
+def test_a_window_moment_with_a_nul_is_a_400_naming_it(admin_client, node, field):
+    body = {"startsAt": at(60), "endsAt": at(120), "reason": "rack move"}
+    body[field] = body[field].replace("+00:00", "\x00+00:00")
+
+    response = admin_client.post(f"/api/nodes/{node.pk}/maintenance", body)
+
+    assert_json_error(response, 400)
+    assert [error["field"] for error in response.json()["errors"]] == [field]
+    assert not MaintenanceWindow.objects.exists()

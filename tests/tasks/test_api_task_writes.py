@@ -148,6 +148,33 @@ def test_a_task_cannot_be_assigned_to_an_inactive_node(admin_client):
     assert error_fields(response) == ["assignedNode"]
 
 
+MANGLED_MOMENTS = [
+    "2099-01-02T10:30:00\x00Z",  # a NUL Django's parser read past
+    "2099-01-02T10:30:00Z\x00",
+    "2099-01-02T10:30:00\x01Z",
+    "\u0662099-01-02T10:30:00Z",  # an Arabic-Indic digit, which \d matches
+    "2099-01-02T10:30:00\u00a0Z",
+]
+
+
+@pytest.mark.parametrize("moment", MANGLED_MOMENTS)
+def test_a_deadline_with_characters_no_moment_has_is_a_400_and_nothing_stored(
+    admin_client, node, moment
+):
+    created = admin_client.post("/api/tasks", task_body(node, lockedAt=moment))
+    task = TaskFactory(assigned_node=node)
+    edited = admin_client.put("/api/tasks", task_body(node, taskId=str(task.pk), lockedAt=moment))
+    assigned = admin_client.put(
+        "/api/tasks/assign", {"taskId": str(task.pk), "nodeId": str(node.pk), "lockedAt": moment}
+    )
+
+    for response in (created, edited, assigned):
+        assert response.status_code == 400, response.content
+        assert error_fields(response) == ["lockedAt"]
+    assert Task.objects.count() == 1
+    assert Task.objects.get().locked_at == task.locked_at
+
+
 def test_a_past_deadline_is_refused(admin_client, node):
     response = admin_client.post("/api/tasks", task_body(node, lockedAt=in_days(-1).isoformat()))
 
