@@ -379,6 +379,9 @@ class TaskViewSet(viewsets.GenericViewSet):
         },
     )
     def claim(self, request):
+        # Nothing in a body is read, but one that is not JSON is refused (400, 415) as on
+        # every other endpoint, before anything is claimed.
+        request.data  # noqa: B018
         task = services.task_claim(node=request.user)
         if task is None:
             return Response(status=HTTP_204_NO_CONTENT)

@@ -326,6 +326,12 @@ def refused_requests(node, other_node, in_progress, admin_user):
         "an admin claiming": lambda: environ(
             "POST", "/api/tasks/claim", token=token_for(admin_user)
         ),
+        "a claim whose body is not JSON": lambda: environ(
+            "POST", "/api/tasks/claim", body=b'{"taskId":', token=node_token
+        ),
+        "a claim with a body of another type": lambda: environ(
+            "POST", "/api/tasks/claim", body=b"x", content_type="text/plain", token=node_token
+        ),
         "an Idempotency-Key": lambda: environ(
             "POST", heartbeat, token=node_token, idempotency_key="k-1"
         ),
@@ -361,6 +367,8 @@ REFUSED = [
     "a status that is not one",
     "a claim with nothing to claim",
     "an admin claiming",
+    "a claim whose body is not JSON",
+    "a claim with a body of another type",
     "an Idempotency-Key",
     "a task id in capitals",
 ]
@@ -404,7 +412,7 @@ def test_an_attempt_beyond_the_attempts_column_is_the_same_400_both_ways(
 
 def test_the_cases_cover_every_route_and_both_answers():
     assert len(hot_paths._routes) == 5
-    assert len(HOT) == 10 and len(REFUSED) == 27
+    assert len(HOT) == 10 and len(REFUSED) == 29
 
 
 @override_settings(RATELIMIT_API="2/h")

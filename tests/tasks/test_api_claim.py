@@ -184,3 +184,25 @@ def test_a_node_runs_its_whole_loop_through_claim_heartbeat_and_shift_status(
         ("initial_assign", str(node.pk)),
     ]
     assert node_client.post("/api/nodes/heartbeat").json()["pendingCount"] == 0
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "status"),
+    [
+        ("application/json", '{"taskId":', 400),
+        ("application/json", b"\xff\xfe{}", 400),
+        ("text/plain", "claim please", 415),
+    ],
+)
+def test_a_body_that_is_not_json_is_refused_and_nothing_is_claimed(
+    node_client, node, content_type, body, status
+):
+    task = TaskFactory(assigned_node=node)
+
+    response = node_client.generic("POST", "/api/tasks/claim", body, content_type=content_type)
+
+    assert_json_error(response, status)
+    task.refresh_from_db()
+    assert (task.status, task.attempts) == (TaskStatus.PENDING, 0)
+    # Without a body, or with any JSON (nothing in it is read), the claim goes ahead.
+    assert node_client.post("/api/tasks/claim", {}).status_code == 200
