@@ -18,6 +18,7 @@ import time
 
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -127,11 +128,18 @@ def _token_matches(request, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(supplied_bytes, token.encode())
 
 
+METRICS_METHODS = ("GET", "HEAD")
+
+
+# A scraper sends no CSRF token: another method gets the JSON 405 below, not Django's
+# HTML 403 page for a POST without one.
+@csrf_exempt
 def metrics_view(request):
     """Prometheus text format, for a scraper that passes every check configured.
 
     Neither METRICS_TOKEN nor METRICS_ALLOWED_NETWORKS set: 404, so the metrics
-    are never open by default. Both set: both must hold.
+    are never open by default. Both set: both must hold. Then, as the API does,
+    a method other than GET or HEAD is a 405.
     """
     token, networks = settings.METRICS_TOKEN, settings.METRICS_ALLOWED_NETWORKS
     if not token and not networks:
@@ -140,6 +148,10 @@ def metrics_view(request):
         return _refusal(403, "Forbidden", "This address may not read the metrics.")
     if token and not _token_matches(request, token):
         return _refusal(401, "Unauthorized", "Send Authorization: Bearer <METRICS_TOKEN>.")
+    if request.method not in METRICS_METHODS:
+        response = _refusal(405, "Method Not Allowed", f'Method "{request.method}" not allowed.')
+        response["Allow"] = ", ".join(METRICS_METHODS)
+        return response
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
+from django.test import Client
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -264,3 +265,18 @@ def test_with_redis_down_metrics_answer_from_the_database_and_say_the_cache_is_d
 @pytest.mark.django_db
 def test_the_cache_is_up_in_the_metrics(client, metrics_token):
     assert value(scrape(client), "taskmgmt_cache_up") == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
+def test_another_method_than_get_is_a_json_405_not_a_csrf_page(metrics_token, method):
+    # As a real client: Django's test client skips the CSRF check unless told not to.
+    client = Client(enforce_csrf_checks=True)
+
+    response = getattr(client, method)("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+
+    assert response.status_code == 405
+    assert response["Allow"] == "GET, HEAD"
+    assert response.json()["title"] == "Method Not Allowed"
+    # Without the token it is the 401 first, as the API checks who asks before the method.
+    assert getattr(client, method)("/metrics").status_code == 401
