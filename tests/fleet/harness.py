@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
+from accounts.models import Role, User
 from tasks.models import FailureCause, HistoryAction, Task, TaskHistory, TaskStatus
 from tests.shared_redis import redis_cache, redis_database
 
@@ -199,7 +200,9 @@ FLEET_STEPS = {
 def assert_every_history_consistent(tasks) -> None:
     """Each task's status changes chain from `pending` to its status through fleet steps,
     with exactly one `in_progress -> completed`, by the node it ended with; its
-    assignee changes chain from its first node to that node."""
+    assignee changes chain from its first node to that node, each by the system
+    (failover) or, for a drain's moves (cause drained), by the admin who drained."""
+    admins = set(User.objects.filter(role=Role.ADMIN).values_list("pk", flat=True))
     for task in tasks:
         changes = history_of(task, HistoryAction.STATUS_CHANGE)
         state = PENDING
@@ -221,9 +224,11 @@ def assert_every_history_consistent(tasks) -> None:
 
         (initial,) = history_of(task, HistoryAction.INITIAL_ASSIGN)
         node = initial[1]
-        for from_value, to_value, performed_by, _ in history_of(
+        for from_value, to_value, performed_by, cause in history_of(
             task, HistoryAction.ASSIGNEE_CHANGE
         ):
-            assert (from_value, performed_by) == (node, None), f"task {task.pk} moved oddly"
+            assert from_value == node, f"task {task.pk} moved oddly"
+            by_drain = cause == FailureCause.DRAINED and performed_by in admins
+            assert performed_by is None or by_drain, f"task {task.pk} moved by {performed_by}"
             node = to_value
         assert node == str(task.assigned_node_id), f"task {task.pk}: assignee history"
