@@ -33,6 +33,8 @@ class ServiceUnavailable(exceptions.APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_detail = "The database is unavailable; try again shortly."
     default_code = "service_unavailable"
+    # Sent as Retry-After, as for the cache and the middleware's 503s: a restart takes seconds.
+    wait = 5
 
 
 class CacheUnavailable(exceptions.APIException):

@@ -274,6 +274,15 @@ def test_database_errors_get_their_own_answers(kind, status_code):
 
 
 @with_test_views
+def test_a_database_outage_says_when_to_try_again():
+    response = APIClient().get("/api/test-raise/database-down")
+
+    # As for the cache's outage and the 503s answered outside DRF (docs/api.md).
+    assert assert_json_error(response, 503)["message"].startswith("The database is unavailable")
+    assert response["Retry-After"] == "5"
+
+
+@with_test_views
 def test_a_models_validation_error_is_a_400_with_api_field_names():
     body = assert_json_error(APIClient().get("/api/test-raise/model-validation"), 400)
 
