@@ -7,9 +7,11 @@ import sys
 import time
 import uuid
 
+from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
+from django.core.exceptions import DisallowedHost
 from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from django.utils.functional import LazyObject, empty
@@ -120,12 +122,24 @@ class RequestLimitsMiddleware:
 
     def __call__(self, request):
         refusal = _oversized(request.META, request.META.get("RAW_URI") or request.get_full_path())
+        if refusal is None and settings.DEBUG and is_api_path(request.path_info):
+            refusal = _host_refused(request)
         if refusal is None:
             return self.get_response(request)
         from taskmgmt.errors import error_body  # see process_exception below
 
         status, message = refusal
         return JsonResponse(error_body(status, message), status=status)
+
+
+def _host_refused(request) -> tuple[int, str] | None:
+    """With DEBUG (`make run`), Django answers a Host outside ALLOWED_HOSTS with its HTML
+    debug page before any handler400; the API answers JSON, as without DEBUG."""
+    try:
+        request.get_host()
+    except DisallowedHost:
+        return 400, "The request could not be understood."
+    return None
 
 
 class RequestLogMiddleware:

@@ -312,3 +312,16 @@ def test_a_bug_in_a_plain_django_view_is_a_json_500():
 
 def test_a_request_for_an_unknown_host_is_a_json_400():
     assert_json_error(Client().get("/api/auth/profile", HTTP_HOST="evil.example"), 400)
+
+
+@pytest.mark.parametrize("path", ["/api/auth/profile", "/api/tasks/all", "/healthz"])
+def test_with_debug_on_an_unknown_host_is_still_a_json_400_for_the_api(settings, path):
+    settings.DEBUG = True  # as `make run` serves: Django's debug page answered, in HTML
+
+    response = Client().get(path, HTTP_HOST="evil.example")
+
+    assert_json_error(response, 400)
+    # The admin site keeps Django's own page for a person (and its debug details).
+    assert Client().get("/admin/", HTTP_HOST="evil.example")["Content-Type"].startswith(
+        "text/html"
+    )
