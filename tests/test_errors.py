@@ -322,6 +322,4 @@ def test_with_debug_on_an_unknown_host_is_still_a_json_400_for_the_api(settings,
 
     assert_json_error(response, 400)
     # The admin site keeps Django's own page for a person (and its debug details).
-    assert Client().get("/admin/", HTTP_HOST="evil.example")["Content-Type"].startswith(
-        "text/html"
-    )
+    assert Client().get("/admin/", HTTP_HOST="evil.example")["Content-Type"].startswith("text/html")

@@ -7,7 +7,6 @@ from either venv holds the same memory (docs/performance.md).
 """
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_faults import free_port, wait_until
-from tests.test_gunicorn_reload import answers, fetch
+from tests.test_gunicorn_reload import answers, fetch, gunicorn_env, start_gunicorn
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -46,28 +45,12 @@ def application(environ, start_response):
 def test_a_worker_holds_none_of_drf_s_optional_imports_yet_serves_everything(tmp_path):
     (tmp_path / "modules_probe.py").write_text(PROBE)
     port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(tmp_path),
-        "DEBUG": "false",
-        "SECRET_KEY": "imports-test-" + "x" * 50,
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
-        "WEB_CONCURRENCY": "1",
-    }
-    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env = gunicorn_env(tmp_path, port)
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True
     )
     log = (tmp_path / "gunicorn.log").open("w")
-    server = subprocess.Popen(
-        [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "modules_probe:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    server = start_gunicorn(env, "modules_probe:application", log)
     try:
         wait_until(lambda: answers(port, "/healthz"), 30, "gunicorn did not answer")
         # The schema is the widest import the API has (drf-spectacular walks every view).

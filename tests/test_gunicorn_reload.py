@@ -55,29 +55,40 @@ def answers(port: int, path: str):
         return None
 
 
-def test_a_reload_serves_the_code_deployed_since_the_start(tmp_path):
-    probe = tmp_path / "deployed_probe.py"
-    probe.write_text(PROBE.format(version="1"))
-    port = free_port()
+def gunicorn_env(tmp_path, port: int) -> dict:
+    """Production settings, one worker on `port`, a SQLite file in `tmp_path`, and
+    `tmp_path` importable (where a test writes its probe module)."""
     env = {
         **os.environ,
         "PYTHONPATH": str(tmp_path),
         "DEBUG": "false",
-        "SECRET_KEY": "reload-test-" + "x" * 50,
+        "SECRET_KEY": "gunicorn-test-" + "x" * 50,
         "ALLOWED_HOSTS": "127.0.0.1",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
         "GUNICORN_BIND": f"127.0.0.1:{port}",
         "WEB_CONCURRENCY": "1",
     }
     env.pop("DJANGO_SETTINGS_MODULE", None)
-    log = (tmp_path / "gunicorn.log").open("w")
-    server = subprocess.Popen(
-        [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "deployed_probe:application"],
+    return env
+
+
+def start_gunicorn(env: dict, app: str, log) -> subprocess.Popen:
+    """gunicorn with the project's gunicorn.conf.py serving `app`, logging to `log`."""
+    return subprocess.Popen(
+        [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", app],
         cwd=ROOT,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+
+
+def test_a_reload_serves_the_code_deployed_since_the_start(tmp_path):
+    probe = tmp_path / "deployed_probe.py"
+    probe.write_text(PROBE.format(version="1"))
+    port = free_port()
+    log = (tmp_path / "gunicorn.log").open("w")
+    server = start_gunicorn(gunicorn_env(tmp_path, port), "deployed_probe:application", log)
     try:
         wait_until(lambda: answers(port, "/probe-version"), 30, "gunicorn did not answer")
         assert fetch(port, "/probe-version") == (200, "1")

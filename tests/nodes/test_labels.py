@@ -115,10 +115,9 @@ def test_the_node_page_and_the_dashboard_show_the_labels(admin_site_client, admi
     assert "gpu=true, region=eu" in dashboard
 
 
-def test_the_admin_site_sets_labels_through_the_same_service(admin_site_client, node, admin_user):
-    url = reverse("admin:accounts_user_change", args=[node.pk])
-    form = admin_site_client.get(url).context["adminform"].form
-    data = {
+def node_form(node, labels: str) -> dict:
+    """The admin's change form of `node`, with `labels` typed in its labels box."""
+    return {
         "email": node.email,
         "name": node.name,
         "role": node.role,
@@ -127,9 +126,15 @@ def test_the_admin_site_sets_labels_through_the_same_service(admin_site_client, 
         "node_labels-INITIAL_FORMS": "0",
         "node_labels-MIN_NUM_FORMS": "0",
         "node_labels-MAX_NUM_FORMS": "1",
-        "node_labels-0-labels": '{"gpu": "true"}',
+        "node_labels-0-labels": labels,
         "node_labels-0-node": str(node.pk),
     }
+
+
+def test_the_admin_site_sets_labels_through_the_same_service(admin_site_client, node, admin_user):
+    url = reverse("admin:accounts_user_change", args=[node.pk])
+    form = admin_site_client.get(url).context["adminform"].form
+    data = node_form(node, '{"gpu": "true"}')
     assert form is not None
     response = admin_site_client.post(url, data)
 
@@ -171,18 +176,7 @@ def test_the_admin_site_refuses_a_lone_surrogate_in_a_label_with_a_form_error(
     admin_site_client, node
 ):
     url = reverse("admin:accounts_user_change", args=[node.pk])
-    data = {
-        "email": node.email,
-        "name": node.name,
-        "role": node.role,
-        "is_active": "on",
-        "node_labels-TOTAL_FORMS": "1",
-        "node_labels-INITIAL_FORMS": "0",
-        "node_labels-MIN_NUM_FORMS": "0",
-        "node_labels-MAX_NUM_FORMS": "1",
-        "node_labels-0-labels": r'{"region": "a\ud800"}',
-        "node_labels-0-node": str(node.pk),
-    }
+    data = node_form(node, r'{"region": "a\ud800"}')
 
     response = admin_site_client.post(url, data)
 
