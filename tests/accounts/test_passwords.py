@@ -45,7 +45,15 @@ from accounts.hashers import Argon2PasswordHasher
 hasher = Argon2PasswordHasher()
 encoded = hasher.encode("password", hasher.salt())
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-burst = [threading.Thread(target=hasher.verify, args=("password", encoded)) for _ in range(8)]
+together = threading.Barrier(8)  # a burst: all eight ask at once, none waits to start
+
+
+def login():
+    together.wait()
+    hasher.verify("password", encoded)
+
+
+burst = [threading.Thread(target=login) for _ in range(8)]
 for thread in burst:
     thread.start()
 for thread in burst:
@@ -71,8 +79,14 @@ def burst_growth_mib(concurrency: int) -> int:
 def test_a_burst_of_logins_holds_one_hash_s_memory_per_process():
     # One hash at a time: the burst reuses the 100 MiB the first hash peaked at.
     assert burst_growth_mib(concurrency=1) < 50
-    # Unbounded, the same burst holds several times 100 MiB at once.
-    assert burst_growth_mib(concurrency=8) > 150
+    # The control: unbounded, the same burst can hold several times 100 MiB at once, so
+    # the measure above would see it. How many of eight hashes overlap is the
+    # scheduler's to decide: alone they overlap every time (~700 MiB), but in some full
+    # CI runs only two did (117-149 MiB), so the control takes the best of a few bursts.
+    unbounded = []
+    while len(unbounded) < 5 and max(unbounded, default=0) <= 150:
+        unbounded.append(burst_growth_mib(concurrency=8))
+    assert max(unbounded) > 150, unbounded
 
 
 @PRODUCTION
