@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
@@ -101,6 +102,28 @@ def wait_for(driver, css: str):
     return WebDriverWait(driver, WAIT_SECONDS).until(
         expected_conditions.presence_of_element_located((By.CSS_SELECTOR, css))
     )
+
+
+def wait_until_replaced(driver, element) -> None:
+    """Wait until `element` has left the page (the next page replaced it).
+
+    Selenium's `staleness_of` knows only StaleElementReferenceException; chromedriver
+    may instead answer a node caught mid-navigation with "Node with given id does not
+    belong to the document", which means the same: the element is gone.
+    """
+
+    def gone(_):
+        try:
+            element.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as error:
+            if "does not belong to the document" in str(error):
+                return True
+            raise
+        return False
+
+    WebDriverWait(driver, WAIT_SECONDS).until(gone)
 
 
 def log_in(driver, user) -> None:

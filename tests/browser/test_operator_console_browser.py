@@ -14,11 +14,16 @@ from pathlib import Path
 
 import pytest
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.support.ui import Select
 
 from tasks.models import Task
-from tests.browser.conftest import ROOT, WAIT_SECONDS, log_in, save_picture, wait_for
+from tests.browser.conftest import (
+    ROOT,
+    log_in,
+    save_picture,
+    wait_for,
+    wait_until_replaced,
+)
 from tests.browser.scene import operator_scene
 from tests.browser.test_dashboard_browser import no_horizontal_overflow, result_rows
 
@@ -94,7 +99,7 @@ def test_the_activity_feed_shows_and_filters_task_history_and_node_events(browse
     shown = browser.find_element(By.CSS_SELECTOR, "#tm-activity tbody")
     Select(browser.find_element(By.ID, "id_node")).select_by_visible_text(str(media))
     browser.find_element(By.CSS_SELECTOR, "#tm-activity-filters input[type=submit]").click()
-    WebDriverWait(browser, WAIT_SECONDS).until(expected_conditions.staleness_of(shown))
+    wait_until_replaced(browser, shown)
     wait_for(browser, "#tm-activity tbody tr")
     events = browser.find_elements(By.CSS_SELECTOR, "tr.tm-activity-node")
     assert [row.find_elements(By.TAG_NAME, "td")[2].text for row in events] == [
@@ -109,7 +114,7 @@ def test_the_activity_feed_shows_and_filters_task_history_and_node_events(browse
             Select(browser.find_element(By.ID, f"id_{field}")).select_by_visible_text(text)
         browser.find_element(By.CSS_SELECTOR, "#tm-activity-filters input[type=submit]").click()
         # The next page, not the one it replaces.
-        WebDriverWait(browser, WAIT_SECONDS).until(expected_conditions.staleness_of(shown))
+        wait_until_replaced(browser, shown)
         return wait_for(browser, "#tm-activity tbody").find_elements(By.TAG_NAME, "tr")
 
     # An event's kind as the action: the node's task rows leave, its cordon stays.
