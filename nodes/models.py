@@ -428,6 +428,15 @@ def node_state(node_id, now: datetime | None = None) -> dict:
     return state_of(Cordon.objects.filter(node_id=node_id).first(), window.first())
 
 
+def state_name(*, cordoned: bool, drain_by_hand: bool, window: bool, window_drains: bool) -> str:
+    """A node's NodeState: draining by hand or in a draining window under way, else
+    cordoned by hand or in a window, else schedulable (the one rule `state_of` and the
+    dashboard's rows both follow; the sweep's `drain_expired` drains alike)."""
+    if (cordoned and drain_by_hand) or (window and window_drains):
+        return NodeState.DRAINING
+    return NodeState.CORDONED if cordoned or window else NodeState.SCHEDULABLE
+
+
 def state_of(cordon: "Cordon | None", window: "MaintenanceWindow | None" = None) -> dict:
     """`{state, schedulable, reason, by, since, drainDeadline}` from a cordon row and
     the current maintenance window: a cordon by hand outlasts any window."""
@@ -455,7 +464,12 @@ def state_of(cordon: "Cordon | None", window: "MaintenanceWindow | None" = None)
     if window is not None and window.drain:
         deadlines.append(window.starts_at)
     return {
-        "state": NodeState.DRAINING if deadlines else NodeState.CORDONED,
+        "state": state_name(
+            cordoned=True,
+            drain_by_hand=bool(cordon.drain_deadline),
+            window=window is not None,
+            window_drains=window is not None and window.drain,
+        ),
         "schedulable": False,
         "reason": cordon.reason,
         "by": cordon.by_id,

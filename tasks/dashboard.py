@@ -13,7 +13,14 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from nodes import heartbeats
-from nodes.models import WINDOW_SHOWN_FIELDS, Liveness, Node, NodeState, labels_text, window_shown
+from nodes.models import (
+    WINDOW_SHOWN_FIELDS,
+    Liveness,
+    Node,
+    labels_text,
+    state_name,
+    window_shown,
+)
 from taskmgmt.replica import on_replica
 from taskmgmt.throttling import CACHE_ERRORS
 from tasks.models import TaskStatus
@@ -143,11 +150,12 @@ def _compute(now: datetime, using: str) -> dict:
 
 def schedule_of(node: dict) -> str:
     """A node's NodeState from its row's cordon and current window columns."""
-    if node["cordon__reason"] is not None:
-        return NodeState.DRAINING if node["cordon__drain_deadline"] else NodeState.CORDONED
-    if node["window_starts_at"] is not None:
-        return NodeState.DRAINING if node["window_drain"] else NodeState.CORDONED
-    return NodeState.SCHEDULABLE
+    return state_name(
+        cordoned=node["cordon__reason"] is not None,
+        drain_by_hand=bool(node["cordon__drain_deadline"]),
+        window=node["window_starts_at"] is not None,
+        window_drains=bool(node["window_drain"]),
+    )
 
 
 def snapshot() -> dict:

@@ -308,3 +308,15 @@ def test_a_window_moment_with_a_nul_is_a_400_naming_it(admin_client, node, field
     assert_json_error(response, 400)
     assert [error["field"] for error in response.json()["errors"]] == [field]
     assert not MaintenanceWindow.objects.exists()
+
+
+def test_the_dashboard_shows_a_hand_cordon_during_a_draining_window_as_draining(
+    admin_client, admin_site_client, node
+):
+    window_now(node, drain=True)
+    admin_client.post(f"/api/nodes/{node.pk}/cordon", {"reason": "and keep it out"})
+
+    dashboard = admin_site_client.get(reverse("admin:index")).content.decode()
+
+    # As the node list, the heartbeat and the sweep have it (one rule: state_name).
+    assert re.search(rf'class="tm-schedule" data-node="{node.pk}"[^>]*>draining<', dashboard)
