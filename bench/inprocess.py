@@ -125,6 +125,8 @@ def setup(wanted: list[str]):
         claimers = list(User.objects.filter(email__regex=r"^node([2-9]|10)@"))  # an older seed
     claim_tokens = [token(u) for u in claimers]
     needed = (WARMUP + N) * ROUNDS + 1
+    if os.environ.get("PROFILE"):
+        needed += N  # the profiled pass after the rounds
     details = [t for _, t in tasks_of([node1], TaskStatus.PENDING, 1000)]
     in_progress = tasks_of([node1], TaskStatus.IN_PROGRESS, 1000)
     pending = tasks_of(nodes, TaskStatus.PENDING, needed + 1000)

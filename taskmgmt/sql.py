@@ -7,8 +7,8 @@ Reads that keep the database driver's own values: Django's per-value converters
 page's CPU. Plain SELECTs for hot rows: building and compiling an ORM query for
 one row by primary key cost several times running it (docs/performance.md).
 `driver_rows` runs an ORM query without the converters; `select_one`, `get_one`,
-`count_rows`, `page_rows`, `update_rows`, `update_then_select`, `update_to_later`
-and `insert_rows` send the SQL the ORM would, built once per process, with
+`count_rows`, `page_rows`, `update_rows`, `update_saved`, `update_then_select`,
+`update_to_later` and `insert_rows` send the SQL the ORM would, built once per process, with
 parameters adapted by the model's own fields; `with_ids` and `insert_select` serve
 the sweep's batches; `rate_window` and `ratelimit_key` are django-ratelimit's
 counting, for DRF throttles.
@@ -357,6 +357,34 @@ def _update_statement(model, values: dict, where: dict, conn) -> tuple[str, list
         meta.get_field(name).get_db_prep_save(value, conn) for name, value in values.items()
     ]
     return _update_sql(model, tuple(values), tuple(where)), assigned + _params(model, where, conn)
+
+
+def update_saved(model, using: str, pk, values: list) -> int | None:
+    """The UPDATE `Model._do_update` sends for a save of an existing row, with the SQL
+    built once per set of columns; the rows matched, or None where Django must build it
+    (an expression among the values, a field with its own placeholder, another database).
+
+    `values` is the save's `(field, model, value)` triples, each value its field's
+    `pre_save`; each is adapted by `get_db_prep_save`, as Django's update compiler does.
+    """
+    if using != DEFAULT_DB_ALIAS:
+        return None
+    conn = connections[using]
+    params = []
+    for field, _, value in values:
+        if (
+            hasattr(value, "resolve_expression")
+            or hasattr(value, "prepare_database_save")
+            or hasattr(field, "get_placeholder")
+        ):
+            return None
+        params.append(field.get_db_prep_save(value, conn))
+    pk_name = model._meta.pk.name
+    columns = tuple(field.name for field, _, _ in values)
+    params += _params(model, {pk_name: pk}, conn)
+    with conn.cursor() as cursor:
+        cursor.execute(_update_sql(model, columns, (pk_name,)), params)
+        return cursor.rowcount
 
 
 def update_then_select(

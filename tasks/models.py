@@ -15,7 +15,7 @@ from accounts.models import Role
 from nodes.models import Cordon, MaintenanceWindow, validate_labels
 from taskmgmt.audit import AppendOnlyError, AppendOnlyModel, AppendOnlyQuerySet  # noqa: F401 (re-exported)
 from taskmgmt.exceptions import DomainError
-from taskmgmt.sql import count_rows, get_one, tagged_rows
+from taskmgmt.sql import count_rows, get_one, tagged_rows, update_saved
 
 
 class TaskStatus(models.TextChoices):
@@ -482,6 +482,15 @@ class Task(models.Model):
         using = kwargs.get("using") or router.db_for_write(Task)
         with transaction.atomic(using=using, savepoint=False):
             super().save(*args, **kwargs)
+
+    def _do_update(self, base_qs, using, pk_val, values, update_fields, forced_update):
+        # Every status change, claim and edit saves a task: Django built and compiled
+        # the same UPDATE anew each time (docs/performance.md); taskmgmt.sql keeps it.
+        if values:
+            matched = update_saved(Task, using, pk_val, values)
+            if matched is not None:
+                return matched > 0
+        return super()._do_update(base_qs, using, pk_val, values, update_fields, forced_update)
 
     @classmethod
     def from_db(cls, db, field_names, values):

@@ -6,8 +6,8 @@ from datetime import datetime, timedelta
 
 import pytest
 from django.core.cache import caches
-from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
-from django.db.models import DateTimeField, Q, UUIDField, Value
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, transaction
+from django.db.models import DateTimeField, F, Q, UUIDField, Value
 from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -444,3 +444,48 @@ def test_an_update_then_a_select_write_and_read_what_the_two_statements_do(node,
     assert len(queries) == (1 if connection.vendor == "mysql" else 2), queries
     assert connection.is_usable()  # every result of the two-statement query was read
     assert select_one(Task, ("id",), id=task.pk) == expected[:1]
+
+
+def test_a_task_s_save_writes_what_django_s_own_update_writes(node, other_node):
+    """Task._do_update sends taskmgmt.sql's UPDATE (update_saved): every value ends as
+    Django's update compiler leaves it; expressions still go Django's way."""
+    ours, theirs = TaskFactory(assigned_node=node), TaskFactory(assigned_node=node)
+    changes = {
+        "name": "renamed ✓",
+        "payload": {"a": [1, None, "ü", 2.5]},
+        "locked_at": timezone.now().replace(microsecond=654321) + timedelta(days=3),
+        "assigned_node": other_node,
+        "node_selector": {"zone": "b"},
+        "priority": 90,
+        "checkpoint": "plain text",
+        "progress_percent": 12.5,
+        "result": None,
+        "failure_reason": "",
+    }
+    for name, value in changes.items():
+        setattr(ours, name, value)
+
+    with CaptureQueriesContext(connection) as queries:
+        ours.save()
+    Task.objects.filter(pk=theirs.pk).update(**changes)
+
+    (update,) = [q["sql"] for q in queries if q["sql"].startswith("UPDATE `tasks_task`")] or [
+        q["sql"] for q in queries if q["sql"].startswith('UPDATE "tasks_task"')
+    ]
+    assert ("FORCE INDEX" in update) == (connection.vendor == "mysql")
+    ours.refresh_from_db()
+    theirs.refresh_from_db()
+    skipped = {"id", "created_at", "updated_at"}
+    assert [v for v in field_values(ours) if v[0] not in skipped] == [
+        v for v in field_values(theirs) if v[0] not in skipped
+    ]
+    assert ours.updated_at > ours.created_at  # auto_now, as save() always sets it
+
+    ours.attempts = F("attempts") + 1  # an expression: Django's own UPDATE
+    ours.save(update_fields=["attempts"])
+    ours.refresh_from_db()
+    assert ours.attempts == theirs.attempts + 1
+
+    ours.pk = uuid.uuid4()  # a row the table does not have: nothing matched, as Django says
+    with pytest.raises(DatabaseError, match="did not affect any rows"):
+        ours.save(update_fields=["name"])
