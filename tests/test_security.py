@@ -86,3 +86,14 @@ def test_plain_http_is_redirected_to_https_when_asked_for():
 
     assert response.status_code == 301
     assert response["Location"].startswith("https://")
+
+
+@override_settings(SECURE_SSL_REDIRECT=True, METRICS_TOKEN="scrape-token")
+@pytest.mark.parametrize("path", ["/healthz", "/healthz/", "/metrics"])
+def test_health_checks_and_scrapes_over_plain_http_are_not_redirected(path):
+    """HAProxy's check and Prometheus ask each host over plain HTTP: a 301 took every
+    host out of the balancer (deploy/haproxy.cfg)."""
+    response = APIClient().get(path, HTTP_AUTHORIZATION="Bearer scrape-token")
+
+    assert response.status_code == 200
+    assert "Location" not in response
