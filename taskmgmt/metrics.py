@@ -48,7 +48,7 @@ CLAIM_LATENCY = Histogram(
 )
 FAILURES = Counter(
     "taskmgmt_task_failures",
-    "Tasks that failed, by cause (node_reported, deadline, node_lost, admin).",
+    "Tasks that failed, by cause (node_reported, deadline, node_lost, admin, drained).",
     ["cause"],
 )
 REASSIGNMENTS = Counter(
@@ -61,6 +61,10 @@ CANCELLATIONS = Counter(
     "Tasks cancelled, by how: a pending task at once (pending), a node's acknowledgement"
     " of a cancel request (acknowledged), the sweep after CANCEL_GRACE_SECONDS (timeout).",
     ["how"],
+)
+PROGRESS_REPORTS = Counter(
+    "taskmgmt_progress_reports",
+    "Progress reports accepted from nodes (PUT /api/tasks/progress answered 200).",
 )
 LOGIN_FAILURES = Counter(
     "taskmgmt_login_failures",

@@ -29,7 +29,13 @@ from nodes.models import (
     liveness_cutoffs,
 )
 from nodes.services import node_heartbeat
-from taskmgmt.metrics import CANCELLATIONS, CLAIM_LATENCY, FAILURES, REASSIGNMENTS
+from taskmgmt.metrics import (
+    CANCELLATIONS,
+    CLAIM_LATENCY,
+    FAILURES,
+    PROGRESS_REPORTS,
+    REASSIGNMENTS,
+)
 from taskmgmt.sql import (
     driver_rows,
     get_one,
@@ -476,6 +482,7 @@ def task_report_progress(
         raise Task.DoesNotExist(f"No active task has the id {task_id}.")
     task = TaskRow._make(row)
     if updated:
+        PROGRESS_REPORTS.inc()  # autocommit: the report is stored
         return task
     if Task._meta.pk.to_python(task.assigned_node_id) != node.pk:
         raise NotAssignee("only the assigned node can report this task's progress")

@@ -280,3 +280,22 @@ def test_another_method_than_get_is_a_json_405_not_a_csrf_page(metrics_token, me
     assert response.json()["title"] == "Method Not Allowed"
     # Without the token it is the 401 first, as the API checks who asks before the method.
     assert getattr(client, method)("/metrics").status_code == 401
+
+
+@pytest.mark.django_db
+def test_accepted_progress_reports_are_counted_and_refused_ones_not(
+    client, metrics_token, client_for
+):
+    node = NodeFactory()
+    task = TaskFactory(assigned_node=node, status="in_progress")
+    other = TaskFactory(assigned_node=node)  # pending: a report is a 409
+    before = value(scrape(client), "taskmgmt_progress_reports_total")
+
+    for body in ({"taskId": str(task.pk), "percent": 10}, {"taskId": str(task.pk), "percent": 20}):
+        assert client_for(node).put("/api/tasks/progress", body, format="json").status_code == 200
+    refused = client_for(node).put(
+        "/api/tasks/progress", {"taskId": str(other.pk), "percent": 5}, format="json"
+    )
+
+    assert refused.status_code == 409
+    assert value(scrape(client), "taskmgmt_progress_reports_total") - before == 2
