@@ -117,6 +117,12 @@ class DomainCollector:
             value=totals["reassigned"] or 0,
         )
         yield CounterMetricFamily(
+            "taskmgmt_sweep_cancelled_tasks",
+            "Tasks the sweep has cancelled (their cancel request went unanswered for"
+            " CANCEL_GRACE_SECONDS), over every run.",
+            value=totals["cancelled"] or 0,
+        )
+        yield CounterMetricFamily(
             "taskmgmt_sweep_failover_held",
             "Sweep runs that failed nobody over because more than FAILOVER_MAX_DOWN_SHARE of"
             " the recently alive nodes were down at once.",

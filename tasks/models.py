@@ -671,7 +671,9 @@ class SweepRun(models.Model):
     failed_count = models.PositiveIntegerField(default=0)
     reassigned_count = models.PositiveIntegerField(default=0)
     # Down nodes whose failover this run held back (FAILOVER_MAX_DOWN_SHARE): 0 if none.
-    failover_held_count = models.PositiveIntegerField(default=0)
+    # A database default too: during a rolling upgrade the previous release's sweep,
+    # which does not know the column, still records its runs (migration 0012).
+    failover_held_count = models.PositiveIntegerField(default=0, db_default=0)
     # What it did by cause (SWEEP_CAUSE_COUNTS); None on runs from before they were kept.
     deadline_failed = models.PositiveIntegerField(null=True, blank=True)
     node_lost_failed = models.PositiveIntegerField(null=True, blank=True)
@@ -711,6 +713,8 @@ class SweepTotals(models.Model):
     reassigned = models.PositiveBigIntegerField(default=0)
     # Runs that held the failover back (FAILOVER_MAX_DOWN_SHARE).
     held = models.PositiveBigIntegerField(default=0)
+    # Tasks the sweep cancelled: their cancel request went unanswered (cancel_timeout).
+    cancelled = models.PositiveBigIntegerField(default=0, db_default=0)
 
     class Meta:
         verbose_name_plural = "sweep totals"

@@ -218,10 +218,10 @@ def sweep_moves_since(since: datetime, using: str = DEFAULT_DB_ALIAS) -> dict[st
 
 
 def sweep_totals(using: str = DEFAULT_DB_ALIAS) -> dict:
-    """Runs, failed and reassigned tasks, and runs that held the failover, over every
-    sweep run ever recorded (SweepTotals: runs let go still count)."""
+    """Runs, failed, reassigned and cancelled tasks, and runs that held the failover,
+    over every sweep run ever recorded (SweepTotals: runs let go still count)."""
     row = SweepTotals.objects.using(using).filter(pk=SweepTotals.ROW).first()
-    fields = ("runs", "failed", "reassigned", "held")
+    fields = ("runs", "failed", "reassigned", "cancelled", "held")
     return {field: getattr(row, field) if row else 0 for field in fields}
 
 

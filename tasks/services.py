@@ -752,6 +752,22 @@ def tasks_expire(
     )
 
 
+def cancels_unanswered(now: datetime):
+    """In-progress tasks whose cancel request has gone unanswered for CANCEL_GRACE_SECONDS:
+    the sweep cancels them (`tasks_cancel_unanswered`; its dry run counts them)."""
+    before = now - timedelta(seconds=settings.CANCEL_GRACE_SECONDS)
+    return Task.objects.filter(
+        active=True, status=TaskStatus.IN_PROGRESS, cancel_requested_at__lt=before
+    )
+
+
+def drained_running(now: datetime):
+    """In-progress tasks of nodes whose drain deadline has passed: the sweep fails them
+    (`tasks_fail_drained`; its dry run counts them)."""
+    drained = Node.objects.drain_expired(now).values("pk")
+    return Task.objects.open_of(drained).filter(status=TaskStatus.IN_PROGRESS)
+
+
 def tasks_cancel_unanswered(
     *,
     batch_size: int,
@@ -761,12 +777,8 @@ def tasks_cancel_unanswered(
     """The sweep: cancel every in-progress task whose cancel request has gone
     unanswered for CANCEL_GRACE_SECONDS (cause cancel_timeout), as the expiry
     sweep fails: batches, SKIP LOCKED, one history row each by the system."""
-    before = (now or timezone.now()) - timedelta(seconds=settings.CANCEL_GRACE_SECONDS)
-    unanswered = Task.objects.filter(
-        active=True, status=TaskStatus.IN_PROGRESS, cancel_requested_at__lt=before
-    )
     return _in_batches(
-        unanswered,
+        cancels_unanswered(now or timezone.now()),
         lambda ids: _fail(
             ids, actor=None, cause=FailureCause.CANCEL_TIMEOUT, status=TaskStatus.CANCELLED
         ),
@@ -1158,6 +1170,7 @@ def _add_to_totals(run: SweepRun) -> None:
         "failed": run.failed_count,
         "reassigned": run.reassigned_count,
         "held": int(run.failover_held_count > 0),
+        "cancelled": run.cancel_timeout_cancelled or 0,
     }
     # One UPDATE adding to the row, so sweeps on several hosts at once lose no count.
     increments = {field: F(field) + value for field, value in added.items()}

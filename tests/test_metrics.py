@@ -299,3 +299,15 @@ def test_accepted_progress_reports_are_counted_and_refused_ones_not(
 
     assert refused.status_code == 409
     assert value(scrape(client), "taskmgmt_progress_reports_total") - before == 2
+
+
+@pytest.mark.django_db
+def test_the_sweep_s_cancellations_come_from_the_database(client, metrics_token, settings):
+    """The sweep runs in a process of its own (a timer's, cron's): its in-process count
+    of cancellations never reached a scrape, its totals in the database do."""
+    TaskFactory(status="in_progress", cancel_requested_at=timezone.now() - timedelta(minutes=5))
+    before = value(scrape(client), "taskmgmt_sweep_cancelled_tasks_total")
+
+    call_command("collect_failed", verbosity=0)
+
+    assert value(scrape(client), "taskmgmt_sweep_cancelled_tasks_total") - before == 1

@@ -11,8 +11,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
+from nodes.models import Cordon
 from tasks.models import HistoryAction, Task, TaskHistory, TaskStatus
-from tests.factories import TaskFactory
+from tests.factories import NodeFactory, TaskFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -101,3 +102,40 @@ def test_verbose_mode_reports_even_when_there_is_nothing_to_do():
 def test_a_batch_size_below_one_is_refused():
     with pytest.raises(CommandError, match="--batch-size must be at least 1"):
         collect_failed("--batch-size", "0")
+
+
+def test_a_dry_run_counts_the_drained_and_the_unanswered_cancels_a_run_then_does(settings):
+    """The sweep also fails a drained node's running tasks and cancels the tasks whose
+    cancel request went unanswered: its dry run said nothing of either, and a run that
+    only cancelled printed nothing."""
+    settings.CANCEL_GRACE_SECONDS = 60
+    drained = NodeFactory()
+    Cordon.objects.create(node=drained, reason="disk", drain_deadline=past())
+    TaskFactory(assigned_node=drained, status=TaskStatus.IN_PROGRESS)
+    unanswered = TaskFactory(
+        status=TaskStatus.IN_PROGRESS, cancel_requested_at=past(), locked_at=past()
+    )
+    TaskFactory(status=TaskStatus.IN_PROGRESS, cancel_requested_at=timezone.now())  # in grace
+
+    predicted = collect_failed("--dry-run")
+    done = collect_failed()
+
+    assert predicted.splitlines() == [
+        predicted.splitlines()[0],
+        "would cancel 1 task(s) whose cancel request went unanswered for CANCEL_GRACE_SECONDS=60",
+    ]
+    assert predicted.startswith("would fail 1 expired task(s)")  # the drained one; not the cancel
+    assert done.startswith("failed 1 expired task(s)")
+    assert done.splitlines()[1].startswith("cancelled 1 task(s) whose cancel request")
+    assert status_of(unanswered) == TaskStatus.CANCELLED
+
+
+def test_a_run_that_only_cancels_says_so_and_logs_it(settings, caplog):
+    TaskFactory(status=TaskStatus.IN_PROGRESS, cancel_requested_at=past())
+
+    with caplog.at_level("INFO", logger="taskmgmt.sweep"):
+        output = collect_failed()
+
+    assert output.startswith("cancelled 1 task(s) whose cancel request went unanswered")
+    (record,) = [r for r in caplog.records if r.getMessage() == "sweep finished"]
+    assert (record.levelname, record.cancelled_count, record.failed_count) == ("INFO", 1, 0)

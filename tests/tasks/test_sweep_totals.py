@@ -10,7 +10,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 from tasks import services
-from tasks.models import SweepRun, SweepTotals, TaskStatus
+from tasks.models import SweepRun, SweepTotals, Task, TaskStatus
 from tasks.selectors import sweep_totals
 from tests.factories import TaskFactory
 
@@ -108,3 +108,60 @@ def test_the_migration_sums_the_runs_kept_and_goes_back():
     finally:
         SweepRun.objects.all().delete()
         call_command("migrate", verbosity=0)
+
+
+CANCELLED_BEFORE = ("tasks", "0011_sweep_totals")
+CANCELLED = ("tasks", "0013_sweep_totals_cancelled")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_previous_release_s_sweep_still_records_runs_and_cancels_are_summed():
+    """A rolling upgrade: the old hosts' sweep inserts runs without the columns it does
+    not know (0004's failover_held_count had no database default: every run failed),
+    and 0013 sums the cancellations of the runs kept."""
+    executor = MigrationExecutor(connection)
+    try:
+        executor.migrate([CANCELLED_BEFORE])
+        now = timezone.now()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO tasks_sweeprun (started_at, finished_at, failed_count,"
+                " reassigned_count, failover_held_count, cancel_timeout_cancelled)"
+                " VALUES (%s, %s, 1, 0, 0, 2)",
+                [now, now],
+            )
+            cursor.execute("DELETE FROM tasks_sweeptotals")  # as 0011 left it: one row
+            cursor.execute(
+                "INSERT INTO tasks_sweeptotals (id, runs, failed, reassigned, held)"
+                " VALUES (1, 1, 1, 0, 0)"
+            )
+        executor = MigrationExecutor(connection)
+        executor.migrate([CANCELLED])
+        with connection.cursor() as cursor:
+            # The release before 0004 names neither failover_held_count nor the causes.
+            cursor.execute(
+                "INSERT INTO tasks_sweeprun (started_at, finished_at, failed_count,"
+                " reassigned_count) VALUES (%s, %s, 0, 0)",
+                [now, now],
+            )
+        apps = executor.loader.project_state([CANCELLED]).apps
+        assert apps.get_model("tasks", "SweepTotals").objects.get(pk=1).cancelled == 2
+        assert list(SweepRun.objects.values_list("failover_held_count", flat=True)) == [0, 0]
+        executor = MigrationExecutor(connection)
+        executor.migrate([CANCELLED_BEFORE])
+        assert SweepRun.objects.count() == 2
+    finally:
+        SweepRun.objects.all().delete()
+        call_command("migrate", verbosity=0)
+
+
+def test_a_run_adds_its_cancellations_to_the_totals():
+    task = TaskFactory(
+        status=TaskStatus.IN_PROGRESS,
+        cancel_requested_at=timezone.now() - timedelta(hours=1),
+    )
+
+    services.sweep_run(batch_size=100)
+
+    assert Task.objects.get(pk=task.pk).status == TaskStatus.CANCELLED
+    assert sweep_totals()["cancelled"] == 1

@@ -18,7 +18,13 @@ from django.utils import timezone
 from nodes import heartbeats
 from nodes.models import Node
 from tasks.models import Task
-from tasks.services import FailoverCounts, failover_held, sweep_run
+from tasks.services import (
+    FailoverCounts,
+    cancels_unanswered,
+    drained_running,
+    failover_held,
+    sweep_run,
+)
 
 logger = logging.getLogger("taskmgmt.sweep")
 
@@ -93,14 +99,18 @@ class Command(BaseCommand):
             if dry_run:
                 heartbeats.flush()
                 now = timezone.now()
-                count = Task.objects.expired(now).count()
+                unanswered = cancels_unanswered(now)
+                cancelled = unanswered.count()
+                # As a run goes: unanswered cancels first, then drains and expiries.
+                failing = drained_running(now) | Task.objects.expired(now)
+                count = failing.exclude(pk__in=unanswered.values("pk")).count()
                 down = list(Node.objects.down(now).values_list("pk", flat=True))
                 held = failover_held(down, now=now)[0] if failover and down else 0
                 moved = Task.objects.open_of(down).count() if failover and not held else 0
                 result = FailoverCounts(reassigned=moved, held=held)
             else:
                 run, result = sweep_run(batch_size=batch_size, on_batch=progress.batch_done)
-                count = run.failed_count
+                count, cancelled = run.failed_count, run.cancel_timeout_cancelled
         except DatabaseError as error:
             progress.end_line()
             logger.error(
@@ -120,13 +130,14 @@ class Command(BaseCommand):
                 0 if stranded == self.stranded_reported else stranded,
                 stranded,
             )
-        idle = not (count or result.reassigned or stranded)
+        idle = not (count or cancelled or result.reassigned or stranded)
         logger.log(
             logging.DEBUG if idle else logging.INFO,
             "sweep finished",
             extra={
                 "event": "sweep",
                 "failed_count": count,
+                "cancelled_count": cancelled,
                 **({"reassigned_count": result.reassigned} if failover else {}),
                 "dry_run": dry_run,
                 "batch_size": batch_size,
@@ -138,6 +149,12 @@ class Command(BaseCommand):
         elif (count and verbosity > 0) or verbosity > 1:
             verb = "would fail" if dry_run else "failed"
             self.stdout.write(f"{verb} {count} expired task(s) in {elapsed:.2f}s")
+        if cancelled and verbosity > 0:
+            verb = "would cancel" if dry_run else "cancelled"
+            self.stdout.write(
+                f"{verb} {cancelled} task(s) whose cancel request went unanswered for"
+                f" CANCEL_GRACE_SECONDS={settings.CANCEL_GRACE_SECONDS}"
+            )
 
     def report_failover(self, count, result, stranded, dry_run, verbosity, elapsed):
         if ((count or result.reassigned or stranded) and verbosity > 0) or verbosity > 1:
