@@ -111,6 +111,14 @@ class NodeViewSet(viewsets.GenericViewSet):
         permissions = self.action_permissions.get(self.action, [IsAuthenticated])
         return [permission() for permission in permissions]
 
+    def throttled(self, request, wait):
+        if self.action == "heartbeat":
+            # A node over its rate limit is still alive: its beats are stamped and only
+            # the answer is a 429. Refused, they let liveness see it down and the sweep
+            # fail over work it was still doing.
+            node_heartbeat(node_id=request.user.pk, now=timezone.now())
+        super().throttled(request, wait)
+
     @extend_schema(
         summary="A node's heartbeat: the server stamps its last_seen (node)",
         request=HeartbeatSerializer,
