@@ -12,6 +12,9 @@ import urllib.request
 # server's to fix, and every request a worker sends is safe to repeat).
 RETRYABLE = {429, 500, 502, 503, 504}
 MAX_PAUSE = 30.0  # seconds: the longest wait between retries without a Retry-After
+# The longest Retry-After honoured: a rate limit's window is a minute; an answer asking
+# for more than this is the server's or a proxy's mistake, not a reason to sit for hours.
+MAX_RETRY_AFTER = 300.0
 
 
 def log(event: str, **fields) -> None:
@@ -46,6 +49,9 @@ class Api:
         self.token_lock = threading.Lock()
         self.access = self.refresh_token = None
         self.access_expires = 0.0
+        # A login refused (a wrong password, a deactivated node): every later ask gets the
+        # same answer without another try, which would spend the account's login budget.
+        self.refused: LoginRefused | None = None
 
     # --- HTTP ------------------------------------------------------------------
 
@@ -80,14 +86,15 @@ class Api:
         *,
         authenticated=True,
         abort=None,
-        max_pause: float = MAX_PAUSE,
+        max_pause: float | None = None,
         give_up_after: float | None = None,
     ):
         """(status, JSON body) of a request, retried through rate limits, outages and lost
         connections until `abort` (default: the halt) is set, or `give_up_after` seconds
         have passed (then the status is None).
 
-        `max_pause` caps each wait, Retry-After included: a heartbeat must be tried
+        Each wait is the answer's Retry-After (up to MAX_RETRY_AFTER), else a backoff of up
+        to MAX_PAUSE. `max_pause` caps each wait, Retry-After included: a heartbeat must be tried
         again within heartbeatSeconds, or the node looks dead while the server is up.
         Every request a worker repeats is safe to repeat: a claim taken but whose
         answer was lost is found again by `Worker.resume()`, shift-status to the
@@ -110,9 +117,16 @@ class Api:
                 continue
             if status is not None and status not in RETRYABLE:
                 return status, payload if isinstance(payload, dict) else {}
-            pause = retry_after(headers) or min(MAX_PAUSE, 0.5 * 2 ** min(attempt, 6))
+            hinted = retry_after(headers)
+            pause = (
+                min(hinted, MAX_RETRY_AFTER)
+                if hinted
+                else min(MAX_PAUSE, 0.5 * 2 ** min(attempt, 6))
+            )
             # Jitter first, then the cap: a heartbeat's wait must stay within its interval.
-            pause = min(pause * random.uniform(1.0, 1.2), max_pause)
+            pause = pause * random.uniform(1.0, 1.2)
+            if max_pause is not None:
+                pause = min(pause, max_pause)
             if give_up_after is not None and time.monotonic() - started + pause > give_up_after:
                 log("gave_up", method=method, path=path, status=status)
                 return None, {}
@@ -130,6 +144,8 @@ class Api:
         heartbeat within its interval), never behind another thread's long backoff.
         """
         with self.token_lock:
+            if self.refused:
+                raise self.refused
             if time.time() < self.access_expires:
                 return self.access
             if self.refresh_token:
@@ -145,7 +161,10 @@ class Api:
                 "/api/auth/login", {"username": self.email, "password": self.password}
             )
             if status != 200:
-                raise LoginRefused(f"login as {self.email}: {status} {payload.get('message')}")
+                self.refused = LoginRefused(
+                    f"login as {self.email}: {status} {payload.get('message')}"
+                )
+                raise self.refused
             log("logged_in", email=self.email, node=payload["userDetails"]["id"])
             return self.keep(payload)
 

@@ -4,7 +4,7 @@ import json
 import threading
 import traceback
 
-from taskmgmt_worker.client import Api, Stopping, log
+from taskmgmt_worker.client import Api, LoginRefused, Stopping, log
 
 REASON_LIMIT = 500  # characters the server keeps of a failure reason
 MESSAGE_LIMIT = 200  # characters the server keeps of a progress message
@@ -135,8 +135,8 @@ class Heartbeat(threading.Thread):
         while not self.finished.is_set():
             try:
                 self.beat()
-            except Stopping:
-                return
+            except (Stopping, LoginRefused):
+                return  # a refused login is the main loop's to report, once
             except Exception as error:  # a beat lost is not a reason to stop beating
                 log("heartbeat_error", error=repr(error))
             self.finished.wait(self.interval)
@@ -290,7 +290,9 @@ class Worker:
             status, payload = self.api.call("PUT", "/api/tasks/shift-status", body)
         if status == 200:
             self.done += 1
-            log(body["taskStatus"], task=context.task_id)
+            # A failure's reason in the worker's own log too, not only on the server.
+            why = {"reason": body["reason"]} if body.get("reason") else {}
+            log(body["taskStatus"], task=context.task_id, **why)
         else:  # 403: taken away meanwhile; 400/409: failed by the sweep, past its deadline, stale
             self.refused.add(context.task_id)
             log(

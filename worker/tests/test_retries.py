@@ -145,3 +145,40 @@ def wait_until(condition, timeout: float = 10) -> None:
     while not condition():
         assert time.monotonic() < deadline
         time.sleep(0.01)
+
+
+class RateLimited(BaseHTTPRequestHandler):
+    """429 with Retry-After: 45 to everything (a minute's window, most of it left)."""
+
+    def do_POST(self):
+        body = json.dumps({"title": "Too Many Requests", "message": "slow down"}).encode()
+        self.send_response(429)
+        self.send_header("Retry-After", "45")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_PUT = do_POST
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_retry_after_longer_than_the_backoff_cap_is_waited_out(unavailable):
+    """The worker waited at most 30 s whatever the server asked: a rate limit's
+    Retry-After of 45 s cost a request refused again."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RateLimited)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        api = Api(
+            f"http://127.0.0.1:{server.server_address[1]}", "n@example.com", "x", threading.Event()
+        )
+        waits = Waits(last=1)
+        with pytest.raises(Stopping):
+            api.call("PUT", "/api/tasks/shift-status", {}, authenticated=False, abort=waits)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert 45 <= waits.asked[0] <= 45 * 1.2
