@@ -431,10 +431,12 @@ def task_cancel(*, task_id: UUID, reason: str = "") -> Task:
         created_at=now,
     )
     task.cancel_requested_at, task.cancel_reason = now, reason or None
-    fields = ["cancel_requested_at", "cancel_reason", "updated_at"]
+    # A running task keeps its updated_at: it says since when the task runs (the task
+    # page, the dashboard's oldest in progress); the request has its own time.
+    fields = ["cancel_requested_at", "cancel_reason"]
     if task.status == TaskStatus.PENDING:
         task.status = TaskStatus.CANCELLED
-        fields.append("status")
+        fields += ["status", "updated_at"]
     task.save(update_fields=fields)
     if task.status == TaskStatus.CANCELLED:
         transaction.on_commit(CANCELLATIONS.labels("pending").inc)

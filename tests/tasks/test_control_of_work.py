@@ -139,10 +139,13 @@ def test_cancelling_a_running_task_asks_its_node_which_acknowledges(
     admin_client, admin_user, node_client, node
 ):
     task = TaskFactory(assigned_node=node, status=IN_PROGRESS, attempts=1)
+    started = Task.objects.get(pk=task.pk).updated_at
 
     shown = cancel(admin_client, task).json()["task"]
 
     assert shown["status"] == IN_PROGRESS and shown["cancelRequestedAt"] is not None
+    # Still running since it started (the task page's and the dashboard's reading).
+    assert Task.objects.get(pk=task.pk).updated_at == started
     beat = node_client.post("/api/nodes/heartbeat").json()
     assert beat["cancelTaskIds"] == [str(task.pk)]
     progress = node_client.put("/api/tasks/progress", {"taskId": str(task.pk), "percent": 5})
