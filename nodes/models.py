@@ -241,7 +241,7 @@ class NodeQuerySet(models.QuerySet):
         )
         return self.select_related("cordon").annotate(
             **{
-                f"window_{field}": Subquery(window.values(field)[:1])
+                f"window_{field}": Subquery(window.order_by(*CURRENT_FIRST).values(field)[:1])
                 for field in ("starts_at", "reason", "drain", "by_id")
             }
         )
@@ -266,6 +266,10 @@ class NodeQuerySet(models.QuerySet):
         draining = MaintenanceWindow.objects.current(now).filter(drain=True)
         return self.filter(Q(cordon__drain_deadline__lt=now) | Q(pk__in=draining.values("node_id")))
 
+
+# Of a node's windows under way (overlaps are accepted), the one its state follows: a
+# draining one first, as the sweep drains a node in any of them (`drain_expired`).
+CURRENT_FIRST = ("-drain", "starts_at", "id")
 
 # What `with_window` reads of the window a node shows.
 WINDOW_SHOWN_FIELDS = ("id", "starts_at", "ends_at", "reason", "drain")
@@ -425,7 +429,9 @@ def _utc(text: str) -> datetime:
 def node_state(node_id, now: datetime | None = None) -> dict:
     """A node's scheduling state, derived now from its cordon row and windows."""
     window = MaintenanceWindow.objects.current(now or timezone.now()).filter(node_id=node_id)
-    return state_of(Cordon.objects.filter(node_id=node_id).first(), window.first())
+    return state_of(
+        Cordon.objects.filter(node_id=node_id).first(), window.order_by(*CURRENT_FIRST).first()
+    )
 
 
 def state_name(*, cordoned: bool, drain_by_hand: bool, window: bool, window_drains: bool) -> str:

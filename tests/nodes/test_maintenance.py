@@ -320,3 +320,29 @@ def test_the_dashboard_shows_a_hand_cordon_during_a_draining_window_as_draining(
 
     # As the node list, the heartbeat and the sweep have it (one rule: state_name).
     assert re.search(rf'class="tm-schedule" data-node="{node.pk}"[^>]*>draining<', dashboard)
+
+
+@pytest.mark.parametrize("draining_first", [True, False])
+def test_of_two_overlapping_windows_under_way_a_draining_one_decides(
+    admin_client, node, node_client, draining_first
+):
+    """Overlapping windows are accepted; the sweep drains a node in any draining window
+    under way, so the node list, its page and the heartbeat must say draining too."""
+    now = timezone.now()
+    for drain in (True, False) if draining_first else (False, True):
+        MaintenanceWindow.objects.create(
+            node=node,
+            starts_at=now - timedelta(minutes=10 if drain == draining_first else 5),
+            ends_at=now + timedelta(hours=1),
+            reason="drain" if drain else "keep",
+            drain=drain,
+        )
+
+    (shown,) = [
+        n for n in admin_client.get("/api/nodes").json()["nodes"] if n["nodeId"] == str(node.pk)
+    ]
+    beat = node_client.post("/api/nodes/heartbeat").json()
+
+    assert (shown["state"], shown["cordonReason"]) == ("draining", "drain")
+    assert Node.objects.with_schedule().get(pk=node.pk).schedule_state()["state"] == "draining"
+    assert beat["drainDeadline"] is not None and beat["schedulable"] is False
