@@ -51,7 +51,7 @@ class FailureCause(models.TextChoices):
     DEADLINE = "deadline", "Deadline passed"
     NODE_LOST = "node_lost", "Node lost"
     ADMIN = "admin", "Failed by an admin"
-    DRAINED = "drained", "Drain deadline passed"
+    DRAINED = "drained", "Node drained"
     # A cancelled task's cause: the node never acknowledged the cancel request.
     CANCEL_TIMEOUT = "cancel_timeout", "Cancel unanswered"
 

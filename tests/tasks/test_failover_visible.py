@@ -188,7 +188,7 @@ def test_the_runs_page_links_each_cause_to_exactly_its_tasks(admin_site_client, 
         rows = admin_site_client.get(html.unescape(url)).context["cl"].result_list
         assert {row.task_id for row in rows} == expected[field], field
         assert len(rows) == len(expected[field]), field  # one row per task
-    assert "Node lost: " in page and "Drain deadline passed: " in page
+    assert "Node lost: " in page and "Node drained: " in page
 
 
 def test_a_run_from_before_causes_were_kept_says_so_and_links_its_time_window(
