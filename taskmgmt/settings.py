@@ -395,7 +395,7 @@ REASSIGN_DEADLINE_MINUTES = env.int("REASSIGN_DEADLINE_MINUTES", default=60)
 CANCEL_GRACE_SECONDS = env.int("CANCEL_GRACE_SECONDS", default=60)
 # A drain without a deadline lets in-progress work run this long (Nomad's default is 1 h).
 DRAIN_DEADLINE_MINUTES = env.int("DRAIN_DEADLINE_MINUTES", default=60)
-# Work data's limits in bytes of compact JSON (README, Work data): Nomad's dispatch
+# Work data's limits in bytes of compact JSON (docs/api.md, Work data): Nomad's dispatch
 # payload is 16 KiB; these keep a list page of 50 tasks within a few MiB at worst.
 TASK_PAYLOAD_MAX_BYTES = env.int("TASK_PAYLOAD_MAX_BYTES", default=65_536)
 TASK_RESULT_MAX_BYTES = env.int("TASK_RESULT_MAX_BYTES", default=65_536)

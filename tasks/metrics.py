@@ -96,7 +96,7 @@ class DomainCollector:
         yield GaugeMetricFamily(
             "taskmgmt_cache_up",
             "1 if the shared cache (Redis) answered this scrape, 0 if not: then rate limits"
-            " fail as README says and these figures come from the database.",
+            " fail as docs/security.md says and these figures come from the database.",
             value=int(data["cache_up"]),
         )
         yield from self._sweep(data["last_sweep"])

@@ -1,6 +1,6 @@
 """`systemctl reload taskmgmt` (SIGHUP to gunicorn) serves the code now on disk.
 
-deploy/README.md upgrades a host with `git pull && make setup && systemctl reload`.
+deploy/README.md upgrades a host with `git pull`, `make setup-production` and `systemctl reload`.
 gunicorn.conf.py's workers load the application themselves: had the master loaded
 it before forking (preload_app), reloaded workers would fork from its old copy.
 """
