@@ -17,6 +17,7 @@ from django.utils.safestring import mark_safe
 
 from accounts.models import Role, User
 from nodes.models import NodeCordoned, NodeLabels, check_schedulable
+from taskmgmt.exceptions import DomainError
 from taskmgmt.replica import ReplicaCountPaginator
 from tasks.forms import (
     BroadcastForm,
@@ -36,11 +37,10 @@ from tasks.models import (
     SweepRun,
     Task,
     TaskHistory,
-    TaskRuleError,
     TaskStatus,
     validate_future,
 )
-from tasks.placement import NoNodeMatches
+from tasks.placement import NoNodeMatches, check_node_matches
 from tasks.selectors import reassign_preview
 from tasks.services import (
     task_assign,
@@ -360,6 +360,18 @@ PENDING_ONLY = (
 DELETED_READ_ONLY = "A soft-deleted task cannot be edited; restore it first (an action)."
 
 
+def refusal(error: Exception) -> str:
+    """What a service's refusal says, in a message: a rule broken between the page's
+    checks and the save (a node started the task, a node was cordoned meanwhile)."""
+    if isinstance(error, ValidationError):
+        return "; ".join(error.messages)
+    return error.message if isinstance(error, DomainError) else str(error)
+
+
+# What the services refuse with: each is a message on the page, never a 500.
+REFUSALS = (ValidationError, DomainError, Task.DoesNotExist)
+
+
 def is_editable(task) -> bool:
     return task.active and task.status == TaskStatus.PENDING
 
@@ -390,6 +402,12 @@ class TaskAdminForm(forms.ModelForm):
                 DELETED_READ_ONLY if not task.active else PENDING_ONLY.format(status=task.status)
             )
         node = cleaned.get("assigned_node")
+        if node is not None and "node_selector" not in self.errors:
+            # The services' own rules, asked before the save so a refusal is a form error.
+            try:
+                check_node_matches(node, cleaned.get("node_selector") or None)
+            except ValidationError as error:
+                self.add_error(None, error)
         if node is not None and node.pk != task.assigned_node_id:
             try:
                 check_schedulable(node.pk)
@@ -749,6 +767,18 @@ class TaskAdmin(admin.ModelAdmin):
             }
         return super().change_view(request, object_id, form_url, extra_context)
 
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        """A save the services refuse after the form's checks passed (the task was
+        started, or its node cordoned, meanwhile) is rolled back and said beside the
+        form, never a 500."""
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except REFUSALS as error:
+            if request.method != "POST":
+                raise
+            self.message_user(request, f"Nothing was saved: {refusal(error)}", messages.ERROR)
+            return redirect(request.get_full_path())
+
     def act_view(self, request, object_id):
         """One task's own actions (its page's buttons): reassign, retry, mark failed.
         Each goes through tasks.services, as the API's and the list's do."""
@@ -787,9 +817,8 @@ class TaskAdmin(admin.ModelAdmin):
                     messages.WARNING,
                 )
                 return back
-        except (ValidationError, TaskRuleError, Task.DoesNotExist) as error:
-            detail = "; ".join(error.messages) if isinstance(error, ValidationError) else error
-            self.message_user(request, f"Nothing was done: {detail}", messages.ERROR)
+        except REFUSALS as error:
+            self.message_user(request, f"Nothing was done: {refusal(error)}", messages.ERROR)
             return back
         self.message_user(request, f"{text} {deadline_change(task.locked_at, moved.locked_at)}")
         return back
@@ -903,8 +932,8 @@ class TaskAdmin(admin.ModelAdmin):
                 moved = tasks_reassign(
                     task_ids=queryset.values_list("pk", flat=True), node=target, locked_at=locked_at
                 )
-            except ValidationError as error:
-                self.message_user(request, "; ".join(error.messages), messages.ERROR)
+            except REFUSALS as error:
+                self.message_user(request, refusal(error), messages.ERROR)
                 return None
             text = outcome("Reassigned", len(moved), eligible, skipped, f" to {target}")
             if moved:
@@ -939,9 +968,8 @@ class TaskAdmin(admin.ModelAdmin):
                         locked_at=form.cleaned_data["locked_at"],
                     )
                 )
-            except (ValidationError, NoNodeMatches) as error:
-                text = "; ".join(error.messages) if isinstance(error, ValidationError) else error
-                self.message_user(request, str(text), messages.ERROR)
+            except REFUSALS as error:
+                self.message_user(request, refusal(error), messages.ERROR)
                 return None
             self.report(request, outcome("Reassigned", done, eligible, skipped), skipped, done)
             return None
