@@ -3,9 +3,11 @@
 import html
 import re
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.contrib.messages import get_messages
+from django.contrib.staticfiles import finders
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -545,6 +547,20 @@ def test_each_status_has_its_own_colour_class(admin_site_client, status):
     page = admin_site_client.get(CHANGELIST).content.decode()
 
     assert f'class="task-status task-status-{status}"' in row_of(page, "one")
+
+
+def test_every_status_badge_has_a_background_of_its_own_in_the_stylesheet():
+    # The badge's text is white (tasks/admin.css): a status without its rule was
+    # white on white, unreadable ("Cancelled" was, in the task list).
+    css = Path(finders.find("tasks/admin.css")).read_text()
+    backgrounds = {
+        status: re.search(rf"\.task-status-{status}\s*\{{[^}}]*background:\s*([^;]+);", css)
+        for status in TaskStatus.values
+    }
+
+    assert {status for status, rule in backgrounds.items() if rule is None} == set()
+    colours = {rule.group(1).strip() for rule in backgrounds.values()}
+    assert len(colours) == len(TaskStatus.values)
 
 
 def test_the_node_in_a_row_links_to_that_nodes_tasks(admin_site_client):
