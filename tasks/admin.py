@@ -57,12 +57,18 @@ from tasks.templatetags.durations import duration, duration_ms
 from tasks.templatetags.moments import moment
 
 CHANGELIST = "admin:tasks_task_changelist"
+# The field a task page's own Cancel button posts, so the answer comes back to the page.
+FROM_TASK = "from_task_page"
 SYSTEM = "system (sweep)"
 
 
 def short_time(value, seconds=False) -> str:
     """A moment as a narrow column shows it, in the one format (tasks.templatetags.moments)."""
     return moment(value, "seconds" if seconds else "minutes")
+
+
+def change_url(task) -> str:
+    return reverse("admin:tasks_task_change", args=[task.pk])
 
 
 def tasks_of_node_url(node_id) -> str:
@@ -465,13 +471,50 @@ def skipped_by_reason(queryset, action: str) -> tuple[int, dict[str, int]]:
 def outcome(
     done_text: str, done: int, eligible: int, skipped: dict[str, int], where: str = ""
 ) -> str:
-    parts = [f"{done_text} {done} task(s){where}."]
+    return f"{done_text} {done} task(s){where}." + skipped_outcome(done, eligible, skipped)
+
+
+def skipped_outcome(done: int, eligible: int, skipped: dict[str, int]) -> str:
+    """What an action left alone, and why, after what it did (" Skipped 1: …"), or ""."""
+    parts = []
     if skipped:
         reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()))
         parts.append(f"Skipped {sum(skipped.values())}: {reasons}.")
     if eligible > done:
         parts.append(f"Skipped {eligible - done} changed by someone else meanwhile.")
+    return "".join(f" {part}" for part in parts)
+
+
+def cancel_grace() -> str:
+    """How long a node has to acknowledge a cancel request, as an operator reads it."""
+    return f"{settings.CANCEL_GRACE_SECONDS} s"
+
+
+def cancel_outcome(done) -> str:
+    """What a cancel did (`done`: tasks.services.Cancels): a running task is only asked."""
+    parts = []
+    if done.cancelled or not done.asked:
+        parts.append(f"Cancelled {done.cancelled} pending task(s).")
+    if done.asked:
+        parts.append(
+            f"Asked the nodes of {done.asked} running task(s) to stop: each is cancelled when "
+            "its node acknowledges, or by the sweep if its node has not answered within "
+            f"{cancel_grace()}."
+        )
     return " ".join(parts)
+
+
+def cancel_outcome_of_one(done, skipped: dict[str, int]) -> str:
+    """`cancel_outcome` for the one task of the page its Cancel button is on."""
+    if done.cancelled:
+        return "Cancelled: the task was still pending."
+    if done.asked:
+        return (
+            "Cancel requested: its node is asked to stop, and the task is cancelled when the "
+            f"node acknowledges, or by the sweep if it has not answered within {cancel_grace()}."
+        )
+    why = next(iter(skipped), "changed by someone else meanwhile")
+    return f"Nothing was done: the task is {why}."
 
 
 def deadline_change(before, after) -> str:
@@ -507,6 +550,8 @@ def task_actions(request, task) -> dict:
         "can_retry": live and task.status in RETRYABLE,
         "can_fail": live and task.status in OPEN_STATUSES,
         "can_cancel": live and task.status in OPEN_STATUSES,
+        "from_task": FROM_TASK,
+        "cancel_grace": cancel_grace(),
         "reassign_form": form,
         "started_at": started,
         "progress": progress_line(task) if started else None,
@@ -884,7 +929,9 @@ class TaskAdmin(admin.ModelAdmin):
             obj.pk = task_create(**fields).pk
             obj._state.adding = False
 
-    def confirmation(self, request, queryset, *, action, intro, submit, form=None, details=()):
+    def confirmation(
+        self, request, queryset, *, action, intro, submit, form=None, details=(), back=None
+    ):
         """The page an action shows before it changes anything: how many of the selected
         tasks change and how many it leaves alone (and why), the tasks, and a button."""
         eligible, skipped = skipped_by_reason(queryset, SKIP_ACTION.get(action, action))
@@ -915,6 +962,9 @@ class TaskAdmin(admin.ModelAdmin):
                 "select_across": request.POST.get("select_across", "0"),
                 "opts": self.model._meta,
                 "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                # A task's own page asked: "No, take me back" and the answer go back there.
+                "back": back,
+                "from_task": FROM_TASK if back else None,
             },
         )
 
@@ -989,6 +1039,8 @@ class TaskAdmin(admin.ModelAdmin):
     @admin.action(description="Cancel selected open tasks")
     def cancel_tasks(self, request, queryset):
         form = CancelForm(request.POST if "apply" in request.POST else None)
+        # Posted by a task's own page (its Cancel button): the answer goes back there.
+        from_task = request.POST.get(FROM_TASK) == "1" and queryset.count() == 1
         if not form.is_valid():
             open_now = queryset.filter(active=True).aggregate(
                 pending=Count("pk", filter=Q(status=TaskStatus.PENDING)),
@@ -1000,22 +1052,29 @@ class TaskAdmin(admin.ModelAdmin):
                 details=[
                     f"{open_now['pending']} pending task(s) are cancelled now; "
                     f"{open_now['running']} in progress get a cancel request their node "
-                    "acknowledges."
+                    f"acknowledges (or the sweep cancels them after {cancel_grace()})."
                 ],
                 action="cancel_tasks",
                 intro=(
                     "Pending tasks are cancelled now; a task in progress gets a cancel request "
-                    "its node acknowledges (or the sweep cancels it after "
-                    "CANCEL_GRACE_SECONDS). Finished and soft-deleted tasks are left alone."
+                    "its node acknowledges, or the sweep cancels it if its node has not "
+                    f"answered within {cancel_grace()} (CANCEL_GRACE_SECONDS). Finished and "
+                    "soft-deleted tasks are left alone."
                 ),
                 submit="Cancel tasks",
                 form=form,
+                back=change_url(queryset.get()) if from_task else None,
             )
         eligible, skipped = skipped_by_reason(queryset, "cancel_tasks")
         done = tasks_cancel(
             task_ids=queryset.values_list("pk", flat=True), reason=form.cleaned_data["reason"]
         )
-        self.report(request, outcome("Cancelled", done, eligible, skipped), skipped, done)
+        if from_task:
+            task = queryset.get()
+            self.report(request, cancel_outcome_of_one(done, skipped), skipped, sum(done))
+            return redirect(change_url(task))
+        text = cancel_outcome(done) + skipped_outcome(sum(done), eligible, skipped)
+        self.report(request, text, skipped, sum(done))
         return None
 
     @admin.action(description="Mark selected open tasks as failed")
