@@ -1,5 +1,6 @@
 import json
 from urllib.parse import urlencode
+from uuid import UUID
 
 from django import forms
 from django.conf import settings
@@ -824,6 +825,16 @@ class TaskAdmin(admin.ModelAdmin):
             self.message_user(request, f"Nothing was saved: {refusal(error)}", messages.ERROR)
             return redirect(request.get_full_path())
 
+    def history_view(self, request, object_id, extra_context=None):
+        """The HISTORY button leads to the task's audit trail (TaskHistory), which every
+        path writes; Django's own change log knows only the admin's saves."""
+        task = self.get_object(request, object_id)
+        if task is None:
+            raise Http404("No task has this id.")
+        if not self.has_view_or_change_permission(request, task):
+            raise PermissionDenied
+        return redirect(history_url(task__id__exact=task.pk))
+
     def act_view(self, request, object_id):
         """One task's own actions (its page's buttons): reassign, retry, mark failed.
         Each goes through tasks.services, as the API's and the list's do."""
@@ -1202,6 +1213,14 @@ class TaskHistoryAdmin(HistoryLabels, admin.ModelAdmin):
     def get_changelist(self, request, **kwargs):
         return HistoryChangeList
 
+    def changelist_view(self, request, extra_context=None):
+        # One task's history (its page's HISTORY button) is titled with the task's name.
+        task_id = request.GET.get("task__id__exact")
+        task = Task.objects.filter(pk=task_id).only("name").first() if is_uuid(task_id) else None
+        if task is not None:
+            extra_context = {**(extra_context or {}), "title": f"History of {task.name}"}
+        return super().changelist_view(request, extra_context)
+
     def labelled_nodes(self, row):
         # A list page attached them (HistoryChangeList); a single row's page asks alone.
         nodes = getattr(row, "labelled_nodes", None)
@@ -1220,6 +1239,14 @@ class TaskHistoryAdmin(HistoryLabels, admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+def is_uuid(text) -> bool:
+    try:
+        UUID(str(text))
+    except ValueError:
+        return False
+    return True
 
 
 def history_url(**lookups) -> str:

@@ -830,6 +830,27 @@ def test_reassign_refuses_an_admin_as_the_new_node(admin_site_client, admin_user
 # --- The history admin is read-only -------------------------------------------------------------
 
 
+def test_the_task_pages_history_button_leads_to_the_tasks_audit_history(admin_site_client):
+    # Made as the API makes them: Django's own change log (LogEntry) knows nothing of them.
+    task = TaskFactory(name="Nightly export", status=TaskStatus.FAILED)
+    other = TaskFactory(name="Other")
+    task_assign(task_id=task.pk, node=NodeFactory())
+    page = admin_site_client.get(change_url(task)).content.decode()
+    history_link = reverse("admin:tasks_task_history", args=[task.pk])
+
+    response = admin_site_client.get(history_link, follow=True)
+
+    assert f'href="{history_link}"' in page  # the object tools' HISTORY button
+    assert response.redirect_chain == [
+        (f"{reverse('admin:tasks_taskhistory_changelist')}?task__id__exact={task.pk}", 302)
+    ]
+    rows = results(response)
+    assert {row.task_id for row in rows} == {task.pk} and other.pk not in {r.task_id for r in rows}
+    assert len(rows) == TaskHistory.objects.filter(task=task).count() >= 3
+    assert "have a change history" not in response.content.decode()
+    assert "History of Nightly export" in response.content.decode()
+
+
 @pytest.mark.parametrize("term", ["task-id", "Wanted", "not-a-uuid"])
 def test_the_history_list_searches_by_task_id_and_name(admin_site_client, term):
     wanted = TaskFactory(name="Wanted")
