@@ -568,6 +568,18 @@ def is_failed_view(request) -> bool:
     return request.GET.get("status__exact") == TaskStatus.FAILED
 
 
+def is_cancelled_view(request) -> bool:
+    return request.GET.get("status__exact") == TaskStatus.CANCELLED
+
+
+def shortened(text: str | None):
+    """A reason in a list's column: its first REASON_SHOWN characters, the whole on hover."""
+    if not text:
+        return "—"
+    short = text if len(text) <= REASON_SHOWN else text[: REASON_SHOWN - 1] + "…"
+    return format_html('<span title="{}">{}</span>', text, short)
+
+
 def is_overdue_view(request) -> bool:
     """The overdue filter, or the dashboard's overdue links (open, deadline before a moment)."""
     query = request.GET
@@ -684,6 +696,14 @@ class TaskAdmin(admin.ModelAdmin):
         )
         # Progress under the badge of a task in progress, not a column: the list must
         # fit 1366 px. A finished task's last report is on its page.
+        if task.status == TaskStatus.IN_PROGRESS and task.cancel_requested_at is not None:
+            # Still running, but asked to stop: the list says so before the node answers.
+            badge = format_html(
+                '{} <span class="task-cancel-requested" title="{}">cancel requested</span>',
+                badge,
+                f"Cancel requested {moment(task.cancel_requested_at)}"
+                + (f": {task.cancel_reason}" if task.cancel_reason else ""),
+            )
         if task.status == TaskStatus.IN_PROGRESS and task.progress_updated_at is not None:
             return format_html("{}<br>{}", badge, progress_bar(task, compact=True))
         return badge
@@ -730,6 +750,15 @@ class TaskAdmin(admin.ModelAdmin):
             # No "created": at 1440 px, beside the app list, a long node name and the
             # reason need its room (the task's page has it).
             return ["task_name", "node", "cause", "reason", "failed_at", "attempts"]
+        if is_cancelled_view(request):
+            return [
+                "task_name",
+                "node",
+                "cancel_reason_short",
+                "cancel_requested",
+                "cancel_cause",
+                "cancelled_at",
+            ]
         if is_overdue_view(request):
             return ["task_name", "node", "status_badge", "deadline", "late_by", "created"]
         return self.list_display
@@ -747,11 +776,27 @@ class TaskAdmin(admin.ModelAdmin):
     @admin.display(description="reason")
     def reason(self, task):
         # Shortened so the row stays one line or two; the whole of it on hover.
-        text = task.failure_reason
-        if not text:
-            return "—"
-        short = text if len(text) <= REASON_SHOWN else text[: REASON_SHOWN - 1] + "…"
-        return format_html('<span title="{}">{}</span>', text, short)
+        return shortened(task.failure_reason)
+
+    @admin.display(description="cancel reason")
+    def cancel_reason_short(self, task):
+        return shortened(task.cancel_reason)
+
+    @admin.display(description="requested at", ordering="cancel_requested_at")
+    def cancel_requested(self, task):
+        return moment(task.cancel_requested_at, "minutes") if task.cancel_requested_at else "—"
+
+    @admin.display(description="cause", ordering="failure_cause")
+    def cancel_cause(self, task):
+        # Only the sweep records a cause (the node never answered); otherwise the node
+        # acknowledged, or the task was cancelled while still pending.
+        if task.failure_cause:
+            return task.get_failure_cause_display()
+        return "Acknowledged or pending"
+
+    @admin.display(description="cancelled at", ordering="updated_at")
+    def cancelled_at(self, task):
+        return moment(task.updated_at, "minutes")
 
     @admin.display(description="failed at", ordering="updated_at")
     def failed_at(self, task):
