@@ -123,6 +123,11 @@ def json_block(value):
     )
 
 
+def percent_text(percent: float) -> str:
+    """A percent as the pages and docs write it: "42.5 %"."""
+    return f"{percent:g} %"
+
+
 def progress_bar(task, *, compact=False):
     """The latest progress report: a bar (indeterminate without a percent), its message
     and how long ago it came; "-" if none."""
@@ -130,7 +135,7 @@ def progress_bar(task, *, compact=False):
         return "-"
     percent = task.progress_percent
     bar = (
-        format_html('<progress max="100" value="{}"></progress> {}%', percent, f"{percent:g}")
+        format_html('<progress max="100" value="{}"></progress> {}', percent, percent_text(percent))
         if percent is not None
         else mark_safe("<progress></progress>")
     )
@@ -154,7 +159,7 @@ def progress_line(task) -> str | None:
     """The latest progress report in words, for a sentence: "59.2 %, frame 1,420 (2 s ago)"."""
     if task.progress_updated_at is None:
         return None
-    percent = None if task.progress_percent is None else f"{task.progress_percent:g} %"
+    percent = None if task.progress_percent is None else percent_text(task.progress_percent)
     age = duration((timezone.now() - task.progress_updated_at).total_seconds())
     said = ", ".join(part for part in (percent, task.progress_message) if part)
     return f"{said or 'a report'} ({age} ago)."
