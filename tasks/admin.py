@@ -297,15 +297,25 @@ def history_nodes(rows) -> dict[str, User]:
     return {str(node.pk): node for node in nodes}
 
 
-def value_label(row, value, nodes: dict[str, User]):
-    """A history value as it reads: a node by name, a status by label, a deadline as a moment."""
+def value_label(row, value, nodes: dict[str, User], task=None):
+    """A history value as it reads: a node by name, a status by label, a deadline as a moment.
+
+    `task`: the row's task, its `cancel_reason` loaded, if the caller has it at no cost:
+    a cancel request's reason cut to the row's 64 characters shows as cut."""
     if value is None:
         return "—"
     if row.action in NODE_VALUED:
         node = nodes.get(value)
         return value if node is None else node_link(node.pk, node.name or node.email, node.email)
-    if row.action == HistoryAction.STATUS_CHANGE:
+    if row.action == HistoryAction.STATUS_CHANGE or (
+        row.action == HistoryAction.CANCEL_REQUEST and value == row.from_value
+    ):
         return TaskStatus(value).label if value in TaskStatus.values else value
+    if row.action == HistoryAction.CANCEL_REQUEST:
+        whole = getattr(task, "cancel_reason", None) or ""
+        # Only the task's own reason proves a cut: a later request replaces it.
+        if len(whole) > len(value) and whole.startswith(value):
+            return format_html('<span title="{}">{}…</span>', whole, value)
     if row.action == HistoryAction.DEADLINE_CHANGE:
         parsed = parse_datetime(value)
         return value if parsed is None else moment(parsed, "minutes")
@@ -330,7 +340,7 @@ class HistoryLabels:
 
     @admin.display(description="to")
     def to_label(self, row):
-        return value_label(row, row.to_value, self.labelled_nodes(row))
+        return value_label(row, row.to_value, self.labelled_nodes(row), self.labelled_task(row))
 
     @admin.display(description="by", ordering="performed_by__name")
     def performed_by_label(self, row):
@@ -354,6 +364,13 @@ class TaskHistoryInline(HistoryLabels, admin.TabularInline):
         if not hasattr(self, "_nodes"):
             self._nodes = history_nodes(TaskHistory.objects.filter(task_id=row.task_id))
         return self._nodes
+
+    def get_formset(self, request, obj=None, **kwargs):
+        self._task = obj  # the page's task, already read: its rows' task
+        return super().get_formset(request, obj, **kwargs)
+
+    def labelled_task(self, row):
+        return getattr(self, "_task", None)
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -1185,7 +1202,10 @@ class HistoryChangeList(ChangeList):
 
     def get_queryset(self, request, exclude_parameters=None):
         queryset = super().get_queryset(request, exclude_parameters)
-        return queryset.prefetch_related(Prefetch("task", Task.objects.only("name")))
+        # The cancel reason too: a cancel request's row shows whether it was cut.
+        return queryset.prefetch_related(
+            Prefetch("task", Task.objects.only("name", "cancel_reason"))
+        )
 
     def get_results(self, request):
         super().get_results(request)
@@ -1275,6 +1295,10 @@ class TaskHistoryAdmin(HistoryLabels, admin.ModelAdmin):
         # A list page attached them (HistoryChangeList); a single row's page asks alone.
         nodes = getattr(row, "labelled_nodes", None)
         return history_nodes([row]) if nodes is None else nodes
+
+    def labelled_task(self, row):
+        # Fetched with the page (HistoryChangeList); a single row's page reads it.
+        return row.task
 
     @admin.display(description="task", ordering="task__name")
     def task_link(self, row):
