@@ -202,7 +202,12 @@ def attach_names(rows: list, using: str) -> dict:
     history = [row for row in rows if isinstance(row, TaskHistory)]
     events = [row for row in rows if isinstance(row, NodeEvent)]
     task_ids = {row.task_id for row in history}
-    tasks = Task.objects.using(using).only("name").in_bulk(task_ids) if task_ids else {}
+    # The cancel reason too: a cancel request's row shows whether it was cut.
+    tasks = (
+        Task.objects.using(using).only("name", "cancel_reason").in_bulk(task_ids)
+        if task_ids
+        else {}
+    )
     named = {
         value
         for row in history
@@ -253,7 +258,8 @@ def entry_cells(entry: Entry, nodes: dict) -> dict:
             "by": person_cell(row.actor),
             "cause": "—",
         }
-    before, after = value_label(row, row.from_value, nodes), value_label(row, row.to_value, nodes)
+    before = value_label(row, row.from_value, nodes)
+    after = value_label(row, row.to_value, nodes, row.task)
     change = after if row.from_value is None else format_html("{} → {}", before, after)
     if row.action in (HistoryAction.SOFT_DELETE, HistoryAction.RESTORE):
         change = "—"

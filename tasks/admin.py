@@ -1,5 +1,6 @@
 import json
 from urllib.parse import urlencode
+from uuid import UUID
 
 from django import forms
 from django.conf import settings
@@ -17,6 +18,7 @@ from django.utils.safestring import mark_safe
 
 from accounts.models import Role, User
 from nodes.models import NodeCordoned, NodeLabels, check_schedulable
+from taskmgmt.exceptions import DomainError
 from taskmgmt.replica import ReplicaCountPaginator
 from tasks.forms import (
     BroadcastForm,
@@ -36,11 +38,10 @@ from tasks.models import (
     SweepRun,
     Task,
     TaskHistory,
-    TaskRuleError,
     TaskStatus,
     validate_future,
 )
-from tasks.placement import NoNodeMatches
+from tasks.placement import NoNodeMatches, check_node_matches
 from tasks.selectors import reassign_preview
 from tasks.services import (
     task_assign,
@@ -57,12 +58,18 @@ from tasks.templatetags.durations import duration, duration_ms
 from tasks.templatetags.moments import moment
 
 CHANGELIST = "admin:tasks_task_changelist"
+# The field a task page's own Cancel button posts, so the answer comes back to the page.
+FROM_TASK = "from_task_page"
 SYSTEM = "system (sweep)"
 
 
 def short_time(value, seconds=False) -> str:
     """A moment as a narrow column shows it, in the one format (tasks.templatetags.moments)."""
     return moment(value, "seconds" if seconds else "minutes")
+
+
+def change_url(task) -> str:
+    return reverse("admin:tasks_task_change", args=[task.pk])
 
 
 def tasks_of_node_url(node_id) -> str:
@@ -116,6 +123,11 @@ def json_block(value):
     )
 
 
+def percent_text(percent: float) -> str:
+    """A percent as the pages and docs write it: "42.5 %"."""
+    return f"{percent:g} %"
+
+
 def progress_bar(task, *, compact=False):
     """The latest progress report: a bar (indeterminate without a percent), its message
     and how long ago it came; "-" if none."""
@@ -123,7 +135,7 @@ def progress_bar(task, *, compact=False):
         return "-"
     percent = task.progress_percent
     bar = (
-        format_html('<progress max="100" value="{}"></progress> {}%', percent, f"{percent:g}")
+        format_html('<progress max="100" value="{}"></progress> {}', percent, percent_text(percent))
         if percent is not None
         else mark_safe("<progress></progress>")
     )
@@ -147,7 +159,7 @@ def progress_line(task) -> str | None:
     """The latest progress report in words, for a sentence: "59.2 %, frame 1,420 (2 s ago)"."""
     if task.progress_updated_at is None:
         return None
-    percent = None if task.progress_percent is None else f"{task.progress_percent:g} %"
+    percent = None if task.progress_percent is None else percent_text(task.progress_percent)
     age = duration((timezone.now() - task.progress_updated_at).total_seconds())
     said = ", ".join(part for part in (percent, task.progress_message) if part)
     return f"{said or 'a report'} ({age} ago)."
@@ -285,15 +297,25 @@ def history_nodes(rows) -> dict[str, User]:
     return {str(node.pk): node for node in nodes}
 
 
-def value_label(row, value, nodes: dict[str, User]):
-    """A history value as it reads: a node by name, a status by label, a deadline as a moment."""
+def value_label(row, value, nodes: dict[str, User], task=None):
+    """A history value as it reads: a node by name, a status by label, a deadline as a moment.
+
+    `task`: the row's task, its `cancel_reason` loaded, if the caller has it at no cost:
+    a cancel request's reason cut to the row's 64 characters shows as cut."""
     if value is None:
         return "—"
     if row.action in NODE_VALUED:
         node = nodes.get(value)
         return value if node is None else node_link(node.pk, node.name or node.email, node.email)
-    if row.action == HistoryAction.STATUS_CHANGE:
+    if row.action == HistoryAction.STATUS_CHANGE or (
+        row.action == HistoryAction.CANCEL_REQUEST and value == row.from_value
+    ):
         return TaskStatus(value).label if value in TaskStatus.values else value
+    if row.action == HistoryAction.CANCEL_REQUEST:
+        whole = getattr(task, "cancel_reason", None) or ""
+        # Only the task's own reason proves a cut: a later request replaces it.
+        if len(whole) > len(value) and whole.startswith(value):
+            return format_html('<span title="{}">{}…</span>', whole, value)
     if row.action == HistoryAction.DEADLINE_CHANGE:
         parsed = parse_datetime(value)
         return value if parsed is None else moment(parsed, "minutes")
@@ -318,7 +340,7 @@ class HistoryLabels:
 
     @admin.display(description="to")
     def to_label(self, row):
-        return value_label(row, row.to_value, self.labelled_nodes(row))
+        return value_label(row, row.to_value, self.labelled_nodes(row), self.labelled_task(row))
 
     @admin.display(description="by", ordering="performed_by__name")
     def performed_by_label(self, row):
@@ -343,6 +365,13 @@ class TaskHistoryInline(HistoryLabels, admin.TabularInline):
             self._nodes = history_nodes(TaskHistory.objects.filter(task_id=row.task_id))
         return self._nodes
 
+    def get_formset(self, request, obj=None, **kwargs):
+        self._task = obj  # the page's task, already read: its rows' task
+        return super().get_formset(request, obj, **kwargs)
+
+    def labelled_task(self, row):
+        return getattr(self, "_task", None)
+
     def has_add_permission(self, request, obj=None):
         return False
 
@@ -358,6 +387,18 @@ PENDING_ONLY = (
     "Use the reassign action to give it to a node with a new deadline."
 )
 DELETED_READ_ONLY = "A soft-deleted task cannot be edited; restore it first (an action)."
+
+
+def refusal(error: Exception) -> str:
+    """What a service's refusal says, in a message: a rule broken between the page's
+    checks and the save (a node started the task, a node was cordoned meanwhile)."""
+    if isinstance(error, ValidationError):
+        return "; ".join(error.messages)
+    return error.message if isinstance(error, DomainError) else str(error)
+
+
+# What the services refuse with: each is a message on the page, never a 500.
+REFUSALS = (ValidationError, DomainError, Task.DoesNotExist)
 
 
 def is_editable(task) -> bool:
@@ -390,6 +431,12 @@ class TaskAdminForm(forms.ModelForm):
                 DELETED_READ_ONLY if not task.active else PENDING_ONLY.format(status=task.status)
             )
         node = cleaned.get("assigned_node")
+        if node is not None and "node_selector" not in self.errors:
+            # The services' own rules, asked before the save so a refusal is a form error.
+            try:
+                check_node_matches(node, cleaned.get("node_selector") or None)
+            except ValidationError as error:
+                self.add_error(None, error)
         if node is not None and node.pk != task.assigned_node_id:
             try:
                 check_schedulable(node.pk)
@@ -447,13 +494,50 @@ def skipped_by_reason(queryset, action: str) -> tuple[int, dict[str, int]]:
 def outcome(
     done_text: str, done: int, eligible: int, skipped: dict[str, int], where: str = ""
 ) -> str:
-    parts = [f"{done_text} {done} task(s){where}."]
+    return f"{done_text} {done} task(s){where}." + skipped_outcome(done, eligible, skipped)
+
+
+def skipped_outcome(done: int, eligible: int, skipped: dict[str, int]) -> str:
+    """What an action left alone, and why, after what it did (" Skipped 1: …"), or ""."""
+    parts = []
     if skipped:
         reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()))
         parts.append(f"Skipped {sum(skipped.values())}: {reasons}.")
     if eligible > done:
         parts.append(f"Skipped {eligible - done} changed by someone else meanwhile.")
+    return "".join(f" {part}" for part in parts)
+
+
+def cancel_grace() -> str:
+    """How long a node has to acknowledge a cancel request, as an operator reads it."""
+    return f"{settings.CANCEL_GRACE_SECONDS} s"
+
+
+def cancel_outcome(done) -> str:
+    """What a cancel did (`done`: tasks.services.Cancels): a running task is only asked."""
+    parts = []
+    if done.cancelled or not done.asked:
+        parts.append(f"Cancelled {done.cancelled} pending task(s).")
+    if done.asked:
+        parts.append(
+            f"Asked the nodes of {done.asked} running task(s) to stop: each is cancelled when "
+            "its node acknowledges, or by the sweep if its node has not answered within "
+            f"{cancel_grace()}."
+        )
     return " ".join(parts)
+
+
+def cancel_outcome_of_one(done, skipped: dict[str, int]) -> str:
+    """`cancel_outcome` for the one task of the page its Cancel button is on."""
+    if done.cancelled:
+        return "Cancelled: the task was still pending."
+    if done.asked:
+        return (
+            "Cancel requested: its node is asked to stop, and the task is cancelled when the "
+            f"node acknowledges, or by the sweep if it has not answered within {cancel_grace()}."
+        )
+    why = next(iter(skipped), "changed by someone else meanwhile")
+    return f"Nothing was done: the task is {why}."
 
 
 def deadline_change(before, after) -> str:
@@ -489,6 +573,8 @@ def task_actions(request, task) -> dict:
         "can_retry": live and task.status in RETRYABLE,
         "can_fail": live and task.status in OPEN_STATUSES,
         "can_cancel": live and task.status in OPEN_STATUSES,
+        "from_task": FROM_TASK,
+        "cancel_grace": cancel_grace(),
         "reassign_form": form,
         "started_at": started,
         "progress": progress_line(task) if started else None,
@@ -502,6 +588,18 @@ REASON_SHOWN = 60
 
 def is_failed_view(request) -> bool:
     return request.GET.get("status__exact") == TaskStatus.FAILED
+
+
+def is_cancelled_view(request) -> bool:
+    return request.GET.get("status__exact") == TaskStatus.CANCELLED
+
+
+def shortened(text: str | None):
+    """A reason in a list's column: its first REASON_SHOWN characters, the whole on hover."""
+    if not text:
+        return "—"
+    short = text if len(text) <= REASON_SHOWN else text[: REASON_SHOWN - 1] + "…"
+    return format_html('<span title="{}">{}</span>', text, short)
 
 
 def is_overdue_view(request) -> bool:
@@ -620,6 +718,14 @@ class TaskAdmin(admin.ModelAdmin):
         )
         # Progress under the badge of a task in progress, not a column: the list must
         # fit 1366 px. A finished task's last report is on its page.
+        if task.status == TaskStatus.IN_PROGRESS and task.cancel_requested_at is not None:
+            # Still running, but asked to stop: the list says so before the node answers.
+            badge = format_html(
+                '{} <span class="task-cancel-requested" title="{}">cancel requested</span>',
+                badge,
+                f"Cancel requested {moment(task.cancel_requested_at)}"
+                + (f": {task.cancel_reason}" if task.cancel_reason else ""),
+            )
         if task.status == TaskStatus.IN_PROGRESS and task.progress_updated_at is not None:
             return format_html("{}<br>{}", badge, progress_bar(task, compact=True))
         return badge
@@ -666,6 +772,15 @@ class TaskAdmin(admin.ModelAdmin):
             # No "created": at 1440 px, beside the app list, a long node name and the
             # reason need its room (the task's page has it).
             return ["task_name", "node", "cause", "reason", "failed_at", "attempts"]
+        if is_cancelled_view(request):
+            return [
+                "task_name",
+                "node",
+                "cancel_reason_short",
+                "cancel_requested",
+                "cancel_cause",
+                "cancelled_at",
+            ]
         if is_overdue_view(request):
             return ["task_name", "node", "status_badge", "deadline", "late_by", "created"]
         return self.list_display
@@ -683,11 +798,27 @@ class TaskAdmin(admin.ModelAdmin):
     @admin.display(description="reason")
     def reason(self, task):
         # Shortened so the row stays one line or two; the whole of it on hover.
-        text = task.failure_reason
-        if not text:
-            return "—"
-        short = text if len(text) <= REASON_SHOWN else text[: REASON_SHOWN - 1] + "…"
-        return format_html('<span title="{}">{}</span>', text, short)
+        return shortened(task.failure_reason)
+
+    @admin.display(description="cancel reason")
+    def cancel_reason_short(self, task):
+        return shortened(task.cancel_reason)
+
+    @admin.display(description="requested at", ordering="cancel_requested_at")
+    def cancel_requested(self, task):
+        return moment(task.cancel_requested_at, "minutes") if task.cancel_requested_at else "—"
+
+    @admin.display(description="cause", ordering="failure_cause")
+    def cancel_cause(self, task):
+        # Only the sweep records a cause (the node never answered); otherwise the node
+        # acknowledged, or the task was cancelled while still pending.
+        if task.failure_cause:
+            return task.get_failure_cause_display()
+        return "Acknowledged or pending"
+
+    @admin.display(description="cancelled at", ordering="updated_at")
+    def cancelled_at(self, task):
+        return moment(task.updated_at, "minutes")
 
     @admin.display(description="failed at", ordering="updated_at")
     def failed_at(self, task):
@@ -749,6 +880,28 @@ class TaskAdmin(admin.ModelAdmin):
             }
         return super().change_view(request, object_id, form_url, extra_context)
 
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        """A save the services refuse after the form's checks passed (the task was
+        started, or its node cordoned, meanwhile) is rolled back and said beside the
+        form, never a 500."""
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except REFUSALS as error:
+            if request.method != "POST":
+                raise
+            self.message_user(request, f"Nothing was saved: {refusal(error)}", messages.ERROR)
+            return redirect(request.get_full_path())
+
+    def history_view(self, request, object_id, extra_context=None):
+        """The HISTORY button leads to the task's audit trail (TaskHistory), which every
+        path writes; Django's own change log knows only the admin's saves."""
+        task = self.get_object(request, object_id)
+        if task is None:
+            raise Http404("No task has this id.")
+        if not self.has_view_or_change_permission(request, task):
+            raise PermissionDenied
+        return redirect(history_url(task__id__exact=task.pk))
+
     def act_view(self, request, object_id):
         """One task's own actions (its page's buttons): reassign, retry, mark failed.
         Each goes through tasks.services, as the API's and the list's do."""
@@ -787,9 +940,8 @@ class TaskAdmin(admin.ModelAdmin):
                     messages.WARNING,
                 )
                 return back
-        except (ValidationError, TaskRuleError, Task.DoesNotExist) as error:
-            detail = "; ".join(error.messages) if isinstance(error, ValidationError) else error
-            self.message_user(request, f"Nothing was done: {detail}", messages.ERROR)
+        except REFUSALS as error:
+            self.message_user(request, f"Nothing was done: {refusal(error)}", messages.ERROR)
             return back
         self.message_user(request, f"{text} {deadline_change(task.locked_at, moved.locked_at)}")
         return back
@@ -855,7 +1007,9 @@ class TaskAdmin(admin.ModelAdmin):
             obj.pk = task_create(**fields).pk
             obj._state.adding = False
 
-    def confirmation(self, request, queryset, *, action, intro, submit, form=None, details=()):
+    def confirmation(
+        self, request, queryset, *, action, intro, submit, form=None, details=(), back=None
+    ):
         """The page an action shows before it changes anything: how many of the selected
         tasks change and how many it leaves alone (and why), the tasks, and a button."""
         eligible, skipped = skipped_by_reason(queryset, SKIP_ACTION.get(action, action))
@@ -886,6 +1040,9 @@ class TaskAdmin(admin.ModelAdmin):
                 "select_across": request.POST.get("select_across", "0"),
                 "opts": self.model._meta,
                 "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                # A task's own page asked: "No, take me back" and the answer go back there.
+                "back": back,
+                "from_task": FROM_TASK if back else None,
             },
         )
 
@@ -903,8 +1060,8 @@ class TaskAdmin(admin.ModelAdmin):
                 moved = tasks_reassign(
                     task_ids=queryset.values_list("pk", flat=True), node=target, locked_at=locked_at
                 )
-            except ValidationError as error:
-                self.message_user(request, "; ".join(error.messages), messages.ERROR)
+            except REFUSALS as error:
+                self.message_user(request, refusal(error), messages.ERROR)
                 return None
             text = outcome("Reassigned", len(moved), eligible, skipped, f" to {target}")
             if moved:
@@ -939,9 +1096,8 @@ class TaskAdmin(admin.ModelAdmin):
                         locked_at=form.cleaned_data["locked_at"],
                     )
                 )
-            except (ValidationError, NoNodeMatches) as error:
-                text = "; ".join(error.messages) if isinstance(error, ValidationError) else error
-                self.message_user(request, str(text), messages.ERROR)
+            except REFUSALS as error:
+                self.message_user(request, refusal(error), messages.ERROR)
                 return None
             self.report(request, outcome("Reassigned", done, eligible, skipped), skipped, done)
             return None
@@ -961,6 +1117,8 @@ class TaskAdmin(admin.ModelAdmin):
     @admin.action(description="Cancel selected open tasks")
     def cancel_tasks(self, request, queryset):
         form = CancelForm(request.POST if "apply" in request.POST else None)
+        # Posted by a task's own page (its Cancel button): the answer goes back there.
+        from_task = request.POST.get(FROM_TASK) == "1" and queryset.count() == 1
         if not form.is_valid():
             open_now = queryset.filter(active=True).aggregate(
                 pending=Count("pk", filter=Q(status=TaskStatus.PENDING)),
@@ -972,22 +1130,29 @@ class TaskAdmin(admin.ModelAdmin):
                 details=[
                     f"{open_now['pending']} pending task(s) are cancelled now; "
                     f"{open_now['running']} in progress get a cancel request their node "
-                    "acknowledges."
+                    f"acknowledges (or the sweep cancels them after {cancel_grace()})."
                 ],
                 action="cancel_tasks",
                 intro=(
                     "Pending tasks are cancelled now; a task in progress gets a cancel request "
-                    "its node acknowledges (or the sweep cancels it after "
-                    "CANCEL_GRACE_SECONDS). Finished and soft-deleted tasks are left alone."
+                    "its node acknowledges, or the sweep cancels it if its node has not "
+                    f"answered within {cancel_grace()} (CANCEL_GRACE_SECONDS). Finished and "
+                    "soft-deleted tasks are left alone."
                 ),
                 submit="Cancel tasks",
                 form=form,
+                back=change_url(queryset.get()) if from_task else None,
             )
         eligible, skipped = skipped_by_reason(queryset, "cancel_tasks")
         done = tasks_cancel(
             task_ids=queryset.values_list("pk", flat=True), reason=form.cleaned_data["reason"]
         )
-        self.report(request, outcome("Cancelled", done, eligible, skipped), skipped, done)
+        if from_task:
+            task = queryset.get()
+            self.report(request, cancel_outcome_of_one(done, skipped), skipped, sum(done))
+            return redirect(change_url(task))
+        text = cancel_outcome(done) + skipped_outcome(sum(done), eligible, skipped)
+        self.report(request, text, skipped, sum(done))
         return None
 
     @admin.action(description="Mark selected open tasks as failed")
@@ -1037,7 +1202,10 @@ class HistoryChangeList(ChangeList):
 
     def get_queryset(self, request, exclude_parameters=None):
         queryset = super().get_queryset(request, exclude_parameters)
-        return queryset.prefetch_related(Prefetch("task", Task.objects.only("name")))
+        # The cancel reason too: a cancel request's row shows whether it was cut.
+        return queryset.prefetch_related(
+            Prefetch("task", Task.objects.only("name", "cancel_reason"))
+        )
 
     def get_results(self, request):
         super().get_results(request)
@@ -1115,10 +1283,22 @@ class TaskHistoryAdmin(HistoryLabels, admin.ModelAdmin):
     def get_changelist(self, request, **kwargs):
         return HistoryChangeList
 
+    def changelist_view(self, request, extra_context=None):
+        # One task's history (its page's HISTORY button) is titled with the task's name.
+        task_id = request.GET.get("task__id__exact")
+        task = Task.objects.filter(pk=task_id).only("name").first() if is_uuid(task_id) else None
+        if task is not None:
+            extra_context = {**(extra_context or {}), "title": f"History of {task.name}"}
+        return super().changelist_view(request, extra_context)
+
     def labelled_nodes(self, row):
         # A list page attached them (HistoryChangeList); a single row's page asks alone.
         nodes = getattr(row, "labelled_nodes", None)
         return history_nodes([row]) if nodes is None else nodes
+
+    def labelled_task(self, row):
+        # Fetched with the page (HistoryChangeList); a single row's page reads it.
+        return row.task
 
     @admin.display(description="task", ordering="task__name")
     def task_link(self, row):
@@ -1133,6 +1313,14 @@ class TaskHistoryAdmin(HistoryLabels, admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+def is_uuid(text) -> bool:
+    try:
+        UUID(str(text))
+    except ValueError:
+        return False
+    return True
 
 
 def history_url(**lookups) -> str:

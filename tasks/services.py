@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 from uuid import UUID
 
 from django.conf import settings
@@ -527,18 +528,28 @@ def task_claim(*, node, now: datetime | None = None) -> Task | None:
     return task
 
 
-def tasks_cancel(*, task_ids: Iterable[UUID], reason: str = "") -> int:
+class Cancels(NamedTuple):
+    """What `tasks_cancel` did: pending tasks cancelled, running ones asked to stop (or
+    found asked already), which the admin reports apart: only the first are cancelled."""
+
+    cancelled: int
+    asked: int
+
+
+def tasks_cancel(*, task_ids: Iterable[UUID], reason: str = "") -> Cancels:
     """Cancel many tasks (an admin action), each as `task_cancel` does, in its own
-    transaction: a task finished meanwhile is skipped. Returns how many it cancelled
-    or asked to cancel (or found asked already)."""
-    done = 0
+    transaction: a task finished meanwhile is skipped."""
+    cancelled = asked = 0
     for task_id in list(task_ids):
         try:
-            task_cancel(task_id=task_id, reason=reason)
+            task = task_cancel(task_id=task_id, reason=reason)
         except (Task.DoesNotExist, TaskConflict):
             continue
-        done += 1
-    return done
+        if task.status == TaskStatus.CANCELLED:
+            cancelled += 1
+        else:
+            asked += 1
+    return Cancels(cancelled, asked)
 
 
 @transaction.atomic

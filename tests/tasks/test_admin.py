@@ -3,9 +3,11 @@
 import html
 import re
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.contrib.messages import get_messages
+from django.contrib.staticfiles import finders
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -547,6 +549,20 @@ def test_each_status_has_its_own_colour_class(admin_site_client, status):
     assert f'class="task-status task-status-{status}"' in row_of(page, "one")
 
 
+def test_every_status_badge_has_a_background_of_its_own_in_the_stylesheet():
+    # The badge's text is white (tasks/admin.css): a status without its rule was
+    # white on white, unreadable ("Cancelled" was, in the task list).
+    css = Path(finders.find("tasks/admin.css")).read_text()
+    backgrounds = {
+        status: re.search(rf"\.task-status-{status}\s*\{{[^}}]*background:\s*([^;]+);", css)
+        for status in TaskStatus.values
+    }
+
+    assert {status for status, rule in backgrounds.items() if rule is None} == set()
+    colours = {rule.group(1).strip() for rule in backgrounds.values()}
+    assert len(colours) == len(TaskStatus.values)
+
+
 def test_the_node_in_a_row_links_to_that_nodes_tasks(admin_site_client):
     node = NodeFactory(name="Worker Bee")
     TaskFactory(name="mine", assigned_node=node)
@@ -812,6 +828,27 @@ def test_reassign_refuses_an_admin_as_the_new_node(admin_site_client, admin_user
 
 
 # --- The history admin is read-only -------------------------------------------------------------
+
+
+def test_the_task_pages_history_button_leads_to_the_tasks_audit_history(admin_site_client):
+    # Made as the API makes them: Django's own change log (LogEntry) knows nothing of them.
+    task = TaskFactory(name="Nightly export", status=TaskStatus.FAILED)
+    other = TaskFactory(name="Other")
+    task_assign(task_id=task.pk, node=NodeFactory())
+    page = admin_site_client.get(change_url(task)).content.decode()
+    history_link = reverse("admin:tasks_task_history", args=[task.pk])
+
+    response = admin_site_client.get(history_link, follow=True)
+
+    assert f'href="{history_link}"' in page  # the object tools' HISTORY button
+    assert response.redirect_chain == [
+        (f"{reverse('admin:tasks_taskhistory_changelist')}?task__id__exact={task.pk}", 302)
+    ]
+    rows = results(response)
+    assert {row.task_id for row in rows} == {task.pk} and other.pk not in {r.task_id for r in rows}
+    assert len(rows) == TaskHistory.objects.filter(task=task).count() >= 3
+    assert "have a change history" not in response.content.decode()
+    assert "History of Nightly export" in response.content.decode()
 
 
 @pytest.mark.parametrize("term", ["task-id", "Wanted", "not-a-uuid"])

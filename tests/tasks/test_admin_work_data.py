@@ -60,7 +60,11 @@ def test_the_task_page_shows_progress_as_a_bar_with_message_and_age(admin_site_c
 
     page = change_page(admin_site_client, task)
 
-    assert '<progress max="100" value="42.5"></progress> 42.5%' in page
+    # One way to write a percent on the page, the docs' "42.5 %": the bar and the sentence
+    # above it ("Latest progress: …") said "42.5%" and "42.5 %".
+    assert '<progress max="100" value="42.5"></progress> 42.5 %' in page
+    assert "Latest progress: 42.5 %, row &lt;425&gt;" in page
+    assert "42.5%" not in page
     assert "row &lt;425&gt;" in page
     assert "updated 3 min ago" in page
 

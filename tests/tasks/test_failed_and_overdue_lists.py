@@ -1,9 +1,12 @@
-"""The task list filtered to failed tasks says why and when; filtered to overdue, how late."""
+"""The task list filtered to failed tasks says why and when; filtered to cancelled ones, why
+and when they were asked; filtered to overdue, how late. A pending cancel request shows."""
 
 import re
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -60,3 +63,61 @@ def test_the_plain_list_keeps_its_columns(admin_site_client):
     TaskFactory()
     page = admin_site_client.get(CHANGELIST).content.decode()
     assert "column-late_by" not in page and "column-reason" not in page
+
+
+def test_the_cancelled_list_shows_the_reason_when_it_was_asked_and_the_cause(admin_site_client):
+    asked = timezone.now() - timedelta(minutes=3)
+    long_reason = "the input was the wrong customer export " * 4
+    TaskFactory(
+        name="timed out",
+        status=TaskStatus.CANCELLED,
+        cancel_requested_at=asked,
+        cancel_reason=long_reason,
+        failure_cause=FailureCause.CANCEL_TIMEOUT,
+    )
+    TaskFactory(name="was pending", status=TaskStatus.CANCELLED, cancel_requested_at=asked)
+
+    page = admin_site_client.get(f"{CHANGELIST}?status__exact=cancelled").content.decode()
+
+    for column in ("cancel_reason_short", "cancel_requested", "cancel_cause", "cancelled_at"):
+        assert f"column-{column}" in page
+    rows = page.split("<tbody>")[1].split("</tbody>")[0]
+    assert "Cancel unanswered" in rows and "cancel_timeout" not in rows
+    assert "Acknowledged or pending" in rows  # no cause: its node stopped, or it never ran
+    assert f'title="{long_reason}"' in page
+    assert re.search(r">the input was[^<]{40,60}…</span>", page)
+    assert "column-reason" not in page  # a failure's reason is not a cancel's
+
+
+def test_a_running_task_with_a_cancel_request_is_marked_in_the_list(admin_site_client):
+    TaskFactory(
+        name="asked",
+        status=TaskStatus.IN_PROGRESS,
+        cancel_requested_at=timezone.now(),
+        cancel_reason="wrong input",
+    )
+    TaskFactory(name="running", status=TaskStatus.IN_PROGRESS)
+
+    page = admin_site_client.get(CHANGELIST).content.decode()
+
+    def row(name):
+        start = page.index(f">{name}<")
+        return page[page.rindex("<tr", 0, start) : page.index("</tr>", start)]
+
+    assert 'class="task-cancel-requested"' in row("asked")
+    assert "wrong input" in row("asked")  # on hover
+    assert "task-cancel-requested" not in row("running")
+
+
+def test_the_cancelled_list_reads_no_more_queries_for_more_tasks(
+    admin_site_client, django_assert_max_num_queries
+):
+    url = f"{CHANGELIST}?status__exact=cancelled"
+    TaskFactory.create_batch(2, status=TaskStatus.CANCELLED, cancel_requested_at=timezone.now())
+    with CaptureQueriesContext(connection) as few:
+        assert admin_site_client.get(url).status_code == 200
+    TaskFactory.create_batch(30, status=TaskStatus.CANCELLED, cancel_requested_at=timezone.now())
+
+    with django_assert_max_num_queries(len(few)):
+        response = admin_site_client.get(url)
+    assert len(response.context["cl"].result_list) == 32
