@@ -41,7 +41,7 @@ from tasks.models import (
     TaskStatus,
     validate_future,
 )
-from tasks.placement import NoNodeMatches, check_node_matches
+from tasks.placement import NoNodeMatches, check_node_matches, node_for
 from tasks.selectors import reassign_preview
 from tasks.services import (
     task_assign,
@@ -418,6 +418,13 @@ class TaskAdminForm(forms.ModelForm):
         # Left empty (or out, by an older form): the default, as in the API.
         if "priority" in self.fields:  # not when the task is read-only
             self.fields["priority"].required = False
+        if self.instance._state.adding and "assigned_node" in self.fields:
+            # As the API's create: with a node selector, placement may pick the node.
+            self.fields["assigned_node"].required = False
+            self.fields["assigned_node"].help_text = (
+                "Leave empty with a node selector: the least-loaded alive, schedulable"
+                " node that matches it is picked."
+            )
 
     def clean_priority(self):
         priority = self.cleaned_data["priority"]
@@ -431,6 +438,8 @@ class TaskAdminForm(forms.ModelForm):
                 DELETED_READ_ONLY if not task.active else PENDING_ONLY.format(status=task.status)
             )
         node = cleaned.get("assigned_node")
+        if node is None and task._state.adding and "assigned_node" not in self.errors:
+            self.placement_check(cleaned.get("node_selector") or None, cleaned.get("locked_at"))
         if node is not None and "node_selector" not in self.errors:
             # The services' own rules, asked before the save so a refusal is a form error.
             try:
@@ -443,6 +452,21 @@ class TaskAdminForm(forms.ModelForm):
             except NodeCordoned as error:
                 self.add_error("assigned_node", error.message)
         return cleaned
+
+    def placement_check(self, selector, deadline) -> None:
+        """A new task without a node: placement must have one for its selector (the
+        save picks again, so a node gone meanwhile is the save's refusal, not a 500)."""
+        if "node_selector" in self.errors:
+            return
+        if not selector:
+            self.add_error(
+                "assigned_node", "Pick a node, or give a node selector for placement to pick one."
+            )
+            return
+        try:
+            node_for(selector, now=timezone.now(), deadline=deadline)
+        except NoNodeMatches as error:
+            self.add_error("node_selector", error.message)
 
     def clean_locked_at(self):
         # As in the API: every edit sets a future deadline, even one left unchanged.

@@ -161,3 +161,37 @@ def test_reassigning_to_a_node_cordoned_meanwhile_is_a_message_and_moves_nothing
     (message,) = messages_of(response)
     assert message == "node is cordoned: it takes no new tasks until uncordoned"
     assert Task.objects.get(pk=task.pk).assigned_node_id != target.pk
+
+
+def test_a_new_task_with_a_selector_and_no_node_goes_where_placement_picks(admin_site_client):
+    """As the API's create: the node is optional beside a node selector."""
+    node = gpu_node()
+    NodeFactory(name="node2")  # no labels: no match
+
+    response = admin_site_client.post(
+        ADD, form_for(node, assigned_node="", node_selector='{"gpu": "true"}')
+    )
+
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    (task,) = Task.objects.all()
+    assert (task.assigned_node_id, task.node_selector) == (node.pk, {"gpu": "true"})
+
+
+@pytest.mark.parametrize(
+    ("selector", "field", "message"),
+    [
+        ("", "assigned_node", "Pick a node, or give a node selector for placement to pick one."),
+        ('{"gpu": "false"}', "node_selector", "no node matches"),
+    ],
+)
+def test_a_new_task_without_a_node_needs_a_selector_a_node_matches(
+    admin_site_client, selector, field, message
+):
+    node = gpu_node()
+
+    response = admin_site_client.post(ADD, form_for(node, assigned_node="", node_selector=selector))
+
+    assert response.status_code == 200
+    (error,) = response.context["adminform"].form.errors[field]
+    assert error.startswith(message)
+    assert not Task.objects.exists()
