@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from nodes.models import Liveness
 from tasks.dashboard import snapshot
-from tasks.models import SweepRun, Task, TaskStatus
+from tasks.models import FailureCause, SweepRun, Task, TaskStatus
 from tests.factories import AdminFactory, NodeFactory, TaskFactory, fleet
 from tests.shared_redis import redis_cache, redis_database, unreachable_redis_url
 
@@ -249,3 +249,29 @@ def test_the_chart_has_a_y_axis_and_labels_the_current_hour(admin_site_client, s
     assert 'id="tm-chart-now">now<' in page
     assert re.search(r'<svg class="tm-chart"[^>]*viewBox=', page)
     assert not re.search(r'<svg class="tm-chart"[^>]* width="', page)  # it fills its panel
+
+
+# Every cause a failed task may carry; cancel_timeout is a cancelled task's, never charted.
+CHARTED_CAUSES = [cause for cause in FailureCause if cause != FailureCause.CANCEL_TIMEOUT]
+
+
+@pytest.mark.parametrize("cause", [*CHARTED_CAUSES, ""])
+def test_every_failure_cause_in_the_chart_has_its_own_colour_and_legend_entry(
+    admin_site_client, cause
+):
+    TaskFactory(status=TaskStatus.FAILED, failure_cause=cause)
+
+    page = admin_site_client.get(INDEX).content.decode()
+
+    fills = re.findall(r'<rect [^>]*fill="(#[0-9a-f]{6})"', page)
+    assert len(fills) == 1
+    legend = dict(
+        (label, colour)
+        for colour, label in re.findall(
+            r'<span style="background: (#[0-9a-f]{6})"></span>([^<]+)', page
+        )
+    )
+    label = FailureCause(cause).label if cause else "Cause not recorded"
+    assert legend.get(label) == fills[0]
+    # No two entries share a colour: each segment reads as one cause.
+    assert len(set(legend.values())) == len(legend)
