@@ -23,7 +23,7 @@ from nodes.models import (
 )
 from taskmgmt.replica import on_replica
 from taskmgmt.throttling import CACHE_ERRORS
-from tasks.models import TaskStatus
+from tasks.models import SWEEP_CAUSE_COUNTS, FailureCause, SweepRun, TaskStatus
 from tasks.selectors import (
     FINAL_STATUSES,
     cancel_requests_by_node,
@@ -38,7 +38,7 @@ logger = logging.getLogger("taskmgmt.dashboard")
 # A day, and no more: the chart's buckets are named by their hour of the day.
 WINDOW_HOURS = 24
 # Versioned: hosts sharing the cache across a deploy never read a snapshot of another shape.
-SNAPSHOT_CACHE_KEY = "tasks:dashboard:snapshot:2"
+SNAPSHOT_CACHE_KEY = "tasks:dashboard:snapshot:3"
 # A failure from before causes were recorded has none; it is shown as this.
 NO_CAUSE = "unknown"
 
@@ -101,7 +101,7 @@ def _compute(now: datetime, using: str) -> dict:
         {"start": since + timedelta(hours=i), "completed": 0, "failed": {}}
         for i in range(WINDOW_HOURS)
     ]
-    failures, deadlines = {}, {"overdue": 0, "due_soon": 0}
+    failures, deadlines, sweep_cancelled = {}, {"overdue": 0, "due_soon": 0}, 0
     open_rows = open_by_node_and_status(now, using)
     for row in open_rows:
         deadlines["overdue"] += row["overdue"]
@@ -115,8 +115,13 @@ def _compute(now: datetime, using: str) -> dict:
             node["overdue"] += row.get("overdue", 0)
         if row["status"] == TaskStatus.IN_PROGRESS and node is not None:
             node["oldest_in_progress_age"] = (now - row["oldest"]).total_seconds()
+        if row["status"] == TaskStatus.CANCELLED:
+            # Cancelled is no failure: the sweep's cancellations are a line of their own.
+            if row["failure_cause"] == FailureCause.CANCEL_TIMEOUT:
+                sweep_cancelled += row["count"]
+            continue
         # The chart shows outcomes of work done: completed and each failure cause.
-        if row["status"] not in FINAL_STATUSES or row["status"] == TaskStatus.CANCELLED:
+        if row["status"] not in FINAL_STATUSES:
             continue
         hour = hours[(row["hour"] - since.hour) % WINDOW_HOURS]
         if row["status"] == TaskStatus.COMPLETED:
@@ -135,6 +140,7 @@ def _compute(now: datetime, using: str) -> dict:
         "totals": totals,
         **deadlines,
         "failures": failures,
+        "sweep_cancelled": sweep_cancelled,
         "moved_by_cause": sweep_moves_since(since, using),
         "hours": hours,
         "last_sweep": last_run
@@ -144,8 +150,24 @@ def _compute(now: datetime, using: str) -> dict:
             "failed_count": last_run.failed_count,
             "reassigned_count": last_run.reassigned_count,
             "failover_held_count": last_run.failover_held_count,
+            "cancelled_count": last_run.cancel_timeout_cancelled,
+            "by_cause": run_causes(last_run),
         },
     }
+
+
+def run_causes(run: SweepRun) -> list[tuple[str, str]] | None:
+    """What a sweep run did by cause, as the sweep runs page says it: [(cause's label,
+    "2 failed, 1 moved")], the causes it did nothing for left out; None for a run
+    from before causes were kept."""
+    if not run.causes_recorded:
+        return None
+    causes: dict[str, list[str]] = {}
+    for count in SWEEP_CAUSE_COUNTS:
+        number = getattr(run, count.field)
+        if number:
+            causes.setdefault(count.cause, []).append(f"{number} {count.what}")
+    return [(FailureCause(cause).label, ", ".join(done)) for cause, done in causes.items()]
 
 
 def schedule_of(node: dict) -> str:

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from nodes.models import Liveness
 from tasks.dashboard import snapshot
@@ -275,3 +276,65 @@ def test_every_failure_cause_in_the_chart_has_its_own_colour_and_legend_entry(
     assert legend.get(label) == fills[0]
     # No two entries share a colour: each segment reads as one cause.
     assert len(set(legend.values())) == len(legend)
+
+
+def sweep_panel(page: str) -> dict[str, str]:
+    """The sweep's last run panel as {row heading: its text}."""
+    panel = page.split('id="tm-sweep"')[1].split("</table>")[0]
+    rows = re.findall(r"<tr><th>([^<]+)</th><td[^>]*>(.*?)</td></tr>", panel, re.S)
+    return {heading: " ".join(re.sub(r"<[^>]+>", " ", cell).split()) for heading, cell in rows}
+
+
+def test_a_sweep_run_that_only_cancelled_shows_its_cancellation(admin_site_client, settings):
+    from tasks.services import sweep_run, task_cancel
+
+    settings.CANCEL_GRACE_SECONDS = 60
+    running = TaskFactory(status=TaskStatus.IN_PROGRESS, attempts=1)
+    task_cancel(task_id=running.pk)
+    Task.objects.filter(pk=running.pk).update(
+        cancel_requested_at=timezone.now() - timedelta(seconds=61)
+    )
+    sweep_run(batch_size=100)
+
+    page = admin_site_client.get(INDEX).content.decode()
+
+    shown = sweep_panel(page)
+    assert shown["Failed"] == "0"
+    assert shown["Cancelled (cancel unanswered)"] == "1"
+    assert shown["By cause"] == "Cancel unanswered: 1 cancelled"
+    # Beside the failures, not among them: a cancellation is no failure.
+    assert "cancel_timeout" not in {cause for cause, _, _ in links(page, "tm-failure")}
+    count = re.search(r'id="tm-sweep-cancelled" href="([^"]+)">(\d+)<', page)
+    assert int(count.group(2)) == 1
+    assert changelist_count(admin_site_client, html.unescape(count.group(1))) == 1
+
+
+def test_the_sweeps_last_run_shows_what_it_did_by_cause(admin_site_client):
+    now = timezone.now()
+    SweepRun.objects.create(
+        started_at=now,
+        finished_at=now + timedelta(seconds=1),
+        failed_count=3,
+        reassigned_count=2,
+        deadline_failed=1,
+        node_lost_failed=0,
+        node_lost_moved=0,
+        drained_failed=2,
+        drained_moved=2,
+        cancel_timeout_cancelled=0,
+    )
+
+    shown = sweep_panel(admin_site_client.get(INDEX).content.decode())
+
+    assert shown["Cancelled (cancel unanswered)"] == "0"
+    assert shown["By cause"] == "Deadline passed: 1 failed Drain deadline passed: 2 failed, 2 moved"
+
+
+def test_a_sweep_run_from_before_causes_were_kept_says_so(admin_site_client):
+    now = timezone.now()
+    SweepRun.objects.create(started_at=now, finished_at=now, failed_count=1)
+
+    shown = sweep_panel(admin_site_client.get(INDEX).content.decode())
+
+    assert shown["Cancelled (cancel unanswered)"] == "not recorded"
+    assert shown["By cause"] == "not recorded"
