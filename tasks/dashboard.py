@@ -10,15 +10,18 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from nodes import heartbeats
 from nodes.models import (
     WINDOW_SHOWN_FIELDS,
+    Cordon,
     Liveness,
+    MaintenanceWindow,
     Node,
     labels_text,
-    state_name,
+    state_of,
     window_shown,
 )
 from taskmgmt.replica import on_replica
@@ -73,7 +76,7 @@ def _compute(now: datetime, using: str) -> dict:
         .with_labels()
         .with_schedule(now)
         .with_window(now)
-        .annotate(**cancel_requests_by_node())
+        .annotate(**cancel_requests_by_node(), **window_author(now))
         .values(
             "id",
             "name",
@@ -83,9 +86,17 @@ def _compute(now: datetime, using: str) -> dict:
             "liveness",
             "label_set",
             "cordon__reason",
+            "cordon__by_id",
+            "cordon__by__name",
+            "cordon__by__email",
+            "cordon__since",
             "cordon__drain_deadline",
             "window_starts_at",
+            "window_reason",
             "window_drain",
+            "window_by_id",
+            "window_by_name",
+            "window_by_email",
             *(f"shown_window_{field}" for field in WINDOW_SHOWN_FIELDS),
             "cancel_waiting",
             "cancel_oldest",
@@ -93,6 +104,7 @@ def _compute(now: datetime, using: str) -> dict:
     }
     for node in nodes.values():
         node["schedule"] = schedule_of(node)
+        node["schedule_by"] = schedule_author(node, node["schedule"]["by"])
         node["window"] = window_shown(node, now)
         oldest = node.pop("cancel_oldest")
         node["cancel_oldest_age"] = (now - oldest).total_seconds() if oldest else None
@@ -170,14 +182,42 @@ def run_causes(run: SweepRun) -> list[tuple[str, str]] | None:
     return [(FailureCause(cause).label, ", ".join(done)) for cause, done in causes.items()]
 
 
-def schedule_of(node: dict) -> str:
-    """A node's NodeState from its row's cordon and current window columns."""
-    return state_name(
-        cordoned=node["cordon__reason"] is not None,
-        drain_by_hand=bool(node["cordon__drain_deadline"]),
-        window=node["window_starts_at"] is not None,
-        window_drains=bool(node["window_drain"]),
+def window_author(now: datetime) -> dict:
+    """Annotations: the name and email of whoever planned the node's current window,
+    as subqueries beside `with_schedule`'s, so the node list stays one query."""
+    window = MaintenanceWindow.objects.current(now).filter(node=OuterRef("pk"))
+    return {
+        f"window_by_{field}": Subquery(window.values(f"by__{field}")[:1])
+        for field in ("name", "email")
+    }
+
+
+def schedule_of(node: dict) -> dict:
+    """`nodes.models.state_of` (state, reason, by, since, drainDeadline) from a node row's
+    cordon and current window columns: the rule the API and the node page follow."""
+    cordon = node["cordon__reason"] is not None and Cordon(
+        reason=node["cordon__reason"],
+        by_id=node["cordon__by_id"],
+        since=node["cordon__since"],
+        drain_deadline=node["cordon__drain_deadline"],
     )
+    window = node["window_starts_at"] is not None and MaintenanceWindow(
+        starts_at=node["window_starts_at"],
+        reason=node["window_reason"],
+        drain=bool(node["window_drain"]),
+        by_id=node["window_by_id"],
+    )
+    return state_of(cordon or None, window or None)
+
+
+def schedule_author(node: dict, by) -> str:
+    """Who cordoned the node (a cordon by hand outlasts any window), or planned the
+    window it is in: a name, else an email; "the system" for nobody."""
+    if by is None:
+        return "the system"
+    if node["cordon__reason"] is not None:
+        return node["cordon__by__name"] or node["cordon__by__email"]
+    return node["window_by_name"] or node["window_by_email"]
 
 
 def snapshot() -> dict:

@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from nodes.models import Liveness
+from taskmgmt.moments import moment
 from tasks.dashboard import snapshot
 from tasks.models import FailureCause, SweepRun, Task, TaskStatus
 from tests.factories import AdminFactory, NodeFactory, TaskFactory, fleet
@@ -338,3 +339,49 @@ def test_a_sweep_run_from_before_causes_were_kept_says_so(admin_site_client):
 
     assert shown["Cancelled (cancel unanswered)"] == "not recorded"
     assert shown["By cause"] == "not recorded"
+
+
+def schedule_cell(page: str, node) -> str:
+    cell = re.search(rf'<td class="tm-schedule" data-node="{node.pk}"[^>]*>(.*?)</td>', page, re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", cell.group(1))).split())
+
+
+def test_the_scheduling_cell_says_why_by_whom_since_when_and_until_when(
+    admin_site_client, django_assert_max_num_queries
+):
+    from nodes.models import Cordon
+    from nodes.services import node_cordon, node_drain, node_maintenance_schedule
+
+    dana = AdminFactory(name="Dana Ops")
+    cordoned, draining, in_window = (NodeFactory(name=n) for n in ("c", "d", "w"))
+    node_cordon(node_id=cordoned.pk, reason="fan failure", actor=dana)
+    deadline = timezone.now() + timedelta(minutes=30)
+    node_drain(node_id=draining.pk, reason="kernel upgrade", actor=None, deadline=deadline)
+    started = timezone.now() - timedelta(minutes=5)
+    node_maintenance_schedule(
+        node_id=in_window.pk,
+        starts_at=started,
+        ends_at=started + timedelta(hours=1),
+        reason="disk swap",
+        drain=False,
+        actor=dana,
+    )
+    since = Cordon.objects.get(node=cordoned).since
+
+    # The fleet's states cost no query more: the budget of an idle fleet.
+    with django_assert_max_num_queries(8):
+        page = admin_site_client.get(INDEX).content.decode()
+
+    assert schedule_cell(page, cordoned) == (
+        f"cordoned fan failure by Dana Ops, since {moment(since, 'minutes')}"
+    )
+    assert re.fullmatch(
+        f"draining kernel upgrade by the system, since [^;]+; "
+        f"drain deadline {moment(deadline, 'minutes')}",
+        schedule_cell(page, draining),
+    )
+    assert re.fullmatch(
+        f"cordoned maintenance until [^;]+ disk swap by Dana Ops, "
+        f"since {moment(started, 'minutes')}",
+        schedule_cell(page, in_window),
+    )
