@@ -79,7 +79,9 @@ class TaskWork(NodeWork):
                 node_history(node, HISTORY_ROWS, using),
             )
         )
-        done = sum(finished.values())
+        # The failure rate is over the work that ran to an end: a cancelled task
+        # neither completed nor failed, and is shown apart.
+        done = finished.get(TaskStatus.COMPLETED, 0) + finished.get(TaskStatus.FAILED, 0)
         open_count = sum(counts.get(status, 0) for status in OPEN_STATUSES)
         last_hour = node_finished_counts(node, now - timedelta(hours=1)).get(
             TaskStatus.COMPLETED, 0
@@ -98,6 +100,11 @@ class TaskWork(NodeWork):
             "failed_url": changelist_url(
                 assigned_node__id__exact=str(node.pk),
                 status__exact=TaskStatus.FAILED,
+                updated_at__gte=since.isoformat(),
+            ),
+            "cancelled_url": changelist_url(
+                assigned_node__id__exact=str(node.pk),
+                status__exact=TaskStatus.CANCELLED,
                 updated_at__gte=since.isoformat(),
             ),
             "history": history,
