@@ -118,11 +118,11 @@ def scheduling_forms(site, request, node) -> dict | HttpResponse:
         )
         messages.success(request, "Maintenance window planned.")
         return back
-    if action == "cancel_window" and request.POST.get("window", "").isdigit():
+    if action == "cancel_window":
         try:
-            window_id = int(request.POST["window"])
+            window_id = int(request.POST.get("window", ""))
             node_maintenance_cancel(node_id=node.pk, window_id=window_id, actor=actor)
-        except (MaintenanceWindow.DoesNotExist, WindowNotComing):
+        except (ValueError, MaintenanceWindow.DoesNotExist, WindowNotComing):
             messages.error(request, "Only a coming window of this node can be cancelled.")
         else:
             messages.success(request, "Maintenance window cancelled.")

@@ -51,8 +51,10 @@ class TaskWork(NodeWork):
         return Task.objects.claimable_count(node, now)
 
     def node_page(self, request, node, now):
-        form = ReassignForm(request.POST or None, source=node)
-        if request.method == "POST" and form.is_valid():
+        # Bound only to its own POST: another form's errors must not show here too.
+        posted = request.method == "POST" and request.POST.get("action") == "reassign"
+        form = ReassignForm(request.POST if posted else None, source=node)
+        if posted and form.is_valid():
             if request.POST.get("confirm") != "yes":
                 return reassign_confirmation(request, node, form, now)
             target, locked_at = form.cleaned_data["node"], form.cleaned_data["locked_at"]

@@ -55,6 +55,44 @@ def test_a_cordon_without_a_reason_changes_nothing(admin_site_client, node):
     assert not Cordon.objects.exists()
 
 
+INVALID_SCHEDULING_POSTS = {
+    "maintenance ending before it starts": {
+        "action": "maintenance",
+        "maintenance-reason": "rack move",
+        "maintenance-starts_at": moment(120),
+        "maintenance-ends_at": moment(60),
+    },
+    "cordon without a reason": {"action": "cordon", "cordon-reason": ""},
+    "drain with a past deadline": {
+        "action": "drain",
+        "drain-reason": "kernel",
+        "drain-deadline": moment(-30),
+    },
+    "cancel window with no id": {"action": "cancel_window", "window": "abc"},
+}
+
+
+@pytest.mark.parametrize("post", INVALID_SCHEDULING_POSTS.values(), ids=INVALID_SCHEDULING_POSTS)
+def test_an_invalid_scheduling_form_leaves_the_reassign_form_unbound(admin_site_client, node, post):
+    response = admin_site_client.post(page(node), post, follow=True)
+
+    assert response.status_code == 200
+    assert not response.context["form"].is_bound
+    reassign = response.content.decode().split('id="tm-reassign"')[1].split("</form>")[0]
+    assert "errorlist" not in reassign
+    assert not Cordon.objects.exists() and not MaintenanceWindow.objects.exists()
+
+
+def test_cancelling_a_window_that_is_no_number_says_so(admin_site_client, node):
+    post = INVALID_SCHEDULING_POSTS["cancel window with no id"]
+
+    response = admin_site_client.post(page(node), post, follow=True)
+
+    assert [str(m) for m in response.context["messages"]] == [
+        "Only a coming window of this node can be cancelled."
+    ]
+
+
 def test_a_drain_asks_first_then_moves_the_pending_work(admin_site_client, admin_user, node):
     other = NodeFactory()
     User.objects.filter(pk__in=[node.pk, other.pk]).update(last_seen=timezone.now())
