@@ -28,7 +28,7 @@ from tasks.selectors import (
     node_status_counts,
     reassign_preview,
 )
-from tasks.services import tasks_drain_pending, tasks_reassign
+from tasks.services import tasks_drain_pending, tasks_drain_preview, tasks_reassign
 
 HISTORY_ROWS = 20
 SYSTEM = "the sweep"
@@ -43,6 +43,9 @@ class TaskWork(NodeWork):
 
     def drain(self, node_id, now):
         return tasks_drain_pending(node_id=node_id, now=now)
+
+    def drain_preview(self, node_id, now):
+        return tasks_drain_preview(node_id=node_id, now=now)
 
     def heartbeat_facts(self, node, now):
         return Task.objects.heartbeat_facts(node, now)
