@@ -12,7 +12,7 @@ from accounts.models import User
 from accounts.services import user_deactivate
 from nodes import heartbeats
 from nodes.forms import DrainForm, MaintenanceForm, ReasonForm, UncordonForm
-from nodes.models import Liveness, MaintenanceWindow, Node, NodeEvent
+from nodes.models import Liveness, MaintenanceWindow, Node, NodeEvent, node_state
 from nodes.services import (
     NotCordoned,
     WindowNotComing,
@@ -89,7 +89,14 @@ def scheduling_forms(site, request, node) -> dict | HttpResponse:
         node_cordon(
             node_id=node.pk, reason=forms["cordon_form"].cleaned_data["reason"], actor=actor
         )
-        messages.success(request, f"Cordoned {node}: it takes no new tasks.")
+        # A cordon keeps a drain under way (node_cordon): say so, or it reads as ended.
+        deadline = node_state(node.pk)["drainDeadline"]
+        still = (
+            f"; it is still draining, until {moment(deadline, 'minutes')} (uncordon ends both)"
+            if deadline
+            else ""
+        )
+        messages.success(request, f"Cordoned {node}: it takes no new tasks{still}.")
         return back
     if action == "drain" and forms["drain_form"].is_valid():
         data = forms["drain_form"].cleaned_data
@@ -118,11 +125,11 @@ def scheduling_forms(site, request, node) -> dict | HttpResponse:
         )
         messages.success(request, "Maintenance window planned.")
         return back
-    if action == "cancel_window" and request.POST.get("window", "").isdigit():
+    if action == "cancel_window":
         try:
-            window_id = int(request.POST["window"])
+            window_id = int(request.POST.get("window", ""))
             node_maintenance_cancel(node_id=node.pk, window_id=window_id, actor=actor)
-        except (MaintenanceWindow.DoesNotExist, WindowNotComing):
+        except (ValueError, MaintenanceWindow.DoesNotExist, WindowNotComing):
             messages.error(request, "Only a coming window of this node can be cancelled.")
         else:
             messages.success(request, "Maintenance window cancelled.")
@@ -132,7 +139,9 @@ def scheduling_forms(site, request, node) -> dict | HttpResponse:
 
 def drain_confirmation(site, request, node, form):
     """How many of the node's tasks a drain moves now and how many may finish first."""
-    open_tasks, in_progress = node_work().open_counts_by_node().get(node.pk, (0, 0))
+    now = timezone.now()
+    in_progress = node_work().open_counts_by_node().get(node.pk, (0, 0))[1]
+    movable, staying = node_work().drain_preview(node.pk, now)
     deadline = form.cleaned_data["deadline"] or drain_deadline_default(node.pk)
     deadline = moment(deadline, "minutes")
     return confirmation(
@@ -141,9 +150,7 @@ def drain_confirmation(site, request, node, form):
         node,
         title=f"Drain {node}?",
         changes=[
-            f"Its {open_tasks - in_progress} pending task(s) move now to other alive, "
-            "schedulable nodes that may run them (as failover places them); a task no node "
-            "may take, or pinned to it, stays.",
+            pending_plan(movable, staying),
             f"Its {in_progress} task(s) in progress may finish until {deadline}; then the "
             "sweep fails them (cause: drain deadline passed) and moves them.",
             f"{node} takes no new tasks until uncordoned. The drain is a node event, with "
@@ -153,8 +160,31 @@ def drain_confirmation(site, request, node, form):
             ("action", "drain"),
             *((field.html_name, field.value() or "") for field in form),
         ],
-        submit=f"Drain now: move {open_tasks - in_progress} pending task(s)",
+        submit=f"Drain now: move {movable} pending task(s)" if movable else "Drain now",
         form_id="tm-drain-confirm",
+    )
+
+
+# Where a drain's pending tasks go, as placement sees the fleet now.
+MOVE_RULE = "other alive, schedulable nodes that may run them (as failover places them)"
+STAY_RULE = (
+    "no other alive, schedulable node may run them, or they are pinned to it; they wait "
+    "unclaimed, and the sweep tries again once the drain deadline has passed (or "
+    "reassign them here)"
+)
+
+
+def pending_plan(movable: int, staying: int) -> str:
+    """The confirmation's line on the node's pending tasks: how many move, how many stay."""
+    if not movable and not staying:
+        return "It has no pending task to move."
+    if not staying:
+        return f"Its {movable} pending task(s) move now to {MOVE_RULE}."
+    if not movable:
+        return f"Its {staying} pending task(s) stay on it: {STAY_RULE}."
+    return (
+        f"Of its {movable + staying} pending task(s), {movable} move now to {MOVE_RULE}; "
+        f"{staying} stay on it: {STAY_RULE}."
     )
 
 

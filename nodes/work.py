@@ -40,6 +40,10 @@ class NodeWork:
         """A drain's move of the node's pending tasks: (moved, stayed)."""
         return 0, 0
 
+    def drain_preview(self, node_id: UUID, now: datetime) -> tuple[int, int]:
+        """What `drain` would do now, nothing changed: (movable, staying)."""
+        return 0, 0
+
     def node_page(self, request, node, now: datetime) -> dict | HttpResponse:
         """The node page's work panels (a template context), or the answer to a POST of theirs."""
         return {}

@@ -96,7 +96,13 @@ def dashboard_context(data: dict, group: str | None = None) -> dict:
             (cause, cause_label(cause), count, failures_url(cause, data["since"]))
             for cause, count in sorted(data["failures"].items())
         ],
+        "sweep_cancelled_url": changelist_url(
+            status__exact=TaskStatus.CANCELLED,
+            failure_cause__exact=FailureCause.CANCEL_TIMEOUT,
+            updated_at__gte=data["since"].isoformat(),
+        ),
         "status_labels": TaskStatus.choices,
+        "cancel_timeout_label": FailureCause.CANCEL_TIMEOUT.label,
         "at_risk": at_risk,
         "at_risk_count": sum(row["open"] for row in at_risk),
         "at_risk_url": changelist_url(

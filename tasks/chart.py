@@ -12,8 +12,11 @@ CAUSE_COLOURS = {
     FailureCause.DEADLINE: "#c23030",
     FailureCause.NODE_LOST: "#8f398f",
     FailureCause.ADMIN: "#5c7080",
+    FailureCause.DRAINED: "#2965cc",
     NO_CAUSE: "#a7b6c2",
 }
+# A failure from before causes were recorded: in the legend only when a bar has one.
+NO_CAUSE_LABEL = "Cause not recorded"
 COMPLETED_COLOUR = "#29a634"
 # The SVG's own units; the page scales it to its panel's width (tasks/admin.css).
 CHART_WIDTH, CHART_HEIGHT, BAR_GAP = 1200, 200, 4
@@ -45,7 +48,7 @@ def chart(data: dict) -> dict:
     for i, hour in enumerate(hours):
         until = hour["start"] + timedelta(hours=1)
         segments = [("Completed", hour["completed"], COMPLETED_COLOUR, None)] + [
-            (cause_label(cause), count, CAUSE_COLOURS.get(cause, "#a7b6c2"), cause)
+            (cause_label(cause), count, CAUSE_COLOURS.get(cause, CAUSE_COLOURS[NO_CAUSE]), cause)
             for cause, count in sorted(hour["failed"].items())
         ]
         bottom = CHART_HEIGHT
@@ -95,8 +98,11 @@ def chart(data: dict) -> dict:
         for value in sorted({0, top_value // 2, top_value})
         if value or top_value
     ]
+    uncaused = any(NO_CAUSE in hour["failed"] for hour in hours)
     legend = [("Completed", COMPLETED_COLOUR)] + [
-        (cause_label(cause), colour) for cause, colour in CAUSE_COLOURS.items() if cause != NO_CAUSE
+        (cause_label(cause), colour)
+        for cause, colour in CAUSE_COLOURS.items()
+        if cause != NO_CAUSE or uncaused
     ]
     return {
         "bars": bars,
@@ -110,4 +116,4 @@ def chart(data: dict) -> dict:
 
 
 def cause_label(cause: str) -> str:
-    return FailureCause(cause).label if cause in FailureCause.values else "Unknown cause"
+    return FailureCause(cause).label if cause in FailureCause.values else NO_CAUSE_LABEL

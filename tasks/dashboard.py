@@ -10,20 +10,23 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from nodes import heartbeats
 from nodes.models import (
     WINDOW_SHOWN_FIELDS,
+    Cordon,
     Liveness,
+    MaintenanceWindow,
     Node,
     labels_text,
-    state_name,
+    state_of,
     window_shown,
 )
 from taskmgmt.replica import on_replica
 from taskmgmt.throttling import CACHE_ERRORS
-from tasks.models import TaskStatus
+from tasks.models import SWEEP_CAUSE_COUNTS, FailureCause, SweepRun, TaskStatus
 from tasks.selectors import (
     FINAL_STATUSES,
     cancel_requests_by_node,
@@ -38,7 +41,7 @@ logger = logging.getLogger("taskmgmt.dashboard")
 # A day, and no more: the chart's buckets are named by their hour of the day.
 WINDOW_HOURS = 24
 # Versioned: hosts sharing the cache across a deploy never read a snapshot of another shape.
-SNAPSHOT_CACHE_KEY = "tasks:dashboard:snapshot:2"
+SNAPSHOT_CACHE_KEY = "tasks:dashboard:snapshot:3"
 # A failure from before causes were recorded has none; it is shown as this.
 NO_CAUSE = "unknown"
 
@@ -73,7 +76,7 @@ def _compute(now: datetime, using: str) -> dict:
         .with_labels()
         .with_schedule(now)
         .with_window(now)
-        .annotate(**cancel_requests_by_node())
+        .annotate(**cancel_requests_by_node(), **window_author(now))
         .values(
             "id",
             "name",
@@ -83,9 +86,17 @@ def _compute(now: datetime, using: str) -> dict:
             "liveness",
             "label_set",
             "cordon__reason",
+            "cordon__by_id",
+            "cordon__by__name",
+            "cordon__by__email",
+            "cordon__since",
             "cordon__drain_deadline",
             "window_starts_at",
+            "window_reason",
             "window_drain",
+            "window_by_id",
+            "window_by_name",
+            "window_by_email",
             *(f"shown_window_{field}" for field in WINDOW_SHOWN_FIELDS),
             "cancel_waiting",
             "cancel_oldest",
@@ -93,6 +104,7 @@ def _compute(now: datetime, using: str) -> dict:
     }
     for node in nodes.values():
         node["schedule"] = schedule_of(node)
+        node["schedule_by"] = schedule_author(node, node["schedule"]["by"])
         node["window"] = window_shown(node, now)
         oldest = node.pop("cancel_oldest")
         node["cancel_oldest_age"] = (now - oldest).total_seconds() if oldest else None
@@ -101,7 +113,7 @@ def _compute(now: datetime, using: str) -> dict:
         {"start": since + timedelta(hours=i), "completed": 0, "failed": {}}
         for i in range(WINDOW_HOURS)
     ]
-    failures, deadlines = {}, {"overdue": 0, "due_soon": 0}
+    failures, deadlines, sweep_cancelled = {}, {"overdue": 0, "due_soon": 0}, 0
     open_rows = open_by_node_and_status(now, using)
     for row in open_rows:
         deadlines["overdue"] += row["overdue"]
@@ -115,8 +127,13 @@ def _compute(now: datetime, using: str) -> dict:
             node["overdue"] += row.get("overdue", 0)
         if row["status"] == TaskStatus.IN_PROGRESS and node is not None:
             node["oldest_in_progress_age"] = (now - row["oldest"]).total_seconds()
+        if row["status"] == TaskStatus.CANCELLED:
+            # Cancelled is no failure: the sweep's cancellations are a line of their own.
+            if row["failure_cause"] == FailureCause.CANCEL_TIMEOUT:
+                sweep_cancelled += row["count"]
+            continue
         # The chart shows outcomes of work done: completed and each failure cause.
-        if row["status"] not in FINAL_STATUSES or row["status"] == TaskStatus.CANCELLED:
+        if row["status"] not in FINAL_STATUSES:
             continue
         hour = hours[(row["hour"] - since.hour) % WINDOW_HOURS]
         if row["status"] == TaskStatus.COMPLETED:
@@ -135,6 +152,7 @@ def _compute(now: datetime, using: str) -> dict:
         "totals": totals,
         **deadlines,
         "failures": failures,
+        "sweep_cancelled": sweep_cancelled,
         "moved_by_cause": sweep_moves_since(since, using),
         "hours": hours,
         "last_sweep": last_run
@@ -144,18 +162,62 @@ def _compute(now: datetime, using: str) -> dict:
             "failed_count": last_run.failed_count,
             "reassigned_count": last_run.reassigned_count,
             "failover_held_count": last_run.failover_held_count,
+            "cancelled_count": last_run.cancel_timeout_cancelled,
+            "by_cause": run_causes(last_run),
         },
     }
 
 
-def schedule_of(node: dict) -> str:
-    """A node's NodeState from its row's cordon and current window columns."""
-    return state_name(
-        cordoned=node["cordon__reason"] is not None,
-        drain_by_hand=bool(node["cordon__drain_deadline"]),
-        window=node["window_starts_at"] is not None,
-        window_drains=bool(node["window_drain"]),
+def run_causes(run: SweepRun) -> list[tuple[str, str]] | None:
+    """What a sweep run did by cause, as the sweep runs page says it: [(cause's label,
+    "2 failed, 1 moved")], the causes it did nothing for left out; None for a run
+    from before causes were kept."""
+    if not run.causes_recorded:
+        return None
+    causes: dict[str, list[str]] = {}
+    for count in SWEEP_CAUSE_COUNTS:
+        number = getattr(run, count.field)
+        if number:
+            causes.setdefault(count.cause, []).append(f"{number} {count.what}")
+    return [(FailureCause(cause).label, ", ".join(done)) for cause, done in causes.items()]
+
+
+def window_author(now: datetime) -> dict:
+    """Annotations: the name and email of whoever planned the node's current window,
+    as subqueries beside `with_schedule`'s, so the node list stays one query."""
+    window = MaintenanceWindow.objects.current(now).filter(node=OuterRef("pk"))
+    return {
+        f"window_by_{field}": Subquery(window.values(f"by__{field}")[:1])
+        for field in ("name", "email")
+    }
+
+
+def schedule_of(node: dict) -> dict:
+    """`nodes.models.state_of` (state, reason, by, since, drainDeadline) from a node row's
+    cordon and current window columns: the rule the API and the node page follow."""
+    cordon = node["cordon__reason"] is not None and Cordon(
+        reason=node["cordon__reason"],
+        by_id=node["cordon__by_id"],
+        since=node["cordon__since"],
+        drain_deadline=node["cordon__drain_deadline"],
     )
+    window = node["window_starts_at"] is not None and MaintenanceWindow(
+        starts_at=node["window_starts_at"],
+        reason=node["window_reason"],
+        drain=bool(node["window_drain"]),
+        by_id=node["window_by_id"],
+    )
+    return state_of(cordon or None, window or None)
+
+
+def schedule_author(node: dict, by) -> str:
+    """Who cordoned the node (a cordon by hand outlasts any window), or planned the
+    window it is in: a name, else an email; "the system" for nobody."""
+    if by is None:
+        return "the system"
+    if node["cordon__reason"] is not None:
+        return node["cordon__by__name"] or node["cordon__by__email"]
+    return node["window_by_name"] or node["window_by_email"]
 
 
 def snapshot() -> dict:

@@ -28,7 +28,7 @@ from tasks.selectors import (
     node_status_counts,
     reassign_preview,
 )
-from tasks.services import tasks_drain_pending, tasks_reassign
+from tasks.services import tasks_drain_pending, tasks_drain_preview, tasks_reassign
 
 HISTORY_ROWS = 20
 SYSTEM = "the sweep"
@@ -44,6 +44,9 @@ class TaskWork(NodeWork):
     def drain(self, node_id, now):
         return tasks_drain_pending(node_id=node_id, now=now)
 
+    def drain_preview(self, node_id, now):
+        return tasks_drain_preview(node_id=node_id, now=now)
+
     def heartbeat_facts(self, node, now):
         return Task.objects.heartbeat_facts(node, now)
 
@@ -51,8 +54,10 @@ class TaskWork(NodeWork):
         return Task.objects.claimable_count(node, now)
 
     def node_page(self, request, node, now):
-        form = ReassignForm(request.POST or None, source=node)
-        if request.method == "POST" and form.is_valid():
+        # Bound only to its own POST: another form's errors must not show here too.
+        posted = request.method == "POST" and request.POST.get("action") == "reassign"
+        form = ReassignForm(request.POST if posted else None, source=node)
+        if posted and form.is_valid():
             if request.POST.get("confirm") != "yes":
                 return reassign_confirmation(request, node, form, now)
             target, locked_at = form.cleaned_data["node"], form.cleaned_data["locked_at"]
@@ -79,7 +84,9 @@ class TaskWork(NodeWork):
                 node_history(node, HISTORY_ROWS, using),
             )
         )
-        done = sum(finished.values())
+        # The failure rate is over the work that ran to an end: a cancelled task
+        # neither completed nor failed, and is shown apart.
+        done = finished.get(TaskStatus.COMPLETED, 0) + finished.get(TaskStatus.FAILED, 0)
         open_count = sum(counts.get(status, 0) for status in OPEN_STATUSES)
         last_hour = node_finished_counts(node, now - timedelta(hours=1)).get(
             TaskStatus.COMPLETED, 0
@@ -98,6 +105,11 @@ class TaskWork(NodeWork):
             "failed_url": changelist_url(
                 assigned_node__id__exact=str(node.pk),
                 status__exact=TaskStatus.FAILED,
+                updated_at__gte=since.isoformat(),
+            ),
+            "cancelled_url": changelist_url(
+                assigned_node__id__exact=str(node.pk),
+                status__exact=TaskStatus.CANCELLED,
                 updated_at__gte=since.isoformat(),
             ),
             "history": history,

@@ -44,9 +44,17 @@ class Placement:
 
     `alive_only`: only alive nodes may take work, never the not-down fallback (failover,
     which has always moved work to alive nodes only). `flush`: write the beats waiting in
-    Redis first, as every reader of liveness does (the failover has just done so)."""
+    Redis first, as every reader of liveness does (the failover has just done so).
+    `exclude`: a node that may take none of them (one about to be drained)."""
 
-    def __init__(self, *, now: datetime, alive_only: bool = False, flush: bool = True):
+    def __init__(
+        self,
+        *,
+        now: datetime,
+        alive_only: bool = False,
+        flush: bool = True,
+        exclude: UUID | None = None,
+    ):
         if flush:
             heartbeats.flush()
         # A window under way makes a node unschedulable; the first coming one is read
@@ -54,6 +62,7 @@ class Placement:
         coming = MaintenanceWindow.objects.coming(now).filter(node=OuterRef("pk"))
         rows = (
             Node.objects.schedulable(now)
+            .exclude(pk=exclude)
             .with_liveness(now)
             .with_labels()
             .annotate(next_window=Subquery(coming.order_by("starts_at").values("starts_at")[:1]))

@@ -999,17 +999,24 @@ def _move_elsewhere(rows: list, *, now: datetime, cause: str, actor=None) -> int
     placement = Placement(now=now, alive_only=True, flush=False) if rows else None
     if not placement:
         return 0
+    moving = _targets(placement, rows, now)
+    if moving:
+        _move(moving, now=now, cause=cause, actor=actor)
+        kind = "failover" if cause == FailureCause.NODE_LOST else "drain"
+        transaction.on_commit(lambda: REASSIGNMENTS.labels(kind).inc(len(moving)))
+    return len(moving)
+
+
+def _targets(placement: Placement, rows: list, now: datetime) -> list[tuple]:
+    """(row, target) for each pending task (a driver row) placement finds another node
+    for, each pick counted; pinned tasks stay."""
     moving = []
     for row in rows:
         selector = _json_value(row.node_selector)
         target = None if row.pinned else placement.pick(selector, _moved_deadline(row, now))
         if target is not None:
             moving.append((row, target))
-    if moving:
-        _move(moving, now=now, cause=cause, actor=actor)
-        kind = "failover" if cause == FailureCause.NODE_LOST else "drain"
-        transaction.on_commit(lambda: REASSIGNMENTS.labels(kind).inc(len(moving)))
-    return len(moving)
+    return moving
 
 
 # Why failover failed a task instead of moving it: its failureReason.
@@ -1105,6 +1112,20 @@ def tasks_drain_pending(*, node_id: UUID, now: datetime | None = None) -> tuple[
         )
         moved = _move_elsewhere(rows, now=now, cause=FailureCause.DRAINED, actor=current_actor())
     return moved, len(rows) - moved
+
+
+def tasks_drain_preview(*, node_id: UUID, now: datetime | None = None) -> tuple[int, int]:
+    """What `tasks_drain_pending` would do now, nothing written: (movable, staying) of
+    the node's pending tasks, by the same placement (the node itself no target, as once
+    drained it is not schedulable). Three queries or so, however many tasks."""
+    now = now or timezone.now()
+    pending = Task.objects.filter(assigned_node_id=node_id, active=True, status=TaskStatus.PENDING)
+    rows = list(driver_rows(pending.order_by("pk"), *MOVED_COLUMNS))
+    if not rows:
+        return 0, 0
+    placement = Placement(now=now, alive_only=True, exclude=node_id)
+    movable = len(_targets(placement, rows, now)) if placement else 0
+    return movable, len(rows) - movable
 
 
 def tasks_fail_drained(*, batch_size: int, now: datetime | None = None) -> FailoverCounts:

@@ -277,3 +277,56 @@ def test_no_list_overflows_sideways(browser, width):
             )
             wide.append((path, widths))
     assert wide == []
+
+
+def page_widths(driver) -> list[int]:
+    return driver.execute_script(
+        "return [document.documentElement.scrollWidth, document.documentElement.clientWidth];"
+    )
+
+
+@pytest.mark.parametrize("width", [1280, 1366, 1440])
+def test_the_dashboard_and_activity_fit_with_nodes_in_maintenance_and_long_reasons(browser, width):
+    """A node with a coming maintenance window that drains, nodes cordoned and draining
+    with long reasons, a cancel request waiting, and an unbroken word (a ticket's URL)
+    in a reason the activity feed shows: no page scrolls sideways."""
+    from nodes.services import node_cordon, node_drain, node_maintenance_schedule
+    from tasks.services import task_cancel
+
+    browser.set_window_size(width, 1000)
+    data = fleet()
+    admin = AdminFactory(name="Dana Ops")
+    now = timezone.now()
+    reason = "Replace the failing disk in bay 3 and upgrade the RAID controller's firmware "
+    node_maintenance_schedule(
+        node_id=data["alive"].pk,
+        starts_at=now + timedelta(days=3),
+        ends_at=now + timedelta(days=3, hours=4),
+        reason=reason * 3,
+        drain=True,
+        actor=admin,
+    )
+    ticket = "https://tickets.example.com/browse?id=INFRA_20417_replace_the_fan_in_rack_12_row_c"
+    node_cordon(node_id=data["down"].pk, reason=f"{ticket} {reason}", actor=admin)
+    node_drain(node_id=data["never"].pk, reason=reason * 2, actor=admin)
+    task_cancel(task_id=data["tasks"]["in_progress"][0].pk)
+    User.objects.filter(pk=data["alive"].pk).update(name="batch-runner-us-east-2b-spot-17")
+    log_in(browser, admin)
+
+    wide = []
+    for path in ("/admin/", "/admin/activity/", f"/admin/node/{data['down'].pk}/"):
+        browser.get(f"{browser.base_url}{path}")
+        wait_for(browser, "#content")
+        if not no_horizontal_overflow(browser):
+            wide.append((path, page_widths(browser)))
+    assert wide == []
+    # The dashboard says it all, wrapped: the window, the drain, the reasons.
+    browser.get(f"{browser.base_url}/admin/")
+    cell = wait_for(browser, f'.tm-schedule[data-node="{data["alive"].pk}"]').text
+    assert "maintenance" in cell and "(drain)" in cell
+    assert (
+        "by Dana Ops"
+        in browser.find_element(
+            By.CSS_SELECTOR, f'.tm-schedule[data-node="{data["down"].pk}"]'
+        ).text
+    )

@@ -80,6 +80,24 @@ def test_the_page_shows_liveness_counts_linked_and_the_failure_rate(admin_site_c
     assert re.search(r'id="tm-failure-rate">20 %', page)
 
 
+def test_cancelled_tasks_are_shown_apart_and_left_out_of_the_failure_rate(admin_site_client):
+    node = NodeFactory()
+    TaskFactory(assigned_node=node, status=TaskStatus.COMPLETED)
+    TaskFactory.create_batch(2, assigned_node=node, status=TaskStatus.FAILED)
+    TaskFactory.create_batch(2, assigned_node=node, status=TaskStatus.CANCELLED)
+
+    page = admin_site_client.get(node_url(node)).content.decode()
+
+    panel = page.split('id="tm-node-failure-rate"')[1].split("</div>")[0]
+    text = " ".join(html.unescape(re.sub(r"<[^>]+>", "", panel)).split())
+    # Two failed of three completed or failed: the cancelled ones did no work to fail.
+    assert "Completed 1, failed 2, cancelled 2: failure rate 67 %" in text
+    assert re.search(r'id="tm-failure-rate">67 %', page)
+    cancelled = re.search(r'id="tm-node-cancelled" href="([^"]+)">(\d+)<', panel)
+    assert cancelled.group(2) == "2"
+    assert admin_site_client.get(html.unescape(cancelled.group(1))).context["cl"].result_count == 2
+
+
 def test_its_history_lists_what_it_did_newest_first(admin_site_client, node_client, node):
     first, second = TaskFactory.create_batch(2, assigned_node=node)
     for task in (first, second):

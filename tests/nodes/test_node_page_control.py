@@ -55,6 +55,44 @@ def test_a_cordon_without_a_reason_changes_nothing(admin_site_client, node):
     assert not Cordon.objects.exists()
 
 
+INVALID_SCHEDULING_POSTS = {
+    "maintenance ending before it starts": {
+        "action": "maintenance",
+        "maintenance-reason": "rack move",
+        "maintenance-starts_at": moment(120),
+        "maintenance-ends_at": moment(60),
+    },
+    "cordon without a reason": {"action": "cordon", "cordon-reason": ""},
+    "drain with a past deadline": {
+        "action": "drain",
+        "drain-reason": "kernel",
+        "drain-deadline": moment(-30),
+    },
+    "cancel window with no id": {"action": "cancel_window", "window": "abc"},
+}
+
+
+@pytest.mark.parametrize("post", INVALID_SCHEDULING_POSTS.values(), ids=INVALID_SCHEDULING_POSTS)
+def test_an_invalid_scheduling_form_leaves_the_reassign_form_unbound(admin_site_client, node, post):
+    response = admin_site_client.post(page(node), post, follow=True)
+
+    assert response.status_code == 200
+    assert not response.context["form"].is_bound
+    reassign = response.content.decode().split('id="tm-reassign"')[1].split("</form>")[0]
+    assert "errorlist" not in reassign
+    assert not Cordon.objects.exists() and not MaintenanceWindow.objects.exists()
+
+
+def test_cancelling_a_window_that_is_no_number_says_so(admin_site_client, node):
+    post = INVALID_SCHEDULING_POSTS["cancel window with no id"]
+
+    response = admin_site_client.post(page(node), post, follow=True)
+
+    assert [str(m) for m in response.context["messages"]] == [
+        "Only a coming window of this node can be cancelled."
+    ]
+
+
 def test_a_drain_asks_first_then_moves_the_pending_work(admin_site_client, admin_user, node):
     other = NodeFactory()
     User.objects.filter(pk__in=[node.pk, other.pk]).update(last_seen=timezone.now())
@@ -105,6 +143,8 @@ def test_the_forms_need_the_csrf_token(admin_user, node):
 def test_the_drain_confirmation_says_how_many_tasks_move_and_how_many_may_finish(
     admin_site_client, node
 ):
+    # Another alive node that may take them: the confirmation says they move.
+    User.objects.filter(pk=NodeFactory().pk).update(last_seen=timezone.now())
     TaskFactory.create_batch(2, assigned_node=node)
     TaskFactory(assigned_node=node, status=TaskStatus.IN_PROGRESS)
     deadline = timezone.now() + timedelta(minutes=30)
@@ -163,3 +203,56 @@ def test_an_event_by_the_system_shows_on_the_page(admin_site_client, node):
     assert response.status_code == 200
     events = response.content.decode().split('id="tm-node-events"')[1].split("</table>")[0]
     assert "the system" in events and "zone=a" in events
+
+
+def drain_confirmation(client, node) -> str:
+    form = {"action": "drain", "drain-reason": "kernel", "drain-deadline": moment(30)}
+    shown_page = client.post(page(node), form).content.decode()
+    changes = shown_page.split('class="tm-confirm-changes"')[1].split("</ul>")[0]
+    return " ".join(changes.split())
+
+
+def test_the_drain_confirmation_says_the_pending_tasks_stay_when_no_node_may_take_them(
+    admin_site_client, node
+):
+    NodeFactory(name="never seen, so no target")
+    TaskFactory.create_batch(3, assigned_node=node)
+
+    changes = drain_confirmation(admin_site_client, node)
+
+    assert "Its 3 pending task(s) stay on it" in changes
+    assert "move now" not in changes
+    # What the drain then does: it moves none.
+    form = {"action": "drain", "drain-reason": "kernel", "drain-deadline": moment(30)}
+    done = admin_site_client.post(page(node), {**form, "confirm": "yes"}, follow=True)
+    (message,) = [str(m) for m in done.context["messages"]]
+    assert "moved 0 pending task(s)" in message
+
+
+def test_the_drain_confirmation_counts_those_that_can_move_and_those_that_stay(
+    admin_site_client, node
+):
+    gpu = NodeFactory()
+    User.objects.filter(pk=gpu.pk).update(last_seen=timezone.now())
+    node_set_labels(node=gpu, labels={"gpu": "true"})
+    TaskFactory.create_batch(2, assigned_node=node, node_selector={"gpu": "true"})
+    TaskFactory(assigned_node=node, node_selector={"zone": "mars"})
+    TaskFactory(assigned_node=node, pinned=True)
+
+    changes = drain_confirmation(admin_site_client, node)
+
+    assert "Of its 4 pending task(s), 2 move now" in changes
+    assert "2 stay on it" in changes
+
+
+def test_cordoning_a_draining_node_says_it_is_still_draining(admin_site_client, node):
+    form = {"action": "drain", "drain-reason": "kernel", "drain-deadline": moment(30)}
+    admin_site_client.post(page(node), {**form, "confirm": "yes"})
+
+    response = admin_site_client.post(
+        page(node), {"action": "cordon", "cordon-reason": "and keep it out"}, follow=True
+    )
+
+    message = [str(m) for m in response.context["messages"]][-1]
+    assert message.startswith("Cordoned ") and "still draining" in message
+    assert Cordon.objects.get(node=node).drain_deadline is not None

@@ -8,10 +8,12 @@ from datetime import timedelta
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from nodes.models import Liveness
+from taskmgmt.moments import moment
 from tasks.dashboard import snapshot
-from tasks.models import SweepRun, Task, TaskStatus
+from tasks.models import FailureCause, SweepRun, Task, TaskStatus
 from tests.factories import AdminFactory, NodeFactory, TaskFactory, fleet
 from tests.shared_redis import redis_cache, redis_database, unreachable_redis_url
 
@@ -249,3 +251,137 @@ def test_the_chart_has_a_y_axis_and_labels_the_current_hour(admin_site_client, s
     assert 'id="tm-chart-now">now<' in page
     assert re.search(r'<svg class="tm-chart"[^>]*viewBox=', page)
     assert not re.search(r'<svg class="tm-chart"[^>]* width="', page)  # it fills its panel
+
+
+# Every cause a failed task may carry; cancel_timeout is a cancelled task's, never charted.
+CHARTED_CAUSES = [cause for cause in FailureCause if cause != FailureCause.CANCEL_TIMEOUT]
+
+
+@pytest.mark.parametrize("cause", [*CHARTED_CAUSES, ""])
+def test_every_failure_cause_in_the_chart_has_its_own_colour_and_legend_entry(
+    admin_site_client, cause
+):
+    TaskFactory(status=TaskStatus.FAILED, failure_cause=cause)
+
+    page = admin_site_client.get(INDEX).content.decode()
+
+    fills = re.findall(r'<rect [^>]*fill="(#[0-9a-f]{6})"', page)
+    assert len(fills) == 1
+    legend = dict(
+        (label, colour)
+        for colour, label in re.findall(
+            r'<span style="background: (#[0-9a-f]{6})"></span>([^<]+)', page
+        )
+    )
+    label = FailureCause(cause).label if cause else "Cause not recorded"
+    assert legend.get(label) == fills[0]
+    # No two entries share a colour: each segment reads as one cause.
+    assert len(set(legend.values())) == len(legend)
+
+
+def sweep_panel(page: str) -> dict[str, str]:
+    """The sweep's last run panel as {row heading: its text}."""
+    panel = page.split('id="tm-sweep"')[1].split("</table>")[0]
+    rows = re.findall(r"<tr><th>([^<]+)</th><td[^>]*>(.*?)</td></tr>", panel, re.S)
+    return {heading: " ".join(re.sub(r"<[^>]+>", " ", cell).split()) for heading, cell in rows}
+
+
+def test_a_sweep_run_that_only_cancelled_shows_its_cancellation(admin_site_client, settings):
+    from tasks.services import sweep_run, task_cancel
+
+    settings.CANCEL_GRACE_SECONDS = 60
+    running = TaskFactory(status=TaskStatus.IN_PROGRESS, attempts=1)
+    task_cancel(task_id=running.pk)
+    Task.objects.filter(pk=running.pk).update(
+        cancel_requested_at=timezone.now() - timedelta(seconds=61)
+    )
+    sweep_run(batch_size=100)
+
+    page = admin_site_client.get(INDEX).content.decode()
+
+    shown = sweep_panel(page)
+    assert shown["Failed"] == "0"
+    assert shown["Cancelled (cancel unanswered)"] == "1"
+    assert shown["By cause"] == "Cancel unanswered: 1 cancelled"
+    # Beside the failures, not among them: a cancellation is no failure.
+    assert "cancel_timeout" not in {cause for cause, _, _ in links(page, "tm-failure")}
+    count = re.search(r'id="tm-sweep-cancelled" href="([^"]+)">(\d+)<', page)
+    assert int(count.group(2)) == 1
+    assert changelist_count(admin_site_client, html.unescape(count.group(1))) == 1
+
+
+def test_the_sweeps_last_run_shows_what_it_did_by_cause(admin_site_client):
+    now = timezone.now()
+    SweepRun.objects.create(
+        started_at=now,
+        finished_at=now + timedelta(seconds=1),
+        failed_count=3,
+        reassigned_count=2,
+        deadline_failed=1,
+        node_lost_failed=0,
+        node_lost_moved=0,
+        drained_failed=2,
+        drained_moved=2,
+        cancel_timeout_cancelled=0,
+    )
+
+    shown = sweep_panel(admin_site_client.get(INDEX).content.decode())
+
+    assert shown["Cancelled (cancel unanswered)"] == "0"
+    assert shown["By cause"] == "Deadline passed: 1 failed Drain deadline passed: 2 failed, 2 moved"
+
+
+def test_a_sweep_run_from_before_causes_were_kept_says_so(admin_site_client):
+    now = timezone.now()
+    SweepRun.objects.create(started_at=now, finished_at=now, failed_count=1)
+
+    shown = sweep_panel(admin_site_client.get(INDEX).content.decode())
+
+    assert shown["Cancelled (cancel unanswered)"] == "not recorded"
+    assert shown["By cause"] == "not recorded"
+
+
+def schedule_cell(page: str, node) -> str:
+    cell = re.search(rf'<td class="tm-schedule" data-node="{node.pk}"[^>]*>(.*?)</td>', page, re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", cell.group(1))).split())
+
+
+def test_the_scheduling_cell_says_why_by_whom_since_when_and_until_when(
+    admin_site_client, django_assert_max_num_queries
+):
+    from nodes.models import Cordon
+    from nodes.services import node_cordon, node_drain, node_maintenance_schedule
+
+    dana = AdminFactory(name="Dana Ops")
+    cordoned, draining, in_window = (NodeFactory(name=n) for n in ("c", "d", "w"))
+    node_cordon(node_id=cordoned.pk, reason="fan failure", actor=dana)
+    deadline = timezone.now() + timedelta(minutes=30)
+    node_drain(node_id=draining.pk, reason="kernel upgrade", actor=None, deadline=deadline)
+    started = timezone.now() - timedelta(minutes=5)
+    node_maintenance_schedule(
+        node_id=in_window.pk,
+        starts_at=started,
+        ends_at=started + timedelta(hours=1),
+        reason="disk swap",
+        drain=False,
+        actor=dana,
+    )
+    since = Cordon.objects.get(node=cordoned).since
+
+    # The fleet's states cost no query more: the budget of an idle fleet.
+    with django_assert_max_num_queries(8):
+        page = admin_site_client.get(INDEX).content.decode()
+
+    assert schedule_cell(page, cordoned) == (
+        f"cordoned fan failure by Dana Ops, since {moment(since, 'minutes')}"
+    )
+    assert re.fullmatch(
+        f"draining kernel upgrade by the system, since [^;]+; "
+        f"drain deadline {moment(deadline, 'minutes')}",
+        schedule_cell(page, draining),
+    )
+    assert re.fullmatch(
+        f"cordoned maintenance until [^;]+ disk swap by Dana Ops, "
+        f"since {moment(started, 'minutes')}",
+        schedule_cell(page, in_window),
+    )
