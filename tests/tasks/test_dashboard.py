@@ -328,7 +328,7 @@ def test_the_sweeps_last_run_shows_what_it_did_by_cause(admin_site_client):
     shown = sweep_panel(admin_site_client.get(INDEX).content.decode())
 
     assert shown["Cancelled (cancel unanswered)"] == "0"
-    assert shown["By cause"] == "Deadline passed: 1 failed Drain deadline passed: 2 failed, 2 moved"
+    assert shown["By cause"] == "Deadline passed: 1 failed Node drained: 2 failed, 2 moved"
 
 
 def test_a_sweep_run_from_before_causes_were_kept_says_so(admin_site_client):
