@@ -15,12 +15,13 @@ class Unavailable(BaseHTTPRequestHandler):
     """503 with Retry-After: 30 to everything, noting when each request came."""
 
     seen: list[float] = []
+    status, retry_after = 503, "30"
 
     def do_POST(self):
         Unavailable.seen.append(time.monotonic())
         body = json.dumps({"title": "Unavailable", "message": "down"}).encode()
-        self.send_response(503)
-        self.send_header("Retry-After", "30")
+        self.send_response(self.status)
+        self.send_header("Retry-After", self.retry_after)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -147,25 +148,13 @@ def wait_until(condition, timeout: float = 10) -> None:
         time.sleep(0.01)
 
 
-class RateLimited(BaseHTTPRequestHandler):
-    """429 with Retry-After: 45 to everything (a minute's window, most of it left)."""
+class RateLimited(Unavailable):
+    """429 with Retry-After: 45 (a minute's window, most of it left)."""
 
-    def do_POST(self):
-        body = json.dumps({"title": "Too Many Requests", "message": "slow down"}).encode()
-        self.send_response(429)
-        self.send_header("Retry-After", "45")
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_PUT = do_POST
-
-    def log_message(self, *args):
-        pass
+    status, retry_after = 429, "45"
 
 
-def test_a_retry_after_longer_than_the_backoff_cap_is_waited_out(unavailable):
+def test_a_retry_after_longer_than_the_backoff_cap_is_waited_out():
     """The worker waited at most 30 s whatever the server asked: a rate limit's
     Retry-After of 45 s cost a request refused again."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), RateLimited)
