@@ -152,7 +152,7 @@ def drain_confirmation(site, request, node, form):
         changes=[
             pending_plan(movable, staying),
             f"Its {in_progress} task(s) in progress may finish until {deadline}; then the "
-            "sweep fails them (cause: drain deadline passed) and moves them.",
+            "sweep fails them (cause: node drained) and moves them.",
             f"{node} takes no new tasks until uncordoned. The drain is a node event, with "
             "you as its author.",
         ],
