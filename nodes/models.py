@@ -317,15 +317,21 @@ class Node(User):
 
     def schedule_state(self) -> dict:
         """`state_of` for a node read through `with_schedule`."""
-        window = None
-        if getattr(self, "window_starts_at", None) is not None:
-            window = MaintenanceWindow(
-                starts_at=self.window_starts_at,
-                reason=self.window_reason,
-                drain=bool(self.window_drain),
-                by_id=self.window_by_id,
-            )
+        window = current_window_of(lambda column: getattr(self, column, None))
         return state_of(getattr(self, "cordon", None), window)
+
+
+def current_window_of(get) -> "MaintenanceWindow | None":
+    """The window under way that a node read through `with_schedule` names (`get`: one of
+    its `window_*` columns by name, from a Node or a `.values()` row), or None."""
+    if get("window_starts_at") is None:
+        return None
+    return MaintenanceWindow(
+        starts_at=get("window_starts_at"),
+        reason=get("window_reason"),
+        drain=bool(get("window_drain")),
+        by_id=get("window_by_id"),
+    )
 
 
 def nodes_by_state(now: datetime | None = None) -> dict[str, int]:

@@ -15,11 +15,13 @@ from django.utils import timezone
 
 from nodes import heartbeats
 from nodes.models import (
+    CURRENT_FIRST,
     WINDOW_SHOWN_FIELDS,
     Cordon,
     Liveness,
     MaintenanceWindow,
     Node,
+    current_window_of,
     labels_text,
     state_of,
     window_shown,
@@ -186,6 +188,7 @@ def window_author(now: datetime) -> dict:
     """Annotations: the name and email of whoever planned the node's current window,
     as subqueries beside `with_schedule`'s, so the node list stays one query."""
     window = MaintenanceWindow.objects.current(now).filter(node=OuterRef("pk"))
+    window = window.order_by(*CURRENT_FIRST)  # the window with_schedule's columns name
     return {
         f"window_by_{field}": Subquery(window.values(f"by__{field}")[:1])
         for field in ("name", "email")
@@ -201,13 +204,7 @@ def schedule_of(node: dict) -> dict:
         since=node["cordon__since"],
         drain_deadline=node["cordon__drain_deadline"],
     )
-    window = node["window_starts_at"] is not None and MaintenanceWindow(
-        starts_at=node["window_starts_at"],
-        reason=node["window_reason"],
-        drain=bool(node["window_drain"]),
-        by_id=node["window_by_id"],
-    )
-    return state_of(cordon or None, window or None)
+    return state_of(cordon or None, current_window_of(node.get))
 
 
 def schedule_author(node: dict, by) -> str:
