@@ -136,6 +136,8 @@ def _tuned(db: dict) -> dict:
             **db.get("OPTIONS", {}),
         }
         db["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
+        # Django's backend with two round trips fewer per transaction (its docstring).
+        db["ENGINE"] = "taskmgmt.mariadb"
     else:
         # IMMEDIATE: a transaction takes the write lock when it begins, so two
         # requests cannot both read a row and then race to change it.
@@ -149,7 +151,7 @@ def _replica() -> dict | None:
     if not url:
         return None
     db = _tuned(env.db_url_config(url))
-    if db["ENGINE"] == "django.db.backends.mysql":
+    if db["ENGINE"] == "taskmgmt.mariadb":
         # A replica that does not answer costs a page this long before it falls back
         # to the primary (then it is skipped for a while, taskmgmt.replica).
         db["OPTIONS"] = {"connect_timeout": 2, **db["OPTIONS"]}
