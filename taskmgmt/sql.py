@@ -359,13 +359,15 @@ def _update_statement(model, values: dict, where: dict, conn) -> tuple[str, list
     return _update_sql(model, tuple(values), tuple(where)), assigned + _params(model, where, conn)
 
 
-def update_saved(model, using: str, pk, values: list) -> int | None:
+def update_saved(model, using: str, pk, values: list, *, locked=False) -> int | None:
     """The UPDATE `Model._do_update` sends for a save of an existing row, with the SQL
     built once per set of columns; the rows matched, or None where Django must build it
     (an expression among the values, a field with its own placeholder, another database).
 
     `values` is the save's `(field, model, value)` triples, each value its field's
     `pre_save`; each is adapted by `get_db_prep_save`, as Django's update compiler does.
+    `locked`: the row is held locked by the open transaction, so it exists and the
+    UPDATE matches it: it may go with the transaction's next statement (`_send`).
     """
     if using != DEFAULT_DB_ALIAS:
         return None
@@ -382,9 +384,19 @@ def update_saved(model, using: str, pk, values: list) -> int | None:
     pk_name = model._meta.pk.name
     columns = tuple(field.name for field, _, _ in values)
     params += _params(model, {pk_name: pk}, conn)
+    sql = _update_sql(model, columns, (pk_name,))
+    if locked and _deferred(conn, sql, params):
+        return 1
     with conn.cursor() as cursor:
-        cursor.execute(_update_sql(model, columns, (pk_name,)), params)
+        cursor.execute(sql, params)
         return cursor.rowcount
+
+
+def _deferred(conn, sql: str, params) -> bool:
+    """Whether `conn` took the write to send with its transaction's next statement or
+    COMMIT (taskmgmt.mariadb's `defer`); False: send it now."""
+    defer = getattr(conn, "defer", None)
+    return bool(defer and defer(sql, params))
 
 
 def update_then_select(
@@ -518,7 +530,18 @@ def get_one(
         return None
     conn = connections[DEFAULT_DB_ALIAS]
     values = [_converted(field, value, conn) for field, value in zip(fields, row, strict=True)]
-    return model.from_db(conn.alias, attnames, values)
+    instance = model.from_db(conn.alias, attnames, values)
+    if for_update:
+        instance.locked_in = lock_token(conn)
+    return instance
+
+
+def lock_token(conn) -> int | None:
+    """The transaction open on `conn` (taskmgmt.mariadb's `lock_token`); None outside
+    one, or where the backend cannot tell: a row read FOR UPDATE under a token is held
+    while this still returns it."""
+    token = getattr(conn, "lock_token", None)
+    return token() if token else None
 
 
 @cache
@@ -554,11 +577,12 @@ def _insert_sql(model, count: int) -> str:
     )
 
 
-def insert_rows(model, instances: list) -> None:
+def insert_rows(model, instances: list, *, defer=False) -> None:
     """`bulk_create(instances)` for rows whose id the database assigns, in one INSERT.
 
     The values are the ones bulk_create writes (each field's `pre_save`, adapted for
-    the database); like it, no signals, and the instances' ids stay unset.
+    the database); like it, no signals, and the instances' ids stay unset. `defer`:
+    inside a transaction the INSERT may go with its next statement or COMMIT.
     """
     if not instances:
         return
@@ -568,8 +592,11 @@ def insert_rows(model, instances: list) -> None:
         for instance in instances
         for field in fields
     ]
+    sql = _insert_sql(model, len(instances))
+    if defer and _deferred(connection, sql, params):
+        return
     with connection.cursor() as cursor:
-        cursor.execute(_insert_sql(model, len(instances)), params)
+        cursor.execute(sql, params)
 
 
 def with_ids(queryset, ids: list):

@@ -7,7 +7,7 @@ from uuid import UUID
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models, router, transaction
+from django.db import connections, models, router, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -15,7 +15,7 @@ from accounts.models import Role
 from nodes.models import Cordon, MaintenanceWindow, validate_labels
 from taskmgmt.audit import AppendOnlyError, AppendOnlyModel, AppendOnlyQuerySet  # noqa: F401 (re-exported)
 from taskmgmt.exceptions import DomainError
-from taskmgmt.sql import count_rows, get_one, tagged_rows, update_saved
+from taskmgmt.sql import count_rows, get_one, lock_token, tagged_rows, update_saved
 
 
 class TaskStatus(models.TextChoices):
@@ -487,7 +487,11 @@ class Task(models.Model):
         # Every status change, claim and edit saves a task: Django built and compiled
         # the same UPDATE anew each time (docs/performance.md); taskmgmt.sql keeps it.
         if values:
-            matched = update_saved(Task, using, pk_val, values)
+            # A task its service read FOR UPDATE in this transaction (`locked_in`) exists:
+            # its UPDATE can go with the history INSERT and the COMMIT (taskmgmt.mariadb).
+            locked_in = getattr(self, "locked_in", None)
+            locked = locked_in is not None and locked_in == lock_token(connections[using])
+            matched = update_saved(Task, using, pk_val, values, locked=locked)
             if matched is not None:
                 return matched > 0
         return super()._do_update(base_qs, using, pk_val, values, update_fields, forced_update)

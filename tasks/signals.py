@@ -50,8 +50,9 @@ def record_task_history(sender, instance, created, raw, update_fields, **kwargs)
         )
     for row in rows:
         row.performed_by = actor
-    # Every task change writes these: one INSERT built once per process, not bulk_create's.
-    insert_rows(TaskHistory, rows)
+    # Every task change writes these: one INSERT built once per process, not bulk_create's,
+    # sent with the transaction's COMMIT where the backend can (nothing reads its ids).
+    insert_rows(TaskHistory, rows, defer=True)
     for row in rows:
         logger.info(
             "task changed",

@@ -5,7 +5,10 @@ the server did (its own statement counters, a second connection), on MariaDB."""
 import MySQLdb
 import pytest
 from django.db import IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 
+from taskmgmt.sql import get_one
+from tasks import services
 from tasks.models import Task, TaskHistory, TaskStatus
 from tests.factories import TaskFactory
 
@@ -31,6 +34,34 @@ def sent_during(action) -> dict:
     after = server_counts()
     # Questions counts every statement, the SHOW that reads the counters too.
     return {name: after[name] - before[name] - (name == "Questions") for name in before}
+
+
+def round_trips(action) -> int:
+    """How many times `action` waited for the server: queries, commits, rollbacks and
+    autocommit switches on this connection (mysqlclient sends each as its own)."""
+    connection.ensure_connection()
+    raw = connection.connection
+    counted = [0]
+
+    def counting(name):
+        method = getattr(raw, name)
+
+        def call(*args):
+            counted[0] += 1
+            return method(*args)
+
+        return call
+
+    names = ("query", "commit", "rollback", "autocommit")
+    originals = {name: getattr(raw, name) for name in names}
+    for name in names:
+        setattr(raw, name, counting(name))
+    try:
+        action()
+    finally:
+        for name, method in originals.items():
+            setattr(raw, name, method)  # the C type cannot delete them
+    return counted[0]
 
 
 def other_connection():
@@ -186,3 +217,124 @@ def test_manual_transactions_keep_djangos_meaning():
         assert cursor.fetchone() == ("third",)
     finally:
         other.close()
+
+
+def started(task):
+    return services.task_change_status(
+        task_id=task.pk, node=task.assigned_node, status=TaskStatus.IN_PROGRESS
+    )
+
+
+def test_a_status_change_is_two_queries_its_write_going_with_the_commit():
+    task = TaskFactory()
+    history = TaskHistory.objects.filter(task=task).count()
+    # Django's backend: SET autocommit=0, SELECT ... FOR UPDATE, UPDATE, INSERT, COMMIT,
+    # SET autocommit=1. Here: START TRANSACTION with the SELECT; UPDATE, INSERT, COMMIT.
+    assert round_trips(lambda: started(task)) == 2
+    task.refresh_from_db()
+    assert (task.status, task.attempts) == (TaskStatus.IN_PROGRESS, 1)
+    assert TaskHistory.objects.filter(task=task).count() == history + 1
+
+
+def test_deferred_writes_are_counted_and_logged_where_they_are_asked_for():
+    task = TaskFactory()
+    with CaptureQueriesContext(connection) as queries:
+        started(task)
+    # As with Django's backend, each statement alone: BEGIN, the lock, the UPDATE, the
+    # history INSERT, COMMIT.
+    assert [query["sql"].split()[0] for query in queries] == [
+        "BEGIN",
+        "SELECT",
+        "UPDATE",
+        "INSERT",
+        "COMMIT",
+    ]
+
+
+def test_the_next_statement_reads_a_deferred_write():
+    task = TaskFactory(name="before")
+    with transaction.atomic():
+        locked = get_one(Task, for_update=True, id=task.pk)
+        locked.name = "deferred"
+        locked.save(update_fields=["name"])
+        assert Task.objects.get(pk=task.pk).name == "deferred"
+        assert TaskHistory.objects.filter(task=task, action="edit").count() == 1
+
+
+def test_percent_signs_in_a_deferred_write_survive_the_next_statements_parameters():
+    task = TaskFactory()
+    text = "100% odd %s %(x)s text"
+    with transaction.atomic():
+        locked = get_one(Task, for_update=True, id=task.pk)
+        locked.failure_reason = text
+        locked.save(update_fields=["failure_reason"])
+        assert Task.objects.filter(pk=task.pk).values_list("failure_reason", flat=True)[0] == text
+    task.refresh_from_db()
+    assert task.failure_reason == text
+
+
+def test_an_error_in_a_deferred_write_rolls_the_transaction_back_where_it_is_sent():
+    task = TaskFactory(name="before")
+    history = TaskHistory.objects.filter(task=task).count()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        locked = get_one(Task, for_update=True, id=task.pk)
+        locked.name = "changed"
+        locked.save(update_fields=["name"])
+        locked.status = "not-a-status"  # refused by the CHECK constraint, at the COMMIT
+        locked.save(update_fields=["status"])
+    task.refresh_from_db()
+    assert (task.name, task.status) == ("before", TaskStatus.PENDING)
+    assert TaskHistory.objects.filter(task=task).count() == history
+    with pytest.raises(IntegrityError), transaction.atomic():
+        locked = get_one(Task, for_update=True, id=task.pk)
+        locked.status = "not-a-status"
+        locked.save(update_fields=["status"])
+        Task.objects.filter(pk=task.pk).exists()  # sent with this statement: raises here
+    started(task)  # the connection goes on
+    task.refresh_from_db()
+    assert task.status == TaskStatus.IN_PROGRESS
+
+
+def test_a_rolled_back_transaction_never_sends_its_deferred_writes():
+    task = TaskFactory(name="before")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        locked = get_one(Task, for_update=True, id=task.pk)
+        locked.name = "never"
+        locked.save(update_fields=["name"])
+        raise RuntimeError("undo")
+    task.refresh_from_db()
+    assert task.name == "before"
+    with transaction.atomic():
+        locked = get_one(Task, for_update=True, id=task.pk)
+        with pytest.raises(RuntimeError), transaction.atomic():
+            locked.name = "inner"
+            locked.save(update_fields=["name"])
+            raise RuntimeError("undo the inner block")
+    task.refresh_from_db()
+    assert task.name == "before"
+
+
+def test_a_row_locked_in_an_earlier_transaction_is_written_at_once():
+    task = TaskFactory()
+    with transaction.atomic():
+        locked = get_one(Task, for_update=True, id=task.pk)
+    locked.name = "later"
+
+    def save_later():
+        with transaction.atomic():
+            locked.save(update_fields=["name"])
+
+    # The UPDATE (with START TRANSACTION) at once, then the history INSERT with the
+    # COMMIT: its lock ended with the earlier transaction, so the row may be gone.
+    assert round_trips(save_later) == 2
+    assert Task.objects.get(pk=task.pk).name == "later"
+    Task.objects.filter(pk=task.pk).update(name="x")
+
+    def save_after_autocommit_lock():
+        unlocked = get_one(Task, for_update=True, id=task.pk)  # autocommit: no lock kept
+        unlocked.name = "again"
+        with transaction.atomic():
+            unlocked.save(update_fields=["name"])
+
+    assert round_trips(save_after_autocommit_lock) == 3
+    assert Task.objects.get(pk=task.pk).name == "again"
