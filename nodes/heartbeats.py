@@ -54,6 +54,26 @@ if ARGV[1] == '0' then return 0 end
 return redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) and 1 or 0
 """,
 )
+# _MERGE for one beat, with a rate count (taskmgmt.throttling) in the same round trip.
+# KEYS: the pending beats, the flush lock, the count. ARGV: the lock's milliseconds,
+# the count's seconds to live from its first request, node id, stamp. Returns
+# {1 when the caller is the one to flush else 0, the count}. The count is
+# django-ratelimit's as counted elsewhere (a plain integer: django-redis's `incr`
+# and `add` read and write it alike).
+_MERGE_COUNTED = Script(
+    None,
+    b"""
+local count = redis.call('INCR', KEYS[3])
+if count == 1 then redis.call('EXPIRE', KEYS[3], ARGV[2]) end
+local pending = redis.call('HGET', KEYS[1], ARGV[3])
+if not pending or tonumber(pending) < tonumber(ARGV[4]) then
+  redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
+end
+local flush = 0
+if ARGV[1] ~= '0' and redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then flush = 1 end
+return {flush, count}
+""",
+)
 # KEYS: the pending beats. Takes them all: each is flushed by one caller only.
 _TAKE = Script(
     None,
@@ -88,6 +108,29 @@ def record(*, node_id: UUID, now: datetime) -> None:
         return
     if flush_now:
         flush()
+
+
+def record_counted(*, node_id: UUID, now: datetime, count_key: str, timeout: int) -> int | None:
+    """`record`, and the rate count `count_key` (a cache key, kept `timeout` seconds)
+    incremented in the same Redis round trip: the count, or None when Redis could not
+    be reached (the beat is then written to the database, and nothing is counted).
+    Only where beats are coalesced (`coalesced()`)."""
+    lock_ms = round(settings.NODE_HEARTBEAT_FLUSH_SECONDS * 1000)
+    keys = [_key("pending"), _key("flush"), caches["default"].make_key(count_key)]
+    try:
+        flush_now, count = _MERGE_COUNTED(
+            keys=keys, args=[lock_ms, timeout, str(node_id), _stamp(now)], client=_client()
+        )
+    except CACHE_ERRORS as error:
+        logger.warning(
+            "heartbeat written to the database: the cache is unavailable",
+            extra={"event": "heartbeat_cache_unavailable", "error": str(error)},
+        )
+        update_rows(User, {"last_seen": now}, id=node_id)
+        return None
+    if flush_now:
+        flush()
+    return count
 
 
 def flush() -> int:

@@ -63,13 +63,15 @@ def held_task_ids(data) -> set:
     return set(serializer.validated_data.get("taskIds", ()))
 
 
-def heartbeat_answer(node, held: set) -> dict:
+def heartbeat_answer(node, held: set, beaten_at=None) -> dict:
     """Record `node`'s beat and answer it (HeartbeatResultSerializer's shape, built
-    directly: every node sends this every few seconds). `held`: the task ids it sent.
+    directly: every node sends this every few seconds). `held`: the task ids it sent;
+    `beaten_at`: when the beat was recorded already (the hot path's, with its rate count).
 
     Shared by the view and its hot path (nodes.hot_paths)."""
-    now, work = timezone.now(), node_work()
-    node_heartbeat(node_id=node.pk, now=now)
+    now, work = beaten_at or timezone.now(), node_work()
+    if beaten_at is None:
+        node_heartbeat(node_id=node.pk, now=now)
     # State, not a log of events: a lost answer costs nothing, the next beat says it again.
     kept = set(work.in_progress_of(node, held)) if held else set()
     pending_count, cancel_ids, cordon, windows, draining = work.heartbeat_facts(node, now)

@@ -42,15 +42,21 @@ class RatelimitThrottle(BaseThrottle):
     def get_key(self, request):
         return self.key
 
-    def allow_request(self, request, view):
+    def window_for(self, request):
+        """The window this request is counted in (a RateWindow); None: limits are off."""
         key = self.get_key(request)
         if key == "ip" and not has_client_address(request):
             key = unknown_address_key
         if not settings.RATELIMIT_ENABLE:
-            return True
+            return None
         rate = getattr(settings, self.rate_setting)
         value = key(self.group, request) if callable(key) else ratelimit_key(key, request)
-        window = rate_window(self.group, rate, value)
+        return rate_window(self.group, rate, value)
+
+    def allow_request(self, request, view):
+        window = self.window_for(request)
+        if window is None:
+            return True
         count = count_once(request, window)
         if count is None:
             # The count could not be kept: refuse, as django-ratelimit does.
@@ -80,6 +86,17 @@ def count_once(request, window):
     if window.cache_key not in counts:
         counts[window.cache_key] = count_request(window.cache_key, window.timeout)
     return counts[window.cache_key]
+
+
+def note_count(request, window, count: int) -> None:
+    """Record `count` as this request's count in `window`, made by another Redis command
+    that counted it (the heartbeat's, nodes.heartbeats): `count_once` then sends none."""
+    request.META.setdefault(_COUNTS_KEY, {})[window.cache_key] = count
+
+
+def counts_in_default_cache() -> bool:
+    """Whether the counts live in CACHES["default"], where the heartbeats are kept."""
+    return getattr(settings, "RATELIMIT_USE_CACHE", "default") == "default"
 
 
 def count_request(cache_key, timeout):

@@ -365,3 +365,24 @@ def test_a_worker_killed_during_writes_loses_no_acknowledged_write_and_no_histor
     assert all(saved[task_id] == "in_progress" for task_id in started)
     assert without_assignment == 0
     assert started_without_history == 0
+
+
+def test_after_a_database_restart_the_first_hot_request_on_each_kept_connection_succeeds(
+    mariadb, site, database_up
+):
+    """A node's hot requests send no ping before their first query (taskmgmt.hot_paths):
+    a connection the restart killed fails that read, and Django then answers the same
+    request on a new connection; no node sees the restart."""
+    beat = ("POST", "/api/nodes/heartbeat")
+    for _ in range(6):  # every worker thread likely holds a kept connection
+        assert site.request(*beat, token=site.node_token)[0] == 200
+    workers = site.worker_pids()
+
+    mariadb.stop()
+    mariadb.start()
+
+    for _ in range(6):
+        status, _, body = site.request(*beat, token=site.node_token)
+        assert status == 200, body[:300]
+        assert "pendingCount" in json.loads(body)
+    assert site.worker_pids() == workers

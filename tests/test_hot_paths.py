@@ -11,6 +11,8 @@ import sys
 from datetime import timedelta
 
 import pytest
+import redis
+from django.core.cache import caches
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections, connection
 from django.test import override_settings
@@ -24,6 +26,7 @@ from taskmgmt import hot_paths
 from taskmgmt.wsgi import application
 from tasks.models import Task, TaskStatus
 from tests.factories import TaskFactory
+from tests.shared_redis import redis_cache, redis_database, unreachable_redis_url
 from tests.test_logging import log_lines, request_lines  # noqa: F401  (a fixture)
 
 DJANGO = application.django_app
@@ -601,3 +604,91 @@ def test_an_odd_request_gets_the_same_answer_both_ways(seed, node):
     assert hot[0] == django[0]
     assert hot[1] == django[1]
     assert without_times(hot[2]) == without_times(django[2])
+
+
+@pytest.mark.skipif(connection.vendor != "mysql", reason="SQLite's connections need no ping")
+def test_a_hot_request_sends_no_ping_before_its_first_query(node, in_progress, admin_user):
+    """CONN_HEALTH_CHECKS pings a kept connection at each request's first query; a hot
+    request's first query, a read, finds a dead one itself (tests/test_faults.py)."""
+    connection.ensure_connection()
+    raw = connection.connection
+    pings, ping = [], raw.ping
+    raw.ping = lambda *args: pings.append(args) or ping(*args)
+    try:
+        for name, make in hot_requests(node, in_progress, admin_user).items():
+            request = make()  # may make a task first
+            connection.health_check_done = False  # as a new request finds it
+            counting = Counting()
+            assert call(hot_paths.HotPaths(counting), request)[0] == 200, name
+            assert counting.calls == 0, name
+        assert pings == []
+        request = hot_requests(node, in_progress, admin_user)["an empty heartbeat"]()
+        connection.health_check_done = False
+        assert call(DJANGO, request)[0] == 200
+        assert len(pings) == 1  # Django's own path still pings
+    finally:
+        raw.ping = ping
+
+
+HOT_PATHS_REDIS_DB = 4
+
+
+@pytest.fixture
+def redis_beats(settings):
+    """The production cache (Redis): beats wait there, and so do the rate counts."""
+    with redis_database(HOT_PATHS_REDIS_DB) as url:
+        settings.CACHES = redis_cache(url)
+        settings.NODE_HEARTBEAT_FLUSH_SECONDS = 60  # the first beat flushes, no other
+        yield redis.Redis.from_url(url)
+
+
+def redis_commands(monkeypatch) -> list:
+    sent = []
+    send = redis.Redis.execute_command
+
+    def counting(self, *args, **options):
+        sent.append(args[0])
+        return send(self, *args, **options)
+
+    monkeypatch.setattr(redis.Redis, "execute_command", counting)
+    return sent
+
+
+def test_a_hot_heartbeat_counts_and_beats_in_one_redis_round_trip(
+    node, redis_beats, settings, monkeypatch
+):
+    settings.RATELIMIT_API = "3/h"
+    app, token = hot_paths.HotPaths(DJANGO), token_for(node)
+
+    def beat():
+        return call(app, environ("POST", "/api/nodes/heartbeat", token=token))
+
+    assert beat()[0] == 200  # takes the flush lock, and flushes
+    sent = redis_commands(monkeypatch)
+    assert beat()[0] == 200
+    assert sent == ["EVALSHA"]  # the beat with the count; Django's path sends two
+    (count_key,) = [key for key in redis_beats.keys("*") if b"heartbeats" not in key]
+    assert redis_beats.get(count_key) == b"2"
+    assert 0 < redis_beats.ttl(count_key) <= 3600 + 60
+
+    assert beat()[0] == 200
+    stamped = redis_beats.hget(caches["default"].make_key("heartbeats:pending"), str(node.pk))
+    over = beat()  # the 4th in the hour: Django answers the 429, counting nothing more
+    assert over[0] == 429
+    assert redis_beats.get(count_key) == b"4"
+    later = redis_beats.hget(caches["default"].make_key("heartbeats:pending"), str(node.pk))
+    assert int(later) > int(stamped)  # a node over its limit is still alive
+
+
+def test_a_hot_heartbeat_with_redis_down_is_written_to_the_database_and_answered(
+    node, settings, caplog
+):
+    settings.CACHES = redis_cache(unreachable_redis_url())
+    app, token = hot_paths.HotPaths(Counting()), token_for(node)
+
+    status, _, body = call(app, environ("POST", "/api/nodes/heartbeat", token=token))
+
+    assert status == 200 and "pendingCount" in body
+    node.refresh_from_db()
+    assert node.last_seen is not None  # straight to the database
+    assert "rate limit not counted" in caplog.text  # the limit fails open, as in Django's path
