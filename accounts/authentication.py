@@ -15,7 +15,7 @@ from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.utils import aware_utcnow, get_md5_hash_password
 
 from accounts.models import User
-from taskmgmt.sql import get_one
+from taskmgmt.sql import get_one, get_one_and
 
 # What the API reads from the caller; any other field loads on first access.
 USER_FIELDS = ("id", "password", "email", "name", "role", "is_active", "last_seen")
@@ -47,7 +47,27 @@ class JWTAuthentication(BaseJWTAuthentication):
         Read on every request, never cached, so a deactivation, a deletion or a
         new password counts at once; the ORM's query building cost 4x the SELECT.
         """
-        user = load_user(validated_token)
+        return self.checked_user(load_user(validated_token), validated_token)
+
+    def authenticate_with(self, request, also):
+        """`authenticate`, with another read sent in one round trip with the user's
+        SELECT: `also(user id)` gives it (a taskmgmt.sql.Read), from the token alone.
+        (user, token, that read's rows), or None without a bearer token."""
+        header = self.get_header(request)
+        raw_token = None if header is None else self.get_raw_token(header)
+        if raw_token is None:
+            return None
+        token = self.get_validated_token(raw_token)
+        user_id, rows = token_user_id(token), None
+        also_read = also(user_id)
+        if also_read is None:
+            user = get_one(User, USER_FIELDS, id=user_id)
+        else:
+            user, rows = get_one_and(User, USER_FIELDS, also_read, id=user_id)
+        return self.checked_user(user, token), token, rows
+
+    def checked_user(self, user, validated_token):
+        """`user` (read for `validated_token`, None if gone) if the token may act as it."""
         if user is None:
             raise AuthenticationFailed(_("User not found"), code="user_not_found")
         if not user.is_active:
@@ -62,11 +82,14 @@ class JWTAuthentication(BaseJWTAuthentication):
 
 def load_user(validated_token):
     """The token's user with USER_FIELDS loaded, or None when it no longer exists."""
+    return get_one(User, USER_FIELDS, id=token_user_id(validated_token))
+
+
+def token_user_id(validated_token) -> uuid.UUID:
     try:
-        user_id = uuid.UUID(str(validated_token[api_settings.USER_ID_CLAIM]))
+        return uuid.UUID(str(validated_token[api_settings.USER_ID_CLAIM]))
     except (KeyError, ValueError) as e:
         raise InvalidToken(_("Token contained no recognizable user identification")) from e
-    return get_one(User, USER_FIELDS, id=user_id)
 
 
 @lru_cache(maxsize=4096)

@@ -63,18 +63,20 @@ def held_task_ids(data) -> set:
     return set(serializer.validated_data.get("taskIds", ()))
 
 
-def heartbeat_answer(node, held: set, beaten_at=None) -> dict:
+def heartbeat_answer(node, held: set, *, now=None, beaten=False, facts=None) -> dict:
     """Record `node`'s beat and answer it (HeartbeatResultSerializer's shape, built
-    directly: every node sends this every few seconds). `held`: the task ids it sent;
-    `beaten_at`: when the beat was recorded already (the hot path's, with its rate count).
+    directly: every node sends this every few seconds). `held`: the task ids it sent.
+    The hot path gives the moment it read at (`now`), says the beat is recorded already
+    (`beaten`: with its rate count) and gives the `facts` it read with the caller's user.
 
     Shared by the view and its hot path (nodes.hot_paths)."""
-    now, work = beaten_at or timezone.now(), node_work()
-    if beaten_at is None:
+    now, work = now or timezone.now(), node_work()
+    if not beaten:
         node_heartbeat(node_id=node.pk, now=now)
     # State, not a log of events: a lost answer costs nothing, the next beat says it again.
     kept = set(work.in_progress_of(node, held)) if held else set()
-    pending_count, cancel_ids, cordon, windows, draining = work.heartbeat_facts(node, now)
+    facts = facts or work.heartbeat_facts(node, now)
+    pending_count, cancel_ids, cordon, windows, draining = facts
     schedulable, drain_deadline = drain_deadline_from_text(cordon, windows, draining)
     if drain_deadline is not None:
         # A draining node's claims answer 204 (Task.objects.claimable_first): nothing to claim.

@@ -32,6 +32,14 @@ class NodeWork:
         them, read together: the heartbeat answers them all."""
         return self.claimable_count(node, now), (), [], [], []
 
+    def heartbeat_facts_read(self, node_id: UUID, now: datetime):
+        """`heartbeat_facts`' statement (a taskmgmt.sql.Read) to send with another read,
+        or None when it has none; `heartbeat_facts_from` reads its rows."""
+        return None
+
+    def heartbeat_facts_from(self, rows) -> tuple[int, Collection[UUID], list, list, list]:
+        raise NotImplementedError  # only called with the rows of heartbeat_facts_read
+
     def claimable_count(self, node, now: datetime) -> int:
         """How many pending tasks `node` could claim now."""
         return 0

@@ -56,6 +56,10 @@ class Route:
     # Run before the rate count, for a route whose own work can make that count
     # (`taskmgmt.throttling.note_count`) in the same round trip: (HotRequest) -> None.
     before_count: Callable | None = None
+    # The route's first read, sent in one round trip with the caller's user:
+    # (HotRequest, user id from the token) -> a taskmgmt.sql.Read; its rows are
+    # `request.read_with_user` (None when it was not sent).
+    read_with_user: Callable | None = None
 
 
 _routes: list[Route] = []
@@ -72,12 +76,14 @@ def register(
     allow: str,
     example: str,
     before_count: Callable | None = None,
+    read_with_user: Callable | None = None,
 ) -> None:
     """Answer `method` on the paths matching regex `path` with `handler` (apps' ready()),
     for a caller authenticated by the API's bearer token who passes `permission`."""
-    _routes.append(
-        Route(method, re.compile(path), handler, permission, allow, example, before_count)
+    route = Route(
+        method, re.compile(path), handler, permission, allow, example, before_count, read_with_user
     )
+    _routes.append(route)
 
 
 def after_answer(hook: Callable[[int], None]) -> None:
@@ -90,6 +96,7 @@ class HotRequest(WSGIRequest):
     user = None
     data: object = None
     changed = False  # set by a handler once its work is committed (see the module's doc)
+    read_with_user = None  # the rows of the route's `read_with_user`
 
 
 def _static_headers() -> list[tuple[str, str]]:
@@ -239,7 +246,16 @@ class HotPaths:
 
 def _authenticate(request, route: Route) -> None:
     for authenticator in api_settings.DEFAULT_AUTHENTICATION_CLASSES:
-        user_and_token = authenticator().authenticate(request)
+        authenticator = authenticator()
+        if route.read_with_user and hasattr(authenticator, "authenticate_with"):
+            found = authenticator.authenticate_with(
+                request, lambda user_id: route.read_with_user(request, user_id)
+            )
+            if found is not None:
+                request.user, _, request.read_with_user = found
+                break
+            continue
+        user_and_token = authenticator.authenticate(request)
         if user_and_token is not None:
             request.user = user_and_token[0]
             break

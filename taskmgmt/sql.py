@@ -221,6 +221,32 @@ def select_one(
         return cursor.fetchone()
 
 
+class Read(NamedTuple):
+    """A SELECT and its parameters, to be sent with others (`read_together`)."""
+
+    sql: str
+    params: list
+
+
+def read_together(*reads: Read) -> list[list[tuple]]:
+    """Each read's rows. On MariaDB all go in one query, one round trip (mysqlclient
+    allows several statements per query); elsewhere one after the other."""
+    conn = connections[DEFAULT_DB_ALIAS]
+    with conn.cursor() as cursor:
+        if conn.vendor != "mysql":
+            results = []
+            for read in reads:
+                cursor.execute(read.sql, read.params)
+                results.append(cursor.fetchall())
+            return results
+        cursor.execute("; ".join(read.sql for read in reads), [p for r in reads for p in r.params])
+        results = [cursor.fetchall()]
+        for _ in reads[1:]:
+            cursor.nextset()
+            results.append(cursor.fetchall())
+        return results
+
+
 @cache
 def _page_sql(
     model, columns: tuple[str, ...], where: tuple[str, ...], after: bool, limited: bool, index
@@ -312,15 +338,22 @@ def tagged_rows(*parts: Part) -> list[list]:
     "COUNT(*)") in the rows matching `where`, as text (None for NULL). The heartbeat
     answers its pending count, its cancel requests and its node's cordon with one
     round trip on the hottest request."""
+    (rows,) = read_together(tagged_read(*parts))
+    return tagged_values(len(parts), rows)
+
+
+def tagged_read(*parts: Part) -> Read:
+    """`tagged_rows`' statement, to send with others; `tagged_values` reads its rows."""
     sql = _tagged_sql(
         tuple((model, column, tuple(where), index) for model, column, where, index in parts)
     )
     conn = connections[DEFAULT_DB_ALIAS]
     params = [param for model, _, where, _ in parts for param in _params(model, where, conn)]
-    with conn.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    values = [[] for _ in parts]
+    return Read(sql, params)
+
+
+def tagged_values(parts: int, rows) -> list[list]:
+    values = [[] for _ in range(parts)]
     for tag, value in rows:
         values[int(tag)].append(value)
     return values
@@ -510,11 +543,7 @@ def get_one(
     Values go through the converters the ORM applies (UUIDs, aware datetimes);
     fields not in `columns` load on first access.
     """
-    fields = [
-        field
-        for field in model._meta.concrete_fields
-        if columns is None or field.attname in columns or field.name in columns
-    ]
+    fields = _fields(model, columns)
     attnames = tuple(field.attname for field in fields)
     row = select_one(
         model,
@@ -526,14 +555,40 @@ def get_one(
         unless=unless,
         **where,
     )
+    instance = _instance(model, fields, row)
+    if instance is not None and for_update:
+        instance.locked_in = lock_token(connections[DEFAULT_DB_ALIAS])
+    return instance
+
+
+def get_one_and(model, columns: tuple[str, ...], also: Read, **where) -> tuple:
+    """`get_one(model, columns, **where)` and the rows of `also`, read in one round trip
+    on MariaDB (`read_together`): (the instance or None, the rows)."""
+    fields = _fields(model, columns)
+    attnames = tuple(field.attname for field in fields)
+    conn = connections[DEFAULT_DB_ALIAS]
+    sql = _select_sql(model, attnames, tuple(where), "", (), None)
+    read = Read(sql, _params(model, where, conn))
+    found, rows = read_together(read, also)
+    return _instance(model, fields, found[0] if found else None), rows
+
+
+@cache
+def _fields(model, columns: tuple[str, ...] | None) -> list:
+    return [
+        field
+        for field in model._meta.concrete_fields
+        if columns is None or field.attname in columns or field.name in columns
+    ]
+
+
+def _instance(model, fields, row):
+    """The instance `row` (the driver's values of `fields`) makes, as the ORM makes it."""
     if row is None:
         return None
     conn = connections[DEFAULT_DB_ALIAS]
     values = [_converted(field, value, conn) for field, value in zip(fields, row, strict=True)]
-    instance = model.from_db(conn.alias, attnames, values)
-    if for_update:
-        instance.locked_in = lock_token(conn)
-    return instance
+    return model.from_db(conn.alias, tuple(field.attname for field in fields), values)
 
 
 def lock_token(conn) -> int | None:

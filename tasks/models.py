@@ -15,7 +15,16 @@ from accounts.models import Role
 from nodes.models import Cordon, MaintenanceWindow, validate_labels
 from taskmgmt.audit import AppendOnlyError, AppendOnlyModel, AppendOnlyQuerySet  # noqa: F401 (re-exported)
 from taskmgmt.exceptions import DomainError
-from taskmgmt.sql import count_rows, get_one, lock_token, tagged_rows, update_saved
+from taskmgmt.sql import (
+    Read,
+    count_rows,
+    get_one,
+    lock_token,
+    read_together,
+    tagged_read,
+    tagged_values,
+    update_saved,
+)
 
 
 class TaskStatus(models.TextChoices):
@@ -259,8 +268,12 @@ class TaskQuerySet(models.QuerySet):
     @staticmethod
     def _claimable(node, now: datetime) -> dict:
         """What makes a task claimable, for the queryset and the plain statements alike."""
+        return TaskQuerySet._claimable_by_id(node.pk, now)
+
+    @staticmethod
+    def _claimable_by_id(node_id, now: datetime) -> dict:
         return {
-            "assigned_node": node.pk,
+            "assigned_node": node_id,
             "status": TaskStatus.PENDING,
             "active": True,
             "locked_at__gt": now,
@@ -286,21 +299,31 @@ class TaskQuerySet(models.QuerySet):
         draining), and the starts of its current maintenance windows, all of them and
         those that drain. Every node beats every few seconds; a round trip per fact
         would cost it a quarter more each. The task parts read task_node_claim."""
+        (rows,) = read_together(self.heartbeat_facts_read(node.pk, now))
+        return self.heartbeat_facts_from(rows)
+
+    def heartbeat_facts_read(self, node_id, now: datetime) -> Read:
+        """`heartbeat_facts`' statement, to send with another read (the hot path sends it
+        with the caller's user); `heartbeat_facts_from` reads its rows."""
         cancel_requested = {
-            "assigned_node": node.pk,
+            "assigned_node": node_id,
             "status": TaskStatus.IN_PROGRESS,
             "active": True,
             # Any stamp is later than this: the plain statements have no IS NOT NULL.
             "cancel_requested_at__gt": NO_CANCEL_REQUEST_BEFORE,
         }
-        window = {"node": node.pk, "starts_at__lt": now, "ends_at__gt": now}
-        (count,), ids, cordon, windows, draining = tagged_rows(
-            (self.model, "COUNT(*)", self._claimable(node, now), CLAIM_INDEX),
+        window = {"node": node_id, "starts_at__lt": now, "ends_at__gt": now}
+        return tagged_read(
+            (self.model, "COUNT(*)", self._claimable_by_id(node_id, now), CLAIM_INDEX),
             (self.model, "id", cancel_requested, CLAIM_INDEX),
-            (Cordon, "drain_deadline", {"node": node.pk}, None),
+            (Cordon, "drain_deadline", {"node": node_id}, None),
             (MaintenanceWindow, "starts_at", window, None),
             (MaintenanceWindow, "starts_at", {**window, "drain": True}, None),
         )
+
+    @staticmethod
+    def heartbeat_facts_from(rows) -> tuple[int, list, list, list, list]:
+        (count,), ids, cordon, windows, draining = tagged_values(5, rows)
         return int(count), [UUID(value) for value in ids], cordon, windows, draining
 
     def open_counts_by_node(self) -> dict:

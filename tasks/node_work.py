@@ -50,6 +50,12 @@ class TaskWork(NodeWork):
     def heartbeat_facts(self, node, now):
         return Task.objects.heartbeat_facts(node, now)
 
+    def heartbeat_facts_read(self, node_id, now):
+        return Task.objects.heartbeat_facts_read(node_id, now)
+
+    def heartbeat_facts_from(self, rows):
+        return Task.objects.heartbeat_facts_from(rows)
+
     def claimable_count(self, node, now):
         return Task.objects.claimable_count(node, now)
 
