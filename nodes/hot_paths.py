@@ -12,7 +12,7 @@ from taskmgmt import hot_paths
 from taskmgmt.throttling import ApiRateThrottle, counts_in_default_cache, note_count
 
 
-def facts_with_user(request, user_id):
+def facts_with_user(request, match, user_id):
     """The heartbeat's facts, read in one round trip with the caller's user (at the
     moment the beat is then stamped with), where the work has a statement for them."""
     request.now = timezone.now()

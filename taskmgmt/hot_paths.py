@@ -57,8 +57,8 @@ class Route:
     # (`taskmgmt.throttling.note_count`) in the same round trip: (HotRequest) -> None.
     before_count: Callable | None = None
     # The route's first read, sent in one round trip with the caller's user:
-    # (HotRequest, user id from the token) -> a taskmgmt.sql.Read; its rows are
-    # `request.read_with_user` (None when it was not sent).
+    # (HotRequest, match, user id from the token) -> a taskmgmt.sql.Read or None; its
+    # rows are `request.read_with_user` (None when it was not sent).
     read_with_user: Callable | None = None
 
 
@@ -207,7 +207,7 @@ class HotPaths:
             try:
                 request.get_host()  # ALLOWED_HOSTS, as CommonMiddleware checks it
                 body = request.body
-                _authenticate(request, route)
+                _authenticate(request, route, match)
                 request.data = _parsed(request, body)
                 if route.before_count:
                     route.before_count(request)
@@ -244,12 +244,12 @@ class HotPaths:
 # is Django's to answer.
 
 
-def _authenticate(request, route: Route) -> None:
+def _authenticate(request, route: Route, match) -> None:
     for authenticator in api_settings.DEFAULT_AUTHENTICATION_CLASSES:
         authenticator = authenticator()
         if route.read_with_user and hasattr(authenticator, "authenticate_with"):
             found = authenticator.authenticate_with(
-                request, lambda user_id: route.read_with_user(request, user_id)
+                request, lambda user_id: route.read_with_user(request, match, user_id)
             )
             if found is not None:
                 request.user, _, request.read_with_user = found

@@ -247,6 +247,13 @@ def read_together(*reads: Read) -> list[list[tuple]]:
         return results
 
 
+def select_one_read(model, columns: tuple[str, ...], **where) -> Read:
+    """`select_one(model, columns, **where)`'s statement (no lock, no order), to send with
+    others (`read_together`): its rows hold the row, or none."""
+    sql = _select_sql(model, columns, tuple(where), "", (), None)
+    return Read(sql, _params(model, where, connections[DEFAULT_DB_ALIAS]))
+
+
 @cache
 def _page_sql(
     model, columns: tuple[str, ...], where: tuple[str, ...], after: bool, limited: bool, index
@@ -566,10 +573,7 @@ def get_one_and(model, columns: tuple[str, ...], also: Read, **where) -> tuple:
     on MariaDB (`read_together`): (the instance or None, the rows)."""
     fields = _fields(model, columns)
     attnames = tuple(field.attname for field in fields)
-    conn = connections[DEFAULT_DB_ALIAS]
-    sql = _select_sql(model, attnames, tuple(where), "", (), None)
-    read = Read(sql, _params(model, where, conn))
-    found, rows = read_together(read, also)
+    found, rows = read_together(select_one_read(model, attnames, **where), also)
     return _instance(model, fields, found[0] if found else None), rows
 
 

@@ -7,7 +7,7 @@ from taskmgmt.hot_paths import Fallback, register
 from tasks import services
 from tasks.actor import acting_as
 from tasks.permissions import IsAssignedNodeOrAdmin
-from tasks.selectors import active_task_row
+from tasks.selectors import active_task_from, active_task_read, active_task_row
 from tasks.serializers import task_representation
 from tasks.views import progress_answer, shift_status_change
 
@@ -34,7 +34,8 @@ def claim(request, match) -> dict:
 
 def detail(request, match) -> dict:
     """TaskViewSet.retrieve: the active task, to an admin or its assigned node."""
-    task = active_task_row(match["task_id"])
+    rows = request.read_with_user
+    task = active_task_row(match["task_id"]) if rows is None else active_task_from(rows)
     if task is None or not IsAssignedNodeOrAdmin().has_object_permission(request, None, task):
         raise Fallback  # Django's 404 or 403
     return {"task": task_representation(task)}
@@ -73,4 +74,6 @@ def register_all() -> None:
         permission=IsAssignedNodeOrAdmin,
         allow="GET, DELETE, HEAD, OPTIONS",
         example="/api/tasks/00000000-0000-0000-0000-000000000000",
+        # The task in one round trip with the caller's user.
+        read_with_user=lambda request, match, user_id: active_task_read(match["task_id"]),
     )

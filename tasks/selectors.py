@@ -11,7 +11,7 @@ from django.db.models import Count, Min, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce, ExtractHour
 from django.db.models.utils import create_namedtuple_class
 
-from taskmgmt.sql import driver_rows, page_rows, select_one
+from taskmgmt.sql import Read, driver_rows, page_rows, read_together, select_one_read
 from tasks.models import (
     FINAL_STATUSES,
     OPEN_STATUSES,
@@ -73,12 +73,22 @@ def active_task_row(task_id: str) -> TaskRow | None:
 
     One plain SELECT (`taskmgmt.sql`): the detail endpoint is the hottest read.
     """
+    read = active_task_read(task_id)
+    return None if read is None else active_task_from(read_together(read)[0])
+
+
+def active_task_read(task_id: str) -> Read | None:
+    """`active_task_row`'s statement, to send with another read (the hot path sends it
+    with the caller's user); None for a malformed id. `active_task_from` reads its rows."""
     try:
         task_id = UUID(task_id)
     except ValueError:
         return None
-    row = select_one(Task, TASK_COLUMNS, id=task_id, active=True)
-    return None if row is None else TaskRow._make(row)
+    return select_one_read(Task, TASK_COLUMNS, id=task_id, active=True)
+
+
+def active_task_from(rows) -> TaskRow | None:
+    return TaskRow._make(rows[0]) if rows else None
 
 
 # --- Counts for the dashboard, the node page and /metrics ------------------------
