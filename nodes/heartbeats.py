@@ -100,11 +100,7 @@ def record(*, node_id: UUID, now: datetime) -> None:
     try:
         flush_now = _merge(lock_ms, {str(node_id): now})
     except CACHE_ERRORS as error:
-        logger.warning(
-            "heartbeat written to the database: the cache is unavailable",
-            extra={"event": "heartbeat_cache_unavailable", "error": str(error)},
-        )
-        update_rows(User, {"last_seen": now}, id=node_id)
+        _write_now(node_id, now, error)
         return
     if flush_now:
         flush()
@@ -122,15 +118,20 @@ def record_counted(*, node_id: UUID, now: datetime, count_key: str, timeout: int
             keys=keys, args=[lock_ms, timeout, str(node_id), _stamp(now)], client=_client()
         )
     except CACHE_ERRORS as error:
-        logger.warning(
-            "heartbeat written to the database: the cache is unavailable",
-            extra={"event": "heartbeat_cache_unavailable", "error": str(error)},
-        )
-        update_rows(User, {"last_seen": now}, id=node_id)
+        _write_now(node_id, now, error)
         return None
     if flush_now:
         flush()
     return count
+
+
+def _write_now(node_id: UUID, now: datetime, error: Exception) -> None:
+    """A beat Redis could not take, written straight to the database."""
+    logger.warning(
+        "heartbeat written to the database: the cache is unavailable",
+        extra={"event": "heartbeat_cache_unavailable", "error": str(error)},
+    )
+    update_rows(User, {"last_seen": now}, id=node_id)
 
 
 def flush() -> int:

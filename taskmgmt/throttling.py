@@ -43,7 +43,10 @@ class RatelimitThrottle(BaseThrottle):
         return self.key
 
     def window_for(self, request):
-        """The window this request is counted in (a RateWindow); None: limits are off."""
+        """The window this request is counted in (a RateWindow); None: limits are off.
+
+        The same however often it is asked for one request (the heartbeat's hot path asks
+        before the throttle does): a window ending between two asks would count twice."""
         key = self.get_key(request)
         if key == "ip" and not has_client_address(request):
             key = unknown_address_key
@@ -51,7 +54,10 @@ class RatelimitThrottle(BaseThrottle):
             return None
         rate = getattr(settings, self.rate_setting)
         value = key(self.group, request) if callable(key) else ratelimit_key(key, request)
-        return rate_window(self.group, rate, value)
+        windows = request.META.setdefault(_WINDOWS_KEY, {})
+        if (self.group, rate, value) not in windows:
+            windows[self.group, rate, value] = rate_window(self.group, rate, value)
+        return windows[self.group, rate, value]
 
     def allow_request(self, request, view):
         window = self.window_for(request)
@@ -78,6 +84,7 @@ def counts_cache():
 # Where a request's counts are kept in its WSGI environ: a request the hot paths
 # (taskmgmt.hot_paths) counted and then handed to Django is not counted twice.
 _COUNTS_KEY = "taskmgmt.rate_counts"
+_WINDOWS_KEY = "taskmgmt.rate_windows"
 
 
 def count_once(request, window):

@@ -190,3 +190,22 @@ def test_two_processes_share_the_login_count_in_redis(redis_db, tmp_path):
 
     assert first == [400, 400, 400]
     assert second == [400, 400, 429]
+
+
+def test_one_request_is_counted_in_one_window_however_often_it_is_asked(monkeypatch, rf):
+    """The heartbeat's hot path asks for its window before the throttle does; a window
+    ending between the two asks must not make it count the request in two windows."""
+    import time
+
+    from taskmgmt.throttling import ApiRateThrottle
+
+    node, now = NodeFactory(), time.time()
+    request = rf.post("/api/nodes/heartbeat")
+    request.user = node
+    monkeypatch.setattr(time, "time", lambda: now)
+    first = ApiRateThrottle().window_for(request)
+    monkeypatch.setattr(time, "time", lambda: now + 3600)  # the window has ended since
+    assert ApiRateThrottle().window_for(request) == first
+    later = rf.post("/api/nodes/heartbeat")
+    later.user = node
+    assert ApiRateThrottle().window_for(later).cache_key != first.cache_key
