@@ -407,7 +407,7 @@ def update_saved(model, using: str, pk, values: list, *, locked=False) -> int | 
     `values` is the save's `(field, model, value)` triples, each value its field's
     `pre_save`; each is adapted by `get_db_prep_save`, as Django's update compiler does.
     `locked`: the row is held locked by the open transaction, so it exists and the
-    UPDATE matches it: it may go with the transaction's next statement (`_send`).
+    UPDATE matches it: it may go with the transaction's next statement (`_deferred`).
     """
     if using != DEFAULT_DB_ALIAS:
         return None

@@ -78,7 +78,11 @@ class RatelimitThrottle(BaseThrottle):
 
 def counts_cache():
     """The cache the counts live in (django-ratelimit's setting)."""
-    return caches[getattr(settings, "RATELIMIT_USE_CACHE", "default")]
+    return caches[_counts_alias()]
+
+
+def _counts_alias() -> str:
+    return getattr(settings, "RATELIMIT_USE_CACHE", "default")
 
 
 # Where a request's counts are kept in its WSGI environ: a request the hot paths
@@ -103,7 +107,7 @@ def note_count(request, window, count: int) -> None:
 
 def counts_in_default_cache() -> bool:
     """Whether the counts live in CACHES["default"], where the heartbeats are kept."""
-    return getattr(settings, "RATELIMIT_USE_CACHE", "default") == "default"
+    return _counts_alias() == "default"
 
 
 def count_request(cache_key, timeout):
