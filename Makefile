@@ -13,7 +13,7 @@ SWEEP_EVERY ?= 5
 # Exits 0 (true) when the database has no users yet: `make run` then loads the demo.
 DATABASE_IS_EMPTY := from accounts.models import User; raise SystemExit(User.objects.exists())
 
-.PHONY: run test test-fast test-cluster lint format serve setup-production bench-sweep bench-load bench-inprocess bench-dashboard bench-bulk bench-login-flood bench-vs-original wrk setup system-deps browser-deps cluster-deps clean
+.PHONY: run test test-fast test-cluster lint format serve setup-production bench-sweep bench-load bench-ab bench-inprocess bench-dashboard bench-bulk bench-login-flood bench-vs-original wrk setup system-deps browser-deps cluster-deps clean
 
 run: $(VENV)/.installed .env
 	$(DEV_ENV) $(BIN)/python manage.py migrate --noinput -v 0
@@ -58,6 +58,11 @@ serve: $(VENV)/.installed
 # Load benchmark on MariaDB (docs/performance.md); DURATION=5 for a quick run.
 bench-load: $(VENV)/.installed wrk
 	$(BIN)/python bench/load/run.py
+
+# Two builds side by side under load (docs/performance.md): this tree against BASE (a git
+# ref, default HEAD), wrk alternating between them on one seeded database.
+bench-ab: $(VENV)/.installed wrk
+	$(BIN)/python bench/load/ab.py
 
 # The load generator of bench-load and bench-vs-original.
 wrk:
