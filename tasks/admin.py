@@ -1008,6 +1008,10 @@ class TaskAdmin(admin.ModelAdmin):
                 )
             except NoNodeMatches as error:
                 form.add_error("labels", str(error))
+            except REFUSALS as error:
+                # A rule broken between the form's checks and the save (the deadline
+                # passed meanwhile): said above the form, never a 500.
+                form.add_error(None, f"Nothing was broadcast: {refusal(error)}")
             else:
                 self.message_user(request, f"Broadcast {len(tasks)} task(s), one per node.")
                 return redirect(CHANGELIST)

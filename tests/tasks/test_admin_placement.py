@@ -114,6 +114,22 @@ def broadcast_form(labels="gpu=true", **overrides):
     }
 
 
+def test_a_deadline_passed_between_the_form_and_the_save_is_a_form_error(
+    admin_site_client, monkeypatch
+):
+    """The form checks the deadline, then the service checks it again: a deadline that
+    passes in between (the form's check stands in here for the earlier moment) is said
+    on the form, nothing broadcast; it was a 500."""
+    labelled({"gpu": "true"})
+    monkeypatch.setattr("tasks.forms.validate_future", lambda value: None)
+
+    response = admin_site_client.post(BROADCAST, broadcast_form(locked_at="2001-07-01T09:30"))
+
+    assert response.status_code == 200
+    assert "Nothing was broadcast: The deadline must be in the future." in response.content.decode()
+    assert not Task.objects.exists()
+
+
 def test_the_list_links_to_the_broadcast_page(admin_site_client):
     assert BROADCAST in admin_site_client.get(CHANGELIST).content.decode()
 
