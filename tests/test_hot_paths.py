@@ -26,7 +26,7 @@ from taskmgmt import hot_paths
 from taskmgmt.wsgi import application
 from tasks.models import Task, TaskStatus
 from tests.factories import TaskFactory
-from tests.shared_redis import redis_cache, redis_database, unreachable_redis_url
+from tests.redis_server import redis_cache, redis_database, unreachable_redis_url
 from tests.test_logging import log_lines, request_lines  # noqa: F401  (a fixture)
 
 DJANGO = application.django_app

@@ -29,7 +29,7 @@ from tasks.models import Task, TaskHistory
 from tests.api import assert_json_error
 from tests.factories import AdminFactory, NodeFactory
 from tests.mariadb import wait_until_blocked
-from tests.shared_redis import redis_database
+from tests.redis_server import redis_database
 
 ROOT = Path(__file__).resolve().parent.parent
 TASKS, SIGNUP = "/api/tasks", "/api/auth/signup"
@@ -354,7 +354,7 @@ def test_concurrent_duplicates_on_a_live_server_act_exactly_once(
     assert {status for status, _ in answers} == {201}
     assert len({content for _, content in answers}) == 1
     if cache_backend == "redis":  # the answer is kept there, not in this process
-        assert redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB).keys("*idempotency:*")
+        assert redis.Redis.from_url(location).keys("*idempotency:*")
     if path == TASKS:
         assert Task.objects.count() == 1
     else:

@@ -17,7 +17,7 @@ from accounts.models import User
 from nodes.models import Liveness
 from tasks.models import Task
 from tests.factories import PASSWORD, NodeFactory, TaskFactory
-from tests.shared_redis import redis_cache, unreachable_redis_url
+from tests.redis_server import redis_cache, unreachable_redis_url
 
 TOKEN = "scrape-me-0123456789abcdef"
 

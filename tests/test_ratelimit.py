@@ -13,7 +13,7 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from tests.factories import PASSWORD, NodeFactory
-from tests.shared_redis import redis_database
+from tests.redis_server import redis_database
 
 LOGIN = "/api/auth/login"
 PROFILE = "/api/auth/profile"

@@ -1,8 +1,8 @@
 """The production server (gunicorn with gunicorn.conf.py): Redis going away and coming
 back, and requests larger than the API accepts.
 
-The private redis-server (own port, own dir, no persistence) is stopped and
-started again, never the machine's shared one. The database is a SQLite file,
+A private redis-server (own port, own dir, no persistence) is stopped and
+started again. The database is a SQLite file,
 so this needs nothing but the redis-server binary.
 """
 
@@ -14,11 +14,10 @@ import socket
 import sqlite3
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import redis
 
+from tests.redis_server import PrivateRedis
 from tests.test_faults import (
     ADMIN_EMAIL,
     NODE_EMAIL,
@@ -26,9 +25,7 @@ from tests.test_faults import (
     ROOT,
     Gunicorn,
     assert_json_error,
-    free_port,
     login,
-    wait_until,
 )
 
 pytestmark = [
@@ -38,39 +35,6 @@ pytestmark = [
     ),
     pytest.mark.process,
 ]
-
-
-class PrivateRedis:
-    """A throwaway redis-server on its own port, which the tests may stop at will."""
-
-    def __init__(self, workdir: Path):
-        self.workdir = workdir
-        self.port = free_port()
-        self.process = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", str(self.workdir), "--save", "", "--appendonly", "no",
-            ],
-            stdout=(self.workdir / "server.log").open("a"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        wait_until(self.answers, 30, "private redis-server did not answer")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-
-    def answers(self) -> bool:
-        try:
-            return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1).ping()
-        except redis.ConnectionError:
-            return False
-
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
 
 
 @pytest.fixture(scope="module")

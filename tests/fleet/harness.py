@@ -19,7 +19,7 @@ from django.db import connection
 
 from accounts.models import Role, User
 from tasks.models import FailureCause, HistoryAction, Task, TaskHistory, TaskStatus
-from tests.shared_redis import redis_cache, redis_database
+from tests.redis_server import redis_cache, redis_database
 
 # Every fleet test: its own marker (left out unless `-m fleet`), real transactions, and
 # MariaDB, since a live server with concurrent writers needs it.

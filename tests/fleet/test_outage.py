@@ -33,7 +33,7 @@ from tests.fleet.harness import (
     assert_every_history_consistent,
     wait_for,
 )
-from tests.shared_redis import redis_cache, redis_database
+from tests.redis_server import redis_cache, redis_database
 from tests.test_metrics_gunicorn import free_port
 
 pytestmark = [

@@ -1,4 +1,4 @@
-"""Heartbeats kept in the shared Redis and written to last_seen in batches.
+"""Heartbeats kept in Redis and written to last_seen in batches.
 
 Every test runs against the machine's real Redis (a database of its own) and
 the real database; the flush interval is set long (the `coalescing` fixture),
@@ -25,7 +25,7 @@ from tasks.models import FailureCause, HistoryAction, Task, TaskHistory, TaskSta
 from tasks.services import FailoverCounts, tasks_fail_over
 from tests.factories import AdminFactory, NodeFactory, TaskFactory
 from tests.nodes.beats import beat, stored_last_seen
-from tests.shared_redis import redis_cache, unreachable_redis_url
+from tests.redis_server import redis_cache, unreachable_redis_url
 
 pytestmark = pytest.mark.django_db
 
@@ -37,13 +37,13 @@ def user_updates(queries) -> list[str]:
     return [q["sql"] for q in queries if q["sql"].startswith("UPDATE") and table in q["sql"]]
 
 
-def pending_in_redis(shared_redis) -> int:
-    server = redis.Redis.from_url(shared_redis)
+def pending_in_redis(redis_url) -> int:
+    server = redis.Redis.from_url(redis_url)
     return sum(server.hlen(key) for key in server.keys("*heartbeats:pending"))
 
 
 def test_the_first_beat_flushes_and_the_next_ones_wait_in_redis(
-    coalescing, shared_redis, client_for
+    coalescing, redis_url, client_for
 ):
     first, *others = NodeFactory.create_batch(4)
 
@@ -55,7 +55,7 @@ def test_the_first_beat_flushes_and_the_next_ones_wait_in_redis(
     assert stored_last_seen(first) == first_seen
     assert user_updates(queries) == []
     assert [stored_last_seen(node) for node in others] == [None] * 3
-    assert pending_in_redis(shared_redis) == 3
+    assert pending_in_redis(redis_url) == 3
 
 
 def test_a_flush_writes_every_pending_beat_a_hundred_rows_per_update(coalescing, client_for):
@@ -73,7 +73,7 @@ def test_a_flush_writes_every_pending_beat_a_hundred_rows_per_update(coalescing,
 
 
 def test_a_beat_after_the_flush_interval_flushes_the_waiting_ones(
-    coalescing, shared_redis, client_for
+    coalescing, redis_url, client_for
 ):
     coalescing.NODE_HEARTBEAT_FLUSH_SECONDS = 0.2
     early, waiting, late = NodeFactory.create_batch(3)
@@ -81,11 +81,11 @@ def test_a_beat_after_the_flush_interval_flushes_the_waiting_ones(
     waiting_seen = beat(client_for(waiting))
     assert stored_last_seen(waiting) is None
 
-    redis.Redis.from_url(shared_redis).delete(heartbeats._key("flush"))  # the interval is over
+    redis.Redis.from_url(redis_url).delete(heartbeats._key("flush"))  # the interval is over
     beat(client_for(late))
 
     assert stored_last_seen(waiting) == waiting_seen
-    assert pending_in_redis(shared_redis) == 0
+    assert pending_in_redis(redis_url) == 0
 
 
 def test_a_stamp_never_moves_back(coalescing, node):
@@ -102,7 +102,7 @@ def test_a_stamp_never_moves_back(coalescing, node):
     assert stored_last_seen(node) == now + timedelta(seconds=2)
 
 
-def test_a_claim_is_a_beat_that_waits_in_redis_too(coalescing, shared_redis, client_for):
+def test_a_claim_is_a_beat_that_waits_in_redis_too(coalescing, redis_url, client_for):
     first, node = NodeFactory.create_batch(2)
     beat(client_for(first))
     TaskFactory(assigned_node=node)
@@ -112,7 +112,7 @@ def test_a_claim_is_a_beat_that_waits_in_redis_too(coalescing, shared_redis, cli
 
     assert response.status_code == 200
     assert user_updates(queries) == []
-    assert pending_in_redis(shared_redis) == 1
+    assert pending_in_redis(redis_url) == 1
     assert heartbeats.flush() == 1
     assert stored_last_seen(node) is not None
 
@@ -239,13 +239,13 @@ def test_a_beat_answered_between_the_sweeps_flush_and_its_locks_keeps_the_nodes_
 
 
 def test_a_redis_that_lost_its_data_leaves_the_last_flushed_beat(
-    coalescing, shared_redis, client_for, admin_client
+    coalescing, redis_url, client_for, admin_client
 ):
     node = NodeFactory()
     flushed = beat(client_for(node))
     beat(client_for(node))  # waits in Redis
 
-    redis.Redis.from_url(shared_redis).flushdb()  # a Redis restart keeps nothing
+    redis.Redis.from_url(redis_url).flushdb()  # a Redis restart keeps nothing
 
     listed = admin_client.get("/api/nodes").json()["nodes"]
     assert [(datetime.fromisoformat(n["lastSeen"]), n["liveness"]) for n in listed] == [

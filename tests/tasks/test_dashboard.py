@@ -15,7 +15,7 @@ from taskmgmt.moments import moment
 from tasks.dashboard import snapshot
 from tasks.models import FailureCause, SweepRun, Task, TaskStatus
 from tests.factories import AdminFactory, NodeFactory, TaskFactory, fleet
-from tests.shared_redis import redis_cache, redis_database, unreachable_redis_url
+from tests.redis_server import redis_cache, redis_database, unreachable_redis_url
 
 pytestmark = pytest.mark.django_db
 
@@ -27,7 +27,7 @@ REDIS_DB = 11
 
 
 @pytest.fixture
-def shared_redis():
+def redis_url():
     with redis_database(REDIS_DB) as url:
         yield url
 
@@ -212,8 +212,8 @@ def test_with_redis_down_the_dashboard_is_computed_from_the_database(
     assert 'id="tm-cache-down"' in response.content.decode()
 
 
-def test_with_redis_up_the_dashboard_says_nothing_of_it(settings, admin_site_client, shared_redis):
-    settings.CACHES = redis_cache(shared_redis)
+def test_with_redis_up_the_dashboard_says_nothing_of_it(settings, admin_site_client, redis_url):
+    settings.CACHES = redis_cache(redis_url)
     settings.DASHBOARD_CACHE_SECONDS = 5
     for _ in range(2):  # computed, then from the cache
         response = admin_site_client.get(INDEX)

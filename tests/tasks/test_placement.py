@@ -18,7 +18,7 @@ from tasks.placement import Placement
 from tasks.services import NO_MATCH_REASON, PINNED_REASON, FailoverCounts, tasks_fail_over
 from tests.api import assert_json_error
 from tests.factories import NodeFactory, TaskFactory
-from tests.shared_redis import redis_cache, redis_database
+from tests.redis_server import redis_cache, redis_database
 
 pytestmark = pytest.mark.django_db
 
@@ -325,7 +325,7 @@ def test_placement_spreads_a_batch_as_one_task_at_a_time_would():
     assert placement.pick({"gpu": "false"}) is None
 
 
-# Its own database of the shared Redis (tests/shared_redis.py): no other test flushes it.
+# Its own database of the tests' Redis (tests/redis_server.py): no other test flushes it.
 REDIS_DB = 12
 
 
