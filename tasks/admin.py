@@ -297,11 +297,16 @@ def history_nodes(rows) -> dict[str, User]:
     return {str(node.pk): node for node in nodes}
 
 
+# What a history table shows of a cancel reason (the rest on hover): a line, not a page.
+SHOWN_REASON_LENGTH = 64
+
+
 def value_label(row, value, nodes: dict[str, User], task=None):
     """A history value as it reads: a node by name, a status by label, a deadline as a moment.
 
     `task`: the row's task, its `cancel_reason` loaded, if the caller has it at no cost:
-    a cancel request's reason cut to the row's 64 characters shows as cut."""
+    a cancel request's reason that a row from before migration 0015 cut to 64 characters
+    shows as cut. A longer reason shows its first 64, and the whole on hover."""
     if value is None:
         return "—"
     if row.action in NODE_VALUED:
@@ -312,6 +317,8 @@ def value_label(row, value, nodes: dict[str, User], task=None):
     ):
         return TaskStatus(value).label if value in TaskStatus.values else value
     if row.action == HistoryAction.CANCEL_REQUEST:
+        if len(value) > SHOWN_REASON_LENGTH:
+            return format_html('<span title="{}">{}…</span>', value, value[:SHOWN_REASON_LENGTH])
         whole = getattr(task, "cancel_reason", None) or ""
         # Only the task's own reason proves a cut: a later request replaces it.
         if len(whole) > len(value) and whole.startswith(value):

@@ -90,6 +90,8 @@ FAILURE_REASON_MAX_LENGTH = 500
 NO_CANCEL_REQUEST_BEFORE = datetime(2000, 1, 1, tzinfo=UTC)
 # An admin's words on why a task is cancelled (SPEC, Control of the work).
 CANCEL_REASON_MAX_LENGTH = 500
+# A history row's from/to values: ids, statuses, deadlines, field names, a cancel reason.
+HISTORY_VALUE_MAX_LENGTH = CANCEL_REASON_MAX_LENGTH
 # A progress report's message: a line for a progress bar, not a log.
 PROGRESS_MESSAGE_MAX_LENGTH = 200
 # What `Task.attempts` (a PositiveIntegerField) holds on every backend: a larger
@@ -593,8 +595,13 @@ class TaskHistory(AppendOnlyModel):
     task = models.ForeignKey(Task, on_delete=models.PROTECT, related_name="history")
     action = models.CharField(max_length=20, choices=HistoryAction.choices)
     # Null, not "": an initial assignment has no previous value (SPEC: nullable strings).
-    from_value = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
-    to_value = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
+    # Long enough for a whole cancel reason (migration 0015; before it, 64 characters).
+    from_value = models.CharField(  # noqa: DJ001
+        max_length=HISTORY_VALUE_MAX_LENGTH, null=True, blank=True
+    )
+    to_value = models.CharField(  # noqa: DJ001
+        max_length=HISTORY_VALUE_MAX_LENGTH, null=True, blank=True
+    )
     # Null means the system (the sweep). PROTECT: a user who acted is
     # deactivated, never deleted, so no row is ever misread as the system's.
     performed_by = models.ForeignKey(

@@ -426,8 +426,7 @@ def task_cancel(*, task_id: UUID, reason: str = "") -> Task:
         task=task,
         action=HistoryAction.CANCEL_REQUEST,
         from_value=task.status,
-        # A history value is short; the whole reason stays on the task.
-        to_value=reason[:64] or None,
+        to_value=reason or None,  # whole: the history row is the audit's copy
         performed_by=current_actor(),
         created_at=now,
     )

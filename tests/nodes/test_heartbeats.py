@@ -42,9 +42,7 @@ def pending_in_redis(redis_url) -> int:
     return sum(server.hlen(key) for key in server.keys("*heartbeats:pending"))
 
 
-def test_the_first_beat_flushes_and_the_next_ones_wait_in_redis(
-    coalescing, redis_url, client_for
-):
+def test_the_first_beat_flushes_and_the_next_ones_wait_in_redis(coalescing, redis_url, client_for):
     first, *others = NodeFactory.create_batch(4)
 
     first_seen = beat(client_for(first))

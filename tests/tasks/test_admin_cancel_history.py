@@ -1,6 +1,7 @@
 """A `cancel_request` history row as the admin shows it, on the task's page, in the task
 history list and in the activity feed: the status it was asked in by its label, and a
-reason the row had to cut (its value keeps 64 characters) marked as cut."""
+long reason cut to its first 64 characters, marked as cut, the whole on hover (rows from
+before migration 0015 kept only those 64)."""
 
 import pytest
 from django.db import connection
@@ -9,7 +10,7 @@ from django.urls import reverse
 from django.utils.html import escape
 
 from tasks.actor import acting_as
-from tasks.models import TaskStatus
+from tasks.models import HistoryAction, TaskHistory, TaskStatus
 from tasks.services import task_cancel
 from tests.factories import TaskFactory
 
@@ -60,6 +61,28 @@ def test_a_cancel_request_shows_the_status_by_its_label_and_a_cut_reason_as_cut(
     assert escape(LONG_REASON[:64]) + "…" in long_row
     assert f'title="{escape(LONG_REASON)}"' in long_row  # the whole reason on hover
     assert SHORT_REASON in short_row and SHORT_REASON + "…" not in short_row
+
+
+@pytest.mark.parametrize("where", PAGES)
+def test_a_reason_a_row_from_before_0015_cut_still_shows_as_cut(
+    admin_site_client, admin_user, where
+):
+    task = TaskFactory(name="old row", status=TaskStatus.IN_PROGRESS, attempts=1)
+    task.cancel_reason = LONG_REASON
+    task.save()
+    TaskHistory.objects.create(  # as 0015 found it: the first 64 characters
+        task=task,
+        action=HistoryAction.CANCEL_REQUEST,
+        from_value=TaskStatus.IN_PROGRESS,
+        to_value=LONG_REASON[:64],
+        performed_by=admin_user,
+    )
+
+    page = admin_site_client.get(PAGES[where](task)).content.decode()
+
+    row = cancel_row(page, "" if where == "the task page" else "old row")
+    assert escape(LONG_REASON[:64]) + "…" in row
+    assert f'title="{escape(LONG_REASON)}"' in row
 
 
 def test_the_history_list_reads_no_more_queries_for_its_cancel_requests(

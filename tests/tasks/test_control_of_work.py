@@ -161,6 +161,19 @@ def test_cancelling_a_running_task_asks_its_node_which_acknowledges(
     ]
 
 
+def test_a_cancel_request_s_history_row_keeps_the_whole_reason(admin_client, admin_user, node):
+    """The audit's copy of the reason is the reason (it kept 64 characters before 0015)."""
+    task = TaskFactory(assigned_node=node, status=IN_PROGRESS, attempts=1)
+    reason = ("The export was run on the wrong file; " * 20)[:500]
+
+    assert cancel(admin_client, task, reason=reason).status_code == 200
+
+    rows = admin_client.get(f"/api/tasks/history/{task.pk}").json()["history"]
+    (request,) = [row for row in rows if row["action"] == HistoryAction.CANCEL_REQUEST]
+    assert (request["fromValue"], request["toValue"]) == (IN_PROGRESS, reason)
+    assert Task.objects.get(pk=task.pk).cancel_reason == reason
+
+
 def test_a_completion_that_arrives_first_wins_over_the_cancel_request(
     admin_client, node_client, node
 ):

@@ -1,5 +1,6 @@
-"""Migration 0005 (work data) is reversible, and on MariaDB adds its columns without
-rewriting tasks_task (each ALTER succeeds with ALGORITHM=INSTANT)."""
+"""Migrations 0005 (work data), 0007-0008 (cancellation) and 0015 (history values) are
+reversible, and on MariaDB alter their tables without rewriting them (each ALTER
+succeeds with ALGORITHM=INSTANT), but for 0008's CHECK, which must copy."""
 
 import pytest
 from django.core.management import call_command
@@ -138,3 +139,69 @@ def test_the_status_check_is_dropped_instantly_and_added_only_by_a_copy_on_maria
         finally:
             cursor.execute("SET SESSION check_constraint_checks = DEFAULT")
             cursor.execute("DROP TABLE IF EXISTS status_check_probe")
+
+
+HISTORY_VALUES = ("tasks", "0015_history_values_widened")
+BEFORE_HISTORY_VALUES = ("tasks", "0014_drained_label")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_history_values_migration_goes_back_and_forth_cutting_long_reasons(node):
+    from tasks.models import HistoryAction, TaskHistory
+    from tests.factories import TaskFactory
+
+    task = TaskFactory(assigned_node=node)
+    reason = "r" * 300
+    row = TaskHistory.objects.create(
+        task=task, action=HistoryAction.CANCEL_REQUEST, from_value="pending", to_value=reason
+    )
+    executor = MigrationExecutor(connection)
+    try:
+        executor.migrate([BEFORE_HISTORY_VALUES])
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT from_value, to_value FROM tasks_taskhistory WHERE id = %s", [row.pk]
+            )
+            assert cursor.fetchone() == ("pending", "r" * 64)  # cut, then narrowed
+        executor = MigrationExecutor(connection)
+        executor.migrate([HISTORY_VALUES])
+        TaskHistory.objects.create(
+            task=task, action=HistoryAction.CANCEL_REQUEST, from_value="pending", to_value=reason
+        )
+        assert TaskHistory.objects.filter(to_value=reason).count() == 1
+    finally:
+        call_command("migrate", verbosity=0)
+
+
+@pytest.mark.mysql
+@pytest.mark.skipif(connection.vendor != "mysql", reason="ALGORITHM=INSTANT is MariaDB's")
+@pytest.mark.django_db(transaction=True)
+def test_the_history_values_are_widened_instantly_on_mariadb():
+    """No copy of the history table however long it is: a longer VARCHAR with the same
+    length bytes is metadata only, its indexes too."""
+    executor = MigrationExecutor(connection)
+    migration = executor.loader.graph.nodes[HISTORY_VALUES]
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS history_values_probe")
+        cursor.execute("CREATE TABLE history_values_probe LIKE tasks_taskhistory")
+        try:
+            for column in ("from_value", "to_value"):
+                cursor.execute(
+                    f"ALTER TABLE history_values_probe MODIFY {column} varchar(64) NULL"
+                )
+            cursor.execute(
+                "INSERT INTO history_values_probe (task_id, action, from_value, to_value, cause,"
+                " created_at) VALUES (REPLACE(UUID(), '-', ''), 'status_change', 'pending',"
+                " 'in_progress', '', NOW())"
+            )
+            with connection.schema_editor(collect_sql=True, atomic=False) as editor:
+                migration.apply(
+                    executor.loader.project_state(BEFORE_HISTORY_VALUES), editor, collect_sql=True
+                )
+            alters = [sql for sql in editor.collected_sql if sql.startswith("ALTER TABLE")]
+            assert len(alters) == 2
+            for sql in alters:
+                probe = sql.replace("`tasks_taskhistory`", "history_values_probe").rstrip(";")
+                cursor.execute(f"{probe}, ALGORITHM=INSTANT")
+        finally:
+            cursor.execute("DROP TABLE IF EXISTS history_values_probe")
