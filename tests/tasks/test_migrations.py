@@ -186,9 +186,7 @@ def test_the_history_values_are_widened_instantly_on_mariadb():
         cursor.execute("CREATE TABLE history_values_probe LIKE tasks_taskhistory")
         try:
             for column in ("from_value", "to_value"):
-                cursor.execute(
-                    f"ALTER TABLE history_values_probe MODIFY {column} varchar(64) NULL"
-                )
+                cursor.execute(f"ALTER TABLE history_values_probe MODIFY {column} varchar(64) NULL")
             cursor.execute(
                 "INSERT INTO history_values_probe (task_id, action, from_value, to_value, cause,"
                 " created_at) VALUES (REPLACE(UUID(), '-', ''), 'status_change', 'pending',"
