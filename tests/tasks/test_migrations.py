@@ -8,7 +8,7 @@ from django.db import DatabaseError, connection
 from django.db.migrations.executor import MigrationExecutor
 
 from tasks.models import Task
-from tests.tasks.migration_probes import insert_probe_row, task_columns
+from tests.tasks.migration_probes import collected_sql, insert_probe_row, task_columns
 
 WORK_DATA = ("tasks", "0005_work_data")
 BEFORE = ("tasks", "0004_sweep_failover_held")
@@ -39,8 +39,6 @@ def test_the_work_data_migration_goes_back_and_forth():
 @pytest.mark.skipif(connection.vendor != "mysql", reason="ALGORITHM=INSTANT is MariaDB's")
 @pytest.mark.django_db(transaction=True)
 def test_the_work_data_columns_are_added_instantly_on_mariadb():
-    executor = MigrationExecutor(connection)
-    migration = executor.loader.graph.nodes[WORK_DATA]
     table = Task._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS work_data_probe")
@@ -50,14 +48,12 @@ def test_the_work_data_columns_are_added_instantly_on_mariadb():
             for column in COLUMNS:
                 cursor.execute(f"ALTER TABLE work_data_probe DROP COLUMN {column}")
             insert_probe_row(cursor, "work_data_probe")
-            with connection.schema_editor(collect_sql=True, atomic=False) as editor:
-                migration.apply(executor.loader.project_state(BEFORE), editor, collect_sql=True)
-            alters = [sql for sql in editor.collected_sql if sql.startswith("ALTER TABLE")]
+            sql = collected_sql(WORK_DATA, BEFORE, table=table, probe="work_data_probe")
+            alters = [statement for statement in sql if statement.startswith("ALTER TABLE")]
             assert len(alters) == len(COLUMNS)
-            for sql in alters:
-                probe = sql.replace(f"`{table}`", "work_data_probe").rstrip(";")
+            for alter in alters:
                 # Refused by MariaDB if the change would need a table copy or rebuild.
-                cursor.execute(f"{probe}, ALGORITHM=INSTANT")
+                cursor.execute(f"{alter}, ALGORITHM=INSTANT")
         finally:
             cursor.execute("DROP TABLE IF EXISTS work_data_probe")
 
@@ -84,8 +80,6 @@ def test_the_cancellation_migrations_go_back_and_forth():
 @pytest.mark.skipif(connection.vendor != "mysql", reason="ALGORITHM=INSTANT is MariaDB's")
 @pytest.mark.django_db(transaction=True)
 def test_the_cancel_columns_are_added_instantly_on_mariadb():
-    executor = MigrationExecutor(connection)
-    migration = executor.loader.graph.nodes[CANCELLATION]
     table = Task._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS cancellation_probe")
@@ -94,14 +88,12 @@ def test_the_cancel_columns_are_added_instantly_on_mariadb():
             for column in CANCEL_COLUMNS:
                 cursor.execute(f"ALTER TABLE cancellation_probe DROP COLUMN {column}")
             insert_probe_row(cursor, "cancellation_probe")
-            with connection.schema_editor(collect_sql=True, atomic=False) as editor:
-                migration.apply(executor.loader.project_state(WORK_DATA), editor, collect_sql=True)
-            alters = [sql for sql in editor.collected_sql if sql.startswith("ALTER TABLE")]
+            sql = collected_sql(CANCELLATION, WORK_DATA, table=table, probe="cancellation_probe")
+            alters = [statement for statement in sql if statement.startswith("ALTER TABLE")]
             # The new choices send no SQL: only the two columns are altered.
             assert len(alters) == len(CANCEL_COLUMNS)
-            for sql in alters:
-                probe = sql.replace(f"`{table}`", "cancellation_probe").rstrip(";")
-                cursor.execute(f"{probe}, ALGORITHM=INSTANT")
+            for alter in alters:
+                cursor.execute(f"{alter}, ALGORITHM=INSTANT")
         finally:
             cursor.execute("DROP TABLE IF EXISTS cancellation_probe")
 
@@ -112,23 +104,14 @@ def test_the_cancel_columns_are_added_instantly_on_mariadb():
 def test_the_status_check_is_dropped_instantly_and_added_only_by_a_copy_on_mariadb():
     # 0008's docstring and docs/performance.md say its ADD copies tasks_task because
     # nothing cheaper is accepted: if a MariaDB upgrade accepts INPLACE, use it there.
-    executor = MigrationExecutor(connection)
-    migration = executor.loader.graph.nodes[STATUS_CHECK]
     table = Task._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS status_check_probe")
         cursor.execute(f"CREATE TABLE status_check_probe LIKE {table}")
         try:
             insert_probe_row(cursor, "status_check_probe")
-            with connection.schema_editor(collect_sql=True, atomic=False) as editor:
-                migration.apply(
-                    executor.loader.project_state(CANCELLATION), editor, collect_sql=True
-                )
-            drop, add = [
-                sql.replace(f"`{table}`", "status_check_probe").rstrip(";")
-                for sql in editor.collected_sql
-                if sql.startswith("ALTER TABLE")
-            ]
+            sql = collected_sql(STATUS_CHECK, CANCELLATION, table=table, probe="status_check_probe")
+            drop, add = [statement for statement in sql if statement.startswith("ALTER TABLE")]
             assert "DROP CONSTRAINT" in drop and "ADD CONSTRAINT" in add
             cursor.execute(f"{drop}, ALGORITHM=INSTANT")
             # Skipping validation does not spare the copy either.
@@ -179,8 +162,6 @@ def test_the_history_values_migration_goes_back_and_forth_cutting_long_reasons(n
 def test_the_history_values_are_widened_instantly_on_mariadb():
     """No copy of the history table however long it is: a longer VARCHAR with the same
     length bytes is metadata only, its indexes too."""
-    executor = MigrationExecutor(connection)
-    migration = executor.loader.graph.nodes[HISTORY_VALUES]
     with connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS history_values_probe")
         cursor.execute("CREATE TABLE history_values_probe LIKE tasks_taskhistory")
@@ -192,14 +173,15 @@ def test_the_history_values_are_widened_instantly_on_mariadb():
                 " created_at) VALUES (REPLACE(UUID(), '-', ''), 'status_change', 'pending',"
                 " 'in_progress', '', NOW())"
             )
-            with connection.schema_editor(collect_sql=True, atomic=False) as editor:
-                migration.apply(
-                    executor.loader.project_state(BEFORE_HISTORY_VALUES), editor, collect_sql=True
-                )
-            alters = [sql for sql in editor.collected_sql if sql.startswith("ALTER TABLE")]
+            sql = collected_sql(
+                HISTORY_VALUES,
+                BEFORE_HISTORY_VALUES,
+                table="tasks_taskhistory",
+                probe="history_values_probe",
+            )
+            alters = [statement for statement in sql if statement.startswith("ALTER TABLE")]
             assert len(alters) == 2
-            for sql in alters:
-                probe = sql.replace("`tasks_taskhistory`", "history_values_probe").rstrip(";")
-                cursor.execute(f"{probe}, ALGORITHM=INSTANT")
+            for alter in alters:
+                cursor.execute(f"{alter}, ALGORITHM=INSTANT")
         finally:
             cursor.execute("DROP TABLE IF EXISTS history_values_probe")

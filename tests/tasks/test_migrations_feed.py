@@ -9,6 +9,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 from tasks.models import SWEEP_CAUSE_COUNTS, SweepRun, TaskHistory
+from tests.tasks.migration_probes import collected_sql
 
 BEFORE = ("tasks", "0008_cancelled_status_check")
 CAUSES = ("tasks", "0009_sweep_run_causes")
@@ -41,14 +42,6 @@ def test_the_cause_and_feed_migrations_go_back_and_forth():
         assert indexes(history) >= INDEXES
     finally:
         call_command("migrate", verbosity=0)
-
-
-def collected_sql(node, before) -> list[str]:
-    executor = MigrationExecutor(connection)
-    migration = executor.loader.graph.nodes[node]
-    with connection.schema_editor(collect_sql=True, atomic=False) as editor:
-        migration.apply(executor.loader.project_state(before), editor, collect_sql=True)
-    return [sql.rstrip(";") for sql in editor.collected_sql if sql[:1] != "-"]
 
 
 @pytest.mark.mysql
