@@ -13,7 +13,7 @@ SWEEP_EVERY ?= 5
 # Exits 0 (true) when the database has no users yet: `make run` then loads the demo.
 DATABASE_IS_EMPTY := from accounts.models import User; raise SystemExit(User.objects.exists())
 
-.PHONY: run test test-fast test-cluster lint format serve setup-production bench-sweep bench-load bench-ab bench-inprocess bench-dashboard bench-bulk bench-login-flood bench-vs-original wrk setup system-deps browser-deps cluster-deps clean
+.PHONY: run test test-fast test-cluster lint format serve setup-production bench-sweep bench-load bench-ab bench-inprocess bench-dashboard bench-bulk bench-login-flood bench-vs-original wrk setup system-deps browser-deps redis-deps cluster-deps clean
 
 run: $(VENV)/.installed .env
 	$(DEV_ENV) $(BIN)/python manage.py migrate --noinput -v 0
@@ -113,14 +113,14 @@ bench-bulk: $(VENV)/.installed
 	$(BIN)/python bench/bulk.py $(or $(N),1000)
 
 # The browser tests (tests/browser/, tests/test_docs.py) are part of the suite: chromium too.
-test: $(VENV)/.installed | browser-deps
+test: $(VENV)/.installed | browser-deps redis-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Daily work (CONTRIBUTING.md, the test tiers): the in-process tests, in parallel; no
 # browser, no processes of their own, no fuzzing, no fleet, no cluster. `make test` is the
 # whole suite.
 FAST := not browser and not process and not fuzz and not fleet and not cluster
-test-fast: $(VENV)/.installed
+test-fast: $(VENV)/.installed | redis-deps
 	$(BIN)/pytest -n $(or $(JOBS),auto) -q -m "$(FAST)" $(PYTEST_ARGS)
 
 # Three app hosts behind HAProxy, a replicated MariaDB and Redis, in network namespaces
@@ -180,6 +180,11 @@ browser-deps:
 		echo "Installing chromium and chromium-driver (for the browser tests)"; \
 		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver; \
 	fi
+
+# The tests start redis-servers of their own (tests/redis_server.py): the binary only.
+redis-deps:
+	@command -v redis-server >/dev/null || { echo "Installing redis-server (the tests start their own)"; \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q redis-server; }
 
 clean:
 	rm -rf $(VENV) db.sqlite3 staticfiles .pytest_cache tmp
