@@ -112,7 +112,8 @@ def main() -> int:
                     )
     finally:
         for server in sides.values():
-            server.stop()
+            if server.process:  # started
+                server.stop()
         if BASE:
             subprocess.run(["git", "worktree", "remove", "--force", str(base_root)], cwd=run.ROOT)
     print(report(chosen, results))
