@@ -74,9 +74,11 @@ def tests_redis() -> PrivateRedis:
             if os.environ.get("CI"):
                 pytest.fail("redis-server is not installed; .ci/run installs it")
             pytest.skip("needs the Redis server binary (apt-get install redis-server)")
-        server = PrivateRedis(Path(tempfile.mkdtemp(prefix="taskmgmt-tests-redis-")))
+        workdir = Path(tempfile.mkdtemp(prefix="taskmgmt-tests-redis-"))
+        server = PrivateRedis(workdir)
         server.start()
-        atexit.register(server.stop)
+        atexit.register(shutil.rmtree, workdir, ignore_errors=True)
+        atexit.register(server.stop)  # runs first: last registered, first called
         _tests_server = server
     return _tests_server
 
