@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.ports import free_port
+
 pytestmark = pytest.mark.process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,12 +32,6 @@ BIN = Path(sys.executable).parent
 PAGES = ["/api/docs/", "/api/redoc/"]
 ASSET = re.compile(r"""(?:src|href)=["']([^"']+)["']""")
 ANY_URL = re.compile(r"""(?:https?:)?//[^\s"'<>)]+""")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def fetch(url: str):

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_faults import free_port, wait_until
+from tests.ports import free_port
+from tests.test_faults import wait_until
 from tests.test_gunicorn_reload import answers, fetch, gunicorn_env, start_gunicorn
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_faults import free_port, wait_until
+from tests.ports import free_port
+from tests.test_faults import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -242,7 +242,8 @@ def test_runservers_access_line_is_left_to_the_request_log():
 
 @pytest.mark.process
 def test_runserver_prints_each_request_once(tmp_path):
-    from tests.test_docs import Server, environment, fetch, free_port, manage
+    from tests.ports import free_port
+    from tests.test_docs import Server, environment, fetch, manage
 
     env = environment(tmp_path, debug=True)
     manage(env, "migrate", "--noinput", "-v", "0")

@@ -6,7 +6,6 @@ answers it, must show the sum, and keep a killed worker's counts.
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.ports import free_port
 from tests.test_faults import wait_until
 
 pytestmark = pytest.mark.process
@@ -24,12 +24,6 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 TOKEN = "gunicorn-scrape-token-0123456789"
 REQUESTS = 40
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def get(port: int, path: str, token: str | None = None) -> tuple[int, str]:

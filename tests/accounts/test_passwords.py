@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ from django.utils.module_loading import import_string
 from accounts.hashers import HashQueueFull, HashSlots
 from accounts.models import User
 from tests.factories import PASSWORD, NodeFactory
+from tests.ports import free_port
 
 PRODUCTION = override_settings(PASSWORD_HASHERS=settings.PRODUCTION_PASSWORD_HASHERS)
 WAIT = 10  # seconds; a test that needs longer has deadlocked
@@ -219,12 +219,6 @@ def test_a_burst_of_logins_gets_a_quick_503_with_retry_after_not_a_long_queue(li
 
 
 # --- The same burst on the production server ----------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

@@ -33,8 +33,8 @@ from tests.fleet.harness import (
     assert_every_history_consistent,
     wait_for,
 )
+from tests.ports import free_port
 from tests.redis_server import redis_cache, redis_database
-from tests.test_metrics_gunicorn import free_port
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
