@@ -3,6 +3,7 @@
 import base64
 import json
 import random
+import sys
 import threading
 import time
 import urllib.error
@@ -17,9 +18,17 @@ MAX_PAUSE = 30.0  # seconds: the longest wait between retries without a Retry-Af
 MAX_RETRY_AFTER = 300.0
 
 
+_LOG_LOCK = threading.Lock()
+
+
 def log(event: str, **fields) -> None:
     """One JSON line per event on stdout, for a supervisor to collect (and tests to read)."""
-    print(json.dumps({"time": time.time(), "event": event, **fields}), flush=True)
+    line = json.dumps({"time": time.time(), "event": event, **fields}) + "\n"
+    # One write under a lock: print() writes the text and its newline apart, so the
+    # heartbeat's thread and the main loop logging at once could run two lines together.
+    with _LOG_LOCK:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 class Stopping(Exception):
