@@ -4,6 +4,7 @@ live server: a clean stop, a failing work function, token refresh, rate limits."
 import logging
 import signal
 import time
+from collections import Counter
 from datetime import timedelta
 
 import pytest
@@ -167,3 +168,35 @@ def test_an_orphaned_task_is_resumed_once_and_not_again_after_its_report_is_refu
     assert sorted(resumed) == sorted([str(resumable.pk), str(expired.pk)])
     assert Task.objects.get(pk=resumable.pk).status == TaskStatus.COMPLETED
     assert Task.objects.get(pk=expired.pk).status == TaskStatus.IN_PROGRESS  # the sweep's now
+
+
+def test_two_processes_of_one_node_never_work_on_the_same_task(
+    live_server, server_settings, tmp_path
+):
+    # Three tasks of 1.5 s for two processes: whichever finishes its first task second
+    # finds nothing pending while the other works on the third, and looks for tasks in
+    # progress that no one works on (resume): the other's must not be among them.
+    node = NodeFactory()
+    tasks = tasks_of(node, 3)
+    fleet = fleet_of(live_server, tmp_path, work_seconds=1.5)
+    first, second = fleet.start(node), fleet.start(node)
+    try:
+        wait_for(
+            lambda: Task.objects.filter(status=TaskStatus.COMPLETED).count() == len(tasks),
+            40,
+            f"the tasks were not all completed\n{fleet.logs()}",
+            poll=0.2,
+        )
+        time.sleep(1)  # idle polls, each of which would resume a task still in progress
+    finally:
+        fleet.abort()
+
+    runs = Counter(
+        event["task"]
+        for worker in (first, second)
+        for event in worker.events()
+        if event["event"] == "working"
+    )
+    assert runs == {str(task.pk): 1 for task in tasks}, fleet.logs()
+    assert fleet.completions_reported() == {str(task.pk): 1 for task in tasks}
+    assert_every_history_consistent(Task.objects.all())

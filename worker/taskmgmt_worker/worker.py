@@ -5,6 +5,7 @@ import threading
 import traceback
 
 from taskmgmt_worker.client import Api, LoginRefused, Stopping, log
+from taskmgmt_worker.locks import TaskLocks, default_directory
 
 REASON_LIMIT = 500  # characters the server keeps of a failure reason
 MESSAGE_LIMIT = 200  # characters the server keeps of a progress message
@@ -184,7 +185,8 @@ def json_or_none(value):
 
 
 class Worker:
-    """One worker per node account: it resumes whatever is in progress for its node."""
+    """A node's worker: claims, works, reports; it resumes whatever is in progress for
+    its node that no worker process on this machine works on (`TaskLocks`)."""
 
     def __init__(
         self,
@@ -194,8 +196,10 @@ class Worker:
         idle_seconds: float,
         max_tasks: int | None,
         keep_waiting_when_drained: bool = False,
+        locks: TaskLocks | None = None,
     ):
         self.api, self.work = api, work
+        self.locks = locks or TaskLocks(default_directory(api.server, api.email))
         self.idle_seconds, self.max_tasks = idle_seconds, max_tasks
         self.stop = threading.Event()  # the first signal: no new task
         self.halt = api.halt  # the second: drop the task at hand too
@@ -230,8 +234,14 @@ class Worker:
             while not self.stop.is_set() and self.done != self.max_tasks:
                 status, payload = self.api.call("POST", "/api/tasks/claim", abort=self.stop)
                 if status == 200:
-                    self.refused.discard(payload["task"]["id"])  # a new attempt, this one's
-                    self.perform(payload["task"])
+                    task = payload["task"]
+                    self.refused.discard(task["id"])  # a new attempt, this one's
+                    # Not if another process of the node took it up from the list of
+                    # tasks in progress between the claim and now: it works on it.
+                    if self.locks.take(task["id"]):
+                        self.perform(task)
+                    else:
+                        log("taken_by_another_process", task=task["id"])
                     continue
                 if status == 204:
                     # Nothing pending: anything of ours still in progress is orphaned.
@@ -246,18 +256,36 @@ class Worker:
         log("stopped", done=self.done)
 
     def resume(self) -> None:
-        """Tasks in progress for this node that no one here works on (a claim whose answer
-        was lost, a previous run killed mid-task): claim only offers pending ones."""
+        """Tasks in progress for this node that no process here works on (a claim whose
+        answer was lost, a previous run killed mid-task): claim only offers pending ones."""
         status, payload = self.api.call("GET", "/api/tasks/filter/in_progress", abort=self.stop)
-        for task in payload["tasks"] if status == 200 else []:
+        for listed in payload["tasks"] if status == 200 else []:
             if self.stop.is_set() or self.done == self.max_tasks:
                 return
-            if task["id"] in self.refused:
-                continue  # past its deadline (the sweep will fail it), or not ours
+            if listed["id"] in self.refused or not self.locks.take(listed["id"]):
+                continue  # past its deadline (the sweep will fail it), not ours, or worked on
+            # Read again under the lock: a process that held it may have finished it since
+            # the list was read, and a new attempt is a new claim's.
+            try:
+                status, answer = self.api.call("GET", f"/api/tasks/{listed['id']}", abort=self.stop)
+            except BaseException:
+                self.locks.release(listed["id"])
+                raise
+            task = answer.get("task") if status == 200 else None
+            if not task or task["status"] != "in_progress" or task["attempt"] != listed["attempt"]:
+                self.locks.release(listed["id"])
+                continue
             log("resumed", task=task["id"])
             self.perform(task)
 
     def perform(self, task: dict) -> None:
+        """Work on `task`, which this process holds (`TaskLocks.take`), and report it."""
+        try:
+            self._perform(task)
+        finally:
+            self.locks.release(task["id"])
+
+    def _perform(self, task: dict) -> None:
         context = Context(self.api, task)
         self.heartbeat.working_on(context)
         log("working", task=task["id"], attempt=context.attempt)

@@ -1,0 +1,80 @@
+"""Which of a node's tasks the worker processes on this machine are working on.
+
+Several processes may run for one node account, to run several tasks at once. The
+server cannot tell them apart, so a process looking for tasks in progress that no
+one works on (a claim whose answer was lost, a run that was killed) would take up
+another's. Each process holds a lock on a file named after the task from before it
+starts the work until its report is answered; a process that dies lets go of its
+locks with its life, so its task can be taken up again.
+
+`flock` locks, so processes on one machine only (one node account, one machine), and
+only where `fcntl` exists (not Windows: there, run one process per node account).
+"""
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
+_PLAIN_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
+
+
+def default_directory(server: str, email: str) -> Path | None:
+    """A folder per server and node account, in this user's temporary directory
+    (None where there are no `flock` locks)."""
+    if not fcntl:
+        return None
+    account = hashlib.sha256(f"{server}\n{email}".encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"taskmgmt-worker-{os.getuid()}" / account
+
+
+class TaskLocks:
+    """`take(task_id)` a task before working on it, `release` it once its report is sent."""
+
+    def __init__(self, directory: Path | None):
+        self.directory = directory if fcntl else None
+        if self.directory:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.held: dict[str, int] = {}  # task id -> the locked file's descriptor
+
+    def take(self, task_id: str) -> bool:
+        """True if no other process here works on `task_id`, which is now this one's."""
+        if not self.directory:
+            return True
+        path = self._path(task_id)
+        while True:
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(descriptor)
+                return False
+            # Its last holder may have removed the file between our open and our lock:
+            # then we hold a file no one else will look at, and must open the new one.
+            try:
+                current = os.stat(path).st_ino == os.fstat(descriptor).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                self.held[task_id] = descriptor
+                return True
+            os.close(descriptor)
+
+    def release(self, task_id: str) -> None:
+        descriptor = self.held.pop(task_id, None)
+        if descriptor is None:
+            return
+        # Removed while still locked, so the folder does not fill with one file per task.
+        self._path(task_id).unlink(missing_ok=True)
+        os.close(descriptor)
+
+    def _path(self, task_id: str) -> Path:
+        plain = _PLAIN_ID.fullmatch(task_id)
+        name = task_id if plain else hashlib.sha256(task_id.encode()).hexdigest()
+        return self.directory / name

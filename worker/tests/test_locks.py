@@ -1,0 +1,68 @@
+"""Which of a node's tasks this machine's worker processes are working on (TaskLocks)."""
+
+import subprocess
+import sys
+
+from taskmgmt_worker.locks import TaskLocks, default_directory
+
+TASK = "0b6f3c1e-3f0a-4a52-9a63-4c1d2b0e7f10"
+
+
+def test_a_task_one_process_holds_cannot_be_taken_by_another(tmp_path):
+    # flock locks belong to an open file: two TaskLocks in one process stand for two.
+    mine, theirs = TaskLocks(tmp_path), TaskLocks(tmp_path)
+
+    assert mine.take(TASK)
+    assert not theirs.take(TASK)
+    assert theirs.take("another-task")
+
+
+def test_a_released_task_can_be_taken_again_and_leaves_no_file(tmp_path):
+    mine, theirs = TaskLocks(tmp_path), TaskLocks(tmp_path)
+    assert mine.take(TASK)
+
+    mine.release(TASK)
+
+    assert list(tmp_path.iterdir()) == []
+    assert theirs.take(TASK)
+    assert not mine.take(TASK)
+
+
+def test_the_task_of_a_killed_process_can_be_taken(tmp_path):
+    holder = subprocess.Popen(
+        [
+            sys.executable, "-c",
+            "import sys, pathlib\n"
+            "from taskmgmt_worker.locks import TaskLocks\n"
+            f"assert TaskLocks(pathlib.Path(sys.argv[1])).take({TASK!r})\n"
+            "print('held', flush=True)\n"
+            "sys.stdin.read()\n",
+            str(tmp_path),
+        ],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline() == "held\n"
+        assert not TaskLocks(tmp_path).take(TASK)
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+
+    assert TaskLocks(tmp_path).take(TASK)
+
+
+def test_an_id_that_is_not_a_plain_name_stays_inside_the_folder(tmp_path):
+    locks = TaskLocks(tmp_path / "node")
+
+    assert locks.take("../../etc/passwd")
+    assert [path.parent for path in (tmp_path / "node").iterdir()] == [tmp_path / "node"]
+    locks.release("../../etc/passwd")
+    assert list((tmp_path / "node").iterdir()) == []
+
+
+def test_each_server_and_node_account_has_a_folder_of_its_own():
+    one = default_directory("http://a:8000", "node1@example.com")
+
+    assert one == default_directory("http://a:8000", "node1@example.com")
+    assert one != default_directory("http://a:8000", "node2@example.com")
+    assert one != default_directory("http://b:8000", "node1@example.com")
