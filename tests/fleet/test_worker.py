@@ -200,3 +200,27 @@ def test_two_processes_of_one_node_never_work_on_the_same_task(
     assert runs == {str(task.pk): 1 for task in tasks}, fleet.logs()
     assert fleet.completions_reported() == {str(task.pk): 1 for task in tasks}
     assert_every_history_consistent(Task.objects.all())
+
+
+def test_the_task_of_a_killed_process_is_taken_up_by_another_process_of_its_node(
+    live_server, server_settings, tmp_path
+):
+    node = NodeFactory()
+    tasks = tasks_of(node, 2)
+    fleet = fleet_of(live_server, tmp_path, work_seconds=2)
+    first, second = fleet.start(node), fleet.start(node)
+    try:
+        wait_for(lambda: len(in_progress_of(node)) == 2, 20, f"both not started\n{fleet.logs()}")
+        (orphan,) = [e["task"] for e in first.events() if e["event"] == "working"]
+        first.kill()  # SIGKILL mid-task: its lock goes with it
+        wait_for(
+            lambda: Task.objects.filter(status=TaskStatus.COMPLETED).count() == len(tasks),
+            30,
+            f"the killed process's task was not taken up\n{fleet.logs()}",
+            poll=0.2,
+        )
+    finally:
+        fleet.abort()
+
+    assert [e["task"] for e in second.events() if e["event"] == "resumed"] == [orphan]
+    assert_every_history_consistent(Task.objects.all())
