@@ -6,8 +6,10 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from taskmgmt_worker.client import Api, LoginRefused, log
+from taskmgmt_worker.locks import TaskLocks, default_directory
 from taskmgmt_worker.worker import Worker, sleep_work
 
 
@@ -31,21 +33,29 @@ def run_worker(
     idle_seconds: float = 2.0,
     max_tasks: int | None = None,
     keep_waiting_when_drained: bool = False,
+    lock_dir: str | None = None,
 ) -> int:
     """Run a worker until SIGTERM or Ctrl-C (in the main thread) or `max_tasks`; its exit status.
 
     SIGTERM or Ctrl-C: finish and report the task at hand, then return 0; a second one
     drops it (it stays in progress for a later run, or for failover). A drain of the
     node (a heartbeat answer with a `drainDeadline`) does the same as the first signal,
-    unless `keep_waiting_when_drained`.
+    unless `keep_waiting_when_drained`. `lock_dir`: the folder where the node's
+    processes on this machine lock the tasks they work on (taskmgmt_worker.locks).
     """
     api = Api(server, email, password, threading.Event())
+    try:
+        locks = TaskLocks(Path(lock_dir) if lock_dir else default_directory(api.server, email))
+    except OSError as error:
+        log("lock_dir_unusable", error=str(error))
+        return 2
     worker = Worker(
         api,
         work,
         idle_seconds=idle_seconds,
         max_tasks=max_tasks,
         keep_waiting_when_drained=keep_waiting_when_drained,
+        locks=locks,
     )
 
     def on_signal(number, frame):
@@ -98,6 +108,12 @@ def main(argv=None) -> int:
         action="store_true",
         help="when the node is drained, stay and wait to be uncordoned instead of exiting",
     )
+    parser.add_argument(
+        "--lock-dir",
+        default=env("TASKMGMT_LOCK_DIR"),
+        help="folder shared by the node's processes on this machine, where each locks the "
+        "task it works on (default: one per server and account in the temporary directory)",
+    )
     args = parser.parse_args(argv)
     if not args.email or not args.password:
         parser.error("--email and --password (or TASKMGMT_EMAIL, TASKMGMT_PASSWORD) are needed")
@@ -109,6 +125,7 @@ def main(argv=None) -> int:
         idle_seconds=args.idle_seconds,
         max_tasks=args.max_tasks,
         keep_waiting_when_drained=args.keep_waiting_when_drained,
+        lock_dir=args.lock_dir,
     )
 
 

@@ -41,6 +41,9 @@ class TaskLocks:
         self.directory = directory if fcntl else None
         if self.directory:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Another user's folder (made first in a shared /tmp) could hold our tasks' locks.
+            if self.directory.stat().st_uid != os.getuid():
+                raise PermissionError(f"{self.directory} belongs to another user")
         self.held: dict[str, int] = {}  # task id -> the locked file's descriptor
 
     def take(self, task_id: str) -> bool:

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+from taskmgmt_worker.cli import main
 from taskmgmt_worker.locks import TaskLocks, default_directory
 
 TASK = "0b6f3c1e-3f0a-4a52-9a63-4c1d2b0e7f10"
@@ -66,3 +68,28 @@ def test_each_server_and_node_account_has_a_folder_of_its_own():
     assert one == default_directory("http://a:8000", "node1@example.com")
     assert one != default_directory("http://a:8000", "node2@example.com")
     assert one != default_directory("http://b:8000", "node1@example.com")
+
+
+def test_a_folder_another_user_made_is_refused(tmp_path, monkeypatch):
+    # Made first in a shared /tmp by someone else, it could hold this node's locks.
+    owner = tmp_path.stat().st_uid
+    monkeypatch.setattr("taskmgmt_worker.locks.os.getuid", lambda: owner + 1)
+
+    with pytest.raises(PermissionError, match="belongs to another user"):
+        TaskLocks(tmp_path)
+
+
+def test_the_command_line_names_the_folder_and_refuses_one_it_cannot_use(
+    tmp_path, capsys, monkeypatch
+):
+    # --max-tasks 0: the worker stops before its first claim (no server is needed); its
+    # SIGTERM handler is not installed into the test run's own process.
+    monkeypatch.setattr("taskmgmt_worker.cli.signal.signal", lambda *args: None)
+    common = ["--server", "http://127.0.0.1:9", "--email", "n@example.com", "--password", "x"]
+
+    assert main([*common, "--max-tasks", "0", "--lock-dir", str(tmp_path / "locks")]) == 0
+    assert (tmp_path / "locks").is_dir()
+
+    (tmp_path / "a-file").write_text("")
+    assert main([*common, "--lock-dir", str(tmp_path / "a-file")]) == 2
+    assert '"event": "lock_dir_unusable"' in capsys.readouterr().out
