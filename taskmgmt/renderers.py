@@ -85,4 +85,6 @@ class JSONRenderer(renderers.JSONRenderer):
             output = _placeholders(self.ensure_ascii).sub(text_of, output)
         # As DRF's: JSON that is also a strict JavaScript subset.
         output = output.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-        return output.encode()
+        # A lone surrogate a client sent, echoed in an error ("\ud800" is not a valid
+        # choice), cannot be UTF-8: written as its JSON escape, as ensure_ascii would.
+        return output.encode("utf-8", "backslashreplace")

@@ -158,6 +158,22 @@ def test_an_unknown_task_status_is_400(node_client, node, status):
     assert [error["field"] for error in response.json()["errors"]] == ["taskStatus"]
 
 
+@pytest.mark.parametrize("status", [r"\ud800", r"done\udfff", r"\udfff\ud800"])
+def test_a_task_status_with_a_lone_surrogate_is_400_not_500(node_client, node, status):
+    # The error names the value sent: a lone surrogate in it could not be encoded (a 500).
+    task = TaskFactory(assigned_node=node)
+    body = f'{{"taskId": "{task.pk}", "taskStatus": "{status}"}}'
+
+    response = node_client.generic(
+        "PUT", "/api/tasks/shift-status", body.encode(), content_type="application/json"
+    )
+
+    body = assert_json_error(response, 400)
+    assert [error["field"] for error in body["errors"]] == ["taskStatus"]
+    task.refresh_from_db()
+    assert task.status == PENDING
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [({"taskStatus": "in_progress"}, "taskId"), ({"taskId": "not-a-uuid"}, "taskId")],
