@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.models import User
 from nodes import heartbeats
 from nodes.models import (
     Cordon,
@@ -77,6 +78,13 @@ def node_event_record(
     )
 
 
+def _lock_node(node_id: UUID) -> None:
+    """Take the node's row lock: its cordon's writers run one at a time. Each looks for
+    the cordon row FOR UPDATE first, and where there is none MariaDB takes a gap lock
+    that two of them hold at once; their inserts then deadlock (a 503 to the admin)."""
+    list(User.objects.select_for_update().filter(pk=node_id).values_list("pk", flat=True))
+
+
 class NotCordoned(DomainError):
     status_code = 409
     title = "Node is not cordoned"
@@ -92,6 +100,7 @@ def node_cordon(
     reason is taken, with an event; the same one again changes nothing."""
     if drain_deadline is not None:
         return node_drain(node_id=node_id, reason=reason, actor=actor, deadline=drain_deadline)
+    _lock_node(node_id)
     cordon, created = Cordon.objects.select_for_update().get_or_create(
         node_id=node_id, defaults={"reason": reason, "by": actor, "since": timezone.now()}
     )
@@ -127,6 +136,7 @@ def node_drain(*, node_id: UUID, reason: str, actor, deadline: datetime | None =
     `drain_deadline_default`), keeping who cordoned it and since when if it already
     was; the event is recorded. What a drain does to the node's tasks is the tasks
     side's (nodes.work.NodeWork.drain)."""
+    _lock_node(node_id)
     cordon, _ = Cordon.objects.select_for_update().get_or_create(
         node_id=node_id, defaults={"reason": reason, "by": actor, "since": timezone.now()}
     )
@@ -146,6 +156,7 @@ def node_uncordon(*, node_id: UUID, reason: str, actor) -> None:
     now, so it stays in the node's windows as ended early): the node is schedulable
     again. One `uncordon` event, whose detail names the windows ended."""
     now = timezone.now()
+    _lock_node(node_id)
     deleted, _ = Cordon.objects.filter(node_id=node_id).delete()
     under_way = list(
         MaintenanceWindow.objects.current(now)

@@ -1,11 +1,15 @@
 """Cordon, drain and uncordon (SPEC, Nodes: cordon, drain, maintenance windows): state
 stored as a cordon row, derived when read, every step a node event."""
 
+import threading
 from datetime import datetime, timedelta
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
 from django.utils import timezone
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import User
 from nodes.models import Cordon, Node, NodeEvent, NodeEventKind, node_state
@@ -422,3 +426,37 @@ def test_a_drain_deadline_with_a_nul_is_a_400_and_nothing_changes(admin_client, 
     assert response.status_code == 400
     assert [error["field"] for error in response.json()["errors"]] == ["deadline"]
     assert node_state(node.pk)["state"] == "schedulable"
+
+
+@pytest.mark.mysql
+@pytest.mark.skipif(
+    connection.vendor == "sqlite", reason="needs row locks: SQLite runs one writer at a time"
+)
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_cordons_and_drains_of_one_node_all_answer_200():
+    # Each looked for the node's cordon row FOR UPDATE, found none (a gap lock on
+    # MariaDB), then inserted it: two at once deadlocked, a 503 "database unavailable".
+    node, admin = NodeFactory(), AdminFactory()
+    token = str(RefreshToken.for_user(admin).access_token)
+    verbs = ["cordon", "drain"] * 4
+    start = threading.Barrier(len(verbs))
+    answers = []
+
+    def send(verb):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+        try:
+            start.wait()
+            answers.append(post(client, node, verb, reason=verb).status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send, args=(verb,)) for verb in verbs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert answers == [200] * len(verbs)
+    assert Cordon.objects.filter(node=node).count() == 1
+    assert NodeEvent.objects.filter(node=node).count() >= 2
