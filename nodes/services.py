@@ -31,12 +31,20 @@ def node_heartbeat(*, node_id: UUID, now: datetime) -> None:
     heartbeats.record(node_id=node_id, now=now)
 
 
+def _lock_node(node_id: UUID) -> None:
+    """Take the node's row lock: the writers of its cordon or labels run one at a time.
+    Each looks for its row FOR UPDATE first, and where there is none MariaDB takes a gap
+    lock that two of them hold at once; their inserts then deadlock (a 503 to the admin)."""
+    list(User.objects.select_for_update().filter(pk=node_id).values_list("pk", flat=True))
+
+
 @transaction.atomic
 def node_set_labels(*, node, labels: dict, actor=None) -> dict:
     """Replace the node's labels (what placement matches selectors against); returns them.
 
     A change is a node event (`labels_change`); setting the same labels again is none."""
     validate_labels(labels)
+    _lock_node(node.pk)
     row, _ = NodeLabels.objects.select_for_update().get_or_create(node_id=node.pk)
     before = row.labels
     if before == labels:
@@ -76,13 +84,6 @@ def node_event_record(
         deadline=deadline,
         detail=detail,
     )
-
-
-def _lock_node(node_id: UUID) -> None:
-    """Take the node's row lock: its cordon's writers run one at a time. Each looks for
-    the cordon row FOR UPDATE first, and where there is none MariaDB takes a gap lock
-    that two of them hold at once; their inserts then deadlock (a 503 to the admin)."""
-    list(User.objects.select_for_update().filter(pk=node_id).values_list("pk", flat=True))
 
 
 class NotCordoned(DomainError):

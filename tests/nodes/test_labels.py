@@ -1,10 +1,14 @@
 """Node labels (SPEC, Placement): set by an admin through PUT /api/nodes/{id} and the
 admin site, shown in GET /api/nodes, the node page and the dashboard."""
 
+import threading
 import uuid
 
 import pytest
+from django.db import connection
 from django.urls import reverse
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import RefreshToken
 
 from nodes.models import NodeEvent, NodeEventKind, NodeLabels, labels_errors, labels_match
 from tests.api import assert_json_error
@@ -183,3 +187,38 @@ def test_the_admin_site_refuses_a_lone_surrogate_in_a_label_with_a_form_error(
     assert response.status_code == 200
     assert "lone surrogate" in response.content.decode()
     assert not NodeLabels.objects.exists()
+
+
+@pytest.mark.mysql
+@pytest.mark.skipif(
+    connection.vendor == "sqlite", reason="needs row locks: SQLite runs one writer at a time"
+)
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_label_changes_of_a_node_without_labels_all_answer_200():
+    # Each looked for the node's labels row FOR UPDATE, found none (a gap lock on
+    # MariaDB), then inserted it: two at once deadlocked, a 503 "database unavailable".
+    node, admin = NodeFactory(), AdminFactory()
+    token = str(RefreshToken.for_user(admin).access_token)
+    workers = 8
+    start = threading.Barrier(workers)
+    answers = []
+
+    def send(value):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+        try:
+            start.wait()
+            answers.append(put_labels(client, node.pk, {"rack": value}).status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send, args=(str(i),)) for i in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert answers == [200] * workers
+    assert NodeLabels.objects.filter(node=node).count() == 1
+    changes = NodeEvent.objects.filter(node=node, kind=NodeEventKind.LABELS_CHANGE).count()
+    assert 1 <= changes <= workers
