@@ -61,6 +61,7 @@ from tasks.models import (
     TaskStatus,
     check_attempt,
     check_transition,
+    deadline_text,
     fresh_deadline,
     is_late_success,
     validate_future,
@@ -1058,9 +1059,8 @@ def _move(moves: list, *, now: datetime, cause: str, actor=None) -> None:
         if row.status == TaskStatus.IN_PROGRESS:  # failed just before, in this transaction
             steps.append((HistoryAction.STATUS_CHANGE, TaskStatus.FAILED, TaskStatus.PENDING))
         if late:
-            steps.append(
-                (HistoryAction.DEADLINE_CHANGE, deadline.isoformat(), new_deadline.isoformat())
-            )
+            old_text, new_text = deadline_text(deadline), deadline_text(new_deadline)
+            steps.append((HistoryAction.DEADLINE_CHANGE, old_text, new_text))
         history += [
             TaskHistory(
                 task_id=task_id,

@@ -5,7 +5,7 @@ Races with claims on MariaDB are in test_claim_concurrency.py.
 """
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from io import StringIO
 
 import pytest
@@ -13,7 +13,15 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from accounts.models import User
-from tasks.models import FailureCause, HistoryAction, SweepRun, Task, TaskHistory, TaskStatus
+from tasks.models import (
+    FailureCause,
+    HistoryAction,
+    SweepRun,
+    Task,
+    TaskHistory,
+    TaskStatus,
+    deadline_text,
+)
 from tasks.services import FailoverCounts, sweep_run, tasks_fail_over
 from tests.factories import NodeFactory, TaskFactory
 
@@ -106,10 +114,23 @@ def test_a_moved_task_whose_deadline_is_near_gets_a_fresh_one(dead, alive):
     )
     (row,) = task.history.filter(action=HistoryAction.DEADLINE_CHANGE)
     assert (row.from_value, row.to_value, row.cause) == (
-        near.isoformat(),
-        task.locked_at.isoformat(),
+        deadline_text(near),
+        deadline_text(task.locked_at),
         NODE_LOST,
     )
+
+
+def test_a_moved_tasks_deadline_row_reads_as_every_other_deadline_row(dead, alive):
+    # As the API writes lockedAt and as an edit's or an assign's row holds it: "Z", not
+    # "+00:00" (the move wrote Python's isoformat, so one task's rows mixed both).
+    near = in_hours(0.25)
+    task = TaskFactory(assigned_node=dead, status=IN_PROGRESS, attempts=1, locked_at=near)
+
+    fail_over()
+
+    (row,) = task.history.filter(action=HistoryAction.DEADLINE_CHANGE)
+    assert row.from_value.endswith("Z") and row.to_value.endswith("Z")
+    assert datetime.fromisoformat(row.from_value) == near
 
 
 def test_tasks_go_to_the_least_loaded_alive_node_never_to_a_stale_or_down_one(dead):
