@@ -24,6 +24,8 @@ def shift_status(request, match) -> dict:
 
 
 def claim(request, match) -> dict:
+    if not isinstance(request.data, dict):
+        raise Fallback  # Django's 400: a body must be a JSON object
     with acting_as(request.user):
         task = services.task_claim(node=request.user)
     if task is None:

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import viewsets
+from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.fields import SkipField, empty, get_error_detail
@@ -379,9 +379,9 @@ class TaskViewSet(viewsets.GenericViewSet):
         },
     )
     def claim(self, request):
-        # Nothing in a body is read, but one that is not JSON is refused (400, 415) as on
-        # every other endpoint, before anything is claimed.
-        request.data  # noqa: B018
+        # Nothing in a body is read, but one that is not a JSON object is refused (400,
+        # 415) as on every other endpoint, before anything is claimed.
+        serializers.Serializer(data=request.data).is_valid(raise_exception=True)
         task = services.task_claim(node=request.user)
         if task is None:
             return Response(status=HTTP_204_NO_CONTENT)

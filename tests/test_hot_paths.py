@@ -338,6 +338,9 @@ def refused_requests(node, other_node, in_progress, admin_user):
         "a claim with a body of another type": lambda: environ(
             "POST", "/api/tasks/claim", body=b"x", content_type="text/plain", token=node_token
         ),
+        "a claim whose body is JSON but no object": lambda: environ(
+            "POST", "/api/tasks/claim", body=b"1", token=node_token
+        ),
         "an Idempotency-Key": lambda: environ(
             "POST", heartbeat, token=node_token, idempotency_key="k-1"
         ),
@@ -375,6 +378,7 @@ REFUSED = [
     "an admin claiming",
     "a claim whose body is not JSON",
     "a claim with a body of another type",
+    "a claim whose body is JSON but no object",
     "an Idempotency-Key",
     "a task id in capitals",
 ]
@@ -418,7 +422,7 @@ def test_an_attempt_beyond_the_attempts_column_is_the_same_400_both_ways(
 
 def test_the_cases_cover_every_route_and_both_answers():
     assert len(hot_paths._routes) == 5
-    assert len(HOT) == 10 and len(REFUSED) == 29
+    assert len(HOT) == 10 and len(REFUSED) == 30
 
 
 @override_settings(RATELIMIT_API="2/h")

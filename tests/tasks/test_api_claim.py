@@ -192,9 +192,14 @@ def test_a_node_runs_its_whole_loop_through_claim_heartbeat_and_shift_status(
         ("application/json", '{"taskId":', 400),
         ("application/json", b"\xff\xfe{}", 400),
         ("text/plain", "claim please", 415),
+        # JSON, but not the object every body of the API is (as the heartbeat's).
+        ("application/json", "null", 400),
+        ("application/json", "[]", 400),
+        ("application/json", '"x"', 400),
+        ("application/json", "1", 400),
     ],
 )
-def test_a_body_that_is_not_json_is_refused_and_nothing_is_claimed(
+def test_a_body_that_is_not_a_json_object_is_refused_and_nothing_is_claimed(
     node_client, node, content_type, body, status
 ):
     task = TaskFactory(assigned_node=node)
@@ -204,5 +209,5 @@ def test_a_body_that_is_not_json_is_refused_and_nothing_is_claimed(
     assert_json_error(response, status)
     task.refresh_from_db()
     assert (task.status, task.attempts) == (TaskStatus.PENDING, 0)
-    # Without a body, or with any JSON (nothing in it is read), the claim goes ahead.
+    # Without a body, or with any object (nothing in it is read), the claim goes ahead.
     assert node_client.post("/api/tasks/claim", {}).status_code == 200
