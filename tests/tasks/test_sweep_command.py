@@ -19,8 +19,12 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
+from accounts.models import User
+from nodes.models import Cordon
+from nodes.services import node_cordon
 from taskmgmt.logging import JsonFormatter
-from tasks.models import Task
+from tasks.models import Task, TaskStatus
+from tests.factories import NodeFactory, TaskFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -161,6 +165,45 @@ def test_a_run_with_nothing_to_do_prints_nothing_and_logs_below_info(node, caplo
 
     (record,) = [record for record in caplog.records if record.name == "taskmgmt.sweep"]
     assert record.levelno == logging.DEBUG
+
+
+def drained_past_its_deadline(node, *tasks):
+    """`node` drained, `tasks` made on it after the drain, its deadline now passed."""
+    other = NodeFactory()
+    User.objects.filter(pk__in=[node.pk, other.pk]).update(last_seen=timezone.now())
+    node_cordon(
+        node_id=node.pk, reason="r", actor=None, drain_deadline=timezone.now() + timedelta(1)
+    )
+    for status in tasks:
+        TaskFactory(assigned_node=node, status=status, attempts=int(status != "pending"))
+    Cordon.objects.filter(node=node).update(drain_deadline=timezone.now() - timedelta(seconds=1))
+
+
+def test_a_run_that_moves_a_drained_nodes_work_prints_and_logs_how_many(node, caplog, settings):
+    """The moves at a drain's deadline are the run's too (SweepRun counts them): the
+    line printed and the log line must not say "reassigned 0"."""
+    settings.FAILOVER = "reassign"
+    drained_past_its_deadline(node, TaskStatus.IN_PROGRESS, TaskStatus.PENDING)
+    caplog.set_level(logging.INFO, logger="taskmgmt.sweep")
+
+    out = collect_failed()
+
+    assert "failed 1 task(s)" in out and "reassigned 2 " in out
+    (record,) = [r for r in caplog.records if r.getMessage() == "sweep finished"]
+    assert (record.failed_count, record.reassigned_count) == (1, 2)
+
+
+def test_a_run_that_only_moves_a_drained_nodes_pending_work_is_not_idle(node, caplog):
+    # FAILOVER=off (the tests' default): a drain's moves happen all the same.
+    drained_past_its_deadline(node, TaskStatus.PENDING)
+    caplog.set_level(logging.DEBUG, logger="taskmgmt.sweep")
+
+    out = collect_failed()
+
+    assert Task.objects.exclude(assigned_node=node).count() == 1
+    assert "moved 1 task(s) off drained node(s)" in out
+    (record,) = [r for r in caplog.records if r.getMessage() == "sweep finished"]
+    assert (record.levelno, record.reassigned_count) == (logging.INFO, 1)
 
 
 def test_every_must_be_a_positive_number_of_seconds():

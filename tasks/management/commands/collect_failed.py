@@ -8,6 +8,7 @@ import signal
 import sys
 import time
 import traceback
+from dataclasses import replace
 
 from django.conf import settings
 from django.core.management import call_command
@@ -111,6 +112,8 @@ class Command(BaseCommand):
             else:
                 run, result = sweep_run(batch_size=batch_size, on_batch=progress.batch_done)
                 count, cancelled = run.failed_count, run.cancel_timeout_cancelled
+                # The run's moves, a drain's at its deadline too, not only failover's.
+                result = replace(result, reassigned=run.reassigned_count)
         except DatabaseError as error:
             progress.end_line()
             logger.error(
@@ -138,7 +141,9 @@ class Command(BaseCommand):
                 "event": "sweep",
                 "failed_count": count,
                 "cancelled_count": cancelled,
-                **({"reassigned_count": result.reassigned} if failover else {}),
+                **(
+                    {"reassigned_count": result.reassigned} if failover or result.reassigned else {}
+                ),
                 "dry_run": dry_run,
                 "batch_size": batch_size,
                 "duration_ms": round(elapsed * 1000, 1),
@@ -149,6 +154,8 @@ class Command(BaseCommand):
         elif (count and verbosity > 0) or verbosity > 1:
             verb = "would fail" if dry_run else "failed"
             self.stdout.write(f"{verb} {count} expired task(s) in {elapsed:.2f}s")
+        if not failover and result.reassigned and verbosity > 0:
+            self.stdout.write(f"moved {result.reassigned} task(s) off drained node(s)")
         if cancelled and verbosity > 0:
             verb = "would cancel" if dry_run else "cancelled"
             self.stdout.write(
