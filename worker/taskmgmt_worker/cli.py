@@ -13,6 +13,10 @@ from taskmgmt_worker.locks import TaskLocks, default_directory
 from taskmgmt_worker.worker import Worker, sleep_work
 
 
+class BadWorkSpec(Exception):
+    """`--work` names no function: a usage error, not a traceback."""
+
+
 def load_work(spec: str | None, work_seconds: float, progress_every: float):
     """The work function named `module:function`, or the default sleep."""
     if not spec:
@@ -21,7 +25,13 @@ def load_work(spec: str | None, work_seconds: float, progress_every: float):
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     module, _, function = spec.partition(":")
-    return getattr(importlib.import_module(module), function)
+    if not module or not function:
+        # Else `--work myjobs` failed deep in getattr: "module has no attribute ''".
+        raise BadWorkSpec(f"--work {spec}: name it as module:function, e.g. myjobs:run")
+    work = getattr(importlib.import_module(module), function, None)
+    if not callable(work):
+        raise BadWorkSpec(f"--work {spec}: module {module!r} has no function {function!r}")
+    return work
 
 
 def run_worker(
@@ -117,8 +127,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not args.email or not args.password:
         parser.error("--email and --password (or TASKMGMT_EMAIL, TASKMGMT_PASSWORD) are needed")
+    try:
+        work = load_work(args.work, args.work_seconds, args.progress_seconds)
+    except BadWorkSpec as error:
+        parser.error(str(error))
     return run_worker(
-        load_work(args.work, args.work_seconds, args.progress_seconds),
+        work,
         server=args.server,
         email=args.email,
         password=args.password,
