@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A worker node built on the worker package (README, The worker package).
+"""A worker node built on the worker package (docs/nodes-and-workers.md, The worker package).
 
     pip install ./worker
     TASKMGMT_PASSWORD=demo-node-pass python3 examples/worker.py \\
