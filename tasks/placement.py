@@ -111,10 +111,18 @@ class Placement:
 def node_for(selector: dict | None, *, now: datetime, deadline: datetime | None = None) -> Node:
     """The node a new task with `selector` (and `deadline`) goes to (`Placement.pick`);
     409 if none matches."""
-    node_id = Placement(now=now).pick(selector, deadline)
+    placement = Placement(now=now)
+    node_id = placement.pick(selector, deadline)
     if node_id is None:
-        raise NoNodeMatches("no node matches: no schedulable node has the nodeSelector's labels")
+        raise NoNodeMatches(f"no node matches: {no_match_detail(placement, selector)}")
     return Node.objects.get(pk=node_id)
+
+
+def no_match_detail(placement: Placement, selector: dict | None) -> str:
+    """Why `pick` found nothing: no schedulable node has the labels, or every one is down."""
+    if placement.matching(selector):
+        return "every schedulable node with the nodeSelector's labels is down"
+    return "no schedulable node has the nodeSelector's labels"
 
 
 def check_node_matches(node, selector: dict | None, *, field: str = "assigned_node") -> None:

@@ -731,6 +731,10 @@ def tasks_reassign_by_selector(
         # The deadline it will have: `locked_at`, or its own kept fresh (tasks_reassign).
         node_id = placement.pick(selector, locked_at or fresh_deadline(deadline, now))
         if node_id is None:
+            if placement.matching(selector):
+                raise NoNodeMatches(
+                    "no node matches: every schedulable node with these labels is down"
+                )
             raise NoNodeMatches("no node matches: no schedulable node has these labels")
         by_node.setdefault(node_id, []).append(task_id)
     nodes = Node.objects.in_bulk(list(by_node))

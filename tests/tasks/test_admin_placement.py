@@ -1,6 +1,8 @@
 """Placement in the admin site: tasks filtered by node label and by priority, the task
 form's priority and selector, and "reassign by label" through placement."""
 
+from datetime import timedelta
+
 import pytest
 from django.contrib.messages import get_messages
 from django.urls import reverse
@@ -96,6 +98,25 @@ def test_reassign_by_label_with_no_match_or_bad_labels_moves_nothing(
     assert message in response.content.decode() + " ".join(
         str(m) for m in get_messages(response.wsgi_request)
     )
+    task.refresh_from_db()
+    assert task.status == TaskStatus.FAILED
+
+
+def test_reassign_by_label_says_when_every_node_with_the_labels_is_down(admin_site_client):
+    labelled({"gpu": "true"}, last_seen=timezone.now() - timedelta(hours=1))
+    task = TaskFactory(status=TaskStatus.FAILED)
+    data = {
+        "action": "reassign_by_label",
+        "_selected_action": [task.pk],
+        "apply": "Reassign",
+        "labels": "gpu=true",
+        "locked_at": "",
+    }
+
+    response = admin_site_client.post(CHANGELIST, data)
+
+    said = response.content.decode() + " ".join(str(m) for m in get_messages(response.wsgi_request))
+    assert "every schedulable node with these labels is down" in said
     task.refresh_from_db()
     assert task.status == TaskStatus.FAILED
 

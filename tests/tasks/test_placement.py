@@ -96,6 +96,20 @@ def test_no_matching_node_is_a_409_and_creates_nothing(admin_client):
     assert not Task.objects.exists()
 
 
+def test_a_409_says_when_the_nodes_with_the_labels_are_all_down(admin_client):
+    labelled("cpu", {"gpu": "false"})
+    labelled("down", GPU, seconds_ago=300)
+
+    body = assert_json_error(create(admin_client, nodeSelector=GPU), 409)
+
+    # Not "no schedulable node has the labels": one has them, but it is down.
+    assert body["message"] == (
+        "no node matches: every schedulable node with the nodeSelector's labels is down"
+    )
+    body = assert_json_error(create(admin_client, nodeSelector={"gpu": "maybe"}), 409)
+    assert body["message"] == "no node matches: no schedulable node has the nodeSelector's labels"
+
+
 def test_an_empty_selector_lets_the_server_pick_any_node(admin_client):
     node = labelled("any", {})
 
