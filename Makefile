@@ -50,10 +50,14 @@ run: $(VENV)/.installed .env
 
 # Production: DEBUG off, gunicorn (gunicorn.conf.py), static files served by whitenoise.
 # Database, SECRET_KEY and the rest come from the environment or .env.
+# The address: HOST or PORT given to make (`make serve PORT=8765`), unless GUNICORN_BIND is
+# in the environment; else gunicorn.conf.py's GUNICORN_BIND from the environment or .env,
+# else 127.0.0.1:8000. Passing HOST:PORT always would hide a GUNICORN_BIND kept in .env.
+SERVE_BIND = $(if $(filter-out default file,$(origin HOST) $(origin PORT)),GUNICORN_BIND=$${GUNICORN_BIND:-$(HOST):$(PORT)})
 serve: $(VENV)/.installed
 	DEBUG=false $(BIN)/python manage.py migrate --noinput -v 0
 	DEBUG=false $(BIN)/python manage.py collectstatic --noinput -v 0
-	DEBUG=false GUNICORN_BIND=$${GUNICORN_BIND:-$(HOST):$(PORT)} $(BIN)/gunicorn --config gunicorn.conf.py
+	DEBUG=false $(SERVE_BIND) $(BIN)/gunicorn --config gunicorn.conf.py
 
 # Load benchmark on MariaDB (docs/performance.md); DURATION=5 for a quick run.
 bench-load: $(VENV)/.installed wrk

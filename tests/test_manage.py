@@ -138,3 +138,36 @@ def test_make_run_never_overwrites_an_existing_env(clone):
 
     assert result.returncode == 0
     assert (clone / ".env").read_text() == mine
+
+
+def fake_venv(clone: Path) -> None:
+    """A .venv whose python does nothing and whose gunicorn prints the address it would
+    bind, read from the clone's gunicorn.conf.py as gunicorn reads it."""
+    bin_ = clone / ".venv" / "bin"
+    bin_.mkdir(parents=True)
+    (bin_ / "python").write_text("#!/bin/sh\nexit 0\n")
+    (bin_ / "gunicorn").write_text(
+        f'#!/bin/sh\nPROMETHEUS_MULTIPROC_DIR="{clone}" exec {sys.executable} -c '
+        "\"import runpy; print('bind', runpy.run_path('gunicorn.conf.py')['bind'])\"\n"
+    )
+    for script in bin_.iterdir():
+        script.chmod(0o755)
+    (clone / ".venv" / ".installed").touch()
+
+
+@pytest.mark.parametrize(
+    ("args", "bind"),
+    [
+        ([], "10.0.0.11:8000"),  # .env's GUNICORN_BIND, as .env.example offers it
+        (["PORT=8765"], "127.0.0.1:8765"),  # HOST or PORT named on the command line win
+    ],
+)
+def test_make_serve_binds_the_env_files_address_unless_told_another(clone, args, bind):
+    shutil.copy2(ROOT / "gunicorn.conf.py", clone / "gunicorn.conf.py")
+    fake_venv(clone)
+    (clone / ".env").write_text("SECRET_KEY=x\nGUNICORN_BIND=10.0.0.11:8000\n")
+
+    result = make(clone, "serve", *args)
+
+    assert result.returncode == 0, result.stderr
+    assert f"bind {bind}" in result.stdout.splitlines()
