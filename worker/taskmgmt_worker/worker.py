@@ -272,7 +272,8 @@ class Worker:
                 self.locks.release(listed["id"])
                 raise
             task = answer.get("task") if status == 200 else None
-            if not task or task["status"] != "in_progress" or task["attempt"] != listed["attempt"]:
+            same = task and task.get("attempt") == listed.get("attempt")  # older servers: None
+            if not same or task["status"] != "in_progress":
                 self.locks.release(listed["id"])
                 continue
             log("resumed", task=task["id"])
