@@ -114,15 +114,17 @@ def node_for(selector: dict | None, *, now: datetime, deadline: datetime | None 
     placement = Placement(now=now)
     node_id = placement.pick(selector, deadline)
     if node_id is None:
-        raise NoNodeMatches(f"no node matches: {no_match_detail(placement, selector)}")
+        detail = no_match_detail(placement, selector, "the nodeSelector's labels")
+        raise NoNodeMatches(f"no node matches: {detail}")
     return Node.objects.get(pk=node_id)
 
 
-def no_match_detail(placement: Placement, selector: dict | None) -> str:
-    """Why `pick` found nothing: no schedulable node has the labels, or every one is down."""
+def no_match_detail(placement: Placement, selector: dict | None, labels: str) -> str:
+    """Why `pick` found nothing: no schedulable node has the labels (named as `labels`
+    says), or every one is down."""
     if placement.matching(selector):
-        return "every schedulable node with the nodeSelector's labels is down"
-    return "no schedulable node has the nodeSelector's labels"
+        return f"every schedulable node with {labels} is down"
+    return f"no schedulable node has {labels}"
 
 
 def check_node_matches(node, selector: dict | None, *, field: str = "assigned_node") -> None:

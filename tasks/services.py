@@ -67,7 +67,13 @@ from tasks.models import (
     validate_future,
     validate_node,
 )
-from tasks.placement import NoNodeMatches, Placement, check_node_matches, node_for
+from tasks.placement import (
+    NoNodeMatches,
+    Placement,
+    check_node_matches,
+    no_match_detail,
+    node_for,
+)
 from tasks.selectors import TASK_COLUMNS, TaskRow
 
 logger = logging.getLogger("taskmgmt.sweep")
@@ -731,11 +737,8 @@ def tasks_reassign_by_selector(
         # The deadline it will have: `locked_at`, or its own kept fresh (tasks_reassign).
         node_id = placement.pick(selector, locked_at or fresh_deadline(deadline, now))
         if node_id is None:
-            if placement.matching(selector):
-                raise NoNodeMatches(
-                    "no node matches: every schedulable node with these labels is down"
-                )
-            raise NoNodeMatches("no node matches: no schedulable node has these labels")
+            detail = no_match_detail(placement, selector, "these labels")
+            raise NoNodeMatches(f"no node matches: {detail}")
         by_node.setdefault(node_id, []).append(task_id)
     nodes = Node.objects.in_bulk(list(by_node))
     changed = []
