@@ -7,10 +7,13 @@ left out of the normal run, and run by `.ci/run` as their own step
 (`pytest -m fleet tests/fleet`).
 """
 
+import json
 import math
 import signal
 import time
+from collections import Counter
 from datetime import timedelta
+from functools import partial
 
 import pytest
 from django.core.management import call_command
@@ -220,3 +223,49 @@ def test_twenty_kill_cycles_lose_nothing_and_do_nothing_twice(fleet):
     for task in Task.objects.filter(pk__in=lost):
         assert history_of(task, "assignee_change"), f"task {task.pk} was lost and never moved"
     assert set(fleet.stop().values()) == {0}, fleet.logs()
+
+
+def holds_a_task(process) -> bool:
+    events = process.events()
+    return bool(events) and events[-1]["event"] == "working"
+
+
+@pytest.mark.fleet
+def test_two_processes_per_node_killed_in_turn_run_each_task_once_but_the_killed_ones(fleet):
+    # Each node runs two tasks at once, one per process (taskmgmt_worker.locks). A process
+    # killed mid-task leaves its node alive (its sibling beats), so nothing fails over:
+    # the sibling takes the task up once nothing is pending, and no task is worked on by
+    # two processes at once or run again after it completed.
+    nodes = NodeFactory.create_batch(3)
+    tasks = tasks_for(nodes, per_node=8)
+    processes = {
+        node.pk: [fleet.start(node, "--work-seconds", "1") for _ in range(2)] for node in nodes
+    }
+    for cycle in range(3):
+        node = nodes[cycle]
+        victim = processes[node.pk].pop(0)
+        wait_for(
+            partial(holds_a_task, victim),
+            20,
+            f"{node.email}'s process never held a task\n{fleet.logs()}",
+        )
+        victim.kill()
+        fleet.killed.append(victim)
+        processes[node.pk].append(fleet.start(node, "--work-seconds", "1"))
+
+    wait_until_all_completed(fleet, tasks)
+    assert_every_history_consistent(Task.objects.filter(pk__in=[t.pk for t in tasks]))
+    reported = fleet.completions_reported()
+    assert max(reported.values()) == 1, reported.most_common(3)
+    killed_at = fleet.killed_while_working_on()
+    runs = Counter(
+        event["task"]
+        for path in fleet.log_dir.glob("worker-*.log")
+        for event in map(json.loads, path.read_text().splitlines())
+        if event["event"] == "working"
+    )
+    assert {task for task, count in runs.items() if count > 1} <= killed_at, runs.most_common(4)
+    assert all(count <= 2 for count in runs.values()), runs.most_common(4)
+    assert sum(task.attempts for task in Task.objects.filter(pk__in=[t.pk for t in tasks])) == len(
+        tasks
+    )  # no failover, no second claim: one start each
