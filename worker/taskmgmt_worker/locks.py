@@ -22,7 +22,16 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
-_PLAIN_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
+# A task id, and its attempt after a dot: a file name as it stands.
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9-]{1,64}(\.[0-9]{1,20})?")
+
+
+def key_of(task: dict) -> str:
+    """What a process locks: the task's attempt, not the task. A process frozen on
+    attempt 1 still holds its lock when the task comes back to the node as attempt 2,
+    which is new work for whichever process claims it."""
+    attempt = task.get("attempt", task.get("attempts"))
+    return task["id"] if attempt is None else f"{task['id']}.{attempt}"
 
 
 def default_directory(server: str, email: str) -> Path | None:
@@ -35,7 +44,7 @@ def default_directory(server: str, email: str) -> Path | None:
 
 
 class TaskLocks:
-    """`take(task_id)` a task before working on it, `release` it once its report is sent."""
+    """`take(key_of(task))` before working on a task, `release` it once its report is sent."""
 
     def __init__(self, directory: Path | None):
         self.directory = directory if fcntl else None
@@ -44,13 +53,13 @@ class TaskLocks:
             # Another user's folder (made first in a shared /tmp) could hold our tasks' locks.
             if self.directory.stat().st_uid != os.getuid():
                 raise PermissionError(f"{self.directory} belongs to another user")
-        self.held: dict[str, int] = {}  # task id -> the locked file's descriptor
+        self.held: dict[str, int] = {}  # key -> the locked file's descriptor
 
-    def take(self, task_id: str) -> bool:
-        """True if no other process here works on `task_id`, which is now this one's."""
+    def take(self, key: str) -> bool:
+        """True if no other process here holds `key`, which is now this one's."""
         if not self.directory:
             return True
-        path = self._path(task_id)
+        path = self._path(key)
         while True:
             descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
             try:
@@ -65,19 +74,18 @@ class TaskLocks:
             except FileNotFoundError:
                 current = False
             if current:
-                self.held[task_id] = descriptor
+                self.held[key] = descriptor
                 return True
             os.close(descriptor)
 
-    def release(self, task_id: str) -> None:
-        descriptor = self.held.pop(task_id, None)
+    def release(self, key: str) -> None:
+        descriptor = self.held.pop(key, None)
         if descriptor is None:
             return
         # Removed while still locked, so the folder does not fill with one file per task.
-        self._path(task_id).unlink(missing_ok=True)
+        self._path(key).unlink(missing_ok=True)
         os.close(descriptor)
 
-    def _path(self, task_id: str) -> Path:
-        plain = _PLAIN_ID.fullmatch(task_id)
-        name = task_id if plain else hashlib.sha256(task_id.encode()).hexdigest()
+    def _path(self, key: str) -> Path:
+        name = key if _PLAIN_KEY.fullmatch(key) else hashlib.sha256(key.encode()).hexdigest()
         return self.directory / name

@@ -5,7 +5,7 @@ import threading
 import traceback
 
 from taskmgmt_worker.client import Api, LoginRefused, Stopping, log
-from taskmgmt_worker.locks import TaskLocks, default_directory
+from taskmgmt_worker.locks import TaskLocks, default_directory, key_of
 
 REASON_LIMIT = 500  # characters the server keeps of a failure reason
 MESSAGE_LIMIT = 200  # characters the server keeps of a progress message
@@ -238,7 +238,7 @@ class Worker:
                     self.refused.discard(task["id"])  # a new attempt, this one's
                     # Not if another process of the node took it up from the list of
                     # tasks in progress between the claim and now: it works on it.
-                    if self.locks.take(task["id"]):
+                    if self.locks.take(key_of(task)):
                         self.perform(task)
                     else:
                         log("taken_by_another_process", task=task["id"])
@@ -262,29 +262,29 @@ class Worker:
         for listed in payload["tasks"] if status == 200 else []:
             if self.stop.is_set() or self.done == self.max_tasks:
                 return
-            if listed["id"] in self.refused or not self.locks.take(listed["id"]):
+            key = key_of(listed)
+            if listed["id"] in self.refused or not self.locks.take(key):
                 continue  # past its deadline (the sweep will fail it), not ours, or worked on
             # Read again under the lock: a process that held it may have finished it since
             # the list was read, and a new attempt is a new claim's.
             try:
                 status, answer = self.api.call("GET", f"/api/tasks/{listed['id']}", abort=self.stop)
             except BaseException:
-                self.locks.release(listed["id"])
+                self.locks.release(key)
                 raise
             task = answer.get("task") if status == 200 else None
-            same = task and task.get("attempt") == listed.get("attempt")  # older servers: None
-            if not same or task["status"] != "in_progress":
-                self.locks.release(listed["id"])
+            if not task or key_of(task) != key or task["status"] != "in_progress":
+                self.locks.release(key)
                 continue
             log("resumed", task=task["id"])
             self.perform(task)
 
     def perform(self, task: dict) -> None:
-        """Work on `task`, which this process holds (`TaskLocks.take`), and report it."""
+        """Work on `task`, whose attempt this process holds (`TaskLocks.take`), and report it."""
         try:
             self._perform(task)
         finally:
-            self.locks.release(task["id"])
+            self.locks.release(key_of(task))
 
     def _perform(self, task: dict) -> None:
         context = Context(self.api, task)

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 from taskmgmt_worker.cli import main
-from taskmgmt_worker.locks import TaskLocks, default_directory
+from taskmgmt_worker.locks import TaskLocks, default_directory, key_of
 
 TASK = "0b6f3c1e-3f0a-4a52-9a63-4c1d2b0e7f10"
 
@@ -93,3 +93,28 @@ def test_the_command_line_names_the_folder_and_refuses_one_it_cannot_use(
     (tmp_path / "a-file").write_text("")
     assert main([*common, "--lock-dir", str(tmp_path / "a-file")]) == 2
     assert '"event": "lock_dir_unusable"' in capsys.readouterr().out
+
+
+def test_a_new_attempt_of_a_task_is_not_held_by_the_process_on_the_old_one(tmp_path):
+    # A process frozen on attempt 1 keeps its lock; the task given back to its node as
+    # attempt 2 is new work for the process that claimed it (tests/fleet/test_fencing.py).
+    frozen, claimer = TaskLocks(tmp_path), TaskLocks(tmp_path)
+    assert frozen.take(key_of({"id": TASK, "attempt": 1}))
+
+    assert claimer.take(key_of({"id": TASK, "attempt": 2}))
+    assert not claimer.take(key_of({"id": TASK, "attempt": 1}))
+    assert sorted(path.name for path in tmp_path.iterdir()) == [f"{TASK}.1", f"{TASK}.2"]
+
+
+def test_a_server_without_attempts_locks_by_the_task_alone():
+    assert key_of({"id": TASK, "attempts": 3}) == f"{TASK}.3"
+    assert key_of({"id": TASK}) == TASK
+
+
+def test_a_key_that_could_name_another_folder_is_hashed(tmp_path):
+    locks = TaskLocks(tmp_path / "node")
+
+    for key in ("..", ".", "a/b", f"{TASK}.1/.."):
+        assert locks.take(key)
+        locks.release(key)
+    assert list(tmp_path.iterdir()) == [tmp_path / "node"]
