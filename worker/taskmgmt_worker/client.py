@@ -61,6 +61,10 @@ class Api:
         # A login refused (a wrong password, a deactivated node): every later ask gets the
         # same answer without another try, which would spend the account's login budget.
         self.refused: LoginRefused | None = None
+        # A login or refresh refused 429: its Retry-After, when a try may be sent again
+        # (time.monotonic()), and the refusal every ask until then gets without a request.
+        self.token_not_before = 0.0
+        self.token_unavailable: TokenUnavailable | None = None
 
     # --- HTTP ------------------------------------------------------------------
 
@@ -157,6 +161,10 @@ class Api:
                 raise self.refused
             if time.time() < self.access_expires:
                 return self.access
+            # A rate limit's window does not open early (an outage may end any time): the
+            # heartbeat hears at once that no token is to be had, and keeps its schedule.
+            if self.token_unavailable and time.monotonic() < self.token_not_before:
+                raise self.token_unavailable
             if self.refresh_token:
                 status, payload = self.try_once(
                     "/api/auth/refresh", {"refresh": self.refresh_token}
@@ -186,7 +194,12 @@ class Api:
             raise TokenUnavailable(None, {}, f"{path}: {error}") from error
         payload = payload if isinstance(payload, dict) else {}
         if status in RETRYABLE:
-            raise TokenUnavailable(status, headers, f"{path}: {payload.get('message')}")
+            error = TokenUnavailable(status, headers, f"{path}: {payload.get('message')}")
+            hinted = retry_after(headers) if status == 429 else None
+            if hinted:
+                self.token_not_before = time.monotonic() + min(hinted, MAX_RETRY_AFTER)
+                self.token_unavailable = error
+            raise error
         return status, payload
 
     def keep(self, payload: dict) -> str:

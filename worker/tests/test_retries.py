@@ -171,3 +171,26 @@ def test_a_retry_after_longer_than_the_backoff_cap_is_waited_out():
         server.server_close()
 
     assert 45 <= waits.asked[0] <= 45 * 1.2
+
+
+def test_a_login_refused_by_a_rate_limit_is_not_sent_again_before_its_retry_after():
+    """A fleet's restarted processes spent the login limit: each heartbeat thread asked
+    again every heartbeatSeconds (under the 45 s the 429 named), 393 refused logins in
+    a minute from 12 processes. The window does not open early; the heartbeat still
+    never waits: it is told at once, without a request, that no token is to be had."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RateLimited)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    Unavailable.seen = []  # where every handler notes its requests
+    try:
+        api = Api(
+            f"http://127.0.0.1:{server.server_address[1]}", "n@example.com", "x", threading.Event()
+        )
+        waits = Waits(last=5)
+        with pytest.raises(Stopping):
+            api.call("POST", "/api/nodes/heartbeat", {}, abort=waits, max_pause=0.5)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert len(waits.asked) == 5 and max(waits.asked) <= 0.5  # the beat kept its schedule
+    assert len(Unavailable.seen) == 1  # one login sent, not one per try
