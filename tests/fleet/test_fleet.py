@@ -225,9 +225,13 @@ def test_twenty_kill_cycles_lose_nothing_and_do_nothing_twice(fleet):
     assert set(fleet.stop().values()) == {0}, fleet.logs()
 
 
-def holds_a_task(process) -> bool:
-    events = process.events()
-    return bool(events) and events[-1]["event"] == "working"
+def one_holding_a_task(processes):
+    """The first of `processes` whose last event is `working` (it holds a task), or None."""
+    for process in processes:
+        events = process.events()
+        if events and events[-1]["event"] == "working":
+            return process
+    return None
 
 
 @pytest.mark.fleet
@@ -237,18 +241,20 @@ def test_two_processes_per_node_killed_in_turn_run_each_task_once_but_the_killed
     # the sibling takes the task up once nothing is pending, and no task is worked on by
     # two processes at once or run again after it completed.
     nodes = NodeFactory.create_batch(3)
-    tasks = tasks_for(nodes, per_node=8)
+    # Six seconds of work a node at least: the last node still has some when its turn
+    # comes on a slow machine.
+    tasks = tasks_for(nodes, per_node=12)
     processes = {
         node.pk: [fleet.start(node, "--work-seconds", "1") for _ in range(2)] for node in nodes
     }
     for cycle in range(3):
         node = nodes[cycle]
-        victim = processes[node.pk].pop(0)
-        wait_for(
-            partial(holds_a_task, victim),
+        victim = wait_for(
+            partial(one_holding_a_task, processes[node.pk]),
             20,
-            f"{node.email}'s process never held a task\n{fleet.logs()}",
+            f"no process of {node.email} held a task\n{fleet.logs()}",
         )
+        processes[node.pk].remove(victim)
         victim.kill()
         fleet.killed.append(victim)
         processes[node.pk].append(fleet.start(node, "--work-seconds", "1"))
