@@ -43,6 +43,10 @@ def node_view(site, request, node_id):
     work = node_work().node_page(request, node, now)
     if isinstance(work, HttpResponse):
         return work
+    posted_forms = [*scheduling.values(), work.get("form")]
+    if any(form is not None and form.errors for form in posted_forms):
+        # The page comes back at its top, far above the refused form's own error.
+        messages.error(request, "Nothing was changed: the form below says why.")
     schedule = Node.objects.with_schedule(now).get(pk=node.pk).schedule_state()
     schedule_by = schedule["by"] and User.objects.filter(pk=schedule["by"]).first()
     context = {

@@ -83,6 +83,23 @@ def test_an_invalid_scheduling_form_leaves_the_reassign_form_unbound(admin_site_
     assert not Cordon.objects.exists() and not MaintenanceWindow.objects.exists()
 
 
+REFUSED_FORMS = {
+    **{k: v for k, v in INVALID_SCHEDULING_POSTS.items() if k != "cancel window with no id"},
+    "reassign with a deadline that is no date": {"action": "reassign", "locked_at": "soon"},
+}
+
+
+@pytest.mark.parametrize("post", REFUSED_FORMS.values(), ids=REFUSED_FORMS)
+def test_a_refused_form_says_so_at_the_top_of_the_page(admin_site_client, node, post):
+    # The page comes back scrolled to its top; the form's own error is far below it.
+    response = admin_site_client.post(page(node), post)
+
+    assert response.status_code == 200
+    assert [str(m) for m in response.context["messages"]] == [
+        "Nothing was changed: the form below says why."
+    ]
+
+
 def test_cancelling_a_window_that_is_no_number_says_so(admin_site_client, node):
     post = INVALID_SCHEDULING_POSTS["cancel window with no id"]
 
