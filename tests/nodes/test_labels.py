@@ -119,6 +119,13 @@ def test_the_node_page_and_the_dashboard_show_the_labels(admin_site_client, admi
     assert "gpu=true, region=eu" in dashboard
 
 
+def test_the_node_page_links_to_where_its_labels_are_edited(admin_site_client, node):
+    page = admin_site_client.get(reverse("admin:node", args=[node.pk])).content.decode()
+
+    labels_row = page.split('id="tm-node-labels"')[1].split("</tr>")[0]
+    assert f'href="{reverse("admin:accounts_user_change", args=[node.pk])}#' in labels_row
+
+
 def node_form(node, labels: str) -> dict:
     """The admin's change form of `node`, with `labels` typed in its labels box."""
     return {
