@@ -279,6 +279,35 @@ def test_no_list_overflows_sideways(browser, width):
     assert wide == []
 
 
+@pytest.mark.parametrize("width", [1280, 1440])
+def test_a_task_with_unbroken_words_fits_its_page_and_the_list(browser, width):
+    """A name, details and a cancel reason holding one long word (a path, a URL, a
+    token): the task's read-only page and the task list wrap it, neither scrolling
+    sideways nor cutting it (a form row hides what sticks out of it)."""
+    from tasks.services import task_cancel
+
+    browser.set_window_size(width, 1000)
+    node = NodeFactory()
+    path = "s3://exports-eu-west-1/customers/2026/12/07/full_reindex_of_the_archive_shard_0042"
+    url = "https://storage.example.com/exports/archive.tar.zst?X-Signature=" + "a1b2c3d4" * 40
+    task = TaskFactory(name=path, details=url, assigned_node=node, status=TaskStatus.IN_PROGRESS)
+    task_cancel(task_id=task.pk, reason=url)
+    log_in(browser, AdminFactory())
+
+    wide = []
+    for page in (f"/admin/tasks/task/{task.pk}/change/", "/admin/tasks/task/"):
+        browser.get(f"{browser.base_url}{page}")
+        wait_for(browser, "#content")
+        cut = browser.execute_script(
+            "return Array.from(document.querySelectorAll('.form-row'))"
+            ".filter(function (row) { return row.scrollWidth > row.clientWidth; })"
+            ".map(function (row) { return row.className; });"
+        )
+        if cut or not no_horizontal_overflow(browser):
+            wide.append((page, page_widths(browser), cut))
+    assert wide == []
+
+
 def page_widths(driver) -> list[int]:
     return driver.execute_script(
         "return [document.documentElement.scrollWidth, document.documentElement.clientWidth];"
