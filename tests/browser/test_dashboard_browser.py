@@ -308,6 +308,22 @@ def test_a_task_with_unbroken_words_fits_its_page_and_the_list(browser, width):
     assert wide == []
 
 
+@pytest.mark.parametrize("width", [1280, 1440])
+def test_the_dashboard_fits_with_a_node_whose_labels_are_as_long_as_allowed(browser, width):
+    """Label values of 63 characters, one word each: the nodes table wraps them rather
+    than push its scheduling column off the page."""
+    from nodes.services import node_set_labels
+
+    browser.set_window_size(width, 1000)
+    data = fleet()
+    labels = {f"example.com/zone-{i}": f"eu-west-1-{i}-" + "x" * 50 for i in range(4)}
+    node_set_labels(node=data["alive"], labels=labels, actor=None)
+    log_in(browser, AdminFactory())
+
+    wait_for(browser, ".tm-node-labels")
+    assert no_horizontal_overflow(browser), page_widths(browser)
+
+
 def page_widths(driver) -> list[int]:
     return driver.execute_script(
         "return [document.documentElement.scrollWidth, document.documentElement.clientWidth];"
