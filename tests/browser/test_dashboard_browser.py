@@ -309,6 +309,26 @@ def test_a_task_with_unbroken_words_fits_its_page_and_the_list(browser, width):
 
 
 @pytest.mark.parametrize("width", [1280, 1440])
+def test_a_progress_message_that_is_one_long_word_fits_the_task_page(browser, width):
+    """The latest progress is said in a sentence at the top of a running task's page:
+    a message naming a file (one long word) wraps there, the page never scrolls sideways."""
+    from tasks.services import task_claim, task_report_progress
+
+    browser.set_window_size(width, 1000)
+    node = NodeFactory()
+    TaskFactory(assigned_node=node)
+    task = task_claim(node=node)
+    shard = "customers_2026_12_07_full_export_shard_0042_of_0100_"
+    message = f"writing {shard * 3}part.parquet"
+    task_report_progress(task_id=task.pk, node=node, percent=42.5, message=message)
+    log_in(browser, AdminFactory())
+
+    browser.get(f"{browser.base_url}/admin/tasks/task/{task.pk}/change/")
+    assert "part.parquet" in wait_for(browser, "#tm-task-elapsed").text
+    assert no_horizontal_overflow(browser), page_widths(browser)
+
+
+@pytest.mark.parametrize("width", [1280, 1440])
 def test_the_dashboard_fits_with_a_node_whose_labels_are_as_long_as_allowed(browser, width):
     """Label values of 63 characters, one word each: the nodes table wraps them rather
     than push its scheduling column off the page."""
