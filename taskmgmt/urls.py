@@ -54,6 +54,7 @@ urlpatterns = [
     path("api/docs/", views.DocsView.as_view(url_name="schema"), name="docs"),
     path("api/redoc/", views.RedocView.as_view(url_name="schema"), name="redoc"),
     path("healthz", views.healthz, name="healthz"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("metrics", metrics.metrics_view, name="metrics"),
     # No public site: the front door is the admin's dashboard (its login when signed out).
     path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),

@@ -3,7 +3,7 @@ schema and its docs pages, and the health check."""
 
 from django.contrib import admin
 from django.db import DatabaseError, connection
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -123,6 +123,12 @@ def _cache_answers() -> bool:
     except CACHE_ERRORS:
         return False
     return True
+
+
+def favicon(request):
+    """No icon, said without an error: browsers ask for /favicon.ico on every page, and
+    a 404 is an error in the console of every admin page."""
+    return HttpResponse(status=204)
 
 
 @csrf_exempt

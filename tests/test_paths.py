@@ -118,6 +118,7 @@ CALLS = [
     Call("healthz", "GET", "/healthz", "anon", 200),
     # Closed (404) while neither METRICS_TOKEN nor METRICS_ALLOWED_NETWORKS is set.
     Call("metrics", "GET", "/metrics", "anon", 404),
+    Call("favicon", "GET", "/favicon.ico", "anon", 204),
 ]  # fmt: skip
 
 
@@ -281,3 +282,11 @@ def test_the_front_door_opens_the_admins_dashboard():
 
     assert response.status_code == 302
     assert response["Location"] == reverse("admin:index")
+
+
+def test_the_browsers_icon_request_is_no_404():
+    # Browsers ask for it on every page: a 404 is an error in the console of each.
+    response = Client().get("/favicon.ico")
+
+    assert response.status_code == 204
+    assert response.content == b""
