@@ -3,9 +3,9 @@
 Several processes may run for one node account, to run several tasks at once. The
 server cannot tell them apart, so a process looking for tasks in progress that no
 one works on (a claim whose answer was lost, a run that was killed) would take up
-another's. Each process holds a lock on a file named after the task from before it
-starts the work until its report is answered; a process that dies lets go of its
-locks with its life, so its task can be taken up again.
+another's. Each process holds a lock on a file named after the task's attempt
+(`key_of`) from before it starts the work until its report is answered; a process
+that dies lets go of its locks with its life, so its task can be taken up again.
 
 `flock` locks, so processes on one machine only (one node account, one machine), and
 only where `fcntl` exists (not Windows: there, run one process per node account).
