@@ -1,21 +1,19 @@
 """Cordon, drain and uncordon (SPEC, Nodes: cordon, drain, maintenance windows): state
 stored as a cordon row, derived when read, every step a node event."""
 
-import threading
 from datetime import datetime, timedelta
 
 import pytest
 from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
-from rest_framework.test import APIClient
-from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import User
 from nodes.models import Cordon, Node, NodeEvent, NodeEventKind, node_state
 from nodes.services import node_cordon, node_set_labels
 from tasks.models import FailureCause, HistoryAction, Task, TaskHistory, TaskStatus
 from tests.api import assert_json_error
+from tests.concurrency import at_once
 from tests.factories import AdminFactory, NodeFactory, TaskFactory
 
 pytestmark = pytest.mark.django_db
@@ -437,25 +435,12 @@ def test_concurrent_cordons_and_drains_of_one_node_all_answer_200():
     # Each looked for the node's cordon row FOR UPDATE, found none (a gap lock on
     # MariaDB), then inserted it: two at once deadlocked, a 503 "database unavailable".
     node, admin = NodeFactory(), AdminFactory()
-    token = str(RefreshToken.for_user(admin).access_token)
     verbs = ["cordon", "drain"] * 4
-    start = threading.Barrier(len(verbs))
-    answers = []
 
     def send(verb):
-        client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-        try:
-            start.wait()
-            answers.append(post(client, node, verb, reason=verb).status_code)
-        finally:
-            connection.close()
+        return lambda client: post(client, node, verb, reason=verb).status_code
 
-    threads = [threading.Thread(target=send, args=(verb,)) for verb in verbs]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = at_once(admin, [send(verb) for verb in verbs])
 
     assert answers == [200] * len(verbs)
     assert Cordon.objects.filter(node=node).count() == 1

@@ -1,17 +1,15 @@
 """Node labels (SPEC, Placement): set by an admin through PUT /api/nodes/{id} and the
 admin site, shown in GET /api/nodes, the node page and the dashboard."""
 
-import threading
 import uuid
 
 import pytest
 from django.db import connection
 from django.urls import reverse
-from rest_framework.test import APIClient
-from rest_framework_simplejwt.tokens import RefreshToken
 
 from nodes.models import NodeEvent, NodeEventKind, NodeLabels, labels_errors, labels_match
 from tests.api import assert_json_error
+from tests.concurrency import at_once
 from tests.factories import AdminFactory, NodeFactory
 
 pytestmark = pytest.mark.django_db
@@ -205,25 +203,12 @@ def test_concurrent_label_changes_of_a_node_without_labels_all_answer_200():
     # Each looked for the node's labels row FOR UPDATE, found none (a gap lock on
     # MariaDB), then inserted it: two at once deadlocked, a 503 "database unavailable".
     node, admin = NodeFactory(), AdminFactory()
-    token = str(RefreshToken.for_user(admin).access_token)
     workers = 8
-    start = threading.Barrier(workers)
-    answers = []
 
     def send(value):
-        client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-        try:
-            start.wait()
-            answers.append(put_labels(client, node.pk, {"rack": value}).status_code)
-        finally:
-            connection.close()
+        return lambda client: put_labels(client, node.pk, {"rack": value}).status_code
 
-    threads = [threading.Thread(target=send, args=(str(i),)) for i in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = at_once(admin, [send(str(i)) for i in range(workers)])
 
     assert answers == [200] * workers
     assert NodeLabels.objects.filter(node=node).count() == 1

@@ -12,6 +12,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from tasks.models import FAILURE_REASON_MAX_LENGTH, HistoryAction, TaskHistory, TaskStatus
 from tests.api import assert_json_error
+from tests.concurrency import at_once
 from tests.factories import TaskFactory
 
 pytestmark = pytest.mark.django_db
@@ -229,25 +230,12 @@ def test_concurrent_shifts_make_exactly_one_transition(node):
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_complete_and_fail_leave_one_final_state(node):
     task = TaskFactory(assigned_node=node, status=IN_PROGRESS)
-    token = str(RefreshToken.for_user(node).access_token)
     targets = [COMPLETED, FAILED] * 4
-    start = threading.Barrier(len(targets))
-    answers = []
 
     def send(status):
-        client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-        try:
-            start.wait()
-            answers.append((status, shift(client, task, status).status_code))
-        finally:
-            connection.close()
+        return lambda client: (status, shift(client, task, status).status_code)
 
-    threads = [threading.Thread(target=send, args=(status,)) for status in targets]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = at_once(node, [send(status) for status in targets])
 
     task.refresh_from_db()
     assert status_rows(task) == [(IN_PROGRESS, task.status, node.pk)]
