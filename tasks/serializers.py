@@ -505,7 +505,10 @@ class TaskBroadcastSerializer(serializers.Serializer):
     )
     nodeSelector = LabelsField(
         required=False,
-        help_text="One task for every schedulable node with these labels; {} or none: every one.",
+        allow_null=True,  # as on create: null is no selector
+        help_text=(
+            "One task for every schedulable node with these labels; {}, null or none: every one."
+        ),
     )
     priority = PriorityField(required=False)
 

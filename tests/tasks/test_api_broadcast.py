@@ -66,6 +66,15 @@ def test_an_empty_selector_is_every_active_node(admin_client, node, other_node):
     assert {t["nodeSelector"] for t in tasks} == {None}
 
 
+def test_a_null_selector_is_every_active_node_as_on_create(admin_client, node, other_node):
+    response = broadcast(admin_client, body(nodeSelector=None))
+
+    assert response.status_code == 201, response.content
+    tasks = response.json()["tasks"]
+    assert sorted(t["assignedNode"] for t in tasks) == sorted([str(node.pk), str(other_node.pk)])
+    assert {t["nodeSelector"] for t in tasks} == {None}
+
+
 def test_no_matching_node_is_a_409_and_creates_nothing(admin_client, node):
     body_ = assert_json_error(broadcast(admin_client, body(nodeSelector={"gpu": "true"})), 409)
     assert "no node matches" in body_["message"]
