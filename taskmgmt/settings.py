@@ -406,6 +406,10 @@ TASK_CHECKPOINT_MAX_BYTES = env.int("TASK_CHECKPOINT_MAX_BYTES", default=16_384)
 # Tasks one POST /api/tasks/bulk may create: 1,000 take well under a second on MariaDB
 # (docs/placement.md); the request body's size limit bounds it too.
 BULK_MAX_TASKS = env.int("BULK_MAX_TASKS", default=1000)
+# The largest body of a bulk create (every other route: DATA_UPLOAD_MAX_MEMORY_SIZE):
+# 1,000 tasks with ~8 KiB payloads. Parsed in memory, several times its size, by an
+# admin only; each INSERT is kept to a few MiB (MariaDB's max_allowed_packet: 16 MiB).
+BULK_MAX_BODY_BYTES = env.int("BULK_MAX_BODY_BYTES", default=8 * 1024 * 1024)
 
 # --- Operations: the admin dashboard and /metrics (docs/operations.md) ------
 

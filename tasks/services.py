@@ -279,7 +279,8 @@ def _node_problem(node: tuple | None, labels: dict, item: dict) -> str | None:
 
 def _insert_new(tasks: list[Task], *, now: datetime) -> list[Task]:
     """INSERT new tasks and their `initial_assign` rows, by the acting user, in bulk."""
-    Task.objects.bulk_create(tasks, batch_size=BULK_INSERT_BATCH)
+    for batch in _insert_batches(tasks):
+        Task.objects.bulk_create(batch, batch_size=BULK_INSERT_BATCH)
     actor = current_actor()
     TaskHistory.objects.bulk_create(
         [
@@ -301,6 +302,25 @@ def _insert_new(tasks: list[Task], *, now: datetime) -> list[Task]:
 
 # Rows per INSERT of a bulk create: within SQLite's bound parameters, few round trips.
 BULK_INSERT_BATCH = 500
+# Bytes of the tasks' text per INSERT: escaped for SQL it may double, and one statement
+# must fit MariaDB's max_allowed_packet (16 MiB by default).
+BULK_INSERT_BYTES = 4 * 1024 * 1024
+
+
+def _insert_batches(tasks: list[Task]):
+    """`tasks` in runs of at most BULK_INSERT_BYTES of text (name, details, payload and
+    selector), each run at least one task."""
+    start, size = 0, 0
+    for index, task in enumerate(tasks):
+        text = len(task.name) + len(task.details)
+        for value in (task.payload, task.node_selector):
+            if value is not None:
+                text += len(json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        if size and size + text > BULK_INSERT_BYTES:
+            yield tasks[start:index]
+            start, size = index, 0
+        size += text
+    yield tasks[start:]
 
 
 @transaction.atomic

@@ -25,6 +25,7 @@ from accounts.permissions import IsAdminRole, IsNodeRole
 from accounts.serializers import MessageSerializer
 from taskmgmt.errors import error_responses
 from taskmgmt.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
+from taskmgmt.parsers import body_up_to
 from tasks import services
 from tasks.actor import acting_as
 from tasks.models import PRIORITY_DEFAULT, Task, TaskStatus
@@ -221,7 +222,8 @@ class TaskViewSet(viewsets.GenericViewSet):
         summary="Create up to BULK_MAX_TASKS tasks at once, all or none (admin)",
         description=(
             "Each item is a create body. Any bad item: a 400 naming its index and field "
-            "(`tasks[3].lockedAt`), nothing created. 201 with the tasks in the order sent."
+            "(`tasks[3].lockedAt`), nothing created. 201 with the tasks in the order sent. "
+            "The body may be up to BULK_MAX_BODY_BYTES (8 MiB), not the 1 MiB of other routes."
         ),
         parameters=[IDEMPOTENCY_KEY_PARAMETER],
         request=TaskBulkSerializer,
@@ -230,6 +232,7 @@ class TaskViewSet(viewsets.GenericViewSet):
             **error_responses(400, 401, 403, 409, 413, 415, 422, 429),
         },
     )
+    @body_up_to("BULK_MAX_BODY_BYTES")
     @idempotent
     def bulk(self, request):
         items, errors = bulk_items(request.data)

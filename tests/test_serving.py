@@ -277,3 +277,25 @@ def test_after_a_refused_body_the_next_request_on_the_connection_is_answered(sit
         connection.close()
 
     assert status == 200, (kept, answer)
+
+
+def test_a_bulk_create_may_send_more_than_a_mebibyte_through_gunicorn(site):
+    """Only POST /api/tasks/bulk reads past DATA_UPLOAD_MAX_MEMORY_SIZE (up to
+    BULK_MAX_BODY_BYTES): read from gunicorn's stream, not Django's checked body."""
+    admin = login(site, ADMIN_EMAIL)["token"]
+    node_id = login(site, NODE_EMAIL)["userDetails"]["id"]
+    deadline = "2999-01-01T00:00:00Z"
+    tasks = [
+        {"taskName": f"big {i}", "taskDetails": "x", "assignedNode": node_id,
+         "lockedAt": deadline, "payload": {"blob": "y" * 2048}}
+        for i in range(1000)
+    ]  # fmt: skip
+
+    status, _, answer = site.request("POST", "/api/tasks/bulk", {"tasks": tasks}, admin)
+    assert status == 201, answer[:300]
+    names = [task["taskName"] for task in json.loads(answer)["tasks"]]
+    assert names == [task["taskName"] for task in tasks]
+
+    one = {**tasks[0], "payload": {"blob": "y" * LIMIT}}
+    status, _, answer = site.request("POST", "/api/tasks", one, admin)
+    assert status == 413, answer[:300]

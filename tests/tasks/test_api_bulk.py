@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from nodes.models import MaintenanceWindow, NodeLabels
 from nodes.services import node_cordon
+from tasks import services
 from tasks.models import HistoryAction, Task, TaskHistory
 from tasks.services import BULK_INSERT_BATCH
 from tests.api import TASK_FIELDS, assert_json_error
@@ -268,3 +269,86 @@ def test_a_retry_with_the_same_idempotency_key_creates_nothing_more(admin_client
 def test_only_admins_bulk_create(node_client, node):
     assert_json_error(bulk(node_client, [item(node)]), 403)
     assert not Task.objects.exists()
+
+
+# --- The body: up to BULK_MAX_BODY_BYTES, where other routes stop at 1 MiB ------------
+
+
+def payload_items(node, count, size):
+    return [item(node, taskName=f"t{i}", payload={"blob": "x" * size}) for i in range(count)]
+
+
+def test_a_thousand_tasks_with_2_kib_payloads_are_one_bulk(admin_client, node):
+    """2.2 MB: over DATA_UPLOAD_MAX_MEMORY_SIZE (1 MiB), which refused it with a 413."""
+    items = payload_items(node, 1000, 2048)
+
+    response = bulk(admin_client, items)
+
+    assert response.status_code == 201, response.content[:300]
+    assert Task.objects.count() == 1000
+    assert Task.objects.filter(payload__blob="x" * 2048).count() == 1000
+
+
+def test_only_the_bulk_route_takes_the_larger_body(admin_client, node, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 20_000
+    settings.BULK_MAX_BODY_BYTES = 200_000
+
+    assert bulk(admin_client, payload_items(node, 50, 1000)).status_code == 201
+    one = item(node, payload={"blob": "x" * 25_000})
+    body = assert_json_error(admin_client.post("/api/tasks", one, format="json"), 413)
+    assert "20000 bytes" in body["message"]
+    assert Task.objects.count() == 50
+
+
+def test_a_bulk_body_over_its_limit_is_a_413_and_creates_nothing(admin_client, node, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 20_000
+    settings.BULK_MAX_BODY_BYTES = 30_000
+
+    body = assert_json_error(bulk(admin_client, payload_items(node, 50, 1000)), 413)
+
+    assert "30000 bytes" in body["message"]
+    assert not Task.objects.exists()
+
+
+def test_a_general_limit_above_the_bulk_one_counts_for_bulk_too(admin_client, node, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100_000
+    settings.BULK_MAX_BODY_BYTES = 10_000
+
+    assert bulk(admin_client, payload_items(node, 50, 1000)).status_code == 201
+
+
+def test_an_idempotent_retry_of_a_large_body_is_the_same_answer(admin_client, node, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 20_000
+    items = payload_items(node, 50, 1000)
+
+    first = bulk(admin_client, items, **{"Idempotency-Key": "big-1"})
+    again = bulk(admin_client, items, **{"Idempotency-Key": "big-1"})
+
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert Task.objects.count() == 50
+
+
+def test_inserts_are_split_by_the_bytes_of_their_tasks(admin_client, node, monkeypatch):
+    monkeypatch.setattr(services, "BULK_INSERT_BYTES", 5_000)
+
+    with CaptureQueriesContext(connection) as captured:
+        assert bulk(admin_client, payload_items(node, 10, 2000)).status_code == 201
+
+    task_inserts = [q for q in captured if q["sql"].startswith('INSERT INTO "tasks_task"')]
+    task_inserts += [q for q in captured if q["sql"].startswith("INSERT INTO `tasks_task`")]
+    assert len(task_inserts) == 5  # two tasks of ~2 KB a statement
+    assert Task.objects.count() == 10
+
+
+def test_tasks_whose_escaped_text_outgrows_one_packet_are_inserted(admin_client, node, settings):
+    """Quotes double when escaped for SQL: 170 payloads of 64 KB are ~22 MB of INSERT,
+    past MariaDB's max_allowed_packet (16 MiB) as one statement (SQLite has no such
+    bound; on MariaDB this failed with the tasks in one INSERT)."""
+    settings.BULK_MAX_BODY_BYTES = 12 * 1024 * 1024
+    items = [item(node, payload='"' * 32_000) for _ in range(170)]
+
+    response = bulk(admin_client, items)
+
+    assert response.status_code == 201, response.content[:300]
+    assert Task.objects.filter(payload='"' * 32_000).count() == 170
