@@ -294,7 +294,9 @@ def test_a_rate_window_counts_under_django_ratelimit_s_own_key(settings):
     assert ratelimit_key("ip", request) == "203.0.113.9"
     assert window.limit == 5
     assert caches["default"].get(window.cache_key) == 3
-    assert window.ends_at > started
+    # django-ratelimit's window may end within the very second it was asked in (its
+    # jitter equal to the time's remainder): one run in sixty failed a strict `>`.
+    assert window.ends_at >= int(started)
 
 
 def test_tagged_rows_are_what_the_orm_would_read_part_by_part(node, other_node):
