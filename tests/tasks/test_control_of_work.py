@@ -161,6 +161,20 @@ def test_cancelling_a_running_task_asks_its_node_which_acknowledges(
     ]
 
 
+def test_an_acknowledgement_keeps_the_result_it_sends_as_what_was_done(
+    admin_client, node_client, node
+):
+    """The SPEC names `result` with completed and failed; a node stopping on request may
+    say how far it got, and refusing that would refuse the acknowledgement itself."""
+    task = TaskFactory(assigned_node=node, status=IN_PROGRESS, attempts=1)
+    cancel(admin_client, task)
+
+    answer = shift(node_client, task, CANCELLED, attempt=1, result={"rows": 1200})
+
+    assert answer.json()["task"]["result"] == {"rows": 1200}
+    assert Task.objects.get(pk=task.pk).result == {"rows": 1200}
+
+
 def test_a_cancel_request_s_history_row_keeps_the_whole_reason(admin_client, admin_user, node):
     """The audit's copy of the reason is the reason (it kept 64 characters before 0015)."""
     task = TaskFactory(assigned_node=node, status=IN_PROGRESS, attempts=1)
