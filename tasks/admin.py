@@ -17,7 +17,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from accounts.models import Role, User
-from nodes.models import NodeCordoned, NodeLabels, check_schedulable
+from nodes import heartbeats
+from nodes.models import Liveness, Node, NodeCordoned, NodeLabels, check_schedulable, liveness_of
 from taskmgmt.exceptions import DomainError
 from taskmgmt.replica import ReplicaCountPaginator
 from tasks.forms import (
@@ -394,6 +395,23 @@ PENDING_ONLY = (
     "Use the reassign action to give it to a node with a new deadline."
 )
 DELETED_READ_ONLY = "A soft-deleted task cannot be edited; restore it first (an action)."
+
+
+def down_node_warning(node) -> str | None:
+    """What an admin should hear on giving a pending task to a node that is down (its
+    beats waiting in Redis count): nothing will start it there."""
+    beats = [node.last_seen, heartbeats.pending([node.pk]).get(node.pk)]
+    seen = max(filter(None, beats), default=None)
+    now = timezone.now()
+    if liveness_of(seen, now) != Liveness.DOWN:
+        return None
+    then = (
+        "the sweep's failover moves its pending tasks to a live node"
+        if settings.FAILOVER == "reassign"
+        else "its pending tasks wait until it beats again (FAILOVER is off)"
+    )
+    ago = duration((now - seen).total_seconds())
+    return f"{node} is down (last seen {ago} ago): {then}."
 
 
 def refusal(error: Exception) -> str:
@@ -1037,10 +1055,18 @@ class TaskAdmin(admin.ModelAdmin):
         """Save through the services, the one place the task rules live."""
         fields = {name: form.cleaned_data[name] for name in TaskAdminForm.Meta.fields}
         if change:
-            task_update(task_id=obj.pk, **fields)
+            task = task_update(task_id=obj.pk, **fields)
         else:
-            obj.pk = task_create(**fields).pk
+            task = task_create(**fields)
+            obj.pk = task.pk
             obj._state.adding = False
+        if task.status == TaskStatus.PENDING:
+            self.warn_if_down(request, Node.objects.get(pk=task.assigned_node_id))
+
+    def warn_if_down(self, request, node) -> None:
+        warning = down_node_warning(node)
+        if warning:
+            self.message_user(request, warning, messages.WARNING)
 
     def confirmation(
         self, request, queryset, *, action, intro, submit, form=None, details=(), back=None
@@ -1102,6 +1128,8 @@ class TaskAdmin(admin.ModelAdmin):
             if moved:
                 text += " " + deadline_outcome(moved, locked_at)
             self.report(request, text, skipped, len(moved))
+            if moved:
+                self.warn_if_down(request, target)
             return None
         preview = reassign_preview(queryset, timezone.now())
         return self.confirmation(

@@ -15,11 +15,13 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import escape
 
+from nodes import heartbeats
 from tasks.actor import acting_as
 from tasks.admin import DELETED_READ_ONLY, PENDING_ONLY
 from tasks.models import HistoryAction, Task, TaskHistory, TaskStatus, deadline_text
 from tasks.services import task_assign, tasks_expire
 from tests.factories import PASSWORD, AdminFactory, NodeFactory, TaskFactory
+from tests.redis_server import redis_cache, redis_database
 
 pytestmark = pytest.mark.django_db
 
@@ -27,6 +29,8 @@ CHANGELIST = reverse("admin:tasks_task_changelist")
 ADD = reverse("admin:tasks_task_add")
 FUTURE = {"locked_at_0": "2099-05-01", "locked_at_1": "12:00:00"}
 # The change page carries the read-only history inline; an unchanged inline posts no forms.
+# This module's database of the tests' redis-server (tests/redis_server.py).
+BEATS_REDIS_DB = 3
 NO_INLINE_FORMS = {"history-TOTAL_FORMS": "0", "history-INITIAL_FORMS": "0"}
 
 
@@ -267,6 +271,48 @@ def test_adding_a_task_records_its_initial_assignment_by_the_admin(admin_site_cl
     assert (task.name, task.assigned_node, task.status) == ("Rotate keys", node, "pending")
     assert task.locked_at.year == 2099
     assert history(task) == [(HistoryAction.INITIAL_ASSIGN, None, str(node.pk), admin_user.pk)]
+
+
+@pytest.mark.parametrize(
+    ("failover", "then"),
+    [
+        ("off", "its pending tasks wait until it beats again (FAILOVER is off)."),
+        ("reassign", "the sweep's failover moves its pending tasks to a live node."),
+    ],
+)
+def test_a_task_given_to_a_down_node_says_so(admin_site_client, settings, failover, then):
+    """Nothing will start it there: said when the task is saved, not found out later."""
+    settings.FAILOVER = failover
+    down = NodeFactory(last_seen=timezone.now() - timedelta(hours=2, minutes=5))
+
+    response = admin_site_client.post(ADD, task_form(down))
+
+    assert response.status_code == 302
+    assert f"{down} is down (last seen 2 h 5 min ago): {then}" in messages_of(response)
+
+
+def test_a_task_given_to_a_live_or_new_node_gets_no_warning(admin_site_client):
+    for node in (NodeFactory(last_seen=timezone.now()), NodeFactory(last_seen=None)):
+        response = admin_site_client.post(ADD, task_form(node))
+        assert response.status_code == 302
+        assert not [text for text in messages_of(response) if "is down" in text]
+
+
+def test_a_down_node_s_beat_waiting_in_redis_counts(admin_site_client, settings):
+    """Beats are written to the database in batches: the last one may be in Redis only."""
+    with redis_database(BEATS_REDIS_DB) as url:
+        settings.CACHES = redis_cache(url)
+        settings.NODE_HEARTBEAT_FLUSH_SECONDS = 60
+        node = NodeFactory(last_seen=timezone.now() - timedelta(hours=2))
+        # The first beat after a flush interval is flushed at once; the next one waits.
+        heartbeats.record(node_id=NodeFactory().pk, now=timezone.now())
+        heartbeats.record(node_id=node.pk, now=timezone.now())
+        assert heartbeats.pending([node.pk])
+
+        response = admin_site_client.post(ADD, task_form(node))
+
+    assert response.status_code == 302
+    assert not [text for text in messages_of(response) if "is down" in text]
 
 
 def test_the_add_page_asks_only_for_what_the_admin_sets(admin_site_client):
@@ -747,6 +793,15 @@ def test_reassign_applies_and_records_the_admin_leaving_completed_tasks(
         ),
     ]
     assert Task.objects.get(pk=done.pk).assigned_node_id == done.assigned_node_id
+
+
+def test_reassigning_to_a_down_node_says_so(admin_site_client):
+    failed = TaskFactory(status=TaskStatus.FAILED, locked_at=in_days(-1))
+    down = NodeFactory(last_seen=timezone.now() - timedelta(days=3))
+
+    response = apply_reassign(admin_site_client, [failed], down)
+
+    assert messages_of(response)[-1].startswith(f"{down} is down (last seen 3 d ago)")
 
 
 def test_reassign_without_a_deadline_gives_expired_tasks_a_fresh_one(admin_site_client, settings):
