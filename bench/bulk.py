@@ -8,9 +8,12 @@ POST /api/tasks/bulk of N tasks (default 1,000, BULK_MAX_TASKS) against N POST
 prints both and their ratio, and the CPU this process spent on a bulk request
 (steadier than wall-clock time on a busy machine; the database's work is not in
 it). Half the bulk items name a node, half carry a nodeSelector for placement.
+`--payload BYTES` gives every item a JSON payload of about that size (the body may then
+pass DATA_UPLOAD_MAX_MEMORY_SIZE, up to BULK_MAX_BODY_BYTES).
 """
 
 import argparse
+import json
 import os
 import statistics
 import tempfile
@@ -42,7 +45,7 @@ def setup_django(database_url: str) -> None:
     )
 
 
-def measure(n: int, runs: int) -> None:
+def measure(n: int, runs: int, payload: int) -> None:
     from django.utils import timezone
     from rest_framework.test import APIClient
     from rest_framework_simplejwt.tokens import RefreshToken
@@ -73,9 +76,14 @@ def measure(n: int, runs: int) -> None:
             item["nodeSelector"] = {"gpu": "true"}
         else:
             item["assignedNode"] = str(nodes[i % NODES].pk)
+        if payload:
+            item["payload"] = {"input": "x" * max(payload - 13, 0)}  # {"input": ""} is 13
         return item
 
     bodies = [body(i) for i in range(n)]
+    if payload:
+        size = len(json.dumps({"tasks": bodies}))
+        print(f"each item with a {payload:,}-byte payload: a body of {size:,} bytes")
 
     cpu = []
 
@@ -109,10 +117,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("n", nargs="?", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--payload", type=int, default=0, metavar="BYTES")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
         setup_django(bench_database_url(Path(workdir)))
-        measure(args.n, args.runs)
+        measure(args.n, args.runs, args.payload)
 
 
 if __name__ == "__main__":
