@@ -90,9 +90,11 @@ class Entry:
 def history_page(filters: dict, before: int | None, using: str) -> list[TaskHistory]:
     """At most a page and one row of task history, newest first, by the filters.
 
-    By a node: what it did (`performed_by`), what was given to it (`to_value`) and
-    what was taken from it (`from_value`): three index ranges, merged here, since
-    one OR over three columns is no index range at all."""
+    By a node: what happened to its tasks (`node`: the task's node once the row's change
+    was made, so the sweep's failures too), what it did (`performed_by`), what was given
+    to it (`to_value`) and what was taken from it (`from_value`; rows from before
+    migration 0016 have no `node`): index ranges merged here, since one OR over several
+    columns is no index range at all."""
     action, cause, actor, node = (filters[key] for key in ("action", "cause", "actor", "node"))
     if action in NodeEventKind.values:
         return []
@@ -110,7 +112,14 @@ def history_page(filters: dict, before: int | None, using: str) -> list[TaskHist
     # No join: with one, MariaDB 10.11 read the tasks first and sorted every history row
     # (11 s at a million). The page's tasks and people come after, by primary key.
     rows = rows.only(
-        "task_id", "created_at", "action", "from_value", "to_value", "cause", "performed_by_id"
+        "task_id",
+        "created_at",
+        "action",
+        "from_value",
+        "to_value",
+        "cause",
+        "performed_by_id",
+        "node_id",
     )
     if not node:
         # By action alone, the action's index by name: for a common action MariaDB 10.11
@@ -118,6 +127,7 @@ def history_page(filters: dict, before: int | None, using: str) -> list[TaskHist
         return first_page(rows, index="history_action" if action and not cause else None)
     node = str(node)
     parts = [
+        rows.filter(node_id=node),
         rows.filter(action__in=NODE_VALUED, to_value=node),
         rows.filter(action=HistoryAction.ASSIGNEE_CHANGE, from_value=node),
     ]

@@ -614,6 +614,18 @@ class TaskHistory(AppendOnlyModel):
     # For a failure (and the system's failover steps), why: a FailureCause value.
     cause = models.CharField(max_length=16, choices=FailureCause.choices, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # The task's node once the row's change is made: the activity feed by node reads it
+    # (a sweep's failure names no node in its values). Null on rows from before 0016.
+    # No FOREIGN KEY in the database: adding one copies the table on MariaDB.
+    node = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
+    )
 
     audit_name = "Task history"
     objects = AppendOnlyQuerySet.as_manager()
@@ -629,6 +641,7 @@ class TaskHistory(AppendOnlyModel):
             models.Index(fields=["cause", "id"], name="history_cause"),
             models.Index(fields=["to_value", "id"], name="history_to_value"),
             models.Index(fields=["from_value", "id"], name="history_from_value"),
+            models.Index(fields=["node", "id"], name="history_node"),
         ]
 
     def __str__(self):
@@ -637,14 +650,15 @@ class TaskHistory(AppendOnlyModel):
 
     @classmethod
     def for_change(
-        cls, task_id, before: dict, after: dict, *, cause: str = ""
+        cls, task_id, before: dict, after: dict, *, node_id, cause: str = ""
     ) -> list["TaskHistory"]:
         """The rows a change of a task writes, one per kind of change (SPEC, TaskHistory).
 
         `before` and `after` map tracked fields (`Task.TRACKED_FIELDS`) to their
         old and new values; a field missing from `after` did not change. Used by
         the save signal and by the bulk services alike, so both record the same.
-        A status change to failed carries `cause` (a FailureCause value).
+        A status change to failed carries `cause` (a FailureCause value); every row
+        `node_id`, the task's node after the change.
         """
 
         def changed(field):
@@ -678,6 +692,7 @@ class TaskHistory(AppendOnlyModel):
                 from_value=_text(old),
                 to_value=_text(new),
                 cause=cause if new in (TaskStatus.FAILED, TaskStatus.CANCELLED) else "",
+                node_id=node_id,
             )
             for action, old, new in rows
         ]

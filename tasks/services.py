@@ -288,6 +288,7 @@ def _insert_new(tasks: list[Task], *, now: datetime) -> list[Task]:
                 task_id=task.pk,
                 action=HistoryAction.INITIAL_ASSIGN,
                 to_value=str(task.assigned_node_id),
+                node_id=task.assigned_node_id,
                 performed_by=actor,
                 created_at=now,
             )
@@ -454,6 +455,7 @@ def task_cancel(*, task_id: UUID, reason: str = "") -> Task:
         action=HistoryAction.CANCEL_REQUEST,
         from_value=task.status,
         to_value=reason or None,  # whole: the history row is the audit's copy
+        node_id=task.assigned_node_id,
         performed_by=current_actor(),
         created_at=now,
     )
@@ -591,19 +593,22 @@ def tasks_set_active(*, task_ids: Iterable[UUID], active: bool) -> list[UUID]:
 
     Returns the ids it changed: a task already in that state is left alone.
     """
-    changing = list(
+    locked = list(
         Task.objects.filter(pk__in=list(task_ids), active=not active)
         .select_for_update()
-        .values_list("id", flat=True)
+        .values_list("id", "assigned_node_id")
     )
-    if not changing:
+    if not locked:
         return []
+    changing = [task_id for task_id, _ in locked]
     now = timezone.now()
     Task.objects.filter(pk__in=changing).update(active=active, updated_at=now)
     rows = [
         row
-        for task_id in changing
-        for row in TaskHistory.for_change(task_id, {"active": not active}, {"active": active})
+        for task_id, node_id in locked
+        for row in TaskHistory.for_change(
+            task_id, {"active": not active}, {"active": active}, node_id=node_id
+        )
     ]
     _bulk_record(rows, now=now)
     return changing
@@ -668,10 +673,11 @@ def _record_failures(
         Value(actor.pk if actor else None, output_field=UUIDField()),
         Value(cause),
         Value(now, output_field=DateTimeField()),
+        "assigned_node",
     )
     insert_select(
         TaskHistory,
-        ("task", "action", "from_value", "to_value", "performed_by", "cause", "created_at"),
+        ("task", "action", "from_value", "to_value", "performed_by", "cause", "created_at", "node"),
         rows,
     )
 
@@ -720,7 +726,7 @@ def tasks_reassign(
             # One value for all of them: `locked_at`, or the same fresh deadline.
             deadline = after["locked_at"] = new_deadline
             moved_deadline.append(task_id)
-        rows += TaskHistory.for_change(task_id, before, after)
+        rows += TaskHistory.for_change(task_id, before, after, node_id=node.pk)
     Task.objects.filter(pk__in=[task_id for task_id, *_ in locked]).update(
         assigned_node=node, status=TaskStatus.PENDING, updated_at=now, **FORGOTTEN_ON_REASSIGN
     )
@@ -1094,6 +1100,7 @@ def _move(moves: list, *, now: datetime, cause: str, actor=None) -> None:
                 action=action,
                 from_value=before,
                 to_value=after,
+                node_id=target,
                 performed_by=actor,
                 cause=cause,
                 created_at=moved_at,

@@ -41,12 +41,17 @@ def record_task_history(sender, instance, created, raw, update_fields, **kwargs)
                 task=instance,
                 action=HistoryAction.INITIAL_ASSIGN,
                 to_value=str(instance.assigned_node_id),
+                node_id=instance.assigned_node_id,
             )
         ]
     else:
         after = {field: getattr(instance, field) for field in written}
         rows = TaskHistory.for_change(
-            instance.pk, instance.saved_values, after, cause=instance.failure_cause
+            instance.pk,
+            instance.saved_values,
+            after,
+            node_id=instance.assigned_node_id,
+            cause=instance.failure_cause,
         )
     for row in rows:
         row.performed_by = actor

@@ -161,7 +161,7 @@ def test_a_page_costs_the_same_queries_with_few_rows_or_many(
     # people: one query each, however many rows.
     with django_assert_num_queries(7):
         entries(admin_site_client)
-    with django_assert_num_queries(9):  # by node: three history ranges instead of one
+    with django_assert_num_queries(10):  # by node: four history ranges instead of one
         entries(admin_site_client, node=node.pk)
 
     TaskFactory.create_batch(60, assigned_node=node)
@@ -172,7 +172,7 @@ def test_a_page_costs_the_same_queries_with_few_rows_or_many(
         response = entries(admin_site_client)
     assert len(response.context["entries"]) == activity.PAGE_ROWS
     (before,) = parse_qs(urlsplit(response.context["older_url"]).query)["before"]
-    with django_assert_num_queries(9):
+    with django_assert_num_queries(10):
         entries(admin_site_client, node=node.pk, before=before)
     # By a task action: no node events to read; its ids through its index, then the rows.
     with django_assert_num_queries(7):
@@ -248,6 +248,35 @@ def test_a_node_and_a_cause_together_give_its_moves_and_its_own_reports(
         node.pk,
         "failed",
     )
+
+
+def test_by_node_the_feed_has_the_sweep_s_failures_of_its_tasks(admin_site_client, settings):
+    """A failure names no node in its values: before each row named its task's node, a
+    node's deadline failures and lost work were missing from its feed."""
+    settings.FAILOVER = "reassign"
+    settings.NODE_HEARTBEAT_SECONDS, settings.NODE_DOWN_AFTER = 10, 30
+    late = seen(NodeFactory(name="late"), 1)
+    dead, alive = seen(NodeFactory(name="dead"), 300), seen(NodeFactory(name="alive"), 1)
+    expired = TaskFactory(assigned_node=late, locked_at=timezone.now() - timedelta(minutes=1))
+    running = TaskFactory(assigned_node=dead, status="in_progress", attempts=1)
+    sweep_run(batch_size=100)
+
+    def failures(node, **query):
+        page = entries(admin_site_client, node=node.pk, **query)
+        rows = [entry.row for entry in page.context["entries"]]
+        return [
+            (row.task_id, row.cause)
+            for row in rows
+            if not isinstance(row, NodeEvent) and row.to_value == "failed"
+        ]
+
+    assert failures(late) == [(expired.pk, FailureCause.DEADLINE)]
+    assert failures(late, cause="deadline") == [(expired.pk, FailureCause.DEADLINE)]
+    assert failures(dead) == [(running.pk, FailureCause.NODE_LOST)]
+    assert failures(alive) == []
+    # Its move names the node it went to, as the failure named the node it was lost on.
+    (move,) = TaskHistory.objects.filter(task=running, action=HistoryAction.ASSIGNEE_CHANGE)
+    assert str(move.node_id) == move.to_value != str(dead.pk)
 
 
 @pytest.mark.parametrize("url", [FEED, reverse("admin:tasks_taskhistory_changelist")])

@@ -317,3 +317,62 @@ def test_every_history_row_is_also_one_structured_log_line(caplog, node):
         (HistoryAction.INITIAL_ASSIGN, str(task.pk), None, str(node.pk)),
         (HistoryAction.STATUS_CHANGE, str(task.pk), TaskStatus.PENDING, TaskStatus.IN_PROGRESS),
     ]
+
+
+def test_every_writer_names_the_task_s_node_on_its_rows(node, other_node, settings):
+    """The activity feed by node reads `TaskHistory.node`: each service that writes
+    history must set it, the signal's rows and the bulk ones alike."""
+    from tasks.services import (
+        task_cancel,
+        task_create,
+        task_update,
+        tasks_broadcast,
+        tasks_create_bulk,
+        tasks_expire,
+        tasks_set_active,
+    )
+
+    settings.FAILOVER = "reassign"
+    later = timezone.now() + timedelta(days=1)
+    admin = AdminFactory()
+    with acting_as(admin):
+        one = task_create(name="a", details="x", assigned_node=node, locked_at=later)
+        task_update(
+            task_id=one.pk, name="b", details="x", assigned_node=node, locked_at=later
+        )  # an edit
+        task_assign(task_id=one.pk, node=other_node)
+        tasks_reassign(task_ids=[one.pk], node=node)
+        item = {"name": "c", "details": "x", "assigned_node": other_node.pk, "locked_at": later}
+        bulk = tasks_create_bulk(tasks=[item])
+        tasks_broadcast(name="d", details="x", locked_at=later)
+        tasks_set_active(task_ids=[bulk[0].pk], active=False)
+        tasks_set_active(task_ids=[bulk[0].pk], active=True)
+        running = TaskFactory(assigned_node=node, status=TaskStatus.IN_PROGRESS, attempts=1)
+        task_cancel(task_id=running.pk, reason="no")
+        tasks_fail(task_ids=[one.pk])
+    task_change_status(task_id=running.pk, node=node, status=TaskStatus.CANCELLED, attempt=1)
+    stale = TaskFactory(assigned_node=other_node, locked_at=timezone.now() - timedelta(hours=1))
+    tasks_expire(batch_size=10)
+
+    written = TaskHistory.objects.all()
+    assert set(written.values_list("action", flat=True)) >= {
+        HistoryAction.INITIAL_ASSIGN,
+        HistoryAction.EDIT,
+        HistoryAction.ASSIGNEE_CHANGE,
+        HistoryAction.STATUS_CHANGE,
+        HistoryAction.SOFT_DELETE,
+        HistoryAction.RESTORE,
+        HistoryAction.CANCEL_REQUEST,
+    }
+    assert not written.filter(node__isnull=True).exists()
+    # A task that stayed on one node: every row names it.
+    assert set(TaskHistory.objects.filter(task=stale).values_list("node", flat=True)) == {
+        other_node.pk
+    }
+    assert set(TaskHistory.objects.filter(task=running).values_list("node", flat=True)) == {node.pk}
+    # A task that moved: each row names where it was once its change was made.
+    assert list(
+        TaskHistory.objects.filter(task=one, action=HistoryAction.ASSIGNEE_CHANGE)
+        .order_by("id")
+        .values_list("to_value", "node")
+    ) == [(str(other_node.pk), other_node.pk), (str(node.pk), node.pk)]
