@@ -835,7 +835,9 @@ def _in_batches(
 class FailoverCounts:
     failed: int = 0  # in progress on a lost node (or out of attempts): failed, cause node_lost
     reassigned: int = 0  # given to an alive node as pending
-    stranded: int = 0  # would have moved, but no node was alive to take them
+    # Left in place: still open on their node, which no alive node could take (a later
+    # run retries them); never a task this run failed.
+    stranded: int = 0
     held: int = 0  # down nodes left alone: too many at once (FAILOVER_MAX_DOWN_SHARE)
     # Failed for a human: no alive node matches their selector, or pinned (a broadcast's).
     unplaced: int = 0
@@ -949,53 +951,76 @@ def _fail_over(rows: list, *, now: datetime) -> FailoverCounts:
     return _fail_and_move(rows, now=now, cause=FailureCause.NODE_LOST)
 
 
+class FailAndMove(NamedTuple):
+    """What `_fail_and_move` does with a batch, decided before anything is written (so a
+    dry run can ask the same question). Each task is in exactly one of `moving`,
+    `unplaced` and `staying`, or in `failing` alone; a moved in-progress task is in
+    `failing` too, since its attempt fails before it moves."""
+
+    moving: list  # (row, target): goes pending to the node placement picked
+    failing: list  # ids failed for the cause, no reason: in progress, or out of attempts
+    unplaced: dict  # id: reason, failed for a human: no node may take it, or pinned
+    staying: list  # rows left in place, still open: no node alive at all; a later run retries
+
+
+def _plan_fail_and_move(rows: list, placement: Placement | None, now: datetime) -> FailAndMove:
+    """`_fail_and_move`'s decision for these tasks (driver rows), each pick counted."""
+    max_attempts = settings.TASK_MAX_ATTEMPTS
+    plan = FailAndMove([], [], {}, [])
+    for row in rows:
+        if row.attempts < max_attempts:
+            if not placement:  # no node alive at all
+                if row.status != TaskStatus.IN_PROGRESS:
+                    plan.staying.append(row)
+                    continue
+            else:
+                selector = _json_value(row.node_selector)
+                target = None if row.pinned else placement.pick(selector, _moved_deadline(row, now))
+                if target is None:
+                    plan.unplaced[row.pk] = PINNED_REASON if row.pinned else NO_MATCH_REASON
+                    continue
+                plan.moving.append((row, target))
+        if row.status == TaskStatus.IN_PROGRESS or row.attempts >= max_attempts:
+            plan.failing.append(row.pk)
+    return plan
+
+
 def _fail_and_move(rows: list, *, now: datetime, cause: str) -> FailoverCounts:
     """Take these locked tasks (driver rows) from their node: an in-progress attempt
     fails for `cause`; then, below TASK_MAX_ATTEMPTS, each moves (`_move_elsewhere`);
-    at the limit it stays failed for a human. Failover and an expired drain share it."""
+    at the limit it stays failed for a human. With no node alive at all, a pending task
+    stays where it is (`stranded`: left in place, for a later run), a started one still
+    fails. Failover and an expired drain share it."""
     max_attempts = settings.TASK_MAX_ATTEMPTS
-    to_move = [row for row in rows if row.attempts < max_attempts]
+    may_move = any(row.attempts < max_attempts for row in rows)
     # Flushed for this batch already; read only when something may move.
-    placement = Placement(now=now, alive_only=True, flush=False) if to_move else None
-    targets, unplaced = {}, {}
-    if placement:  # no node alive at all: everything stays where it is (stranded)
-        for row in to_move:
-            selector = _json_value(row.node_selector)
-            target = None if row.pinned else placement.pick(selector, _moved_deadline(row, now))
-            if target is None:
-                unplaced[row.pk] = PINNED_REASON if row.pinned else NO_MATCH_REASON
-            else:
-                targets[row.pk] = target
-    to_fail = [
-        row.pk
-        for row in rows
-        if row.pk not in unplaced
-        and (row.status == TaskStatus.IN_PROGRESS or row.attempts >= max_attempts)
-    ]
-    failed = _fail(to_fail, actor=None, cause=cause) if to_fail else 0
-    for reason in set(unplaced.values()):
-        ids = [pk for pk, why in unplaced.items() if why == reason]
+    placement = Placement(now=now, alive_only=True, flush=False) if may_move else None
+    plan = _plan_fail_and_move(rows, placement, now)
+    failed = _fail(plan.failing, actor=None, cause=cause) if plan.failing else 0
+    for reason in set(plan.unplaced.values()):
+        ids = [pk for pk, why in plan.unplaced.items() if why == reason]
         failed += _fail(ids, actor=None, cause=cause, reason=reason)
-    if unplaced:
+    if plan.unplaced:
         logger.warning(
             "tasks failed for a human: nowhere they may go",
             extra={
                 "event": "failover_unplaced",
                 "cause": cause,
-                "task_ids": [str(UUID(str(pk))) for pk in unplaced],
+                "task_ids": [str(UUID(str(pk))) for pk in plan.unplaced],
             },
         )
-    counts = FailoverCounts(failed=failed, unplaced=len(unplaced))
-    if not to_move:
-        return counts
-    if not placement:
-        return counts + FailoverCounts(stranded=len(to_move))
-    moving = [(row, targets[row.pk]) for row in to_move if row.pk in targets]
-    if moving:
+    if plan.moving:
+        moving = plan.moving
         _move(moving, now=now, cause=cause)
         kind = "failover" if cause == FailureCause.NODE_LOST else "drain"
         transaction.on_commit(lambda: REASSIGNMENTS.labels(kind).inc(len(moving)))
-    return counts + FailoverCounts(reassigned=len(moving))
+    # A task failed here is not left in place: it is failed (and maybe moved) once.
+    return FailoverCounts(
+        failed=failed,
+        reassigned=len(plan.moving),
+        stranded=len(plan.staying),
+        unplaced=len(plan.unplaced),
+    )
 
 
 def _move_elsewhere(rows: list, *, now: datetime, cause: str, actor=None) -> int:
@@ -1172,7 +1197,8 @@ def sweep_run(
     *, batch_size: int, on_batch: Callable[[int], None] | None = None
 ) -> tuple[SweepRun, FailoverCounts]:
     """One run of the sweep, for `collect_failed` and the cron endpoint alike: expire,
-    then (FAILOVER=reassign) fail over, and record the run in SweepRun."""
+    then (FAILOVER=reassign) fail over, and record the run in SweepRun. Returns the run
+    and what its drains and failover did (`FailoverCounts`, the two added up)."""
     started = timezone.now()
     history_after = _last_history_id()
     # Before the expiry: a task its admin asked to cancel ends cancelled, not failed.
@@ -1200,7 +1226,7 @@ def sweep_run(
         )
         _add_to_totals(run)
     sweep_runs_prune(now=started)
-    return run, failover
+    return run, drained + failover
 
 
 def _add_to_totals(run: SweepRun) -> None:

@@ -170,7 +170,8 @@ def test_with_no_alive_node_started_tasks_fail_and_pending_ones_wait(dead):
     started = TaskFactory(assigned_node=dead, status=IN_PROGRESS, attempts=1)
     waiting = TaskFactory(assigned_node=dead)
 
-    assert fail_over() == FailoverCounts(failed=1, stranded=2)
+    # The started one is failed, not left in place: only the waiting one is stranded.
+    assert fail_over() == FailoverCounts(failed=1, stranded=1)
 
     started.refresh_from_db()
     waiting.refresh_from_db()
@@ -283,6 +284,22 @@ def test_collect_failed_says_when_no_node_can_take_the_work(dead):
     call_command("collect_failed", stdout=out, stderr=err)
 
     assert "no alive node to take 1 task(s)" in err.getvalue()
+
+
+def test_left_in_place_counts_only_the_tasks_still_open_not_those_the_run_failed(dead):
+    """With no node alive, a started task fails (node_lost) and the pending ones stay:
+    "left in place" is those, for a later run to retry; the run counted the failed one
+    there too, and the failed one is never retried."""
+    seen(NodeFactory(), 20)  # stale: not a taker
+    TaskFactory(assigned_node=dead, status=IN_PROGRESS, attempts=1)
+    TaskFactory.create_batch(2, assigned_node=dead)
+    out, err = StringIO(), StringIO()
+
+    call_command("collect_failed", stdout=out, stderr=err)
+
+    assert out.getvalue().startswith("failed 1 task(s) (deadline or node lost), reassigned 0 in ")
+    assert err.getvalue() == "no alive node to take 2 task(s) of down nodes: left in place\n"
+    assert Task.objects.filter(assigned_node=dead, status=PENDING).count() == 2
 
 
 def test_a_dry_run_counts_what_would_move_and_changes_nothing(dead, alive):

@@ -206,6 +206,21 @@ def test_a_run_that_only_moves_a_drained_nodes_pending_work_is_not_idle(node, ca
     assert (record.levelno, record.reassigned_count) == (logging.INFO, 1)
 
 
+def test_a_drained_task_no_node_may_take_is_reported_failed_for_a_human_not_left(node):
+    """A drained node's running task that no other node matches is failed for a human
+    (cause drained): the run said nothing of it, whatever FAILOVER is."""
+    drained_past_its_deadline(node)
+    TaskFactory(assigned_node=node, status=TaskStatus.IN_PROGRESS, node_selector={"gpu": "a"})
+    out, err = StringIO(), StringIO()
+
+    call_command("collect_failed", stdout=out, stderr=err)
+
+    assert out.getvalue().startswith("failed 1 expired task(s) in ")
+    assert err.getvalue().startswith("1 task(s) failed for a human, counted among the failed: ")
+    assert "left in place" not in out.getvalue() + err.getvalue()
+    assert Task.objects.get(assigned_node=node).status == TaskStatus.FAILED
+
+
 def test_every_must_be_a_positive_number_of_seconds():
     with pytest.raises(CommandError, match="--every"):
         collect_failed("--every", "0")

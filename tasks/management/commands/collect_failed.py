@@ -8,7 +8,6 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import replace
 
 from django.conf import settings
 from django.core.management import call_command
@@ -110,10 +109,9 @@ class Command(BaseCommand):
                 moved = Task.objects.open_of(down).count() if failover and not held else 0
                 result = FailoverCounts(reassigned=moved, held=held)
             else:
+                # `result`: the moves and failures of drains and failover alike.
                 run, result = sweep_run(batch_size=batch_size, on_batch=progress.batch_done)
                 count, cancelled = run.failed_count, run.cancel_timeout_cancelled
-                # The run's moves, a drain's at its deadline too, not only failover's.
-                result = replace(result, reassigned=run.reassigned_count)
         except DatabaseError as error:
             progress.end_line()
             logger.error(
@@ -156,6 +154,13 @@ class Command(BaseCommand):
             self.stdout.write(f"{verb} {count} expired task(s) in {elapsed:.2f}s")
         if not failover and result.reassigned and verbosity > 0:
             self.stdout.write(f"moved {result.reassigned} task(s) off drained node(s)")
+        if result.unplaced and verbosity > 0:
+            # A drained node's as well as a down node's: failed once, never left in place.
+            self.stderr.write(
+                f"{result.unplaced} task(s) failed for a human, counted among the failed: no"
+                " alive node matches their nodeSelector, or they are pinned to their node"
+                " (a broadcast's)"
+            )
         if cancelled and verbosity > 0:
             verb = "would cancel" if dry_run else "cancelled"
             self.stdout.write(
@@ -184,11 +189,6 @@ class Command(BaseCommand):
         if stranded and verbosity > 0:
             self.stderr.write(
                 f"no alive node to take {stranded} task(s) of down nodes: left in place"
-            )
-        if result.unplaced and verbosity > 0:
-            self.stderr.write(
-                f"{result.unplaced} task(s) of down nodes failed for a human: no alive node"
-                " matches their nodeSelector, or they are pinned to their node (a broadcast's)"
             )
 
 
