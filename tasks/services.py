@@ -867,7 +867,8 @@ def tasks_fail_over(
     to the least-loaded alive node with a fresh deadline; at the limit it
     stays failed for a human. Every row names the system, with cause node_lost.
     When more than FAILOVER_MAX_DOWN_SHARE of the recently alive nodes are down,
-    nothing moves (`failover_held`).
+    nothing moves (`failover_held`). A down node past its drain deadline is left
+    to `tasks_fail_drained`.
     """
     now = now or timezone.now()
     heartbeats.flush()
@@ -888,7 +889,10 @@ def tasks_fail_over(
             },
         )
         return FailoverCounts(held=held)
-    lost = Task.objects.open_of(down)
+    # A node past its drain deadline is not lost, even down (off for its maintenance):
+    # this run's drain step moved what may move, and the rest waits for it (SPEC).
+    drained = set(Node.objects.drain_expired(now).values_list("pk", flat=True))
+    lost = Task.objects.open_of([pk for pk in down if pk not in drained])
     totals, after = FailoverCounts(), None
     while True:
         remaining = lost.filter(pk__gt=after) if after else lost

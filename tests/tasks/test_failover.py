@@ -13,6 +13,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from accounts.models import User
+from nodes.models import Cordon
 from tasks.models import (
     FailureCause,
     HistoryAction,
@@ -238,6 +239,25 @@ def test_the_new_node_claims_a_moved_task_as_its_second_attempt(dead, alive, cli
     claimed = client_for(alive).post("/api/tasks/claim").json()["task"]
 
     assert (claimed["id"], claimed["attempts"], claimed["failureCause"]) == (str(task.pk), 2, None)
+
+
+def test_a_down_node_past_its_drain_deadline_is_left_to_the_drain(dead, alive):
+    """Off for its maintenance, a drained node is not lost (SPEC): its pending task that
+    no alive node matches waits for it, as the drain leaves it, instead of being failed
+    for a human (node_lost); one that may move still moves, by the drain's rule."""
+    Cordon.objects.create(node=dead, reason="disk", drain_deadline=in_hours(-1))
+    waits = TaskFactory(assigned_node=dead, node_selector={"gpu": "true"})
+    moves = TaskFactory(assigned_node=dead)
+
+    _, counts = sweep_run(batch_size=10)
+
+    assert counts == FailoverCounts(reassigned=1)
+    waits.refresh_from_db()
+    assert (waits.status, waits.assigned_node_id, waits.failure_cause) == (PENDING, dead.pk, "")
+    assert history(waits) == []
+    moves.refresh_from_db()
+    assert (moves.status, moves.assigned_node_id) == (PENDING, alive.pk)
+    assert {cause for *_, cause in history(moves)} == {FailureCause.DRAINED}
 
 
 # --- The sweep run: the command and the cron endpoint ---------------------------------------
