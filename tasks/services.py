@@ -774,18 +774,11 @@ def tasks_expire(
 
 def cancels_unanswered(now: datetime):
     """In-progress tasks whose cancel request has gone unanswered for CANCEL_GRACE_SECONDS:
-    the sweep cancels them (`tasks_cancel_unanswered`; its dry run counts them)."""
+    the sweep cancels them (`tasks_cancel_unanswered`; `sweep_preview` counts them)."""
     before = now - timedelta(seconds=settings.CANCEL_GRACE_SECONDS)
     return Task.objects.filter(
         active=True, status=TaskStatus.IN_PROGRESS, cancel_requested_at__lt=before
     )
-
-
-def drained_running(now: datetime):
-    """In-progress tasks of nodes whose drain deadline has passed: the sweep fails them
-    (`tasks_fail_drained`; its dry run counts them)."""
-    drained = Node.objects.drain_expired(now).values("pk")
-    return Task.objects.open_of(drained).filter(status=TaskStatus.IN_PROGRESS)
 
 
 def tasks_cancel_unanswered(
@@ -1195,6 +1188,47 @@ def tasks_fail_drained(*, batch_size: int, now: datetime | None = None) -> Failo
             return totals
         totals += counts
         after = rows[-1].pk
+
+
+class SweepPreview(NamedTuple):
+    """What a sweep run would do now (`sweep_preview`), for `collect_failed --dry-run`."""
+
+    cancelled: int  # unanswered cancel requests it would end (cancel_timeout)
+    failed: int  # expired tasks, and drained nodes' running ones past the deadline
+    drain_moved: int  # tasks it would move off drained nodes (a running one once failed)
+    failover_open: int  # open tasks of down nodes failover would take (0 when held)
+    held: int  # down nodes whose failover it would hold back (FAILOVER_MAX_DOWN_SHARE)
+
+
+def sweep_preview(*, now: datetime | None = None) -> SweepPreview:
+    """What `sweep_run` would do now, nothing written. In a run's order: each step counts
+    only what the steps before it leave open; a drain's moves are asked of the same
+    placement a run asks (`_plan_fail_and_move`, `_targets`), so they count exactly the
+    tasks some node may take. A few queries, and the drained nodes' open tasks read."""
+    now = now or timezone.now()
+    heartbeats.flush()
+    unanswered = cancels_unanswered(now)
+    cancelled = unanswered.count()
+    expired = Task.objects.expired(now).exclude(pk__in=unanswered.values("pk")).count()
+    left = Task.objects.filter(locked_at__gte=now).exclude(pk__in=unanswered.values("pk"))
+    drained = set(Node.objects.drain_expired(now).values_list("pk", flat=True))
+    rows = []
+    if drained:
+        rows = list(driver_rows(left.open_of(drained).order_by("pk"), *MOVED_COLUMNS))
+    running = [row for row in rows if row.status == TaskStatus.IN_PROGRESS]
+    pending = [row for row in rows if row.status != TaskStatus.IN_PROGRESS]
+    placement = Placement(now=now, alive_only=True, flush=False) if rows else None
+    moved = len(_plan_fail_and_move(running, placement, now).moving)
+    if placement:
+        moved += len(_targets(placement, pending, now))
+    held = failover_open = 0
+    if settings.FAILOVER == "reassign":
+        down = list(Node.objects.down(now).values_list("pk", flat=True))
+        held = failover_held(down, now=now)[0] if down else 0
+        lost = [pk for pk in down if pk not in drained]
+        if lost and not held:
+            failover_open = left.open_of(lost).count()
+    return SweepPreview(cancelled, expired + len(running), moved, failover_open, held)
 
 
 def sweep_run(

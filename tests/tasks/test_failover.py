@@ -336,6 +336,18 @@ def test_a_dry_run_counts_what_would_move_and_changes_nothing(dead, alive):
     assert not SweepRun.objects.exists()
 
 
+def test_a_dry_run_counts_an_expired_task_of_a_down_node_once(dead, alive):
+    """A run fails it as expired before failover looks: it is not one to fail over too."""
+    TaskFactory(assigned_node=dead, locked_at=in_hours(-1))
+    out = StringIO()
+
+    call_command("collect_failed", "--dry-run", stdout=out)
+
+    assert out.getvalue() == (
+        "would fail 1 expired task(s); 0 open task(s) of down nodes to fail over\n"
+    )
+
+
 def test_the_cron_endpoint_reports_reassigned_tasks_and_records_the_run(dead, alive, admin_client):
     TaskFactory(assigned_node=dead, status=IN_PROGRESS, attempts=1)
 
