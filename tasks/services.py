@@ -800,18 +800,11 @@ def tasks_expire(
 
 def cancels_unanswered(now: datetime):
     """In-progress tasks whose cancel request has gone unanswered for CANCEL_GRACE_SECONDS:
-    the sweep cancels them (`tasks_cancel_unanswered`; its dry run counts them)."""
+    the sweep cancels them (`tasks_cancel_unanswered`; `sweep_preview` counts them)."""
     before = now - timedelta(seconds=settings.CANCEL_GRACE_SECONDS)
     return Task.objects.filter(
         active=True, status=TaskStatus.IN_PROGRESS, cancel_requested_at__lt=before
     )
-
-
-def drained_running(now: datetime):
-    """In-progress tasks of nodes whose drain deadline has passed: the sweep fails them
-    (`tasks_fail_drained`; its dry run counts them)."""
-    drained = Node.objects.drain_expired(now).values("pk")
-    return Task.objects.open_of(drained).filter(status=TaskStatus.IN_PROGRESS)
 
 
 def tasks_cancel_unanswered(
@@ -861,7 +854,9 @@ def _in_batches(
 class FailoverCounts:
     failed: int = 0  # in progress on a lost node (or out of attempts): failed, cause node_lost
     reassigned: int = 0  # given to an alive node as pending
-    stranded: int = 0  # would have moved, but no node was alive to take them
+    # Left in place: still open on their node, which no alive node could take (a later
+    # run retries them); never a task this run failed.
+    stranded: int = 0
     held: int = 0  # down nodes left alone: too many at once (FAILOVER_MAX_DOWN_SHARE)
     # Failed for a human: no alive node matches their selector, or pinned (a broadcast's).
     unplaced: int = 0
@@ -891,7 +886,8 @@ def tasks_fail_over(
     to the least-loaded alive node with a fresh deadline; at the limit it
     stays failed for a human. Every row names the system, with cause node_lost.
     When more than FAILOVER_MAX_DOWN_SHARE of the recently alive nodes are down,
-    nothing moves (`failover_held`).
+    nothing moves (`failover_held`). A down node past its drain deadline is left
+    to `tasks_fail_drained`.
     """
     now = now or timezone.now()
     heartbeats.flush()
@@ -912,7 +908,10 @@ def tasks_fail_over(
             },
         )
         return FailoverCounts(held=held)
-    lost = Task.objects.open_of(down)
+    # A node past its drain deadline is not lost, even down (off for its maintenance):
+    # this run's drain step moved what may move, and the rest waits for it (SPEC).
+    drained = set(Node.objects.drain_expired(now).values_list("pk", flat=True))
+    lost = Task.objects.open_of([pk for pk in down if pk not in drained])
     totals, after = FailoverCounts(), None
     while True:
         remaining = lost.filter(pk__gt=after) if after else lost
@@ -975,53 +974,76 @@ def _fail_over(rows: list, *, now: datetime) -> FailoverCounts:
     return _fail_and_move(rows, now=now, cause=FailureCause.NODE_LOST)
 
 
+class FailAndMove(NamedTuple):
+    """What `_fail_and_move` does with a batch, decided before anything is written (so a
+    dry run can ask the same question). Each task is in exactly one of `moving`,
+    `unplaced` and `staying`, or in `failing` alone; a moved in-progress task is in
+    `failing` too, since its attempt fails before it moves."""
+
+    moving: list  # (row, target): goes pending to the node placement picked
+    failing: list  # ids failed for the cause, no reason: in progress, or out of attempts
+    unplaced: dict  # id: reason, failed for a human: no node may take it, or pinned
+    staying: list  # rows left in place, still open: no node alive at all; a later run retries
+
+
+def _plan_fail_and_move(rows: list, placement: Placement | None, now: datetime) -> FailAndMove:
+    """`_fail_and_move`'s decision for these tasks (driver rows), each pick counted."""
+    max_attempts = settings.TASK_MAX_ATTEMPTS
+    plan = FailAndMove([], [], {}, [])
+    for row in rows:
+        if row.attempts < max_attempts:
+            if not placement:  # no node alive at all
+                if row.status != TaskStatus.IN_PROGRESS:
+                    plan.staying.append(row)
+                    continue
+            else:
+                selector = _json_value(row.node_selector)
+                target = None if row.pinned else placement.pick(selector, _moved_deadline(row, now))
+                if target is None:
+                    plan.unplaced[row.pk] = PINNED_REASON if row.pinned else NO_MATCH_REASON
+                    continue
+                plan.moving.append((row, target))
+        if row.status == TaskStatus.IN_PROGRESS or row.attempts >= max_attempts:
+            plan.failing.append(row.pk)
+    return plan
+
+
 def _fail_and_move(rows: list, *, now: datetime, cause: str) -> FailoverCounts:
     """Take these locked tasks (driver rows) from their node: an in-progress attempt
     fails for `cause`; then, below TASK_MAX_ATTEMPTS, each moves (`_move_elsewhere`);
-    at the limit it stays failed for a human. Failover and an expired drain share it."""
+    at the limit it stays failed for a human. With no node alive at all, a pending task
+    stays where it is (`stranded`: left in place, for a later run), a started one still
+    fails. Failover and an expired drain share it."""
     max_attempts = settings.TASK_MAX_ATTEMPTS
-    to_move = [row for row in rows if row.attempts < max_attempts]
+    may_move = any(row.attempts < max_attempts for row in rows)
     # Flushed for this batch already; read only when something may move.
-    placement = Placement(now=now, alive_only=True, flush=False) if to_move else None
-    targets, unplaced = {}, {}
-    if placement:  # no node alive at all: everything stays where it is (stranded)
-        for row in to_move:
-            selector = _json_value(row.node_selector)
-            target = None if row.pinned else placement.pick(selector, _moved_deadline(row, now))
-            if target is None:
-                unplaced[row.pk] = PINNED_REASON if row.pinned else NO_MATCH_REASON
-            else:
-                targets[row.pk] = target
-    to_fail = [
-        row.pk
-        for row in rows
-        if row.pk not in unplaced
-        and (row.status == TaskStatus.IN_PROGRESS or row.attempts >= max_attempts)
-    ]
-    failed = _fail(to_fail, actor=None, cause=cause) if to_fail else 0
-    for reason in set(unplaced.values()):
-        ids = [pk for pk, why in unplaced.items() if why == reason]
+    placement = Placement(now=now, alive_only=True, flush=False) if may_move else None
+    plan = _plan_fail_and_move(rows, placement, now)
+    failed = _fail(plan.failing, actor=None, cause=cause) if plan.failing else 0
+    for reason in set(plan.unplaced.values()):
+        ids = [pk for pk, why in plan.unplaced.items() if why == reason]
         failed += _fail(ids, actor=None, cause=cause, reason=reason)
-    if unplaced:
+    if plan.unplaced:
         logger.warning(
             "tasks failed for a human: nowhere they may go",
             extra={
                 "event": "failover_unplaced",
                 "cause": cause,
-                "task_ids": [str(UUID(str(pk))) for pk in unplaced],
+                "task_ids": [str(UUID(str(pk))) for pk in plan.unplaced],
             },
         )
-    counts = FailoverCounts(failed=failed, unplaced=len(unplaced))
-    if not to_move:
-        return counts
-    if not placement:
-        return counts + FailoverCounts(stranded=len(to_move))
-    moving = [(row, targets[row.pk]) for row in to_move if row.pk in targets]
-    if moving:
+    if plan.moving:
+        moving = plan.moving
         _move(moving, now=now, cause=cause)
         kind = "failover" if cause == FailureCause.NODE_LOST else "drain"
         transaction.on_commit(lambda: REASSIGNMENTS.labels(kind).inc(len(moving)))
-    return counts + FailoverCounts(reassigned=len(moving))
+    # A task failed here is not left in place: it is failed (and maybe moved) once.
+    return FailoverCounts(
+        failed=failed,
+        reassigned=len(plan.moving),
+        stranded=len(plan.staying),
+        unplaced=len(plan.unplaced),
+    )
 
 
 def _move_elsewhere(rows: list, *, now: datetime, cause: str, actor=None) -> int:
@@ -1195,11 +1217,53 @@ def tasks_fail_drained(*, batch_size: int, now: datetime | None = None) -> Failo
         after = rows[-1].pk
 
 
+class SweepPreview(NamedTuple):
+    """What a sweep run would do now (`sweep_preview`), for `collect_failed --dry-run`."""
+
+    cancelled: int  # unanswered cancel requests it would end (cancel_timeout)
+    failed: int  # expired tasks, and drained nodes' running ones past the deadline
+    drain_moved: int  # tasks it would move off drained nodes (a running one once failed)
+    failover_open: int  # open tasks of down nodes failover would take (0 when held)
+    held: int  # down nodes whose failover it would hold back (FAILOVER_MAX_DOWN_SHARE)
+
+
+def sweep_preview(*, now: datetime | None = None) -> SweepPreview:
+    """What `sweep_run` would do now, nothing written. In a run's order: each step counts
+    only what the steps before it leave open; a drain's moves are asked of the same
+    placement a run asks (`_plan_fail_and_move`, `_targets`), so they count exactly the
+    tasks some node may take. A few queries, and the drained nodes' open tasks read."""
+    now = now or timezone.now()
+    heartbeats.flush()
+    unanswered = cancels_unanswered(now)
+    cancelled = unanswered.count()
+    expired = Task.objects.expired(now).exclude(pk__in=unanswered.values("pk")).count()
+    left = Task.objects.filter(locked_at__gte=now).exclude(pk__in=unanswered.values("pk"))
+    drained = set(Node.objects.drain_expired(now).values_list("pk", flat=True))
+    rows = []
+    if drained:
+        rows = list(driver_rows(left.open_of(drained).order_by("pk"), *MOVED_COLUMNS))
+    running = [row for row in rows if row.status == TaskStatus.IN_PROGRESS]
+    pending = [row for row in rows if row.status != TaskStatus.IN_PROGRESS]
+    placement = Placement(now=now, alive_only=True, flush=False) if rows else None
+    moved = len(_plan_fail_and_move(running, placement, now).moving)
+    if placement:
+        moved += len(_targets(placement, pending, now))
+    held = failover_open = 0
+    if settings.FAILOVER == "reassign":
+        down = list(Node.objects.down(now).values_list("pk", flat=True))
+        held = failover_held(down, now=now)[0] if down else 0
+        lost = [pk for pk in down if pk not in drained]
+        if lost and not held:
+            failover_open = left.open_of(lost).count()
+    return SweepPreview(cancelled, expired + len(running), moved, failover_open, held)
+
+
 def sweep_run(
     *, batch_size: int, on_batch: Callable[[int], None] | None = None
 ) -> tuple[SweepRun, FailoverCounts]:
     """One run of the sweep, for `collect_failed` and the cron endpoint alike: expire,
-    then (FAILOVER=reassign) fail over, and record the run in SweepRun."""
+    then (FAILOVER=reassign) fail over, and record the run in SweepRun. Returns the run
+    and what its drains and failover did (`FailoverCounts`, the two added up)."""
     started = timezone.now()
     history_after = _last_history_id()
     # Before the expiry: a task its admin asked to cancel ends cancelled, not failed.
@@ -1227,7 +1291,7 @@ def sweep_run(
         )
         _add_to_totals(run)
     sweep_runs_prune(now=started)
-    return run, failover
+    return run, drained + failover
 
 
 def _add_to_totals(run: SweepRun) -> None:

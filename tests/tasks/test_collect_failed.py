@@ -3,16 +3,20 @@
 Basic correctness only; scale and concurrency are in test_sweep*.py.
 """
 
+import logging
 from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from accounts.models import User
 from nodes.models import Cordon
-from tasks.models import HistoryAction, Task, TaskHistory, TaskStatus
+from tasks.models import HistoryAction, SweepRun, Task, TaskHistory, TaskStatus
 from tests.factories import NodeFactory, TaskFactory
 
 pytestmark = pytest.mark.django_db
@@ -139,3 +143,55 @@ def test_a_run_that_only_cancels_says_so_and_logs_it(settings, caplog):
     assert output.startswith("cancelled 1 task(s) whose cancel request went unanswered")
     (record,) = [r for r in caplog.records if r.getMessage() == "sweep finished"]
     assert (record.levelname, record.cancelled_count, record.failed_count) == ("INFO", 1, 0)
+
+
+@pytest.mark.parametrize("failover", ["off", "reassign"])
+def test_a_dry_run_counts_the_moves_a_drains_deadline_would_make(settings, caplog, failover):
+    """At a drain's deadline a run fails the node's running tasks (cause drained) and
+    moves them, and moves its pending ones, where some node may take them: the dry run
+    counted none of those moves. It asks the same placement, and changes nothing."""
+    settings.FAILOVER = failover
+    drained, other = NodeFactory(), NodeFactory()
+    User.objects.filter(pk__in=[drained.pk, other.pk]).update(last_seen=timezone.now())
+    Cordon.objects.create(node=drained, reason="disk", drain_deadline=past())
+    gpu = {"gpu": "true"}  # no other node has it
+    for status, selector in [("in_progress", None), ("pending", None), ("in_progress", gpu)]:
+        TaskFactory(assigned_node=drained, status=status, attempts=1, node_selector=selector)
+    TaskFactory(assigned_node=drained, node_selector=gpu)  # stays, as at the drain
+    TaskFactory(assigned_node=drained, locked_at=past())  # expires first: failed, not moved
+    caplog.set_level(logging.INFO, logger="taskmgmt.sweep")
+
+    predicted = collect_failed("--dry-run").splitlines()
+    assert TaskHistory.objects.exclude(action=HistoryAction.INITIAL_ASSIGN).count() == 0
+    assert not SweepRun.objects.exists()
+    done = collect_failed().splitlines()
+
+    if failover == "off":
+        assert predicted[0].startswith("would fail 3 expired task(s) in ")
+        assert done[0].startswith("failed 3 expired task(s) in ")
+        assert done[1:] == ["moved 2 task(s) off drained node(s)"]
+    else:
+        assert predicted[0] == (
+            "would fail 3 expired task(s); 0 open task(s) of down nodes to fail over"
+        )
+        assert done[0].startswith("failed 3 task(s) (deadline or node lost), reassigned 2 in ")
+    assert predicted[1:] == ["would move 2 task(s) off drained node(s)"]
+    (dry, _) = [r for r in caplog.records if r.getMessage() == "sweep finished"]
+    assert (dry.dry_run, dry.failed_count, dry.reassigned_count) == (True, 3, 2)
+    run = SweepRun.objects.get()
+    assert (run.failed_count, run.reassigned_count) == (3, 2)
+
+
+def test_a_dry_runs_drain_count_costs_the_same_queries_for_few_tasks_or_many(settings):
+    settings.FAILOVER = "reassign"
+    drained, other = NodeFactory(), NodeFactory()
+    User.objects.filter(pk__in=[drained.pk, other.pk]).update(last_seen=timezone.now())
+    Cordon.objects.create(node=drained, reason="disk", drain_deadline=past())
+    TaskFactory.create_batch(2, assigned_node=drained)
+    with CaptureQueriesContext(connection) as few:
+        assert collect_failed("--dry-run").endswith("would move 2 task(s) off drained node(s)\n")
+    TaskFactory.create_batch(30, assigned_node=drained, status=TaskStatus.IN_PROGRESS)
+    with CaptureQueriesContext(connection) as many:
+        assert collect_failed("--dry-run").endswith("would move 32 task(s) off drained node(s)\n")
+
+    assert len(many) == len(few)

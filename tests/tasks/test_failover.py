@@ -13,6 +13,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from accounts.models import User
+from nodes.models import Cordon
 from tasks.models import (
     FailureCause,
     HistoryAction,
@@ -170,7 +171,8 @@ def test_with_no_alive_node_started_tasks_fail_and_pending_ones_wait(dead):
     started = TaskFactory(assigned_node=dead, status=IN_PROGRESS, attempts=1)
     waiting = TaskFactory(assigned_node=dead)
 
-    assert fail_over() == FailoverCounts(failed=1, stranded=2)
+    # The started one is failed, not left in place: only the waiting one is stranded.
+    assert fail_over() == FailoverCounts(failed=1, stranded=1)
 
     started.refresh_from_db()
     waiting.refresh_from_db()
@@ -239,6 +241,25 @@ def test_the_new_node_claims_a_moved_task_as_its_second_attempt(dead, alive, cli
     assert (claimed["id"], claimed["attempts"], claimed["failureCause"]) == (str(task.pk), 2, None)
 
 
+def test_a_down_node_past_its_drain_deadline_is_left_to_the_drain(dead, alive):
+    """Off for its maintenance, a drained node is not lost (SPEC): its pending task that
+    no alive node matches waits for it, as the drain leaves it, instead of being failed
+    for a human (node_lost); one that may move still moves, by the drain's rule."""
+    Cordon.objects.create(node=dead, reason="disk", drain_deadline=in_hours(-1))
+    waits = TaskFactory(assigned_node=dead, node_selector={"gpu": "true"})
+    moves = TaskFactory(assigned_node=dead)
+
+    _, counts = sweep_run(batch_size=10)
+
+    assert counts == FailoverCounts(reassigned=1)
+    waits.refresh_from_db()
+    assert (waits.status, waits.assigned_node_id, waits.failure_cause) == (PENDING, dead.pk, "")
+    assert history(waits) == []
+    moves.refresh_from_db()
+    assert (moves.status, moves.assigned_node_id) == (PENDING, alive.pk)
+    assert {cause for *_, cause in history(moves)} == {FailureCause.DRAINED}
+
+
 # --- The sweep run: the command and the cron endpoint ---------------------------------------
 
 
@@ -285,6 +306,22 @@ def test_collect_failed_says_when_no_node_can_take_the_work(dead):
     assert "no alive node to take 1 task(s)" in err.getvalue()
 
 
+def test_left_in_place_counts_only_the_tasks_still_open_not_those_the_run_failed(dead):
+    """With no node alive, a started task fails (node_lost) and the pending ones stay:
+    "left in place" is those, for a later run to retry; the run counted the failed one
+    there too, and the failed one is never retried."""
+    seen(NodeFactory(), 20)  # stale: not a taker
+    TaskFactory(assigned_node=dead, status=IN_PROGRESS, attempts=1)
+    TaskFactory.create_batch(2, assigned_node=dead)
+    out, err = StringIO(), StringIO()
+
+    call_command("collect_failed", stdout=out, stderr=err)
+
+    assert out.getvalue().startswith("failed 1 task(s) (deadline or node lost), reassigned 0 in ")
+    assert err.getvalue() == "no alive node to take 2 task(s) of down nodes: left in place\n"
+    assert Task.objects.filter(assigned_node=dead, status=PENDING).count() == 2
+
+
 def test_a_dry_run_counts_what_would_move_and_changes_nothing(dead, alive):
     task = TaskFactory(assigned_node=dead, status=IN_PROGRESS)
     out = StringIO()
@@ -297,6 +334,18 @@ def test_a_dry_run_counts_what_would_move_and_changes_nothing(dead, alive):
     task.refresh_from_db()
     assert (task.status, task.assigned_node_id) == (IN_PROGRESS, dead.pk)
     assert not SweepRun.objects.exists()
+
+
+def test_a_dry_run_counts_an_expired_task_of_a_down_node_once(dead, alive):
+    """A run fails it as expired before failover looks: it is not one to fail over too."""
+    TaskFactory(assigned_node=dead, locked_at=in_hours(-1))
+    out = StringIO()
+
+    call_command("collect_failed", "--dry-run", stdout=out)
+
+    assert out.getvalue() == (
+        "would fail 1 expired task(s); 0 open task(s) of down nodes to fail over\n"
+    )
 
 
 def test_the_cron_endpoint_reports_reassigned_tasks_and_records_the_run(dead, alive, admin_client):

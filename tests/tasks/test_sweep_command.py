@@ -17,13 +17,14 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import User
 from nodes.models import Cordon
 from nodes.services import node_cordon
 from taskmgmt.logging import JsonFormatter
-from tasks.models import Task, TaskStatus
+from tasks.models import SweepRun, Task, TaskStatus
 from tests.factories import NodeFactory, TaskFactory
 
 pytestmark = pytest.mark.django_db
@@ -204,6 +205,53 @@ def test_a_run_that_only_moves_a_drained_nodes_pending_work_is_not_idle(node, ca
     assert "moved 1 task(s) off drained node(s)" in out
     (record,) = [r for r in caplog.records if r.getMessage() == "sweep finished"]
     assert (record.levelno, record.reassigned_count) == (logging.INFO, 1)
+
+
+def test_a_drained_task_no_node_may_take_is_reported_failed_for_a_human_not_left(node):
+    """A drained node's running task that no other node matches is failed for a human
+    (cause drained): the run said nothing of it, whatever FAILOVER is."""
+    drained_past_its_deadline(node)
+    TaskFactory(assigned_node=node, status=TaskStatus.IN_PROGRESS, node_selector={"gpu": "a"})
+    out, err = StringIO(), StringIO()
+
+    call_command("collect_failed", stdout=out, stderr=err)
+
+    assert out.getvalue().startswith("failed 1 expired task(s) in ")
+    assert err.getvalue().startswith("1 task(s) failed for a human, counted among the failed: ")
+    assert "left in place" not in out.getvalue() + err.getvalue()
+    assert Task.objects.get(assigned_node=node).status == TaskStatus.FAILED
+
+
+@pytest.mark.parametrize("failover", ["off", "reassign"])
+def test_a_drained_nodes_stuck_tasks_are_retried_quietly_and_move_once_they_may(
+    node, caplog, settings, failover
+):
+    """After a drain's deadline every run tries again to move the pending tasks that had
+    nowhere to go (a node may have become free), but a run that moves none did no work:
+    nothing printed, a DEBUG line, nothing counted. With FAILOVER=reassign and the node
+    down (off for its maintenance), every run reported them "left in place" again."""
+    settings.FAILOVER, settings.NODE_DOWN_AFTER = failover, 30
+    other = NodeFactory()
+    Cordon.objects.create(node=other, reason="full")  # nowhere to go, for now
+    Cordon.objects.create(node=node, reason="disk", drain_deadline=timezone.now())
+    stuck = TaskFactory.create_batch(2, assigned_node=node)
+    User.objects.filter(pk=other.pk).update(last_seen=timezone.now())
+    User.objects.filter(pk=node.pk).update(last_seen=timezone.now() - timedelta(minutes=10))
+    caplog.set_level(logging.DEBUG, logger="taskmgmt.sweep")
+
+    for _ in range(3):
+        out, err = StringIO(), StringIO()
+        call_command("collect_failed", stdout=out, stderr=err)
+        assert (out.getvalue(), err.getvalue()) == ("", "")
+
+    assert {r.levelno for r in caplog.records if r.name == "taskmgmt.sweep"} == {logging.DEBUG}
+    assert not SweepRun.objects.filter(Q(failed_count__gt=0) | Q(reassigned_count__gt=0))
+    assert Task.objects.filter(assigned_node=node, status=TaskStatus.PENDING).count() == 2
+    # A node free again: the next run moves them, and says so.
+    Cordon.objects.filter(node=other).delete()
+    out = collect_failed()
+    assert ("moved 2 task(s)" if failover == "off" else "reassigned 2 ") in out
+    assert {Task.objects.get(pk=task.pk).assigned_node_id for task in stuck} == {other.pk}
 
 
 def test_every_must_be_a_positive_number_of_seconds():

@@ -8,7 +8,6 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import replace
 
 from django.conf import settings
 from django.core.management import call_command
@@ -16,16 +15,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, close_old_connections, reset_queries
 from django.utils import timezone
 
-from nodes import heartbeats
-from nodes.models import Node
-from tasks.models import Task
-from tasks.services import (
-    FailoverCounts,
-    cancels_unanswered,
-    drained_running,
-    failover_held,
-    sweep_run,
-)
+from tasks.services import FailoverCounts, sweep_preview, sweep_run
 
 logger = logging.getLogger("taskmgmt.sweep")
 
@@ -96,24 +86,18 @@ class Command(BaseCommand):
         progress = Progress(self.stdout, verbosity=verbosity, batch_size=batch_size)
         started = time.perf_counter()
         failover = settings.FAILOVER == "reassign"
+        preview = None
         try:
             if dry_run:
-                heartbeats.flush()
-                now = timezone.now()
-                unanswered = cancels_unanswered(now)
-                cancelled = unanswered.count()
-                # As a run goes: unanswered cancels first, then drains and expiries.
-                failing = drained_running(now) | Task.objects.expired(now)
-                count = failing.exclude(pk__in=unanswered.values("pk")).count()
-                down = list(Node.objects.down(now).values_list("pk", flat=True))
-                held = failover_held(down, now=now)[0] if failover and down else 0
-                moved = Task.objects.open_of(down).count() if failover and not held else 0
-                result = FailoverCounts(reassigned=moved, held=held)
+                preview = sweep_preview(now=timezone.now())
+                count, cancelled = preview.failed, preview.cancelled
+                # What would move: off drained nodes, and down nodes' tasks to fail over.
+                moving = preview.drain_moved + preview.failover_open
+                result = FailoverCounts(reassigned=moving, held=preview.held)
             else:
+                # `result`: the moves and failures of drains and failover alike.
                 run, result = sweep_run(batch_size=batch_size, on_batch=progress.batch_done)
                 count, cancelled = run.failed_count, run.cancel_timeout_cancelled
-                # The run's moves, a drain's at its deadline too, not only failover's.
-                result = replace(result, reassigned=run.reassigned_count)
         except DatabaseError as error:
             progress.end_line()
             logger.error(
@@ -150,12 +134,22 @@ class Command(BaseCommand):
             },
         )
         if failover:
-            self.report_failover(count, result, stranded, dry_run, verbosity, elapsed)
+            self.report_failover(count, result, stranded, preview, verbosity, elapsed)
         elif (count and verbosity > 0) or verbosity > 1:
             verb = "would fail" if dry_run else "failed"
             self.stdout.write(f"{verb} {count} expired task(s) in {elapsed:.2f}s")
-        if not failover and result.reassigned and verbosity > 0:
-            self.stdout.write(f"moved {result.reassigned} task(s) off drained node(s)")
+        # A real run with failover counts a drain's moves among those it reassigned.
+        off_drained = preview.drain_moved if dry_run else 0 if failover else result.reassigned
+        if off_drained and verbosity > 0:
+            verb = "would move" if dry_run else "moved"
+            self.stdout.write(f"{verb} {off_drained} task(s) off drained node(s)")
+        if result.unplaced and verbosity > 0:
+            # A drained node's as well as a down node's: failed once, never left in place.
+            self.stderr.write(
+                f"{result.unplaced} task(s) failed for a human, counted among the failed: no"
+                " alive node matches their nodeSelector, or they are pinned to their node"
+                " (a broadcast's)"
+            )
         if cancelled and verbosity > 0:
             verb = "would cancel" if dry_run else "cancelled"
             self.stdout.write(
@@ -163,12 +157,15 @@ class Command(BaseCommand):
                 f" CANCEL_GRACE_SECONDS={settings.CANCEL_GRACE_SECONDS}"
             )
 
-    def report_failover(self, count, result, stranded, dry_run, verbosity, elapsed):
-        if ((count or result.reassigned or stranded) and verbosity > 0) or verbosity > 1:
+    def report_failover(self, count, result, stranded, preview, verbosity, elapsed):
+        dry_run = preview is not None
+        # A dry run's drain moves have a line of their own.
+        moving = preview.failover_open if dry_run else result.reassigned
+        if ((count or moving or stranded) and verbosity > 0) or verbosity > 1:
             if dry_run:
                 self.stdout.write(
                     f"would fail {count} expired task(s); "
-                    f"{result.reassigned} open task(s) of down nodes to fail over"
+                    f"{moving} open task(s) of down nodes to fail over"
                 )
             else:
                 self.stdout.write(
@@ -184,11 +181,6 @@ class Command(BaseCommand):
         if stranded and verbosity > 0:
             self.stderr.write(
                 f"no alive node to take {stranded} task(s) of down nodes: left in place"
-            )
-        if result.unplaced and verbosity > 0:
-            self.stderr.write(
-                f"{result.unplaced} task(s) of down nodes failed for a human: no alive node"
-                " matches their nodeSelector, or they are pinned to their node (a broadcast's)"
             )
 
 
