@@ -995,7 +995,9 @@ def _plan_fail_and_move(rows: list, placement: Placement | None, now: datetime) 
             if not placement:  # no node alive at all
                 if row.status != TaskStatus.IN_PROGRESS:
                     plan.staying.append(row)
-                    continue
+                else:  # its attempt is lost, and no later run retries a failed task
+                    plan.unplaced[row.pk] = NO_NODE_REASON
+                continue
             else:
                 selector = _json_value(row.node_selector)
                 target = None if row.pinned else placement.pick(selector, _moved_deadline(row, now))
@@ -1076,6 +1078,7 @@ def _targets(placement: Placement, rows: list, now: datetime) -> list[tuple]:
 
 # Why failover failed a task instead of moving it: its failureReason.
 NO_MATCH_REASON = "failover: no alive schedulable node matches its nodeSelector"
+NO_NODE_REASON = "failover: no alive schedulable node to take it"
 PINNED_REASON = "failover: pinned to its node (one of a broadcast's tasks)"
 
 

@@ -171,12 +171,14 @@ def test_with_no_alive_node_started_tasks_fail_and_pending_ones_wait(dead):
     started = TaskFactory(assigned_node=dead, status=IN_PROGRESS, attempts=1)
     waiting = TaskFactory(assigned_node=dead)
 
-    # The started one is failed, not left in place: only the waiting one is stranded.
-    assert fail_over() == FailoverCounts(failed=1, stranded=1)
+    # The started one is failed for a human (no later run retries a failed task), not
+    # left in place: only the waiting one is stranded.
+    assert fail_over() == FailoverCounts(failed=1, stranded=1, unplaced=1)
 
     started.refresh_from_db()
     waiting.refresh_from_db()
     assert (started.status, started.failure_cause) == (FAILED, NODE_LOST)
+    assert started.failure_reason == "failover: no alive schedulable node to take it"
     assert (waiting.status, waiting.assigned_node_id) == (PENDING, dead.pk)
     assert history(waiting) == []
 
@@ -318,7 +320,12 @@ def test_left_in_place_counts_only_the_tasks_still_open_not_those_the_run_failed
     call_command("collect_failed", stdout=out, stderr=err)
 
     assert out.getvalue().startswith("failed 1 task(s) (deadline or node lost), reassigned 0 in ")
-    assert err.getvalue() == "no alive node to take 2 task(s) of down nodes: left in place\n"
+    assert err.getvalue().splitlines() == [
+        "no alive node to take 2 task(s) of down nodes: left in place",
+        "1 task(s) failed for a human, counted among the failed: no alive node may take"
+        " them (none is, or none matches their nodeSelector), or they are pinned to their"
+        " node (a broadcast's)",
+    ]
     assert Task.objects.filter(assigned_node=dead, status=PENDING).count() == 2
 
 

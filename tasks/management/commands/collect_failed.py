@@ -147,8 +147,8 @@ class Command(BaseCommand):
             # A drained node's as well as a down node's: failed once, never left in place.
             self.stderr.write(
                 f"{result.unplaced} task(s) failed for a human, counted among the failed: no"
-                " alive node matches their nodeSelector, or they are pinned to their node"
-                " (a broadcast's)"
+                " alive node may take them (none is, or none matches their nodeSelector),"
+                " or they are pinned to their node (a broadcast's)"
             )
         if cancelled and verbosity > 0:
             verb = "would cancel" if dry_run else "cancelled"
