@@ -1419,6 +1419,30 @@ def history_url(**lookups) -> str:
     return f"{reverse('admin:tasks_taskhistory_changelist')}?{urlencode(lookups)}"
 
 
+class DidSomethingFilter(admin.SimpleListFilter):
+    """Runs that failed, moved or cancelled a task or held the failover back, or the
+    rest: a sweep every few seconds (`make run`'s every 5) mostly finds nothing to do."""
+
+    title = "did something"
+    parameter_name = "did_something"
+    DID_SOMETHING = (
+        Q(failed_count__gt=0)
+        | Q(reassigned_count__gt=0)
+        | Q(cancel_timeout_cancelled__gt=0)
+        | Q(failover_held_count__gt=0)
+    )
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Yes"), ("no", "No")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(self.DID_SOMETHING)
+        if self.value() == "no":
+            return queryset.exclude(self.DID_SOMETHING)
+        return queryset
+
+
 @admin.register(SweepRun)
 class SweepRunAdmin(admin.ModelAdmin):
     """The sweep's past runs, newest first, each linked to the history rows it wrote,
@@ -1429,6 +1453,8 @@ class SweepRunAdmin(admin.ModelAdmin):
     rows); a run from before the ranges were kept, those in its time window."""
 
     list_display = ["when", "took", "failed", "reassigned", "by_cause", "held", "all_rows"]
+    # Every run unless asked, as Django's lists do: an empty run says the sweep ran.
+    list_filter = [DidSomethingFilter]
     ordering = ["-started_at"]
     show_full_result_count = False
     list_per_page = 50
