@@ -426,6 +426,30 @@ def refusal(error: Exception) -> str:
 REFUSALS = (ValidationError, DomainError, Task.DoesNotExist)
 
 
+def broadcast_no_match(form) -> str:
+    """The broadcast form's "no node matches", naming its labels field as the form does."""
+    if not form.cleaned_data["labels"]:
+        return "Nothing was broadcast: no node matches (none is active and schedulable)."
+    labels = form.fields["labels"].label.lower()
+    return (
+        f"Nothing was broadcast: no node matches these {labels} (no active, schedulable "
+        "node has all of them)."
+    )
+
+
+# How many nodes a message names before it says "and N more".
+NODES_NAMED = 5
+
+
+def named_nodes(node_ids: list) -> str:
+    """The first few of these nodes' emails, alphabetically, then how many more: a
+    message says where tasks went without growing with the fleet."""
+    emails = User.objects.filter(pk__in=node_ids).order_by("email").values_list("email", flat=True)
+    shown = list(emails[:NODES_NAMED])
+    more = len(node_ids) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+
+
 def is_editable(task) -> bool:
     return task.active and task.status == TaskStatus.PENDING
 
@@ -1031,14 +1055,19 @@ class TaskAdmin(admin.ModelAdmin):
                     priority=data["priority"],
                     node_selector=data["labels"],
                 )
-            except NoNodeMatches as error:
-                form.add_error("labels", str(error))
+            except NoNodeMatches:
+                # The service words it for the API (nodeSelector); the form says it in
+                # its own field's name.
+                form.add_error("labels" if data["labels"] else None, broadcast_no_match(form))
             except REFUSALS as error:
                 # A rule broken between the form's checks and the save (the deadline
                 # passed meanwhile): said above the form, never a 500.
                 form.add_error(None, f"Nothing was broadcast: {refusal(error)}")
             else:
-                self.message_user(request, f"Broadcast {len(tasks)} task(s), one per node.")
+                nodes = named_nodes([task.assigned_node_id for task in tasks])
+                self.message_user(
+                    request, f"Broadcast {len(tasks)} task(s), one per node: {nodes}."
+                )
                 return redirect(CHANGELIST)
         return render(
             request,
@@ -1390,6 +1419,30 @@ def history_url(**lookups) -> str:
     return f"{reverse('admin:tasks_taskhistory_changelist')}?{urlencode(lookups)}"
 
 
+class DidSomethingFilter(admin.SimpleListFilter):
+    """Runs that failed, moved or cancelled a task or held the failover back, or the
+    rest: a sweep every few seconds (`make run`'s every 5) mostly finds nothing to do."""
+
+    title = "did something"
+    parameter_name = "did_something"
+    DID_SOMETHING = (
+        Q(failed_count__gt=0)
+        | Q(reassigned_count__gt=0)
+        | Q(cancel_timeout_cancelled__gt=0)
+        | Q(failover_held_count__gt=0)
+    )
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Yes"), ("no", "No")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(self.DID_SOMETHING)
+        if self.value() == "no":
+            return queryset.exclude(self.DID_SOMETHING)
+        return queryset
+
+
 @admin.register(SweepRun)
 class SweepRunAdmin(admin.ModelAdmin):
     """The sweep's past runs, newest first, each linked to the history rows it wrote,
@@ -1400,6 +1453,8 @@ class SweepRunAdmin(admin.ModelAdmin):
     rows); a run from before the ranges were kept, those in its time window."""
 
     list_display = ["when", "took", "failed", "reassigned", "by_cause", "held", "all_rows"]
+    # Every run unless asked, as Django's lists do: an empty run says the sweep ran.
+    list_filter = [DidSomethingFilter]
     ordering = ["-started_at"]
     show_full_result_count = False
     list_per_page = 50

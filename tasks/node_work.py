@@ -13,6 +13,7 @@ from django.shortcuts import redirect
 from django.urls import reverse
 
 from accounts.models import User
+from nodes.models import Node
 from nodes.node_page import confirmation
 from nodes.work import NodeWork
 from taskmgmt.replica import on_replica
@@ -122,7 +123,24 @@ class TaskWork(NodeWork):
             "moved_away": moved_away(node),
             "activity_url": f"{reverse('admin:activity')}?{urlencode({'node': node.pk})}",
             "form": form,
+            "no_reassign_target": no_reassign_target(node, form),
         }
+
+
+NOT_SCHEDULABLE = (
+    "No other node is schedulable: every other active node is cordoned, draining or in a "
+    "maintenance window. Uncordon one on its page to move these tasks there."
+)
+
+
+def no_reassign_target(node, form) -> str:
+    """Why the reassign offers no node to move to ("" when it offers one): its list is
+    the other schedulable nodes only, and an empty select said nothing."""
+    if form.fields["node"].queryset.exists():
+        return ""
+    if Node.objects.filter(is_active=True).exclude(pk=node.pk).exists():
+        return NOT_SCHEDULABLE
+    return "There is no other active node to move its tasks to."
 
 
 def moved_away(node) -> list[dict]:

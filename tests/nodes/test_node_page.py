@@ -13,6 +13,8 @@ from django.utils import timezone
 
 from accounts.models import User
 from accounts.services import user_deactivate
+from nodes.models import MaintenanceWindow
+from nodes.services import node_cordon, node_drain, node_uncordon
 from tasks.models import HistoryAction, Task, TaskHistory, TaskStatus
 from tests.factories import AdminFactory, NodeFactory, TaskFactory, fleet
 
@@ -221,10 +223,56 @@ def test_reassign_first_asks_saying_how_many_move_and_what_happens_to_deadlines(
 
 
 def test_the_reassign_form_offers_no_deadline(admin_site_client):
-    page = admin_site_client.get(node_url(NodeFactory())).content.decode()
+    source, _ = NodeFactory.create_batch(2)  # the form shows with a node to move to
+    page = admin_site_client.get(node_url(source)).content.decode()
     form = page.split('id="tm-reassign"')[1].split("</form>")[0]
     assert re.search(r'name="locked_at"(?![^>]*value=)', form)
     assert "REASSIGN_DEADLINE_MINUTES" not in page
+
+
+def reassign_panel(client, node) -> str:
+    return client.get(node_url(node)).content.decode().split('id="tm-node-actions"')[1]
+
+
+def test_the_reassign_says_why_it_offers_no_node_when_no_other_is_schedulable(
+    admin_site_client,
+):
+    """The list holds the other active nodes that are not cordoned, draining or in a
+    maintenance window; with none, an empty select said nothing."""
+    source, cordoned, draining, away, gone = NodeFactory.create_batch(5)
+    TaskFactory(assigned_node=source)
+    node_cordon(node_id=cordoned.pk, reason="fan", actor=None)
+    node_drain(node_id=draining.pk, reason="disk", actor=None)
+    now = timezone.now()
+    MaintenanceWindow.objects.create(
+        node=away,
+        starts_at=now - timedelta(minutes=5),
+        ends_at=now + timedelta(hours=1),
+        reason="kernel",
+    )
+    user_deactivate(user=gone)
+
+    panel = reassign_panel(admin_site_client, source)
+
+    assert 'name="node"' not in panel
+    assert (
+        "No other node is schedulable: every other active node is cordoned, draining or "
+        "in a maintenance window." in panel
+    )
+
+    node_uncordon(node_id=cordoned.pk, reason="fixed", actor=None)
+    panel = reassign_panel(admin_site_client, source)
+    assert f'<option value="{cordoned.pk}">' in panel and "No other node" not in panel
+
+
+def test_the_reassign_says_so_when_there_is_no_other_active_node(admin_site_client):
+    source, gone = NodeFactory.create_batch(2)
+    user_deactivate(user=gone)
+
+    panel = reassign_panel(admin_site_client, source)
+
+    assert 'name="node"' not in panel
+    assert "There is no other active node to move its tasks to." in panel
 
 
 def test_deactivate_writes_is_active_alone():

@@ -73,7 +73,10 @@ INVALID_SCHEDULING_POSTS = {
 
 
 @pytest.mark.parametrize("post", INVALID_SCHEDULING_POSTS.values(), ids=INVALID_SCHEDULING_POSTS)
-def test_an_invalid_scheduling_form_leaves_the_reassign_form_unbound(admin_site_client, node, post):
+def test_an_invalid_scheduling_form_leaves_the_reassign_form_unbound(
+    admin_site_client, node, other_node, post
+):
+    # other_node: the reassign form shows only with a node to move the tasks to.
     response = admin_site_client.post(page(node), post, follow=True)
 
     assert response.status_code == 200

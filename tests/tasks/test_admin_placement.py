@@ -1,6 +1,7 @@
 """Placement in the admin site: tasks filtered by node label and by priority, the task
 form's priority and selector, and "reassign by label" through placement."""
 
+import html
 from datetime import timedelta
 
 import pytest
@@ -9,6 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from nodes.models import NodeLabels
+from nodes.services import node_cordon
 from tasks.models import HistoryAction, Task, TaskHistory, TaskStatus
 from tests.factories import NodeFactory, TaskFactory
 
@@ -187,6 +189,48 @@ def test_a_broadcast_that_cannot_be_done_creates_nothing(admin_site_client, form
 
     assert response.status_code == 200
     assert message in response.content.decode()
+    assert not Task.objects.exists()
+
+
+def test_a_broadcast_says_how_many_tasks_it_made_and_names_their_nodes(admin_site_client):
+    for email in ("b@example.com", "a@example.com"):
+        labelled({"gpu": "true"}, email=email)
+    labelled({"gpu": "false"}, email="c@example.com")
+
+    response = admin_site_client.post(BROADCAST, broadcast_form())
+
+    messages = [str(m) for m in get_messages(response.wsgi_request)]
+    assert messages == ["Broadcast 2 task(s), one per node: a@example.com, b@example.com."]
+
+
+def test_a_broadcast_to_many_nodes_names_the_first_few_and_counts_the_rest(admin_site_client):
+    for letter in "gfedcba":
+        labelled({"gpu": "true"}, email=f"{letter}@example.com")
+
+    response = admin_site_client.post(BROADCAST, broadcast_form())
+
+    messages = [str(m) for m in get_messages(response.wsgi_request)]
+    assert messages == [
+        "Broadcast 7 task(s), one per node: a@example.com, b@example.com, c@example.com, "
+        "d@example.com, e@example.com and 2 more."
+    ]
+
+
+@pytest.mark.parametrize(
+    ("labels", "said"),
+    [
+        ("gpu=true", "Nothing was broadcast: no node matches these node labels"),
+        ("", "Nothing was broadcast: no node matches (none is active and schedulable)"),
+    ],
+)
+def test_a_broadcast_with_no_match_says_so_in_the_forms_own_words(admin_site_client, labels, said):
+    """The form's field is "Node labels": the API's nodeSelector means nothing there."""
+    node_cordon(node_id=labelled({"gpu": "false"}).pk, reason="disk swap", actor=None)
+
+    page = admin_site_client.post(BROADCAST, broadcast_form(labels=labels)).content.decode()
+
+    assert said in html.unescape(page)
+    assert "nodeSelector" not in page
     assert not Task.objects.exists()
 
 

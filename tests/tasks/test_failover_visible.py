@@ -73,6 +73,37 @@ def test_the_runs_page_links_each_run_to_exactly_the_tasks_it_moved(admin_site_c
     }
 
 
+def recorded_run(minutes_ago: int, **counts) -> SweepRun:
+    """A run as the sweep records one: every count by cause 0 unless given (None for a
+    run from before they were kept: pass them as None)."""
+    started = timezone.now() - timedelta(minutes=minutes_ago)
+    zeros = {count.field: 0 for count in SWEEP_CAUSE_COUNTS}
+    return SweepRun.objects.create(started_at=started, finished_at=started, **{**zeros, **counts})
+
+
+def test_the_runs_page_filters_the_runs_that_did_something(admin_site_client):
+    """Under `make run` the sweep runs every 5 s, and most runs find nothing to do."""
+    idle = recorded_run(1)
+    failed = recorded_run(2, failed_count=1, deadline_failed=1)
+    moved = recorded_run(
+        3, failed_count=1, node_lost_failed=1, reassigned_count=2, node_lost_moved=2
+    )
+    cancelled = recorded_run(4, cancel_timeout_cancelled=1)
+    held = recorded_run(5, failover_held_count=3)
+    idle_before_causes = recorded_run(6, **{c.field: None for c in SWEEP_CAUSE_COUNTS})
+
+    def listed(query: str) -> list:
+        response = admin_site_client.get(f"{RUNS}?{query}")
+        assert response.status_code == 200
+        return [run.pk for run in response.context["cl"].result_list]
+
+    assert listed("did_something=yes") == [run.pk for run in (failed, moved, cancelled, held)]
+    assert listed("did_something=no") == [idle.pk, idle_before_causes.pk]
+    assert len(listed("")) == 6  # every run unless asked: nothing is hidden by default
+    page = admin_site_client.get(RUNS).content.decode()
+    assert "By did something" in page and "?did_something=yes" in page
+
+
 def test_the_dashboard_shows_tasks_moved_in_24_h_beside_failures(admin_site_client, failed_over):
     page = admin_site_client.get(reverse("admin:index")).content.decode()
 
