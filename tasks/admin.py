@@ -22,6 +22,7 @@ from nodes.models import Liveness, Node, NodeCordoned, NodeLabels, check_schedul
 from taskmgmt.exceptions import DomainError
 from taskmgmt.replica import ReplicaCountPaginator
 from tasks.forms import (
+    NO_SCHEDULABLE_NODE,
     BroadcastForm,
     CancelForm,
     LabelReassignForm,
@@ -1165,6 +1166,8 @@ class TaskAdmin(admin.ModelAdmin):
             request,
             queryset,
             action="reassign",
+            # An empty list of nodes said nothing of why.
+            details=() if form.fields["node"].queryset.exists() else (NO_SCHEDULABLE_NODE,),
             intro=(
                 f"{preview['moving']} of the selected tasks go back to pending for the chosen "
                 f"node ({preview['in_progress']} of them in progress: their node stops working "

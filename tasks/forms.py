@@ -21,6 +21,13 @@ class CancelForm(forms.Form):
     )
 
 
+# What the task list's reassign says when its node list is empty.
+NO_SCHEDULABLE_NODE = (
+    "No node is schedulable now: every active node is cordoned, draining or in a "
+    "maintenance window. Uncordon one on its page to reassign these tasks to it."
+)
+
+
 class ReassignForm(forms.Form):
     node = forms.ModelChoiceField(queryset=Node.objects.none())
     locked_at = forms.DateTimeField(

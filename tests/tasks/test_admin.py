@@ -16,6 +16,8 @@ from django.utils import timezone
 from django.utils.html import escape
 
 from nodes import heartbeats
+from nodes.models import Node
+from nodes.services import node_cordon, node_uncordon
 from tasks.actor import acting_as
 from tasks.admin import DELETED_READ_ONLY, PENDING_ONLY
 from tasks.models import HistoryAction, Task, TaskHistory, TaskStatus, deadline_text
@@ -850,6 +852,19 @@ def test_the_reassign_page_says_how_many_move_and_which_deadlines_renew(
     # No deadline is offered for everyone, and no setting's name is shown.
     assert 'name="locked_at"' in page and "REASSIGN_DEADLINE_MINUTES" not in page
     assert not re.search(r'name="locked_at"[^>]*value=', page)
+
+
+def test_the_reassign_page_says_why_it_offers_no_node(admin_site_client, admin_user):
+    task = TaskFactory(status=TaskStatus.FAILED)
+    for node in Node.objects.all():
+        node_cordon(node_id=node.pk, reason="maintenance", actor=admin_user)
+
+    page = html.unescape(run_action(admin_site_client, "reassign", [task]).content.decode())
+
+    assert "No node is schedulable now: every active node is cordoned" in page
+    node_uncordon(node_id=task.assigned_node_id, reason="back", actor=admin_user)
+    page = html.unescape(run_action(admin_site_client, "reassign", [task]).content.decode())
+    assert "No node is schedulable" not in page
 
 
 @pytest.mark.parametrize(
