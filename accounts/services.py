@@ -7,6 +7,7 @@ so a user's tokens can all be revoked at once; access tokens carry a digest
 of the password hash (CHECK_REVOKE_TOKEN), so a new password revokes them.
 """
 
+from django.contrib.auth.hashers import make_password
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -97,13 +98,23 @@ def tokens_rotate(*, refresh: str) -> dict[str, str]:
 
 @transaction.atomic
 def user_change_password(*, user: User, password: str) -> None:
-    """Set a new password and revoke every token issued before it."""
-    user.set_password(password)
-    _write(user, password=user.password)
-    unrevoked = OutstandingToken.objects.filter(
-        user=user, expires_at__gt=timezone.now(), blacklistedtoken__isnull=True
-    )
-    BlacklistedToken.objects.bulk_create(BlacklistedToken(token=token) for token in unrevoked)
+    """Set a new password and revoke every token issued before it.
+
+    The UPDATE names the hash the old password was checked against: of two changes
+    in flight at once only the first is made, and the other finds the old password
+    wrong (401), as it would a moment later, rather than both answering 200.
+    """
+    checked, new_hash = user.password, make_password(password)  # hashed outside the transaction
+    with transaction.atomic():
+        if not User.objects.filter(pk=user.pk, password=checked).update(password=new_hash):
+            if User.objects.filter(pk=user.pk).exists():
+                raise AuthenticationFailed("The old password is wrong.")
+            raise AuthenticationFailed(_("User not found"), code="user_not_found")
+        user.password = new_hash
+        unrevoked = OutstandingToken.objects.filter(
+            user=user, expires_at__gt=timezone.now(), blacklistedtoken__isnull=True
+        )
+        BlacklistedToken.objects.bulk_create(BlacklistedToken(token=token) for token in unrevoked)
 
 
 def user_deactivate(*, user: User) -> None:

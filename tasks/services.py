@@ -581,10 +581,19 @@ def tasks_cancel(*, task_ids: Iterable[UUID], reason: str = "") -> Cancels:
 
 
 @transaction.atomic
-def task_set_active(*, task: Task, active: bool) -> None:
-    """Soft delete (active=False) hides a task everywhere; restore brings it back."""
+@transaction.atomic
+def task_set_active(*, task_id: UUID, active: bool) -> Task:
+    """Soft delete (active=False) hides a task everywhere; restore brings it back.
+
+    Row-locked, so of two concurrent deletes one writes the row and its history and
+    the other finds no such task (Task.DoesNotExist), as the next request would.
+    """
+    task = Task.objects.select_for_update().filter(pk=task_id, active=not active).first()
+    if task is None:
+        raise Task.DoesNotExist(f"No task {task_id} is {'deleted' if active else 'active'}.")
     task.active = active
     task.save(update_fields=["active", "updated_at"])
+    return task
 
 
 @transaction.atomic

@@ -396,7 +396,8 @@ class TaskViewSet(viewsets.GenericViewSet):
         responses={200: MessageSerializer, **error_responses(401, 403, 404, 429)},
     )
     def destroy(self, request, **kwargs):
-        services.task_set_active(task=self.get_object(), active=False)
+        task = self.get_object()
+        existing_task(services.task_set_active, task_id=task.pk, active=False)
         return Response({"message": "Task deleted."})
 
     @extend_schema(

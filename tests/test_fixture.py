@@ -2,6 +2,7 @@
 
 import re
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from tasks.models import (
     Task,
     TaskHistory,
     TaskStatus,
+    deadline_text,
 )
 
 pytestmark = pytest.mark.django_db
@@ -42,10 +44,22 @@ def assert_history_tells_the_story(task):
     assert first.from_value is None
     assert first.performed_by_id in admin_ids
     assert first.created_at == task.created_at
+    assert str(first.node_id) == first.to_value, f"{task.name}: the row's node"
 
     node, status, starts, cause, active = first.to_value, TaskStatus.PENDING, 0, "", True
+    # The deadline it was created with: the first change's old value, else the one it has.
+    moves = [row for row in later if row.action == HistoryAction.DEADLINE_CHANGE]
+    deadline = moves[0].from_value if moves else deadline_text(task.locked_at)
     for row in later:
         assert row.created_at >= first.created_at
+        # Each row names the task's node once its change is made (TaskHistory.node).
+        holder = row.to_value if row.action == HistoryAction.ASSIGNEE_CHANGE else node
+        assert str(row.node_id) == holder, f"{task.name}: the row's node"
+        if row.action == HistoryAction.DEADLINE_CHANGE:
+            assert row.from_value == deadline, f"{task.name}: deadline chain broken"
+            assert row.performed_by_id in admin_ids
+            deadline = row.to_value
+            continue
         if row.action in (HistoryAction.SOFT_DELETE, HistoryAction.RESTORE):
             assert active is (row.action == HistoryAction.SOFT_DELETE), f"{task.name}: active"
             assert row.performed_by_id in admin_ids
@@ -62,9 +76,10 @@ def assert_history_tells_the_story(task):
             continue
         assert row.action == HistoryAction.STATUS_CHANGE
         assert row.from_value == status, f"{task.name}: status chain broken"
-        if row.performed_by_id is None:  # the sweep
+        if row.performed_by_id is None:  # the sweep, once the deadline in force had passed
             assert row.from_value in OPEN_STATUSES and row.to_value == TaskStatus.FAILED
             assert row.cause == FailureCause.DEADLINE
+            assert datetime.fromisoformat(deadline) <= row.created_at, f"{task.name}: not due"
         elif row.performed_by_id in admin_ids:  # a reassignment sends it back, or a cancel
             assert row.to_value in (TaskStatus.PENDING, TaskStatus.CANCELLED)
         else:  # the assigned node at that moment, by the rules
@@ -77,6 +92,7 @@ def assert_history_tells_the_story(task):
         status = row.to_value
 
     assert node == str(task.assigned_node_id), f"{task.name}: latest assignee"
+    assert deadline == deadline_text(task.locked_at), f"{task.name}: latest deadline"
     assert status == task.status, f"{task.name}: latest status"
     assert starts == task.attempts, f"{task.name}: attempts"
     if task.status == TaskStatus.FAILED:

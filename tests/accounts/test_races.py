@@ -157,6 +157,30 @@ def test_a_profile_edit_in_flight_does_not_undo_a_deactivation():
 @pytest.mark.mysql
 @ROW_LOCKS
 @pytest.mark.django_db(transaction=True)
+def test_a_password_change_in_flight_across_another_is_refused_not_made_too():
+    # Both answered 200 and the later write won: the other client was told its password
+    # was one it was not.
+    node = NodeFactory()
+    token = token_for(node)
+    first = "the-first-new-passphrase"
+
+    def change_password():
+        services.user_change_password(user=User.objects.get(pk=node.pk), password=first)
+
+    def update_password():
+        body = {"oldPassword": PASSWORD, "newPassword": NEW_PASSWORD}
+        return bearer(token).put("/api/auth/update-password", body)
+
+    answer = in_flight_across(change_password, update_password)
+
+    assert assert_json_error(answer, 401)["message"] == "The old password is wrong."
+    assert login(node.email, NEW_PASSWORD).status_code == 401
+    assert login(node.email, first).status_code == 200
+
+
+@pytest.mark.mysql
+@ROW_LOCKS
+@pytest.mark.django_db(transaction=True)
 def test_an_admin_edit_in_flight_does_not_undo_a_password_change(admin_site_client):
     node = NodeFactory()
     form = {"email": node.email, "name": "Renamed", "role": node.role, "is_active": "on"}

@@ -4,10 +4,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from tasks.models import HistoryAction, Task, TaskHistory, TaskStatus, deadline_text
 from tests.api import TASK_FIELDS
+from tests.concurrency import at_once
 from tests.factories import AdminFactory, NodeFactory, TaskFactory
 
 pytestmark = pytest.mark.django_db
@@ -518,3 +520,17 @@ def test_deleting_a_deleted_task_is_404(admin_client, node):
     task = TaskFactory(assigned_node=node, active=False)
 
     assert admin_client.delete(f"/api/tasks/{task.pk}").status_code == 404
+
+
+@pytest.mark.mysql
+@pytest.mark.skipif(connection.vendor == "sqlite", reason="needs row locks: one writer on SQLite")
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_deletes_of_one_task_delete_it_once(admin_user, node):
+    # Four DELETEs sent at once answered 200 twice and wrote two soft_delete rows.
+    task = TaskFactory(assigned_node=node)
+
+    answers = at_once(admin_user, [lambda client: client.delete(f"/api/tasks/{task.pk}")] * 4)
+
+    assert sorted(answer.status_code for answer in answers) == [200, 404, 404, 404]
+    deletes = TaskHistory.objects.filter(task=task, action=HistoryAction.SOFT_DELETE)
+    assert deletes.count() == 1
