@@ -96,7 +96,6 @@ def tokens_rotate(*, refresh: str) -> dict[str, str]:
     return tokens_issue(user=user)
 
 
-@transaction.atomic
 def user_change_password(*, user: User, password: str) -> None:
     """Set a new password and revoke every token issued before it.
 

@@ -581,7 +581,6 @@ def tasks_cancel(*, task_ids: Iterable[UUID], reason: str = "") -> Cancels:
 
 
 @transaction.atomic
-@transaction.atomic
 def task_set_active(*, task_id: UUID, active: bool) -> Task:
     """Soft delete (active=False) hides a task everywhere; restore brings it back.
 
