@@ -244,7 +244,9 @@ def tasks_broadcast(
     now = timezone.now()
     targets = Placement(now=now).matching(selector)
     if not targets:
-        raise NoNodeMatches("no node matches: no schedulable node has the nodeSelector's labels")
+        # Without a selector there were no labels to have: every node is unschedulable.
+        labels = "schedulable node has the nodeSelector's labels"
+        raise NoNodeMatches(f"no node matches: no {labels if selector else 'node is schedulable'}")
     tasks = [
         Task(
             name=name,
@@ -1032,7 +1034,7 @@ def _fail_and_move(rows: list, *, now: datetime, cause: str) -> FailoverCounts:
     failed = _fail(plan.failing, actor=None, cause=cause) if plan.failing else 0
     for reason in set(plan.unplaced.values()):
         ids = [pk for pk, why in plan.unplaced.items() if why == reason]
-        failed += _fail(ids, actor=None, cause=cause, reason=reason)
+        failed += _fail(ids, actor=None, cause=cause, reason=_step_reason(reason, cause))
     if plan.unplaced:
         logger.warning(
             "tasks failed for a human: nowhere they may go",
@@ -1088,6 +1090,12 @@ def _targets(placement: Placement, rows: list, now: datetime) -> list[tuple]:
 NO_MATCH_REASON = "failover: no alive schedulable node matches its nodeSelector"
 NO_NODE_REASON = "failover: no alive schedulable node to take it"
 PINNED_REASON = "failover: pinned to its node (one of a broadcast's tasks)"
+
+
+def _step_reason(reason: str, cause: str) -> str:
+    """The reasons above name failover; a drain's deadline fails with them too, and its
+    failure then names the drain, as its cause does."""
+    return reason.replace("failover:", "drain:", 1) if cause == FailureCause.DRAINED else reason
 
 
 def _json_value(text):

@@ -11,6 +11,7 @@ from django.utils import timezone
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from nodes.models import NodeLabels
+from nodes.services import node_cordon
 from tasks.models import HistoryAction, Task, TaskHistory
 from tests.api import TASK_FIELDS, assert_json_error
 from tests.factories import AdminFactory, NodeFactory
@@ -73,6 +74,17 @@ def test_a_null_selector_is_every_active_node_as_on_create(admin_client, node, o
     tasks = response.json()["tasks"]
     assert sorted(t["assignedNode"] for t in tasks) == sorted([str(node.pk), str(other_node.pk)])
     assert {t["nodeSelector"] for t in tasks} == {None}
+
+
+def test_with_no_selector_and_no_schedulable_node_the_409_names_no_labels(
+    admin_client, admin_user, node
+):
+    node_cordon(node_id=node.pk, reason="maintenance", actor=admin_user)
+
+    body_ = assert_json_error(broadcast(admin_client, body()), 409)
+
+    assert body_["message"] == "no node matches: no node is schedulable"
+    assert not Task.objects.exists()
 
 
 def test_no_matching_node_is_a_409_and_creates_nothing(admin_client, node):

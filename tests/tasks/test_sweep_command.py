@@ -24,7 +24,7 @@ from accounts.models import User
 from nodes.models import Cordon
 from nodes.services import node_cordon
 from taskmgmt.logging import JsonFormatter
-from tasks.models import SweepRun, Task, TaskStatus
+from tasks.models import FailureCause, SweepRun, Task, TaskStatus
 from tests.factories import NodeFactory, TaskFactory
 
 pytestmark = pytest.mark.django_db
@@ -219,7 +219,10 @@ def test_a_drained_task_no_node_may_take_is_reported_failed_for_a_human_not_left
     assert out.getvalue().startswith("failed 1 expired task(s) in ")
     assert err.getvalue().startswith("1 task(s) failed for a human, counted among the failed: ")
     assert "left in place" not in out.getvalue() + err.getvalue()
-    assert Task.objects.get(assigned_node=node).status == TaskStatus.FAILED
+    task = Task.objects.get(assigned_node=node)
+    assert (task.status, task.failure_cause) == (TaskStatus.FAILED, FailureCause.DRAINED)
+    # Its reason says which step failed it, as its cause does (it read "failover: …").
+    assert task.failure_reason == "drain: no alive schedulable node matches its nodeSelector"
 
 
 @pytest.mark.parametrize("failover", ["off", "reassign"])
