@@ -1,6 +1,7 @@
 """The API's JSON parser: DRF's, with the failure it lets through turned into a 400;
 and the one route-wide exception to the request body's size limit."""
 
+import codecs
 import functools
 from io import BytesIO
 
@@ -13,13 +14,25 @@ from taskmgmt.exceptions import PayloadTooLarge
 
 class JSONParser(parsers.JSONParser):
     """Python's json raises RecursionError, not ValueError, on deeply nested
-    input, which DRF's parser let through as a 500."""
+    input, which DRF's parser let through as a 500; and refuses a body that starts
+    with a UTF-8 byte order mark, which the original's Express parser skipped."""
 
     def parse(self, stream, media_type=None, parser_context=None):
         try:
-            return super().parse(stream, media_type, parser_context)
+            return super().parse(past_bom(stream), media_type, parser_context)
         except RecursionError as error:
             raise ParseError("JSON parse error - nested too deeply.") from error
+
+
+def past_bom(stream):
+    """`stream`, read from past a UTF-8 byte order mark if it starts with one."""
+    head = stream.read(len(codecs.BOM_UTF8))
+    if head == codecs.BOM_UTF8:
+        return stream
+    if stream.seekable():  # DRF's and the hot path's: the body, in memory
+        stream.seek(0)
+        return stream
+    return BytesIO(head + stream.read())
 
 
 def body_up_to(setting: str):

@@ -90,6 +90,16 @@ def test_malformed_json_is_a_400(body):
     assert "JSON parse error" in body["message"]
 
 
+def test_a_body_that_starts_with_a_utf8_byte_order_mark_is_read_past_it():
+    """Express's parser (the original's) skipped it; Python's json refused it (a 400)."""
+    body = "\ufeff" + '{"username": "nobody@example.com", "password": "wrong"}'
+
+    response = post_raw(body.encode("utf-8"))
+
+    assert_json_error(response, 401)  # read: the credentials, not the body, are wrong
+    assert_json_error(post_raw(b"\xef\xbb\xbf"), 400)  # a mark and nothing after it
+
+
 @pytest.mark.parametrize("depth", [10_000, 200_000])
 def test_deeply_nested_json_is_a_400_not_a_500(depth):
     nested = "[" * depth + "]" * depth

@@ -225,6 +225,24 @@ def test_a_hot_request_is_answered_without_django_and_as_django_answers_it(
     assert without_times(hot[2], also) == without_times(django[2], also)
 
 
+def test_a_body_with_a_byte_order_mark_stays_on_the_hot_path(node, in_progress):
+    report = {"taskId": str(in_progress.pk), "percent": 7}
+    counting = Counting()
+
+    status, _, body = call(
+        hot_paths.HotPaths(counting),
+        environ(
+            "PUT",
+            "/api/tasks/progress",
+            body=b"\xef\xbb\xbf" + json.dumps(report).encode(),
+            token=token_for(node),
+        ),
+    )
+
+    assert (status, counting.calls) == (200, 0)
+    assert body["task"]["progress"]["percent"] == 7
+
+
 def test_a_progress_report_on_the_hot_path_is_stored(node, in_progress):
     report = {"taskId": str(in_progress.pk), "percent": 55, "message": "m", "checkpoint": [1]}
     counting = Counting()
