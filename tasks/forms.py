@@ -6,7 +6,7 @@ from django import forms
 from django.conf import settings
 from django.utils import timezone
 
-from nodes.models import Node, labels_errors
+from nodes.models import Liveness, Node, labels_errors
 from tasks.models import CANCEL_REASON_MAX_LENGTH, PRIORITY_MAX, PRIORITY_MIN, validate_future
 from tasks.templatetags.moments import moment
 
@@ -28,8 +28,19 @@ NO_SCHEDULABLE_NODE = (
 )
 
 
+class NodeChoiceField(forms.ModelChoiceField):
+    """A node to give tasks to, its liveness named unless alive: schedulable is about
+    cordons and windows, so a down node is offered, and must not look like the rest."""
+
+    def label_from_instance(self, node) -> str:
+        liveness = getattr(node, "liveness", Liveness.ALIVE)
+        if liveness == Liveness.ALIVE:
+            return str(node)
+        return f"{node} ({Liveness(liveness).label.lower()})"
+
+
 class ReassignForm(forms.Form):
-    node = forms.ModelChoiceField(queryset=Node.objects.none())
+    node = NodeChoiceField(queryset=Node.objects.none())
     locked_at = forms.DateTimeField(
         label="New deadline for all (optional)",
         required=False,
@@ -45,7 +56,7 @@ class ReassignForm(forms.Form):
         assign rule), so one click cannot give a thousand tasks the same minute."""
         super().__init__(*args, **kwargs)
         # A cordoned or draining node takes no new work: it is not offered.
-        nodes = Node.objects.schedulable()
+        nodes = Node.objects.schedulable().with_liveness()
         self.fields["node"].queryset = nodes.exclude(pk=source.pk) if source else nodes
         if source is not None:
             self.fields["node"].label = "Reassign all its open tasks to"

@@ -854,6 +854,19 @@ def test_the_reassign_page_says_how_many_move_and_which_deadlines_renew(
     assert not re.search(r'name="locked_at"[^>]*value=', page)
 
 
+def test_the_reassign_page_names_a_node_s_liveness_unless_alive(admin_site_client):
+    task = TaskFactory(status=TaskStatus.FAILED)
+    alive = NodeFactory(last_seen=timezone.now())
+    down = NodeFactory(last_seen=timezone.now() - timedelta(days=1))
+    new = NodeFactory(last_seen=None)
+
+    page = html.unescape(run_action(admin_site_client, "reassign", [task]).content.decode())
+
+    assert f">{alive}</option>" in page
+    assert f">{down} (down)</option>" in page
+    assert f">{new} (never seen)</option>" in page
+
+
 def test_the_reassign_page_says_why_it_offers_no_node(admin_site_client, admin_user):
     task = TaskFactory(status=TaskStatus.FAILED)
     for node in Node.objects.all():
