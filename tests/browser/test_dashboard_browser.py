@@ -97,7 +97,8 @@ def test_reassign_a_nodes_two_open_tasks_from_its_page_and_read_their_history(br
     browser.find_element(By.LINK_TEXT, "Source node").click()
     wait_for(browser, "#tm-node-actions")
     assert browser.find_element(By.ID, "tm-node-liveness-state").text == "Never seen"
-    Select(browser.find_element(By.ID, "id_node")).select_by_visible_text(str(target))
+    # A node not alive is named with its liveness in the list.
+    Select(browser.find_element(By.ID, "id_node")).select_by_visible_text(f"{target} (never seen)")
     browser.find_element(By.CSS_SELECTOR, "#tm-reassign input[type=submit]").click()
 
     # A confirmation page first: how many move, where, and what happens to deadlines.
