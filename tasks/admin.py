@@ -485,7 +485,9 @@ class TaskAdminForm(forms.ModelForm):
         task = self.instance
         if not task._state.adding and not is_editable(task):
             raise ValidationError(
-                DELETED_READ_ONLY if not task.active else PENDING_ONLY.format(status=task.status)
+                DELETED_READ_ONLY
+                if not task.active
+                else PENDING_ONLY.format(status=task.get_status_display().lower())
             )
         node = cleaned.get("assigned_node")
         if node is None and task._state.adding and "assigned_node" not in self.errors:

@@ -449,8 +449,9 @@ def test_a_started_task_is_read_only_in_its_form(admin_site_client, status):
     )
 
     assert response.status_code == 200
+    # The status as the page shows it ("in progress"), never its stored "in_progress".
     assert response.context["adminform"].form.non_field_errors() == [
-        PENDING_ONLY.format(status=status)
+        PENDING_ONLY.format(status=status.label.lower())
     ]
     unchanged = Task.objects.get(pk=task.pk)
     assert (unchanged.name, unchanged.assigned_node_id) == (task.name, task.assigned_node_id)
