@@ -415,6 +415,30 @@ def down_node_warning(node) -> str | None:
     return f"{node} is down (last seen {ago} ago): {then}."
 
 
+def broadcast_down_warning(node_ids: list) -> str | None:
+    """What an admin should hear when a broadcast gave tasks to nodes that are down (their
+    beats waiting in Redis count): a broadcast's task is pinned, so failover never moves
+    it to a live node, as it would a task given to one node."""
+    nodes = list(Node.objects.filter(pk__in=node_ids, last_seen__isnull=False).only("last_seen"))
+    beats = heartbeats.pending([node.pk for node in nodes])
+    now = timezone.now()
+    down = [
+        node.pk
+        for node in nodes
+        if liveness_of(max(filter(None, [node.last_seen, beats.get(node.pk)])), now)
+        == Liveness.DOWN
+    ]
+    if not down:
+        return None
+    then = (
+        "the sweep's failover fails their tasks for a human (a broadcast's task is pinned"
+        " to its node, never moved)"
+        if settings.FAILOVER == "reassign"
+        else "their tasks wait until they beat again (FAILOVER is off)"
+    )
+    return f"{len(down)} of these node(s) are down: {named_nodes(down)}; {then}."
+
+
 def refusal(error: Exception) -> str:
     """What a service's refusal says, in a message: a rule broken between the page's
     checks and the save (a node started the task, a node was cordoned meanwhile)."""
@@ -1071,6 +1095,9 @@ class TaskAdmin(admin.ModelAdmin):
                 self.message_user(
                     request, f"Broadcast {len(tasks)} task(s), one per node: {nodes}."
                 )
+                down = broadcast_down_warning([task.assigned_node_id for task in tasks])
+                if down:
+                    self.message_user(request, down, messages.WARNING)
                 return redirect(CHANGELIST)
         return render(
             request,
