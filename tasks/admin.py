@@ -18,7 +18,15 @@ from django.utils.safestring import mark_safe
 
 from accounts.models import Role, User
 from nodes import heartbeats
-from nodes.models import Liveness, Node, NodeCordoned, NodeLabels, check_schedulable, liveness_of
+from nodes.models import (
+    Liveness,
+    Node,
+    NodeCordoned,
+    NodeLabels,
+    check_schedulable,
+    liveness_case,
+    liveness_of,
+)
 from taskmgmt.exceptions import DomainError
 from taskmgmt.replica import ReplicaCountPaginator
 from tasks.forms import (
@@ -29,6 +37,7 @@ from tasks.forms import (
     ReassignForm,
     deadline_outcome,
     deadline_plan,
+    node_label,
 )
 from tasks.models import (
     EDITED_FIELDS,
@@ -492,6 +501,12 @@ class TaskAdminForm(forms.ModelForm):
         # Left empty (or out, by an older form): the default, as in the API.
         if "priority" in self.fields:  # not when the task is read-only
             self.fields["priority"].required = False
+        if "assigned_node" in self.fields:
+            # Its liveness named unless alive, as the reassign lists name it: a down node
+            # is offered (schedulable is about cordons) and must not look like the rest.
+            field = self.fields["assigned_node"]
+            field.queryset = field.queryset.annotate(liveness=liveness_case(timezone.now()))
+            field.label_from_instance = node_label
         if self.instance._state.adding and "assigned_node" in self.fields:
             # As the API's create: with a node selector, placement may pick the node.
             self.fields["assigned_node"].required = False

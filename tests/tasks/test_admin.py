@@ -868,6 +868,22 @@ def test_the_reassign_page_names_a_node_s_liveness_unless_alive(admin_site_clien
     assert f">{new} (never seen)</option>" in page
 
 
+def test_the_task_form_names_a_node_s_liveness_unless_alive(admin_site_client):
+    """As the reassign lists: a down node is offered on the add and edit pages too, and
+    must not look like the rest (the warning came only after the save)."""
+    alive = NodeFactory(last_seen=timezone.now())
+    down = NodeFactory(last_seen=timezone.now() - timedelta(days=1))
+    new = NodeFactory(last_seen=None)
+    task = TaskFactory(assigned_node=alive)
+
+    for url in (ADD, change_url(task)):
+        page = html.unescape(admin_site_client.get(url).content.decode())
+
+        assert f">{alive}</option>" in page
+        assert f">{down} (down)</option>" in page
+        assert f">{new} (never seen)</option>" in page
+
+
 def test_the_reassign_page_says_why_it_offers_no_node(admin_site_client, admin_user):
     task = TaskFactory(status=TaskStatus.FAILED)
     for node in Node.objects.all():
