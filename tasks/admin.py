@@ -1059,6 +1059,7 @@ class TaskAdmin(admin.ModelAdmin):
             self.message_user(request, f"Nothing was done: {refusal(error)}", messages.ERROR)
             return back
         self.message_user(request, f"{text} {deadline_change(task.locked_at, moved.locked_at)}")
+        self.warn_if_down(request, moved.assigned_node)
         return back
 
     def get_inline_instances(self, request, obj=None):
