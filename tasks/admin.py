@@ -18,7 +18,15 @@ from django.utils.safestring import mark_safe
 
 from accounts.models import Role, User
 from nodes import heartbeats
-from nodes.models import Liveness, Node, NodeCordoned, NodeLabels, check_schedulable, liveness_of
+from nodes.models import (
+    Liveness,
+    Node,
+    NodeCordoned,
+    NodeLabels,
+    check_schedulable,
+    liveness_case,
+    liveness_of,
+)
 from taskmgmt.exceptions import DomainError
 from taskmgmt.replica import ReplicaCountPaginator
 from tasks.forms import (
@@ -29,6 +37,7 @@ from tasks.forms import (
     ReassignForm,
     deadline_outcome,
     deadline_plan,
+    node_label,
 )
 from tasks.models import (
     EDITED_FIELDS,
@@ -415,6 +424,30 @@ def down_node_warning(node) -> str | None:
     return f"{node} is down (last seen {ago} ago): {then}."
 
 
+def broadcast_down_warning(node_ids: list) -> str | None:
+    """What an admin should hear when a broadcast gave tasks to nodes that are down (their
+    beats waiting in Redis count): a broadcast's task is pinned, so failover never moves
+    it to a live node, as it would a task given to one node."""
+    nodes = list(Node.objects.filter(pk__in=node_ids, last_seen__isnull=False).only("last_seen"))
+    beats = heartbeats.pending([node.pk for node in nodes])
+    now = timezone.now()
+    down = [
+        node.pk
+        for node in nodes
+        if liveness_of(max(filter(None, [node.last_seen, beats.get(node.pk)])), now)
+        == Liveness.DOWN
+    ]
+    if not down:
+        return None
+    then = (
+        "the sweep's failover fails their tasks for a human (a broadcast's task is pinned"
+        " to its node, never moved)"
+        if settings.FAILOVER == "reassign"
+        else "their tasks wait until they beat again (FAILOVER is off)"
+    )
+    return f"{len(down)} of these node(s) are down: {named_nodes(down)}; {then}."
+
+
 def refusal(error: Exception) -> str:
     """What a service's refusal says, in a message: a rule broken between the page's
     checks and the save (a node started the task, a node was cordoned meanwhile)."""
@@ -468,6 +501,12 @@ class TaskAdminForm(forms.ModelForm):
         # Left empty (or out, by an older form): the default, as in the API.
         if "priority" in self.fields:  # not when the task is read-only
             self.fields["priority"].required = False
+        if "assigned_node" in self.fields:
+            # Its liveness named unless alive, as the reassign lists name it: a down node
+            # is offered (schedulable is about cordons) and must not look like the rest.
+            field = self.fields["assigned_node"]
+            field.queryset = field.queryset.annotate(liveness=liveness_case(timezone.now()))
+            field.label_from_instance = node_label
         if self.instance._state.adding and "assigned_node" in self.fields:
             # As the API's create: with a node selector, placement may pick the node.
             self.fields["assigned_node"].required = False
@@ -485,7 +524,9 @@ class TaskAdminForm(forms.ModelForm):
         task = self.instance
         if not task._state.adding and not is_editable(task):
             raise ValidationError(
-                DELETED_READ_ONLY if not task.active else PENDING_ONLY.format(status=task.status)
+                DELETED_READ_ONLY
+                if not task.active
+                else PENDING_ONLY.format(status=task.get_status_display().lower())
             )
         node = cleaned.get("assigned_node")
         if node is None and task._state.adding and "assigned_node" not in self.errors:
@@ -1018,6 +1059,7 @@ class TaskAdmin(admin.ModelAdmin):
             self.message_user(request, f"Nothing was done: {refusal(error)}", messages.ERROR)
             return back
         self.message_user(request, f"{text} {deadline_change(task.locked_at, moved.locked_at)}")
+        self.warn_if_down(request, moved.assigned_node)
         return back
 
     def get_inline_instances(self, request, obj=None):
@@ -1069,6 +1111,9 @@ class TaskAdmin(admin.ModelAdmin):
                 self.message_user(
                     request, f"Broadcast {len(tasks)} task(s), one per node: {nodes}."
                 )
+                down = broadcast_down_warning([task.assigned_node_id for task in tasks])
+                if down:
+                    self.message_user(request, down, messages.WARNING)
                 return redirect(CHANGELIST)
         return render(
             request,

@@ -33,10 +33,16 @@ class NodeChoiceField(forms.ModelChoiceField):
     cordons and windows, so a down node is offered, and must not look like the rest."""
 
     def label_from_instance(self, node) -> str:
-        liveness = getattr(node, "liveness", Liveness.ALIVE)
-        if liveness == Liveness.ALIVE:
-            return str(node)
-        return f"{node} ({Liveness(liveness).label.lower()})"
+        return node_label(node)
+
+
+def node_label(node) -> str:
+    """A node as a list of targets names it: its liveness (annotated, `with_liveness` or
+    `liveness_case`) in brackets unless alive."""
+    liveness = getattr(node, "liveness", Liveness.ALIVE)
+    if liveness == Liveness.ALIVE:
+        return str(node)
+    return f"{node} ({Liveness(liveness).label.lower()})"
 
 
 class ReassignForm(forms.Form):

@@ -138,6 +138,13 @@ def test_every_tasks_history_is_consistent_with_the_task(demo):
         assert_history_tells_the_story(task)
 
 
+def test_the_demo_history_ids_grow_with_time(demo):
+    """The activity feed and the node page read history newest first by id (keyset), as
+    rows are written: a demo row out of order showed a 2020 row above 2025's."""
+    times = list(TaskHistory.objects.order_by("id").values_list("created_at", flat=True))
+    assert times == sorted(times)
+
+
 def test_the_demo_shows_a_reassignment_and_a_sweep_failure(demo):
     actions = Counter(Task.objects.values_list("history__action", flat=True))
     assert actions[HistoryAction.ASSIGNEE_CHANGE] >= 1

@@ -449,8 +449,9 @@ def test_a_started_task_is_read_only_in_its_form(admin_site_client, status):
     )
 
     assert response.status_code == 200
+    # The status as the page shows it ("in progress"), never its stored "in_progress".
     assert response.context["adminform"].form.non_field_errors() == [
-        PENDING_ONLY.format(status=status)
+        PENDING_ONLY.format(status=status.label.lower())
     ]
     unchanged = Task.objects.get(pk=task.pk)
     assert (unchanged.name, unchanged.assigned_node_id) == (task.name, task.assigned_node_id)
@@ -865,6 +866,22 @@ def test_the_reassign_page_names_a_node_s_liveness_unless_alive(admin_site_clien
     assert f">{alive}</option>" in page
     assert f">{down} (down)</option>" in page
     assert f">{new} (never seen)</option>" in page
+
+
+def test_the_task_form_names_a_node_s_liveness_unless_alive(admin_site_client):
+    """As the reassign lists: a down node is offered on the add and edit pages too, and
+    must not look like the rest (the warning came only after the save)."""
+    alive = NodeFactory(last_seen=timezone.now())
+    down = NodeFactory(last_seen=timezone.now() - timedelta(days=1))
+    new = NodeFactory(last_seen=None)
+    task = TaskFactory(assigned_node=alive)
+
+    for url in (ADD, change_url(task)):
+        page = html.unescape(admin_site_client.get(url).content.decode())
+
+        assert f">{alive}</option>" in page
+        assert f">{down} (down)</option>" in page
+        assert f">{new} (never seen)</option>" in page
 
 
 def test_the_reassign_page_says_why_it_offers_no_node(admin_site_client, admin_user):

@@ -203,6 +203,38 @@ def test_a_broadcast_says_how_many_tasks_it_made_and_names_their_nodes(admin_sit
     assert messages == ["Broadcast 2 task(s), one per node: a@example.com, b@example.com."]
 
 
+@pytest.mark.parametrize(
+    ("failover", "then"),
+    [
+        (
+            "reassign",
+            "the sweep's failover fails their tasks for a human (a broadcast's task is pinned"
+            " to its node, never moved).",
+        ),
+        ("off", "their tasks wait until they beat again (FAILOVER is off)."),
+    ],
+)
+def test_a_broadcast_to_a_down_node_says_so(admin_site_client, settings, failover, then):
+    """As a task added for, or reassigned to, a down node: said when it is made, not
+    found out when the sweep fails it (a broadcast's task is never moved)."""
+    settings.FAILOVER = failover
+    labelled({"gpu": "true"}, email="alive@example.com", last_seen=timezone.now())
+    labelled({"gpu": "true"}, email="new@example.com", last_seen=None)
+    labelled(
+        {"gpu": "true"},
+        email="down@example.com",
+        last_seen=timezone.now() - timedelta(hours=1),
+    )
+
+    response = admin_site_client.post(BROADCAST, broadcast_form())
+
+    messages = [str(m) for m in get_messages(response.wsgi_request)]
+    assert messages == [
+        "Broadcast 3 task(s), one per node: alive@example.com, down@example.com, new@example.com.",
+        f"1 of these node(s) are down: down@example.com; {then}",
+    ]
+
+
 def test_a_broadcast_to_many_nodes_names_the_first_few_and_counts_the_rest(admin_site_client):
     for letter in "gfedcba":
         labelled({"gpu": "true"}, email=f"{letter}@example.com")

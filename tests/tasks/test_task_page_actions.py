@@ -59,6 +59,27 @@ def test_reassign_from_the_page_keeps_a_far_deadline(admin_site_client, admin_us
     assert row.performed_by_id == admin_user.pk
 
 
+def test_reassign_or_retry_on_the_page_to_a_down_node_says_so(admin_site_client, settings):
+    """As the list's reassign and the task form: nothing will start it there, said when
+    it is moved, not found out when failover moves it again."""
+    settings.FAILOVER = "off"
+    down = NodeFactory(last_seen=timezone.now() - timedelta(hours=3))
+    running = TaskFactory(status=TaskStatus.IN_PROGRESS)
+    failed = TaskFactory(status=TaskStatus.FAILED, assigned_node=down)
+    warning = (
+        f"{down} is down (last seen 3 h ago): its pending tasks wait until it beats again"
+        " (FAILOVER is off)."
+    )
+
+    reassigned = admin_site_client.post(
+        act_url(running), {"action": "reassign", "node": down.pk, "locked_at": ""}
+    )
+    retried = admin_site_client.post(act_url(failed), {"action": "retry"})
+
+    assert messages_of(reassigned)[-1] == warning
+    assert messages_of(retried)[-1] == warning
+
+
 def test_retry_puts_a_failed_task_back_with_a_fresh_deadline(admin_site_client, settings):
     settings.REASSIGN_DEADLINE_MINUTES = 60
     task = TaskFactory(status=TaskStatus.FAILED, failure_cause=FailureCause.DEADLINE)
