@@ -407,11 +407,16 @@ PENDING_ONLY = (
 DELETED_READ_ONLY = "A soft-deleted task cannot be edited; restore it first (an action)."
 
 
+def last_seen(node, pending: dict):
+    """When the node was last seen: its stored stamp, or a later beat waiting in Redis
+    for its flush (`heartbeats.pending`)."""
+    return max(filter(None, [node.last_seen, pending.get(node.pk)]), default=None)
+
+
 def down_node_warning(node) -> str | None:
     """What an admin should hear on giving a pending task to a node that is down (its
     beats waiting in Redis count): nothing will start it there."""
-    beats = [node.last_seen, heartbeats.pending([node.pk]).get(node.pk)]
-    seen = max(filter(None, beats), default=None)
+    seen = last_seen(node, heartbeats.pending([node.pk]))
     now = timezone.now()
     if liveness_of(seen, now) != Liveness.DOWN:
         return None
@@ -431,12 +436,7 @@ def broadcast_down_warning(node_ids: list) -> str | None:
     nodes = list(Node.objects.filter(pk__in=node_ids, last_seen__isnull=False).only("last_seen"))
     beats = heartbeats.pending([node.pk for node in nodes])
     now = timezone.now()
-    down = [
-        node.pk
-        for node in nodes
-        if liveness_of(max(filter(None, [node.last_seen, beats.get(node.pk)])), now)
-        == Liveness.DOWN
-    ]
+    down = [node.pk for node in nodes if liveness_of(last_seen(node, beats), now) == Liveness.DOWN]
     if not down:
         return None
     then = (
