@@ -55,6 +55,7 @@ from tasks.models import (
 from tasks.placement import NoNodeMatches, check_node_matches, node_for
 from tasks.selectors import reassign_preview
 from tasks.services import (
+    failover_held,
     task_assign,
     task_create,
     task_update,
@@ -420,13 +421,23 @@ def down_node_warning(node) -> str | None:
     now = timezone.now()
     if liveness_of(seen, now) != Liveness.DOWN:
         return None
-    then = (
-        "the sweep's failover moves its pending tasks to a live node"
-        if settings.FAILOVER == "reassign"
-        else "its pending tasks wait until it beats again (FAILOVER is off)"
-    )
+    if settings.FAILOVER != "reassign":
+        then = "its pending tasks wait until it beats again (FAILOVER is off)"
+    elif failover_held_now(now):
+        then = (
+            "its pending tasks wait: too many nodes are down at once for the sweep's "
+            "failover (FAILOVER_MAX_DOWN_SHARE), which holds back until fewer are"
+        )
+    else:
+        then = "the sweep's failover moves its pending tasks to a live node"
     ago = duration((now - seen).total_seconds())
     return f"{node} is down (last seen {ago} ago): {then}."
+
+
+def failover_held_now(now) -> bool:
+    """Whether the sweep would hold failover back now (FAILOVER_MAX_DOWN_SHARE)."""
+    down = list(Node.objects.down(now).values_list("pk", flat=True))
+    return bool(failover_held(down, now=now)[0])
 
 
 def broadcast_down_warning(node_ids: list) -> str | None:
@@ -439,12 +450,18 @@ def broadcast_down_warning(node_ids: list) -> str | None:
     down = [node.pk for node in nodes if liveness_of(last_seen(node, beats), now) == Liveness.DOWN]
     if not down:
         return None
-    then = (
-        "the sweep's failover fails their tasks for a human (a broadcast's task is pinned"
-        " to its node, never moved)"
-        if settings.FAILOVER == "reassign"
-        else "their tasks wait until they beat again (FAILOVER is off)"
-    )
+    if settings.FAILOVER != "reassign":
+        then = "their tasks wait until they beat again (FAILOVER is off)"
+    elif failover_held_now(now):
+        then = (
+            "their tasks wait: too many nodes are down at once for the sweep's failover "
+            "(FAILOVER_MAX_DOWN_SHARE), which holds back until fewer are"
+        )
+    else:
+        then = (
+            "the sweep's failover fails their tasks for a human (a broadcast's task is"
+            " pinned to its node, never moved)"
+        )
     return f"{len(down)} of these node(s) are down: {named_nodes(down)}; {then}."
 
 

@@ -293,6 +293,22 @@ def test_a_task_given_to_a_down_node_says_so(admin_site_client, settings, failov
     assert f"{down} is down (last seen 2 h 5 min ago): {then}" in messages_of(response)
 
 
+def test_a_down_node_s_warning_says_when_the_failover_guard_holds(admin_site_client, settings):
+    """Two of three recently alive nodes down: the sweep fails nobody over
+    (FAILOVER_MAX_DOWN_SHARE), so the warning must not promise a move."""
+    settings.FAILOVER = "reassign"
+    settings.NODE_HEARTBEAT_SECONDS, settings.NODE_DOWN_AFTER = 10, 30
+    NodeFactory(last_seen=timezone.now())
+    down, _ = NodeFactory.create_batch(2, last_seen=timezone.now() - timedelta(seconds=60))
+
+    response = admin_site_client.post(ADD, task_form(down))
+
+    (warning,) = [message for message in messages_of(response) if "is down" in message]
+
+    assert "too many nodes are down at once" in warning and "FAILOVER_MAX_DOWN_SHARE" in warning
+    assert "moves" not in warning
+
+
 def test_a_task_given_to_a_live_or_new_node_gets_no_warning(admin_site_client):
     for node in (NodeFactory(last_seen=timezone.now()), NodeFactory(last_seen=None)):
         response = admin_site_client.post(ADD, task_form(node))
