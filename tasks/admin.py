@@ -414,9 +414,10 @@ def last_seen(node, pending: dict):
     return max(filter(None, [node.last_seen, pending.get(node.pk)]), default=None)
 
 
-def down_node_warning(node) -> str | None:
+def down_node_warning(node, *, pinned: bool = False) -> str | None:
     """What an admin should hear on giving a pending task to a node that is down (its
-    beats waiting in Redis count): nothing will start it there."""
+    beats waiting in Redis count): nothing will start it there. `pinned`: a broadcast's
+    task, which failover fails rather than moves."""
     seen = last_seen(node, heartbeats.pending([node.pk]))
     now = timezone.now()
     if liveness_of(seen, now) != Liveness.DOWN:
@@ -428,6 +429,8 @@ def down_node_warning(node) -> str | None:
             "its pending tasks wait: too many nodes are down at once for the sweep's "
             "failover (FAILOVER_MAX_DOWN_SHARE), which holds back until fewer are"
         )
+    elif pinned:
+        then = "the sweep's failover fails this task for a human (a broadcast's, pinned to it)"
     else:
         then = "the sweep's failover moves its pending tasks to a live node"
     ago = duration((now - seen).total_seconds())
@@ -1076,7 +1079,7 @@ class TaskAdmin(admin.ModelAdmin):
             self.message_user(request, f"Nothing was done: {refusal(error)}", messages.ERROR)
             return back
         self.message_user(request, f"{text} {deadline_change(task.locked_at, moved.locked_at)}")
-        self.warn_if_down(request, moved.assigned_node)
+        self.warn_if_down(request, moved.assigned_node, pinned=moved.pinned)
         return back
 
     def get_inline_instances(self, request, obj=None):
@@ -1153,10 +1156,11 @@ class TaskAdmin(admin.ModelAdmin):
             obj.pk = task.pk
             obj._state.adding = False
         if task.status == TaskStatus.PENDING:
-            self.warn_if_down(request, Node.objects.get(pk=task.assigned_node_id))
+            node = Node.objects.get(pk=task.assigned_node_id)
+            self.warn_if_down(request, node, pinned=task.pinned)
 
-    def warn_if_down(self, request, node) -> None:
-        warning = down_node_warning(node)
+    def warn_if_down(self, request, node, *, pinned: bool = False) -> None:
+        warning = down_node_warning(node, pinned=pinned)
         if warning:
             self.message_user(request, warning, messages.WARNING)
 

@@ -309,6 +309,19 @@ def test_a_down_node_s_warning_says_when_the_failover_guard_holds(admin_site_cli
     assert "moves" not in warning
 
 
+def test_a_broadcast_s_task_edited_onto_a_down_node_is_said_to_fail_not_move(
+    admin_site_client, settings
+):
+    settings.FAILOVER = "reassign"
+    down = NodeFactory(last_seen=timezone.now() - timedelta(hours=2))
+    task = TaskFactory(assigned_node=down, pinned=True)
+
+    response = admin_site_client.post(change_url(task), task_form(down) | NO_INLINE_FORMS)
+
+    (warning,) = [message for message in messages_of(response) if "is down" in message]
+    assert "fails this task for a human (a broadcast's, pinned to it)" in warning
+
+
 def test_a_task_given_to_a_live_or_new_node_gets_no_warning(admin_site_client):
     for node in (NodeFactory(last_seen=timezone.now()), NodeFactory(last_seen=None)):
         response = admin_site_client.post(ADD, task_form(node))
