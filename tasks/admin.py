@@ -1186,6 +1186,9 @@ class TaskAdmin(admin.ModelAdmin):
                 "intro": intro,
                 "changes": changes,
                 "submit": submit if action.startswith("reassign") else f"{submit} ({eligible})",
+                # None of the selected would change: no button (a red "Cancel tasks (0)"
+                # offered to do nothing), only the way back.
+                "nothing": eligible == 0,
                 # Failing, cancelling and hiding tasks take something away: styled as
                 # Django's delete.
                 "destructive": action in ("mark_failed", "soft_delete", "cancel_tasks"),

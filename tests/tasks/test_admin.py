@@ -884,6 +884,17 @@ def test_the_reassign_page_says_how_many_move_and_which_deadlines_renew(
     assert not re.search(r'name="locked_at"[^>]*value=', page)
 
 
+@pytest.mark.parametrize("action", ["mark_failed", "cancel_tasks"])
+def test_a_confirmation_with_nothing_to_change_offers_no_button(admin_site_client, action):
+    done = TaskFactory(status=TaskStatus.COMPLETED)
+
+    page = html.unescape(run_action(admin_site_client, action, [done]).content.decode())
+
+    assert "0 of the 1 selected task(s) change." in page
+    assert 'name="apply"' not in page
+    assert "No, take me back" in page
+
+
 def test_the_reassign_page_names_a_node_s_liveness_unless_alive(admin_site_client):
     task = TaskFactory(status=TaskStatus.FAILED)
     alive = NodeFactory(last_seen=timezone.now())
