@@ -19,13 +19,12 @@ from django.utils.safestring import mark_safe
 from accounts.models import Role, User
 from nodes import heartbeats
 from nodes.models import (
-    Liveness,
     Node,
     NodeCordoned,
     NodeLabels,
     check_schedulable,
     liveness_case,
-    liveness_of,
+    liveness_cutoffs,
 )
 from taskmgmt.exceptions import DomainError
 from taskmgmt.replica import ReplicaCountPaginator
@@ -408,63 +407,66 @@ PENDING_ONLY = (
 DELETED_READ_ONLY = "A soft-deleted task cannot be edited; restore it first (an action)."
 
 
-def last_seen(node, pending: dict):
-    """When the node was last seen: its stored stamp, or a later beat waiting in Redis
-    for its flush (`heartbeats.pending`)."""
-    return max(filter(None, [node.last_seen, pending.get(node.pk)]), default=None)
+def down_among(nodes: list, now) -> dict:
+    """{node: when last seen} of those of `nodes` that are down now: a beat waiting in
+    Redis for its flush counts. One read of Redis and of the liveness cutoffs for all."""
+    beats = heartbeats.pending([node.pk for node in nodes])
+    _, down_before = liveness_cutoffs(now)
+    down = {}
+    for node in nodes:
+        seen = max(filter(None, [node.last_seen, beats.get(node.pk)]), default=None)
+        if seen is not None and seen < down_before:
+            down[node] = seen
+    return down
+
+
+def failover_outlook(now) -> str:
+    """What the sweep does now with a down node's tasks: "off" (FAILOVER is off), "held"
+    (too many nodes down at once: FAILOVER_MAX_DOWN_SHARE), or "on"."""
+    if settings.FAILOVER != "reassign":
+        return "off"
+    down = list(Node.objects.down(now).values_list("pk", flat=True))
+    return "held" if failover_held(down, now=now)[0] else "on"
+
+
+HELD_BACK = (
+    "too many nodes are down at once for the sweep's failover (FAILOVER_MAX_DOWN_SHARE), "
+    "which holds back until fewer are"
+)
 
 
 def down_node_warning(node, *, pinned: bool = False) -> str | None:
-    """What an admin should hear on giving a pending task to a node that is down (its
-    beats waiting in Redis count): nothing will start it there. `pinned`: a broadcast's
-    task, which failover fails rather than moves."""
-    seen = last_seen(node, heartbeats.pending([node.pk]))
+    """What an admin should hear on giving a pending task to a node that is down: nothing
+    will start it there. `pinned`: a broadcast's task, which failover fails, not moves."""
     now = timezone.now()
-    if liveness_of(seen, now) != Liveness.DOWN:
+    seen = down_among([node], now).get(node)
+    if seen is None:
         return None
-    if settings.FAILOVER != "reassign":
-        then = "its pending tasks wait until it beats again (FAILOVER is off)"
-    elif failover_held_now(now):
-        then = (
-            "its pending tasks wait: too many nodes are down at once for the sweep's "
-            "failover (FAILOVER_MAX_DOWN_SHARE), which holds back until fewer are"
-        )
-    elif pinned:
-        then = "the sweep's failover fails this task for a human (a broadcast's, pinned to it)"
-    else:
-        then = "the sweep's failover moves its pending tasks to a live node"
+    then = {
+        "off": "its pending tasks wait until it beats again (FAILOVER is off)",
+        "held": f"its pending tasks wait: {HELD_BACK}",
+        "on": "the sweep's failover fails this task for a human (a broadcast's, pinned to it)"
+        if pinned
+        else "the sweep's failover moves its pending tasks to a live node",
+    }[failover_outlook(now)]
     ago = duration((now - seen).total_seconds())
     return f"{node} is down (last seen {ago} ago): {then}."
 
 
-def failover_held_now(now) -> bool:
-    """Whether the sweep would hold failover back now (FAILOVER_MAX_DOWN_SHARE)."""
-    down = list(Node.objects.down(now).values_list("pk", flat=True))
-    return bool(failover_held(down, now=now)[0])
-
-
 def broadcast_down_warning(node_ids: list) -> str | None:
-    """What an admin should hear when a broadcast gave tasks to nodes that are down (their
-    beats waiting in Redis count): a broadcast's task is pinned, so failover never moves
-    it to a live node, as it would a task given to one node."""
-    nodes = list(Node.objects.filter(pk__in=node_ids, last_seen__isnull=False).only("last_seen"))
-    beats = heartbeats.pending([node.pk for node in nodes])
+    """What an admin should hear when a broadcast gave tasks to nodes that are down: a
+    broadcast's task is pinned, so failover never moves it, as it would a task of one node."""
     now = timezone.now()
-    down = [node.pk for node in nodes if liveness_of(last_seen(node, beats), now) == Liveness.DOWN]
+    nodes = list(Node.objects.filter(pk__in=node_ids, last_seen__isnull=False).only("last_seen"))
+    down = [node.pk for node in down_among(nodes, now)]
     if not down:
         return None
-    if settings.FAILOVER != "reassign":
-        then = "their tasks wait until they beat again (FAILOVER is off)"
-    elif failover_held_now(now):
-        then = (
-            "their tasks wait: too many nodes are down at once for the sweep's failover "
-            "(FAILOVER_MAX_DOWN_SHARE), which holds back until fewer are"
-        )
-    else:
-        then = (
-            "the sweep's failover fails their tasks for a human (a broadcast's task is"
-            " pinned to its node, never moved)"
-        )
+    then = {
+        "off": "their tasks wait until they beat again (FAILOVER is off)",
+        "held": f"their tasks wait: {HELD_BACK}",
+        "on": "the sweep's failover fails their tasks for a human (a broadcast's task is"
+        " pinned to its node, never moved)",
+    }[failover_outlook(now)]
     return f"{len(down)} of these node(s) are down: {named_nodes(down)}; {then}."
 
 

@@ -309,3 +309,23 @@ def test_the_broadcast_deadline_is_typed_in_the_one_format_its_zone_named(admin_
 
     assert 'type="datetime-local"' not in page
     assert 'placeholder="YYYY-MM-DD HH:MM"' in page and "Deadline (UTC)" in page
+
+
+def test_the_down_nodes_of_a_broadcast_are_found_in_queries_that_do_not_grow(settings):
+    """One read of the liveness cutoffs for all the nodes, not one per node."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tasks.admin import broadcast_down_warning
+
+    settings.FAILOVER = "off"
+    long_ago = timezone.now() - timedelta(days=1)
+    few = [node.pk for node in NodeFactory.create_batch(2, last_seen=long_ago)]
+    many = [node.pk for node in NodeFactory.create_batch(20, last_seen=long_ago)]
+
+    with CaptureQueriesContext(connection) as for_few:
+        assert broadcast_down_warning(few).startswith("2 of these node(s) are down")
+    with CaptureQueriesContext(connection) as for_many:
+        assert broadcast_down_warning(many).startswith("20 of these node(s) are down")
+
+    assert len(for_many) == len(for_few)
