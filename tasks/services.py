@@ -937,7 +937,7 @@ def tasks_fail_over(
         if not rows:
             if totals.stranded:
                 logger.warning(
-                    "no alive node to take over tasks",
+                    "no alive schedulable node to take over tasks",
                     extra={"event": "failover_stranded", "stranded_count": totals.stranded},
                 )
             if totals.unplaced:
@@ -1241,6 +1241,7 @@ class SweepPreview(NamedTuple):
 
     cancelled: int  # unanswered cancel requests it would end (cancel_timeout)
     failed: int  # expired tasks, and drained nodes' running ones past the deadline
+    drained_failed: int  # of those, the drained nodes' running ones
     drain_moved: int  # tasks it would move off drained nodes (a running one once failed)
     failover_open: int  # open tasks of down nodes failover would take (0 when held)
     held: int  # down nodes whose failover it would hold back (FAILOVER_MAX_DOWN_SHARE)
@@ -1274,7 +1275,8 @@ def sweep_preview(*, now: datetime | None = None) -> SweepPreview:
         lost = [pk for pk in down if pk not in drained]
         if lost and not held:
             failover_open = left.open_of(lost).count()
-    return SweepPreview(cancelled, expired + len(running), moved, failover_open, held)
+    failed = expired + len(running)
+    return SweepPreview(cancelled, failed, len(running), moved, failover_open, held)
 
 
 def sweep_run(

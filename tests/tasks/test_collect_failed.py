@@ -128,8 +128,9 @@ def test_a_dry_run_counts_the_drained_and_the_unanswered_cancels_a_run_then_does
         predicted.splitlines()[0],
         "would cancel 1 task(s) whose cancel request went unanswered for CANCEL_GRACE_SECONDS=60",
     ]
-    assert predicted.startswith("would fail 1 expired task(s)")  # the drained one; not the cancel
-    assert done.startswith("failed 1 expired task(s)")
+    # The drained one, by its cause (it read "1 expired task(s)"); not the cancel.
+    assert predicted.startswith("would fail 1 task(s) (drained: 1)")
+    assert done.startswith("failed 1 task(s) (drained: 1)")
     assert done.splitlines()[1].startswith("cancelled 1 task(s) whose cancel request")
     assert status_of(unanswered) == TaskStatus.CANCELLED
 
@@ -167,14 +168,17 @@ def test_a_dry_run_counts_the_moves_a_drains_deadline_would_make(settings, caplo
     done = collect_failed().splitlines()
 
     if failover == "off":
-        assert predicted[0].startswith("would fail 3 expired task(s) in ")
-        assert done[0].startswith("failed 3 expired task(s) in ")
+        # Two of the three a drain's (they read "3 expired task(s)").
+        assert predicted[0].startswith("would fail 3 task(s) (deadline: 1, drained: 2) in ")
+        assert done[0].startswith("failed 3 task(s) (deadline: 1, drained: 2) in ")
         assert done[1:] == ["moved 2 task(s) off drained node(s)"]
     else:
         assert predicted[0] == (
-            "would fail 3 expired task(s); 0 open task(s) of down nodes to fail over"
+            "would fail 3 task(s) (deadline: 1, drained: 2); 0 open task(s) of down nodes to"
+            " fail over"
         )
-        assert done[0].startswith("failed 3 task(s) (deadline or node lost), reassigned 2 in ")
+        # It read "(deadline or node lost)": no node was lost.
+        assert done[0].startswith("failed 3 task(s) (deadline: 1, drained: 2), reassigned 2 in ")
     assert predicted[1:] == ["would move 2 task(s) off drained node(s)"]
     (dry, _) = [r for r in caplog.records if r.getMessage() == "sweep finished"]
     assert (dry.dry_run, dry.failed_count, dry.reassigned_count) == (True, 3, 2)

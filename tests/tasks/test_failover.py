@@ -295,7 +295,7 @@ def test_collect_failed_prints_the_reassigned_count(dead, alive):
 
     call_command("collect_failed", stdout=out)
 
-    assert out.getvalue().startswith("failed 2 task(s) (deadline or node lost), reassigned 2 in ")
+    assert out.getvalue().startswith("failed 2 task(s) (node lost: 2), reassigned 2 in ")
     assert SweepRun.objects.get().reassigned_count == 2
 
 
@@ -305,7 +305,22 @@ def test_collect_failed_says_when_no_node_can_take_the_work(dead):
 
     call_command("collect_failed", stdout=out, stderr=err)
 
-    assert "no alive node to take 1 task(s)" in err.getvalue()
+    assert "no alive schedulable node to take 1 task(s)" in err.getvalue()
+
+
+def test_left_in_place_says_schedulable_when_the_alive_nodes_are_cordoned(dead, alive):
+    # An alive node that is cordoned takes nothing: the line said "no alive node".
+    Cordon.objects.create(node=alive, reason="disk")
+    task = TaskFactory(assigned_node=dead)
+    err = StringIO()
+
+    call_command("collect_failed", stdout=StringIO(), stderr=err)
+
+    assert err.getvalue() == (
+        "no alive schedulable node to take 1 task(s) of down nodes: left in place\n"
+    )
+    task.refresh_from_db()
+    assert (task.status, task.assigned_node_id) == (PENDING, dead.pk)
 
 
 def test_left_in_place_counts_only_the_tasks_still_open_not_those_the_run_failed(dead):
@@ -319,9 +334,9 @@ def test_left_in_place_counts_only_the_tasks_still_open_not_those_the_run_failed
 
     call_command("collect_failed", stdout=out, stderr=err)
 
-    assert out.getvalue().startswith("failed 1 task(s) (deadline or node lost), reassigned 0 in ")
+    assert out.getvalue().startswith("failed 1 task(s) (node lost: 1), reassigned 0 in ")
     assert err.getvalue().splitlines() == [
-        "no alive node to take 2 task(s) of down nodes: left in place",
+        "no alive schedulable node to take 2 task(s) of down nodes: left in place",
         "1 task(s) failed for a human, counted among the failed: no alive node may take"
         " them (none is, or none matches their nodeSelector), or they are pinned to their"
         " node (a broadcast's)",

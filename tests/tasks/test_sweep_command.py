@@ -216,7 +216,8 @@ def test_a_drained_task_no_node_may_take_is_reported_failed_for_a_human_not_left
 
     call_command("collect_failed", stdout=out, stderr=err)
 
-    assert out.getvalue().startswith("failed 1 expired task(s) in ")
+    # A drain failed it, not its deadline (the line said "1 expired task(s)").
+    assert out.getvalue().startswith("failed 1 task(s) (drained: 1) in ")
     assert err.getvalue().startswith("1 task(s) failed for a human, counted among the failed: ")
     assert "left in place" not in out.getvalue() + err.getvalue()
     task = Task.objects.get(assigned_node=node)

@@ -160,7 +160,7 @@ def test_every_reports_stranded_tasks_once_not_on_every_run(env):
 
     # Once per count, about 20 runs in all: the first run fails node1's started task
     # (node_lost), which is not left in place, so every run finds the same count.
-    told = [line for line in stderr.splitlines() if line.startswith("no alive node")]
+    told = [line for line in stderr.splitlines() if line.startswith("no alive schedulable node")]
     logged = [line for line in stderr.splitlines() if "failover_stranded" in line]
     assert len(told) == 1
     assert len(set(told)) == len(told)

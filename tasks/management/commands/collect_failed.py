@@ -86,11 +86,12 @@ class Command(BaseCommand):
         progress = Progress(self.stdout, verbosity=verbosity, batch_size=batch_size)
         started = time.perf_counter()
         failover = settings.FAILOVER == "reassign"
-        preview = None
+        preview = causes = None
         try:
             if dry_run:
                 preview = sweep_preview(now=timezone.now())
                 count, cancelled = preview.failed, preview.cancelled
+                causes = failed_by_cause(count - preview.drained_failed, 0, preview.drained_failed)
                 # What would move: off drained nodes, and down nodes' tasks to fail over.
                 moving = preview.drain_moved + preview.failover_open
                 result = FailoverCounts(reassigned=moving, held=preview.held)
@@ -98,6 +99,9 @@ class Command(BaseCommand):
                 # `result`: the moves and failures of drains and failover alike.
                 run, result = sweep_run(batch_size=batch_size, on_batch=progress.batch_done)
                 count, cancelled = run.failed_count, run.cancel_timeout_cancelled
+                causes = failed_by_cause(
+                    run.deadline_failed, run.node_lost_failed, run.drained_failed
+                )
         except DatabaseError as error:
             progress.end_line()
             logger.error(
@@ -134,10 +138,10 @@ class Command(BaseCommand):
             },
         )
         if failover:
-            self.report_failover(count, result, stranded, preview, verbosity, elapsed)
+            self.report_failover(count, causes, result, stranded, preview, verbosity, elapsed)
         elif (count and verbosity > 0) or verbosity > 1:
             verb = "would fail" if dry_run else "failed"
-            self.stdout.write(f"{verb} {count} expired task(s) in {elapsed:.2f}s")
+            self.stdout.write(f"{verb} {failed_phrase(count, causes)} in {elapsed:.2f}s")
         # A real run with failover counts a drain's moves among those it reassigned.
         off_drained = preview.drain_moved if dry_run else 0 if failover else result.reassigned
         if off_drained and verbosity > 0:
@@ -157,19 +161,19 @@ class Command(BaseCommand):
                 f" CANCEL_GRACE_SECONDS={settings.CANCEL_GRACE_SECONDS}"
             )
 
-    def report_failover(self, count, result, stranded, preview, verbosity, elapsed):
+    def report_failover(self, count, causes, result, stranded, preview, verbosity, elapsed):
         dry_run = preview is not None
         # A dry run's drain moves have a line of their own.
         moving = preview.failover_open if dry_run else result.reassigned
         if ((count or moving or stranded) and verbosity > 0) or verbosity > 1:
             if dry_run:
                 self.stdout.write(
-                    f"would fail {count} expired task(s); "
+                    f"would fail {failed_phrase(count, causes)}; "
                     f"{moving} open task(s) of down nodes to fail over"
                 )
             else:
                 self.stdout.write(
-                    f"failed {count} task(s) (deadline or node lost), "
+                    f"failed {failed_phrase(count, causes)}, "
                     f"reassigned {result.reassigned} in {elapsed:.2f}s"
                 )
         if result.held and verbosity > 0:
@@ -180,8 +184,22 @@ class Command(BaseCommand):
             )
         if stranded and verbosity > 0:
             self.stderr.write(
-                f"no alive node to take {stranded} task(s) of down nodes: left in place"
+                f"no alive schedulable node to take {stranded} task(s) of down nodes: left in place"
             )
+
+
+def failed_by_cause(deadline: int, node_lost: int, drained: int) -> dict:
+    """A run's failures by cause, those it had only: {"deadline": 2, "drained": 1}."""
+    counts = {"deadline": deadline, "node lost": node_lost, "drained": drained}
+    return {cause: n for cause, n in counts.items() if n}
+
+
+def failed_phrase(count: int, causes: dict) -> str:
+    """'2 expired task(s)' when the deadline was every cause, else by cause:
+    '3 task(s) (deadline: 2, drained: 1)'."""
+    if set(causes) <= {"deadline"}:
+        return f"{count} expired task(s)"
+    return f"{count} task(s) (" + ", ".join(f"{c}: {n}" for c, n in causes.items()) + ")"
 
 
 class StrandedChanged(logging.Filter):
