@@ -435,9 +435,10 @@ HELD_BACK = (
 )
 
 
-def down_node_warning(node, *, pinned: bool = False) -> str | None:
-    """What an admin should hear on giving a pending task to a node that is down: nothing
-    will start it there. `pinned`: a broadcast's task, which failover fails, not moves."""
+def down_node_warning(node, *, pinned: int = 0, given: int = 1) -> str | None:
+    """What an admin should hear on giving `given` pending tasks to a node that is down:
+    nothing will start them there. `pinned` of them are a broadcast's, which failover
+    fails, not moves."""
     now = timezone.now()
     seen = down_among([node], now).get(node)
     if seen is None:
@@ -445,12 +446,23 @@ def down_node_warning(node, *, pinned: bool = False) -> str | None:
     then = {
         "off": "its pending tasks wait until it beats again (FAILOVER is off)",
         "held": f"its pending tasks wait: {HELD_BACK}",
-        "on": "the sweep's failover fails this task for a human (a broadcast's, pinned to it)"
-        if pinned
-        else "the sweep's failover moves its pending tasks to a live node",
+        "on": failover_of_pinned(pinned, given),
     }[failover_outlook(now)]
     ago = duration((now - seen).total_seconds())
     return f"{node} is down (last seen {ago} ago): {then}."
+
+
+def failover_of_pinned(pinned: int, given: int) -> str:
+    """What the sweep's failover does with `given` tasks on a down node, `pinned` of them
+    a broadcast's (failed for a human, never moved)."""
+    moves = "the sweep's failover moves its pending tasks to a live node"
+    if not pinned:
+        return moves
+    if given == 1:
+        return "the sweep's failover fails this task for a human (a broadcast's, pinned to it)"
+    if pinned == given:
+        return "the sweep's failover fails these tasks for a human (a broadcast's, pinned to it)"
+    return f"{moves}, but fails {pinned} of these for a human (a broadcast's, pinned to it)"
 
 
 def broadcast_down_warning(node_ids: list) -> str | None:
@@ -1161,8 +1173,8 @@ class TaskAdmin(admin.ModelAdmin):
             node = Node.objects.get(pk=task.assigned_node_id)
             self.warn_if_down(request, node, pinned=task.pinned)
 
-    def warn_if_down(self, request, node, *, pinned: bool = False) -> None:
-        warning = down_node_warning(node, pinned=pinned)
+    def warn_if_down(self, request, node, *, pinned: int = 0, given: int = 1) -> None:
+        warning = down_node_warning(node, pinned=pinned, given=given)
         if warning:
             self.message_user(request, warning, messages.WARNING)
 
@@ -1230,7 +1242,9 @@ class TaskAdmin(admin.ModelAdmin):
                 text += " " + deadline_outcome(moved, locked_at)
             self.report(request, text, skipped, len(moved))
             if moved:
-                self.warn_if_down(request, target)
+                # A broadcast's tasks among them are failed, not moved, by failover.
+                pinned = Task.objects.filter(pk__in=moved, pinned=True).count()
+                self.warn_if_down(request, target, pinned=pinned, given=len(moved))
             return None
         preview = reassign_preview(queryset, timezone.now())
         return self.confirmation(

@@ -836,6 +836,31 @@ def test_reassigning_to_a_down_node_says_so(admin_site_client):
     assert messages_of(response)[-1].startswith(f"{down} is down (last seen 3 d ago)")
 
 
+@pytest.mark.parametrize(
+    "pinned, then",
+    [
+        (0, "the sweep's failover moves its pending tasks to a live node."),
+        # It said the pinned ones move too: a broadcast's task is failed, never moved.
+        (
+            1,
+            "the sweep's failover moves its pending tasks to a live node, but fails 1 of these"
+            " for a human (a broadcast's, pinned to it).",
+        ),
+        (2, "the sweep's failover fails these tasks for a human (a broadcast's, pinned to it)."),
+    ],
+)
+def test_reassigning_a_broadcast_s_tasks_to_a_down_node_says_they_fail(
+    admin_site_client, settings, pinned, then
+):
+    settings.FAILOVER = "reassign"
+    down = NodeFactory(last_seen=timezone.now() - timedelta(days=3))
+    tasks = [TaskFactory(status=TaskStatus.FAILED, pinned=n < pinned) for n in range(2)]
+
+    response = apply_reassign(admin_site_client, tasks, down)
+
+    assert messages_of(response)[-1] == f"{down} is down (last seen 3 d ago): {then}"
+
+
 def test_reassign_without_a_deadline_gives_expired_tasks_a_fresh_one(admin_site_client, settings):
     settings.REASSIGN_DEADLINE_MINUTES = 60
     expired = TaskFactory(status=TaskStatus.FAILED, locked_at=in_days(-1), failure_cause="deadline")
