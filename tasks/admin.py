@@ -1540,7 +1540,16 @@ class SweepRunAdmin(admin.ModelAdmin):
     run's range of history ids (two sweeps that overlap, from two hosts, share their
     rows); a run from before the ranges were kept, those in its time window."""
 
-    list_display = ["when", "took", "failed", "reassigned", "by_cause", "held", "all_rows"]
+    list_display = [
+        "when",
+        "took",
+        "failed",
+        "reassigned",
+        "by_cause",
+        "held",
+        "stranded",
+        "all_rows",
+    ]
     # Every run unless asked, as Django's lists do: an empty run says the sweep ran.
     list_filter = [DidSomethingFilter]
     ordering = ["-started_at"]
@@ -1621,6 +1630,12 @@ class SweepRunAdmin(admin.ModelAdmin):
     def held(self, run):
         count = run.failover_held_count
         return f"{count} down node(s)" if count else "—"
+
+    @admin.display(description="left in place", ordering="stranded_count")
+    def stranded(self, run):
+        """Open tasks of down nodes no alive schedulable node could take (a later run retries)."""
+        count = run.stranded_count
+        return f"{count} task(s)" if count else "—"
 
     @admin.display(description="history")
     def all_rows(self, run):

@@ -165,6 +165,7 @@ def _compute(now: datetime, using: str) -> dict:
             "reassigned_count": last_run.reassigned_count,
             "failover_held_count": last_run.failover_held_count,
             "cancelled_count": last_run.cancel_timeout_cancelled,
+            "stranded_count": last_run.stranded_count,
             "by_cause": run_causes(last_run),
         },
     }

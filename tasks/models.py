@@ -730,6 +730,9 @@ class SweepRun(models.Model):
     drained_failed = models.PositiveIntegerField(null=True, blank=True)
     drained_moved = models.PositiveIntegerField(null=True, blank=True)
     cancel_timeout_cancelled = models.PositiveIntegerField(null=True, blank=True)
+    # Open tasks of down nodes it left in place, no alive schedulable node to take them
+    # (a later run retries); None on runs from before it was kept (migration 0017).
+    stranded_count = models.PositiveIntegerField(null=True, blank=True)
     # The history ids it may have written: above history_after, up to history_last (the
     # system's among them). A primary-key range: its links read no more than its rows.
     history_after = models.BigIntegerField(null=True, blank=True)

@@ -212,6 +212,12 @@ def last_sweep(using: str = DEFAULT_DB_ALIAS) -> SweepRun | None:
     return SweepRun.objects.using(using).order_by("-started_at").first()
 
 
+def last_stranded_count() -> int | None:
+    """How many tasks of down nodes the last recorded sweep run left in place (None: no
+    run, or one from before the count was kept)."""
+    return SweepRun.objects.order_by("-started_at").values_list("stranded_count", flat=True).first()
+
+
 def sweep_moves_since(since: datetime, using: str = DEFAULT_DB_ALIAS) -> dict[str, int]:
     """Tasks the sweep moved to other nodes since `since`, by cause (its runs' own counts:
     indexed, where counting history rows would scan the history); `unknown` for runs

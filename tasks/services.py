@@ -1307,6 +1307,7 @@ def sweep_run(
             drained_failed=drained.failed,
             drained_moved=drained.reassigned,
             cancel_timeout_cancelled=cancelled,
+            stranded_count=drained.stranded + failover.stranded,
             history_after=history_after,
             history_last=_last_history_id(),
         )

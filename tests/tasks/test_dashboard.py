@@ -331,6 +331,21 @@ def test_the_sweeps_last_run_shows_what_it_did_by_cause(admin_site_client):
     assert shown["By cause"] == "Deadline passed: 1 failed Node drained: 2 failed, 2 moved"
 
 
+def test_the_sweeps_last_run_shows_the_tasks_it_left_in_place(admin_site_client):
+    """A down node's tasks that no alive schedulable node could take wait on it: the
+    dashboard said nothing of them, only the sweep's stderr did."""
+    now = timezone.now()
+    SweepRun.objects.create(started_at=now, finished_at=now, stranded_count=4)
+
+    shown = sweep_panel(admin_site_client.get(INDEX).content.decode())
+
+    assert shown["Left in place"] == (
+        "4 task(s) of down nodes: no alive schedulable node to take them"
+    )
+    SweepRun.objects.create(started_at=now + timedelta(1), finished_at=now, stranded_count=0)
+    assert "Left in place" not in sweep_panel(admin_site_client.get(INDEX).content.decode())
+
+
 def test_a_sweep_run_from_before_causes_were_kept_says_so(admin_site_client):
     now = timezone.now()
     SweepRun.objects.create(started_at=now, finished_at=now, failed_count=1)

@@ -308,6 +308,31 @@ def test_collect_failed_says_when_no_node_can_take_the_work(dead):
     assert "no alive schedulable node to take 1 task(s)" in err.getvalue()
 
 
+def test_left_in_place_is_said_once_per_count_by_runs_of_their_own_as_cron_starts(dead, caplog):
+    """Each cron run is a new process: every minute's mail said the same warning (and
+    logged it). The count is recorded with the run; a run says it again when it differs."""
+    TaskFactory.create_batch(2, assigned_node=dead)
+    caplog.set_level(logging.WARNING, logger="taskmgmt.sweep")
+
+    def run():
+        err = StringIO()
+        call_command("collect_failed", stdout=StringIO(), stderr=err)
+        logged = [r for r in caplog.records if getattr(r, "event", "") == "failover_stranded"]
+        caplog.clear()
+        return err.getvalue(), len(logged)
+
+    said = "no alive schedulable node to take {} task(s) of down nodes: left in place\n"
+    assert run() == (said.format(2), 1)
+    assert run() == ("", 0)
+    assert SweepRun.objects.order_by("-started_at").first().stranded_count == 2
+    TaskFactory(assigned_node=dead)
+    assert run() == (said.format(3), 1)
+    Task.objects.filter(assigned_node=dead).update(status=COMPLETED)
+    assert run() == ("", 0)  # none left: nothing to say, and 0 recorded
+    TaskFactory(assigned_node=dead)
+    assert run() == (said.format(1), 1)
+
+
 def test_left_in_place_says_schedulable_when_the_alive_nodes_are_cordoned(dead, alive):
     # An alive node that is cordoned takes nothing: the line said "no alive node".
     Cordon.objects.create(node=alive, reason="disk")

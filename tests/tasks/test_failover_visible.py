@@ -104,6 +104,19 @@ def test_the_runs_page_filters_the_runs_that_did_something(admin_site_client):
     assert "By did something" in page and "?did_something=yes" in page
 
 
+def test_the_runs_page_shows_the_tasks_each_run_left_in_place(admin_site_client):
+    recorded_run(1, stranded_count=3)
+    recorded_run(2, stranded_count=0)
+    recorded_run(3, stranded_count=None)  # from before the count was kept
+
+    response = admin_site_client.get(RUNS)
+
+    cl = response.context["cl"]
+    shown = [cl.model_admin.stranded(run) for run in cl.result_list]
+    assert shown == ["3 task(s)", "—", "—"]  # newest first
+    assert "left in place" in response.content.decode().lower()
+
+
 def test_the_dashboard_shows_tasks_moved_in_24_h_beside_failures(admin_site_client, failed_over):
     page = admin_site_client.get(reverse("admin:index")).content.decode()
 

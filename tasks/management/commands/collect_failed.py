@@ -15,6 +15,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, close_old_connections, reset_queries
 from django.utils import timezone
 
+from tasks.selectors import last_stranded_count
 from tasks.services import FailoverCounts, sweep_preview, sweep_run
 
 logger = logging.getLogger("taskmgmt.sweep")
@@ -31,8 +32,6 @@ class Command(BaseCommand):
     # Cron runs this every minute and mails what it prints: configuration warnings
     # are `manage.py check`'s to report at deploy time, not once a minute.
     requires_system_checks = []
-    # Set by --every: the stranded count last reported, so a loop does not repeat it.
-    stranded_reported = None
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -64,9 +63,6 @@ class Command(BaseCommand):
 
     def loop(self, every, **sweep):
         """Sweeps until told to stop; a failed run is reported and the next one tried."""
-        # Stranded tasks are reported when their number changes, not every few seconds.
-        self.stranded_reported = 0
-        logger.addFilter(StrandedChanged())
         # manage.py reads the parent first thing (a slow start could outlast it).
         parent = int(os.environ.get("TASKMGMT_STARTED_BY") or os.getppid())
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -87,7 +83,12 @@ class Command(BaseCommand):
         started = time.perf_counter()
         failover = settings.FAILOVER == "reassign"
         preview = causes = None
+        # Stranded tasks are reported when their number changes, not on every run (cron
+        # would mail the same warning every minute): the last recorded run's count.
+        quiet = StrandedChanged()
+        logger.addFilter(quiet)
         try:
+            reported = quiet.last = None if dry_run else last_stranded_count()
             if dry_run:
                 preview = sweep_preview(now=timezone.now())
                 count, cancelled = preview.failed, preview.cancelled
@@ -112,15 +113,12 @@ class Command(BaseCommand):
                 f"The sweep stopped on a database error after failing {progress.done} task(s):"
                 f" {error}"
             ) from error
+        finally:
+            logger.removeFilter(quiet)
         elapsed = time.perf_counter() - started
         progress.end_line()
         # A run with nothing to do logs below the default LOG_LEVEL: cron mails output.
-        stranded = result.stranded
-        if self.stranded_reported is not None:
-            stranded, self.stranded_reported = (
-                0 if stranded == self.stranded_reported else stranded,
-                stranded,
-            )
+        stranded = 0 if result.stranded == reported else result.stranded
         idle = not (count or cancelled or result.reassigned or stranded)
         logger.log(
             logging.DEBUG if idle else logging.INFO,
@@ -203,7 +201,7 @@ def failed_phrase(count: int, causes: dict) -> str:
 
 
 class StrandedChanged(logging.Filter):
-    """Lets a `failover_stranded` warning through only when its count changed."""
+    """Lets a `failover_stranded` warning through only when its count is not `last`."""
 
     def __init__(self):
         super().__init__()
@@ -212,8 +210,7 @@ class StrandedChanged(logging.Filter):
     def filter(self, record):
         if getattr(record, "event", None) != "failover_stranded":
             return True
-        changed, self.last = record.stranded_count != self.last, record.stranded_count
-        return changed
+        return record.stranded_count != self.last
 
 
 class Progress:
