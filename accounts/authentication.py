@@ -25,6 +25,13 @@ class JWTAuthentication(BaseJWTAuthentication):
     """simplejwt's, which also refuses a deactivated user and, through
     CHECK_REVOKE_TOKEN, a token issued before the last password change."""
 
+    def get_raw_token(self, header: bytes) -> bytes | None:
+        """simplejwt's, with the scheme's case ignored (RFC 9110: `bearer` is `Bearer`)."""
+        parts = header.split()
+        if len(parts) == 2 and parts[0].lower() == b"bearer":
+            return parts[1]
+        return super().get_raw_token(header)
+
     def get_validated_token(self, raw_token):
         """simplejwt's, with each token's signature and claims checked once per process.
 

@@ -243,6 +243,16 @@ def test_a_body_with_a_byte_order_mark_stays_on_the_hot_path(node, in_progress):
     assert body["task"]["progress"]["percent"] == 7
 
 
+def test_a_lowercase_bearer_scheme_stays_on_the_hot_path(node):
+    counting = Counting()
+    env = environ("POST", "/api/nodes/heartbeat", AUTHORIZATION=f"bearer {token_for(node)}")
+
+    status, _, body = call(hot_paths.HotPaths(counting), env)
+
+    assert (status, counting.calls) == (200, 0)
+    assert body["schedulable"] is True
+
+
 def test_a_progress_report_on_the_hot_path_is_stored(node, in_progress):
     report = {"taskId": str(in_progress.pk), "percent": 55, "message": "m", "checkpoint": [1]}
     counting = Counting()

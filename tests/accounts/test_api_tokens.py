@@ -52,6 +52,22 @@ def with_payload(token, **changes) -> str:
     return f"{header}.{encoded}.{signature}"
 
 
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "Bearer"])
+@pytest.mark.parametrize(
+    "method, path",
+    [("get", PROFILE), ("post", "/api/nodes/heartbeat")],  # a hot path too
+)
+def test_the_bearer_scheme_is_read_whatever_its_case(scheme, method, path):
+    # RFC 9110 11.1: a scheme is case-insensitive; `bearer` was a 401.
+    node = NodeFactory()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"{scheme} {AccessToken.for_user(node)}")
+
+    assert getattr(client, method)(path).status_code == 200
+    client.credentials(HTTP_AUTHORIZATION=f"Basic {AccessToken.for_user(node)}")
+    assert getattr(client, method)(path).status_code == 401
+
+
 # --- Login ------------------------------------------------------------------
 
 
