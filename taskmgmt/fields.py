@@ -72,6 +72,8 @@ class MomentField(serializers.DateTimeField):
         if isinstance(value, str) and not (value.isascii() and value.isprintable()):
             formats = getattr(self, "input_formats", api_settings.DATETIME_INPUT_FORMATS)
             self.fail("invalid", format=humanize_datetime.datetime_formats(formats))
+        if isinstance(value, str) and value.endswith("z"):
+            value = value[:-1] + "Z"  # RFC 3339 allows a lowercase z; Django reads "Z" only
         return super().to_internal_value(value)
 
 

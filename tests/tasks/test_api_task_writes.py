@@ -75,6 +75,15 @@ def test_a_deadline_with_an_offset_keeps_its_instant(admin_client, node):
     assert task.locked_at == datetime(2099, 1, 2, 8, 30, tzinfo=UTC)
 
 
+@pytest.mark.parametrize("sent", ["2099-01-02t10:30:00z", "2099-01-02T10:30:00.000z"])
+def test_a_deadline_in_rfc_3339_s_lowercase_form_is_read(admin_client, node, sent):
+    # RFC 3339 5.6 allows a lowercase t and z; the z was a 400.
+    response = admin_client.post("/api/tasks", task_body(node, lockedAt=sent))
+
+    assert response.status_code == 201
+    assert response.json()["task"]["lockedAt"] == "2099-01-02T10:30:00Z"
+
+
 @pytest.mark.parametrize("field", ["taskName", "taskDetails", "assignedNode", "lockedAt"])
 def test_every_task_field_is_required_on_create(admin_client, node, field):
     body = task_body(node)
