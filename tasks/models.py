@@ -282,8 +282,13 @@ class TaskQuerySet(models.QuerySet):
         }
 
     def open_of(self, node_ids):
-        """The active pending or in-progress tasks of these nodes: what failover moves."""
-        return self.filter(active=True, status__in=OPEN_STATUSES, assigned_node_id__in=node_ids)
+        """The active pending or in-progress tasks of these nodes: what failover and a
+        drain's deadline move. Not a running task with a cancel request standing: the
+        sweep cancels it once its grace is over (cancel_timeout) rather than give it out
+        again with the request forgotten."""
+        return self.filter(
+            active=True, status__in=OPEN_STATUSES, assigned_node_id__in=node_ids
+        ).exclude(status=TaskStatus.IN_PROGRESS, cancel_requested_at__isnull=False)
 
     def in_progress_of(self, node, task_ids) -> list:
         """The ids among `task_ids` of the node's active tasks in progress: the ones

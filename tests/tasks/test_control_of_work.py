@@ -7,6 +7,9 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
+from accounts.models import User
+from nodes.models import Cordon
+from nodes.services import node_cordon
 from tasks.actor import acting_as
 from tasks.models import FailureCause, HistoryAction, Task, TaskHistory, TaskStatus
 from tasks.services import sweep_run, task_cancel, tasks_fail_over
@@ -307,3 +310,36 @@ def test_metrics_count_cancellations_and_the_requests_waiting(client, node, sett
 
     assert "taskmgmt_cancel_requests_waiting 1.0" in text
     assert 'taskmgmt_task_cancellations_total{how="pending"}' in text
+
+
+@pytest.mark.parametrize("taken_by", ["failover", "drain"])
+def test_a_running_task_asked_to_cancel_is_not_given_out_again(
+    node, other_node, settings, taken_by
+):
+    """Its node lost, or its drain's deadline past: the request stands and the sweep
+    cancels it after the grace, instead of moving it, request forgotten, to run again."""
+    settings.FAILOVER, settings.NODE_DOWN_AFTER = "reassign", 30
+    settings.FAILOVER_MAX_DOWN_SHARE, settings.CANCEL_GRACE_SECONDS = 1, 60
+    now = timezone.now()
+    User.objects.filter(pk=other_node.pk).update(last_seen=now)
+    if taken_by == "failover":
+        User.objects.filter(pk=node.pk).update(last_seen=now - timedelta(minutes=5))
+    else:
+        User.objects.filter(pk=node.pk).update(last_seen=now)
+        node_cordon(node_id=node.pk, reason="r", actor=None, drain_deadline=now + timedelta(1))
+        Cordon.objects.filter(node=node).update(drain_deadline=now - timedelta(seconds=1))
+    task = TaskFactory(assigned_node=node, status=IN_PROGRESS, attempts=1)
+    task_cancel(task_id=task.pk)
+
+    call_command("collect_failed", verbosity=0)
+
+    kept = Task.objects.get(pk=task.pk)
+    assert (kept.assigned_node_id, kept.status) == (node.pk, IN_PROGRESS)
+    assert kept.cancel_requested_at is not None
+
+    Task.objects.filter(pk=task.pk).update(cancel_requested_at=now - timedelta(seconds=61))
+    call_command("collect_failed", verbosity=0)
+
+    ended = Task.objects.get(pk=task.pk)
+    assert (ended.assigned_node_id, ended.status) == (node.pk, CANCELLED)
+    assert ended.failure_cause == FailureCause.CANCEL_TIMEOUT
