@@ -495,8 +495,24 @@ class NodeCordoned(DomainError):
     title = "Node is cordoned"
 
 
+def lock_nodes(node_ids) -> None:
+    """Take the nodes' row locks (in key order), the lock a cordon, drain or uncordon takes
+    first (nodes.services): a write that gives them new work and then checks
+    `check_schedulable` sees every cordon committed before it, and a cordon or drain
+    begun meanwhile waits for the write to commit, so a drain then moves its new task.
+    Checked without it, a create racing a drain left its task pending on the draining
+    node, where no claim takes it. Inside a transaction only."""
+    list(
+        User.objects.select_for_update()
+        .filter(pk__in=set(node_ids))
+        .order_by("pk")
+        .values_list("pk")
+    )
+
+
 def check_schedulable(node_id, now: datetime | None = None) -> None:
-    """Refuse to give new work to a cordoned, draining or in-maintenance node (409)."""
+    """Refuse to give new work to a cordoned, draining or in-maintenance node (409).
+    A write checks it under `lock_nodes`."""
     if not Node.objects.schedulable(now).filter(pk=node_id).exists():
         raise NodeCordoned("node is cordoned: it takes no new tasks until uncordoned")
 

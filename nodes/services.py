@@ -8,7 +8,6 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import User
 from nodes import heartbeats
 from nodes.models import (
     Cordon,
@@ -16,6 +15,7 @@ from nodes.models import (
     NodeEvent,
     NodeEventKind,
     NodeLabels,
+    lock_nodes,
     validate_labels,
 )
 from taskmgmt.exceptions import DomainError
@@ -35,7 +35,7 @@ def _lock_node(node_id: UUID) -> None:
     """Take the node's row lock: the writers of its cordon or labels run one at a time.
     Each looks for its row FOR UPDATE first, and where there is none MariaDB takes a gap
     lock that two of them hold at once; their inserts then deadlock (a 503 to the admin)."""
-    list(User.objects.select_for_update().filter(pk=node_id).values_list("pk", flat=True))
+    lock_nodes([node_id])
 
 
 @transaction.atomic

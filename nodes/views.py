@@ -293,7 +293,7 @@ class NodeViewSet(viewsets.GenericViewSet):
     )
     def maintenance_cancel(self, request, nodeId, windowId):
         node = self.target(nodeId)
-        if not windowId.isdigit():
+        if not (windowId.isascii() and windowId.isdigit()):  # "²" or "٣" is no id
             raise NotFound("This node has no window with this id.")
         try:
             node_maintenance_cancel(node_id=node.pk, window_id=int(windowId), actor=request.user)

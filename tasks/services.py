@@ -28,6 +28,7 @@ from nodes.models import (
     labels_by_node,
     labels_match,
     liveness_cutoffs,
+    lock_nodes,
 )
 from nodes.services import node_heartbeat
 from taskmgmt.metrics import (
@@ -143,7 +144,8 @@ def task_create(
     else:
         _validate(node=assigned_node, locked_at=locked_at)
         check_node_matches(assigned_node, node_selector)
-        check_schedulable(assigned_node.pk)
+    lock_nodes([assigned_node.pk])
+    check_schedulable(assigned_node.pk)
     task = Task(
         name=name,
         details=details,
@@ -222,6 +224,15 @@ def tasks_create_bulk(*, tasks: list[dict], errors: list[dict] | None = None) ->
                 created_at=now,
             )
         )
+    # Checked again under the nodes' locks, all taken at once (lock_nodes).
+    chosen = {row.assigned_node_id for row in rows}
+    lock_nodes(chosen)
+    free = set(Node.objects.schedulable(now).filter(pk__in=chosen).values_list("pk", flat=True))
+    for index, row in enumerate(rows):
+        if row.assigned_node_id not in free:
+            raise NodeCordoned(
+                f"node is cordoned: tasks[{index}]'s node takes no new tasks until uncordoned"
+            )
     return _insert_new(rows, now=now)
 
 
@@ -243,6 +254,10 @@ def tasks_broadcast(
     selector = node_selector or None
     now = timezone.now()
     targets = Placement(now=now).matching(selector)
+    if targets:
+        # Read again under their locks: a node cordoned meanwhile gets none (lock_nodes).
+        lock_nodes(node.id for node in targets)
+        targets = Placement(now=now).matching(selector)
     if not targets:
         # Without a selector there were no labels to have: every node is unschedulable.
         labels = "schedulable node has the nodeSelector's labels"
@@ -350,6 +365,7 @@ def task_update(
         task.node_selector = node_selector or None
     check_node_matches(assigned_node, task.node_selector)
     if assigned_node.pk != task.assigned_node_id:
+        lock_nodes([assigned_node.pk])
         check_schedulable(assigned_node.pk)
     task.name, task.details = name, details
     task.assigned_node, task.locked_at = assigned_node, locked_at
@@ -374,6 +390,7 @@ def task_assign(*, task_id: UUID, node, locked_at: datetime | None = None) -> Ta
     if task.status == TaskStatus.COMPLETED:
         raise TaskConflict("a completed task cannot be reassigned")
     _validate(node=node, locked_at=locked_at)
+    lock_nodes([node.pk])
     check_schedulable(node.pk)
     task.assigned_node = node
     task.status = TaskStatus.PENDING
@@ -716,7 +733,6 @@ def tasks_reassign(
     Completed and soft-deleted tasks are left alone; returns the ids it changed.
     """
     _validate(node=node, locked_at=locked_at)
-    check_schedulable(node.pk)
     fields = ("assigned_node_id", "status", "locked_at")
     locked = list(
         Task.objects.filter(pk__in=list(task_ids), active=True)
@@ -724,6 +740,9 @@ def tasks_reassign(
         .select_for_update()
         .values_list("id", *fields)
     )
+    # The node's lock after the tasks', in the order a drain's move takes them.
+    lock_nodes([node.pk])
+    check_schedulable(node.pk)
     if not locked:
         return Reassigned()
     now = timezone.now()

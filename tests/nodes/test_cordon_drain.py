@@ -1,6 +1,7 @@
 """Cordon, drain and uncordon (SPEC, Nodes: cordon, drain, maintenance windows): state
 stored as a cordon row, derived when read, every step a node event."""
 
+import threading
 from datetime import datetime, timedelta
 
 import pytest
@@ -11,6 +12,7 @@ from django.utils import timezone
 from accounts.models import User
 from nodes.models import Cordon, Node, NodeEvent, NodeEventKind, node_state
 from nodes.services import node_cordon, node_set_labels
+from tasks import services
 from tasks.models import FailureCause, HistoryAction, Task, TaskHistory, TaskStatus
 from tests.api import assert_json_error
 from tests.concurrency import at_once
@@ -445,3 +447,60 @@ def test_concurrent_cordons_and_drains_of_one_node_all_answer_200():
     assert answers == [200] * len(verbs)
     assert Cordon.objects.filter(node=node).count() == 1
     assert NodeEvent.objects.filter(node=node).count() >= 2
+
+
+def _new_work_for(node, other):
+    """Each way of giving `node` new work: (the services' function to pause after, a send)."""
+    other_task = TaskFactory(assigned_node=other)
+    body = {"taskName": "n", "taskDetails": "d", "assignedNode": str(node.pk), "lockedAt": future()}
+    return {
+        "create": ("check_schedulable", lambda client: client.post("/api/tasks", body)),
+        "assign": (
+            "check_schedulable",
+            lambda client: client.put(
+                "/api/tasks/assign", {"taskId": str(other_task.pk), "nodeId": str(node.pk)}
+            ),
+        ),
+        "bulk": (
+            "labels_by_node",
+            lambda client: client.post("/api/tasks/bulk", {"tasks": [body]}),
+        ),
+    }
+
+
+@pytest.mark.mysql
+@pytest.mark.skipif(
+    connection.vendor == "sqlite", reason="needs row locks: SQLite runs one writer at a time"
+)
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("way", ["create", "assign", "bulk"])
+def test_new_work_racing_a_drain_is_refused_or_moved_never_left_on_the_node(monkeypatch, way):
+    # The write checked the node schedulable, the drain committed and moved the node's
+    # pending tasks, then the write inserted its task: pending on a draining node,
+    # which no claim takes, though the create answered 201.
+    node, other, admin = NodeFactory(), NodeFactory(), AdminFactory()
+    seen(node, other)
+    pause_after, send_work = _new_work_for(node, other)[way]
+    checked, drained = threading.Event(), threading.Event()
+    original = getattr(services, pause_after)
+
+    def then_wait(*args, **kwargs):
+        result = original(*args, **kwargs)
+        checked.set()
+        drained.wait(timeout=2)  # the drain waits for this write's lock once fixed
+        return result
+
+    monkeypatch.setattr(services, pause_after, then_wait)
+
+    def drain(client):
+        checked.wait(timeout=5)
+        try:
+            return post(client, node, "drain", reason="r").status_code
+        finally:
+            drained.set()
+
+    work, drain_status = at_once(admin, [lambda client: send_work(client), drain])
+
+    assert drain_status == 200
+    assert work.status_code in (200, 201, 409), work.content
+    assert not Task.objects.filter(assigned_node=node, status=PENDING).exists()

@@ -116,6 +116,25 @@ def test_a_coming_window_can_be_cancelled_a_started_one_cannot(admin_client, nod
     assert_json_error(admin_client.delete(f"/api/nodes/{node.pk}/maintenance/abc"), 404)
 
 
+@pytest.mark.parametrize("text", ["\u00b2", "\u2460", "\u2082", "\u1369"])
+def test_a_window_id_of_digits_int_cannot_read_is_a_404(admin_client, node, text):
+    # str.isdigit() let them through to int(): a 500.
+    response = admin_client.delete(f"/api/nodes/{node.pk}/maintenance/{text}")
+
+    assert_json_error(response, 404)
+
+
+def test_a_window_id_in_other_scripts_digits_names_no_window(admin_client, node):
+    # "\u0663" (Arabic-Indic three) was read as 3: that window was cancelled.
+    window = plan(admin_client, node, startsAt=at(60), endsAt=at(120), reason="r").json()
+    arabic = "".join(chr(0x0660 + int(digit)) for digit in str(window["id"]))
+
+    response = admin_client.delete(f"/api/nodes/{node.pk}/maintenance/{arabic}")
+
+    assert_json_error(response, 404)
+    assert MaintenanceWindow.objects.filter(pk=window["id"]).exists()
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
