@@ -11,6 +11,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, viewsets
@@ -51,6 +52,7 @@ from tasks.serializers import (
     task_representation,
 )
 
+NO_SUCH_TASK = "No task has this taskId."
 FILTER_STATUSES = ("all", *TaskStatus.values)
 
 TASK_ID_PARAMETER = OpenApiParameter(
@@ -114,7 +116,7 @@ def existing_task(service: Callable[..., Task], **arguments) -> Task:
     try:
         return service(**arguments)
     except Task.DoesNotExist:
-        raise NotFound("No task has this taskId.") from None
+        raise NotFound(NO_SUCH_TASK) from None
 
 
 def shift_status_change(request) -> Task:
@@ -186,6 +188,13 @@ class TaskViewSet(viewsets.GenericViewSet):
 
     def get_queryset(self):
         return Task.objects.visible_to(self.request.user)
+
+    def get_object(self):
+        # The other task routes' words, not DRF's "No Task matches the given query."
+        try:
+            return super().get_object()
+        except Http404:
+            raise NotFound(NO_SUCH_TASK) from None
 
     def task_page(self, status: str | None = None) -> Response:
         """One keyset page of the caller's tasks (`Task.objects.visible_to`, in one
@@ -337,7 +346,7 @@ class TaskViewSet(viewsets.GenericViewSet):
         try:
             task_id = UUID(taskId)
         except ValueError:
-            raise NotFound("No task has this taskId.") from None
+            raise NotFound(NO_SUCH_TASK) from None
         task = existing_task(services.task_cancel, task_id=task_id, reason=data.get("reason", ""))
         return task_response(task)
 
@@ -410,7 +419,7 @@ class TaskViewSet(viewsets.GenericViewSet):
         # active task and let IsAssignedNodeOrAdmin refuse it.
         task = active_task_row(taskId)
         if task is None:
-            raise NotFound("No task has this taskId.")
+            raise NotFound(NO_SUCH_TASK)
         self.check_object_permissions(request, task)
         return task_response(task)
 

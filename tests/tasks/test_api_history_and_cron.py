@@ -78,7 +78,19 @@ def test_history_of_a_task_made_outside_a_request_names_the_system(admin_client,
 
 @pytest.mark.parametrize("task_id", [str(uuid.UUID(int=1)), "not-a-uuid"])
 def test_history_of_an_unknown_task_is_404(admin_client, task_id):
-    assert admin_client.get(f"/api/tasks/history/{task_id}").status_code == 404
+    response = admin_client.get(f"/api/tasks/history/{task_id}")
+
+    assert response.status_code == 404
+    # The words of every other task route (it said "No Task matches the given query.").
+    assert response.json()["message"] == "No task has this taskId."
+
+
+@pytest.mark.parametrize("task_id", [str(uuid.UUID(int=1)), "not-a-uuid"])
+def test_deleting_an_unknown_task_is_404_in_the_task_routes_words(admin_client, task_id):
+    response = admin_client.delete(f"/api/tasks/{task_id}")
+
+    assert response.status_code == 404
+    assert response.json()["message"] == "No task has this taskId."
 
 
 def test_history_of_a_deleted_task_is_404(admin_client, node):
