@@ -210,8 +210,10 @@ def node_maintenance_cancel(*, node_id: UUID, window_id: int, actor) -> None:
     """Cancel a coming window (MaintenanceWindow.DoesNotExist if the node has none by
     that id). One under way or past is history: ending it early is `node_uncordon`'s job."""
     window = MaintenanceWindow.objects.select_for_update().get(pk=window_id, node_id=node_id)
-    if window.starts_at <= timezone.now():
-        raise WindowNotComing("only a coming window can be cancelled; this one has started")
+    now = timezone.now()
+    if window.starts_at <= now:
+        which = "has ended" if window.ends_at <= now else "is under way (uncordon ends it)"
+        raise WindowNotComing(f"only a coming window can be cancelled; this one {which}")
     window.delete()
     node_event_record(
         node_id=node_id,

@@ -111,7 +111,13 @@ def test_a_coming_window_can_be_cancelled_a_started_one_cannot(admin_client, nod
     assert gone.status_code == 200
     assert not MaintenanceWindow.objects.filter(pk=coming["id"]).exists()
     assert NodeEvent.objects.filter(kind=NodeEventKind.MAINTENANCE_CANCELLED).count() == 1
-    assert_json_error(admin_client.delete(f"/api/nodes/{node.pk}/maintenance/{started.pk}"), 409)
+    refused = admin_client.delete(f"/api/nodes/{node.pk}/maintenance/{started.pk}")
+    assert_json_error(refused, 409)
+    assert refused.json()["message"].endswith("this one is under way (uncordon ends it)")
+    MaintenanceWindow.objects.filter(pk=started.pk).update(ends_at=timezone.now())
+    refused = admin_client.delete(f"/api/nodes/{node.pk}/maintenance/{started.pk}")
+    # It said "this one has started" of a window long over.
+    assert refused.json()["message"].endswith("this one has ended")
     assert_json_error(admin_client.delete(f"/api/nodes/{node.pk}/maintenance/999999"), 404)
     assert_json_error(admin_client.delete(f"/api/nodes/{node.pk}/maintenance/abc"), 404)
 
