@@ -25,6 +25,7 @@ from nodes.models import (
     check_schedulable,
     liveness_case,
     liveness_cutoffs,
+    validate_labels,
 )
 from taskmgmt.exceptions import DomainError
 from taskmgmt.replica import ReplicaCountPaginator
@@ -552,6 +553,14 @@ class TaskAdminForm(forms.ModelForm):
     def clean_priority(self):
         priority = self.cleaned_data["priority"]
         return PRIORITY_DEFAULT if priority is None else priority
+
+    def clean_node_selector(self):
+        # The model's validator runs only after clean(), whose placement checks need a
+        # selector of the right shape: a list or a string there was a 500.
+        selector = self.cleaned_data["node_selector"]
+        if selector:
+            validate_labels(selector)
+        return selector
 
     def clean(self):
         cleaned = super().clean()
