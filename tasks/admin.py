@@ -121,7 +121,7 @@ def json_block(value):
     """A task's JSON value (payload, result, checkpoint), pretty-printed and escaped;
     collapsed behind its size when large, so the page stays readable."""
     if value is None:
-        return "-"
+        return "—"
     text = json.dumps(value, indent=2, ensure_ascii=False)
     block = format_html('<pre class="task-json">{}</pre>', text)
     if len(text) <= JSON_OPEN_CHARACTERS and text.count("\n") < JSON_OPEN_LINES:
@@ -142,9 +142,9 @@ def percent_text(percent: float) -> str:
 
 def progress_bar(task, *, compact=False):
     """The latest progress report: a bar (indeterminate without a percent), its message
-    and how long ago it came; "-" if none."""
+    and how long ago it came; "—" if none."""
     if task.progress_updated_at is None:
-        return "-"
+        return "—"
     percent = task.progress_percent
     bar = (
         format_html('<progress max="100" value="{}"></progress> {}', percent, percent_text(percent))
