@@ -523,10 +523,19 @@ def is_editable(task) -> bool:
     return task.active and task.status == TaskStatus.PENDING
 
 
+class SelectorField(forms.JSONField):
+    """No selector shows as an empty box, as the help asks, not as the JSON `null` one
+    had to delete before typing a selector."""
+
+    def prepare_value(self, value):
+        return "" if value is None else super().prepare_value(value)
+
+
 class TaskAdminForm(forms.ModelForm):
     class Meta:
         model = Task
         fields = ["name", "details", "assigned_node", "locked_at", "priority", "node_selector"]
+        field_classes = {"node_selector": SelectorField}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

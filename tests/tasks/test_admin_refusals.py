@@ -228,3 +228,23 @@ def test_a_list_as_the_selector_of_a_pending_task_is_a_form_error_and_nothing_ch
     ]
     task.refresh_from_db()
     assert task.node_selector is None
+
+
+def test_no_selector_is_an_empty_box_not_null(admin_site_client):
+    pending = TaskFactory(assigned_node=gpu_node())
+    chosen = TaskFactory(assigned_node=pending.assigned_node, node_selector={"gpu": "true"})
+
+    def box(url):
+        form = admin_site_client.get(url).context["adminform"].form
+        return form["node_selector"].value(), str(form["node_selector"])
+
+    assert box(ADD)[0] == "" and ">\n</textarea>" in box(ADD)[1]
+    assert box(change_url(pending))[0] == ""
+    assert box(change_url(chosen))[1].count("gpu") == 1
+    # Saved with the box left empty: still no selector.
+    response = admin_site_client.post(
+        change_url(pending), form_for(pending.assigned_node, node_selector="") | NO_INLINE_FORMS
+    )
+    assert response.status_code == 302
+    pending.refresh_from_db()
+    assert pending.node_selector is None
