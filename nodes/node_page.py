@@ -12,7 +12,7 @@ from accounts.models import User
 from accounts.services import user_deactivate
 from nodes import heartbeats
 from nodes.forms import DrainForm, MaintenanceForm, ReasonForm, UncordonForm
-from nodes.models import Liveness, MaintenanceWindow, Node, NodeEvent, node_state
+from nodes.models import Liveness, MaintenanceWindow, Node, NodeEvent, NodeState, node_state
 from nodes.services import (
     NotCordoned,
     WindowNotComing,
@@ -64,7 +64,12 @@ def node_view(site, request, node_id):
         "scheduling_forms": [
             ("tm-cordon", "cordon", scheduling["cordon_form"], "Cordon"),
             ("tm-drain", "drain", scheduling["drain_form"], "Drain…"),
-            ("tm-uncordon", "uncordon", scheduling["uncordon_form"], "Uncordon"),
+            # Only for a node there is something to end on (a cordon, a drain, a window).
+            *(
+                [("tm-uncordon", "uncordon", scheduling["uncordon_form"], "Uncordon")]
+                if schedule["state"] != NodeState.SCHEDULABLE
+                else []
+            ),
             ("tm-maintenance", "maintenance", scheduling["maintenance_form"], "Plan maintenance"),
         ],
         "as_of": now,

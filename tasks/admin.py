@@ -25,6 +25,7 @@ from nodes.models import (
     check_schedulable,
     liveness_case,
     liveness_cutoffs,
+    validate_labels,
 )
 from taskmgmt.exceptions import DomainError
 from taskmgmt.replica import ReplicaCountPaginator
@@ -120,7 +121,7 @@ def json_block(value):
     """A task's JSON value (payload, result, checkpoint), pretty-printed and escaped;
     collapsed behind its size when large, so the page stays readable."""
     if value is None:
-        return "-"
+        return "—"
     text = json.dumps(value, indent=2, ensure_ascii=False)
     block = format_html('<pre class="task-json">{}</pre>', text)
     if len(text) <= JSON_OPEN_CHARACTERS and text.count("\n") < JSON_OPEN_LINES:
@@ -141,9 +142,9 @@ def percent_text(percent: float) -> str:
 
 def progress_bar(task, *, compact=False):
     """The latest progress report: a bar (indeterminate without a percent), its message
-    and how long ago it came; "-" if none."""
+    and how long ago it came; "—" if none."""
     if task.progress_updated_at is None:
-        return "-"
+        return "—"
     percent = task.progress_percent
     bar = (
         format_html('<progress max="100" value="{}"></progress> {}', percent, percent_text(percent))
@@ -522,10 +523,19 @@ def is_editable(task) -> bool:
     return task.active and task.status == TaskStatus.PENDING
 
 
+class SelectorField(forms.JSONField):
+    """No selector shows as an empty box, as the help asks, not as the JSON `null` one
+    had to delete before typing a selector."""
+
+    def prepare_value(self, value):
+        return "" if value is None else super().prepare_value(value)
+
+
 class TaskAdminForm(forms.ModelForm):
     class Meta:
         model = Task
         fields = ["name", "details", "assigned_node", "locked_at", "priority", "node_selector"]
+        field_classes = {"node_selector": SelectorField}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -552,6 +562,14 @@ class TaskAdminForm(forms.ModelForm):
     def clean_priority(self):
         priority = self.cleaned_data["priority"]
         return PRIORITY_DEFAULT if priority is None else priority
+
+    def clean_node_selector(self):
+        # The model's validator runs only after clean(), whose placement checks need a
+        # selector of the right shape: a list or a string there was a 500.
+        selector = self.cleaned_data["node_selector"]
+        if selector:
+            validate_labels(selector)
+        return selector
 
     def clean(self):
         cleaned = super().clean()

@@ -160,6 +160,8 @@ class AdminSite(admin.AdminSite):
     """
 
     index_template = "admin/tasks/dashboard.html"
+    # The project's own empty cells say "—"; Django's said "-" beside them.
+    empty_value_display = "—"
 
     def index(self, request, extra_context=None):
         context = {

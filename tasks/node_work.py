@@ -123,7 +123,7 @@ class TaskWork(NodeWork):
             "moved_away": moved_away(node),
             "activity_url": f"{reverse('admin:activity')}?{urlencode({'node': node.pk})}",
             "form": form,
-            "no_reassign_target": no_reassign_target(node, form),
+            "no_reassign_target": no_reassign_target(node, form, open_count),
         }
 
 
@@ -133,11 +133,16 @@ NOT_SCHEDULABLE = (
 )
 
 
-def no_reassign_target(node, form) -> str:
+NOTHING_OPEN = "There is nothing to move: it has no open tasks."
+
+
+def no_reassign_target(node, form, open_count: int) -> str:
     """Why the reassign offers no node to move to ("" when it offers one): its list is
     the other schedulable nodes only, and an empty select said nothing."""
     if form.fields["node"].queryset.exists():
         return ""
+    if not open_count:  # nothing to move: no advice on where to move it
+        return NOTHING_OPEN
     if Node.objects.filter(is_active=True).exclude(pk=node.pk).exists():
         return NOT_SCHEDULABLE
     return "There is no other active node to move its tasks to."

@@ -397,3 +397,52 @@ def test_the_dashboard_and_activity_fit_with_nodes_in_maintenance_and_long_reaso
             By.CSS_SELECTOR, f'.tm-schedule[data-node="{data["down"].pk}"]'
         ).text
     )
+
+
+def overlaps(driver, first, second) -> bool:
+    return driver.execute_script(
+        "var a = arguments[0].getBoundingClientRect(), b = arguments[1].getBoundingClientRect();"
+        "return a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;",
+        first,
+        second,
+    )
+
+
+@pytest.mark.parametrize("width", [1280, 1440])
+def test_a_task_pages_history_button_covers_nothing_of_its_actions(browser, width):
+    """Django's object tools are pulled up beside the title; placed after the actions
+    box they sat on its last line and hid the end of a waiting cancel request's words."""
+    from tasks.services import task_cancel
+
+    browser.set_window_size(width, 1000)
+    running = TaskFactory(status=TaskStatus.IN_PROGRESS)
+    task_cancel(task_id=running.pk, reason="not needed")
+    log_in(browser, AdminFactory())
+
+    browser.get(f"{browser.base_url}/admin/tasks/task/{running.pk}/change/")
+    history = wait_for(browser, "ul.object-tools a.historylink")
+    actions = browser.find_element(By.ID, "tm-task-actions")
+    assert not overlaps(browser, history, actions)
+    for line in actions.find_elements(By.CSS_SELECTOR, "p, form"):
+        assert not overlaps(browser, history, line), line.text
+
+
+@pytest.mark.parametrize("width", [1280, 1440])
+def test_a_task_pages_progress_says_its_age_under_the_bar_not_indented(browser, width):
+    """The age line of the progress field lines up with its bar and message: as a
+    `help` div inside the aligned form it took Django's 170 px help indent."""
+    from tasks.services import task_claim, task_report_progress
+
+    browser.set_window_size(width, 1000)
+    node = NodeFactory()
+    TaskFactory(assigned_node=node)
+    task = task_claim(node=node)
+    task_report_progress(task_id=task.pk, node=node, percent=40, message="frame 40 of 100")
+    log_in(browser, AdminFactory())
+
+    browser.get(f"{browser.base_url}/admin/tasks/task/{task.pk}/change/")
+    field = wait_for(browser, ".task-progress")
+    bar = field.find_element(By.TAG_NAME, "progress")
+    lines = field.find_elements(By.XPATH, "./div")
+    assert lines[0].text == "frame 40 of 100" and lines[1].text.startswith("updated ")
+    assert {round(line.rect["x"]) for line in lines} == {round(bar.rect["x"])}

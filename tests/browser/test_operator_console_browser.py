@@ -217,3 +217,31 @@ def test_docs_pictures_of_the_console_after_a_failover(browser, settings):
     assert "Node lost" in feed and "kernel upgrade" in feed
     picture(browser, "activity.png")
     browser.execute_script("window.sessionStorage.clear();")
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_activity_feeds_filters_show_a_long_node_email_whole(browser, width):
+    """A node chosen in the Node (or By) filter shows its name and email whole: the
+    boxes were capped at 16em, which cut a long email at its domain."""
+    from tests.factories import AdminFactory, NodeFactory
+
+    browser.set_window_size(width, 1000)
+    node = NodeFactory(
+        name="GPU render box", email="render-box-eu-west-1-rack-42-slot-07@gpu.example.com"
+    )
+    log_in(browser, AdminFactory())
+
+    browser.get(f"{browser.base_url}/admin/activity/?node={node.pk}&actor={node.pk}")
+    for field in ("id_node", "id_actor"):
+        box = wait_for(browser, f"#{field}")
+        assert Select(box).first_selected_option.text == str(node)
+        # The chosen option's text, in the box's own font, fits inside the box.
+        text_width = browser.execute_script(
+            "var box = arguments[0], style = getComputedStyle(box);"
+            "var context = document.createElement('canvas').getContext('2d');"
+            "context.font = style.fontSize + ' ' + style.fontFamily;"
+            "return context.measureText(box.options[box.selectedIndex].text).width;",
+            box,
+        )
+        assert text_width <= box.rect["width"] - 16, (field, text_width, box.rect["width"])
+    assert no_horizontal_overflow(browser)

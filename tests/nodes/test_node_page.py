@@ -267,12 +267,30 @@ def test_the_reassign_says_why_it_offers_no_node_when_no_other_is_schedulable(
 
 def test_the_reassign_says_so_when_there_is_no_other_active_node(admin_site_client):
     source, gone = NodeFactory.create_batch(2)
+    TaskFactory(assigned_node=source)
     user_deactivate(user=gone)
 
     panel = reassign_panel(admin_site_client, source)
 
     assert 'name="node"' not in panel
     assert "There is no other active node to move its tasks to." in panel
+
+
+@pytest.mark.parametrize("other", ["cordoned", "deactivated"])
+def test_a_node_with_no_open_tasks_is_not_told_where_they_could_go(admin_site_client, other):
+    """No uncordon advice "to move these tasks" when there are none to move."""
+    source, second = NodeFactory.create_batch(2)
+    TaskFactory(assigned_node=source, status=TaskStatus.COMPLETED)
+    if other == "cordoned":
+        node_cordon(node_id=second.pk, reason="fan", actor=None)
+    else:
+        user_deactivate(user=second)
+
+    panel = reassign_panel(admin_site_client, source)
+
+    assert 'name="node"' not in panel
+    assert "There is nothing to move: it has no open tasks." in panel
+    assert "Uncordon one" not in panel and "no other active node" not in panel
 
 
 def test_deactivate_writes_is_active_alone():

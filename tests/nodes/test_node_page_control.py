@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from nodes.models import Cordon, MaintenanceWindow, NodeEvent, NodeEventKind
-from nodes.services import node_set_labels
+from nodes.services import node_drain, node_set_labels
 from tasks.models import Task, TaskHistory, TaskStatus
 from tests.factories import NodeFactory, TaskFactory
 
@@ -37,6 +37,26 @@ def test_cordon_then_uncordon_from_the_page(admin_site_client, admin_user, node)
     assert not Cordon.objects.exists()
     kinds = list(NodeEvent.objects.values_list("kind", flat=True))
     assert kinds == [NodeEventKind.UNCORDON, NodeEventKind.CORDON]
+
+
+@pytest.mark.parametrize("state", ["schedulable", "cordoned", "draining", "in a window"])
+def test_the_uncordon_form_shows_only_when_there_is_something_to_end(
+    admin_site_client, node, state
+):
+    now = timezone.now()
+    if state == "cordoned":
+        admin_site_client.post(page(node), {"action": "cordon", "cordon-reason": "fan"})
+    elif state == "draining":
+        node_drain(node_id=node.pk, reason="disk", actor=None)
+    elif state == "in a window":
+        MaintenanceWindow.objects.create(
+            node=node, starts_at=now, ends_at=now + timedelta(hours=1), reason="kernel"
+        )
+
+    shown = admin_site_client.get(page(node)).content.decode()
+
+    assert ('id="tm-uncordon"' in shown) == (state != "schedulable")
+    assert 'id="tm-cordon"' in shown and 'id="tm-maintenance"' in shown
 
 
 def test_the_page_uncordons_without_a_reason(admin_site_client, node):
@@ -189,7 +209,8 @@ def test_the_scheduling_forms_stay_out_of_the_regions_that_refresh_themselves(
     admin_site_client, node
 ):
     # live.js swaps the [data-live] regions every few seconds: a form in one would lose
-    # what the operator is typing.
+    # what the operator is typing. Cordoned: the uncordon form shows too.
+    admin_site_client.post(page(node), {"action": "cordon", "cordon-reason": "fan"})
     shown = admin_site_client.get(page(node)).content.decode()
 
     live = shown.split('id="tm-node-live-top" data-live>')[1].split('id="tm-node-actions"')[0]

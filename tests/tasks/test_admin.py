@@ -130,6 +130,19 @@ def test_the_changelist_shows_the_tasks_with_their_node_status_and_overdue_marke
     assert {task.name for task in results(response)} == {"Late one", "On time"}
 
 
+def test_an_empty_value_is_one_dash_everywhere_in_the_admin(admin_site_client):
+    """Django's own empty cells said "-", the project's "—": one of them, the long one."""
+    task = TaskFactory(name="On time", status=TaskStatus.COMPLETED)
+
+    page = admin_site_client.get(reverse("admin:tasks_task_change", args=[task.pk]))
+    listed = admin_site_client.get(CHANGELIST)
+
+    cells = re.findall(r'<div class="readonly">([^<]*)</div>', page.content.decode())
+    assert "—" in cells and "-" not in cells  # failure cause, progress, result...
+    overdue = re.findall(r'<td class="field-overdue">([^<]*)</td>', listed.content.decode())
+    assert overdue == ["—"]
+
+
 @pytest.mark.parametrize(
     ("query", "expected"),
     [

@@ -195,3 +195,56 @@ def test_a_new_task_without_a_node_needs_a_selector_a_node_matches(
     (error,) = response.context["adminform"].form.errors[field]
     assert error.startswith(message)
     assert not Task.objects.exists()
+
+
+@pytest.mark.parametrize("selector", ["[1, 2]", '"gpu"', '{"gpu": 1}'])
+@pytest.mark.parametrize("with_node", [True, False])
+def test_a_selector_that_is_not_labels_is_a_form_error_on_the_field_not_a_500(
+    admin_site_client, selector, with_node
+):
+    node = gpu_node()
+    form = form_for(node, node_selector=selector, assigned_node=node.pk if with_node else "")
+
+    response = admin_site_client.post(ADD, form)
+
+    assert response.status_code == 200
+    (error, *_) = response.context["adminform"].form.errors["node_selector"]
+    assert error.startswith(("Must be a JSON object", "Value of 'gpu'"))
+    assert not Task.objects.exists()
+
+
+def test_a_list_as_the_selector_of_a_pending_task_is_a_form_error_and_nothing_changes(
+    admin_site_client,
+):
+    task = TaskFactory(assigned_node=gpu_node())
+
+    response = admin_site_client.post(
+        change_url(task), form_for(task.assigned_node, node_selector="[1, 2]") | NO_INLINE_FORMS
+    )
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["node_selector"] == [
+        "Must be a JSON object of string keys to string values."
+    ]
+    task.refresh_from_db()
+    assert task.node_selector is None
+
+
+def test_no_selector_is_an_empty_box_not_null(admin_site_client):
+    pending = TaskFactory(assigned_node=gpu_node())
+    chosen = TaskFactory(assigned_node=pending.assigned_node, node_selector={"gpu": "true"})
+
+    def box(url):
+        form = admin_site_client.get(url).context["adminform"].form
+        return form["node_selector"].value(), str(form["node_selector"])
+
+    assert box(ADD)[0] == "" and ">\n</textarea>" in box(ADD)[1]
+    assert box(change_url(pending))[0] == ""
+    assert box(change_url(chosen))[1].count("gpu") == 1
+    # Saved with the box left empty: still no selector.
+    response = admin_site_client.post(
+        change_url(pending), form_for(pending.assigned_node, node_selector="") | NO_INLINE_FORMS
+    )
+    assert response.status_code == 302
+    pending.refresh_from_db()
+    assert pending.node_selector is None

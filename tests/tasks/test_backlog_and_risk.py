@@ -87,3 +87,16 @@ def test_a_node_page_shows_its_backlog(admin_site_client):
     assert "5 open (1 in progress)" in page
     assert 'id="tm-completed-last-hour">2<' in page
     assert 'id="tm-backlog">2 h 30 min<' in page
+
+
+def test_a_node_page_says_plainly_when_its_backlog_never_clears(admin_site_client):
+    node = seen(NodeFactory(), 1)
+    TaskFactory(assigned_node=node)
+
+    page = admin_site_client.get(reverse("admin:node", args=[node.pk])).content.decode()
+
+    assert "clears in never" not in page
+    assert (
+        'At that rate its backlog <strong id="tm-backlog">never clears</strong>'
+        " (it completed nothing in the last hour)." in page
+    )

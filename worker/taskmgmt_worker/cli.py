@@ -90,7 +90,11 @@ def main(argv=None) -> int:
         description="A taskmgmt worker node: claim a task, work on it, report, repeat.",
     )
     env = os.environ.get
-    parser.add_argument("--server", default=env("TASKMGMT_URL", "http://127.0.0.1:8000"))
+    parser.add_argument(
+        "--server",
+        default=env("TASKMGMT_URL", "http://127.0.0.1:8000"),
+        help="or TASKMGMT_URL (default http://127.0.0.1:8000)",
+    )
     parser.add_argument("--email", default=env("TASKMGMT_EMAIL"), help="or TASKMGMT_EMAIL")
     parser.add_argument(
         "--password", default=env("TASKMGMT_PASSWORD"), help="or TASKMGMT_PASSWORD (safer)"

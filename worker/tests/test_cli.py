@@ -24,3 +24,12 @@ def test_a_work_spec_that_names_no_function_is_a_usage_error(spec, says, capsys)
     err = capsys.readouterr().err
     assert says in err
     assert "Traceback" not in err
+
+
+def test_the_help_names_the_servers_variable_and_default(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["--help"])
+
+    assert exit.value.code == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "--server SERVER or TASKMGMT_URL (default http://127.0.0.1:8000)" in said
