@@ -88,7 +88,10 @@ def parsed_labels(text: str) -> dict:
         key, equals, value = part.partition("=")
         if not equals:
             raise forms.ValidationError(f"{part!r}: write labels as key=value.")
-        labels[key.strip()] = value.strip()
+        key = key.strip()
+        if key in labels:  # "a=b, a=c" kept the last: no node has both values
+            raise forms.ValidationError(f"{key!r} is given twice: give each label once.")
+        labels[key] = value.strip()
     errors = labels_errors(labels)
     if errors:
         raise forms.ValidationError(errors)

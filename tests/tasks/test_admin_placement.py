@@ -178,6 +178,8 @@ def test_an_admin_broadcasts_one_pinned_task_per_matching_node(admin_site_client
     [
         (broadcast_form(), "no node matches"),
         (broadcast_form(labels="gpu"), "key=value"),
+        # It kept the last value, and broadcast to the gpu=false node.
+        (broadcast_form(labels="gpu=true, gpu=false"), "is given twice"),
         (broadcast_form(locked_at="2001-01-01T00:00"), "must be in the future"),
         (broadcast_form(priority="0"), "greater than or equal to 1"),
     ],
