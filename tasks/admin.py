@@ -34,6 +34,8 @@ from tasks.forms import (
     BroadcastForm,
     CancelForm,
     LabelReassignForm,
+    OptionalJSONField,
+    PayloadField,
     ReassignForm,
     deadline_outcome,
     deadline_plan,
@@ -523,19 +525,19 @@ def is_editable(task) -> bool:
     return task.active and task.status == TaskStatus.PENDING
 
 
-class SelectorField(forms.JSONField):
-    """No selector shows as an empty box, as the help asks, not as the JSON `null` one
-    had to delete before typing a selector."""
-
-    def prepare_value(self, value):
-        return "" if value is None else super().prepare_value(value)
-
-
 class TaskAdminForm(forms.ModelForm):
     class Meta:
         model = Task
-        fields = ["name", "details", "assigned_node", "locked_at", "priority", "node_selector"]
-        field_classes = {"node_selector": SelectorField}
+        fields = [
+            "name",
+            "details",
+            "assigned_node",
+            "locked_at",
+            "priority",
+            "node_selector",
+            "payload",
+        ]
+        field_classes = {"node_selector": OptionalJSONField, "payload": PayloadField}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -1022,7 +1024,11 @@ class TaskAdmin(admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         # A new task has no id, status or history yet: ask only for what the admin sets.
-        return TaskAdminForm.Meta.fields if obj is None else self.fields
+        if obj is None:
+            return TaskAdminForm.Meta.fields
+        if is_editable(obj):  # its payload in a box to edit, not shown read-only
+            return [("payload" if name == "payload_json" else name) for name in self.fields]
+        return self.fields
 
     def get_readonly_fields(self, request, obj=None):
         # Once a node has started (or the task is deleted), only the actions may change it.
@@ -1149,6 +1155,7 @@ class TaskAdmin(admin.ModelAdmin):
                     locked_at=data["locked_at"],
                     priority=data["priority"],
                     node_selector=data["labels"],
+                    payload=data["payload"],
                 )
             except NoNodeMatches:
                 # The service words it for the API (nodeSelector); the form says it in

@@ -2,12 +2,20 @@
 "reassign all its open tasks" both move tasks with it, and both say in the same
 words what it will do and what it did to the deadlines; and the cancel form."""
 
+import json
+
 from django import forms
 from django.conf import settings
 from django.utils import timezone
 
 from nodes.models import Liveness, Node, labels_errors
-from tasks.models import CANCEL_REASON_MAX_LENGTH, PRIORITY_MAX, PRIORITY_MIN, validate_future
+from tasks.models import (
+    CANCEL_REASON_MAX_LENGTH,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    json_size_error,
+    validate_future,
+)
 from tasks.templatetags.moments import moment
 
 
@@ -19,6 +27,40 @@ class CancelForm(forms.Form):
         required=False,
         help_text="Shown to the node with the cancel request and kept in the task's history.",
     )
+
+
+class OptionalJSONField(forms.JSONField):
+    """A JSON box that may be left empty (None): none shows as an empty box, not as the
+    JSON `null` one had to delete before typing."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**{**kwargs, "required": False})
+
+    def prepare_value(self, value):
+        if value is None:
+            return ""
+        if isinstance(value, forms.fields.InvalidJSONInput):
+            return value  # what was typed, back in the box with its error
+        return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+class PayloadField(OptionalJSONField):
+    """A task's payload, checked as the API checks it (TASK_PAYLOAD_MAX_BYTES, no NUL)."""
+
+    def __init__(self, **kwargs):
+        # As a model form's field too, whose model field names its own help.
+        kwargs["widget"] = forms.Textarea(attrs={"rows": 6, "class": "tm-json-input"})
+        kwargs["help_text"] = (
+            "Optional: any JSON value the worker gets with the task, e.g."
+            ' {"input": "s3://bucket/file.csv"}. Empty: none.'
+        )
+        super().__init__(**kwargs)
+
+    def validate(self, value):
+        super().validate(value)
+        error = json_size_error(value, settings.TASK_PAYLOAD_MAX_BYTES)
+        if error:
+            raise forms.ValidationError(error)
 
 
 # What the task list's reassign says when its node list is empty.
@@ -141,6 +183,7 @@ class BroadcastForm(forms.Form):
         required=False,
         help_text="key=value, comma-separated; empty: every schedulable node.",
     )
+    payload = PayloadField()
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

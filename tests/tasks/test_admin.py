@@ -366,6 +366,7 @@ def test_the_add_page_asks_only_for_what_the_admin_sets(admin_site_client):
     assert set(form.fields) == {
         *("name", "details", "assigned_node", "locked_at"),
         *("priority", "node_selector"),  # placement (docs/placement.md)
+        "payload",  # the work data (docs/api.md); the add page had no way to give one
     }
 
 

@@ -10,8 +10,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from tasks.models import TaskStatus
+from tasks.models import HistoryAction, Task, TaskHistory, TaskStatus
 from tests.factories import TaskFactory
+from tests.tasks.test_admin import ADD, FUTURE, NO_INLINE_FORMS, change_url
 
 pytestmark = pytest.mark.django_db
 
@@ -42,7 +43,8 @@ def test_the_task_page_shows_payload_result_and_checkpoint_as_escaped_json(admin
 
 
 def test_a_large_payload_is_collapsed_behind_its_size(admin_site_client):
-    task = TaskFactory(payload={"rows": list(range(100))})
+    # Running: shown, not edited (a pending task's payload is in a box to edit).
+    task = TaskFactory(payload={"rows": list(range(100))}, status=TaskStatus.IN_PROGRESS)
 
     page = change_page(admin_site_client, task)
 
@@ -99,3 +101,90 @@ def test_the_list_does_not_read_the_json_columns(admin_site_client):
 
     task_reads = [q["sql"] for q in captured if 'FROM "tasks_task"' in q["sql"].replace("`", '"')]
     assert task_reads and all('"payload"' not in sql.replace("`", '"') for sql in task_reads)
+
+
+# --- Giving a payload in the admin (the add and edit forms, the broadcast) ---------
+
+
+def test_an_admin_adds_a_task_with_a_json_payload(admin_site_client, node):
+    """The add page had no payload box: a task made in the admin carried no data."""
+    form = {"name": "Resize", "details": "d", "assigned_node": node.pk, **FUTURE}
+
+    response = admin_site_client.post(ADD, {**form, "payload": '{"input": "s3://b/f.csv"}'})
+
+    assert response.status_code == 302
+    assert Task.objects.get(name="Resize").payload == {"input": "s3://b/f.csv"}
+    admin_site_client.post(ADD, {**form, "name": "Plain", "payload": ""})
+    assert Task.objects.get(name="Plain").payload is None
+
+
+def test_a_pending_task_s_payload_is_edited_with_an_edit_row_naming_it(
+    admin_site_client, admin_user
+):
+    task = TaskFactory(payload={"n": 1})
+    page = change_page(admin_site_client, task)
+    # Shown as the JSON it is, to edit: not "null", not Python's repr.
+    assert '"n": 1' in page.replace("&quot;", '"')
+    form = {
+        "name": task.name,
+        "details": task.details,
+        "assigned_node": task.assigned_node_id,
+        "priority": task.priority,
+        **FUTURE,
+        **NO_INLINE_FORMS,
+    }
+
+    response = admin_site_client.post(change_url(task), {**form, "payload": '[1, "two"]'})
+
+    assert response.status_code == 302
+    task.refresh_from_db()
+    assert task.payload == [1, "two"]
+    edit = TaskHistory.objects.get(task=task, action=HistoryAction.EDIT)
+    assert (edit.to_value, edit.performed_by_id) == ("payload", admin_user.pk)
+
+
+@pytest.mark.parametrize(
+    "typed, message",
+    [
+        ("{not json", "Enter a valid JSON."),
+        ('"a\\u0000b"', "Must not contain NUL characters."),
+        ("[" * 40 + "]" * 40, "arrays or objects deep"),
+    ],
+)
+def test_a_bad_payload_is_a_form_error_and_nothing_is_saved(
+    admin_site_client, node, typed, message
+):
+    form = {"name": "Bad", "details": "d", "assigned_node": node.pk, **FUTURE}
+
+    response = admin_site_client.post(ADD, {**form, "payload": typed})
+
+    assert response.status_code == 200
+    assert message in " ".join(response.context["adminform"].form.errors["payload"])
+    assert not Task.objects.filter(name="Bad").exists()
+
+
+def test_a_payload_over_the_limit_is_refused(admin_site_client, node, settings):
+    settings.TASK_PAYLOAD_MAX_BYTES = 10
+    form = {"name": "Big", "details": "d", "assigned_node": node.pk, **FUTURE}
+
+    response = admin_site_client.post(ADD, {**form, "payload": '"more than ten"'})
+
+    assert "Must be at most 10 bytes as JSON; this is 15." in response.content.decode()
+    assert not Task.objects.filter(name="Big").exists()
+
+
+def test_a_broadcast_carries_its_payload_to_every_task(admin_site_client, node, other_node):
+    data = {
+        "name": "upgrade",
+        "details": "apt upgrade",
+        "locked_at": "2099-07-01T09:30",
+        "priority": "50",
+        "labels": "",
+        "payload": '{"packages": ["openssl"]}',
+    }
+
+    response = admin_site_client.post(reverse("admin:tasks_task_broadcast"), data)
+
+    assert response.status_code == 302
+    payloads = list(Task.objects.values_list("payload", flat=True))
+    assert payloads == [{"packages": ["openssl"]}] * 2
