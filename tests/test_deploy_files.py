@@ -1,0 +1,51 @@
+"""deploy/ holds together with the code: the env file names only settings the code
+reads, and among what every host must share, each limit on what a request may hold
+(deploy/README.md, What is shared)."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV_FILE = ROOT / "deploy" / "taskmgmt.env"
+# Where the settings are read: Django's settings and gunicorn's.
+READERS = [ROOT / "taskmgmt" / "settings.py", ROOT / "gunicorn.conf.py"]
+# A line `NAME=value` or a commented-out `# NAME=value`.
+VARIABLE = re.compile(r"^#?\s*([A-Z][A-Z0-9_]*)=", re.MULTILINE)
+SHARED_HEADING = "=== Must be the same on every host"
+
+# Hosts that disagree on these would take on one what another refuses (or, for the
+# origins, answer a browser's preflight one way here and another way there).
+MUST_BE_SHARED = {
+    "SECRET_KEY",
+    "DATABASE_URL",
+    "REPLICA_DATABASE_URL",
+    "CACHE_URL",
+    "METRICS_TOKEN",
+    "MAX_PAGE_SIZE",
+    "BULK_MAX_TASKS",
+    "BULK_MAX_BODY_BYTES",
+    "TASK_PAYLOAD_MAX_BYTES",
+    "TASK_RESULT_MAX_BYTES",
+    "TASK_CHECKPOINT_MAX_BYTES",
+    "DATA_UPLOAD_MAX_MEMORY_SIZE",
+    "CORS_ALLOWED_ORIGINS",
+}
+
+
+def shared_section() -> str:
+    text = ENV_FILE.read_text()
+    start = text.index(SHARED_HEADING)
+    end = text.index("\n# ===", start)
+    return text[start:end]
+
+
+def test_every_variable_the_env_file_names_is_read_by_the_code():
+    code = "\n".join(path.read_text() for path in READERS)
+    named = set(VARIABLE.findall(ENV_FILE.read_text()))
+    unread = {name for name in named if f'"{name}"' not in code}
+    assert named and not unread
+
+
+def test_every_limit_a_host_enforces_is_among_what_every_host_shares():
+    shared = set(VARIABLE.findall(shared_section()))
+    assert MUST_BE_SHARED - shared == set()
