@@ -130,7 +130,8 @@ def _hsts(request) -> list[tuple[str, str]]:
 _DJANGO_ONLY = ("HTTP_ORIGIN", "HTTP_TRANSFER_ENCODING", "HTTP_IDEMPOTENCY_KEY")
 # An Accept DRF's negotiation answers with plain application/json (JSON is the API's
 # only renderer): media types without parameters (those can change the answer, e.g.
-# `indent`), one of them JSON's. Anything else, a 406 among it, is Django's.
+# `indent`), one of them JSON's. Anything else is Django's (JSON all the same:
+# taskmgmt.renderers.JSONWhateverAccepted).
 _JSON_MEDIA_TYPES = frozenset({"application/json", "application/*", "*/*"})
 
 

@@ -12,6 +12,8 @@ import re
 import secrets
 
 from rest_framework import renderers
+from rest_framework.exceptions import NotAcceptable
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.utils.encoders import JSONEncoder
 
 # Private-use characters around a placeholder, with a nonce per response between
@@ -88,3 +90,16 @@ class JSONRenderer(renderers.JSONRenderer):
         # A lone surrogate a client sent, echoed in an error ("\ud800" is not a valid
         # choice), cannot be UTF-8: written as its JSON escape, as ensure_ascii would.
         return output.encode("utf-8", "backslashreplace")
+
+
+class JSONWhateverAccepted(DefaultContentNegotiation):
+    """DRF's negotiation, but an `Accept` the API cannot meet (`text/html`,
+    `application/xml`) gets JSON, as the original system answered every request,
+    not a 406: JSON is all the API speaks, and a client sending such a header still
+    reads JSON. An `Accept` it can meet is honoured as before (`indent`)."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        try:
+            return super().select_renderer(request, renderers, format_suffix)
+        except NotAcceptable:
+            return renderers[0], renderers[0].media_type

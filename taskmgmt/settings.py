@@ -256,6 +256,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     # DRF's, plus JSON columns copied into lists unparsed (taskmgmt/renderers.py).
     "DEFAULT_RENDERER_CLASSES": ["taskmgmt.renderers.JSONRenderer"],
+    # JSON whatever the Accept header asks, as the original answered (never a 406).
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "taskmgmt.renderers.JSONWhateverAccepted",
     # JSON only: other bodies get a 415; deeply nested JSON a 400, not a 500.
     "DEFAULT_PARSER_CLASSES": ["taskmgmt.parsers.JSONParser"],
     "DEFAULT_THROTTLE_CLASSES": ["taskmgmt.throttling.ApiRateThrottle"],

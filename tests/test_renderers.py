@@ -5,6 +5,7 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+from rest_framework.test import APIClient
 
 from taskmgmt.renderers import JSONRenderer, JSONText
 from tests.factories import TaskFactory
@@ -72,3 +73,22 @@ def test_a_list_page_gives_each_tasks_json_as_stored(admin_client):
         (2, [2], "text"),
     ]
     assert all(t["payload"]["text"] == '\u2028 ünï "q"' for t in tasks)
+
+
+@pytest.mark.parametrize("accept", ["text/html", "application/xml", "text/plain"])
+def test_an_accept_the_api_cannot_meet_gets_json_not_a_406(admin_client, node, accept):
+    # The original answered JSON whatever a client accepted; this was a 406.
+    TaskFactory(assigned_node=node)
+
+    listed = admin_client.get("/api/tasks/all", HTTP_ACCEPT=accept)
+    refused = APIClient().get("/api/tasks/all", HTTP_ACCEPT=accept)
+
+    assert (listed.status_code, listed["Content-Type"]) == (200, "application/json")
+    assert len(listed.json()["tasks"]) == 1
+    assert (refused.status_code, refused["Content-Type"]) == (401, "application/json")
+
+
+def test_an_accept_the_api_can_meet_is_still_honoured(admin_client):
+    response = admin_client.get("/api/tasks/all", HTTP_ACCEPT="application/json; indent=2")
+
+    assert response.content.startswith(b'{\n  "')
