@@ -452,6 +452,8 @@ class TaskViewSet(viewsets.GenericViewSet):
         responses={200: TaskSerializer(many=True), **error_responses(400, 401, 403, 429)},
     )
     def list_by_status(self, request, status):
+        # In any case, as the original's MySQL comparison read it (`PENDING`).
+        status = status.lower()
         if status not in FILTER_STATUSES:
             raise ValidationError({"status": [f"Must be one of: {', '.join(FILTER_STATUSES)}."]})
         return self.task_page(None if status == "all" else status)

@@ -249,7 +249,18 @@ def test_filter_all_is_every_visible_task(client_for, admin_client, node, one_ta
     assert ids(everyone) == newest_first(one_task_per_status.values())
 
 
-@pytest.mark.parametrize("status", ["done", "PENDING", "in-progress", "%20"])
+def test_a_filter_status_is_read_in_any_case_as_the_original_read_it(
+    admin_client, node, other_node, one_task_per_status
+):
+    # The original's MySQL comparison ignored case: `PENDING` was a 400 here.
+    expected = [one_task_per_status[(owner, "pending")] for owner in (node, other_node)]
+
+    assert ids(admin_client.get("/api/tasks/filter/PENDING")) == newest_first(expected)
+    assert admin_client.get("/api/tasks/filter/In_Progress").status_code == 200
+    assert admin_client.get("/api/tasks/filter/ALL").status_code == 200
+
+
+@pytest.mark.parametrize("status", ["done", "in-progress", "%20", "PENDINGS"])
 def test_an_unknown_filter_status_is_400(admin_client, status):
     response = admin_client.get(f"/api/tasks/filter/{status}")
 
