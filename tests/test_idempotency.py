@@ -279,7 +279,8 @@ def http_post(url, body, token, key):
 
 
 def hold_node_row(node, released: threading.Event, held: threading.Event):
-    """Locks the node's row on another connection: a task insert for it waits (its FK check)."""
+    """Locks the node's row on another connection: a task create for it waits (it takes the
+    node's lock before its insert, nodes.models.lock_nodes)."""
     try:
         with transaction.atomic():
             User.objects.select_for_update().get(pk=node.pk)
@@ -302,7 +303,7 @@ def test_a_repeat_while_the_first_is_in_flight_is_a_409_with_retry_after(live_se
         pool.submit(hold_node_row, node, released, held)
         assert held.wait(WAIT)
         first = pool.submit(http_post, url, body, token, "k")
-        wait_until_blocked("INSERT%")
+        wait_until_blocked("SELECT%FOR UPDATE%")
 
         in_flight = http_post(url, body, token, "k")
         other_body = http_post(url, task_body(node, name="Other"), token, "k")
