@@ -143,7 +143,9 @@ class Api:
             if give_up_after is not None and time.monotonic() - started + pause > give_up_after:
                 log("gave_up", method=method, path=path, status=status)
                 return None, {}
-            log("retry", method=method, path=path, status=status, pause=round(pause, 2))
+            # Without a status, why: a refused connection, an unknown host, a timeout.
+            why = {"error": payload.get("message")} if status is None else {}
+            log("retry", method=method, path=path, status=status, pause=round(pause, 2), **why)
             if abort.wait(pause):
                 raise Stopping()
 

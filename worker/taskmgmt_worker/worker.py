@@ -126,9 +126,13 @@ class Heartbeat(threading.Thread):
         draining = payload.get("schedulable") is False and payload.get("drainDeadline")
         if draining and self.on_drained:
             self.on_drained(payload["drainDeadline"])
-        if current and current.task_id in payload.get("revokedTaskIds", ()):
-            current.revoke()
-        if current:
+        with self.lock:
+            # Finished while the beat was out (reported, perhaps): no longer in progress, so
+            # listed as revoked, but done, not taken away; it logged `revoked` after `completed`.
+            if not current or current is not self.current:
+                return
+            if current.task_id in payload.get("revokedTaskIds", ()):
+                current.revoke()
             current.learn(payload, {})
 
     def run(self) -> None:

@@ -1,6 +1,7 @@
 """The command line: a `--work` that names no function is refused before any request."""
 
 import pytest
+from taskmgmt_worker import cli
 from taskmgmt_worker.cli import main
 
 LOGIN = ["--server", "http://127.0.0.1:9", "--email", "node@example.com", "--password", "x"]
@@ -23,4 +24,17 @@ def test_a_work_spec_that_names_no_function_is_a_usage_error(spec, says, capsys)
     assert exit.value.code == 2
     err = capsys.readouterr().err
     assert says in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("server", ["127.0.0.1:8000", "localhost:8000", "ftp://x", "http://"])
+def test_a_server_that_is_no_http_url_is_a_usage_error(server, capsys, monkeypatch):
+    # Else urllib's "unknown url type" was retried as a lost connection, for ever.
+    monkeypatch.setattr(cli, "run_worker", lambda *a, **k: pytest.fail("the worker started"))
+    with pytest.raises(SystemExit) as exit:
+        main(["--server", server, "--email", "node@example.com", "--password", "x"])
+
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert "http://" in err
     assert "Traceback" not in err

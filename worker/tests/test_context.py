@@ -3,7 +3,7 @@
 import threading
 
 from taskmgmt_worker.client import Api
-from taskmgmt_worker.worker import Context, failure, json_or_none, sleep_work
+from taskmgmt_worker.worker import Context, Heartbeat, failure, json_or_none, sleep_work
 
 
 def context(task=None) -> Context:
@@ -80,3 +80,21 @@ def test_the_default_work_stops_at_once_when_cancelled():
         assert str(error) == "cancelled"
     else:
         raise AssertionError("the work went on")
+
+
+def test_a_beat_answered_after_its_task_was_reported_does_not_revoke_it(monkeypatch, capsys):
+    # The beat named the task, the report finished first: the answer's revokedTaskIds
+    # lists it (no longer in progress), but it is done, not taken away.
+    ctx = context()
+    beat = Heartbeat(ctx.api, threading.Event())
+    beat.working_on(ctx)
+
+    def answered_late(*args, **kwargs):
+        beat.working_on(None)  # the report was answered meanwhile
+        return 200, {"heartbeatSeconds": 2, "revokedTaskIds": ["t1"], "cancelTaskIds": ["t1"]}
+
+    monkeypatch.setattr(ctx.api, "call", answered_late)
+    beat.beat()
+
+    assert (ctx.revoked, ctx.cancel_requested) == (False, False)
+    assert "revoked" not in capsys.readouterr().out
