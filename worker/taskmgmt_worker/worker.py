@@ -299,7 +299,9 @@ class Worker:
             outcome = {"taskStatus": "completed", "result": result}
             if problem:
                 outcome = {"taskStatus": "failed", "reason": problem[:REASON_LIMIT]}
-        except Exception as error:
+        except (Exception, SystemExit) as error:
+            # sys.exit() in the work (a library's CLI, say) fails the task too: it ended the
+            # process with the task in progress, taken up and ended again by the next run.
             # Stopped on request: acknowledged as cancelled (a finished task is reported).
             outcome = {"taskStatus": "cancelled"} if context.cancel_requested else failure(error)
         finally:
