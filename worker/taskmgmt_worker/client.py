@@ -184,7 +184,14 @@ class Api:
                     f"login as {self.email}: {status} {payload.get('message')}"
                 )
                 raise self.refused
-            log("logged_in", email=self.email, node=payload["userDetails"]["id"])
+            details = payload.get("userDetails") or {}
+            if details.get("role", "node") != "node":
+                # An admin, say: logged in, but every claim and beat would be a 403, for ever.
+                self.refused = LoginRefused(
+                    f"{self.email} is not a worker node account (role {details['role']})"
+                )
+                raise self.refused
+            log("logged_in", email=self.email, node=details.get("id"))
             return self.keep(payload)
 
     def try_once(self, path: str, body: dict):
