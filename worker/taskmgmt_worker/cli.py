@@ -29,7 +29,13 @@ def load_work(spec: str | None, work_seconds: float, progress_every: float):
     if not module or not function:
         # Else `--work myjobs` failed deep in getattr: "module has no attribute ''".
         raise BadWorkSpec(f"--work {spec}: name it as module:function, e.g. myjobs:run")
-    work = getattr(importlib.import_module(module), function, None)
+    try:
+        imported = importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        if error.name not in (module, module.partition(".")[0]):
+            raise  # the module's own import of something missing: its traceback says where
+        raise BadWorkSpec(f"--work {spec}: {error}") from error
+    work = getattr(imported, function, None)
     if not callable(work):
         raise BadWorkSpec(f"--work {spec}: module {module!r} has no function {function!r}")
     return work
@@ -106,17 +112,19 @@ def main(argv=None) -> int:
         help="module:function doing a task's work, called as function(task, context); "
         "or TASKMGMT_WORK (default: sleep --work-seconds)",
     )
+    # The environment's numbers as string defaults: argparse reads them with `type` too, so
+    # a bad one is a usage error naming the option, not a ValueError's traceback.
     parser.add_argument(
-        "--work-seconds", type=float, default=float(env("TASKMGMT_WORK_SECONDS", "2")),
+        "--work-seconds", type=float, default=env("TASKMGMT_WORK_SECONDS", "2"),
         help="how long the default work sleeps per task, or TASKMGMT_WORK_SECONDS (default 2)",
     )  # fmt: skip
     parser.add_argument(
-        "--progress-seconds", type=float, default=float(env("TASKMGMT_PROGRESS_SECONDS", "1")),
+        "--progress-seconds", type=float, default=env("TASKMGMT_PROGRESS_SECONDS", "1"),
         help="how often the default work reports progress and a checkpoint, or "
         "TASKMGMT_PROGRESS_SECONDS (default 1)",
     )  # fmt: skip
     parser.add_argument(
-        "--idle-seconds", type=float, default=float(env("TASKMGMT_IDLE_SECONDS", "2")),
+        "--idle-seconds", type=float, default=env("TASKMGMT_IDLE_SECONDS", "2"),
         help="pause before claiming again when there is nothing to claim, or "
         "TASKMGMT_IDLE_SECONDS (default 2)",
     )  # fmt: skip

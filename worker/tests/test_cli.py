@@ -38,3 +38,23 @@ def test_a_server_that_is_no_http_url_is_a_usage_error(server, capsys, monkeypat
     err = capsys.readouterr().err
     assert "http://" in err
     assert "Traceback" not in err
+
+
+def test_a_work_module_that_does_not_exist_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main([*LOGIN, "--work", "no_such_module_xyz:run"])
+
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert "no module named 'no_such_module_xyz'" in err.lower()
+    assert "Traceback" not in err
+
+
+def test_a_number_from_the_environment_that_is_no_number_is_a_usage_error(monkeypatch, capsys):
+    # It was a ValueError's traceback, even for --help.
+    monkeypatch.setenv("TASKMGMT_IDLE_SECONDS", "two")
+    with pytest.raises(SystemExit) as exit:
+        main(LOGIN)
+
+    assert exit.value.code == 2
+    assert "--idle-seconds: invalid float value: 'two'" in capsys.readouterr().err
