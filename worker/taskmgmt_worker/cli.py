@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from taskmgmt_worker.client import Api, LoginRefused, log
 from taskmgmt_worker.locks import TaskLocks, default_directory
@@ -28,7 +29,13 @@ def load_work(spec: str | None, work_seconds: float, progress_every: float):
     if not module or not function:
         # Else `--work myjobs` failed deep in getattr: "module has no attribute ''".
         raise BadWorkSpec(f"--work {spec}: name it as module:function, e.g. myjobs:run")
-    work = getattr(importlib.import_module(module), function, None)
+    try:
+        imported = importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        if error.name not in (module, module.partition(".")[0]):
+            raise  # the module's own import of something missing: its traceback says where
+        raise BadWorkSpec(f"--work {spec}: {error}") from error
+    work = getattr(imported, function, None)
     if not callable(work):
         raise BadWorkSpec(f"--work {spec}: module {module!r} has no function {function!r}")
     return work
@@ -93,7 +100,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--server",
         default=env("TASKMGMT_URL", "http://127.0.0.1:8000"),
-        help="or TASKMGMT_URL (default http://127.0.0.1:8000)",
+        help="the server's URL, or TASKMGMT_URL (default http://127.0.0.1:8000)",
     )
     parser.add_argument("--email", default=env("TASKMGMT_EMAIL"), help="or TASKMGMT_EMAIL")
     parser.add_argument(
@@ -102,19 +109,24 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--work",
         default=env("TASKMGMT_WORK"),
-        help="module:function doing a task's work, called as function(task, context)",
+        help="module:function doing a task's work, called as function(task, context); "
+        "or TASKMGMT_WORK (default: sleep --work-seconds)",
     )
+    # The environment's numbers as string defaults: argparse reads them with `type` too, so
+    # a bad one is a usage error naming the option, not a ValueError's traceback.
     parser.add_argument(
-        "--work-seconds", type=float, default=float(env("TASKMGMT_WORK_SECONDS", "2")),
-        help="how long the default work sleeps per task (default 2)",
+        "--work-seconds", type=float, default=env("TASKMGMT_WORK_SECONDS", "2"),
+        help="how long the default work sleeps per task, or TASKMGMT_WORK_SECONDS (default 2)",
     )  # fmt: skip
     parser.add_argument(
-        "--progress-seconds", type=float, default=float(env("TASKMGMT_PROGRESS_SECONDS", "1")),
-        help="how often the default work reports progress and a checkpoint (default 1)",
+        "--progress-seconds", type=float, default=env("TASKMGMT_PROGRESS_SECONDS", "1"),
+        help="how often the default work reports progress and a checkpoint, or "
+        "TASKMGMT_PROGRESS_SECONDS (default 1)",
     )  # fmt: skip
     parser.add_argument(
-        "--idle-seconds", type=float, default=float(env("TASKMGMT_IDLE_SECONDS", "2")),
-        help="pause before claiming again when there is nothing to claim (default 2)",
+        "--idle-seconds", type=float, default=env("TASKMGMT_IDLE_SECONDS", "2"),
+        help="pause before claiming again when there is nothing to claim, or "
+        "TASKMGMT_IDLE_SECONDS (default 2)",
     )  # fmt: skip
     parser.add_argument("--max-tasks", type=int, default=None, help="exit after this many")
     parser.add_argument(
@@ -126,9 +138,15 @@ def main(argv=None) -> int:
         "--lock-dir",
         default=env("TASKMGMT_LOCK_DIR"),
         help="folder shared by the node's processes on this machine, where each locks the "
-        "task it works on (default: one per server and account in the temporary directory)",
+        "task it works on, or TASKMGMT_LOCK_DIR (default: one per server and account in the "
+        "temporary directory)",
     )
     args = parser.parse_args(argv)
+    # Else a server named without its scheme (`127.0.0.1:8000`) was retried for ever,
+    # each try a lost connection to urllib ("unknown url type").
+    server = urlsplit(args.server)
+    if server.scheme not in ("http", "https") or not server.netloc:
+        parser.error(f"--server {args.server}: name it as a URL, e.g. http://127.0.0.1:8000")
     if not args.email or not args.password:
         parser.error("--email and --password (or TASKMGMT_EMAIL, TASKMGMT_PASSWORD) are needed")
     try:

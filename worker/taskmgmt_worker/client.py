@@ -143,7 +143,9 @@ class Api:
             if give_up_after is not None and time.monotonic() - started + pause > give_up_after:
                 log("gave_up", method=method, path=path, status=status)
                 return None, {}
-            log("retry", method=method, path=path, status=status, pause=round(pause, 2))
+            # Without a status, why: a refused connection, an unknown host, a timeout.
+            why = {"error": payload.get("message")} if status is None else {}
+            log("retry", method=method, path=path, status=status, pause=round(pause, 2), **why)
             if abort.wait(pause):
                 raise Stopping()
 
@@ -182,7 +184,14 @@ class Api:
                     f"login as {self.email}: {status} {payload.get('message')}"
                 )
                 raise self.refused
-            log("logged_in", email=self.email, node=payload["userDetails"]["id"])
+            details = payload.get("userDetails") or {}
+            if details.get("role", "node") != "node":
+                # An admin, say: logged in, but every claim and beat would be a 403, for ever.
+                self.refused = LoginRefused(
+                    f"{self.email} is not a worker node account (role {details['role']})"
+                )
+                raise self.refused
+            log("logged_in", email=self.email, node=details.get("id"))
             return self.keep(payload)
 
     def try_once(self, path: str, body: dict):

@@ -126,9 +126,13 @@ class Heartbeat(threading.Thread):
         draining = payload.get("schedulable") is False and payload.get("drainDeadline")
         if draining and self.on_drained:
             self.on_drained(payload["drainDeadline"])
-        if current and current.task_id in payload.get("revokedTaskIds", ()):
-            current.revoke()
-        if current:
+        with self.lock:
+            # Finished while the beat was out (reported, perhaps): no longer in progress, so
+            # listed as revoked, but done, not taken away; it logged `revoked` after `completed`.
+            if not current or current is not self.current:
+                return
+            if current.task_id in payload.get("revokedTaskIds", ()):
+                current.revoke()
             current.learn(payload, {})
 
     def run(self) -> None:
@@ -295,7 +299,9 @@ class Worker:
             outcome = {"taskStatus": "completed", "result": result}
             if problem:
                 outcome = {"taskStatus": "failed", "reason": problem[:REASON_LIMIT]}
-        except Exception as error:
+        except (Exception, SystemExit) as error:
+            # sys.exit() in the work (a library's CLI, say) fails the task too: it ended the
+            # process with the task in progress, taken up and ended again by the next run.
             # Stopped on request: acknowledged as cancelled (a finished task is reported).
             outcome = {"taskStatus": "cancelled"} if context.cancel_requested else failure(error)
         finally:

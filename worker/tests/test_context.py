@@ -1,9 +1,18 @@
 """The worker's own logic, without a server: how a task's work ends up reported."""
 
+import sys
 import threading
 
 from taskmgmt_worker.client import Api
-from taskmgmt_worker.worker import Context, failure, json_or_none, sleep_work
+from taskmgmt_worker.locks import TaskLocks
+from taskmgmt_worker.worker import (
+    Context,
+    Heartbeat,
+    Worker,
+    failure,
+    json_or_none,
+    sleep_work,
+)
 
 
 def context(task=None) -> Context:
@@ -80,3 +89,44 @@ def test_the_default_work_stops_at_once_when_cancelled():
         assert str(error) == "cancelled"
     else:
         raise AssertionError("the work went on")
+
+
+def test_a_beat_answered_after_its_task_was_reported_does_not_revoke_it(monkeypatch, capsys):
+    # The beat named the task, the report finished first: the answer's revokedTaskIds
+    # lists it (no longer in progress), but it is done, not taken away.
+    ctx = context()
+    beat = Heartbeat(ctx.api, threading.Event())
+    beat.working_on(ctx)
+
+    def answered_late(*args, **kwargs):
+        beat.working_on(None)  # the report was answered meanwhile
+        return 200, {"heartbeatSeconds": 2, "revokedTaskIds": ["t1"], "cancelTaskIds": ["t1"]}
+
+    monkeypatch.setattr(ctx.api, "call", answered_late)
+    beat.beat()
+
+    assert (ctx.revoked, ctx.cancel_requested) == (False, False)
+    assert "revoked" not in capsys.readouterr().out
+
+
+def test_a_work_that_calls_sys_exit_fails_its_task_and_the_worker_goes_on(monkeypatch, tmp_path):
+    # It ended the process with the task in progress; restarted, the worker took the task
+    # up again and exited again: a crash loop, each start a login.
+    def work(task, context):
+        sys.exit(3)
+
+    api = Api("http://127.0.0.1:9", "node@example.com", "x", threading.Event())
+    sent = []
+
+    def call(method, path, body=None, **options):
+        sent.append(body)
+        return 200, {}
+
+    monkeypatch.setattr(api, "call", call)
+    worker = Worker(api, work, idle_seconds=0, max_tasks=None, locks=TaskLocks(tmp_path))
+
+    worker.perform({"id": "t1", "attempt": 1})
+
+    assert sent[-1]["taskStatus"] == "failed"
+    assert sent[-1]["reason"].startswith("SystemExit: 3")
+    assert worker.done == 1

@@ -194,3 +194,16 @@ def test_a_login_refused_by_a_rate_limit_is_not_sent_again_before_its_retry_afte
 
     assert len(waits.asked) == 5 and max(waits.asked) <= 0.5  # the beat kept its schedule
     assert len(Unavailable.seen) == 1  # one login sent, not one per try
+
+
+def test_a_retry_after_a_lost_connection_logs_why(capsys):
+    # Nothing listens on port 9: the log says so, not only `"status": null`.
+    api = Api("http://127.0.0.1:9", "node@example.com", "x", threading.Event())
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    with pytest.raises(Stopping):
+        api.call("POST", "/api/nodes/heartbeat", {}, authenticated=False, abort=stop)
+
+    retry = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert retry["event"] == "retry" and retry["status"] is None
+    assert "refused" in retry["error"].lower()
