@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 import traceback
 
 from taskmgmt_worker.client import Api, LoginRefused, Stopping, log
@@ -12,6 +13,9 @@ MESSAGE_LIMIT = 200  # characters the server keeps of a progress message
 TRACEBACK_LIMIT = 4_000  # characters of a traceback sent as a failure's result
 # A progress report is worth a few retries, not the work's time: the next one says more.
 PROGRESS_GIVE_UP_SECONDS = 10.0
+# At most one progress report a second is sent: the server keeps only the latest, and a
+# work reporting every row of a fast loop spent its node's rate limit (429s) on them.
+PROGRESS_MIN_SECONDS = 1.0
 
 
 class Context:
@@ -31,6 +35,13 @@ class Context:
         self.cancelled = threading.Event()
         self.cancel_requested = False  # by an admin: acknowledged as `cancelled`
         self.revoked = False  # taken away: nothing is reported
+        # Reports come one at a time; one within PROGRESS_MIN_SECONDS of the last is held
+        # (only the latest) and sent when that second is up.
+        self._sending = threading.Lock()
+        self._sent_at = None  # time.monotonic() of the last report sent
+        self._held = None  # the report body waiting for its turn
+        self._timer = None
+        self._closed = False
 
     @property
     def payload(self):
@@ -49,9 +60,13 @@ class Context:
 
     def progress(self, percent=None, message: str | None = None, checkpoint=None) -> bool:
         """Report how far the task has got (percent 0-100) and, with `checkpoint` (any
-        JSON value), where a later attempt should resume; True if the server took it.
+        JSON value), where a later attempt should resume; False if the server refused it
+        (the task was taken away, or is no longer in progress).
 
-        Only the latest report is kept. A checkpoint left out keeps the last one.
+        Only the latest report is kept, on the server and here: a report within
+        PROGRESS_MIN_SECONDS of the last one sent is held, replacing any held before it,
+        and sent when that second is up (a call may report as often as it likes). A
+        checkpoint left out keeps the last one.
         """
         if message is not None:
             message = str(message)[:MESSAGE_LIMIT]
@@ -60,6 +75,46 @@ class Context:
             body["checkpoint"] = checkpoint
         if self.attempt is not None:
             body["attempt"] = self.attempt
+        with self._sending:
+            if self._closed:
+                return False
+            if "checkpoint" not in body and self._held and "checkpoint" in self._held:
+                body["checkpoint"] = self._held["checkpoint"]  # a held one is not lost
+            wait = 0.0
+            if self._sent_at is not None:
+                wait = self._sent_at + PROGRESS_MIN_SECONDS - time.monotonic()
+            if wait > 0:
+                self._held = body
+                if self._timer is None:
+                    self._timer = threading.Timer(wait, self._send_held)
+                    self._timer.daemon = True
+                    self._timer.start()
+                return not self.revoked
+            self._held = None  # sent now, with its checkpoint: a timer due finds nothing
+            return self._send(body)
+
+    def _send_held(self) -> None:
+        with self._sending:
+            self._timer = None
+            body, self._held = self._held, None
+            if body is not None and not self._closed:
+                self._send(body)
+
+    def close(self) -> None:
+        """The work is over: a held report goes now, before the task's end is reported,
+        so the task keeps its last progress and checkpoint (a failed one may be retried
+        from it). Not for a task taken away, nor when the worker halts: nothing is said."""
+        with self._sending:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            body, self._held, self._closed = self._held, None, True
+            quiet = self.revoked or (self.cancelled.is_set() and not self.cancel_requested)
+            if body is not None and not quiet:
+                self._send(body)
+
+    def _send(self, body: dict) -> bool:
+        self._sent_at = time.monotonic()
         status, answer = self.api.call(
             "PUT", "/api/tasks/progress", body, give_up_after=PROGRESS_GIVE_UP_SECONDS
         )
@@ -305,6 +360,7 @@ class Worker:
             # Stopped on request: acknowledged as cancelled (a finished task is reported).
             outcome = {"taskStatus": "cancelled"} if context.cancel_requested else failure(error)
         finally:
+            context.close()
             self.heartbeat.working_on(None)
         if context.revoked:
             self.refused.add(context.task_id)

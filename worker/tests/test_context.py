@@ -2,7 +2,9 @@
 
 import sys
 import threading
+import time
 
+from taskmgmt_worker import worker as worker_module
 from taskmgmt_worker.client import Api
 from taskmgmt_worker.locks import TaskLocks
 from taskmgmt_worker.worker import (
@@ -130,3 +132,65 @@ def test_a_work_that_calls_sys_exit_fails_its_task_and_the_worker_goes_on(monkey
     assert sent[-1]["taskStatus"] == "failed"
     assert sent[-1]["reason"].startswith("SystemExit: 3")
     assert worker.done == 1
+
+
+class RecordingApi:
+    """An Api's `call`, answering 200 and noting each progress report's body."""
+
+    def __init__(self):
+        self.sent = []
+
+    def call(self, method, path, body=None, **kwargs):
+        self.sent.append(body)
+        return 200, {"task": {}}
+
+
+def test_progress_sends_at_most_one_report_a_second_and_the_latest_at_its_end(monkeypatch):
+    """A work reporting every row of a fast loop sent a request per row: the node's rate
+    limit ran out (429s), and each 429 held the work up for its Retry-After."""
+    monkeypatch.setattr(worker_module, "PROGRESS_MIN_SECONDS", 0.3)
+    api = RecordingApi()
+    ctx = Context(api, {"id": "t1", "attempt": 2})
+
+    for row in range(1, 51):
+        checkpoint = {"row": row} if row < 50 else None  # the last call names none
+        assert ctx.progress(2 * row, f"row {row}", checkpoint) is True
+
+    assert [body["percent"] for body in api.sent] == [2]  # the first, at once
+    deadline = time.monotonic() + 5
+    while len(api.sent) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.4)  # and nothing more after it
+    latest = {"taskId": "t1", "percent": 100, "message": "row 50", "checkpoint": {"row": 49}}
+    assert api.sent[1:] == [{**latest, "attempt": 2}]
+
+
+def test_a_report_held_when_the_work_ends_goes_before_the_end_once(monkeypatch):
+    monkeypatch.setattr(worker_module, "PROGRESS_MIN_SECONDS", 0.2)
+    api = RecordingApi()
+    ctx = Context(api, {"id": "t1", "attempt": 1})
+    ctx.progress(10)
+    ctx.progress(20, checkpoint={"row": 2})  # held
+
+    ctx.close()
+    time.sleep(0.4)
+
+    assert [(body["percent"], body.get("checkpoint")) for body in api.sent] == [
+        (10, None),
+        (20, {"row": 2}),
+    ]
+    assert ctx.progress(30) is False and len(api.sent) == 2
+
+
+def test_a_report_held_when_the_task_was_taken_away_is_not_sent(monkeypatch):
+    monkeypatch.setattr(worker_module, "PROGRESS_MIN_SECONDS", 0.2)
+    api = RecordingApi()
+    ctx = Context(api, {"id": "t1", "attempt": 1})
+    ctx.progress(10)
+    ctx.progress(20)  # held
+    ctx.revoke(status=403)
+
+    ctx.close()
+    time.sleep(0.4)
+
+    assert [body["percent"] for body in api.sent] == [10]
