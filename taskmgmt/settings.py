@@ -465,6 +465,7 @@ LOGGING = {
     "filters": {
         "request_id": {"()": "taskmgmt.logging.RequestIdFilter"},
         "disallowed_host": {"()": "taskmgmt.logging.DisallowedHostFilter"},
+        "answered_error": {"()": "taskmgmt.logging.AnsweredErrorFilter"},
     },
     "handlers": {
         "json": {
@@ -478,7 +479,7 @@ LOGGING = {
     "root": {"handlers": ["json"], "level": LOG_LEVEL},
     "loggers": {
         # Our request log replaces Django's, which logs 4xx as warnings twice.
-        "django.request": {"level": "ERROR"},
+        "django.request": {"level": "ERROR", "filters": ["answered_error"]},
         # Django's own handlers printed a second, plain copy of lines: ours is the one.
         "django": {"handlers": [], "level": "INFO"},
         # runserver's access line; the request log above has every request once.
