@@ -114,3 +114,32 @@ def test_a_reload_serves_the_code_deployed_since_the_start(tmp_path):
         server.terminate()
         server.wait(timeout=30)
         log.close()
+
+
+def test_after_a_reload_stopping_still_removes_the_metrics_dir_gunicorn_made(tmp_path):
+    """Without PROMETHEUS_MULTIPROC_DIR gunicorn.conf.py makes a temp dir and removes it
+    on exit; a reload reads the config again, which must not forget the dir is its own."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**gunicorn_env(tmp_path, free_port()), "TMPDIR": str(temp)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    port = int(env["GUNICORN_BIND"].rsplit(":", 1)[1])
+    log = (tmp_path / "gunicorn.log").open("w")
+    server = start_gunicorn(env, "taskmgmt.wsgi:application", log)
+    try:
+        wait_until(lambda: answers(port, "/healthz"), 30, "gunicorn did not answer")
+        [made] = temp.glob("taskmgmt-metrics-*")
+        before = workers_of(server.pid)
+        server.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: workers_of(server.pid) and not workers_of(server.pid) & before,
+            30,
+            "the reload did not replace the worker",
+        )
+        wait_until(lambda: answers(port, "/healthz"), 30, "gunicorn did not answer")
+        assert list(temp.glob("taskmgmt-metrics-*")) == [made]  # the same dir, kept
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+    assert not made.exists()
