@@ -4,8 +4,12 @@ Scraped over real HTTP (the test client, real JWTs for the API calls) and parsed
 prometheus_client's own parser. Counters are process-wide, so the tests compare deltas.
 """
 
+import os
 import re
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -311,3 +315,30 @@ def test_the_sweep_s_cancellations_come_from_the_database(client, metrics_token,
     call_command("collect_failed", verbosity=0)
 
     assert value(scrape(client), "taskmgmt_sweep_cancelled_tasks_total") - before == 1
+
+
+def test_a_command_runs_when_the_named_metrics_dir_does_not_exist_yet(tmp_path):
+    """The sweep may share gunicorn's PROMETHEUS_MULTIPROC_DIR (docs/operations.md), which
+    is gone while gunicorn is stopped (systemd's RuntimeDirectory) or before its first
+    start: prometheus_client then failed every command at its first metric."""
+    missing = tmp_path / "run" / "metrics"
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(missing),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "SECRET_KEY": "metrics-dir-test-key",
+        "DEBUG": "true",
+    }
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert missing.is_dir()
