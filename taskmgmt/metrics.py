@@ -77,7 +77,8 @@ FAILURES = Counter(
 )
 REASSIGNMENTS = Counter(
     "taskmgmt_task_reassignments",
-    "Tasks given (back) to a node as pending: by an admin (manual) or by the sweep (failover).",
+    "Tasks given (back) to a node as pending: by an admin (manual), by the sweep off a lost"
+    " node (failover), off a draining node (drain).",
     ["kind"],
 )
 CANCELLATIONS = Counter(
@@ -93,7 +94,8 @@ PROGRESS_REPORTS = Counter(
 LOGIN_FAILURES = Counter(
     "taskmgmt_login_failures",
     "Refused logins, by where (api, admin_site) and why (unknown_user, wrong_password,"
-    " inactive; the admin site's invalid_login, inactive).",
+    " inactive; the admin site's invalid_login, inactive, node_account, rate_limited,"
+    " unavailable, busy).",
     ["via", "reason"],
 )
 

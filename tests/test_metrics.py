@@ -342,3 +342,35 @@ def test_a_command_runs_when_the_named_metrics_dir_does_not_exist_yet(tmp_path):
 
     assert result.returncode == 0, result.stderr
     assert missing.is_dir()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("family", "values"),
+    [
+        ("taskmgmt_task_reassignments", ["manual", "failover", "drain"]),
+        (
+            "taskmgmt_login_failures",
+            [
+                "unknown_user",
+                "wrong_password",
+                "inactive",
+                "invalid_login",
+                "node_account",
+                "rate_limited",
+                "unavailable",
+                "busy",
+            ],
+        ),
+        ("taskmgmt_tasks_finished_recently", ["completed", "failed", "cancelled"]),
+    ],
+)
+def test_a_help_line_names_every_label_value_it_takes(client, metrics_token, family, values):
+    response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+    [help_text] = [
+        found.documentation
+        for found in text_string_to_metric_families(response.content.decode())
+        if found.name == family
+    ]
+
+    assert [value for value in values if value not in help_text] == []
