@@ -374,3 +374,15 @@ def test_a_help_line_names_every_label_value_it_takes(client, metrics_token, fam
     ]
 
     assert [value for value in values if value not in help_text] == []
+
+
+@pytest.mark.django_db
+def test_a_404_under_api_is_counted_under_a_url_pattern_name_not_a_python_path(
+    client, metrics_token
+):
+    assert client.get("/api/no-such-route").status_code == 404
+
+    samples = scrape(client)
+    views = {dict(labels)["view"] for name, labels in samples if name.startswith("taskmgmt_http")}
+    assert "api-not-found" in views
+    assert not [view for view in views if "." in view]  # no module path as a label value
