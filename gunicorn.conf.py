@@ -160,6 +160,11 @@ def post_fork(server, worker):
     for name in DEVELOPMENT_ONLY_IMPORTS:
         # None in sys.modules: `import name` raises ImportError, as where it is not installed.
         sys.modules.setdefault(name, None)
+    # The master imported taskmgmt.logging (JsonFormatter, above) when it read this file,
+    # maybe a deploy ago: the worker imports the project's code from disk, as it does
+    # the rest of the application, or settings naming something new in it fail to load.
+    for name in [name for name in sys.modules if name.partition(".")[0] == "taskmgmt"]:
+        del sys.modules[name]
 
 
 def post_worker_init(worker):
