@@ -26,10 +26,14 @@ environ.Env.read_env(Path(__file__).resolve().parent / ".env")
 # /metrics sums every worker's counts (taskmgmt/metrics.py): prometheus_client's
 # multiprocess mode keeps each process's values in files here. It must be set before
 # the app (and prometheus_client) loads; a directory of our own unless one is named.
-_OWN_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
-if _OWN_METRICS_DIR:
+# A reload (SIGHUP) runs this file again in the master, whose environment then names
+# the directory made here: OWN_METRICS_DIR_VARIABLE remembers it is ours to remove.
+OWN_METRICS_DIR_VARIABLE = "TASKMGMT_GUNICORN_OWN_METRICS_DIR"
+if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="taskmgmt-metrics-")
+    os.environ[OWN_METRICS_DIR_VARIABLE] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
 METRICS_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+_OWN_METRICS_DIR = os.environ.get(OWN_METRICS_DIR_VARIABLE) == str(METRICS_DIR)
 
 
 def _cores() -> int:
@@ -156,6 +160,11 @@ def post_fork(server, worker):
     for name in DEVELOPMENT_ONLY_IMPORTS:
         # None in sys.modules: `import name` raises ImportError, as where it is not installed.
         sys.modules.setdefault(name, None)
+    # The master imported taskmgmt.logging (JsonFormatter, above) when it read this file,
+    # maybe a deploy ago: the worker imports the project's code from disk, as it does
+    # the rest of the application, or settings naming something new in it fail to load.
+    for name in [name for name in sys.modules if name.partition(".")[0] == "taskmgmt"]:
+        del sys.modules[name]
 
 
 def post_worker_init(worker):

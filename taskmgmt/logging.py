@@ -36,6 +36,15 @@ class DisallowedHostFilter(logging.Filter):
         return True
 
 
+class AnsweredErrorFilter(logging.Filter):
+    """Django logs every 5xx answer a view returned (a 503 while the database or Redis
+    is down) once more, after the request's own line and outside its request id. That
+    line says nothing the request line does not, so only a record with a traceback passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.exc_info is not None
+
+
 # json.dumps(line, default=str) builds this encoder anew for every line.
 _encode = json.JSONEncoder(default=str).encode
 

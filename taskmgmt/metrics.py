@@ -13,13 +13,37 @@ liveness states and node names (admin-created accounts). Never a task id or an e
 
 import hmac
 import ipaddress
+import logging
 import os
 import time
 
-from django.conf import settings
-from django.http import HttpResponse, JsonResponse
-from django.views.decorators.csrf import csrf_exempt
-from prometheus_client import (
+
+def _multiprocess_dir_ready() -> None:
+    """Make PROMETHEUS_MULTIPROC_DIR if it is named but missing: prometheus_client writes
+    each process's first values there as the metrics below are made, so a command sharing
+    gunicorn's directory (the sweep, docs/operations.md) failed to start while it was gone
+    (gunicorn stopped, systemd's RuntimeDirectory removed). One that cannot be made leaves
+    this process's counts in its own memory: a warning, never a failed sweep. Before
+    prometheus_client is imported: it picks its mode then."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as error:
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        logging.getLogger("taskmgmt.metrics").warning(
+            "metrics counted in this process only: PROMETHEUS_MULTIPROC_DIR cannot be made",
+            extra={"event": "metrics_dir_unavailable", "error": str(error)},
+        )
+
+
+_multiprocess_dir_ready()
+
+from django.conf import settings  # noqa: E402
+from django.http import HttpResponse, JsonResponse  # noqa: E402
+from django.views.decorators.csrf import csrf_exempt  # noqa: E402
+from prometheus_client import (  # noqa: E402
     CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
@@ -53,7 +77,8 @@ FAILURES = Counter(
 )
 REASSIGNMENTS = Counter(
     "taskmgmt_task_reassignments",
-    "Tasks given (back) to a node as pending: by an admin (manual) or by the sweep (failover).",
+    "Tasks given (back) to a node as pending: by an admin (manual), by the sweep off a lost"
+    " node (failover), off a draining node (drain).",
     ["kind"],
 )
 CANCELLATIONS = Counter(
@@ -69,7 +94,8 @@ PROGRESS_REPORTS = Counter(
 LOGIN_FAILURES = Counter(
     "taskmgmt_login_failures",
     "Refused logins, by where (api, admin_site) and why (unknown_user, wrong_password,"
-    " inactive; the admin site's invalid_login, inactive).",
+    " inactive; the admin site's invalid_login, inactive, node_account, rate_limited,"
+    " unavailable, busy).",
     ["via", "reason"],
 )
 

@@ -123,13 +123,17 @@ def _database() -> dict:
     return _tuned(db)
 
 
-def _tuned(db: dict) -> dict:
+def _tuned(db: dict, *, connect_timeout: int = 5) -> dict:
     db["CONN_HEALTH_CHECKS"] = True
     if db["ENGINE"] == "django.db.backends.mysql":
         # Persistent connections save a TCP + auth round trip per request;
         # health checks drop a dead one after a server restart.
         db["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
         db["OPTIONS"] = {
+            # A server that takes the connection but never answers (hung, or a proxy in
+            # front of a dead one) is down after this many seconds: a 503, and /healthz
+            # says so, instead of every request waiting minutes. `?connect_timeout=` wins.
+            "connect_timeout": connect_timeout,
             "charset": "utf8mb4",
             "init_command": "SET sql_mode='STRICT_TRANS_TABLES'",
             "isolation_level": "read committed",
@@ -150,11 +154,9 @@ def _replica() -> dict | None:
     url = env.str("REPLICA_DATABASE_URL", default="")
     if not url:
         return None
-    db = _tuned(env.db_url_config(url))
-    if db["ENGINE"] == "taskmgmt.mariadb":
-        # A replica that does not answer costs a page this long before it falls back
-        # to the primary (then it is skipped for a while, taskmgmt.replica).
-        db["OPTIONS"] = {"connect_timeout": 2, **db["OPTIONS"]}
+    # A replica that does not answer costs a page this long before it falls back
+    # to the primary (then it is skipped for a while, taskmgmt.replica).
+    db = _tuned(env.db_url_config(url), connect_timeout=2)
     # Tests read the primary's test database through this alias too.
     db["TEST"] = {**db.get("TEST", {}), "MIRROR": "default"}
     return db
@@ -467,6 +469,7 @@ LOGGING = {
     "filters": {
         "request_id": {"()": "taskmgmt.logging.RequestIdFilter"},
         "disallowed_host": {"()": "taskmgmt.logging.DisallowedHostFilter"},
+        "answered_error": {"()": "taskmgmt.logging.AnsweredErrorFilter"},
     },
     "handlers": {
         "json": {
@@ -480,7 +483,7 @@ LOGGING = {
     "root": {"handlers": ["json"], "level": LOG_LEVEL},
     "loggers": {
         # Our request log replaces Django's, which logs 4xx as warnings twice.
-        "django.request": {"level": "ERROR"},
+        "django.request": {"level": "ERROR", "filters": ["answered_error"]},
         # Django's own handlers printed a second, plain copy of lines: ours is the one.
         "django": {"handlers": [], "level": "INFO"},
         # runserver's access line; the request log above has every request once.

@@ -59,7 +59,7 @@ urlpatterns = [
     # No public site: the front door is the admin's dashboard (its login when signed out).
     path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),
     # Last: any other path under /api/ answers a JSON 404, even with DEBUG on.
-    re_path(r"^api/", views.api_not_found),
+    re_path(r"^api/", views.api_not_found, name="api-not-found"),
 ]
 
 # Every route but the admin's, including any added above later: the admin keeps

@@ -25,8 +25,8 @@ class DomainCollector:
         )
         finished = GaugeMetricFamily(
             "taskmgmt_tasks_finished_recently",
-            "Tasks that reached completed or failed in the dashboard's 24 h window (and are"
-            " still there), by status.",
+            "Tasks that reached completed, failed or cancelled in the dashboard's 24 h window"
+            " (and are still there), by status.",
             labels=["status"],
         )
         for status in TaskStatus.values:

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -381,3 +382,43 @@ def test_after_a_database_restart_the_first_hot_request_on_each_kept_connection_
         assert status == 200, body[:300]
         assert "pendingCount" in json.loads(body)
     assert site.worker_pids() == workers
+
+
+def test_a_database_that_accepts_but_never_answers_is_down_within_seconds(tmp_path):
+    """A hung MariaDB (or a proxy in front of a dead one) takes the TCP connection and
+    says nothing: without a connect timeout every request and /healthz waited minutes."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel completes the handshake; nobody ever speaks
+    port = silent.getsockname()[1]
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"mysql://root@127.0.0.1:{port}/silent",
+        "SECRET_KEY": "faults-silent-database-key",
+        "DEBUG": "false",
+    }
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    started = time.monotonic()
+    try:
+        result = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", CONNECT],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=40,
+        )
+    finally:
+        silent.close()
+
+    assert result.stdout.splitlines()[-1] == "down", result.stderr
+    assert time.monotonic() - started < 20
+
+
+CONNECT = """
+from django.db import OperationalError, connection
+try:
+    connection.ensure_connection()
+except OperationalError:
+    print("down")
+"""

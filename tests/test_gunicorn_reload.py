@@ -114,3 +114,80 @@ def test_a_reload_serves_the_code_deployed_since_the_start(tmp_path):
         server.terminate()
         server.wait(timeout=30)
         log.close()
+
+
+def test_after_a_reload_stopping_still_removes_the_metrics_dir_gunicorn_made(tmp_path):
+    """Without PROMETHEUS_MULTIPROC_DIR gunicorn.conf.py makes a temp dir and removes it
+    on exit; a reload reads the config again, which must not forget the dir is its own."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**gunicorn_env(tmp_path, free_port()), "TMPDIR": str(temp)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    port = int(env["GUNICORN_BIND"].rsplit(":", 1)[1])
+    log = (tmp_path / "gunicorn.log").open("w")
+    server = start_gunicorn(env, "taskmgmt.wsgi:application", log)
+    try:
+        wait_until(lambda: answers(port, "/healthz"), 30, "gunicorn did not answer")
+        [made] = temp.glob("taskmgmt-metrics-*")
+        before = workers_of(server.pid)
+        server.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: workers_of(server.pid) and not workers_of(server.pid) & before,
+            30,
+            "the reload did not replace the worker",
+        )
+        wait_until(lambda: answers(port, "/healthz"), 30, "gunicorn did not answer")
+        assert list(temp.glob("taskmgmt-metrics-*")) == [made]  # the same dir, kept
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+    assert not made.exists()
+
+
+# gunicorn.conf.py imports taskmgmt.logging in the master (its JSON log lines); this
+# config marks the master's copy, and the probe says whether a worker got that copy.
+MARKING_CONFIG = """
+exec(compile(open({config!r}).read(), {config!r}, "exec"))
+import taskmgmt.logging
+taskmgmt.logging.MASTERS_COPY = True
+"""
+
+LOGGING_PROBE = """
+import sys
+
+from taskmgmt.wsgi import application as django_application
+
+
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/probe-logging":
+        stale = hasattr(sys.modules["taskmgmt.logging"], "MASTERS_COPY")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"master's copy" if stale else b"from disk"]
+    return django_application(environ, start_response)
+"""
+
+
+def test_a_worker_loads_the_logging_module_from_disk_not_the_masters_copy(tmp_path):
+    """A reload after a deploy that adds to taskmgmt/logging.py (a filter LOGGING names)
+    must not give the new workers the master's old module: they failed to boot, and
+    gunicorn shut down, the whole service with it."""
+    config = tmp_path / "marking.conf.py"
+    config.write_text(MARKING_CONFIG.format(config=str(ROOT / "gunicorn.conf.py")))
+    (tmp_path / "logging_probe.py").write_text(LOGGING_PROBE)
+    port = free_port()
+    log = (tmp_path / "gunicorn.log").open("w")
+    server = subprocess.Popen(
+        [str(BIN / "gunicorn"), "-c", str(config), "logging_probe:application"],
+        cwd=ROOT,
+        env=gunicorn_env(tmp_path, port),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until(lambda: answers(port, "/probe-logging"), 30, "gunicorn did not answer")
+        assert fetch(port, "/probe-logging") == (200, "from disk")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()

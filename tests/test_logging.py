@@ -10,6 +10,7 @@ import pytest
 
 from taskmgmt.logging import JsonFormatter, current_request_id
 from tests.factories import PASSWORD
+from tests.redis_server import redis_cache, unreachable_redis_url
 
 REQUEST_FIELDS = {"request_id", "method", "path", "status", "duration_ms", "user_id"}
 
@@ -80,6 +81,21 @@ def test_an_error_response_is_logged_with_its_status(anon_client, log_lines):
 
     [line] = request_lines(log_lines())
     assert (line["path"], line["status"]) == ("/no-such-page", 404)
+
+
+@pytest.mark.django_db
+def test_a_5xx_answer_is_logged_once_and_every_line_carries_its_request_id(
+    anon_client, log_lines, settings
+):
+    # /healthz answers 503 (not an exception) when a dependency is down.
+    settings.CACHES = redis_cache(unreachable_redis_url())
+
+    response = anon_client.get("/healthz")
+
+    assert response.status_code == 503
+    lines = log_lines()
+    assert [line["status"] for line in request_lines(lines)] == [503]
+    assert all(line.get("request_id") == response["X-Request-ID"] for line in lines), lines
 
 
 def test_an_api_request_logs_the_token_users_id(node, node_client, log_lines):

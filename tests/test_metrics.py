@@ -4,8 +4,12 @@ Scraped over real HTTP (the test client, real JWTs for the API calls) and parsed
 prometheus_client's own parser. Counters are process-wide, so the tests compare deltas.
 """
 
+import os
 import re
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -311,3 +315,74 @@ def test_the_sweep_s_cancellations_come_from_the_database(client, metrics_token,
     call_command("collect_failed", verbosity=0)
 
     assert value(scrape(client), "taskmgmt_sweep_cancelled_tasks_total") - before == 1
+
+
+def test_a_command_runs_when_the_named_metrics_dir_does_not_exist_yet(tmp_path):
+    """The sweep may share gunicorn's PROMETHEUS_MULTIPROC_DIR (docs/operations.md), which
+    is gone while gunicorn is stopped (systemd's RuntimeDirectory) or before its first
+    start: prometheus_client then failed every command at its first metric."""
+    missing = tmp_path / "run" / "metrics"
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(missing),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "SECRET_KEY": "metrics-dir-test-key",
+        "DEBUG": "true",
+    }
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert missing.is_dir()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("family", "values"),
+    [
+        ("taskmgmt_task_reassignments", ["manual", "failover", "drain"]),
+        (
+            "taskmgmt_login_failures",
+            [
+                "unknown_user",
+                "wrong_password",
+                "inactive",
+                "invalid_login",
+                "node_account",
+                "rate_limited",
+                "unavailable",
+                "busy",
+            ],
+        ),
+        ("taskmgmt_tasks_finished_recently", ["completed", "failed", "cancelled"]),
+    ],
+)
+def test_a_help_line_names_every_label_value_it_takes(client, metrics_token, family, values):
+    response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+    [help_text] = [
+        found.documentation
+        for found in text_string_to_metric_families(response.content.decode())
+        if found.name == family
+    ]
+
+    assert [value for value in values if value not in help_text] == []
+
+
+@pytest.mark.django_db
+def test_a_404_under_api_is_counted_under_a_url_pattern_name_not_a_python_path(
+    client, metrics_token
+):
+    assert client.get("/api/no-such-route").status_code == 404
+
+    samples = scrape(client)
+    views = {dict(labels)["view"] for name, labels in samples if name.startswith("taskmgmt_http")}
+    assert "api-not-found" in views
+    assert not [view for view in views if "." in view]  # no module path as a label value
