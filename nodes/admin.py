@@ -1,6 +1,7 @@
 """A node in the admin: the user admin with its liveness and heartbeat, and a link
 to the node page (nodes.node_page)."""
 
+from django import forms
 from django.contrib import admin
 from django.db import models
 from django.urls import reverse
@@ -31,14 +32,33 @@ class LivenessFilter(admin.SimpleListFilter):
         return queryset
 
 
+class NodeLabelsForm(forms.ModelForm):
+    def _post_clean(self):
+        # The box's heading names the row's labels: refused ones must not take their place
+        # (they read as saved, and a lone surrogate in them could not be sent: a 500).
+        saved = self.instance.labels
+        super()._post_clean()
+        if self.errors:
+            self.instance.labels = saved
+
+
 class NodeLabelsInline(admin.StackedInline):
     """A node's labels on its user page; saved through `node_set_labels`, as the API does."""
 
     model = NodeLabels
+    form = NodeLabelsForm
     can_delete = False
     fields = ["labels"]
-    formfield_overrides = {models.JSONField: {"form_class": LabelsFormField}}
-    verbose_name_plural = 'labels (what the node is: a JSON object, e.g. {"gpu": "true"})'
+    formfield_overrides = {
+        models.JSONField: {
+            "form_class": LabelsFormField,
+            "help_text": (
+                'What the node is, for placement: a JSON object of strings, e.g. {"gpu": "true"}.'
+            ),
+        }
+    }
+    # One box: Django heads it with verbose_name (verbose_name_plural went unseen).
+    verbose_name = "labels"
 
 
 # Registered again over accounts' own: the same pages (admin/accounts/user/), with
