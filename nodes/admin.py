@@ -2,7 +2,7 @@
 to the node page (nodes.node_page)."""
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
@@ -15,6 +15,7 @@ from nodes import heartbeats
 from nodes.forms import LabelsFormField
 from nodes.models import Liveness, NodeLabels, liveness_case
 from nodes.services import node_set_labels
+from nodes.work import node_work
 
 
 class LivenessFilter(admin.SimpleListFilter):
@@ -107,6 +108,24 @@ class NodeUserAdmin(UserAdmin):
             if labels_form.has_changed():
                 labels = labels_form.cleaned_data.get("labels") or {}
                 node_set_labels(node=form.instance, labels=labels, actor=request.user)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and obj.is_node and "is_active" in form.changed_data and not obj.is_active:
+            # No confirmation here (the node page asks first): say what became of its work.
+            open_tasks, in_progress = node_work().open_counts_by_node().get(obj.pk, (0, 0))
+            messages.warning(
+                request,
+                format_html(
+                    "{} can no longer log in, and every token it holds stops working. "
+                    "Its {} open task(s) ({} in progress) stay assigned to it until "
+                    'reassigned: nothing works on them meanwhile (<a href="{}">its node page</a>).',
+                    obj,
+                    open_tasks,
+                    in_progress,
+                    reverse("admin:node", args=[obj.pk]),
+                ),
+            )
 
     class Media:
         css = {"all": ["tasks/admin.css"]}
