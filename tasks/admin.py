@@ -783,6 +783,18 @@ def is_overdue_view(request) -> bool:
 CONFIRM_LIST_LIMIT = 100
 
 
+class TaskChangeList(ChangeList):
+    """The header marks the order the rows are in, also where TaskAdmin.get_ordering
+    chooses one (the overdue list's, by deadline): Django's marks only `ordering`'s."""
+
+    def __init__(self, request, *args, **kwargs):
+        self.request = request
+        super().__init__(request, *args, **kwargs)
+
+    def _get_default_ordering(self):
+        return self.model_admin.get_ordering(self.request) or super()._get_default_ordering()
+
+
 @admin.register(Task)
 class TaskAdmin(admin.ModelAdmin):
     form = TaskAdminForm
@@ -953,6 +965,9 @@ class TaskAdmin(admin.ModelAdmin):
         if is_overdue_view(request):
             return ["task_name", "node", "status_badge", "deadline", "late_by", "created"]
         return self.list_display
+
+    def get_changelist(self, request, **kwargs):
+        return TaskChangeList
 
     def get_ordering(self, request):
         # The latest first is no answer to "which are late": the longest overdue first.
