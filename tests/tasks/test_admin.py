@@ -1168,3 +1168,16 @@ def test_the_soft_deleted_filter_counts_its_choices_when_asked(admin_site_client
 
     for label in ("Active only (2)", "Soft-deleted only (1)", "Active and soft-deleted (3)"):
         assert label in page
+
+
+@pytest.mark.parametrize("query", ["node=bogus", "actor=bogus", "actor=12", "node=%00"])
+def test_the_history_list_answers_a_hand_edited_node_or_actor_like_any_bad_filter(
+    admin_site_client, query
+):
+    """Not a UUID (nor "system"): Django's "?e=1" redirect, as for any bad lookup, not a 500."""
+    TaskFactory()
+
+    response = admin_site_client.get(f"{reverse('admin:tasks_taskhistory_changelist')}?{query}")
+
+    assert response.status_code == 302
+    assert response["Location"].endswith("?e=1")
