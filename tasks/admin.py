@@ -785,8 +785,9 @@ CONFIRM_LIST_LIMIT = 100
 
 
 class TaskChangeList(ChangeList):
-    """The header marks the order the rows are in, also where TaskAdmin.get_ordering
-    chooses one (the overdue list's, by deadline): Django's marks only `ordering`'s."""
+    """The task list: its header marks the order the rows are in, also where
+    TaskAdmin.get_ordering chooses one (the overdue list's, by deadline: Django's marks
+    only `ordering`'s), and a drill-down date too large is a bad filter, not a 500."""
 
     def __init__(self, request, *args, **kwargs):
         self.request = request
@@ -794,6 +795,14 @@ class TaskChangeList(ChangeList):
 
     def _get_default_ordering(self):
         return self.model_admin.get_ordering(self.request) or super()._get_default_ordering()
+
+    def get_filters(self, request):
+        # The date drill-down turns a bad year into "?e=1", but a year too large for
+        # Python's datetime (created_at__year=99999999999999999999) was a 500.
+        try:
+            return super().get_filters(request)
+        except OverflowError as error:
+            raise IncorrectLookupParameters(error) from error
 
 
 @admin.register(Task)

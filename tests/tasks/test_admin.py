@@ -1181,3 +1181,17 @@ def test_the_history_list_answers_a_hand_edited_node_or_actor_like_any_bad_filte
 
     assert response.status_code == 302
     assert response["Location"].endswith("?e=1")
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["created_at__year=" + "9" * 20, "created_at__year=2026&created_at__month=" + "9" * 21],
+)
+def test_the_task_list_answers_a_date_too_large_for_python_like_any_bad_date(
+    admin_site_client, query
+):
+    """Django's date drill-down turns a ValueError into "?e=1" but not an OverflowError."""
+    response = admin_site_client.get(f"{reverse('admin:tasks_task_changelist')}?{query}")
+
+    assert response.status_code == 302
+    assert response["Location"].endswith("?e=1")
