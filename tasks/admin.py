@@ -544,7 +544,13 @@ class TaskAdminForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if "locked_at" in self.fields:
             # Django's date and time boxes name no zone: the label does (the one format).
-            self.fields["locked_at"].label = f"Deadline ({timezone.localtime().tzname()})"
+            zone = timezone.localtime().tzname()
+            self.fields["locked_at"].label = f"Deadline ({zone})"
+            # The label names no box (Django's split widget has two, with "Date:" and
+            # "Time:" as bare text): each box gets a name a screen reader can say.
+            boxes = getattr(self.fields["locked_at"].widget, "widgets", ())
+            for box, part in zip(boxes, ("date", "time"), strict=False):
+                box.attrs["aria-label"] = f"Deadline {part} ({zone})"
         # Left empty (or out, by an older form): the default, as in the API.
         if "priority" in self.fields:  # not when the task is read-only
             self.fields["priority"].required = False

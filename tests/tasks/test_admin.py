@@ -1195,3 +1195,17 @@ def test_the_task_list_answers_a_date_too_large_for_python_like_any_bad_date(
 
     assert response.status_code == 302
     assert response["Location"].endswith("?e=1")
+
+
+def test_the_deadlines_date_and_time_boxes_have_names_of_their_own(admin_site_client, node):
+    """Django's split widget labels neither box: "Date:" and "Time:" are bare text."""
+    task = TaskFactory(assigned_node=node)
+    for url in (
+        reverse("admin:tasks_task_add"),
+        reverse("admin:tasks_task_change", args=[task.pk]),
+    ):
+        page = admin_site_client.get(url).content.decode()
+
+        for part, box in (("date", 0), ("time", 1)):
+            named = rf'<input[^>]*aria-label="Deadline {part} \(UTC\)"[^>]*id="id_locked_at_{box}"'
+            assert re.search(named, page)
