@@ -157,6 +157,23 @@ def test_a_user_who_holds_tasks_cannot_be_deleted(admin_site_client):
     assert User.objects.filter(pk=node.pk).exists()
 
 
+def test_a_user_that_cannot_be_deleted_is_told_to_deactivate_it_instead(admin_site_client):
+    """Django's page lists the protected rows and stops there: no way forward."""
+    node = TaskFactory().assigned_node
+    change = reverse("admin:accounts_user_change", args=[node.pk])
+
+    one = admin_site_client.get(reverse("admin:accounts_user_delete", args=[node.pk]))
+    selected = admin_site_client.post(
+        CHANGELIST, {"action": "delete_selected", "_selected_action": [str(node.pk)]}
+    )
+
+    for page in (one, selected):
+        assert page.context["protected"] or page.context["perms_lacking"]
+        shown = page.content.decode()
+        assert "Deactivate it instead" in shown
+        assert f'href="{change}"' in shown
+
+
 def test_a_node_cannot_open_the_user_pages(node):
     client = Client()
     client.force_login(node)
