@@ -1615,6 +1615,9 @@ class SweepRunAdmin(admin.ModelAdmin):
         "stranded",
         "all_rows",
     ]
+    # A run's own page reads as its row does, with the same links (not the model's
+    # columns: "Stranded count", "History after").
+    fields = readonly_fields = list_display
     # Every run unless asked, as Django's lists do: an empty run says the sweep ran.
     list_filter = [DidSomethingFilter]
     ordering = ["-started_at"]
