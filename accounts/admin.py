@@ -175,6 +175,13 @@ class UserAdmin(DjangoUserAdmin):
     ]
     filter_horizontal = []
 
+    def get_readonly_fields(self, request, obj=None):
+        # Unticking one's own "Is active", or making oneself a node, logged the admin out
+        # for good (the last admin: everyone). Another admin may still do either.
+        if obj is not None and obj.pk == request.user.pk:
+            return [*self.readonly_fields, "role", "is_active"]
+        return self.readonly_fields
+
     def save_model(self, request, obj, form, change):
         """An edit writes the fields the form changed, nothing it merely read: a
         password set or a deactivation committed meanwhile stays."""

@@ -123,6 +123,18 @@ def test_deactivating_a_user_in_the_admin(admin_site_client):
     assert not User.objects.get(pk=user.pk).is_active
 
 
+def test_an_admin_cannot_deactivate_or_demote_itself_on_its_own_page(admin_site_client, admin_user):
+    """One untick or one choice logged the admin out for good (the last admin: everyone)."""
+    page = admin_site_client.get(change_url(admin_user)).content.decode()
+    assert 'name="is_active"' not in page and 'name="role"' not in page
+
+    admin_site_client.post(change_url(admin_user), edit_form(admin_user, is_active="", role="node"))
+
+    admin_user.refresh_from_db()
+    assert admin_user.is_active and admin_user.role == Role.ADMIN
+    assert admin_site_client.get(CHANGELIST).status_code == 200
+
+
 def test_a_node_holding_tasks_cannot_be_made_an_admin_in_the_admin(admin_site_client):
     node = TaskFactory().assigned_node
 
