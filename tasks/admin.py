@@ -1525,7 +1525,11 @@ class TaskHistoryAdmin(HistoryLabels, admin.ModelAdmin):
         task_id = request.GET.get("task__id__exact")
         task = Task.objects.filter(pk=task_id).only("name").first() if is_uuid(task_id) else None
         if task is not None:
-            extra_context = {**(extra_context or {}), "title": f"History of {task.name}"}
+            extra_context = {
+                **(extra_context or {}),
+                "title": f"History of {task.name}",
+                "history_task": task,
+            }
         return super().changelist_view(request, extra_context)
 
     def labelled_nodes(self, row):

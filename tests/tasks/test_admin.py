@@ -1209,3 +1209,13 @@ def test_the_deadlines_date_and_time_boxes_have_names_of_their_own(admin_site_cl
         for part, box in (("date", 0), ("time", 1)):
             named = rf'<input[^>]*aria-label="Deadline {part} \(UTC\)"[^>]*id="id_locked_at_{box}"'
             assert re.search(named, page)
+
+
+def test_one_tasks_history_leads_back_to_the_task_in_its_breadcrumbs(admin_site_client):
+    task = TaskFactory(name="Rebuild the index")
+
+    page = admin_site_client.get(reverse("admin:tasks_task_history", args=[task.pk]), follow=True)
+
+    crumbs = page.content.decode().split('class="breadcrumbs"')[1].split("</div>")[0]
+    assert f'href="{reverse("admin:tasks_task_change", args=[task.pk])}"' in crumbs
+    assert "Rebuild the index" in crumbs
