@@ -26,6 +26,11 @@ class AdminLoginForm(AdminAuthenticationForm):
 
     error_messages = {
         **AdminAuthenticationForm.error_messages,
+        # Django's asks for "a staff account" and says both fields may be case-sensitive.
+        "invalid_login": (
+            "Please enter the correct email and password for an admin account. "
+            "The password is case-sensitive; the email is not."
+        ),
         "rate_limited": (
             "Too many login attempts for this account or from this address. "
             "Wait a minute, then try again."

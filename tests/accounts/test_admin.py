@@ -1,5 +1,6 @@
 """The admin site's user pages: list, add with a hashed password, edit, refuse nodes."""
 
+import html
 from datetime import timedelta
 
 import pytest
@@ -217,6 +218,19 @@ def test_a_wrong_password_at_the_admin_login_says_nothing_of_node_accounts(node)
     response = Client().post(reverse("admin:login"), {"username": node.email, "password": "x"})
 
     assert "Node accounts" not in response.content.decode()
+
+
+def test_a_wrong_password_at_the_admin_login_says_the_email_is_not_case_sensitive(admin_user):
+    """Django's message asks for "a staff account" and says both fields may be
+    case-sensitive: the email is not (an admin logs in as ADMIN@EXAMPLE.COM too)."""
+    response = Client().post(
+        reverse("admin:login"), {"username": admin_user.email.upper(), "password": "x"}
+    )
+
+    page = html.unescape(response.content.decode())
+    assert "the correct email and password for an admin account" in page
+    assert "The password is case-sensitive; the email is not." in page
+    assert "staff account" not in page and "both fields may be case-sensitive" not in page
 
 
 # --- Liveness ------------------------------------------------------------------------------
