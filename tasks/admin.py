@@ -985,6 +985,13 @@ class TaskAdmin(admin.ModelAdmin):
     def get_changelist(self, request, **kwargs):
         return TaskChangeList
 
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        formfield = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name == "assigned_node" and formfield is not None:
+            # Django's red cross beside the node list opened "Delete user" from a task.
+            formfield.widget.can_delete_related = False
+        return formfield
+
     def get_ordering(self, request):
         # The latest first is no answer to "which are late": the longest overdue first.
         if is_overdue_view(request):

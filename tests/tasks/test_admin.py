@@ -1219,3 +1219,16 @@ def test_one_tasks_history_leads_back_to_the_task_in_its_breadcrumbs(admin_site_
     crumbs = page.content.decode().split('class="breadcrumbs"')[1].split("</div>")[0]
     assert f'href="{reverse("admin:tasks_task_change", args=[task.pk])}"' in crumbs
     assert "Rebuild the index" in crumbs
+
+
+def test_the_task_form_offers_no_delete_of_its_node(admin_site_client, node):
+    """Django's red cross beside the node list opened "Delete user" from a task's form."""
+    task = TaskFactory(assigned_node=node)
+    for url in (
+        reverse("admin:tasks_task_add"),
+        reverse("admin:tasks_task_change", args=[task.pk]),
+    ):
+        page = admin_site_client.get(url).content.decode()
+
+        assert 'id="change_id_assigned_node"' in page  # its page is still a click away
+        assert 'id="delete_id_assigned_node"' not in page
