@@ -235,3 +235,18 @@ def test_the_labels_box_says_what_labels_are(admin_site_client, node):
     page = admin_site_client.get(reverse("admin:accounts_user_change", args=[node.pk]))
 
     assert 'a JSON object of strings, e.g. {"gpu": "true"}' in page.content.decode()
+
+
+@pytest.mark.parametrize(
+    "typed",
+    ["[" * 50_000 + "]" * 50_000, '{"a": 1' + "0" * 5_000 + "}"],
+    ids=["nested too deeply for Python", "a number too long to read"],
+)
+def test_labels_python_cannot_read_are_a_form_error_not_a_500(admin_site_client, node, typed):
+    url = reverse("admin:accounts_user_change", args=[node.pk])
+
+    response = admin_site_client.post(url, node_form(node, typed))
+
+    assert response.status_code == 200
+    assert "nested too deeply or holds a number too long" in response.content.decode()
+    assert not NodeLabels.objects.exists()
