@@ -318,3 +318,12 @@ def test_deactivating_a_node_on_its_user_page_says_its_open_tasks_stay(admin_sit
         for text in shown
     ), shown
     assert page(node) in response.content.decode()
+
+
+def test_a_deactivated_nodes_page_does_not_call_it_schedulable(admin_site_client, node):
+    """Placement never picks a deactivated node: its State says so, as the dashboard does."""
+    User.objects.filter(pk=node.pk).update(is_active=False)
+
+    shown = admin_site_client.get(page(node)).content.decode()
+
+    assert 'id="tm-node-state">deactivated<' in shown
