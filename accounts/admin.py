@@ -26,6 +26,11 @@ class AdminLoginForm(AdminAuthenticationForm):
 
     error_messages = {
         **AdminAuthenticationForm.error_messages,
+        # Django's asks for "a staff account" and says both fields may be case-sensitive.
+        "invalid_login": (
+            "Please enter the correct email and password for an admin account. "
+            "The password is case-sensitive; the email is not."
+        ),
         "rate_limited": (
             "Too many login attempts for this account or from this address. "
             "Wait a minute, then try again."
@@ -174,6 +179,13 @@ class UserAdmin(DjangoUserAdmin):
         )
     ]
     filter_horizontal = []
+
+    def get_readonly_fields(self, request, obj=None):
+        # Unticking one's own "Is active", or making oneself a node, logged the admin out
+        # for good (the last admin: everyone). Another admin may still do either.
+        if obj is not None and obj.pk == request.user.pk:
+            return [*self.readonly_fields, "role", "is_active"]
+        return self.readonly_fields
 
     def save_model(self, request, obj, form, change):
         """An edit writes the fields the form changed, nothing it merely read: a

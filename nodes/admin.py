@@ -1,7 +1,8 @@
 """A node in the admin: the user admin with its liveness and heartbeat, and a link
 to the node page (nodes.node_page)."""
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
@@ -14,6 +15,7 @@ from nodes import heartbeats
 from nodes.forms import LabelsFormField
 from nodes.models import Liveness, NodeLabels, liveness_case
 from nodes.services import node_set_labels
+from nodes.work import node_work
 
 
 class LivenessFilter(admin.SimpleListFilter):
@@ -31,14 +33,33 @@ class LivenessFilter(admin.SimpleListFilter):
         return queryset
 
 
+class NodeLabelsForm(forms.ModelForm):
+    def _post_clean(self):
+        # The box's heading names the row's labels: refused ones must not take their place
+        # (they read as saved, and a lone surrogate in them could not be sent: a 500).
+        saved = self.instance.labels
+        super()._post_clean()
+        if self.errors:
+            self.instance.labels = saved
+
+
 class NodeLabelsInline(admin.StackedInline):
     """A node's labels on its user page; saved through `node_set_labels`, as the API does."""
 
     model = NodeLabels
+    form = NodeLabelsForm
     can_delete = False
     fields = ["labels"]
-    formfield_overrides = {models.JSONField: {"form_class": LabelsFormField}}
-    verbose_name_plural = 'labels (what the node is: a JSON object, e.g. {"gpu": "true"})'
+    formfield_overrides = {
+        models.JSONField: {
+            "form_class": LabelsFormField,
+            "help_text": (
+                'What the node is, for placement: a JSON object of strings, e.g. {"gpu": "true"}.'
+            ),
+        }
+    }
+    # One box: Django heads it with verbose_name (verbose_name_plural went unseen).
+    verbose_name = "labels"
 
 
 # Registered again over accounts' own: the same pages (admin/accounts/user/), with
@@ -87,6 +108,24 @@ class NodeUserAdmin(UserAdmin):
             if labels_form.has_changed():
                 labels = labels_form.cleaned_data.get("labels") or {}
                 node_set_labels(node=form.instance, labels=labels, actor=request.user)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and obj.is_node and "is_active" in form.changed_data and not obj.is_active:
+            # No confirmation here (the node page asks first): say what became of its work.
+            open_tasks, in_progress = node_work().open_counts_by_node().get(obj.pk, (0, 0))
+            messages.warning(
+                request,
+                format_html(
+                    "{} can no longer log in, and every token it holds stops working. "
+                    "Its {} open task(s) ({} in progress) stay assigned to it until "
+                    'reassigned: nothing works on them meanwhile (<a href="{}">its node page</a>).',
+                    obj,
+                    open_tasks,
+                    in_progress,
+                    reverse("admin:node", args=[obj.pk]),
+                ),
+            )
 
     class Media:
         css = {"all": ["tasks/admin.css"]}

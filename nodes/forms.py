@@ -74,7 +74,29 @@ class MaintenanceForm(ReasonForm):
         return cleaned
 
 
-class LabelsFormField(forms.JSONField):
+class JSONBoxField(forms.JSONField):
+    """The admin's JSON boxes (labels, a task's node selector and payload): Django's field
+    knows one failure of Python's json, a syntax error; JSON nested too deeply (a
+    RecursionError) or a number too long to read (a ValueError) was a 500."""
+
+    def to_python(self, value):
+        try:
+            return super().to_python(value)
+        except (RecursionError, ValueError) as error:
+            raise ValidationError(
+                "Enter a valid JSON: this is nested too deeply or holds a number too long.",
+                code="invalid",
+            ) from error
+
+    def bound_data(self, data, initial):
+        # The refused text goes back in its box, as a syntax error's does.
+        try:
+            return super().bound_data(data, initial)
+        except (RecursionError, ValueError):
+            return forms.fields.InvalidJSONInput(data)
+
+
+class LabelsFormField(JSONBoxField):
     """The labels box: a refused value is shown back escaped when it holds a lone
     surrogate (sent as \\ud800), which the page itself could not encode (a 500 before)."""
 

@@ -5,6 +5,7 @@ from uuid import UUID
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, Prefetch, Q
@@ -543,7 +544,13 @@ class TaskAdminForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if "locked_at" in self.fields:
             # Django's date and time boxes name no zone: the label does (the one format).
-            self.fields["locked_at"].label = f"Deadline ({timezone.localtime().tzname()})"
+            zone = timezone.localtime().tzname()
+            self.fields["locked_at"].label = f"Deadline ({zone})"
+            # The label names no box (Django's split widget has two, with "Date:" and
+            # "Time:" as bare text): each box gets a name a screen reader can say.
+            boxes = getattr(self.fields["locked_at"].widget, "widgets", ())
+            for box, part in zip(boxes, ("date", "time"), strict=False):
+                box.attrs["aria-label"] = f"Deadline {part} ({zone})"
         # Left empty (or out, by an older form): the default, as in the API.
         if "priority" in self.fields:  # not when the task is read-only
             self.fields["priority"].required = False
@@ -783,6 +790,27 @@ def is_overdue_view(request) -> bool:
 CONFIRM_LIST_LIMIT = 100
 
 
+class TaskChangeList(ChangeList):
+    """The task list: its header marks the order the rows are in, also where
+    TaskAdmin.get_ordering chooses one (the overdue list's, by deadline: Django's marks
+    only `ordering`'s), and a drill-down date too large is a bad filter, not a 500."""
+
+    def __init__(self, request, *args, **kwargs):
+        self.request = request
+        super().__init__(request, *args, **kwargs)
+
+    def _get_default_ordering(self):
+        return self.model_admin.get_ordering(self.request) or super()._get_default_ordering()
+
+    def get_filters(self, request):
+        # The date drill-down turns a bad year into "?e=1", but a year too large for
+        # Python's datetime (created_at__year=99999999999999999999) was a 500.
+        try:
+            return super().get_filters(request)
+        except OverflowError as error:
+            raise IncorrectLookupParameters(error) from error
+
+
 @admin.register(Task)
 class TaskAdmin(admin.ModelAdmin):
     form = TaskAdminForm
@@ -953,6 +981,16 @@ class TaskAdmin(admin.ModelAdmin):
         if is_overdue_view(request):
             return ["task_name", "node", "status_badge", "deadline", "late_by", "created"]
         return self.list_display
+
+    def get_changelist(self, request, **kwargs):
+        return TaskChangeList
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        formfield = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name == "assigned_node" and formfield is not None:
+            # Django's red cross beside the node list opened "Delete user" from a task.
+            formfield.widget.can_delete_related = False
+        return formfield
 
     def get_ordering(self, request):
         # The latest first is no answer to "which are late": the longest overdue first.
@@ -1434,7 +1472,7 @@ class ActorFilter(admin.SimpleListFilter):
         if self.value() == self.SYSTEM:
             return queryset.filter(performed_by__isnull=True)
         if self.value():
-            return queryset.filter(performed_by_id=self.value())
+            return queryset.filter(performed_by_id=uuid_value(self.value()))
         return queryset
 
 
@@ -1452,6 +1490,7 @@ class InvolvedNodeFilter(admin.SimpleListFilter):
         node = self.value()
         if not node:
             return queryset
+        node = str(uuid_value(node))
         moved = Q(action__in=NODE_VALUED) & (Q(from_value=node) | Q(to_value=node))
         return queryset.filter(moved | Q(performed_by_id=node))
 
@@ -1493,7 +1532,11 @@ class TaskHistoryAdmin(HistoryLabels, admin.ModelAdmin):
         task_id = request.GET.get("task__id__exact")
         task = Task.objects.filter(pk=task_id).only("name").first() if is_uuid(task_id) else None
         if task is not None:
-            extra_context = {**(extra_context or {}), "title": f"History of {task.name}"}
+            extra_context = {
+                **(extra_context or {}),
+                "title": f"History of {task.name}",
+                "history_task": task,
+            }
         return super().changelist_view(request, extra_context)
 
     def labelled_nodes(self, row):
@@ -1518,6 +1561,14 @@ class TaskHistoryAdmin(HistoryLabels, admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+def uuid_value(text) -> UUID:
+    """A list filter's id, or Django's "?e=1" for a hand-edited one (a 500 before)."""
+    try:
+        return UUID(str(text))
+    except ValueError as error:
+        raise IncorrectLookupParameters(f"not an id: {text!r}") from error
 
 
 def is_uuid(text) -> bool:
@@ -1575,6 +1626,9 @@ class SweepRunAdmin(admin.ModelAdmin):
         "stranded",
         "all_rows",
     ]
+    # A run's own page reads as its row does, with the same links (not the model's
+    # columns: "Stranded count", "History after").
+    fields = readonly_fields = list_display
     # Every run unless asked, as Django's lists do: an empty run says the sweep ran.
     list_filter = [DidSomethingFilter]
     ordering = ["-started_at"]

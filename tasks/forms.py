@@ -8,6 +8,7 @@ from django import forms
 from django.conf import settings
 from django.utils import timezone
 
+from nodes.forms import JSONBoxField
 from nodes.models import Liveness, Node, labels_errors
 from tasks.models import (
     CANCEL_REASON_MAX_LENGTH,
@@ -29,7 +30,7 @@ class CancelForm(forms.Form):
     )
 
 
-class OptionalJSONField(forms.JSONField):
+class OptionalJSONField(JSONBoxField):
     """A JSON box that may be left empty (None): none shows as an empty box, not as the
     JSON `null` one had to delete before typing."""
 

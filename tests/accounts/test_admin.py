@@ -1,5 +1,6 @@
 """The admin site's user pages: list, add with a hashed password, edit, refuse nodes."""
 
+import html
 from datetime import timedelta
 
 import pytest
@@ -123,6 +124,18 @@ def test_deactivating_a_user_in_the_admin(admin_site_client):
     assert not User.objects.get(pk=user.pk).is_active
 
 
+def test_an_admin_cannot_deactivate_or_demote_itself_on_its_own_page(admin_site_client, admin_user):
+    """One untick or one choice logged the admin out for good (the last admin: everyone)."""
+    page = admin_site_client.get(change_url(admin_user)).content.decode()
+    assert 'name="is_active"' not in page and 'name="role"' not in page
+
+    admin_site_client.post(change_url(admin_user), edit_form(admin_user, is_active="", role="node"))
+
+    admin_user.refresh_from_db()
+    assert admin_user.is_active and admin_user.role == Role.ADMIN
+    assert admin_site_client.get(CHANGELIST).status_code == 200
+
+
 def test_a_node_holding_tasks_cannot_be_made_an_admin_in_the_admin(admin_site_client):
     node = TaskFactory().assigned_node
 
@@ -157,6 +170,23 @@ def test_a_user_who_holds_tasks_cannot_be_deleted(admin_site_client):
     assert User.objects.filter(pk=node.pk).exists()
 
 
+def test_a_user_that_cannot_be_deleted_is_told_to_deactivate_it_instead(admin_site_client):
+    """Django's page lists the protected rows and stops there: no way forward."""
+    node = TaskFactory().assigned_node
+    change = reverse("admin:accounts_user_change", args=[node.pk])
+
+    one = admin_site_client.get(reverse("admin:accounts_user_delete", args=[node.pk]))
+    selected = admin_site_client.post(
+        CHANGELIST, {"action": "delete_selected", "_selected_action": [str(node.pk)]}
+    )
+
+    for page in (one, selected):
+        assert page.context["protected"] or page.context["perms_lacking"]
+        shown = page.content.decode()
+        assert "Deactivate it instead" in shown
+        assert f'href="{change}"' in shown
+
+
 def test_a_node_cannot_open_the_user_pages(node):
     client = Client()
     client.force_login(node)
@@ -188,6 +218,19 @@ def test_a_wrong_password_at_the_admin_login_says_nothing_of_node_accounts(node)
     response = Client().post(reverse("admin:login"), {"username": node.email, "password": "x"})
 
     assert "Node accounts" not in response.content.decode()
+
+
+def test_a_wrong_password_at_the_admin_login_says_the_email_is_not_case_sensitive(admin_user):
+    """Django's message asks for "a staff account" and says both fields may be
+    case-sensitive: the email is not (an admin logs in as ADMIN@EXAMPLE.COM too)."""
+    response = Client().post(
+        reverse("admin:login"), {"username": admin_user.email.upper(), "password": "x"}
+    )
+
+    page = html.unescape(response.content.decode())
+    assert "the correct email and password for an admin account" in page
+    assert "The password is case-sensitive; the email is not." in page
+    assert "staff account" not in page and "both fields may be case-sensitive" not in page
 
 
 # --- Liveness ------------------------------------------------------------------------------

@@ -214,3 +214,39 @@ def test_concurrent_label_changes_of_a_node_without_labels_all_answer_200():
     assert NodeLabels.objects.filter(node=node).count() == 1
     changes = NodeEvent.objects.filter(node=node, kind=NodeEventKind.LABELS_CHANGE).count()
     assert 1 <= changes <= workers
+
+
+def test_the_admin_site_refuses_a_lone_surrogate_in_a_label_of_a_node_with_labels(
+    admin_site_client, node
+):
+    """A node that has labels already: its box is the row's form, not an extra one."""
+    NodeLabels.objects.create(node=node, labels={"gpu": "true"})
+    url = reverse("admin:accounts_user_change", args=[node.pk])
+    data = {**node_form(node, r'{"a": "\ud800"}'), "node_labels-INITIAL_FORMS": "1"}
+
+    response = admin_site_client.post(url, data)
+
+    assert response.status_code == 200
+    assert "lone surrogate" in response.content.decode()
+    assert NodeLabels.objects.get(node=node).labels == {"gpu": "true"}
+
+
+def test_the_labels_box_says_what_labels_are(admin_site_client, node):
+    page = admin_site_client.get(reverse("admin:accounts_user_change", args=[node.pk]))
+
+    assert 'a JSON object of strings, e.g. {"gpu": "true"}' in page.content.decode()
+
+
+@pytest.mark.parametrize(
+    "typed",
+    ["[" * 50_000 + "]" * 50_000, '{"a": 1' + "0" * 5_000 + "}"],
+    ids=["nested too deeply for Python", "a number too long to read"],
+)
+def test_labels_python_cannot_read_are_a_form_error_not_a_500(admin_site_client, node, typed):
+    url = reverse("admin:accounts_user_change", args=[node.pk])
+
+    response = admin_site_client.post(url, node_form(node, typed))
+
+    assert response.status_code == 200
+    assert "nested too deeply or holds a number too long" in response.content.decode()
+    assert not NodeLabels.objects.exists()

@@ -297,3 +297,33 @@ def test_cordoning_a_draining_node_says_it_is_still_draining(admin_site_client, 
     message = [str(m) for m in response.context["messages"]][-1]
     assert message.startswith("Cordoned ") and "still draining" in message
     assert Cordon.objects.get(node=node).drain_deadline is not None
+
+
+def test_deactivating_a_node_on_its_user_page_says_its_open_tasks_stay(admin_site_client, node):
+    """The user page's "Is active" box deactivates without the node page's confirmation:
+    its message must still say what becomes of the node's work."""
+    TaskFactory(assigned_node=node)
+    TaskFactory(assigned_node=node, status=TaskStatus.IN_PROGRESS)
+    url = reverse("admin:accounts_user_change", args=[node.pk])
+    data = {"email": node.email, "name": node.name, "role": node.role}
+
+    response = admin_site_client.post(url, data, follow=True)
+
+    node.refresh_from_db()
+    assert not node.is_active
+    shown = [str(message) for message in response.context["messages"]]
+    assert any(
+        "can no longer log in" in text
+        and "2 open task(s) (1 in progress) stay assigned to it" in text
+        for text in shown
+    ), shown
+    assert page(node) in response.content.decode()
+
+
+def test_a_deactivated_nodes_page_does_not_call_it_schedulable(admin_site_client, node):
+    """Placement never picks a deactivated node: its State says so, as the dashboard does."""
+    User.objects.filter(pk=node.pk).update(is_active=False)
+
+    shown = admin_site_client.get(page(node)).content.decode()
+
+    assert 'id="tm-node-state">deactivated<' in shown

@@ -1168,3 +1168,67 @@ def test_the_soft_deleted_filter_counts_its_choices_when_asked(admin_site_client
 
     for label in ("Active only (2)", "Soft-deleted only (1)", "Active and soft-deleted (3)"):
         assert label in page
+
+
+@pytest.mark.parametrize("query", ["node=bogus", "actor=bogus", "actor=12", "node=%00"])
+def test_the_history_list_answers_a_hand_edited_node_or_actor_like_any_bad_filter(
+    admin_site_client, query
+):
+    """Not a UUID (nor "system"): Django's "?e=1" redirect, as for any bad lookup, not a 500."""
+    TaskFactory()
+
+    response = admin_site_client.get(f"{reverse('admin:tasks_taskhistory_changelist')}?{query}")
+
+    assert response.status_code == 302
+    assert response["Location"].endswith("?e=1")
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["created_at__year=" + "9" * 20, "created_at__year=2026&created_at__month=" + "9" * 21],
+)
+def test_the_task_list_answers_a_date_too_large_for_python_like_any_bad_date(
+    admin_site_client, query
+):
+    """Django's date drill-down turns a ValueError into "?e=1" but not an OverflowError."""
+    response = admin_site_client.get(f"{reverse('admin:tasks_task_changelist')}?{query}")
+
+    assert response.status_code == 302
+    assert response["Location"].endswith("?e=1")
+
+
+def test_the_deadlines_date_and_time_boxes_have_names_of_their_own(admin_site_client, node):
+    """Django's split widget labels neither box: "Date:" and "Time:" are bare text."""
+    task = TaskFactory(assigned_node=node)
+    for url in (
+        reverse("admin:tasks_task_add"),
+        reverse("admin:tasks_task_change", args=[task.pk]),
+    ):
+        page = admin_site_client.get(url).content.decode()
+
+        for part, box in (("date", 0), ("time", 1)):
+            named = rf'<input[^>]*aria-label="Deadline {part} \(UTC\)"[^>]*id="id_locked_at_{box}"'
+            assert re.search(named, page)
+
+
+def test_one_tasks_history_leads_back_to_the_task_in_its_breadcrumbs(admin_site_client):
+    task = TaskFactory(name="Rebuild the index")
+
+    page = admin_site_client.get(reverse("admin:tasks_task_history", args=[task.pk]), follow=True)
+
+    crumbs = page.content.decode().split('class="breadcrumbs"')[1].split("</div>")[0]
+    assert f'href="{reverse("admin:tasks_task_change", args=[task.pk])}"' in crumbs
+    assert "Rebuild the index" in crumbs
+
+
+def test_the_task_form_offers_no_delete_of_its_node(admin_site_client, node):
+    """Django's red cross beside the node list opened "Delete user" from a task's form."""
+    task = TaskFactory(assigned_node=node)
+    for url in (
+        reverse("admin:tasks_task_add"),
+        reverse("admin:tasks_task_change", args=[task.pk]),
+    ):
+        page = admin_site_client.get(url).content.decode()
+
+        assert 'id="change_id_assigned_node"' in page  # its page is still a click away
+        assert 'id="delete_id_assigned_node"' not in page

@@ -9,6 +9,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import escape
 
 from tasks.models import HistoryAction, Task, TaskHistory, TaskStatus
 from tests.factories import TaskFactory
@@ -161,6 +162,24 @@ def test_a_bad_payload_is_a_form_error_and_nothing_is_saved(
     assert response.status_code == 200
     assert message in " ".join(response.context["adminform"].form.errors["payload"])
     assert not Task.objects.filter(name="Bad").exists()
+
+
+@pytest.mark.parametrize("box", ["payload", "node_selector"])
+@pytest.mark.parametrize(
+    "typed",
+    ["[" * 50_000 + "]" * 50_000, '{"a": 1' + "0" * 5_000 + "}"],
+    ids=["nested too deeply for Python", "a number too long to read"],
+)
+def test_json_python_cannot_read_is_a_form_error_not_a_500(admin_site_client, node, box, typed):
+    form = {"name": "Unreadable", "details": "d", "assigned_node": node.pk, **FUTURE}
+
+    response = admin_site_client.post(ADD, {**form, box: typed})
+
+    assert response.status_code == 200
+    errors = " ".join(response.context["adminform"].form.errors[box])
+    assert "nested too deeply or holds a number too long" in errors
+    assert escape(typed[:50]) in response.content.decode()  # back in its box
+    assert not Task.objects.filter(name="Unreadable").exists()
 
 
 def test_a_payload_over_the_limit_is_refused(admin_site_client, node, settings):

@@ -400,3 +400,17 @@ def test_the_scheduling_cell_says_why_by_whom_since_when_and_until_when(
         f"since {moment(started, 'minutes')}",
         schedule_cell(page, in_window),
     )
+
+
+def test_a_deactivated_node_is_marked_so_in_the_nodes_and_at_risk_panels(admin_site_client):
+    """Not "schedulable": placement never picks a deactivated node, and its open tasks wait."""
+    gone = NodeFactory(name="gone", is_active=False)
+    TaskFactory(assigned_node=gone)
+
+    page = admin_site_client.get(INDEX).content.decode()
+
+    nodes_panel = page.split('id="tm-nodes"')[1]
+    at_risk_panel = page.split('id="tm-at-risk"')[1].split('class="module')[0]
+    assert re.search(rf'class="tm-schedule" data-node="{gone.pk}"[^>]*>deactivated<', nodes_panel)
+    assert re.search(r">gone</a> \(deactivated\)", nodes_panel)
+    assert re.search(r">gone</a> \(deactivated\)", at_risk_panel)

@@ -59,6 +59,16 @@ def test_the_overdue_list_says_how_late_and_puts_the_latest_first(admin_site_cli
         assert ">2 h 10 min<" in page and ">5 min<" in page
 
 
+def test_the_overdue_lists_header_marks_the_order_its_rows_are_in(admin_site_client):
+    """Longest overdue first is a sort by deadline: the header said "created", newest first."""
+    TaskFactory(locked_at=timezone.now() - timedelta(hours=1))
+
+    page = admin_site_client.get(CHANGELIST, {"overdue": "yes"}).content.decode()
+
+    assert "column-deadline sorted ascending" in page
+    assert "column-created sorted" not in page
+
+
 def test_the_plain_list_keeps_its_columns(admin_site_client):
     TaskFactory()
     page = admin_site_client.get(CHANGELIST).content.decode()

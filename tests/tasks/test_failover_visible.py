@@ -235,6 +235,21 @@ def test_the_runs_page_links_each_cause_to_exactly_its_tasks(admin_site_client, 
     assert "Node lost: " in page and "Node drained: " in page
 
 
+def test_a_runs_own_page_reads_as_the_list_does_with_the_same_links(admin_site_client, failed_over):
+    """Not the model's columns ("Stranded count", "History after: 251"): the list's
+    wording, and its links to exactly the rows the run wrote."""
+    run = failed_over["run"]
+
+    page = admin_site_client.get(reverse("admin:tasks_sweeprun_change", args=[run.pk]))
+
+    shown = page.content.decode()
+    assert "History after" not in shown and "Stranded count" not in shown
+    assert "Moved to other nodes" in shown and "Left in place" in shown
+    listed = admin_site_client.get(RUNS).content.decode()
+    assert links(shown, "every row") == links(listed, "every row")
+    assert links(shown, "3") == links(listed, "3") != []
+
+
 def test_a_run_from_before_causes_were_kept_says_so_and_links_its_time_window(
     admin_site_client, failed_over
 ):
