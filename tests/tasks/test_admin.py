@@ -1197,15 +1197,15 @@ def test_the_task_list_answers_a_date_too_large_for_python_like_any_bad_date(
     assert response["Location"].endswith("?e=1")
 
 
+def task_form_pages(client, task) -> list[str]:
+    """The task form both ways: the add page and a pending task's page."""
+    urls = (reverse("admin:tasks_task_add"), reverse("admin:tasks_task_change", args=[task.pk]))
+    return [client.get(url).content.decode() for url in urls]
+
+
 def test_the_deadlines_date_and_time_boxes_have_names_of_their_own(admin_site_client, node):
     """Django's split widget labels neither box: "Date:" and "Time:" are bare text."""
-    task = TaskFactory(assigned_node=node)
-    for url in (
-        reverse("admin:tasks_task_add"),
-        reverse("admin:tasks_task_change", args=[task.pk]),
-    ):
-        page = admin_site_client.get(url).content.decode()
-
+    for page in task_form_pages(admin_site_client, TaskFactory(assigned_node=node)):
         for part, box in (("date", 0), ("time", 1)):
             named = rf'<input[^>]*aria-label="Deadline {part} \(UTC\)"[^>]*id="id_locked_at_{box}"'
             assert re.search(named, page)
@@ -1223,12 +1223,6 @@ def test_one_tasks_history_leads_back_to_the_task_in_its_breadcrumbs(admin_site_
 
 def test_the_task_form_offers_no_delete_of_its_node(admin_site_client, node):
     """Django's red cross beside the node list opened "Delete user" from a task's form."""
-    task = TaskFactory(assigned_node=node)
-    for url in (
-        reverse("admin:tasks_task_add"),
-        reverse("admin:tasks_task_change", args=[task.pk]),
-    ):
-        page = admin_site_client.get(url).content.decode()
-
+    for page in task_form_pages(admin_site_client, TaskFactory(assigned_node=node)):
         assert 'id="change_id_assigned_node"' in page  # its page is still a click away
         assert 'id="delete_id_assigned_node"' not in page
