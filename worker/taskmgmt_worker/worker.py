@@ -16,6 +16,9 @@ PROGRESS_GIVE_UP_SECONDS = 10.0
 # At most one progress report a second is sent: the server keeps only the latest, and a
 # work reporting every row of a fast loop spent its node's rate limit (429s) on them.
 PROGRESS_MIN_SECONDS = 1.0
+# An idle process looks for its node's orphaned tasks in progress at most this often (the
+# first time at once): every idle poll, ten idle processes of a node spent its rate limit.
+RESUME_EVERY_SECONDS = 10.0
 
 
 class Context:
@@ -271,6 +274,7 @@ class Worker:
         # to be resumed. Back in progress for this node, they are another start's attempt
         # (perhaps another process of the node after failover), not this worker's.
         self.refused: set[str] = set()
+        self.resume_due = 0.0  # time.monotonic() from which an idle poll looks again
 
     def drained(self, deadline: str) -> None:
         """The node is being drained: finish the task at hand, report it, and exit
@@ -304,7 +308,9 @@ class Worker:
                     continue
                 if status == 204:
                     # Nothing pending: anything of ours still in progress is orphaned.
-                    self.resume()
+                    if time.monotonic() >= self.resume_due:
+                        self.resume_due = time.monotonic() + RESUME_EVERY_SECONDS
+                        self.resume()
                 else:
                     log("claim_refused", status=status, message=payload.get("message"))
                 self.stop.wait(self.idle_seconds)

@@ -194,3 +194,29 @@ def test_a_report_held_when_the_task_was_taken_away_is_not_sent(monkeypatch):
     time.sleep(0.4)
 
     assert [body["percent"] for body in api.sent] == [10]
+
+
+def test_an_idle_worker_looks_for_its_orphaned_tasks_at_once_then_now_and_then(
+    monkeypatch, tmp_path
+):
+    """Each idle poll also read the node's tasks in progress: ten idle processes of a node
+    sent 600 requests a minute, its whole default rate limit, doing nothing."""
+    monkeypatch.setattr(worker_module, "RESUME_EVERY_SECONDS", 3600)
+    api = Api("http://127.0.0.1:9", "node@example.com", "x", threading.Event())
+    asked = []
+
+    def call(method, path, body=None, **options):
+        asked.append(path)
+        if path == "/api/tasks/claim" and asked.count(path) == 20:
+            worker.stop.set()
+        if path == "/api/tasks/filter/in_progress":
+            return 200, {"tasks": []}
+        return (204, {}) if path == "/api/tasks/claim" else (200, {})
+
+    monkeypatch.setattr(api, "call", call)
+    worker = Worker(api, sleep_work(0), idle_seconds=0, max_tasks=None, locks=TaskLocks(tmp_path))
+
+    worker.run()
+
+    assert asked.count("/api/tasks/claim") == 20
+    assert asked.count("/api/tasks/filter/in_progress") == 1  # the first idle poll's
