@@ -1367,14 +1367,19 @@ class TaskAdmin(admin.ModelAdmin):
                 pending=Count("pk", filter=Q(status=TaskStatus.PENDING)),
                 running=Count("pk", filter=Q(status=TaskStatus.IN_PROGRESS)),
             )
+            # Only what happens: "0 in progress get a cancel request" said nothing.
+            what = []
+            if open_now["pending"]:
+                what.append(f"{open_now['pending']} pending task(s) are cancelled now")
+            if open_now["running"]:
+                what.append(
+                    f"{open_now['running']} in progress get a cancel request their node "
+                    f"acknowledges (or the sweep cancels them after {cancel_grace()})"
+                )
             return self.confirmation(
                 request,
                 queryset,
-                details=[
-                    f"{open_now['pending']} pending task(s) are cancelled now; "
-                    f"{open_now['running']} in progress get a cancel request their node "
-                    f"acknowledges (or the sweep cancels them after {cancel_grace()})."
-                ],
+                details=["; ".join(what) + "."] if what else [],
                 action="cancel_tasks",
                 intro=(
                     "Pending tasks are cancelled now; a task in progress gets a cancel request "

@@ -98,6 +98,25 @@ def test_the_cancel_confirmation_counts_what_changes_and_what_is_left_alone(
     assert ">No, take me back</a>" in page
 
 
+@pytest.mark.parametrize(
+    "status, said, unsaid",
+    [
+        (TaskStatus.PENDING, "1 pending task(s) are cancelled now.", "in progress get"),
+        (TaskStatus.IN_PROGRESS, "1 in progress get a cancel request", "pending task(s)"),
+    ],
+)
+def test_the_cancel_confirmation_says_only_what_happens(
+    admin_site_client, node, status, said, unsaid
+):
+    # It said "0 in progress get a cancel request" (or "0 pending task(s) are cancelled").
+    task = TaskFactory(assigned_node=node, status=status)
+
+    page = post_action(admin_site_client, [task], index="0").content.decode()
+
+    changes = page.split('class="tm-confirm-changes"')[1].split("</ul>")[0]
+    assert said in changes and unsaid not in changes
+
+
 def change_url(task):
     return reverse("admin:tasks_task_change", args=[task.pk])
 
