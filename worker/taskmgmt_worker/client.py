@@ -172,8 +172,9 @@ class Api:
                     "/api/auth/refresh", {"refresh": self.refresh_token}
                 )
                 if status == 200:
+                    token = self.keep(path="/api/auth/refresh", payload=payload)
                     log("refreshed")
-                    return self.keep(payload)
+                    return token
                 # Refused (expired, or rotated by a try whose answer was lost): log in.
                 self.refresh_token = None
             status, payload = self.try_once(
@@ -184,15 +185,17 @@ class Api:
                     f"login as {self.email}: {status} {payload.get('message')}"
                 )
                 raise self.refused
-            details = payload.get("userDetails") or {}
+            details = payload.get("userDetails")
+            details = details if isinstance(details, dict) else {}
             if details.get("role", "node") != "node":
                 # An admin, say: logged in, but every claim and beat would be a 403, for ever.
                 self.refused = LoginRefused(
                     f"{self.email} is not a worker node account (role {details['role']})"
                 )
                 raise self.refused
+            token = self.keep(path="/api/auth/login", payload=payload)
             log("logged_in", email=self.email, node=details.get("id"))
-            return self.keep(payload)
+            return token
 
     def try_once(self, path: str, body: dict):
         """(status, JSON body) of one POST to an auth endpoint; TokenUnavailable when it
@@ -211,10 +214,16 @@ class Api:
             raise error
         return status, payload
 
-    def keep(self, payload: dict) -> str:
-        self.access, self.refresh_token = payload["token"], payload["refresh"]
-        claims = jwt_claims(self.access)
-        lifetime = claims["exp"] - claims["iat"]
+    def keep(self, path: str, payload: dict) -> str:
+        """Keep the tokens of a 200 from `path`. A 200 without them (a proxy's or captive
+        portal's page, say) is TokenUnavailable, tried again later as an outage is."""
+        try:
+            access, refresh = payload["token"], payload["refresh"]
+            claims = jwt_claims(access)
+            lifetime = claims["exp"] - claims["iat"]
+        except (KeyError, IndexError, TypeError, ValueError) as error:
+            raise TokenUnavailable(None, {}, f"{path}: 200 without a token") from error
+        self.access, self.refresh_token = access, refresh
         # By our clock; the fifth left covers a skew of that much with the server's.
         self.access_expires = claims["exp"] - lifetime / 5
         return self.access

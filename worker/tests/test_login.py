@@ -7,7 +7,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from taskmgmt_worker.client import Api, LoginRefused
+from taskmgmt_worker.client import Api, LoginRefused, TokenUnavailable
 from taskmgmt_worker.worker import Worker
 
 
@@ -69,3 +69,61 @@ def test_an_account_that_is_not_a_node_is_refused_at_login(monkeypatch):
         api.token()
     with pytest.raises(LoginRefused):  # remembered: not tried again
         api.token()
+
+
+class Portal(BaseHTTPRequestHandler):
+    """A proxy or captive portal between the worker and the server: 200, a page, no token."""
+
+    def do_POST(self):
+        body = b"<html><body>Please sign in to the network</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def portal():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Portal)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_login_answered_200_without_a_token_is_retried_not_a_crash(portal, capsys):
+    # It was a KeyError out of the worker's main loop (a traceback); now it is an
+    # outage: retried with a backoff, each retry naming what was wrong.
+    api = Api(portal, "node@example.com", "x", threading.Event())
+
+    status, payload = api.call("POST", "/api/tasks/claim", {}, give_up_after=1.5)
+
+    assert (status, payload) == (None, {})
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    retries = [line for line in lines if line["event"] == "retry"]
+    assert retries
+    assert retries[0]["error"] == "/api/auth/login: 200 without a token"
+    assert api.access is None and api.refused is None
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"token": "not-a-jwt", "refresh": "r"},
+        {"token": "a.!!!.c", "refresh": "r"},
+        {"refresh": "r"},
+        {"token": "a.e30.c", "refresh": "r"},  # claims {} : no exp
+        {"token": "x", "refresh": "r", "userDetails": "node"},
+    ],
+)
+def test_a_malformed_200_to_a_login_is_token_unavailable(monkeypatch, answer):
+    api = Api("http://127.0.0.1:9", "node@example.com", "x", threading.Event())
+    monkeypatch.setattr(api, "send", lambda *args: (200, {}, answer))
+
+    with pytest.raises(TokenUnavailable, match="200 without a token"):
+        api.token()
+    assert api.access is None and api.refresh_token is None
