@@ -127,7 +127,10 @@ def no_match_detail(placement: Placement, selector: dict | None, labels: str) ->
     return f"no schedulable node has {labels}"
 
 
+NODE_DOES_NOT_MATCH = "This node does not match the task's nodeSelector."
+
+
 def check_node_matches(node, selector: dict | None, *, field: str = "assigned_node") -> None:
     """A node named with a selector must match it (a 400 on `field` otherwise)."""
     if selector and not labels_match(labels_by_node([node.pk]).get(node.pk, {}), selector):
-        raise ValidationError({field: ["This node does not match the task's nodeSelector."]})
+        raise ValidationError({field: [NODE_DOES_NOT_MATCH]})

@@ -69,6 +69,7 @@ from tasks.models import (
     validate_node,
 )
 from tasks.placement import (
+    NODE_DOES_NOT_MATCH,
     NoNodeMatches,
     Placement,
     check_node_matches,
@@ -140,12 +141,12 @@ def task_create(
     node_selector = node_selector or None  # {} matches every node: no constraint to keep
     if assigned_node is None:
         _validate(locked_at=locked_at)
-        assigned_node = node_for(node_selector, now=timezone.now(), deadline=locked_at)
+        assigned_node = _placed_node(node_selector, locked_at=locked_at)
     else:
         _validate(node=assigned_node, locked_at=locked_at)
-        check_node_matches(assigned_node, node_selector)
-    lock_nodes([assigned_node.pk])
-    check_schedulable(assigned_node.pk)
+        lock_nodes([assigned_node.pk])  # a label change or cordon takes it too
+        check_node_matches(assigned_node, node_selector)  # the 400 before the 409
+        check_schedulable(assigned_node.pk)
     task = Task(
         name=name,
         details=details,
@@ -158,6 +159,87 @@ def task_create(
     task.full_clean()
     task.save()
     return task
+
+
+# How often placement picks again when the node it picked no longer fits once locked.
+PLACEMENT_TRIES = 3
+
+
+def _placed_node(selector: dict | None, *, locked_at: datetime) -> Node:
+    """The node placement picks for a new task, row-locked (`lock_nodes`) and checked again
+    under the lock. The pick reads the fleet unlocked: a cordon, drain or label change
+    committed between the pick and the lock made the node unfit, and the task went to a
+    draining node, or to one its selector no longer matches. Then placement picks again;
+    under READ COMMITTED it now sees the change (its writer held the lock until commit)."""
+    for _ in range(PLACEMENT_TRIES):
+        node = node_for(selector, now=timezone.now(), deadline=locked_at)
+        lock_nodes([node.pk])
+        if _still_fits(node.pk, selector):
+            return node
+    raise NoNodeMatches("no node matches: the matching nodes kept changing; try again")
+
+
+def _still_fits(node_id, selector: dict | None) -> bool:
+    """Whether the node is schedulable and matches `selector` (under its lock)."""
+    labels = _schedulable_labels([node_id]).get(node_id)
+    return labels is not None and labels_match(labels, selector)
+
+
+def _schedulable_labels(node_ids, *, locked: bool = False) -> dict:
+    """{node id: labels} of those of the nodes that are schedulable now, in one query;
+    `locked`: take their row locks first."""
+    if locked:
+        lock_nodes(node_ids)
+    rows = Node.objects.schedulable(timezone.now()).filter(pk__in=list(node_ids)).with_labels()
+    return dict(rows.values_list("pk", "label_set"))
+
+
+def _bulk_rows(items: list[dict], *, now: datetime) -> list[Task]:
+    """A new Task per bulk item, on its named node or the one placement picks."""
+    placement = None
+    rows = []
+    for index, item in enumerate(items):
+        selector = item.get("node_selector") or None
+        node_id = item.get("assigned_node")
+        if node_id is None:
+            placement = placement or Placement(now=timezone.now())
+            node_id = placement.pick(selector, item["locked_at"])
+            if node_id is None:
+                raise NoNodeMatches(f"no node matches tasks[{index}]'s nodeSelector")
+        rows.append(
+            Task(
+                name=item["name"],
+                details=item["details"],
+                assigned_node_id=node_id,
+                locked_at=item["locked_at"],
+                payload=item.get("payload"),
+                node_selector=selector,
+                priority=item.get("priority", PRIORITY_DEFAULT),
+                created_at=now,
+            )
+        )
+    return rows
+
+
+def _placed_again(items: list[dict], rows: list[Task], fit: dict) -> bool:
+    """Whether placement must pick again: a placed item's node is no longer schedulable
+    or no longer matches its selector (`fit`: `_schedulable_labels` under the locks).
+    A named node that changed so is the item's 409 or 400, as checked before the locks."""
+    again = False
+    for index, (item, row) in enumerate(zip(items, rows, strict=True)):
+        labels = fit.get(row.assigned_node_id)
+        named = item.get("assigned_node") is not None
+        if labels is None:
+            if named:
+                raise NodeCordoned(
+                    f"node is cordoned: tasks[{index}]'s node takes no new tasks until uncordoned"
+                )
+            again = True
+        elif not labels_match(labels, row.node_selector):
+            if named:
+                raise ValidationError({f"tasks[{index}].assignedNode": [NODE_DOES_NOT_MATCH]})
+            again = True
+    return again
 
 
 @transaction.atomic
@@ -202,37 +284,15 @@ def tasks_create_bulk(*, tasks: list[dict], errors: list[dict] | None = None) ->
             f"node is cordoned: tasks[{cordoned}]'s assignedNode takes no new tasks "
             "until uncordoned"
         )
-    placement = None
-    rows = []
-    for index, item in enumerate(tasks):
-        selector = item.get("node_selector") or None
-        node_id = item.get("assigned_node")
-        if node_id is None:
-            placement = placement or Placement(now=now)
-            node_id = placement.pick(selector, item["locked_at"])
-            if node_id is None:
-                raise NoNodeMatches(f"no node matches tasks[{index}]'s nodeSelector")
-        rows.append(
-            Task(
-                name=item["name"],
-                details=item["details"],
-                assigned_node_id=node_id,
-                locked_at=item["locked_at"],
-                payload=item.get("payload"),
-                node_selector=selector,
-                priority=item.get("priority", PRIORITY_DEFAULT),
-                created_at=now,
-            )
-        )
-    # Checked again under the nodes' locks, all taken at once (lock_nodes).
-    chosen = {row.assigned_node_id for row in rows}
-    lock_nodes(chosen)
-    free = set(Node.objects.schedulable(now).filter(pk__in=chosen).values_list("pk", flat=True))
-    for index, row in enumerate(rows):
-        if row.assigned_node_id not in free:
-            raise NodeCordoned(
-                f"node is cordoned: tasks[{index}]'s node takes no new tasks until uncordoned"
-            )
+    # Placed items go where placement picks; every item's node is then checked again
+    # under the nodes' locks, all taken at once (lock_nodes), as for one task.
+    for _ in range(PLACEMENT_TRIES):
+        rows = _bulk_rows(tasks, now=now)
+        fit = _schedulable_labels({row.assigned_node_id for row in rows}, locked=True)
+        if not _placed_again(tasks, rows, fit):
+            break
+    else:
+        raise NoNodeMatches("no node matches: the matching nodes kept changing; try again")
     return _insert_new(rows, now=now)
 
 
@@ -254,10 +314,18 @@ def tasks_broadcast(
     selector = node_selector or None
     now = timezone.now()
     targets = Placement(now=now).matching(selector)
-    if targets:
-        # Read again under their locks: a node cordoned meanwhile gets none (lock_nodes).
-        lock_nodes(node.id for node in targets)
-        targets = Placement(now=now).matching(selector)
+    # Read again under their locks (lock_nodes): a node cordoned meanwhile gets none, and
+    # one whose labels now match is locked too before it gets one.
+    locked = set()
+    for _ in range(PLACEMENT_TRIES):
+        found = {node.id for node in targets}
+        if found <= locked:
+            break
+        lock_nodes(found - locked)
+        locked |= found
+        targets = Placement(now=timezone.now()).matching(selector)
+    else:
+        raise NoNodeMatches("no node matches: the matching nodes kept changing; try again")
     if not targets:
         # Without a selector there were no labels to have: every node is unschedulable.
         labels = "schedulable node has the nodeSelector's labels"
@@ -290,7 +358,7 @@ def _node_problem(node: tuple | None, labels: dict, item: dict) -> str | None:
     if not active:
         return "Tasks can only be assigned to an active node."
     if not labels_match(labels, item.get("node_selector")):
-        return "This node does not match the task's nodeSelector."
+        return NODE_DOES_NOT_MATCH
     return None
 
 
@@ -363,9 +431,11 @@ def task_update(
     _validate(node=assigned_node, locked_at=locked_at)
     if node_selector is not UNCHANGED:
         task.node_selector = node_selector or None
-    check_node_matches(assigned_node, task.node_selector)
-    if assigned_node.pk != task.assigned_node_id:
-        lock_nodes([assigned_node.pk])
+    new_node = assigned_node.pk != task.assigned_node_id
+    if new_node:
+        lock_nodes([assigned_node.pk])  # a label change or cordon takes it too
+    check_node_matches(assigned_node, task.node_selector)  # the 400 before the 409
+    if new_node:
         check_schedulable(assigned_node.pk)
     task.name, task.details = name, details
     task.assigned_node, task.locked_at = assigned_node, locked_at

@@ -1,0 +1,181 @@
+"""Placement racing a change of the fleet (MariaDB: row locks): a task placed by its
+selector lands on a node that matches and takes new work when its write commits, not
+on one a label change or drain made unfit between the pick and the insert."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from accounts.models import User
+from nodes.models import NodeLabels
+from tasks import services
+from tasks.models import Task, TaskStatus
+from tests.concurrency import at_once
+from tests.factories import AdminFactory, NodeFactory
+
+pytestmark = [
+    pytest.mark.mysql,
+    pytest.mark.skipif(
+        connection.vendor == "sqlite", reason="needs row locks: SQLite runs one writer at a time"
+    ),
+    pytest.mark.django_db(transaction=True),
+]
+
+GPU = {"gpu": "true"}
+WAIT = 2  # seconds the paused write waits for the other side (it blocks once fixed)
+
+
+def gpu_nodes(count):
+    nodes = [NodeFactory() for _ in range(count)]
+    for node in nodes:
+        NodeLabels.objects.create(node=node, labels=GPU)
+    User.objects.filter(pk__in=[node.pk for node in nodes]).update(last_seen=timezone.now())
+    return nodes
+
+
+def task(**fields):
+    lock = (timezone.now() + timedelta(hours=1)).isoformat()
+    return {"taskName": "render", "taskDetails": "frame", "lockedAt": lock, **fields}
+
+
+def unlabel(client, node_id):
+    return client.put(f"/api/nodes/{node_id}", {"labels": {"gpu": "false"}}, format="json")
+
+
+def pause_at_first(monkeypatch, name, picked, *, before=False):
+    """Make services.`name` (a function) wait at its first call, after it (or `before`
+    it, with its first argument), once it has put its result (or that argument) into
+    `picked`; returns (paused, go on) events."""
+    original = getattr(services, name)
+    paused, resume = threading.Event(), threading.Event()
+
+    def wait(seen):
+        if not paused.is_set():
+            picked.append(seen)
+            paused.set()
+            resume.wait(timeout=WAIT)
+
+    def waiting(*args, **kwargs):
+        if before:
+            wait(list(args[0]))
+        result = original(*args, **kwargs)
+        if not before:
+            wait(result)
+        return result
+
+    monkeypatch.setattr(services, name, waiting)
+    return paused, resume
+
+
+def changed(paused, resume, change):
+    """A sender that waits for the pause, makes its change, then lets the write go on."""
+
+    def send(client):
+        paused.wait(timeout=5)
+        try:
+            return change(client)
+        finally:
+            resume.set()
+
+    return send
+
+
+def test_a_create_whose_picked_node_loses_its_labels_goes_to_a_node_that_matches(monkeypatch):
+    # The create picked a gpu node, an admin took the node's gpu label away and
+    # committed, then the create inserted its task there: a 201 on a node its
+    # selector no longer matches.
+    gpu_nodes(2)
+    picked = []
+    paused, resume = pause_at_first(monkeypatch, "node_for", picked)
+    send = lambda client: client.post("/api/tasks", task(nodeSelector=GPU), format="json")  # noqa: E731
+    change = changed(paused, resume, lambda client: unlabel(client, picked[0].pk))
+
+    created, relabelled = at_once(AdminFactory(), [send, change])
+
+    assert relabelled.status_code == 200, relabelled.content
+    assert created.status_code == 201, created.content
+    node_id = created.json()["task"]["assignedNode"]
+    assert node_id != str(picked[0].pk)
+    assert NodeLabels.objects.get(node_id=node_id).labels == GPU
+
+
+def test_a_create_whose_picked_node_is_drained_goes_to_another_not_a_409(monkeypatch):
+    # A create without a node named none, so a drain of the node placement picked is no
+    # reason to refuse it (it was a 409 "node is cordoned"): placement picks again.
+    gpu_nodes(2)
+    picked = []
+    paused, resume = pause_at_first(monkeypatch, "node_for", picked)
+    send = lambda client: client.post("/api/tasks", task(nodeSelector=GPU), format="json")  # noqa: E731
+    drain = lambda client: client.post(f"/api/nodes/{picked[0].pk}/drain", {"reason": "r"})  # noqa: E731
+
+    created, drained = at_once(AdminFactory(), [send, changed(paused, resume, drain)])
+
+    assert drained.status_code == 200, drained.content
+    assert created.status_code == 201, created.content
+    assert created.json()["task"]["assignedNode"] != str(picked[0].pk)
+
+
+def test_a_bulk_create_places_again_when_a_picked_node_loses_its_labels(monkeypatch):
+    gpu_nodes(2)
+    picked = []
+    # Paused before the nodes placement chose are locked: both have tasks by then.
+    paused, resume = pause_at_first(monkeypatch, "lock_nodes", picked, before=True)
+    items = [task(nodeSelector=GPU, taskName=f"t{index}") for index in range(4)]
+    send = lambda client: client.post("/api/tasks/bulk", {"tasks": items}, format="json")  # noqa: E731
+    change = changed(paused, resume, lambda client: unlabel(client, min(picked[0])))
+
+    created, relabelled = at_once(AdminFactory(), [send, change])
+
+    assert relabelled.status_code == 200, relabelled.content
+    assert created.status_code == 201, created.content
+    labels = dict(NodeLabels.objects.values_list("node_id", "labels"))
+    nodes = {row.assigned_node_id for row in Task.objects.all()}
+    assert Task.objects.count() == 4
+    assert all(labels[node_id] == GPU for node_id in nodes), nodes
+
+
+def test_a_broadcast_locks_a_node_that_came_to_match_before_giving_it_a_task(monkeypatch):
+    # The broadcast read the matching nodes, locked them, and read them again; a node
+    # labelled meanwhile was in the second read but not locked, so a drain of it could
+    # commit before the broadcast's insert: a pending task left on a draining node.
+    first, _ = gpu_nodes(2)
+    late = NodeFactory()
+    NodeLabels.objects.create(node=late, labels={"gpu": "false"})
+    User.objects.filter(pk=late.pk).update(last_seen=timezone.now())
+    original = services.Placement
+    built = []
+    paused = [threading.Event(), threading.Event()]
+    resume = [threading.Event(), threading.Event()]
+
+    def placement(*args, **kwargs):
+        result = original(*args, **kwargs)
+        built.append(result)
+        if len(built) <= 2:  # after the first read, then after the second
+            paused[len(built) - 1].set()
+            resume[len(built) - 1].wait(timeout=WAIT)
+        return result
+
+    monkeypatch.setattr(services, "Placement", placement)
+
+    def change_then_drain(client):
+        try:
+            paused[0].wait(timeout=5)
+            client.put(f"/api/nodes/{late.pk}", {"labels": GPU}, format="json")
+            resume[0].set()
+            paused[1].wait(timeout=5)
+            return client.post(f"/api/nodes/{late.pk}/drain", {"reason": "r"})
+        finally:
+            resume[0].set()
+            resume[1].set()
+
+    send = lambda client: client.post("/api/tasks/broadcast", task(nodeSelector=GPU), format="json")  # noqa: E731
+
+    sent, drained = at_once(AdminFactory(), [send, change_then_drain])
+
+    assert sent.status_code == 201, sent.content
+    assert drained.status_code == 200, drained.content
+    assert not Task.objects.filter(assigned_node=late, status=TaskStatus.PENDING).exists()
+    assert Task.objects.filter(assigned_node=first).count() == 1
