@@ -181,8 +181,12 @@ def _placed_node(selector: dict | None, *, locked_at: datetime) -> Node:
 
 def _still_fits(node_id, selector: dict | None) -> bool:
     """Whether the node is schedulable and matches `selector` (under its lock)."""
-    labels = _schedulable_labels([node_id]).get(node_id)
-    return labels is not None and labels_match(labels, selector)
+    return _fits(_schedulable_labels([node_id]), node_id, selector)
+
+
+def _fits(schedulable_labels: dict, node_id, selector: dict | None) -> bool:
+    """Whether the node is among `_schedulable_labels`' and matches `selector`."""
+    return node_id in schedulable_labels and labels_match(schedulable_labels[node_id], selector)
 
 
 def _schedulable_labels(node_ids, *, locked: bool = False) -> dict:
@@ -847,27 +851,38 @@ def tasks_reassign_by_selector(
 
     409 (NoNodeMatches) when no node matches; completed and soft-deleted tasks are left
     alone. Returns the ids it changed."""
+    # Every lock in one order, the tasks' before the nodes' (as `tasks_reassign` takes
+    # them): taken group by group, two runs over shared tasks or nodes could deadlock.
     movable = list(
         Task.objects.filter(pk__in=list(task_ids), active=True)
         .exclude(status=TaskStatus.COMPLETED)
         .order_by("pk")
+        .select_for_update()
         .values_list("pk", "locked_at")
     )
     if not movable:
         return []
-    now = timezone.now()
-    placement = Placement(now=now)
-    by_node: dict[UUID, list[UUID]] = {}
-    for task_id, deadline in movable:
-        # The deadline it will have: `locked_at`, or its own kept fresh (tasks_reassign).
-        node_id = placement.pick(selector, locked_at or fresh_deadline(deadline, now))
-        if node_id is None:
-            detail = no_match_detail(placement, selector, "these labels")
-            raise NoNodeMatches(f"no node matches: {detail}")
-        by_node.setdefault(node_id, []).append(task_id)
+    for _ in range(PLACEMENT_TRIES):
+        now = timezone.now()
+        placement = Placement(now=now)
+        by_node: dict[UUID, list[UUID]] = {}
+        for task_id, deadline in movable:
+            # The deadline it will have: `locked_at`, or its own kept fresh (tasks_reassign).
+            node_id = placement.pick(selector, locked_at or fresh_deadline(deadline, now))
+            if node_id is None:
+                detail = no_match_detail(placement, selector, "these labels")
+                raise NoNodeMatches(f"no node matches: {detail}")
+            by_node.setdefault(node_id, []).append(task_id)
+        # Checked again under the nodes' locks, as a placed create is (`_placed_node`).
+        fit = _schedulable_labels(by_node, locked=True)
+        if all(_fits(fit, node_id, selector) for node_id in by_node):
+            break
+    else:
+        raise NoNodeMatches("no node matches: the matching nodes kept changing; try again")
     nodes = Node.objects.in_bulk(list(by_node))
     changed = []
-    for node_id, ids in by_node.items():
+    for node_id in sorted(by_node, key=str):
+        ids = by_node[node_id]
         changed += tasks_reassign(task_ids=ids, node=nodes[node_id], locked_at=locked_at)
     return changed
 

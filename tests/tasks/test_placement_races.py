@@ -14,7 +14,7 @@ from nodes.models import NodeLabels
 from tasks import services
 from tasks.models import Task, TaskStatus
 from tests.concurrency import at_once
-from tests.factories import AdminFactory, NodeFactory
+from tests.factories import AdminFactory, NodeFactory, TaskFactory
 
 pytestmark = [
     pytest.mark.mysql,
@@ -179,3 +179,33 @@ def test_a_broadcast_locks_a_node_that_came_to_match_before_giving_it_a_task(mon
     assert drained.status_code == 200, drained.content
     assert not Task.objects.filter(assigned_node=late, status=TaskStatus.PENDING).exists()
     assert Task.objects.filter(assigned_node=first).count() == 1
+
+
+def test_a_reassign_by_label_whose_picked_node_is_drained_moves_the_tasks_elsewhere(
+    monkeypatch,
+):
+    # The admin's reassign by label picked the nodes, then took each one's lock and
+    # checked it: a drain committed in between made the whole reassign fail, "node is
+    # cordoned", though the admin named no node.
+    gpu_nodes(2)
+    elsewhere = NodeFactory()
+    moving = [TaskFactory(assigned_node=elsewhere).pk for _ in range(2)]
+    picked = []
+    paused, resume = pause_at_first(monkeypatch, "lock_nodes", picked, before=True)
+
+    def reassign(client):
+        try:
+            return services.tasks_reassign_by_selector(task_ids=moving, selector=GPU)
+        except Exception as error:  # the answer under test
+            return error
+
+    drain = lambda client: client.post(f"/api/nodes/{min(picked[0])}/drain", {"reason": "r"})  # noqa: E731
+
+    moved, drained = at_once(AdminFactory(), [reassign, changed(paused, resume, drain)])
+
+    assert drained.status_code == 200, drained.content
+    assert not isinstance(moved, Exception), moved
+    assert sorted(moved) == sorted(moving)
+    nodes = set(Task.objects.filter(pk__in=moving).values_list("assigned_node_id", flat=True))
+    assert len(nodes) == 1 and min(picked[0]) not in nodes
+    assert NodeLabels.objects.get(node_id=nodes.pop()).labels == GPU
