@@ -441,6 +441,8 @@ def task_update(
     check_node_matches(assigned_node, task.node_selector)  # the 400 before the 409
     if new_node:
         check_schedulable(assigned_node.pk)
+        # Given to another node, pending: a manual reassignment, as through assign.
+        transaction.on_commit(REASSIGNMENTS.labels("manual").inc)
     task.name, task.details = name, details
     task.assigned_node, task.locked_at = assigned_node, locked_at
     if payload is not UNCHANGED:

@@ -389,3 +389,25 @@ def test_a_404_under_api_is_counted_under_a_url_pattern_name_not_a_python_path(
     views = {dict(labels)["view"] for name, labels in moved if name.startswith("taskmgmt_http")}
     assert "api-not-found" in views
     assert not [view for view in views if "." in view]  # no module path as a label value
+
+
+@pytest.mark.django_db(transaction=True)  # counted when the edit commits
+def test_an_edit_giving_a_task_to_another_node_counts_as_a_manual_reassignment(
+    client, metrics_token, admin_client, node
+):
+    # An admin's edit (the API's PUT /api/tasks, the admin site's form) that moved a
+    # pending task to another node was not counted; assign counted the same move.
+    task, other = TaskFactory(assigned_node=node), NodeFactory()
+    deadline = (timezone.now() + timedelta(hours=1)).isoformat()
+    body = {"taskId": str(task.pk), "taskName": "n", "taskDetails": "d", "lockedAt": deadline}
+    before = scrape(client)
+
+    kept = admin_client.put("/api/tasks", {**body, "assignedNode": str(node.pk)})
+    middle = scrape(client)
+    moved = admin_client.put("/api/tasks", {**body, "assignedNode": str(other.pk)})
+    after = scrape(client)
+
+    assert (kept.status_code, moved.status_code) == (200, 200), moved.content
+    metric = "taskmgmt_task_reassignments_total"
+    assert value(middle, metric, kind="manual") == value(before, metric, kind="manual")
+    assert value(after, metric, kind="manual") == value(middle, metric, kind="manual") + 1
