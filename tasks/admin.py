@@ -31,7 +31,6 @@ from nodes.models import (
 from taskmgmt.exceptions import DomainError
 from taskmgmt.replica import ReplicaCountPaginator
 from tasks.forms import (
-    NO_SCHEDULABLE_NODE,
     BroadcastForm,
     CancelForm,
     LabelReassignForm,
@@ -40,6 +39,7 @@ from tasks.forms import (
     ReassignForm,
     deadline_outcome,
     deadline_plan,
+    no_schedulable_node,
     node_label,
 )
 from tasks.models import (
@@ -1315,7 +1315,7 @@ class TaskAdmin(admin.ModelAdmin):
             queryset,
             action="reassign",
             # An empty list of nodes said nothing of why.
-            details=() if form.fields["node"].queryset.exists() else (NO_SCHEDULABLE_NODE,),
+            details=() if form.fields["node"].queryset.exists() else (no_schedulable_node(),),
             intro=(
                 f"{preview['moving']} of the selected tasks go back to pending for the chosen "
                 f"node ({preview['in_progress']} of them in progress: their node stops working "

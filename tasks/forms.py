@@ -64,11 +64,15 @@ class PayloadField(OptionalJSONField):
             raise forms.ValidationError(error)
 
 
-# What the task list's reassign says when its node list is empty.
-NO_SCHEDULABLE_NODE = (
-    "No node is schedulable now: every active node is cordoned, draining or in a "
-    "maintenance window. Uncordon one on its page to reassign these tasks to it."
-)
+def no_schedulable_node(*, other: bool = False) -> str:
+    """What a reassign says when its node list is empty: the task list's (every node),
+    or a node page's (`other`: every node but the one whose tasks would move)."""
+    other_ = "other " if other else ""
+    return (
+        f"No {other_}node is schedulable: every {other_}active node is cordoned, "
+        "draining or in a maintenance window. Uncordon one on its page to move these "
+        "tasks to it."
+    )
 
 
 class NodeChoiceField(forms.ModelChoiceField):

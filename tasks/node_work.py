@@ -19,7 +19,7 @@ from nodes.work import NodeWork
 from taskmgmt.replica import on_replica
 from tasks.changelist_links import changelist_url, status_url
 from tasks.dashboard import WINDOW_HOURS, backlog_seconds
-from tasks.forms import ReassignForm, deadline_outcome, deadline_plan
+from tasks.forms import ReassignForm, deadline_outcome, deadline_plan, no_schedulable_node
 from tasks.models import OPEN_STATUSES, Task, TaskStatus
 from tasks.selectors import (
     node_finished_counts,
@@ -127,12 +127,6 @@ class TaskWork(NodeWork):
         }
 
 
-NOT_SCHEDULABLE = (
-    "No other node is schedulable: every other active node is cordoned, draining or in a "
-    "maintenance window. Uncordon one on its page to move these tasks there."
-)
-
-
 NOTHING_OPEN = "There is nothing to move: it has no open tasks."
 
 
@@ -144,7 +138,7 @@ def no_reassign_target(node, form, open_count: int) -> str:
     if not open_count:  # nothing to move: no advice on where to move it
         return NOTHING_OPEN
     if Node.objects.filter(is_active=True).exclude(pk=node.pk).exists():
-        return NOT_SCHEDULABLE
+        return no_schedulable_node(other=True)
     return "There is no other active node to move its tasks to."
 
 

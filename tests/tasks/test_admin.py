@@ -970,7 +970,7 @@ def test_the_reassign_page_says_why_it_offers_no_node(admin_site_client, admin_u
 
     page = html.unescape(run_action(admin_site_client, "reassign", [task]).content.decode())
 
-    assert "No node is schedulable now: every active node is cordoned" in page
+    assert "No node is schedulable: every active node is cordoned" in page
     node_uncordon(node_id=task.assigned_node_id, reason="back", actor=admin_user)
     page = html.unescape(run_action(admin_site_client, "reassign", [task]).content.decode())
     assert "No node is schedulable" not in page
