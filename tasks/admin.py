@@ -1500,8 +1500,28 @@ class InvolvedNodeFilter(admin.SimpleListFilter):
         return queryset.filter(moved | Q(performed_by_id=node))
 
 
+class RecordAdmin(admin.ModelAdmin):
+    """A record the system writes (the audit trail, the sweep's runs): read here, never
+    added, changed or deleted. Django's change log holds nothing of it, so its page has
+    no HISTORY button, and that page is a 404."""
+
+    change_form_template = "admin/tasks/record_change_form.html"
+
+    def history_view(self, request, object_id, extra_context=None):
+        raise Http404(f"A {self.opts.verbose_name} has no change history: nobody edits it.")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(TaskHistory)
-class TaskHistoryAdmin(HistoryLabels, admin.ModelAdmin):
+class TaskHistoryAdmin(HistoryLabels, RecordAdmin):
     """Read-only: the audit trail cannot be edited or deleted here."""
 
     list_display = [
@@ -1558,15 +1578,6 @@ class TaskHistoryAdmin(HistoryLabels, admin.ModelAdmin):
         url = reverse("admin:tasks_task_change", args=[row.task_id])
         return format_html('<a href="{}">{}</a>', url, row.task.name)
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 def uuid_value(text) -> UUID:
     """A list filter's id, or Django's "?e=1" for a hand-edited one (a 500 before)."""
@@ -1613,7 +1624,7 @@ class DidSomethingFilter(admin.SimpleListFilter):
 
 
 @admin.register(SweepRun)
-class SweepRunAdmin(admin.ModelAdmin):
+class SweepRunAdmin(RecordAdmin):
     """The sweep's past runs, newest first, each linked to the history rows it wrote,
     by cause.
 
@@ -1726,12 +1737,3 @@ class SweepRunAdmin(admin.ModelAdmin):
         if not (run.failed_count or run.reassigned_count or run.cancel_timeout_cancelled):
             return "—"
         return format_html('<a href="{}">every row</a>', history_url(**self.window(run)))
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
