@@ -71,6 +71,7 @@ from tasks.models import (
 from tasks.placement import (
     NoNodeMatches,
     Placement,
+    broadcast_targets,
     check_node_matches,
     no_match_detail,
     node_for,
@@ -253,11 +254,11 @@ def tasks_broadcast(
     _validate(locked_at=locked_at)
     selector = node_selector or None
     now = timezone.now()
-    targets = Placement(now=now).matching(selector)
+    targets = broadcast_targets(selector, now=now)
     if targets:
         # Read again under their locks: a node cordoned meanwhile gets none (lock_nodes).
         lock_nodes(node.id for node in targets)
-        targets = Placement(now=now).matching(selector)
+        targets = broadcast_targets(selector, now=now)
     if not targets:
         # Without a selector there were no labels to have: every node is unschedulable.
         labels = "schedulable node has the nodeSelector's labels"
