@@ -5,9 +5,9 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import (
     AdminPasswordChangeForm,
-    AdminUserCreationForm,
     UserChangeForm,
 )
+from django.contrib.auth.forms import UserCreationForm as DjangoUserCreationForm
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.urls import reverse_lazy
@@ -130,7 +130,15 @@ def password_change(request, extra_context=None):
 admin.site.password_change = password_change
 
 
-class UserCreationForm(AdminUserCreationForm):
+# Every account logs in with its password: there is no SSO or other backend here, so
+# Django's "Password-based authentication: Disabled" (usable_password) only locked a
+# user out of the API and the admin. Neither form offers it; a posted one is ignored.
+
+
+class UserCreationForm(DjangoUserCreationForm):
+    """Django's creation form without the admin's usable_password choice: both
+    password boxes required and checked by the validators."""
+
     class Meta:
         model = User
         fields = ["email", "name", "role"]
@@ -143,6 +151,12 @@ class UserEditForm(UserChangeForm):
 
 
 class PasswordChangeForm(AdminPasswordChangeForm):
+    def __init__(self, user, *args, **kwargs):
+        super().__init__(user, *args, **kwargs)
+        # Without the choice the new password is the only outcome: both boxes required.
+        self.fields.pop("usable_password", None)
+        self.fields["password1"].required = self.fields["password2"].required = True
+
     def save(self, commit=True):
         # The password only: the rest of the row was read when the request began.
         user = super().save(commit=False)
@@ -159,6 +173,8 @@ class UserAdmin(DjangoUserAdmin):
     form = UserEditForm
     add_form = UserCreationForm
     change_password_form = PasswordChangeForm
+    # Django's page has a "Disable password-based authentication" button: this one not.
+    change_user_password_template = "admin/accounts/user/change_password.html"
     list_display = ["email", "name", "role", "is_active", "date_joined"]
     list_filter = ["role", "is_active"]
     search_fields = ["email", "name"]
@@ -174,7 +190,7 @@ class UserAdmin(DjangoUserAdmin):
             None,
             {
                 "classes": ["wide"],
-                "fields": ["email", "name", "role", "usable_password", "password1", "password2"],
+                "fields": ["email", "name", "role", "password1", "password2"],
             },
         )
     ]

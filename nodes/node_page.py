@@ -6,6 +6,7 @@ from django.contrib import messages
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import User
@@ -24,9 +25,11 @@ from nodes.services import (
     node_uncordon,
 )
 from nodes.work import node_work
+from taskmgmt.confirmation import confirmation_page
 from taskmgmt.moments import moment
 
 EVENT_ROWS = 20
+NOT_COMING = "Only a coming window of this node can be cancelled."
 
 
 def node_view(site, request, node_id):
@@ -135,15 +138,60 @@ def scheduling_forms(site, request, node) -> dict | HttpResponse:
         messages.success(request, "Maintenance window planned.")
         return back
     if action == "cancel_window":
+        window = coming_window(node, request.POST.get("window", ""))
+        if window is None:
+            messages.error(request, NOT_COMING)
+            return back
+        if request.POST.get("confirm") != "yes":
+            return window_cancel_confirmation(site, request, node, window)
         try:
-            window_id = int(request.POST.get("window", ""))
-            node_maintenance_cancel(node_id=node.pk, window_id=window_id, actor=actor)
-        except (ValueError, MaintenanceWindow.DoesNotExist, WindowNotComing):
-            messages.error(request, "Only a coming window of this node can be cancelled.")
+            node_maintenance_cancel(node_id=node.pk, window_id=window.pk, actor=actor)
+        except (MaintenanceWindow.DoesNotExist, WindowNotComing):  # gone, or begun, meanwhile
+            messages.error(request, NOT_COMING)
         else:
-            messages.success(request, "Maintenance window cancelled.")
+            messages.success(request, f"Cancelled the maintenance window {window_span(window)}.")
         return back
     return forms
+
+
+def coming_window(node, window_id: str) -> MaintenanceWindow | None:
+    """The node's coming window by the id a form posted; None for any other."""
+    if not window_id.isdigit():
+        return None
+    windows = MaintenanceWindow.objects.coming(timezone.now()).filter(node=node)
+    return windows.filter(pk=int(window_id)).first()
+
+
+def window_span(window) -> str:
+    return f"from {moment(window.starts_at, 'minutes')} to {moment(window.ends_at, 'minutes')}"
+
+
+def window_cancel_confirmation(site, request, node, window):
+    """What cancelling a coming window undoes: the cordon (or drain) it would bring."""
+    starts = moment(window.starts_at, "minutes")
+    if window.drain:
+        undone = (
+            f"{node} is not drained at {starts}: its tasks in progress are not failed nor its "
+            "pending tasks moved then, and it keeps taking new tasks through the window."
+        )
+    else:
+        undone = f"{node} is not cordoned during it: it keeps taking new tasks."
+    return confirmation(
+        site,
+        request,
+        node,
+        title=f"Cancel the maintenance window of {node}?",
+        changes=[
+            f"The window {window_span(window)} ({window.reason}) is deleted.",
+            undone,
+            f"Placement stops weighing it: {node} was given a task due after {starts} only "
+            "when every other matching node also had a window before that deadline.",
+            "The cancellation is a node event, with you as its author.",
+        ],
+        hidden=[("action", "cancel_window"), ("window", window.pk)],
+        submit="Yes, cancel the window",
+        destructive=True,
+    )
 
 
 def drain_confirmation(site, request, node, form):
@@ -220,19 +268,10 @@ def deactivate(site, request, node):
     return redirect("admin:node", node_id=node.pk)
 
 
-def confirmation(
-    site, request, node, *, title, changes, hidden, submit, destructive=False, form_id=""
-):
-    """The page a node-wide action shows before it changes anything; its form posts
-    `hidden` again with confirm=yes."""
-    context = {
-        "form_id": form_id,
-        **site.each_context(request),
-        "title": title,
-        "node": node,
-        "changes": changes,
-        "hidden": hidden,
-        "submit": submit,
-        "destructive": destructive,
-    }
-    return TemplateResponse(request, "admin/nodes/confirm.html", context)
+def confirmation(site, request, node, **page):
+    """The page a node-wide action shows before it changes anything
+    (taskmgmt.confirmation): under the node's page, and back to it."""
+    url = reverse("admin:node", args=[node.pk])
+    nodes = f"{reverse('admin:accounts_user_changelist')}?role__exact=node"
+    crumbs = [(nodes, "Nodes"), (url, node.name or node.email)]
+    return confirmation_page(site, request, crumbs=crumbs, back=url, **page)

@@ -28,6 +28,7 @@ from nodes.models import (
     liveness_cutoffs,
     validate_labels,
 )
+from taskmgmt.confirmation import confirmation_page
 from taskmgmt.exceptions import DomainError
 from taskmgmt.replica import ReplicaCountPaginator
 from tasks.forms import (
@@ -55,7 +56,7 @@ from tasks.models import (
     TaskStatus,
     validate_future,
 )
-from tasks.placement import NoNodeMatches, check_node_matches, node_for
+from tasks.placement import NoNodeMatches, broadcast_targets, check_node_matches, node_for
 from tasks.selectors import reassign_preview
 from tasks.services import (
     failover_held,
@@ -507,6 +508,14 @@ def broadcast_no_match(form) -> str:
         f"Nothing was broadcast: no node matches these {labels} (no active, schedulable "
         "node has all of them)."
     )
+
+
+BROADCAST_TITLE = "Broadcast a task to every node with labels"
+BROADCAST_INTRO = (
+    "One task for every active, schedulable node with these labels, whatever its liveness, "
+    "in one transaction. Each is pinned to its node: failover fails it for a human rather "
+    "than move it."
+)
 
 
 # How many nodes a message names before it says "and N more".
@@ -1180,47 +1189,95 @@ class TaskAdmin(admin.ModelAdmin):
         return [broadcast, act, *super().get_urls()]
 
     def broadcast_view(self, request):
-        """One task for every schedulable node with the labels given (tasks_broadcast)."""
+        """One task for every schedulable node with the labels given (tasks_broadcast),
+        after a confirmation page that names the nodes."""
         if not self.has_add_permission(request):
             raise PermissionDenied
         form = BroadcastForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            data = form.cleaned_data
-            try:
-                tasks = tasks_broadcast(
-                    name=data["name"],
-                    details=data["details"],
-                    locked_at=data["locked_at"],
-                    priority=data["priority"],
-                    node_selector=data["labels"],
-                    payload=data["payload"],
-                )
-            except NoNodeMatches:
-                # The service words it for the API (nodeSelector); the form says it in
-                # its own field's name.
-                form.add_error("labels" if data["labels"] else None, broadcast_no_match(form))
-            except REFUSALS as error:
-                # A rule broken between the form's checks and the save (the deadline
-                # passed meanwhile): said above the form, never a 500.
-                form.add_error(None, f"Nothing was broadcast: {refusal(error)}")
-            else:
-                nodes = named_nodes([task.assigned_node_id for task in tasks])
-                self.message_user(
-                    request, f"Broadcast {len(tasks)} task(s), one per node: {nodes}."
-                )
-                down = broadcast_down_warning([task.assigned_node_id for task in tasks])
-                if down:
-                    self.message_user(request, down, messages.WARNING)
-                return redirect(CHANGELIST)
+        # The confirmation's "No, take me back" posts the form again: it comes back filled in.
+        if request.method == "POST" and "back" not in request.POST and form.is_valid():
+            answer = self.broadcast(request, form)
+            if answer is not None:
+                return answer
         return render(
             request,
             "admin/tasks/task/broadcast.html",
             {
                 **self.admin_site.each_context(request),
-                "title": "Broadcast a task to every node with labels",
+                "title": BROADCAST_TITLE,
+                "intro": BROADCAST_INTRO,
                 "form": form,
                 "opts": self.model._meta,
             },
+        )
+
+    def broadcast(self, request, form):
+        """The confirmation page first, then the broadcast and the list; None when
+        nothing can be broadcast, with the form's error saying why."""
+        data = form.cleaned_data
+        if request.POST.get("confirm") != "yes":
+            targets = broadcast_targets(data["labels"] or None, now=timezone.now())
+            if targets:
+                return self.broadcast_confirmation(request, form, [node.id for node in targets])
+            form.add_error("labels" if data["labels"] else None, broadcast_no_match(form))
+            return None
+        try:
+            tasks = tasks_broadcast(
+                name=data["name"],
+                details=data["details"],
+                locked_at=data["locked_at"],
+                priority=data["priority"],
+                node_selector=data["labels"],
+                payload=data["payload"],
+            )
+        except NoNodeMatches:
+            # The service words it for the API (nodeSelector); the form says it in
+            # its own field's name.
+            form.add_error("labels" if data["labels"] else None, broadcast_no_match(form))
+            return None
+        except REFUSALS as error:
+            # A rule broken between the form's checks and the save (the deadline
+            # passed meanwhile): said above the form, never a 500.
+            form.add_error(None, f"Nothing was broadcast: {refusal(error)}")
+            return None
+        nodes = named_nodes([task.assigned_node_id for task in tasks])
+        self.message_user(request, f"Broadcast {len(tasks)} task(s), one per node: {nodes}.")
+        down = broadcast_down_warning([task.assigned_node_id for task in tasks])
+        if down:
+            self.message_user(request, down, messages.WARNING)
+        return redirect(CHANGELIST)
+
+    def broadcast_confirmation(self, request, form, node_ids: list):
+        """What the broadcast will make, and for which nodes, as they are now."""
+        data = form.cleaned_data
+        labels = ", ".join(f"{key}={value}" for key, value in data["labels"].items())
+        each = [
+            f"“{data['name']}”, due {moment(data['locked_at'], 'minutes')}",
+            f"priority {data['priority']}",
+            f"node labels {labels}" if labels else "no node labels",
+            "the payload given" if data["payload"] is not None else "no payload",
+        ]
+        changes = [
+            f"{len(node_ids)} task(s) are created now, one per node: {named_nodes(node_ids)}.",
+            "Each: " + ", ".join(each) + ".",
+            "Nodes that are cordoned, draining, in a maintenance window or deactivated get none.",
+        ]
+        down = broadcast_down_warning(node_ids)
+        if down:
+            changes.append(down)
+        return confirmation_page(
+            self.admin_site,
+            request,
+            title=f"Broadcast to {len(node_ids)} node(s)?",
+            crumbs=[
+                (reverse(CHANGELIST), self.opts.verbose_name_plural.capitalize()),
+                (reverse("admin:tasks_task_broadcast"), BROADCAST_TITLE),
+            ],
+            intro=BROADCAST_INTRO,
+            changes=changes,
+            hidden=[(field.html_name, form.data.get(field.html_name, "")) for field in form],
+            submit=f"Broadcast {len(node_ids)} task(s)",
+            form_id="tm-broadcast-confirm",
         )
 
     def save_model(self, request, obj, form, change):
@@ -1500,8 +1557,28 @@ class InvolvedNodeFilter(admin.SimpleListFilter):
         return queryset.filter(moved | Q(performed_by_id=node))
 
 
+class RecordAdmin(admin.ModelAdmin):
+    """A record the system writes (the audit trail, the sweep's runs): read here, never
+    added, changed or deleted. Django's change log holds nothing of it, so its page has
+    no HISTORY button, and that page is a 404."""
+
+    change_form_template = "admin/tasks/record_change_form.html"
+
+    def history_view(self, request, object_id, extra_context=None):
+        raise Http404(f"A {self.opts.verbose_name} has no change history: nobody edits it.")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(TaskHistory)
-class TaskHistoryAdmin(HistoryLabels, admin.ModelAdmin):
+class TaskHistoryAdmin(HistoryLabels, RecordAdmin):
     """Read-only: the audit trail cannot be edited or deleted here."""
 
     list_display = [
@@ -1558,15 +1635,6 @@ class TaskHistoryAdmin(HistoryLabels, admin.ModelAdmin):
         url = reverse("admin:tasks_task_change", args=[row.task_id])
         return format_html('<a href="{}">{}</a>', url, row.task.name)
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 def uuid_value(text) -> UUID:
     """A list filter's id, or Django's "?e=1" for a hand-edited one (a 500 before)."""
@@ -1613,7 +1681,7 @@ class DidSomethingFilter(admin.SimpleListFilter):
 
 
 @admin.register(SweepRun)
-class SweepRunAdmin(admin.ModelAdmin):
+class SweepRunAdmin(RecordAdmin):
     """The sweep's past runs, newest first, each linked to the history rows it wrote,
     by cause.
 
@@ -1726,12 +1794,3 @@ class SweepRunAdmin(admin.ModelAdmin):
         if not (run.failed_count or run.reassigned_count or run.cancel_timeout_cancelled):
             return "—"
         return format_html('<a href="{}">every row</a>', history_url(**self.window(run)))
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -18,10 +18,13 @@ CAUSE_COLOURS = {
 # A failure from before causes were recorded: in the legend only when a bar has one.
 NO_CAUSE_LABEL = "Cause not recorded"
 COMPLETED_COLOUR = "#29a634"
-# The SVG's own units; the page scales it to its panel's width (tasks/admin.css).
-CHART_WIDTH, CHART_HEIGHT, BAR_GAP = 1200, 200, 4
-# Room left of the bars for the y-axis' numbers, and above the tallest bar.
-AXIS_WIDTH, HEADROOM = 44, 14
+# Pixels: the bars' height and the room left of them for the y-axis' numbers, and above
+# the tallest bar. Across, the bars are laid out in percent of the plot's width, so the
+# chart fills its panel at any width while its text stays the page's size: a chart
+# scaled to its panel (an SVG viewBox) drew 21 px labels at 1920 px, 29 at 2560.
+CHART_HEIGHT, AXIS_WIDTH, HEADROOM = 200, 44, 14
+# The gap between two bars, a share of an hour's slot.
+BAR_GAP = 0.08
 
 
 def axis_top(tallest: int) -> int:
@@ -43,7 +46,7 @@ def chart(data: dict) -> dict:
     top_value = axis_top(tallest)
     plot_height = CHART_HEIGHT - HEADROOM
     scale = plot_height / top_value
-    slot = (CHART_WIDTH - AXIS_WIDTH) / len(hours)
+    slot = 100 / len(hours)  # percent of the plot's width
     bars = []
     for i, hour in enumerate(hours):
         until = hour["start"] + timedelta(hours=1)
@@ -53,7 +56,7 @@ def chart(data: dict) -> dict:
         ]
         bottom = CHART_HEIGHT
         rects = []
-        left = AXIS_WIDTH + i * slot
+        left = i * slot
         for label, count, colour, cause in segments:
             if not count:
                 continue
@@ -70,9 +73,9 @@ def chart(data: dict) -> dict:
             )
             rects.append(
                 {
-                    "x": round(left + BAR_GAP / 2, 1),
+                    "x": round(left + slot * BAR_GAP / 2, 2),
                     "y": round(bottom, 1),
-                    "width": round(slot - BAR_GAP, 1),
+                    "width": round(slot * (1 - BAR_GAP), 2),
                     "height": round(height, 1),
                     "colour": colour,
                     "url": url,
@@ -86,7 +89,7 @@ def chart(data: dict) -> dict:
                 # Every third hour, and the current one, which reads "now".
                 "label": "now" if now else f"{hour['start']:%H}:00" if i % 3 == 0 else "",
                 "now": now,
-                "x": round(left + slot / 2, 1),
+                "x": round(left + slot / 2, 2),
             }
         )
     ticks = [
@@ -108,7 +111,6 @@ def chart(data: dict) -> dict:
         "bars": bars,
         "ticks": ticks,
         "tallest": tallest,
-        "width": CHART_WIDTH,
         "height": CHART_HEIGHT,
         "axis_x": AXIS_WIDTH,
         "legend": legend,

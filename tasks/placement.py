@@ -108,6 +108,12 @@ class Placement:
         return best.id
 
 
+def broadcast_targets(selector: dict | None, *, now: datetime) -> list[Candidate]:
+    """The nodes a broadcast with `selector` gives a task: every active schedulable one
+    that matches (every one, without a selector), whatever its liveness or load."""
+    return Placement(now=now).matching(selector)
+
+
 def node_for(selector: dict | None, *, now: datetime, deadline: datetime | None = None) -> Node:
     """The node a new task with `selector` (and `deadline`) goes to (`Placement.pick`);
     409 if none matches."""

@@ -72,6 +72,7 @@ from tasks.placement import (
     NODE_DOES_NOT_MATCH,
     NoNodeMatches,
     Placement,
+    broadcast_targets,
     check_node_matches,
     no_match_detail,
     node_for,
@@ -317,7 +318,7 @@ def tasks_broadcast(
     _validate(locked_at=locked_at)
     selector = node_selector or None
     now = timezone.now()
-    targets = Placement(now=now).matching(selector)
+    targets = broadcast_targets(selector, now=now)
     # Read again under their locks (lock_nodes): a node cordoned meanwhile gets none, and
     # one whose labels now match is locked too before it gets one.
     locked = set()
@@ -327,7 +328,7 @@ def tasks_broadcast(
             break
         lock_nodes(found - locked)
         locked |= found
-        targets = Placement(now=timezone.now()).matching(selector)
+        targets = broadcast_targets(selector, now=timezone.now())
     else:
         raise NoNodeMatches("no node matches: the matching nodes kept changing; try again")
     if not targets:

@@ -24,7 +24,6 @@ def add_form(**overrides):
         "email": "New.Node@Example.com",
         "name": "New Node",
         "role": Role.NODE,
-        "usable_password": "true",
         "password1": NEW_PASSWORD,
         "password2": NEW_PASSWORD,
     } | overrides
@@ -150,12 +149,88 @@ def test_the_password_change_page_sets_a_new_hashed_password(admin_site_client):
     user = NodeFactory()
     url = reverse("admin:auth_user_password_change", args=[user.pk])
 
+    response = admin_site_client.post(url, {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD})
+
+    assert response.status_code == 302
+    assert User.objects.get(pk=user.pk).check_password(NEW_PASSWORD)
+
+
+def api_login(email, password):
+    body = {"username": email, "password": password}
+    return Client().post("/api/auth/login", body, content_type="application/json")
+
+
+def test_the_add_user_page_offers_no_way_to_disable_password_logins(admin_site_client):
+    page = admin_site_client.get(ADD)
+
+    assert "usable_password" not in page.context["adminform"].form.fields
+    assert "Password-based authentication" not in page.content.decode()
+
+
+def test_adding_a_user_with_usable_password_false_still_makes_one_who_can_log_in(
+    admin_site_client,
+):
+    """There is no SSO here: "Disabled" locked the new user out of the API and the admin."""
+    response = admin_site_client.post(ADD, add_form(usable_password="false"))
+
+    assert response.status_code == 302
+    user = User.objects.get(email="new.node@example.com")
+    assert user.has_usable_password()
+    assert api_login(user.email, NEW_PASSWORD).status_code == 200
+
+
+def test_adding_a_user_without_a_password_is_a_form_error(admin_site_client):
     response = admin_site_client.post(
-        url, {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD, "usable_password": "true"}
+        ADD, add_form(usable_password="false", password1="", password2="")
+    )
+
+    assert response.status_code == 200
+    assert set(response.context["adminform"].form.errors) == {"password1", "password2"}
+    assert not User.objects.filter(email="new.node@example.com").exists()
+
+
+def test_the_password_change_page_offers_no_way_to_disable_password_logins(admin_site_client):
+    user = NodeFactory()
+    url = reverse("admin:auth_user_password_change", args=[user.pk])
+
+    page = admin_site_client.get(url)
+
+    shown = page.content.decode()
+    assert "usable_password" not in page.context["form"].fields
+    assert "Password-based authentication" not in shown
+    assert 'name="unset-password"' not in shown
+
+
+def test_posting_usable_password_false_to_the_password_change_page_sets_the_password(
+    admin_site_client,
+):
+    user = NodeFactory()
+    url = reverse("admin:auth_user_password_change", args=[user.pk])
+
+    response = admin_site_client.post(
+        url,
+        {
+            "usable_password": "false",
+            "unset-password": "1",
+            "password1": NEW_PASSWORD,
+            "password2": NEW_PASSWORD,
+        },
     )
 
     assert response.status_code == 302
     assert User.objects.get(pk=user.pk).check_password(NEW_PASSWORD)
+    assert api_login(user.email, NEW_PASSWORD).status_code == 200
+
+
+def test_the_password_change_page_without_a_new_password_is_a_form_error(admin_site_client):
+    user = NodeFactory()
+    url = reverse("admin:auth_user_password_change", args=[user.pk])
+
+    response = admin_site_client.post(url, {"usable_password": "false", "unset-password": "1"})
+
+    assert response.status_code == 200
+    assert set(response.context["form"].errors) == {"password1", "password2"}
+    assert User.objects.get(pk=user.pk).check_password(PASSWORD)
 
 
 def test_a_user_who_holds_tasks_cannot_be_deleted(admin_site_client):

@@ -85,6 +85,42 @@ def test_dashboard_numbers_are_the_databases_and_lead_to_those_tasks(browser):
     assert result_rows(browser) == 2
 
 
+CHART_TEXT = """
+var chart = document.querySelector('#tm-outcomes .tm-chart');
+var box = function (css) { return chart.querySelector(css).getBoundingClientRect(); };
+return {
+    tick: box('.tm-tick').height,
+    now: box('#tm-chart-now').height,
+    chart: Math.round(chart.getBoundingClientRect().width),
+    panel: Math.round(document.getElementById('tm-outcomes').getBoundingClientRect().width),
+    height: Math.round(chart.getBoundingClientRect().height),
+};
+"""
+
+
+def test_the_charts_labels_keep_their_size_at_any_width_and_it_fills_its_panel(browser):
+    """The chart was one SVG scaled to its panel: its 12 px labels were 21 px at 1920 px
+    and 29 at 2560, and it grew half as tall again."""
+    TaskFactory.create_batch(3, status=TaskStatus.COMPLETED)
+    log_in(browser, AdminFactory())
+    measured = {}
+    for width in (1280, 1920, 2560):
+        browser.set_window_size(width, 1000)
+        browser.refresh()
+        wait_for(browser, "#tm-chart-now")
+        measured[width] = browser.execute_script(CHART_TEXT)
+    browser.set_window_size(1280, 1000)
+
+    for sizes in measured.values():
+        assert sizes["chart"] == sizes["panel"]
+        assert (sizes["tick"], sizes["now"], sizes["height"]) == (
+            measured[1280]["tick"],
+            measured[1280]["now"],
+            measured[1280]["height"],
+        )
+    assert measured[1280]["tick"] <= 16
+
+
 @pytest.mark.parametrize("width", [1280, 1440])
 def test_reassign_a_nodes_two_open_tasks_from_its_page_and_read_their_history(browser, width):
     browser.set_window_size(width, 1000)

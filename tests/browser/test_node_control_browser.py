@@ -1,12 +1,16 @@
 """An operator drains a node from its page in a real browser: the confirmation page,
-then the state and the event on the page (headless Debian chromium)."""
+then the state and the event on the page (headless Debian chromium); cancels a
+maintenance window and broadcasts a task, each behind its confirmation page."""
+
+import json
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 from selenium.webdriver.common.by import By
 
 from accounts.models import User
-from nodes.models import Cordon
+from nodes.models import Cordon, MaintenanceWindow
 from tasks.models import Task
 from tests.browser.conftest import log_in, wait_for
 from tests.browser.test_dashboard_browser import live_refreshes, wait_refresh
@@ -50,3 +54,50 @@ def test_a_reason_being_typed_survives_the_pages_live_refresh(browser):
     browser.find_element(By.CSS_SELECTOR, "#tm-cordon input[type=submit]").click()
     assert wait_for(browser, "#tm-node-state").text == "cordoned"
     assert Cordon.objects.get(node=node).reason == "fan noise"
+
+
+def test_an_operator_cancels_a_maintenance_window_after_its_confirmation(browser):
+    node = NodeFactory(name="rack-8")
+    starts = timezone.now() + timedelta(hours=1)
+    MaintenanceWindow.objects.create(
+        node=node, starts_at=starts, ends_at=starts + timedelta(hours=1), reason="rack move"
+    )
+    log_in(browser, AdminFactory())
+
+    browser.get(f"{browser.base_url}/admin/node/{node.pk}/")
+    wait_for(browser, ".tm-cancel-window input[type=submit]").click()
+
+    assert "(rack move) is deleted" in wait_for(browser, ".tm-confirm-changes").text
+    assert MaintenanceWindow.objects.exists()
+    browser.find_element(By.ID, "tm-confirm-submit").click()
+    assert "Cancelled the maintenance window" in wait_for(browser, ".messagelist").text
+    assert not MaintenanceWindow.objects.exists()
+
+
+def test_a_broadcast_asks_first_and_its_way_back_keeps_what_was_typed(browser):
+    NodeFactory(email="a@example.com")
+    NodeFactory(email="b@example.com")
+    log_in(browser, AdminFactory())
+    payload = '{\n  "packages": ["openssl"]\n}'
+
+    browser.get(f"{browser.base_url}/admin/tasks/task/broadcast/")
+    for field, value in (
+        ("name", "upgrade"),
+        ("details", "apt upgrade"),
+        ("locked_at", "2099-07-01 09:30"),
+        ("payload", payload),
+    ):
+        wait_for(browser, f"#id_{field}").send_keys(value)
+    browser.find_element(By.CSS_SELECTOR, "#tm-broadcast input[type=submit]").click()
+
+    changes = wait_for(browser, ".tm-confirm-changes").text
+    assert "2 task(s) are created now, one per node: a@example.com, b@example.com." in changes
+    browser.find_element(By.ID, "tm-confirm-back").click()
+    kept = wait_for(browser, "#id_payload").get_attribute("value")
+    assert json.loads(kept) == json.loads(payload)  # pretty-printed again, as a JSON box is
+    assert not Task.objects.exists()
+
+    browser.find_element(By.CSS_SELECTOR, "#tm-broadcast input[type=submit]").click()
+    wait_for(browser, "#tm-confirm-submit").click()
+    assert "Broadcast 2 task(s)" in wait_for(browser, ".messagelist").text
+    assert [task.payload for task in Task.objects.all()] == [{"packages": ["openssl"]}] * 2

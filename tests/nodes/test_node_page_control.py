@@ -1,6 +1,7 @@
 """The node page's cordon, drain (behind a confirmation page), uncordon and maintenance
 forms: POST with CSRF, the state, windows and events shown."""
 
+import html
 from datetime import timedelta
 
 import pytest
@@ -19,6 +20,10 @@ pytestmark = pytest.mark.django_db
 
 def page(node) -> str:
     return reverse("admin:node", args=[node.pk])
+
+
+def moment_shown(when) -> str:
+    return timezone.localtime(when).strftime("%Y-%m-%d %H:%M %Z")
 
 
 def moment(minutes) -> str:
@@ -168,8 +173,68 @@ def test_plan_and_cancel_a_window_from_the_page(admin_site_client, node):
     window = MaintenanceWindow.objects.get()
     assert "rack" in admin_site_client.get(page(node)).content.decode()
 
-    admin_site_client.post(page(node), {"action": "cancel_window", "window": str(window.pk)})
+    cancel = {"action": "cancel_window", "window": str(window.pk), "confirm": "yes"}
+    admin_site_client.post(page(node), cancel)
     assert not MaintenanceWindow.objects.exists()
+
+
+def a_window(node, *, drain=False, starts_in=60):
+    now = timezone.now()
+    return MaintenanceWindow.objects.create(
+        node=node,
+        starts_at=now + timedelta(minutes=starts_in),
+        ends_at=now + timedelta(minutes=starts_in + 60),
+        reason="rack move",
+        drain=drain,
+    )
+
+
+@pytest.mark.parametrize(
+    ("drain", "undone"),
+    [
+        (False, "is not cordoned during it: it keeps taking new tasks."),
+        (True, "its tasks in progress are not failed nor its pending tasks moved then"),
+    ],
+)
+def test_cancelling_a_window_asks_first_saying_what_it_undoes(
+    admin_site_client, admin_user, node, drain, undone
+):
+    window = a_window(node, drain=drain)
+    cancel = {"action": "cancel_window", "window": str(window.pk)}
+
+    asked = admin_site_client.post(page(node), cancel)
+
+    assert asked.status_code == 200
+    shown = asked.content.decode()
+    changes = html.unescape(shown.split('class="tm-confirm-changes"')[1].split("</ul>")[0])
+    span = f"from {moment_shown(window.starts_at)} to {moment_shown(window.ends_at)}"
+    assert f"The window {span} (rack move) is deleted." in changes
+    assert undone in changes
+    assert 'value="Yes, cancel the window"' in shown and 'class="tm-destructive"' in shown
+    assert MaintenanceWindow.objects.filter(pk=window.pk).exists()
+    assert not NodeEvent.objects.exists()
+
+    done = admin_site_client.post(page(node), {**cancel, "confirm": "yes"}, follow=True)
+
+    assert not MaintenanceWindow.objects.exists()
+    event = NodeEvent.objects.get()
+    assert (event.kind, event.actor) == (NodeEventKind.MAINTENANCE_CANCELLED, admin_user)
+    said = [str(m) for m in done.context["messages"]]
+    assert said == [f"Cancelled the maintenance window {span}."]
+
+
+@pytest.mark.parametrize("confirm", [{}, {"confirm": "yes"}])
+def test_a_window_under_way_is_not_offered_for_cancelling(admin_site_client, node, confirm):
+    window = a_window(node, starts_in=-10)
+    cancel = {"action": "cancel_window", "window": str(window.pk), **confirm}
+
+    response = admin_site_client.post(page(node), cancel, follow=True)
+
+    assert "tm-confirm" not in response.content.decode()
+    assert [str(m) for m in response.context["messages"]] == [
+        "Only a coming window of this node can be cancelled."
+    ]
+    assert MaintenanceWindow.objects.filter(pk=window.pk).exists()
 
 
 def test_the_forms_need_the_csrf_token(admin_user, node):

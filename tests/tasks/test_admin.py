@@ -20,7 +20,14 @@ from nodes.models import Node
 from nodes.services import node_cordon, node_uncordon
 from tasks.actor import acting_as
 from tasks.admin import DELETED_READ_ONLY, PENDING_ONLY
-from tasks.models import HistoryAction, Task, TaskHistory, TaskStatus, deadline_text
+from tasks.models import (
+    HistoryAction,
+    SweepRun,
+    Task,
+    TaskHistory,
+    TaskStatus,
+    deadline_text,
+)
 from tasks.services import task_assign, tasks_expire
 from tests.factories import PASSWORD, AdminFactory, NodeFactory, TaskFactory
 from tests.redis_server import redis_cache, redis_database
@@ -1060,6 +1067,38 @@ def test_history_pages_are_read_only(admin_site_client):
     delete = reverse("admin:tasks_taskhistory_delete", args=[row.pk])
     assert admin_site_client.post(delete, {"post": "yes"}).status_code == 403
     assert TaskHistory.objects.get(pk=row.pk).to_value == str(row.task.assigned_node_id)
+
+
+def a_sweep_run():
+    now = timezone.now()
+    return SweepRun.objects.create(started_at=now, finished_at=now, failed_count=1)
+
+
+@pytest.mark.parametrize(
+    "name, record",
+    [("sweeprun", a_sweep_run), ("taskhistory", lambda: TaskFactory().history.get())],
+)
+def test_a_records_page_has_no_history_button_and_no_history_page(admin_site_client, name, record):
+    """Django's change log holds nothing of what the system writes: its HISTORY page
+    said only "This object doesn't have a change history"."""
+    pk = record().pk
+    history = reverse(f"admin:tasks_{name}_history", args=[pk])
+
+    page = admin_site_client.get(reverse(f"admin:tasks_{name}_change", args=[pk]))
+
+    assert page.status_code == 200
+    assert 'class="object-tools"' not in page.content.decode()
+    assert f'href="{history}"' not in page.content.decode()
+    assert admin_site_client.get(history).status_code == 404
+
+
+def test_a_tasks_page_keeps_its_history_button(admin_site_client):
+    task = TaskFactory()
+    history = reverse("admin:tasks_task_history", args=[task.pk])
+
+    page = admin_site_client.get(change_url(task)).content.decode()
+
+    assert f'href="{history}"' in page
 
 
 @pytest.mark.parametrize("cause", ["node_reported", "deadline", "node_lost", "admin"])

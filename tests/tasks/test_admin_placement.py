@@ -2,6 +2,7 @@
 form's priority and selector, and "reassign by label" through placement."""
 
 import html
+import re
 from datetime import timedelta
 
 import pytest
@@ -126,6 +127,10 @@ def test_reassign_by_label_says_when_every_node_with_the_labels_is_down(admin_si
 BROADCAST = reverse("admin:tasks_task_broadcast")
 
 
+# The confirmation page's button posts the form again with this.
+CONFIRMED = {"confirm": "yes"}
+
+
 def broadcast_form(labels="gpu=true", **overrides):
     return {
         "name": "upgrade",
@@ -146,7 +151,9 @@ def test_a_deadline_passed_between_the_form_and_the_save_is_a_form_error(
     labelled({"gpu": "true"})
     monkeypatch.setattr("tasks.forms.validate_future", lambda value: None)
 
-    response = admin_site_client.post(BROADCAST, broadcast_form(locked_at="2001-07-01T09:30"))
+    response = admin_site_client.post(
+        BROADCAST, broadcast_form(locked_at="2001-07-01T09:30") | CONFIRMED
+    )
 
     assert response.status_code == 200
     assert "Nothing was broadcast: The deadline must be in the future." in response.content.decode()
@@ -161,7 +168,7 @@ def test_an_admin_broadcasts_one_pinned_task_per_matching_node(admin_site_client
     gpus = [labelled({"gpu": "true"}) for _ in range(2)]
     labelled({"gpu": "false"})
 
-    response = admin_site_client.post(BROADCAST, broadcast_form())
+    response = admin_site_client.post(BROADCAST, broadcast_form() | CONFIRMED)
 
     assert response.status_code == 302
     tasks = list(Task.objects.all())
@@ -171,6 +178,67 @@ def test_an_admin_broadcasts_one_pinned_task_per_matching_node(admin_site_client
     }
     rows = TaskHistory.objects.filter(action=HistoryAction.INITIAL_ASSIGN)
     assert set(rows.values_list("performed_by", flat=True)) == {admin_user.pk}
+
+
+def hidden_fields(page: str) -> dict:
+    """What a confirmation page's button posts: its hidden inputs."""
+    found = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page)
+    return {name: html.unescape(value) for name, value in found}
+
+
+def confirmation_changes(page: str) -> str:
+    return html.unescape(page.split('class="tm-confirm-changes"')[1].split("</ul>")[0])
+
+
+def test_a_broadcast_asks_first_naming_its_nodes_and_makes_nothing_until_confirmed(
+    admin_site_client,
+):
+    for email in ("b@example.com", "a@example.com"):
+        labelled({"gpu": "true"}, email=email, last_seen=timezone.now())
+    labelled({"gpu": "true"}, email="down@example.com", last_seen=timezone.now() - timedelta(1))
+    labelled({"gpu": "false"}, email="c@example.com")
+    # Typed over lines, as in the form's box: posted again as it was.
+    payload = '{\n  "packages": ["openssl"],\n  "note": "<b>&\'quoted\'"\n}'
+
+    asked = admin_site_client.post(BROADCAST, broadcast_form(payload=payload))
+
+    assert asked.status_code == 200
+    page = asked.content.decode()
+    changes = confirmation_changes(page)
+    assert (
+        "3 task(s) are created now, one per node: a@example.com, b@example.com, "
+        "down@example.com." in changes
+    )
+    assert (
+        "Each: “upgrade”, due 2099-07-01 09:30 UTC, priority 70, node labels gpu=true, "
+        "the payload given." in changes
+    )
+    assert "1 of these node(s) are down: down@example.com;" in changes
+    assert 'value="Broadcast 3 task(s)"' in page
+    assert not Task.objects.exists()
+
+    done = admin_site_client.post(BROADCAST, hidden_fields(page))
+
+    assert done.status_code == 302
+    assert Task.objects.count() == 3
+    assert {str(task.payload) for task in Task.objects.all()} == {
+        str({"packages": ["openssl"], "note": "<b>&'quoted'"})
+    }
+
+
+def test_the_broadcast_confirmations_way_back_shows_the_form_as_it_was_filled_in(
+    admin_site_client,
+):
+    labelled({"gpu": "true"})
+    page = admin_site_client.post(BROADCAST, broadcast_form()).content.decode()
+
+    back = admin_site_client.post(BROADCAST, {**hidden_fields(page), "back": "No, take me back"})
+
+    assert back.status_code == 200
+    assert back.templates[0].name == "admin/tasks/task/broadcast.html"
+    assert back.context["form"]["name"].value() == "upgrade"
+    assert back.context["form"]["labels"].value() == "gpu=true"
+    assert not Task.objects.exists()
 
 
 @pytest.mark.parametrize(
@@ -199,7 +267,7 @@ def test_a_broadcast_says_how_many_tasks_it_made_and_names_their_nodes(admin_sit
         labelled({"gpu": "true"}, email=email)
     labelled({"gpu": "false"}, email="c@example.com")
 
-    response = admin_site_client.post(BROADCAST, broadcast_form())
+    response = admin_site_client.post(BROADCAST, broadcast_form() | CONFIRMED)
 
     messages = [str(m) for m in get_messages(response.wsgi_request)]
     assert messages == ["Broadcast 2 task(s), one per node: a@example.com, b@example.com."]
@@ -228,7 +296,7 @@ def test_a_broadcast_to_a_down_node_says_so(admin_site_client, settings, failove
         last_seen=timezone.now() - timedelta(hours=1),
     )
 
-    response = admin_site_client.post(BROADCAST, broadcast_form())
+    response = admin_site_client.post(BROADCAST, broadcast_form() | CONFIRMED)
 
     messages = [str(m) for m in get_messages(response.wsgi_request)]
     assert messages == [
@@ -241,7 +309,7 @@ def test_a_broadcast_to_many_nodes_names_the_first_few_and_counts_the_rest(admin
     for letter in "gfedcba":
         labelled({"gpu": "true"}, email=f"{letter}@example.com")
 
-    response = admin_site_client.post(BROADCAST, broadcast_form())
+    response = admin_site_client.post(BROADCAST, broadcast_form() | CONFIRMED)
 
     messages = [str(m) for m in get_messages(response.wsgi_request)]
     assert messages == [

@@ -200,6 +200,7 @@ def test_a_broadcast_carries_its_payload_to_every_task(admin_site_client, node, 
         "priority": "50",
         "labels": "",
         "payload": '{"packages": ["openssl"]}',
+        "confirm": "yes",
     }
 
     response = admin_site_client.post(reverse("admin:tasks_task_broadcast"), data)

@@ -249,8 +249,11 @@ def test_the_chart_has_a_y_axis_and_labels_the_current_hour(admin_site_client, s
 
     assert re.findall(r'class="tm-tick"[^>]*>(\d+)<', page) == ["0", "2", "5"]
     assert 'id="tm-chart-now">now<' in page
-    assert re.search(r'<svg class="tm-chart"[^>]*viewBox=', page)
-    assert not re.search(r'<svg class="tm-chart"[^>]* width="', page)  # it fills its panel
+    # It fills its panel (the bars placed in percent), its text not scaled with it (no
+    # viewBox): tests/browser measures both.
+    plot = re.search(r'<svg class="tm-chart-plot"[^>]*>', page).group(0)
+    assert "viewBox" not in plot and " width=" not in plot
+    assert re.search(r'<rect x="[\d.]+%" y="[\d.]+" width="[\d.]+%"', page)
 
 
 # Every cause a failed task may carry; cancel_timeout is a cancelled task's, never charted.

@@ -145,12 +145,12 @@ def test_a_broadcast_locks_a_node_that_came_to_match_before_giving_it_a_task(mon
     late = NodeFactory()
     NodeLabels.objects.create(node=late, labels={"gpu": "false"})
     User.objects.filter(pk=late.pk).update(last_seen=timezone.now())
-    original = services.Placement
+    original = services.broadcast_targets
     built = []
     paused = [threading.Event(), threading.Event()]
     resume = [threading.Event(), threading.Event()]
 
-    def placement(*args, **kwargs):
+    def targets(*args, **kwargs):
         result = original(*args, **kwargs)
         built.append(result)
         if len(built) <= 2:  # after the first read, then after the second
@@ -158,7 +158,7 @@ def test_a_broadcast_locks_a_node_that_came_to_match_before_giving_it_a_task(mon
             resume[len(built) - 1].wait(timeout=WAIT)
         return result
 
-    monkeypatch.setattr(services, "Placement", placement)
+    monkeypatch.setattr(services, "broadcast_targets", targets)
 
     def change_then_drain(client):
         try:
