@@ -50,8 +50,9 @@ from prometheus_client import (  # noqa: E402
     Counter,
     Histogram,
     generate_latest,
-    multiprocess,
 )
+
+from taskmgmt.metrics_files import ArchivedMultiProcessCollector  # noqa: E402
 
 REQUESTS = Counter(
     "taskmgmt_http_requests",
@@ -184,7 +185,7 @@ def metrics_view(request):
         return response
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        ArchivedMultiProcessCollector(registry)
     else:
         registry = REGISTRY
     body = generate_latest(registry) + generate_latest(_domain)
