@@ -104,19 +104,25 @@ logger_class = JsonLogger
 
 
 def on_starting(server):
-    """Start the counts from zero: files of an earlier server's processes would be summed in."""
+    """Start the counts from zero: files of an earlier server's processes would be summed in
+    (their archives and a half-done compaction's files too; the lock file may stay)."""
     METRICS_DIR.mkdir(parents=True, exist_ok=True)
-    for stale in METRICS_DIR.glob("*.db"):
-        stale.unlink()
+    for stale in METRICS_DIR.iterdir():
+        if stale.is_file() and stale.name != "compaction.lock":
+            stale.unlink()
 
 
 def child_exit(server, worker):
-    """A dead worker's counts stay in the sums; its live-gauge values must go."""
+    """A dead worker's counts stay in the sums, folded into the archive files so they do
+    not pile up (taskmgmt/metrics_files.py); its live-gauge values go."""
     # Imported here, not at the top: the master otherwise carries prometheus_client
-    # (~10 MiB) for the one call it makes when a worker dies.
-    from prometheus_client import multiprocess
+    # (~10 MiB) for the calls it makes when a worker dies.
+    from taskmgmt import metrics_files
 
-    multiprocess.mark_process_dead(worker.pid)
+    try:
+        metrics_files.compact(METRICS_DIR, ended=[worker.pid])
+    except OSError as error:  # the directory gone or full: the files wait for the next one
+        server.log.warning("metric files not compacted: %s", error)
 
 
 def on_exit(server):

@@ -41,6 +41,7 @@ def _multiprocess_dir_ready() -> None:
 _multiprocess_dir_ready()
 
 from django.conf import settings  # noqa: E402
+from django.db import DatabaseError, InterfaceError  # noqa: E402
 from django.http import HttpResponse, JsonResponse  # noqa: E402
 from django.views.decorators.csrf import csrf_exempt  # noqa: E402
 from prometheus_client import (  # noqa: E402
@@ -50,8 +51,12 @@ from prometheus_client import (  # noqa: E402
     Counter,
     Histogram,
     generate_latest,
-    multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily  # noqa: E402
+
+from taskmgmt.metrics_files import ArchivedMultiProcessCollector  # noqa: E402
+
+logger = logging.getLogger("taskmgmt.metrics")
 
 REQUESTS = Counter(
     "taskmgmt_http_requests",
@@ -184,8 +189,39 @@ def metrics_view(request):
         return response
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        ArchivedMultiProcessCollector(registry)
     else:
         registry = REGISTRY
-    body = generate_latest(registry) + generate_latest(_domain)
-    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
+    figures = _DatabaseFigures()
+    body = generate_latest(registry) + generate_latest(figures)
+    response = HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
+    # nodes.serving: not the API serving its nodes, and its record would wait for the
+    # database a second time (a connect timeout each, with one that never answers).
+    response.without_database = not figures.up
+    return response
+
+
+class _DatabaseFigures:
+    """The figures read from the database, and `taskmgmt_database_up`. A database that
+    cannot be read leaves its figures out, not the events counted above: a 503 for the
+    whole scrape lost the request and error counts exactly during the outage."""
+
+    up = 0
+
+    def collect(self):
+        try:
+            families, self.up = list(_domain.collect()), 1  # all of them, or none
+        except (DatabaseError, InterfaceError):
+            logger.error(
+                "metrics served without the database's figures: it could not be read",
+                exc_info=True,
+                extra={"event": "metrics_database_unavailable"},
+            )
+            families, self.up = [], 0
+        yield from families
+        yield GaugeMetricFamily(
+            "taskmgmt_database_up",
+            "1 if the database answered this scrape's queries, 0 if not: its figures (tasks,"
+            " nodes, the sweep) are then left out, the events counted still served.",
+            value=self.up,
+        )

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import MySQLdb
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.ports import free_port
 
@@ -31,6 +32,7 @@ BIN = Path(sys.executable).parent
 PASSWORD = "faults-password-1"
 ADMIN_EMAIL = "admin@faults.test"
 NODE_EMAIL = "node@faults.test"
+METRICS_TOKEN = "faults-metrics-token-0123456789"
 
 pytestmark = [
     pytest.mark.skipif(
@@ -170,6 +172,7 @@ def site(mariadb, tmp_path_factory):
         "RATELIMIT_API": "100000/m",
         "RATELIMIT_LOGIN_IP": "100000/m",
         "RATELIMIT_LOGIN_USER": "100000/m",
+        "METRICS_TOKEN": METRICS_TOKEN,
         # The admin-site login below runs over plain HTTP.
         "SESSION_COOKIE_SECURE": "false",
         "CSRF_COOKIE_SECURE": "false",
@@ -281,6 +284,57 @@ def test_with_the_database_down_every_path_answers_503_json_and_recovers_without
         assert site.get("/api/tasks/all", token=site.admin_token)[0] == 200
         assert site.get("/admin/", opener=admin_site)[0] == 200
     assert site.worker_pids() == workers  # recovered in place, no worker restarted
+
+
+def scrape(server: Gunicorn) -> tuple[int, float, dict]:
+    """(status, seconds taken, {(sample name, frozenset of labels): value}) of one scrape."""
+    started = time.monotonic()
+    status, _, body = server.get("/metrics", token=METRICS_TOKEN)
+    took = time.monotonic() - started
+    assert status == 200, body[:300]
+    samples = {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    }
+    return status, took, samples
+
+
+def healthz_answers(samples: dict, status: str) -> float:
+    labels = frozenset({"method": "GET", "view": "healthz", "status": status}.items())
+    return samples.get(("taskmgmt_http_requests_total", labels), 0.0)
+
+
+def test_with_the_database_down_metrics_answer_200_with_the_events_and_database_up_0(
+    mariadb, site, database_up
+):
+    """A 503 for the whole scrape lost every metric, the request and error counts too,
+    exactly while the database was down."""
+    for _ in range(4):
+        assert site.get("/healthz")[0] == 200
+    _, _, up = scrape(site)
+    assert up[("taskmgmt_database_up", frozenset())] == 1
+    assert ("taskmgmt_tasks_open", frozenset({("status", "pending")})) in up
+
+    mariadb.stop()
+
+    for _ in range(4):  # enough to reach both workers
+        assert site.get("/healthz")[0] == 503
+    for _ in range(4):
+        _, took, down = scrape(site)
+        assert took < 5
+        assert down[("taskmgmt_database_up", frozenset())] == 0
+        assert healthz_answers(down, "200") >= healthz_answers(up, "200") >= 4
+        assert healthz_answers(down, "503") >= 4  # the outage, counted and served
+        figures = ("taskmgmt_tasks_", "taskmgmt_nodes", "taskmgmt_sweep_")
+        assert not [name for name, _ in down if name.startswith(figures)]
+
+    mariadb.start()
+
+    for _ in range(4):
+        _, _, again = scrape(site)
+        assert again[("taskmgmt_database_up", frozenset())] == 1
+        assert ("taskmgmt_tasks_open", frozenset({("status", "pending")})) in again
 
 
 def test_a_worker_killed_during_writes_loses_no_acknowledged_write_and_no_history(
@@ -413,6 +467,53 @@ def test_a_database_that_accepts_but_never_answers_is_down_within_seconds(tmp_pa
 
     assert result.stdout.splitlines()[-1] == "down", result.stderr
     assert time.monotonic() - started < 20
+
+
+def test_metrics_with_a_database_that_never_answers_is_served_within_its_connect_timeout(
+    tmp_path,
+):
+    """The figures wait for one connect timeout (5 s), then the events are served."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"mysql://root@127.0.0.1:{silent.getsockname()[1]}/silent",
+        "SECRET_KEY": "faults-silent-database-key",
+        "DEBUG": "false",
+        "ALLOWED_HOSTS": "testserver",
+        "METRICS_TOKEN": METRICS_TOKEN,
+    }
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env.pop("CACHE_URL", None)
+    try:
+        result = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", SCRAPE],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        silent.close()
+
+    status, took, database_up = result.stdout.split()[-3:]
+    assert (status, database_up) == ("200", "0.0"), result.stderr[-2000:]
+    assert float(took) < 8  # one 5 s connect timeout, not one per query or middleware
+
+
+SCRAPE = f"""
+import time
+from django.test import Client
+from prometheus_client.parser import text_string_to_metric_families
+started = time.monotonic()
+response = Client().get("/metrics", HTTP_AUTHORIZATION="Bearer {METRICS_TOKEN}")
+took = time.monotonic() - started
+up = [sample.value for family in text_string_to_metric_families(response.content.decode())
+      for sample in family.samples if sample.name == "taskmgmt_database_up"]
+print(response.status_code, round(took, 2), up[0] if up else "-")
+"""
 
 
 CONNECT = """

@@ -272,6 +272,12 @@ def test_the_cache_is_up_in_the_metrics(client, metrics_token):
 
 
 @pytest.mark.django_db
+def test_the_database_is_up_in_the_metrics(client, metrics_token):
+    """Down, the scrape is still a 200 (tests/test_faults.py stops a real MariaDB)."""
+    assert value(scrape(client), "taskmgmt_database_up") == 1
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
 def test_another_method_than_get_is_a_json_405_not_a_csrf_page(metrics_token, method):
     # As a real client: Django's test client skips the CSRF check unless told not to.

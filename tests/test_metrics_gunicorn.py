@@ -1,7 +1,7 @@
 """/metrics under the real server: gunicorn.conf.py with two worker processes.
 
 Each worker counts the requests it serves in its own file; a scrape, whichever worker
-answers it, must show the sum, and keep a killed worker's counts.
+answers it, must show the sum, and keep a killed worker's counts, folded into the archive.
 """
 
 import os
@@ -100,7 +100,8 @@ def server(tmp_path):
 
 
 def counted_pids(metrics_dir: Path) -> set[str]:
-    """The workers with counts on file: each writes its own (prometheus_client)."""
+    """The workers with counts on file: each writes its own (prometheus_client); "archive"
+    for the dead ones' (taskmgmt/metrics_files.py)."""
     return {path.stem.rsplit("_", 1)[1] for path in metrics_dir.glob("counter_*.db")}
 
 
@@ -139,3 +140,7 @@ def test_a_scrape_sums_every_workers_counts_and_keeps_a_dead_workers(server):
     )
     wait_until(lambda: _answers(port), 30, "gunicorn did not answer after the kill")
     assert healthz_count(port) >= start + REQUESTS + 1  # + the probe just now, nothing lost
+    # The master folded the dead worker's files into the archive (child_exit): a worker
+    # replaced now and then no longer leaves two files a time for every scrape to read.
+    assert str(victim) not in counted_pids(server["dir"])
+    assert "archive" in counted_pids(server["dir"])
