@@ -49,3 +49,30 @@ def test_every_variable_the_env_file_names_is_read_by_the_code():
 def test_every_limit_a_host_enforces_is_among_what_every_host_shares():
     shared = set(VARIABLE.findall(shared_section()))
     assert MUST_BE_SHARED - shared == set()
+
+
+def unit_settings(name: str) -> dict[str, list[str]]:
+    """A systemd unit's `Key=value` lines, each key's values in order."""
+    settings = {}
+    for line in (ROOT / "deploy" / name).read_text().splitlines():
+        key, equals, value = line.partition("=")
+        if equals and not line.startswith("#"):
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def test_the_sweep_counts_in_the_metrics_directory_of_its_hosts_gunicorn():
+    # Its failures by cause and cancellations were counted in the sweep process's
+    # memory and lost: /metrics showed only the failures nodes reported.
+    def multiproc_dir(unit: dict) -> str | None:
+        variables = dict(value.partition("=")[::2] for value in unit.get("Environment", []))
+        return variables.get("PROMETHEUS_MULTIPROC_DIR")
+
+    server, sweep = unit_settings("taskmgmt.service"), unit_settings("taskmgmt-sweep.service")
+    directory = multiproc_dir(server)
+    assert directory and multiproc_dir(sweep) == directory
+    # ProtectSystem=strict leaves /run read-only but for what the unit names; "-": the
+    # directory is gone while gunicorn is stopped, and the sweep still starts then.
+    writable = [path.removeprefix("-") for path in sweep.get("ReadWritePaths", [])]
+    assert any(directory.startswith(path.rstrip("/") + "/") for path in writable), writable
+    assert all(path.startswith("-") for path in sweep.get("ReadWritePaths", []))
