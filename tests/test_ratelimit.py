@@ -3,15 +3,18 @@
 Rates are per hour here so a test never straddles a counting window.
 """
 
+import itertools
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from django.test import override_settings
 from rest_framework.test import APIClient
 
+from taskmgmt.sql import rate_window
 from tests.factories import PASSWORD, NodeFactory
 from tests.redis_server import redis_database
 
@@ -149,7 +152,7 @@ from django.test import Client
 client = Client()
 for _ in range(int(sys.argv[1])):
     response = client.post(
-        "/api/auth/login", {"username": "shared@example.com"}, content_type="application/json"
+        "/api/auth/login", {"username": sys.argv[2]}, content_type="application/json"
     )
     print(response.status_code)
 """
@@ -161,7 +164,19 @@ def redis_db():
         yield url
 
 
-def logins_in_a_new_process(cache_url: str, count: int, database: Path) -> list[int]:
+def name_whose_window_lasts(seconds: float) -> str:
+    """An account name whose hourly login window does not end within `seconds`:
+    django-ratelimit offsets each key's window by the key, so a fixed name's ends at
+    one fixed second of every hour, and a test run across it counted in two windows."""
+    now = time.time()
+    for index in itertools.count():
+        name = f"shared{index}@example.com"
+        if rate_window("login-account", "5/h", f"name:{name}").ends_at - now > seconds:
+            return name
+    raise AssertionError("unreachable")
+
+
+def logins_in_a_new_process(cache_url: str, count: int, database: Path, username: str) -> list[int]:
     env = {
         **os.environ,
         "DATABASE_URL": f"sqlite:///{database}",
@@ -172,7 +187,7 @@ def logins_in_a_new_process(cache_url: str, count: int, database: Path) -> list[
         "RATELIMIT_LOGIN_IP": "1000/h",
     }
     result = subprocess.run(
-        [sys.executable, "-c", LOGIN_SCRIPT, str(count)],
+        [sys.executable, "-c", LOGIN_SCRIPT, str(count), username],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -185,8 +200,9 @@ def logins_in_a_new_process(cache_url: str, count: int, database: Path) -> list[
 
 @pytest.mark.process
 def test_two_processes_share_the_login_count_in_redis(redis_db, tmp_path):
-    first = logins_in_a_new_process(redis_db, 3, tmp_path / "first.sqlite3")
-    second = logins_in_a_new_process(redis_db, 3, tmp_path / "second.sqlite3")
+    username = name_whose_window_lasts(120)  # both processes count in one window
+    first = logins_in_a_new_process(redis_db, 3, tmp_path / "first.sqlite3", username)
+    second = logins_in_a_new_process(redis_db, 3, tmp_path / "second.sqlite3", username)
 
     assert first == [400, 400, 400]
     assert second == [400, 400, 429]
