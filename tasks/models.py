@@ -305,7 +305,7 @@ class TaskQuerySet(models.QuerySet):
         request, its cordon (`[]`: none; `[None]`: cordoned; `[deadline text]`:
         draining), and the starts of its current maintenance windows, all of them and
         those that drain. Every node beats every few seconds; a round trip per fact
-        would cost it a quarter more each. The task parts read task_node_claim."""
+        would cost it a quarter more each. The task parts read CLAIM_INDEX."""
         (rows,) = read_together(self.heartbeat_facts_read(node.pk, now))
         return self.heartbeat_facts_from(rows)
 

@@ -1049,8 +1049,8 @@ def tasks_fail_over(
                 )
             if totals.unplaced:
                 logger.warning(
-                    "tasks of down nodes failed for a human: no alive node matches their "
-                    "nodeSelector, or they are pinned to their node",
+                    "tasks of down nodes failed for a human: no alive node may take them (none "
+                    "is, or none matches their nodeSelector), or they are pinned to their node",
                     extra={"event": "failover_unplaced", "unplaced_count": totals.unplaced},
                 )
             return totals

@@ -307,8 +307,8 @@ def test_tagged_rows_are_what_the_orm_would_read_part_by_part(node, other_node):
     ids = {"assigned_node": node.pk, "status": TaskStatus.IN_PROGRESS}
 
     (total,), found, names = tagged_rows(
-        (Task, "COUNT(*)", count, "task_node_claim"),
-        (Task, "id", ids, "task_node_claim"),
+        (Task, "COUNT(*)", count, CLAIM_INDEX),
+        (Task, "id", ids, CLAIM_INDEX),
         (User, "name", {"id": node.pk}, None),
     )
 

@@ -183,6 +183,17 @@ def test_with_no_alive_node_started_tasks_fail_and_pending_ones_wait(dead):
     assert history(waiting) == []
 
 
+def test_with_no_alive_node_the_warning_does_not_blame_a_selector(dead, caplog):
+    # No selector, not pinned: the task fails for a human because no node is alive.
+    TaskFactory(assigned_node=dead, status=IN_PROGRESS, attempts=1)
+
+    with caplog.at_level(logging.WARNING, logger="taskmgmt.sweep"):
+        fail_over()
+
+    [summary] = [r for r in caplog.records if getattr(r, "unplaced_count", None)]
+    assert "no alive node may take them (none is" in summary.getMessage()
+
+
 @pytest.mark.parametrize("seconds_ago", [None, 1, 20])
 def test_tasks_of_nodes_that_are_not_down_stay(alive, seconds_ago):
     node = NodeFactory()
