@@ -183,16 +183,28 @@ def check_attempt(current: int, sent: int | None) -> None:
 
 
 def check_transition(
-    current: str, new: str, *, by_admin: bool = False, cancel_requested: bool = False
+    current: str,
+    new: str,
+    *,
+    by_admin: bool = False,
+    cancel_requested: bool = False,
+    late_success_attempt: int | None = None,
 ) -> None:
     """Refuse a move the table does not allow. Only an admin cancels a pending task;
     a node ends its task `cancelled` only to acknowledge an admin's request
-    (`cancel_requested`), and is not told of a `cancelled` it may not send."""
+    (`cancel_requested`), and is not told of a `cancelled` it may not send.
+    `late_success_attempt`: the attempt whose late `completed` the failed task would
+    keep (`is_late_success`), named in the refusal so its node knows it may."""
     allowed = ALLOWED_TRANSITIONS[current]
     if not (by_admin if current == TaskStatus.PENDING else cancel_requested):
         allowed = tuple(status for status in allowed if status != TaskStatus.CANCELLED)
     if new not in allowed:
         next_names = ", ".join(allowed) or "none: the task is in a final state"
+        if late_success_attempt is not None:
+            next_names += (
+                f" (but its node's completed for attempt {late_success_attempt}, sent with "
+                "that attempt, is kept as a late success)"
+            )
         raise InvalidStatusTransition(
             f"invalid status transition from {current} to {new}; "
             f"allowed next statuses: {next_names}"

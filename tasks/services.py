@@ -48,6 +48,7 @@ from taskmgmt.sql import (
 from tasks.actor import current_actor
 from tasks.models import (
     ALLOWED_AFTER_DEADLINE,
+    LATE_SUCCESS_CAUSES,
     OPEN_STATUSES,
     PRIORITY_DEFAULT,
     DeadlinePassed,
@@ -506,7 +507,13 @@ def task_change_status(
         return task
     if not is_late_success(task, status, attempt):
         # A node acknowledges a cancel; only an admin decides one (task_cancel).
-        check_transition(task.status, status, cancel_requested=task.cancel_requested_at is not None)
+        late = task.status == TaskStatus.FAILED and task.failure_cause in LATE_SUCCESS_CAUSES
+        check_transition(
+            task.status,
+            status,
+            cancel_requested=task.cancel_requested_at is not None,
+            late_success_attempt=task.attempts if late else None,
+        )
     if status not in ALLOWED_AFTER_DEADLINE and task.locked_at <= timezone.now():
         raise DeadlinePassed("task deadline has passed")
     if status == TaskStatus.IN_PROGRESS:

@@ -105,6 +105,22 @@ def test_any_other_report_on_a_failed_task_is_refused(
     assert history(task) == rows
 
 
+@pytest.mark.parametrize("cause", [FailureCause.NODE_LOST, FailureCause.DRAINED])
+def test_the_refusal_of_a_completed_without_its_attempt_says_the_late_success_is_kept(
+    node_client, node, cause
+):
+    # It said "allowed next statuses: none: the task is in a final state", while the
+    # same completed sent with attempt 2 is accepted.
+    task = failed_by(cause, node)
+
+    body = assert_json_error(shift(node_client, task, COMPLETED), 400)
+
+    assert "completed for attempt 2, sent with that attempt, is kept" in body["message"]
+    deadline = failed_by(FailureCause.DEADLINE, node)
+    other = assert_json_error(shift(node_client, deadline, COMPLETED), 400)
+    assert other["message"].endswith("allowed next statuses: none: the task is in a final state")
+
+
 def test_a_late_success_is_refused_once_the_task_was_given_out_again(
     settings, node_client, node, other_node
 ):
