@@ -1134,10 +1134,14 @@ def _fail_and_move(rows: list, *, now: datetime, cause: str) -> FailoverCounts:
     stays where it is (`stranded`: left in place, for a later run), a started one still
     fails. Failover and an expired drain share it."""
     max_attempts = settings.TASK_MAX_ATTEMPTS
-    may_move = any(row.attempts < max_attempts for row in rows)
-    # Flushed for this batch already; read only when something may move.
-    placement = Placement(now=now, alive_only=True, flush=False) if may_move else None
-    plan = _plan_fail_and_move(rows, placement, now)
+    if any(row.attempts < max_attempts for row in rows):
+        plan = _locked_plan(
+            lambda placement: _plan_fail_and_move(rows, placement, now),
+            lambda plan: plan.moving,
+            now=now,
+        )
+    else:
+        plan = _plan_fail_and_move(rows, None, now)
     failed = _fail(plan.failing, actor=None, cause=cause) if plan.failing else 0
     for reason in set(plan.unplaced.values()):
         ids = [pk for pk, why in plan.unplaced.items() if why == reason]
@@ -1170,15 +1174,44 @@ def _move_elsewhere(rows: list, *, now: datetime, cause: str, actor=None) -> int
     placement picks (alive, schedulable, matching their selector), with their history
     rows naming `actor` (None: the system) and `cause`. Returns how many moved: pinned
     tasks, and those no node may take, stay where they are."""
-    placement = Placement(now=now, alive_only=True, flush=False) if rows else None
-    if not placement:
+    if not rows:
         return 0
-    moving = _targets(placement, rows, now)
+    moving = _locked_plan(
+        lambda placement: _targets(placement, rows, now) if placement else [],
+        lambda moving: moving,
+        now=now,
+    )
     if moving:
         _move(moving, now=now, cause=cause, actor=actor)
         kind = "failover" if cause == FailureCause.NODE_LOST else "drain"
         transaction.on_commit(lambda: REASSIGNMENTS.labels(kind).inc(len(moving)))
     return len(moving)
+
+
+def _locked_plan(plan: Callable, moves_of: Callable, *, now: datetime):
+    """`plan(placement)` (an automatic move's decision: failover, a drain) with every node
+    it moves a task to row-locked (`lock_nodes`, after the tasks' locks) and checked again
+    under the lock, as a placed create is (`_placed_node`). Placement reads the fleet
+    unlocked: a drain, cordon or label change committed between the pick and the move
+    made the target unfit, and the task went pending to a draining node, or to one its
+    selector no longer matches. Then placement reads the fleet again and plans again;
+    after PLACEMENT_TRIES, only among the nodes already locked and found fit.
+    `moves_of(decision)`: its (driver row, target id) pairs. Placement as failover's:
+    alive nodes only, the beats flushed for this batch already."""
+    placement = Placement(now=now, alive_only=True, flush=False)
+    fit: dict = {}  # {node id: labels} of the nodes locked and found schedulable
+    for _ in range(PLACEMENT_TRIES):
+        decision = plan(placement or None)
+        moves = moves_of(decision)
+        fit.update(_schedulable_labels({target for _, target in moves}, locked=True))
+        if all(_fits(fit, target, _json_value(row.node_selector)) for row, target in moves):
+            return decision
+        placement = Placement(now=now, alive_only=True, flush=False)
+    # Still changing: a node locked now cannot change until this transaction ends.
+    placement.nodes = [node for node in placement.nodes if node.id in fit]
+    for node in placement.nodes:
+        node.labels = fit[node.id] or {}
+    return plan(placement or None)
 
 
 def _targets(placement: Placement, rows: list, now: datetime) -> list[tuple]:
