@@ -208,7 +208,10 @@ class WindowNotComing(DomainError):
 @transaction.atomic
 def node_maintenance_cancel(*, node_id: UUID, window_id: int, actor) -> None:
     """Cancel a coming window (MaintenanceWindow.DoesNotExist if the node has none by
-    that id). One under way or past is history: ending it early is `node_uncordon`'s job."""
+    that id). One under way or past is history: ending it early is `node_uncordon`'s job.
+    The node's lock first, as `node_uncordon` takes it before the node's windows': the
+    window's first, its event (which needs the node's row) deadlocked with an uncordon."""
+    _lock_node(node_id)
     window = MaintenanceWindow.objects.select_for_update().get(pk=window_id, node_id=node_id)
     now = timezone.now()
     if window.starts_at <= now:

@@ -3,18 +3,23 @@ cordoned (or drained, deadline = startsAt) during its window and schedulable aft
 derived when read, with no cron entry of its own: the sweep moves the work."""
 
 import re
+import threading
 from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import User
+from nodes import services
 from nodes.models import MaintenanceWindow, Node, NodeEvent, NodeEventKind
+from nodes.services import node_cordon
 from tasks.models import FailureCause, Task, TaskHistory, TaskStatus
 from tests.api import assert_json_error
-from tests.factories import NodeFactory, TaskFactory
+from tests.concurrency import at_once
+from tests.factories import AdminFactory, NodeFactory, TaskFactory
 
 # A moment in the dashboard's Scheduling cell: whole on one line, however narrow the cell.
 MOMENT = r'<span class="nowrap">\d{4}-\d\d-\d\d \d\d:\d\d UTC</span>'
@@ -374,3 +379,47 @@ def test_of_two_overlapping_windows_under_way_a_draining_one_decides(
     assert (shown["state"], shown["cordonReason"]) == ("draining", "drain")
     assert Node.objects.with_schedule().get(pk=node.pk).schedule_state()["state"] == "draining"
     assert beat["drainDeadline"] is not None and beat["schedulable"] is False
+
+
+@pytest.mark.mysql
+@pytest.mark.skipif(
+    connection.vendor == "sqlite", reason="needs row locks: SQLite runs one writer at a time"
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_window_cancelled_while_its_node_is_uncordoned_is_no_deadlock(monkeypatch):
+    # The cancel locked the window, the uncordon locked the node and waited for the
+    # window (it reads the node's windows FOR UPDATE), then the cancel's event needed
+    # the node's row: a deadlock, a 503 "database unavailable" to one of them.
+    node, admin = NodeFactory(), AdminFactory()
+    node_cordon(node_id=node.pk, reason="r", actor=None)
+    window = MaintenanceWindow.objects.create(
+        node=node,
+        starts_at=timezone.now() + timedelta(hours=1),
+        ends_at=timezone.now() + timedelta(hours=2),
+        reason="m",
+    )
+    paused, resume = threading.Event(), threading.Event()
+    original = services.node_event_record
+
+    def record_later(**kwargs):
+        if kwargs["kind"] == NodeEventKind.MAINTENANCE_CANCELLED:
+            paused.set()
+            resume.wait(timeout=2)  # the uncordon waits for this cancel once fixed
+        return original(**kwargs)
+
+    monkeypatch.setattr(services, "node_event_record", record_later)
+
+    def uncordon(client):
+        paused.wait(timeout=5)
+        try:
+            return client.post(f"/api/nodes/{node.pk}/uncordon")
+        finally:
+            resume.set()
+
+    cancel = lambda client: client.delete(f"/api/nodes/{node.pk}/maintenance/{window.pk}")  # noqa: E731
+
+    cancelled, uncordoned = at_once(admin, [cancel, uncordon])
+
+    assert (cancelled.status_code, uncordoned.status_code) == (200, 200)
+    assert not MaintenanceWindow.objects.filter(pk=window.pk).exists()
+    assert Node.objects.schedulable().filter(pk=node.pk).exists()
