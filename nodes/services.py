@@ -185,7 +185,10 @@ def node_maintenance_schedule(
     *, node_id: UUID, starts_at: datetime, ends_at: datetime, reason: str, drain: bool, actor
 ) -> MaintenanceWindow:
     """Plan a window (the serializer has checked it is in the future and ends after it
-    starts). The node's state follows from it when read: nothing else to schedule."""
+    starts). The node's state follows from it when read: nothing else to schedule.
+    The node's lock first, as `node_uncordon` takes it before the node's windows': a new
+    window waiting for the node's row (its foreign key) deadlocked with an uncordon."""
+    _lock_node(node_id)
     window = MaintenanceWindow.objects.create(
         node_id=node_id, starts_at=starts_at, ends_at=ends_at, reason=reason, drain=drain, by=actor
     )

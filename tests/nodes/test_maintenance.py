@@ -423,3 +423,37 @@ def test_a_window_cancelled_while_its_node_is_uncordoned_is_no_deadlock(monkeypa
     assert (cancelled.status_code, uncordoned.status_code) == (200, 200)
     assert not MaintenanceWindow.objects.filter(pk=window.pk).exists()
     assert Node.objects.schedulable().filter(pk=node.pk).exists()
+
+
+@pytest.mark.mysql
+@pytest.mark.skipif(
+    connection.vendor == "sqlite", reason="needs row locks: SQLite runs one writer at a time"
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_window_planned_while_its_node_is_uncordoned_is_no_deadlock(monkeypatch):
+    # The uncordon locked the node; the plan inserted its window, then waited for the
+    # node's row (the window's foreign key); the uncordon read the node's windows FOR
+    # UPDATE and waited for the new one: a deadlock, a 503 to one of them.
+    node, admin = NodeFactory(), AdminFactory()
+    node_cordon(node_id=node.pk, reason="r", actor=None)
+    paused, resume = threading.Event(), threading.Event()
+    original = services._lock_node
+
+    def lock_then_wait(node_id):
+        original(node_id)
+        if not paused.is_set():  # the uncordon's, the first
+            paused.set()
+            resume.wait(timeout=2)
+
+    monkeypatch.setattr(services, "_lock_node", lock_then_wait)
+    uncordon = lambda client: client.post(f"/api/nodes/{node.pk}/uncordon")  # noqa: E731
+
+    def plan_window(client):
+        paused.wait(timeout=5)
+        threading.Timer(0.5, resume.set).start()  # the plan blocks on the node meanwhile
+        return plan(client, node, startsAt=at(60), endsAt=at(120), reason="m")
+
+    uncordoned, planned = at_once(admin, [uncordon, plan_window])
+
+    assert (uncordoned.status_code, planned.status_code) == (200, 201)
+    assert MaintenanceWindow.objects.filter(node=node).count() == 1
