@@ -1316,14 +1316,16 @@ def tasks_drain_pending(*, node_id: UUID, now: datetime | None = None) -> tuple[
     """A drain's first step: the node's pending tasks move now to other alive,
     schedulable nodes, as failover moves them, in the name of the admin draining it
     (the sweep's moves at the deadline are the system's). Returns (moved, stayed):
-    those with nowhere to go stay (a task the node is claiming this instant is skipped)."""
+    those with nowhere to go stay. A task another transaction holds this instant (a claim,
+    an admin's edit) is waited for, not skipped: no later step moves a skipped pending
+    task before the drain's deadline, and the node takes no claim meanwhile; once that
+    transaction commits, the task is read again (READ COMMITTED) and moves if still pending
+    here. Locks in the one order: the tasks (by key), then the nodes they move to."""
     now = now or timezone.now()
     heartbeats.flush()  # beats still in Redis: without them no target looks alive
     pending = Task.objects.filter(assigned_node_id=node_id, active=True, status=TaskStatus.PENDING)
     with transaction.atomic():
-        rows = list(
-            driver_rows(pending.order_by("pk").select_for_update(skip_locked=True), *MOVED_COLUMNS)
-        )
+        rows = list(driver_rows(pending.order_by("pk").select_for_update(), *MOVED_COLUMNS))
         moved = _move_elsewhere(rows, now=now, cause=FailureCause.DRAINED, actor=current_actor())
     return moved, len(rows) - moved
 

@@ -8,6 +8,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
+from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import User
 from nodes.models import Cordon, Node, NodeEvent, NodeEventKind, node_state
@@ -504,3 +505,94 @@ def test_new_work_racing_a_drain_is_refused_or_moved_never_left_on_the_node(monk
     assert drain_status == 200
     assert work.status_code in (200, 201, 409), work.content
     assert not Task.objects.filter(assigned_node=node, status=PENDING).exists()
+
+
+@pytest.mark.mysql
+@pytest.mark.skipif(
+    connection.vendor == "sqlite", reason="needs row locks: SQLite runs one writer at a time"
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_drain_moves_a_pending_task_an_admin_is_editing_that_instant(monkeypatch):
+    # The drain's move skipped the tasks another transaction held (SKIP LOCKED): a task
+    # an admin was editing in place that instant stayed pending on the draining node,
+    # where no claim takes it, counted neither moved nor stayed.
+    node, other, admin = NodeFactory(), NodeFactory(), AdminFactory()
+    seen(node, other)
+    task = TaskFactory(assigned_node=node)
+    checked, drained = threading.Event(), threading.Event()
+    original = services.check_node_matches
+
+    def then_wait(*args, **kwargs):
+        result = original(*args, **kwargs)
+        checked.set()
+        drained.wait(timeout=2)  # the drain waits for this edit's lock once fixed
+        return result
+
+    monkeypatch.setattr(services, "check_node_matches", then_wait)
+    body = {
+        "taskId": str(task.pk),
+        "taskName": "renamed",
+        "taskDetails": "d",
+        "assignedNode": str(node.pk),
+        "lockedAt": future(),
+    }
+
+    def drain(client):
+        checked.wait(timeout=5)
+        try:
+            return post(client, node, "drain", reason="r")
+        finally:
+            drained.set()
+
+    edited, drain_answer = at_once(admin, [lambda client: client.put("/api/tasks", body), drain])
+
+    assert edited.status_code == 200, edited.content
+    assert drain_answer.status_code == 200, drain_answer.content
+    assert (drain_answer.json()["movedCount"], drain_answer.json()["stayedCount"]) == (1, 0)
+    task.refresh_from_db()
+    assert (task.assigned_node_id, task.status, task.name) == (other.pk, PENDING, "renamed")
+
+
+@pytest.mark.mysql
+@pytest.mark.skipif(
+    connection.vendor == "sqlite", reason="needs row locks: SQLite runs one writer at a time"
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_drain_leaves_a_task_its_node_claims_that_instant_to_run(monkeypatch):
+    # The drain's move waits for the claim's lock, then reads the task again: started,
+    # it is no pending task to move (it may finish until the drain's deadline).
+    node, other, admin = NodeFactory(), NodeFactory(), AdminFactory()
+    seen(node, other)
+    task = TaskFactory(assigned_node=node)
+    claimed, drained = threading.Event(), threading.Event()
+    original = type(Task.objects).claimable_first
+
+    def then_wait(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        claimed.set()
+        drained.wait(timeout=2)  # the drain waits for this claim's lock
+        return result
+
+    monkeypatch.setattr(type(Task.objects), "claimable_first", then_wait)
+
+    def drain(client):
+        claimed.wait(timeout=5)
+        try:
+            return post(client, node, "drain", reason="r")
+        finally:
+            drained.set()
+
+    node_token = str(RefreshToken.for_user(node).access_token)
+
+    def claim(client):
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {node_token}")
+        return client.post("/api/tasks/claim")
+
+    claim_answer, drain_answer = at_once(admin, [claim, drain])
+
+    assert claim_answer.status_code == 200, claim_answer.content
+    assert drain_answer.status_code == 200, drain_answer.content
+    assert (drain_answer.json()["movedCount"], drain_answer.json()["stayedCount"]) == (0, 0)
+    task.refresh_from_db()
+    assert (task.assigned_node_id, task.status) == (node.pk, IN_PROGRESS)
+    assert not TaskHistory.objects.filter(task=task, action=HistoryAction.ASSIGNEE_CHANGE).exists()
