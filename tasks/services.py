@@ -48,6 +48,7 @@ from taskmgmt.sql import (
 from tasks.actor import current_actor
 from tasks.models import (
     ALLOWED_AFTER_DEADLINE,
+    INACTIVE_NODE,
     OPEN_STATUSES,
     PRIORITY_DEFAULT,
     DeadlinePassed,
@@ -103,6 +104,21 @@ def _validate(*, node=None, locked_at: datetime | None = None) -> None:
         raise ValidationError(errors)
 
 
+def _check_takes_work(node, *, field: str = "assigned_node") -> None:
+    """`check_schedulable`, under the node's lock (`lock_nodes`). A node deactivated since
+    the request read it is the 400 that request gets a moment later (`validate_node`, on
+    `field`), not a 409 "node is cordoned", which neither order answers."""
+    try:
+        check_schedulable(node.pk)
+    except NodeCordoned:
+        node.refresh_from_db(fields=["role", "is_active"])
+        try:
+            validate_node(node)
+        except ValidationError as error:
+            raise ValidationError({field: error.messages}) from None
+        raise
+
+
 def _locked_task(task_id: UUID) -> Task:
     """The active task, locked until the transaction ends (Task.DoesNotExist if none)."""
     task = get_one(Task, for_update=True, id=task_id, active=True)
@@ -147,7 +163,7 @@ def task_create(
         _validate(node=assigned_node, locked_at=locked_at)
         lock_nodes([assigned_node.pk])  # a label change or cordon takes it too
         check_node_matches(assigned_node, node_selector)  # the 400 before the 409
-        check_schedulable(assigned_node.pk)
+        _check_takes_work(assigned_node)
     task = Task(
         name=name,
         details=details,
@@ -229,7 +245,23 @@ def _bulk_rows(items: list[dict], *, now: datetime) -> list[Task]:
 def _placed_again(items: list[dict], rows: list[Task], fit: dict) -> bool:
     """Whether placement must pick again: a placed item's node is no longer schedulable
     or no longer matches its selector (`fit`: `_schedulable_labels` under the locks).
-    A named node that changed so is the item's 409 or 400, as checked before the locks."""
+    A named node that changed so is the item's 409 or 400, as checked before the locks:
+    one deactivated meanwhile is the 400 naming each item that names it."""
+    unfit = {row.assigned_node_id for row in rows if row.assigned_node_id not in fit}
+    named_unfit = {item.get("assigned_node") for item in items} & unfit
+    inactive = (
+        set(User.objects.filter(pk__in=named_unfit, is_active=False).values_list("pk", flat=True))
+        if named_unfit
+        else set()
+    )
+    if inactive:
+        raise ValidationError(
+            {
+                f"tasks[{index}].assignedNode": [INACTIVE_NODE]
+                for index, item in enumerate(items)
+                if item.get("assigned_node") in inactive
+            }
+        )
     again = False
     for index, (item, row) in enumerate(zip(items, rows, strict=True)):
         labels = fit.get(row.assigned_node_id)
@@ -361,7 +393,7 @@ def _node_problem(node: tuple | None, labels: dict, item: dict) -> str | None:
     if role != Role.NODE:
         return "Tasks can only be assigned to a node, not an admin."
     if not active:
-        return "Tasks can only be assigned to an active node."
+        return INACTIVE_NODE
     if not labels_match(labels, item.get("node_selector")):
         return NODE_DOES_NOT_MATCH
     return None
@@ -441,7 +473,7 @@ def task_update(
         lock_nodes([assigned_node.pk])  # a label change or cordon takes it too
     check_node_matches(assigned_node, task.node_selector)  # the 400 before the 409
     if new_node:
-        check_schedulable(assigned_node.pk)
+        _check_takes_work(assigned_node)
         # Given to another node, pending: a manual reassignment, as through assign.
         transaction.on_commit(REASSIGNMENTS.labels("manual").inc)
     task.name, task.details = name, details
@@ -468,7 +500,7 @@ def task_assign(*, task_id: UUID, node, locked_at: datetime | None = None) -> Ta
         raise TaskConflict("a completed task cannot be reassigned")
     _validate(node=node, locked_at=locked_at)
     lock_nodes([node.pk])
-    check_schedulable(node.pk)
+    _check_takes_work(node, field="nodeId")
     task.assigned_node = node
     task.status = TaskStatus.PENDING
     task.locked_at = locked_at or fresh_deadline(task.locked_at)
@@ -819,7 +851,7 @@ def tasks_reassign(
     )
     # The node's lock after the tasks', in the order a drain's move takes them.
     lock_nodes([node.pk])
-    check_schedulable(node.pk)
+    _check_takes_work(node)
     if not locked:
         return Reassigned()
     now = timezone.now()

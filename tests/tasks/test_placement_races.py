@@ -259,3 +259,40 @@ def test_the_sweeps_move_whose_target_loses_its_labels_meanwhile_fails_it_for_a_
     assert (running.assigned_node_id, running.status) == (drained.pk, TaskStatus.FAILED)
     assert running.failure_reason == "drain: no alive schedulable node matches its nodeSelector"
     assert TaskHistory.objects.filter(task=running, action="assignee_change").count() == 0
+
+
+@pytest.mark.parametrize("way", ["create", "assign", "edit", "bulk"])
+def test_new_work_for_a_node_deactivated_that_instant_is_the_400_for_an_inactive_node(
+    monkeypatch, way
+):
+    # The request found the node active, an admin deactivated it and committed, then the
+    # write checked the node under its lock: a 409 "node is cordoned", an answer neither
+    # order gives (before: 201 or 200; after: the 400 for an inactive node).
+    node, other = NodeFactory(), NodeFactory()
+    waiting = TaskFactory(assigned_node=other)
+    lock = (timezone.now() + timedelta(hours=1)).isoformat()
+    new = {"taskName": "n", "taskDetails": "d", "assignedNode": str(node.pk), "lockedAt": lock}
+    sends = {
+        "create": lambda client: client.post("/api/tasks", new, format="json"),
+        "assign": lambda client: client.put(
+            "/api/tasks/assign", {"taskId": str(waiting.pk), "nodeId": str(node.pk)}
+        ),
+        "edit": lambda client: client.put(
+            "/api/tasks", {**new, "taskId": str(waiting.pk)}, format="json"
+        ),
+        "bulk": lambda client: client.post("/api/tasks/bulk", {"tasks": [new]}, format="json"),
+    }
+    picked = []
+    paused, resume = pause_at_first(monkeypatch, "lock_nodes", picked, before=True)
+    deactivate = changed(
+        paused, resume, lambda client: User.objects.filter(pk=node.pk).update(is_active=False)
+    )
+
+    admin = AdminFactory()
+    answer, _ = at_once(admin, [sends[way], deactivate])
+    monkeypatch.undo()
+    [again] = at_once(admin, [sends[way]])  # the answer once the deactivation came first
+
+    assert answer.status_code == 400, answer.content
+    assert answer.json() == again.json()
+    assert not Task.objects.filter(assigned_node=node).exists()
