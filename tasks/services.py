@@ -1170,6 +1170,7 @@ def _fail_and_move(rows: list, *, now: datetime, cause: str) -> FailoverCounts:
         plan = _locked_plan(
             lambda placement: _plan_fail_and_move(rows, placement, now),
             lambda plan: plan.moving,
+            sources=_nodes_of(rows),
             now=now,
         )
     else:
@@ -1211,6 +1212,7 @@ def _move_elsewhere(rows: list, *, now: datetime, cause: str, actor=None) -> int
     moving = _locked_plan(
         lambda placement: _targets(placement, rows, now) if placement else [],
         lambda moving: moving,
+        sources=_nodes_of(rows),
         now=now,
     )
     if moving:
@@ -1220,7 +1222,7 @@ def _move_elsewhere(rows: list, *, now: datetime, cause: str, actor=None) -> int
     return len(moving)
 
 
-def _locked_plan(plan: Callable, moves_of: Callable, *, now: datetime):
+def _locked_plan(plan: Callable, moves_of: Callable, *, sources: set, now: datetime):
     """`plan(placement)` (an automatic move's decision: failover, a drain) with every node
     it moves a task to row-locked (`lock_nodes`, after the tasks' locks) and checked again
     under the lock, as a placed create is (`_placed_node`). Placement reads the fleet
@@ -1229,8 +1231,13 @@ def _locked_plan(plan: Callable, moves_of: Callable, *, now: datetime):
     selector no longer matches. Then placement reads the fleet again and plans again;
     after PLACEMENT_TRIES, only among the nodes already locked and found fit.
     `moves_of(decision)`: its (driver row, target id) pairs. Placement as failover's:
-    alive nodes only, the beats flushed for this batch already."""
-    placement = Placement(now=now, alive_only=True, flush=False)
+    alive nodes only, the beats flushed for this batch already, and never the node a
+    task is on (`sources`: uncordoned meanwhile, a drained node could be its own pick)."""
+
+    def fleet():
+        return Placement(now=now, alive_only=True, flush=False, exclude=sources)
+
+    placement = fleet()
     fit: dict = {}  # {node id: labels} of the nodes locked and found schedulable
     for _ in range(PLACEMENT_TRIES):
         decision = plan(placement or None)
@@ -1238,12 +1245,17 @@ def _locked_plan(plan: Callable, moves_of: Callable, *, now: datetime):
         fit.update(_schedulable_labels({target for _, target in moves}, locked=True))
         if all(_fits(fit, target, _json_value(row.node_selector)) for row, target in moves):
             return decision
-        placement = Placement(now=now, alive_only=True, flush=False)
+        placement = fleet()
     # Still changing: a node locked now cannot change until this transaction ends.
     placement.nodes = [node for node in placement.nodes if node.id in fit]
     for node in placement.nodes:
         node.labels = fit[node.id] or {}
     return plan(placement or None)
+
+
+def _nodes_of(rows: list) -> set:
+    """The nodes these tasks (driver rows) are on."""
+    return {UUID(str(row.assigned_node_id)) for row in rows}
 
 
 def _targets(placement: Placement, rows: list, now: datetime) -> list[tuple]:
@@ -1371,7 +1383,7 @@ def tasks_drain_preview(*, node_id: UUID, now: datetime | None = None) -> tuple[
     rows = list(driver_rows(pending.order_by("pk"), *MOVED_COLUMNS))
     if not rows:
         return 0, 0
-    placement = Placement(now=now, alive_only=True, exclude=node_id)
+    placement = Placement(now=now, alive_only=True, exclude=[node_id])
     movable = len(_targets(placement, rows, now)) if placement else 0
     return movable, len(rows) - movable
 

@@ -13,6 +13,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from accounts.models import User
 from nodes.models import Cordon, Node, NodeEvent, NodeEventKind, node_state
 from nodes.services import node_cordon, node_set_labels
+from tasks import node_work as node_work_module
 from tasks import services
 from tasks.models import FailureCause, HistoryAction, Task, TaskHistory, TaskStatus
 from tests.api import assert_json_error
@@ -596,3 +597,44 @@ def test_a_drain_leaves_a_task_its_node_claims_that_instant_to_run(monkeypatch):
     task.refresh_from_db()
     assert (task.assigned_node_id, task.status) == (node.pk, IN_PROGRESS)
     assert not TaskHistory.objects.filter(task=task, action=HistoryAction.ASSIGNEE_CHANGE).exists()
+
+
+@pytest.mark.mysql
+@pytest.mark.skipif(
+    connection.vendor == "sqlite", reason="needs row locks: SQLite runs one writer at a time"
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_drain_uncordoned_before_its_move_never_moves_a_task_to_its_own_node(monkeypatch):
+    # The drain's cordon committed, an uncordon committed, then the drain moved the node's
+    # pending work: the node, schedulable again and the least loaded, was placement's
+    # pick, and its task "moved" to itself, an assignee_change from the node to the node.
+    node, other, admin = NodeFactory(), NodeFactory(), AdminFactory()
+    seen(node, other)
+    task = TaskFactory(assigned_node=node)
+    TaskFactory.create_batch(3, assigned_node=other)
+    cordoned, uncordoned = threading.Event(), threading.Event()
+    original = node_work_module.tasks_drain_pending
+
+    def wait_then_move(**kwargs):
+        cordoned.set()
+        uncordoned.wait(timeout=5)
+        return original(**kwargs)
+
+    monkeypatch.setattr(node_work_module, "tasks_drain_pending", wait_then_move)
+
+    def uncordon(client):
+        cordoned.wait(timeout=5)
+        try:
+            return post(client, node, "uncordon")
+        finally:
+            uncordoned.set()
+
+    drain = lambda client: post(client, node, "drain", reason="r")  # noqa: E731
+    drained, undone = at_once(admin, [drain, uncordon])
+
+    assert (drained.status_code, undone.status_code) == (200, 200)
+    task.refresh_from_db()
+    assert task.assigned_node_id == other.pk
+    assert not TaskHistory.objects.filter(
+        task=task, action=HistoryAction.ASSIGNEE_CHANGE, to_value=str(node.pk)
+    ).exists()
