@@ -835,19 +835,22 @@ class Reassigned(list):
 
 @transaction.atomic
 def tasks_reassign(
-    *, task_ids: Iterable[UUID], node, locked_at: datetime | None = None
+    *, task_ids: Iterable[UUID], node, locked_at: datetime | None = None, from_node=None
 ) -> Reassigned:
     """Give many tasks to one node, back to pending, as `task_assign` gives one.
 
     Completed and soft-deleted tasks are left alone; returns the ids it changed.
+    `from_node`: only those still open on that node under their locks (the node page's
+    "its open tasks", read before: one moved off it and started elsewhere meanwhile
+    stays where it went).
     """
     _validate(node=node, locked_at=locked_at)
     fields = ("assigned_node_id", "status", "locked_at")
+    tasks = Task.objects.filter(pk__in=list(task_ids), active=True)
+    if from_node is not None:
+        tasks = tasks.filter(assigned_node=from_node, status__in=OPEN_STATUSES)
     locked = list(
-        Task.objects.filter(pk__in=list(task_ids), active=True)
-        .exclude(status=TaskStatus.COMPLETED)
-        .select_for_update()
-        .values_list("id", *fields)
+        tasks.exclude(status=TaskStatus.COMPLETED).select_for_update().values_list("id", *fields)
     )
     # The node's lock after the tasks', in the order a drain's move takes them.
     lock_nodes([node.pk])
