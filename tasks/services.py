@@ -1411,8 +1411,9 @@ def tasks_fail_drained(*, batch_size: int, now: datetime | None = None) -> Failo
                     remaining.order_by("pk").select_for_update(skip_locked=True), *MOVED_COLUMNS
                 )[:batch_size]
             )
-            running = [row for row in rows if row.status == TaskStatus.IN_PROGRESS]
-            pending = [row for row in rows if row.status != TaskStatus.IN_PROGRESS]
+            drained_now = _still_drained(rows, now)
+            running = [row for row in drained_now if row.status == TaskStatus.IN_PROGRESS]
+            pending = [row for row in drained_now if row.status != TaskStatus.IN_PROGRESS]
             counts = FailoverCounts()
             if running:
                 counts = _fail_and_move(running, now=now, cause=FailureCause.DRAINED)
@@ -1423,6 +1424,20 @@ def tasks_fail_drained(*, batch_size: int, now: datetime | None = None) -> Failo
             return totals
         totals += counts
         after = rows[-1].pk
+
+
+def _still_drained(rows: list, now: datetime) -> list:
+    """Of these locked tasks (driver rows), those whose node is still past its drain
+    deadline, read again under the nodes' locks (`lock_nodes`, after the tasks'): the
+    lock an uncordon and a window's cancel take first. A window cancelled just before
+    its start (200), or a node uncordoned, after the run read its drained nodes, leaves
+    the node's work alone, as if the run had come after."""
+    if not rows:
+        return rows
+    nodes = _nodes_of(rows)
+    lock_nodes(nodes)
+    still = set(Node.objects.drain_expired(now).filter(pk__in=nodes).values_list("pk", flat=True))
+    return [row for row in rows if UUID(str(row.assigned_node_id)) in still]
 
 
 class SweepPreview(NamedTuple):

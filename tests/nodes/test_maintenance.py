@@ -17,6 +17,7 @@ from nodes import services
 from nodes.models import MaintenanceWindow, Node, NodeEvent, NodeEventKind
 from nodes.services import node_cordon
 from tasks.models import FailureCause, Task, TaskHistory, TaskStatus
+from tasks.services import tasks_fail_drained
 from tests.api import assert_json_error
 from tests.concurrency import at_once
 from tests.factories import AdminFactory, NodeFactory, TaskFactory
@@ -457,3 +458,49 @@ def test_a_window_planned_while_its_node_is_uncordoned_is_no_deadlock(monkeypatc
 
     assert (uncordoned.status_code, planned.status_code) == (200, 201)
     assert MaintenanceWindow.objects.filter(node=node).count() == 1
+
+
+@pytest.mark.mysql
+@pytest.mark.skipif(
+    connection.vendor == "sqlite", reason="needs row locks: SQLite runs one writer at a time"
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_window_cancelled_at_its_start_has_its_nodes_work_left_alone(monkeypatch):
+    # The cancel came just before the window's start (200), the sweep just after it:
+    # the sweep had read the node as drained before the cancel committed, and failed
+    # its running task (cause drained), an answer neither order gives.
+    node, other, admin = NodeFactory(), NodeFactory(), AdminFactory()
+    User.objects.filter(pk__in=[node.pk, other.pk]).update(last_seen=timezone.now())
+    running = TaskFactory(assigned_node=node, status=TaskStatus.IN_PROGRESS, attempts=1)
+    starts = timezone.now() + timedelta(seconds=30)
+    window = MaintenanceWindow.objects.create(
+        node=node, starts_at=starts, ends_at=starts + timedelta(hours=1), reason="m", drain=True
+    )
+    manager = type(Task.objects)
+    original = manager.open_of
+    read, cancelled = threading.Event(), threading.Event()
+
+    def wait_then_read(self, drained):  # the drained nodes read, before the cancel commits
+        assert drained == [node.pk]
+        read.set()
+        cancelled.wait(timeout=5)
+        return original(self, drained)
+
+    monkeypatch.setattr(manager, "open_of", wait_then_read)
+
+    def sweep(client):  # a run whose clock read the window's start
+        return tasks_fail_drained(batch_size=100, now=starts + timedelta(seconds=1))
+
+    def cancel(client):
+        read.wait(timeout=5)
+        try:
+            return client.delete(f"/api/nodes/{node.pk}/maintenance/{window.pk}")
+        finally:
+            cancelled.set()
+
+    counts, answer = at_once(admin, [sweep, cancel])
+
+    assert answer.status_code == 200, answer.content
+    running.refresh_from_db()
+    assert (running.assigned_node_id, running.status) == (node.pk, TaskStatus.IN_PROGRESS)
+    assert (counts.failed, counts.reassigned) == (0, 0)
