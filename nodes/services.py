@@ -185,7 +185,10 @@ def node_maintenance_schedule(
     *, node_id: UUID, starts_at: datetime, ends_at: datetime, reason: str, drain: bool, actor
 ) -> MaintenanceWindow:
     """Plan a window (the serializer has checked it is in the future and ends after it
-    starts). The node's state follows from it when read: nothing else to schedule."""
+    starts). The node's state follows from it when read: nothing else to schedule.
+    The node's lock first, as `node_uncordon` takes it before the node's windows': a new
+    window waiting for the node's row (its foreign key) deadlocked with an uncordon."""
+    _lock_node(node_id)
     window = MaintenanceWindow.objects.create(
         node_id=node_id, starts_at=starts_at, ends_at=ends_at, reason=reason, drain=drain, by=actor
     )
@@ -208,7 +211,10 @@ class WindowNotComing(DomainError):
 @transaction.atomic
 def node_maintenance_cancel(*, node_id: UUID, window_id: int, actor) -> None:
     """Cancel a coming window (MaintenanceWindow.DoesNotExist if the node has none by
-    that id). One under way or past is history: ending it early is `node_uncordon`'s job."""
+    that id). One under way or past is history: ending it early is `node_uncordon`'s job.
+    The node's lock first, as `node_uncordon` takes it before the node's windows': the
+    window's first, its event (which needs the node's row) deadlocked with an uncordon."""
+    _lock_node(node_id)
     window = MaintenanceWindow.objects.select_for_update().get(pk=window_id, node_id=node_id)
     now = timezone.now()
     if window.starts_at <= now:

@@ -211,12 +211,15 @@ def check_transition(
         )
 
 
+INACTIVE_NODE = "Tasks can only be assigned to an active node."
+
+
 def validate_node(user) -> None:
     """A task's assignee must be an active user with the node role."""
     if user.role != Role.NODE:
         raise ValidationError("Tasks can only be assigned to a node, not an admin.")
     if not user.is_active:
-        raise ValidationError("Tasks can only be assigned to an active node.")
+        raise ValidationError(INACTIVE_NODE)
 
 
 def validate_future(value) -> None:

@@ -70,7 +70,10 @@ class TaskWork(NodeWork):
             target, locked_at = form.cleaned_data["node"], form.cleaned_data["locked_at"]
             try:
                 moved = tasks_reassign(
-                    task_ids=node_open_task_ids(node), node=target, locked_at=locked_at
+                    task_ids=node_open_task_ids(node),
+                    node=target,
+                    locked_at=locked_at,
+                    from_node=node,
                 )
             except ValidationError as error:
                 messages.error(request, "; ".join(error.messages))

@@ -7,6 +7,7 @@ no maintenance window starting before the task's deadline, unless every one has
 such a window; of these, the least-loaded (fewest open tasks, ties by id).
 """
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
@@ -45,7 +46,8 @@ class Placement:
     `alive_only`: only alive nodes may take work, never the not-down fallback (failover,
     which has always moved work to alive nodes only). `flush`: write the beats waiting in
     Redis first, as every reader of liveness does (the failover has just done so).
-    `exclude`: a node that may take none of them (one about to be drained)."""
+    `exclude`: nodes that may take none of them (the nodes a move takes the tasks from,
+    or one about to be drained)."""
 
     def __init__(
         self,
@@ -53,7 +55,7 @@ class Placement:
         now: datetime,
         alive_only: bool = False,
         flush: bool = True,
-        exclude: UUID | None = None,
+        exclude: Collection[UUID] = (),
     ):
         if flush:
             heartbeats.flush()
@@ -62,7 +64,7 @@ class Placement:
         coming = MaintenanceWindow.objects.coming(now).filter(node=OuterRef("pk"))
         rows = (
             Node.objects.schedulable(now)
-            .exclude(pk=exclude)
+            .exclude(pk__in=list(exclude))
             .with_liveness(now)
             .with_labels()
             .annotate(next_window=Subquery(coming.order_by("starts_at").values("starts_at")[:1]))

@@ -48,6 +48,7 @@ from taskmgmt.sql import (
 from tasks.actor import current_actor
 from tasks.models import (
     ALLOWED_AFTER_DEADLINE,
+    INACTIVE_NODE,
     LATE_SUCCESS_CAUSES,
     OPEN_STATUSES,
     PRIORITY_DEFAULT,
@@ -104,6 +105,21 @@ def _validate(*, node=None, locked_at: datetime | None = None) -> None:
         raise ValidationError(errors)
 
 
+def _check_takes_work(node, *, field: str = "assigned_node") -> None:
+    """`check_schedulable`, under the node's lock (`lock_nodes`). A node deactivated since
+    the request read it is the 400 that request gets a moment later (`validate_node`, on
+    `field`), not a 409 "node is cordoned", which neither order answers."""
+    try:
+        check_schedulable(node.pk)
+    except NodeCordoned:
+        node.refresh_from_db(fields=["role", "is_active"])
+        try:
+            validate_node(node)
+        except ValidationError as error:
+            raise ValidationError({field: error.messages}) from None
+        raise
+
+
 def _locked_task(task_id: UUID) -> Task:
     """The active task, locked until the transaction ends (Task.DoesNotExist if none)."""
     task = get_one(Task, for_update=True, id=task_id, active=True)
@@ -148,7 +164,7 @@ def task_create(
         _validate(node=assigned_node, locked_at=locked_at)
         lock_nodes([assigned_node.pk])  # a label change or cordon takes it too
         check_node_matches(assigned_node, node_selector)  # the 400 before the 409
-        check_schedulable(assigned_node.pk)
+        _check_takes_work(assigned_node)
     task = Task(
         name=name,
         details=details,
@@ -230,7 +246,23 @@ def _bulk_rows(items: list[dict], *, now: datetime) -> list[Task]:
 def _placed_again(items: list[dict], rows: list[Task], fit: dict) -> bool:
     """Whether placement must pick again: a placed item's node is no longer schedulable
     or no longer matches its selector (`fit`: `_schedulable_labels` under the locks).
-    A named node that changed so is the item's 409 or 400, as checked before the locks."""
+    A named node that changed so is the item's 409 or 400, as checked before the locks:
+    one deactivated meanwhile is the 400 naming each item that names it."""
+    unfit = {row.assigned_node_id for row in rows if row.assigned_node_id not in fit}
+    named_unfit = {item.get("assigned_node") for item in items} & unfit
+    inactive = (
+        set(User.objects.filter(pk__in=named_unfit, is_active=False).values_list("pk", flat=True))
+        if named_unfit
+        else set()
+    )
+    if inactive:
+        raise ValidationError(
+            {
+                f"tasks[{index}].assignedNode": [INACTIVE_NODE]
+                for index, item in enumerate(items)
+                if item.get("assigned_node") in inactive
+            }
+        )
     again = False
     for index, (item, row) in enumerate(zip(items, rows, strict=True)):
         labels = fit.get(row.assigned_node_id)
@@ -362,7 +394,7 @@ def _node_problem(node: tuple | None, labels: dict, item: dict) -> str | None:
     if role != Role.NODE:
         return "Tasks can only be assigned to a node, not an admin."
     if not active:
-        return "Tasks can only be assigned to an active node."
+        return INACTIVE_NODE
     if not labels_match(labels, item.get("node_selector")):
         return NODE_DOES_NOT_MATCH
     return None
@@ -442,7 +474,7 @@ def task_update(
         lock_nodes([assigned_node.pk])  # a label change or cordon takes it too
     check_node_matches(assigned_node, task.node_selector)  # the 400 before the 409
     if new_node:
-        check_schedulable(assigned_node.pk)
+        _check_takes_work(assigned_node)
         # Given to another node, pending: a manual reassignment, as through assign.
         transaction.on_commit(REASSIGNMENTS.labels("manual").inc)
     task.name, task.details = name, details
@@ -469,7 +501,7 @@ def task_assign(*, task_id: UUID, node, locked_at: datetime | None = None) -> Ta
         raise TaskConflict("a completed task cannot be reassigned")
     _validate(node=node, locked_at=locked_at)
     lock_nodes([node.pk])
-    check_schedulable(node.pk)
+    _check_takes_work(node, field="nodeId")
     task.assigned_node = node
     task.status = TaskStatus.PENDING
     task.locked_at = locked_at or fresh_deadline(task.locked_at)
@@ -810,23 +842,26 @@ class Reassigned(list):
 
 @transaction.atomic
 def tasks_reassign(
-    *, task_ids: Iterable[UUID], node, locked_at: datetime | None = None
+    *, task_ids: Iterable[UUID], node, locked_at: datetime | None = None, from_node=None
 ) -> Reassigned:
     """Give many tasks to one node, back to pending, as `task_assign` gives one.
 
     Completed and soft-deleted tasks are left alone; returns the ids it changed.
+    `from_node`: only those still open on that node under their locks (the node page's
+    "its open tasks", read before: one moved off it and started elsewhere meanwhile
+    stays where it went).
     """
     _validate(node=node, locked_at=locked_at)
     fields = ("assigned_node_id", "status", "locked_at")
+    tasks = Task.objects.filter(pk__in=list(task_ids), active=True)
+    if from_node is not None:
+        tasks = tasks.filter(assigned_node=from_node, status__in=OPEN_STATUSES)
     locked = list(
-        Task.objects.filter(pk__in=list(task_ids), active=True)
-        .exclude(status=TaskStatus.COMPLETED)
-        .select_for_update()
-        .values_list("id", *fields)
+        tasks.exclude(status=TaskStatus.COMPLETED).select_for_update().values_list("id", *fields)
     )
     # The node's lock after the tasks', in the order a drain's move takes them.
     lock_nodes([node.pk])
-    check_schedulable(node.pk)
+    _check_takes_work(node)
     if not locked:
         return Reassigned()
     now = timezone.now()
@@ -1141,10 +1176,15 @@ def _fail_and_move(rows: list, *, now: datetime, cause: str) -> FailoverCounts:
     stays where it is (`stranded`: left in place, for a later run), a started one still
     fails. Failover and an expired drain share it."""
     max_attempts = settings.TASK_MAX_ATTEMPTS
-    may_move = any(row.attempts < max_attempts for row in rows)
-    # Flushed for this batch already; read only when something may move.
-    placement = Placement(now=now, alive_only=True, flush=False) if may_move else None
-    plan = _plan_fail_and_move(rows, placement, now)
+    if any(row.attempts < max_attempts for row in rows):
+        plan = _locked_plan(
+            lambda placement: _plan_fail_and_move(rows, placement, now),
+            lambda plan: plan.moving,
+            sources=_nodes_of(rows),
+            now=now,
+        )
+    else:
+        plan = _plan_fail_and_move(rows, None, now)
     failed = _fail(plan.failing, actor=None, cause=cause) if plan.failing else 0
     for reason in set(plan.unplaced.values()):
         ids = [pk for pk, why in plan.unplaced.items() if why == reason]
@@ -1177,15 +1217,55 @@ def _move_elsewhere(rows: list, *, now: datetime, cause: str, actor=None) -> int
     placement picks (alive, schedulable, matching their selector), with their history
     rows naming `actor` (None: the system) and `cause`. Returns how many moved: pinned
     tasks, and those no node may take, stay where they are."""
-    placement = Placement(now=now, alive_only=True, flush=False) if rows else None
-    if not placement:
+    if not rows:
         return 0
-    moving = _targets(placement, rows, now)
+    moving = _locked_plan(
+        lambda placement: _targets(placement, rows, now) if placement else [],
+        lambda moving: moving,
+        sources=_nodes_of(rows),
+        now=now,
+    )
     if moving:
         _move(moving, now=now, cause=cause, actor=actor)
         kind = "failover" if cause == FailureCause.NODE_LOST else "drain"
         transaction.on_commit(lambda: REASSIGNMENTS.labels(kind).inc(len(moving)))
     return len(moving)
+
+
+def _locked_plan(plan: Callable, moves_of: Callable, *, sources: set, now: datetime):
+    """`plan(placement)` (an automatic move's decision: failover, a drain) with every node
+    it moves a task to row-locked (`lock_nodes`, after the tasks' locks) and checked again
+    under the lock, as a placed create is (`_placed_node`). Placement reads the fleet
+    unlocked: a drain, cordon or label change committed between the pick and the move
+    made the target unfit, and the task went pending to a draining node, or to one its
+    selector no longer matches. Then placement reads the fleet again and plans again;
+    after PLACEMENT_TRIES, only among the nodes already locked and found fit.
+    `moves_of(decision)`: its (driver row, target id) pairs. Placement as failover's:
+    alive nodes only, the beats flushed for this batch already, and never the node a
+    task is on (`sources`: uncordoned meanwhile, a drained node could be its own pick)."""
+
+    def fleet():
+        return Placement(now=now, alive_only=True, flush=False, exclude=sources)
+
+    placement = fleet()
+    fit: dict = {}  # {node id: labels} of the nodes locked and found schedulable
+    for _ in range(PLACEMENT_TRIES):
+        decision = plan(placement or None)
+        moves = moves_of(decision)
+        fit.update(_schedulable_labels({target for _, target in moves}, locked=True))
+        if all(_fits(fit, target, _json_value(row.node_selector)) for row, target in moves):
+            return decision
+        placement = fleet()
+    # Still changing: a node locked now cannot change until this transaction ends.
+    placement.nodes = [node for node in placement.nodes if node.id in fit]
+    for node in placement.nodes:
+        node.labels = fit[node.id] or {}
+    return plan(placement or None)
+
+
+def _nodes_of(rows: list) -> set:
+    """The nodes these tasks (driver rows) are on."""
+    return {UUID(str(row.assigned_node_id)) for row in rows}
 
 
 def _targets(placement: Placement, rows: list, now: datetime) -> list[tuple]:
@@ -1290,14 +1370,16 @@ def tasks_drain_pending(*, node_id: UUID, now: datetime | None = None) -> tuple[
     """A drain's first step: the node's pending tasks move now to other alive,
     schedulable nodes, as failover moves them, in the name of the admin draining it
     (the sweep's moves at the deadline are the system's). Returns (moved, stayed):
-    those with nowhere to go stay (a task the node is claiming this instant is skipped)."""
+    those with nowhere to go stay. A task another transaction holds this instant (a claim,
+    an admin's edit) is waited for, not skipped: no later step moves a skipped pending
+    task before the drain's deadline, and the node takes no claim meanwhile; once that
+    transaction commits, the task is read again (READ COMMITTED) and moves if still pending
+    here. Locks in the one order: the tasks (by key), then the nodes they move to."""
     now = now or timezone.now()
     heartbeats.flush()  # beats still in Redis: without them no target looks alive
     pending = Task.objects.filter(assigned_node_id=node_id, active=True, status=TaskStatus.PENDING)
     with transaction.atomic():
-        rows = list(
-            driver_rows(pending.order_by("pk").select_for_update(skip_locked=True), *MOVED_COLUMNS)
-        )
+        rows = list(driver_rows(pending.order_by("pk").select_for_update(), *MOVED_COLUMNS))
         moved = _move_elsewhere(rows, now=now, cause=FailureCause.DRAINED, actor=current_actor())
     return moved, len(rows) - moved
 
@@ -1311,7 +1393,7 @@ def tasks_drain_preview(*, node_id: UUID, now: datetime | None = None) -> tuple[
     rows = list(driver_rows(pending.order_by("pk"), *MOVED_COLUMNS))
     if not rows:
         return 0, 0
-    placement = Placement(now=now, alive_only=True, exclude=node_id)
+    placement = Placement(now=now, alive_only=True, exclude=[node_id])
     movable = len(_targets(placement, rows, now)) if placement else 0
     return movable, len(rows) - movable
 
@@ -1336,8 +1418,9 @@ def tasks_fail_drained(*, batch_size: int, now: datetime | None = None) -> Failo
                     remaining.order_by("pk").select_for_update(skip_locked=True), *MOVED_COLUMNS
                 )[:batch_size]
             )
-            running = [row for row in rows if row.status == TaskStatus.IN_PROGRESS]
-            pending = [row for row in rows if row.status != TaskStatus.IN_PROGRESS]
+            drained_now = _still_drained(rows, now)
+            running = [row for row in drained_now if row.status == TaskStatus.IN_PROGRESS]
+            pending = [row for row in drained_now if row.status != TaskStatus.IN_PROGRESS]
             counts = FailoverCounts()
             if running:
                 counts = _fail_and_move(running, now=now, cause=FailureCause.DRAINED)
@@ -1348,6 +1431,20 @@ def tasks_fail_drained(*, batch_size: int, now: datetime | None = None) -> Failo
             return totals
         totals += counts
         after = rows[-1].pk
+
+
+def _still_drained(rows: list, now: datetime) -> list:
+    """Of these locked tasks (driver rows), those whose node is still past its drain
+    deadline, read again under the nodes' locks (`lock_nodes`, after the tasks'): the
+    lock an uncordon and a window's cancel take first. A window cancelled just before
+    its start (200), or a node uncordoned, after the run read its drained nodes, leaves
+    the node's work alone, as if the run had come after."""
+    if not rows:
+        return rows
+    nodes = _nodes_of(rows)
+    lock_nodes(nodes)
+    still = set(Node.objects.drain_expired(now).filter(pk__in=nodes).values_list("pk", flat=True))
+    return [row for row in rows if UUID(str(row.assigned_node_id)) in still]
 
 
 class SweepPreview(NamedTuple):

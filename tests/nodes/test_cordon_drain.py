@@ -8,10 +8,12 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
+from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import User
 from nodes.models import Cordon, Node, NodeEvent, NodeEventKind, node_state
 from nodes.services import node_cordon, node_set_labels
+from tasks import node_work as node_work_module
 from tasks import services
 from tasks.models import FailureCause, HistoryAction, Task, TaskHistory, TaskStatus
 from tests.api import assert_json_error
@@ -504,3 +506,135 @@ def test_new_work_racing_a_drain_is_refused_or_moved_never_left_on_the_node(monk
     assert drain_status == 200
     assert work.status_code in (200, 201, 409), work.content
     assert not Task.objects.filter(assigned_node=node, status=PENDING).exists()
+
+
+@pytest.mark.mysql
+@pytest.mark.skipif(
+    connection.vendor == "sqlite", reason="needs row locks: SQLite runs one writer at a time"
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_drain_moves_a_pending_task_an_admin_is_editing_that_instant(monkeypatch):
+    # The drain's move skipped the tasks another transaction held (SKIP LOCKED): a task
+    # an admin was editing in place that instant stayed pending on the draining node,
+    # where no claim takes it, counted neither moved nor stayed.
+    node, other, admin = NodeFactory(), NodeFactory(), AdminFactory()
+    seen(node, other)
+    task = TaskFactory(assigned_node=node)
+    checked, drained = threading.Event(), threading.Event()
+    original = services.check_node_matches
+
+    def then_wait(*args, **kwargs):
+        result = original(*args, **kwargs)
+        checked.set()
+        drained.wait(timeout=2)  # the drain waits for this edit's lock once fixed
+        return result
+
+    monkeypatch.setattr(services, "check_node_matches", then_wait)
+    body = {
+        "taskId": str(task.pk),
+        "taskName": "renamed",
+        "taskDetails": "d",
+        "assignedNode": str(node.pk),
+        "lockedAt": future(),
+    }
+
+    def drain(client):
+        checked.wait(timeout=5)
+        try:
+            return post(client, node, "drain", reason="r")
+        finally:
+            drained.set()
+
+    edited, drain_answer = at_once(admin, [lambda client: client.put("/api/tasks", body), drain])
+
+    assert edited.status_code == 200, edited.content
+    assert drain_answer.status_code == 200, drain_answer.content
+    assert (drain_answer.json()["movedCount"], drain_answer.json()["stayedCount"]) == (1, 0)
+    task.refresh_from_db()
+    assert (task.assigned_node_id, task.status, task.name) == (other.pk, PENDING, "renamed")
+
+
+@pytest.mark.mysql
+@pytest.mark.skipif(
+    connection.vendor == "sqlite", reason="needs row locks: SQLite runs one writer at a time"
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_drain_leaves_a_task_its_node_claims_that_instant_to_run(monkeypatch):
+    # The drain's move waits for the claim's lock, then reads the task again: started,
+    # it is no pending task to move (it may finish until the drain's deadline).
+    node, other, admin = NodeFactory(), NodeFactory(), AdminFactory()
+    seen(node, other)
+    task = TaskFactory(assigned_node=node)
+    claimed, drained = threading.Event(), threading.Event()
+    original = type(Task.objects).claimable_first
+
+    def then_wait(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        claimed.set()
+        drained.wait(timeout=2)  # the drain waits for this claim's lock
+        return result
+
+    monkeypatch.setattr(type(Task.objects), "claimable_first", then_wait)
+
+    def drain(client):
+        claimed.wait(timeout=5)
+        try:
+            return post(client, node, "drain", reason="r")
+        finally:
+            drained.set()
+
+    node_token = str(RefreshToken.for_user(node).access_token)
+
+    def claim(client):
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {node_token}")
+        return client.post("/api/tasks/claim")
+
+    claim_answer, drain_answer = at_once(admin, [claim, drain])
+
+    assert claim_answer.status_code == 200, claim_answer.content
+    assert drain_answer.status_code == 200, drain_answer.content
+    assert (drain_answer.json()["movedCount"], drain_answer.json()["stayedCount"]) == (0, 0)
+    task.refresh_from_db()
+    assert (task.assigned_node_id, task.status) == (node.pk, IN_PROGRESS)
+    assert not TaskHistory.objects.filter(task=task, action=HistoryAction.ASSIGNEE_CHANGE).exists()
+
+
+@pytest.mark.mysql
+@pytest.mark.skipif(
+    connection.vendor == "sqlite", reason="needs row locks: SQLite runs one writer at a time"
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_drain_uncordoned_before_its_move_never_moves_a_task_to_its_own_node(monkeypatch):
+    # The drain's cordon committed, an uncordon committed, then the drain moved the node's
+    # pending work: the node, schedulable again and the least loaded, was placement's
+    # pick, and its task "moved" to itself, an assignee_change from the node to the node.
+    node, other, admin = NodeFactory(), NodeFactory(), AdminFactory()
+    seen(node, other)
+    task = TaskFactory(assigned_node=node)
+    TaskFactory.create_batch(3, assigned_node=other)
+    cordoned, uncordoned = threading.Event(), threading.Event()
+    original = node_work_module.tasks_drain_pending
+
+    def wait_then_move(**kwargs):
+        cordoned.set()
+        uncordoned.wait(timeout=5)
+        return original(**kwargs)
+
+    monkeypatch.setattr(node_work_module, "tasks_drain_pending", wait_then_move)
+
+    def uncordon(client):
+        cordoned.wait(timeout=5)
+        try:
+            return post(client, node, "uncordon")
+        finally:
+            uncordoned.set()
+
+    drain = lambda client: post(client, node, "drain", reason="r")  # noqa: E731
+    drained, undone = at_once(admin, [drain, uncordon])
+
+    assert (drained.status_code, undone.status_code) == (200, 200)
+    task.refresh_from_db()
+    assert task.assigned_node_id == other.pk
+    assert not TaskHistory.objects.filter(
+        task=task, action=HistoryAction.ASSIGNEE_CHANGE, to_value=str(node.pk)
+    ).exists()

@@ -3,18 +3,24 @@ cordoned (or drained, deadline = startsAt) during its window and schedulable aft
 derived when read, with no cron entry of its own: the sweep moves the work."""
 
 import re
+import threading
 from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import User
+from nodes import services
 from nodes.models import MaintenanceWindow, Node, NodeEvent, NodeEventKind
+from nodes.services import node_cordon
 from tasks.models import FailureCause, Task, TaskHistory, TaskStatus
+from tasks.services import tasks_fail_drained
 from tests.api import assert_json_error
-from tests.factories import NodeFactory, TaskFactory
+from tests.concurrency import at_once
+from tests.factories import AdminFactory, NodeFactory, TaskFactory
 
 # A moment in the dashboard's Scheduling cell: whole on one line, however narrow the cell.
 MOMENT = r'<span class="nowrap">\d{4}-\d\d-\d\d \d\d:\d\d UTC</span>'
@@ -374,3 +380,127 @@ def test_of_two_overlapping_windows_under_way_a_draining_one_decides(
     assert (shown["state"], shown["cordonReason"]) == ("draining", "drain")
     assert Node.objects.with_schedule().get(pk=node.pk).schedule_state()["state"] == "draining"
     assert beat["drainDeadline"] is not None and beat["schedulable"] is False
+
+
+@pytest.mark.mysql
+@pytest.mark.skipif(
+    connection.vendor == "sqlite", reason="needs row locks: SQLite runs one writer at a time"
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_window_cancelled_while_its_node_is_uncordoned_is_no_deadlock(monkeypatch):
+    # The cancel locked the window, the uncordon locked the node and waited for the
+    # window (it reads the node's windows FOR UPDATE), then the cancel's event needed
+    # the node's row: a deadlock, a 503 "database unavailable" to one of them.
+    node, admin = NodeFactory(), AdminFactory()
+    node_cordon(node_id=node.pk, reason="r", actor=None)
+    window = MaintenanceWindow.objects.create(
+        node=node,
+        starts_at=timezone.now() + timedelta(hours=1),
+        ends_at=timezone.now() + timedelta(hours=2),
+        reason="m",
+    )
+    paused, resume = threading.Event(), threading.Event()
+    original = services.node_event_record
+
+    def record_later(**kwargs):
+        if kwargs["kind"] == NodeEventKind.MAINTENANCE_CANCELLED:
+            paused.set()
+            resume.wait(timeout=2)  # the uncordon waits for this cancel once fixed
+        return original(**kwargs)
+
+    monkeypatch.setattr(services, "node_event_record", record_later)
+
+    def uncordon(client):
+        paused.wait(timeout=5)
+        try:
+            return client.post(f"/api/nodes/{node.pk}/uncordon")
+        finally:
+            resume.set()
+
+    cancel = lambda client: client.delete(f"/api/nodes/{node.pk}/maintenance/{window.pk}")  # noqa: E731
+
+    cancelled, uncordoned = at_once(admin, [cancel, uncordon])
+
+    assert (cancelled.status_code, uncordoned.status_code) == (200, 200)
+    assert not MaintenanceWindow.objects.filter(pk=window.pk).exists()
+    assert Node.objects.schedulable().filter(pk=node.pk).exists()
+
+
+@pytest.mark.mysql
+@pytest.mark.skipif(
+    connection.vendor == "sqlite", reason="needs row locks: SQLite runs one writer at a time"
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_window_planned_while_its_node_is_uncordoned_is_no_deadlock(monkeypatch):
+    # The uncordon locked the node; the plan inserted its window, then waited for the
+    # node's row (the window's foreign key); the uncordon read the node's windows FOR
+    # UPDATE and waited for the new one: a deadlock, a 503 to one of them.
+    node, admin = NodeFactory(), AdminFactory()
+    node_cordon(node_id=node.pk, reason="r", actor=None)
+    paused, resume = threading.Event(), threading.Event()
+    original = services._lock_node
+
+    def lock_then_wait(node_id):
+        original(node_id)
+        if not paused.is_set():  # the uncordon's, the first
+            paused.set()
+            resume.wait(timeout=2)
+
+    monkeypatch.setattr(services, "_lock_node", lock_then_wait)
+    uncordon = lambda client: client.post(f"/api/nodes/{node.pk}/uncordon")  # noqa: E731
+
+    def plan_window(client):
+        paused.wait(timeout=5)
+        threading.Timer(0.5, resume.set).start()  # the plan blocks on the node meanwhile
+        return plan(client, node, startsAt=at(60), endsAt=at(120), reason="m")
+
+    uncordoned, planned = at_once(admin, [uncordon, plan_window])
+
+    assert (uncordoned.status_code, planned.status_code) == (200, 201)
+    assert MaintenanceWindow.objects.filter(node=node).count() == 1
+
+
+@pytest.mark.mysql
+@pytest.mark.skipif(
+    connection.vendor == "sqlite", reason="needs row locks: SQLite runs one writer at a time"
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_window_cancelled_at_its_start_has_its_nodes_work_left_alone(monkeypatch):
+    # The cancel came just before the window's start (200), the sweep just after it:
+    # the sweep had read the node as drained before the cancel committed, and failed
+    # its running task (cause drained), an answer neither order gives.
+    node, other, admin = NodeFactory(), NodeFactory(), AdminFactory()
+    User.objects.filter(pk__in=[node.pk, other.pk]).update(last_seen=timezone.now())
+    running = TaskFactory(assigned_node=node, status=TaskStatus.IN_PROGRESS, attempts=1)
+    starts = timezone.now() + timedelta(seconds=30)
+    window = MaintenanceWindow.objects.create(
+        node=node, starts_at=starts, ends_at=starts + timedelta(hours=1), reason="m", drain=True
+    )
+    manager = type(Task.objects)
+    original = manager.open_of
+    read, cancelled = threading.Event(), threading.Event()
+
+    def wait_then_read(self, drained):  # the drained nodes read, before the cancel commits
+        assert drained == [node.pk]
+        read.set()
+        cancelled.wait(timeout=5)
+        return original(self, drained)
+
+    monkeypatch.setattr(manager, "open_of", wait_then_read)
+
+    def sweep(client):  # a run whose clock read the window's start
+        return tasks_fail_drained(batch_size=100, now=starts + timedelta(seconds=1))
+
+    def cancel(client):
+        read.wait(timeout=5)
+        try:
+            return client.delete(f"/api/nodes/{node.pk}/maintenance/{window.pk}")
+        finally:
+            cancelled.set()
+
+    counts, answer = at_once(admin, [sweep, cancel])
+
+    assert answer.status_code == 200, answer.content
+    running.refresh_from_db()
+    assert (running.assigned_node_id, running.status) == (node.pk, TaskStatus.IN_PROGRESS)
+    assert (counts.failed, counts.reassigned) == (0, 0)

@@ -2,20 +2,25 @@
 
 import html
 import re
+import threading
 import uuid
 from datetime import timedelta
 
 import pytest
 from django.contrib.messages import get_messages
+from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
+from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import User
 from accounts.services import user_deactivate
 from nodes.models import MaintenanceWindow
 from nodes.services import node_cordon, node_drain, node_uncordon
+from tasks import node_work
 from tasks.models import HistoryAction, Task, TaskHistory, TaskStatus
+from tests.concurrency import at_once
 from tests.factories import AdminFactory, NodeFactory, TaskFactory, fleet
 
 pytestmark = pytest.mark.django_db
@@ -321,3 +326,52 @@ def test_the_user_admin_and_the_dashboard_link_to_node_pages(admin_site_client):
     assert node_url(node) in users
     assert node_url(admin) not in users
     assert node_url(node) in dashboard
+
+
+@pytest.mark.mysql
+@pytest.mark.skipif(
+    connection.vendor == "sqlite", reason="needs row locks: SQLite runs one writer at a time"
+)
+@pytest.mark.django_db(transaction=True)
+def test_the_reassign_leaves_a_task_moved_off_the_node_meanwhile_where_it_went(monkeypatch):
+    # The page read the node's open tasks, the task was given to another node and
+    # started there, then the reassign locked the tasks by id alone: it took the
+    # running task from a node that was not the one being emptied.
+    source, elsewhere, target, admin = NodeFactory(), NodeFactory(), NodeFactory(), AdminFactory()
+    staying, leaving = TaskFactory(assigned_node=source), TaskFactory(assigned_node=source)
+    read, moved = threading.Event(), threading.Event()
+    original = node_work.node_open_task_ids
+
+    def read_then_wait(node):
+        ids = list(original(node))
+        read.set()
+        moved.wait(timeout=5)
+        return ids
+
+    monkeypatch.setattr(node_work, "node_open_task_ids", read_then_wait)
+    elsewhere_token = str(RefreshToken.for_user(elsewhere).access_token)
+
+    def reassign(_):
+        browser = Client()
+        browser.force_login(admin)
+        return browser.post(node_url(source), future_form(target) | CONFIRMED)
+
+    def move_and_start(client):
+        read.wait(timeout=5)
+        try:
+            body = {"taskId": str(leaving.pk), "nodeId": str(elsewhere.pk)}
+            assert client.put("/api/tasks/assign", body).status_code == 200
+            client.credentials(HTTP_AUTHORIZATION=f"Bearer {elsewhere_token}")
+            return client.post("/api/tasks/claim")
+        finally:
+            moved.set()
+
+    page, claimed = at_once(admin, [reassign, move_and_start])
+
+    assert page.status_code == 302
+    assert claimed.status_code == 200, claimed.content
+    leaving.refresh_from_db()
+    assert (leaving.assigned_node_id, leaving.status) == (elsewhere.pk, TaskStatus.IN_PROGRESS)
+    assert Task.objects.get(pk=staying.pk).assigned_node_id == target.pk
+    messages = [str(m) for m in get_messages(page.wsgi_request)]
+    assert messages[0].startswith(f"Reassigned 1 open task(s) from {source} to {target}")

@@ -10,9 +10,9 @@ from django.db import connection
 from django.utils import timezone
 
 from accounts.models import User
-from nodes.models import NodeLabels
+from nodes.models import Cordon, NodeLabels
 from tasks import services
-from tasks.models import Task, TaskStatus
+from tasks.models import Task, TaskHistory, TaskStatus
 from tests.concurrency import at_once
 from tests.factories import AdminFactory, NodeFactory, TaskFactory
 
@@ -209,3 +209,90 @@ def test_a_reassign_by_label_whose_picked_node_is_drained_moves_the_tasks_elsewh
     nodes = set(Task.objects.filter(pk__in=moving).values_list("assigned_node_id", flat=True))
     assert len(nodes) == 1 and min(picked[0]) not in nodes
     assert NodeLabels.objects.get(node_id=nodes.pop()).labels == GPU
+
+
+def test_a_drains_move_whose_target_is_drained_meanwhile_leaves_nothing_on_it(monkeypatch):
+    # Two drains at once: the first picked the second node for its pending task, the
+    # second drain committed and found nothing pending to move, then the first moved
+    # its task there: pending on a draining node, where no claim takes it.
+    first, second = gpu_nodes(2)
+    moving = TaskFactory(assigned_node=first)
+    picked = []
+    paused, resume = pause_at_first(monkeypatch, "_targets", picked)
+    drain_first = lambda client: client.post(f"/api/nodes/{first.pk}/drain", {"reason": "r"})  # noqa: E731
+    drain_second = lambda client: client.post(f"/api/nodes/{second.pk}/drain", {"reason": "r"})  # noqa: E731
+
+    moved, drained = at_once(AdminFactory(), [drain_first, changed(paused, resume, drain_second)])
+
+    assert [target for _, target in picked[0]] == [second.pk]  # the race under test
+    assert drained.status_code == 200, drained.content
+    assert moved.status_code == 200, moved.content
+    assert (moved.json()["movedCount"], moved.json()["stayedCount"]) == (0, 1)
+    assert Task.objects.get(pk=moving.pk).assigned_node_id == first.pk
+    assert not Task.objects.filter(assigned_node=second, status=TaskStatus.PENDING).exists()
+
+
+def test_the_sweeps_move_whose_target_loses_its_labels_meanwhile_fails_it_for_a_human(
+    monkeypatch,
+):
+    # At a drain's deadline the sweep picked a gpu node for the running task, an admin
+    # took the node's gpu label away and committed, then the sweep moved the task there:
+    # pending on a node its selector no longer matches.
+    drained, target = gpu_nodes(2)
+    running = TaskFactory(
+        assigned_node=drained, status=TaskStatus.IN_PROGRESS, attempts=1, node_selector=GPU
+    )
+    Cordon.objects.create(
+        node=drained, reason="r", drain_deadline=timezone.now() - timedelta(seconds=1)
+    )
+    picked = []
+    paused, resume = pause_at_first(monkeypatch, "_plan_fail_and_move", picked)
+    sweep = lambda client: client.post("/cron/collect-failed")  # noqa: E731
+    change = changed(paused, resume, lambda client: unlabel(client, target.pk))
+
+    swept, relabelled = at_once(AdminFactory(), [sweep, change])
+
+    assert [node for _, node in picked[0].moving] == [target.pk]  # the race under test
+    assert relabelled.status_code == 200, relabelled.content
+    assert swept.status_code == 200, swept.content
+    running.refresh_from_db()
+    assert (running.assigned_node_id, running.status) == (drained.pk, TaskStatus.FAILED)
+    assert running.failure_reason == "drain: no alive schedulable node matches its nodeSelector"
+    assert TaskHistory.objects.filter(task=running, action="assignee_change").count() == 0
+
+
+@pytest.mark.parametrize("way", ["create", "assign", "edit", "bulk"])
+def test_new_work_for_a_node_deactivated_that_instant_is_the_400_for_an_inactive_node(
+    monkeypatch, way
+):
+    # The request found the node active, an admin deactivated it and committed, then the
+    # write checked the node under its lock: a 409 "node is cordoned", an answer neither
+    # order gives (before: 201 or 200; after: the 400 for an inactive node).
+    node, other = NodeFactory(), NodeFactory()
+    waiting = TaskFactory(assigned_node=other)
+    lock = (timezone.now() + timedelta(hours=1)).isoformat()
+    new = {"taskName": "n", "taskDetails": "d", "assignedNode": str(node.pk), "lockedAt": lock}
+    sends = {
+        "create": lambda client: client.post("/api/tasks", new, format="json"),
+        "assign": lambda client: client.put(
+            "/api/tasks/assign", {"taskId": str(waiting.pk), "nodeId": str(node.pk)}
+        ),
+        "edit": lambda client: client.put(
+            "/api/tasks", {**new, "taskId": str(waiting.pk)}, format="json"
+        ),
+        "bulk": lambda client: client.post("/api/tasks/bulk", {"tasks": [new]}, format="json"),
+    }
+    picked = []
+    paused, resume = pause_at_first(monkeypatch, "lock_nodes", picked, before=True)
+    deactivate = changed(
+        paused, resume, lambda client: User.objects.filter(pk=node.pk).update(is_active=False)
+    )
+
+    admin = AdminFactory()
+    answer, _ = at_once(admin, [sends[way], deactivate])
+    monkeypatch.undo()
+    [again] = at_once(admin, [sends[way]])  # the answer once the deactivation came first
+
+    assert answer.status_code == 400, answer.content
+    assert answer.json() == again.json()
+    assert not Task.objects.filter(assigned_node=node).exists()
