@@ -263,8 +263,11 @@ class Worker:
         self.api, self.work = api, work
         self.locks = locks or TaskLocks(default_directory(api.server, api.email))
         self.idle_seconds, self.max_tasks = idle_seconds, max_tasks
-        self.stop = threading.Event()  # the first signal: no new task
-        self.halt = api.halt  # the second: drop the task at hand too
+        self.stop = threading.Event()  # no new task: the first signal, or a drain
+        self.halt = api.halt  # the second signal: drop the task at hand too
+        # A first signal was received. Not `stop`: a drain sets that too, and the operator's
+        # first SIGTERM to a draining worker then dropped its task instead of finishing it.
+        self.signal_seen = threading.Event()
         self.finished = threading.Event()
         self.keep_waiting_when_drained = keep_waiting_when_drained
         self.drain_seen = False
@@ -286,9 +289,12 @@ class Worker:
             self.stop.set()
 
     def signalled(self) -> None:
-        if self.stop.is_set():
+        """SIGTERM or Ctrl-C: the first finishes and reports the task at hand, a second
+        drops it, whether or not a drain has already stopped the claims."""
+        if self.signal_seen.is_set():
             self.halt.set()
             self.heartbeat.cancel_current()
+        self.signal_seen.set()
         self.stop.set()
 
     def run(self) -> None:

@@ -241,6 +241,48 @@ def test_a_drained_worker_finishes_its_task_and_exits_cleanly(live_server, tmp_p
     assert (waiting.assigned_node_id, waiting.status) == (other.pk, TaskStatus.PENDING)
 
 
+def test_a_draining_worker_told_to_stop_still_finishes_and_reports_its_task(live_server, tmp_path):
+    # The drain stops the claims; the operator's first SIGTERM (the machine going down
+    # for the maintenance) must still let the task at hand finish: only a second drops it.
+    node = NodeFactory()
+    task = TaskFactory(assigned_node=node, locked_at=timezone.now() + timedelta(hours=1))
+    (tmp_path / "gated.py").write_text(
+        "import os, time\n"
+        "def run(task, context):\n"
+        "    open('started', 'w').close()\n"
+        "    while not os.path.exists('go'):\n"
+        "        time.sleep(0.05)\n"
+        "    return {'done': task['id']}\n"
+    )
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [
+                str(WORKER), "--server", live_server.url, "--email", node.email,
+                "--work", "gated:run", "--idle-seconds", "0.2",
+            ],
+            env={**os.environ, "TASKMGMT_PASSWORD": PASSWORD},
+            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: (tmp_path / "started").exists(), 30, "the work never started")
+        drain(node)
+        wait_for(lambda: '"drained"' in log_path.read_text(), 10, "the drain was not seen")
+        process.send_signal(signal.SIGTERM)
+        wait_for(lambda: '"stopping"' in log_path.read_text(), 10, "the signal was not seen")
+        (tmp_path / "go").touch()
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
+
+    events = [json.loads(line) for line in log_path.read_text().splitlines()]
+    (stopping,) = [event for event in events if event["event"] == "stopping"]
+    assert stopping["now"] is False  # a first signal, though the drain came before it
+    task.refresh_from_db()
+    assert task.status == TaskStatus.COMPLETED, log_path.read_text()
+    assert task.result == {"done": str(task.pk)}
+
+
 def drain(node):
     from nodes.services import node_cordon
     from tasks.services import tasks_drain_pending
