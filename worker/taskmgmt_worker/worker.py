@@ -198,8 +198,16 @@ class Heartbeat(threading.Thread):
         while not self.finished.is_set():
             try:
                 self.beat()
-            except (Stopping, LoginRefused):
-                return  # a refused login is the main loop's to report, once
+            except Stopping:
+                return
+            except LoginRefused as error:
+                # Deactivated, say: nothing the work does can be reported, and its task moves
+                # to another node once this one is down. It stops now, not at its end (the
+                # refused login itself is the main loop's to log, once).
+                with self.lock:
+                    if self.current:
+                        self.current.revoke(reason=str(error))
+                return
             except Exception as error:  # a beat lost is not a reason to stop beating
                 log("heartbeat_error", error=repr(error))
             self.finished.wait(self.interval)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
+from accounts.services import user_deactivate
 from tasks.models import FailureCause, Task, TaskStatus
 from tasks.services import task_cancel
 from tests.factories import PASSWORD, NodeFactory, TaskFactory
@@ -324,6 +325,52 @@ def test_a_work_that_ignores_a_second_signal_and_returns_is_reported_not_dropped
     task.refresh_from_db()
     assert task.status == TaskStatus.COMPLETED
     assert task.result == {"done": str(task.pk)}
+
+
+def test_a_node_deactivated_mid_task_stops_its_work_and_exits(live_server, tmp_path):
+    # Its beats are refused from then on, so the node goes down and its task is failed
+    # over to another: the work must stop at once, not run on to its end beside the
+    # new attempt, with nothing said until then.
+    node = NodeFactory()
+    task = TaskFactory(assigned_node=node, locked_at=timezone.now() + timedelta(hours=1))
+    (tmp_path / "watching.py").write_text(
+        "import os\n"
+        "def run(task, context):\n"
+        "    open('started', 'w').close()\n"
+        "    while not os.path.exists('go'):\n"
+        "        if context.cancelled.wait(0.05):\n"
+        "            raise RuntimeError('stopped')\n"
+        "    return {'done': task['id']}\n"
+    )
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [
+                str(WORKER), "--server", live_server.url, "--email", node.email,
+                "--work", "watching:run", "--idle-seconds", "0.2",
+            ],
+            env={**os.environ, "TASKMGMT_PASSWORD": PASSWORD},
+            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: (tmp_path / "started").exists(), 30, "the work never started")
+        user_deactivate(user=node)
+        try:
+            status = process.wait(timeout=10)  # a few heartbeats
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still working\n{log_path.read_text()}") from None
+    finally:
+        (tmp_path / "go").touch()
+        process.kill()
+
+    assert status == 2  # a refused login
+    events = [json.loads(line) for line in log_path.read_text().splitlines()]
+    names = [event["event"] for event in events]
+    assert names.index("revoked") < names.index("dropped") < names.index("login_refused")
+    (revoked,) = [event for event in events if event["event"] == "revoked"]
+    assert "deactivated" in revoked["reason"]
+    task.refresh_from_db()
+    assert task.status == TaskStatus.IN_PROGRESS  # for failover, or an admin, to move
 
 
 def drain(node):
