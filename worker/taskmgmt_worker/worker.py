@@ -245,6 +245,20 @@ def failure(error: BaseException) -> dict:
     }
 
 
+def result_refused(status: int | None, payload: dict) -> str | None:
+    """Why the server refused a report's result, or None: a 400 naming `result` (over
+    TASK_RESULT_MAX_BYTES, a NUL), or a 413, a body over the server's own limit, which only
+    the result can make (the reason and traceback are cut short). Else the report was
+    refused and the task left in progress, its work done, until its deadline."""
+    if status == 413:
+        return payload.get("message") or "the request body is too large"
+    if status == 400:
+        for error in payload.get("errors", ()):
+            if isinstance(error, dict) and error.get("field") == "result":
+                return error.get("message")
+    return None
+
+
 def json_or_none(value):
     """`value` if it can travel as JSON, else None (and the reason)."""
     try:
@@ -397,9 +411,10 @@ class Worker:
         if context.attempt is not None:
             body["attempt"] = context.attempt
         status, payload = self.api.call("PUT", "/api/tasks/shift-status", body)
-        if status == 400 and "result" in {e.get("field") for e in payload.get("errors", ())}:
+        refused = result_refused(status, payload)
+        if refused and body.get("result") is not None:
             # Too large, say: the task still ends, failed, with the server's reason.
-            reason = f"result refused: {payload['errors'][0].get('message')}"[:REASON_LIMIT]
+            reason = f"result refused: {refused}"[:REASON_LIMIT]
             body.update(taskStatus="failed", reason=reason, result=None)
             status, payload = self.api.call("PUT", "/api/tasks/shift-status", body)
         if status == 200:

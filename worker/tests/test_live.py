@@ -34,6 +34,9 @@ def count(task, context):
         context.progress(100 * (row + 1) / rows, f"row {row + 1}", {"row": row + 1})
     return {"rows": rows, "from": start, "attempt": context.attempt, "echo": task["payload"]}
 
+def huge(task, context):
+    return {"blob": "x" * 1_100_000}  # over the server's 1 MiB body limit, as JSON
+
 def broken(task, context):
     context.progress(10, "starting")
     raise KeyError("column " + task["payload"]["column"])
@@ -97,6 +100,22 @@ def test_a_raising_work_function_fails_the_task_with_reason_and_traceback(live_s
     assert task.result["error"] == "KeyError"
     assert "in broken" in task.result["traceback"]
     assert task.progress_message == "starting"
+
+
+def test_a_result_over_the_servers_body_limit_fails_the_task_with_why(live_server, tmp_path):
+    # The server refuses the report's body (413) before it reads its result: the task
+    # must still end, not stay in progress, its work done, until its deadline.
+    node = NodeFactory()
+    task = TaskFactory(assigned_node=node)
+
+    events = run_worker(live_server, node, tmp_path, "huge")
+
+    task.refresh_from_db()
+    assert task.status == TaskStatus.FAILED, events
+    assert task.failure_cause == FailureCause.NODE_REPORTED
+    assert task.failure_reason.startswith("result refused: The request body is larger than")
+    assert task.result is None
+    assert [event["event"] for event in events].count("failed") == 1
 
 
 def test_a_report_for_a_task_taken_away_is_dropped_not_sent(live_server, tmp_path):
