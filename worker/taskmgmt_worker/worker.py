@@ -154,7 +154,8 @@ class Heartbeat(threading.Thread):
     def __init__(self, api: Api, finished: threading.Event, on_drained=None):
         super().__init__(name="heartbeat", daemon=True)
         self.api, self.finished = api, finished
-        self.on_drained = on_drained  # called with the deadline while the node is draining
+        # Called with each answer's drain deadline: a string while the node drains, else None.
+        self.on_drained = on_drained
         self.interval = 1.0  # until the first answer names the server's
         self.lock = threading.Lock()
         self.current: Context | None = None
@@ -182,8 +183,8 @@ class Heartbeat(threading.Thread):
             return
         self.interval = max(0.2, float(payload.get("heartbeatSeconds", self.interval)))
         draining = payload.get("schedulable") is False and payload.get("drainDeadline")
-        if draining and self.on_drained:
-            self.on_drained(payload["drainDeadline"])
+        if self.on_drained:
+            self.on_drained(payload["drainDeadline"] if draining else None)
         with self.lock:
             # Finished while the beat was out (reported, perhaps): no longer in progress, so
             # listed as revoked, but done, not taken away; it logged `revoked` after `completed`.
@@ -292,7 +293,7 @@ class Worker:
         self.signal_seen = threading.Event()
         self.finished = threading.Event()
         self.keep_waiting_when_drained = keep_waiting_when_drained
-        self.drain_seen = False
+        self.drain_seen: str | None = None  # the deadline of the drain last logged
         self.heartbeat = Heartbeat(api, self.finished, on_drained=self.drained)
         self.done = 0
         # Tasks whose report the server refused, or that were taken from this worker: not
@@ -301,12 +302,19 @@ class Worker:
         self.refused: set[str] = set()
         self.resume_due = 0.0  # time.monotonic() from which an idle poll looks again
 
-    def drained(self, deadline: str) -> None:
-        """The node is being drained: finish the task at hand, report it, and exit
-        cleanly (the machine can go down for maintenance) unless told to keep waiting."""
-        if not self.drain_seen:
+    def drained(self, deadline: str | None) -> None:
+        """The node is being drained (`deadline`): finish the task at hand, report it, and
+        exit cleanly (the machine can go down for maintenance) unless told to keep waiting.
+        None: it is not draining. Each drain is logged, and its end: a worker that keeps
+        waiting logged its first drain only, and none of the later ones."""
+        if deadline is None:
+            if self.drain_seen:
+                log("drain_ended", deadline=self.drain_seen)
+            self.drain_seen = None
+            return
+        if deadline != self.drain_seen:
             log("drained", deadline=deadline, keep_waiting=self.keep_waiting_when_drained)
-        self.drain_seen = True
+        self.drain_seen = deadline
         if not self.keep_waiting_when_drained:
             self.stop.set()
 

@@ -1,5 +1,6 @@
 """The worker's own logic, without a server: how a task's work ends up reported."""
 
+import json
 import sys
 import threading
 import time
@@ -220,3 +221,38 @@ def test_an_idle_worker_looks_for_its_orphaned_tasks_at_once_then_now_and_then(
 
     assert asked.count("/api/tasks/claim") == 20
     assert asked.count("/api/tasks/filter/in_progress") == 1  # the first idle poll's
+
+
+def test_each_drain_of_a_worker_that_keeps_waiting_is_logged_and_so_is_its_end(
+    monkeypatch, capsys, tmp_path
+):
+    # A worker kept through an uncordon must say so when its node is drained again.
+    api = Api("http://127.0.0.1:9", "node@example.com", "x", threading.Event())
+    worker = Worker(
+        api,
+        sleep_work(0),
+        idle_seconds=0,
+        max_tasks=None,
+        keep_waiting_when_drained=True,
+        locks=TaskLocks(tmp_path),
+    )
+    answers = iter(
+        [
+            {"schedulable": False, "drainDeadline": "2026-12-07T10:00:00Z"},
+            {"schedulable": False, "drainDeadline": "2026-12-07T10:00:00Z"},  # the same drain
+            {"schedulable": True, "drainDeadline": None},  # uncordoned
+            {"schedulable": True, "drainDeadline": None},
+            {"schedulable": False, "drainDeadline": "2026-12-07T12:00:00Z"},  # drained again
+        ]
+    )
+    monkeypatch.setattr(api, "call", lambda *args, **kwargs: (200, next(answers)))
+    for _ in range(5):
+        worker.heartbeat.beat()
+
+    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(line["event"], line["deadline"]) for line in logged] == [
+        ("drained", "2026-12-07T10:00:00Z"),
+        ("drain_ended", "2026-12-07T10:00:00Z"),
+        ("drained", "2026-12-07T12:00:00Z"),
+    ]
+    assert not worker.stop.is_set()  # it keeps waiting
