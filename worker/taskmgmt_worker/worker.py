@@ -118,9 +118,17 @@ class Context:
 
     def _send(self, body: dict) -> bool:
         self._sent_at = time.monotonic()
-        status, answer = self.api.call(
-            "PUT", "/api/tasks/progress", body, give_up_after=PROGRESS_GIVE_UP_SECONDS
-        )
+        try:
+            status, answer = self.api.call(
+                "PUT", "/api/tasks/progress", body, give_up_after=PROGRESS_GIVE_UP_SECONDS
+            )
+        except LoginRefused as error:
+            # Deactivated, say: a refusal like any other, not an exception in the work (or
+            # a traceback from the timer's thread, which sends a held report).
+            self.revoke(reason=str(error))
+            return False
+        except Stopping:  # the worker halts: its work is being cancelled
+            return False
         if status == 200:
             self.learn(answer, answer.get("task") or {})
             return True

@@ -6,7 +6,7 @@ import threading
 import time
 
 from taskmgmt_worker import worker as worker_module
-from taskmgmt_worker.client import Api
+from taskmgmt_worker.client import Api, LoginRefused
 from taskmgmt_worker.locks import TaskLocks
 from taskmgmt_worker.worker import (
     Context,
@@ -256,3 +256,30 @@ def test_each_drain_of_a_worker_that_keeps_waiting_is_logged_and_so_is_its_end(
         ("drained", "2026-12-07T12:00:00Z"),
     ]
     assert not worker.stop.is_set()  # it keeps waiting
+
+
+class RefusingApi(RecordingApi):
+    """Answers the first report, then refuses the login (the node was deactivated)."""
+
+    def call(self, method, path, body=None, **kwargs):
+        if self.sent:
+            raise LoginRefused("login as node@example.com: 403 This account is deactivated.")
+        return super().call(method, path, body, **kwargs)
+
+
+def test_a_refused_login_is_a_refused_report_not_an_exception_in_the_work(monkeypatch, capsys):
+    # Raised from progress(), it failed the work's own code; raised from the timer's
+    # thread sending a held report, it printed a traceback amid the JSON lines.
+    monkeypatch.setattr(worker_module, "PROGRESS_MIN_SECONDS", 0.2)
+    api = RefusingApi()
+    ctx = Context(api, {"id": "t1", "attempt": 1})
+    assert ctx.progress(10) is True
+    ctx.progress(20)  # held, sent by the timer's thread
+    time.sleep(0.5)
+
+    assert ctx.revoked and ctx.cancelled.is_set()
+    assert ctx.progress(30) is False  # taken away: nothing more is sent
+    out, err = capsys.readouterr()
+    assert err == ""
+    (revoked,) = [json.loads(line) for line in out.splitlines()]
+    assert revoked["event"] == "revoked" and "deactivated" in revoked["reason"]
