@@ -76,7 +76,7 @@ def run_worker(
     )
 
     def on_signal(number, frame):
-        log("stopping", signal=signal.Signals(number).name, now=worker.stop.is_set())
+        log("stopping", signal=signal.Signals(number).name, now=worker.signal_seen.is_set())
         worker.signalled()
 
     if threading.current_thread() is threading.main_thread():

@@ -118,9 +118,17 @@ class Context:
 
     def _send(self, body: dict) -> bool:
         self._sent_at = time.monotonic()
-        status, answer = self.api.call(
-            "PUT", "/api/tasks/progress", body, give_up_after=PROGRESS_GIVE_UP_SECONDS
-        )
+        try:
+            status, answer = self.api.call(
+                "PUT", "/api/tasks/progress", body, give_up_after=PROGRESS_GIVE_UP_SECONDS
+            )
+        except LoginRefused as error:
+            # Deactivated, say: a refusal like any other, not an exception in the work (or
+            # a traceback from the timer's thread, which sends a held report).
+            self.revoke(reason=str(error))
+            return False
+        except Stopping:  # the worker halts: its work is being cancelled
+            return False
         if status == 200:
             self.learn(answer, answer.get("task") or {})
             return True
@@ -154,7 +162,8 @@ class Heartbeat(threading.Thread):
     def __init__(self, api: Api, finished: threading.Event, on_drained=None):
         super().__init__(name="heartbeat", daemon=True)
         self.api, self.finished = api, finished
-        self.on_drained = on_drained  # called with the deadline while the node is draining
+        # Called with each answer's drain deadline: a string while the node drains, else None.
+        self.on_drained = on_drained
         self.interval = 1.0  # until the first answer names the server's
         self.lock = threading.Lock()
         self.current: Context | None = None
@@ -182,8 +191,8 @@ class Heartbeat(threading.Thread):
             return
         self.interval = max(0.2, float(payload.get("heartbeatSeconds", self.interval)))
         draining = payload.get("schedulable") is False and payload.get("drainDeadline")
-        if draining and self.on_drained:
-            self.on_drained(payload["drainDeadline"])
+        if self.on_drained:
+            self.on_drained(payload["drainDeadline"] if draining else None)
         with self.lock:
             # Finished while the beat was out (reported, perhaps): no longer in progress, so
             # listed as revoked, but done, not taken away; it logged `revoked` after `completed`.
@@ -198,8 +207,16 @@ class Heartbeat(threading.Thread):
         while not self.finished.is_set():
             try:
                 self.beat()
-            except (Stopping, LoginRefused):
-                return  # a refused login is the main loop's to report, once
+            except Stopping:
+                return
+            except LoginRefused as error:
+                # Deactivated, say: nothing the work does can be reported, and its task moves
+                # to another node once this one is down. It stops now, not at its end (the
+                # refused login itself is the main loop's to log, once).
+                with self.lock:
+                    if self.current:
+                        self.current.revoke(reason=str(error))
+                return
             except Exception as error:  # a beat lost is not a reason to stop beating
                 log("heartbeat_error", error=repr(error))
             self.finished.wait(self.interval)
@@ -237,6 +254,20 @@ def failure(error: BaseException) -> dict:
     }
 
 
+def result_refused(status: int | None, payload: dict) -> str | None:
+    """Why the server refused a report's result, or None: a 400 naming `result` (over
+    TASK_RESULT_MAX_BYTES, a NUL), or a 413, a body over the server's own limit, which only
+    the result can make (the reason and traceback are cut short). Else the report was
+    refused and the task left in progress, its work done, until its deadline."""
+    if status == 413:
+        return payload.get("message") or "the request body is too large"
+    if status == 400:
+        for error in payload.get("errors", ()):
+            if isinstance(error, dict) and error.get("field") == "result":
+                return error.get("message")
+    return None
+
+
 def json_or_none(value):
     """`value` if it can travel as JSON, else None (and the reason)."""
     try:
@@ -263,11 +294,14 @@ class Worker:
         self.api, self.work = api, work
         self.locks = locks or TaskLocks(default_directory(api.server, api.email))
         self.idle_seconds, self.max_tasks = idle_seconds, max_tasks
-        self.stop = threading.Event()  # the first signal: no new task
-        self.halt = api.halt  # the second: drop the task at hand too
+        self.stop = threading.Event()  # no new task: the first signal, or a drain
+        self.halt = api.halt  # the second signal: drop the task at hand too
+        # A first signal was received. Not `stop`: a drain sets that too, and the operator's
+        # first SIGTERM to a draining worker then dropped its task instead of finishing it.
+        self.signal_seen = threading.Event()
         self.finished = threading.Event()
         self.keep_waiting_when_drained = keep_waiting_when_drained
-        self.drain_seen = False
+        self.drain_seen: str | None = None  # the deadline of the drain last logged
         self.heartbeat = Heartbeat(api, self.finished, on_drained=self.drained)
         self.done = 0
         # Tasks whose report the server refused, or that were taken from this worker: not
@@ -276,19 +310,29 @@ class Worker:
         self.refused: set[str] = set()
         self.resume_due = 0.0  # time.monotonic() from which an idle poll looks again
 
-    def drained(self, deadline: str) -> None:
-        """The node is being drained: finish the task at hand, report it, and exit
-        cleanly (the machine can go down for maintenance) unless told to keep waiting."""
-        if not self.drain_seen:
+    def drained(self, deadline: str | None) -> None:
+        """The node is being drained (`deadline`): finish the task at hand, report it, and
+        exit cleanly (the machine can go down for maintenance) unless told to keep waiting.
+        None: it is not draining. Each drain is logged, and its end: a worker that keeps
+        waiting logged its first drain only, and none of the later ones."""
+        if deadline is None:
+            if self.drain_seen:
+                log("drain_ended", deadline=self.drain_seen)
+            self.drain_seen = None
+            return
+        if deadline != self.drain_seen:
             log("drained", deadline=deadline, keep_waiting=self.keep_waiting_when_drained)
-        self.drain_seen = True
+        self.drain_seen = deadline
         if not self.keep_waiting_when_drained:
             self.stop.set()
 
     def signalled(self) -> None:
-        if self.stop.is_set():
+        """SIGTERM or Ctrl-C: the first finishes and reports the task at hand, a second
+        drops it, whether or not a drain has already stopped the claims."""
+        if self.signal_seen.is_set():
             self.halt.set()
             self.heartbeat.cancel_current()
+        self.signal_seen.set()
         self.stop.set()
 
     def run(self) -> None:
@@ -370,7 +414,10 @@ class Worker:
             self.heartbeat.working_on(None)
         if context.revoked:
             self.refused.add(context.task_id)
-        if context.revoked or (context.cancelled.is_set() and not context.cancel_requested):
+        halted = context.cancelled.is_set() and not context.cancel_requested
+        # A work that ignored the second signal and returned is done: its result is reported
+        # (one try), not thrown away for the task to be run again by the next run or failover.
+        if context.revoked or (halted and outcome["taskStatus"] != "completed"):
             log("dropped", task=task["id"])  # taken away, or the worker halts: say nothing
             return
         self.report(context, outcome)
@@ -380,9 +427,10 @@ class Worker:
         if context.attempt is not None:
             body["attempt"] = context.attempt
         status, payload = self.api.call("PUT", "/api/tasks/shift-status", body)
-        if status == 400 and "result" in {e.get("field") for e in payload.get("errors", ())}:
+        refused = result_refused(status, payload)
+        if refused and body.get("result") is not None:
             # Too large, say: the task still ends, failed, with the server's reason.
-            reason = f"result refused: {payload['errors'][0].get('message')}"[:REASON_LIMIT]
+            reason = f"result refused: {refused}"[:REASON_LIMIT]
             body.update(taskStatus="failed", reason=reason, result=None)
             status, payload = self.api.call("PUT", "/api/tasks/shift-status", body)
         if status == 200:

@@ -1,11 +1,12 @@
 """The worker's own logic, without a server: how a task's work ends up reported."""
 
+import json
 import sys
 import threading
 import time
 
 from taskmgmt_worker import worker as worker_module
-from taskmgmt_worker.client import Api
+from taskmgmt_worker.client import Api, LoginRefused
 from taskmgmt_worker.locks import TaskLocks
 from taskmgmt_worker.worker import (
     Context,
@@ -220,3 +221,65 @@ def test_an_idle_worker_looks_for_its_orphaned_tasks_at_once_then_now_and_then(
 
     assert asked.count("/api/tasks/claim") == 20
     assert asked.count("/api/tasks/filter/in_progress") == 1  # the first idle poll's
+
+
+def test_each_drain_of_a_worker_that_keeps_waiting_is_logged_and_so_is_its_end(
+    monkeypatch, capsys, tmp_path
+):
+    # A worker kept through an uncordon must say so when its node is drained again.
+    api = Api("http://127.0.0.1:9", "node@example.com", "x", threading.Event())
+    worker = Worker(
+        api,
+        sleep_work(0),
+        idle_seconds=0,
+        max_tasks=None,
+        keep_waiting_when_drained=True,
+        locks=TaskLocks(tmp_path),
+    )
+    answers = iter(
+        [
+            {"schedulable": False, "drainDeadline": "2026-12-07T10:00:00Z"},
+            {"schedulable": False, "drainDeadline": "2026-12-07T10:00:00Z"},  # the same drain
+            {"schedulable": True, "drainDeadline": None},  # uncordoned
+            {"schedulable": True, "drainDeadline": None},
+            {"schedulable": False, "drainDeadline": "2026-12-07T12:00:00Z"},  # drained again
+        ]
+    )
+    monkeypatch.setattr(api, "call", lambda *args, **kwargs: (200, next(answers)))
+    for _ in range(5):
+        worker.heartbeat.beat()
+
+    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(line["event"], line["deadline"]) for line in logged] == [
+        ("drained", "2026-12-07T10:00:00Z"),
+        ("drain_ended", "2026-12-07T10:00:00Z"),
+        ("drained", "2026-12-07T12:00:00Z"),
+    ]
+    assert not worker.stop.is_set()  # it keeps waiting
+
+
+class RefusingApi(RecordingApi):
+    """Answers the first report, then refuses the login (the node was deactivated)."""
+
+    def call(self, method, path, body=None, **kwargs):
+        if self.sent:
+            raise LoginRefused("login as node@example.com: 403 This account is deactivated.")
+        return super().call(method, path, body, **kwargs)
+
+
+def test_a_refused_login_is_a_refused_report_not_an_exception_in_the_work(monkeypatch, capsys):
+    # Raised from progress(), it failed the work's own code; raised from the timer's
+    # thread sending a held report, it printed a traceback amid the JSON lines.
+    monkeypatch.setattr(worker_module, "PROGRESS_MIN_SECONDS", 0.2)
+    api = RefusingApi()
+    ctx = Context(api, {"id": "t1", "attempt": 1})
+    assert ctx.progress(10) is True
+    ctx.progress(20)  # held, sent by the timer's thread
+    time.sleep(0.5)
+
+    assert ctx.revoked and ctx.cancelled.is_set()
+    assert ctx.progress(30) is False  # taken away: nothing more is sent
+    out, err = capsys.readouterr()
+    assert err == ""
+    (revoked,) = [json.loads(line) for line in out.splitlines()]
+    assert revoked["event"] == "revoked" and "deactivated" in revoked["reason"]

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
+from accounts.services import user_deactivate
 from tasks.models import FailureCause, Task, TaskStatus
 from tasks.services import task_cancel
 from tests.factories import PASSWORD, NodeFactory, TaskFactory
@@ -32,6 +33,9 @@ def count(task, context):
     for row in range(start, rows):
         context.progress(100 * (row + 1) / rows, f"row {row + 1}", {"row": row + 1})
     return {"rows": rows, "from": start, "attempt": context.attempt, "echo": task["payload"]}
+
+def huge(task, context):
+    return {"blob": "x" * 1_100_000}  # over the server's 1 MiB body limit, as JSON
 
 def broken(task, context):
     context.progress(10, "starting")
@@ -96,6 +100,22 @@ def test_a_raising_work_function_fails_the_task_with_reason_and_traceback(live_s
     assert task.result["error"] == "KeyError"
     assert "in broken" in task.result["traceback"]
     assert task.progress_message == "starting"
+
+
+def test_a_result_over_the_servers_body_limit_fails_the_task_with_why(live_server, tmp_path):
+    # The server refuses the report's body (413) before it reads its result: the task
+    # must still end, not stay in progress, its work done, until its deadline.
+    node = NodeFactory()
+    task = TaskFactory(assigned_node=node)
+
+    events = run_worker(live_server, node, tmp_path, "huge")
+
+    task.refresh_from_db()
+    assert task.status == TaskStatus.FAILED, events
+    assert task.failure_cause == FailureCause.NODE_REPORTED
+    assert task.failure_reason.startswith("result refused: The request body is larger than")
+    assert task.result is None
+    assert [event["event"] for event in events].count("failed") == 1
 
 
 def test_a_report_for_a_task_taken_away_is_dropped_not_sent(live_server, tmp_path):
@@ -239,6 +259,137 @@ def test_a_drained_worker_finishes_its_task_and_exits_cleanly(live_server, tmp_p
     waiting.refresh_from_db()
     assert task.status == TaskStatus.COMPLETED
     assert (waiting.assigned_node_id, waiting.status) == (other.pk, TaskStatus.PENDING)
+
+
+def test_a_draining_worker_told_to_stop_still_finishes_and_reports_its_task(live_server, tmp_path):
+    # The drain stops the claims; the operator's first SIGTERM (the machine going down
+    # for the maintenance) must still let the task at hand finish: only a second drops it.
+    node = NodeFactory()
+    task = TaskFactory(assigned_node=node, locked_at=timezone.now() + timedelta(hours=1))
+    (tmp_path / "gated.py").write_text(
+        "import os, time\n"
+        "def run(task, context):\n"
+        "    open('started', 'w').close()\n"
+        "    while not os.path.exists('go'):\n"
+        "        time.sleep(0.05)\n"
+        "    return {'done': task['id']}\n"
+    )
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [
+                str(WORKER), "--server", live_server.url, "--email", node.email,
+                "--work", "gated:run", "--idle-seconds", "0.2",
+            ],
+            env={**os.environ, "TASKMGMT_PASSWORD": PASSWORD},
+            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: (tmp_path / "started").exists(), 30, "the work never started")
+        drain(node)
+        wait_for(lambda: '"drained"' in log_path.read_text(), 10, "the drain was not seen")
+        process.send_signal(signal.SIGTERM)
+        wait_for(lambda: '"stopping"' in log_path.read_text(), 10, "the signal was not seen")
+        (tmp_path / "go").touch()
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
+
+    events = [json.loads(line) for line in log_path.read_text().splitlines()]
+    (stopping,) = [event for event in events if event["event"] == "stopping"]
+    assert stopping["now"] is False  # a first signal, though the drain came before it
+    task.refresh_from_db()
+    assert task.status == TaskStatus.COMPLETED, log_path.read_text()
+    assert task.result == {"done": str(task.pk)}
+
+
+def test_a_work_that_ignores_a_second_signal_and_returns_is_reported_not_dropped(
+    live_server, tmp_path
+):
+    # A second SIGTERM drops the task at hand: a work that watches `cancelled` stops, and
+    # nothing is reported. One that does not watch it runs on to its end; its result must
+    # then be reported, or the finished task waits in progress to be run again.
+    node = NodeFactory()
+    task = TaskFactory(assigned_node=node, locked_at=timezone.now() + timedelta(hours=1))
+    (tmp_path / "gated.py").write_text(
+        "import os, time\n"
+        "def run(task, context):\n"
+        "    open('started', 'w').close()\n"
+        "    while not os.path.exists('go'):\n"
+        "        time.sleep(0.05)\n"
+        "    return {'done': task['id']}\n"
+    )
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [
+                str(WORKER), "--server", live_server.url, "--email", node.email,
+                "--work", "gated:run", "--idle-seconds", "0.2",
+            ],
+            env={**os.environ, "TASKMGMT_PASSWORD": PASSWORD},
+            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: (tmp_path / "started").exists(), 30, "the work never started")
+        for seen in ('"now": false', '"now": true'):
+            process.send_signal(signal.SIGTERM)
+            wait_for(lambda seen=seen: seen in log_path.read_text(), 10, f"no stopping with {seen}")
+        (tmp_path / "go").touch()
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
+
+    events = [json.loads(line)["event"] for line in log_path.read_text().splitlines()]
+    assert "dropped" not in events and "completed" in events, events
+    task.refresh_from_db()
+    assert task.status == TaskStatus.COMPLETED
+    assert task.result == {"done": str(task.pk)}
+
+
+def test_a_node_deactivated_mid_task_stops_its_work_and_exits(live_server, tmp_path):
+    # Its beats are refused from then on, so the node goes down and its task is failed
+    # over to another: the work must stop at once, not run on to its end beside the
+    # new attempt, with nothing said until then.
+    node = NodeFactory()
+    task = TaskFactory(assigned_node=node, locked_at=timezone.now() + timedelta(hours=1))
+    (tmp_path / "watching.py").write_text(
+        "import os\n"
+        "def run(task, context):\n"
+        "    open('started', 'w').close()\n"
+        "    while not os.path.exists('go'):\n"
+        "        if context.cancelled.wait(0.05):\n"
+        "            raise RuntimeError('stopped')\n"
+        "    return {'done': task['id']}\n"
+    )
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [
+                str(WORKER), "--server", live_server.url, "--email", node.email,
+                "--work", "watching:run", "--idle-seconds", "0.2",
+            ],
+            env={**os.environ, "TASKMGMT_PASSWORD": PASSWORD},
+            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: (tmp_path / "started").exists(), 30, "the work never started")
+        user_deactivate(user=node)
+        try:
+            status = process.wait(timeout=10)  # a few heartbeats
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still working\n{log_path.read_text()}") from None
+    finally:
+        (tmp_path / "go").touch()
+        process.kill()
+
+    assert status == 2  # a refused login
+    events = [json.loads(line) for line in log_path.read_text().splitlines()]
+    names = [event["event"] for event in events]
+    assert names.index("revoked") < names.index("dropped") < names.index("login_refused")
+    (revoked,) = [event for event in events if event["event"] == "revoked"]
+    assert "deactivated" in revoked["reason"]
+    task.refresh_from_db()
+    assert task.status == TaskStatus.IN_PROGRESS  # for failover, or an admin, to move
 
 
 def drain(node):
