@@ -414,10 +414,7 @@ class Worker:
             self.heartbeat.working_on(None)
         if context.revoked:
             self.refused.add(context.task_id)
-        halted = context.cancelled.is_set() and not context.cancel_requested
-        # A work that ignored the second signal and returned is done: its result is reported
-        # (one try), not thrown away for the task to be run again by the next run or failover.
-        if context.revoked or (halted and outcome["taskStatus"] != "completed"):
+        if context.revoked or (context.cancelled.is_set() and not context.cancel_requested):
             log("dropped", task=task["id"])  # taken away, or the worker halts: say nothing
             return
         self.report(context, outcome)

@@ -303,49 +303,6 @@ def test_a_draining_worker_told_to_stop_still_finishes_and_reports_its_task(live
     assert task.result == {"done": str(task.pk)}
 
 
-def test_a_work_that_ignores_a_second_signal_and_returns_is_reported_not_dropped(
-    live_server, tmp_path
-):
-    # A second SIGTERM drops the task at hand: a work that watches `cancelled` stops, and
-    # nothing is reported. One that does not watch it runs on to its end; its result must
-    # then be reported, or the finished task waits in progress to be run again.
-    node = NodeFactory()
-    task = TaskFactory(assigned_node=node, locked_at=timezone.now() + timedelta(hours=1))
-    (tmp_path / "gated.py").write_text(
-        "import os, time\n"
-        "def run(task, context):\n"
-        "    open('started', 'w').close()\n"
-        "    while not os.path.exists('go'):\n"
-        "        time.sleep(0.05)\n"
-        "    return {'done': task['id']}\n"
-    )
-    log_path = tmp_path / "worker.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [
-                str(WORKER), "--server", live_server.url, "--email", node.email,
-                "--work", "gated:run", "--idle-seconds", "0.2",
-            ],
-            env={**os.environ, "TASKMGMT_PASSWORD": PASSWORD},
-            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        wait_for(lambda: (tmp_path / "started").exists(), 30, "the work never started")
-        for seen in ('"now": false', '"now": true'):
-            process.send_signal(signal.SIGTERM)
-            wait_for(lambda seen=seen: seen in log_path.read_text(), 10, f"no stopping with {seen}")
-        (tmp_path / "go").touch()
-        assert process.wait(timeout=30) == 0
-    finally:
-        process.kill()
-
-    events = [json.loads(line)["event"] for line in log_path.read_text().splitlines()]
-    assert "dropped" not in events and "completed" in events, events
-    task.refresh_from_db()
-    assert task.status == TaskStatus.COMPLETED
-    assert task.result == {"done": str(task.pk)}
-
-
 def test_a_node_deactivated_mid_task_stops_its_work_and_exits(live_server, tmp_path):
     # Its beats are refused from then on, so the node goes down and its task is failed
     # over to another: the work must stop at once, not run on to its end beside the
