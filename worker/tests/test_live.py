@@ -130,15 +130,7 @@ def test_a_report_for_a_task_taken_away_is_dropped_not_sent(live_server, tmp_pat
         "    return {'late': True}\n"
     )
     log_path = tmp_path / "worker.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [
-                str(WORKER), "--server", live_server.url, "--email", node.email,
-                "--work", "away:run", "--idle-seconds", "0.2",
-            ],
-            env={**os.environ, "TASKMGMT_PASSWORD": PASSWORD},
-            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    process = start_worker(live_server, node, tmp_path, "away:run")
     try:
         wait_for(lambda: (tmp_path / "started").exists(), 30, "the work never started")
         Task.objects.filter(pk=task.pk).update(assigned_node=other, status=TaskStatus.PENDING)
@@ -152,6 +144,19 @@ def test_a_report_for_a_task_taken_away_is_dropped_not_sent(live_server, tmp_pat
     assert "revoked" in events and "completed" not in events, events
     task.refresh_from_db()
     assert (task.status, task.result) == (TaskStatus.PENDING, None)
+
+
+def start_worker(live_server, node, tmp_path, work: str, *args: str) -> subprocess.Popen:
+    """`taskmgmt-worker` for `node` running `work` in `tmp_path`, logging to worker.log."""
+    with (tmp_path / "worker.log").open("w") as log:
+        return subprocess.Popen(
+            [
+                str(WORKER), "--server", live_server.url, "--email", node.email,
+                "--work", work, *args, "--idle-seconds", "0.2",
+            ],
+            env={**os.environ, "TASKMGMT_PASSWORD": PASSWORD},
+            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
 
 
 def wait_for(condition, timeout: float, what: str) -> None:
@@ -192,15 +197,7 @@ def test_a_cancel_request_is_acknowledged_within_a_heartbeat(live_server, tmp_pa
         "    return {'finished': True}\n"
     )
     log_path = tmp_path / "worker.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [
-                str(WORKER), "--server", live_server.url, "--email", node.email,
-                "--work", "slow:run", "--max-tasks", "1", "--idle-seconds", "0.2",
-            ],
-            env={**os.environ, "TASKMGMT_PASSWORD": PASSWORD},
-            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    process = start_worker(live_server, node, tmp_path, "slow:run", "--max-tasks", "1")
     try:
         wait_for(lambda: (tmp_path / "started").exists(), 30, "the work never started")
         task_cancel(task_id=task.pk, reason="wrong input")
@@ -236,15 +233,7 @@ def test_a_drained_worker_finishes_its_task_and_exits_cleanly(live_server, tmp_p
         "    return {'done': task['id']}\n"
     )
     log_path = tmp_path / "worker.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [
-                str(WORKER), "--server", live_server.url, "--email", node.email,
-                "--work", "gated:run", "--idle-seconds", "0.2",
-            ],
-            env={**os.environ, "TASKMGMT_PASSWORD": PASSWORD},
-            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    process = start_worker(live_server, node, tmp_path, "gated:run")
     try:
         wait_for(lambda: (tmp_path / "started").exists(), 30, "the work never started")
         moved, stayed = drain(node)
@@ -275,15 +264,7 @@ def test_a_draining_worker_told_to_stop_still_finishes_and_reports_its_task(live
         "    return {'done': task['id']}\n"
     )
     log_path = tmp_path / "worker.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [
-                str(WORKER), "--server", live_server.url, "--email", node.email,
-                "--work", "gated:run", "--idle-seconds", "0.2",
-            ],
-            env={**os.environ, "TASKMGMT_PASSWORD": PASSWORD},
-            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    process = start_worker(live_server, node, tmp_path, "gated:run")
     try:
         wait_for(lambda: (tmp_path / "started").exists(), 30, "the work never started")
         drain(node)
@@ -319,15 +300,7 @@ def test_a_node_deactivated_mid_task_stops_its_work_and_exits(live_server, tmp_p
         "    return {'done': task['id']}\n"
     )
     log_path = tmp_path / "worker.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [
-                str(WORKER), "--server", live_server.url, "--email", node.email,
-                "--work", "watching:run", "--idle-seconds", "0.2",
-            ],
-            env={**os.environ, "TASKMGMT_PASSWORD": PASSWORD},
-            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    process = start_worker(live_server, node, tmp_path, "watching:run")
     try:
         wait_for(lambda: (tmp_path / "started").exists(), 30, "the work never started")
         user_deactivate(user=node)
