@@ -535,18 +535,15 @@ def is_editable(task) -> bool:
     return task.active and task.status == TaskStatus.PENDING
 
 
+# What an admin edits on a task's page, in the page's order (TaskAdmin.fields); and the
+# payload, which the page lists as `payload_json` (shown read-only unless it may be edited).
+EDITABLE_FIELDS = ["name", "details", "assigned_node", "locked_at", "priority", "node_selector"]
+
+
 class TaskAdminForm(forms.ModelForm):
     class Meta:
         model = Task
-        fields = [
-            "name",
-            "details",
-            "assigned_node",
-            "locked_at",
-            "priority",
-            "node_selector",
-            "payload",
-        ]
+        fields = [*EDITABLE_FIELDS, "payload"]
         field_classes = {"node_selector": OptionalJSONField, "payload": PayloadField}
 
     def __init__(self, *args, **kwargs):
@@ -871,12 +868,7 @@ class TaskAdmin(admin.ModelAdmin):
     ]
     fields = [
         "id",
-        "name",
-        "details",
-        "assigned_node",
-        "locked_at",
-        "priority",
-        "node_selector",
+        *EDITABLE_FIELDS,
         "pinned",
         "status",
         "attempts",

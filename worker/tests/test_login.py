@@ -2,6 +2,7 @@
 token, so a misconfigured worker does not spend its account's login budget twice."""
 
 import base64
+import contextlib
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,14 +29,23 @@ class Refusing(BaseHTTPRequestHandler):
         pass
 
 
+@contextlib.contextmanager
+def serving(handler):
+    """A real HTTP server on 127.0.0.1 answering with `handler`: its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def refusing():
     Refusing.logins = 0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(Refusing) as url:
+        yield url
 
 
 def test_a_refused_login_is_tried_once_and_reported_once(refusing, capsys):
@@ -88,11 +98,8 @@ class Portal(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def portal():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Portal)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(Portal) as url:
+        yield url
 
 
 def test_a_login_answered_200_without_a_token_is_retried_not_a_crash(portal, capsys):
