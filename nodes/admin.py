@@ -14,6 +14,7 @@ from accounts.models import Role, User
 from nodes import heartbeats
 from nodes.forms import LabelsFormField
 from nodes.models import Liveness, NodeLabels, liveness_case
+from nodes.node_page import deactivated_work
 from nodes.services import node_set_labels
 from nodes.work import node_work
 
@@ -118,11 +119,9 @@ class NodeUserAdmin(UserAdmin):
                 request,
                 format_html(
                     "{} can no longer log in, and every token it holds stops working. "
-                    "Its {} open task(s) ({} in progress) stay assigned to it until "
-                    'reassigned: nothing works on them meanwhile (<a href="{}">its node page</a>).',
+                    '{} (<a href="{}">its node page</a>)',
                     obj,
-                    open_tasks,
-                    in_progress,
+                    deactivated_work(open_tasks, in_progress),
                     reverse("admin:node", args=[obj.pk]),
                 ),
             )

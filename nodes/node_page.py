@@ -2,6 +2,7 @@
 the node's liveness and its deactivation here, its work's panels and reassign
 from nodes.work."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect
@@ -245,6 +246,20 @@ def pending_plan(movable: int, staying: int) -> str:
     )
 
 
+def deactivated_work(open_tasks: int, in_progress: int) -> str:
+    """What becomes of a deactivated node's open tasks: its beats are refused, so with
+    FAILOVER=reassign the sweep moves them once it is down (a node never seen is never
+    down); otherwise they wait for an admin."""
+    stay = f"Its {open_tasks} open task(s) ({in_progress} in progress) stay assigned to it"
+    if settings.FAILOVER == "reassign":
+        return (
+            f"{stay} until reassigned, or until failover moves them to alive nodes once it "
+            f"is down ({settings.NODE_DOWN_AFTER} s after its last heartbeat; never, if it "
+            "has never sent one)."
+        )
+    return f"{stay} until reassigned: nothing works on them meanwhile."
+
+
 def deactivate(site, request, node):
     """Asks first (Django's delete-confirmation pattern), then deactivates."""
     if request.POST.get("confirm") != "yes":
@@ -256,8 +271,7 @@ def deactivate(site, request, node):
             title=f"Deactivate {node}?",
             changes=[
                 f"{node} can no longer log in, and every token it holds stops working at once.",
-                f"Its {open_tasks} open task(s) ({in_progress} in progress) stay assigned to it "
-                "until reassigned: nothing works on them meanwhile.",
+                deactivated_work(open_tasks, in_progress),
             ],
             hidden=[("action", "deactivate")],
             submit="Yes, deactivate",

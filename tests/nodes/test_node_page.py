@@ -187,6 +187,22 @@ def test_deactivate_first_asks_on_a_page_saying_what_it_does(admin_site_client):
     assert node.is_active
 
 
+def test_deactivate_with_failover_on_says_failover_moves_the_tasks_once_it_is_down(
+    admin_site_client, settings
+):
+    # It said they stay "until reassigned: nothing works on them meanwhile", while with
+    # FAILOVER=reassign the sweep moves them once the node, its beats refused, is down.
+    settings.FAILOVER, settings.NODE_DOWN_AFTER = "reassign", 30
+    node = NodeFactory()
+    TaskFactory(assigned_node=node, status=TaskStatus.IN_PROGRESS)
+
+    page = admin_site_client.post(node_url(node), {"action": "deactivate"}).content.decode()
+
+    assert "Its 1 open task(s) (1 in progress) stay assigned to it until reassigned, or" in page
+    assert "failover moves them to alive nodes once it is down (30 s after" in page
+    assert "nothing works on them meanwhile" not in page
+
+
 def test_reassign_first_asks_saying_how_many_move_and_what_happens_to_deadlines(
     admin_site_client, settings
 ):
