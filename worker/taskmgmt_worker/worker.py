@@ -268,6 +268,13 @@ def result_refused(status: int | None, payload: dict) -> str | None:
     return None
 
 
+def task_in(answer: dict) -> dict | None:
+    """The task a 200 carries (`task`), or None when it carries none: a proxy or captive
+    portal answering 200 with a page of its own must not crash the worker."""
+    task = answer.get("task")
+    return task if isinstance(task, dict) and isinstance(task.get("id"), str) else None
+
+
 def json_or_none(value):
     """`value` if it can travel as JSON, else None (and the reason)."""
     try:
@@ -340,8 +347,8 @@ class Worker:
         try:
             while not self.stop.is_set() and self.done != self.max_tasks:
                 status, payload = self.api.call("POST", "/api/tasks/claim", abort=self.stop)
-                if status == 200:
-                    task = payload["task"]
+                task = task_in(payload) if status == 200 else None
+                if task is not None:
                     self.refused.discard(task["id"])  # a new attempt, this one's
                     # Not if another process of the node took it up from the list of
                     # tasks in progress between the claim and now: it works on it.
@@ -355,8 +362,9 @@ class Worker:
                     if time.monotonic() >= self.resume_due:
                         self.resume_due = time.monotonic() + RESUME_EVERY_SECONDS
                         self.resume()
-                else:
-                    log("claim_refused", status=status, message=payload.get("message"))
+                else:  # a refusal, or a 200 without a task (a proxy's page, say)
+                    message = payload.get("message") or (status == 200 and "no task in the answer")
+                    log("claim_refused", status=status, message=message or None)
                 self.stop.wait(self.idle_seconds)
         except Stopping:
             pass
@@ -368,9 +376,12 @@ class Worker:
         """Tasks in progress for this node that no process here works on (a claim whose
         answer was lost, a previous run killed mid-task): claim only offers pending ones."""
         status, payload = self.api.call("GET", "/api/tasks/filter/in_progress", abort=self.stop)
-        for listed in payload["tasks"] if status == 200 else []:
+        listed_tasks = payload.get("tasks") if status == 200 else None
+        for listed in listed_tasks if isinstance(listed_tasks, list) else []:
             if self.stop.is_set() or self.done == self.max_tasks:
                 return
+            if task_in({"task": listed}) is None:
+                continue  # not a task: an answer that is not the server's
             key = key_of(listed)
             if listed["id"] in self.refused or not self.locks.take(key):
                 continue  # past its deadline (the sweep will fail it), not ours, or worked on
@@ -381,8 +392,8 @@ class Worker:
             except BaseException:
                 self.locks.release(key)
                 raise
-            task = answer.get("task") if status == 200 else None
-            if not task or key_of(task) != key or task["status"] != "in_progress":
+            task = task_in(answer) if status == 200 else None
+            if not task or key_of(task) != key or task.get("status") != "in_progress":
                 self.locks.release(key)
                 continue
             log("resumed", task=task["id"])

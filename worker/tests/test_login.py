@@ -134,3 +134,63 @@ def test_a_malformed_200_to_a_login_is_token_unavailable(monkeypatch, answer):
     with pytest.raises(TokenUnavailable, match="200 without a token"):
         api.token()
     assert api.access is None and api.refresh_token is None
+
+
+def node_token() -> str:
+    header, claims = {"alg": "HS256"}, {"iat": 0, "exp": 4_000_000_000}
+    return ".".join(
+        base64.urlsafe_b64encode(json.dumps(part).encode()).decode().rstrip("=")
+        for part in (header, claims, {})
+    )
+
+
+class Emptied(BaseHTTPRequestHandler):
+    """Logs a node in, then answers 200 `{}` to everything but every other claim (204,
+    so the worker lists its tasks in progress): a proxy between the worker and the
+    server answering with a page of its own for the API's paths."""
+
+    claims = 0
+
+    def answer(self):
+        body, status = {}, 200
+        if self.path == "/api/auth/login":
+            details = {"id": "n1", "email": "node@example.com", "role": "node"}
+            body = {"token": node_token(), "refresh": node_token(), "userDetails": details}
+        if self.path == "/api/tasks/claim":
+            Emptied.claims += 1
+            status = 204 if Emptied.claims % 2 else 200
+        data = json.dumps(body).encode() if status == 200 else b""
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = answer
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_claim_answered_200_without_a_task_is_refused_not_a_crash(tmp_path, capsys):
+    # `payload["task"]` was a KeyError out of the worker's main loop, as was
+    # `payload["tasks"]` in the list of its tasks in progress read after a 204.
+    from taskmgmt_worker.locks import TaskLocks
+
+    with serving(Emptied) as url:
+        api = Api(url, "node@example.com", "x", threading.Event())
+        worker = Worker(
+            api, lambda task, context: None, idle_seconds=0.05, max_tasks=None,
+            locks=TaskLocks(tmp_path),
+        )  # fmt: skip
+        threading.Timer(1.0, worker.signalled).start()
+        worker.run()  # returns once signalled, having polled ~20 times
+        worker.heartbeat.join(5)
+
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    refused = [e for e in events if e["event"] == "claim_refused"]
+    assert refused and (refused[0]["status"], refused[0]["message"]) == (
+        200,
+        "no task in the answer",
+    )
+    assert events[-1]["event"] == "stopped" and events[-1]["done"] == 0
