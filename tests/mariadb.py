@@ -20,6 +20,13 @@ ROW_LOCK_TESTS = [
 ]
 
 
+def row_lock_test(test):
+    """`ROW_LOCK_TESTS`' marks on one test, in a module whose other tests need none."""
+    for mark in reversed(ROW_LOCK_TESTS):
+        test = mark(test)
+    return test
+
+
 def own_connection(work):
     """`work` as a thread runs it: on its own connection, closed when done."""
 

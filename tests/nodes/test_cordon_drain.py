@@ -6,7 +6,6 @@ from datetime import datetime, timedelta
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
 from django.utils import timezone
 from rest_framework_simplejwt.tokens import RefreshToken
 
@@ -19,6 +18,7 @@ from tasks.models import FailureCause, HistoryAction, Task, TaskHistory, TaskSta
 from tests.api import assert_json_error
 from tests.concurrency import at_once
 from tests.factories import AdminFactory, NodeFactory, TaskFactory
+from tests.mariadb import row_lock_test
 
 pytestmark = pytest.mark.django_db
 
@@ -430,11 +430,7 @@ def test_a_drain_deadline_with_a_nul_is_a_400_and_nothing_changes(admin_client, 
     assert node_state(node.pk)["state"] == "schedulable"
 
 
-@pytest.mark.mysql
-@pytest.mark.skipif(
-    connection.vendor == "sqlite", reason="needs row locks: SQLite runs one writer at a time"
-)
-@pytest.mark.django_db(transaction=True)
+@row_lock_test
 def test_concurrent_cordons_and_drains_of_one_node_all_answer_200():
     # Each looked for the node's cordon row FOR UPDATE, found none (a gap lock on
     # MariaDB), then inserted it: two at once deadlocked, a 503 "database unavailable".
@@ -470,11 +466,7 @@ def _new_work_for(node, other):
     }
 
 
-@pytest.mark.mysql
-@pytest.mark.skipif(
-    connection.vendor == "sqlite", reason="needs row locks: SQLite runs one writer at a time"
-)
-@pytest.mark.django_db(transaction=True)
+@row_lock_test
 @pytest.mark.parametrize("way", ["create", "assign", "bulk"])
 def test_new_work_racing_a_drain_is_refused_or_moved_never_left_on_the_node(monkeypatch, way):
     # The write checked the node schedulable, the drain committed and moved the node's
@@ -508,11 +500,7 @@ def test_new_work_racing_a_drain_is_refused_or_moved_never_left_on_the_node(monk
     assert not Task.objects.filter(assigned_node=node, status=PENDING).exists()
 
 
-@pytest.mark.mysql
-@pytest.mark.skipif(
-    connection.vendor == "sqlite", reason="needs row locks: SQLite runs one writer at a time"
-)
-@pytest.mark.django_db(transaction=True)
+@row_lock_test
 def test_a_drain_moves_a_pending_task_an_admin_is_editing_that_instant(monkeypatch):
     # The drain's move skipped the tasks another transaction held (SKIP LOCKED): a task
     # an admin was editing in place that instant stayed pending on the draining node,
@@ -554,11 +542,7 @@ def test_a_drain_moves_a_pending_task_an_admin_is_editing_that_instant(monkeypat
     assert (task.assigned_node_id, task.status, task.name) == (other.pk, PENDING, "renamed")
 
 
-@pytest.mark.mysql
-@pytest.mark.skipif(
-    connection.vendor == "sqlite", reason="needs row locks: SQLite runs one writer at a time"
-)
-@pytest.mark.django_db(transaction=True)
+@row_lock_test
 def test_a_drain_leaves_a_task_its_node_claims_that_instant_to_run(monkeypatch):
     # The drain's move waits for the claim's lock, then reads the task again: started,
     # it is no pending task to move (it may finish until the drain's deadline).
@@ -599,11 +583,7 @@ def test_a_drain_leaves_a_task_its_node_claims_that_instant_to_run(monkeypatch):
     assert not TaskHistory.objects.filter(task=task, action=HistoryAction.ASSIGNEE_CHANGE).exists()
 
 
-@pytest.mark.mysql
-@pytest.mark.skipif(
-    connection.vendor == "sqlite", reason="needs row locks: SQLite runs one writer at a time"
-)
-@pytest.mark.django_db(transaction=True)
+@row_lock_test
 def test_a_drain_uncordoned_before_its_move_never_moves_a_task_to_its_own_node(monkeypatch):
     # The drain's cordon committed, an uncordon committed, then the drain moved the node's
     # pending work: the node, schedulable again and the least loaded, was placement's

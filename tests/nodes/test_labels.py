@@ -4,13 +4,13 @@ admin site, shown in GET /api/nodes, the node page and the dashboard."""
 import uuid
 
 import pytest
-from django.db import connection
 from django.urls import reverse
 
 from nodes.models import NodeEvent, NodeEventKind, NodeLabels, labels_errors, labels_match
 from tests.api import assert_json_error
 from tests.concurrency import at_once
 from tests.factories import AdminFactory, NodeFactory
+from tests.mariadb import row_lock_test
 
 pytestmark = pytest.mark.django_db
 
@@ -194,11 +194,7 @@ def test_the_admin_site_refuses_a_lone_surrogate_in_a_label_with_a_form_error(
     assert not NodeLabels.objects.exists()
 
 
-@pytest.mark.mysql
-@pytest.mark.skipif(
-    connection.vendor == "sqlite", reason="needs row locks: SQLite runs one writer at a time"
-)
-@pytest.mark.django_db(transaction=True)
+@row_lock_test
 def test_concurrent_label_changes_of_a_node_without_labels_all_answer_200():
     # Each looked for the node's labels row FOR UPDATE, found none (a gap lock on
     # MariaDB), then inserted it: two at once deadlocked, a 503 "database unavailable".

@@ -8,7 +8,6 @@ from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
@@ -21,6 +20,7 @@ from tasks.services import tasks_fail_drained
 from tests.api import assert_json_error
 from tests.concurrency import at_once
 from tests.factories import AdminFactory, NodeFactory, TaskFactory
+from tests.mariadb import row_lock_test
 
 # A moment in the dashboard's Scheduling cell: whole on one line, however narrow the cell.
 MOMENT = r'<span class="nowrap">\d{4}-\d\d-\d\d \d\d:\d\d UTC</span>'
@@ -382,11 +382,7 @@ def test_of_two_overlapping_windows_under_way_a_draining_one_decides(
     assert beat["drainDeadline"] is not None and beat["schedulable"] is False
 
 
-@pytest.mark.mysql
-@pytest.mark.skipif(
-    connection.vendor == "sqlite", reason="needs row locks: SQLite runs one writer at a time"
-)
-@pytest.mark.django_db(transaction=True)
+@row_lock_test
 def test_a_window_cancelled_while_its_node_is_uncordoned_is_no_deadlock(monkeypatch):
     # The cancel locked the window, the uncordon locked the node and waited for the
     # window (it reads the node's windows FOR UPDATE), then the cancel's event needed
@@ -426,11 +422,7 @@ def test_a_window_cancelled_while_its_node_is_uncordoned_is_no_deadlock(monkeypa
     assert Node.objects.schedulable().filter(pk=node.pk).exists()
 
 
-@pytest.mark.mysql
-@pytest.mark.skipif(
-    connection.vendor == "sqlite", reason="needs row locks: SQLite runs one writer at a time"
-)
-@pytest.mark.django_db(transaction=True)
+@row_lock_test
 def test_a_window_planned_while_its_node_is_uncordoned_is_no_deadlock(monkeypatch):
     # The uncordon locked the node; the plan inserted its window, then waited for the
     # node's row (the window's foreign key); the uncordon read the node's windows FOR
@@ -460,11 +452,7 @@ def test_a_window_planned_while_its_node_is_uncordoned_is_no_deadlock(monkeypatc
     assert MaintenanceWindow.objects.filter(node=node).count() == 1
 
 
-@pytest.mark.mysql
-@pytest.mark.skipif(
-    connection.vendor == "sqlite", reason="needs row locks: SQLite runs one writer at a time"
-)
-@pytest.mark.django_db(transaction=True)
+@row_lock_test
 def test_a_window_cancelled_at_its_start_has_its_nodes_work_left_alone(monkeypatch):
     # The cancel came just before the window's start (200), the sweep just after it:
     # the sweep had read the node as drained before the cancel committed, and failed

@@ -8,7 +8,6 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.messages import get_messages
-from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -22,6 +21,7 @@ from tasks import node_work
 from tasks.models import HistoryAction, Task, TaskHistory, TaskStatus
 from tests.concurrency import at_once
 from tests.factories import AdminFactory, NodeFactory, TaskFactory, fleet
+from tests.mariadb import row_lock_test
 
 pytestmark = pytest.mark.django_db
 
@@ -344,11 +344,7 @@ def test_the_user_admin_and_the_dashboard_link_to_node_pages(admin_site_client):
     assert node_url(node) in dashboard
 
 
-@pytest.mark.mysql
-@pytest.mark.skipif(
-    connection.vendor == "sqlite", reason="needs row locks: SQLite runs one writer at a time"
-)
-@pytest.mark.django_db(transaction=True)
+@row_lock_test
 def test_the_reassign_leaves_a_task_moved_off_the_node_meanwhile_where_it_went(monkeypatch):
     # The page read the node's open tasks, the task was given to another node and
     # started there, then the reassign locked the tasks by id alone: it took the

@@ -6,7 +6,6 @@ import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from accounts.models import User
@@ -15,14 +14,9 @@ from tasks import services
 from tasks.models import Task, TaskHistory, TaskStatus
 from tests.concurrency import at_once
 from tests.factories import AdminFactory, NodeFactory, TaskFactory
+from tests.mariadb import ROW_LOCK_TESTS
 
-pytestmark = [
-    pytest.mark.mysql,
-    pytest.mark.skipif(
-        connection.vendor == "sqlite", reason="needs row locks: SQLite runs one writer at a time"
-    ),
-    pytest.mark.django_db(transaction=True),
-]
+pytestmark = ROW_LOCK_TESTS
 
 GPU = {"gpu": "true"}
 WAIT = 2  # seconds the paused write waits for the other side (it blocks once fixed)
