@@ -4,6 +4,8 @@ gunicorn settings, on one seeded database, wrk alternating between them.
     BASE=HEAD make bench-ab                                   # uncommitted changes vs HEAD
     BASE=main~3 SCENARIOS=progress,heartbeat ROUNDS=8 make bench-ab
     BASE= THIS_ARGS="--threads 2" make bench-ab               # one build, two gunicorn settings
+    BASE= THIS_SERVER_CMD="granian ... --port {port} taskmgmt.wsgi:application" make bench-ab
+                                                              # gunicorn against another server
 
 Why: this machine's speed swings by a third from one minute to the next, so two
 `make bench-load` runs, one per build, compare the minutes they ran in as much as
@@ -14,13 +16,18 @@ anything under load.
 
 `BASE` is checked out into a temporary git worktree (removed at the end) and served
 from there with this tree's virtualenv; empty: both sides serve this tree.
-`BASE_ARGS` and `THIS_ARGS` are extra gunicorn arguments for each side. The database,
+`BASE_ARGS` and `THIS_ARGS` are extra gunicorn arguments for each side;
+`BASE_SERVER_CMD` and `THIS_SERVER_CMD` replace a side's gunicorn with another server
+command for the same app (`{port}` is replaced; relative paths from the side's tree),
+which gets a metrics directory of its own as gunicorn.conf.py makes one. The database,
 seed, wrk scripts and scenarios are bench-load's (run.py; `DURATION` defaults to 8 s
-here); `ROUNDS` (default 6) rounds. Prints one line per run and a table of medians.
+here); `ROUNDS` (default 6) rounds. Prints one line per run, a table of medians and
+each side's peak RSS (summed over its processes, as bench-load's).
 """
 
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -38,15 +45,28 @@ WANTED = os.environ.get("SCENARIOS", "healthz,progress,heartbeat,shift_status")
 
 
 class SideServer(run.Server):
-    """bench-load's gunicorn, from `root`, on its own port, with extra arguments."""
+    """bench-load's gunicorn, from `root`, on its own port, with extra arguments; or
+    `server_cmd`, another server for the same app."""
 
-    def __init__(self, env: dict, log_path: Path, root: Path, args: list[str]):
+    def __init__(
+        self, env: dict, log_path: Path, root: Path, args: list[str], server_cmd: str = ""
+    ):
         self.port = run.free_port()
-        super().__init__({**env, "GUNICORN_BIND": f"127.0.0.1:{self.port}"}, log_path)
-        self.root, self.args = root, args
+        env = {**env, "GUNICORN_BIND": f"127.0.0.1:{self.port}"}
+        if server_cmd:  # the app's metrics need one, as under gunicorn (taskmgmt/metrics.py)
+            env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="taskmgmt-ab-metrics-")
+        super().__init__(env, log_path)
+        self.root, self.args, self.server_cmd = root, args, server_cmd
 
     def command(self) -> list[str]:
+        if self.server_cmd:
+            return shlex.split(self.server_cmd.format(port=self.port))
         return [run.GUNICORN, "-c", "gunicorn.conf.py", *self.args]
+
+    def stop(self) -> None:
+        super().stop()
+        if self.server_cmd:
+            shutil.rmtree(self.env["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
     def use(self) -> None:
         """Point bench-load's requests (run.BASE_URL) at this server."""
@@ -80,10 +100,18 @@ def main() -> int:
     base_root = worktree(BASE) if BASE else run.ROOT
     sides = {
         f"base ({BASE or 'this tree'})": SideServer(
-            env, workdir / "base.log", base_root, shlex.split(os.environ.get("BASE_ARGS", ""))
+            env,
+            workdir / "base.log",
+            base_root,
+            shlex.split(os.environ.get("BASE_ARGS", "")),
+            os.environ.get("BASE_SERVER_CMD", ""),
         ),
         "this tree": SideServer(
-            env, workdir / "this.log", run.ROOT, shlex.split(os.environ.get("THIS_ARGS", ""))
+            env,
+            workdir / "this.log",
+            run.ROOT,
+            shlex.split(os.environ.get("THIS_ARGS", "")),
+            os.environ.get("THIS_SERVER_CMD", ""),
         ),
     }
     results = {name: {} for name in sides}
@@ -117,6 +145,10 @@ def main() -> int:
         if BASE:
             subprocess.run(["git", "worktree", "remove", "--force", str(base_root)], cwd=run.ROOT)
     print(report(chosen, results))
+    print()
+    for name, server in sides.items():
+        rss, pss = server.peak_rss / 1024, server.peak_pss / 1024
+        print(f"peak RSS {name}: {rss:.0f} MiB (PSS {pss:.0f})")
     return 0
 
 
