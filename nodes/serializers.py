@@ -197,7 +197,14 @@ class NodeEventSerializer(serializers.Serializer):
 
 
 class NodeEventsSerializer(serializers.Serializer):
-    events = NodeEventSerializer(many=True, read_only=True)
+    events = NodeEventSerializer(
+        many=True, read_only=True, help_text="Newest first: one page, or every event."
+    )
+    nextCursor = serializers.CharField(
+        allow_null=True,
+        read_only=True,
+        help_text="Pass as `cursor` for the next page; null on the last page.",
+    )
 
 
 class MaintenanceWindowSerializer(serializers.Serializer):

@@ -50,6 +50,7 @@ from nodes.services import (
 from nodes.work import node_work
 from taskmgmt.errors import error_responses
 from taskmgmt.fields import iso_utc
+from taskmgmt.pagination import KeysetPagination
 
 
 def held_task_ids(data) -> set:
@@ -91,6 +92,14 @@ def heartbeat_answer(node, held: set, *, now=None, beaten=False, facts=None) -> 
         "schedulable": schedulable,
         "drainDeadline": drain_deadline and iso_utc(drain_deadline),
     }
+
+
+class NodeEventPagination(KeysetPagination):
+    """A node's events in the task lists' pages; their ids are integers, not UUIDs."""
+
+    results_key = "events"
+    id_type = int
+    limit_description = "Events per page; left out or empty, every event."
 
 
 @extend_schema(tags=["nodes"])
@@ -250,14 +259,22 @@ class NodeViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         summary="A node's events, newest first (admin)",
-        responses={200: NodeEventsSerializer, **error_responses(401, 403, 404, 429)},
+        description=(
+            "Paged as the task lists are: `limit` and `cursor`, `nextCursor` to pass back. "
+            "Without `limit`, every event."
+        ),
+        parameters=NodeEventPagination().openapi_parameters(),
+        responses={200: NodeEventsSerializer, **error_responses(400, 401, 403, 404, 429)},
     )
     def events(self, request, nodeId):
         node = Node.objects.filter(pk=parse_id(nodeId)).first()
         if node is None:
             raise NotFound("No node has this nodeId.")
-        events = NodeEvent.objects.filter(node=node).order_by("-created_at", "-id")
-        return Response(NodeEventsSerializer({"events": events}).data)
+        # The node_event_time index (node, created_at; InnoDB appends the id) serves it.
+        pages = NodeEventPagination()
+        events = pages.paginate_queryset(NodeEvent.objects.filter(node=node), request)
+        body = {"events": events, "nextCursor": pages.next_cursor}
+        return Response(NodeEventsSerializer(body).data)
 
     @extend_schema(
         summary="A node's maintenance windows, past and coming (admin)",

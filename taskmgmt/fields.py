@@ -1,7 +1,9 @@
-"""Serializer fields for JSON input, and the one output form of a time, shared by the apps."""
+"""Serializer fields for JSON input, and the one output form of a time and of an id,
+shared by the apps."""
 
 import re
 from datetime import UTC, datetime
+from uuid import UUID
 
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
@@ -95,3 +97,10 @@ def iso_utc(value: datetime) -> str:
         return value.isoformat() + "Z"
     text = value.astimezone(UTC).isoformat()
     return text[:-6] + "Z"
+
+
+def uuid_text(value: UUID | str) -> str:
+    """The canonical form of an id, from a UUID or a driver's text (hex on SQLite)."""
+    if isinstance(value, str) and len(value) == 36:
+        return value
+    return str(value if isinstance(value, UUID) else UUID(hex=value))

@@ -7,7 +7,7 @@ these classes answer the single-object and role questions.
 from rest_framework.permissions import BasePermission
 
 from accounts.permissions import IsNodeRole
-from tasks.serializers import uuid_text
+from taskmgmt.fields import uuid_text
 
 
 class IsAssignedNodeOrAdmin(BasePermission):

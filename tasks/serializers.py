@@ -8,7 +8,6 @@ are in tasks.selectors, with every other task read.
 
 import json
 from operator import attrgetter
-from uuid import UUID
 
 from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
@@ -18,7 +17,7 @@ from rest_framework.settings import api_settings
 from accounts.models import User
 from accounts.serializers import UserDetailsSerializer
 from nodes.serializers import LabelsField
-from taskmgmt.fields import IdField, MomentField, StringField, iso_utc
+from taskmgmt.fields import IdField, MomentField, StringField, iso_utc, uuid_text
 from taskmgmt.renderers import JSONText
 from tasks.models import (
     ATTEMPTS_MAX,
@@ -38,13 +37,6 @@ from tasks.models import (
 from tasks.selectors import TASK_COLUMNS
 
 _task_columns = attrgetter(*TASK_COLUMNS)
-
-
-def uuid_text(value: UUID | str) -> str:
-    """The canonical form of an id, from a UUID or a driver's text (hex on SQLite)."""
-    if isinstance(value, str) and len(value) == 36:
-        return value
-    return str(value if isinstance(value, UUID) else UUID(hex=value))
 
 
 # --- Output -----------------------------------------------------------------

@@ -30,7 +30,7 @@ from taskmgmt.parsers import body_up_to
 from tasks import services
 from tasks.actor import acting_as
 from tasks.models import PRIORITY_DEFAULT, Task, TaskStatus
-from tasks.pagination import CappedKeysetPagination, KeysetPagination
+from tasks.pagination import CappedTaskPagination, TaskPagination
 from tasks.permissions import IsAssignedNodeOrAdmin, IsNodeWithOwnTasks
 from tasks.selectors import TaskRow, active_task_row, task_page_rows, task_rows
 from tasks.serializers import (
@@ -159,7 +159,7 @@ def task_response(task: Task | TaskRow, status_code: int = HTTP_200_OK) -> Respo
 @extend_schema(tags=["tasks"])
 class TaskViewSet(viewsets.GenericViewSet):
     serializer_class = TaskSerializer
-    pagination_class = KeysetPagination
+    pagination_class = TaskPagination
     lookup_url_kwarg = "taskId"
 
     # Who may call each action; object-level checks happen in `get_object()`.
@@ -480,16 +480,7 @@ class CollectFailedViewSet(viewsets.ViewSet):
 
 
 # The profile's tasks take the task lists' `limit` and `cursor`.
-PROFILE_PAGE_PARAMETERS = [
-    OpenApiParameter(
-        parameter["name"],
-        parameter["schema"],
-        OpenApiParameter.QUERY,
-        required=False,
-        description=parameter["description"],
-    )
-    for parameter in CappedKeysetPagination().get_schema_operation_parameters(view=None)
-]
+PROFILE_PAGE_PARAMETERS = CappedTaskPagination().openapi_parameters()
 
 
 class ProfileViewSet(viewsets.GenericViewSet):
@@ -503,7 +494,7 @@ class ProfileViewSet(viewsets.GenericViewSet):
         parameters=PROFILE_PAGE_PARAMETERS,
         responses={200: ProfileSerializer, **error_responses(400, 401, 429)},
     )
-    @action(detail=False, methods=["get"], pagination_class=CappedKeysetPagination)
+    @action(detail=False, methods=["get"], pagination_class=CappedTaskPagination)
     def profile(self, request):
         queryset = task_rows(Task.objects.active().filter(assigned_node=request.user))
         tasks = self.paginate_queryset(queryset)

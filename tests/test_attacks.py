@@ -31,9 +31,9 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from accounts.models import Role, User
+from taskmgmt.pagination import encode_cursor
 from taskmgmt.views import api_not_found
 from tasks.models import Task, TaskHistory, TaskStatus
-from tasks.pagination import encode_cursor
 from tests.api import TASK_FIELDS, USER_FIELDS, assert_json_error
 from tests.factories import PASSWORD, AdminFactory, NodeFactory, TaskFactory
 

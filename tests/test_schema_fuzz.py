@@ -31,8 +31,8 @@ from schemathesis.checks import (
 )
 from schemathesis.config import SchemathesisConfig
 
+from taskmgmt.pagination import CURSOR_MAX_LENGTH, CURSOR_PATTERN
 from tasks.models import TaskStatus
-from tasks.pagination import CURSOR_MAX_LENGTH, CURSOR_PATTERN
 from tests.factories import AdminFactory, NodeFactory, TaskFactory
 from tests.test_attacks import api_routes
 

@@ -376,7 +376,7 @@ def test_a_naive_datetime_parameter_is_adapted_as_django_adapts_it_with_its_warn
 
 
 def orm_page(queryset, after, limit):
-    """The keyset page as the ORM builds it (tasks.pagination's queryset reader)."""
+    """The keyset page as the ORM builds it (taskmgmt.pagination's queryset reader)."""
     if after is not None:
         created_at, task_id = after
         queryset = queryset.filter(

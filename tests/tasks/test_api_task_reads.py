@@ -2,7 +2,7 @@
 
 import base64
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection
@@ -10,8 +10,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from taskmgmt.fields import iso_utc
+from taskmgmt.pagination import decode_cursor, encode_cursor
 from tasks.models import FailureCause, Task, TaskStatus
-from tasks.pagination import decode_cursor, encode_cursor
 from tasks.selectors import TASK_COLUMNS, task_rows
 from tasks.serializers import TaskSerializer
 from tests.factories import NodeFactory, TaskFactory
@@ -385,6 +385,20 @@ def test_a_cursor_outside_its_documented_form_is_400_even_where_base64_would_rea
         assert response.status_code == 400, variant
         assert [error["field"] for error in response.json()["errors"]] == ["cursor"]
     assert admin_client.get("/api/tasks/all", {"limit": 1, "cursor": cursor}).status_code == 200
+
+
+def test_a_task_cursor_handed_out_before_node_events_had_pages_still_reads():
+    """The cursor's form stayed as it was when the keyset code was shared with node
+    events (integer ids): a client's saved task cursor still names the same task."""
+    handed_out = (
+        "MjAyNi0xMi0wN1QyMTo0NTozMC4xMjM0NTZafGMwMDAwMDAwLTAwMDAtNDAwMC04MDAwLTAwMDAwMDAwMDAwMQ"
+    )
+    task_id = uuid.UUID("c0000000-0000-4000-8000-000000000001")
+    created_at = datetime(2026, 12, 7, 21, 45, 30, 123456, tzinfo=UTC)
+
+    assert decode_cursor(handed_out) == (created_at, task_id)
+    assert encode_cursor(created_at, task_id) == handed_out
+    assert encode_cursor(created_at, task_id.hex) == handed_out  # a driver's text, as SQLite's
 
 
 def test_a_cursor_past_the_oldest_task_gives_an_empty_page(admin_client):

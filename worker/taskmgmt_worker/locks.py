@@ -16,6 +16,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 try:
     import fcntl
@@ -34,12 +35,33 @@ def key_of(task: dict) -> str:
     return task["id"] if attempt is None else f"{task['id']}.{attempt}"
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def server_key(server: str) -> str:
+    """One text for every spelling of one server's URL, so the node's processes on this
+    machine share one folder however each names it: scheme and host in lower case (they
+    compare so), the scheme's default port left out, no trailing slash. Names are not
+    resolved: `localhost` and `127.0.0.1` may be two servers behind a proxy."""
+    parts = urlsplit(server)
+    try:
+        port = parts.port
+    except ValueError:  # not a port: nothing is reached there, so nothing to share
+        return server
+    host = parts.hostname or ""  # lower case, without user info or an IPv6 address's []
+    if ":" in host:
+        host = f"[{host}]"
+    if port is not None and port != DEFAULT_PORTS.get(parts.scheme):
+        host = f"{host}:{port}"
+    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), parts.query, ""))
+
+
 def default_directory(server: str, email: str) -> Path | None:
     """A folder per server and node account, in this user's temporary directory
     (None where there are no `flock` locks)."""
     if not fcntl:
         return None
-    account = hashlib.sha256(f"{server}\n{email}".encode()).hexdigest()[:16]
+    account = hashlib.sha256(f"{server_key(server)}\n{email}".encode()).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / f"taskmgmt-worker-{os.getuid()}" / account
 
 

@@ -139,13 +139,15 @@ class Context:
         return False
 
     def learn(self, answer: dict, task: dict) -> None:
-        """A cancel request in an answer: `cancelTaskIds`, or the task's own fields."""
+        """A cancel request in an answer: `cancelTaskIds`, or the task's own fields, which
+        also carry the admin's reason (a heartbeat's answer names the task only)."""
         if self.task_id in answer.get("cancelTaskIds", ()) or task.get("cancelRequestedAt"):
-            self.request_cancel()
+            self.request_cancel(reason=task.get("cancelReason"))
 
-    def request_cancel(self) -> None:
+    def request_cancel(self, reason=None) -> None:
         if not self.cancel_requested:
-            log("cancel_requested", task=self.task_id)
+            why = {"reason": reason} if isinstance(reason, str) and reason else {}
+            log("cancel_requested", task=self.task_id, **why)
         self.cancel_requested = True
         self.cancelled.set()
 

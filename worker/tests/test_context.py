@@ -55,6 +55,32 @@ def test_a_cancel_request_on_the_task_itself_counts_too():
     assert ctx.cancel_requested
 
 
+def logged(capsys) -> list[dict]:
+    """The log lines written since the last call, without their times."""
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    return [{key: value for key, value in line.items() if key != "time"} for line in lines]
+
+
+def test_a_cancel_request_learned_from_a_progress_answer_logs_the_admins_reason(capsys):
+    # A progress answer carries the task, with the reason the admin gave for the request.
+    ctx = context()
+
+    ctx.learn({}, {"cancelRequestedAt": "2026-01-01T00:00:00Z", "cancelReason": "wrong input"})
+    ctx.learn({"cancelTaskIds": ["t1"]}, {})  # the next beat says it again: logged once
+
+    assert logged(capsys) == [{"event": "cancel_requested", "task": "t1", "reason": "wrong input"}]
+
+
+def test_a_cancel_request_without_a_reason_logs_none(capsys):
+    # A heartbeat's cancelTaskIds names the task only; an admin may give no reason.
+    for answer, task in (({"cancelTaskIds": ["t1"]}, {}), ({}, {"cancelRequestedAt": "x"})):
+        ctx = context()
+        ctx.learn(answer, {**task, "cancelReason": None} if task else task)
+
+        (line,) = logged(capsys)
+        assert line["event"] == "cancel_requested" and "reason" not in line
+
+
 def test_a_raised_exception_is_the_reason_and_its_traceback_the_result():
     def work():
         raise ValueError("bad row 7")

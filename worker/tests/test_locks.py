@@ -5,7 +5,7 @@ import sys
 
 import pytest
 from taskmgmt_worker.cli import main
-from taskmgmt_worker.locks import TaskLocks, default_directory, key_of
+from taskmgmt_worker.locks import TaskLocks, default_directory, key_of, server_key
 
 TASK = "0b6f3c1e-3f0a-4a52-9a63-4c1d2b0e7f10"
 
@@ -68,6 +68,66 @@ def test_each_server_and_node_account_has_a_folder_of_its_own():
     assert one == default_directory("http://a:8000", "node1@example.com")
     assert one != default_directory("http://a:8000", "node2@example.com")
     assert one != default_directory("http://b:8000", "node1@example.com")
+
+
+@pytest.mark.parametrize(
+    ("spelling", "canonical"),
+    [
+        ("http://127.0.0.1:8000/", "http://127.0.0.1:8000"),
+        ("HTTP://127.0.0.1:8000", "http://127.0.0.1:8000"),
+        ("Http://127.0.0.1:8000//", "http://127.0.0.1:8000"),
+        ("http://Tasks.Example.COM:8000", "http://tasks.example.com:8000"),
+        ("http://tasks.example.com:80", "http://tasks.example.com"),
+        ("http://tasks.example.com:/", "http://tasks.example.com"),
+        ("HTTPS://tasks.example.com:443/", "https://tasks.example.com"),
+        ("https://tasks.example.com:0443", "https://tasks.example.com"),
+        ("http://[::1]:8000/", "http://[::1]:8000"),
+        ("http://tasks.example.com/taskmgmt/", "http://tasks.example.com/taskmgmt"),
+    ],
+)
+def test_one_server_spelled_two_ways_has_one_folder(spelling, canonical):
+    """Two processes of one node on one machine must see each other's locks however
+    each names the server: the scheme and host in any case, the default port or none,
+    a trailing slash or none."""
+    assert server_key(spelling) == server_key(canonical) == canonical
+    assert default_directory(spelling, "node1@example.com") == default_directory(
+        canonical, "node1@example.com"
+    )
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        # Names are not resolved: behind a proxy, two names may be two servers.
+        ("http://localhost:8000", "http://127.0.0.1:8000"),
+        ("http://tasks.example.com", "https://tasks.example.com"),
+        ("http://tasks.example.com", "http://tasks.example.com:8080"),
+        ("https://tasks.example.com:80", "http://tasks.example.com:80"),
+        ("http://tasks.example.com/a", "http://tasks.example.com/b"),
+        ("http://tasks.example.com/API", "http://tasks.example.com/api"),  # paths keep case
+    ],
+)
+def test_two_servers_keep_two_folders(one, other):
+    assert default_directory(one, "node1@example.com") != default_directory(
+        other, "node1@example.com"
+    )
+
+
+def test_a_port_that_is_no_port_leaves_the_url_as_it_was_given():
+    # The worker cannot reach it anyway; the key must not fail before it says so.
+    assert server_key("http://127.0.0.1:99999") == "http://127.0.0.1:99999"
+
+
+def test_the_command_line_makes_one_folder_for_two_spellings_of_one_server(tmp_path, monkeypatch):
+    monkeypatch.setattr("taskmgmt_worker.cli.signal.signal", lambda *args: None)
+    monkeypatch.setattr("taskmgmt_worker.locks.tempfile.gettempdir", lambda: str(tmp_path))
+    account = ["--email", "n@example.com", "--password", "x", "--max-tasks", "0"]
+
+    for server in ("http://127.0.0.1:9", "HTTP://127.0.0.1:9/"):
+        assert main(["--server", server, *account]) == 0
+
+    (user_folder,) = tmp_path.iterdir()
+    assert len(list(user_folder.iterdir())) == 1
 
 
 def test_a_folder_another_user_made_is_refused(tmp_path, monkeypatch):
