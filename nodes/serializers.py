@@ -7,6 +7,7 @@ from rest_framework import serializers
 
 from nodes.models import NODE_REASON_MAX_LENGTH, Liveness, NodeEventKind, NodeState, labels_errors
 from taskmgmt.fields import IdField, JSONBooleanField, MomentField, StringField
+from taskmgmt.pagination import next_cursor_field
 
 # A node works on the few tasks it claimed; the bound keeps one beat's lookup small.
 HEARTBEAT_MAX_TASK_IDS = 1000
@@ -200,11 +201,7 @@ class NodeEventsSerializer(serializers.Serializer):
     events = NodeEventSerializer(
         many=True, read_only=True, help_text="Newest first: one page, or every event."
     )
-    nextCursor = serializers.CharField(
-        allow_null=True,
-        read_only=True,
-        help_text="Pass as `cursor` for the next page; null on the last page.",
-    )
+    nextCursor = next_cursor_field()
 
 
 class MaintenanceWindowSerializer(serializers.Serializer):

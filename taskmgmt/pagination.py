@@ -15,6 +15,7 @@ from uuid import UUID
 from django.conf import settings
 from django.db.models import Q
 from drf_spectacular.utils import OpenApiParameter
+from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import BasePagination
 from rest_framework.response import Response
@@ -26,8 +27,14 @@ from taskmgmt.fields import iso_utc, uuid_text
 # would skip stray characters and accept what the schema calls invalid.
 CURSOR_PATTERN = "^[A-Za-z0-9_-]*$"
 CURSOR_MAX_LENGTH = 128
+NEXT_CURSOR_HELP = "Pass as `cursor` for the next page; null on the last page."
 # The largest BigAutoField id: a larger one names no row, and overflows SQLite's driver.
 BIG_ID_MAX = 2**63 - 1
+
+
+def next_cursor_field() -> serializers.CharField:
+    """A page's `nextCursor`, for the serializer of an answer that pages by hand."""
+    return serializers.CharField(allow_null=True, read_only=True, help_text=NEXT_CURSOR_HELP)
 
 
 def encode_cursor(created_at: datetime, row_id: UUID | int | str) -> str:
@@ -159,7 +166,7 @@ class KeysetPagination(BasePagination):
                 "nextCursor": {
                     "type": "string",
                     "nullable": True,
-                    "description": "Pass as `cursor` for the next page; null on the last page.",
+                    "description": NEXT_CURSOR_HELP,
                 },
             },
         }

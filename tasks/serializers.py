@@ -18,6 +18,7 @@ from accounts.models import User
 from accounts.serializers import UserDetailsSerializer
 from nodes.serializers import LabelsField
 from taskmgmt.fields import IdField, MomentField, StringField, iso_utc, uuid_text
+from taskmgmt.pagination import next_cursor_field
 from taskmgmt.renderers import JSONText
 from tasks.models import (
     ATTEMPTS_MAX,
@@ -192,11 +193,7 @@ class ProfileSerializer(serializers.Serializer):
     tasks = TaskSerializer(
         many=True, read_only=True, help_text="The node's own active tasks, one page of them."
     )
-    nextCursor = serializers.CharField(
-        allow_null=True,
-        read_only=True,
-        help_text="Pass as `cursor` for the next page; null on the last page.",
-    )
+    nextCursor = next_cursor_field()
 
 
 def _json(text):
