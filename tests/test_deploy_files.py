@@ -77,3 +77,46 @@ def test_the_sweep_counts_in_the_metrics_directory_of_its_hosts_gunicorn():
     writable = [path.removeprefix("-") for path in sweep.get("ReadWritePaths", [])]
     assert any(directory.startswith(path.rstrip("/") + "/") for path in writable), writable
     assert all(path.startswith("-") for path in sweep.get("ReadWritePaths", []))
+
+
+# The worker machine's unit and env file (deploy/README.md, Worker machines).
+WORKER_UNIT, WORKER_ENV = "taskmgmt-worker@.service", ROOT / "deploy" / "taskmgmt-worker.env"
+WORKER_CLI = ROOT / "worker" / "taskmgmt_worker" / "cli.py"
+
+
+def test_every_variable_of_the_worker_env_file_and_unit_is_read_by_the_worker():
+    unit = unit_settings(WORKER_UNIT)
+    named = set(VARIABLE.findall(WORKER_ENV.read_text()))
+    named |= {value.partition("=")[0] for value in unit.get("Environment", [])}
+    read = set(re.findall(r'env\("([A-Z_]+)"', WORKER_CLI.read_text())) | {"PYTHONPATH"}
+    assert {"TASKMGMT_URL", "TASKMGMT_EMAIL", "TASKMGMT_PASSWORD"} <= named
+    assert named - read == set()
+
+
+def test_the_worker_unit_starts_the_packages_command_and_locks_in_its_state_directory():
+    unit = unit_settings(WORKER_UNIT)
+    pyproject = (ROOT / "worker" / "pyproject.toml").read_text()
+    scripts = re.search(r"\[project\.scripts\]\n(\w[\w-]*) =", pyproject)
+    (command,) = unit["ExecStart"]
+    assert command.split("/")[-1] == scripts.group(1)
+    variables = dict(value.partition("=")[::2] for value in unit["Environment"])
+    (state,) = unit["StateDirectory"]
+    # Its instances must see one folder, and PrivateTmp gives each its own /tmp.
+    assert variables["TASKMGMT_LOCK_DIR"] == f"/var/lib/{state}"
+    assert unit["PrivateTmp"] == ["true"]
+
+
+def test_a_worker_that_ends_by_choice_stays_stopped_and_one_refused_is_not_restarted(tmp_path):
+    # Restart=always started a worker whose node was drained again at once (it exits 0
+    # to let the machine go down), and one whose login was refused (exit 2) in a loop
+    # that spent the account's login limit.
+    from taskmgmt_worker import cli
+
+    unit = unit_settings(WORKER_UNIT)
+    assert unit["Restart"] == ["on-failure"]  # exit 0 is not a failure to systemd
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    login = ["--server", "http://127.0.0.1:9", "--email", "n@example.com", "--password", "x"]
+    refused = cli.main([*login, "--lock-dir", str(not_a_folder / "locks")])
+    assert unit["RestartPreventExitStatus"] == [str(refused)]
+    assert refused != 0
