@@ -1,7 +1,6 @@
 """Cordon, drain and uncordon (SPEC, Nodes: cordon, drain, maintenance windows): state
 stored as a cordon row, derived when read, every step a node event."""
 
-import threading
 from datetime import datetime, timedelta
 
 import pytest
@@ -16,7 +15,7 @@ from tasks import node_work as node_work_module
 from tasks import services
 from tasks.models import FailureCause, HistoryAction, Task, TaskHistory, TaskStatus
 from tests.api import assert_json_error
-from tests.concurrency import at_once
+from tests.concurrency import at_once, pause_at
 from tests.factories import AdminFactory, NodeFactory, TaskFactory
 from tests.mariadb import row_lock_test
 
@@ -475,26 +474,13 @@ def test_new_work_racing_a_drain_is_refused_or_moved_never_left_on_the_node(monk
     node, other, admin = NodeFactory(), NodeFactory(), AdminFactory()
     seen(node, other)
     pause_after, send_work = _new_work_for(node, other)[way]
-    checked, drained = threading.Event(), threading.Event()
-    original = getattr(services, pause_after)
-
-    def then_wait(*args, **kwargs):
-        result = original(*args, **kwargs)
-        checked.set()
-        drained.wait(timeout=2)  # the drain waits for this write's lock once fixed
-        return result
-
-    monkeypatch.setattr(services, pause_after, then_wait)
-
-    def drain(client):
-        checked.wait(timeout=5)
-        try:
-            return post(client, node, "drain", reason="r").status_code
-        finally:
-            drained.set()
+    # The drain waits for this write's lock once fixed.
+    pause = pause_at(monkeypatch, services, pause_after)
+    drain = pause.then(lambda client: post(client, node, "drain", reason="r").status_code)
 
     work, drain_status = at_once(admin, [lambda client: send_work(client), drain])
 
+    assert pause.paused.is_set()
     assert drain_status == 200
     assert work.status_code in (200, 201, 409), work.content
     assert not Task.objects.filter(assigned_node=node, status=PENDING).exists()
@@ -508,16 +494,8 @@ def test_a_drain_moves_a_pending_task_an_admin_is_editing_that_instant(monkeypat
     node, other, admin = NodeFactory(), NodeFactory(), AdminFactory()
     seen(node, other)
     task = TaskFactory(assigned_node=node)
-    checked, drained = threading.Event(), threading.Event()
-    original = services.check_node_matches
-
-    def then_wait(*args, **kwargs):
-        result = original(*args, **kwargs)
-        checked.set()
-        drained.wait(timeout=2)  # the drain waits for this edit's lock once fixed
-        return result
-
-    monkeypatch.setattr(services, "check_node_matches", then_wait)
+    # The drain waits for this edit's lock once fixed.
+    pause = pause_at(monkeypatch, services, "check_node_matches")
     body = {
         "taskId": str(task.pk),
         "taskName": "renamed",
@@ -526,15 +504,11 @@ def test_a_drain_moves_a_pending_task_an_admin_is_editing_that_instant(monkeypat
         "lockedAt": future(),
     }
 
-    def drain(client):
-        checked.wait(timeout=5)
-        try:
-            return post(client, node, "drain", reason="r")
-        finally:
-            drained.set()
+    drain = pause.then(lambda client: post(client, node, "drain", reason="r"))
 
     edited, drain_answer = at_once(admin, [lambda client: client.put("/api/tasks", body), drain])
 
+    assert pause.paused.is_set()
     assert edited.status_code == 200, edited.content
     assert drain_answer.status_code == 200, drain_answer.content
     assert (drain_answer.json()["movedCount"], drain_answer.json()["stayedCount"]) == (1, 0)
@@ -549,23 +523,9 @@ def test_a_drain_leaves_a_task_its_node_claims_that_instant_to_run(monkeypatch):
     node, other, admin = NodeFactory(), NodeFactory(), AdminFactory()
     seen(node, other)
     task = TaskFactory(assigned_node=node)
-    claimed, drained = threading.Event(), threading.Event()
-    original = type(Task.objects).claimable_first
-
-    def then_wait(self, *args, **kwargs):
-        result = original(self, *args, **kwargs)
-        claimed.set()
-        drained.wait(timeout=2)  # the drain waits for this claim's lock
-        return result
-
-    monkeypatch.setattr(type(Task.objects), "claimable_first", then_wait)
-
-    def drain(client):
-        claimed.wait(timeout=5)
-        try:
-            return post(client, node, "drain", reason="r")
-        finally:
-            drained.set()
+    # The drain waits for this claim's lock.
+    pause = pause_at(monkeypatch, type(Task.objects), "claimable_first")
+    drain = pause.then(lambda client: post(client, node, "drain", reason="r"))
 
     node_token = str(RefreshToken.for_user(node).access_token)
 
@@ -575,6 +535,7 @@ def test_a_drain_leaves_a_task_its_node_claims_that_instant_to_run(monkeypatch):
 
     claim_answer, drain_answer = at_once(admin, [claim, drain])
 
+    assert pause.paused.is_set()
     assert claim_answer.status_code == 200, claim_answer.content
     assert drain_answer.status_code == 200, drain_answer.content
     assert (drain_answer.json()["movedCount"], drain_answer.json()["stayedCount"]) == (0, 0)
@@ -592,26 +553,13 @@ def test_a_drain_uncordoned_before_its_move_never_moves_a_task_to_its_own_node(m
     seen(node, other)
     task = TaskFactory(assigned_node=node)
     TaskFactory.create_batch(3, assigned_node=other)
-    cordoned, uncordoned = threading.Event(), threading.Event()
-    original = node_work_module.tasks_drain_pending
-
-    def wait_then_move(**kwargs):
-        cordoned.set()
-        uncordoned.wait(timeout=5)
-        return original(**kwargs)
-
-    monkeypatch.setattr(node_work_module, "tasks_drain_pending", wait_then_move)
-
-    def uncordon(client):
-        cordoned.wait(timeout=5)
-        try:
-            return post(client, node, "uncordon")
-        finally:
-            uncordoned.set()
+    pause = pause_at(monkeypatch, node_work_module, "tasks_drain_pending", before=True, wait=5)
+    uncordon = pause.then(lambda client: post(client, node, "uncordon"))
 
     drain = lambda client: post(client, node, "drain", reason="r")  # noqa: E731
     drained, undone = at_once(admin, [drain, uncordon])
 
+    assert pause.paused.is_set()
     assert (drained.status_code, undone.status_code) == (200, 200)
     task.refresh_from_db()
     assert task.assigned_node_id == other.pk

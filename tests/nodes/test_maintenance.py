@@ -18,7 +18,7 @@ from nodes.services import node_cordon
 from tasks.models import FailureCause, Task, TaskHistory, TaskStatus
 from tasks.services import tasks_fail_drained
 from tests.api import assert_json_error
-from tests.concurrency import at_once
+from tests.concurrency import at_once, pause_at
 from tests.factories import AdminFactory, NodeFactory, TaskFactory
 from tests.mariadb import row_lock_test
 
@@ -395,28 +395,20 @@ def test_a_window_cancelled_while_its_node_is_uncordoned_is_no_deadlock(monkeypa
         ends_at=timezone.now() + timedelta(hours=2),
         reason="m",
     )
-    paused, resume = threading.Event(), threading.Event()
-    original = services.node_event_record
-
-    def record_later(**kwargs):
-        if kwargs["kind"] == NodeEventKind.MAINTENANCE_CANCELLED:
-            paused.set()
-            resume.wait(timeout=2)  # the uncordon waits for this cancel once fixed
-        return original(**kwargs)
-
-    monkeypatch.setattr(services, "node_event_record", record_later)
-
-    def uncordon(client):
-        paused.wait(timeout=5)
-        try:
-            return client.post(f"/api/nodes/{node.pk}/uncordon")
-        finally:
-            resume.set()
-
+    # The cancel's event, before it is recorded; the uncordon waits for the cancel once fixed.
+    pause = pause_at(
+        monkeypatch,
+        services,
+        "node_event_record",
+        before=True,
+        when=lambda **event: event["kind"] == NodeEventKind.MAINTENANCE_CANCELLED,
+    )
+    uncordon = pause.then(lambda client: client.post(f"/api/nodes/{node.pk}/uncordon"))
     cancel = lambda client: client.delete(f"/api/nodes/{node.pk}/maintenance/{window.pk}")  # noqa: E731
 
     cancelled, uncordoned = at_once(admin, [cancel, uncordon])
 
+    assert pause.paused.is_set()
     assert (cancelled.status_code, uncordoned.status_code) == (200, 200)
     assert not MaintenanceWindow.objects.filter(pk=window.pk).exists()
     assert Node.objects.schedulable().filter(pk=node.pk).exists()
@@ -429,25 +421,17 @@ def test_a_window_planned_while_its_node_is_uncordoned_is_no_deadlock(monkeypatc
     # UPDATE and waited for the new one: a deadlock, a 503 to one of them.
     node, admin = NodeFactory(), AdminFactory()
     node_cordon(node_id=node.pk, reason="r", actor=None)
-    paused, resume = threading.Event(), threading.Event()
-    original = services._lock_node
-
-    def lock_then_wait(node_id):
-        original(node_id)
-        if not paused.is_set():  # the uncordon's, the first
-            paused.set()
-            resume.wait(timeout=2)
-
-    monkeypatch.setattr(services, "_lock_node", lock_then_wait)
+    pause = pause_at(monkeypatch, services, "_lock_node")  # the uncordon's, the first
     uncordon = lambda client: client.post(f"/api/nodes/{node.pk}/uncordon")  # noqa: E731
 
     def plan_window(client):
-        paused.wait(timeout=5)
-        threading.Timer(0.5, resume.set).start()  # the plan blocks on the node meanwhile
+        pause.paused.wait(timeout=5)
+        threading.Timer(0.5, pause.go_on.set).start()  # the plan blocks on the node meanwhile
         return plan(client, node, startsAt=at(60), endsAt=at(120), reason="m")
 
     uncordoned, planned = at_once(admin, [uncordon, plan_window])
 
+    assert pause.paused.is_set()
     assert (uncordoned.status_code, planned.status_code) == (200, 201)
     assert MaintenanceWindow.objects.filter(node=node).count() == 1
 
@@ -464,30 +448,19 @@ def test_a_window_cancelled_at_its_start_has_its_nodes_work_left_alone(monkeypat
     window = MaintenanceWindow.objects.create(
         node=node, starts_at=starts, ends_at=starts + timedelta(hours=1), reason="m", drain=True
     )
-    manager = type(Task.objects)
-    original = manager.open_of
-    read, cancelled = threading.Event(), threading.Event()
-
-    def wait_then_read(self, drained):  # the drained nodes read, before the cancel commits
-        assert drained == [node.pk]
-        read.set()
-        cancelled.wait(timeout=5)
-        return original(self, drained)
-
-    monkeypatch.setattr(manager, "open_of", wait_then_read)
+    # The drained nodes read, before the cancel commits.
+    pause = pause_at(monkeypatch, type(Task.objects), "open_of", before=True, wait=5)
 
     def sweep(client):  # a run whose clock read the window's start
         return tasks_fail_drained(batch_size=100, now=starts + timedelta(seconds=1))
 
-    def cancel(client):
-        read.wait(timeout=5)
-        try:
-            return client.delete(f"/api/nodes/{node.pk}/maintenance/{window.pk}")
-        finally:
-            cancelled.set()
+    cancel = pause.then(
+        lambda client: client.delete(f"/api/nodes/{node.pk}/maintenance/{window.pk}")
+    )
 
     counts, answer = at_once(admin, [sweep, cancel])
 
+    assert pause.seen[1] == [node.pk]  # (the manager, the drained nodes): the race ran
     assert answer.status_code == 200, answer.content
     running.refresh_from_db()
     assert (running.assigned_node_id, running.status) == (node.pk, TaskStatus.IN_PROGRESS)

@@ -12,7 +12,7 @@ from accounts.models import User
 from nodes.models import Cordon, NodeLabels
 from tasks import services
 from tasks.models import Task, TaskHistory, TaskStatus
-from tests.concurrency import at_once
+from tests.concurrency import at_once, pause_at
 from tests.factories import AdminFactory, NodeFactory, TaskFactory
 from tests.mariadb import ROW_LOCK_TESTS
 
@@ -39,60 +39,22 @@ def unlabel(client, node_id):
     return client.put(f"/api/nodes/{node_id}", {"labels": {"gpu": "false"}}, format="json")
 
 
-def pause_at_first(monkeypatch, name, picked, *, before=False):
-    """Make services.`name` (a function) wait at its first call, after it (or `before`
-    it, with its first argument), once it has put its result (or that argument) into
-    `picked`; returns (paused, go on) events."""
-    original = getattr(services, name)
-    paused, resume = threading.Event(), threading.Event()
-
-    def wait(seen):
-        if not paused.is_set():
-            picked.append(seen)
-            paused.set()
-            resume.wait(timeout=WAIT)
-
-    def waiting(*args, **kwargs):
-        if before:
-            wait(list(args[0]))
-        result = original(*args, **kwargs)
-        if not before:
-            wait(result)
-        return result
-
-    monkeypatch.setattr(services, name, waiting)
-    return paused, resume
-
-
-def changed(paused, resume, change):
-    """A sender that waits for the pause, makes its change, then lets the write go on."""
-
-    def send(client):
-        paused.wait(timeout=5)
-        try:
-            return change(client)
-        finally:
-            resume.set()
-
-    return send
-
-
 def test_a_create_whose_picked_node_loses_its_labels_goes_to_a_node_that_matches(monkeypatch):
     # The create picked a gpu node, an admin took the node's gpu label away and
     # committed, then the create inserted its task there: a 201 on a node its
     # selector no longer matches.
     gpu_nodes(2)
-    picked = []
-    paused, resume = pause_at_first(monkeypatch, "node_for", picked)
+    pause = pause_at(monkeypatch, services, "node_for", wait=WAIT)
     send = lambda client: client.post("/api/tasks", task(nodeSelector=GPU), format="json")  # noqa: E731
-    change = changed(paused, resume, lambda client: unlabel(client, picked[0].pk))
+    change = pause.then(lambda client: unlabel(client, pause.seen.pk))
 
     created, relabelled = at_once(AdminFactory(), [send, change])
 
+    assert pause.paused.is_set()
     assert relabelled.status_code == 200, relabelled.content
     assert created.status_code == 201, created.content
     node_id = created.json()["task"]["assignedNode"]
-    assert node_id != str(picked[0].pk)
+    assert node_id != str(pause.seen.pk)
     assert NodeLabels.objects.get(node_id=node_id).labels == GPU
 
 
@@ -100,29 +62,29 @@ def test_a_create_whose_picked_node_is_drained_goes_to_another_not_a_409(monkeyp
     # A create without a node named none, so a drain of the node placement picked is no
     # reason to refuse it (it was a 409 "node is cordoned"): placement picks again.
     gpu_nodes(2)
-    picked = []
-    paused, resume = pause_at_first(monkeypatch, "node_for", picked)
+    pause = pause_at(monkeypatch, services, "node_for", wait=WAIT)
     send = lambda client: client.post("/api/tasks", task(nodeSelector=GPU), format="json")  # noqa: E731
-    drain = lambda client: client.post(f"/api/nodes/{picked[0].pk}/drain", {"reason": "r"})  # noqa: E731
+    drain = lambda client: client.post(f"/api/nodes/{pause.seen.pk}/drain", {"reason": "r"})  # noqa: E731
 
-    created, drained = at_once(AdminFactory(), [send, changed(paused, resume, drain)])
+    created, drained = at_once(AdminFactory(), [send, pause.then(drain)])
 
+    assert pause.paused.is_set()
     assert drained.status_code == 200, drained.content
     assert created.status_code == 201, created.content
-    assert created.json()["task"]["assignedNode"] != str(picked[0].pk)
+    assert created.json()["task"]["assignedNode"] != str(pause.seen.pk)
 
 
 def test_a_bulk_create_places_again_when_a_picked_node_loses_its_labels(monkeypatch):
     gpu_nodes(2)
-    picked = []
     # Paused before the nodes placement chose are locked: both have tasks by then.
-    paused, resume = pause_at_first(monkeypatch, "lock_nodes", picked, before=True)
+    pause = pause_at(monkeypatch, services, "lock_nodes", before=True, wait=WAIT)
     items = [task(nodeSelector=GPU, taskName=f"t{index}") for index in range(4)]
     send = lambda client: client.post("/api/tasks/bulk", {"tasks": items}, format="json")  # noqa: E731
-    change = changed(paused, resume, lambda client: unlabel(client, min(picked[0])))
+    change = pause.then(lambda client: unlabel(client, min(pause.seen[0])))
 
     created, relabelled = at_once(AdminFactory(), [send, change])
 
+    assert pause.paused.is_set()
     assert relabelled.status_code == 200, relabelled.content
     assert created.status_code == 201, created.content
     labels = dict(NodeLabels.objects.values_list("node_id", "labels"))
@@ -184,8 +146,7 @@ def test_a_reassign_by_label_whose_picked_node_is_drained_moves_the_tasks_elsewh
     gpu_nodes(2)
     elsewhere = NodeFactory()
     moving = [TaskFactory(assigned_node=elsewhere).pk for _ in range(2)]
-    picked = []
-    paused, resume = pause_at_first(monkeypatch, "lock_nodes", picked, before=True)
+    pause = pause_at(monkeypatch, services, "lock_nodes", before=True, wait=WAIT)
 
     def reassign(client):
         try:
@@ -193,15 +154,16 @@ def test_a_reassign_by_label_whose_picked_node_is_drained_moves_the_tasks_elsewh
         except Exception as error:  # the answer under test
             return error
 
-    drain = lambda client: client.post(f"/api/nodes/{min(picked[0])}/drain", {"reason": "r"})  # noqa: E731
+    drain = lambda client: client.post(f"/api/nodes/{min(pause.seen[0])}/drain", {"reason": "r"})  # noqa: E731
 
-    moved, drained = at_once(AdminFactory(), [reassign, changed(paused, resume, drain)])
+    moved, drained = at_once(AdminFactory(), [reassign, pause.then(drain)])
 
+    assert pause.paused.is_set()
     assert drained.status_code == 200, drained.content
     assert not isinstance(moved, Exception), moved
     assert sorted(moved) == sorted(moving)
     nodes = set(Task.objects.filter(pk__in=moving).values_list("assigned_node_id", flat=True))
-    assert len(nodes) == 1 and min(picked[0]) not in nodes
+    assert len(nodes) == 1 and min(pause.seen[0]) not in nodes
     assert NodeLabels.objects.get(node_id=nodes.pop()).labels == GPU
 
 
@@ -211,14 +173,13 @@ def test_a_drains_move_whose_target_is_drained_meanwhile_leaves_nothing_on_it(mo
     # its task there: pending on a draining node, where no claim takes it.
     first, second = gpu_nodes(2)
     moving = TaskFactory(assigned_node=first)
-    picked = []
-    paused, resume = pause_at_first(monkeypatch, "_targets", picked)
+    pause = pause_at(monkeypatch, services, "_targets", wait=WAIT)
     drain_first = lambda client: client.post(f"/api/nodes/{first.pk}/drain", {"reason": "r"})  # noqa: E731
     drain_second = lambda client: client.post(f"/api/nodes/{second.pk}/drain", {"reason": "r"})  # noqa: E731
 
-    moved, drained = at_once(AdminFactory(), [drain_first, changed(paused, resume, drain_second)])
+    moved, drained = at_once(AdminFactory(), [drain_first, pause.then(drain_second)])
 
-    assert [target for _, target in picked[0]] == [second.pk]  # the race under test
+    assert [target for _, target in pause.seen] == [second.pk]  # the race under test
     assert drained.status_code == 200, drained.content
     assert moved.status_code == 200, moved.content
     assert (moved.json()["movedCount"], moved.json()["stayedCount"]) == (0, 1)
@@ -239,14 +200,13 @@ def test_the_sweeps_move_whose_target_loses_its_labels_meanwhile_fails_it_for_a_
     Cordon.objects.create(
         node=drained, reason="r", drain_deadline=timezone.now() - timedelta(seconds=1)
     )
-    picked = []
-    paused, resume = pause_at_first(monkeypatch, "_plan_fail_and_move", picked)
+    pause = pause_at(monkeypatch, services, "_plan_fail_and_move", wait=WAIT)
     sweep = lambda client: client.post("/cron/collect-failed")  # noqa: E731
-    change = changed(paused, resume, lambda client: unlabel(client, target.pk))
+    change = pause.then(lambda client: unlabel(client, target.pk))
 
     swept, relabelled = at_once(AdminFactory(), [sweep, change])
 
-    assert [node for _, node in picked[0].moving] == [target.pk]  # the race under test
+    assert [node for _, node in pause.seen.moving] == [target.pk]  # the race under test
     assert relabelled.status_code == 200, relabelled.content
     assert swept.status_code == 200, swept.content
     running.refresh_from_db()
@@ -276,15 +236,14 @@ def test_new_work_for_a_node_deactivated_that_instant_is_the_400_for_an_inactive
         ),
         "bulk": lambda client: client.post("/api/tasks/bulk", {"tasks": [new]}, format="json"),
     }
-    picked = []
-    paused, resume = pause_at_first(monkeypatch, "lock_nodes", picked, before=True)
-    deactivate = changed(
-        paused, resume, lambda client: User.objects.filter(pk=node.pk).update(is_active=False)
-    )
+    pause = pause_at(monkeypatch, services, "lock_nodes", before=True, wait=WAIT)
+    deactivate = pause.then(lambda client: User.objects.filter(pk=node.pk).update(is_active=False))
 
     admin = AdminFactory()
     answer, _ = at_once(admin, [sends[way], deactivate])
     monkeypatch.undo()
+
+    assert pause.paused.is_set()
     [again] = at_once(admin, [sends[way]])  # the answer once the deactivation came first
 
     assert answer.status_code == 400, answer.content
