@@ -462,7 +462,7 @@ def task_update(
     """Edit a task's fields; only a pending task, since a node may already be at work.
 
     Without `payload`, `node_selector` or `priority` the task keeps its own: the
-    original's clients never send them. The node must match the task's selector."""
+    original's clients never send them. A node or selector the edit names must match."""
     task = _locked_task(task_id)
     if task.status != TaskStatus.PENDING:
         raise TaskConflict(f"only a pending task can be edited; this task is {task.status}")
@@ -472,7 +472,10 @@ def task_update(
     new_node = assigned_node.pk != task.assigned_node_id
     if new_node:
         lock_nodes([assigned_node.pk])  # a label change or cordon takes it too
-    check_node_matches(assigned_node, task.node_selector)  # the 400 before the 409
+    if new_node or node_selector is not UNCHANGED:
+        # Only what the request names: a label change (or an admin's assign) may have
+        # left the task's node unmatched, and an edit of its name must not be refused.
+        check_node_matches(assigned_node, task.node_selector)  # the 400 before the 409
     if new_node:
         _check_takes_work(assigned_node)
         # Given to another node, pending: a manual reassignment, as through assign.
