@@ -540,9 +540,13 @@ def task_change_status(
         check_attempt(task.attempts, attempt)
     if status == task.status:
         return task
-    if not is_late_success(task, status, attempt):
+    late = (
+        task.status == TaskStatus.FAILED
+        and task.failure_cause in LATE_SUCCESS_CAUSES
+        and _failed_while_running(task)
+    )
+    if not (late and is_late_success(task, status, attempt)):
         # A node acknowledges a cancel; only an admin decides one (task_cancel).
-        late = task.status == TaskStatus.FAILED and task.failure_cause in LATE_SUCCESS_CAUSES
         check_transition(
             task.status,
             status,
@@ -571,6 +575,19 @@ def task_change_status(
         fields.append("result")
     task.save(update_fields=fields)
     return task
+
+
+def _failed_while_running(task: Task) -> bool:
+    """Whether the task's failure ended a running attempt (its last change to failed came
+    from in_progress). Failover also fails pending tasks (pinned ones, say): nothing ran
+    them, so no node's completed can be their late success."""
+    return (
+        task.history.filter(action=HistoryAction.STATUS_CHANGE, to_value=TaskStatus.FAILED)
+        .order_by("-id")
+        .values_list("from_value", flat=True)
+        .first()
+        == TaskStatus.IN_PROGRESS
+    )
 
 
 @transaction.atomic
