@@ -462,18 +462,19 @@ def task_update(
     """Edit a task's fields; only a pending task, since a node may already be at work.
 
     Without `payload`, `node_selector` or `priority` the task keeps its own: the
-    original's clients never send them. A node or selector the edit names must match."""
+    original's clients never send them. A node or selector the edit changes must match."""
     task = _locked_task(task_id)
     if task.status != TaskStatus.PENDING:
         raise TaskConflict(f"only a pending task can be edited; this task is {task.status}")
     _validate(node=assigned_node, locked_at=locked_at)
-    if node_selector is not UNCHANGED:
+    new_selector = node_selector is not UNCHANGED and (node_selector or None) != task.node_selector
+    if new_selector:
         task.node_selector = node_selector or None
     new_node = assigned_node.pk != task.assigned_node_id
     if new_node:
         lock_nodes([assigned_node.pk])  # a label change or cordon takes it too
-    if new_node or node_selector is not UNCHANGED:
-        # Only what the request names: a label change (or an admin's assign) may have
+    if new_node or new_selector:
+        # Only a mismatch the edit makes: a label change (or an admin's assign) may have
         # left the task's node unmatched, and an edit of its name must not be refused.
         check_node_matches(assigned_node, task.node_selector)  # the 400 before the 409
     if new_node:
