@@ -598,10 +598,14 @@ class TaskAdminForm(forms.ModelForm):
         node = cleaned.get("assigned_node")
         if node is None and task._state.adding and "assigned_node" not in self.errors:
             self.placement_check(cleaned.get("node_selector") or None, cleaned.get("locked_at"))
-        if node is not None and "node_selector" not in self.errors:
+        selector = cleaned.get("node_selector") or None
+        # As task_update: only a node or selector the form changes must match.
+        moved = node is not None and node.pk != task.assigned_node_id
+        changes = task._state.adding or moved or selector != task.node_selector
+        if node is not None and "node_selector" not in self.errors and changes:
             # The services' own rules, asked before the save so a refusal is a form error.
             try:
-                check_node_matches(node, cleaned.get("node_selector") or None)
+                check_node_matches(node, selector)
             except ValidationError as error:
                 self.add_error(None, error)
         if node is not None and node.pk != task.assigned_node_id:

@@ -462,17 +462,21 @@ def task_update(
     """Edit a task's fields; only a pending task, since a node may already be at work.
 
     Without `payload`, `node_selector` or `priority` the task keeps its own: the
-    original's clients never send them. The node must match the task's selector."""
+    original's clients never send them. A node or selector the edit changes must match."""
     task = _locked_task(task_id)
     if task.status != TaskStatus.PENDING:
         raise TaskConflict(f"only a pending task can be edited; this task is {task.status}")
     _validate(node=assigned_node, locked_at=locked_at)
-    if node_selector is not UNCHANGED:
+    new_selector = node_selector is not UNCHANGED and (node_selector or None) != task.node_selector
+    if new_selector:
         task.node_selector = node_selector or None
     new_node = assigned_node.pk != task.assigned_node_id
     if new_node:
         lock_nodes([assigned_node.pk])  # a label change or cordon takes it too
-    check_node_matches(assigned_node, task.node_selector)  # the 400 before the 409
+    if new_node or new_selector:
+        # Only a mismatch the edit makes: a label change (or an admin's assign) may have
+        # left the task's node unmatched, and an edit of its name must not be refused.
+        check_node_matches(assigned_node, task.node_selector)  # the 400 before the 409
     if new_node:
         _check_takes_work(assigned_node)
         # Given to another node, pending: a manual reassignment, as through assign.
@@ -537,9 +541,13 @@ def task_change_status(
         check_attempt(task.attempts, attempt)
     if status == task.status:
         return task
-    if not is_late_success(task, status, attempt):
+    late = (
+        task.status == TaskStatus.FAILED
+        and task.failure_cause in LATE_SUCCESS_CAUSES
+        and _failed_while_running(task)
+    )
+    if not (late and is_late_success(task, status, attempt)):
         # A node acknowledges a cancel; only an admin decides one (task_cancel).
-        late = task.status == TaskStatus.FAILED and task.failure_cause in LATE_SUCCESS_CAUSES
         check_transition(
             task.status,
             status,
@@ -568,6 +576,19 @@ def task_change_status(
         fields.append("result")
     task.save(update_fields=fields)
     return task
+
+
+def _failed_while_running(task: Task) -> bool:
+    """Whether the task's failure ended a running attempt (its last change to failed came
+    from in_progress). Failover also fails pending tasks (pinned ones, say): nothing ran
+    them, so no node's completed can be their late success."""
+    return (
+        task.history.filter(action=HistoryAction.STATUS_CHANGE, to_value=TaskStatus.FAILED)
+        .order_by("-id")
+        .values_list("from_value", flat=True)
+        .first()
+        == TaskStatus.IN_PROGRESS
+    )
 
 
 @transaction.atomic

@@ -71,6 +71,22 @@ def test_a_selector_the_tasks_node_does_not_match_is_a_form_error_and_nothing_ch
     assert not TaskHistory.objects.filter(task=task).exclude(action="initial_assign").exists()
 
 
+def test_an_edit_keeping_a_node_its_labels_no_longer_match_is_saved(admin_site_client):
+    # The node's labels changed after the task was placed: renaming the task, its node
+    # and selector left as they are, was a form error about a mismatch it did not make.
+    node = gpu_node()
+    task = TaskFactory(assigned_node=node, node_selector={"gpu": "true"})
+    NodeLabels.objects.filter(node=node).update(labels={})
+
+    response = admin_site_client.post(
+        change_url(task), form_for(node, node_selector='{"gpu": "true"}') | NO_INLINE_FORMS
+    )
+
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    task.refresh_from_db()
+    assert task.name == "Render"
+
+
 class Meanwhile:
     """Runs `change` just before the first statement `starts` picks out: someone (a node,
     another admin) acting between the page's checks and the service's, as in production."""

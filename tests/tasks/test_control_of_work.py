@@ -136,6 +136,28 @@ def test_a_late_success_is_refused_once_the_task_was_given_out_again(
     assert Task.objects.get(pk=task.pk).status == PENDING
 
 
+@pytest.mark.parametrize("attempts", [0, 1])
+def test_a_task_failed_while_pending_has_no_late_success(
+    settings, node_client, node, other_node, attempts
+):
+    # Failover fails a down node's pinned pending task for a human (node_lost). No attempt
+    # was running: a completed naming its attempt (0, never started; or 1, an attempt an
+    # admin's assign took back) skipped pending -> in_progress and was kept, 200.
+    settings.FAILOVER, settings.NODE_DOWN_AFTER = "reassign", 30
+    type(node).objects.filter(pk=node.pk).update(last_seen=timezone.now() - timedelta(minutes=5))
+    type(node).objects.filter(pk=other_node.pk).update(last_seen=timezone.now())
+    task = TaskFactory(assigned_node=node, status=PENDING, attempts=attempts, pinned=True)
+    tasks_fail_over(batch_size=10)
+    assert Task.objects.filter(pk=task.pk, status=FAILED, failure_cause="node_lost").exists()
+    rows = history(task)
+
+    body = assert_json_error(shift(node_client, task, COMPLETED, attempt=attempts), 400)
+
+    assert "is kept" not in body["message"]
+    assert Task.objects.get(pk=task.pk).status == FAILED
+    assert history(task) == rows
+
+
 # --- cancellation -----------------------------------------------------------------------
 
 

@@ -257,6 +257,34 @@ def test_an_edit_keeps_the_node_matching_the_tasks_selector(admin_client):
     assert task.history.get(action=HistoryAction.EDIT).to_value == "nodeSelector"
 
 
+def test_an_edit_changing_neither_the_node_nor_the_selector_is_not_refused_for_a_mismatch(
+    admin_client,
+):
+    # The node's labels changed after the task was placed (an admin's assign may also
+    # choose a node that does not match): the original's edit, which names the same
+    # node and no selector, was a 400 on the assignedNode it did not change; so was a
+    # client's that sends the task back as it read it, selector and all.
+    gpu = labelled("gpu", GPU)
+    task = TaskFactory(assigned_node=gpu, node_selector=GPU)
+    NodeLabels.objects.filter(node=gpu).update(labels={})
+    body = {
+        "taskId": str(task.pk),
+        "taskName": "renamed",
+        "taskDetails": task.details,
+        "assignedNode": str(gpu.pk),
+        "lockedAt": task.locked_at.isoformat(),
+    }
+
+    response = admin_client.put("/api/tasks", body, format="json")
+
+    assert response.status_code == 200
+    assert response.json()["task"]["taskName"] == "renamed"
+    body["nodeSelector"] = GPU  # sent back unchanged
+    assert admin_client.put("/api/tasks", body, format="json").status_code == 200
+    body["nodeSelector"] = {**GPU, "zone": "eu"}  # a new selector: the node must match it
+    assert_json_error(admin_client.put("/api/tasks", body, format="json"), 400)
+
+
 # --- Failover ----------------------------------------------------------------------
 
 
