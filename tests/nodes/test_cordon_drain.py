@@ -494,8 +494,8 @@ def test_a_drain_moves_a_pending_task_an_admin_is_editing_that_instant(monkeypat
     node, other, admin = NodeFactory(), NodeFactory(), AdminFactory()
     seen(node, other)
     task = TaskFactory(assigned_node=node)
-    # The drain waits for this edit's lock once fixed.
-    pause = pause_at(monkeypatch, services, "check_node_matches")
+    # Paused once the edit holds the task's lock; the drain waits for it once fixed.
+    pause = pause_at(monkeypatch, services, "_locked_task")
     body = {
         "taskId": str(task.pk),
         "taskName": "renamed",
