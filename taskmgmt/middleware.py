@@ -192,7 +192,7 @@ class RequestLogMiddleware:
 # Subclasses, so Django's checks still find them and their order in MIDDLEWARE holds;
 # CsrfViewMiddleware stays for every path (its check runs in process_view).
 _API_PREFIX = "/api/"
-_API_PATHS = frozenset({"/healthz", "/healthz/", "/metrics", "/metrics/"})
+_API_PATHS = frozenset({"/api", "/healthz", "/healthz/", "/metrics", "/metrics/"})
 
 
 def is_api_path(path_info: str) -> bool:

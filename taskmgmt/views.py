@@ -7,14 +7,18 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.utils import extend_schema, inline_serializer
 from drf_spectacular.views import (
     SpectacularAPIView,
     SpectacularRedocView,
     SpectacularSwaggerView,
 )
+from rest_framework import serializers, viewsets
+from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
 
-from taskmgmt.errors import error_body
+from taskmgmt.errors import error_body, error_responses
 from taskmgmt.throttling import CACHE_ERRORS, counts_cache
 
 # --- Django's own error views, and the catch-all under /api/ ----------------
@@ -103,6 +107,25 @@ class DocsView(JsonErrorsMixin, OwnOriginOnlyMixin, SpectacularSwaggerView):
 class RedocView(JsonErrorsMixin, OwnOriginOnlyMixin, SpectacularRedocView):
     # drf-spectacular's own page loads Google's web fonts; ours uses the system's.
     template_name = "taskmgmt/redoc.html"
+
+
+class ApiRootViewSet(viewsets.ViewSet):
+    """/api answers 200 {message}, as the original's did: its clients and container health
+    checks wait on it. No token needed, nothing read: /healthz says whether the database
+    answers."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="Greet, as the original did: a client's check that the API is up",
+        responses={
+            200: inline_serializer("ApiRoot", {"message": serializers.CharField()}),
+            **error_responses(429),
+        },
+    )
+    def greet(self, request):
+        return Response({"message": "Welcome to Task Manager"})
 
 
 HEALTHZ_METHODS = ("GET", "HEAD")
