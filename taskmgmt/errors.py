@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS, RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, InterfaceError, OperationalError
+from django.http import JsonResponse
 from django_ratelimit.exceptions import Ratelimited
 from drf_spectacular.utils import OpenApiResponse
 from redis.exceptions import RedisError
@@ -27,6 +28,7 @@ from taskmgmt.exceptions import (
     PayloadTooLarge,
     ServiceUnavailable,
 )
+from taskmgmt.renderers import JSON_CONTENT_TYPE
 from taskmgmt.throttling import RefusedRateThrottle
 
 logger = logging.getLogger("taskmgmt.api")
@@ -67,6 +69,13 @@ def error_body(status_code: int, message: str, title: str | None = None, errors=
     if errors is not None:
         body["errors"] = errors
     return body
+
+
+def error_response(status_code: int, message: str, title: str | None = None) -> JsonResponse:
+    """An error answered outside DRF (middleware, Django's handlers), in the same form."""
+    return JsonResponse(
+        error_body(status_code, message, title), status=status_code, content_type=JSON_CONTENT_TYPE
+    )
 
 
 def _flatten(detail, field: str | None = None) -> list[dict]:

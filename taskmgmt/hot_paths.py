@@ -191,7 +191,7 @@ class HotPaths:
         # Imported here, as RequestLogMiddleware does: this module loads before the URLconf.
         from taskmgmt.metrics import count_answer
         from taskmgmt.middleware import log_answer, request_id_from
-        from taskmgmt.renderers import JSONRenderer
+        from taskmgmt.renderers import JSON_CONTENT_TYPE, JSONRenderer
         from taskmgmt.views import server_error
 
         started = time.perf_counter()
@@ -224,7 +224,7 @@ class HotPaths:
                 logger.exception("a hot path failed after its change was committed")
                 status, content = 500, server_error(request).content
             headers = [
-                ("Content-Type", "application/json"),
+                ("Content-Type", JSON_CONTENT_TYPE),
                 ("Allow", route.allow),
                 ("Content-Length", str(len(content))),
                 *_static_headers(),

@@ -21,6 +21,7 @@ from drf_spectacular.utils import OpenApiParameter
 from rest_framework import exceptions, status
 
 from taskmgmt.exceptions import CacheUnavailable
+from taskmgmt.renderers import JSON_CONTENT_TYPE
 
 logger = logging.getLogger("taskmgmt.api")
 
@@ -80,7 +81,7 @@ def idempotent(view):
         kept = hold(cache_key, fingerprint)
         if kept is not None:
             response = HttpResponse(
-                kept["body"], status=kept["status"], content_type="application/json"
+                kept["body"], status=kept["status"], content_type=JSON_CONTENT_TYPE
             )
             response["Idempotent-Replayed"] = "true"
             return response

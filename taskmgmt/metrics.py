@@ -142,7 +142,9 @@ def count_answer(method: str, view: str, status: int, started: float) -> None:
 
 
 def _refusal(status: int, title: str, message: str) -> JsonResponse:
-    response = JsonResponse({"title": title, "message": message}, status=status)
+    from taskmgmt.errors import error_response  # as in taskmgmt.middleware: DRF loads later
+
+    response = error_response(status, message, title)
     if status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
     return response

@@ -13,7 +13,6 @@ from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.core.exceptions import DisallowedHost
 from django.db import InterfaceError, OperationalError
-from django.http import JsonResponse
 from django.utils.functional import LazyObject, empty
 from redis.exceptions import RedisError
 
@@ -126,10 +125,9 @@ class RequestLimitsMiddleware:
             refusal = _host_refused(request)
         if refusal is None:
             return self.get_response(request)
-        from taskmgmt.errors import error_body  # see process_exception below
+        from taskmgmt.errors import error_response  # see process_exception below
 
-        status, message = refusal
-        return JsonResponse(error_body(status, message), status=status)
+        return error_response(*refusal)
 
 
 def _host_refused(request) -> tuple[int, str] | None:
@@ -167,7 +165,7 @@ class RequestLogMiddleware:
         """A lost database or cache connection is an outage to retry, not a bug: 503 JSON."""
         # Imported here: middleware loads before the URLconf, and importing the API
         # module that early starts DRF's settings import chain from the wrong end.
-        from taskmgmt.errors import error_body
+        from taskmgmt.errors import error_response
         from taskmgmt.exceptions import CacheUnavailable
 
         if isinstance(exception, OperationalError | InterfaceError):
@@ -177,9 +175,7 @@ class RequestLogMiddleware:
         else:
             return None
         logger.error(f"{what} unavailable", exc_info=exception)
-        response = JsonResponse(
-            error_body(503, f"The {what} is unavailable; try again shortly."), status=503
-        )
+        response = error_response(503, f"The {what} is unavailable; try again shortly.")
         response["Retry-After"] = "5"
         return response
 
@@ -192,7 +188,7 @@ class RequestLogMiddleware:
 # Subclasses, so Django's checks still find them and their order in MIDDLEWARE holds;
 # CsrfViewMiddleware stays for every path (its check runs in process_view).
 _API_PREFIX = "/api/"
-_API_PATHS = frozenset({"/healthz", "/healthz/", "/metrics", "/metrics/"})
+_API_PATHS = frozenset({"/api", "/healthz", "/healthz/", "/metrics", "/metrics/"})
 
 
 def is_api_path(path_info: str) -> bool:

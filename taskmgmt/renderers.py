@@ -58,7 +58,14 @@ def _placeholders(ensure_ascii: bool) -> re.Pattern:
     return re.compile(re.escape(before) + "([0-9a-f]{16}):([0-9]+)" + re.escape(after))
 
 
+# Every JSON answer says UTF-8, as the original's Express did: RFC 8259 needs no
+# charset, but Windows PowerShell 5.1 reads a body without one as ISO-8859-1.
+JSON_CONTENT_TYPE = "application/json; charset=utf-8"
+
+
 class JSONRenderer(renderers.JSONRenderer):
+    charset = "utf-8"  # DRF adds it to the Content-Type (JSON_CONTENT_TYPE)
+
     def render(self, data, accepted_media_type=None, renderer_context=None):
         if data is None:
             return b""

@@ -335,7 +335,7 @@ SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
 # --- CORS and security headers ----------------------------------------------
 
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
-CORS_URLS_REGEX = r"^/(api|cron)/.*$"
+CORS_URLS_REGEX = r"^/(api|cron)(/.*)?$"  # /api itself too: the original greeted there
 # Browser scripts may send an Idempotency-Key and their own X-Request-ID, and read
 # these on our answers: the 429/503 wait, the log id, and whether a keyed POST was
 # answered again.

@@ -58,6 +58,7 @@ urlpatterns = [
     path("metrics", metrics.metrics_view, name="metrics"),
     # No public site: the front door is the admin's dashboard (its login when signed out).
     path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),
+    path("api/", views.ApiRootViewSet.as_view({"get": "greet"}), name="api-root"),
     # Last: any other path under /api/ answers a JSON 404, even with DEBUG on.
     re_path(r"^api/", views.api_not_found, name="api-not-found"),
 ]

@@ -7,25 +7,25 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.utils import extend_schema, inline_serializer
 from drf_spectacular.views import (
     SpectacularAPIView,
     SpectacularRedocView,
     SpectacularSwaggerView,
 )
-from rest_framework.renderers import JSONRenderer
+from rest_framework import serializers, viewsets
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
 
-from taskmgmt.errors import error_body
+from taskmgmt.errors import error_response, error_responses
+from taskmgmt.renderers import JSON_CONTENT_TYPE, JSONRenderer
 from taskmgmt.throttling import CACHE_ERRORS, counts_cache
 
 # --- Django's own error views, and the catch-all under /api/ ----------------
 
 
-def _json_error(status_code: int, message: str) -> JsonResponse:
-    return JsonResponse(error_body(status_code, message), status=status_code)
-
-
 def bad_request(request, exception=None):
-    return _json_error(400, "The request could not be understood.")
+    return error_response(400, "The request could not be understood.")
 
 
 def not_found(request, exception=None):
@@ -34,11 +34,11 @@ def not_found(request, exception=None):
     if request.path.startswith(reverse("admin:index")):
         context = {**admin.site.each_context(request), "title": "Page not found"}
         return render(request, "admin/404.html", context, status=404)
-    return _json_error(404, "No such page or object.")
+    return error_response(404, "No such page or object.")
 
 
 def server_error(request):
-    return _json_error(500, "Something went wrong on our side; it has been logged.")
+    return error_response(500, "Something went wrong on our side; it has been logged.")
 
 
 @csrf_exempt
@@ -48,7 +48,7 @@ def api_not_found(request):
     Matching them all also keeps APPEND_SLASH from redirecting under /api/
     (a redirected POST loses its body, and DEBUG turns it into a 500).
     """
-    return _json_error(404, f"No API endpoint at {request.path}.")
+    return error_response(404, f"No API endpoint at {request.path}.")
 
 
 # --- The schema and its docs page ----------------------------------------------
@@ -105,6 +105,25 @@ class RedocView(JsonErrorsMixin, OwnOriginOnlyMixin, SpectacularRedocView):
     template_name = "taskmgmt/redoc.html"
 
 
+class ApiRootViewSet(viewsets.ViewSet):
+    """/api answers 200 {message}, as the original's did: its clients and container health
+    checks wait on it. No token needed, nothing read: /healthz says whether the database
+    answers."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="Greet, as the original did: a client's check that the API is up",
+        responses={
+            200: inline_serializer("ApiRoot", {"message": serializers.CharField()}),
+            **error_responses(429),
+        },
+    )
+    def greet(self, request):
+        return Response({"message": "Welcome to Task Manager"})
+
+
 HEALTHZ_METHODS = ("GET", "HEAD")
 
 
@@ -138,7 +157,7 @@ def healthz(request):
     The cache is one: without it no login can be counted, so none is served.
     """
     if request.method not in HEALTHZ_METHODS:
-        response = _json_error(405, f'Method "{request.method}" not allowed.')
+        response = error_response(405, f'Method "{request.method}" not allowed.')
         response["Allow"] = ", ".join(HEALTHZ_METHODS)
         return response
     dependencies = {
@@ -149,4 +168,5 @@ def healthz(request):
     return JsonResponse(
         {"status": "ok" if healthy else "unavailable", **dependencies},
         status=200 if healthy else 503,
+        content_type=JSON_CONTENT_TYPE,
     )

@@ -33,7 +33,7 @@ USER_FIELDS = {"id", "name", "email", "role"}
 def assert_json_error(response, status_code) -> dict:
     """The one error format: JSON `{title, message}`, plus `errors` for validation."""
     assert response.status_code == status_code, response.content
-    assert response["Content-Type"] == "application/json"
+    assert response["Content-Type"] == "application/json; charset=utf-8"
     body = response.json()
     assert isinstance(body["title"], str)
     assert isinstance(body["message"], str)

@@ -29,7 +29,7 @@ def test_a_heartbeat_answers_with_exactly_these_headers(node_client):
     assert response.status_code == 200
     assert response.cookies == {}
     assert headers_of(response) == {
-        "Content-Type": "application/json",
+        "Content-Type": "application/json; charset=utf-8",
         "Allow": "POST, OPTIONS",
         "Content-Length": str(len(response.content)),
         "Vary": "origin",
@@ -44,7 +44,7 @@ def test_a_refused_token_answers_with_exactly_these_headers():
     assert response.status_code == 401
     assert response.cookies == {}
     assert headers_of(response) == {
-        "Content-Type": "application/json",
+        "Content-Type": "application/json; charset=utf-8",
         "WWW-Authenticate": 'Bearer realm="api"',
         "Allow": "POST, OPTIONS",
         "Content-Length": str(len(response.content)),
@@ -61,7 +61,7 @@ def test_an_unknown_api_path_answers_with_exactly_these_headers(method):
     assert response.status_code == 404
     assert response.cookies == {}
     assert headers_of(response) == {
-        "Content-Type": "application/json",
+        "Content-Type": "application/json; charset=utf-8",
         "Content-Length": str(len(response.content)),
         "Vary": "origin",
         **SECURITY,

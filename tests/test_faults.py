@@ -232,7 +232,7 @@ def admin_site_session(server: Gunicorn):
 def assert_json_error(response, status: int) -> dict:
     code, headers, body = response
     assert code == status, body[:300]
-    assert headers["Content-Type"] == "application/json", body[:300]
+    assert headers["Content-Type"] == "application/json; charset=utf-8", body[:300]
     document = json.loads(body)
     assert document.keys() >= {"title", "message"}
     return document

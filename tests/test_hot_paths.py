@@ -561,7 +561,7 @@ def test_an_error_after_a_committed_change_is_a_500_never_a_second_run(
     )
 
     assert (status, counting.calls) == (500, 0)
-    assert headers["Content-Type"] == "application/json"
+    assert headers["Content-Type"] == "application/json; charset=utf-8"
     assert answer["message"] == "Something went wrong on our side; it has been logged."
     task = Task.objects.get(pk=in_progress.pk)
     assert task.status == TaskStatus.COMPLETED

@@ -62,7 +62,7 @@ def post(client, path, body, key):
 def assert_replayed(first, repeat):
     assert repeat.status_code == first.status_code
     assert repeat.content == first.content
-    assert repeat["Content-Type"] == "application/json"
+    assert repeat["Content-Type"] == "application/json; charset=utf-8"
     assert repeat["Idempotent-Replayed"] == "true"
     assert "Idempotent-Replayed" not in first
 

@@ -116,6 +116,7 @@ CALLS = [
     Call("docs", "GET", "/api/docs/", "anon", 200),
     Call("redoc", "GET", "/api/redoc/", "anon", 200),
     Call("healthz", "GET", "/healthz", "anon", 200),
+    Call("api-root", "GET", "/api", "anon", 200),
     # Closed (404) while neither METRICS_TOKEN nor METRICS_ALLOWED_NETWORKS is set.
     Call("metrics", "GET", "/metrics", "anon", 404),
     Call("favicon", "GET", "/favicon.ico", "anon", 204),
@@ -282,6 +283,26 @@ def test_the_front_door_opens_the_admins_dashboard():
 
     assert response.status_code == 302
     assert response["Location"] == reverse("admin:index")
+
+
+@pytest.mark.parametrize("path", ["/api", "/api/"])
+@pytest.mark.parametrize("method", ["get", "head"])
+def test_the_api_root_answers_200_json_like_the_originals(path, method):
+    """The original greeted any request to /api with 200 {message}: clients and container
+    health checks (`curl -f …/api`) use it to wait for the server."""
+    response = getattr(Client(), method)(path)
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/json")
+    if method == "get":
+        assert set(response.json()) == {"message"}
+
+
+def test_the_api_root_refuses_a_write_as_json():
+    response = APIClient().post("/api", {"a": 1})
+
+    assert_json_error(response, 405)
+    assert response["Allow"] == "GET, HEAD, OPTIONS"
 
 
 def test_the_browsers_icon_request_is_no_404():

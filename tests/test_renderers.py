@@ -10,6 +10,8 @@ from rest_framework.test import APIClient
 from taskmgmt.renderers import JSONRenderer, JSONText
 from tests.factories import TaskFactory
 
+UTF8_JSON = "application/json; charset=utf-8"
+
 
 def render(data, media_type=None) -> str:
     return JSONRenderer().render(data, media_type).decode()
@@ -83,9 +85,30 @@ def test_an_accept_the_api_cannot_meet_gets_json_not_a_406(admin_client, node, a
     listed = admin_client.get("/api/tasks/all", HTTP_ACCEPT=accept)
     refused = APIClient().get("/api/tasks/all", HTTP_ACCEPT=accept)
 
-    assert (listed.status_code, listed["Content-Type"]) == (200, "application/json")
+    assert (listed.status_code, listed["Content-Type"]) == (200, UTF8_JSON)
     assert len(listed.json()["tasks"]) == 1
-    assert (refused.status_code, refused["Content-Type"]) == (401, "application/json")
+    assert (refused.status_code, refused["Content-Type"]) == (401, UTF8_JSON)
+
+
+@pytest.mark.django_db
+def test_every_json_answer_names_utf_8_as_the_originals_did(admin_client, node):
+    """Windows PowerShell 5.1's Invoke-RestMethod reads a body without a charset as
+    ISO-8859-1: "café" came back "cafÃ©". The original's Express said utf-8."""
+    task = TaskFactory(assigned_node=node, name="café ☕")
+    answers = {
+        "a view's 200": admin_client.get(f"/api/tasks/{task.pk}"),
+        "a view's 401": APIClient().get("/api/tasks/all"),
+        "a view's 405": admin_client.delete("/api/tasks/all"),
+        "the schema's 405": admin_client.delete("/api/schema/"),
+        "an unknown API path": APIClient().get("/api/no-such-thing"),
+        "an unknown path": APIClient().get("/no-such-thing"),
+        "the API root": APIClient().get("/api"),
+        "the health check": APIClient().get("/healthz"),
+    }
+
+    for what, response in answers.items():
+        assert response["Content-Type"] == UTF8_JSON, what
+    assert answers["a view's 200"].json()["task"]["taskName"] == "café ☕"
 
 
 def test_an_accept_the_api_can_meet_is_still_honoured(admin_client):

@@ -57,6 +57,15 @@ def test_an_allowed_origin_may_read_the_answer_and_its_retry_after(node_client):
 
 
 @override_settings(CORS_ALLOWED_ORIGINS=[ALLOWED_ORIGIN])
+@pytest.mark.parametrize("path", ["/api", "/api/"])
+def test_an_allowed_origin_may_read_the_api_root(path):
+    response = APIClient().get(path, HTTP_ORIGIN=ALLOWED_ORIGIN)
+
+    assert response.status_code == 200
+    assert response["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN
+
+
+@override_settings(CORS_ALLOWED_ORIGINS=[ALLOWED_ORIGIN])
 def test_cors_does_not_reach_the_admin_site():
     response = preflight(ALLOWED_ORIGIN, path="/admin/login/")
 

@@ -159,13 +159,14 @@ def test_a_request_larger_than_the_api_accepts_is_refused_as_json_not_gunicorns_
 ):
     code, content_type, body = raw_get(site, target, headers)
 
-    assert (code, content_type) == (status, "application/json"), body[:200]
+    assert (code, content_type) == (status, "application/json; charset=utf-8"), body[:200]
     assert json.loads(body).keys() == {"title", "message"}
 
 
 def test_only_a_request_line_beyond_gunicorns_maximum_gets_its_html_page(site):
     """The one HTML answer (docs/operations.md): gunicorn cannot read such a request."""
-    assert raw_get(site, f"/api/tasks?cursor={'A' * 8000}")[:2] == (414, "application/json")
+    answer = raw_get(site, f"/api/tasks?cursor={'A' * 8000}")
+    assert answer[:2] == (414, "application/json; charset=utf-8")
 
     code, content_type, _ = raw_get(site, f"/api/tasks?cursor={'A' * 8200}")
 

@@ -1182,7 +1182,7 @@ def test_an_unknown_admin_page_is_the_admins_html_404_and_the_api_keeps_json(
     assert "admin/404.html" in [template.name for template in response.templates]
     assert "taskmgmt administration" in response.content.decode()
     api = admin_site_client.get("/api/no-such-page")
-    assert (api.status_code, api["Content-Type"]) == (404, "application/json")
+    assert (api.status_code, api["Content-Type"]) == (404, "application/json; charset=utf-8")
 
 
 def test_the_header_has_no_view_site_link_to_a_page_that_does_not_exist(admin_site_client):
