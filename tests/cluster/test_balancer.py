@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from taskmgmt.renderers import JSON_CONTENT_TYPE
 from tests.cluster.harness import ROOT, wait_for
 from tests.ports import free_port
 
@@ -91,7 +92,7 @@ def test_the_balancer_answers_metrics_itself_and_never_passes_them_to_a_host(bal
     # METRICS_ALLOWED_NETWORKS naming the hosts' network, anyone could read /metrics.
     status, content_type, body = get(balancer, path)
 
-    assert (status, content_type) == (404, "application/json")
+    assert (status, content_type) == (404, JSON_CONTENT_TYPE)
     assert json.loads(body) == NOT_FOUND
     assert Host.seen == []
 
