@@ -26,6 +26,8 @@ WORKER = Path(sys.executable).with_name("taskmgmt-worker")  # the console script
 
 JOBS = """
 import json
+import os
+import time
 
 def count(task, context):
     rows = task["payload"]["rows"]
@@ -40,6 +42,32 @@ def huge(task, context):
 def broken(task, context):
     context.progress(10, "starting")
     raise KeyError("column " + task["payload"]["column"])
+
+# The long-running works: each says it started (a file), then waits as its name says.
+
+def away(task, context):  # until told to stop, then returns all the same
+    open("started", "w").close()
+    context.cancelled.wait(30)
+    return {"late": True}
+
+def slow(task, context):  # until told to stop, then stops
+    open("started", "w").close()
+    if context.cancelled.wait(30):
+        raise RuntimeError("cancelled")  # stopped: the worker acknowledges
+    return {"finished": True}
+
+def gated(task, context):  # for the file `go`, deaf to a stop
+    open("started", "w").close()
+    while not os.path.exists("go"):
+        time.sleep(0.05)
+    return {"done": task["id"]}
+
+def watching(task, context):  # for the file `go`, or until told to stop
+    open("started", "w").close()
+    while not os.path.exists("go"):
+        if context.cancelled.wait(0.05):
+            raise RuntimeError("stopped")
+    return {"done": task["id"]}
 """
 
 
@@ -123,14 +151,8 @@ def test_a_report_for_a_task_taken_away_is_dropped_not_sent(live_server, tmp_pat
     task = TaskFactory(assigned_node=node, payload={"rows": 3})
     # The work waits to be told to stop; meanwhile the task is moved away (as an
     # admin or failover would), which the next heartbeat answer says.
-    (tmp_path / "away.py").write_text(
-        "def run(task, context):\n"
-        "    open('started', 'w').close()\n"
-        "    context.cancelled.wait(30)\n"
-        "    return {'late': True}\n"
-    )
     log_path = tmp_path / "worker.log"
-    process = start_worker(live_server, node, tmp_path, "away:run")
+    process = start_worker(live_server, node, tmp_path, "jobs:away")
     try:
         wait_for(lambda: (tmp_path / "started").exists(), 30, "the work never started")
         Task.objects.filter(pk=task.pk).update(assigned_node=other, status=TaskStatus.PENDING)
@@ -148,6 +170,7 @@ def test_a_report_for_a_task_taken_away_is_dropped_not_sent(live_server, tmp_pat
 
 def start_worker(live_server, node, tmp_path, work: str, *args: str) -> subprocess.Popen:
     """`taskmgmt-worker` for `node` running `work` in `tmp_path`, logging to worker.log."""
+    (tmp_path / "jobs.py").write_text(JOBS)
     with (tmp_path / "worker.log").open("w") as log:
         return subprocess.Popen(
             [
@@ -189,15 +212,8 @@ def test_the_example_worker_sums_the_payload_with_progress(live_server, tmp_path
 def test_a_cancel_request_is_acknowledged_within_a_heartbeat(live_server, tmp_path):
     node = NodeFactory()
     task = TaskFactory(assigned_node=node, payload={"rows": 3})
-    (tmp_path / "slow.py").write_text(
-        "def run(task, context):\n"
-        "    open('started', 'w').close()\n"
-        "    if context.cancelled.wait(30):\n"
-        "        raise RuntimeError('cancelled')  # stopped: the worker acknowledges\n"
-        "    return {'finished': True}\n"
-    )
     log_path = tmp_path / "worker.log"
-    process = start_worker(live_server, node, tmp_path, "slow:run", "--max-tasks", "1")
+    process = start_worker(live_server, node, tmp_path, "jobs:slow", "--max-tasks", "1")
     try:
         wait_for(lambda: (tmp_path / "started").exists(), 30, "the work never started")
         task_cancel(task_id=task.pk, reason="wrong input")
@@ -224,16 +240,8 @@ def test_a_drained_worker_finishes_its_task_and_exits_cleanly(live_server, tmp_p
     waiting = TaskFactory(assigned_node=node, locked_at=timezone.now() + timedelta(hours=2))
     other.last_seen = timezone.now() + timedelta(hours=1)  # alive throughout the test
     other.save(update_fields=["last_seen"])
-    (tmp_path / "gated.py").write_text(
-        "import os, time\n"
-        "def run(task, context):\n"
-        "    open('started', 'w').close()\n"
-        "    while not os.path.exists('go'):\n"
-        "        time.sleep(0.05)\n"
-        "    return {'done': task['id']}\n"
-    )
     log_path = tmp_path / "worker.log"
-    process = start_worker(live_server, node, tmp_path, "gated:run")
+    process = start_worker(live_server, node, tmp_path, "jobs:gated")
     try:
         wait_for(lambda: (tmp_path / "started").exists(), 30, "the work never started")
         moved, stayed = drain(node)
@@ -255,16 +263,8 @@ def test_a_draining_worker_told_to_stop_still_finishes_and_reports_its_task(live
     # for the maintenance) must still let the task at hand finish: only a second drops it.
     node = NodeFactory()
     task = TaskFactory(assigned_node=node, locked_at=timezone.now() + timedelta(hours=1))
-    (tmp_path / "gated.py").write_text(
-        "import os, time\n"
-        "def run(task, context):\n"
-        "    open('started', 'w').close()\n"
-        "    while not os.path.exists('go'):\n"
-        "        time.sleep(0.05)\n"
-        "    return {'done': task['id']}\n"
-    )
     log_path = tmp_path / "worker.log"
-    process = start_worker(live_server, node, tmp_path, "gated:run")
+    process = start_worker(live_server, node, tmp_path, "jobs:gated")
     try:
         wait_for(lambda: (tmp_path / "started").exists(), 30, "the work never started")
         drain(node)
@@ -290,17 +290,8 @@ def test_a_node_deactivated_mid_task_stops_its_work_and_exits(live_server, tmp_p
     # new attempt, with nothing said until then.
     node = NodeFactory()
     task = TaskFactory(assigned_node=node, locked_at=timezone.now() + timedelta(hours=1))
-    (tmp_path / "watching.py").write_text(
-        "import os\n"
-        "def run(task, context):\n"
-        "    open('started', 'w').close()\n"
-        "    while not os.path.exists('go'):\n"
-        "        if context.cancelled.wait(0.05):\n"
-        "            raise RuntimeError('stopped')\n"
-        "    return {'done': task['id']}\n"
-    )
     log_path = tmp_path / "worker.log"
-    process = start_worker(live_server, node, tmp_path, "watching:run")
+    process = start_worker(live_server, node, tmp_path, "jobs:watching")
     try:
         wait_for(lambda: (tmp_path / "started").exists(), 30, "the work never started")
         user_deactivate(user=node)
