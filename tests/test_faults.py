@@ -438,32 +438,38 @@ def test_after_a_database_restart_the_first_hot_request_on_each_kept_connection_
     assert site.worker_pids() == workers
 
 
-def test_a_database_that_accepts_but_never_answers_is_down_within_seconds(tmp_path):
-    """A hung MariaDB (or a proxy in front of a dead one) takes the TCP connection and
-    says nothing: without a connect timeout every request and /healthz waited minutes."""
+def with_a_silent_database(code: str, **settings: str) -> subprocess.CompletedProcess:
+    """`manage.py shell -c code` whose DATABASE_URL names a server that accepts the TCP
+    connection and never says a word (the kernel completes the handshake: a hung MariaDB,
+    or a proxy in front of a dead one)."""
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
-    silent.listen(8)  # the kernel completes the handshake; nobody ever speaks
-    port = silent.getsockname()[1]
+    silent.listen(8)
     env = {
         **os.environ,
-        "DATABASE_URL": f"mysql://root@127.0.0.1:{port}/silent",
+        "DATABASE_URL": f"mysql://root@127.0.0.1:{silent.getsockname()[1]}/silent",
         "SECRET_KEY": "faults-silent-database-key",
         "DEBUG": "false",
+        **settings,
     }
     env.pop("DJANGO_SETTINGS_MODULE", None)
-    started = time.monotonic()
     try:
-        result = subprocess.run(
-            [sys.executable, "manage.py", "shell", "-c", CONNECT],
+        return subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", code],
             cwd=ROOT,
             env=env,
             capture_output=True,
             text=True,
-            timeout=40,
+            timeout=60,
         )
     finally:
         silent.close()
+
+
+def test_a_database_that_accepts_but_never_answers_is_down_within_seconds(tmp_path):
+    """Without a connect timeout every request and /healthz waited minutes on it."""
+    started = time.monotonic()
+    result = with_a_silent_database(CONNECT)
 
     assert result.stdout.splitlines()[-1] == "down", result.stderr
     assert time.monotonic() - started < 20
@@ -473,30 +479,10 @@ def test_metrics_with_a_database_that_never_answers_is_served_within_its_connect
     tmp_path,
 ):
     """The figures wait for one connect timeout (5 s), then the events are served."""
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(8)
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"mysql://root@127.0.0.1:{silent.getsockname()[1]}/silent",
-        "SECRET_KEY": "faults-silent-database-key",
-        "DEBUG": "false",
-        "ALLOWED_HOSTS": "testserver",
-        "METRICS_TOKEN": METRICS_TOKEN,
-    }
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    env.pop("CACHE_URL", None)
-    try:
-        result = subprocess.run(
-            [sys.executable, "manage.py", "shell", "-c", SCRAPE],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    finally:
-        silent.close()
+    # An empty CACHE_URL: the process's own memory (/metrics needs no shared cache).
+    result = with_a_silent_database(
+        SCRAPE, ALLOWED_HOSTS="testserver", METRICS_TOKEN=METRICS_TOKEN, CACHE_URL=""
+    )
 
     status, took, database_up = result.stdout.split()[-3:]
     assert (status, database_up) == ("200", "0.0"), result.stderr[-2000:]
