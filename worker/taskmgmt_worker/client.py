@@ -1,6 +1,7 @@
 """The node's HTTP session with the server: tokens, retries, one JSON line per event."""
 
 import base64
+import http.client
 import json
 import random
 import sys
@@ -69,7 +70,8 @@ class Api:
     # --- HTTP ------------------------------------------------------------------
 
     def send(self, method: str, path: str, body=None, token=None):
-        """(status, headers, JSON body or None) of one request; network errors raise OSError."""
+        """(status, headers, JSON body or None) of one request; network errors, and an
+        answer cut short, raise OSError."""
         headers = {"Accept": "application/json"}
         data = None
         if body is not None:
@@ -81,10 +83,16 @@ class Api:
             self.server + path, data=data, method=method, headers=headers
         )
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                status, answer_headers, content = response.status, response.headers, response.read()
-        except urllib.error.HTTPError as error:
-            status, answer_headers, content = error.code, error.headers, error.read()
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    status, answer_headers = response.status, response.headers
+                    content = response.read()
+            except urllib.error.HTTPError as error:
+                status, answer_headers, content = error.code, error.headers, error.read()
+        except http.client.HTTPException as error:
+            # An answer cut short (a host killed mid-answer: IncompleteRead) or garbled is
+            # a lost connection, retried as one: the request is safe to repeat.
+            raise ConnectionError(f"the answer was cut short: {error!r}") from error
         try:
             payload = json.loads(content) if content else None
         except ValueError:

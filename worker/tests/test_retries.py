@@ -207,3 +207,46 @@ def test_a_retry_after_a_lost_connection_logs_why(capsys):
     retry = json.loads(capsys.readouterr().out.splitlines()[0])
     assert retry["event"] == "retry" and retry["status"] is None
     assert "refused" in retry["error"].lower()
+
+
+class CutShort(BaseHTTPRequestHandler):
+    """The first answer promises a body and the connection closes before it (a host killed
+    mid-answer: http.client's IncompleteRead); every later one is whole."""
+
+    answers = 0
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        CutShort.answers += 1
+        body = json.dumps({"task": {"id": "t1"}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if CutShort.answers == 1:
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_an_answer_cut_short_is_retried_as_a_lost_connection(capsys):
+    # A claim's answer cut off by a host killed mid-answer raised IncompleteRead out of
+    # the worker: the process died with a traceback and its node's work stopped.
+    CutShort.answers = 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), CutShort)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        api = Api(f"http://127.0.0.1:{server.server_address[1]}", "n@example.com", "x", None)
+        status, payload = api.call(
+            "POST", "/api/tasks/claim", authenticated=False, abort=threading.Event(), max_pause=0.1
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert (status, payload, CutShort.answers) == (200, {"task": {"id": "t1"}}, 2)
+    (retry,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert retry["event"] == "retry" and "IncompleteRead" in retry["error"]
