@@ -71,3 +71,35 @@ def test_what_api_clients_write_reads_as_text_on_every_admin_page(
         assert response.status_code == 200, page
         assert "&lt;script&gt;x()&lt;/script&gt;" in text, page  # shown, escaped
         assert "<script>x()" not in text and "<img src=x" not in text, page
+
+
+RLO = "\u202e"  # RIGHT-TO-LEFT OVERRIDE: reverses the text after it, up to the paragraph's end
+
+
+def test_a_right_to_left_override_in_a_name_or_reason_stays_inside_it(
+    admin_client, node_client, node, admin_site_client
+):
+    """A node names itself: an override in its name must not reverse the sentence around
+    it ("… rof <moc.elpmaxe@…> for …"), so client text inside a sentence is isolated."""
+
+    def ok(response):
+        assert response.status_code < 300, response.content
+        return response.json()
+
+    ok(node_client.put("/api/auth/edit-profile", {"name": f"evil{RLO}", "email": node.email}))
+    body = {"taskName": "t", "taskDetails": "d", "assignedNode": str(node.pk)}
+    task = ok(admin_client.post("/api/tasks", {**body, "lockedAt": later(hours=2)}))["task"]["id"]
+    ok(node_client.post("/api/tasks/claim"))
+    ok(node_client.put("/api/tasks/shift-status", {"taskId": task, "taskStatus": "failed"}))
+    window = {"startsAt": later(days=1), "endsAt": later(days=1, hours=1), "reason": f"up{RLO}"}
+    ok(admin_client.post(f"/api/nodes/{node.pk}/maintenance", window))
+    ok(admin_client.post(f"/api/nodes/{node.pk}/drain", {"reason": f"kernel{RLO}"}))
+
+    task_page = admin_site_client.get(reverse("admin:tasks_task_change", args=[task]))
+    node_page = admin_site_client.get(reverse("admin:node", args=[node.pk]))
+
+    name = f"<bdi>evil{RLO} &lt;{node.email}&gt;</bdi>"
+    assert f"Back to pending on {name} for another" in task_page.content.decode()
+    assert f"<bdi>up{RLO}</bdi>" in node_page.content.decode()
+    activity = admin_site_client.get(reverse("admin:activity")).content.decode()
+    assert f"<bdi>kernel{RLO}</bdi> (until " in activity
