@@ -253,7 +253,9 @@ def entry_cells(entry: Entry, nodes: dict) -> dict:
     if entry.is_event:
         change = row.reason or row.detail or "—"
         if row.deadline:
-            change = f"{change} (until {moment(row.deadline, 'minutes')})"
+            # <bdi>: a right-to-left override in the reason must not reverse the rest.
+            until = moment(row.deadline, "minutes")
+            change = format_html("<bdi>{}</bdi> (until {})", change, until)
         return {
             "when": moment(row.created_at),
             "about": format_html(
@@ -270,7 +272,11 @@ def entry_cells(entry: Entry, nodes: dict) -> dict:
         }
     before = value_label(row, row.from_value, nodes)
     after = value_label(row, row.to_value, nodes, row.task)
-    change = after if row.from_value is None else format_html("{} → {}", before, after)
+    change = (
+        after
+        if row.from_value is None
+        else format_html("<bdi>{}</bdi> → <bdi>{}</bdi>", before, after)
+    )
     if row.action in (HistoryAction.SOFT_DELETE, HistoryAction.RESTORE):
         change = "—"
     return {

@@ -247,8 +247,9 @@ def test_the_node_page_and_the_dashboard_show_the_window_under_way_or_the_next(
     assert re.search(
         cell.format(coming.pk, "schedulable", rf"maintenance {MOMENT} \u2013 {MOMENT}"), dashboard
     )
-    assert re.search(r'id="tm-node-windows">\s*now, until [^<]+: rack move \(drain\)', under_way)
-    assert re.search(r'id="tm-node-windows">\s*[^<]+ \u2013 [^<]+: psu', next_one)
+    under_way_cell = r'id="tm-node-windows">\s*now, until [^<]+: <bdi>rack move</bdi> \(drain\)'
+    assert re.search(under_way_cell, under_way)
+    assert re.search(r'id="tm-node-windows">\s*[^<]+ \u2013 [^<]+: <bdi>psu</bdi>', next_one)
 
 
 @pytest.mark.parametrize("hand_cordon", [False, True])
