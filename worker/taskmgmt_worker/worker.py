@@ -130,7 +130,7 @@ class Context:
         except Stopping:  # the worker halts: its work is being cancelled
             return False
         if status == 200:
-            self.learn(answer, answer.get("task") or {})
+            self.learn(answer, task_in(answer) or {})
             return True
         if status in (403, 404, 409):  # another node's now, deleted, or no longer in progress
             self.revoke(status=status, message=answer.get("message"))

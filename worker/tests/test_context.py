@@ -71,6 +71,16 @@ def test_a_cancel_request_learned_from_a_progress_answer_logs_the_admins_reason(
     assert logged(capsys) == [{"event": "cancel_requested", "task": "t1", "reason": "wrong input"}]
 
 
+def test_a_progress_answer_without_a_task_object_is_taken_without_a_crash(monkeypatch):
+    # A proxy answering 200 with `"task": "<html>…"` raised AttributeError out of
+    # progress() into the work, which then failed for nothing it did.
+    ctx = context()
+    monkeypatch.setattr(ctx.api, "call", lambda *args, **kwargs: (200, {"task": "<html>"}))
+
+    assert ctx.progress(50, "half") is True
+    assert not ctx.cancelled.is_set()
+
+
 def test_a_cancel_request_without_a_reason_logs_none(capsys):
     # A heartbeat's cancelTaskIds names the task only; an admin may give no reason.
     for answer, task in (({"cancelTaskIds": ["t1"]}, {}), ({}, {"cancelRequestedAt": "x"})):
