@@ -154,9 +154,9 @@ def test_a_report_for_a_task_taken_away_is_dropped_not_sent(live_server, tmp_pat
     log_path = tmp_path / "worker.log"
     process = start_worker(live_server, node, tmp_path, "jobs:away")
     try:
-        wait_for(lambda: (tmp_path / "started").exists(), 30, "the work never started")
+        wait_started(tmp_path)
         Task.objects.filter(pk=task.pk).update(assigned_node=other, status=TaskStatus.PENDING)
-        wait_for(lambda: '"dropped"' in log_path.read_text(), 30, "the task was not dropped")
+        wait_logged(tmp_path, "dropped", 30)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:
@@ -180,6 +180,17 @@ def start_worker(live_server, node, tmp_path, work: str, *args: str) -> subproce
             env={**os.environ, "TASKMGMT_PASSWORD": PASSWORD},
             cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
+
+
+def wait_started(tmp_path) -> None:
+    """Until the work says it started (the jobs' long-running works make a file)."""
+    wait_for(lambda: (tmp_path / "started").exists(), 30, "the work never started")
+
+
+def wait_logged(tmp_path, event: str, timeout: float) -> None:
+    """Until `start_worker`'s log has a line of `event`."""
+    log = tmp_path / "worker.log"
+    wait_for(lambda: f'"{event}"' in log.read_text(), timeout, f"no {event} line")
 
 
 def wait_for(condition, timeout: float, what: str) -> None:
@@ -215,7 +226,7 @@ def test_a_cancel_request_is_acknowledged_within_a_heartbeat(live_server, tmp_pa
     log_path = tmp_path / "worker.log"
     process = start_worker(live_server, node, tmp_path, "jobs:slow", "--max-tasks", "1")
     try:
-        wait_for(lambda: (tmp_path / "started").exists(), 30, "the work never started")
+        wait_started(tmp_path)
         task_cancel(task_id=task.pk, reason="wrong input")
         # NODE_HEARTBEAT_SECONDS is 1: one beat, plus the report's round trip.
         wait_for(
@@ -240,13 +251,12 @@ def test_a_drained_worker_finishes_its_task_and_exits_cleanly(live_server, tmp_p
     waiting = TaskFactory(assigned_node=node, locked_at=timezone.now() + timedelta(hours=2))
     other.last_seen = timezone.now() + timedelta(hours=1)  # alive throughout the test
     other.save(update_fields=["last_seen"])
-    log_path = tmp_path / "worker.log"
     process = start_worker(live_server, node, tmp_path, "jobs:gated")
     try:
-        wait_for(lambda: (tmp_path / "started").exists(), 30, "the work never started")
+        wait_started(tmp_path)
         moved, stayed = drain(node)
         assert (moved, stayed) == (1, 0)
-        wait_for(lambda: '"drained"' in log_path.read_text(), 10, "the drain was not seen")
+        wait_logged(tmp_path, "drained", 10)
         (tmp_path / "go").touch()
         assert process.wait(timeout=30) == 0
     finally:
@@ -266,11 +276,11 @@ def test_a_draining_worker_told_to_stop_still_finishes_and_reports_its_task(live
     log_path = tmp_path / "worker.log"
     process = start_worker(live_server, node, tmp_path, "jobs:gated")
     try:
-        wait_for(lambda: (tmp_path / "started").exists(), 30, "the work never started")
+        wait_started(tmp_path)
         drain(node)
-        wait_for(lambda: '"drained"' in log_path.read_text(), 10, "the drain was not seen")
+        wait_logged(tmp_path, "drained", 10)
         process.send_signal(signal.SIGTERM)
-        wait_for(lambda: '"stopping"' in log_path.read_text(), 10, "the signal was not seen")
+        wait_logged(tmp_path, "stopping", 10)
         (tmp_path / "go").touch()
         assert process.wait(timeout=30) == 0
     finally:
@@ -293,7 +303,7 @@ def test_a_node_deactivated_mid_task_stops_its_work_and_exits(live_server, tmp_p
     log_path = tmp_path / "worker.log"
     process = start_worker(live_server, node, tmp_path, "jobs:watching")
     try:
-        wait_for(lambda: (tmp_path / "started").exists(), 30, "the work never started")
+        wait_started(tmp_path)
         user_deactivate(user=node)
         try:
             status = process.wait(timeout=10)  # a few heartbeats
