@@ -104,6 +104,14 @@ def wait_for(driver, css: str):
     )
 
 
+def text_of(driver, css: str) -> str:
+    """The text of the element `css` names, read again if the page's live refresh
+    (live.js) swaps the element out between the find and the read."""
+    return WebDriverWait(
+        driver, WAIT_SECONDS, ignored_exceptions=[StaleElementReferenceException]
+    ).until(lambda d: d.find_element(By.CSS_SELECTOR, css).text)
+
+
 def wait_until_replaced(driver, element) -> None:
     """Wait until `element` has left the page (the next page replaced it).
 

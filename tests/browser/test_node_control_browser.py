@@ -12,7 +12,7 @@ from selenium.webdriver.common.by import By
 from accounts.models import User
 from nodes.models import Cordon, MaintenanceWindow
 from tasks.models import Task
-from tests.browser.conftest import log_in, wait_for
+from tests.browser.conftest import log_in, text_of, wait_for
 from tests.browser.test_dashboard_browser import live_refreshes, wait_refresh
 from tests.factories import AdminFactory, NodeFactory, TaskFactory
 
@@ -52,7 +52,7 @@ def test_a_reason_being_typed_survives_the_pages_live_refresh(browser):
 
     assert browser.find_element(By.ID, "id_cordon-reason").get_attribute("value") == "fan noise"
     browser.find_element(By.CSS_SELECTOR, "#tm-cordon input[type=submit]").click()
-    assert wait_for(browser, "#tm-node-state").text == "cordoned"
+    assert text_of(browser, "#tm-node-state") == "cordoned"
     assert Cordon.objects.get(node=node).reason == "fan noise"
 
 
