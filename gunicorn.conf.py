@@ -8,6 +8,7 @@ set of workers bought no throughput, only memory and GIL hand-offs.
 """
 
 import importlib
+import json
 import logging
 import os
 import shutil
@@ -16,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 import environ
-from gunicorn import glogging
+from gunicorn import glogging, util
 
 from taskmgmt.logging import JsonFormatter
 
@@ -78,6 +79,23 @@ limit_request_field_size = 16380
 # No gunicornc control socket: nothing uses it, and its one default path per user
 # would be shared by every gunicorn on the host.
 control_socket_disable = True
+
+
+def write_json_error(sock, status_int, reason, mesg):
+    """gunicorn's answer to a request it cannot read (a request line over 8190 bytes, a
+    malformed header, bytes that are not HTTP) in the API's error shape, where gunicorn
+    writes an HTML page: every answer the server sends is JSON."""
+    body = json.dumps({"title": reason, "message": mesg or reason}).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json; charset=utf-8\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+# gunicorn's workers call util.write_error (its one use, Worker.handle_error) by name.
+util.write_error = write_json_error
+
 
 # No access log: taskmgmt.middleware.RequestLogMiddleware writes one JSON line per
 # request, with its request id and user, so a second line would be a duplicate.

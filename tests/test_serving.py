@@ -163,14 +163,41 @@ def test_a_request_larger_than_the_api_accepts_is_refused_as_json_not_gunicorns_
     assert json.loads(body).keys() == {"title", "message"}
 
 
-def test_only_a_request_line_beyond_gunicorns_maximum_gets_its_html_page(site):
-    """The one HTML answer (docs/operations.md): gunicorn cannot read such a request."""
+def test_a_request_line_beyond_gunicorns_maximum_gets_gunicorns_answer_as_json_too(site):
+    """gunicorn answers what it cannot read itself (docs/operations.md); that answer is
+    in the API's error shape, where it was an HTML page."""
     answer = raw_get(site, f"/api/tasks?cursor={'A' * 8000}")
     assert answer[:2] == (414, "application/json; charset=utf-8")
 
-    code, content_type, _ = raw_get(site, f"/api/tasks?cursor={'A' * 8200}")
+    code, content_type, body = raw_get(site, f"/api/tasks?cursor={'A' * 8200}")
 
-    assert (code, content_type) == (414, "text/html")
+    assert (code, content_type) == (414, "application/json; charset=utf-8"), body[:200]
+    assert json.loads(body)["title"] == "URI Too Long"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nA header without a colon\r\n\r\n", 400),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400),  # TLS, not HTTP
+        (b"GET /healthz HTTP/1.1\r\n" + b"X-A: 1\r\n" * 201 + b"\r\n", 431),
+        (b"GET /healthz HTTP/1.1\r\nX-Big: " + b"a" * 17000 + b"\r\n\r\n", 431),
+    ],
+    ids=["malformed header", "not HTTP", "over 200 headers", "a header over 16380 bytes"],
+)
+def test_what_gunicorn_cannot_read_is_refused_as_json(site, request_bytes, status):
+    with socket.create_connection(("127.0.0.1", site.port), timeout=15) as sock:
+        sock.sendall(request_bytes)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+
+    assert lines[0].split()[1] == str(status), answer[:300]
+    assert "Content-Type: application/json; charset=utf-8" in lines
+    assert json.loads(body).keys() == {"title", "message"}
+    assert site.get("/healthz")[0] == 200  # and the server serves on
 
 
 # Counts one login and reads /healthz with the settings' own cache configuration.
