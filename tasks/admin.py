@@ -29,6 +29,7 @@ from nodes.models import (
     node_state,
     validate_labels,
 )
+from taskmgmt.admin_selection import CheckedSelectionMixin
 from taskmgmt.confirmation import confirmation_page
 from taskmgmt.exceptions import DomainError
 from taskmgmt.replica import ReplicaCountPaginator
@@ -839,7 +840,7 @@ class TaskChangeList(ChangeList):
 
 
 @admin.register(Task)
-class TaskAdmin(admin.ModelAdmin):
+class TaskAdmin(CheckedSelectionMixin, admin.ModelAdmin):
     form = TaskAdminForm
     list_display = [
         "task_name",
