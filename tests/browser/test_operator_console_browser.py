@@ -264,7 +264,7 @@ def test_at_a_phones_width_wide_tables_scroll_in_their_panels_not_the_page(brows
         {"width": PHONE_WIDTH, "height": 844, "deviceScaleFactor": 1, "mobile": False},
     )
     try:
-        wide = []
+        wide, squeezed = [], []
         for path in ["/admin/", "/admin/activity/", f"/admin/node/{scene['batch'].pk}/"]:
             browser.get(f"{browser.base_url}{path}")
             wait_for(browser, "#content")
@@ -273,7 +273,18 @@ def test_at_a_phones_width_wide_tables_scroll_in_their_panels_not_the_page(brows
             )
             if page[0] > page[1]:
                 wide.append((path, page))
+            # Nor squeezed to the window: no cell so narrow that a word breaks after
+            # every letter (a node page's "Demo Admin" read "D e m o A d m in").
+            narrow = browser.execute_script(
+                "return Array.from(document.querySelectorAll('#content td'))"
+                ".filter(function (td) { return td.innerText.trim().length > 3"
+                " && td.getBoundingClientRect().width < 60; })"
+                ".map(function (td) { return td.innerText; });"
+            )
+            if narrow:
+                squeezed.append((path, narrow))
         assert wide == []
+        assert squeezed == []
         # Not cut off either: the dashboard's node table scrolls inside its panel.
         browser.get(f"{browser.base_url}/admin/")
         panel = wait_for(browser, "#tm-nodes")
