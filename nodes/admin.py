@@ -17,6 +17,7 @@ from nodes.models import Liveness, NodeLabels, liveness_case
 from nodes.node_page import deactivated_work
 from nodes.services import node_set_labels
 from nodes.work import node_work
+from taskmgmt.admin_selection import CheckedSelectionMixin
 
 
 class LivenessFilter(admin.SimpleListFilter):
@@ -69,7 +70,7 @@ admin.site.unregister(User)
 
 
 @admin.register(User)
-class NodeUserAdmin(UserAdmin):
+class NodeUserAdmin(CheckedSelectionMixin, UserAdmin):
     list_display = [
         "email",
         "name_cell",

@@ -26,8 +26,10 @@ from nodes.models import (
     check_schedulable,
     liveness_case,
     liveness_cutoffs,
+    node_state,
     validate_labels,
 )
+from taskmgmt.admin_selection import CheckedSelectionMixin
 from taskmgmt.confirmation import confirmation_page
 from taskmgmt.exceptions import DomainError
 from taskmgmt.replica import ReplicaCountPaginator
@@ -737,6 +739,16 @@ def deadline_change(before, after) -> str:
 RETRYABLE = (TaskStatus.FAILED, TaskStatus.CANCELLED)
 
 
+def retry_refusal(node) -> str | None:
+    """Why `node` would refuse a retry of its task (it takes no new work: deactivated,
+    cordoned, draining or in a maintenance window, as `check_schedulable` says), or None."""
+    if not node.is_active:
+        return "deactivated"
+    if Node.objects.schedulable().filter(pk=node.pk).exists():
+        return None
+    return node_state(node.pk)["state"]
+
+
 def task_actions(request, task) -> dict:
     """What its page offers to do to `task`: the buttons that apply to its state, the
     reassign form, and how long it has been running."""
@@ -753,10 +765,16 @@ def task_actions(request, task) -> dict:
     # An in-progress task's updated_at is its start: nothing else writes it until it
     # finishes or is taken back (the dashboard's "oldest in progress" reads it so too).
     started = task.updated_at if live and task.status == TaskStatus.IN_PROGRESS else None
+    retryable = live and task.status in RETRYABLE
+    # Retry gives the task back to its own node: one that takes no new work would refuse
+    # it, so the page says why instead of offering a button that can only fail.
+    retry_refused = retryable and retry_refusal(task.assigned_node)
     return {
         "act_url": reverse("admin:tasks_task_act", args=[task.pk]),
         "can_reassign": live and task.status != TaskStatus.COMPLETED,
-        "can_retry": live and task.status in RETRYABLE,
+        "can_retry": retryable and not retry_refused,
+        "retry_refused": retry_refused,
+        "node_page_url": reverse("admin:node", args=[task.assigned_node_id]),
         "can_fail": live and task.status in OPEN_STATUSES,
         "can_cancel": live and task.status in OPEN_STATUSES,
         "from_task": FROM_TASK,
@@ -822,7 +840,7 @@ class TaskChangeList(ChangeList):
 
 
 @admin.register(Task)
-class TaskAdmin(admin.ModelAdmin):
+class TaskAdmin(CheckedSelectionMixin, admin.ModelAdmin):
     form = TaskAdminForm
     list_display = [
         "task_name",

@@ -245,3 +245,50 @@ def test_the_activity_feeds_filters_show_a_long_node_email_whole(browser, width)
         )
         assert text_width <= box.rect["width"] - 16, (field, text_width, box.rect["width"])
     assert no_horizontal_overflow(browser)
+
+
+# A phone held upright. Headless chromium will not make its window narrower than 500 px,
+# so the page is given the phone's width as its viewport (DevTools' device emulation).
+PHONE_WIDTH = 390
+
+
+def test_at_a_phones_width_wide_tables_scroll_in_their_panels_not_the_page(browser, settings):
+    """The dashboard's status and node tables, the activity feed and a node page's
+    tables are wider than a phone: each scrolls sideways inside its own panel, as
+    Django's own lists do, rather than make the whole page scroll sideways (header,
+    messages and forms with it) with its last columns out of sight."""
+    scene = operator_scene(settings)
+    log_in(browser, scene["admin"])
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": PHONE_WIDTH, "height": 844, "deviceScaleFactor": 1, "mobile": False},
+    )
+    try:
+        wide, squeezed = [], []
+        for path in ["/admin/", "/admin/activity/", f"/admin/node/{scene['batch'].pk}/"]:
+            browser.get(f"{browser.base_url}{path}")
+            wait_for(browser, "#content")
+            page = browser.execute_script(
+                "var page = document.documentElement; return [page.scrollWidth, page.clientWidth];"
+            )
+            if page[0] > page[1]:
+                wide.append((path, page))
+            # Nor squeezed to the window: no cell so narrow that a word breaks after
+            # every letter (a node page's "Demo Admin" read "D e m o A d m in").
+            narrow = browser.execute_script(
+                "return Array.from(document.querySelectorAll('#content td'))"
+                ".filter(function (td) { return td.innerText.trim().length > 3"
+                " && td.getBoundingClientRect().width < 60; })"
+                ".map(function (td) { return td.innerText; });"
+            )
+            if narrow:
+                squeezed.append((path, narrow))
+        assert wide == []
+        assert squeezed == []
+        # Not cut off either: the dashboard's node table scrolls inside its panel.
+        browser.get(f"{browser.base_url}/admin/")
+        panel = wait_for(browser, "#tm-nodes")
+        assert panel.get_property("scrollWidth") > panel.get_property("clientWidth")
+        assert panel.value_of_css_property("overflow-x") == "auto"
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})

@@ -264,3 +264,30 @@ def test_no_selector_is_an_empty_box_not_null(admin_site_client):
     assert response.status_code == 302
     pending.refresh_from_db()
     assert pending.node_selector is None
+
+
+@pytest.mark.parametrize(
+    ("changelist", "action"),
+    [
+        (CHANGELIST, "reassign"),
+        (CHANGELIST, "reassign_by_label"),
+        (CHANGELIST, "cancel_tasks"),
+        (CHANGELIST, "mark_failed"),
+        (CHANGELIST, "soft_delete"),
+        (CHANGELIST, "restore"),
+        (reverse("admin:accounts_user_changelist"), "delete_selected"),
+    ],
+)
+def test_a_selected_id_that_is_no_uuid_is_a_400_not_a_500(admin_site_client, changelist, action):
+    # The page's checkboxes send UUIDs; a hand-made or damaged POST with another value
+    # made Django's action handling raise ValidationError out of its query (a 500).
+    task = TaskFactory()
+
+    response = admin_site_client.post(
+        changelist, {"action": action, "_selected_action": [str(task.pk), "zzz"], "index": "0"}
+    )
+
+    assert response.status_code == 400
+    assert "is not a valid id" in response.content.decode()
+    task.refresh_from_db()
+    assert task.status == TaskStatus.PENDING and task.active

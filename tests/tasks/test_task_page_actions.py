@@ -9,6 +9,8 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from nodes.models import MaintenanceWindow
+from nodes.services import node_cordon, node_drain, node_uncordon
 from tasks.models import FailureCause, HistoryAction, Task, TaskHistory, TaskStatus
 from tests.factories import NodeFactory, TaskFactory
 
@@ -78,6 +80,52 @@ def test_reassign_or_retry_on_the_page_to_a_down_node_says_so(admin_site_client,
 
     assert messages_of(reassigned)[-1] == warning
     assert messages_of(retried)[-1] == warning
+
+
+@pytest.mark.parametrize("state", ["cordoned", "draining", "in a window", "deactivated"])
+def test_retry_is_not_offered_when_its_node_takes_no_new_tasks_and_the_page_says_why(
+    admin_site_client, admin_user, state
+):
+    # Retry gives the task back to its own node, which refuses new work: the button
+    # was offered anyway and answered "node is cordoned" (for a draining or deactivated
+    # node too), naming no node; the page now says so first and points to Reassign.
+    task = TaskFactory(status=TaskStatus.FAILED, failure_cause=FailureCause.DEADLINE)
+    node = task.assigned_node
+    now = timezone.now()
+    if state == "cordoned":
+        node_cordon(node_id=node.pk, reason="disk", actor=admin_user)
+    elif state == "draining":
+        node_drain(node_id=node.pk, reason="decommission", actor=admin_user)
+    elif state == "in a window":
+        MaintenanceWindow.objects.create(
+            node=node,
+            starts_at=now - timedelta(minutes=5),
+            ends_at=now + timedelta(hours=1),
+            reason="kernel",
+            by=admin_user,
+        )
+    else:
+        node.is_active = False
+        node.save(update_fields=["is_active"])
+
+    page = admin_site_client.get(page_url(task)).content.decode()
+
+    assert 'id="tm-task-retry"' not in page
+    assert 'id="tm-task-reassign"' in page
+    shown = {"in a window": "cordoned"}.get(state, state)
+    assert f"is {shown} and takes no new tasks. Reassign it to another node above" in page
+    assert reverse("admin:node", args=[node.pk]) in page
+
+
+def test_retry_is_offered_again_once_its_node_is_uncordoned(admin_site_client, admin_user):
+    task = TaskFactory(status=TaskStatus.CANCELLED)
+    node_cordon(node_id=task.assigned_node_id, reason="disk", actor=admin_user)
+    assert 'id="tm-task-retry-refused"' in admin_site_client.get(page_url(task)).content.decode()
+
+    node_uncordon(node_id=task.assigned_node_id, reason="", actor=admin_user)
+
+    page = admin_site_client.get(page_url(task)).content.decode()
+    assert 'id="tm-task-retry"' in page and 'id="tm-task-retry-refused"' not in page
 
 
 def test_retry_puts_a_failed_task_back_with_a_fresh_deadline(admin_site_client, settings):
