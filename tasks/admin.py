@@ -1536,7 +1536,7 @@ class HistoryChangeList(ChangeList):
 class ActorFilter(admin.SimpleListFilter):
     """Who acted: the sweep, or a person or node by name."""
 
-    title = "by"
+    title = "actor"
     parameter_name = "actor"
     SYSTEM = "system"
 

@@ -1222,6 +1222,16 @@ def test_the_history_list_answers_a_hand_edited_node_or_actor_like_any_bad_filte
     assert response["Location"].endswith("?e=1")
 
 
+def test_the_history_lists_filters_read_as_english(admin_site_client):
+    """Django titles a filter "By <title>": the actor filter read "By by"."""
+    TaskFactory()
+
+    page = admin_site_client.get(reverse("admin:tasks_taskhistory_changelist")).content.decode()
+
+    assert "By actor" in page and "By node" in page
+    assert "By by" not in page
+
+
 @pytest.mark.parametrize(
     "query",
     ["created_at__year=" + "9" * 20, "created_at__year=2026&created_at__month=" + "9" * 21],
