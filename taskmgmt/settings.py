@@ -6,6 +6,7 @@ variable never silently opens the service up.
 """
 
 import ipaddress
+import re
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -436,6 +437,18 @@ for _network in METRICS_ALLOWED_NETWORKS:
 # Tasks failed per transaction: short row locks, few round trips (docs/performance.md).
 SWEEP_BATCH_SIZE = env.int("SWEEP_BATCH_SIZE", default=5000)
 SWEEP_SCHEDULE = env.str("SWEEP_SCHEDULE", default="* * * * *")
+# django-crontab writes the schedule unchecked and `crontab add` exits 0 whatever cron
+# makes of it: a sixth field would start cron's command (no sweep would ever run), a
+# typo is refused by crontab(1) alone. Five fields or a periodic @-keyword, checked here.
+_CRON_FIELD = r"[0-9A-Za-z*/,-]+"
+if not re.fullmatch(
+    rf"@(yearly|annually|monthly|weekly|daily|midnight|hourly)|{_CRON_FIELD}(\s+{_CRON_FIELD}){{4}}",
+    SWEEP_SCHEDULE.strip(),
+):
+    raise ImproperlyConfigured(
+        f"SWEEP_SCHEDULE must be a cron schedule of five fields (e.g. */5 * * * *) or"
+        f" @hourly, @daily, ..., not {SWEEP_SCHEDULE!r}."
+    )
 # Sweep runs older than this many days are let go by the sweep (0: keep every run); what
 # they did stays in /metrics' totals (tasks.models.SweepTotals).
 SWEEP_RUNS_KEEP_DAYS = env.int("SWEEP_RUNS_KEEP_DAYS", default=30)

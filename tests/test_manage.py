@@ -87,6 +87,37 @@ def test_a_down_share_outside_zero_to_one_is_refused(clone, share):
     assert result.stderr == ("manage.py: FAILOVER_MAX_DOWN_SHARE must be above 0 and at most 1.\n")
 
 
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        pytest.param("* * * * * *", id="six-fields"),  # the sixth would start cron's command
+        pytest.param("*/5 * * *", id="four-fields"),
+        pytest.param("every 5 minutes please", id="words"),
+        pytest.param("", id="empty"),
+        pytest.param("@reboot", id="not-periodic"),
+    ],
+)
+def test_a_sweep_schedule_that_is_not_a_cron_schedule_is_refused(clone, schedule):
+    (clone / ".env").write_text(f"DEBUG=true\nSWEEP_SCHEDULE={schedule}\n")
+
+    result = manage(clone, "check")
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("manage.py: SWEEP_SCHEDULE must be a cron schedule")
+    assert result.stderr.count("\n") == 1, result.stderr
+
+
+@pytest.mark.parametrize(
+    "schedule", ["*/5 * * * *", "0 3 * * mon-fri", "15,45 8-18 * * *", "@hourly"]
+)
+def test_a_cron_schedule_is_taken(clone, schedule):
+    (clone / ".env").write_text(f"DEBUG=true\nSWEEP_SCHEDULE={schedule}\n")
+
+    result = manage(clone, "check")
+
+    assert result.returncode == 0, result.stderr
+
+
 def test_make_run_writes_a_development_env_first(clone):
     plan = make(clone, "-n", "run").stdout.splitlines()
 
