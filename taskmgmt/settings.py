@@ -277,9 +277,17 @@ REST_FRAMEWORK = {
 # Largest `limit` a list endpoint accepts.
 MAX_PAGE_SIZE = env.int("MAX_PAGE_SIZE", default=1000)
 
+JWT_ACCESS_MINUTES = env.int("JWT_ACCESS_MINUTES", default=15)
+JWT_REFRESH_DAYS = env.int("JWT_REFRESH_DAYS", default=7)
+# 0 or less: every token is born expired, and every call after a login is a 401.
+if JWT_ACCESS_MINUTES < 1 or JWT_REFRESH_DAYS < 1:
+    raise ImproperlyConfigured("JWT_ACCESS_MINUTES and JWT_REFRESH_DAYS must be at least 1.")
+if MAX_PAGE_SIZE < 1:
+    raise ImproperlyConfigured("MAX_PAGE_SIZE must be at least 1: no limit would be valid.")
+
 SIMPLE_JWT = {
-    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("JWT_ACCESS_MINUTES", default=15)),
-    "REFRESH_TOKEN_LIFETIME": timedelta(days=env.int("JWT_REFRESH_DAYS", default=7)),
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=JWT_ACCESS_MINUTES),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=JWT_REFRESH_DAYS),
     "ROTATE_REFRESH_TOKENS": True,
     "BLACKLIST_AFTER_ROTATION": True,
     # A token carries a digest of the password hash: changing the password
@@ -320,6 +328,15 @@ SPECTACULAR_SETTINGS = {
 RATELIMIT_LOGIN_IP = env.str("RATELIMIT_LOGIN_IP", default="30/m")
 RATELIMIT_LOGIN_USER = env.str("RATELIMIT_LOGIN_USER", default="5/m")
 RATELIMIT_API = env.str("RATELIMIT_API", default="600/m")
+# django-ratelimit reads a rate with a prefix match and no check: "lots" made every API
+# call a 500, "600/M" or "5/x" counted per second, "600/0m" divided by zero. Refused here:
+# a count, "/", an optional multiplier, then s, m, h or d (any word after it: "10/min").
+for _name in ("RATELIMIT_LOGIN_IP", "RATELIMIT_LOGIN_USER", "RATELIMIT_API"):
+    if not re.fullmatch(r"[0-9]+/([1-9][0-9]*)?[smhd][a-z]*", globals()[_name]):
+        raise ImproperlyConfigured(
+            f"{_name} must be a rate such as 30/m (a count per s, m, h or d, e.g. 100/5m),"
+            f" not {globals()[_name]!r}."
+        )
 RATELIMIT_ENABLE = env.bool("RATELIMIT_ENABLE", default=True)
 
 # A node's heartbeat, progress reports and task reads answered without Django's request

@@ -118,6 +118,36 @@ def test_a_cron_schedule_is_taken(clone, schedule):
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.parametrize(
+    "setting, value, message",
+    [
+        ("RATELIMIT_API", "lots", "RATELIMIT_API must be a rate"),  # was a 500 on every call
+        ("RATELIMIT_LOGIN_IP", "abc", "RATELIMIT_LOGIN_IP must be a rate"),  # a 500 at login
+        ("RATELIMIT_LOGIN_USER", "5/x", "RATELIMIT_LOGIN_USER must be a rate"),  # was 5/s
+        ("RATELIMIT_API", "600/M", "RATELIMIT_API must be a rate"),  # was 600 a second
+        ("RATELIMIT_API", "600/0m", "RATELIMIT_API must be a rate"),  # a window of 0 s
+        ("JWT_ACCESS_MINUTES", "0", "JWT_ACCESS_MINUTES and JWT_REFRESH_DAYS must be"),
+        ("JWT_REFRESH_DAYS", "-1", "JWT_ACCESS_MINUTES and JWT_REFRESH_DAYS must be"),
+        ("MAX_PAGE_SIZE", "0", "MAX_PAGE_SIZE must be at least 1"),
+    ],
+)
+def test_a_rate_lifetime_or_page_size_that_cannot_work_is_refused(clone, setting, value, message):
+    (clone / ".env").write_text(f"DEBUG=true\n{setting}={value}\n")
+
+    result = manage(clone, "check")
+
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"manage.py: {message}"), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+
+
+@pytest.mark.parametrize("rate", ["30/m", "100/5m", "10/min", "1000/h", "5/s", "20000/d"])
+def test_a_rate_django_ratelimit_reads_is_taken(clone, rate):
+    (clone / ".env").write_text(f"DEBUG=true\nRATELIMIT_API={rate}\n")
+
+    assert manage(clone, "check").returncode == 0
+
+
 def test_make_run_writes_a_development_env_first(clone):
     plan = make(clone, "-n", "run").stdout.splitlines()
 
