@@ -17,7 +17,20 @@ from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-env = environ.Env()
+
+class _Env(environ.Env):
+    """django-environ's, with a value it cannot read (`JWT_ACCESS_MINUTES=abc`) an
+    ImproperlyConfigured naming the variable, which manage.py says in one line, not a
+    ValueError's traceback."""
+
+    def get_value(self, var, *args, **kwargs):
+        try:
+            return super().get_value(var, *args, **kwargs)
+        except ValueError as error:
+            raise ImproperlyConfigured(f"{var} cannot be read: {error}.") from None
+
+
+env = _Env()
 environ.Env.read_env(BASE_DIR / ".env")
 
 # --- Core -------------------------------------------------------------------

@@ -148,6 +148,21 @@ def test_a_rate_django_ratelimit_reads_is_taken(clone, rate):
     assert manage(clone, "check").returncode == 0
 
 
+@pytest.mark.parametrize(
+    "setting, value",
+    [("JWT_ACCESS_MINUTES", "abc"), ("MAX_PAGE_SIZE", "1e3"), ("FAILOVER_MAX_DOWN_SHARE", "half")],
+)
+def test_a_number_that_cannot_be_read_is_one_line_naming_it(clone, setting, value):
+    (clone / ".env").write_text(f"DEBUG=true\n{setting}={value}\n")
+
+    result = manage(clone, "check")
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"manage.py: {setting} cannot be read"), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+
+
 def test_make_run_writes_a_development_env_first(clone):
     plan = make(clone, "-n", "run").stdout.splitlines()
 
