@@ -117,6 +117,13 @@ def _database() -> dict:
     SQLite is the embedded default so a new user needs nothing but Python.
     """
     if env.str("DATABASE_URL", default=""):
+        # A scheme django-environ does not know (`mysql//host/name`) gave a warning and
+        # then a KeyError traceback: one line instead.
+        if env.str("DATABASE_URL").partition("://")[0] not in environ.Env.DB_SCHEMES:
+            raise ImproperlyConfigured(
+                "DATABASE_URL must be a database URL such as"
+                " mysql://user:password@127.0.0.1:3306/taskmgmt or sqlite:////path/db.sqlite3."
+            )
         db = env.db("DATABASE_URL")
     elif env.str("DB_ENGINE", default="sqlite") == "mysql":
         db = {

@@ -163,6 +163,17 @@ def test_a_number_that_cannot_be_read_is_one_line_naming_it(clone, setting, valu
     assert result.stderr.count("\n") == 1, result.stderr
 
 
+@pytest.mark.parametrize("url", ["mysql//root@127.0.0.1/taskmgmt", "127.0.0.1:3306/taskmgmt"])
+def test_a_database_url_without_a_known_scheme_is_one_line(clone, url):
+    (clone / ".env").write_text(f"DEBUG=true\nDATABASE_URL={url}\n")
+
+    result = manage(clone, "check")
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("manage.py: DATABASE_URL must be a database URL"), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+
+
 def test_make_run_writes_a_development_env_first(clone):
     plan = make(clone, "-n", "run").stdout.splitlines()
 
