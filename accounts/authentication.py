@@ -99,10 +99,18 @@ def token_user_id(validated_token) -> uuid.UUID:
         raise InvalidToken(_("Token contained no recognizable user identification")) from e
 
 
+# What simplejwt's claim checks raise, rather than a TokenError, for a token signed with
+# our key whose claims have the wrong shape (no `jti`, an `exp` past any date).
+MALFORMED_CLAIMS = (KeyError, OverflowError, TypeError, ValueError)
+
+
 @lru_cache(maxsize=4096)
 def _verified_token(raw_token: bytes):
     """The token `raw_token` decodes to, verified; an invalid one raises, and is not kept."""
-    return BaseJWTAuthentication().get_validated_token(raw_token)
+    try:
+        return BaseJWTAuthentication().get_validated_token(raw_token)
+    except MALFORMED_CLAIMS as error:
+        raise InvalidToken(_("Given token not valid for any token type")) from error
 
 
 class JWTScheme(SimpleJWTScheme):

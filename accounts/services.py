@@ -18,6 +18,7 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
+from accounts.authentication import MALFORMED_CLAIMS
 from accounts.models import User
 from taskmgmt.exceptions import Conflict
 
@@ -78,12 +79,13 @@ def tokens_rotate(*, refresh: str) -> dict[str, str]:
     The token's row is locked, so two concurrent uses of one token cannot
     both succeed. Raises TokenError for a bad, expired, used or revoked token.
     """
-    token = RefreshToken(refresh)
+    try:
+        token = RefreshToken(refresh)
+        jti = token[api_settings.JTI_CLAIM]
+    except MALFORMED_CLAIMS as error:  # signed with our key, but no jti, an exp past any date
+        raise TokenError("Token is invalid") from error
     outstanding = (
-        OutstandingToken.objects.select_for_update()
-        .select_related("user")
-        .filter(jti=token[api_settings.JTI_CLAIM])
-        .first()
+        OutstandingToken.objects.select_for_update().select_related("user").filter(jti=jti).first()
     )
     if outstanding is None or BlacklistedToken.objects.filter(token=outstanding).exists():
         raise TokenError("Token is blacklisted")

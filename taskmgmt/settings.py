@@ -6,6 +6,7 @@ variable never silently opens the service up.
 """
 
 import ipaddress
+import re
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -16,7 +17,20 @@ from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-env = environ.Env()
+
+class _Env(environ.Env):
+    """django-environ's, with a value it cannot read (`JWT_ACCESS_MINUTES=abc`) an
+    ImproperlyConfigured naming the variable, which manage.py says in one line, not a
+    ValueError's traceback."""
+
+    def get_value(self, var, *args, **kwargs):
+        try:
+            return super().get_value(var, *args, **kwargs)
+        except ValueError as error:
+            raise ImproperlyConfigured(f"{var} cannot be read: {error}.") from None
+
+
+env = _Env()
 environ.Env.read_env(BASE_DIR / ".env")
 
 # --- Core -------------------------------------------------------------------
@@ -103,6 +117,13 @@ def _database() -> dict:
     SQLite is the embedded default so a new user needs nothing but Python.
     """
     if env.str("DATABASE_URL", default=""):
+        # A scheme django-environ does not know (`mysql//host/name`) gave a warning and
+        # then a KeyError traceback: one line instead.
+        if env.str("DATABASE_URL").partition("://")[0] not in environ.Env.DB_SCHEMES:
+            raise ImproperlyConfigured(
+                "DATABASE_URL must be a database URL such as"
+                " mysql://user:password@127.0.0.1:3306/taskmgmt or sqlite:////path/db.sqlite3."
+            )
         db = env.db("DATABASE_URL")
     elif env.str("DB_ENGINE", default="sqlite") == "mysql":
         db = {
@@ -276,9 +297,17 @@ REST_FRAMEWORK = {
 # Largest `limit` a list endpoint accepts.
 MAX_PAGE_SIZE = env.int("MAX_PAGE_SIZE", default=1000)
 
+JWT_ACCESS_MINUTES = env.int("JWT_ACCESS_MINUTES", default=15)
+JWT_REFRESH_DAYS = env.int("JWT_REFRESH_DAYS", default=7)
+# 0 or less: every token is born expired, and every call after a login is a 401.
+if JWT_ACCESS_MINUTES < 1 or JWT_REFRESH_DAYS < 1:
+    raise ImproperlyConfigured("JWT_ACCESS_MINUTES and JWT_REFRESH_DAYS must be at least 1.")
+if MAX_PAGE_SIZE < 1:
+    raise ImproperlyConfigured("MAX_PAGE_SIZE must be at least 1: no limit would be valid.")
+
 SIMPLE_JWT = {
-    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("JWT_ACCESS_MINUTES", default=15)),
-    "REFRESH_TOKEN_LIFETIME": timedelta(days=env.int("JWT_REFRESH_DAYS", default=7)),
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=JWT_ACCESS_MINUTES),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=JWT_REFRESH_DAYS),
     "ROTATE_REFRESH_TOKENS": True,
     "BLACKLIST_AFTER_ROTATION": True,
     # A token carries a digest of the password hash: changing the password
@@ -319,6 +348,15 @@ SPECTACULAR_SETTINGS = {
 RATELIMIT_LOGIN_IP = env.str("RATELIMIT_LOGIN_IP", default="30/m")
 RATELIMIT_LOGIN_USER = env.str("RATELIMIT_LOGIN_USER", default="5/m")
 RATELIMIT_API = env.str("RATELIMIT_API", default="600/m")
+# django-ratelimit reads a rate with a prefix match and no check: "lots" made every API
+# call a 500, "600/M" or "5/x" counted per second, "600/0m" divided by zero. Refused here:
+# a count, "/", an optional multiplier, then s, m, h or d (any word after it: "10/min").
+for _name in ("RATELIMIT_LOGIN_IP", "RATELIMIT_LOGIN_USER", "RATELIMIT_API"):
+    if not re.fullmatch(r"[0-9]+/([1-9][0-9]*)?[smhd][a-z]*", globals()[_name]):
+        raise ImproperlyConfigured(
+            f"{_name} must be a rate such as 30/m (a count per s, m, h or d, e.g. 100/5m),"
+            f" not {globals()[_name]!r}."
+        )
 RATELIMIT_ENABLE = env.bool("RATELIMIT_ENABLE", default=True)
 
 # A node's heartbeat, progress reports and task reads answered without Django's request
@@ -436,6 +474,18 @@ for _network in METRICS_ALLOWED_NETWORKS:
 # Tasks failed per transaction: short row locks, few round trips (docs/performance.md).
 SWEEP_BATCH_SIZE = env.int("SWEEP_BATCH_SIZE", default=5000)
 SWEEP_SCHEDULE = env.str("SWEEP_SCHEDULE", default="* * * * *")
+# django-crontab writes the schedule unchecked and `crontab add` exits 0 whatever cron
+# makes of it: a sixth field would start cron's command (no sweep would ever run), a
+# typo is refused by crontab(1) alone. Five fields or a periodic @-keyword, checked here.
+_CRON_FIELD = r"[0-9A-Za-z*/,-]+"
+if not re.fullmatch(
+    rf"@(yearly|annually|monthly|weekly|daily|midnight|hourly)|{_CRON_FIELD}(\s+{_CRON_FIELD}){{4}}",
+    SWEEP_SCHEDULE.strip(),
+):
+    raise ImproperlyConfigured(
+        f"SWEEP_SCHEDULE must be a cron schedule of five fields (e.g. */5 * * * *) or"
+        f" @hourly, @daily, ..., not {SWEEP_SCHEDULE!r}."
+    )
 # Sweep runs older than this many days are let go by the sweep (0: keep every run); what
 # they did stays in /metrics' totals (tasks.models.SweepTotals).
 SWEEP_RUNS_KEEP_DAYS = env.int("SWEEP_RUNS_KEEP_DAYS", default=30)

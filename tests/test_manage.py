@@ -87,6 +87,93 @@ def test_a_down_share_outside_zero_to_one_is_refused(clone, share):
     assert result.stderr == ("manage.py: FAILOVER_MAX_DOWN_SHARE must be above 0 and at most 1.\n")
 
 
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        pytest.param("* * * * * *", id="six-fields"),  # the sixth would start cron's command
+        pytest.param("*/5 * * *", id="four-fields"),
+        pytest.param("every 5 minutes please", id="words"),
+        pytest.param("", id="empty"),
+        pytest.param("@reboot", id="not-periodic"),
+    ],
+)
+def test_a_sweep_schedule_that_is_not_a_cron_schedule_is_refused(clone, schedule):
+    (clone / ".env").write_text(f"DEBUG=true\nSWEEP_SCHEDULE={schedule}\n")
+
+    result = manage(clone, "check")
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("manage.py: SWEEP_SCHEDULE must be a cron schedule")
+    assert result.stderr.count("\n") == 1, result.stderr
+
+
+@pytest.mark.parametrize(
+    "schedule", ["*/5 * * * *", "0 3 * * mon-fri", "15,45 8-18 * * *", "@hourly"]
+)
+def test_a_cron_schedule_is_taken(clone, schedule):
+    (clone / ".env").write_text(f"DEBUG=true\nSWEEP_SCHEDULE={schedule}\n")
+
+    result = manage(clone, "check")
+
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "setting, value, message",
+    [
+        ("RATELIMIT_API", "lots", "RATELIMIT_API must be a rate"),  # was a 500 on every call
+        ("RATELIMIT_LOGIN_IP", "abc", "RATELIMIT_LOGIN_IP must be a rate"),  # a 500 at login
+        ("RATELIMIT_LOGIN_USER", "5/x", "RATELIMIT_LOGIN_USER must be a rate"),  # was 5/s
+        ("RATELIMIT_API", "600/M", "RATELIMIT_API must be a rate"),  # was 600 a second
+        ("RATELIMIT_API", "600/0m", "RATELIMIT_API must be a rate"),  # a window of 0 s
+        ("JWT_ACCESS_MINUTES", "0", "JWT_ACCESS_MINUTES and JWT_REFRESH_DAYS must be"),
+        ("JWT_REFRESH_DAYS", "-1", "JWT_ACCESS_MINUTES and JWT_REFRESH_DAYS must be"),
+        ("MAX_PAGE_SIZE", "0", "MAX_PAGE_SIZE must be at least 1"),
+    ],
+)
+def test_a_rate_lifetime_or_page_size_that_cannot_work_is_refused(clone, setting, value, message):
+    (clone / ".env").write_text(f"DEBUG=true\n{setting}={value}\n")
+
+    result = manage(clone, "check")
+
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"manage.py: {message}"), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+
+
+@pytest.mark.parametrize("rate", ["30/m", "100/5m", "10/min", "1000/h", "5/s", "20000/d"])
+def test_a_rate_django_ratelimit_reads_is_taken(clone, rate):
+    (clone / ".env").write_text(f"DEBUG=true\nRATELIMIT_API={rate}\n")
+
+    assert manage(clone, "check").returncode == 0
+
+
+@pytest.mark.parametrize(
+    "setting, value",
+    [("JWT_ACCESS_MINUTES", "abc"), ("MAX_PAGE_SIZE", "1e3"), ("FAILOVER_MAX_DOWN_SHARE", "half")],
+)
+def test_a_number_that_cannot_be_read_is_one_line_naming_it(clone, setting, value):
+    (clone / ".env").write_text(f"DEBUG=true\n{setting}={value}\n")
+
+    result = manage(clone, "check")
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"manage.py: {setting} cannot be read"), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+
+
+@pytest.mark.parametrize("url", ["mysql//root@127.0.0.1/taskmgmt", "127.0.0.1:3306/taskmgmt"])
+def test_a_database_url_without_a_known_scheme_is_one_line(clone, url):
+    (clone / ".env").write_text(f"DEBUG=true\nDATABASE_URL={url}\n")
+
+    result = manage(clone, "check")
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("manage.py: DATABASE_URL must be a database URL"), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+
+
 def test_make_run_writes_a_development_env_first(clone):
     plan = make(clone, "-n", "run").stdout.splitlines()
 

@@ -10,6 +10,7 @@ import jwt
 import pytest
 from django.db import connection
 from rest_framework.test import APIClient
+from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from tests.api import assert_json_error
@@ -210,6 +211,29 @@ def test_refresh_refuses_what_is_not_a_live_refresh_token(make_token):
     assert_json_error(response, 401)
 
 
+def signed_with_our_key(token, **changes) -> str:
+    """The token with changed claims, signed with the key the server signs with: what only
+    a holder of that key (another service sharing it, a bug of ours) could send."""
+    payload = {**token.payload, **changes}
+    for name in [name for name, value in changes.items() if value is None]:
+        del payload[name]
+    return jwt.encode(payload, api_settings.SIGNING_KEY, algorithm=api_settings.ALGORITHM)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({"jti": None}, id="no-jti"),
+        pytest.param({"exp": 1e30}, id="exp-beyond-any-date"),
+    ],
+)
+def test_refresh_with_claims_of_the_wrong_shape_is_a_401_not_a_500(changes):
+    node = NodeFactory()
+    refresh = signed_with_our_key(RefreshToken.for_user(node), **changes)
+
+    assert_json_error(APIClient().post(REFRESH, {"refresh": refresh}), 401)
+
+
 def test_refresh_without_a_token_is_a_400():
     body = assert_json_error(APIClient().post(REFRESH, {}), 400)
     assert body["errors"][0]["field"] == "refresh"
@@ -282,6 +306,16 @@ def test_a_bad_token_is_a_json_401_never_a_500(make_token):
     node, other = NodeFactory(), NodeFactory()
 
     response = bearer(make_token(node, other)).get(PROFILE)
+
+    assert_json_error(response, 401)
+    assert response["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_an_access_token_with_an_exp_beyond_any_date_is_a_401_not_a_500():
+    node = NodeFactory()
+    token = signed_with_our_key(AccessToken.for_user(node), exp=1e30)
+
+    response = bearer(token).get(PROFILE)
 
     assert_json_error(response, 401)
     assert response["WWW-Authenticate"].startswith("Bearer")
