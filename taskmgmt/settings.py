@@ -410,6 +410,15 @@ NODE_HEARTBEAT_SECONDS = env.int("NODE_HEARTBEAT_SECONDS", default=10)
 # Down after three missed beats: long enough that a slow network or a GC pause is
 # not a death, short enough that a dead node's work moves within a minute.
 NODE_DOWN_AFTER = env.int("NODE_DOWN_AFTER", default=3 * NODE_HEARTBEAT_SECONDS)
+if NODE_HEARTBEAT_SECONDS < 1:
+    raise ImproperlyConfigured("NODE_HEARTBEAT_SECONDS must be at least 1.")
+# Not above the stale mark (1.5 beats): a node would be down between two beats, and
+# with 0 every node at once (FAILOVER=reassign would move all their work).
+if NODE_DOWN_AFTER <= 1.5 * NODE_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured(
+        "NODE_DOWN_AFTER must be more than 1.5 x NODE_HEARTBEAT_SECONDS (a node is stale"
+        f" after 1.5 beats): {NODE_DOWN_AFTER} with beats every {NODE_HEARTBEAT_SECONDS} s."
+    )
 # Where the cache is Redis, beats wait there and the first beat this long after
 # the last flush writes them all (nodes/heartbeats.py); liveness reads flush first.
 NODE_HEARTBEAT_FLUSH_SECONDS = env.float("NODE_HEARTBEAT_FLUSH_SECONDS", default=1.0)

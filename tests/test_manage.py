@@ -129,6 +129,10 @@ def test_a_cron_schedule_is_taken(clone, schedule):
         ("JWT_ACCESS_MINUTES", "0", "JWT_ACCESS_MINUTES and JWT_REFRESH_DAYS must be"),
         ("JWT_REFRESH_DAYS", "-1", "JWT_ACCESS_MINUTES and JWT_REFRESH_DAYS must be"),
         ("MAX_PAGE_SIZE", "0", "MAX_PAGE_SIZE must be at least 1"),
+        # Every node down at once, or down before it has missed a beat.
+        ("NODE_DOWN_AFTER", "0", "NODE_DOWN_AFTER must be more than 1.5 x"),
+        ("NODE_DOWN_AFTER", "15", "NODE_DOWN_AFTER must be more than 1.5 x"),
+        ("NODE_HEARTBEAT_SECONDS", "0", "NODE_HEARTBEAT_SECONDS must be at least 1"),
     ],
 )
 def test_a_rate_lifetime_or_page_size_that_cannot_work_is_refused(clone, setting, value, message):
