@@ -17,7 +17,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from accounts.models import User
 from tasks.models import Task, TaskStatus
 from tasks.services import sweep_run
-from tests.browser.conftest import ROOT, log_in, save_picture, wait_for
+from tests.browser.conftest import ROOT, log_in, save_picture, text_of, wait_for
 from tests.factories import AdminFactory, NodeFactory, TaskFactory, fleet
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -132,7 +132,7 @@ def test_reassign_a_nodes_two_open_tasks_from_its_page_and_read_their_history(br
 
     browser.find_element(By.LINK_TEXT, "Source node").click()
     wait_for(browser, "#tm-node-actions")
-    assert browser.find_element(By.ID, "tm-node-liveness-state").text == "Never seen"
+    assert text_of(browser, "#tm-node-liveness-state") == "Never seen"
     # A node not alive is named with its liveness in the list.
     Select(browser.find_element(By.ID, "id_node")).select_by_visible_text(f"{target} (never seen)")
     browser.find_element(By.CSS_SELECTOR, "#tm-reassign input[type=submit]").click()

@@ -30,15 +30,15 @@ def test_an_operator_drains_a_node_then_uncordons_it(browser):
     browser.find_element(By.CSS_SELECTOR, "#tm-drain input[type=submit]").click()
     wait_for(browser, "#tm-drain-confirm input[type=submit]").click()
 
-    assert wait_for(browser, "#tm-node-state").text == "draining"
-    assert "kernel upgrade" in browser.find_element(By.ID, "tm-node-events").text
+    assert text_of(browser, "#tm-node-state") == "draining"
+    assert "kernel upgrade" in text_of(browser, "#tm-node-events")
     assert Cordon.objects.get(node=node).by == admin
     assert Task.objects.get(pk=task.pk).assigned_node_id == other.pk
 
     wait_for(browser, "#tm-uncordon #id_uncordon-reason").send_keys("done")
     browser.find_element(By.CSS_SELECTOR, "#tm-uncordon input[type=submit]").click()
     wait_for(browser, ".messagelist")
-    assert browser.find_element(By.ID, "tm-node-state").text == "schedulable"
+    assert text_of(browser, "#tm-node-state") == "schedulable"
 
 
 def test_a_reason_being_typed_survives_the_pages_live_refresh(browser):

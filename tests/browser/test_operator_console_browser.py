@@ -21,6 +21,7 @@ from tests.browser.conftest import (
     ROOT,
     log_in,
     save_picture,
+    text_of,
     wait_for,
     wait_until_replaced,
 )
@@ -184,9 +185,9 @@ def test_docs_pictures_of_the_console_after_a_failover(browser, settings):
 
     # The dead worker's page: what was done to it, by the sweep, and why.
     browser.get(f"{browser.base_url}/admin/node/{batch.pk}/")
-    moved = wait_for(browser, "#tm-node-moved-away").text
+    moved = text_of(browser, "#tm-node-moved-away")
     assert moved.count("the sweep") == 6 and "Node lost" in moved
-    assert browser.find_element(By.ID, "tm-node-liveness-state").text == "Down"
+    assert text_of(browser, "#tm-node-liveness-state") == "Down"
     picture(browser, "node-page.png")
 
     # A running task's page: its progress, payload and the actions on it.
