@@ -5,6 +5,7 @@ them. Bulk changes (the sweep, admin actions) update with one statement and
 write their history rows in bulk in the same transaction.
 """
 
+import functools
 import json
 import logging
 from collections.abc import Callable, Iterable
@@ -143,7 +144,33 @@ FORGOTTEN_ON_REASSIGN = {
 UNCHANGED = object()
 
 
-@transaction.atomic
+def _beats_written_first(needed: Callable[..., bool] = lambda **_: True):
+    """`transaction.atomic` for a write that places work, the beats waiting in Redis
+    written first (`heartbeats.flush`, its own short transactions) when `needed(**kwargs)`
+    says placement will read liveness; placement inside then reads without flushing.
+
+    Flushed inside the write's transaction, the UPDATE of `last_seen` kept each beating
+    node's row locked until the write committed, taken before `lock_nodes` and out of its
+    key order: a broadcast (or a drain, a label change) locking those nodes in key order
+    held a lower one and waited for the beating one, while the write waited for the lower
+    one: MariaDB's deadlock (1213), a 503 to one of two admins. Called inside a
+    transaction already (the admin site's add form), the flush is in it as before."""
+
+    def decorate(function):
+        atomic = transaction.atomic(function)
+
+        @functools.wraps(function)
+        def run(**kwargs):
+            if needed(**kwargs):
+                heartbeats.flush()
+            return atomic(**kwargs)
+
+        return run
+
+    return decorate
+
+
+@_beats_written_first(lambda assigned_node=None, **_: assigned_node is None)
 def task_create(
     *,
     name: str,
@@ -190,7 +217,7 @@ def _placed_node(selector: dict | None, *, locked_at: datetime) -> Node:
     draining node, or to one its selector no longer matches. Then placement picks again;
     under READ COMMITTED it now sees the change (its writer held the lock until commit)."""
     for _ in range(PLACEMENT_TRIES):
-        node = node_for(selector, now=timezone.now(), deadline=locked_at)
+        node = node_for(selector, now=timezone.now(), deadline=locked_at, flush=False)
         lock_nodes([node.pk])
         if _still_fits(node.pk, selector):
             return node
@@ -224,7 +251,7 @@ def _bulk_rows(items: list[dict], *, now: datetime) -> list[Task]:
         selector = item.get("node_selector") or None
         node_id = item.get("assigned_node")
         if node_id is None:
-            placement = placement or Placement(now=timezone.now())
+            placement = placement or Placement(now=timezone.now(), flush=False)
             node_id = placement.pick(selector, item["locked_at"])
             if node_id is None:
                 raise NoNodeMatches(f"no node matches tasks[{index}]'s nodeSelector")
@@ -280,7 +307,7 @@ def _placed_again(items: list[dict], rows: list[Task], fit: dict) -> bool:
     return again
 
 
-@transaction.atomic
+@_beats_written_first(lambda tasks, **_: any(item.get("assigned_node") is None for item in tasks))
 def tasks_create_bulk(*, tasks: list[dict], errors: list[dict] | None = None) -> list[Task]:
     """Create many tasks at once, all or none: each item is `task_create`'s arguments,
     `assigned_node` a node's id or None (then placement picks, as for one task).
@@ -334,7 +361,7 @@ def tasks_create_bulk(*, tasks: list[dict], errors: list[dict] | None = None) ->
     return _insert_new(rows, now=now)
 
 
-@transaction.atomic
+@_beats_written_first()
 def tasks_broadcast(
     *,
     name: str,
@@ -351,7 +378,7 @@ def tasks_broadcast(
     _validate(locked_at=locked_at)
     selector = node_selector or None
     now = timezone.now()
-    targets = broadcast_targets(selector, now=now)
+    targets = broadcast_targets(selector, now=now, flush=False)
     # Read again under their locks (lock_nodes): a node cordoned meanwhile gets none, and
     # one whose labels now match is locked too before it gets one.
     locked = set()
@@ -361,7 +388,7 @@ def tasks_broadcast(
             break
         lock_nodes(found - locked)
         locked |= found
-        targets = broadcast_targets(selector, now=timezone.now())
+        targets = broadcast_targets(selector, now=timezone.now(), flush=False)
     else:
         raise NoNodeMatches("no node matches: the matching nodes kept changing; try again")
     if not targets:
@@ -908,7 +935,7 @@ def tasks_reassign(
     return changed
 
 
-@transaction.atomic
+@_beats_written_first()
 def tasks_reassign_by_selector(
     *, task_ids: Iterable[UUID], selector: dict, locked_at: datetime | None = None
 ) -> list[UUID]:
@@ -930,7 +957,7 @@ def tasks_reassign_by_selector(
         return []
     for _ in range(PLACEMENT_TRIES):
         now = timezone.now()
-        placement = Placement(now=now)
+        placement = Placement(now=now, flush=False)
         by_node: dict[UUID, list[UUID]] = {}
         for task_id, deadline in movable:
             # The deadline it will have: `locked_at`, or its own kept fresh (tasks_reassign).

@@ -6,15 +6,18 @@ import threading
 from datetime import timedelta
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import User
+from nodes import heartbeats
 from nodes.models import Cordon, NodeLabels
 from tasks import services
 from tasks.models import Task, TaskHistory, TaskStatus
 from tests.concurrency import at_once, pause_at
 from tests.factories import AdminFactory, NodeFactory, TaskFactory
 from tests.mariadb import ROW_LOCK_TESTS
+from tests.redis_server import redis_cache, redis_database
 
 pytestmark = ROW_LOCK_TESTS
 
@@ -91,6 +94,53 @@ def test_a_bulk_create_places_again_when_a_picked_node_loses_its_labels(monkeypa
     nodes = {row.assigned_node_id for row in Task.objects.all()}
     assert Task.objects.count() == 4
     assert all(labels[node_id] == GPU for node_id in nodes), nodes
+
+
+# Its own database of the tests' Redis (tests/redis_server.py): no other test flushes it.
+BEATS_REDIS_DB = 15
+
+
+@pytest.mark.parametrize("placed", ["bulk", "create"])
+def test_a_placed_write_holds_no_node_lock_before_it_locks_its_nodes(monkeypatch, settings, placed):
+    # Placement wrote the beats waiting in Redis (heartbeats.flush) inside the write's
+    # transaction: that UPDATE of last_seen kept the beating node's row locked until the
+    # write committed, taken before `lock_nodes` and out of its key order. A broadcast,
+    # which locks every node it gives a task in key order, then held a lower node and
+    # waited for the beating one, while the write waited for the lower one: MariaDB's
+    # deadlock (1213), a 503 to one of the two admins. Paused where it is about to lock
+    # its nodes, the write must hold none yet.
+    with redis_database(BEATS_REDIS_DB) as url:
+        settings.CACHES = redis_cache(url)
+        settings.NODE_HEARTBEAT_FLUSH_SECONDS = 60
+        low, high = sorted(gpu_nodes(2), key=lambda node: str(node.pk))
+        TaskFactory(assigned_node=high)  # placement picks the other one, `low`
+        # The first beat of a flush interval is written at once; the next ones wait.
+        heartbeats.record(node_id=NodeFactory().pk, now=timezone.now())
+        beat = timezone.now()
+        heartbeats.record(node_id=high.pk, now=beat)
+        assert heartbeats.pending([high.pk])
+        pause = pause_at(monkeypatch, services, "lock_nodes", before=True, wait=WAIT)
+        body = task(nodeSelector=GPU)
+        if placed == "bulk":
+            send = lambda client: client.post("/api/tasks/bulk", {"tasks": [body]}, format="json")  # noqa: E731
+        else:
+            send = lambda client: client.post("/api/tasks", body, format="json")  # noqa: E731
+
+        def free_nodes(client):
+            with transaction.atomic():
+                nodes = User.objects.filter(pk__in=[low.pk, high.pk]).select_for_update(
+                    skip_locked=True
+                )
+                return {node.pk for node in nodes}
+
+        created, free = at_once(AdminFactory(), [send, pause.then(free_nodes)])
+
+    assert pause.paused.is_set()
+    assert [str(node) for node in pause.seen[0]] == [str(low.pk)]
+    assert free == {low.pk, high.pk}
+    assert created.status_code == 201, created.content
+    assert User.objects.get(pk=high.pk).last_seen == beat  # written all the same
+    assert Task.objects.get(assigned_node=low).name == "render"
 
 
 def test_a_broadcast_locks_a_node_that_came_to_match_before_giving_it_a_task(monkeypatch):
