@@ -1427,7 +1427,13 @@ def tasks_drain_pending(*, node_id: UUID, now: datetime | None = None) -> tuple[
     heartbeats.flush()  # beats still in Redis: without them no target looks alive
     pending = Task.objects.filter(assigned_node_id=node_id, active=True, status=TaskStatus.PENDING)
     with transaction.atomic():
-        rows = list(driver_rows(pending.order_by("pk").select_for_update(), *MOVED_COLUMNS))
+        # Locked by primary key alone, then read again. A locking read of `pending` goes
+        # through an index of status on a real table (task_dashboard_open): it locked each
+        # task's index record before its row, while a cancel (or a start) holding the row
+        # and changing its status waited for that record: MariaDB's deadlock, a 503.
+        ids = list(pending.values_list("pk", flat=True))
+        list(Task.objects.filter(pk__in=ids).order_by("pk").select_for_update().values("pk"))
+        rows = list(driver_rows(pending.filter(pk__in=ids).order_by("pk"), *MOVED_COLUMNS))
         moved = _move_elsewhere(rows, now=now, cause=FailureCause.DRAINED, actor=current_actor())
     return moved, len(rows) - moved
 

@@ -6,7 +6,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import User
@@ -299,3 +299,37 @@ def test_new_work_for_a_node_deactivated_that_instant_is_the_400_for_an_inactive
     assert answer.status_code == 400, answer.content
     assert answer.json() == again.json()
     assert not Task.objects.filter(assigned_node=node).exists()
+
+
+def test_a_drain_racing_a_cancel_of_its_pending_task_is_no_deadlock(monkeypatch):
+    # The drain's move locked the node's pending tasks through an index on status (its
+    # records first, each task's row after), while a cancel held the task's row and then
+    # changed its status, which needs that index record: MariaDB's deadlock (1213), a
+    # 503 to one of them.
+    node, other = gpu_nodes(2)
+    tasks = [TaskFactory(assigned_node=node, node_selector=GPU) for _ in range(3)]
+    # Enough rows that the move reads the node's pending tasks through an index, as on a
+    # real table, not by scanning them all in key order.
+    deadline = timezone.now() + timedelta(hours=1)
+    Task.objects.bulk_create(
+        Task(name="done", details="-", assigned_node=other, status=status, locked_at=deadline)
+        for status in [TaskStatus.COMPLETED] * 3000
+    )
+    with connection.cursor() as cursor:  # statistics as a long-lived table has them
+        cursor.execute("ANALYZE TABLE tasks_task")
+        cursor.fetchall()
+    target = min(tasks, key=lambda task: str(task.pk))
+    pause = pause_at(
+        monkeypatch, services, "_locked_task", when=lambda task_id: task_id == target.pk, wait=WAIT
+    )
+    cancel = lambda client: client.post(f"/api/tasks/{target.pk}/cancel", {"reason": "r"})  # noqa: E731
+    drain = lambda client: client.post(f"/api/nodes/{node.pk}/drain", {"reason": "r"})  # noqa: E731
+
+    cancelled, drained = at_once(AdminFactory(), [cancel, pause.then(drain)])
+
+    assert pause.paused.is_set()
+    assert cancelled.status_code == 200, cancelled.content
+    assert drained.status_code == 200, drained.content
+    target.refresh_from_db()
+    assert (target.status, target.assigned_node_id) == (TaskStatus.CANCELLED, node.pk)
+    assert drained.json()["movedCount"] == 2
