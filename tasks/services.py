@@ -901,12 +901,16 @@ def tasks_reassign(
     """
     _validate(node=node, locked_at=locked_at)
     fields = ("assigned_node_id", "status", "locked_at")
-    tasks = Task.objects.filter(pk__in=list(task_ids), active=True)
+    ids = list(task_ids)
+    # Locked by primary key alone, in key order, then read again (READ COMMITTED). A
+    # locking read filtered on node and status goes through an index of them on a real
+    # table, index record before row, while a cancel or a status change holding a row
+    # waited for that record: MariaDB's deadlock, a 503.
+    list(Task.objects.filter(pk__in=ids).order_by("pk").select_for_update().values("pk"))
+    tasks = Task.objects.filter(pk__in=ids, active=True)
     if from_node is not None:
         tasks = tasks.filter(assigned_node=from_node, status__in=OPEN_STATUSES)
-    locked = list(
-        tasks.exclude(status=TaskStatus.COMPLETED).select_for_update().values_list("id", *fields)
-    )
+    locked = list(tasks.exclude(status=TaskStatus.COMPLETED).values_list("id", *fields))
     # The node's lock after the tasks', in the order a drain's move takes them.
     lock_nodes([node.pk])
     _check_takes_work(node)

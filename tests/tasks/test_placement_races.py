@@ -14,6 +14,7 @@ from nodes import heartbeats
 from nodes.models import Cordon, NodeLabels
 from tasks import services
 from tasks.models import Task, TaskHistory, TaskStatus
+from tasks.selectors import node_open_task_ids
 from tests.concurrency import at_once, pause_at
 from tests.factories import AdminFactory, NodeFactory, TaskFactory
 from tests.mariadb import ROW_LOCK_TESTS
@@ -333,3 +334,39 @@ def test_a_drain_racing_a_cancel_of_its_pending_task_is_no_deadlock(monkeypatch)
     target.refresh_from_db()
     assert (target.status, target.assigned_node_id) == (TaskStatus.CANCELLED, node.pk)
     assert drained.json()["movedCount"] == 2
+
+
+def test_a_reassign_of_a_nodes_open_tasks_racing_a_cancel_of_one_is_no_deadlock(monkeypatch):
+    # The node page's "reassign all its open tasks" locked them through an index of
+    # their node and status (index record before row) while a cancel held one's row and
+    # then changed its status, which needs that record: MariaDB's deadlock (1213).
+    node, other = gpu_nodes(2)
+    tasks = [TaskFactory(assigned_node=node) for _ in range(3)]
+    deadline = timezone.now() + timedelta(hours=1)
+    Task.objects.bulk_create(
+        Task(name="done", details="-", assigned_node=other, status=status, locked_at=deadline)
+        for status in [TaskStatus.COMPLETED] * 3000
+    )
+    with connection.cursor() as cursor:  # statistics as a long-lived table has them
+        cursor.execute("ANALYZE TABLE tasks_task")
+        cursor.fetchall()
+    target = min(tasks, key=lambda task: str(task.pk))
+    pause = pause_at(
+        monkeypatch, services, "_locked_task", when=lambda task_id: task_id == target.pk, wait=WAIT
+    )
+    cancel = lambda client: client.post(f"/api/tasks/{target.pk}/cancel", {"reason": "r"})  # noqa: E731
+
+    def reassign(client):
+        try:
+            ids = list(node_open_task_ids(node))
+            return len(services.tasks_reassign(task_ids=ids, node=other, from_node=node))
+        except Exception as error:  # the race's outcome, asserted below
+            return error
+
+    cancelled, moved = at_once(AdminFactory(), [cancel, pause.then(reassign)])
+
+    assert pause.paused.is_set()
+    assert cancelled.status_code == 200, cancelled.content
+    assert moved == 2, moved
+    target.refresh_from_db()
+    assert (target.status, target.assigned_node_id) == (TaskStatus.CANCELLED, node.pk)
