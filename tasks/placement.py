@@ -110,16 +110,25 @@ class Placement:
         return best.id
 
 
-def broadcast_targets(selector: dict | None, *, now: datetime) -> list[Candidate]:
+def broadcast_targets(
+    selector: dict | None, *, now: datetime, flush: bool = True
+) -> list[Candidate]:
     """The nodes a broadcast with `selector` gives a task: every active schedulable one
-    that matches (every one, without a selector), whatever its liveness or load."""
-    return Placement(now=now).matching(selector)
+    that matches (every one, without a selector), whatever its liveness or load.
+    `flush`: as `Placement`'s (a write that has flushed before its transaction says no)."""
+    return Placement(now=now, flush=flush).matching(selector)
 
 
-def node_for(selector: dict | None, *, now: datetime, deadline: datetime | None = None) -> Node:
+def node_for(
+    selector: dict | None,
+    *,
+    now: datetime,
+    deadline: datetime | None = None,
+    flush: bool = True,
+) -> Node:
     """The node a new task with `selector` (and `deadline`) goes to (`Placement.pick`);
-    409 if none matches."""
-    placement = Placement(now=now)
+    409 if none matches. `flush`: as `Placement`'s."""
+    placement = Placement(now=now, flush=flush)
     node_id = placement.pick(selector, deadline)
     if node_id is None:
         detail = no_match_detail(placement, selector, "the nodeSelector's labels")

@@ -443,7 +443,8 @@ class TaskStatusSerializer(serializers.Serializer):
     result = JSONValueField(
         limit="TASK_RESULT_MAX_BYTES",
         help_text=(
-            "The task's output, any JSON value: kept with completed or failed, ignored otherwise."
+            "The task's output, any JSON value: kept with completed or failed, and with "
+            "cancelled (what the work had done when it stopped); ignored with in_progress."
         ),
     )
     attempt = AttemptField()

@@ -5,6 +5,7 @@ them. Bulk changes (the sweep, admin actions) update with one statement and
 write their history rows in bulk in the same transaction.
 """
 
+import functools
 import json
 import logging
 from collections.abc import Callable, Iterable
@@ -143,7 +144,33 @@ FORGOTTEN_ON_REASSIGN = {
 UNCHANGED = object()
 
 
-@transaction.atomic
+def _beats_written_first(needed: Callable[..., bool] = lambda **_: True):
+    """`transaction.atomic` for a write that places work, the beats waiting in Redis
+    written first (`heartbeats.flush`, its own short transactions) when `needed(**kwargs)`
+    says placement will read liveness; placement inside then reads without flushing.
+
+    Flushed inside the write's transaction, the UPDATE of `last_seen` kept each beating
+    node's row locked until the write committed, taken before `lock_nodes` and out of its
+    key order: a broadcast (or a drain, a label change) locking those nodes in key order
+    held a lower one and waited for the beating one, while the write waited for the lower
+    one: MariaDB's deadlock (1213), a 503 to one of two admins. Called inside a
+    transaction already (the admin site's add form), the flush is in it as before."""
+
+    def decorate(function):
+        atomic = transaction.atomic(function)
+
+        @functools.wraps(function)
+        def run(**kwargs):
+            if needed(**kwargs):
+                heartbeats.flush()
+            return atomic(**kwargs)
+
+        return run
+
+    return decorate
+
+
+@_beats_written_first(lambda assigned_node=None, **_: assigned_node is None)
 def task_create(
     *,
     name: str,
@@ -190,7 +217,7 @@ def _placed_node(selector: dict | None, *, locked_at: datetime) -> Node:
     draining node, or to one its selector no longer matches. Then placement picks again;
     under READ COMMITTED it now sees the change (its writer held the lock until commit)."""
     for _ in range(PLACEMENT_TRIES):
-        node = node_for(selector, now=timezone.now(), deadline=locked_at)
+        node = node_for(selector, now=timezone.now(), deadline=locked_at, flush=False)
         lock_nodes([node.pk])
         if _still_fits(node.pk, selector):
             return node
@@ -224,7 +251,7 @@ def _bulk_rows(items: list[dict], *, now: datetime) -> list[Task]:
         selector = item.get("node_selector") or None
         node_id = item.get("assigned_node")
         if node_id is None:
-            placement = placement or Placement(now=timezone.now())
+            placement = placement or Placement(now=timezone.now(), flush=False)
             node_id = placement.pick(selector, item["locked_at"])
             if node_id is None:
                 raise NoNodeMatches(f"no node matches tasks[{index}]'s nodeSelector")
@@ -280,7 +307,7 @@ def _placed_again(items: list[dict], rows: list[Task], fit: dict) -> bool:
     return again
 
 
-@transaction.atomic
+@_beats_written_first(lambda tasks, **_: any(item.get("assigned_node") is None for item in tasks))
 def tasks_create_bulk(*, tasks: list[dict], errors: list[dict] | None = None) -> list[Task]:
     """Create many tasks at once, all or none: each item is `task_create`'s arguments,
     `assigned_node` a node's id or None (then placement picks, as for one task).
@@ -334,7 +361,7 @@ def tasks_create_bulk(*, tasks: list[dict], errors: list[dict] | None = None) ->
     return _insert_new(rows, now=now)
 
 
-@transaction.atomic
+@_beats_written_first()
 def tasks_broadcast(
     *,
     name: str,
@@ -351,7 +378,7 @@ def tasks_broadcast(
     _validate(locked_at=locked_at)
     selector = node_selector or None
     now = timezone.now()
-    targets = broadcast_targets(selector, now=now)
+    targets = broadcast_targets(selector, now=now, flush=False)
     # Read again under their locks (lock_nodes): a node cordoned meanwhile gets none, and
     # one whose labels now match is locked too before it gets one.
     locked = set()
@@ -361,7 +388,7 @@ def tasks_broadcast(
             break
         lock_nodes(found - locked)
         locked |= found
-        targets = broadcast_targets(selector, now=timezone.now())
+        targets = broadcast_targets(selector, now=timezone.now(), flush=False)
     else:
         raise NoNodeMatches("no node matches: the matching nodes kept changing; try again")
     if not targets:
@@ -874,12 +901,16 @@ def tasks_reassign(
     """
     _validate(node=node, locked_at=locked_at)
     fields = ("assigned_node_id", "status", "locked_at")
-    tasks = Task.objects.filter(pk__in=list(task_ids), active=True)
+    ids = list(task_ids)
+    # Locked by primary key alone, in key order, then read again (READ COMMITTED). A
+    # locking read filtered on node and status goes through an index of them on a real
+    # table, index record before row, while a cancel or a status change holding a row
+    # waited for that record: MariaDB's deadlock, a 503.
+    list(Task.objects.filter(pk__in=ids).order_by("pk").select_for_update().values("pk"))
+    tasks = Task.objects.filter(pk__in=ids, active=True)
     if from_node is not None:
         tasks = tasks.filter(assigned_node=from_node, status__in=OPEN_STATUSES)
-    locked = list(
-        tasks.exclude(status=TaskStatus.COMPLETED).select_for_update().values_list("id", *fields)
-    )
+    locked = list(tasks.exclude(status=TaskStatus.COMPLETED).values_list("id", *fields))
     # The node's lock after the tasks', in the order a drain's move takes them.
     lock_nodes([node.pk])
     _check_takes_work(node)
@@ -908,7 +939,7 @@ def tasks_reassign(
     return changed
 
 
-@transaction.atomic
+@_beats_written_first()
 def tasks_reassign_by_selector(
     *, task_ids: Iterable[UUID], selector: dict, locked_at: datetime | None = None
 ) -> list[UUID]:
@@ -930,7 +961,7 @@ def tasks_reassign_by_selector(
         return []
     for _ in range(PLACEMENT_TRIES):
         now = timezone.now()
-        placement = Placement(now=now)
+        placement = Placement(now=now, flush=False)
         by_node: dict[UUID, list[UUID]] = {}
         for task_id, deadline in movable:
             # The deadline it will have: `locked_at`, or its own kept fresh (tasks_reassign).
@@ -1400,7 +1431,13 @@ def tasks_drain_pending(*, node_id: UUID, now: datetime | None = None) -> tuple[
     heartbeats.flush()  # beats still in Redis: without them no target looks alive
     pending = Task.objects.filter(assigned_node_id=node_id, active=True, status=TaskStatus.PENDING)
     with transaction.atomic():
-        rows = list(driver_rows(pending.order_by("pk").select_for_update(), *MOVED_COLUMNS))
+        # Locked by primary key alone, then read again. A locking read of `pending` goes
+        # through an index of status on a real table (task_dashboard_open): it locked each
+        # task's index record before its row, while a cancel (or a start) holding the row
+        # and changing its status waited for that record: MariaDB's deadlock, a 503.
+        ids = list(pending.values_list("pk", flat=True))
+        list(Task.objects.filter(pk__in=ids).order_by("pk").select_for_update().values("pk"))
+        rows = list(driver_rows(pending.filter(pk__in=ids).order_by("pk"), *MOVED_COLUMNS))
         moved = _move_elsewhere(rows, now=now, cause=FailureCause.DRAINED, actor=current_actor())
     return moved, len(rows) - moved
 

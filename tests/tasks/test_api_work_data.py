@@ -564,3 +564,26 @@ def test_another_node_sees_nothing_of_the_work_data(client_for, node):
 
     assert_json_error(other.get(f"/api/tasks/{task.pk}"), 403)
     assert other.get("/api/tasks/filter/all").json()["tasks"] == []
+
+
+def test_a_result_sent_with_cancelled_is_kept_and_the_schema_says_so(
+    anon_client, node_client, node
+):
+    # shift-status keeps a result sent with cancelled (a node acknowledging a cancel
+    # request: what the work had done when it stopped), as docs/api.md says; the schema
+    # said "kept with completed or failed, ignored otherwise".
+    task = TaskFactory(
+        assigned_node=node,
+        status=TaskStatus.IN_PROGRESS,
+        attempts=1,
+        cancel_requested_at=timezone.now(),
+    )
+
+    response = shift(node_client, task, "cancelled", result={"done": 3})
+
+    assert response.status_code == 200, response.content
+    assert stored(task)["result"] == {"done": 3}
+    schema = anon_client.get("/api/schema/", {"format": "json"}).json()
+    described = schema["components"]["schemas"]["TaskStatusRequest"]["properties"]["result"]
+    assert "cancelled" in described["description"]
+    assert "ignored otherwise" not in described["description"]

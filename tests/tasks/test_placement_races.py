@@ -6,15 +6,19 @@ import threading
 from datetime import timedelta
 
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import User
+from nodes import heartbeats
 from nodes.models import Cordon, NodeLabels
 from tasks import services
 from tasks.models import Task, TaskHistory, TaskStatus
+from tasks.selectors import node_open_task_ids
 from tests.concurrency import at_once, pause_at
 from tests.factories import AdminFactory, NodeFactory, TaskFactory
 from tests.mariadb import ROW_LOCK_TESTS
+from tests.redis_server import redis_cache, redis_database
 
 pytestmark = ROW_LOCK_TESTS
 
@@ -91,6 +95,53 @@ def test_a_bulk_create_places_again_when_a_picked_node_loses_its_labels(monkeypa
     nodes = {row.assigned_node_id for row in Task.objects.all()}
     assert Task.objects.count() == 4
     assert all(labels[node_id] == GPU for node_id in nodes), nodes
+
+
+# Its own database of the tests' Redis (tests/redis_server.py): no other test flushes it.
+BEATS_REDIS_DB = 15
+
+
+@pytest.mark.parametrize("placed", ["bulk", "create"])
+def test_a_placed_write_holds_no_node_lock_before_it_locks_its_nodes(monkeypatch, settings, placed):
+    # Placement wrote the beats waiting in Redis (heartbeats.flush) inside the write's
+    # transaction: that UPDATE of last_seen kept the beating node's row locked until the
+    # write committed, taken before `lock_nodes` and out of its key order. A broadcast,
+    # which locks every node it gives a task in key order, then held a lower node and
+    # waited for the beating one, while the write waited for the lower one: MariaDB's
+    # deadlock (1213), a 503 to one of the two admins. Paused where it is about to lock
+    # its nodes, the write must hold none yet.
+    with redis_database(BEATS_REDIS_DB) as url:
+        settings.CACHES = redis_cache(url)
+        settings.NODE_HEARTBEAT_FLUSH_SECONDS = 60
+        low, high = sorted(gpu_nodes(2), key=lambda node: str(node.pk))
+        TaskFactory(assigned_node=high)  # placement picks the other one, `low`
+        # The first beat of a flush interval is written at once; the next ones wait.
+        heartbeats.record(node_id=NodeFactory().pk, now=timezone.now())
+        beat = timezone.now()
+        heartbeats.record(node_id=high.pk, now=beat)
+        assert heartbeats.pending([high.pk])
+        pause = pause_at(monkeypatch, services, "lock_nodes", before=True, wait=WAIT)
+        body = task(nodeSelector=GPU)
+        if placed == "bulk":
+            send = lambda client: client.post("/api/tasks/bulk", {"tasks": [body]}, format="json")  # noqa: E731
+        else:
+            send = lambda client: client.post("/api/tasks", body, format="json")  # noqa: E731
+
+        def free_nodes(client):
+            with transaction.atomic():
+                nodes = User.objects.filter(pk__in=[low.pk, high.pk]).select_for_update(
+                    skip_locked=True
+                )
+                return {node.pk for node in nodes}
+
+        created, free = at_once(AdminFactory(), [send, pause.then(free_nodes)])
+
+    assert pause.paused.is_set()
+    assert [str(node) for node in pause.seen[0]] == [str(low.pk)]
+    assert free == {low.pk, high.pk}
+    assert created.status_code == 201, created.content
+    assert User.objects.get(pk=high.pk).last_seen == beat  # written all the same
+    assert Task.objects.get(assigned_node=low).name == "render"
 
 
 def test_a_broadcast_locks_a_node_that_came_to_match_before_giving_it_a_task(monkeypatch):
@@ -249,3 +300,73 @@ def test_new_work_for_a_node_deactivated_that_instant_is_the_400_for_an_inactive
     assert answer.status_code == 400, answer.content
     assert answer.json() == again.json()
     assert not Task.objects.filter(assigned_node=node).exists()
+
+
+def test_a_drain_racing_a_cancel_of_its_pending_task_is_no_deadlock(monkeypatch):
+    # The drain's move locked the node's pending tasks through an index on status (its
+    # records first, each task's row after), while a cancel held the task's row and then
+    # changed its status, which needs that index record: MariaDB's deadlock (1213), a
+    # 503 to one of them.
+    node, other = gpu_nodes(2)
+    tasks = [TaskFactory(assigned_node=node, node_selector=GPU) for _ in range(3)]
+    # Enough rows that the move reads the node's pending tasks through an index, as on a
+    # real table, not by scanning them all in key order.
+    deadline = timezone.now() + timedelta(hours=1)
+    Task.objects.bulk_create(
+        Task(name="done", details="-", assigned_node=other, status=status, locked_at=deadline)
+        for status in [TaskStatus.COMPLETED] * 3000
+    )
+    with connection.cursor() as cursor:  # statistics as a long-lived table has them
+        cursor.execute("ANALYZE TABLE tasks_task")
+        cursor.fetchall()
+    target = min(tasks, key=lambda task: str(task.pk))
+    pause = pause_at(
+        monkeypatch, services, "_locked_task", when=lambda task_id: task_id == target.pk, wait=WAIT
+    )
+    cancel = lambda client: client.post(f"/api/tasks/{target.pk}/cancel", {"reason": "r"})  # noqa: E731
+    drain = lambda client: client.post(f"/api/nodes/{node.pk}/drain", {"reason": "r"})  # noqa: E731
+
+    cancelled, drained = at_once(AdminFactory(), [cancel, pause.then(drain)])
+
+    assert pause.paused.is_set()
+    assert cancelled.status_code == 200, cancelled.content
+    assert drained.status_code == 200, drained.content
+    target.refresh_from_db()
+    assert (target.status, target.assigned_node_id) == (TaskStatus.CANCELLED, node.pk)
+    assert drained.json()["movedCount"] == 2
+
+
+def test_a_reassign_of_a_nodes_open_tasks_racing_a_cancel_of_one_is_no_deadlock(monkeypatch):
+    # The node page's "reassign all its open tasks" locked them through an index of
+    # their node and status (index record before row) while a cancel held one's row and
+    # then changed its status, which needs that record: MariaDB's deadlock (1213).
+    node, other = gpu_nodes(2)
+    tasks = [TaskFactory(assigned_node=node) for _ in range(3)]
+    deadline = timezone.now() + timedelta(hours=1)
+    Task.objects.bulk_create(
+        Task(name="done", details="-", assigned_node=other, status=status, locked_at=deadline)
+        for status in [TaskStatus.COMPLETED] * 3000
+    )
+    with connection.cursor() as cursor:  # statistics as a long-lived table has them
+        cursor.execute("ANALYZE TABLE tasks_task")
+        cursor.fetchall()
+    target = min(tasks, key=lambda task: str(task.pk))
+    pause = pause_at(
+        monkeypatch, services, "_locked_task", when=lambda task_id: task_id == target.pk, wait=WAIT
+    )
+    cancel = lambda client: client.post(f"/api/tasks/{target.pk}/cancel", {"reason": "r"})  # noqa: E731
+
+    def reassign(client):
+        try:
+            ids = list(node_open_task_ids(node))
+            return len(services.tasks_reassign(task_ids=ids, node=other, from_node=node))
+        except Exception as error:  # the race's outcome, asserted below
+            return error
+
+    cancelled, moved = at_once(AdminFactory(), [cancel, pause.then(reassign)])
+
+    assert pause.paused.is_set()
+    assert cancelled.status_code == 200, cancelled.content
+    assert moved == 2, moved
+    target.refresh_from_db()
+    assert (target.status, target.assigned_node_id) == (TaskStatus.CANCELLED, node.pk)
