@@ -302,6 +302,20 @@ def test_new_work_for_a_node_deactivated_that_instant_is_the_400_for_an_inactive
     assert not Task.objects.filter(assigned_node=node).exists()
 
 
+def as_on_a_long_lived_table(node):
+    """Enough finished tasks (on `node`) and fresh statistics that MariaDB reads a node's
+    open tasks through an index, as on a real table, not by scanning them in key order."""
+    deadline = timezone.now() + timedelta(hours=1)
+    Task.objects.bulk_create(
+        Task(name="done", details="-", assigned_node=node, status=TaskStatus.COMPLETED,
+             locked_at=deadline)
+        for _ in range(3000)
+    )  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE TABLE tasks_task")
+        cursor.fetchall()
+
+
 def test_a_drain_racing_a_cancel_of_its_pending_task_is_no_deadlock(monkeypatch):
     # The drain's move locked the node's pending tasks through an index on status (its
     # records first, each task's row after), while a cancel held the task's row and then
@@ -309,16 +323,7 @@ def test_a_drain_racing_a_cancel_of_its_pending_task_is_no_deadlock(monkeypatch)
     # 503 to one of them.
     node, other = gpu_nodes(2)
     tasks = [TaskFactory(assigned_node=node, node_selector=GPU) for _ in range(3)]
-    # Enough rows that the move reads the node's pending tasks through an index, as on a
-    # real table, not by scanning them all in key order.
-    deadline = timezone.now() + timedelta(hours=1)
-    Task.objects.bulk_create(
-        Task(name="done", details="-", assigned_node=other, status=status, locked_at=deadline)
-        for status in [TaskStatus.COMPLETED] * 3000
-    )
-    with connection.cursor() as cursor:  # statistics as a long-lived table has them
-        cursor.execute("ANALYZE TABLE tasks_task")
-        cursor.fetchall()
+    as_on_a_long_lived_table(other)
     target = min(tasks, key=lambda task: str(task.pk))
     pause = pause_at(
         monkeypatch, services, "_locked_task", when=lambda task_id: task_id == target.pk, wait=WAIT
@@ -342,14 +347,7 @@ def test_a_reassign_of_a_nodes_open_tasks_racing_a_cancel_of_one_is_no_deadlock(
     # then changed its status, which needs that record: MariaDB's deadlock (1213).
     node, other = gpu_nodes(2)
     tasks = [TaskFactory(assigned_node=node) for _ in range(3)]
-    deadline = timezone.now() + timedelta(hours=1)
-    Task.objects.bulk_create(
-        Task(name="done", details="-", assigned_node=other, status=status, locked_at=deadline)
-        for status in [TaskStatus.COMPLETED] * 3000
-    )
-    with connection.cursor() as cursor:  # statistics as a long-lived table has them
-        cursor.execute("ANALYZE TABLE tasks_task")
-        cursor.fetchall()
+    as_on_a_long_lived_table(other)
     target = min(tasks, key=lambda task: str(task.pk))
     pause = pause_at(
         monkeypatch, services, "_locked_task", when=lambda task_id: task_id == target.pk, wait=WAIT
