@@ -189,6 +189,17 @@ def a_window(node, *, drain=False, starts_in=60):
     )
 
 
+def test_each_cancel_window_button_names_its_window_to_a_screen_reader(admin_site_client, node):
+    """Two planned windows gave two buttons both read as "Cancel window"."""
+    first, second = a_window(node), a_window(node, starts_in=180)
+
+    html = admin_site_client.get(page(node)).content.decode()
+
+    for window in (first, second):
+        starts = timezone.localtime(window.starts_at).strftime("%Y-%m-%d %H:%M")
+        assert f'aria-label="Cancel the window from {starts} UTC: rack move"' in html
+
+
 @pytest.mark.parametrize(
     ("drain", "undone"),
     [
