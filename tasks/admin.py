@@ -744,9 +744,8 @@ def retry_refusal(node) -> str | None:
     cordoned, draining or in a maintenance window, as `check_schedulable` says), or None."""
     if not node.is_active:
         return "deactivated"
-    if Node.objects.schedulable().filter(pk=node.pk).exists():
-        return None
-    return node_state(node.pk)["state"]
+    state = node_state(node.pk)
+    return None if state["schedulable"] else state["state"]
 
 
 def task_actions(request, task) -> dict:
